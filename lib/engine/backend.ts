@@ -1,0 +1,226 @@
+/**
+ * Backend selection: the one place that initialises TensorFlow.js.
+ *
+ * Preference order is tfjs-node-gpu → tfjs-node → wasm → cpu. The two native packages are optional dependencies
+ * (their install script downloads libtensorflow, which fails without network); wasm is what runs here. The choice
+ * can be forced with `initEngine({ backend })` or the CONTROLNET_TS_BACKEND environment variable; a forced backend
+ * that cannot load is an error, never a silent fallback.
+ */
+import os from "node:os";
+import { tf } from "./tf.js";
+import { installWasmWorkerShim, withLogicalCores } from "./wasm-threads.js";
+import { registerWasmKernels } from "./kernels/index.js";
+import { installMemoryTracker } from "./memory.js";
+
+export const BACKENDS = ["node-gpu", "node", "wasm", "cpu"] as const;
+export type BackendKind = (typeof BACKENDS)[number];
+
+export interface EngineOptions {
+  /** Force a backend; default: env CONTROLNET_TS_BACKEND, else the first that loads. */
+  backend?: BackendKind | string;
+  /** wasm threads; default: env CONTROLNET_TS_THREADS, else the number of CPUs. 1 disables the thread pool. */
+  threads?: number;
+  /** For tests: replaces the dynamic import used to load the optional native packages. */
+  importPackage?: (name: string) => Promise<unknown>;
+}
+
+export interface EngineInfo {
+  backend: BackendKind;
+  /** tfjs' own backend name ("tensorflow", "wasm", "cpu"). */
+  tfjsBackend: string;
+  tfjsVersion: string;
+  threads: number;
+  /** Why each better backend is not running (empty when the best one runs). */
+  unavailable: { backend: BackendKind; reason: string }[];
+  /** Device memory limit in bytes where one exists (wasm32: 4 GiB), else null. */
+  deviceMemoryLimit: number | null;
+  /** True when our fast wasm training kernels are registered. */
+  kernelOverrides: string[];
+}
+
+const NATIVE_PACKAGES: Record<"node-gpu" | "node", string> = {
+  "node-gpu": "@tensorflow/tfjs-node-gpu",
+  node: "@tensorflow/tfjs-node",
+};
+
+export { WASM_HEAP_LIMIT } from "./constants.js";
+import { WASM_HEAP_LIMIT } from "./constants.js";
+
+let current: EngineInfo | null = null;
+let initialising: Promise<EngineInfo> | null = null;
+
+export function parseBackend(value: string): BackendKind {
+  const v = value.trim().toLowerCase();
+  if ((BACKENDS as readonly string[]).includes(v)) return v as BackendKind;
+  throw new Error(
+    `Unknown engine backend '${value}': expected one of ${BACKENDS.join(", ")} ` +
+      `(set by initEngine({backend}) or CONTROLNET_TS_BACKEND).`,
+  );
+}
+
+function parseThreads(value: number | string | undefined): number {
+  if (value === undefined || value === "") return Math.max(1, os.availableParallelism?.() ?? os.cpus().length);
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 64) {
+    throw new Error(`Invalid wasm thread count '${value}': expected an integer from 1 to 64 (CONTROLNET_TS_THREADS).`);
+  }
+  return n;
+}
+
+function describeImportError(pkg: string, err: unknown): string {
+  const msg = err instanceof Error ? err.message : String(err);
+  if (/Cannot find (package|module)/.test(msg) && msg.includes(pkg)) {
+    return `${pkg} is not installed (an optional dependency: its install script downloads libtensorflow; see README "GPU")`;
+  }
+  return `${pkg} failed to load: ${msg.split("\n")[0]}`;
+}
+
+async function tryNative(kind: "node-gpu" | "node", importPackage: (n: string) => Promise<unknown>): Promise<string | null> {
+  const pkg = NATIVE_PACKAGES[kind];
+  try {
+    await importPackage(pkg);
+  } catch (err) {
+    return describeImportError(pkg, err);
+  }
+  // Both native packages register the backend under the name "tensorflow".
+  if (!(await tf.setBackend("tensorflow"))) return `${pkg} loaded but the 'tensorflow' backend did not initialise`;
+  return null;
+}
+
+/**
+ * emscripten's Node glue installs process-wide `uncaughtException`/`unhandledRejection` handlers that rethrow, which
+ * turns any later unhandled rejection into a crash that prints the whole minified module. A kernel or a training
+ * script must decide that for itself, so we remove the handlers the wasm module added.
+ */
+async function withoutAddedProcessHandlers<T>(fn: () => Promise<T>): Promise<T> {
+  const events = ["uncaughtException", "unhandledRejection"] as const;
+  const before = new Map(events.map((e) => [e, new Set(process.listeners(e))]));
+  try {
+    return await fn();
+  } finally {
+    for (const e of events) {
+      for (const l of process.listeners(e)) if (!before.get(e)!.has(l)) process.removeListener(e, l as (...a: unknown[]) => void);
+    }
+  }
+}
+
+async function initWasm(threads: number): Promise<string | null> {
+  return withoutAddedProcessHandlers(() => initWasmInner(threads));
+}
+
+async function initWasmInner(threads: number): Promise<string | null> {
+  try {
+    const wasm = await import("@tensorflow/tfjs-backend-wasm");
+    if (threads > 1) {
+      installWasmWorkerShim();
+      tf.env().set("WASM_HAS_MULTITHREAD_SUPPORT", true);
+      wasm.setThreadsCount(threads);
+    } else {
+      tf.env().set("WASM_HAS_MULTITHREAD_SUPPORT", false);
+    }
+    // emscripten sizes its pool at (logical cores / 2); report enough cores while the pool is made.
+    const ok = await withLogicalCores(threads * 2, () => tf.setBackend("wasm"));
+    if (!ok) return "the wasm backend did not initialise";
+    unrefPthreadWorkers();
+    return null;
+  } catch (err) {
+    return `wasm failed: ${err instanceof Error ? err.message : String(err)}`;
+  }
+}
+
+/**
+ * emscripten `ref()`s each pthread worker while its thread runs, and the pool threads never finish, so a script
+ * would never exit. The pool is idle between kernels; unref'ing lets Node exit when the script's work is done.
+ */
+function unrefPthreadWorkers(): void {
+  const mod = (tf.backend() as unknown as { wasm?: { PThread?: { runningWorkers?: { unref(): void }[]; unusedWorkers?: { unref(): void }[] } } }).wasm;
+  const pool = mod?.PThread;
+  for (const w of [...(pool?.runningWorkers ?? []), ...(pool?.unusedWorkers ?? [])]) w.unref();
+}
+
+async function wasmThreadsCount(): Promise<number> {
+  const wasm = await import("@tensorflow/tfjs-backend-wasm");
+  return wasm.getThreadsCount();
+}
+
+async function select(opts: EngineOptions): Promise<EngineInfo> {
+  const forcedRaw = opts.backend ?? process.env.CONTROLNET_TS_BACKEND;
+  const forced = forcedRaw ? parseBackend(forcedRaw) : null;
+  const threads = parseThreads(opts.threads ?? process.env.CONTROLNET_TS_THREADS);
+  const importPackage = opts.importPackage ?? ((n: string) => import(n));
+  const unavailable: EngineInfo["unavailable"] = [];
+  const order = forced ? [forced] : [...BACKENDS];
+
+  for (const kind of order) {
+    let reason: string | null;
+    if (kind === "node-gpu" || kind === "node") reason = await tryNative(kind, importPackage);
+    else if (kind === "wasm") reason = await initWasm(threads);
+    else reason = (await tf.setBackend("cpu")) ? null : "the cpu backend did not initialise";
+
+    if (reason !== null) {
+      if (forced) throw new Error(`Engine backend '${forced}' was requested but is unavailable: ${reason}.`);
+      unavailable.push({ backend: kind, reason });
+      continue;
+    }
+    await tf.ready();
+    quietCpuBackend();
+    const kernelOverrides = kind === "wasm" ? registerWasmKernels() : [];
+    installMemoryTracker();
+    return {
+      backend: kind,
+      tfjsBackend: tf.getBackend(),
+      tfjsVersion: tf.version.tfjs,
+      threads: kind === "wasm" ? await wasmThreadsCount() : kind === "cpu" ? 1 : threads,
+      unavailable,
+      deviceMemoryLimit: kind === "wasm" ? WASM_HEAP_LIMIT : null,
+      kernelOverrides,
+    };
+  }
+  throw new Error(`No TensorFlow.js backend could start: ${unavailable.map((u) => `${u.backend}: ${u.reason}`).join("; ")}`);
+}
+
+/** tfjs-backend-cpu prints a "use tfjs-node" banner on first use; we already report that choice ourselves. */
+function quietCpuBackend(): void {
+  const cpu = tf.findBackend("cpu") as unknown as { firstUse?: boolean } | null;
+  if (cpu) cpu.firstUse = false;
+}
+
+/**
+ * Initialises the engine once per process and returns what runs. Calling again with no options (or the same
+ * backend) returns the existing engine; asking for a different backend after initialisation is an error, because
+ * tensors cannot move between engines safely mid-run.
+ */
+export async function initEngine(opts: EngineOptions = {}): Promise<EngineInfo> {
+  if (current) {
+    const wanted = opts.backend ?? process.env.CONTROLNET_TS_BACKEND;
+    if (wanted && parseBackend(wanted) !== current.backend) {
+      throw new Error(
+        `The engine already runs on '${current.backend}'; it cannot switch to '${wanted}' in this process (restart the kernel or script).`,
+      );
+    }
+    return current;
+  }
+  if (!initialising) {
+    initialising = select(opts).then(
+      (info) => (current = info),
+      (err) => {
+        initialising = null;
+        throw err;
+      },
+    );
+  }
+  return initialising;
+}
+
+/** The running engine, or null before initEngine(). */
+export function engineInfo(): EngineInfo | null {
+  return current;
+}
+
+/** A one-paragraph human explanation of the engine choice (used by writeBasicConfig and the CLI). */
+export function describeEngine(info: EngineInfo): string {
+  const lines = [`engine: ${info.backend} (tfjs ${info.tfjsVersion}, backend '${info.tfjsBackend}', ${info.threads} thread(s))`];
+  for (const u of info.unavailable) lines.push(`  ${u.backend} unavailable: ${u.reason}`);
+  if (info.deviceMemoryLimit) lines.push(`  device memory limit: ${(info.deviceMemoryLimit / 1024 ** 3).toFixed(0)} GiB (wasm32 heap; it never shrinks)`);
+  return lines.join("\n");
+}

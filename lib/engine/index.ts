@@ -1,0 +1,8 @@
+/** lib/engine: TensorFlow.js initialisation, backend choice, fast wasm kernels, memory accounting, checkpointing. */
+export { tf } from "./tf.js";
+export type { Tensor, Variable } from "./tf.js";
+export { initEngine, engineInfo, describeEngine, parseBackend, BACKENDS, WASM_HEAP_LIMIT } from "./backend.js";
+export type { BackendKind, EngineInfo, EngineOptions } from "./backend.js";
+export { memoryInfo, measurePeak, installMemoryTracker } from "./memory.js";
+export type { MemorySnapshot, PeakReport } from "./memory.js";
+export { checkpoint } from "./checkpoint.js";

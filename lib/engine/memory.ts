@@ -1,0 +1,124 @@
+/**
+ * Memory accounting for the engine: what the memory meter and the planner read.
+ *
+ * tfjs' own `tf.memory().numBytes` counts bytes per Tensor *object* (a reshape that shares its buffer counts twice)
+ * and only `tf.profile` tracks a peak, at the cost of timing every kernel. We instead count bytes per backend
+ * buffer (dataId) by wrapping the engine's two bookkeeping points, which gives live bytes and peaks over any
+ * region at no measurable cost.
+ */
+import { tf } from "./tf.js";
+import { WASM_HEAP_LIMIT } from "./constants.js";
+
+export interface MemorySnapshot {
+  backend: string;
+  /** Live tensor objects. */
+  liveTensors: number;
+  /** Bytes held by live backend buffers (each buffer counted once). */
+  liveBytes: number;
+  /** Size of the wasm heap (it grows, never shrinks); null on other backends. */
+  heapBytes: number | null;
+  /** The device memory limit (4 GiB for wasm32), or null. */
+  heapLimitBytes: number | null;
+  /** Resident set size of the process: the wasm heap shows up here. */
+  rssBytes: number;
+}
+
+interface TensorInfoEntry {
+  bytes: number;
+  backend: unknown;
+}
+interface EngineInternals {
+  state: { tensorInfo: WeakMap<object, TensorInfoEntry> };
+  trackTensor(a: { dataId: object }, backend: unknown): void;
+  removeDataId(dataId: object, backend: unknown): void;
+}
+
+let installed = false;
+let liveBytes = 0;
+const regions = new Set<{ peak: number }>();
+
+function bump(): void {
+  for (const r of regions) if (liveBytes > r.peak) r.peak = liveBytes;
+}
+
+/** Wraps the engine's buffer bookkeeping once. Called by initEngine; safe to call again. */
+export function installMemoryTracker(): void {
+  if (installed) return;
+  installed = true;
+  const eng = tf.engine() as unknown as EngineInternals;
+  // tensorInfo is a WeakMap (not iterable); tfjs' per-tensor count is exact when nothing shares buffers yet.
+  liveBytes = tf.memory().numBytes;
+  const track = eng.trackTensor.bind(eng);
+  eng.trackTensor = (a, backend) => {
+    const had = eng.state.tensorInfo.has(a.dataId);
+    track(a, backend);
+    if (!had) {
+      const info = eng.state.tensorInfo.get(a.dataId);
+      if (info) {
+        liveBytes += info.bytes;
+        bump();
+      }
+    }
+  };
+  const remove = eng.removeDataId.bind(eng);
+  eng.removeDataId = (dataId, backend) => {
+    const info = eng.state.tensorInfo.get(dataId);
+    remove(dataId, backend);
+    if (info && !eng.state.tensorInfo.has(dataId)) liveBytes -= info.bytes;
+  };
+}
+
+function wasmHeapBytes(): number | null {
+  if (tf.getBackend() !== "wasm") return null;
+  const backend = tf.backend() as unknown as { wasm?: { HEAPU8?: Uint8Array } };
+  return backend.wasm?.HEAPU8?.length ?? null;
+}
+
+export function memoryInfo(): MemorySnapshot {
+  const m = tf.memory();
+  const isWasm = tf.getBackend() === "wasm";
+  return {
+    backend: tf.getBackend(),
+    liveTensors: m.numTensors,
+    liveBytes: installed ? liveBytes : m.numBytes,
+    heapBytes: wasmHeapBytes(),
+    heapLimitBytes: isWasm ? WASM_HEAP_LIMIT : null,
+    rssBytes: process.memoryUsage().rss,
+  };
+}
+
+export interface PeakReport<T> {
+  result: T;
+  /** Live bytes when the region started. */
+  startBytes: number;
+  /** Highest live bytes seen during the region. */
+  peakBytes: number;
+  /** Live bytes when the region ended (what the region left allocated). */
+  endBytes: number;
+  /** peakBytes - startBytes: the extra memory the region needed. */
+  peakDeltaBytes: number;
+  heapBytes: number | null;
+  rssBytes: number;
+}
+
+/** Runs `fn` and reports the peak of live tensor bytes during it. Regions may nest. */
+export async function measurePeak<T>(fn: () => T | Promise<T>): Promise<PeakReport<T>> {
+  installMemoryTracker();
+  const region = { peak: liveBytes };
+  const startBytes = liveBytes;
+  regions.add(region);
+  try {
+    const result = await fn();
+    return {
+      result,
+      startBytes,
+      peakBytes: region.peak,
+      endBytes: liveBytes,
+      peakDeltaBytes: region.peak - startBytes,
+      heapBytes: wasmHeapBytes(),
+      rssBytes: process.memoryUsage().rss,
+    };
+  } finally {
+    regions.delete(region);
+  }
+}

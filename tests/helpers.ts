@@ -1,0 +1,43 @@
+/** Shared test helpers: engine set-up and numeric comparison. */
+import assert from "node:assert/strict";
+import { initEngine, tf } from "../lib/engine/index.js";
+import type { EngineInfo } from "../lib/engine/index.js";
+
+/** Initialises the engine the tests run on (wasm unless CONTROLNET_TS_BACKEND says otherwise). */
+export async function testEngine(): Promise<EngineInfo> {
+  return initEngine({ backend: process.env.CONTROLNET_TS_BACKEND ?? "wasm" });
+}
+
+/** Runs `fn` on the cpu backend (the reference) and returns plain arrays; switches back afterwards. */
+export async function onCpu<T>(fn: () => T): Promise<T> {
+  const prev = tf.getBackend();
+  await tf.setBackend("cpu");
+  try {
+    return fn();
+  } finally {
+    await tf.setBackend(prev);
+  }
+}
+
+export function maxAbs(a: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]!));
+  return m;
+}
+
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length, "length mismatch");
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+
+/** max |a-b| / max(|b|, tiny): a scale-aware relative error. */
+export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  return maxAbsDiff(a, b) / Math.max(maxAbs(b), 1e-12);
+}
+
+export function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tol: number, what = "values"): void {
+  const e = relErr(actual, expected);
+  assert.ok(e <= tol, `${what}: relative error ${e.toExponential(2)} > ${tol}`);
+}
