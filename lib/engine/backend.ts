@@ -93,13 +93,14 @@ async function tryNative(kind: "node-gpu" | "node", importPackage: (n: string) =
  * script must decide that for itself, so we remove the handlers the wasm module added.
  */
 async function withoutAddedProcessHandlers<T>(fn: () => Promise<T>): Promise<T> {
-  const events = ["uncaughtException", "unhandledRejection"] as const;
-  const before = new Map(events.map((e) => [e, new Set(process.listeners(e))]));
+  const events = ["uncaughtException", "unhandledRejection"];
+  const proc = process as unknown as NodeJS.EventEmitter;
+  const before = new Map(events.map((e) => [e, new Set(proc.listeners(e))]));
   try {
     return await fn();
   } finally {
     for (const e of events) {
-      for (const l of process.listeners(e)) if (!before.get(e)!.has(l)) process.removeListener(e, l as (...a: unknown[]) => void);
+      for (const l of proc.listeners(e)) if (!before.get(e)!.has(l)) proc.removeListener(e, l as (...a: unknown[]) => void);
     }
   }
 }
