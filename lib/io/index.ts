@@ -1,0 +1,3 @@
+/** Model I/O: safetensors files, diffusers/transformers folders, the Hugging Face hub, and parameter layouts. */
+export * from "./layout.js";
+export * from "./safetensors.js";
