@@ -9,37 +9,51 @@ import type { KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from "@
 
 export function makeBatchMatMul(original: KernelFunc): KernelFunc {
   const kernel = (args: { inputs: NamedTensorInfoMap; attrs?: NamedAttrMap; backend: unknown }): TensorInfo => {
-    const a = args.inputs.a as tf.Tensor3D;
-    const b = args.inputs.b as tf.Tensor3D;
+    const a = args.inputs.a as tf.Tensor;
+    const b = args.inputs.b as tf.Tensor;
     const { transposeA, transposeB } = (args.attrs ?? {}) as { transposeA?: boolean; transposeB?: boolean };
-    const [ba] = a.shape;
-    const [bb] = b.shape;
+    // Inputs have rank >= 2; leading dims are batch dims that broadcast against each other.
+    const aOuter = a.shape.slice(0, -2);
+    const bOuter = b.shape.slice(0, -2);
+    const ba = aOuter.reduce((p, d) => p * d, 1);
+    const bb = bOuter.reduce((p, d) => p * d, 1);
     if (!transposeA && !transposeB && ba === 1 && bb === 1) {
       return original(args as Parameters<KernelFunc>[0]) as TensorInfo;
     }
+    const outer = tf.broadcast_util.assertAndGetBroadcastShape(aOuter, bOuter);
+    const batch = outer.reduce((p, d) => p * d, 1);
     return tf.tidy(() => {
-      const at = transposeA ? tf.transpose(a, [0, 2, 1]) : a;
-      const bt = transposeB ? tf.transpose(b, [0, 2, 1]) : b;
-      const [, m, k] = at.shape;
-      const n = bt.shape[2];
-      if (bb === 1) {
+      const rows = (t: tf.Tensor, transpose: boolean | undefined, n: number): tf.Tensor3D => {
+        const [r, c] = t.shape.slice(-2) as [number, number];
+        const t3 = tf.reshape(t, [n, r, c]) as tf.Tensor3D;
+        return transpose ? tf.transpose(t3, [0, 2, 1]) : t3;
+      };
+      // A partially broadcast batch (e.g. [2,1] x [1,3]) is materialised; the common cases never are.
+      const aFull = ba === 1 || ba === batch ? a : tf.broadcastTo(a, [...outer, ...a.shape.slice(-2)]);
+      const bFull = bb === 1 || bb === batch ? b : tf.broadcastTo(b, [...outer, ...b.shape.slice(-2)]);
+      const at = rows(aFull, transposeA, ba === 1 ? 1 : batch);
+      const bt = rows(bFull, transposeB, bb === 1 ? 1 : batch);
+      const [na, m, k] = at.shape;
+      const [nb, , n] = bt.shape;
+      let out: tf.Tensor;
+      if (nb === 1) {
         // One shared right-hand side: stack a's batch into rows, one GEMM.
-        const out = tf.matMul(tf.reshape(at, [ba * m, k]), tf.reshape(bt, [k, n]));
-        return tf.reshape(out, [ba, m, n]);
-      }
-      if (ba === 1) {
+        out = tf.matMul(tf.reshape(at, [na * m, k]) as tf.Tensor2D, tf.reshape(bt, [k, n]) as tf.Tensor2D);
+      } else if (na === 1) {
         // One shared left-hand side: put b's batch beside its columns, one GEMM.
-        const b2 = tf.reshape(tf.transpose(bt, [1, 0, 2]), [k, bb * n]);
-        const out = tf.matMul(tf.reshape(at, [m, k]), b2);
-        return tf.transpose(tf.reshape(out, [m, bb, n]), [1, 0, 2]);
+        const b2 = tf.reshape(tf.transpose(bt, [1, 0, 2]), [k, nb * n]) as tf.Tensor2D;
+        const o = tf.matMul(tf.reshape(at, [m, k]) as tf.Tensor2D, b2);
+        out = tf.transpose(tf.reshape(o, [m, nb, n]), [1, 0, 2]);
+      } else {
+        const parts: tf.Tensor[] = [];
+        for (let i = 0; i < na; i++) {
+          const ai = tf.reshape(tf.slice(at, [i, 0, 0], [1, m, k]), [m, k]) as tf.Tensor2D;
+          const bi = tf.reshape(tf.slice(bt, [i, 0, 0], [1, k, n]), [k, n]) as tf.Tensor2D;
+          parts.push(tf.matMul(ai, bi));
+        }
+        out = tf.stack(parts);
       }
-      const parts: tf.Tensor[] = [];
-      for (let i = 0; i < ba; i++) {
-        const ai = tf.reshape(tf.slice(at, [i, 0, 0], [1, m, k]), [m, k]) as tf.Tensor2D;
-        const bi = tf.reshape(tf.slice(bt, [i, 0, 0], [1, k, n]), [k, n]) as tf.Tensor2D;
-        parts.push(tf.matMul(ai, bi));
-      }
-      return tf.stack(parts);
+      return tf.reshape(out, [...outer, m, n]);
     });
   };
   return kernel as unknown as KernelFunc;
