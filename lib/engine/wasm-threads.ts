@@ -51,7 +51,9 @@ export function installWasmWorkerShim(): string {
   class BlobRedirectWorker extends Original {
     constructor(filename: string | URL, options?: workerThreads.WorkerOptions) {
       const name = String(filename);
-      super(name.startsWith("blob:") ? file : filename, options);
+      // Workers inherit the parent's execArgv; `--input-type` (from `node -e`) is refused for a file worker.
+      const execArgv = (options?.execArgv ?? process.execArgv).filter((a) => !a.startsWith("--input-type"));
+      super(name.startsWith("blob:") ? file : filename, { ...options, execArgv });
       // emscripten keeps a pool of idle workers; they must not keep a finished script alive.
       this.unref();
     }

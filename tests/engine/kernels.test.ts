@@ -27,7 +27,7 @@ function convGrads(c: ConvCase, seed: number): { dx: Float32Array; dw: Float32Ar
     const wt = tf.randomNormal([c.k[0], c.k[1], c.ci, c.co], 0, 1, "float32", seed + 1) as tf.Tensor4D;
     const y = tf.conv2d(x, wt, c.s, c.pad);
     const r = tf.randomNormal(y.shape, 0, 1, "float32", seed + 2);
-    const [dx, dw] = tf.grads((a: tf.Tensor4D, b: tf.Tensor4D) => tf.sum(tf.mul(tf.conv2d(a, b, c.s, c.pad), r)))([x, wt]);
+    const [dx, dw] = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, c.s, c.pad), r)))([x, wt]);
     return { dx: dx!.dataSync() as Float32Array, dw: dw!.dataSync() as Float32Array, y: y.dataSync() as Float32Array };
   });
 }
@@ -55,7 +55,7 @@ describe("conv2d gradients on wasm", () => {
     const x = tf.randomNormal([1, 5, 5, 2], 0, 1, "float32", 3) as tf.Tensor4D;
     const w = tf.randomNormal([3, 3, 2, 2], 0, 1, "float32", 4) as tf.Tensor4D;
     const r = tf.randomNormal([1, 3, 3, 2], 0, 1, "float32", 5);
-    const f = (a: tf.Tensor4D, b: tf.Tensor4D) => tf.sum(tf.mul(tf.conv2d(a, b, c.s, c.pad), r));
+    const f = (a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, c.s, c.pad), r));
     const [dx, dw] = tf.grads(f)([x, w]);
     const eps = 1e-2;
     const check = (t: tf.Tensor4D, g: tf.Tensor, which: 0 | 1) => {
@@ -91,7 +91,7 @@ describe("BatchMatMul on wasm", () => {
             // tfjs-core's BatchMatMul gradient rejects broadcast batches (on every backend), so gradients are
             // compared where the batches match; models never differentiate a broadcast batch matmul.
             if (ba !== bb) return [y.dataSync()] as Float32Array[];
-            const [da, db] = tf.grads((p: tf.Tensor3D, q: tf.Tensor3D) => tf.sum(tf.mul(tf.matMul(p, q, ta, tb), r)))([a, b]);
+            const [da, db] = tf.grads((p: tf.Tensor, q: tf.Tensor) => tf.sum(tf.mul(tf.matMul(p as tf.Tensor3D, q as tf.Tensor3D, ta, tb), r)))([a, b]);
             return [y.dataSync(), da!.dataSync(), db!.dataSync()] as Float32Array[];
           });
           const before = tf.memory().numTensors;
@@ -163,7 +163,7 @@ describe("other gradients the models need", () => {
   test("nearest upsampling gradient with batch > 1 equals the exact block sum (cpu's is wrong here)", () => {
     const dy = tf.randomNormal([2, 4, 4, 3], 0, 1, "float32", 7);
     const x = tf.zeros([2, 2, 2, 3]);
-    const g = tf.grad((a: tf.Tensor4D) => tf.sum(tf.mul(tf.image.resizeNearestNeighbor(a, [4, 4]), dy)))(x as tf.Tensor4D);
+    const g = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(tf.image.resizeNearestNeighbor(a as tf.Tensor4D, [4, 4]), dy)))(x);
     // Each input pixel receives the sum of its 2x2 output block.
     const exact = tf.tidy(() => tf.sum(tf.reshape(dy, [2, 2, 2, 2, 2, 3]), [2, 4]));
     assertClose(g.dataSync(), exact.dataSync(), 1e-6, "block sum");
