@@ -52,10 +52,12 @@ test("conv+attention net: gradients equal the cpu backend's, and the loss falls 
   const x = tf.randomNormal([1, 8, 8, 3], 0, 1, "float32", 9) as tf.Tensor4D;
   const target = tf.tanh(tf.reverse(x, 2)) as tf.Tensor4D;
   const vars = Object.values(net);
-  const gradsOn = () => tf.tidy(() => {
+  const gradsOn = (): [number, ...Float32Array[]] => {
     const { value, grads } = tf.variableGrads(() => lossOf(net, x, target), vars);
-    return [value.dataSync()[0]!, ...vars.map((v) => grads[v.name]!.dataSync() as Float32Array)] as const;
-  });
+    const out: [number, ...Float32Array[]] = [value.dataSync()[0]!, ...vars.map((v) => grads[v.name]!.dataSync() as Float32Array)];
+    tf.dispose([value, ...Object.values(grads)]);
+    return out;
+  };
   const [lw, ...gw] = gradsOn();
   const [lc, ...gc] = await onCpu(gradsOn);
   assert.ok(Math.abs(lw - lc) <= 1e-5 * Math.abs(lc), `loss ${lw} vs cpu ${lc}`);
