@@ -1,0 +1,207 @@
+/**
+ * The basic layers, NHWC activations, PyTorch semantics: explicit conv padding (tfjs' 'same' differs from PyTorch
+ * for stride 2), linear layers as 2-D matmuls (the wasm fast path, and it avoids a tfjs broadcast-gradient bug),
+ * GroupNorm/LayerNorm with biased variance and the eps diffusers uses.
+ */
+import { tf } from "../engine/index.js";
+import { Module } from "./module.js";
+import type { Param } from "./module.js";
+
+export interface Conv2dOptions {
+  kernel?: number;
+  stride?: number;
+  /** PyTorch `padding`: a number (all sides), or [top, bottom, left, right] for asymmetric pads (F.pad + conv). */
+  padding?: number | [number, number, number, number];
+  bias?: boolean;
+  /** Zero-initialised (ControlNet's zero convolutions). */
+  zeroInit?: boolean;
+}
+
+export class Conv2d extends Module {
+  readonly weight: Param;
+  readonly bias: Param | null;
+  readonly stride: number;
+  readonly pad: [[0, 0], [number, number], [number, number], [0, 0]];
+
+  constructor(
+    readonly inChannels: number,
+    readonly outChannels: number,
+    opts: Conv2dOptions = {},
+  ) {
+    super();
+    const k = opts.kernel ?? 3;
+    this.stride = opts.stride ?? 1;
+    const p = opts.padding ?? 0;
+    const [t, b, l, r] = typeof p === "number" ? [p, p, p, p] : p;
+    this.pad = [[0, 0], [t, b], [l, r], [0, 0]];
+    const bound = 1 / Math.sqrt(inChannels * k * k);
+    const init = opts.zeroInit ? ({ kind: "zeros" } as const) : ({ kind: "uniform", bound } as const);
+    this.weight = this.param("weight", [k, k, inChannels, outChannels], "conv2d", init);
+    this.bias = opts.bias === false ? null : this.param("bias", [outChannels], "plain", init);
+  }
+
+  forward(x: tf.Tensor4D): tf.Tensor4D {
+    return tf.tidy(() => {
+      const y = tf.conv2d(x, this.v(this.weight) as tf.Tensor4D, this.stride, this.pad);
+      return this.bias ? tf.add(y, this.v(this.bias)) : y;
+    });
+  }
+}
+
+export class Linear extends Module {
+  readonly weight: Param;
+  readonly bias: Param | null;
+
+  constructor(
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    opts: { bias?: boolean } = {},
+  ) {
+    super();
+    const init = { kind: "uniform", bound: 1 / Math.sqrt(inFeatures) } as const;
+    this.weight = this.param("weight", [inFeatures, outFeatures], "linear", init);
+    this.bias = opts.bias === false ? null : this.param("bias", [outFeatures], "plain", init);
+  }
+
+  /** x: [..., in] → [..., out], computed as one [N, in] × [in, out] matmul. */
+  forward<T extends tf.Tensor>(x: T): T {
+    return tf.tidy(() => {
+      const lead = x.shape.slice(0, -1);
+      const x2 = tf.reshape(x, [-1, this.inFeatures]) as tf.Tensor2D;
+      let y: tf.Tensor = tf.matMul(x2, this.v(this.weight) as tf.Tensor2D);
+      if (this.bias) y = tf.add(y, this.v(this.bias));
+      return tf.reshape(y, [...lead, this.outFeatures]) as T;
+    });
+  }
+}
+
+/**
+ * A pointwise projection whose weight may be stored as a 1×1 conv ([out,in,1,1]) or a linear ([out,in]); in NHWC
+ * both are the same matmul. Transformer2DModel's proj_in/proj_out use one or the other (use_linear_projection).
+ */
+export class Pointwise extends Module {
+  readonly weight: Param;
+  readonly bias: Param;
+
+  constructor(
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    readonly asConv: boolean,
+  ) {
+    super();
+    const init = { kind: "uniform", bound: 1 / Math.sqrt(inFeatures) } as const;
+    this.weight = asConv
+      ? this.param("weight", [1, 1, inFeatures, outFeatures], "conv2d", init)
+      : this.param("weight", [inFeatures, outFeatures], "linear", init);
+    this.bias = this.param("bias", [outFeatures], "plain", init);
+  }
+
+  forward<T extends tf.Tensor>(x: T): T {
+    return tf.tidy(() => {
+      const lead = x.shape.slice(0, -1);
+      const w = tf.reshape(this.v(this.weight), [this.inFeatures, this.outFeatures]) as tf.Tensor2D;
+      const y = tf.add(tf.matMul(tf.reshape(x, [-1, this.inFeatures]) as tf.Tensor2D, w), this.v(this.bias));
+      return tf.reshape(y, [...lead, this.outFeatures]) as T;
+    });
+  }
+}
+
+/** torch.nn.GroupNorm over the channel (last) axis of [B, ..., C]. */
+export class GroupNorm extends Module {
+  readonly weight: Param;
+  readonly bias: Param;
+
+  constructor(
+    readonly numGroups: number,
+    readonly numChannels: number,
+    readonly eps: number,
+  ) {
+    super();
+    if (numChannels % numGroups !== 0) throw new Error(`GroupNorm: ${numChannels} channels not divisible by ${numGroups} groups`);
+    this.weight = this.param("weight", [numChannels], "plain", { kind: "ones" });
+    this.bias = this.param("bias", [numChannels], "plain", { kind: "zeros" });
+  }
+
+  forward<T extends tf.Tensor>(x: T): T {
+    return tf.tidy(() => {
+      const b = x.shape[0]!;
+      const g = this.numGroups;
+      const xg = tf.reshape(x, [b, -1, g, this.numChannels / g]);
+      const { mean, variance } = tf.moments(xg, [1, 3], true);
+      const normed = tf.mul(tf.sub(xg, mean), tf.rsqrt(tf.add(variance, this.eps)));
+      return tf.add(tf.mul(tf.reshape(normed, x.shape), this.v(this.weight)), this.v(this.bias)) as T;
+    });
+  }
+}
+
+/** torch.nn.LayerNorm over the last axis. */
+export class LayerNorm extends Module {
+  readonly weight: Param;
+  readonly bias: Param;
+
+  constructor(
+    readonly dim: number,
+    readonly eps = 1e-5,
+  ) {
+    super();
+    this.weight = this.param("weight", [dim], "plain", { kind: "ones" });
+    this.bias = this.param("bias", [dim], "plain", { kind: "zeros" });
+  }
+
+  forward<T extends tf.Tensor>(x: T): T {
+    return tf.tidy(() => {
+      const { mean, variance } = tf.moments(x, -1, true);
+      const normed = tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, this.eps)));
+      return tf.add(tf.mul(normed, this.v(this.weight)), this.v(this.bias)) as T;
+    });
+  }
+}
+
+/** torch.nn.Embedding: a [num, dim] table (PyTorch and tfjs layouts agree). */
+export class Embedding extends Module {
+  readonly weight: Param;
+
+  constructor(
+    readonly num: number,
+    readonly dim: number,
+  ) {
+    super();
+    this.weight = this.param("weight", [num, dim], "plain", { kind: "normal", std: 0.02 });
+  }
+
+  forward(ids: tf.Tensor): tf.Tensor {
+    return tf.gather(this.v(this.weight), tf.cast(ids, "int32"));
+  }
+}
+
+export function silu<T extends tf.Tensor>(x: T): T {
+  return tf.tidy(() => tf.mul(x, tf.sigmoid(x)) as T);
+}
+
+/** Exact GELU, x·Φ(x) = x·½(1+erf(x/√2)) (PyTorch's default approximate="none"). */
+export function gelu<T extends tf.Tensor>(x: T): T {
+  return tf.tidy(() => tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1)) as T);
+}
+
+/** CLIP's quick_gelu: x·σ(1.702x). */
+export function quickGelu<T extends tf.Tensor>(x: T): T {
+  return tf.tidy(() => tf.mul(x, tf.sigmoid(tf.mul(x, 1.702))) as T);
+}
+
+export type Activation = "silu" | "swish" | "gelu" | "quick_gelu" | "relu";
+
+export function activation(name: string): <T extends tf.Tensor>(x: T) => T {
+  switch (name) {
+    case "silu":
+    case "swish":
+      return silu;
+    case "gelu":
+      return gelu;
+    case "quick_gelu":
+      return quickGelu;
+    case "relu":
+      return (x) => tf.relu(x);
+    default:
+      throw new Error(`unsupported activation '${name}' (supported: silu, gelu, quick_gelu, relu)`);
+  }
+}
