@@ -2,3 +2,4 @@
 export * from "./layout.js";
 export * from "./safetensors.js";
 export * from "./diffusers.js";
+export * from "./hub.js";
