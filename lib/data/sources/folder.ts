@@ -1,0 +1,134 @@
+/**
+ * Tables described by JSON Lines metadata whose image cells are paths:
+ * - HF imagefolder: `metadata.jsonl` (or `train.jsonl`) next to the images; `file_name` becomes the `image` column and
+ *   `<name>_file_name` becomes `<name>`, as in `datasets`;
+ * - fusing/fill50k's loading-script layout: `train.jsonl` + `images.zip` + `conditioning_images.zip` (the paths are
+ *   looked up inside the archives, lazily) or the same with the archives extracted;
+ * - lllyasviel's `prompt.json` (JSON Lines despite its name) with `source/` and `target/`.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import type { Table } from "./table.js";
+import { isSafeRelativePath, normalizeEntryName, ZipArchive } from "./zip.js";
+
+/** Parses JSON Lines (or a JSON array) into objects; names the line of a syntax error. */
+export function parseJsonLines(text: string, file: string): Record<string, unknown>[] {
+  const trimmed = text.trim();
+  if (trimmed.startsWith("[")) return JSON.parse(trimmed) as Record<string, unknown>[];
+  const rows: Record<string, unknown>[] = [];
+  const lines = text.split(/\r?\n/);
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!.trim();
+    if (!line) continue;
+    try {
+      rows.push(JSON.parse(line) as Record<string, unknown>);
+    } catch (e) {
+      throw new Error(`${file}:${i + 1}: invalid JSON (${(e as Error).message})`);
+    }
+  }
+  return rows;
+}
+
+export interface JsonlTableOptions {
+  /** Rename `file_name` → `image` and `<x>_file_name` → `<x>` (imagefolder metadata). */
+  imagefolder?: boolean;
+  /** Archives searched (in order) before the file system for path cells. */
+  archives?: ZipArchive[];
+  defaultColumns?: Table["defaultColumns"];
+  kind: string;
+  /** Refuse paths that are absolute or climb out of the folder (hub snapshots). */
+  strictPaths?: boolean;
+}
+
+export class JsonlTable implements Table {
+  readonly columns: string[];
+  readonly numRows: number;
+  readonly description: string;
+  readonly defaultColumns?: Table["defaultColumns"];
+  private readonly rows: Record<string, unknown>[];
+  private readonly archives: ZipArchive[];
+  private readonly baseDir: string;
+  private readonly strictPaths: boolean;
+
+  constructor(readonly metadataFile: string, opts: JsonlTableOptions) {
+    let rows = parseJsonLines(fs.readFileSync(metadataFile, "utf8"), metadataFile);
+    if (opts.imagefolder) {
+      rows = rows.map((r) => {
+        const o: Record<string, unknown> = {};
+        for (const [k, v] of Object.entries(r)) {
+          if (k === "file_name") o.image = v;
+          else if (k.endsWith("_file_name")) o[k.slice(0, -"_file_name".length)] = v;
+          else o[k] = v;
+        }
+        return o;
+      });
+    }
+    const cols: string[] = [];
+    const seen = new Set<string>();
+    for (const r of rows) for (const k of Object.keys(r)) if (!seen.has(k)) { seen.add(k); cols.push(k); }
+    this.rows = rows;
+    this.columns = cols;
+    this.numRows = rows.length;
+    this.archives = opts.archives ?? [];
+    this.baseDir = path.dirname(metadataFile);
+    this.strictPaths = opts.strictPaths ?? false;
+    this.defaultColumns = opts.defaultColumns;
+    const arch = this.archives.length ? ` + ${this.archives.map((a) => path.basename(a.file)).join(" + ")}` : "";
+    this.description = `${opts.kind} ${metadataFile}${arch} (${rows.length} rows)`;
+  }
+
+  async readCells(row: number, columns: readonly string[]): Promise<unknown[]> {
+    const r = this.rows[row]!;
+    return columns.map((c) => r[c] ?? null);
+  }
+
+  async openFile(p: string): Promise<Uint8Array> {
+    const name = normalizeEntryName(p);
+    if (this.archives.length) {
+      if (!isSafeRelativePath(name)) throw new Error(`refused path ${p} (absolute or outside the dataset)`);
+      for (const a of this.archives) {
+        // the jsonl may name "images/0.png" while the archive holds "0.png" or "images/0.png"
+        if (a.has(name)) return a.read(name);
+        const tail = name.includes("/") ? name.slice(name.indexOf("/") + 1) : undefined;
+        if (tail && a.has(tail)) return a.read(tail);
+      }
+    }
+    if (this.strictPaths && !isSafeRelativePath(name)) throw new Error(`refused path ${p} (absolute or outside the dataset)`);
+    const full = path.resolve(this.baseDir, name);
+    try {
+      return await fs.promises.readFile(full);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new Error(code === "ENOENT" ? `missing file ${full}` : `cannot read ${full}: ${(e as Error).message}`);
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.archives.map((a) => a.close()));
+  }
+}
+
+/** lllyasviel's layout: prompt.json lines {source, target, prompt}. */
+export function promptJsonTable(file: string): JsonlTable {
+  return new JsonlTable(file, {
+    kind: "prompt.json",
+    defaultColumns: { image: "target", conditioning_image: "source", caption: "prompt" },
+  });
+}
+
+/** The loading-script layout: train.jsonl and any zip archives beside it (images.zip, conditioning_images.zip). */
+export async function scriptLayoutTable(jsonl: string, opts: { strictPaths?: boolean; warn?: (m: string) => void } = {}): Promise<JsonlTable> {
+  const dir = path.dirname(jsonl);
+  const zips = fs.readdirSync(dir).filter((f) => f.toLowerCase().endsWith(".zip")).sort();
+  // images.zip before conditioning_images.zip does not matter: names are looked up in each
+  const archives: ZipArchive[] = [];
+  for (const z of zips) archives.push(await ZipArchive.open(path.join(dir, z)));
+  const refused = archives.flatMap((a) => a.refused.map((r) => `${path.basename(a.file)}:${r}`));
+  if (refused.length) (opts.warn ?? console.warn)(`refused ${refused.length} archive entr${refused.length === 1 ? "y" : "ies"} with absolute or '..' paths: ${refused.slice(0, 20).join(", ")}${refused.length > 20 ? ", …" : ""}`);
+  return new JsonlTable(jsonl, { kind: zips.length ? "jsonl+zip" : "jsonl", archives, strictPaths: opts.strictPaths });
+}
+
+/** HF imagefolder metadata. */
+export function imagefolderTable(file: string, opts: { strictPaths?: boolean } = {}): JsonlTable {
+  return new JsonlTable(file, { kind: "imagefolder", imagefolder: true, strictPaths: opts.strictPaths });
+}

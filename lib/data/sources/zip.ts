@@ -1,0 +1,136 @@
+/**
+ * Lazy random access into a zip archive: the central directory is read once, then each entry is read and inflated
+ * on demand (fflate), so a 200 MB images.zip never sits in memory. Entries whose names are absolute or climb out with
+ * `..` are refused: they are left out of the index and listed in `refused`.
+ */
+import fs from "node:fs/promises";
+import { inflateSync } from "fflate";
+
+interface Entry {
+  method: number;
+  compressedSize: number;
+  size: number;
+  localHeaderOffset: number;
+}
+
+/** True when an archive/metadata path is relative and stays inside its root. */
+export function isSafeRelativePath(name: string): boolean {
+  const n = name.replace(/\\/g, "/");
+  if (n.startsWith("/") || /^[a-zA-Z]:/.test(n)) return false;
+  return !n.split("/").some((seg) => seg === "..");
+}
+
+/** Normalises separators and "./" prefixes. */
+export function normalizeEntryName(name: string): string {
+  return name.replace(/\\/g, "/").replace(/^(\.\/)+/, "").replace(/\/{2,}/g, "/");
+}
+
+export class ZipArchive {
+  /** Entry name → location (files only, safe names only). */
+  readonly entries = new Map<string, Entry>();
+  /** Entry names that were refused (absolute, `..`, encrypted). */
+  readonly refused: string[] = [];
+
+  private constructor(readonly file: string, private readonly fh: fs.FileHandle) {}
+
+  static async open(file: string): Promise<ZipArchive> {
+    const fh = await fs.open(file, "r");
+    const zip = new ZipArchive(file, fh);
+    try {
+      await zip.readDirectory();
+    } catch (e) {
+      await fh.close();
+      throw new Error(`${file}: not a readable zip archive (${(e as Error).message})`);
+    }
+    return zip;
+  }
+
+  private async readAt(pos: number, len: number): Promise<Buffer> {
+    const buf = Buffer.alloc(len);
+    const { bytesRead } = await this.fh.read(buf, 0, len, pos);
+    if (bytesRead !== len) throw new Error(`short read at ${pos}`);
+    return buf;
+  }
+
+  private async readDirectory(): Promise<void> {
+    const { size } = await this.fh.stat();
+    const tailLen = Math.min(size, 65557);
+    const tail = await this.readAt(size - tailLen, tailLen);
+    let eocd = -1;
+    for (let i = tail.length - 22; i >= 0; i--) if (tail.readUInt32LE(i) === 0x06054b50) { eocd = i; break; }
+    if (eocd < 0) throw new Error("end of central directory not found");
+    let count = tail.readUInt16LE(eocd + 10);
+    let cdSize = tail.readUInt32LE(eocd + 12);
+    let cdOffset = tail.readUInt32LE(eocd + 16);
+    if (count === 0xffff || cdSize === 0xffffffff || cdOffset === 0xffffffff) {
+      // zip64: the locator sits just before the classic record
+      const loc = eocd - 20;
+      if (loc < 0 || tail.readUInt32LE(loc) !== 0x07064b50) throw new Error("zip64 locator missing");
+      const rec = await this.readAt(Number(tail.readBigUInt64LE(loc + 8)), 56);
+      if (rec.readUInt32LE(0) !== 0x06064b50) throw new Error("zip64 end record missing");
+      count = Number(rec.readBigUInt64LE(32));
+      cdSize = Number(rec.readBigUInt64LE(40));
+      cdOffset = Number(rec.readBigUInt64LE(48));
+    }
+    const cd = await this.readAt(cdOffset, cdSize);
+    let p = 0;
+    for (let k = 0; k < count; k++) {
+      if (cd.readUInt32LE(p) !== 0x02014b50) throw new Error(`bad central directory entry ${k}`);
+      const flags = cd.readUInt16LE(p + 8);
+      const method = cd.readUInt16LE(p + 10);
+      let compressedSize = cd.readUInt32LE(p + 20);
+      let size = cd.readUInt32LE(p + 24);
+      const nameLen = cd.readUInt16LE(p + 28);
+      const extraLen = cd.readUInt16LE(p + 30);
+      const commentLen = cd.readUInt16LE(p + 32);
+      let localHeaderOffset = cd.readUInt32LE(p + 42);
+      const rawName = cd.subarray(p + 46, p + 46 + nameLen).toString(flags & 0x800 ? "utf8" : "latin1");
+      // zip64 extended information: only the fields saturated in the fixed header are present, in this order
+      let e = p + 46 + nameLen;
+      const eEnd = e + extraLen;
+      while (e + 4 <= eEnd) {
+        const id = cd.readUInt16LE(e);
+        const len = cd.readUInt16LE(e + 2);
+        if (id === 0x0001) {
+          let q = e + 4;
+          if (size === 0xffffffff) { size = Number(cd.readBigUInt64LE(q)); q += 8; }
+          if (compressedSize === 0xffffffff) { compressedSize = Number(cd.readBigUInt64LE(q)); q += 8; }
+          if (localHeaderOffset === 0xffffffff) { localHeaderOffset = Number(cd.readBigUInt64LE(q)); }
+        }
+        e += 4 + len;
+      }
+      p += 46 + nameLen + extraLen + commentLen;
+      if (rawName.endsWith("/")) continue; // directory
+      if (!isSafeRelativePath(rawName) || flags & 0x1) {
+        this.refused.push(rawName);
+        continue;
+      }
+      this.entries.set(normalizeEntryName(rawName), { method, compressedSize, size, localHeaderOffset });
+    }
+  }
+
+  has(name: string): boolean {
+    return this.entries.has(normalizeEntryName(name));
+  }
+
+  /** The entry's bytes; rejects for names not in the index (missing or refused). */
+  async read(name: string): Promise<Uint8Array> {
+    const n = normalizeEntryName(name);
+    const ent = this.entries.get(n);
+    if (!ent) {
+      const why = this.refused.includes(name) || !isSafeRelativePath(name) ? "refused (unsafe path)" : "not in archive";
+      throw new Error(`${this.file}: entry ${name} ${why}`);
+    }
+    const lh = await this.readAt(ent.localHeaderOffset, 30);
+    if (lh.readUInt32LE(0) !== 0x04034b50) throw new Error(`${this.file}: bad local header for ${n}`);
+    const start = ent.localHeaderOffset + 30 + lh.readUInt16LE(26) + lh.readUInt16LE(28);
+    const comp = await this.readAt(start, ent.compressedSize);
+    if (ent.method === 0) return comp;
+    if (ent.method === 8) return inflateSync(comp, { out: new Uint8Array(ent.size) });
+    throw new Error(`${this.file}: entry ${n} uses unsupported compression method ${ent.method}`);
+  }
+
+  async close(): Promise<void> {
+    await this.fh.close();
+  }
+}
