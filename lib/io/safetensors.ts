@@ -353,8 +353,9 @@ function encodeHeader(names: string[], tensors: Map<string, HostTensor>, metadat
 }
 
 /**
- * Writes tensors as F32/I32 with a deterministic header (`__metadata__` first, then tensors sorted by name, data in
- * that order). Atomic: the bytes go to a temporary file in the same folder, are fsynced, then renamed over `file`,
+ * Writes tensors as F32/I32 with a deterministic header (`__metadata__` first, then the tensors — float32 before
+ * int32, each sorted by name — with data in that order, JSON padded with spaces to 8 bytes), exactly as Python
+ * safetensors writes it. Atomic: the bytes go to a temporary file in the same folder, are fsynced, then renamed over `file`,
  * so a crash leaves either the old file or the complete new one.
  */
 export function writeSafetensors(
@@ -363,7 +364,10 @@ export function writeSafetensors(
   metadata?: Record<string, string>,
 ): void {
   const map = tensors instanceof Map ? tensors : new Map(Object.entries(tensors));
-  const names = [...map.keys()].sort();
+  // The reference writer's order: wider-aligned dtypes first (F32 before I32), then names byte-wise. Following it
+  // makes our files byte-identical to Python `safetensors.save_file` for the same tensors and metadata.
+  const rank = (n: string) => (map.get(n)?.dtype === "float32" ? 0 : 1);
+  const names = [...map.keys()].sort((a, b) => rank(a) - rank(b) || Buffer.compare(Buffer.from(a), Buffer.from(b)));
   for (const name of names) checkTensor(name, map.get(name)!);
   const header = encodeHeader(names, map, metadata);
 
