@@ -1,0 +1,137 @@
+/**
+ * Learning-rate schedules with the semantics of diffusers' `get_scheduler` (diffusers/optimization.py), which
+ * train_controlnet.py uses: each schedule is a multiplier λ(step) of the base learning rate (torch's LambdaLR), and
+ * the lr of the k-th optimizer step is base_lr·λ(k), k counted from 0.
+ *
+ * Faithful details worth knowing:
+ * - `constant` ignores the warmup (get_scheduler returns before looking at it).
+ * - `cosine` always uses half a cosine period: get_scheduler does not pass `num_cycles` to it (only
+ *   `cosine_with_restarts` gets --lr_num_cycles).
+ * - `polynomial` decays to lr_end = 1e-7 with --lr_power, and stays at lr_end after num_training_steps.
+ * The scheduler's state is its step count (`last_epoch` in torch), serialisable as JSON.
+ */
+
+export const LR_SCHEDULERS = ["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"] as const;
+export type LrSchedulerName = (typeof LR_SCHEDULERS)[number];
+
+export interface LrSchedulerOptions {
+  /** The optimizer's initial lr (after --scale_lr). */
+  baseLr: number;
+  /** Required by every schedule but `constant`. */
+  numWarmupSteps?: number;
+  /** Required by linear, cosine, cosine_with_restarts, polynomial. */
+  numTrainingSteps?: number;
+  /** Hard restarts of cosine_with_restarts (default 1). */
+  numCycles?: number;
+  /** Power of polynomial (default 1). */
+  power?: number;
+  /** End lr of polynomial (default 1e-7, as diffusers). */
+  lrEnd?: number;
+}
+
+export interface LrSchedulerState {
+  name: LrSchedulerName;
+  /** Number of scheduler steps taken (torch's last_epoch). */
+  last_epoch: number;
+  base_lr: number;
+}
+
+export class LrScheduler {
+  readonly name: LrSchedulerName;
+  readonly baseLr: number;
+  private readonly lambda: (step: number) => number;
+  private steps = 0;
+
+  constructor(name: LrSchedulerName, lambda: (step: number) => number, baseLr: number) {
+    this.name = name;
+    this.lambda = lambda;
+    this.baseLr = baseLr;
+  }
+
+  /** The multiplier at scheduler step `step`. */
+  factor(step: number): number {
+    return this.lambda(step);
+  }
+
+  /** The lr the next optimizer step uses (torch's get_last_lr()[0]). */
+  getLastLr(): number {
+    return this.baseLr * this.lambda(this.steps);
+  }
+
+  get stepCount(): number {
+    return this.steps;
+  }
+
+  step(): void {
+    this.steps++;
+  }
+
+  stateDict(): LrSchedulerState {
+    return { name: this.name, last_epoch: this.steps, base_lr: this.baseLr };
+  }
+
+  loadStateDict(state: LrSchedulerState): void {
+    if (state.name !== this.name) throw new Error(`lr scheduler state is for '${state.name}', this scheduler is '${this.name}'`);
+    if (!Number.isInteger(state.last_epoch) || state.last_epoch < 0) throw new Error(`bad lr scheduler step ${state.last_epoch}`);
+    this.steps = state.last_epoch;
+  }
+}
+
+function warmup(step: number, warmupSteps: number): number {
+  return step / Math.max(1, warmupSteps);
+}
+
+function need(value: number | undefined, what: string, name: string): number {
+  if (value === undefined || value === null) throw new Error(`${name} requires \`${what}\`, please provide that argument.`);
+  return value;
+}
+
+/** diffusers.optimization.get_scheduler. */
+export function getScheduler(name: string, opts: LrSchedulerOptions): LrScheduler {
+  if (!(LR_SCHEDULERS as readonly string[]).includes(name)) {
+    throw new Error(`'${name}' is not a valid lr scheduler; choose one of ${LR_SCHEDULERS.join(", ")}`);
+  }
+  const n = name as LrSchedulerName;
+  const base = opts.baseLr;
+  if (n === "constant") return new LrScheduler(n, () => 1, base);
+  const w = need(opts.numWarmupSteps, "num_warmup_steps", n);
+  if (n === "constant_with_warmup") return new LrScheduler(n, (s) => (s < w ? warmup(s, w) : 1), base);
+  const T = need(opts.numTrainingSteps, "num_training_steps", n);
+  const progress = (s: number) => (s - w) / Math.max(1, T - w);
+  switch (n) {
+    case "linear":
+      return new LrScheduler(n, (s) => (s < w ? warmup(s, w) : Math.max(0, (T - s) / Math.max(1, T - w))), base);
+    case "cosine": {
+      const cycles = 0.5;
+      return new LrScheduler(n, (s) => (s < w ? warmup(s, w) : Math.max(0, 0.5 * (1 + Math.cos(Math.PI * cycles * 2 * progress(s))))), base);
+    }
+    case "cosine_with_restarts": {
+      const cycles = opts.numCycles ?? 1;
+      return new LrScheduler(
+        n,
+        (s) => {
+          if (s < w) return warmup(s, w);
+          const p = progress(s);
+          if (p >= 1) return 0;
+          return Math.max(0, 0.5 * (1 + Math.cos(Math.PI * ((cycles * p) % 1))));
+        },
+        base,
+      );
+    }
+    case "polynomial": {
+      const lrEnd = opts.lrEnd ?? 1e-7;
+      const power = opts.power ?? 1;
+      if (!(base > lrEnd)) throw new Error(`lr_end (${lrEnd}) must be smaller than initial lr (${base})`);
+      return new LrScheduler(
+        n,
+        (s) => {
+          if (s < w) return warmup(s, w);
+          if (s > T) return lrEnd / base;
+          const remaining = 1 - (s - w) / (T - w);
+          return ((base - lrEnd) * remaining ** power + lrEnd) / base;
+        },
+        base,
+      );
+    }
+  }
+}
