@@ -121,6 +121,7 @@ function parseHeader(fd: number, size: number, file: string): SafetensorsHeader 
   const entries = new Map<string, SafetensorsEntry>();
   for (const [name, value] of Object.entries(json)) {
     if (name === "__metadata__") {
+      if (value === null) continue; // the reference reader treats null as "no metadata"
       if (!isPlainObject(value)) throw invalid(file, "__metadata__ is not an object");
       for (const [k, v] of Object.entries(value)) {
         if (typeof v !== "string") throw invalid(file, `__metadata__ value for "${k}" is not a string`);
@@ -269,6 +270,19 @@ function convertChunk(
   at: number,
   outOfRange: (i: number) => never,
 ): void {
+  // Fast paths: typed-array views of the scratch buffer (its chunks start 8-byte aligned) on little-endian hosts.
+  if (LITTLE_ENDIAN && (dtype === "F16" || dtype === "BF16")) {
+    const src = new Uint16Array(v.buffer, v.byteOffset, n);
+    if (dtype === "F16") {
+      const t = f16Table();
+      for (let i = 0; i < n; i++) out[at + i] = t[src[i]!]!;
+    } else {
+      // bfloat16 is the top half of a float32: write the bits straight into the output.
+      const bits = new Uint32Array(out.buffer, out.byteOffset + at * 4, n);
+      for (let i = 0; i < n; i++) bits[i] = src[i]! << 16;
+    }
+    return;
+  }
   switch (dtype) {
     case "F32": for (let i = 0; i < n; i++) out[at + i] = v.getFloat32(i * 4, true); break;
     case "I32": for (let i = 0; i < n; i++) out[at + i] = v.getInt32(i * 4, true); break;

@@ -256,6 +256,7 @@ describe("hostile safetensors files → one clear error", () => {
     expectInvalid(raw({ t: [1] }), /entry "t" is not an object/);
     expectInvalid(raw({ t: "F32" }), /entry "t" is not an object/);
     expectInvalid(raw({ __metadata__: [1] }), /__metadata__ is not an object/);
+    assert.deepEqual(readSafetensors(raw({ __metadata__: null })).metadata, {}, "null metadata is accepted, like the reference reader");
     expectInvalid(raw({ __metadata__: { a: 1 } }), /__metadata__ value for "a" is not a string/);
     expectInvalid(raw(null, 0, { headerText: "" , len: 0n }), /too small/);
   });
