@@ -9,3 +9,5 @@ export * from "./unet-encoder.js";
 export * from "./unet-2d-condition.js";
 export * from "./controlnet.js";
 export * from "./pretrained.js";
+export * from "./autoencoder-kl.js";
+export * from "./clip/text-model.js";

@@ -86,10 +86,13 @@ export class Upsample2D extends Module {
       const target = size ?? [h * 2, w * 2];
       let up: tf.Tensor4D;
       if (target[0] === h * 2 && target[1] === w * 2) {
-        // exact 2× repeat via broadcast: cheaper than resizeNearestNeighbor and its gradient is a plain sum
+        // exact 2× repeat as two rank-4 tiles (tfjs has Tile gradients only up to rank 4): columns, then rows.
+        // Its gradient is a plain sum on every backend (the cpu ResizeNearestNeighborGrad is wrong for batch > 1).
         const b = x.shape[0];
         const c = x.shape[3];
-        up = tf.reshape(tf.tile(tf.reshape(x, [b, h, 1, w, 1, c]), [1, 1, 2, 1, 2, 1]), [b, h * 2, w * 2, c]);
+        const cols = tf.tile(tf.reshape(x, [b * h, w, 1, c]), [1, 1, 2, 1]);
+        const rows = tf.tile(tf.reshape(cols, [b, h, 1, 2 * w * c]), [1, 1, 2, 1]);
+        up = tf.reshape(rows, [b, h * 2, w * 2, c]);
       } else {
         // PyTorch 'nearest' picks floor(dst * in/out): halfPixelCenters=false, alignCorners=false
         up = tf.image.resizeNearestNeighbor(x, target, false, false);
