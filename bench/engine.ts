@@ -1,0 +1,85 @@
+/**
+ * Engine micro-benchmarks: conv2d 3x3 (x[4,32,32,64] * w[3,3,64,64] 'same') forward and forward+backward (median
+ * ms), and matmul 1024^3 GFLOP/s (plain, transposed, batched), for wasm with 1 thread, wasm with 2 threads and
+ * cpu. Each configuration runs in its own process because the engine is chosen once per process.
+ * Reference (from the issue, PyTorch 1 thread on these machines): conv forward 6.2 ms, forward+backward 17 ms.
+ */
+import { spawnSync } from "node:child_process";
+import { initEngine, tf } from "../lib/engine/index.js";
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+function time(fn: () => void, reps: number): number {
+  fn(); // warm-up
+  const ts: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now();
+    fn();
+    ts.push(performance.now() - t0);
+  }
+  return median(ts);
+}
+
+async function measure(backend: string, threads: number) {
+  const info = await initEngine({ backend, threads });
+  const slow = backend === "cpu";
+  const reps = slow ? 1 : 7;
+  const x = tf.randomNormal([4, 32, 32, 64], 0, 1, "float32", 1) as tf.Tensor4D;
+  const w = tf.randomNormal([3, 3, 64, 64], 0, 1, "float32", 2) as tf.Tensor4D;
+  const convFwd = time(() => tf.tidy(() => tf.conv2d(x, w, 1, "same").dataSync()), reps);
+  const grad = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 1, "same")));
+  const convFwdBwd = time(() => tf.tidy(() => grad([x, w]).forEach((g) => g.dataSync())), reps);
+  const n = 1024;
+  const a = tf.randomNormal([n, n], 0, 1, "float32", 3) as tf.Tensor2D;
+  const b = tf.randomNormal([n, n], 0, 1, "float32", 4) as tf.Tensor2D;
+  const a3 = tf.randomNormal([4, n / 2, n], 0, 1, "float32", 5) as tf.Tensor3D;
+  const b3 = tf.randomNormal([4, n, n / 2], 0, 1, "float32", 6) as tf.Tensor3D;
+  const gflops = (flops: number, ms: number) => +(flops / ms / 1e6).toFixed(2);
+  const mmReps = slow ? 1 : 5;
+  const plain = time(() => tf.tidy(() => tf.matMul(a, b).dataSync()), mmReps);
+  const transposed = time(() => tf.tidy(() => tf.matMul(a, b, true, true).dataSync()), mmReps);
+  const batched = time(() => tf.tidy(() => tf.matMul(a3, b3).dataSync()), mmReps);
+  return {
+    backend: info.backend,
+    threads: info.threads,
+    conv_fwd_ms: +convFwd.toFixed(2),
+    conv_fwd_bwd_ms: +convFwdBwd.toFixed(2),
+    matmul_gflops: {
+      plain: gflops(2 * n ** 3, plain),
+      transposed: gflops(2 * n ** 3, transposed),
+      batched: gflops(2 * 4 * (n / 2) * n * (n / 2), batched),
+    },
+  };
+}
+
+export async function run(args: string[]): Promise<object> {
+  const child = args.indexOf("--child");
+  if (child >= 0) return measure(args[child + 1]!, Number(args[child + 2]));
+  const configs: [string, string, number][] = [["wasm_1_thread", "wasm", 1], ["wasm_2_threads", "wasm", 2], ["cpu", "cpu", 1]];
+  const only = args.filter((a) => !a.startsWith("-"));
+  const result: Record<string, unknown> = {
+    bench: "engine",
+    conv: "x[4,32,32,64] * w[3,3,64,64] 'same'",
+    matmul: "1024^3 (batched: 4 x [512,1024]x[1024,512])",
+    pytorch_1_thread_reference_ms: { conv_fwd: 6.2, conv_fwd_bwd: 17 },
+  };
+  for (const [label, backend, threads] of configs) {
+    if (only.length && !only.includes(label)) continue;
+    console.log(`bench engine: ${label} ...`);
+    const r = spawnSync(process.execPath, ["--import", "tsx", import.meta.filename, "--child", backend, String(threads)], {
+      encoding: "utf8", env: { ...process.env, CONTROLNET_TS_BACKEND: "" },
+    });
+    if (r.status !== 0) throw new Error(`bench engine ${label} failed:\n${r.stderr.slice(-2000)}`);
+    result[label] = JSON.parse(r.stdout.trim().split("\n").pop()!);
+    console.log(`  ${JSON.stringify(result[label])}`);
+  }
+  return result;
+}
+
+// Child mode: `node --import tsx bench/engine.ts --child <backend> <threads>`.
+if (process.argv.includes("--child") && process.argv[1] === import.meta.filename) {
+  console.log(JSON.stringify(await run(process.argv.slice(2))));
+}
