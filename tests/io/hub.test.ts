@@ -226,6 +226,11 @@ describe("offline mode", () => {
       delete process.env.HF_HUB_OFFLINE;
     }
     assert.equal(server.requests.length, 0, "offline makes no request");
+    // A cache made by Python huggingface_hub has no .trees listing: offline mode then uses the snapshot folder.
+    fs.rmSync(path.join(cacheDir, "models--org--tiny-pipe", ".trees"), { recursive: true });
+    const py = await resolveModel("org/tiny-pipe", { hubUrl: server.url, cacheDir, subfolder: "unet", offline: true });
+    assert.equal(loadModelFolder(py).tensors.get("conv_in.bias")!.data[0], 0.25);
+    assert.equal(server.requests.length, 0);
     // The option works like the env variable.
     await assert.rejects(resolveModel("org/tiny-controlnet", { hubUrl: server.url, cacheDir, offline: true }), /Offline mode/);
   });
