@@ -1,0 +1,304 @@
+/**
+ * Training checkpoints with train_controlnet.py's semantics and crash-safe writes.
+ *
+ * Layout (under output_dir, as the script): `checkpoint-<global_step>/` holding
+ *   controlnet/                 the ControlNet as a diffusers folder (written by a callback: the model's savePretrained)
+ *   optimizer.safetensors       the optimizer state dict (step, moments; 8-bit codes packed in int32)
+ *   scheduler.json              the lr scheduler state
+ *   random_states.json          the RNG states
+ *   data_state.json             the position in the data order
+ *   training_state.json         global step and whatever else the loop records
+ *   checkpoint.json             the completion marker, written last: format, step, every file with its size
+ *
+ * Atomicity: everything is written into `checkpoint-<step>.tmp-<pid>`, every file and folder is fsynced, the marker is
+ * written, and only then the folder is renamed to `checkpoint-<step>` (and the parent fsynced). A rename is atomic, so
+ * a process killed at any moment leaves either no new checkpoint or a complete one; the previous ones are untouched.
+ * Readers only ever consider `checkpoint-<N>` folders whose marker matches their files; leftovers of killed writers
+ * (`*.tmp-<pid>` of dead processes) are removed by `cleanStaleCheckpoints`.
+ *
+ * checkpoints_total_limit: the script removes, before saving, the oldest `len − limit + 1` checkpoints so that at most
+ * `limit` remain after the save. We remove the very same set, but only once the new checkpoint is in place — the
+ * final state is identical, and even `limit = 1` never leaves a window without a loadable checkpoint.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { readSafetensors, writeSafetensors } from "../io/safetensors.js";
+import type { StateTensor } from "./optim/types.js";
+
+export const CHECKPOINT_FORMAT = "controlnet-ts-checkpoint";
+export const CHECKPOINT_VERSION = 1;
+const MARKER = "checkpoint.json";
+const NAME_RE = /^checkpoint-(\d+)$/;
+const TMP_RE = /^checkpoint-(\d+)\.(tmp|old)-(\d+)$/;
+
+export interface CheckpointParts {
+  /** Writes the ControlNet into `dir` (created beforehand): the model's savePretrained. */
+  controlnet?: (dir: string) => void | Promise<void>;
+  /** The optimizer's state dict. */
+  optimizer?: () => Map<string, StateTensor>;
+  /** The lr scheduler's state (JSON-serialisable). */
+  lrScheduler?: () => unknown;
+  /** RNG states by purpose, e.g. { noise: rng.getState(), data: ... } (JSON-serialisable). */
+  rng?: () => unknown;
+  /** The data loader's position (JSON-serialisable). */
+  data?: () => unknown;
+  /** Anything else the loop needs to resume: epoch, args … (JSON-serialisable). The step is added. */
+  training?: () => Record<string, unknown>;
+  /** Test hook / extension: more files, written into the checkpoint folder before the marker. */
+  extra?: (dir: string) => void | Promise<void>;
+}
+
+export interface CheckpointInfo {
+  step: number;
+  path: string;
+}
+
+export interface SaveOptions {
+  /** --checkpoints_total_limit (null/undefined: keep all). */
+  totalLimit?: number | null;
+}
+
+export interface SaveResult extends CheckpointInfo {
+  /** Checkpoint folders removed by the total limit. */
+  removed: string[];
+}
+
+interface Marker {
+  format: string;
+  version: number;
+  step: number;
+  files: Record<string, number>;
+  created: string;
+}
+
+/** The `checkpoint-<N>` folders in outputDir, complete or not, ascending by step (what the script's limit counts). */
+export function listCheckpointDirs(outputDir: string): CheckpointInfo[] {
+  if (!fs.existsSync(outputDir)) return [];
+  const out: CheckpointInfo[] = [];
+  for (const e of fs.readdirSync(outputDir, { withFileTypes: true })) {
+    const m = NAME_RE.exec(e.name);
+    if (m && e.isDirectory()) out.push({ step: Number(m[1]), path: path.join(outputDir, e.name) });
+  }
+  return out.sort((a, b) => a.step - b.step);
+}
+
+/** Only the checkpoints whose completion marker matches their contents, ascending by step. */
+export function listCheckpoints(outputDir: string): CheckpointInfo[] {
+  return listCheckpointDirs(outputDir).filter((c) => verifyCheckpoint(c.path) === null);
+}
+
+/** null when `dir` is a complete checkpoint, else the reason it is not. */
+export function verifyCheckpoint(dir: string): string | null {
+  let marker: Marker;
+  try {
+    marker = JSON.parse(fs.readFileSync(path.join(dir, MARKER), "utf8")) as Marker;
+  } catch (e) {
+    return `no readable ${MARKER} (${(e as Error).message})`;
+  }
+  if (marker.format !== CHECKPOINT_FORMAT) return `${MARKER} is not a ${CHECKPOINT_FORMAT} marker`;
+  if (marker.version > CHECKPOINT_VERSION) return `checkpoint format version ${marker.version} is newer than this library's ${CHECKPOINT_VERSION}`;
+  for (const [rel, size] of Object.entries(marker.files ?? {})) {
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(path.join(dir, rel));
+    } catch {
+      return `missing file ${rel}`;
+    }
+    if (st.size !== size) return `file ${rel} has ${st.size} bytes, the marker says ${size}`;
+  }
+  return null;
+}
+
+function pidAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/**
+ * Removes the leftovers of writers that died: `checkpoint-N.tmp-<pid>` of dead processes; a
+ * `checkpoint-N.old-<pid>` (a same-step checkpoint being replaced) is put back if its replacement never arrived.
+ * Returns the removed paths.
+ */
+export function cleanStaleCheckpoints(outputDir: string): string[] {
+  if (!fs.existsSync(outputDir)) return [];
+  const removed: string[] = [];
+  for (const name of fs.readdirSync(outputDir)) {
+    const m = TMP_RE.exec(name);
+    if (!m || pidAlive(Number(m[3]))) continue;
+    const p = path.join(outputDir, name);
+    const final = path.join(outputDir, `checkpoint-${m[1]}`);
+    if (m[2] === "old" && !fs.existsSync(final) && verifyCheckpoint(p) === null) {
+      fs.renameSync(p, final);
+      continue;
+    }
+    fs.rmSync(p, { recursive: true, force: true });
+    removed.push(p);
+  }
+  return removed;
+}
+
+function fsyncPath(p: string): void {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(p, "r");
+    fs.fsyncSync(fd);
+  } catch {
+    /* best effort: some filesystems refuse fsync on directories */
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+}
+
+/** fsyncs every file and folder under dir (depth first) and returns the files with their sizes. */
+function syncTree(dir: string, base = dir, files: Record<string, number> = {}): Record<string, number> {
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) syncTree(p, base, files);
+    else if (e.isFile()) {
+      fsyncPath(p);
+      files[path.relative(base, p).split(path.sep).join("/")] = fs.statSync(p).size;
+    }
+  }
+  fsyncPath(dir);
+  return files;
+}
+
+function writeJson(file: string, value: unknown): void {
+  fs.writeFileSync(file, JSON.stringify(value, null, 2) + "\n");
+}
+
+/** The set the script's total limit removes before saving a new checkpoint. */
+export function checkpointsToRemove(existing: CheckpointInfo[], totalLimit: number | null | undefined, newStep: number): CheckpointInfo[] {
+  if (totalLimit === null || totalLimit === undefined) return [];
+  const others = existing.filter((c) => c.step !== newStep);
+  if (others.length < totalLimit) return [];
+  return others.slice(0, others.length - totalLimit + 1);
+}
+
+/** `accelerator.save_state(output_dir/checkpoint-<step>)` with the total limit, written atomically. */
+export async function saveCheckpoint(outputDir: string, step: number, parts: CheckpointParts, opts: SaveOptions = {}): Promise<SaveResult> {
+  if (!Number.isSafeInteger(step) || step < 0) throw new Error(`checkpoint step must be a non-negative integer, got ${step}`);
+  if (opts.totalLimit !== undefined && opts.totalLimit !== null && (!Number.isInteger(opts.totalLimit) || opts.totalLimit < 1)) {
+    throw new Error(`checkpoints_total_limit must be a positive integer, got ${opts.totalLimit}`);
+  }
+  fs.mkdirSync(outputDir, { recursive: true });
+  cleanStaleCheckpoints(outputDir);
+  const toRemove = checkpointsToRemove(listCheckpointDirs(outputDir), opts.totalLimit, step);
+  const final = path.join(outputDir, `checkpoint-${step}`);
+  const tmp = path.join(outputDir, `checkpoint-${step}.tmp-${process.pid}`);
+  fs.rmSync(tmp, { recursive: true, force: true });
+  fs.mkdirSync(tmp);
+  try {
+    if (parts.controlnet) {
+      const d = path.join(tmp, "controlnet");
+      fs.mkdirSync(d);
+      await parts.controlnet(d);
+    }
+    if (parts.optimizer) writeSafetensors(path.join(tmp, "optimizer.safetensors"), parts.optimizer(), { format: "controlnet-ts-optimizer" });
+    if (parts.lrScheduler) writeJson(path.join(tmp, "scheduler.json"), parts.lrScheduler());
+    if (parts.rng) writeJson(path.join(tmp, "random_states.json"), parts.rng());
+    if (parts.data) writeJson(path.join(tmp, "data_state.json"), parts.data());
+    writeJson(path.join(tmp, "training_state.json"), { ...(parts.training?.() ?? {}), global_step: step });
+    if (parts.extra) await parts.extra(tmp);
+    const files = syncTree(tmp);
+    const marker: Marker = { format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, step, files, created: new Date().toISOString() };
+    const fd = fs.openSync(path.join(tmp, MARKER), "w");
+    fs.writeSync(fd, JSON.stringify(marker, null, 2) + "\n");
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    fsyncPath(tmp);
+  } catch (e) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  // Move into place. Re-saving an existing step (e.g. after a resume) sets the old copy aside first.
+  let old: string | null = null;
+  if (fs.existsSync(final)) {
+    old = path.join(outputDir, `checkpoint-${step}.old-${process.pid}`);
+    fs.rmSync(old, { recursive: true, force: true });
+    fs.renameSync(final, old);
+  }
+  fs.renameSync(tmp, final);
+  fsyncPath(outputDir);
+  if (old) fs.rmSync(old, { recursive: true, force: true });
+  const removed: string[] = [];
+  for (const c of toRemove) {
+    fs.rmSync(c.path, { recursive: true, force: true });
+    removed.push(c.path);
+  }
+  if (removed.length) fsyncPath(outputDir);
+  return { step, path: final, removed };
+}
+
+export interface ResumeResolution {
+  /** The checkpoint to load, or null to start fresh. */
+  checkpoint: CheckpointInfo | null;
+  /** What to tell the user (the script prints it when starting fresh). */
+  message: string;
+}
+
+/**
+ * --resume_from_checkpoint: "latest" → the complete checkpoint with the highest step in outputDir (none: start fresh,
+ * with the script's message); otherwise a path to a checkpoint folder, or a `checkpoint-<N>` name inside outputDir
+ * (the script looks up the basename in output_dir). An explicit checkpoint that is missing or incomplete is an error.
+ */
+export function resolveResume(outputDir: string, resumeFrom: string | null | undefined): ResumeResolution {
+  if (!resumeFrom) return { checkpoint: null, message: "Starting a new training run." };
+  if (resumeFrom === "latest") {
+    cleanStaleCheckpoints(outputDir);
+    const all = listCheckpoints(outputDir);
+    const last = all.at(-1);
+    if (!last) return { checkpoint: null, message: `Checkpoint '${resumeFrom}' does not exist. Starting a new training run.` };
+    return { checkpoint: last, message: `Resuming from checkpoint ${last.path}` };
+  }
+  const candidates = [resumeFrom, path.join(outputDir, path.basename(resumeFrom))];
+  for (const p of candidates) {
+    if (!fs.existsSync(p)) continue;
+    const m = NAME_RE.exec(path.basename(path.resolve(p)));
+    if (!m) throw new Error(`resume_from_checkpoint '${resumeFrom}': folder name must be checkpoint-<step>`);
+    const why = verifyCheckpoint(p);
+    if (why) throw new Error(`resume_from_checkpoint '${p}' is not a complete checkpoint: ${why}`);
+    return { checkpoint: { step: Number(m[1]), path: p }, message: `Resuming from checkpoint ${p}` };
+  }
+  throw new Error(`resume_from_checkpoint '${resumeFrom}' does not exist (looked at ${candidates.join(" and ")})`);
+}
+
+export interface LoadedCheckpoint {
+  step: number;
+  path: string;
+  /** The ControlNet's diffusers folder (load it with the model's fromPretrained), or null if none was saved. */
+  controlnetDir: string | null;
+  optimizer: Map<string, StateTensor> | null;
+  lrScheduler: unknown;
+  rng: unknown;
+  data: unknown;
+  training: Record<string, unknown>;
+}
+
+function readJson(file: string): unknown {
+  return fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, "utf8")) : null;
+}
+
+/** Reads a checkpoint written by saveCheckpoint (verified first). */
+export function loadCheckpoint(dir: string): LoadedCheckpoint {
+  const why = verifyCheckpoint(dir);
+  if (why) throw new Error(`'${dir}' is not a complete checkpoint: ${why}`);
+  const marker = JSON.parse(fs.readFileSync(path.join(dir, MARKER), "utf8")) as Marker;
+  const opt = path.join(dir, "optimizer.safetensors");
+  const cn = path.join(dir, "controlnet");
+  return {
+    step: marker.step,
+    path: dir,
+    controlnetDir: fs.existsSync(cn) ? cn : null,
+    optimizer: fs.existsSync(opt) ? (readSafetensors(opt).tensors as Map<string, StateTensor>) : null,
+    lrScheduler: readJson(path.join(dir, "scheduler.json")),
+    rng: readJson(path.join(dir, "random_states.json")),
+    data: readJson(path.join(dir, "data_state.json")),
+    training: (readJson(path.join(dir, "training_state.json")) as Record<string, unknown>) ?? {},
+  };
+}

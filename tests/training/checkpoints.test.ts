@@ -1,0 +1,166 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import {
+  cleanStaleCheckpoints,
+  listCheckpointDirs,
+  listCheckpoints,
+  loadCheckpoint,
+  resolveResume,
+  saveCheckpoint,
+  verifyCheckpoint,
+} from "../../lib/training/checkpoints.js";
+import { readSafetensors } from "../../lib/io/safetensors.js";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const tmpDir = () => fs.mkdtempSync(path.join(os.tmpdir(), "cnts-ckpt-"));
+const names = (dir: string) => listCheckpointDirs(dir).map((c) => path.basename(c.path));
+
+function parts(step: number) {
+  return {
+    controlnet: (dir: string) => fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify({ step })),
+    optimizer: () => new Map([["step", { dtype: "int32" as const, shape: [], data: Int32Array.of(step) }], ["w.exp_avg", { dtype: "float32" as const, shape: [3], data: Float32Array.of(step, 1, 2) }]]),
+    lrScheduler: () => ({ name: "constant", last_epoch: step, base_lr: 1e-5 }),
+    rng: () => ({ noise: { algorithm: "xoshiro128**", s: [step, 2, 3, 4], spare: 0.5 } }),
+    data: () => ({ epoch: 1, position: step * 4 }),
+    training: () => ({ epoch: 1 }),
+  };
+}
+
+/** The script's loop: global_step 1..maxSteps, checkpoint when global_step % every == 0. */
+async function simulate(dir: string, from: number, maxSteps: number, every: number, limit: number | null): Promise<void> {
+  for (let step = from + 1; step <= maxSteps; step++) if (step % every === 0) await saveCheckpoint(dir, step, parts(step), { totalLimit: limit });
+}
+
+test("checkpoints_total_limit=2, checkpointing_steps=2, 6 steps → exactly checkpoint-4 and checkpoint-6", async () => {
+  const dir = tmpDir();
+  await simulate(dir, 0, 6, 2, 2);
+  assert.deepEqual(fs.readdirSync(dir).sort(), ["checkpoint-4", "checkpoint-6"]);
+  // the script's test continued: resume from checkpoint-6 to 8 steps with limit 2 → {6, 8}
+  await simulate(dir, 6, 8, 2, 2);
+  assert.deepEqual(fs.readdirSync(dir).sort(), ["checkpoint-6", "checkpoint-8"]);
+  const d2 = tmpDir();
+  await simulate(d2, 0, 6, 2, null);
+  assert.deepEqual(names(d2), ["checkpoint-2", "checkpoint-4", "checkpoint-6"]);
+  const d3 = tmpDir();
+  await simulate(d3, 0, 6, 2, 1);
+  assert.deepEqual(fs.readdirSync(d3), ["checkpoint-6"]);
+  await assert.rejects(saveCheckpoint(d3, 8, parts(8), { totalLimit: 0 }), /positive integer/);
+  for (const d of [dir, d2, d3]) fs.rmSync(d, { recursive: true });
+});
+
+test("checkpoint contents round-trip; re-saving a step replaces it", async () => {
+  const dir = tmpDir();
+  const res = await saveCheckpoint(dir, 4, parts(4));
+  assert.equal(res.path, path.join(dir, "checkpoint-4"));
+  const c = loadCheckpoint(res.path);
+  assert.equal(c.step, 4);
+  assert.deepEqual(JSON.parse(fs.readFileSync(path.join(c.controlnetDir!, "config.json"), "utf8")), { step: 4 });
+  assert.equal(c.optimizer!.get("step")!.data[0], 4);
+  assert.deepEqual(Array.from(c.optimizer!.get("w.exp_avg")!.data), [4, 1, 2]);
+  assert.deepEqual(c.lrScheduler, { name: "constant", last_epoch: 4, base_lr: 1e-5 });
+  assert.deepEqual(c.rng, { noise: { algorithm: "xoshiro128**", s: [4, 2, 3, 4], spare: 0.5 } });
+  assert.deepEqual(c.data, { epoch: 1, position: 16 });
+  assert.deepEqual(c.training, { epoch: 1, global_step: 4 });
+  const p = parts(4);
+  await saveCheckpoint(dir, 4, { ...p, data: () => ({ epoch: 2, position: 0 }) });
+  assert.deepEqual(loadCheckpoint(path.join(dir, "checkpoint-4")).data, { epoch: 2, position: 0 });
+  assert.deepEqual(fs.readdirSync(dir), ["checkpoint-4"]);
+  fs.rmSync(dir, { recursive: true });
+});
+
+test("resume_from_checkpoint: latest = highest complete; none → fresh with the script's message; explicit paths", async () => {
+  const dir = tmpDir();
+  const none = resolveResume(dir, "latest");
+  assert.equal(none.checkpoint, null);
+  assert.match(none.message, /does not exist\. Starting a new training run/);
+  await simulate(dir, 0, 6, 2, null);
+  // an incomplete folder under a final name (e.g. copied by hand) and a dead writer's tmp folder are never "latest"
+  fs.mkdirSync(path.join(dir, "checkpoint-10"));
+  fs.writeFileSync(path.join(dir, "checkpoint-10", "optimizer.safetensors"), "partial");
+  fs.mkdirSync(path.join(dir, "checkpoint-12.tmp-999999999"));
+  assert.equal(resolveResume(dir, "latest").checkpoint!.step, 6);
+  assert.deepEqual(listCheckpoints(dir).map((c) => c.step), [2, 4, 6]);
+  assert.ok(!fs.existsSync(path.join(dir, "checkpoint-12.tmp-999999999")), "stale tmp folder of a dead pid removed");
+  assert.equal(resolveResume(dir, path.join(dir, "checkpoint-4")).checkpoint!.step, 4);
+  assert.equal(resolveResume(dir, "checkpoint-2").checkpoint!.step, 2); // a name inside output_dir, as the script
+  assert.throws(() => resolveResume(dir, "checkpoint-8"), /does not exist/);
+  assert.throws(() => resolveResume(dir, "checkpoint-10"), /not a complete checkpoint/);
+  assert.equal(resolveResume(dir, null).checkpoint, null);
+  // a truncated file inside a checkpoint is detected by the marker
+  const f = path.join(dir, "checkpoint-6", "optimizer.safetensors");
+  fs.truncateSync(f, 10);
+  assert.match(verifyCheckpoint(path.join(dir, "checkpoint-6"))!, /optimizer.safetensors/);
+  assert.equal(resolveResume(dir, "latest").checkpoint!.step, 4);
+  fs.rmSync(dir, { recursive: true });
+});
+
+function runWriter(dir: string, step: number, limit: string, mb: number, killAfterMs: number | null): Promise<{ killed: boolean; finished: boolean }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["--import", "tsx", path.join(here, "fixtures", "checkpoint-writer.ts"), dir, String(step), limit, String(mb)], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    let err = "";
+    let timer: NodeJS.Timeout | null = null;
+    child.stdout.on("data", (d: Buffer) => {
+      out += d.toString();
+      if (killAfterMs !== null && timer === null && out.includes("writing")) {
+        timer = setTimeout(() => child.kill("SIGKILL"), killAfterMs);
+      }
+    });
+    child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+    child.on("error", reject);
+    child.on("exit", (code, signal) => {
+      if (timer) clearTimeout(timer);
+      if (signal !== "SIGKILL" && code !== 0) reject(new Error(`writer failed (${code}): ${err}`));
+      else resolve({ killed: signal === "SIGKILL", finished: out.includes("done") });
+    });
+  });
+}
+
+test("SIGKILL while writing a checkpoint leaves the previous one intact and loadable, never a half one", { timeout: 240_000 }, async () => {
+  const dir = tmpDir();
+  const mb = 48;
+  const first = await runWriter(dir, 2, "none", mb, null);
+  assert.ok(first.finished);
+  const before = fs.readFileSync(path.join(dir, "checkpoint-2", "controlnet", "diffusion_pytorch_model.safetensors"));
+  const outcomes: string[] = [];
+  for (const [i, delay] of [0, 15, 40, 80, 150, 250, 400, 700].entries()) {
+    const limit = i % 2 === 0 ? "1" : "none"; // limit 1: the old checkpoint is deleted once the new one is in place
+    const r = await runWriter(dir, 4, limit, mb, delay);
+    const complete = listCheckpoints(dir);
+    // never a half checkpoint under a final name
+    for (const c of listCheckpointDirs(dir)) {
+      const why = verifyCheckpoint(c.path);
+      // the only tolerated incomplete one: checkpoint-2 caught while being deleted after checkpoint-4 became complete
+      if (why) assert.ok(c.step === 2 && complete.some((k) => k.step === 4), `half checkpoint ${c.path}: ${why}`);
+    }
+    const latest = resolveResume(dir, "latest").checkpoint;
+    assert.ok(latest, `no loadable checkpoint after a kill at ${delay} ms`);
+    const loaded = loadCheckpoint(latest.path);
+    const w = readSafetensors(path.join(loaded.controlnetDir!, "diffusion_pytorch_model.safetensors")).tensors.get("w")!;
+    assert.ok(w.data.every((v) => v === latest.step), "weights belong to the checkpoint's own step");
+    assert.equal(loaded.optimizer!.get("step")!.data[0], latest.step);
+    if (latest.step === 2) {
+      assert.deepEqual(fs.readFileSync(path.join(latest.path, "controlnet", "diffusion_pytorch_model.safetensors")), before);
+    }
+    outcomes.push(`${delay}ms:${r.killed ? "killed" : "finished"}→latest ${latest.step}`);
+    // reset: back to only checkpoint-2 for the next timing
+    cleanStaleCheckpoints(dir);
+    assert.deepEqual(fs.readdirSync(dir).filter((n) => n.includes(".tmp-")), [], "dead writer's tmp folder cleaned");
+    if (latest.step === 4) {
+      fs.rmSync(path.join(dir, "checkpoint-4"), { recursive: true, force: true });
+      fs.rmSync(path.join(dir, "checkpoint-2"), { recursive: true, force: true });
+      assert.ok((await runWriter(dir, 2, "none", mb, null)).finished);
+    }
+  }
+  console.log(`  kill outcomes: ${outcomes.join(", ")}`);
+  // the timings must have caught the writer mid-write at least once
+  assert.ok(outcomes.some((o) => o.includes("killed→latest 2")), outcomes.join(", "));
+  fs.rmSync(dir, { recursive: true });
+});
