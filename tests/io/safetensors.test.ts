@@ -307,6 +307,41 @@ describe("hostile safetensors files → one clear error", () => {
     expectInvalid(raw(good, 12), /data buffer holds 12 bytes but the tensors describe 8/);
   });
 
+  test("fuzz: 400 random corruptions of a valid file each read cleanly or fail with one clear error", () => {
+    const f = tmp("fuzz-src");
+    writeSafetensors(f, {
+      "a.weight": { dtype: "float32", shape: [3, 4], data: Float32Array.from({ length: 12 }, (_, i) => i) },
+      "b.ids": { dtype: "int32", shape: [5], data: Int32Array.from([1, 2, 3, 4, 5]) },
+    }, { format: "pt" });
+    const good = fs.readFileSync(f);
+    const headerEnd = 8 + Number(good.readBigUInt64LE(0));
+    let seed = 12345;
+    const rand = (n: number) => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed % n; };
+    let failed = 0;
+    for (let i = 0; i < 400; i++) {
+      const bad = Buffer.from(good);
+      let out: Buffer = bad;
+      const kind = i % 4;
+      if (kind === 0) for (let k = 0; k <= rand(3); k++) bad[rand(headerEnd)] = rand(256); // header bytes
+      else if (kind === 1) out = bad.subarray(0, rand(good.length)); // truncation
+      else if (kind === 2) bad.writeBigUInt64LE(BigInt(rand(2 ** 31)) * BigInt(1 + rand(2 ** 20)), 0); // length field
+      else { // a digit inside the JSON changed (shapes/offsets that still parse)
+        const digits = [...bad.subarray(8, headerEnd).entries()].filter(([, b]) => b >= 0x30 && b <= 0x39);
+        bad[8 + digits[rand(digits.length)]![0]] = 0x30 + rand(10);
+      }
+      const g = tmp("fuzz");
+      fs.writeFileSync(g, out);
+      try {
+        readSafetensors(g);
+      } catch (e) {
+        failed++;
+        assert.ok(e instanceof Error && /^Invalid safetensors file /.test(e.message), `case ${i}: ${(e as Error).message}`);
+      }
+      fs.rmSync(g);
+    }
+    assert.ok(failed > 300, `most corruptions are detected (${failed}/400)`);
+  });
+
   test("zero-size tensors sharing an offset are fine", () => {
     const f = raw({
       a: { dtype: "F32", shape: [0], data_offsets: [0, 0] },
