@@ -15,6 +15,7 @@ import { openLocalTable } from "./sources/local.js";
 import { SubsetSource, TableSource } from "./sources/table.js";
 import { checkResolution, resizeCenterCrop } from "./transforms.js";
 import type { ColumnOptions, DataSource, RawImage } from "./types.js";
+import { snapshotDownload, type HubOptions } from "../io/hub.js";
 
 export interface DatasetOptions extends ColumnOptions {
   /** A local snapshot folder of a Hub dataset repo (parquet shards or train.jsonl + zips), or a dataset file. */
@@ -35,8 +36,11 @@ export interface DatasetOptions extends ColumnOptions {
   seed?: number | null;
   /** Probability of replacing a caption by "" each time a row is used (default 0). */
   proportion_empty_prompts?: number;
-  /** Maps a Hub repo id to a local snapshot folder (lib/io/hub); used when dataset_name is not a local path. */
+  /** Maps a Hub repo id to a local snapshot folder; used when dataset_name is not a local path. Default: lib/io/hub's
+   *  snapshotDownload(repoId, { repoType: "dataset", ...hub }). */
   resolveHub?: (repoId: string) => Promise<string>;
+  /** Options for the default hub download (revision, offline, cacheDir, token, onProgress). */
+  hub?: HubOptions;
   /** Warnings (refused archive entries, skipped rows). Default console.warn. */
   warn?: (message: string) => void;
 }
@@ -115,8 +119,7 @@ export async function createDataset(options: AnyOptions): Promise<ControlNetData
   if (o.dataset_name) {
     let dir = o.dataset_name;
     if (!fs.existsSync(dir)) {
-      if (!o.resolveHub) throw new Error(`dataset_name '${dir}' is not a local folder or file; download the repo first (lib/io/hub) and pass its snapshot folder, or pass resolveHub`);
-      dir = await o.resolveHub(dir);
+      dir = o.resolveHub ? await o.resolveHub(dir) : await snapshotDownload(dir, { repoType: "dataset", ...o.hub });
     }
     source = new TableSource(await openLocalTable(dir, { split: o.split, strictPaths: true, warn: o.warn }), cols);
   } else if (o.train_data_dir) {

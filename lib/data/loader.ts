@@ -94,6 +94,8 @@ export class DataLoader implements AsyncIterable<Batch> {
   private closed = false;
   /** Good rows seen in the epoch being planned (an epoch of only bad rows is an error, not an endless loop). */
   private goodInEpoch = 0;
+  /** Whether the epoch being planned was planned from its first position (only then can "no good row" be judged). */
+  private wholeEpoch: boolean;
 
   constructor(readonly source: DataSource, opts: LoaderOptions) {
     checkResolution(opts.resolution);
@@ -114,6 +116,7 @@ export class DataLoader implements AsyncIterable<Batch> {
     if (!(start.epoch >= 0 && start.index >= 0 && start.index <= source.length)) throw new Error(`invalid start position ${JSON.stringify(start)}`);
     this.consumed = { ...start };
     this.planned = { ...start };
+    this.wholeEpoch = start.index === 0;
   }
 
   /** Where the next batch starts: store it in a checkpoint and pass it back as `start` to resume. */
@@ -224,10 +227,11 @@ export class DataLoader implements AsyncIterable<Batch> {
 
   private endEpoch(epoch: number): void {
     this.flushWarning();
-    if (this.goodInEpoch === 0) {
+    if (this.goodInEpoch === 0 && this.wholeEpoch) {
       throw new Error(`epoch ${epoch}: no usable row in ${this.source.description} (${this.skipped.length} skipped)`);
     }
     this.goodInEpoch = 0;
+    this.wholeEpoch = true;
   }
 
   private async loadRow(row: number, epoch: number, pos: number) {

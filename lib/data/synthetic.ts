@@ -108,11 +108,11 @@ export function renderFilled(t: CircleTruth): RawImage {
   const [fr, fg, fb] = t.fillColor.rgb;
   const [br, bg, bb] = t.bgColor.rgb;
   const data = new Uint8Array(size * size * 3);
-  for (let i = 0; i < size * size; i++) {
-    data[i * 3] = br;
-    data[i * 3 + 1] = bg;
-    data[i * 3 + 2] = bb;
-  }
+  // background: one pixel, then doubling copies (much faster than a per-pixel loop at 512²)
+  data[0] = br;
+  data[1] = bg;
+  data[2] = bb;
+  for (let filled = 3; filled < data.length; filled *= 2) data.copyWithin(filled, 0, Math.min(filled, data.length - filled));
   const [x0, x1, y0, y1] = box(t, r + 1);
   for (let y = y0; y <= y1; y++) {
     const dy = y + 0.5 - cy;
@@ -171,7 +171,11 @@ export class SyntheticFill50k implements DataSource {
   async get(index: number): Promise<SyntheticRow> {
     const row = this.row(index);
     if (this.format === "png") {
-      const [image, conditioning_image] = await Promise.all([encodePng(row.image as RawImage), encodePng(row.conditioning_image as RawImage)]);
+      // fast zlib level: these bytes are decoded again at once, size does not matter
+      const [image, conditioning_image] = await Promise.all([
+        encodePng(row.image as RawImage, { compressionLevel: 1 }),
+        encodePng(row.conditioning_image as RawImage, { compressionLevel: 1 }),
+      ]);
       return { ...row, image, conditioning_image };
     }
     return row;

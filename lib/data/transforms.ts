@@ -58,7 +58,9 @@ export function toFloat(img: RawImage, range: "signed" | "unit", out: Float32Arr
   if (img.channels !== 3) throw new Error(`toFloat expects RGB, got ${img.channels} channels`);
   const lut = range === "signed" ? TO_SIGNED : TO_UNIT;
   const src = img.data;
-  for (let i = 0; i < src.length; i++) out[offset + i] = lut[src[i]!]!;
+  const n = src.length;
+  const dst = out.subarray(offset, offset + n);
+  for (let i = 0; i < n; i++) dst[i] = lut[src[i]!]!;
 }
 
 /** The target transform for one image: [H, W, 3] float32 in [-1, 1]. */

@@ -125,7 +125,7 @@ export class ZipArchive {
     if (lh.readUInt32LE(0) !== 0x04034b50) throw new Error(`${this.file}: bad local header for ${n}`);
     const start = ent.localHeaderOffset + 30 + lh.readUInt16LE(26) + lh.readUInt16LE(28);
     const comp = await this.readAt(start, ent.compressedSize);
-    if (ent.method === 0) return comp;
+    if (ent.method === 0) return new Uint8Array(comp.buffer, comp.byteOffset, comp.byteLength);
     if (ent.method === 8) return inflateSync(comp, { out: new Uint8Array(ent.size) });
     throw new Error(`${this.file}: entry ${n} uses unsupported compression method ${ent.method}`);
   }

@@ -1,0 +1,51 @@
+/**
+ * `npm run bench -- data [--rows N] [--batch B] [--resolutions 512,256,64]`: rows per second of the whole data
+ * pipeline as training sees it: synthetic fill50k rows encoded to PNG (what a file-backed dataset hands over), then
+ * the loader's decode → resize/centre-crop → float NHWC → batch, with its prefetch queue, consumed as fast as
+ * possible. Compare with what a training step consumes: bench-mid takes 4 rows of 256² per step.
+ */
+import os from "node:os";
+import { DataLoader } from "../lib/data/loader.js";
+import { SyntheticFill50k } from "../lib/data/synthetic.js";
+
+function arg(args: string[], name: string, dflt: string): string {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : dflt;
+}
+
+async function measure(resolution: number, rows: number, batchSize: number, format: "png" | "raw") {
+  const src = new SyntheticFill50k({ count: 100_000, seed: 1, resolution, format });
+  const loader = new DataLoader(src, { batchSize, resolution, seed: 1, prefetch: 4, proportionEmptyPrompts: 0.1 });
+  await loader.next(); // warm-up (sharp start-up, first permutation)
+  const t0 = performance.now();
+  let n = 0;
+  while (n < rows) n += (await loader.next()).size;
+  const secs = (performance.now() - t0) / 1000;
+  await loader.close();
+  return { resolution, format, rows: n, seconds: +secs.toFixed(3), rowsPerSecond: +(n / secs).toFixed(1) };
+}
+
+export async function run(args: string[]): Promise<object> {
+  const batch = Number(arg(args, "batch", "4"));
+  const resolutions = arg(args, "resolutions", "512,256,64").split(",").map(Number);
+  const results = [];
+  for (const r of resolutions) {
+    // fewer rows at 512 keep the bench short on 2 cores
+    const rows = Number(arg(args, "rows", String(r >= 512 ? 64 : r >= 256 ? 128 : 512)));
+    for (const format of ["png", "raw"] as const) {
+      const m = await measure(r, rows, batch, format);
+      console.log(`data ${r}px ${format}: ${m.rowsPerSecond} rows/s (${m.rows} rows in ${m.seconds}s)`);
+      results.push(m);
+    }
+  }
+  const at256 = results.find((m) => m.resolution === 256 && m.format === "png");
+  return {
+    bench: "data",
+    pipeline: "synthetic fill50k → PNG encode → sharp decode → resize/centre-crop → float32 NHWC → batch (prefetch 4)",
+    batchSize: batch,
+    cpus: os.cpus().length,
+    results,
+    // bench-mid consumes 4 rows of 256² per step: the pipeline keeps ≥ 10× ahead of steps longer than this
+    benchMidStepFloorSeconds: at256 ? +((4 * 10) / at256.rowsPerSecond).toFixed(3) : undefined,
+  };
+}

@@ -1,0 +1,173 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
+import { zipSync } from "fflate";
+import { parquetMetadata, parquetSchema } from "hyparquet";
+import { createDataset } from "../../lib/data/index.js";
+import { ParquetTable, findParquetFiles } from "../../lib/data/sources/parquet.js";
+import { ZipArchive } from "../../lib/data/sources/zip.js";
+import { ArrowTable, iterateArrowRows, writeArrowDataset } from "../../lib/data/sources/arrow.js";
+import { SyntheticFill50k } from "../../lib/data/synthetic.js";
+import { resolveColumns, TableSource } from "../../lib/data/sources/table.js";
+import { openLocalTable } from "../../lib/data/sources/local.js";
+import { pixels, pngRows, tmpDir, writeHfParquet, writeImagefolder, writePromptJson, writeScriptLayout, type FixtureRow } from "./fixtures.js";
+
+const rowsP = pngRows(12);
+
+/** The source's rows equal the fixture rows (bytes for encoded images). */
+async function assertRows(ds: { length: number; source: { get(i: number): Promise<{ image: unknown; conditioning_image: unknown; text: unknown }> } }, rows: FixtureRow[]): Promise<void> {
+  assert.equal(ds.length, rows.length);
+  for (const i of [0, 5, rows.length - 1]) {
+    const r = await ds.source.get(i);
+    assert.deepEqual(await pixels(r.image as Uint8Array), await pixels(rows[i]!.image), `row ${i} image`);
+    assert.deepEqual(await pixels(r.conditioning_image as Uint8Array), await pixels(rows[i]!.conditioning_image), `row ${i} conditioning`);
+    assert.equal(r.text, rows[i]!.text);
+  }
+}
+
+test("hub parquet shards: HF Image structs {bytes, path}, several shards and row groups, train split only", async () => {
+  const rows = await rowsP;
+  const dir = tmpDir("pq");
+  writeHfParquet(path.join(dir, "data", "train-00000-of-00002.parquet"), rows.slice(0, 7), { rowGroupSize: 3 });
+  writeHfParquet(path.join(dir, "data", "train-00001-of-00002.parquet"), rows.slice(7), { rowGroupSize: 2 });
+  writeHfParquet(path.join(dir, "data", "test-00000-of-00001.parquet"), rows.slice(0, 2));
+  fs.writeFileSync(path.join(dir, "README.md"), "---\ndataset_info: {}\n---\n");
+  // the fixture really has the HF shape
+  const meta = parquetMetadata(new Uint8Array(fs.readFileSync(path.join(dir, "data", "train-00000-of-00002.parquet"))).buffer);
+  const image = parquetSchema(meta).children.find((c) => c.element.name === "image")!;
+  assert.deepEqual(image.children.map((c) => c.element.name), ["bytes", "path"]);
+  assert.equal(meta.row_groups.length, 3);
+  assert.equal(findParquetFiles(dir).length, 2);
+
+  const ds = await createDataset({ dataset_name: dir, resolution: 16 });
+  await assertRows(ds, rows);
+  assert.deepEqual([...ds.source.columns], ["image", "conditioning_image", "text"]);
+  assert.match(ds.description, /parquet/);
+  await ds.close();
+});
+
+test("parquet: row-group cache stays within its budget; missing column lists the columns", async () => {
+  const rows = await rowsP;
+  const dir = tmpDir("pq2");
+  const file = path.join(dir, "train.parquet");
+  writeHfParquet(file, rows, { rowGroupSize: 2 });
+  const t = await ParquetTable.open([file], { cacheBytes: 1 }); // budget below one group: keeps only the newest
+  for (let i = 0; i < rows.length; i++) await t.readCells(i, ["text"]);
+  assert.equal((t as unknown as { groups: { cache: { size: number } } }).groups.cache.size, 1);
+  await assert.rejects(createDataset({ dataset_name: file, caption_column: "prompt" }), /'prompt'.*columns are: image, conditioning_image, text/);
+  await assert.rejects(createDataset({ dataset_name: file, image_column: "target" }), /image_column.*image, conditioning_image, text/);
+  // null column → positional fallback, as in train_controlnet.py: image = column 0, caption = 1, conditioning = 2
+  assert.deepEqual(resolveColumns({ columns: ["a", "b", "c"] }, { image_column: null, caption_column: null, conditioning_image_column: null }), { image: "a", caption: "b", conditioning_image: "c" });
+  assert.throws(() => resolveColumns({ columns: ["a"] }, { conditioning_image_column: null, image_column: "a", caption_column: "a" }), /no column 2/);
+});
+
+test("loading-script layout: train.jsonl + images.zip + conditioning_images.zip, read lazily; unsafe entries refused", async () => {
+  const rows = await rowsP;
+  const dir = tmpDir("zip");
+  const warnings: string[] = [];
+  writeScriptLayout(dir, rows, { "../evil.png": new Uint8Array(rows[0]!.image), "/abs.png": new Uint8Array(rows[0]!.image) });
+  const ds = await createDataset({ dataset_name: dir, resolution: 16, warn: (m) => warnings.push(m) });
+  await assertRows(ds, rows);
+  assert.equal(warnings.length, 1);
+  assert.match(warnings[0]!, /refused 2 archive entries.*\.\.\/evil\.png/);
+  await ds.close();
+
+  const zip = await ZipArchive.open(path.join(dir, "images.zip"));
+  assert.deepEqual(zip.refused.sort(), ["../evil.png", "/abs.png"]);
+  assert.equal(zip.has("images/3.png"), true);
+  await assert.rejects(zip.read("../evil.png"), /refused/);
+  await zip.close();
+
+  // a metadata row pointing outside the archive is refused, not read from disk
+  const evilDir = tmpDir("zip2");
+  writeScriptLayout(evilDir, rows.slice(0, 2));
+  fs.appendFileSync(path.join(evilDir, "train.jsonl"), JSON.stringify({ text: "x", image: "../../etc/passwd", conditioning_image: "conditioning_images/0.png" }) + "\n");
+  const ds2 = await createDataset({ dataset_name: evilDir, resolution: 16 });
+  await assert.rejects(ds2.source.get(2), /refused path/);
+  await ds2.close();
+});
+
+test("zip reader: stored and deflated entries, not-a-zip error", async () => {
+  const dir = tmpDir("zip3");
+  const data = new Uint8Array(5000).map((_, i) => i % 251);
+  fs.writeFileSync(path.join(dir, "a.zip"), zipSync({ "x/stored.bin": [data, { level: 0 }], "deflated.bin": [data, { level: 9 }] }));
+  const z = await ZipArchive.open(path.join(dir, "a.zip"));
+  assert.deepEqual(await z.read("x/stored.bin"), data);
+  assert.deepEqual(await z.read("./deflated.bin"), data);
+  await z.close();
+  fs.writeFileSync(path.join(dir, "b.zip"), "nope");
+  await assert.rejects(ZipArchive.open(path.join(dir, "b.zip")), /not a readable zip/);
+});
+
+test("imagefolder with metadata.jsonl: file_name → image, conditioning paths as strings", async () => {
+  const rows = await rowsP;
+  const dir = tmpDir("imf");
+  writeImagefolder(dir, rows);
+  const ds = await createDataset({ train_data_dir: dir, resolution: 16 });
+  assert.deepEqual([...ds.source.columns], ["image", "conditioning_image", "text"]);
+  await assertRows(ds, rows);
+});
+
+test("lllyasviel prompt.json with source/ and target/", async () => {
+  const rows = await rowsP;
+  const dir = tmpDir("ll");
+  writePromptJson(dir, rows);
+  const ds = await createDataset({ train_data_dir: dir, resolution: 16 });
+  assert.deepEqual([...ds.source.columns], ["source", "target", "prompt"]);
+  await assertRows(ds, rows); // target → image, source → conditioning_image, prompt → text
+  const explicit = await createDataset({ train_data_dir: dir, image_column: "target", conditioning_image_column: "source", caption_column: "prompt" });
+  assert.equal((await explicit.source.get(2)).text, rows[2]!.text);
+});
+
+test("max_train_samples keeps a seeded subset", async () => {
+  const a = await createDataset({ synthetic: { count: 100 }, max_train_samples: 10, seed: 4, resolution: 16 });
+  const b = await createDataset({ synthetic: { count: 100 }, max_train_samples: 10, seed: 4, resolution: 16 });
+  const c = await createDataset({ synthetic: { count: 100 }, max_train_samples: 10, seed: 5, resolution: 16 });
+  assert.equal(a.length, 10);
+  const texts = async (d: typeof a) => Promise.all(Array.from({ length: 10 }, async (_, i) => (await d.source.get(i)).text));
+  assert.deepEqual(await texts(a), await texts(b));
+  assert.notDeepEqual(await texts(a), await texts(c));
+  assert.equal((await createDataset({ synthetic: { count: 5 }, max_train_samples: 50, resolution: 16 })).length, 5);
+});
+
+test("arrow cache: write a dataset, read it back at random with a bounded batch cache, and as a stream", async () => {
+  const dir = tmpDir("arrow");
+  const file = path.join(dir, "fill.arrow");
+  const src = new SyntheticFill50k({ count: 23, seed: 2, resolution: 16 });
+  const progress: number[] = [];
+  const { rows } = await writeArrowDataset(src, file, { batchSize: 5, onProgress: (n) => progress.push(n) });
+  assert.equal(rows, 23);
+  assert.deepEqual(progress, [5, 10, 15, 20, 23]);
+  const t = await ArrowTable.open(file, { cacheBatches: 2 });
+  assert.equal(t.numRows, 23);
+  const s = new TableSource(t);
+  for (const i of [22, 0, 13, 7, 21, 3]) {
+    const r = await s.get(i);
+    assert.equal(r.text, src.row(i).text);
+    assert.deepEqual(await pixels(r.image as Uint8Array), (src.row(i).image as { data: Uint8Array }).data);
+    assert.ok(t.cache.size <= 2, `cache holds ${t.cache.size} batches`);
+  }
+  await s.close();
+  let n = 0;
+  for await (const row of iterateArrowRows(file, ["text"])) {
+    assert.equal(row.text, src.row(n).text);
+    n++;
+  }
+  assert.equal(n, 23);
+  const ds = await createDataset({ arrow: file, resolution: 16 });
+  assert.equal(ds.length, 23);
+  await ds.close();
+  // openLocalTable finds a lone .arrow file in a folder
+  assert.equal((await openLocalTable(dir)).numRows, 23);
+  assert.equal(fs.readdirSync(dir).filter((f) => f.includes("tmp")).length, 0);
+});
+
+test("unknown folder layout and missing path are clear errors", async () => {
+  const dir = tmpDir("empty");
+  fs.writeFileSync(path.join(dir, "notes.txt"), "hi");
+  await assert.rejects(createDataset({ train_data_dir: dir }), /no dataset layout recognised.*notes\.txt/);
+  await assert.rejects(createDataset({ train_data_dir: path.join(dir, "nope") }), /not found/);
+  await assert.rejects(createDataset({}), /dataset name/);
+  await assert.rejects(createDataset({ synthetic: true, resolution: 100 }), /divisible by 8/);
+});
