@@ -61,6 +61,7 @@ test("kernel bridge: display ids, updates, bytes as base64, clearOutput and the 
 });
 
 test("toMimeBundle: Jupyter.display objects, bundles, inspect for the rest", () => {
+  assert.equal(JUPYTER_DISPLAY, Symbol.for("Jupyter.display"), "the kernel's convention, a registered symbol");
   assert.deepEqual(toMimeBundle({ "text/html": "<b>x</b>" }), { "text/html": "<b>x</b>" });
   assert.deepEqual(toMimeBundle([1, 2]), { "text/plain": "[ 1, 2 ]" });
   assert.deepEqual(toMimeBundle(null), { "text/plain": "null" });

@@ -116,3 +116,49 @@ export function tinyPng(w: number, h: number, rgb: [number, number, number] = [2
   const idat = deflateSync(raw);
   return new Uint8Array(Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk("IHDR", ihdr), chunk("IDAT", idat), chunk("IEND", Buffer.alloc(0))]));
 }
+
+/**
+ * A strict-enough XML well-formedness check for the SVG/HTML the widgets write: every tag closes in order,
+ * attributes are quoted, text holds no raw `<` and only known entities. Returns the element names in order.
+ */
+export function checkXml(src: string): string[] {
+  const names: string[] = [];
+  const stack: string[] = [];
+  const entity = /&(amp|lt|gt|quot|#39|apos|#\d+);/y;
+  let i = 0;
+  const text = (s: string, where: number) => {
+    for (let k = 0; k < s.length; k++) {
+      if (s[k] === "<") throw new Error(`raw '<' at ${where + k}`);
+      if (s[k] === "&") {
+        entity.lastIndex = k;
+        if (!entity.test(s)) throw new Error(`bad entity at ${where + k}: ${s.slice(k, k + 10)}`);
+      }
+    }
+  };
+  while (i < src.length) {
+    const lt = src.indexOf("<", i);
+    if (lt < 0) {
+      text(src.slice(i), i);
+      break;
+    }
+    text(src.slice(i, lt), i);
+    const gt = src.indexOf(">", lt);
+    if (gt < 0) throw new Error(`unclosed tag at ${lt}`);
+    const tag = src.slice(lt + 1, gt);
+    if (tag.startsWith("/")) {
+      const name = tag.slice(1).trim();
+      const open = stack.pop();
+      if (open !== name) throw new Error(`</${name}> closes <${open}> at ${lt}`);
+    } else {
+      const selfClosing = tag.endsWith("/");
+      const m = /^([a-zA-Z][\w:-]*)((?:\s+[\w:-]+="[^"<]*")*)\s*\/?$/.exec(tag);
+      if (!m) throw new Error(`malformed tag at ${lt}: <${tag.slice(0, 80)}>`);
+      for (const a of m[2]!.matchAll(/="([^"]*)"/g)) text(a[1]!, lt);
+      names.push(m[1]!);
+      if (!selfClosing) stack.push(m[1]!);
+    }
+    i = gt + 1;
+  }
+  if (stack.length) throw new Error(`unclosed elements: ${stack.join(", ")}`);
+  return names;
+}

@@ -1,0 +1,20 @@
+/** Live notebook widgets: plain MIME bundles redrawn through display ids (no frontend extension needed). */
+export { Widget } from "./widget.js";
+export type { WidgetOptions } from "./widget.js";
+export { Throttle, systemClock } from "./throttle.js";
+export type { Clock } from "./throttle.js";
+export { ProgressBar } from "./progress-bar.js";
+export type { ProgressState, ProgressStatus } from "./progress-bar.js";
+export { MemoryMeter } from "./memory-meter.js";
+export type { MemoryState, MemoryInput } from "./memory-meter.js";
+export { ImageGrid, pngSize } from "./image-grid.js";
+export type { ImageInput, ImageGridRow, ImageGridState } from "./image-grid.js";
+export { LossPlot, PLOTLY_MIME, smooth, downsample } from "./loss-plot.js";
+export type { Series, SeriesOptions, LossPlotState } from "./loss-plot.js";
+export { renderLineChart, niceTicks } from "./svg-chart.js";
+export type { ChartLine, ChartPanel, ChartOptions } from "./svg-chart.js";
+export { TrainingDashboard } from "./dashboard.js";
+export type { StepInfo, ValidationInfo, DashboardOptions } from "./dashboard.js";
+export { escapeHtml, formatBytes, formatDuration, formatNumber } from "./format.js";
+export { display, updateDisplay, clearOutput, abortSignal, newDisplayId, toMimeBundle, displayChannel } from "../lib/cells/display.js";
+export type { MimeBundle, DisplayOptions } from "../lib/cells/display.js";
