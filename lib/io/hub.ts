@@ -77,7 +77,7 @@ export class HubError extends Error {
   }
 }
 
-interface RepoRef {
+export interface HubRepoRef {
   type: HubRepoType;
   name: string;
   /** "org/name" or "datasets/org/name", for messages. */
@@ -119,7 +119,7 @@ function hubBaseUrl(opts: { hubUrl?: string }): string {
 }
 
 /** Parses `org/name`, `name` or `datasets/org/name`; names are checked because they become cache folder names. */
-export function parseRepoId(id: string, repoType: HubRepoType = "model"): RepoRef {
+export function parseRepoId(id: string, repoType: HubRepoType = "model"): HubRepoRef {
   let type = repoType;
   let name = id;
   if (id.startsWith("datasets/")) { type = "dataset"; name = id.slice("datasets/".length); }
@@ -144,7 +144,7 @@ function checkRepoPath(p: string, repo: string): void {
   }
 }
 
-function repoDir(cache: string, r: RepoRef): string {
+function repoDir(cache: string, r: HubRepoRef): string {
   return path.join(cache, `${r.type}s--${r.name.split("/").join("--")}`);
 }
 
@@ -158,7 +158,7 @@ function scrub(text: string, token: string | undefined): string {
 }
 
 /** Turns any failure of a hub call into a HubError that says what to do, without the token. */
-function explain(e: unknown, ctx: { repo: RepoRef; revision: string; file?: string; token?: string; hubUrl: string }): HubError {
+function explain(e: unknown, ctx: { repo: HubRepoRef; revision: string; file?: string; token?: string; hubUrl: string }): HubError {
   if (e instanceof HubError) return e;
   const what = ctx.file ? `file "${ctx.file}" of hub ${ctx.repo.type} repo ${ctx.repo.label} (revision ${ctx.revision})` : `hub ${ctx.repo.type} repo ${ctx.repo.label} (revision ${ctx.revision})`;
   const detail = scrub(e instanceof Error ? e.message : String(e), ctx.token);
@@ -191,7 +191,7 @@ function isNetworkFailure(e: unknown): boolean {
 }
 
 interface Ctx {
-  repo: RepoRef;
+  repo: HubRepoRef;
   revision: string;
   token?: string;
   hubUrl: string;
