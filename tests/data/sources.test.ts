@@ -77,6 +77,9 @@ test("loading-script layout: train.jsonl + images.zip + conditioning_images.zip,
   assert.deepEqual(zip.refused.sort(), ["../evil.png", "/abs.png"]);
   assert.equal(zip.has("images/3.png"), true);
   await assert.rejects(zip.read("../evil.png"), /refused/);
+  assert.equal(zip.lookup("3.png"), "images/3.png");
+  assert.equal(zip.lookup("fill50k/images/3.png"), "images/3.png");
+  assert.equal(zip.lookup("images/99.png"), undefined);
   await zip.close();
 
   // a metadata row pointing outside the archive is refused, not read from disk
@@ -95,6 +98,7 @@ test("zip reader: stored and deflated entries, not-a-zip error", async () => {
   const z = await ZipArchive.open(path.join(dir, "a.zip"));
   assert.deepEqual(await z.read("x/stored.bin"), data);
   assert.deepEqual(await z.read("./deflated.bin"), data);
+  assert.equal(z.lookup("stored.bin"), "x/stored.bin");
   await z.close();
   fs.writeFileSync(path.join(dir, "b.zip"), "nope");
   await assert.rejects(ZipArchive.open(path.join(dir, "b.zip")), /not a readable zip/);

@@ -86,11 +86,11 @@ export class JsonlTable implements Table {
     const name = normalizeEntryName(p);
     if (this.archives.length) {
       if (!isSafeRelativePath(name)) throw new Error(`refused path ${p} (absolute or outside the dataset)`);
+      for (const a of this.archives) if (a.has(name)) return a.read(name);
+      // the jsonl may name "images/0.png" while an archive holds "0.png" or "fill50k/images/0.png"
       for (const a of this.archives) {
-        // the jsonl may name "images/0.png" while the archive holds "0.png" or "images/0.png"
-        if (a.has(name)) return a.read(name);
-        const tail = name.includes("/") ? name.slice(name.indexOf("/") + 1) : undefined;
-        if (tail && a.has(tail)) return a.read(tail);
+        const hit = a.lookup(name);
+        if (hit) return a.read(hit);
       }
     }
     if (this.strictPaths && !isSafeRelativePath(name)) throw new Error(`refused path ${p} (absolute or outside the dataset)`);

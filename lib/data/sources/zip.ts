@@ -113,6 +113,35 @@ export class ZipArchive {
     return this.entries.has(normalizeEntryName(name));
   }
 
+  private bySuffix: Map<string, string | null> | undefined;
+
+  /**
+   * The entry a relative name refers to when the archive nests it differently: "images/0.png" may be stored as
+   * "0.png" or "fill50k/images/0.png". Matches the longest unambiguous tail; undefined when none or ambiguous.
+   */
+  lookup(name: string): string | undefined {
+    const n = normalizeEntryName(name);
+    if (this.entries.has(n)) return n;
+    if (!this.bySuffix) {
+      // every path tail of every entry → the entry (null when two entries share the tail)
+      this.bySuffix = new Map();
+      for (const e of this.entries.keys()) {
+        const parts = e.split("/");
+        for (let k = 0; k < parts.length; k++) {
+          const tail = parts.slice(k).join("/");
+          this.bySuffix.set(tail, this.bySuffix.has(tail) ? null : e);
+        }
+      }
+    }
+    const parts = n.split("/");
+    for (let k = 0; k < parts.length; k++) {
+      const hit = this.bySuffix.get(parts.slice(k).join("/"));
+      if (hit) return hit;
+      if (hit === null) return undefined; // ambiguous: refuse to guess
+    }
+    return undefined;
+  }
+
   /** The entry's bytes; rejects for names not in the index (missing or refused). */
   async read(name: string): Promise<Uint8Array> {
     const n = normalizeEntryName(name);
