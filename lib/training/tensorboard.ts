@@ -1,0 +1,350 @@
+/**
+ * TensorBoard event files without TensorFlow: the record framing and the few protobuf fields we need, by hand.
+ *
+ * File: `events.out.tfevents.<unix seconds>.<host>.<pid>.0` in the log directory. Each record is
+ *   u64le length · u32le masked_crc32c(length bytes) · data · u32le masked_crc32c(data)
+ * with masked(c) = ((c >>> 15) | (c << 17)) + 0xa282ead8. The data is a serialised `tensorflow.Event`:
+ *   wall_time (1, double) · step (2, int64) · file_version (3, string; the first record, "brain.Event:2") ·
+ *   summary (5) → value (1, repeated) → tag (1) + simple_value (2, float) | image (4) → height (1), width (2),
+ *   colorspace (3), encoded_image_string (4, PNG).
+ * A reader (used by the tests, and handy to inspect runs) parses records back and verifies every CRC.
+ *
+ * Also here: the JSON-lines log (one object per line) that the notebook widgets follow.
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { crc32c } from "@aws-crypto/crc32c";
+
+export function maskedCrc32c(data: Uint8Array): number {
+  const c = crc32c(data) >>> 0;
+  return (((c >>> 15) | (c << 17)) + 0xa282ead8) >>> 0;
+}
+
+// ---- protobuf encoding (only what the Event message needs) ----
+
+class ProtoWriter {
+  private chunks: Uint8Array[] = [];
+  private size = 0;
+
+  private push(b: Uint8Array): void {
+    this.chunks.push(b);
+    this.size += b.length;
+  }
+  private varint(v: number | bigint): void {
+    let x = BigInt.asUintN(64, BigInt(v));
+    const out: number[] = [];
+    while (x >= 0x80n) {
+      out.push(Number(x & 0x7fn) | 0x80);
+      x >>= 7n;
+    }
+    out.push(Number(x));
+    this.push(Uint8Array.from(out));
+  }
+  private tag(field: number, wire: number): void {
+    this.varint((field << 3) | wire);
+  }
+  double(field: number, v: number): this {
+    this.tag(field, 1);
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setFloat64(0, v, true);
+    this.push(b);
+    return this;
+  }
+  float(field: number, v: number): this {
+    this.tag(field, 5);
+    const b = new Uint8Array(4);
+    new DataView(b.buffer).setFloat32(0, v, true);
+    this.push(b);
+    return this;
+  }
+  int(field: number, v: number | bigint): this {
+    this.tag(field, 0);
+    this.varint(v);
+    return this;
+  }
+  bytes(field: number, b: Uint8Array): this {
+    this.tag(field, 2);
+    this.varint(b.length);
+    this.push(b);
+    return this;
+  }
+  string(field: number, s: string): this {
+    return this.bytes(field, Buffer.from(s, "utf8"));
+  }
+  message(field: number, m: ProtoWriter): this {
+    return this.bytes(field, m.finish());
+  }
+  finish(): Uint8Array {
+    return Buffer.concat(this.chunks, this.size);
+  }
+}
+
+export interface EncodedImage {
+  /** PNG bytes. */
+  png: Uint8Array;
+  height: number;
+  width: number;
+  /** 1 grey, 3 RGB, 4 RGBA. */
+  channels: 1 | 3 | 4;
+}
+
+function eventBytes(step: number, wallTime: number, fill: (e: ProtoWriter) => void): Uint8Array {
+  const e = new ProtoWriter().double(1, wallTime).int(2, step);
+  fill(e);
+  return e.finish();
+}
+
+export function frameRecord(data: Uint8Array): Uint8Array {
+  const out = new Uint8Array(8 + 4 + data.length + 4);
+  const dv = new DataView(out.buffer);
+  dv.setBigUint64(0, BigInt(data.length), true);
+  dv.setUint32(8, maskedCrc32c(out.subarray(0, 8)), true);
+  out.set(data, 12);
+  dv.setUint32(12 + data.length, maskedCrc32c(data), true);
+  return out;
+}
+
+/** Encodes raw 8-bit pixels (HWC) as PNG through sharp (loaded on first use). */
+export async function encodePng(pixels: Uint8Array, width: number, height: number, channels: 1 | 3 | 4): Promise<EncodedImage> {
+  if (pixels.length !== width * height * channels) throw new Error(`encodePng: ${pixels.length} bytes for ${width}x${height}x${channels}`);
+  const sharp = (await import("sharp")).default;
+  const png = await sharp(Buffer.from(pixels.buffer, pixels.byteOffset, pixels.byteLength), { raw: { width, height, channels } }).png().toBuffer();
+  return { png: new Uint8Array(png), width, height, channels };
+}
+
+/**
+ * torchvision make_grid as SummaryWriter.add_images uses it: up to 8 images per row, 2 pixels of padding (value 0)
+ * around each cell. All images HWC uint8 of the same size and channel count.
+ */
+export function makeGrid(images: Uint8Array[], width: number, height: number, channels: number, nrow = 8, padding = 2): { pixels: Uint8Array; width: number; height: number } {
+  if (images.length === 0) throw new Error("makeGrid: no images");
+  const cols = Math.min(nrow, images.length);
+  const rows = Math.ceil(images.length / cols);
+  const cw = width + padding;
+  const ch = height + padding;
+  const W = cols * cw + padding;
+  const H = rows * ch + padding;
+  const out = new Uint8Array(W * H * channels);
+  images.forEach((img, k) => {
+    if (img.length !== width * height * channels) throw new Error(`makeGrid: image ${k} has ${img.length} bytes`);
+    const x0 = (k % cols) * cw + padding;
+    const y0 = Math.floor(k / cols) * ch + padding;
+    for (let y = 0; y < height; y++) {
+      out.set(img.subarray(y * width * channels, (y + 1) * width * channels), ((y0 + y) * W + x0) * channels);
+    }
+  });
+  return { pixels: out, width: W, height: H };
+}
+
+export class TensorBoardWriter {
+  readonly path: string;
+  private fd: number | null;
+
+  constructor(logDir: string, opts: { now?: Date } = {}) {
+    fs.mkdirSync(logDir, { recursive: true });
+    const unix = Math.floor((opts.now ?? new Date()).getTime() / 1000);
+    this.path = path.join(logDir, `events.out.tfevents.${unix}.${os.hostname()}.${process.pid}.0`);
+    this.fd = fs.openSync(this.path, "a");
+    this.write(eventBytes(0, Date.now() / 1000, (e) => e.string(3, "brain.Event:2")));
+  }
+
+  private write(event: Uint8Array): void {
+    if (this.fd === null) throw new Error("TensorBoardWriter is closed");
+    fs.writeSync(this.fd, frameRecord(event));
+  }
+
+  addScalar(tag: string, value: number, step: number, wallTime = Date.now() / 1000): void {
+    const v = new ProtoWriter().string(1, tag).float(2, value);
+    this.write(eventBytes(step, wallTime, (e) => e.message(5, new ProtoWriter().message(1, v))));
+  }
+
+  /** Several scalars of one step in one event (what accelerate's tracker.log does for a dict). */
+  addScalars(values: Record<string, number>, step: number, wallTime = Date.now() / 1000): void {
+    const summary = new ProtoWriter();
+    for (const [tag, value] of Object.entries(values)) summary.message(1, new ProtoWriter().string(1, tag).float(2, value));
+    this.write(eventBytes(step, wallTime, (e) => e.message(5, summary)));
+  }
+
+  addImage(tag: string, image: EncodedImage, step: number, wallTime = Date.now() / 1000): void {
+    const img = new ProtoWriter().int(1, image.height).int(2, image.width).int(3, image.channels).bytes(4, image.png);
+    const v = new ProtoWriter().string(1, tag).message(4, img);
+    this.write(eventBytes(step, wallTime, (e) => e.message(5, new ProtoWriter().message(1, v))));
+  }
+
+  /** add_images(tag, NHWC batch): the images tiled into one grid image, as torch's SummaryWriter does. */
+  async addImages(tag: string, images: Uint8Array[], width: number, height: number, channels: 1 | 3 | 4, step: number): Promise<void> {
+    const grid = makeGrid(images, width, height, channels);
+    this.addImage(tag, await encodePng(grid.pixels, grid.width, grid.height, channels), step);
+  }
+
+  flush(): void {
+    if (this.fd !== null) fs.fsyncSync(this.fd);
+  }
+
+  close(): void {
+    if (this.fd === null) return;
+    fs.fsyncSync(this.fd);
+    fs.closeSync(this.fd);
+    this.fd = null;
+  }
+}
+
+// ---- reading back ----
+
+export interface EventValue {
+  tag: string;
+  simpleValue?: number;
+  image?: { height: number; width: number; colorspace: number; encoded: Uint8Array };
+}
+
+export interface TbEvent {
+  wallTime: number;
+  step: number;
+  fileVersion?: string;
+  values: EventValue[];
+}
+
+class ProtoReader {
+  pos = 0;
+  constructor(private readonly b: Uint8Array) {}
+  done(): boolean {
+    return this.pos >= this.b.length;
+  }
+  varint(): bigint {
+    let x = 0n;
+    let shift = 0n;
+    for (;;) {
+      if (this.pos >= this.b.length) throw new Error("protobuf: truncated varint");
+      const byte = this.b[this.pos++]!;
+      x |= BigInt(byte & 0x7f) << shift;
+      if (!(byte & 0x80)) return x;
+      shift += 7n;
+    }
+  }
+  /** Returns [field, wire, payload reader / value]. */
+  next(): { field: number; wire: number; value: bigint | number | Uint8Array } {
+    const key = Number(this.varint());
+    const field = key >>> 3;
+    const wire = key & 7;
+    const dv = new DataView(this.b.buffer, this.b.byteOffset);
+    switch (wire) {
+      case 0:
+        return { field, wire, value: this.varint() };
+      case 1: {
+        const v = dv.getFloat64(this.pos, true);
+        this.pos += 8;
+        return { field, wire, value: v };
+      }
+      case 5: {
+        const v = dv.getFloat32(this.pos, true);
+        this.pos += 4;
+        return { field, wire, value: v };
+      }
+      case 2: {
+        const n = Number(this.varint());
+        if (this.pos + n > this.b.length) throw new Error("protobuf: truncated field");
+        const v = this.b.subarray(this.pos, this.pos + n);
+        this.pos += n;
+        return { field, wire, value: v };
+      }
+      default:
+        throw new Error(`protobuf: unsupported wire type ${wire}`);
+    }
+  }
+}
+
+function decodeValue(b: Uint8Array): EventValue {
+  const r = new ProtoReader(b);
+  const out: EventValue = { tag: "" };
+  while (!r.done()) {
+    const { field, value } = r.next();
+    if (field === 1) out.tag = Buffer.from(value as Uint8Array).toString("utf8");
+    else if (field === 2) out.simpleValue = value as number;
+    else if (field === 4) {
+      const ir = new ProtoReader(value as Uint8Array);
+      const img = { height: 0, width: 0, colorspace: 0, encoded: new Uint8Array(0) };
+      while (!ir.done()) {
+        const f = ir.next();
+        if (f.field === 1) img.height = Number(f.value);
+        else if (f.field === 2) img.width = Number(f.value);
+        else if (f.field === 3) img.colorspace = Number(f.value);
+        else if (f.field === 4) img.encoded = f.value as Uint8Array;
+      }
+      out.image = img;
+    }
+  }
+  return out;
+}
+
+export function decodeEvent(b: Uint8Array): TbEvent {
+  const r = new ProtoReader(b);
+  const ev: TbEvent = { wallTime: 0, step: 0, values: [] };
+  while (!r.done()) {
+    const { field, value } = r.next();
+    if (field === 1) ev.wallTime = value as number;
+    else if (field === 2) ev.step = Number(BigInt.asIntN(64, value as bigint));
+    else if (field === 3) ev.fileVersion = Buffer.from(value as Uint8Array).toString("utf8");
+    else if (field === 5) {
+      const sr = new ProtoReader(value as Uint8Array);
+      while (!sr.done()) {
+        const f = sr.next();
+        if (f.field === 1) ev.values.push(decodeValue(f.value as Uint8Array));
+      }
+    }
+  }
+  return ev;
+}
+
+/** Parses an event file; every record's two CRCs are verified (a mismatch throws, naming the record). */
+export function readEvents(file: string): TbEvent[] {
+  const buf = new Uint8Array(fs.readFileSync(file));
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const out: TbEvent[] = [];
+  let pos = 0;
+  while (pos < buf.length) {
+    if (pos + 12 > buf.length) throw new Error(`${file}: truncated record header at byte ${pos}`);
+    const len = Number(dv.getBigUint64(pos, true));
+    if (dv.getUint32(pos + 8, true) !== maskedCrc32c(buf.subarray(pos, pos + 8))) throw new Error(`${file}: length CRC mismatch in record ${out.length}`);
+    const start = pos + 12;
+    if (start + len + 4 > buf.length) throw new Error(`${file}: truncated record ${out.length}`);
+    const data = buf.subarray(start, start + len);
+    if (dv.getUint32(start + len, true) !== maskedCrc32c(data)) throw new Error(`${file}: data CRC mismatch in record ${out.length}`);
+    out.push(decodeEvent(data));
+    pos = start + len + 4;
+  }
+  return out;
+}
+
+/** The event files in a log directory (recursively), oldest name first. */
+export function findEventFiles(logDir: string): string[] {
+  if (!fs.existsSync(logDir)) return [];
+  const out: string[] = [];
+  for (const e of fs.readdirSync(logDir, { withFileTypes: true, recursive: true })) {
+    if (e.isFile() && e.name.startsWith("events.out.tfevents.")) out.push(path.join(e.parentPath ?? logDir, e.name));
+  }
+  return out.sort();
+}
+
+// ---- JSON lines ----
+
+/** Appends one JSON object per line; each line is written with a single append so a follower never sees half a line. */
+export class JsonlLogger {
+  readonly path: string;
+  constructor(file: string) {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    this.path = file;
+  }
+  log(record: Record<string, unknown>): void {
+    fs.appendFileSync(this.path, JSON.stringify({ time: Date.now() / 1000, ...record }) + "\n");
+  }
+}
+
+/** Reads a JSON-lines log; a trailing partial line (a writer mid-append) is ignored. */
+export function readJsonl(file: string): Record<string, unknown>[] {
+  if (!fs.existsSync(file)) return [];
+  const text = fs.readFileSync(file, "utf8");
+  const lines = text.split("\n");
+  if (!text.endsWith("\n")) lines.pop();
+  return lines.filter((l) => l.trim()).map((l) => JSON.parse(l) as Record<string, unknown>);
+}
