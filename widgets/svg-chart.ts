@@ -71,7 +71,7 @@ const f1 = (v: number) => v.toFixed(1);
 export function renderLineChart(panels: ChartPanel[], opts: ChartOptions = {}): string {
   const width = opts.width ?? 640;
   const ph = opts.panelHeight ?? 170;
-  const m = { left: 64, right: 16, top: opts.title ? 28 : 12, bottom: 36, gap: 26 };
+  const m = { left: 64, right: 16, top: opts.title ? 34 : 16, bottom: 36, gap: 26 };
   const n = Math.max(1, panels.length);
   const height = m.top + n * ph + (n - 1) * m.gap + m.bottom;
   const plotW = width - m.left - m.right;
@@ -129,13 +129,14 @@ export function renderLineChart(panels: ChartPanel[], opts: ChartOptions = {}): 
       if (d) out.push(`<path d="${d.trim()}" fill="none" stroke="${escapeHtml(line.color)}" stroke-width="1.5" stroke-opacity="${op}"/>`);
       out.push(...dots);
     }
-    const legend = panel.lines.filter((l) => !l.hideLegend);
-    legend.forEach((l, k) => {
-      const ly = top + 12 + k * 14;
-      const lx = m.left + plotW - 150;
-      out.push(`<line x1="${lx}" x2="${lx + 16}" y1="${ly}" y2="${ly}" stroke="${escapeHtml(l.color)}" stroke-width="2"/>`);
-      out.push(`<text x="${lx + 20}" y="${ly}" dominant-baseline="middle" fill="#222">${escapeHtml(l.name)}</text>`);
-    });
+    // The legend sits above the panel's frame, right-aligned, so it never hides a line.
+    let lx = m.left + plotW;
+    for (const l of panel.lines.filter((l) => !l.hideLegend).reverse()) {
+      lx -= 24 + 6.5 * l.name.length;
+      const ly = top - 7;
+      out.push(`<line x1="${f1(lx)}" x2="${f1(lx + 16)}" y1="${ly}" y2="${ly}" stroke="${escapeHtml(l.color)}" stroke-width="2"/>`);
+      out.push(`<text x="${f1(lx + 20)}" y="${ly}" dominant-baseline="middle" fill="#222">${escapeHtml(l.name)}</text>`);
+    }
     out.push(`</g>`);
   });
   out.push(`</svg>`);
