@@ -1,0 +1,103 @@
+/**
+ * Control-image preparation and output encoding. diffusers' control image processor converts to RGB, resizes to
+ * the requested (or the image's own, floored to a multiple of the VAE factor) size with Lanczos, and keeps values in
+ * [0, 1] (no normalisation). Outputs go (x/2 + 0.5) → clamp [0, 1] → round(x·255) → PNG.
+ */
+import fs from "node:fs";
+import sharp from "sharp";
+import { tf } from "../engine/index.js";
+import { decodeRgb, encodePng } from "../data/image.js";
+import { isRawImage, type RawImage } from "../data/types.js";
+import type { ControlImageInput } from "./types.js";
+
+/** A prepared control image: [1 or B, H, W, C] float32 in [0, 1]. */
+export interface PreparedImage {
+  tensor: tf.Tensor4D;
+  width: number;
+  height: number;
+}
+
+async function decodeInput(input: string | Uint8Array | RawImage): Promise<RawImage> {
+  if (typeof input === "string") {
+    if (!fs.existsSync(input)) throw new Error(`control image not found: ${input}`);
+    return decodeRgb(fs.readFileSync(input));
+  }
+  return decodeRgb(input);
+}
+
+/** Lanczos-3 resize of an RGB image (PIL's LANCZOS is also a = 3). */
+export async function resizeRgb(img: RawImage, width: number, height: number): Promise<RawImage> {
+  if (img.width === width && img.height === height) return img;
+  const { data, info } = await sharp(img.data, { raw: { width: img.width, height: img.height, channels: img.channels } })
+    .resize(width, height, { fit: "fill", kernel: "lanczos3" })
+    .raw()
+    .toBuffer({ resolveWithObject: true });
+  return { data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width: info.width, height: info.height, channels: info.channels as 3 };
+}
+
+function describe(i: number, n: number): string {
+  return n === 1 ? "the control image" : `control image ${i + 1} of ${n}`;
+}
+
+/**
+ * Loads a control image and sizes it. Without height/width the image's own size is floored to a multiple of
+ * `multiple` (resizing when it was not one); with them, the image must already have that size.
+ */
+export async function prepareControlImage(
+  input: ControlImageInput,
+  opts: { multiple: number; height?: number; width?: number; index?: number; count?: number },
+): Promise<PreparedImage> {
+  const what = describe(opts.index ?? 0, opts.count ?? 1);
+  if (input instanceof tf.Tensor) {
+    if (input.rank !== 3 && input.rank !== 4) {
+      throw new Error(`${what}: a tensor control image must be [H,W,C] or [B,H,W,C] (NHWC), got shape [${input.shape}]`);
+    }
+    const [h, w] = input.rank === 3 ? input.shape : input.shape.slice(1);
+    checkRequested(what, w!, h!, opts);
+    if (h! % opts.multiple !== 0 || w! % opts.multiple !== 0) {
+      throw new Error(`${what}: ${w}×${h} is not a multiple of ${opts.multiple}; resize it first`);
+    }
+    const tensor = tf.tidy(() => (input.rank === 3 ? input.expandDims(0) : input.clone()).toFloat()) as tf.Tensor4D;
+    return { tensor, width: w!, height: h! };
+  }
+  let img = await decodeInput(input);
+  checkRequested(what, img.width, img.height, opts);
+  const w = img.width - (img.width % opts.multiple);
+  const h = img.height - (img.height % opts.multiple);
+  if (w === 0 || h === 0) throw new Error(`${what}: ${img.width}×${img.height} is smaller than the minimum ${opts.multiple}×${opts.multiple}`);
+  img = await resizeRgb(img, w, h);
+  const tensor = tf.tidy(() => tf.div(tf.tensor4d(Float32Array.from(img.data), [1, h, w, 3]), 255)) as tf.Tensor4D;
+  return { tensor, width: w, height: h };
+}
+
+function checkRequested(what: string, w: number, h: number, opts: { height?: number; width?: number }): void {
+  const wantW = opts.width ?? w;
+  const wantH = opts.height ?? h;
+  if (wantW !== w || wantH !== h) {
+    throw new Error(`${what} is ${w}×${h} (width×height) but ${wantW}×${wantH} was requested; resize the image or leave height/width unset`);
+  }
+}
+
+/** VAE output in about [-1, 1] → [B,H,W,3] float in [0, 1] (diffusers' postprocess: x/2 + 0.5, clamped). */
+export function denormalize(x: tf.Tensor4D): tf.Tensor4D {
+  return tf.tidy(() => tf.clipByValue(tf.add(tf.div(x, 2), 0.5), 0, 1)) as tf.Tensor4D;
+}
+
+/** [B,H,W,3] in [0, 1] → 8-bit RGB images (round half to even, like numpy's `(x * 255).round()`). */
+export function toRgbImages(x: tf.Tensor4D): RawImage[] {
+  const [b, h, w, c] = x.shape;
+  const q = tf.tidy(() => tf.round(tf.mul(x, 255)).toInt());
+  const data = q.dataSync();
+  q.dispose();
+  return Array.from({ length: b }, (_, i) => ({
+    data: Uint8Array.from(data.subarray(i * h * w * c, (i + 1) * h * w * c)),
+    width: w,
+    height: h,
+    channels: 3 as const,
+  }));
+}
+
+export async function toPng(img: RawImage): Promise<Uint8Array> {
+  const buf = await encodePng(img);
+  return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+}

@@ -1,0 +1,6 @@
+/** lib/pipeline: the StableDiffusionControlNetPipeline equivalent, its one-call API and CLI entry. */
+export { StableDiffusionControlNetPipeline } from "./pipeline.js";
+export type { PipelineComponents, PipelineCallOptions, PipelineOutput, StepInfo } from "./pipeline.js";
+export type { UNetLike, ControlNetLike, VaeLike, TextEncoderLike, TokenizerLike, TokenizeFn, ControlImageInput } from "./types.js";
+export { perNet, controlGuidanceWindows, controlnetKeep, doClassifierFreeGuidance, applyGuidance, repeatInterleave } from "./guidance.js";
+export { prepareControlImage, resizeRgb, denormalize, toRgbImages, toPng, type PreparedImage } from "./image.js";
