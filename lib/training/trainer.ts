@@ -1,0 +1,323 @@
+/**
+ * The ControlNet training loop: train_controlnet.py's semantics over our engine.
+ *
+ * Per optimizer step: `gradient_accumulation_steps` micro-batches each add (loss / accumulation) gradients, then the
+ * accumulated gradients are clipped to `max_grad_norm`, AdamW steps (gradients freed as they are applied), the lr
+ * scheduler steps, and `global_step` increases; checkpoints every `checkpointing_steps` (atomic, with
+ * `checkpoints_total_limit`), logs to TensorBoard + JSON lines. Every random draw comes from one seeded,
+ * serialisable RNG, and the data loader's position is saved, so a resumed run continues the exact trajectory.
+ * An AbortSignal stops the loop at the next step boundary with the state intact.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { tf } from "../engine/index.js";
+import type { AutoencoderKL, ControlNetModel, UNet2DConditionModel, CLIPTextModel } from "../models/index.js";
+import type { Batch, ControlNetDataset, DataLoader, LoaderPosition } from "../data/index.js";
+import { createOptimizer, clipGradNorm, type Optimizer } from "./optim/index.js";
+import { getScheduler, type LrScheduler, type LrSchedulerState } from "./lr-schedulers.js";
+import { Rng, type RngState } from "./rng.js";
+import { saveCheckpoint, resolveResume, loadCheckpoint } from "./checkpoints.js";
+import { controlnetGradients, encodeLatents, type NoiseSchedule } from "./step.js";
+import { loadModelFolder } from "../io/diffusers.js";
+
+export interface Tokenize {
+  (texts: string[]): number[][];
+}
+
+export interface TrainingComponents {
+  unet: UNet2DConditionModel;
+  controlnet: ControlNetModel;
+  vae: AutoencoderKL;
+  textEncoder: CLIPTextModel;
+  /** Texts → padded/truncated input ids (max_length of the tokenizer). */
+  tokenize: Tokenize;
+  noiseScheduler: NoiseSchedule;
+}
+
+/** The seed's option names (snake_case, as on the command line). */
+export interface TrainingOptions {
+  output_dir: string;
+  seed?: number | null;
+  resolution: number;
+  train_batch_size: number;
+  num_train_epochs?: number;
+  max_train_steps?: number | null;
+  gradient_accumulation_steps?: number;
+  gradient_checkpointing?: boolean;
+  learning_rate: number;
+  scale_lr?: boolean;
+  lr_scheduler?: string;
+  lr_warmup_steps?: number;
+  lr_num_cycles?: number;
+  lr_power?: number;
+  use_8bit_adam?: boolean;
+  /** The DeepSpeed ZeRO-2 analogue: optimizer state in host memory. */
+  offload_optimizer_state?: boolean;
+  adam_beta1?: number;
+  adam_beta2?: number;
+  adam_weight_decay?: number;
+  adam_epsilon?: number;
+  max_grad_norm?: number;
+  /** Chunked attention (the xformers memory-efficient attention analogue): query chunk size, 0 = off. */
+  attention_chunk_size?: number;
+  set_grads_to_none?: boolean;
+  checkpointing_steps?: number;
+  checkpoints_total_limit?: number | null;
+  resume_from_checkpoint?: string | null;
+  snr_gamma?: number | null;
+  proportion_empty_prompts?: number;
+  logging_dir?: string;
+  /** Stop and keep everything if the loss becomes NaN/inf (always on). */
+}
+
+export interface StepReport {
+  step: number;
+  maxSteps: number;
+  epoch: number;
+  loss: number;
+  lr: number;
+  gradNorm: number;
+  seconds: number;
+}
+
+export interface TrainHooks {
+  signal?: AbortSignal | null;
+  onStep?: (r: StepReport) => void | Promise<void>;
+  /** Called after each checkpoint is written. */
+  onCheckpoint?: (dir: string, step: number) => void | Promise<void>;
+  /** Called every `validation_steps` (the caller runs the pipeline). */
+  validationSteps?: number;
+  onValidation?: (step: number) => void | Promise<void>;
+  /** Train only until this global step (default max_train_steps). Re-running with a higher value continues. */
+  until?: number;
+}
+
+export interface TrainResult {
+  globalStep: number;
+  maxSteps: number;
+  stopped: "finished" | "interrupted" | "until";
+  lastLoss: number | null;
+}
+
+export class NonFiniteLossError extends Error {
+  constructor(readonly step: number, readonly loss: number, readonly lastCheckpoint: string | null) {
+    super(`Training stopped: the loss became ${loss} at step ${step}. ` +
+      (lastCheckpoint ? `The last good checkpoint is ${lastCheckpoint}.` : "No checkpoint was written yet.") +
+      " Lower the learning rate or check the data.");
+  }
+}
+
+export class ControlNetTrainer {
+  readonly opts: Required<Omit<TrainingOptions, "max_train_steps" | "seed" | "checkpoints_total_limit" | "resume_from_checkpoint" | "snr_gamma">> &
+    Pick<TrainingOptions, "checkpoints_total_limit" | "resume_from_checkpoint" | "snr_gamma"> & { seed: number };
+  readonly optimizer: Optimizer;
+  readonly lrScheduler: LrScheduler;
+  readonly maxSteps: number;
+  readonly rng: Rng;
+  globalStep = 0;
+  epoch = 0;
+  private loader: DataLoader | null = null;
+  private position: LoaderPosition = { epoch: 0, index: 0 };
+  private lastCheckpoint: string | null = null;
+  private readonly log: fs.WriteStream | null;
+
+  constructor(readonly c: TrainingComponents, readonly dataset: ControlNetDataset, options: TrainingOptions) {
+    const o = options;
+    const accumulation = o.gradient_accumulation_steps ?? 1;
+    this.opts = {
+      output_dir: o.output_dir, seed: o.seed ?? 0, resolution: o.resolution, train_batch_size: o.train_batch_size,
+      num_train_epochs: o.num_train_epochs ?? 1, gradient_accumulation_steps: accumulation,
+      gradient_checkpointing: o.gradient_checkpointing ?? false,
+      learning_rate: (o.scale_lr ? accumulation * o.train_batch_size : 1) * o.learning_rate, scale_lr: o.scale_lr ?? false,
+      lr_scheduler: o.lr_scheduler ?? "constant", lr_warmup_steps: o.lr_warmup_steps ?? 500, lr_num_cycles: o.lr_num_cycles ?? 1,
+      lr_power: o.lr_power ?? 1, use_8bit_adam: o.use_8bit_adam ?? false, offload_optimizer_state: o.offload_optimizer_state ?? false,
+      adam_beta1: o.adam_beta1 ?? 0.9, adam_beta2: o.adam_beta2 ?? 0.999, adam_weight_decay: o.adam_weight_decay ?? 1e-2,
+      adam_epsilon: o.adam_epsilon ?? 1e-8, max_grad_norm: o.max_grad_norm ?? 1, attention_chunk_size: o.attention_chunk_size ?? 0,
+      set_grads_to_none: o.set_grads_to_none ?? true, checkpointing_steps: o.checkpointing_steps ?? 500,
+      checkpoints_total_limit: o.checkpoints_total_limit ?? null, resume_from_checkpoint: o.resume_from_checkpoint ?? null,
+      snr_gamma: o.snr_gamma ?? null, proportion_empty_prompts: o.proportion_empty_prompts ?? 0,
+      logging_dir: o.logging_dir ?? path.join(o.output_dir, "logs"),
+    };
+    if (o.resolution % 8 !== 0) throw new Error(`resolution must be divisible by 8 (got ${o.resolution})`);
+    // Frozen parts take no gradients; the ControlNet is the only trainable model.
+    c.unet.trainable = false;
+    c.vae.trainable = false;
+    c.textEncoder.trainable = false;
+    c.controlnet.trainable = true;
+    if (this.opts.gradient_checkpointing) {
+      c.controlnet.enableGradientCheckpointing(true);
+      c.unet.enableGradientCheckpointing(true);
+    }
+    if (this.opts.attention_chunk_size > 0) {
+      c.controlnet.setAttentionChunkSize(this.opts.attention_chunk_size);
+      c.unet.setAttentionChunkSize(this.opts.attention_chunk_size);
+    }
+    const updatesPerEpoch = Math.ceil(Math.ceil(dataset.length / this.opts.train_batch_size) / accumulation);
+    this.maxSteps = o.max_train_steps ?? this.opts.num_train_epochs * updatesPerEpoch;
+    const params = new Map([...c.controlnet.namedParameters()].map(([n, p]) => [n, p.variable] as [string, tf.Variable]));
+    this.optimizer = createOptimizer(params, {
+      lr: this.opts.learning_rate, beta1: this.opts.adam_beta1, beta2: this.opts.adam_beta2,
+      weightDecay: this.opts.adam_weight_decay, eps: this.opts.adam_epsilon,
+      use8bit: this.opts.use_8bit_adam, offload: this.opts.offload_optimizer_state,
+    });
+    this.lrScheduler = getScheduler(this.opts.lr_scheduler, {
+      baseLr: this.opts.learning_rate,
+      numWarmupSteps: this.opts.lr_warmup_steps * accumulation,
+      numTrainingSteps: this.maxSteps * accumulation,
+      numCycles: this.opts.lr_num_cycles,
+      power: this.opts.lr_power,
+    });
+    this.rng = new Rng(this.opts.seed);
+    fs.mkdirSync(this.opts.output_dir, { recursive: true });
+    fs.mkdirSync(this.opts.logging_dir, { recursive: true });
+    this.log = fs.createWriteStream(path.join(this.opts.logging_dir, "train_log.jsonl"), { flags: "a" });
+    this.resume();
+  }
+
+  /** Picks up `resume_from_checkpoint` (a path or "latest") like the script: nothing found → start fresh. */
+  private resume(): void {
+    const r = resolveResume(this.opts.output_dir, this.opts.resume_from_checkpoint);
+    if (!r.checkpoint) {
+      if (this.opts.resume_from_checkpoint) console.log(r.message);
+      return;
+    }
+    console.log(r.message);
+    const ck = loadCheckpoint(r.checkpoint.path);
+    if (ck.controlnetDir) {
+      const { tensors } = readControlnetWeights(ck.controlnetDir);
+      this.c.controlnet.loadState(tensors, { strict: true });
+    }
+    if (ck.optimizer) this.optimizer.loadStateDict(ck.optimizer);
+    if (ck.lrScheduler) this.lrScheduler.loadStateDict(ck.lrScheduler as LrSchedulerState);
+    const rng = ck.rng as { noise?: RngState } | null;
+    if (rng?.noise) this.rng.setState(rng.noise);
+    if (ck.data) this.position = ck.data as LoaderPosition;
+    this.globalStep = ck.step;
+    this.epoch = this.position.epoch;
+    this.lastCheckpoint = ck.path;
+  }
+
+  private ensureLoader(): DataLoader {
+    if (!this.loader) {
+      this.loader = this.dataset.loader({
+        batchSize: this.opts.train_batch_size,
+        seed: this.opts.seed,
+        proportionEmptyPrompts: this.opts.proportion_empty_prompts,
+        start: this.position,
+      });
+    }
+    return this.loader;
+  }
+
+  /** Draws the step's randomness: posterior noise, diffusion noise, timesteps (in that order, from one RNG). */
+  private draw(b: number, latentShape: [number, number, number]): { posterior: tf.Tensor4D; noise: tf.Tensor4D; timesteps: number[] } {
+    const n = b * latentShape[0] * latentShape[1] * latentShape[2];
+    const posterior = tf.tensor4d(this.rng.normals(n), [b, ...latentShape]);
+    const noise = tf.tensor4d(this.rng.normals(n), [b, ...latentShape]);
+    const T = this.c.noiseScheduler.config.num_train_timesteps;
+    const timesteps = Array.from({ length: b }, () => this.rng.randint(0, T));
+    return { posterior, noise, timesteps };
+  }
+
+  /** One micro-batch: loss and gradients (already divided by the accumulation count). */
+  private microStep(batch: Batch): { loss: number; grads: Map<string, tf.Tensor> } {
+    const r = batch.resolution;
+    const b = batch.size;
+    const f = 2 ** (this.c.vae.config.block_out_channels.length - 1);
+    const latentShape: [number, number, number] = [r / f, r / f, this.c.vae.config.latent_channels];
+    const { posterior, noise, timesteps } = this.draw(b, latentShape);
+    const pixels = tf.tensor4d(batch.pixelValues, [b, r, r, 3]);
+    const conditioning = tf.tensor4d(batch.conditioningPixelValues, [b, r, r, 3]);
+    const ids = this.c.tokenize(batch.texts);
+    const latents = encodeLatents(this.c.vae, pixels, posterior);
+    const ehs = tf.tidy(() => this.c.textEncoder.forward(tf.tensor2d(ids, undefined, "int32")).lastHiddenState);
+    try {
+      return controlnetGradients(this.c.unet, this.c.controlnet, this.c.noiseScheduler, {
+        latents, encoderHiddenStates: ehs, conditioning, noise, timesteps, snrGamma: this.opts.snr_gamma,
+      }, 1 / this.opts.gradient_accumulation_steps);
+    } finally {
+      tf.dispose([posterior, noise, pixels, conditioning, latents, ehs]);
+    }
+  }
+
+  /** Trains until max_train_steps, `until`, or an abort. Safe to call again: it continues from the current step. */
+  async train(hooks: TrainHooks = {}): Promise<TrainResult> {
+    const until = Math.min(hooks.until ?? this.maxSteps, this.maxSteps);
+    let lastLoss: number | null = null;
+    const loader = this.ensureLoader();
+    const accumulation = this.opts.gradient_accumulation_steps;
+    while (this.globalStep < until) {
+      if (hooks.signal?.aborted) return { globalStep: this.globalStep, maxSteps: this.maxSteps, stopped: "interrupted", lastLoss };
+      const t0 = performance.now();
+      let acc: Map<string, tf.Tensor> | null = null;
+      let lossSum = 0;
+      for (let micro = 0; micro < accumulation; micro++) {
+        const batch = await loader.next();
+        this.epoch = batch.epoch;
+        this.position = batch.next;
+        const { loss, grads } = this.microStep(batch);
+        lossSum += loss;
+        if (!acc) acc = grads;
+        else {
+          for (const [k, g] of grads) {
+            const prev = acc.get(k);
+            acc.set(k, prev ? tf.add(prev, g) : g);
+            if (prev) tf.dispose([prev, g]);
+          }
+        }
+      }
+      // Reported loss: the mean over micro-batches (controlnetGradients returns each unscaled loss).
+      const loss = lossSum / accumulation;
+      if (!Number.isFinite(loss)) {
+        if (acc) tf.dispose([...acc.values()]);
+        throw new NonFiniteLossError(this.globalStep + 1, loss, this.lastCheckpoint);
+      }
+      const gradNorm = this.opts.max_grad_norm > 0 ? clipGradNorm(acc!, this.opts.max_grad_norm) : NaN;
+      this.optimizer.lr = this.lrScheduler.getLastLr();
+      this.optimizer.step(acc!, { disposeGrads: this.opts.set_grads_to_none });
+      if (!this.opts.set_grads_to_none) tf.dispose([...acc!.values()]);
+      for (let i = 0; i < accumulation; i++) this.lrScheduler.step();
+      this.globalStep++;
+      lastLoss = loss;
+      const report: StepReport = {
+        step: this.globalStep, maxSteps: this.maxSteps, epoch: this.epoch, loss, lr: this.optimizer.lr, gradNorm,
+        seconds: (performance.now() - t0) / 1000,
+      };
+      this.log?.write(JSON.stringify({ ...report, time: Date.now() / 1000 }) + "\n");
+      await hooks.onStep?.(report);
+      if (this.globalStep % this.opts.checkpointing_steps === 0) await this.checkpoint(hooks);
+      if (hooks.validationSteps && this.globalStep % hooks.validationSteps === 0) await hooks.onValidation?.(this.globalStep);
+    }
+    return { globalStep: this.globalStep, maxSteps: this.maxSteps, stopped: this.globalStep >= this.maxSteps ? "finished" : "until", lastLoss };
+  }
+
+  /** Writes checkpoint-<step> atomically (ControlNet folder, optimizer, lr scheduler, RNG, data position). */
+  async checkpoint(hooks: Pick<TrainHooks, "onCheckpoint"> = {}): Promise<string> {
+    const res = await saveCheckpoint(this.opts.output_dir, this.globalStep, {
+      controlnet: (dir) => this.c.controlnet.savePretrained(dir),
+      optimizer: () => this.optimizer.stateDict(),
+      lrScheduler: () => this.lrScheduler.stateDict(),
+      rng: () => ({ noise: this.rng.getState() }),
+      data: () => this.position,
+      training: () => ({ epoch: this.epoch, max_train_steps: this.maxSteps }),
+    }, { totalLimit: this.opts.checkpoints_total_limit });
+    this.lastCheckpoint = res.path;
+    await hooks.onCheckpoint?.(res.path, this.globalStep);
+    return res.path;
+  }
+
+  /** Saves the final ControlNet as a diffusers folder in output_dir (what Python's from_pretrained loads). */
+  saveFinal(): void {
+    this.c.controlnet.savePretrained(this.opts.output_dir);
+  }
+
+  async close(): Promise<void> {
+    await this.loader?.close();
+    this.loader = null;
+    await new Promise<void>((r) => (this.log ? this.log.end(r) : r()));
+  }
+}
+
+function readControlnetWeights(dir: string) {
+  return loadModelFolder(dir);
+}

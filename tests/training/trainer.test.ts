@@ -1,0 +1,84 @@
+/** The training loop: resume equals an uninterrupted run, checkpoint limits, interrupt, non-finite loss. */
+import { before, test } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { ControlNetTrainer, NonFiniteLossError, type TrainingOptions } from "../../lib/training/trainer.js";
+import { testEngine, maxAbsDiff } from "../helpers.js";
+import { tinyComponents, tinyDataset, TINY_RESOLUTION } from "./tiny.js";
+
+before(async () => {
+  await testEngine();
+});
+
+const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "trainer-"));
+const base = (output_dir: string): TrainingOptions => ({
+  output_dir, resolution: TINY_RESOLUTION, train_batch_size: 2, learning_rate: 1e-3, max_train_steps: 6, seed: 7,
+  lr_scheduler: "constant", checkpointing_steps: 2, checkpoints_total_limit: 2,
+});
+
+function weights(t: ControlNetTrainer): Map<string, Float32Array> {
+  return new Map([...t.c.controlnet.stateDict()].map(([k, v]) => [k, v.data as Float32Array]));
+}
+
+test("6 steps straight == 3 steps + resume latest + 3 steps; total limit keeps checkpoint-4 and checkpoint-6", async () => {
+  const dirA = tmp();
+  const a = new ControlNetTrainer(tinyComponents(), await tinyDataset(), base(dirA));
+  const ra = await a.train();
+  assert.equal(ra.globalStep, 6);
+  assert.equal(ra.stopped, "finished");
+  assert.ok(Number.isFinite(ra.lastLoss!));
+  const wa = weights(a);
+  await a.close();
+  assert.deepEqual(fs.readdirSync(dirA).filter((f) => f.startsWith("checkpoint-")).sort(), ["checkpoint-4", "checkpoint-6"]);
+
+  const dirB = tmp();
+  const b1 = new ControlNetTrainer(tinyComponents(), await tinyDataset(), { ...base(dirB), checkpointing_steps: 3 });
+  assert.equal((await b1.train({ until: 3 })).stopped, "until");
+  await b1.close();
+  // A fresh process-like start: new models (random init), resume from the latest checkpoint on disk.
+  const b2 = new ControlNetTrainer(tinyComponents(99), await tinyDataset(), { ...base(dirB), checkpointing_steps: 3, resume_from_checkpoint: "latest" });
+  assert.equal(b2.globalStep, 3);
+  // The frozen models must be the same as run A's: rebuild them with A's seed, keep only the resumed ControlNet.
+  const frozen = tinyComponents();
+  Object.assign(b2.c, { unet: frozen.unet, vae: frozen.vae, textEncoder: frozen.textEncoder });
+  frozen.unet.trainable = false;
+  frozen.vae.trainable = false;
+  frozen.textEncoder.trainable = false;
+  await b2.train();
+  const wb = weights(b2);
+  await b2.close();
+  for (const [k, v] of wa) assert.ok(maxAbsDiff(v, wb.get(k)!) <= 1e-6, `${k} differs after resume`);
+});
+
+test("an abort stops at the next step boundary and training continues afterwards", async () => {
+  const dir = tmp();
+  const t = new ControlNetTrainer(tinyComponents(), await tinyDataset(), { ...base(dir), checkpointing_steps: 100 });
+  const ac = new AbortController();
+  const r = await t.train({ signal: ac.signal, onStep: (s) => { if (s.step === 2) ac.abort(); } });
+  assert.equal(r.stopped, "interrupted");
+  assert.equal(t.globalStep, 2);
+  const r2 = await t.train({ until: 4 });
+  assert.equal(r2.globalStep, 4);
+  await t.close();
+});
+
+test("a non-finite loss stops with an error naming the step; the last checkpoint stays intact", async () => {
+  const dir = tmp();
+  const t = new ControlNetTrainer(tinyComponents(), await tinyDataset(), { ...base(dir), checkpointing_steps: 2 });
+  await assert.rejects(
+    t.train({
+      onStep: (s) => {
+        if (s.step === 2) {
+          const p = t.c.controlnet.namedParameters().get("controlnet_mid_block.weight")!;
+          p.variable.assign(p.variable.mul(Number.NaN));
+        }
+      },
+    }),
+    (e: unknown) => e instanceof NonFiniteLossError && e.step === 3 && /checkpoint-2/.test(e.message),
+  );
+  await t.close();
+  assert.ok(fs.existsSync(path.join(dir, "checkpoint-2", "checkpoint.json")));
+  assert.ok(!fs.existsSync(path.join(dir, "checkpoint-3")));
+});
