@@ -39,6 +39,10 @@ export interface ValidationInfo {
 
 export interface DashboardOptions {
   total?: number;
+  /** The step a resumed run starts from (the bar's origin for rate and ETA). */
+  initialStep?: number;
+  /** Earlier points to plot (a run resumed from a checkpoint, with its logged history). */
+  history?: { step: number; loss?: number | null; lr?: number | null; fidelity?: number | null }[];
   description?: string;
   /** The planner's predicted peak, shown beside the measured one. */
   predictedPeakBytes?: number | null;
@@ -59,9 +63,11 @@ export class TrainingDashboard {
 
   constructor(opts: DashboardOptions = {}) {
     const w = { ...(opts.clock ? { clock: opts.clock } : {}), ...(opts.maxUpdatesPerSecond !== undefined ? { maxUpdatesPerSecond: opts.maxUpdatesPerSecond } : {}) };
-    this.progress = new ProgressBar({ total: opts.total ?? 0, description: opts.description ?? "train" }, w);
+    this.lastStep = opts.initialStep ?? 0;
+    this.progress = new ProgressBar({ step: this.lastStep, total: opts.total ?? 0, description: opts.description ?? "train" }, w);
     this.loss = new LossPlot({ title: "training" }, w);
     this.loss.defineSeries("loss", opts.smoothing !== undefined ? { smoothing: opts.smoothing } : {});
+    for (const h of opts.history ?? []) this.loss.add(h.step, { loss: h.loss, lr: h.lr, fidelity: h.fidelity });
     this.memory = new MemoryMeter({ predictedPeakBytes: opts.predictedPeakBytes ?? null }, w);
     this.validation = new ImageGrid({ title: "validation" }, w);
   }

@@ -91,6 +91,7 @@ export class LossPlot extends Widget<LossPlotState> {
   constructor(init: Partial<Omit<LossPlotState, "series">> & { series?: (SeriesOptions & { name: string })[] } = {}, opts: WidgetOptions = {}) {
     const { series, ...rest } = init;
     super({ series: [], title: "", xLabel: "step", maxPoints: 500, ...rest }, opts, 2);
+    this.textUpdates = "flush";
     for (const s of series ?? []) this.defineSeries(s.name, s);
   }
 

@@ -51,6 +51,7 @@ export class MemoryMeter extends Widget<MemoryState> {
 
   constructor(init: MemoryInput = {}, opts: WidgetOptions = {}) {
     super({ ...EMPTY, ...pick(init) }, opts, 2);
+    this.textUpdates = "flush";
     this.track();
   }
 

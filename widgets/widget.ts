@@ -3,7 +3,7 @@
  * extension: a widget is shown once with a display id and redrawn with update_display_data, through the library's
  * display bridge (lib/cells/display.ts), at a limited rate.
  */
-import { display, updateDisplay, newDisplayId, JUPYTER_DISPLAY } from "../lib/cells/display.js";
+import { display, updateDisplay, newDisplayId, displayChannel, JUPYTER_DISPLAY } from "../lib/cells/display.js";
 import type { MimeBundle } from "../lib/cells/display.js";
 import { Throttle, systemClock } from "./throttle.js";
 import type { Clock } from "./throttle.js";
@@ -24,6 +24,14 @@ export abstract class Widget<S extends object> {
   private readonly throttle: Throttle;
   private shown = false;
   private warned = false;
+  /** A change held back in text mode (see textUpdates). */
+  private dirty = false;
+  /**
+   * In plain-text output (no kernel), whether every redraw prints ("live") or only flush() does ("flush"):
+   * multi-line widgets printing on every tick would bury a script's log, and would break the progress line's
+   * in-place rewriting on a terminal.
+   */
+  protected textUpdates: "live" | "flush" = "live";
 
   protected constructor(initial: S, opts: WidgetOptions, defaultRate: number) {
     this.state = initial;
@@ -64,6 +72,7 @@ export abstract class Widget<S extends object> {
   /** Displays the widget as a new output tied to its display id; later changes redraw it in place. */
   show(): this {
     this.throttle.cancel();
+    this.dirty = false;
     this.shown = true;
     this.send(false);
     return this;
@@ -78,6 +87,10 @@ export abstract class Widget<S extends object> {
 
   /** Sends a pending redraw now: call it before the cell ends so the final state is what the notebook keeps. */
   flush(): this {
+    if (this.dirty) {
+      this.dirty = false;
+      this.throttle.request();
+    }
     this.throttle.flush();
     return this;
   }
@@ -85,6 +98,11 @@ export abstract class Widget<S extends object> {
   /** Subclasses call this after changing state. */
   protected changed(flush = false): void {
     if (!this.shown) return;
+    if (this.textUpdates === "flush" && displayChannel() === "text") {
+      this.dirty = true;
+      if (flush) this.flush();
+      return;
+    }
     this.throttle.request();
     if (flush) this.throttle.flush();
   }

@@ -115,3 +115,42 @@ test("dashboard without a kernel: text lines on stdout", () => {
   assert.match(out, /^cli: 100%\|█{20}\| 3\/3 .*loss=0\.25\]$/m);
   assert.match(out, /^training\n {2}loss: 3 points/m);
 });
+
+test("dashboard resumed at a step: history is plotted, rate and ETA count from the resume point", () => {
+  const fake = installFakeBridge();
+  try {
+    const clock = new FakeClock();
+    const history = Array.from({ length: 300 }, (_, i) => ({ step: i + 1, loss: 0.3, lr: 1e-5 }));
+    const dash = new TrainingDashboard({ total: 600, initialStep: 300, history, clock }).show();
+    for (let step = 301; step <= 310; step++) {
+      clock.advance(500);
+      dash.onStep({ step, loss: 0.2 });
+    }
+    dash.flush();
+    assert.equal(dash.progress.rate, 2, "2 it/s measured from step 300, not from 0");
+    assert.equal(dash.progress.eta, 145);
+    const fig = fake.calls.filter((c) => c.opts?.displayId === dash.loss.displayId).at(-1)!.bundle[PLOTLY_MIME] as { data: { name: string; x: number[] }[] };
+    assert.equal(fig.data.find((t) => t.name === "loss (raw)")!.x.length, 310);
+  } finally {
+    fake.uninstall();
+  }
+});
+
+test("without a kernel, the plot and memory print only when flushed; the progress line prints live", () => {
+  const clock = new FakeClock();
+  let dash!: TrainingDashboard;
+  const during = captureStdout(() => {
+    dash = new TrainingDashboard({ total: 100, clock, description: "quiet" }).show();
+    for (let step = 1; step <= 20; step++) {
+      clock.advance(1000);
+      dash.onStep({ step, loss: 0.1, memory: { liveBytes: 1000 } });
+    }
+  });
+  assert.equal((during.match(/^memory/gm) ?? []).length, 1, "memory printed once, by show()");
+  assert.equal((during.match(/^training/gm) ?? []).length, 1, "the plot printed once, by show()");
+  assert.ok((during.match(/^quiet: /gm) ?? []).length >= 10, "progress lines keep coming");
+  const end = captureStdout(() => dash.finish());
+  assert.match(end, /^training\n {2}loss: 20 points/m);
+  assert.match(end, /^memory: live tensors 1000 B/m);
+  assert.equal(captureStdout(() => dash.flush()), "", "nothing left to print");
+});
