@@ -1,0 +1,44 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { memo, forget, argsKey } from "../../lib/cells/memo.js";
+import { writeBasicConfig } from "../../lib/cells/config.js";
+import { JUPYTER_DISPLAY } from "../../lib/cells/display.js";
+
+test("same arguments → cached (one line says so); different → recomputed; the old value is disposed", async () => {
+  forget();
+  const lines: string[] = [];
+  const disposed: unknown[] = [];
+  let calls = 0;
+  const run = (args: unknown) => memo("dataset", args, () => ({ n: ++calls }), { log: (l) => lines.push(l), dispose: (o) => disposed.push(o) });
+  const a = await run({ resolution: 64, name: "x" });
+  const b = await run({ name: "x", resolution: 64 }); // key order does not matter
+  assert.equal(a, b);
+  assert.equal(calls, 1);
+  assert.match(lines[0]!, /same arguments as before/);
+  const c = await run({ name: "x", resolution: 32 });
+  assert.equal(calls, 2);
+  assert.notEqual(c, a);
+  assert.match(lines[1]!, /arguments changed — recomputing/);
+  assert.deepEqual(disposed, [a]);
+  assert.notEqual(argsKey({ a: 1 }), argsKey({ a: 2 }));
+  class Model {}
+  const m1 = new Model();
+  assert.equal(argsKey({ from: m1 }), argsKey({ from: m1 }));
+  assert.notEqual(argsKey({ from: m1 }), argsKey({ from: new Model() }));
+});
+
+test("writeBasicConfig writes the engine, memory budget and output dirs, and renders a table", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cfg-"));
+  const cfg = await writeBasicConfig({ backend: "wasm", outputDir: dir });
+  assert.equal(cfg.engine, "wasm");
+  assert.equal(cfg.deviceMemoryBytes, 4 * 1024 ** 3);
+  const onDisk = JSON.parse(fs.readFileSync(cfg.configFile, "utf8"));
+  assert.equal(onDisk.engine, "wasm");
+  assert.equal(onDisk.outputDir, dir);
+  const bundle = cfg[JUPYTER_DISPLAY]();
+  assert.match(bundle["text/html"]!, /<table>.*wasm.*4\.0 GiB/s);
+  assert.match(bundle["text/plain"]!, /node-gpu unavailable/);
+});
