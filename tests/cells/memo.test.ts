@@ -32,7 +32,7 @@ test("same arguments → cached (one line says so); different → recomputed; th
 
 test("writeBasicConfig writes the engine, memory budget and output dirs, and renders a table", async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cfg-"));
-  const cfg = await writeBasicConfig({ backend: "wasm", outputDir: dir });
+  const cfg = await writeBasicConfig({ outputDir: dir }); // auto selection: wasm here, with the reasons
   assert.equal(cfg.engine, "wasm");
   assert.equal(cfg.deviceMemoryBytes, 4 * 1024 ** 3);
   const onDisk = JSON.parse(fs.readFileSync(cfg.configFile, "utf8"));
