@@ -261,3 +261,21 @@ test("optimizer states refuse a state dict of the other kind", () => {
   assert.throws(() => b.loadStateDict(a.stateDict()), /int8_blocksize/);
   p.dispose();
 });
+
+test("GradientAccumulator sums micro-batch gradients (torch's .grad +=) and frees its inputs", async () => {
+  const { GradientAccumulator } = await import("../../lib/training/optim/index.js");
+  const acc = new GradientAccumulator();
+  const before = tf.memory().numTensors;
+  acc.add(new Map([["a", tf.tensor1d([1, 2])], ["b", tf.scalar(3)]]));
+  acc.add(new Map([["a", tf.tensor1d([0.5, -1])], ["b", tf.scalar(1)]]));
+  acc.add({ a: tf.tensor1d([0.25, 0]) });
+  assert.equal(acc.count, 3);
+  assert.equal(tf.memory().numTensors - before, 2, "only the two running sums are alive");
+  const g = acc.take();
+  assert.deepEqual(Array.from(g.get("a")!.dataSync()), [1.75, 1]);
+  assert.deepEqual(Array.from(g.get("b")!.dataSync()), [4]);
+  assert.equal(acc.count, 0);
+  assert.equal(acc.take().size, 0);
+  for (const t of g.values()) t.dispose();
+  assert.equal(tf.memory().numTensors, before);
+});

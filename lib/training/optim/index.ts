@@ -5,6 +5,7 @@ import { OffloadedAdamW } from "./offload.js";
 import type { AdamWHyper, NamedVariables, Optimizer } from "./types.js";
 
 export { AdamW, clipGradNorm } from "./adamw.js";
+export { GradientAccumulator } from "./accumulate.js";
 export { AdamW8bit } from "./adamw8bit.js";
 export type { AdamW8bitOptions } from "./adamw8bit.js";
 export { OffloadedAdamW } from "./offload.js";
