@@ -1,0 +1,46 @@
+/**
+ * The kernel ↔ library display bridge (the contract in the project's shared contracts): what the kernel installs at
+ * `globalThis[Symbol.for("controlnet-ts.kernel")]`. The library must not import kernel/, so it declares its own copy
+ * of this shape; this file is the implementation side's statement of it, plus two kernel extensions (`input`,
+ * `registerCommTarget`) that are optional for consumers.
+ */
+
+export const BRIDGE_SYMBOL = Symbol.for("controlnet-ts.kernel");
+
+export interface DisplayOptions {
+  displayId?: string;
+  /** Replace the output(s) showing `displayId` instead of adding a new output. */
+  update?: boolean;
+  metadata?: Record<string, unknown>;
+}
+
+export interface Comm {
+  readonly id: string;
+  readonly target: string;
+  send(data: unknown, buffers?: ArrayBufferView[]): void;
+  close(data?: unknown): void;
+  onMsg(cb: (data: unknown, buffers: Buffer[]) => void): void;
+  onClose(cb: (data: unknown) => void): void;
+}
+
+export interface KernelBridge {
+  display(bundle: Record<string, unknown>, opts?: DisplayOptions): void;
+  clearOutput(wait?: boolean): void;
+  /** Aborted when the user interrupts the cell this call belongs to. */
+  abortSignal(): AbortSignal;
+  openComm(target: string, data: unknown, opts?: { metadata?: Record<string, unknown>; buffers?: ArrayBufferView[] }): Comm;
+  /** Kernel extension: answer comms the frontend opens on `target`. */
+  registerCommTarget(target: string, handler: (comm: Comm, data: unknown, buffers: Buffer[]) => void): void;
+  /** Kernel extension: ask the frontend for a line of input (stdin channel). Rejects when the frontend disallows it. */
+  input(prompt?: string, opts?: { password?: boolean }): Promise<string>;
+  /** Kernel extension: identifies the implementation. */
+  readonly kernel: { name: string; version: string };
+}
+
+export function installBridge(bridge: KernelBridge): void {
+  Object.defineProperty(globalThis, BRIDGE_SYMBOL, { value: bridge, configurable: true, enumerable: false, writable: false });
+}
+
+export function uninstallBridge(): void {
+  delete (globalThis as Record<PropertyKey, unknown>)[BRIDGE_SYMBOL];
+}

@@ -1,0 +1,99 @@
+/**
+ * The kernel's ZeroMQ sockets, bound from a Jupyter connection file: shell, control and stdin as ROUTER, iopub as
+ * PUB, and the heartbeat echo (in a worker thread, see heartbeat.ts).
+ *
+ * zeromq v6 allows one send in flight per socket, and the protocol needs iopub messages to arrive in the order they
+ * were produced (stream text before the result before `idle`), so every socket sends through its own FIFO chain.
+ */
+import fs from "node:fs";
+import * as zmq from "zeromq";
+import { startHeartbeat, type Heartbeat } from "./heartbeat.js";
+import { log } from "./log.js";
+
+export interface ConnectionInfo {
+  transport: "tcp" | "ipc";
+  ip: string;
+  shell_port: number;
+  iopub_port: number;
+  stdin_port: number;
+  control_port: number;
+  hb_port: number;
+  key: string;
+  signature_scheme: string;
+  kernel_name?: string;
+}
+
+export function readConnectionFile(file: string): ConnectionInfo {
+  const c = JSON.parse(fs.readFileSync(file, "utf8")) as Partial<ConnectionInfo>;
+  for (const k of ["shell_port", "iopub_port", "stdin_port", "control_port", "hb_port"] as const) {
+    if (typeof c[k] !== "number") throw new Error(`connection file ${file}: ${k} is missing`);
+  }
+  return {
+    transport: c.transport ?? "tcp",
+    ip: c.ip ?? "127.0.0.1",
+    key: c.key ?? "",
+    signature_scheme: c.signature_scheme ?? "hmac-sha256",
+    ...c,
+  } as ConnectionInfo;
+}
+
+export function address(c: ConnectionInfo, port: number): string {
+  return c.transport === "ipc" ? `ipc://${c.ip}-${port}` : `tcp://${c.ip}:${port}`;
+}
+
+/** One socket's ordered outgoing queue. */
+class SendQueue {
+  private tail: Promise<void> = Promise.resolve();
+  constructor(private readonly socket: zmq.Writable & zmq.Socket, private readonly name: string) {}
+
+  send(frames: Buffer[]): Promise<void> {
+    this.tail = this.tail.then(async () => {
+      if (this.socket.closed) return;
+      try {
+        await this.socket.send(frames);
+      } catch (e) {
+        if (!this.socket.closed) log(`${this.name}: send failed: ${(e as Error).message}`);
+      }
+    });
+    return this.tail;
+  }
+
+  drain(): Promise<void> {
+    return this.tail;
+  }
+}
+
+export class Channels {
+  readonly shell = new zmq.Router({ linger: 1000 });
+  readonly control = new zmq.Router({ linger: 1000 });
+  readonly stdin = new zmq.Router({ linger: 1000 });
+  readonly iopub = new zmq.Publisher({ linger: 1000 });
+  private heartbeat: Heartbeat | null = null;
+  readonly out: Record<"shell" | "control" | "stdin" | "iopub", SendQueue>;
+
+  constructor(readonly info: ConnectionInfo) {
+    this.out = {
+      shell: new SendQueue(this.shell, "shell"),
+      control: new SendQueue(this.control, "control"),
+      stdin: new SendQueue(this.stdin, "stdin"),
+      iopub: new SendQueue(this.iopub, "iopub"),
+    };
+  }
+
+  async bind(): Promise<void> {
+    const c = this.info;
+    await Promise.all([
+      this.shell.bind(address(c, c.shell_port)),
+      this.control.bind(address(c, c.control_port)),
+      this.stdin.bind(address(c, c.stdin_port)),
+      this.iopub.bind(address(c, c.iopub_port)),
+    ]);
+    this.heartbeat = await startHeartbeat(address(c, c.hb_port));
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(Object.values(this.out).map((q) => q.drain()));
+    for (const s of [this.shell, this.control, this.stdin, this.iopub]) if (!s.closed) s.close();
+    await this.heartbeat?.close();
+  }
+}

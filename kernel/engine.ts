@@ -1,0 +1,57 @@
+/**
+ * CellEngine: the one seam between the Jupyter protocol layer and whatever compiles and runs a cell. The kernel only
+ * talks to this interface, so tslab's compiler (the current implementation, kernel/tslab-engine.ts) can later be
+ * swapped for one with native ESM, a newer TypeScript or tsconfig support without touching the protocol code.
+ *
+ * All positions are UTF-16 offsets into `code` (JavaScript string indices); the kernel converts to and from the
+ * protocol's code-point offsets.
+ */
+
+/** What went wrong in a cell, already in the shape of the protocol's `error` content. */
+export interface CellError {
+  ename: string;
+  evalue: string;
+  traceback: string[];
+  /** The original thrown value, when there was one (not for compile errors). */
+  cause?: unknown;
+}
+
+export type CellOutcome =
+  | { status: "ok"; hasValue: boolean; value?: unknown }
+  | { status: "error"; error: CellError };
+
+export interface Completion {
+  matches: string[];
+  start: number;
+  end: number;
+}
+
+export interface Inspection {
+  found: boolean;
+  /** text/plain rendering: signature first, then documentation. */
+  text?: string;
+}
+
+export interface CompleteCheck {
+  status: "complete" | "incomplete" | "invalid" | "unknown";
+  indent?: string;
+}
+
+export interface CellEngine {
+  /** Engine name and the version of the language implementation that really runs cells (kernel_info). */
+  readonly info: { name: string; languageVersion: string };
+  /** Compiles and runs one cell. Declarations persist into later cells. Never rejects. */
+  execute(code: string): Promise<CellOutcome>;
+  complete(code: string, cursor: number): Completion;
+  inspect(code: string, cursor: number): Inspection;
+  isComplete(code: string): CompleteCheck;
+  /**
+   * Stops waiting for the running cell's asynchronous work: its `execute()` settles with an error at once. (The
+   * cooperative part of an interrupt, aborting the cell's AbortSignal, is the kernel's job, not the engine's.)
+   */
+  interrupt(): void;
+  close(): void;
+}
+
+/** The name `KeyboardInterrupt` is what Jupyter frontends and nbclient recognise as "the user interrupted". */
+export const INTERRUPT_ENAME = "KeyboardInterrupt";

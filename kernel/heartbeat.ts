@@ -1,0 +1,46 @@
+/**
+ * The heartbeat channel: a REP socket that echoes every ping. It lives in a worker thread so a cell that blocks the
+ * main thread for minutes (a synchronous tfjs kernel, a long loop) does not make the frontend think the kernel died.
+ * The worker is plain JavaScript evaluated from a string, so it needs no loader (tsx) of its own.
+ */
+import { createRequire } from "node:module";
+import { Worker } from "node:worker_threads";
+
+const WORKER_SOURCE = `
+const { workerData, parentPort } = require("node:worker_threads");
+const zmq = require(workerData.zeromq);
+(async () => {
+  const sock = new zmq.Reply({ linger: 0 });
+  await sock.bind(workerData.address);
+  parentPort.postMessage("bound");
+  parentPort.on("message", (m) => { if (m === "close") sock.close(); });
+  try {
+    for await (const frames of sock) await sock.send(frames);
+  } catch (e) {
+    if (!sock.closed) throw e;
+  }
+})().catch((e) => { parentPort.postMessage("error: " + (e && e.stack || e)); });
+`;
+
+export interface Heartbeat {
+  close(): Promise<void>;
+}
+
+/** Starts the echo loop on `address` (e.g. tcp://127.0.0.1:5555); resolves once the socket is bound. */
+export async function startHeartbeat(address: string): Promise<Heartbeat> {
+  const zeromq = createRequire(import.meta.url).resolve("zeromq");
+  const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { address, zeromq } });
+  worker.unref();
+  await new Promise<void>((resolve, reject) => {
+    worker.once("message", (m: string) => (m === "bound" ? resolve() : reject(new Error(`heartbeat: ${m}`))));
+    worker.once("error", reject);
+  });
+  worker.on("message", (m: string) => process.stderr.write(`[controlnet-ts kernel] heartbeat ${m}\n`));
+  return {
+    async close() {
+      worker.postMessage("close");
+      await new Promise((r) => setTimeout(r, 20));
+      await worker.terminate();
+    },
+  };
+}

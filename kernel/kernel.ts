@@ -1,0 +1,571 @@
+/**
+ * The kernel: Jupyter messaging 5.3 on top of a CellEngine.
+ *
+ * Output attribution. Every cell runs inside an AsyncLocalStorage context that carries its request's header, so
+ * whatever the cell starts (promises, timers, training loops that outlive it) keeps writing to the cell that started
+ * it: stdout/stderr, displays, comm messages, even unhandled rejections. Code with no cell context (module-level
+ * work of a library loaded earlier) falls back to the running cell, then to the last one.
+ *
+ * Concurrency. Shell and control messages are handled as they arrive; only executions are queued (one at a time).
+ * So completion, inspection, comm messages and interrupts are answered while a cell awaits (a training loop that
+ * yields between steps), which is what live widgets and the Stop button need.
+ *
+ * Interrupts (SIGINT, `interrupt_mode: "signal"`, or interrupt_request on control) abort the running cell's
+ * AbortSignal: cooperative code (the library's training loop) stops at its next step boundary and keeps its state.
+ * A synchronous loop is broken by vm's breakOnSigint. Code that ignores the signal is abandoned after a grace period
+ * (or at once on a second interrupt) so the kernel becomes usable again; the cell reports KeyboardInterrupt.
+ */
+import { AsyncLocalStorage } from "node:async_hooks";
+import crypto from "node:crypto";
+import util from "node:util";
+import type { Comm, DisplayOptions, KernelBridge } from "./bridge.js";
+import { installBridge, uninstallBridge } from "./bridge.js";
+import { Channels, type ConnectionInfo } from "./channels.js";
+import { normalizeBundle, toMimeBundle } from "./display.js";
+import type { CellEngine, CellError } from "./engine.js";
+import { INTERRUPT_ENAME } from "./engine.js";
+import { log, rawStderr, rawStdout } from "./log.js";
+import { decode, encode, newHeader, PROTOCOL_VERSION, Signer, WireError, type Header, type Message, type OutBuffer } from "./wire.js";
+
+type Parent = Header | Record<string, never>;
+
+/** What a running (or finished) cell's asynchronous work needs to find its way back to the right output. */
+interface CellContext {
+  parent: Header;
+  identities: Buffer[];
+  abort: AbortController;
+  allowStdin: boolean;
+  finished: boolean;
+}
+
+interface CommEntry {
+  comm: Comm;
+  ctx: CellContext | null;
+  onMsg: Array<(data: unknown, buffers: Buffer[]) => void>;
+  onClose: Array<(data: unknown) => void>;
+}
+
+export interface KernelOptions {
+  connection: ConnectionInfo;
+  /** Created lazily (may take seconds); requests that need it wait. */
+  engine: () => Promise<CellEngine>;
+  implementation: { name: string; version: string };
+  /** The engine's name and the version of the TypeScript that compiles cells (kernel_info must not wait for it). */
+  language: { engine: string; version: string };
+  /** Grace period between aborting a cell's signal and abandoning it (ms). */
+  interruptGraceMs?: number;
+  /** Called after the shutdown reply went out and the sockets are closed. */
+  onShutdown?: (restart: boolean) => void;
+}
+
+const STREAM_FLUSH_MS = 15;
+const STREAM_MAX_CHARS = 1 << 16;
+
+/** Jupyter counts cursor positions in code points, JavaScript strings in UTF-16 units. */
+export function codePointsToUtf16(s: string, cp: number): number {
+  let i = 0;
+  for (let n = 0; n < cp && i < s.length; n++) i += (s.codePointAt(i)! > 0xffff ? 2 : 1);
+  return i;
+}
+export function utf16ToCodePoints(s: string, idx: number): number {
+  let n = 0;
+  for (let i = 0; i < idx && i < s.length; n++) i += (s.codePointAt(i)! > 0xffff ? 2 : 1);
+  return n;
+}
+
+export class Kernel {
+  private readonly channels: Channels;
+  private readonly signer: Signer;
+  private readonly session = crypto.randomUUID();
+  private readonly cells = new AsyncLocalStorage<CellContext>();
+  private enginePromise: Promise<CellEngine> | null = null;
+  private executionCount = 0;
+  private execQueue: Promise<void> = Promise.resolve();
+  /** Bumped when a cell fails with stop_on_error: executions queued before that are answered "aborted". */
+  private abortGeneration = 0;
+  private running: CellContext | null = null;
+  private lastCell: CellContext | null = null;
+  private forceTimer: NodeJS.Timeout | null = null;
+  private pendingStream: { parent: Header; name: "stdout" | "stderr"; text: string } | null = null;
+  private streamTimer: NodeJS.Timeout | null = null;
+  private readonly comms = new Map<string, CommEntry>();
+  private readonly commTargets = new Map<string, (comm: Comm, data: unknown, buffers: Buffer[]) => void>();
+  private pendingInput: { resolve: (v: string) => void; reject: (e: Error) => void } | null = null;
+  private closed = false;
+  private readonly restoreIo: Array<() => void> = [];
+
+  constructor(private readonly opts: KernelOptions) {
+    this.channels = new Channels(opts.connection);
+    this.signer = new Signer(opts.connection.key, opts.connection.signature_scheme);
+  }
+
+  // ------------------------------------------------------------------------------------------------- lifecycle
+
+  async start(): Promise<void> {
+    await this.channels.bind();
+    this.publish("status", { execution_state: "starting" }, {});
+    this.captureProcessOutput();
+    this.installProcessHandlers();
+    installBridge(this.bridge());
+    this.engine().catch((e) => log(`engine failed to start: ${(e as Error).stack ?? e}`));
+    void this.serve("shell");
+    void this.serve("control");
+    void this.serve("stdin");
+    log(`listening (session ${this.session}, ${this.opts.connection.transport}://${this.opts.connection.ip})`);
+  }
+
+  private engine(): Promise<CellEngine> {
+    return (this.enginePromise ??= this.opts.engine());
+  }
+
+  private async serve(channel: "shell" | "control" | "stdin"): Promise<void> {
+    const socket = this.channels[channel];
+    try {
+      for await (const frames of socket) {
+        let msg: Message;
+        try {
+          msg = decode(frames, this.signer);
+        } catch (e) {
+          if (e instanceof WireError) log(`${channel}: rejected a message: ${e.message}`);
+          else log(`${channel}: ${(e as Error).stack}`);
+          continue;
+        }
+        // Not awaited: a long execution must not block completions, comms or interrupts.
+        void this.dispatch(channel, msg).catch((e) => log(`${channel} ${msg.header.msg_type}: ${(e as Error).stack ?? e}`));
+      }
+    } catch (e) {
+      if (!this.closed) log(`${channel} socket failed: ${(e as Error).stack ?? e}`);
+    }
+  }
+
+  async shutdown(restart: boolean): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.flushStream();
+    for (const r of this.restoreIo.splice(0)) r();
+    uninstallBridge();
+    await this.channels.close();
+    if (this.enginePromise) (await this.enginePromise.catch(() => null))?.close();
+    this.opts.onShutdown?.(restart);
+  }
+
+  // --------------------------------------------------------------------------------------------------- sending
+
+  private send(channel: "shell" | "control" | "stdin" | "iopub", identities: Buffer[], msgType: string, content: unknown, parent: Parent, metadata: Record<string, unknown> = {}, buffers: OutBuffer[] = []): void {
+    if (this.closed && channel === "iopub") return;
+    const frames = encode(this.signer, identities, newHeader(msgType, this.session), parent, metadata, content, buffers);
+    void this.channels.out[channel].send(frames);
+  }
+
+  /** IOPub: anything pending on a stream goes out first, so output keeps its order. */
+  private publish(msgType: string, content: unknown, parent: Parent, metadata: Record<string, unknown> = {}, buffers: OutBuffer[] = []): void {
+    this.flushStream();
+    const topic = Buffer.from(`kernel.${this.session}.${msgType}`);
+    this.send("iopub", [topic], msgType, content, parent, metadata, buffers);
+  }
+
+  private reply(channel: "shell" | "control", req: Message, msgType: string, content: unknown, metadata: Record<string, unknown> = {}): void {
+    this.send(channel, req.identities, msgType, content, req.header, metadata);
+  }
+
+  private stream(ctx: CellContext, name: "stdout" | "stderr", text: string): void {
+    if (!text) return;
+    const p = this.pendingStream;
+    if (p && p.parent === ctx.parent && p.name === name) p.text += text;
+    else {
+      this.flushStream();
+      this.pendingStream = { parent: ctx.parent, name, text };
+    }
+    if (this.pendingStream!.text.length >= STREAM_MAX_CHARS) this.flushStream();
+    else if (!this.streamTimer) this.streamTimer = setTimeout(() => this.flushStream(), STREAM_FLUSH_MS);
+  }
+
+  private flushStream(): void {
+    if (this.streamTimer) clearTimeout(this.streamTimer);
+    this.streamTimer = null;
+    const p = this.pendingStream;
+    if (!p) return;
+    this.pendingStream = null;
+    const topic = Buffer.from(`kernel.${this.session}.stream`);
+    this.send("iopub", [topic], "stream", { name: p.name, text: p.text }, p.parent);
+  }
+
+  // ----------------------------------------------------------------------------------------- output routing
+
+  /** The cell that output produced right now belongs to. */
+  private outputContext(): CellContext | null {
+    return this.cells.getStore() ?? this.running ?? this.lastCell;
+  }
+
+  private captureProcessOutput(): void {
+    for (const name of ["stdout", "stderr"] as const) {
+      const stream = process[name];
+      const original = stream.write;
+      const raw = name === "stdout" ? rawStdout : rawStderr;
+      const kernel = this;
+      stream.write = function (chunk: unknown, encoding?: unknown, cb?: unknown): boolean {
+        const done = typeof encoding === "function" ? encoding : cb;
+        const ctx = kernel.closed ? null : kernel.outputContext();
+        if (!ctx) return (raw as (...a: unknown[]) => boolean)(chunk, encoding, cb);
+        const text = typeof chunk === "string" ? chunk : Buffer.from(chunk as Uint8Array).toString(typeof encoding === "string" ? (encoding as BufferEncoding) : "utf8");
+        kernel.stream(ctx, name, text);
+        if (typeof done === "function") process.nextTick(done as () => void);
+        return true;
+      } as typeof stream.write;
+      this.restoreIo.push(() => (stream.write = original));
+    }
+  }
+
+  private installProcessHandlers(): void {
+    const report = (what: string, err: unknown) => {
+      const ctx = this.outputContext();
+      const text = util.types.isNativeError(err) ? ((err as Error).stack ?? String(err)) : util.inspect(err);
+      if (ctx && !this.closed) this.stream(ctx, "stderr", `${what}: ${text}\n`);
+      else log(`${what}: ${text}`);
+    };
+    const onRejection = (reason: unknown) => report("Unhandled promise rejection", reason);
+    const onException = (err: unknown) => report("Uncaught exception", err);
+    const onSigint = () => this.interrupt("SIGINT");
+    // Kept for the life of the process (also while shutting down): an error then must not turn a clean exit
+    // into a crash.
+    process.on("unhandledRejection", onRejection);
+    process.on("uncaughtException", onException);
+    process.on("SIGINT", onSigint);
+  }
+
+  // ---------------------------------------------------------------------------------------------- dispatch
+
+  private async dispatch(channel: "shell" | "control" | "stdin", msg: Message): Promise<void> {
+    const type = msg.header.msg_type;
+    if (channel === "stdin") {
+      if (type === "input_reply") this.onInputReply(msg);
+      else log(`stdin: unexpected ${type}`);
+      return;
+    }
+    if (type === "execute_request" && channel === "shell") {
+      // Queued; busy/idle are published when it actually runs, so `idle` means "this cell is done".
+      const generation = this.abortGeneration;
+      this.execQueue = this.execQueue.then(() => this.withStatus(msg, () => this.execute(msg, generation)));
+      return this.execQueue;
+    }
+    await this.withStatus(msg, async () => {
+      const c = msg.content as Record<string, unknown>;
+      switch (type) {
+        case "kernel_info_request":
+          // Clients treat the first kernel_info reply as "ready" (jupyter_client's wait_for_ready, nbclient), so
+          // it waits for the compiler to exist: the first cell then runs without a long silent pause.
+          await this.engine().catch(() => null);
+          return this.reply(channel, msg, "kernel_info_reply", this.kernelInfo());
+        case "complete_request":
+          return this.reply(channel, msg, "complete_reply", await this.complete(String(c.code ?? ""), Number(c.cursor_pos ?? 0)));
+        case "inspect_request":
+          return this.reply(channel, msg, "inspect_reply", await this.inspect(String(c.code ?? ""), Number(c.cursor_pos ?? 0)));
+        case "is_complete_request":
+          return this.reply(channel, msg, "is_complete_reply", await this.isComplete(String(c.code ?? "")));
+        case "history_request":
+          return this.reply(channel, msg, "history_reply", { status: "ok", history: [] });
+        case "comm_info_request":
+          return this.reply(channel, msg, "comm_info_reply", this.commInfo(c.target_name as string | undefined));
+        case "comm_open":
+          return this.onCommOpen(msg);
+        case "comm_msg":
+          return this.onCommMsg(msg);
+        case "comm_close":
+          return this.onCommClose(msg);
+        case "interrupt_request":
+          this.interrupt("interrupt_request");
+          return this.reply(channel, msg, "interrupt_reply", { status: "ok" });
+        case "shutdown_request": {
+          const restart = !!c.restart;
+          this.reply(channel, msg, "shutdown_reply", { status: "ok", restart });
+          this.publish("status", { execution_state: "idle" }, msg.header);
+          setImmediate(() => void this.shutdown(restart));
+          return;
+        }
+        default:
+          log(`${channel}: unsupported message type ${type}`);
+      }
+    });
+  }
+
+  private async withStatus(msg: Message, fn: () => Promise<void> | void): Promise<void> {
+    if (this.closed) return;
+    this.publish("status", { execution_state: "busy" }, msg.header);
+    try {
+      await fn();
+    } finally {
+      if (!this.closed) this.publish("status", { execution_state: "idle" }, msg.header);
+    }
+  }
+
+  private kernelInfo(): Record<string, unknown> {
+    const { engine, version } = this.opts.language;
+    return {
+      status: "ok",
+      protocol_version: PROTOCOL_VERSION,
+      implementation: this.opts.implementation.name,
+      implementation_version: this.opts.implementation.version,
+      language_info: {
+        name: "typescript",
+        version,
+        mimetype: "text/typescript",
+        file_extension: ".ts",
+        codemirror_mode: "text/typescript",
+        pygments_lexer: "typescript",
+      },
+      banner: `${this.opts.implementation.name} ${this.opts.implementation.version}: TypeScript ${version} (${engine}) on Node ${process.version}`,
+      help_links: [],
+    };
+  }
+
+  // ---------------------------------------------------------------------------------------------- execute
+
+  private async execute(req: Message, generation: number): Promise<void> {
+    const c = req.content as { code?: string; silent?: boolean; store_history?: boolean; allow_stdin?: boolean; stop_on_error?: boolean };
+    const code = String(c.code ?? "");
+    const silent = !!c.silent;
+    const storeHistory = c.store_history ?? !silent;
+    const stopOnError = c.stop_on_error ?? true;
+    if (generation !== this.abortGeneration) {
+      this.reply("shell", req, "execute_reply", { status: "aborted", execution_count: this.executionCount });
+      return;
+    }
+    if (!silent && storeHistory) this.executionCount++;
+    const count = this.executionCount;
+    if (!silent) this.publish("execute_input", { code, execution_count: count }, req.header);
+
+    const ctx: CellContext = { parent: req.header, identities: req.identities, abort: new AbortController(), allowStdin: c.allow_stdin ?? true, finished: false };
+    this.running = ctx;
+    this.lastCell = ctx;
+    let error: CellError | null = null;
+    try {
+      const engine = await this.engine();
+      // Put busy/execute_input on the wire before the cell can block the thread (a synchronous loop would
+      // otherwise hold them back until it ends, and the frontend would not even know the cell started).
+      await this.channels.out.iopub.drain();
+      const outcome = await this.cells.run(ctx, () => engine.execute(code));
+      if (outcome.status === "error") error = outcome.error;
+      else if (outcome.hasValue && !silent && !ctx.abort.signal.aborted) {
+        try {
+          const data = await this.cells.run(ctx, () => toMimeBundle(outcome.value));
+          this.publish("execute_result", { execution_count: count, data, metadata: {} }, req.header);
+        } catch (e) {
+          this.stream(ctx, "stderr", `could not display the result: ${(e as Error).stack ?? e}\n`);
+        }
+      }
+    } catch (e) {
+      error = { ename: "KernelError", evalue: String((e as Error).message ?? e), traceback: String((e as Error).stack ?? e).split("\n") };
+    } finally {
+      ctx.finished = true;
+      if (this.forceTimer) clearTimeout(this.forceTimer);
+      this.forceTimer = null;
+      if (this.running === ctx) this.running = null;
+    }
+    // An interrupted cell is reported as interrupted even when its loop returned cleanly at the abort.
+    if (ctx.abort.signal.aborted && error?.ename !== INTERRUPT_ENAME) {
+      error = { ename: INTERRUPT_ENAME, evalue: "Interrupted", traceback: [`${INTERRUPT_ENAME}: the cell was interrupted`] };
+    }
+    if (error) {
+      const { ename, evalue, traceback } = error;
+      if (!silent) this.publish("error", { ename, evalue, traceback }, req.header);
+      this.reply("shell", req, "execute_reply", { status: "error", execution_count: count, ename, evalue, traceback });
+      if (stopOnError) this.abortGeneration++;
+    } else {
+      this.flushStream();
+      this.reply("shell", req, "execute_reply", { status: "ok", execution_count: count, user_expressions: {}, payload: [] });
+    }
+  }
+
+  /** SIGINT or interrupt_request. */
+  interrupt(source: string): void {
+    const ctx = this.running;
+    if (!ctx) return;
+    if (!ctx.abort.signal.aborted) {
+      log(`${source}: aborting the running cell`);
+      ctx.abort.abort();
+      const grace = this.opts.interruptGraceMs ?? 5000;
+      this.forceTimer = setTimeout(() => this.abandon(ctx), grace);
+    } else {
+      this.abandon(ctx);
+    }
+    // A cell waiting for input is unblocked too.
+    this.pendingInput?.reject(Object.assign(new Error("Interrupted"), { name: INTERRUPT_ENAME }));
+    this.pendingInput = null;
+  }
+
+  private abandon(ctx: CellContext): void {
+    if (ctx.finished || this.running !== ctx) return;
+    log("the cell ignored its abort signal: no longer waiting for it");
+    void this.enginePromise?.then((e) => e.interrupt());
+  }
+
+  // ------------------------------------------------------------------------------ completion and inspection
+
+  private async complete(code: string, cursorPos: number): Promise<Record<string, unknown>> {
+    const engine = await this.engine();
+    try {
+      const r = engine.complete(code, codePointsToUtf16(code, cursorPos));
+      return { status: "ok", matches: r.matches, cursor_start: utf16ToCodePoints(code, r.start), cursor_end: utf16ToCodePoints(code, r.end), metadata: {} };
+    } catch (e) {
+      log(`complete: ${(e as Error).stack ?? e}`);
+      return { status: "ok", matches: [], cursor_start: cursorPos, cursor_end: cursorPos, metadata: {} };
+    }
+  }
+
+  private async inspect(code: string, cursorPos: number): Promise<Record<string, unknown>> {
+    const engine = await this.engine();
+    try {
+      const r = engine.inspect(code, codePointsToUtf16(code, cursorPos));
+      return { status: "ok", found: r.found, data: r.found ? { "text/plain": r.text } : {}, metadata: {} };
+    } catch (e) {
+      log(`inspect: ${(e as Error).stack ?? e}`);
+      return { status: "ok", found: false, data: {}, metadata: {} };
+    }
+  }
+
+  private async isComplete(code: string): Promise<Record<string, unknown>> {
+    const engine = await this.engine();
+    const r = engine.isComplete(code);
+    return r.status === "incomplete" ? { status: r.status, indent: r.indent ?? "" } : { status: r.status };
+  }
+
+  // -------------------------------------------------------------------------------------------------- comms
+
+  private makeComm(id: string, target: string, ctx: CellContext | null): CommEntry {
+    const entry: CommEntry = { ctx, onMsg: [], onClose: [], comm: null as unknown as Comm };
+    const parentNow = (): Parent => (this.cells.getStore() ?? entry.ctx ?? this.outputContext())?.parent ?? {};
+    entry.comm = {
+      id,
+      target,
+      send: (data, buffers = []) => {
+        if (!this.comms.has(id)) throw new Error(`comm ${id} is closed`);
+        this.publish("comm_msg", { comm_id: id, data: data ?? {} }, parentNow(), {}, buffers);
+      },
+      close: (data) => {
+        if (!this.comms.delete(id)) return;
+        this.publish("comm_close", { comm_id: id, data: data ?? {} }, parentNow());
+      },
+      onMsg: (cb) => void entry.onMsg.push(cb),
+      onClose: (cb) => void entry.onClose.push(cb),
+    };
+    this.comms.set(id, entry);
+    return entry;
+  }
+
+  /** Runs a comm callback in the context of the cell that owns the comm, reporting its errors there. */
+  private runCommCallback(entry: CommEntry, fn: () => void): void {
+    const body = () => {
+      try {
+        fn();
+      } catch (e) {
+        const ctx = this.outputContext();
+        const text = `comm ${entry.comm.target} handler failed: ${(e as Error).stack ?? e}\n`;
+        if (ctx) this.stream(ctx, "stderr", text);
+        else log(text);
+      }
+    };
+    if (entry.ctx) this.cells.run(entry.ctx, body);
+    else body();
+  }
+
+  private onCommOpen(msg: Message): void {
+    const c = msg.content as { comm_id?: string; target_name?: string; data?: unknown };
+    const id = String(c.comm_id ?? "");
+    const target = String(c.target_name ?? "");
+    const handler = this.commTargets.get(target);
+    if (!id) return;
+    if (!handler) {
+      // The frontend must learn the comm is dead (ipywidgets waits otherwise).
+      this.publish("comm_close", { comm_id: id, data: {} }, msg.header);
+      return;
+    }
+    const entry = this.makeComm(id, target, this.outputContext());
+    this.runCommCallback(entry, () => handler(entry.comm, c.data ?? {}, msg.buffers));
+  }
+
+  private onCommMsg(msg: Message): void {
+    const c = msg.content as { comm_id?: string; data?: unknown };
+    const entry = this.comms.get(String(c.comm_id ?? ""));
+    if (!entry) return log(`comm_msg for unknown comm ${c.comm_id}`);
+    for (const cb of entry.onMsg) this.runCommCallback(entry, () => cb(c.data ?? {}, msg.buffers));
+  }
+
+  private onCommClose(msg: Message): void {
+    const c = msg.content as { comm_id?: string; data?: unknown };
+    const id = String(c.comm_id ?? "");
+    const entry = this.comms.get(id);
+    if (!entry) return;
+    this.comms.delete(id);
+    for (const cb of entry.onClose) this.runCommCallback(entry, () => cb(c.data ?? {}));
+  }
+
+  private commInfo(targetName?: string): Record<string, unknown> {
+    const comms: Record<string, { target_name: string }> = {};
+    for (const [id, e] of this.comms) if (!targetName || e.comm.target === targetName) comms[id] = { target_name: e.comm.target };
+    return { status: "ok", comms };
+  }
+
+  // -------------------------------------------------------------------------------------------------- stdin
+
+  private input(prompt: string, password: boolean): Promise<string> {
+    const ctx = this.cells.getStore() ?? this.running;
+    if (!ctx || ctx.finished) return Promise.reject(new Error("input() can only be used while a cell runs"));
+    if (!ctx.allowStdin) return Promise.reject(Object.assign(new Error("this frontend does not support input requests"), { name: "StdinNotImplementedError" }));
+    if (this.pendingInput) return Promise.reject(new Error("another input request is pending"));
+    return new Promise<string>((resolve, reject) => {
+      this.pendingInput = { resolve, reject };
+      this.flushStream();
+      this.send("stdin", ctx.identities, "input_request", { prompt, password }, ctx.parent);
+    });
+  }
+
+  private onInputReply(msg: Message): void {
+    const p = this.pendingInput;
+    this.pendingInput = null;
+    if (!p) return log("input_reply without a pending request");
+    const c = msg.content as { value?: unknown; status?: string };
+    if (c.status && c.status !== "ok") p.reject(new Error(`input request failed: ${c.status}`));
+    else p.resolve(String(c.value ?? ""));
+  }
+
+  // ------------------------------------------------------------------------------------------------- bridge
+
+  private bridge(): KernelBridge {
+    const kernel = this;
+    const parentNow = (): Parent => this.outputContext()?.parent ?? {};
+    const neverAborted = new AbortController().signal;
+    return {
+      kernel: { ...this.opts.implementation },
+      display(bundle: Record<string, unknown>, opts: DisplayOptions = {}): void {
+        const content: Record<string, unknown> = { data: normalizeBundle(bundle), metadata: opts.metadata ?? {}, transient: {} };
+        if (opts.displayId) content.transient = { display_id: opts.displayId };
+        if (opts.update && !opts.displayId) throw new Error("display(..., {update: true}) needs a displayId");
+        kernel.publish(opts.update ? "update_display_data" : "display_data", content, parentNow());
+      },
+      clearOutput(wait = false): void {
+        kernel.publish("clear_output", { wait }, parentNow());
+      },
+      abortSignal(): AbortSignal {
+        return (kernel.cells.getStore() ?? kernel.running)?.abort.signal ?? neverAborted;
+      },
+      openComm(target, data, opts = {}): Comm {
+        const entry = kernel.makeComm(crypto.randomUUID(), target, kernel.outputContext());
+        kernel.publish("comm_open", { comm_id: entry.comm.id, target_name: target, data: data ?? {} }, parentNow(), opts.metadata ?? {}, opts.buffers ?? []);
+        return entry.comm;
+      },
+      registerCommTarget(target, handler): void {
+        kernel.commTargets.set(target, handler);
+      },
+      input(prompt = "", opts = {}): Promise<string> {
+        return kernel.input(prompt, !!opts.password);
+      },
+    };
+  }
+
+  /** For tslab's own display API (`tslab.display.*`, `tslab.newDisplay()`), routed like the bridge. */
+  tslabDisplay(content: { data: Record<string, unknown>; metadata: Record<string, unknown>; transient?: { display_id?: string } }, update: boolean): void {
+    const id = content.transient?.display_id;
+    const parent = this.outputContext()?.parent ?? {};
+    this.publish(update && id ? "update_display_data" : "display_data", { data: content.data, metadata: content.metadata ?? {}, transient: id ? { display_id: id } : {} }, parent);
+  }
+}

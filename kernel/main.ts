@@ -1,0 +1,38 @@
+/**
+ * Starts the kernel for one Jupyter connection file: what `controlnet-ts kernel run --connection-file F` (the
+ * kernelspec's argv) ends up calling.
+ */
+import path from "node:path";
+import { readConnectionFile } from "./channels.js";
+import { Kernel } from "./kernel.js";
+import { log } from "./log.js";
+import { ensureDeclarations, installRuntimeResolution, readPackage, virtualTypeFiles } from "./resolve.js";
+import { addVirtualFiles, routeTslabDisplay, TslabEngine } from "./tslab-engine.js";
+
+export async function runKernel(connectionFile: string): Promise<Kernel> {
+  const connection = readConnectionFile(path.resolve(connectionFile));
+  const pkg = readPackage();
+  installRuntimeResolution(pkg);
+  const cwd = process.cwd();
+  const graceEnv = Number(process.env.CONTROLNET_TS_INTERRUPT_GRACE_MS);
+  const kernel = new Kernel({
+    connection,
+    implementation: { name: pkg.name, version: pkg.version },
+    language: { engine: "tslab", version: TslabEngine.languageVersion() },
+    interruptGraceMs: Number.isFinite(graceEnv) && graceEnv > 0 ? graceEnv : undefined,
+    engine: async () => {
+      const t0 = Date.now();
+      addVirtualFiles(virtualTypeFiles(pkg, cwd, await ensureDeclarations(pkg)));
+      const engine = new TslabEngine({ rootDir: cwd });
+      log(`engine ${engine.info.name} (TypeScript ${engine.info.languageVersion}) ready in ${Date.now() - t0} ms`);
+      return engine;
+    },
+    onShutdown: () => {
+      // Timers or sockets a cell left open must not keep a shut-down kernel alive.
+      setTimeout(() => process.exit(0), 50).unref();
+    },
+  });
+  routeTslabDisplay((content, update) => kernel.tslabDisplay(content, update));
+  await kernel.start();
+  return kernel;
+}
