@@ -266,8 +266,8 @@ test("GradientAccumulator sums micro-batch gradients (torch's .grad +=) and free
   const { GradientAccumulator } = await import("../../lib/training/optim/index.js");
   const acc = new GradientAccumulator();
   const before = tf.memory().numTensors;
-  acc.add(new Map([["a", tf.tensor1d([1, 2])], ["b", tf.scalar(3)]]));
-  acc.add(new Map([["a", tf.tensor1d([0.5, -1])], ["b", tf.scalar(1)]]));
+  acc.add(new Map<string, tf.Tensor>([["a", tf.tensor1d([1, 2])], ["b", tf.scalar(3)]]));
+  acc.add(new Map<string, tf.Tensor>([["a", tf.tensor1d([0.5, -1])], ["b", tf.scalar(1)]]));
   acc.add({ a: tf.tensor1d([0.25, 0]) });
   assert.equal(acc.count, 3);
   assert.equal(tf.memory().numTensors - before, 2, "only the two running sums are alive");
