@@ -135,3 +135,52 @@ export function getScheduler(name: string, opts: LrSchedulerOptions): LrSchedule
     }
   }
 }
+
+export interface TrainingStepsInput {
+  /** Number of training examples (after --max_train_samples). */
+  numExamples: number;
+  trainBatchSize: number;
+  gradientAccumulationSteps: number;
+  maxTrainSteps: number | null;
+  numTrainEpochs: number;
+  lrWarmupSteps: number;
+  learningRate: number;
+  scaleLr: boolean;
+  /** accelerate's num_processes (1 here). */
+  numProcesses?: number;
+}
+
+export interface TrainingSteps {
+  /** len(train_dataloader): batches per epoch (the last one may be short; no drop_last). */
+  batchesPerEpoch: number;
+  /** ceil(batches / gradient_accumulation_steps). */
+  numUpdateStepsPerEpoch: number;
+  /** The effective --max_train_steps (derived from the epochs when not given). */
+  maxTrainSteps: number;
+  /** The effective --num_train_epochs (recomputed from max_train_steps, as the script does). */
+  numTrainEpochs: number;
+  /** What the lr scheduler is built with. */
+  schedulerTrainingSteps: number;
+  schedulerWarmupSteps: number;
+  /** The optimizer's lr after --scale_lr. */
+  learningRate: number;
+}
+
+/** train_controlnet.py's step/epoch/lr arithmetic (PR #8312 form), for one process unless told otherwise. */
+export function trainingSteps(x: TrainingStepsInput): TrainingSteps {
+  const procs = x.numProcesses ?? 1;
+  const batchesPerEpoch = Math.ceil(x.numExamples / x.trainBatchSize);
+  const learningRate = x.scaleLr ? x.learningRate * x.gradientAccumulationSteps * x.trainBatchSize * procs : x.learningRate;
+  const schedulerWarmupSteps = x.lrWarmupSteps * procs;
+  let schedulerTrainingSteps: number;
+  if (x.maxTrainSteps === null) {
+    const afterSharding = Math.ceil(batchesPerEpoch / procs);
+    schedulerTrainingSteps = x.numTrainEpochs * Math.ceil(afterSharding / x.gradientAccumulationSteps) * procs;
+  } else {
+    schedulerTrainingSteps = x.maxTrainSteps * procs;
+  }
+  const numUpdateStepsPerEpoch = Math.ceil(batchesPerEpoch / x.gradientAccumulationSteps);
+  const maxTrainSteps = x.maxTrainSteps ?? x.numTrainEpochs * numUpdateStepsPerEpoch;
+  const numTrainEpochs = Math.ceil(maxTrainSteps / numUpdateStepsPerEpoch);
+  return { batchesPerEpoch, numUpdateStepsPerEpoch, maxTrainSteps, numTrainEpochs, schedulerTrainingSteps, schedulerWarmupSteps, learningRate };
+}

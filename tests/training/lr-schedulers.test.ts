@@ -61,3 +61,15 @@ test("getLastLr follows step(); state round trip; errors as diffusers'", () => {
   assert.throws(() => getScheduler("exponential", { baseLr: 1 }), /not a valid lr scheduler/);
   assert.equal(LR_SCHEDULERS.length, 6);
 });
+
+test("trainingSteps: the script's epoch/step/scale_lr arithmetic", async () => {
+  const { trainingSteps } = await import("../../lib/training/lr-schedulers.js");
+  // 50 examples, batch 4 → 13 batches; accumulation 4 → 4 updates per epoch; 3 epochs → 12 steps
+  const a = trainingSteps({ numExamples: 50, trainBatchSize: 4, gradientAccumulationSteps: 4, maxTrainSteps: null, numTrainEpochs: 3, lrWarmupSteps: 5, learningRate: 1e-5, scaleLr: false });
+  assert.deepEqual(a, { batchesPerEpoch: 13, numUpdateStepsPerEpoch: 4, maxTrainSteps: 12, numTrainEpochs: 3, schedulerTrainingSteps: 12, schedulerWarmupSteps: 5, learningRate: 1e-5 });
+  // max_train_steps overrides the epochs, which are recomputed: ceil(10 / 4) = 3
+  const b = trainingSteps({ numExamples: 50, trainBatchSize: 4, gradientAccumulationSteps: 4, maxTrainSteps: 10, numTrainEpochs: 100, lrWarmupSteps: 0, learningRate: 1e-5, scaleLr: true });
+  assert.equal(b.numTrainEpochs, 3);
+  assert.equal(b.schedulerTrainingSteps, 10);
+  close(b.learningRate, 1e-5 * 4 * 4, "scale_lr = lr · grad_accum · batch · processes");
+});
