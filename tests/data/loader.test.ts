@@ -3,12 +3,12 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import sharp from "sharp";
-import { createDataset, DataLoader, type Batch } from "../../lib/data/index.js";
+import { createDataset, DataLoader, type Batch, type BatchLoader } from "../../lib/data/index.js";
 import { SyntheticFill50k } from "../../lib/data/synthetic.js";
 import type { DataSource, DatasetRow } from "../../lib/data/types.js";
 import { pngRows, tmpDir, writeImagefolder } from "./fixtures.js";
 
-async function take(l: DataLoader, n: number): Promise<Batch[]> {
+async function take(l: BatchLoader, n: number): Promise<Batch[]> {
   const out: Batch[] = [];
   for (let i = 0; i < n; i++) out.push(await l.next());
   return out;
@@ -148,4 +148,38 @@ test("batches are prepared ahead of the consumer", async () => {
   assert.deepEqual(l.position, { epoch: 0, index: 4 });
   await l.close();
   await assert.rejects(l.next(), /closed/);
+});
+
+test("worker-thread loader: same batches and positions as the in-thread one, resumable, warnings forwarded", async () => {
+  const ds = await createDataset({ synthetic: { count: 11, seed: 5 }, resolution: 16, proportion_empty_prompts: 0.2 });
+  const inThread = ds.loader({ batchSize: 4, seed: 3 });
+  const want = await take(inThread, 5);
+  await inThread.close();
+  const w = ds.workerLoader({ batchSize: 4, seed: 3, prefetch: 2 });
+  assert.equal(w.batchesPerEpoch, 3);
+  const got = await take(w, 5);
+  assert.deepEqual(w.position, want[4]!.next);
+  await w.close();
+  assert.deepEqual(got.map((b) => [b.indices, b.texts, b.next]), want.map((b) => [b.indices, b.texts, b.next]));
+  assert.deepEqual(got[3]!.pixelValues, want[3]!.pixelValues);
+  assert.deepEqual(got[2]!.conditioningPixelValues, want[2]!.conditioningPixelValues);
+
+  // a folder with a broken image, resumed mid-epoch: skips it, names it once, resumes where the in-thread loader would
+  const rows = await pngRows(6, 16);
+  const dir = tmpDir("wbad");
+  writeImagefolder(dir, rows);
+  fs.writeFileSync(path.join(dir, "3.png"), "broken");
+  const warnings: string[] = [];
+  const bad = await createDataset({ train_data_dir: dir, resolution: 16 });
+  const ref = bad.loader({ batchSize: 2, shuffle: false, start: { epoch: 0, index: 2 }, warn: () => undefined });
+  const refBatches = await take(ref, 3);
+  await ref.close();
+  const wl = bad.workerLoader({ batchSize: 2, shuffle: false, start: { epoch: 0, index: 2 }, warn: (m) => warnings.push(m) });
+  const wb = await take(wl, 3);
+  await wl.close();
+  assert.deepEqual(wb.map((b) => b.indices), refBatches.map((b) => b.indices));
+  assert.deepEqual(wb[0]!.indices, [2, 4]);
+  assert.equal(warnings.length, 1);
+  assert.match(warnings[0]!, /3\.png/);
+  assert.deepEqual(wl.skipped.map((s) => s.index), [3]);
 });

@@ -1,0 +1,177 @@
+/**
+ * The dataset factory. Datasets for ControlNet training. `createDataset` picks the source the way train_controlnet.py does
+ * (`dataset_name` before `train_data_dir`), plus the synthetic fill50k and Arrow caches, and returns a dataset
+ * whose `loader()` yields NHWC float32 batches.
+ *
+ * Options use train_controlnet.py's flag names (snake_case); the camelCase spellings are accepted too:
+ * datasetName, trainDataDir, imageColumn, conditioningImageColumn, captionColumn, maxTrainSamples,
+ * proportionEmptyPrompts.
+ */
+import fs from "node:fs";
+import { DataLoader, type Batch, type LoaderOptions, type LoaderPosition, type SkippedRow } from "./loader.js";
+import { WorkerDataLoader } from "./worker-loader.js";
+import { hashInts, permutation, Prng } from "./prng.js";
+import { SyntheticFill50k, type SyntheticOptions } from "./synthetic.js";
+import { openLocalTable } from "./sources/local.js";
+import { SubsetSource, TableSource } from "./sources/table.js";
+import { checkResolution, resizeCenterCrop } from "./transforms.js";
+import type { ColumnOptions, DataSource, RawImage } from "./types.js";
+import type { HubOptions } from "../io/hub.js";
+
+export interface DatasetOptions extends ColumnOptions {
+  /** A local snapshot folder of a Hub dataset repo (parquet shards or train.jsonl + zips), or a dataset file. */
+  dataset_name?: string;
+  /** A local folder: imagefolder (metadata.jsonl / train.jsonl) or lllyasviel's prompt.json + source/ + target/. */
+  train_data_dir?: string;
+  /** The synthetic fill50k (true = 50,000 rows, seed 0, at `resolution`). */
+  synthetic?: SyntheticOptions | boolean;
+  /** An Arrow IPC file written by writeArrowDataset (or any Arrow file with the three columns). */
+  arrow?: string;
+  /** Split whose files are used when a folder holds several (default "train"). */
+  split?: string;
+  /** Keep this many rows, chosen by a seeded shuffle like `dataset.shuffle(seed).select(range(n))`. */
+  max_train_samples?: number | null;
+  /** Resize + centre-crop size; must be divisible by 8 (default 512). */
+  resolution?: number;
+  /** Seed for max_train_samples, shuffling and prompt dropping (default 0). */
+  seed?: number | null;
+  /** Probability of replacing a caption by "" each time a row is used (default 0). */
+  proportion_empty_prompts?: number;
+  /** Maps a Hub repo id to a local snapshot folder; used when dataset_name is not a local path. Default: lib/io/hub's
+   *  snapshotDownload(repoId, { repoType: "dataset", ...hub }). */
+  resolveHub?: (repoId: string) => Promise<string>;
+  /** Options for the default hub download (revision, offline, cacheDir, token, onProgress). */
+  hub?: HubOptions;
+  /** Warnings (refused archive entries, skipped rows). Default console.warn. */
+  warn?: (message: string) => void;
+}
+
+type AnyOptions = DatasetOptions & {
+  datasetName?: string; trainDataDir?: string; imageColumn?: string | null; conditioningImageColumn?: string | null;
+  captionColumn?: string | null; maxTrainSamples?: number | null; proportionEmptyPrompts?: number;
+};
+
+/** Accepts camelCase spellings of the flag names. */
+export function normalizeDatasetOptions(o: AnyOptions): DatasetOptions {
+  const pickDefined = <T>(a: T | undefined, b: T | undefined): T | undefined => (a !== undefined ? a : b);
+  return {
+    ...o,
+    dataset_name: pickDefined(o.dataset_name, o.datasetName),
+    train_data_dir: pickDefined(o.train_data_dir, o.trainDataDir),
+    image_column: pickDefined(o.image_column, o.imageColumn),
+    conditioning_image_column: pickDefined(o.conditioning_image_column, o.conditioningImageColumn),
+    caption_column: pickDefined(o.caption_column, o.captionColumn),
+    max_train_samples: pickDefined(o.max_train_samples, o.maxTrainSamples),
+    proportion_empty_prompts: pickDefined(o.proportion_empty_prompts, o.proportionEmptyPrompts),
+  };
+}
+
+/** What the trainer needs from a loader (DataLoader in-thread, WorkerDataLoader in a worker thread). */
+export interface BatchLoader extends AsyncIterable<Batch> {
+  readonly position: LoaderPosition;
+  readonly batchesPerEpoch: number;
+  readonly skipped: readonly SkippedRow[];
+  next(): Promise<Batch>;
+  close(): Promise<void>;
+}
+
+export type LoaderSettings = Omit<LoaderOptions, "resolution" | "proportionEmptyPrompts" | "seed"> & { seed?: number; proportionEmptyPrompts?: number };
+
+/** A dataset ready for training: a source plus the settings its transforms use. */
+export class ControlNetDataset {
+  constructor(
+    readonly source: DataSource,
+    readonly resolution: number,
+    readonly seed: number,
+    readonly proportionEmptyPrompts: number,
+    /** Plain options that rebuild this dataset (hub ids resolved to folders); absent for custom sources. */
+    readonly options?: DatasetOptions,
+  ) {}
+
+  get length(): number {
+    return this.source.length;
+  }
+  get description(): string {
+    return this.source.description;
+  }
+
+  /** A loader of [B, H, W, 3] batches (shuffled per epoch, prefetching, resumable from `start`). */
+  loader(opts: LoaderSettings): DataLoader {
+    return new DataLoader(this.source, {
+      ...opts,
+      resolution: this.resolution,
+      seed: opts.seed ?? this.seed,
+      proportionEmptyPrompts: opts.proportionEmptyPrompts ?? this.proportionEmptyPrompts,
+    });
+  }
+
+  /**
+   * The same loader running in a worker thread: decoding and float conversion never block (or wait for) the training
+   * step. Needs a dataset made by createDataset.
+   */
+  workerLoader(opts: LoaderSettings): WorkerDataLoader {
+    if (!this.options) throw new Error("workerLoader needs a dataset made by createDataset (its options rebuild it in the worker)");
+    const warn = opts.warn ?? this.options.warn;
+    return new WorkerDataLoader(this.options, {
+      ...opts,
+      warn,
+      resolution: this.resolution,
+      seed: opts.seed ?? this.seed,
+      proportionEmptyPrompts: opts.proportionEmptyPrompts ?? this.proportionEmptyPrompts,
+    }, this.length);
+  }
+
+  /** Row `index` after resize + centre crop, as RGB pixels (for previews). */
+  async preview(index: number): Promise<{ image: RawImage; conditioning_image: RawImage; text: string | string[] }> {
+    const r = await this.source.get(index);
+    const [image, conditioning_image] = await Promise.all([resizeCenterCrop(r.image, this.resolution), resizeCenterCrop(r.conditioning_image, this.resolution)]);
+    return { image, conditioning_image, text: r.text };
+  }
+
+  async close(): Promise<void> {
+    await this.source.close?.();
+  }
+}
+
+/** Builds the dataset the options describe. Exactly one of dataset_name, train_data_dir, synthetic, arrow (dataset_name wins over train_data_dir, as in diffusers). */
+export async function createDataset(options: AnyOptions): Promise<ControlNetDataset> {
+  const o = normalizeDatasetOptions(options);
+  const resolution = o.resolution ?? 512;
+  checkResolution(resolution);
+  const seed = o.seed ?? 0;
+  const p = o.proportion_empty_prompts ?? 0;
+  if (!(p >= 0 && p <= 1)) throw new Error("`--proportion_empty_prompts` must be in the range [0, 1].");
+  const cols: ColumnOptions = { image_column: o.image_column, conditioning_image_column: o.conditioning_image_column, caption_column: o.caption_column };
+
+  let source: DataSource;
+  const resolved: DatasetOptions = { ...o };
+  if (o.dataset_name) {
+    let dir = o.dataset_name;
+    if (!fs.existsSync(dir)) {
+      // imported on demand: the loader worker rebuilds datasets from local paths and never needs the hub client
+      const hub = o.resolveHub ?? (async (id: string) => (await import("../io/hub.js")).snapshotDownload(id, { repoType: "dataset", ...o.hub }));
+      dir = await hub(dir);
+      resolved.dataset_name = dir;
+      delete resolved.hub;
+    }
+    source = new TableSource(await openLocalTable(dir, { split: o.split, strictPaths: true, warn: o.warn }), cols);
+  } else if (o.train_data_dir) {
+    source = new TableSource(await openLocalTable(o.train_data_dir, { split: o.split, warn: o.warn }), cols);
+  } else if (o.arrow) {
+    source = new TableSource(await openLocalTable(o.arrow), cols);
+  } else if (o.synthetic) {
+    const s = o.synthetic === true ? {} : o.synthetic;
+    source = new SyntheticFill50k({ resolution, seed, ...s });
+  } else {
+    throw new Error("You must specify either a dataset name from the hub or a train data directory (dataset_name, train_data_dir, arrow or synthetic).");
+  }
+
+  const max = o.max_train_samples;
+  if (max !== undefined && max !== null && max < source.length) {
+    if (!Number.isInteger(max) || max < 1) throw new Error(`max_train_samples must be a positive integer, got ${max}`);
+    const perm = permutation(source.length, new Prng(hashInts(seed, 0x5a3b1e)));
+    source = new SubsetSource(source, perm.subarray(0, max));
+  }
+  return new ControlNetDataset(source, resolution, seed, p, resolved);
+}
+
