@@ -1,0 +1,63 @@
+/** The kernelspec installer and the controlnet-ts command line, run as a user would (through the bin). */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { describe, it } from "node:test";
+import { ROOT } from "./client.js";
+
+const BIN = path.join(ROOT, "bin", "controlnet-ts.js");
+
+function cli(args: string[], env: Record<string, string> = {}) {
+  return spawnSync(process.execPath, [BIN, ...args], { encoding: "utf8", env: { ...process.env, ...env } });
+}
+
+describe("controlnet-ts kernel install", () => {
+  it("--prefix writes kernel.json (absolute node + bin, signal interrupts, env) and both logos", () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "cnts-install-"));
+    try {
+      const r = cli(["kernel", "install", "--prefix", tmp, "--name", "cn-test", "--env", "FOO=bar=baz"]);
+      assert.equal(r.status, 0, r.stderr);
+      const dir = path.join(tmp, "share", "jupyter", "kernels", "cn-test");
+      const spec = JSON.parse(fs.readFileSync(path.join(dir, "kernel.json"), "utf8"));
+      assert.deepEqual(spec.argv, [process.execPath, BIN, "kernel", "run", "--connection-file", "{connection_file}"]);
+      assert.ok(path.isAbsolute(spec.argv[0]) && path.isAbsolute(spec.argv[1]));
+      assert.equal(spec.display_name, "TypeScript (controlnet-ts)");
+      assert.equal(spec.language, "typescript");
+      assert.equal(spec.interrupt_mode, "signal");
+      assert.equal(spec.env.FOO, "bar=baz");
+      for (const size of [32, 64]) {
+        const png = fs.readFileSync(path.join(dir, `logo-${size}x${size}.png`));
+        assert.equal(png.subarray(1, 4).toString(), "PNG");
+        assert.equal(png.readUInt32BE(16), size, "width");
+        assert.equal(png.readUInt32BE(20), size, "height");
+      }
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
+  it("--user installs into the Jupyter data dir; --sys-prefix uses the active venv", () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "cnts-install-"));
+    try {
+      assert.equal(cli(["kernel", "install", "--user"], { JUPYTER_DATA_DIR: path.join(tmp, "data") }).status, 0);
+      assert.ok(fs.existsSync(path.join(tmp, "data", "kernels", "controlnet-ts", "kernel.json")));
+      assert.equal(cli(["kernel", "install", "--sys-prefix"], { VIRTUAL_ENV: path.join(tmp, "venv") }).status, 0);
+      assert.ok(fs.existsSync(path.join(tmp, "venv", "share", "jupyter", "kernels", "controlnet-ts", "kernel.json")));
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
+  it("unknown commands, subcommands and flags fail with usage; conflicting locations are refused", () => {
+    for (const args of [["nope"], ["kernel", "nope"], ["kernel", "install", "--bogus"], ["kernel", "install", "--user", "--prefix", "/tmp/x"], ["kernel", "run"], ["kernel", "install", "--name"]]) {
+      const r = cli(args);
+      assert.equal(r.status, 2, `${args.join(" ")}: ${r.stdout}${r.stderr}`);
+      assert.match(r.stderr, /usage:\s+controlnet-ts/, args.join(" "));
+    }
+    const help = cli(["--help"]);
+    assert.equal(help.status, 0);
+    assert.match(help.stdout, /kernel/);
+  });
+});
