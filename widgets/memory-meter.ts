@@ -111,8 +111,8 @@ export class MemoryMeter extends Widget<MemoryState> {
         const r = Math.min(1, used / scale);
         const color = label === "peak (predicted)" ? "#8e24aa" : ratioColor(of ? used / of : 0);
         bar =
-          `<div style="width:220px;height:10px;background:#e0e0e0;border-radius:2px;overflow:hidden">` +
-          `<div style="width:${(r * 100).toFixed(1)}%;height:100%;background:${color}"></div></div>`;
+          `<div style="width:220px;height:10px;background-color:#e0e0e0;border-radius:2px;overflow:hidden">` +
+          `<div style="width:${(r * 100).toFixed(1)}%;height:10px;background-color:${color}"></div></div>`;
       }
       let value = formatBytes(used);
       if (used !== null && of) value += ` / ${formatBytes(of)} (${Math.round((100 * used) / of)}%)`;

@@ -113,19 +113,19 @@ export class ProgressBar extends Widget<ProgressState> {
     const pct = (this.fraction() * 100).toFixed(1);
     const r = this.rate;
     const info = [
-      `${s.step}/${s.total > 0 ? s.total : "?"}`,
-      `${formatDuration(this.elapsed)} elapsed`,
-      `ETA ${formatDuration(this.eta)}`,
-      r === null ? "? it/s" : `${formatNumber(r, 3)} it/s`,
+      `${s.step}/${s.total > 0 ? s.total : "?"} [${formatDuration(this.elapsed)}<${formatDuration(this.eta)}, ${r === null ? "?" : formatNumber(r, 3)} it/s]`,
       ...this.postfixText(),
     ];
     if (s.status !== "running") info.push(s.status);
+    // Only inline styles JupyterLab's sanitizer keeps (no flex/gap), so a reopened, untrusted notebook shows
+    // the same bar.
+    const cell = "display:inline-block;vertical-align:middle;margin-right:8px";
     return (
-      `<div class="cnts-progress" style="font-family:monospace;font-size:13px;display:flex;align-items:center;gap:8px;margin:2px 0">` +
-      (s.description ? `<span>${escapeHtml(s.description)}</span>` : "") +
-      `<div style="width:320px;height:14px;background:#e0e0e0;border-radius:3px;overflow:hidden;flex:none">` +
-      `<div style="width:${pct}%;height:100%;background:${COLORS[s.status]}"></div></div>` +
-      `<span>${escapeHtml(info.join(" · "))}</span></div>`
+      `<div class="cnts-progress" style="font-family:monospace;font-size:13px;margin:2px 0">` +
+      (s.description ? `<span style="${cell}">${escapeHtml(s.description)}</span>` : "") +
+      `<div style="${cell};width:240px;height:14px;background-color:#e0e0e0;border-radius:3px;overflow:hidden">` +
+      `<div style="width:${pct}%;height:14px;background-color:${COLORS[s.status]}"></div></div>` +
+      `<span style="${cell}">${escapeHtml(info.join(" · "))}</span></div>`
     );
   }
 

@@ -120,7 +120,7 @@ test("ProgressBar: tqdm-like text with rate and ETA, HTML bar", () => {
   bar.update({ step: 47 });
   assert.match(bar.text(), /^train:  47%\|█{9}▍ {10}\| 47\/100 /, "partial cells in eighths");
   bar.update({ step: 45 });
-  assert.match(html, /ETA 00:14/);
+  assert.ok(html.includes("45/100 [00:11&lt;00:14, 4 it/s] · loss=0.123 · lr=1e-5"), html);
   bar.update({ itPerSec: 0.5 });
   assert.match(bar.text(), /2\.00s\/it/);
   bar.update({ status: "stopped" });
@@ -183,4 +183,27 @@ test("LossPlot: long series are averaged into maxPoints buckets; smoothing is a 
   assert.equal(sm2[1], (0.5 * 0.5 * 0 + 0.5 * 10) / (1 - 0.25));
   assert.match(new LossPlot().svg(), /no data yet/);
   assert.match(new LossPlot().text(), /no data yet/);
+});
+
+test("HTML uses only inline styles JupyterLab's sanitizer keeps (untrusted notebooks render the same)", async () => {
+  // Properties JupyterLab's apputils Sanitizer allows in style attributes (the subset widgets may use).
+  const allowed = new Set([
+    "background", "background-color", "border", "border-collapse", "border-radius", "color", "display", "font-family",
+    "font-size", "font-weight", "height", "margin", "margin-bottom", "margin-left", "margin-right", "margin-top",
+    "max-width", "overflow", "padding", "text-align", "vertical-align", "width",
+  ]);
+  const enhancement = new Set(["image-rendering"]); // dropped when sanitized, and nothing breaks without it
+  const { TrainingDashboard } = await import("../../widgets/dashboard.js");
+  const clock = new FakeClock();
+  const dash = new TrainingDashboard({ total: 10, predictedPeakBytes: GiB, clock });
+  dash.onStep({ step: 5, loss: 0.2, lr: 1e-5, memory: { liveBytes: GiB / 2, heapBytes: GiB, heapLimitBytes: 4 * GiB, rssBytes: GiB } });
+  dash.onValidation({ images: [tinyPng(4, 4)], prompts: ["p"], conditioning: [tinyPng(4, 4)], fidelity: 0.5 });
+  const html = [dash.progress, dash.memory, dash.validation].map((w) => String(w.bundle()["text/html"])).join("");
+  const used = new Set<string>();
+  for (const m of html.matchAll(/style="([^"]*)"/g)) {
+    for (const decl of m[1]!.split(";").filter((d) => d.trim())) used.add(decl.split(":")[0]!.trim());
+  }
+  assert.ok(used.size > 5);
+  const rejected = [...used].filter((p) => !allowed.has(p) && !enhancement.has(p));
+  assert.deepEqual(rejected, [], `properties the sanitizer would strip: ${rejected.join(", ")}`);
 });
