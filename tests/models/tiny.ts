@@ -23,3 +23,20 @@ export const MID_UNET = {
   attention_head_dim: 2,
   norm_num_groups: 8,
 };
+
+/** diffusers' ControlNet pipeline test VAE. */
+export const TINY_VAE = {
+  block_out_channels: [4, 8],
+  in_channels: 3,
+  out_channels: 3,
+  down_block_types: ["DownEncoderBlock2D", "DownEncoderBlock2D"],
+  up_block_types: ["UpDecoderBlock2D", "UpDecoderBlock2D"],
+  latent_channels: 4,
+  norm_num_groups: 2,
+};
+
+/** diffusers' tiny CLIP text config. */
+export const TINY_CLIP = {
+  bos_token_id: 0, eos_token_id: 2, hidden_size: 32, intermediate_size: 37, layer_norm_eps: 1e-5,
+  num_attention_heads: 4, num_hidden_layers: 5, pad_token_id: 1, vocab_size: 1000,
+};

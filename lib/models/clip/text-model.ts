@@ -5,11 +5,18 @@
  */
 import { tf } from "../../engine/index.js";
 import { Module } from "../module.js";
+import type { LoadStateOptions, LoadStateReport } from "../module.js";
+import type { HostTensor } from "../../io/safetensors.js";
 import { Embedding, LayerNorm, Linear, activation } from "../layers.js";
 import { scaledDotProductAttention, splitHeads, mergeHeads } from "../attention.js";
 import { loadPretrained, savePretrained } from "../pretrained.js";
 import type { FromPretrainedOptions, ModelBuildOptions } from "../pretrained.js";
-import { TRANSFORMERS_WEIGHTS_NAME } from "../../io/diffusers.js";
+import fs from "node:fs";
+import path from "node:path";
+import { TRANSFORMERS_WEIGHTS_NAME, writeFileDurable } from "../../io/diffusers.js";
+
+/** CLIPTextConfig fields typed float in transformers (written as 1.0, not 1). */
+const CLIP_FLOAT_KEYS = ["attention_dropout", "dropout", "initializer_factor", "initializer_range", "layer_norm_eps", "logit_scale_init_value"];
 
 export interface CLIPTextConfig {
   vocab_size: number;
@@ -173,16 +180,36 @@ export class CLIPTextModel extends Module {
 
   /** Older checkpoints store the position_ids buffer; it is not a parameter. */
   protected override ignoredKeys(): RegExp[] {
-    return [/^text_model\.embeddings\.position_ids$/];
+    return [/^(text_model\.)?embeddings\.position_ids$/];
+  }
+
+  /**
+   * Accepts both key styles: `text_model.…` (every SD checkpoint, transformers 4.x) and the un-prefixed keys
+   * transformers 5.x writes for a bare CLIPTextModel.
+   */
+  override loadState(tensors: Map<string, HostTensor>, opts: LoadStateOptions = {}): LoadStateReport {
+    const prefixed = [...tensors.keys()].some((k) => k.startsWith("text_model."));
+    if (prefixed) return super.loadState(tensors, opts);
+    return super.loadState(new Map([...tensors].map(([k, v]) => [`text_model.${k}`, v])), opts);
   }
 
   static fromPretrained(dir: string, opts: FromPretrainedOptions = {}): CLIPTextModel {
     return loadPretrained(dir, (c, o) => new CLIPTextModel(c, o), opts);
   }
 
-  /** Writes a transformers-style folder (config.json with architectures, model.safetensors). */
+  /**
+   * Writes a transformers-style folder (config.json with architectures, model.safetensors). transformers 5 validates
+   * config types strictly (`initializer_factor: 1` is rejected, it wants 1.0), and JSON from JS numbers loses the
+   * ".0", so the float-typed keys are re-written with a decimal point.
+   */
   savePretrained(dir: string): void {
     savePretrained(dir, this, CLIPTextModel.className, { ...this.config }, TRANSFORMERS_WEIGHTS_NAME);
+    const file = path.join(dir, "config.json");
+    let text = fs.readFileSync(file, "utf8");
+    for (const key of CLIP_FLOAT_KEYS) {
+      text = text.replace(new RegExp(`("${key}": )(-?\\d+)(,?\n)`), "$1$2.0$3");
+    }
+    writeFileDurable(file, text);
   }
 
   get finalLayerNorm(): LayerNorm {
