@@ -4,3 +4,6 @@ export type { PipelineComponents, PipelineCallOptions, PipelineOutput, StepInfo 
 export type { UNetLike, ControlNetLike, VaeLike, TextEncoderLike, TokenizerLike, TokenizeFn, ControlImageInput } from "./types.js";
 export { perNet, controlGuidanceWindows, controlnetKeep, doClassifierFreeGuidance, applyGuidance, repeatInterleave } from "./guidance.js";
 export { prepareControlImage, resizeRgb, denormalize, toRgbImages, toPng, type PreparedImage } from "./image.js";
+export { loadControlNetPipeline, controlnetFolder, type LoadPipelineOptions } from "./load.js";
+export { generate, outputFiles, type GenerateOptions, type GenerateResult } from "./generate.js";
+export { inferMain, parseInferArgs, inferOptions, inferUsage, type InferArgs } from "./cli.js";

@@ -1,0 +1,76 @@
+/**
+ * Loading a StableDiffusionControlNetPipeline from folders (or hub ids, through lib/io's cache): a base SD pipeline
+ * folder (model_index.json with unet/, vae/, text_encoder/, tokenizer/, scheduler/) plus one or more ControlNet
+ * folders (what `ControlNetModel.save_pretrained` or our training writes; a `checkpoint-N/` with a `controlnet/`
+ * subfolder works too). The scheduler is built from the base's scheduler config with from_config semantics.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { loadPipelineFolder } from "../io/diffusers.js";
+import { resolveModel } from "../io/hub.js";
+import { UNet2DConditionModel, ControlNetModel, AutoencoderKL, CLIPTextModel } from "../models/index.js";
+import { loadScheduler, type JsonConfig, type SchedulerName } from "../schedulers/index.js";
+import { StableDiffusionControlNetPipeline } from "./pipeline.js";
+import type { TokenizerLike } from "./types.js";
+
+export interface LoadPipelineOptions {
+  /** Scheduler to build from the base's scheduler config. Default "unipc" (what the training validation uses). */
+  scheduler?: SchedulerName | string;
+  /** Scheduler options overriding the config (e.g. { timestep_spacing: "trailing" }). */
+  schedulerOverrides?: JsonConfig;
+  /** Weight variant ("fp16" → diffusion_pytorch_model.fp16.safetensors). */
+  variant?: string;
+  /** A tokenizer; default: loaded from <base>/tokenizer with `loadTokenizer`. */
+  tokenizer?: TokenizerLike;
+  /** Loads the tokenizer folder when `tokenizer` is not given (set by whoever provides a CLIP tokenizer). */
+  loadTokenizer?: (dir: string) => TokenizerLike | Promise<TokenizerLike>;
+  /** Skip the text encoder and tokenizer (every call then passes promptEmbeds). */
+  withoutTextEncoder?: boolean;
+}
+
+/** A ControlNet location: a model folder (config.json) or a folder holding `controlnet/`. */
+export function controlnetFolder(dir: string): string {
+  if (fs.existsSync(path.join(dir, "config.json"))) return dir;
+  if (fs.existsSync(path.join(dir, "controlnet", "config.json"))) return path.join(dir, "controlnet");
+  throw new Error(`${dir} is not a ControlNet folder (no config.json, no controlnet/config.json)`);
+}
+
+async function resolve(nameOrPath: string): Promise<string> {
+  return fs.existsSync(nameOrPath) ? nameOrPath : resolveModel(nameOrPath);
+}
+
+export async function loadControlNetPipeline(
+  base: string,
+  controlnet?: string | string[],
+  opts: LoadPipelineOptions = {},
+): Promise<StableDiffusionControlNetPipeline> {
+  const baseDir = await resolve(base);
+  const pipe = loadPipelineFolder(baseDir);
+  const component = (name: string): string => {
+    const c = pipe.components.get(name);
+    const p = c?.path ?? path.join(baseDir, name);
+    if (!fs.existsSync(p)) throw new Error(`${baseDir}: the pipeline has no ${name}/ folder`);
+    return p;
+  };
+  const cnDirs = controlnet === undefined ? [component("controlnet")] : Array.isArray(controlnet) ? controlnet : [controlnet];
+  if (cnDirs.length === 0) throw new Error("Give at least one ControlNet folder");
+  const controlnets: ControlNetModel[] = [];
+  for (const d of cnDirs) controlnets.push(ControlNetModel.fromPretrained(controlnetFolder(await resolve(d)), { variant: opts.variant, trainable: false }));
+  const unet = UNet2DConditionModel.fromPretrained(component("unet"), { variant: opts.variant, trainable: false });
+  const vae = AutoencoderKL.fromPretrained(component("vae"), { variant: opts.variant, trainable: false });
+  const scheduler = loadScheduler(component("scheduler"), opts.scheduler ?? "unipc", opts.schedulerOverrides ?? {});
+  let textEncoder: CLIPTextModel | undefined;
+  let tokenizer: TokenizerLike | undefined;
+  if (!opts.withoutTextEncoder) {
+    textEncoder = CLIPTextModel.fromPretrained(component("text_encoder"), { variant: opts.variant, trainable: false });
+    tokenizer = opts.tokenizer;
+    if (!tokenizer) {
+      if (!opts.loadTokenizer) throw new Error("loadControlNetPipeline: no tokenizer given and no tokenizer loader available");
+      tokenizer = await opts.loadTokenizer(component("tokenizer"));
+    }
+  }
+  return new StableDiffusionControlNetPipeline({
+    unet, vae, scheduler, textEncoder, tokenizer,
+    controlnet: controlnets.length === 1 ? controlnets[0]! : controlnets,
+  });
+}

@@ -1,0 +1,86 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import sharp from "sharp";
+import { testEngine } from "../helpers.js";
+import { loadControlNetPipeline, generate, inferMain, parseInferArgs, inferOptions, outputFiles, controlnetFolder } from "../../lib/pipeline/index.js";
+import type { TokenizerLike } from "../../lib/pipeline/index.js";
+
+const SD = path.join("tests", "fixtures", "sd_tiny");
+const CONTROL = path.join("tests", "fixtures", "pipeline_tiny", "control.png");
+
+/** Ids inside the tiny CLIP's 1000-word vocabulary (the loader/CLI wiring is under test here, not tokenisation). */
+const tinyTokenizer: TokenizerLike = {
+  modelMaxLength: 77,
+  tokenize: (texts, maxLength) => texts.map((t) => Array.from({ length: maxLength }, (_, i) => (i < t.length ? 3 + (t.charCodeAt(i) % 900) : 1))),
+};
+
+test("loadControlNetPipeline: base folder with its own controlnet/, UniPC from the PNDM config", async () => {
+  await testEngine();
+  const pipe = await loadControlNetPipeline(SD, undefined, { tokenizer: tinyTokenizer });
+  assert.equal(pipe.scheduler.className, "UniPCMultistepScheduler");
+  assert.equal(pipe.controlnets.length, 1);
+  const ddim = await loadControlNetPipeline(SD, [path.join(SD, "controlnet"), SD], { scheduler: "ddim", withoutTextEncoder: true });
+  assert.equal(ddim.scheduler.className, "DDIMScheduler");
+  assert.equal(ddim.controlnets.length, 2); // a folder holding controlnet/ is accepted
+  assert.equal(ddim.textEncoder, undefined);
+  assert.throws(() => controlnetFolder(path.join(SD, "unet", "..", "scheduler")), /not a ControlNet folder/);
+  await assert.rejects(loadControlNetPipeline(SD, undefined, {}), /no tokenizer/);
+});
+
+test("generate: PNG files at the control image's size, seeded and reproducible", async () => {
+  await testEngine();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "gen-"));
+  const r = await generate({
+    base: SD, image: CONTROL, prompt: "a red circle", steps: 2, seed: 5, numImagesPerPrompt: 2,
+    output: path.join(dir, "out.png"), tokenizer: tinyTokenizer,
+  });
+  assert.deepEqual(r.files, [path.join(dir, "out-0.png"), path.join(dir, "out-1.png")]);
+  for (const f of r.files) {
+    const m = await sharp(f).metadata();
+    assert.equal(m.format, "png");
+    assert.equal(m.width, 32);
+    assert.equal(m.height, 32);
+  }
+  const again = await generate({ base: SD, image: CONTROL, prompt: "a red circle", steps: 2, seed: 5, numImagesPerPrompt: 2, pipeline: r.pipeline });
+  assert.deepEqual(again.images[0], r.images[0]);
+  assert.equal(again.loadSeconds, 0);
+  const euler = await generate({ base: SD, image: CONTROL, prompt: "a red circle", steps: 2, seed: 5, scheduler: "euler", pipeline: r.pipeline });
+  assert.notDeepEqual(euler.images[0], r.images[0]);
+  assert.equal(r.pipeline.scheduler.className, "EulerDiscreteScheduler");
+  fs.rmSync(dir, { recursive: true });
+});
+
+test("infer CLI: flags, output file, usage and runtime errors as exit codes", async () => {
+  await testEngine();
+  const a = parseInferArgs(["--base", "b", "--controlnet=c1", "--controlnet", "c2", "--image", "i1", "--image", "i2", "--prompt", "p",
+    "--num-inference-steps", "7", "--controlnet_conditioning_scale", "0.5,1", "--guess-mode", "--scheduler", "DDIMScheduler"]);
+  const o = inferOptions(a);
+  assert.deepEqual(o.controlnet, ["c1", "c2"]);
+  assert.deepEqual(o.image, ["i1", "i2"]);
+  assert.equal(o.steps, 7);
+  assert.deepEqual(o.controlnetConditioningScale, [0.5, 1]);
+  assert.equal(o.guessMode, true);
+  assert.equal(o.scheduler, "ddim");
+  assert.equal(o.output, "output.png");
+  assert.throws(() => parseInferArgs(["--stepz", "3"]), /unknown flag --stepz/);
+  assert.throws(() => parseInferArgs(["--steps", "2.5"]), /not an integer/);
+  assert.throws(() => inferOptions(parseInferArgs(["--base", "b"])), /--image is required/);
+  assert.deepEqual(outputFiles("x/y.png", 3), ["x/y-0.png", "x/y-1.png", "x/y-2.png"]);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "infer-"));
+  const out = path.join(dir, "o.png");
+  const quiet = process.stderr.write;
+  process.stderr.write = (() => true) as typeof process.stderr.write;
+  try {
+    assert.equal(await inferMain(["--bogus"]), 2);
+    assert.equal(await inferMain(["--base", SD, "--image", "missing.png", "--prompt", "p", "--steps", "1"], { tokenizer: tinyTokenizer }), 1);
+    assert.equal(await inferMain(["--base", SD, "--image", CONTROL, "--prompt", "p", "--steps", "0"], { tokenizer: tinyTokenizer }), 1);
+    assert.equal(await inferMain(["--base", SD, "--image", CONTROL, "--prompt", "p", "--steps", "2", "--output", out, "--backend", "wasm"], { tokenizer: tinyTokenizer }), 0);
+  } finally {
+    process.stderr.write = quiet;
+  }
+  assert.equal((await sharp(out).metadata()).width, 32);
+  fs.rmSync(dir, { recursive: true });
+});
