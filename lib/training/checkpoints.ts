@@ -120,20 +120,25 @@ function pidAlive(pid: number): boolean {
 }
 
 /**
- * Removes the leftovers of writers that died: `checkpoint-N.tmp-<pid>` of dead processes; a
- * `checkpoint-N.old-<pid>` (a same-step checkpoint being replaced) is put back if its replacement never arrived.
- * Returns the removed paths.
+ * Removes the leftovers of writers that died. A dead writer's `checkpoint-N.tmp-<pid>` is deleted — unless it is
+ * complete and `checkpoint-N` is missing (killed between setting aside an old same-step copy and the final rename):
+ * then it is moved into place. A `checkpoint-N.old-<pid>` (that set-aside copy) is put back if `checkpoint-N` is
+ * still missing, else deleted. Folders of live writers are left alone. Returns the removed paths.
  */
 export function cleanStaleCheckpoints(outputDir: string): string[] {
   if (!fs.existsSync(outputDir)) return [];
   const removed: string[] = [];
-  for (const name of fs.readdirSync(outputDir)) {
-    const m = TMP_RE.exec(name);
-    if (!m || pidAlive(Number(m[3]))) continue;
+  const stale = fs
+    .readdirSync(outputDir)
+    .map((name) => ({ name, m: TMP_RE.exec(name) }))
+    .filter((e): e is { name: string; m: RegExpExecArray } => e.m !== null && !pidAlive(Number(e.m[3])))
+    .sort((a, b) => (a.m[2] === b.m[2] ? 0 : a.m[2] === "tmp" ? -1 : 1)); // newer (tmp) before older (old) copies
+  for (const { name, m } of stale) {
     const p = path.join(outputDir, name);
     const final = path.join(outputDir, `checkpoint-${m[1]}`);
-    if (m[2] === "old" && !fs.existsSync(final) && verifyCheckpoint(p) === null) {
+    if (!fs.existsSync(final) && verifyCheckpoint(p) === null) {
       fs.renameSync(p, final);
+      fsyncPath(outputDir);
       continue;
     }
     fs.rmSync(p, { recursive: true, force: true });

@@ -99,6 +99,33 @@ test("resume_from_checkpoint: latest = highest complete; none → fresh with the
   fs.rmSync(dir, { recursive: true });
 });
 
+test("stale leftovers: a complete tmp whose final name is missing is moved into place, an old copy put back", async () => {
+  const dir = tmpDir();
+  await saveCheckpoint(dir, 2, parts(2));
+  await saveCheckpoint(dir, 4, parts(4));
+  // a newer same-step copy, as a writer would have had it ready in its tmp folder
+  const other = tmpDir();
+  await saveCheckpoint(other, 4, { ...parts(4), data: () => ({ epoch: 9, position: 0 }) });
+  // simulate a writer (dead pid) killed between "checkpoint-4 → .old" and ".tmp → checkpoint-4"
+  fs.renameSync(path.join(dir, "checkpoint-4"), path.join(dir, "checkpoint-4.old-999999998"));
+  fs.renameSync(path.join(other, "checkpoint-4"), path.join(dir, "checkpoint-4.tmp-999999998"));
+  fs.rmSync(other, { recursive: true });
+  cleanStaleCheckpoints(dir);
+  assert.deepEqual(fs.readdirSync(dir).sort(), ["checkpoint-2", "checkpoint-4"]);
+  // (the promoted tmp copy wins over the older set-aside one)
+  assert.deepEqual(loadCheckpoint(path.join(dir, "checkpoint-4")).data, { epoch: 9, position: 0 });
+  // only an old copy left: it is put back
+  fs.renameSync(path.join(dir, "checkpoint-4"), path.join(dir, "checkpoint-4.old-999999998"));
+  cleanStaleCheckpoints(dir);
+  assert.deepEqual(fs.readdirSync(dir).sort(), ["checkpoint-2", "checkpoint-4"]);
+  // an incomplete tmp is deleted; a live writer's (our own pid) is left alone
+  fs.mkdirSync(path.join(dir, "checkpoint-8.tmp-999999998"));
+  fs.mkdirSync(path.join(dir, `checkpoint-8.tmp-${process.pid}`));
+  assert.deepEqual(cleanStaleCheckpoints(dir), [path.join(dir, "checkpoint-8.tmp-999999998")]);
+  assert.ok(fs.existsSync(path.join(dir, `checkpoint-8.tmp-${process.pid}`)));
+  fs.rmSync(dir, { recursive: true });
+});
+
 function runWriter(dir: string, step: number, limit: string, mb: number, killAfterMs: number | null): Promise<{ killed: boolean; finished: boolean }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ["--import", "tsx", path.join(here, "fixtures", "checkpoint-writer.ts"), dir, String(step), limit, String(mb)], {
