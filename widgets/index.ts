@@ -13,6 +13,8 @@ export { LossPlot, PLOTLY_MIME, smooth, downsample } from "./loss-plot.js";
 export type { Series, SeriesOptions, LossPlotState } from "./loss-plot.js";
 export { renderLineChart, niceTicks } from "./svg-chart.js";
 export type { ChartLine, ChartPanel, ChartOptions } from "./svg-chart.js";
+export { Table } from "./table.js";
+export type { Cell, TableState } from "./table.js";
 export { TrainingDashboard } from "./dashboard.js";
 export type { StepInfo, ValidationInfo, DashboardOptions } from "./dashboard.js";
 export { escapeHtml, formatBytes, formatDuration, formatNumber } from "./format.js";

@@ -188,7 +188,7 @@ test("LossPlot: long series are averaged into maxPoints buckets; smoothing is a 
 test("HTML uses only inline styles JupyterLab's sanitizer keeps (untrusted notebooks render the same)", async () => {
   // Properties JupyterLab's apputils Sanitizer allows in style attributes (the subset widgets may use).
   const allowed = new Set([
-    "background", "background-color", "border", "border-collapse", "border-radius", "color", "display", "font-family",
+    "background", "background-color", "border", "border-bottom", "border-collapse", "border-radius", "color", "display", "font-family",
     "font-size", "font-weight", "height", "margin", "margin-bottom", "margin-left", "margin-right", "margin-top",
     "max-width", "overflow", "padding", "text-align", "vertical-align", "width",
   ]);
@@ -198,7 +198,9 @@ test("HTML uses only inline styles JupyterLab's sanitizer keeps (untrusted noteb
   const dash = new TrainingDashboard({ total: 10, predictedPeakBytes: GiB, clock });
   dash.onStep({ step: 5, loss: 0.2, lr: 1e-5, memory: { liveBytes: GiB / 2, heapBytes: GiB, heapLimitBytes: 4 * GiB, rssBytes: GiB } });
   dash.onValidation({ images: [tinyPng(4, 4)], prompts: ["p"], conditioning: [tinyPng(4, 4)], fidelity: 0.5 });
-  const html = [dash.progress, dash.memory, dash.validation].map((w) => String(w.bundle()["text/html"])).join("");
+  const { Table } = await import("../../widgets/table.js");
+  const table = new Table({ title: "t", columns: ["a"], rows: [[1]], highlight: [0], note: "n" });
+  const html = [dash.progress, dash.memory, dash.validation, table].map((w) => String(w.bundle()["text/html"])).join("");
   const used = new Set<string>();
   for (const m of html.matchAll(/style="([^"]*)"/g)) {
     for (const decl of m[1]!.split(";").filter((d) => d.trim())) used.add(decl.split(":")[0]!.trim());
@@ -206,4 +208,31 @@ test("HTML uses only inline styles JupyterLab's sanitizer keeps (untrusted noteb
   assert.ok(used.size > 5);
   const rejected = [...used].filter((p) => !allowed.has(p) && !enhancement.has(p));
   assert.deepEqual(rejected, [], `properties the sanitizer would strip: ${rejected.join(", ")}`);
+});
+
+test("Table: aligned text with the highlighted row marked, escaped HTML", async () => {
+  const { Table } = await import("../../widgets/table.js");
+  const t = new Table({
+    title: "memory tiers",
+    columns: ["options", "peak", "fits"],
+    rows: [["none", "38 GB", false], ["checkpointing + <8-bit Adam>", "16 GB", true], ["all", 8, null]],
+    highlight: [1],
+    note: "budget: 4 GiB & more",
+  });
+  assert.equal(t.text(), [
+    "memory tiers",
+    "  options                       peak   fits",
+    "  ----------------------------  -----  -----",
+    "  none                          38 GB  false",
+    "> checkpointing + <8-bit Adam>  16 GB  true",
+    "  all                           8",
+    "budget: 4 GiB & more",
+  ].join("\n"));
+  const html = String(t.bundle()["text/html"]);
+  checkXml(html);
+  assert.ok(html.includes("checkpointing + &lt;8-bit Adam&gt;"));
+  assert.ok(html.includes("budget: 4 GiB &amp; more"));
+  assert.equal((html.match(/background-color:#fff3c4/g) ?? []).length, 3, "the highlighted row's three cells");
+  const kv = Table.fromRecord({ engine: "wasm", threads: 2 });
+  assert.equal(kv.text(), "  engine   wasm\n  threads  2");
 });
