@@ -7,6 +7,7 @@
 import os from "node:os";
 import { DataLoader } from "../lib/data/loader.js";
 import { SyntheticFill50k } from "../lib/data/synthetic.js";
+import { createDataset } from "../lib/data/dataset.js";
 
 function arg(args: string[], name: string, dflt: string): string {
   const i = args.indexOf(`--${name}`);
@@ -25,6 +26,31 @@ async function measure(resolution: number, rows: number, batchSize: number, form
   return { resolution, format, rows: n, seconds: +secs.toFixed(3), rowsPerSecond: +(n / secs).toFixed(1) };
 }
 
+/** Blocks the main thread like a synchronous wasm training step. */
+function busy(ms: number): void {
+  const end = performance.now() + ms;
+  while (performance.now() < end) { /* spin */ }
+}
+
+/**
+ * Training-shaped consumption: each step blocks the main thread for `stepMs` (as tfjs-wasm does), then asks for the
+ * next batch. Reports the average wait for data per step: ~0 means the pipeline keeps ahead, off the step's path.
+ */
+async function stalls(resolution: number, steps: number, stepMs: number, worker: boolean) {
+  const ds = await createDataset({ synthetic: { count: 100_000, seed: 1, format: "png" }, resolution });
+  const loader = worker ? ds.workerLoader({ batchSize: 4, prefetch: 4 }) : ds.loader({ batchSize: 4, prefetch: 4 });
+  await loader.next();
+  let waited = 0;
+  for (let s = 0; s < steps; s++) {
+    busy(stepMs);
+    const t = performance.now();
+    await loader.next();
+    waited += performance.now() - t;
+  }
+  await loader.close();
+  return { resolution, loader: worker ? "worker" : "in-thread", stepMs, steps, meanWaitMs: +(waited / steps).toFixed(1) };
+}
+
 export async function run(args: string[]): Promise<object> {
   const batch = Number(arg(args, "batch", "4"));
   const resolutions = arg(args, "resolutions", "512,256,64").split(",").map(Number);
@@ -39,12 +65,21 @@ export async function run(args: string[]): Promise<object> {
     }
   }
   const at256 = results.find((m) => m.resolution === 256 && m.format === "png");
+  const stepMs = Number(arg(args, "step-ms", "300"));
+  const stepRes = Number(arg(args, "step-resolution", "256"));
+  const stepRuns = [];
+  for (const worker of [false, true]) {
+    const m = await stalls(stepRes, 10, stepMs, worker);
+    console.log(`data ${stepRes}px, steps of ${stepMs} ms, ${m.loader}: waits ${m.meanWaitMs} ms per step for data`);
+    stepRuns.push(m);
+  }
   return {
     bench: "data",
     pipeline: "synthetic fill50k → PNG encode → sharp decode → resize/centre-crop → float32 NHWC → batch (prefetch 4)",
     batchSize: batch,
     cpus: os.cpus().length,
     results,
+    simulatedSteps: stepRuns,
     // bench-mid consumes 4 rows of 256² per step: the pipeline keeps ≥ 10× ahead of steps longer than this
     benchMidStepFloorSeconds: at256 ? +((4 * 10) / at256.rowsPerSecond).toFixed(3) : undefined,
   };

@@ -29,6 +29,10 @@ export interface DatasetOptions extends ColumnOptions {
   arrow?: string;
   /** Split whose files are used when a folder holds several (default "train"). */
   split?: string;
+  /** The config of a multi-config parquet repo (`<config>/train/*.parquet`). */
+  dataset_config_name?: string | null;
+  /** Hub cache directory for the default download (same as hub.cacheDir). */
+  cache_dir?: string | null;
   /** Keep this many rows, chosen by a seeded shuffle like `dataset.shuffle(seed).select(range(n))`. */
   max_train_samples?: number | null;
   /** Resize + centre-crop size; must be divisible by 8 (default 512). */
@@ -149,14 +153,14 @@ export async function createDataset(options: AnyOptions): Promise<ControlNetData
     let dir = o.dataset_name;
     if (!fs.existsSync(dir)) {
       // imported on demand: the loader worker rebuilds datasets from local paths and never needs the hub client
-      const hub = o.resolveHub ?? (async (id: string) => (await import("../io/hub.js")).snapshotDownload(id, { repoType: "dataset", ...o.hub }));
+      const hub = o.resolveHub ?? (async (id: string) => (await import("../io/hub.js")).snapshotDownload(id, { repoType: "dataset", ...(o.cache_dir ? { cacheDir: o.cache_dir } : {}), ...o.hub }));
       dir = await hub(dir);
       resolved.dataset_name = dir;
       delete resolved.hub;
     }
-    source = new TableSource(await openLocalTable(dir, { split: o.split, strictPaths: true, warn: o.warn }), cols);
+    source = new TableSource(await openLocalTable(dir, { split: o.split, config: o.dataset_config_name ?? undefined, strictPaths: true, warn: o.warn }), cols);
   } else if (o.train_data_dir) {
-    source = new TableSource(await openLocalTable(o.train_data_dir, { split: o.split, warn: o.warn }), cols);
+    source = new TableSource(await openLocalTable(o.train_data_dir, { split: o.split, config: o.dataset_config_name ?? undefined, warn: o.warn }), cols);
   } else if (o.arrow) {
     source = new TableSource(await openLocalTable(o.arrow), cols);
   } else if (o.synthetic) {

@@ -47,6 +47,22 @@ test("hub parquet shards: HF Image structs {bytes, path}, several shards and row
   await ds.close();
 });
 
+test("parquet: dataset_config_name picks the config folder; resolveHub maps a repo id to a snapshot folder", async () => {
+  const rows = await rowsP;
+  const dir = tmpDir("pqcfg");
+  writeHfParquet(path.join(dir, "default", "train", "0000.parquet"), rows.slice(0, 4));
+  writeHfParquet(path.join(dir, "small", "train", "0000.parquet"), rows.slice(4, 6));
+  assert.equal(findParquetFiles(dir).length, 2);
+  assert.deepEqual(findParquetFiles(dir, "train", "small"), [path.join(dir, "small", "train", "0000.parquet")]);
+  const asked: string[] = [];
+  const ds = await createDataset({ dataset_name: "fusing/fill50k", dataset_config_name: "small", resolution: 16, resolveHub: async (id) => { asked.push(id); return dir; } });
+  assert.deepEqual(asked, ["fusing/fill50k"]);
+  assert.equal(ds.length, 2);
+  assert.equal((await ds.source.get(1)).text, rows[5]!.text);
+  assert.equal(ds.options!.dataset_name, dir); // what a worker loader rebuilds from
+  await ds.close();
+});
+
 test("parquet: row-group cache stays within its budget; missing column lists the columns", async () => {
   const rows = await rowsP;
   const dir = tmpDir("pq2");

@@ -16,6 +16,8 @@ import type { Table } from "./table.js";
 
 export interface OpenLocalOptions {
   split?: string;
+  /** dataset_config_name: the config folder of a multi-config parquet repo. */
+  config?: string;
   /** Refuse absolute / `..` paths in metadata (set for hub snapshots). */
   strictPaths?: boolean;
   warn?: (m: string) => void;
@@ -31,7 +33,7 @@ export async function openLocalTable(target: string, opts: OpenLocalOptions = {}
   if (st.isFile()) return openFile(target, opts);
   const has = (f: string): boolean => fs.existsSync(path.join(target, f));
   if (has("prompt.json")) return promptJsonTable(path.join(target, "prompt.json"));
-  const parquet = findParquetFiles(target, opts.split ?? "train");
+  const parquet = findParquetFiles(target, opts.split ?? "train", opts.config);
   if (parquet.length) return ParquetTable.open(parquet, { cacheBytes: opts.parquetCacheBytes });
   for (const m of ["metadata.jsonl", "train/metadata.jsonl", "metadata.json"]) {
     if (has(m)) return imagefolderTable(path.join(target, m), opts);

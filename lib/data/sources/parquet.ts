@@ -18,8 +18,11 @@ interface Shard {
   groupStarts: number[];
 }
 
-/** Parquet files under `dir` (recursively), sorted, restricted to `split` when any file name mentions it. */
-export function findParquetFiles(dir: string, split = "train"): string[] {
+/**
+ * Parquet files under `dir` (recursively), sorted; restricted to the folder named `config` when there is one, then to
+ * `split` when any path mentions it.
+ */
+export function findParquetFiles(dir: string, split = "train", config?: string): string[] {
   const all: string[] = [];
   const walk = (d: string): void => {
     for (const e of fs.readdirSync(d, { withFileTypes: true })) {
@@ -31,6 +34,11 @@ export function findParquetFiles(dir: string, split = "train"): string[] {
   };
   walk(dir);
   all.sort();
+  if (config) {
+    // `<config>/train/*.parquet` (refs/convert/parquet) or `data/<config>/…`: keep that config's files when present
+    const inConfig = all.filter((f) => path.relative(dir, f).replace(/\\/g, "/").split("/").slice(0, -1).includes(config));
+    if (inConfig.length) all.splice(0, all.length, ...inConfig);
+  }
   const re = new RegExp(`(^|[/_.-])${split.replace(/[^\w]/g, "")}([/_.-]|$)`);
   const inSplit = all.filter((f) => re.test(path.relative(dir, f).replace(/\\/g, "/")));
   return inSplit.length ? inSplit : all;
