@@ -181,9 +181,12 @@ export class CLIPTokenizer {
     this.eosTokenId = this.requireId(this.eosToken, "eos_token");
     this.padTokenId = this.requireId(this.padToken, "pad_token");
     this.added = this.addedTokens(config);
-    // transformers' slow CLIPTokenizer maps these two strings to themselves (no "</w>") when its regex yields them.
-    this.cache.set("<|startoftext|>", ["<|startoftext|>"]);
-    this.cache.set("<|endoftext|>", ["<|endoftext|>"]);
+    if (this.flavor === "slow") {
+      // The slow CLIPTokenizer maps these two strings to themselves (no "</w>") when its regex yields them
+      // (e.g. from "<|ENDOFTEXT|>" after lower-casing); the tokenizers flavour splits them further instead.
+      this.cache.set("<|startoftext|>", ["<|startoftext|>"]);
+      this.cache.set("<|endoftext|>", ["<|endoftext|>"]);
+    }
   }
 
   /** Loads an SD `tokenizer/` folder (vocab.json + merges.txt, or a transformers 5 tokenizer.json). */
