@@ -15,6 +15,7 @@
  *   looser settings, and a problem in them cannot block a cell.
  */
 import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import Module from "node:module";
 import path from "node:path";
@@ -116,6 +117,9 @@ function cacheDir(pkg: PackageInfo): string {
 /**
  * Ensures declaration files for every exported entry exist; resolves to subpath → absolute declaration path
  * (without the `.d.ts` extension), or null entries when they could not be produced.
+ *
+ * Each source state (newest mtime + entry list) gets its own folder, written under a temporary name and renamed
+ * into place, so two kernels starting at once never see each other's half-written output.
  */
 export async function ensureDeclarations(pkg: PackageInfo): Promise<Map<string, string | null>> {
   const out = new Map<string, string | null>();
@@ -123,17 +127,26 @@ export async function ensureDeclarations(pkg: PackageInfo): Promise<Map<string, 
     for (const [sub, e] of pkg.entries) out.set(sub, e.types ? e.types.replace(/\.d\.[cm]?ts$/, "") : null);
     return out;
   }
-  const dir = cacheDir(pkg);
+  const cache = cacheDir(pkg);
   const sources = [...pkg.entries.values()].map((e) => e.source).filter((s): s is string => !!s);
   const topDirs = [...new Set(sources.map((s) => path.relative(pkg.root, s).split(path.sep)[0]!))];
-  const stampFile = path.join(dir, "stamp.json");
-  const stamp = JSON.stringify({ newest: Math.max(...topDirs.map((d) => newestMtime(path.join(pkg.root, d)))), sources });
-  const fresh = fs.existsSync(stampFile) && fs.readFileSync(stampFile, "utf8") === stamp;
-  if (!fresh) {
+  const state = JSON.stringify({ newest: Math.max(...topDirs.map((d) => newestMtime(path.join(pkg.root, d)))), sources });
+  const key = createHash("sha256").update(state).digest("hex").slice(0, 16);
+  const dir = path.join(cache, key);
+  if (!fs.existsSync(dir)) {
     const t0 = Date.now();
-    const ok = await emitDeclarations(pkg, sources, dir);
-    if (ok) fs.writeFileSync(stampFile, stamp);
+    const tmp = fs.mkdtempSync(path.join(cache, `${key}.tmp-`));
+    const ok = await emitDeclarations(pkg, sources, tmp);
+    try {
+      if (ok) fs.renameSync(tmp, dir);
+    } catch {
+      // another kernel got there first
+    }
+    fs.rmSync(tmp, { recursive: true, force: true });
     log(`declarations for ${pkg.name} ${ok ? "generated" : "FAILED"} in ${Date.now() - t0} ms (${dir})`);
+    for (const old of fs.readdirSync(cache)) {
+      if (old !== key && !old.includes(".tmp-")) fs.rmSync(path.join(cache, old), { recursive: true, force: true });
+    }
   }
   for (const [sub, e] of pkg.entries) {
     if (!e.source) continue;

@@ -39,9 +39,12 @@ def test_outputs_and_display_updates_collapse():
             '  kb.display({ "text/plain": `step ${i}` }, { displayId: "progress", update: true });\n'
             "}",
             "6 * 7",
+            # The real package, through the kernel's self-resolution (source checkout: .ts via tsx + generated
+            # declarations), the way the tutorial notebooks import it.
+            'import * as widgets from "controlnet-ts/widgets";\nconst bar: string = typeof widgets.ProgressBar;\nbar',
         ]
     )
-    hello, progress, result = nb.cells
+    hello, progress, result, package = nb.cells
     assert [o["output_type"] for o in hello.outputs] == ["stream"]
     assert hello.outputs[0]["text"] == "hi\n"
     assert [o["output_type"] for o in progress.outputs] == ["display_data"]
@@ -49,6 +52,7 @@ def test_outputs_and_display_updates_collapse():
     assert result.outputs[0]["output_type"] == "execute_result"
     assert result.outputs[0]["data"]["text/plain"] == "42"
     assert result.execution_count == 3
+    assert package.outputs[0]["data"]["text/plain"] == "'function'"
 
 
 def test_error_cell_fails_the_run_with_its_name():
