@@ -413,6 +413,11 @@ import transformers
 from transformers import CLIPTokenizer
 req = json.load(sys.stdin)
 res = {"transformers": transformers.__version__}
+if req.get("resave"):
+    src, dst = req["resave"]
+    CLIPTokenizer.from_pretrained(src).save_pretrained(dst)
+    json.dump(res, sys.stdout)
+    sys.exit(0)
 for key, folder in req["folders"].items():
     tok = CLIPTokenizer.from_pretrained(folder)
     assert type(tok).__module__.endswith("tokenization_clip"), type(tok)
@@ -438,7 +443,22 @@ def make_tokenizer() -> None:
         shutil.rmtree(dst)
     write_tokenizer_folder(dst / "tokenizer", vocab, merges, pad_token="<|endoftext|>")
     write_tokenizer_folder(dst / "tokenizer_sd2", vocab, merges, pad_token="!")
-    folders = {"sd1": str(dst / "tokenizer"), "sd2": str(dst / "tokenizer_sd2")}
+    env = dict(os.environ, PYTHONPATH=str(LEGACY_DIR))
+
+    def legacy(req: dict) -> dict:
+        proc = subprocess.run([sys.executable, "-c", _LEGACY_SNIPPET], input=json.dumps(req), capture_output=True,
+                              text=True, env=env)
+        if proc.returncode != 0:
+            sys.exit("legacy tokenizer run failed:\n" + proc.stderr[-3000:])
+        out = json.loads(proc.stdout)
+        assert out.pop("transformers") == LEGACY_TRANSFORMERS
+        return out
+
+    # The SD1 folder re-saved by transformers 4.x save_pretrained: its tokenizer_config.json then carries an
+    # added_tokens_decoder, as many re-saved hub copies do.
+    legacy({"resave": [str(dst / "tokenizer"), str(dst / "tokenizer_resaved")]})
+    folders = {"sd1": str(dst / "tokenizer"), "sd2": str(dst / "tokenizer_sd2"),
+               "sd1_resaved": str(dst / "tokenizer_resaved")}
     batch = TRICKY_STRINGS[:6]
 
     results = {}
@@ -450,30 +470,25 @@ def make_tokenizer() -> None:
         cur[key + "_batch_longest"] = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
     results["transformers5"] = cur
 
-    env = dict(os.environ, PYTHONPATH=str(LEGACY_DIR))
-    proc = subprocess.run([sys.executable, "-c", _LEGACY_SNIPPET], input=json.dumps(
-        {"folders": folders, "strings": TRICKY_STRINGS, "batch": batch}), capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        sys.exit("legacy tokenizer run failed:\n" + proc.stderr[-3000:])
-    legacy = json.loads(proc.stdout)
-    assert legacy.pop("transformers") == LEGACY_TRANSFORMERS
-    results["legacy_slow"] = legacy
+    results["legacy_slow"] = legacy({"folders": folders, "strings": TRICKY_STRINGS, "batch": batch})
 
     write_json(dst / "cases.json", {
         "about": "Expected CLIPTokenizer ids for tricky strings. 'transformers5': transformers "
                  f"{PINNED['transformers']} CLIPTokenizer (tokenizers-backed; what the pinned diffusers pipeline and "
                  f"train_controlnet.py use). 'legacy_slow': transformers {LEGACY_TRANSFORMERS}'s pure-Python "
                  "CLIPTokenizer without ftfy (BasicTokenizer clean-up: control chars dropped, CJK ideographs split, "
-                 "NFC, lower case). 'sd1' folder pads with <|endoftext|>, 'sd2' with '!'. input_ids/attention_mask: "
+                 "NFC, lower case). 'sd1' folder pads with <|endoftext|>, 'sd2' with '!'; 'sd1_resaved' is 'sd1' re-saved by "
+                 "transformers 4.x (tokenizer_config.json with added_tokens_decoder). input_ids/attention_mask: "
                  "padding='max_length', max_length=77, truncation=True; input_ids_unpadded: no padding, no "
                  "truncation; *_batch_longest: the first 6 strings with padding='longest'.",
-        "folders": {"sd1": "tokenizer", "sd2": "tokenizer_sd2"},
+        "folders": {"sd1": "tokenizer", "sd2": "tokenizer_sd2", "sd1_resaved": "tokenizer_resaved"},
         "ftfy_installed": False,
         "versions": {"transformers5": PINNED["transformers"], "legacy_slow": LEGACY_TRANSFORMERS},
         "batch_strings": batch,
         "results": results,
     }, compact_depth=4)
-    n_diff = sum(a["input_ids"] != b["input_ids"] for a, b in zip(results["transformers5"]["sd1"], legacy["sd1"]))
+    n_diff = sum(a["input_ids"] != b["input_ids"]
+                 for a, b in zip(results["transformers5"]["sd1"], results["legacy_slow"]["sd1"]))
     print(f"[fixtures] tokenizer: vocab {len(vocab)}, merges {len(merges)}, {len(TRICKY_STRINGS)} strings; "
           f"transformers5 and legacy differ on {n_diff}")
 
