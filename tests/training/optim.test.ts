@@ -27,7 +27,7 @@ function makeParams(rng: Rng, shapes: Record<string, number[]>): Map<string, tf.
 function cloneParams(ps: Map<string, tf.Variable>): Map<string, tf.Variable> {
   const out = new Map<string, tf.Variable>();
   for (const [k, v] of ps) {
-    const init = v.clone();
+    const init = tf.tensor(v.dataSync(), v.shape); // a real copy: a clone would share the buffer
     out.set(k, tf.variable(init, true, `${k}_${Math.random()}`));
     init.dispose();
   }

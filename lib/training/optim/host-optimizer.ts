@@ -76,7 +76,9 @@ export abstract class HostOptimizer implements Optimizer {
       }
       const p = this.hostParam(name, variable);
       this.updateHost(name, p, gHost, c);
-      const upload = tf.tensor(p, variable.shape, "float32");
+      // Upload a copy when p is our master: some backends (cpu) adopt the array given to tf.tensor without copying,
+      // and the master must never alias a device buffer.
+      const upload = tf.tensor(this.keepMaster ? p.slice() : p, variable.shape, "float32");
       variable.assign(upload);
       upload.dispose();
       if (this.keepMaster) this.masters.set(name, { data: p, dataId: variable.dataId });
