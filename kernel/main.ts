@@ -34,5 +34,26 @@ export async function runKernel(connectionFile: string): Promise<Kernel> {
   });
   routeTslabDisplay((content, update) => kernel.tslabDisplay(content, update));
   await kernel.start();
+  watchParent(kernel);
   return kernel;
+}
+
+/**
+ * Jupyter passes its own pid as JPY_PARENT_PID; like ipykernel we end when that process is gone, so a server that
+ * was killed does not leave orphaned kernels holding memory.
+ */
+function watchParent(kernel: Kernel): void {
+  const ppid = Number(process.env.JPY_PARENT_PID);
+  if (!Number.isInteger(ppid) || ppid <= 1) return;
+  const timer = setInterval(() => {
+    try {
+      process.kill(ppid, 0);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ESRCH") return;
+      log(`parent process ${ppid} is gone: shutting down`);
+      clearInterval(timer);
+      void kernel.shutdown(false);
+    }
+  }, 2000);
+  timer.unref();
 }

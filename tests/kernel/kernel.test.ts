@@ -5,6 +5,7 @@
  * shutdown/restart.
  */
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import * as zmq from "zeromq";
@@ -322,12 +323,19 @@ describe("kernel", () => {
     const code = await Promise.race([k.exited, sleep(10000).then(() => "still running")]);
     assert.equal(code, 0, `exit ${code}: ${k.stderrText.join("").slice(-3000)}`);
 
-    const fresh = await KernelClient.start({ env: { CONTROLNET_TS_PACKAGE_ROOT: FIXTURE } });
+    // The fresh kernel's "Jupyter server" is a stand-in process: when it dies, the kernel must end by itself.
+    const parent = spawn("sleep", ["120"], { stdio: "ignore" });
+    const fresh = await KernelClient.start({ env: { CONTROLNET_TS_PACKAGE_ROOT: FIXTURE, JPY_PARENT_PID: String(parent.pid) } });
     try {
       const e = await fresh.execute("x");
       assert.match(errorOf(e.iopub).evalue, /Cannot find name 'x'/);
       assert.equal(resultText((await fresh.execute("1 + 1")).iopub), "2");
+      parent.kill("SIGKILL");
+      const code = await Promise.race([fresh.exited, sleep(10000).then(() => "still running")]);
+      assert.equal(code, 0, "the kernel ends when its parent is gone");
+      assert.match(fresh.stderrText.join(""), /parent process \d+ is gone/);
     } finally {
+      parent.kill("SIGKILL");
       await fresh.close();
     }
   });
