@@ -7,7 +7,8 @@ import { parquetMetadata, parquetSchema } from "hyparquet";
 import { createDataset } from "../../lib/data/index.js";
 import { ParquetTable, findParquetFiles } from "../../lib/data/sources/parquet.js";
 import { ZipArchive } from "../../lib/data/sources/zip.js";
-import { ArrowTable, iterateArrowRows, writeArrowDataset } from "../../lib/data/sources/arrow.js";
+import { ArrowStreamTable, ArrowTable, iterateArrowRows, writeArrowDataset } from "../../lib/data/sources/arrow.js";
+import { tableFromIPC, tableToIPC } from "apache-arrow";
 import { SyntheticFill50k } from "../../lib/data/synthetic.js";
 import { resolveColumns, TableSource } from "../../lib/data/sources/table.js";
 import { openLocalTable } from "../../lib/data/sources/local.js";
@@ -181,6 +182,42 @@ test("arrow cache: write a dataset, read it back at random with a bounded batch 
   // openLocalTable finds a lone .arrow file in a folder
   assert.equal((await openLocalTable(dir)).numRows, 23);
   assert.equal(fs.readdirSync(dir).filter((f) => f.includes("tmp")).length, 0);
+});
+
+test("arrow streams (datasets' cache and save_to_disk format): indexed once, read at random", async () => {
+  const dir = tmpDir("arrows");
+  const src = new SyntheticFill50k({ count: 17, seed: 4, resolution: 16 });
+  const asFile = path.join(dir, "tmp.arrow");
+  await writeArrowDataset(src, asFile, { batchSize: 4 });
+  const table = tableFromIPC(fs.readFileSync(asFile));
+  assert.equal(table.batches.length, 5);
+  // HF writes IPC streams; two shards of the same table like save_to_disk's data-0000x-of-00002.arrow
+  const save = path.join(dir, "saved");
+  fs.mkdirSync(save);
+  fs.writeFileSync(path.join(save, "data-00000-of-00002.arrow"), tableToIPC(table, "stream"));
+  fs.writeFileSync(path.join(save, "data-00001-of-00002.arrow"), tableToIPC(table.slice(0, 6), "stream"));
+  fs.writeFileSync(path.join(save, "state.json"), JSON.stringify({ _data_files: [{ filename: "data-00000-of-00002.arrow" }, { filename: "data-00001-of-00002.arrow" }] }));
+  fs.rmSync(asFile);
+
+  const one = await ArrowStreamTable.open(path.join(save, "data-00000-of-00002.arrow"), { cacheBatches: 1 });
+  assert.equal(one.numRows, 17);
+  const s1 = new TableSource(one);
+  for (const i of [16, 0, 9, 4]) {
+    const r = await s1.get(i);
+    assert.equal(r.text, src.row(i).text);
+    assert.deepEqual(await pixels(r.image as Uint8Array), (src.row(i).image as { data: Uint8Array }).data);
+    assert.equal(one.cache.size, 1);
+  }
+  await s1.close();
+  const ds = await createDataset({ train_data_dir: save, resolution: 16 });
+  assert.equal(ds.length, 17 + 6);
+  assert.equal((await ds.source.get(17 + 5)).text, src.row(5).text);
+  await ds.close();
+  const dsFile = await createDataset({ arrow: path.join(save, "data-00001-of-00002.arrow"), resolution: 16 });
+  assert.equal(dsFile.length, 6);
+  await dsFile.close();
+  fs.writeFileSync(path.join(dir, "junk.arrow"), "not arrow at all");
+  await assert.rejects(createDataset({ arrow: path.join(dir, "junk.arrow") }), /junk\.arrow/);
 });
 
 test("unknown folder layout and missing path are clear errors", async () => {

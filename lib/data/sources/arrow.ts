@@ -7,7 +7,7 @@ import fs from "node:fs";
 import path from "node:path";
 import {
   Binary, Field, List, makeBuilder, makeData, RecordBatch, RecordBatchFileWriter, RecordBatchReader, Schema, Struct,
-  Utf8, type DataType, type Vector,
+  tableFromIPC, Utf8, type DataType, type Vector,
 } from "apache-arrow";
 import type { AsyncRecordBatchFileReader } from "apache-arrow";
 import type { Table } from "./table.js";
@@ -100,6 +100,146 @@ export class ArrowTable implements Table {
   async close(): Promise<void> {
     await this.fh.close();
   }
+}
+
+interface StreamMessage {
+  start: number;
+  end: number;
+  /** 1 Schema, 2 DictionaryBatch, 3 RecordBatch (Arrow's MessageHeader union). */
+  type: number;
+  /** Rows, for record batches. */
+  rows: number;
+}
+
+/**
+ * Indexes the messages of an Arrow IPC *stream* (HF `datasets` cache files and `save_to_disk` shards use this
+ * format) without reading the bodies: each message is [0xFFFFFFFF] int32 metadataSize, a flatbuffer Message
+ * (header type, header, bodyLength), then the body. Only the few flatbuffer fields needed are decoded.
+ */
+async function indexStream(fh: fs.promises.FileHandle): Promise<StreamMessage[]> {
+  const { size } = await fh.stat();
+  const msgs: StreamMessage[] = [];
+  let pos = 0;
+  const head = Buffer.alloc(8);
+  while (pos + 4 <= size) {
+    await fh.read(head, 0, 8, pos);
+    let metaLen = head.readInt32LE(0);
+    let metaStart = pos + 4;
+    if (metaLen === -1) { metaLen = head.readInt32LE(4); metaStart = pos + 8; } // continuation marker
+    if (metaLen === 0) break; // end of stream
+    const meta = Buffer.alloc(metaLen);
+    await fh.read(meta, 0, metaLen, metaStart);
+    // flatbuffers: root uoffset → table; table's soffset → vtable; vtable slots give field offsets
+    const table = meta.readUInt32LE(0);
+    const vtable = table - meta.readInt32LE(table);
+    const vlen = meta.readUInt16LE(vtable);
+    const field = (id: number): number => (4 + 2 * id < vlen ? meta.readUInt16LE(vtable + 4 + 2 * id) : 0);
+    const type = field(1) ? meta.readUInt8(table + field(1)) : 0;
+    const bodyLength = field(3) ? Number(meta.readBigInt64LE(table + field(3))) : 0;
+    let rows = 0;
+    if (type === 3 && field(2)) {
+      const hp = table + field(2);
+      const ht = hp + meta.readUInt32LE(hp); // RecordBatch table; field 0 = length (int64)
+      const hv = ht - meta.readInt32LE(ht);
+      const hvlen = meta.readUInt16LE(hv);
+      const f0 = 4 < hvlen ? meta.readUInt16LE(hv + 4) : 0;
+      rows = f0 ? Number(meta.readBigInt64LE(ht + f0)) : 0;
+    }
+    const end = metaStart + metaLen + bodyLength;
+    msgs.push({ start: pos, end, type, rows });
+    pos = end;
+  }
+  return msgs;
+}
+
+/**
+ * Random access over an Arrow IPC *stream* file: its messages are indexed once, then a record batch is read by
+ * handing apache-arrow the schema message + that batch's message (dictionaries included) as a small stream.
+ */
+export class ArrowStreamTable implements Table {
+  readonly columns: string[];
+  readonly description: string;
+  readonly cache: LruCache<number, RecordBatch>;
+  private readonly batches: Loader<number, RecordBatch>;
+
+  private constructor(
+    readonly file: string,
+    private readonly fh: fs.promises.FileHandle,
+    private readonly prefix: Buffer,
+    private readonly records: StreamMessage[],
+    private readonly batchStarts: number[],
+    columns: string[],
+    cacheBatches: number,
+  ) {
+    this.columns = columns;
+    this.description = `arrow stream ${file} (${this.numRows} rows)`;
+    this.cache = new LruCache(Infinity, cacheBatches);
+    this.batches = new Loader(this.cache, async (b) => {
+      const m = this.records[b]!;
+      const body = Buffer.alloc(m.end - m.start);
+      await this.fh.read(body, 0, body.length, m.start);
+      const t = tableFromIPC(Buffer.concat([this.prefix, body, EOS]));
+      const rb = t.batches[0];
+      if (!rb) throw new Error(`${this.file}: record batch ${b} unreadable`);
+      return { value: rb, bytes: 0 };
+    });
+  }
+
+  get numRows(): number {
+    return this.batchStarts[this.batchStarts.length - 1]!;
+  }
+
+  static async open(file: string, opts: { cacheBatches?: number } = {}): Promise<ArrowStreamTable> {
+    const fh = await fs.promises.open(file, "r");
+    try {
+      const msgs = await indexStream(fh);
+      const schema = msgs.find((m) => m.type === 1);
+      if (!schema) throw new Error("no schema message");
+      // the schema and every dictionary batch go in front of each record batch read
+      const prefixParts: Buffer[] = [];
+      for (const m of msgs.filter((x) => x.type === 1 || x.type === 2)) {
+        const b = Buffer.alloc(m.end - m.start);
+        await fh.read(b, 0, b.length, m.start);
+        prefixParts.push(b);
+      }
+      const prefix = Buffer.concat(prefixParts);
+      const columns = tableFromIPC(Buffer.concat([prefix, EOS])).schema.fields.map((f) => f.name);
+      const records = msgs.filter((m) => m.type === 3);
+      const starts = [0];
+      for (const r of records) starts.push(starts[starts.length - 1]! + r.rows);
+      return new ArrowStreamTable(file, fh, prefix, records, starts, columns, opts.cacheBatches ?? 4);
+    } catch (e) {
+      await fh.close();
+      throw new Error(`${file}: not a readable Arrow IPC stream (${(e as Error).message})`);
+    }
+  }
+
+  async readCells(row: number, columns: readonly string[]): Promise<unknown[]> {
+    let b = 0;
+    while (row >= this.batchStarts[b + 1]!) b++;
+    const rb = await this.batches.get(b);
+    const i = row - this.batchStarts[b]!;
+    return columns.map((c) => {
+      const v = rb.getChild(c);
+      return v ? plain(v, i) : null;
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.fh.close();
+  }
+}
+
+/** End-of-stream marker: continuation + zero length. */
+const EOS = Buffer.from([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+
+/** Opens an Arrow IPC file of either format: file (footer) → ArrowTable, stream → ArrowStreamTable. */
+export async function openArrow(file: string, opts: { cacheBatches?: number } = {}): Promise<ArrowTable | ArrowStreamTable> {
+  const fh = await fs.promises.open(file, "r");
+  const magic = Buffer.alloc(6);
+  await fh.read(magic, 0, 6, 0);
+  await fh.close();
+  return magic.toString("latin1") === "ARROW1" ? ArrowTable.open(file, opts) : ArrowStreamTable.open(file, opts);
 }
 
 /** Streams the rows of an Arrow IPC file or stream in order, one record batch in memory at a time. */

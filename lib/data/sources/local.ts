@@ -4,15 +4,16 @@
  * 2. parquet files → Hub parquet shards (the `train` split's files when names mention splits);
  * 3. `metadata.jsonl` (in the folder or its train/) → HF imagefolder;
  * 4. `train.jsonl` → the loading-script layout (zips beside it are read lazily) or paths on disk;
- * 5. `.arrow` files → our Arrow cache.
+ * 5. `datasets` save_to_disk folders (state.json, or dataset_dict.json + <split>/state.json) and `.arrow` files →
+ *    Arrow IPC, file or stream format (our cache, or HF's cache shards, concatenated in name order).
  * A single .parquet / .arrow / .jsonl / prompt.json file may be given directly.
  */
 import fs from "node:fs";
 import path from "node:path";
-import { ArrowTable } from "./arrow.js";
+import { openArrow } from "./arrow.js";
 import { imagefolderTable, JsonlTable, promptJsonTable, scriptLayoutTable } from "./folder.js";
 import { findParquetFiles, ParquetTable } from "./parquet.js";
-import type { Table } from "./table.js";
+import { ConcatTable, type Table } from "./table.js";
 
 export interface OpenLocalOptions {
   split?: string;
@@ -41,9 +42,13 @@ export async function openLocalTable(target: string, opts: OpenLocalOptions = {}
   for (const j of [`${opts.split ?? "train"}.jsonl`, "train.jsonl"]) {
     if (has(j)) return scriptLayoutTable(path.join(target, j), opts);
   }
-  const arrows = fs.readdirSync(target).filter((f) => f.endsWith(".arrow")).sort();
-  if (arrows.length === 1) return ArrowTable.open(path.join(target, arrows[0]!), { cacheBatches: opts.arrowCacheBatches });
-  if (arrows.length > 1) throw new Error(`${target}: several .arrow files (${arrows.join(", ")}); pass one of them`);
+  const split = opts.split ?? "train";
+  if (has("dataset_dict.json") && fs.existsSync(path.join(target, split, "state.json"))) return openSaveToDisk(path.join(target, split), opts);
+  if (has("state.json")) return openSaveToDisk(target, opts);
+  let arrows = fs.readdirSync(target).filter((f) => f.endsWith(".arrow")).sort();
+  const inSplit = arrows.filter((f) => new RegExp(`(^|[_.-])${split}([_.-]|$)`).test(f));
+  if (inSplit.length) arrows = inSplit;
+  if (arrows.length) return concatArrow(arrows.map((f) => path.join(target, f)), opts, `arrow ${target}`);
   throw new Error(
     `${target}: no dataset layout recognised (looked for prompt.json, *.parquet, metadata.jsonl, train.jsonl with images.zip/conditioning_images.zip, *.arrow); it holds: ${fs.readdirSync(target).slice(0, 20).join(", ")}`,
   );
@@ -52,11 +57,31 @@ export async function openLocalTable(target: string, opts: OpenLocalOptions = {}
 async function openFile(file: string, opts: OpenLocalOptions): Promise<Table> {
   const base = path.basename(file);
   if (file.endsWith(".parquet")) return ParquetTable.open([file], { cacheBytes: opts.parquetCacheBytes });
-  if (file.endsWith(".arrow") || file.endsWith(".feather")) return ArrowTable.open(file, { cacheBatches: opts.arrowCacheBatches });
+  if (file.endsWith(".arrow") || file.endsWith(".feather")) return openArrow(file, { cacheBatches: opts.arrowCacheBatches });
   if (base === "prompt.json") return promptJsonTable(file);
   if (base.startsWith("metadata.")) return imagefolderTable(file, opts);
   if (file.endsWith(".jsonl")) return scriptLayoutTable(file, opts);
   throw new Error(`${file}: unknown dataset file type (expected .parquet, .arrow, .jsonl or prompt.json)`);
+}
+
+/** Arrow shards (any IPC format) as one table. */
+async function concatArrow(files: string[], opts: OpenLocalOptions, label: string): Promise<Table> {
+  const parts: Table[] = [];
+  for (const f of files) parts.push(await openArrow(f, { cacheBatches: opts.arrowCacheBatches }));
+  return parts.length === 1 ? parts[0]! : new ConcatTable(parts, `${label} (${files.length} shards)`);
+}
+
+/** A `datasets` Dataset.save_to_disk folder: state.json lists the .arrow shards (IPC stream format). */
+async function openSaveToDisk(dir: string, opts: OpenLocalOptions): Promise<Table> {
+  const state = JSON.parse(fs.readFileSync(path.join(dir, "state.json"), "utf8")) as { _data_files?: { filename: string }[] };
+  const files = (state._data_files ?? []).map((f) => f.filename);
+  if (!files.length) throw new Error(`${dir}/state.json lists no data files`);
+  for (const f of files) if (!isSafeName(f)) throw new Error(`${dir}/state.json: refused data file name ${f}`);
+  return concatArrow(files.map((f) => path.join(dir, f)), opts, `save_to_disk ${dir}`);
+}
+
+function isSafeName(f: string): boolean {
+  return !f.includes("/") && !f.includes("\\") && f !== ".." && f !== ".";
 }
 
 export type { JsonlTable };

@@ -144,3 +144,33 @@ export class SubsetSource implements DataSource {
     await this.inner.close?.();
   }
 }
+
+/** Several tables with the same columns, one after the other (dataset shards). */
+export class ConcatTable implements Table {
+  readonly columns: readonly string[];
+  readonly numRows: number;
+  readonly description: string;
+  private readonly starts: number[] = [0];
+
+  constructor(readonly parts: Table[], description?: string) {
+    if (!parts.length) throw new Error("no shards");
+    this.columns = parts[0]!.columns;
+    for (const p of parts.slice(1)) {
+      const missing = this.columns.filter((c) => !p.columns.includes(c));
+      if (missing.length) throw new Error(`${p.description}: lacks columns ${missing.join(", ")}`);
+    }
+    for (const p of parts) this.starts.push(this.starts[this.starts.length - 1]! + p.numRows);
+    this.numRows = this.starts[this.starts.length - 1]!;
+    this.description = description ?? `${parts.length} shards (${this.numRows} rows): ${parts[0]!.description}, …`;
+  }
+
+  readCells(row: number, columns: readonly string[]): Promise<unknown[]> {
+    let k = 0;
+    while (row >= this.starts[k + 1]!) k++;
+    return this.parts[k]!.readCells(row - this.starts[k]!, columns);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.parts.map((p) => p.close?.()));
+  }
+}
