@@ -130,6 +130,20 @@ test("imagefolder with metadata.jsonl: file_name → image, conditioning paths a
   await assertRows(ds, rows);
 });
 
+test("imagefolder with metadata.csv (quoted captions with commas)", async () => {
+  const rows = await rowsP;
+  const dir = tmpDir("csv");
+  writeImagefolder(dir, rows.slice(0, 3));
+  fs.rmSync(path.join(dir, "metadata.jsonl"));
+  const csv = ["file_name,conditioning_image,text", ...rows.slice(0, 3).map((r, i) => `${i}.png,conditioning/${i}.png,"${r.text}, with ""quotes"""`)].join("\r\n");
+  fs.writeFileSync(path.join(dir, "metadata.csv"), csv + "\r\n");
+  const ds = await createDataset({ train_data_dir: dir, resolution: 16 });
+  assert.equal(ds.length, 3);
+  const r = await ds.source.get(2);
+  assert.equal(r.text, `${rows[2]!.text}, with "quotes"`);
+  assert.deepEqual(await pixels(r.conditioning_image as Uint8Array), await pixels(rows[2]!.conditioning_image));
+});
+
 test("lllyasviel prompt.json with source/ and target/", async () => {
   const rows = await rowsP;
   const dir = tmpDir("ll");

@@ -29,6 +29,33 @@ export function parseJsonLines(text: string, file: string): Record<string, unkno
   return rows;
 }
 
+/** Parses CSV with a header row (RFC 4180 quoting) into objects, as `datasets` reads imagefolder's metadata.csv. */
+export function parseCsv(text: string): Record<string, unknown>[] {
+  const records: string[][] = [];
+  let field = "";
+  let rec: string[] = [];
+  let quoted = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i]!;
+    if (quoted) {
+      if (ch === '"') {
+        if (text[i + 1] === '"') { field += '"'; i++; } else quoted = false;
+      } else field += ch;
+    } else if (ch === '"') quoted = true;
+    else if (ch === ",") { rec.push(field); field = ""; }
+    else if (ch === "\n" || ch === "\r") {
+      if (ch === "\r" && text[i + 1] === "\n") i++;
+      rec.push(field); field = "";
+      if (rec.length > 1 || rec[0] !== "") records.push(rec);
+      rec = [];
+    } else field += ch;
+  }
+  if (field !== "" || rec.length) { rec.push(field); records.push(rec); }
+  const [header, ...rows] = records;
+  if (!header) return [];
+  return rows.map((r) => Object.fromEntries(header.map((h, k) => [h, r[k] ?? null])));
+}
+
 export interface JsonlTableOptions {
   /** Rename `file_name` → `image` and `<x>_file_name` → `<x>` (imagefolder metadata). */
   imagefolder?: boolean;
@@ -51,7 +78,8 @@ export class JsonlTable implements Table {
   private readonly strictPaths: boolean;
 
   constructor(readonly metadataFile: string, opts: JsonlTableOptions) {
-    let rows = parseJsonLines(fs.readFileSync(metadataFile, "utf8"), metadataFile);
+    const text = fs.readFileSync(metadataFile, "utf8");
+    let rows = metadataFile.endsWith(".csv") ? parseCsv(text) : parseJsonLines(text, metadataFile);
     if (opts.imagefolder) {
       rows = rows.map((r) => {
         const o: Record<string, unknown> = {};

@@ -2,7 +2,7 @@
  * Opens a dataset on disk whatever its layout, by what the folder holds (first match wins):
  * 1. `prompt.json` → lllyasviel's fill50k layout (source/, target/);
  * 2. parquet files → Hub parquet shards (the `train` split's files when names mention splits);
- * 3. `metadata.jsonl` (in the folder or its train/) → HF imagefolder;
+ * 3. `metadata.jsonl` / `metadata.csv` (in the folder or its train/) → HF imagefolder;
  * 4. `train.jsonl` → the loading-script layout (zips beside it are read lazily) or paths on disk;
  * 5. `datasets` save_to_disk folders (state.json, or dataset_dict.json + <split>/state.json) and `.arrow` files →
  *    Arrow IPC, file or stream format (our cache, or HF's cache shards, concatenated in name order).
@@ -36,7 +36,7 @@ export async function openLocalTable(target: string, opts: OpenLocalOptions = {}
   if (has("prompt.json")) return promptJsonTable(path.join(target, "prompt.json"));
   const parquet = findParquetFiles(target, opts.split ?? "train", opts.config);
   if (parquet.length) return ParquetTable.open(parquet, { cacheBytes: opts.parquetCacheBytes });
-  for (const m of ["metadata.jsonl", "train/metadata.jsonl", "metadata.json"]) {
+  for (const m of ["metadata.jsonl", "train/metadata.jsonl", "metadata.csv", "train/metadata.csv", "metadata.json"]) {
     if (has(m)) return imagefolderTable(path.join(target, m), opts);
   }
   for (const j of [`${opts.split ?? "train"}.jsonl`, "train.jsonl"]) {
