@@ -8,6 +8,7 @@
  * proportionEmptyPrompts.
  */
 import fs from "node:fs";
+import sharp from "sharp";
 import { DataLoader, type Batch, type LoaderOptions, type LoaderPosition, type SkippedRow } from "./loader.js";
 import { WorkerDataLoader } from "./worker-loader.js";
 import { hashInts, permutation, Prng } from "./prng.js";
@@ -51,6 +52,8 @@ export interface DatasetOptions extends ColumnOptions {
 }
 
 type AnyOptions = DatasetOptions & {
+  /** Alias of dataset_name (the notebook's `cn.dataset({ name })`). */
+  name?: string;
   datasetName?: string; trainDataDir?: string; imageColumn?: string | null; conditioningImageColumn?: string | null;
   captionColumn?: string | null; maxTrainSamples?: number | null; proportionEmptyPrompts?: number;
 };
@@ -60,7 +63,7 @@ export function normalizeDatasetOptions(o: AnyOptions): DatasetOptions {
   const pickDefined = <T>(a: T | undefined, b: T | undefined): T | undefined => (a !== undefined ? a : b);
   return {
     ...o,
-    dataset_name: pickDefined(o.dataset_name, o.datasetName),
+    dataset_name: pickDefined(pickDefined(o.dataset_name, o.datasetName), o.name),
     train_data_dir: pickDefined(o.train_data_dir, o.trainDataDir),
     image_column: pickDefined(o.image_column, o.imageColumn),
     conditioning_image_column: pickDefined(o.conditioning_image_column, o.conditioningImageColumn),
@@ -130,6 +133,29 @@ export class ControlNetDataset {
     const r = await this.source.get(index);
     const [image, conditioning_image] = await Promise.all([resizeCenterCrop(r.image, this.resolution), resizeCenterCrop(r.conditioning_image, this.resolution)]);
     return { image, conditioning_image, text: r.text };
+  }
+
+  /**
+   * A PNG grid of the first `rows` rows (or the given indices) after the transforms: conditioning | target per line,
+   * each `size` px, with the captions returned alongside (for a notebook cell's display).
+   */
+  async previewGrid(opts: { rows?: number; indices?: number[]; size?: number } = {}): Promise<{ png: Buffer; texts: string[]; indices: number[] }> {
+    const size = opts.size ?? 128;
+    const indices = opts.indices ?? Array.from({ length: Math.min(opts.rows ?? 8, this.length) }, (_, i) => i);
+    const gap = 4;
+    const tiles: { input: Buffer; left: number; top: number }[] = [];
+    const texts: string[] = [];
+    for (const [k, i] of indices.entries()) {
+      const p = await this.preview(i);
+      texts.push(Array.isArray(p.text) ? p.text.join(" | ") : p.text);
+      for (const [col, img] of [p.conditioning_image, p.image].entries()) {
+        const tile = await sharp(img.data, { raw: { width: img.width, height: img.height, channels: 3 } }).resize(size, size, { kernel: "linear" }).png().toBuffer();
+        tiles.push({ input: tile, left: col * (size + gap), top: k * (size + gap) });
+      }
+    }
+    const png = await sharp({ create: { width: 2 * size + gap, height: Math.max(1, indices.length * (size + gap) - gap), channels: 3, background: { r: 255, g: 255, b: 255 } } })
+      .composite(tiles).png().toBuffer();
+    return { png, texts, indices };
   }
 
   async close(): Promise<void> {

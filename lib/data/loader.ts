@@ -117,6 +117,8 @@ export class DataLoader implements AsyncIterable<Batch> {
     this.consumed = { ...start };
     this.planned = { ...start };
     this.wholeEpoch = start.index === 0;
+    // start preparing at once: the first batch is usually ready by the time models are loaded
+    queueMicrotask(() => this.fill());
   }
 
   /** Where the next batch starts: store it in a checkpoint and pass it back as `start` to resume. */

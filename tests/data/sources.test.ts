@@ -155,6 +155,16 @@ test("lllyasviel prompt.json with source/ and target/", async () => {
   assert.equal((await explicit.source.get(2)).text, rows[2]!.text);
 });
 
+test("previewGrid: conditioning | target per row, as one PNG", async () => {
+  const ds = await createDataset({ name: undefined, synthetic: { count: 5, seed: 1 }, resolution: 32 });
+  const g = await ds.previewGrid({ rows: 3, size: 32 });
+  const meta = await (await import("sharp")).default(g.png).metadata();
+  assert.equal(meta.width, 2 * 32 + 4);
+  assert.equal(meta.height, 3 * 32 + 2 * 4);
+  assert.deepEqual(g.indices, [0, 1, 2]);
+  assert.equal(g.texts[1], (ds.source as SyntheticFill50k).row(1).text);
+});
+
 test("max_train_samples keeps a seeded subset", async () => {
   const a = await createDataset({ synthetic: { count: 100 }, max_train_samples: 10, seed: 4, resolution: 16 });
   const b = await createDataset({ synthetic: { count: 100 }, max_train_samples: 10, seed: 4, resolution: 16 });
