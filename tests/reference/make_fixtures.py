@@ -816,7 +816,10 @@ SCHED_VARIANTS = {
 
 
 def _jsonable(cfg) -> dict:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(cfg).items()}
+    out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(cfg).items()}
+    if "_use_default_values" in out:  # built from a set: sort it so regenerating gives the same file
+        out["_use_default_values"] = sorted(out["_use_default_values"])
+    return out
 
 
 def make_schedulers() -> None:
