@@ -249,8 +249,8 @@ export interface ResumeResolution {
 
 /**
  * --resume_from_checkpoint: "latest" → the complete checkpoint with the highest step in outputDir (none: start fresh,
- * with the script's message); otherwise a path to a checkpoint folder, or a `checkpoint-<N>` name inside outputDir
- * (the script looks up the basename in output_dir). An explicit checkpoint that is missing or incomplete is an error.
+ * with the script's message); otherwise the script's lookup — the basename inside outputDir — and failing that the
+ * path as given (a checkpoint of another run). An explicit checkpoint that is missing or incomplete is an error.
  */
 export function resolveResume(outputDir: string, resumeFrom: string | null | undefined): ResumeResolution {
   if (!resumeFrom) return { checkpoint: null, message: "Starting a new training run." };
@@ -261,7 +261,8 @@ export function resolveResume(outputDir: string, resumeFrom: string | null | und
     if (!last) return { checkpoint: null, message: `Checkpoint '${resumeFrom}' does not exist. Starting a new training run.` };
     return { checkpoint: last, message: `Resuming from checkpoint ${last.path}` };
   }
-  const candidates = [resumeFrom, path.join(outputDir, path.basename(resumeFrom))];
+  // The script's lookup first (the basename inside output_dir), then the path as given (a checkpoint elsewhere).
+  const candidates = [path.join(outputDir, path.basename(resumeFrom)), resumeFrom];
   for (const p of candidates) {
     if (!fs.existsSync(p)) continue;
     const m = NAME_RE.exec(path.basename(path.resolve(p)));

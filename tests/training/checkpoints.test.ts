@@ -89,6 +89,13 @@ test("resume_from_checkpoint: latest = highest complete; none → fresh with the
   assert.equal(resolveResume(dir, path.join(dir, "checkpoint-4")).checkpoint!.step, 4);
   assert.equal(resolveResume(dir, "checkpoint-2").checkpoint!.step, 2); // a name inside output_dir, as the script
   assert.throws(() => resolveResume(dir, "checkpoint-8"), /does not exist/);
+  // a checkpoint of another run, by path
+  const elsewhere = tmpDir();
+  await saveCheckpoint(elsewhere, 8, parts(8));
+  assert.equal(resolveResume(dir, path.join(elsewhere, "checkpoint-8")).checkpoint!.path, path.join(elsewhere, "checkpoint-8"));
+  // the same name inside output_dir wins, as in the script
+  assert.equal(resolveResume(dir, path.join(elsewhere, "..", "x", "checkpoint-4")).checkpoint!.path, path.join(dir, "checkpoint-4"));
+  fs.rmSync(elsewhere, { recursive: true });
   assert.throws(() => resolveResume(dir, "checkpoint-10"), /not a complete checkpoint/);
   assert.equal(resolveResume(dir, null).checkpoint, null);
   // a truncated file inside a checkpoint is detected by the marker
