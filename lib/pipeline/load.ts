@@ -9,6 +9,7 @@ import path from "node:path";
 import { loadPipelineFolder } from "../io/diffusers.js";
 import { resolveModel } from "../io/hub.js";
 import { UNet2DConditionModel, ControlNetModel, AutoencoderKL, CLIPTextModel } from "../models/index.js";
+import { CLIPTokenizer } from "../models/clip/tokenizer.js";
 import { loadScheduler, type JsonConfig, type SchedulerName } from "../schedulers/index.js";
 import { StableDiffusionControlNetPipeline } from "./pipeline.js";
 import type { TokenizerLike } from "./types.js";
@@ -20,9 +21,9 @@ export interface LoadPipelineOptions {
   schedulerOverrides?: JsonConfig;
   /** Weight variant ("fp16" → diffusion_pytorch_model.fp16.safetensors). */
   variant?: string;
-  /** A tokenizer; default: loaded from <base>/tokenizer with `loadTokenizer`. */
+  /** A tokenizer; default: `loadTokenizer(<base>/tokenizer)`. */
   tokenizer?: TokenizerLike;
-  /** Loads the tokenizer folder when `tokenizer` is not given (set by whoever provides a CLIP tokenizer). */
+  /** Loads the tokenizer folder when `tokenizer` is not given. Default: our CLIPTokenizer (transformers 5 behaviour). */
   loadTokenizer?: (dir: string) => TokenizerLike | Promise<TokenizerLike>;
   /** Skip the text encoder and tokenizer (every call then passes promptEmbeds). */
   withoutTextEncoder?: boolean;
@@ -64,10 +65,7 @@ export async function loadControlNetPipeline(
   if (!opts.withoutTextEncoder) {
     textEncoder = CLIPTextModel.fromPretrained(component("text_encoder"), { variant: opts.variant, trainable: false });
     tokenizer = opts.tokenizer;
-    if (!tokenizer) {
-      if (!opts.loadTokenizer) throw new Error("loadControlNetPipeline: no tokenizer given and no tokenizer loader available");
-      tokenizer = await opts.loadTokenizer(component("tokenizer"));
-    }
+    tokenizer ??= await (opts.loadTokenizer ?? ((d: string) => CLIPTokenizer.fromFolder(d)))(component("tokenizer"));
   }
   return new StableDiffusionControlNetPipeline({
     unet, vae, scheduler, textEncoder, tokenizer,

@@ -4,7 +4,8 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import sharp from "sharp";
-import { testEngine } from "../helpers.js";
+import { tf } from "../../lib/engine/index.js";
+import { testEngine, maxAbsDiff } from "../helpers.js";
 import { loadControlNetPipeline, generate, inferMain, parseInferArgs, inferOptions, outputFiles, controlnetFolder } from "../../lib/pipeline/index.js";
 import type { TokenizerLike } from "../../lib/pipeline/index.js";
 
@@ -26,8 +27,20 @@ test("loadControlNetPipeline: base folder with its own controlnet/, UniPC from t
   assert.equal(ddim.scheduler.className, "DDIMScheduler");
   assert.equal(ddim.controlnets.length, 2); // a folder holding controlnet/ is accepted
   assert.equal(ddim.textEncoder, undefined);
+  // Two identical ControlNets at scale 1 sum to one ControlNet at scale 2 (residuals are linear in the scale).
+  const emb = tf.randomNormal([1, 77, 32], 0, 1, "float32", 7) as tf.Tensor3D;
+  const common = { promptEmbeds: emb, numInferenceSteps: 2, guidanceScale: 1, seed: 4, outputType: "tensor" as const };
+  const two = await ddim.call({ ...common, image: [CONTROL, CONTROL] });
+  const single = await loadControlNetPipeline(SD, undefined, { scheduler: "ddim", withoutTextEncoder: true });
+  const one = await single.call({ ...common, image: CONTROL, controlnetConditioningScale: 2 });
+  const zero = await single.call({ ...common, image: CONTROL, controlnetConditioningScale: 0 });
+  assert.ok(maxAbsDiff(two.pixels!.dataSync(), one.pixels!.dataSync()) < 1e-5, "2 nets × scale 1 != 1 net × scale 2");
+  assert.ok(maxAbsDiff(zero.pixels!.dataSync(), one.pixels!.dataSync()) > 1e-3, "the ControlNet must change the image");
+  tf.dispose([emb, two.pixels!, one.pixels!, zero.pixels!]);
   assert.throws(() => controlnetFolder(path.join(SD, "unet", "..", "scheduler")), /not a ControlNet folder/);
-  await assert.rejects(loadControlNetPipeline(SD, undefined, {}), /no tokenizer/);
+  const withTok = await loadControlNetPipeline(SD, undefined, { scheduler: "ddpm" });
+  // the tiny vocabulary: <|startoftext|> 998, "a</w>" 320, <|endoftext|> 999 (also the padding)
+  assert.deepEqual(withTok.tokenizer!.tokenize(["a"], 4), [[998, 320, 999, 999]]);
 });
 
 test("generate: PNG files at the control image's size, seeded and reproducible", async () => {

@@ -10,14 +10,13 @@ import path from "node:path";
 import { tf } from "../../lib/engine/index.js";
 import { readSafetensors, type HostTensor } from "../../lib/io/safetensors.js";
 import { testEngine, maxAbsDiff } from "../helpers.js";
-import { UNet2DConditionModel, ControlNetModel, AutoencoderKL } from "../../lib/models/index.js";
-import { schedulerFromConfig } from "../../lib/schedulers/index.js";
-import { StableDiffusionControlNetPipeline } from "../../lib/pipeline/index.js";
+import { loadControlNetPipeline } from "../../lib/pipeline/index.js";
 
 const FIX = path.join("tests", "fixtures", "pipeline_tiny");
 const SD = path.join("tests", "fixtures", "sd_tiny");
 
 interface Meta {
+  prompt: string;
   cases: Record<string, { guidance_scale: number; guess_mode?: boolean }>;
   scheduler_config: Record<string, unknown>;
   num_inference_steps: number;
@@ -38,12 +37,8 @@ test("pipeline parity with diffusers: tiny SD ControlNet pipeline, guidance 1 / 
     assert.ok(v, `fixture tensor ${n} missing`);
     return v;
   };
-  const pipe = new StableDiffusionControlNetPipeline({
-    unet: UNet2DConditionModel.fromPretrained(path.join(SD, "unet")),
-    controlnet: ControlNetModel.fromPretrained(path.join(SD, "controlnet")),
-    vae: AutoencoderKL.fromPretrained(path.join(SD, "vae")),
-    scheduler: schedulerFromConfig("unipc", JSON.parse(fs.readFileSync(path.join(SD, "scheduler", "scheduler_config.json"), "utf8"))),
-  });
+  // The whole folder as diffusers saved it: UNet, ControlNet, VAE, CLIP text encoder, tokenizer, UniPC from PNDM.
+  const pipe = await loadControlNetPipeline(SD);
   // from_config of the saved PNDM file must give the scheduler diffusers used
   for (const [k, v] of Object.entries(pipe.scheduler.config)) {
     if (k in meta.scheduler_config) assert.deepEqual(v, meta.scheduler_config[k], `scheduler config ${k}`);
@@ -86,6 +81,22 @@ test("pipeline parity with diffusers: tiny SD ControlNet pipeline, guidance 1 / 
     assert.ok(err <= 1e-3, `${name}: image max abs diff ${err}`);
     tf.dispose([want, out.pixels!, ...perStep]);
   }
+  // From text: our tokenizer + CLIP text encoder must reproduce diffusers' encode_prompt, and the image follow.
+  const ePos = pipe.encodeText([meta.prompt]);
+  const eNeg = pipe.encodeText([""]);
+  const dPos = maxAbsDiff(ePos.dataSync(), pos.dataSync());
+  const dNeg = maxAbsDiff(eNeg.dataSync(), neg.dataSync());
+  assert.ok(dPos <= 1e-4 && dNeg <= 1e-4, `prompt embeddings differ: positive ${dPos}, negative ${dNeg}`);
+  tf.dispose([ePos, eNeg]);
+  const fromText = await pipe.call({
+    prompt: meta.prompt, image: path.join(FIX, "control.png"), latents, numInferenceSteps: meta.num_inference_steps,
+    guidanceScale: meta.cases.g6!.guidance_scale, outputType: "tensor",
+  });
+  const want6 = nhwc(need("g6.image"));
+  const errText = maxAbsDiff(fromText.pixels!.dataSync(), want6.dataSync());
+  assert.ok(errText <= 1e-3, `g6 from the prompt text: image max abs diff ${errText}`);
+  report.push(`g6-from-text ${errText.toExponential(2)} (embeddings ${Math.max(dPos, dNeg).toExponential(1)})`);
+  tf.dispose([want6, fromText.pixels!]);
   console.log(`  image max abs diff: ${report.join(", ")}`);
   tf.dispose([pos, neg, latents, control]);
 });
