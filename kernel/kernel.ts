@@ -24,6 +24,7 @@ import { Channels, type ConnectionInfo } from "./channels.js";
 import { normalizeBundle, toMimeBundle } from "./display.js";
 import type { CellEngine, CellError } from "./engine.js";
 import { INTERRUPT_ENAME } from "./engine.js";
+import { History, type HistoryQuery } from "./history.js";
 import { log, rawStderr, rawStdout } from "./log.js";
 import { decode, encode, newHeader, PROTOCOL_VERSION, Signer, WireError, type Header, type Message, type OutBuffer } from "./wire.js";
 
@@ -88,6 +89,7 @@ export class Kernel {
   private forceTimer: NodeJS.Timeout | null = null;
   private pendingStream: { parent: Header; name: "stdout" | "stderr"; text: string } | null = null;
   private streamTimer: NodeJS.Timeout | null = null;
+  private readonly history = new History();
   private readonly comms = new Map<string, CommEntry>();
   private readonly commTargets = new Map<string, (comm: Comm, data: unknown, buffers: Buffer[]) => void>();
   private pendingInput: { resolve: (v: string) => void; reject: (e: Error) => void } | null = null;
@@ -263,7 +265,7 @@ export class Kernel {
         case "is_complete_request":
           return this.reply(channel, msg, "is_complete_reply", await this.isComplete(String(c.code ?? "")));
         case "history_request":
-          return this.reply(channel, msg, "history_reply", { status: "ok", history: [] });
+          return this.reply(channel, msg, "history_reply", { status: "ok", history: this.history.query(c as HistoryQuery) });
         case "comm_info_request":
           return this.reply(channel, msg, "comm_info_reply", this.commInfo(c.target_name as string | undefined));
         case "comm_open":
@@ -332,6 +334,7 @@ export class Kernel {
     }
     if (!silent && storeHistory) this.executionCount++;
     const count = this.executionCount;
+    if (!silent && storeHistory) this.history.record(count, code);
     if (!silent) this.publish("execute_input", { code, execution_count: count }, req.header);
 
     const ctx: CellContext = { parent: req.header, identities: req.identities, abort: new AbortController(), allowStdin: c.allow_stdin ?? true, finished: false };
@@ -349,6 +352,7 @@ export class Kernel {
         try {
           const data = await this.cells.run(ctx, () => toMimeBundle(outcome.value));
           this.publish("execute_result", { execution_count: count, data, metadata: {} }, req.header);
+          if (storeHistory) this.history.setOutput(count, String(data["text/plain"] ?? ""));
         } catch (e) {
           this.stream(ctx, "stderr", `could not display the result: ${(e as Error).stack ?? e}\n`);
         }

@@ -5,7 +5,19 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { describe, it } from "node:test";
+import { main, parseFlags, UsageError } from "../../kernel/cli.js";
 import { ROOT } from "./client.js";
+
+async function captureStderr<T>(fn: () => Promise<T>): Promise<{ code: T; stderr: string }> {
+  const write = process.stderr.write;
+  let stderr = "";
+  process.stderr.write = ((chunk: string | Uint8Array) => ((stderr += chunk.toString()), true)) as typeof process.stderr.write;
+  try {
+    return { code: await fn(), stderr };
+  } finally {
+    process.stderr.write = write;
+  }
+}
 
 const BIN = path.join(ROOT, "bin", "controlnet-ts.js");
 
@@ -50,8 +62,8 @@ describe("controlnet-ts kernel install", () => {
     }
   });
 
-  it("unknown commands, subcommands and flags fail with usage; conflicting locations are refused", () => {
-    for (const args of [["nope"], ["kernel", "nope"], ["kernel", "install", "--bogus"], ["kernel", "install", "--user", "--prefix", "/tmp/x"], ["kernel", "run"], ["kernel", "install", "--name"]]) {
+  it("unknown commands, subcommands and flags fail with usage (through the bin)", () => {
+    for (const args of [["nope"], ["kernel", "install", "--bogus"]]) {
       const r = cli(args);
       assert.equal(r.status, 2, `${args.join(" ")}: ${r.stdout}${r.stderr}`);
       assert.match(r.stderr, /usage:\s+controlnet-ts/, args.join(" "));
@@ -59,5 +71,29 @@ describe("controlnet-ts kernel install", () => {
     const help = cli(["--help"]);
     assert.equal(help.status, 0);
     assert.match(help.stdout, /kernel/);
+  });
+
+  it("kernel subcommand argument errors, in-process", async () => {
+    const cases = [
+      [["nope"], /unknown kernel subcommand "nope"/],
+      [["install", "--user", "--prefix", "/tmp/x"], /choose one of --user, --prefix, --sys-prefix/],
+      [["install", "--name"], /--name needs a value/],
+      [["install", "--user=yes"], /--user takes no value/],
+      [["install", "--env", "NOEQUALS"], /--env expects KEY=VALUE/],
+      [["install", "stray"], /unexpected argument "stray"/],
+      [["run"], /kernel run needs --connection-file/],
+    ] as const;
+    for (const [args, expected] of cases) {
+      const { code, stderr } = await captureStderr(() => main([...args]));
+      assert.equal(code, 2, args.join(" "));
+      assert.match(stderr, expected);
+      assert.match(stderr, /usage:/);
+    }
+    assert.deepEqual(parseFlags(["--prefix=/a", "--env", "A=1", "--env=B=2", "--user"], { prefix: "string", env: "multi", user: "boolean" }), {
+      prefix: "/a",
+      env: ["A=1", "B=2"],
+      user: true,
+    });
+    assert.throws(() => parseFlags(["--name", "--user"], { name: "string", user: "boolean" }), UsageError);
   });
 });

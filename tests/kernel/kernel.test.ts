@@ -297,9 +297,13 @@ describe("kernel", () => {
     assert.equal(inc.status, "incomplete");
     const com = (await k.reply(k.send("shell", "is_complete_request", { code: "1 + 1" }))).content as Record<string, any>;
     assert.equal(com.status, "complete");
-    const h = await k.reply(k.send("shell", "history_request", { output: false, raw: true, hist_access_type: "tail", n: 10 }));
+    const last = await k.execute("'history probe'");
+    const count = last.reply.content.execution_count as number;
+    const h = await k.reply(k.send("shell", "history_request", { output: true, raw: true, hist_access_type: "tail", n: 1 }));
     assert.equal(h.header.msg_type, "history_reply");
-    assert.deepEqual((h.content as any).history, []);
+    assert.deepEqual((h.content as any).history, [[1, count, ["'history probe'", "'history probe'"]]]);
+    const s = await k.reply(k.send("shell", "history_request", { output: false, raw: true, hist_access_type: "search", pattern: "*history pr?be*", unique: true }));
+    assert.deepEqual((s.content as any).history, [[1, count, "'history probe'"]]);
   });
 
   it("rejects unsigned and badly signed messages (and logs them)", async () => {

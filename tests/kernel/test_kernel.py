@@ -38,8 +38,9 @@ class ControlnetTsKernelTests(jkt.KernelTests):
     ]
     code_inspect_sample = "Math.max"
     code_clear_output = BRIDGE + ".clearOutput()"
-    # history_request is answered with an empty history: no operations claimed.
-    supported_history_operations = ()
+    # In-memory history of this kernel process.
+    supported_history_operations = ("tail", "range", "search")
+    code_history_pattern = '"con"*'
 
 
 if __name__ == "__main__":
