@@ -296,7 +296,13 @@ export class Kernel {
     try {
       await fn();
     } finally {
-      if (!this.closed) this.publish("status", { execution_state: "idle" }, msg.header);
+      if (!this.closed) {
+        this.publish("status", { execution_state: "idle" }, msg.header);
+        // Frontends show the last status they saw as the kernel's state: a completion answered while a cell
+        // trains must not leave the kernel looking idle.
+        const running = this.running;
+        if (running && running.parent !== msg.header) this.publish("status", { execution_state: "busy" }, running.parent);
+      }
     }
   }
 

@@ -221,6 +221,17 @@ describe("kernel", () => {
     const stepMs = 100;
     const id = k.send("shell", "execute_request", { code: `await run.train({ until: 100000, stepMs: ${stepMs} })` });
     await k.waitFor(() => k.iopubFor(id).filter((m) => m.header.msg_type === "update_display_data").length >= 3, 20000);
+    // Requests are answered while the cell trains, and the kernel is shown busy again afterwards.
+    const cid = k.send("shell", "complete_request", { code: "run.st", cursor_pos: 6 });
+    const completion = await k.reply(cid, 5000);
+    assert.ok((completion.content as any).matches.includes("step"));
+    assert.equal(k.hasReply(id), false, "the training cell is still running");
+    await k.idle(cid);
+    await k.waitFor(() => {
+      const statuses = k.iopubLog.filter((m) => m.header.msg_type === "status");
+      const lastIdle = statuses.findLastIndex((m) => m.parent_header.msg_id === cid);
+      return statuses.slice(lastIdle + 1).some((m) => m.parent_header.msg_id === id && (m.content as any).execution_state === "busy");
+    }, 5000);
     const t0 = Date.now();
     k.proc.kill("SIGINT");
     const reply = await k.reply(id);
