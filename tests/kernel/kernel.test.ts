@@ -67,6 +67,12 @@ describe("kernel", () => {
     assert.equal(resultText(b.iopub), "40");
     assert.equal(b.reply.content.execution_count, (a.reply.content.execution_count as number) + 1);
     assert.equal(ofType(b.iopub, "execute_result")[0]!.execution_count, b.reply.content.execution_count);
+    const silentId = k.send("shell", "execute_request", { code: "x * 3", silent: true, store_history: false });
+    const silent = await k.reply(silentId);
+    assert.equal(silent.content.status, "ok");
+    assert.equal(silent.content.execution_count, b.reply.content.execution_count, "silent runs do not count");
+    const silentIopub = await k.idle(silentId);
+    assert.deepEqual(silentIopub.map((m) => m.header.msg_type), ["status", "status"], "silent runs publish no input or result");
     const c = await k.execute('console.error("oops")');
     assert.equal(streamText(c.iopub, "stderr"), "oops\n");
     assert.equal(ofType(c.iopub, "execute_result").length, 0, "no result for a statement");
