@@ -228,6 +228,8 @@ export class StableDiffusionControlNetPipeline {
     const images = await this.prepareImages(o);
     const { width, height } = images[0]!;
     const owned: tf.Tensor[] = images.map((p) => p.tensor);
+    // the current latents, released if the loop throws (abort, a bad network output)
+    let live: tf.Tensor | null = null;
     try {
       const { pos, neg, batch } = this.encodePrompt(o, numImages, cfg);
       owned.push(pos);
@@ -265,12 +267,10 @@ export class StableDiffusionControlNetPipeline {
       } else {
         latents = tf.tidy(() => tf.mul(generator.randn(shape), this.scheduler.initNoiseSigma)) as tf.Tensor4D;
       }
+      live = latents;
 
       for (let i = 0; i < timesteps.length; i++) {
-        if (o.signal?.aborted) {
-          latents.dispose();
-          throw abortError();
-        }
+        if (o.signal?.aborted) throw abortError();
         const t = timesteps[i]!;
         const noisePred = tf.tidy(() => {
           const doubled = cfg ? tf.concat([latents, latents], 0) : latents;
@@ -295,12 +295,13 @@ export class StableDiffusionControlNetPipeline {
         });
         const { prevSample, predOriginalSample } = this.scheduler.step(noisePred, t, latents, { generator, eta: o.eta ?? 0 });
         tf.dispose([noisePred, predOriginalSample, latents].filter((x): x is tf.Tensor => !!x));
-        latents = prevSample as tf.Tensor4D;
+        latents = live = prevSample as tf.Tensor4D;
         o.onStep?.({ step: i, numSteps: timesteps.length, timestep: t, latents });
         // let timers/abort handlers run between steps
         await new Promise((r) => setImmediate(r));
       }
-      this.scheduler.dispose();
+      this.scheduler.dispose(); // multistep history
+      live = null; // consumed below
 
       const out: PipelineOutput = { images: [], rgb: [], width, height, timesteps, seconds: 0 };
       if ((o.outputType ?? "png") === "latent") {
@@ -319,6 +320,8 @@ export class StableDiffusionControlNetPipeline {
       return out;
     } finally {
       tf.dispose(owned);
+      live?.dispose();
+      this.scheduler.dispose();
     }
   }
 

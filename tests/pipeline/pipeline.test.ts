@@ -164,9 +164,34 @@ test("images: size from the control image floored to the VAE multiple, PNG outpu
   t.pixels!.dispose();
   const ctl = new AbortController();
   let steps = 0;
+  const beforeAbort = tf.memory().numTensors;
   await assert.rejects(
     pipe.call({ prompt: "p", image: raw, numInferenceSteps: 5, onStep: () => { if (++steps === 2) ctl.abort(); }, signal: ctl.signal }),
     /aborted/,
   );
   assert.equal(steps, 2);
+  assert.equal(tf.memory().numTensors, beforeAbort, "an aborted call must not leak tensors");
+});
+
+test("clipSkip re-applies the final norm to an earlier layer's output", async () => {
+  await testEngine();
+  const { pipe } = makePipe();
+  const layers = [tf.fill([1, 5, 6], 1), tf.fill([1, 5, 6], 2), tf.fill([1, 5, 6], 3)] as tf.Tensor3D[];
+  const enc = {
+    forward: (_ids: number[][], o: { outputHiddenStates?: boolean } = {}) => ({
+      lastHiddenState: tf.fill([1, 5, 6], 9) as tf.Tensor3D,
+      hiddenStates: o.outputHiddenStates ? layers.map((l) => l.clone()) : undefined,
+    }),
+    finalLayerNorm: { forward: (x: tf.Tensor3D) => tf.mul(x, 10) as tf.Tensor3D },
+  };
+  const p2 = new StableDiffusionControlNetPipeline({ unet: pipe.unet, controlnet: pipe.controlnets[0]!, vae: pipe.vae, scheduler: pipe.scheduler, textEncoder: enc, tokenizer: pipe.tokenizer });
+  const before = tf.memory().numTensors;
+  const plain = p2.encodeText(["x"]);
+  const skip1 = p2.encodeText(["x"], 1);
+  assert.equal(plain.dataSync()[0], 9);
+  assert.equal(skip1.dataSync()[0], 20); // hiddenStates[-2] = 2, through the final norm (×10)
+  tf.dispose([plain, skip1]);
+  assert.equal(tf.memory().numTensors, before);
+  assert.throws(() => p2.encodeText(["x"], 5), /clipSkip 5 needs/);
+  tf.dispose(layers);
 });
