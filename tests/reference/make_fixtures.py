@@ -1031,6 +1031,72 @@ def make_train_step() -> None:
 
 
 # --------------------------------------------------------------------------------------------------------------
+# sd_shapes: tensor names and shapes of the real SD1.5 / SD2.1 components (built on the meta device, no weights)
+# --------------------------------------------------------------------------------------------------------------
+
+SD15_UNET = dict(act_fn="silu", attention_head_dim=8, block_out_channels=[320, 640, 1280, 1280],
+                 center_input_sample=False, cross_attention_dim=768,
+                 down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"], downsample_padding=1,
+                 flip_sin_to_cos=True, freq_shift=0, in_channels=4, layers_per_block=2, mid_block_scale_factor=1,
+                 norm_eps=1e-05, norm_num_groups=32, out_channels=4, sample_size=64,
+                 up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3)
+SD21_UNET = dict(SD15_UNET, attention_head_dim=[5, 10, 20, 20], cross_attention_dim=1024, use_linear_projection=True,
+                 upcast_attention=True, sample_size=96)
+SD_VAE = dict(act_fn="silu", block_out_channels=[128, 256, 512, 512], down_block_types=["DownEncoderBlock2D"] * 4,
+              in_channels=3, latent_channels=4, layers_per_block=2, norm_num_groups=32, out_channels=3,
+              sample_size=512, up_block_types=["UpDecoderBlock2D"] * 4)
+SD15_CLIP = dict(attention_dropout=0.0, bos_token_id=0, dropout=0.0, eos_token_id=2, hidden_act="quick_gelu",
+                 hidden_size=768, initializer_factor=1.0, initializer_range=0.02, intermediate_size=3072,
+                 layer_norm_eps=1e-05, max_position_embeddings=77, num_attention_heads=12, num_hidden_layers=12,
+                 pad_token_id=1, projection_dim=768, vocab_size=49408)
+SD21_CLIP = dict(SD15_CLIP, hidden_act="gelu", hidden_size=1024, intermediate_size=4096, num_attention_heads=16,
+                 num_hidden_layers=23, projection_dim=512)
+
+
+def _write_keys(path: Path, state: dict, prefix: str = "") -> dict:
+    """The format of shared/reference/sd15-controlnet-keys.txt: a totals line, then `name [shape]` sorted."""
+    n = sum(int(t.numel()) for t in state.values())
+    lines = [f"num_tensors {len(state)} num_params {n} fp32_bytes {4 * n} fp16_bytes {2 * n}"]
+    lines += [f"{prefix}{k} {list(t.shape)}".replace(", ", ", ") for k, t in sorted(state.items())]
+    path.write_text("\n".join(lines) + "\n")
+    return {"tensors": len(state), "params": n}
+
+
+def make_sd_shapes() -> None:
+    import torch
+    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    dst = FIX / "sd_shapes"
+    dst.mkdir(parents=True, exist_ok=True)
+    summary = {}
+    with torch.device("meta"):
+        for tag, ucfg, ccfg in (("sd15", SD15_UNET, SD15_CLIP), ("sd21", SD21_UNET, SD21_CLIP)):
+            unet = UNet2DConditionModel(**ucfg)
+            cn = ControlNetModel.from_unet(unet)
+            te = CLIPTextModel(CLIPTextConfig(**ccfg))
+            summary[f"{tag}-unet"] = _write_keys(dst / f"{tag}-unet-keys.txt", unet.state_dict())
+            summary[f"{tag}-controlnet"] = _write_keys(dst / f"{tag}-controlnet-keys.txt", cn.state_dict())
+            # hub checkpoints name the text encoder's tensors with the 'text_model.' prefix (transformers 4.x)
+            st = {k if k.startswith("text_model.") else "text_model." + k: v for k, v in te.state_dict().items()
+                  if not k.endswith("position_ids")}
+            summary[f"{tag}-text_encoder"] = _write_keys(dst / f"{tag}-text_encoder-keys.txt", st)
+        summary["sd-vae"] = _write_keys(dst / "sd-vae-keys.txt", AutoencoderKL(**SD_VAE).state_dict())
+    # the path tests/models/shape-only.test.ts falls back to when shared/reference is absent (CI)
+    shutil.copyfile(dst / "sd15-controlnet-keys.txt", FIX / "sd15-controlnet-keys.txt")
+    write_json(dst / "README.json", {
+        "about": "Tensor names and shapes of the real SD1.5 and SD2.1 (768-v) components, built by diffusers/"
+                 "transformers on the meta device (no weights). ControlNets are ControlNetModel.from_unet(unet) "
+                 "with default conditioning_embedding_out_channels (16, 32, 96, 256). Text encoder names carry the "
+                 "hub checkpoints' 'text_model.' prefix.",
+        "configs": {"sd15-unet": SD15_UNET, "sd21-unet": SD21_UNET, "sd-vae": SD_VAE, "sd15-text_encoder": SD15_CLIP,
+                    "sd21-text_encoder": SD21_CLIP},
+        "summary": summary, "versions": PINNED,
+    }, compact_depth=3)
+    print(f"[fixtures] sd_shapes: {summary}")
+
+
+# --------------------------------------------------------------------------------------------------------------
 # --check-ts-output / --check-tensorboard
 # --------------------------------------------------------------------------------------------------------------
 
@@ -1176,6 +1242,7 @@ FIXTURES.update({
     "schedulers": make_schedulers,
     "pipeline_tiny": make_pipeline_tiny,
     "train_step": make_train_step,
+    "sd_shapes": make_sd_shapes,
 })
 
 if __name__ == "__main__":
