@@ -1,0 +1,247 @@
+/**
+ * estimateMemory: peak device ("GPU" — the 4 GiB wasm heap here) and host memory of one ControlNet training step,
+ * from configs alone. Parameters are counted exactly from shape-only models (nothing allocated); activations are
+ * summed block by block over the architecture (lib/planner/architecture.ts) with per-block counts of the tensors
+ * each engine keeps for backward.
+ *
+ * Two engine profiles:
+ *  - "tfjs" (ours): tfjs keeps every tensor a kernel saves until the *end* of backprop, and every activation
+ *    gradient too, so the peak is at the end of backward: saved activations + gradients of activations + parameter
+ *    gradients. The per-block counts (in float32 elements per element of the block's input/output, plus one copy of
+ *    the block's weights) were calibrated by measuring each block's saved bytes with measurePeak on bench-mid and
+ *    tiny configs (lib/planner/measure.ts; least squares over 4 configs, residual < 3 % per block type), and the
+ *    backward term by fitting peak − saved over the same runs.
+ *  - "torch" (diffusers on CUDA, for reproducing the seed README's table): autograd frees saved tensors as backward
+ *    proceeds, so the peak is at the start of backward. Counts come from what each torch op saves (GroupNorm, SiLU
+ *    and conv save their inputs; attention keeps the softmax output; xformers keeps only the log-sum-exp), the
+ *    frozen UNet is in eval mode so diffusers does not checkpoint it (only the ControlNet), and a CUDA context +
+ *    cuDNN workspace of 1.3 GB is added (CUDA_OVERHEAD_BYTES; what nvidia-smi shows on top of the tensors).
+ */
+import { ControlNetModel, UNet2DConditionModel, AutoencoderKL, CLIPTextModel } from "../models/index.js";
+import { stepGeometry, condEmbeddingGeometry, type BlockShape, type UNetLikeConfig } from "./architecture.js";
+import type { PlannerOptions } from "./types.js";
+
+export type { PlannerOptions } from "./types.js";
+
+export type EngineProfile = "tfjs" | "torch";
+
+export interface EstimateConfig {
+  /** The UNet's config.json object. */
+  unet: Record<string, unknown>;
+  /** ControlNet config overrides (default: fromUnet with the default conditioning embedding). */
+  controlnet?: { conditioning_embedding_out_channels?: number[]; conditioning_channels?: number };
+  /** VAE config.json (its parameters count as frozen weights; it runs outside the gradient scope). */
+  vae?: Record<string, unknown> | null;
+  /** Text encoder config.json (frozen weights). */
+  textEncoder?: Record<string, unknown> | null;
+  /** Pixel resolution of the training images. */
+  resolution: number;
+  batchSize: number;
+  /** Tokens per prompt (77 for CLIP). */
+  seqLen?: number;
+  /** Pixels per latent pixel (8 for SD: 2^(VAE stages − 1)); default from the VAE config, else 8. */
+  vaeScaleFactor?: number;
+  options?: Partial<PlannerOptions>;
+  /** Which engine's memory behaviour to model (default "tfjs"). */
+  profile?: EngineProfile;
+}
+
+export interface MemoryParts {
+  parameters: number;
+  gradients: number;
+  optimizerStates: number;
+  activations: number;
+  attention: number;
+  workspace: number;
+  total: number;
+}
+
+export interface MemoryEstimate {
+  device: MemoryParts;
+  host: MemoryParts;
+  params: { unet: number; controlnet: number; vae: number; textEncoder: number };
+  options: PlannerOptions;
+  profile: EngineProfile;
+  /** Human-readable lines, largest first. */
+  breakdown: string[];
+}
+
+/**
+ * What nvidia-smi shows besides tensors in the seed's setup (torch 1.13, CUDA 11): the CUDA context with every
+ * kernel image loaded eagerly (~0.9 GB; lazy module loading only became the default with torch 2) plus cuDNN
+ * convolution workspace (~0.4 GB for 512 px). An assumption, not a measurement: no GPU here.
+ */
+export const CUDA_OVERHEAD_BYTES = 1.3e9;
+
+export const DEFAULT_OPTIONS: PlannerOptions = {
+  gradientCheckpointing: false,
+  use8bitAdam: false,
+  attentionChunkSize: 0,
+  setGradsToNone: false,
+  offloadOptimizerState: false,
+  offloadFrozenWeights: false,
+  mixedPrecision: "no",
+};
+
+/** Parameter counts from shape-only models (declared, never allocated). */
+export function countParameters(c: EstimateConfig): MemoryEstimate["params"] {
+  const unet = new UNet2DConditionModel(c.unet, { shapeOnly: true });
+  const cn = ControlNetModel.fromUnet(unet, {
+    shapeOnly: true,
+    conditioningEmbeddingOutChannels: c.controlnet?.conditioning_embedding_out_channels,
+    conditioningChannels: c.controlnet?.conditioning_channels,
+  });
+  return {
+    unet: unet.numParameters(),
+    controlnet: cn.numParameters(),
+    vae: c.vae ? new AutoencoderKL(c.vae, { shapeOnly: true }).numParameters() : 0,
+    textEncoder: c.textEncoder ? new CLIPTextModel(c.textEncoder, { shapeOnly: true }).numParameters() : 0,
+  };
+}
+
+/** Elements kept for backward by one block, and the extra its backward needs (both in elements). */
+interface BlockCost {
+  saved: number;
+  attention: number;
+  backward: number;
+  /** What a checkpointed block keeps instead (its inputs). */
+  inputs: number;
+}
+
+function blockCost(b: BlockShape, profile: EngineProfile, chunk: number): BlockCost {
+  const px = b.batch * b.h * b.w;
+  const inE = px * b.cin;
+  const outE = px * b.cout;
+  if (b.kind === "resnet") {
+    const saved = profile === "tfjs" ? b.params + 15 * inE + 19 * outE + (b.cin !== b.cout ? 2 * outE : 0) : 3 * inE + 3 * outE;
+    return { saved, attention: 0, backward: 0, inputs: inE };
+  }
+  if (b.kind === "downsample") {
+    return { saved: profile === "tfjs" ? b.params + 1.41 * inE + 0.35 * (inE / 4) : inE, attention: 0, backward: 0, inputs: inE };
+  }
+  if (b.kind === "upsample") {
+    return { saved: profile === "tfjs" ? b.params + 1.29 * inE + 5.18 * 4 * inE : 5 * inE, attention: 0, backward: 0, inputs: inE };
+  }
+  // transformer
+  const n = b.h * b.w;
+  const m = b.ctxLen!;
+  const bh = b.batch * b.heads!;
+  const layers = b.layers ?? 1;
+  const ctxE = b.batch * m * b.cin;
+  const chunked = chunk > 0 && n > chunk;
+  if (profile === "tfjs") {
+    const act = layers * (152 * outE + 13 * ctxE);
+    // full attention keeps scores and probabilities (×2) for self- and cross-attention; their gradients are as big.
+    const scores = chunked ? 0 : layers * 2 * bh * (n * n + n * m);
+    // chunked: one chunk's scores are recomputed at a time (scores, probabilities and their gradients).
+    const chunkTransient = chunked ? 4 * bh * chunk * Math.max(n, m) : 0;
+    return { saved: b.params + act, attention: scores, backward: 0.93 * act + scores + chunkTransient, inputs: outE + b.batch * m * b.ctxDim! };
+  }
+  const act = layers * (31 * outE + 2 * ctxE);
+  const probs = chunked ? layers * bh * n : layers * bh * (n * n + n * m);
+  return { saved: act, attention: probs, backward: chunked ? 0 : 2 * bh * n * n, inputs: outE + b.batch * m * b.ctxDim! };
+}
+
+export function estimateMemory(c: EstimateConfig): MemoryEstimate {
+  const o: PlannerOptions = { ...DEFAULT_OPTIONS, ...(c.options ?? {}) };
+  const profile = c.profile ?? "tfjs";
+  const params = countParameters(c);
+  const unetCfg = c.unet as UNetLikeConfig;
+  const embOut = c.controlnet?.conditioning_embedding_out_channels ?? [16, 32, 96, 256];
+  const vaeBlocks = (c.vae?.block_out_channels as number[] | undefined)?.length;
+  const scale = c.vaeScaleFactor ?? (vaeBlocks ? 2 ** (vaeBlocks - 1) : 8);
+  const latent = Math.floor(c.resolution / scale);
+  const seq = c.seqLen ?? 77;
+  const geo = stepGeometry(unetCfg, c.batchSize, latent, seq);
+  const ce = condEmbeddingGeometry(embOut, unetCfg.block_out_channels[0]!, c.batchSize, c.resolution, c.controlnet?.conditioning_channels ?? 3);
+
+  // Activation and weight dtypes: fp32 everywhere on our engine; torch fp16 autocast halves activations and the
+  // frozen weights (train_controlnet.py casts unet/vae/text_encoder to weight_dtype).
+  const half = profile === "torch" && o.mixedPrecision === "fp16";
+  const actBytes = half ? 2 : 4;
+  const frozenBytes = half ? 2 : 4;
+
+  // --- activations
+  let saved = 0;
+  let attention = 0;
+  let maxBlock = 0;
+  let backward = 0;
+  for (const b of geo.blocks) {
+    const k = blockCost(b, profile, o.attentionChunkSize);
+    // torch: diffusers only checkpoints modules in training mode, i.e. the ControlNet, never the frozen UNet.
+    const ckpt = o.gradientCheckpointing && (b.kind === "resnet" || b.kind === "transformer") && (profile === "tfjs" || b.model === "controlnet");
+    if (ckpt) {
+      saved += k.inputs;
+      maxBlock = Math.max(maxBlock, k.saved + k.attention + k.backward);
+    } else {
+      saved += k.saved;
+      attention += k.attention;
+      backward += k.backward;
+      if (profile === "torch") maxBlock = Math.max(maxBlock, k.backward);
+    }
+  }
+  const cond = profile === "tfjs" ? ce.params + 5 * ce.siluOut + 2 * ce.convOut + ce.input : 2 * ce.siluOut + ce.input + ce.convOut;
+  saved += cond + geo.concatElements + 2 * geo.skipElements;
+  if (profile === "tfjs") backward += 0.49 * cond;
+  // tfjs holds every activation gradient to the end of backprop; torch needs only the largest block's backward.
+  const transient = profile === "tfjs" ? backward + maxBlock : maxBlock;
+
+  // --- parameters, gradients, optimizer
+  const frozen = params.unet + params.vae + params.textEncoder;
+  const trainable = params.controlnet;
+  const deepspeedFp16 = half && o.offloadOptimizerState;
+  const frozenDevice = o.offloadFrozenWeights ? largestBlockParams(geo.blocks) * 4 : frozen * frozenBytes;
+  const trainableDevice = trainable * (deepspeedFp16 ? 2 : 4);
+  // torch with set_to_none: no gradient tensors exist at the peak (start of backward); zeroed ones do otherwise.
+  // tfjs: the parameter gradients appear at the end of backprop, where its peak is.
+  const gradBytesPer = deepspeedFp16 ? 2 : 4;
+  // DeepSpeed keeps its own flat fp16 gradient partition whatever zero_grad does.
+  const gradients = profile === "torch" && o.setGradsToNone && !deepspeedFp16 ? 0 : trainable * gradBytesPer;
+  // ZeRO-2's reduce and all-gather buckets: 5e8 elements each by default, fp16.
+  const deepspeedBuckets = deepspeedFp16 ? 2 * 5e8 * 2 : 0;
+  let optDevice = 0;
+  let optHost = 0;
+  if (o.use8bitAdam) {
+    // bitsandbytes keeps its 2×uint8 moments (+ a float32 absmax per 2048/256-block) on the GPU; ours on the host.
+    const q = trainable * 2 + Math.ceil(trainable / 256) * 8;
+    if (profile === "torch" && !o.offloadOptimizerState) optDevice = q;
+    else optHost = q;
+  } else if (o.offloadOptimizerState) optHost = trainable * (deepspeedFp16 ? 12 : 8) + (profile === "tfjs" ? trainable * 4 : 0);
+  else optDevice = trainable * 8;
+
+  // attention: score/probability matrices kept for backward (and, on tfjs, their gradients, inside `transient`).
+  const device = {
+    parameters: frozenDevice + trainableDevice,
+    gradients,
+    optimizerStates: optDevice,
+    activations: (saved + transient) * actBytes,
+    attention: attention * actBytes,
+    workspace: (profile === "torch" ? CUDA_OVERHEAD_BYTES : 0) + deepspeedBuckets,
+    total: 0,
+  };
+  device.total = device.parameters + device.gradients + device.optimizerStates + device.activations + device.attention + device.workspace;
+  const host = {
+    parameters: o.offloadFrozenWeights ? frozen * 4 : 0,
+    gradients: deepspeedFp16 ? trainable * 4 : 0,
+    optimizerStates: optHost,
+    activations: 0,
+    attention: 0,
+    workspace: 0,
+    total: 0,
+  };
+  host.total = host.parameters + host.gradients + host.optimizerStates;
+  const GB = (x: number) => `${(x / 1e9).toFixed(2)} GB`;
+  const breakdown = Object.entries(device)
+    .filter(([k, v]) => k !== "total" && v > 0)
+    .sort((a, b) => b[1] - a[1])
+    .map(([k, v]) => `device ${k}: ${GB(v)}`);
+  breakdown.push(`device total: ${GB(device.total)}`, `host total: ${GB(host.total)}`);
+  return { device, host, params, options: o, profile, breakdown };
+}
+
+/** With frozen weights streamed in, only the biggest block's weights (×2: the one in use and the next) are resident. */
+function largestBlockParams(blocks: BlockShape[]): number {
+  let m = 0;
+  for (const b of blocks) if (b.model === "unet") m = Math.max(m, b.params);
+  return 2 * m;
+}

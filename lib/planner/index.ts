@@ -1,0 +1,10 @@
+/** lib/planner: memory estimates and plans for ControlNet training (see estimate.ts for the model). */
+export { estimateMemory, countParameters, DEFAULT_OPTIONS } from "./estimate.js";
+export type { EstimateConfig, MemoryEstimate, MemoryParts, EngineProfile } from "./estimate.js";
+export { planMemory } from "./plan.js";
+export type { MemoryPlan, PlanTier } from "./plan.js";
+export { measureTrainingStep } from "./measure.js";
+export type { MeasureStepConfig, MeasuredStep } from "./measure.js";
+export { SD15_UNET, SD15_VAE, SD15_TEXT_ENCODER, SEED_TIERS } from "./sd15.js";
+export type { SeedTier } from "./sd15.js";
+export type { PlannerOptions } from "./types.js";

@@ -1,0 +1,88 @@
+/** The memory planner: exact parameter counts, prediction vs measured peak on our engine, the seed's SD1.5 table. */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { testEngine } from "../helpers.js";
+import { estimateMemory, planMemory, measureTrainingStep, SD15_UNET, SD15_VAE, SD15_TEXT_ENCODER, SEED_TIERS } from "../../lib/planner/index.js";
+import { estimateMemory as cellEstimate } from "../../lib/cells/planner.js";
+
+const BENCH_MID_UNET = {
+  block_out_channels: [32, 64, 128], layers_per_block: 2,
+  down_block_types: ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+  up_block_types: ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+  cross_attention_dim: 64, attention_head_dim: 4, norm_num_groups: 32, in_channels: 4, out_channels: 4,
+};
+const TINY_UNET = {
+  block_out_channels: [32, 64], layers_per_block: 1, in_channels: 4, out_channels: 4,
+  down_block_types: ["CrossAttnDownBlock2D", "DownBlock2D"], up_block_types: ["UpBlock2D", "CrossAttnUpBlock2D"],
+  cross_attention_dim: 32, attention_head_dim: 8, norm_num_groups: 32,
+};
+const SD15 = { unet: SD15_UNET, vae: SD15_VAE, textEncoder: SD15_TEXT_ENCODER, resolution: 512 };
+
+test("parameters are counted exactly from shape-only models (SD1.5, bench-mid)", () => {
+  const sd = estimateMemory({ ...SD15, batchSize: 1 });
+  assert.deepEqual(sd.params, { unet: 859_520_964, controlnet: 361_279_120, vae: 83_653_863, textEncoder: 123_060_480 });
+  const mid = estimateMemory({ unet: BENCH_MID_UNET, resolution: 256, batchSize: 4 });
+  assert.equal(mid.params.unet, 4_473_572);
+  assert.equal(mid.params.controlnet, 2_514_224);
+  // fp32 AdamW: two moments per trainable parameter on the device
+  assert.equal(mid.device.optimizerStates, 8 * 2_514_224);
+  assert.equal(mid.device.parameters, 4 * (4_473_572 + 2_514_224));
+});
+
+test("options move memory where they should", () => {
+  const base = estimateMemory({ unet: BENCH_MID_UNET, resolution: 256, batchSize: 2 });
+  const ckpt = estimateMemory({ unet: BENCH_MID_UNET, resolution: 256, batchSize: 2, options: { gradientCheckpointing: true } });
+  const chunk = estimateMemory({ unet: BENCH_MID_UNET, resolution: 256, batchSize: 2, options: { attentionChunkSize: 64 } });
+  const off = estimateMemory({ unet: BENCH_MID_UNET, resolution: 256, batchSize: 2, options: { offloadOptimizerState: true } });
+  const q8 = estimateMemory({ unet: BENCH_MID_UNET, resolution: 256, batchSize: 2, options: { use8bitAdam: true } });
+  assert.ok(ckpt.device.activations < base.device.activations / 2);
+  assert.ok(chunk.device.attention < base.device.attention / 10);
+  assert.equal(off.device.optimizerStates, 0);
+  assert.ok(off.host.optimizerStates >= 8 * base.params.controlnet);
+  assert.ok(q8.host.optimizerStates < base.device.optimizerStates / 3);
+  // activations grow with batch
+  const b4 = estimateMemory({ unet: BENCH_MID_UNET, resolution: 256, batchSize: 4 });
+  assert.ok(b4.device.activations > 1.9 * base.device.activations);
+});
+
+test("reproduces the seed README's SD1.5 table within 15% per tier (torch/CUDA profile)", () => {
+  for (const t of SEED_TIERS) {
+    const e = estimateMemory({ ...SD15, batchSize: t.batchSize, options: t.options, profile: "torch" });
+    const gb = e.device.total / 1e9;
+    assert.ok(Math.abs(gb / t.statedGB - 1) <= 0.15, `${t.name}: predicted ${gb.toFixed(2)} GB vs stated ${t.statedGB} GB`);
+  }
+});
+
+test("planMemory picks the cheapest option set that fits; the cell renders the tiers", () => {
+  const cfg = { unet: BENCH_MID_UNET, resolution: 256, batchSize: 4 };
+  const none = estimateMemory(cfg).device.total;
+  assert.equal(planMemory(cfg, none + 1).chosen, 0);
+  const tight = planMemory(cfg, none / 4);
+  assert.ok(tight.chosen > 0 && tight.best!.fits);
+  for (let i = 0; i < tight.chosen; i++) assert.equal(tight.tiers[i]!.fits, false);
+  assert.equal(planMemory(cfg, 1).chosen, -1);
+  const cell = cellEstimate(cfg, none / 4);
+  const bundle = (cell[Symbol.for("Jupyter.display")] as () => Record<string, unknown>)();
+  assert.ok(String(bundle["text/plain"]).includes(`> ${tight.best!.name}`), String(bundle["text/plain"]));
+  assert.match(String(bundle["text/html"]), /background-color/);
+});
+
+async function checkMeasured(name: string, c: Parameters<typeof measureTrainingStep>[0], est: Parameters<typeof estimateMemory>[0]) {
+  const m = await measureTrainingStep(c);
+  const p = estimateMemory(est).device.total;
+  const ratio = p / m.stepPeakBytes;
+  console.log(`[planner] ${name}: predicted ${(p / 1e6).toFixed(1)} MB, measured ${(m.stepPeakBytes / 1e6).toFixed(1)} MB (ratio ${ratio.toFixed(3)})`);
+  assert.ok(Math.abs(ratio - 1) <= 0.1, `${name}: predicted ${p} vs measured ${m.stepPeakBytes}`);
+}
+
+test("within 10% of the measured peak of a training step on our engine: tiny config", async () => {
+  await testEngine();
+  const cfg = { unet: TINY_UNET, resolution: 32, vaeScaleFactor: 2, batchSize: 2, seqLen: 8 };
+  await checkMeasured("tiny 32px b2", { ...cfg, conditioningEmbeddingOutChannels: [16, 32] }, { ...cfg, controlnet: { conditioning_embedding_out_channels: [16, 32] } });
+});
+
+test("within 10% of the measured peak of a training step on our engine: bench-mid at 128 px, batch 1", async () => {
+  await testEngine();
+  const cfg = { unet: BENCH_MID_UNET, resolution: 128, batchSize: 1 };
+  await checkMeasured("bench-mid 128px b1", cfg, cfg);
+});
