@@ -25,7 +25,8 @@ export function scaledDotProductAttention(
 ): tf.Tensor3D {
   const core = (qc: tf.Tensor, kc: tf.Tensor, vc: tf.Tensor, mask?: tf.Tensor): tf.Tensor3D =>
     tf.tidy(() => {
-      let s = tf.mul(tf.matMul(qc as tf.Tensor3D, kc as tf.Tensor3D, false, true), scale);
+      // scale q (small) rather than the [BH,N,M] scores: one fewer score-sized tensor kept for backprop
+      let s: tf.Tensor = tf.matMul(tf.mul(qc, scale) as tf.Tensor3D, kc as tf.Tensor3D, false, true);
       if (mask) s = tf.add(s, mask);
       return tf.matMul(tf.softmax(s), vc as tf.Tensor3D);
     });

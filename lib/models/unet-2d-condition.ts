@@ -187,14 +187,12 @@ export class UNet2DConditionModel extends UNetEncoderModel<UNet2DConditionConfig
       h = down.hidden;
       let skips = down.states;
       const extra = opts.downBlockAdditionalResiduals;
-      const isControlnet = extra !== undefined && opts.midBlockAdditionalResidual !== undefined;
       if (extra) {
         if (extra.length !== skips.length) throw new Error(`expected ${skips.length} down_block_additional_residuals, got ${extra.length}`);
         skips = skips.map((s, i) => tf.add(s, extra[i]!) as tf.Tensor4D);
       }
       if (this.mid_block) h = this.mid_block.forward(h, emb, encoderHiddenStates);
-      if (isControlnet) h = tf.add(h, opts.midBlockAdditionalResidual!) as tf.Tensor4D;
-      else if (opts.midBlockAdditionalResidual) h = tf.add(h, opts.midBlockAdditionalResidual) as tf.Tensor4D;
+      if (opts.midBlockAdditionalResidual) h = tf.add(h, opts.midBlockAdditionalResidual) as tf.Tensor4D;
 
       this.up_blocks.forEach((block, i) => {
         const take = block.resnets.length;

@@ -34,7 +34,7 @@ function setup() {
   for (const [name, p] of cn.namedParameters()) {
     if (name.startsWith("controlnet_") && name.endsWith("weight")) p.variable.assign(tf.randomNormal(p.variable.shape, 0, 0.2, "float32", 8));
   }
-  const b = 2;
+  const b = 1;
   const sample = tf.randomNormal([b, 32, 32, 4], 0, 1, "float32", 11) as tf.Tensor4D;
   const ehs = tf.randomNormal([b, 9, 16], 0, 1, "float32", 12) as tf.Tensor3D;
   const cond = tf.randomUniform([b, 128, 128, 3], 0, 1, "float32", 13) as tf.Tensor4D;
@@ -42,15 +42,15 @@ function setup() {
   const step = () => {
     const vars = cn.trainableVariables();
     const { value, grads } = tf.variableGrads(() => {
-      const r = cn.forward(sample, [10, 900], ehs, cond);
-      const pred = unet.forward(sample, [10, 900], ehs, { downBlockAdditionalResiduals: r.downBlockResSamples, midBlockAdditionalResidual: r.midBlockResSample });
+      const r = cn.forward(sample, 900, ehs, cond);
+      const pred = unet.forward(sample, 900, ehs, { downBlockAdditionalResiduals: r.downBlockResSamples, midBlockAdditionalResidual: r.midBlockResSample });
       return tf.mean(tf.square(tf.sub(pred, target))) as tf.Scalar;
     }, vars);
     return { value, grads };
   };
   const forwardOnly = () => tf.tidy(() => {
-    const r = cn.forward(sample, [10, 900], ehs, cond);
-    return unet.forward(sample, [10, 900], ehs, { downBlockAdditionalResiduals: r.downBlockResSamples, midBlockAdditionalResidual: r.midBlockResSample });
+    const r = cn.forward(sample, 900, ehs, cond);
+    return unet.forward(sample, 900, ehs, { downBlockAdditionalResiduals: r.downBlockResSamples, midBlockAdditionalResidual: r.midBlockResSample });
   });
   return { unet, cn, step, forwardOnly, dispose: () => { unet.dispose(); cn.dispose(); tf.dispose([sample, ehs, cond, target]); } };
 }

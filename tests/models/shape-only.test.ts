@@ -74,3 +74,11 @@ test("SD2-style config (linear projection, head-dim list, 1024 cross-attention) 
   // SD2.x UNet: 865,910,724 parameters
   assert.equal(unet.numParameters(), 865_910_724);
 });
+
+test("bench-mid config: UNet 4,473,572 and ControlNet 2,514,224 parameters (bench-configs.md)", async () => {
+  await testEngine();
+  const { BENCH_MID_UNET, BENCH_MID_PARAMS } = await import("../../bench/models.js");
+  const unet = new UNet2DConditionModel(BENCH_MID_UNET, { shapeOnly: true });
+  assert.equal(unet.numParameters(), BENCH_MID_PARAMS.unet);
+  assert.equal(ControlNetModel.fromUnet(unet).numParameters(), BENCH_MID_PARAMS.controlnet);
+});
