@@ -1,0 +1,67 @@
+/**
+ * A frozen Stable Diffusion base (UNet, VAE, CLIP text encoder + tokenizer, scheduler config) loaded from a diffusers
+ * pipeline folder or a hub id — what `--pretrained_model_name_or_path` names.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { loadPipelineFolder } from "../io/diffusers.js";
+import { resolveModel, type HubOptions } from "../io/hub.js";
+import { UNet2DConditionModel, AutoencoderKL, CLIPTextModel, ControlNetModel } from "../models/index.js";
+import { CLIPTokenizer } from "../models/clip/tokenizer.js";
+import { loadScheduler } from "../schedulers/index.js";
+import type { NoiseSchedule } from "./step.js";
+
+export interface BaseModel {
+  dir: string;
+  unet: UNet2DConditionModel;
+  vae: AutoencoderKL;
+  textEncoder: CLIPTextModel;
+  tokenizer: CLIPTokenizer;
+  /** The pipeline's scheduler/ folder (training builds a DDPMScheduler from it, validation a UniPC). */
+  schedulerDir: string;
+  /** DDPMScheduler from the base's scheduler config (train_controlnet.py's noise_scheduler). */
+  noiseScheduler: NoiseSchedule;
+}
+
+export interface LoadBaseOptions extends HubOptions {
+  variant?: string;
+  /** --tokenizer_name: a tokenizer folder to use instead of <base>/tokenizer. */
+  tokenizerName?: string | null;
+}
+
+export async function loadBaseModel(nameOrPath: string, opts: LoadBaseOptions = {}): Promise<BaseModel> {
+  const dir = fs.existsSync(nameOrPath) ? path.resolve(nameOrPath) : await resolveModel(nameOrPath, opts);
+  const pipe = loadPipelineFolder(dir);
+  const component = (name: string): string => {
+    const p = pipe.components.get(name)?.path ?? path.join(dir, name);
+    if (!fs.existsSync(p)) throw new Error(`${dir}: the base model has no ${name}/ folder (a Stable Diffusion pipeline folder is expected)`);
+    return p;
+  };
+  const frozen = { variant: opts.variant, trainable: false };
+  const schedulerDir = component("scheduler");
+  return {
+    dir,
+    unet: UNet2DConditionModel.fromPretrained(component("unet"), frozen),
+    vae: AutoencoderKL.fromPretrained(component("vae"), frozen),
+    textEncoder: CLIPTextModel.fromPretrained(component("text_encoder"), frozen),
+    tokenizer: CLIPTokenizer.fromFolder(opts.tokenizerName ?? component("tokenizer")),
+    schedulerDir,
+    noiseScheduler: loadScheduler(schedulerDir, "ddpm") as unknown as NoiseSchedule,
+  };
+}
+
+/** --controlnet_model_name_or_path, or a new ControlNet initialised from the base UNet (ControlNetModel.from_unet). */
+export async function loadOrCreateControlNet(base: BaseModel, pretrained?: string | null, opts: HubOptions & { seed?: number } = {}): Promise<ControlNetModel> {
+  if (pretrained) {
+    const dir = fs.existsSync(pretrained) ? pretrained : await resolveModel(pretrained, opts);
+    const folder = fs.existsSync(path.join(dir, "config.json")) ? dir : path.join(dir, "controlnet");
+    return ControlNetModel.fromPretrained(folder, { trainable: true });
+  }
+  // The conditioning embedding must downsample the control image exactly as the VAE downsamples pixels to latents.
+  // diffusers' default (16, 32, 96, 256) is right for SD's factor 8; smaller bases get its first log2(f)+1 entries.
+  const factor = 2 ** (base.vae.config.block_out_channels.length - 1);
+  const stages = Math.log2(factor) + 1;
+  const defaults = [16, 32, 96, 256];
+  if (!Number.isInteger(stages) || stages > defaults.length) throw new Error(`unsupported VAE scale factor ${factor}`);
+  return ControlNetModel.fromUnet(base.unet, { seed: opts.seed ?? 1, conditioningEmbeddingOutChannels: defaults.slice(0, stages) });
+}

@@ -1,0 +1,62 @@
+/**
+ * log_validation: the ControlNet being trained drives the inference pipeline (UniPC, as the script does) on the
+ * validation images/prompts; images are saved under output_dir and returned for logging.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import type { ControlNetModel } from "../models/index.js";
+import { StableDiffusionControlNetPipeline } from "../pipeline/pipeline.js";
+import { loadScheduler } from "../schedulers/index.js";
+import type { BaseModel } from "./base.js";
+
+export interface ValidationOptions {
+  /** validation_image: one per prompt, or one for all prompts, or prompts one for all images (the script's rules). */
+  images: string[];
+  prompts: string[];
+  /** num_validation_images per pair (default 4). */
+  numImages?: number;
+  /** Inference steps (the script uses 20). */
+  steps?: number;
+  seed?: number;
+  /** Where PNGs go (default <output_dir>/validation). */
+  dir?: string;
+  step: number;
+  signal?: AbortSignal;
+}
+
+export interface ValidationResult {
+  step: number;
+  pairs: { image: string; prompt: string; samples: Uint8Array[]; files: string[] }[];
+  seconds: number;
+}
+
+/** Pairs validation images with prompts exactly as train_controlnet.py's log_validation does. */
+export function pairValidation(images: string[], prompts: string[]): [string, string][] {
+  if (images.length === prompts.length) return images.map((im, i) => [im, prompts[i]!]);
+  if (images.length === 1) return prompts.map((p) => [images[0]!, p]);
+  if (prompts.length === 1) return images.map((im) => [im, prompts[0]!]);
+  throw new Error(`number of validation images (${images.length}) and prompts (${prompts.length}) must match, or one of them must be 1`);
+}
+
+export async function runValidation(base: BaseModel, controlnet: ControlNetModel, o: ValidationOptions): Promise<ValidationResult> {
+  const t0 = performance.now();
+  const pipe = new StableDiffusionControlNetPipeline({
+    unet: base.unet, vae: base.vae, textEncoder: base.textEncoder, tokenizer: base.tokenizer,
+    scheduler: loadScheduler(base.schedulerDir, "unipc"), controlnet,
+  });
+  const dir = o.dir ?? "validation";
+  fs.mkdirSync(dir, { recursive: true });
+  const pairs: ValidationResult["pairs"] = [];
+  for (const [i, [image, prompt]] of pairValidation(o.images, o.prompts).entries()) {
+    const out = await pipe.call({
+      image, prompt, numInferenceSteps: o.steps ?? 20, numImagesPerPrompt: o.numImages ?? 4, seed: o.seed ?? 0, signal: o.signal,
+    });
+    const files = out.images.map((png, k) => {
+      const f = path.join(dir, `step-${o.step}-pair-${i}-sample-${k}.png`);
+      fs.writeFileSync(f, png);
+      return f;
+    });
+    pairs.push({ image, prompt, samples: out.images, files });
+  }
+  return { step: o.step, pairs, seconds: (performance.now() - t0) / 1000 };
+}
