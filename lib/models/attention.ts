@@ -23,12 +23,23 @@ export function scaledDotProductAttention(
   scale: number,
   opts: { chunkSize?: number; mask?: tf.Tensor } = {},
 ): tf.Tensor3D {
+  // Per (batch·head) 2-D matmuls: a batched matmul on wasm is a loop of GEMMs plus a stacked copy of the
+  // [BH,N,M] result (and again in backward); doing the loop here keeps only the softmax outputs alive.
   const core = (qc: tf.Tensor, kc: tf.Tensor, vc: tf.Tensor, mask?: tf.Tensor): tf.Tensor3D =>
     tf.tidy(() => {
-      // scale q (small) rather than the [BH,N,M] scores: one fewer score-sized tensor kept for backprop
-      let s: tf.Tensor = tf.matMul(tf.mul(qc, scale) as tf.Tensor3D, kc as tf.Tensor3D, false, true);
-      if (mask) s = tf.add(s, mask);
-      return tf.matMul(tf.softmax(s), vc as tf.Tensor3D);
+      // scale q (small) rather than the scores: one fewer score-sized tensor kept for backprop
+      const qs = tf.unstack(tf.mul(qc, scale));
+      const ks = tf.unstack(kc);
+      const vs = tf.unstack(vc);
+      const masks = mask ? (mask.shape[0] === 1 ? null : tf.unstack(mask)) : null;
+      const one = mask && !masks ? tf.reshape(mask, mask.shape.slice(-2)) : null;
+      const outs = qs.map((qi, i) => {
+        let s: tf.Tensor = tf.matMul(qi as tf.Tensor2D, ks[i] as tf.Tensor2D, false, true);
+        const m = masks ? masks[i] : one;
+        if (m) s = tf.add(s, m);
+        return tf.matMul(tf.softmax(s) as tf.Tensor2D, vs[i] as tf.Tensor2D);
+      });
+      return tf.stack(outs) as tf.Tensor3D;
     });
   const n = q.shape[1];
   const chunk = opts.chunkSize ?? 0;
