@@ -95,5 +95,16 @@ test("chunked attention: same output, lower peak memory in the forward and in th
   let worst = 0;
   for (const n of Object.keys(fullStep.result.grads)) worst = Math.max(worst, relErr(chunkedStep.result.grads[n]!.dataSync(), fullStep.result.grads[n]!.dataSync()));
   assert.ok(worst <= 1e-4, `chunked-attention gradients differ: ${worst}`);
+  // both at once: checkpointed blocks whose attention is chunked (nested recomputation) give the same gradients
+  s.cn.enableGradientCheckpointing();
+  s.unet.enableGradientCheckpointing();
+  s.unet.setAttentionChunkSize(100);
+  s.cn.setAttentionChunkSize(100);
+  const both = await measurePeak(() => s.step());
+  console.log(`peak delta fwd+bwd: checkpointing + chunked attention ${(both.peakDeltaBytes / 2 ** 20).toFixed(1)} MiB`);
+  assert.ok(both.peakDeltaBytes < chunkedStep.peakDeltaBytes);
+  worst = 0;
+  for (const n of Object.keys(fullStep.result.grads)) worst = Math.max(worst, relErr(both.result.grads[n]!.dataSync(), fullStep.result.grads[n]!.dataSync()));
+  assert.ok(worst <= 1e-4, `checkpointed + chunked gradients differ: ${worst}`);
   s.dispose();
 });
