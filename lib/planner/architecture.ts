@@ -50,6 +50,8 @@ export interface StepGeometry {
   blocks: BlockShape[];
   /** Skip states the ControlNet emits (and the UNet receives), in elements. */
   skipElements: number;
+  /** Multiply-adds of the ControlNet's 1×1 zero convolutions (one per skip state, C→C). */
+  zeroConvMacs: number;
   /** Up-block concatenations (new tensors), in elements. */
   concatElements: number;
   latent: number;
@@ -75,6 +77,7 @@ export function stepGeometry(unet: UNetLikeConfig, batch: number, latent: number
     let s = latent;
     let out = boc[0]!;
     let skips = batch * s * s * out;
+    let macs = skips * out;
     unet.down_block_types.forEach((type, i) => {
       const cin = out;
       out = boc[i]!;
@@ -82,21 +85,25 @@ export function stepGeometry(unet: UNetLikeConfig, batch: number, latent: number
         res(model, s, j === 0 ? cin : out, out);
         if (type.startsWith("CrossAttn")) attn(model, s, out, i);
         skips += batch * s * s * out;
+        macs += batch * s * s * out * out;
       }
       if (i !== n - 1) {
         blocks.push({ kind: "downsample", model, batch, h: s, w: s, cin: out, cout: out, params: 9 * out * out + out });
         s = Math.ceil(s / 2);
         skips += batch * s * s * out;
+        macs += batch * s * s * out * out;
       }
     });
     res(model, s, boc[n - 1]!, boc[n - 1]!);
     attn(model, s, boc[n - 1]!, n - 1);
     res(model, s, boc[n - 1]!, boc[n - 1]!);
     skips += batch * s * s * boc[n - 1]!;
-    return { s, skips };
+    macs += batch * s * s * boc[n - 1]! * boc[n - 1]!;
+    return { s, skips, macs };
   };
   const enc = encoder("controlnet");
   skipElements = enc.skips;
+  const zeroConvMacs = enc.macs;
   let s = encoder("unet").s;
   const rev = [...boc].reverse();
   const revHeads = [...heads].reverse();
@@ -123,7 +130,7 @@ export function stepGeometry(unet: UNetLikeConfig, batch: number, latent: number
     }
     prev = out;
   });
-  return { blocks, skipElements, concatElements, latent };
+  return { blocks, skipElements, zeroConvMacs, concatElements, latent };
 }
 
 /** The ControlNet conditioning embedding's convolutions: output elements of the SiLU convs, conv_out, params. */

@@ -3,8 +3,10 @@ export { estimateMemory, countParameters, DEFAULT_OPTIONS } from "./estimate.js"
 export type { EstimateConfig, MemoryEstimate, MemoryParts, EngineProfile } from "./estimate.js";
 export { planMemory } from "./plan.js";
 export type { MemoryPlan, PlanTier } from "./plan.js";
-export { measureTrainingStep } from "./measure.js";
-export type { MeasureStepConfig, MeasuredStep } from "./measure.js";
+export { measureTrainingStep, createTrainingStep } from "./measure.js";
+export type { MeasureStepConfig, MeasuredStep, TrainingStepRunner } from "./measure.js";
 export { SD15_UNET, SD15_VAE, SD15_TEXT_ENCODER, SEED_TIERS } from "./sd15.js";
 export type { SeedTier } from "./sd15.js";
 export type { PlannerOptions } from "./types.js";
+export { trainingStepFlops } from "./flops.js";
+export type { StepFlops } from "./flops.js";

@@ -10,7 +10,7 @@ import { tf, measurePeak, memoryInfo } from "../engine/index.js";
 import { ControlNetModel, UNet2DConditionModel } from "../models/index.js";
 import { DDPMScheduler } from "../schedulers/index.js";
 import { controlnetGradients } from "../training/step.js";
-import { clipGradNorm, createOptimizer } from "../training/optim/index.js";
+import { clipGradNorm, createOptimizer, type Optimizer } from "../training/optim/index.js";
 import type { PlannerOptions } from "./types.js";
 
 export interface MeasureStepConfig {
@@ -44,9 +44,18 @@ export interface MeasuredStep {
   heapBytes: number | null;
 }
 
-export async function measureTrainingStep(c: MeasureStepConfig): Promise<MeasuredStep> {
+export interface TrainingStepRunner {
+  unet: UNet2DConditionModel;
+  controlnet: ControlNetModel;
+  optimizer: Optimizer;
+  /** One full step (random inputs drawn from fixed seeds); returns the loss. */
+  step(): number;
+  dispose(): void;
+}
+
+/** Builds the models (random weights), optimizer and inputs of one training step at the given config. */
+export function createTrainingStep(c: MeasureStepConfig): TrainingStepRunner {
   const o = c.options ?? {};
-  const baselineBytes = memoryInfo().liveBytes;
   const seq = c.seqLen ?? 77;
   const lat = c.resolution / (c.vaeScaleFactor ?? 8);
   const unet = new UNet2DConditionModel(c.unet, { seed: 1, trainable: false });
@@ -64,28 +73,42 @@ export async function measureTrainingStep(c: MeasureStepConfig): Promise<Measure
   const optimizer = createOptimizer(params, { lr: 1e-5, use8bit: o.use8bitAdam, offload: o.offloadOptimizerState });
   const scheduler = DDPMScheduler.fromConfig({ beta_schedule: "scaled_linear", beta_start: 0.00085, beta_end: 0.012, num_train_timesteps: 1000 });
   const ctxDim = Number((unet.config as Record<string, unknown>).cross_attention_dim);
-  const step = async () => {
+  let n = 0;
+  const step = () => {
+    n++;
     const latents = tf.randomNormal([c.batchSize, lat, lat, 4], 0, 1, "float32", 3) as tf.Tensor4D;
-    const noise = tf.randomNormal([c.batchSize, lat, lat, 4], 0, 1, "float32", 4) as tf.Tensor4D;
+    const noise = tf.randomNormal([c.batchSize, lat, lat, 4], 0, 1, "float32", 4 + n) as tf.Tensor4D;
     const ehs = tf.randomNormal([c.batchSize, seq, ctxDim], 0, 1, "float32", 5) as tf.Tensor3D;
     const cond = tf.randomUniform([c.batchSize, c.resolution, c.resolution, 3], 0, 1, "float32", 6) as tf.Tensor4D;
-    const timesteps = Array.from({ length: c.batchSize }, (_, i) => (i * 397 + 11) % 1000);
-    const { grads } = controlnetGradients(unet, controlnet, scheduler, { latents, encoderHiddenStates: ehs, conditioning: cond, noise, timesteps });
+    const timesteps = Array.from({ length: c.batchSize }, (_, i) => (i * 397 + n * 131 + 11) % 1000);
+    const { loss, grads } = controlnetGradients(unet, controlnet, scheduler, { latents, encoderHiddenStates: ehs, conditioning: cond, noise, timesteps });
     clipGradNorm(grads, 1);
     optimizer.step(grads, { disposeGrads: o.setGradsToNone ?? true });
     for (const g of grads.values()) if (!g.isDisposed) g.dispose();
     tf.dispose([latents, noise, ehs, cond]);
+    return loss;
   };
+  return {
+    unet, controlnet, optimizer, step,
+    dispose() {
+      optimizer.dispose();
+      controlnet.dispose();
+      unet.dispose();
+    },
+  };
+}
+
+export async function measureTrainingStep(c: MeasureStepConfig): Promise<MeasuredStep> {
+  const baselineBytes = memoryInfo().liveBytes;
+  const r0 = createTrainingStep(c);
   try {
-    for (let i = 0; i < (c.warmup ?? 1); i++) await step();
+    for (let i = 0; i < (c.warmup ?? 1); i++) r0.step();
     const t0 = performance.now();
-    const r = await measurePeak(step);
+    const r = await measurePeak(() => r0.step());
     const seconds = (performance.now() - t0) / 1000;
-    const sb = optimizer.stateBytes();
+    const sb = r0.optimizer.stateBytes();
     return { peakBytes: r.peakBytes, baselineBytes, stepPeakBytes: r.peakBytes - baselineBytes, startBytes: r.startBytes, optimizerHostBytes: sb.host, optimizerDeviceBytes: sb.device, seconds, heapBytes: memoryInfo().heapBytes };
   } finally {
-    optimizer.dispose();
-    controlnet.dispose();
-    unet.dispose();
+    r0.dispose();
   }
 }

@@ -1,0 +1,182 @@
+/**
+ * `npm run bench -- compare [--steps N] [--batch B] [--images I] [--val-steps V] [--no-torch]`
+ *
+ * Side by side with diffusers on PyTorch CPU (tests/reference/bench_diffusers.py in the reference venv), same
+ * machine, same thread count, one invocation, alternating (ours, theirs, ours, …) so both see the same load:
+ *  - train step: the bench-mid ControlNet step (shared/reference/bench-configs.md: batch 4, latents 4×32×32, control
+ *    256×256, text 77×64, ε/MSE, backward into the ControlNet only, clip 1.0, AdamW 1e-5/wd 1e-2) — median over N ≥ 5
+ *    steps after one warm-up;
+ *  - validation image: the ControlNet pipeline (UniPC, V steps, guidance 7.5, 256 px, bench-pipeline's VAE) —
+ *    median over I images after one warm-up;
+ *  - peak memory of the first step above the weights (ours: peak live tensor bytes by measurePeak; theirs: growth
+ *    of the process' peak RSS, which also counts allocator slack — not the same instrument, read the ratio as rough);
+ *  - achieved GFLOP/s: FLOPs of one step (torch's FlopCounterMode when available, else our analytic count, which
+ *    agrees within 0.1 %) / median step time.
+ * Without the venv, ours is reported and the reference is marked missing.
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import readline from "node:readline";
+import { spawn } from "node:child_process";
+import { initEngine, measurePeak, tf } from "../lib/engine/index.js";
+import { AutoencoderKL } from "../lib/models/index.js";
+import { schedulerFromConfig } from "../lib/schedulers/index.js";
+import { StableDiffusionControlNetPipeline } from "../lib/pipeline/index.js";
+import { createTrainingStep, trainingStepFlops } from "../lib/planner/index.js";
+import { Table } from "../widgets/table.js";
+import { BENCH_MID_UNET } from "./models.js";
+import { BENCH_MID_VAE } from "./pipeline.js";
+
+const SD15_SCHEDULER = {
+  _class_name: "PNDMScheduler", beta_end: 0.012, beta_schedule: "scaled_linear", beta_start: 0.00085,
+  num_train_timesteps: 1000, set_alpha_to_one: false, skip_prk_steps: true, steps_offset: 1, clip_sample: false,
+};
+const RESOLUTION = 256;
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+function flag(args: string[], name: string, dflt: number): number {
+  const i = args.indexOf(name);
+  return i >= 0 ? Number(args[i + 1]) : dflt;
+}
+
+interface Reference {
+  info: { torch: string; diffusers: string; threads: number; step_flops: number | null };
+  ask(cmd: "train" | "image" | "mem"): Promise<Record<string, number>>;
+  close(): void;
+}
+
+async function startReference(cfg: object): Promise<Reference | { error: string }> {
+  const root = path.resolve(import.meta.dirname, "..");
+  const py = path.join(root, "tests/reference/.venv/bin/python");
+  if (!fs.existsSync(py)) return { error: `reference missing: no venv at ${py} (bash tests/reference/setup.sh)` };
+  const threads = String((cfg as { threads: number }).threads);
+  const child = spawn(py, [path.join(root, "tests/reference/bench_diffusers.py"), JSON.stringify(cfg)], {
+    env: { ...process.env, OMP_NUM_THREADS: threads, MKL_NUM_THREADS: threads, HF_HUB_OFFLINE: "1" },
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  let stderr = "";
+  child.stderr.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+  const waiting: ((l: string | null) => void)[] = [];
+  readline.createInterface({ input: child.stdout }).on("line", (l) => waiting.shift()?.(l));
+  child.on("exit", () => { while (waiting.length) waiting.shift()!(null); });
+  const next = () => new Promise<string | null>((r) => waiting.push(r));
+  const fail = () => stderr.trim().split("\n").slice(-3).join(" | ");
+  const first = await next();
+  if (!first?.startsWith("{")) {
+    child.kill();
+    return { error: `diffusers reference failed to start: ${fail()}` };
+  }
+  return {
+    info: JSON.parse(first) as Reference["info"],
+    async ask(cmd) {
+      child.stdin.write(cmd + "\n");
+      const l = await next();
+      if (!l?.startsWith("{")) throw new Error(`diffusers reference failed on '${cmd}': ${fail()}`);
+      return JSON.parse(l) as Record<string, number>;
+    },
+    close: () => child.stdin.end(),
+  };
+}
+
+export async function run(args: string[]): Promise<object> {
+  const steps = Math.max(5, flag(args, "--steps", 5));
+  const batch = flag(args, "--batch", 4);
+  const images = flag(args, "--images", 2);
+  const valSteps = flag(args, "--val-steps", 5);
+  const info = await initEngine();
+  const log = (s: string) => console.log(`[bench compare] ${s}`);
+  log(`bench-mid: batch ${batch}, latents 4x32x32, control ${RESOLUTION}px, text 77x64; ${steps} steps after 1 warm-up; ` +
+    `validation ${images} image(s) x UniPC ${valSteps} steps; ${info.backend} ${info.threads} thread(s); load ${os.loadavg()[0]!.toFixed(1)}`);
+
+  let ref: Reference | { error: string } = { error: "skipped (--no-torch)" };
+  if (!args.includes("--no-torch")) {
+    ref = await startReference({ unet: BENCH_MID_UNET, vae: BENCH_MID_VAE, batch, resolution: RESOLUTION, seq: 77, threads: info.threads, val_steps: valSteps });
+    log(`diffusers: ${"error" in ref ? ref.error : JSON.stringify(ref.info)}`);
+  }
+  const theirs = "error" in ref ? null : ref;
+
+  // ours: the warm-up step is also the memory measurement (it creates the optimizer state, as theirs does)
+  const runner = createTrainingStep({ unet: BENCH_MID_UNET, resolution: RESOLUTION, batchSize: batch });
+  const t0 = performance.now();
+  const first = await measurePeak(() => runner.step());
+  log(`warm-up: ours ${((performance.now() - t0) / 1000).toFixed(2)} s (peak +${(first.peakDeltaBytes / 1e6).toFixed(0)} MB)`);
+  const oursSteps: number[] = [];
+  const theirSteps: number[] = [];
+  for (let i = 1; i <= steps; i++) {
+    const a0 = performance.now();
+    runner.step();
+    oursSteps.push((performance.now() - a0) / 1000);
+    if (theirs) theirSteps.push((await theirs.ask("train")).seconds!);
+    log(`step ${i}/${steps}: ours ${oursSteps.at(-1)!.toFixed(2)} s${theirs ? `, diffusers ${theirSteps.at(-1)!.toFixed(2)} s` : ""}`);
+  }
+  const theirMem = theirs ? (await theirs.ask("mem")).rss_peak_delta! : null;
+
+  // validation images: the same UNet/ControlNet in our pipeline
+  const pipe = new StableDiffusionControlNetPipeline({
+    unet: runner.unet, controlnet: runner.controlnet,
+    vae: new AutoencoderKL(BENCH_MID_VAE, { seed: 3, trainable: false }),
+    scheduler: schedulerFromConfig("unipc", SD15_SCHEDULER),
+  });
+  const pos = tf.randomNormal([1, 77, 64], 0, 1, "float32", 1) as tf.Tensor3D;
+  const neg = tf.randomNormal([1, 77, 64], 0, 1, "float32", 2) as tf.Tensor3D;
+  const cond = tf.randomUniform([1, RESOLUTION, RESOLUTION, 3], 0, 1, "float32", 3) as tf.Tensor4D;
+  const oursImg: number[] = [];
+  const theirImg: number[] = [];
+  for (let i = 0; i <= images; i++) {
+    const out = await pipe.call({ promptEmbeds: pos, negativePromptEmbeds: neg, image: cond, numInferenceSteps: valSteps, guidanceScale: 7.5, seed: i + 1, outputType: "tensor" });
+    out.pixels!.dispose();
+    const b = theirs ? (await theirs.ask("image")).seconds! : NaN;
+    log(`${i === 0 ? "warm-up image" : `image ${i}/${images}`}: ours ${out.seconds.toFixed(2)} s${theirs ? `, diffusers ${b.toFixed(2)} s` : ""}`);
+    if (i > 0) {
+      oursImg.push(out.seconds);
+      if (theirs) theirImg.push(b);
+    }
+  }
+  theirs?.close();
+  tf.dispose([pos, neg, cond]);
+  runner.dispose();
+
+  const analytic = trainingStepFlops(BENCH_MID_UNET, batch, RESOLUTION).total;
+  const flops = theirs?.info.step_flops ?? analytic;
+  const ourStep = median(oursSteps);
+  const theirStep = theirs ? median(theirSteps) : null;
+  const ourIps = 1 / median(oursImg);
+  const theirIps = theirs ? 1 / median(theirImg) : null;
+  const ourMem = first.peakDeltaBytes;
+  const r = (a: number, b: number | null) => (b ? +(a / b).toFixed(2) : null);
+  const result = {
+    bench: "compare",
+    config: "bench-mid",
+    batch, resolution: RESOLUTION, steps, images, val_steps: valSteps,
+    engine: { backend: info.backend, threads: info.threads },
+    diffusers: theirs ? theirs.info : ref,
+    step_flops: flops,
+    step_flops_analytic: analytic,
+    ours: { step_s: +ourStep.toFixed(3), images_per_s: +ourIps.toFixed(4), peak_step_bytes: ourMem, gflops: +(flops / ourStep / 1e9).toFixed(2) },
+    theirs: theirs
+      ? { step_s: +theirStep!.toFixed(3), images_per_s: +theirIps!.toFixed(4), peak_step_bytes: theirMem, gflops: +(flops / theirStep! / 1e9).toFixed(2) }
+      : null,
+    ratio_ours_over_theirs: {
+      step_time: r(ourStep, theirStep),
+      images_per_s: r(ourIps, theirIps),
+      peak_memory: r(ourMem, theirMem),
+      gflops: theirStep ? +(theirStep / ourStep).toFixed(2) : null,
+    },
+    load_average: os.loadavg().map((x) => +x.toFixed(1)),
+  };
+  const fmt = (x: number | null | undefined, d = 2) => (x == null ? "missing" : x.toFixed(d));
+  const t = result.theirs;
+  console.log(new Table({
+    title: `bench-mid ControlNet, ours (${info.backend}, ${info.threads} threads) vs diffusers ${theirs ? `${theirs.info.diffusers} / torch ${theirs.info.torch}` : "(reference missing)"}`,
+    columns: ["metric", "ours", "diffusers", "ours/theirs"],
+    rows: [
+      ["train step, median s", fmt(ourStep), fmt(t?.step_s), fmt(result.ratio_ours_over_theirs.step_time)],
+      ["validation images/s", fmt(ourIps, 4), fmt(t?.images_per_s, 4), fmt(result.ratio_ours_over_theirs.images_per_s)],
+      ["peak step memory, MB", fmt(ourMem / 1e6, 0), t ? fmt(t.peak_step_bytes! / 1e6, 0) : "missing", fmt(result.ratio_ours_over_theirs.peak_memory)],
+      ["achieved GFLOP/s", fmt(result.ours.gflops), fmt(t?.gflops), fmt(result.ratio_ours_over_theirs.gflops)],
+    ],
+    note: `step FLOPs ${(flops / 1e9).toFixed(2)} G (${theirs?.info.step_flops ? "torch FlopCounterMode" : "analytic"}; analytic ${(analytic / 1e9).toFixed(2)} G)`,
+  }).text());
+  return result;
+}
