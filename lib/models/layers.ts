@@ -106,6 +106,16 @@ export class Pointwise extends Module {
   }
 }
 
+/**
+ * (x − mean)·rsqrt(var + eps) over `axes` with the biased variance, as PyTorch's norms compute it. Written out rather
+ * than with tf.moments, which casts its input (a full copy on wasm) and subtracts the mean a second time.
+ */
+function normalize(x: tf.Tensor, axes: number[], eps: number): tf.Tensor {
+  const centered = tf.sub(x, tf.mean(x, axes, true));
+  const variance = tf.mean(tf.square(centered), axes, true);
+  return tf.mul(centered, tf.rsqrt(tf.add(variance, eps)));
+}
+
 /** torch.nn.GroupNorm over the channel (last) axis of [B, ..., C]. */
 export class GroupNorm extends Module {
   readonly weight: Param;
@@ -127,8 +137,7 @@ export class GroupNorm extends Module {
       const b = x.shape[0]!;
       const g = this.numGroups;
       const xg = tf.reshape(x, [b, -1, g, this.numChannels / g]);
-      const { mean, variance } = tf.moments(xg, [1, 3], true);
-      const normed = tf.mul(tf.sub(xg, mean), tf.rsqrt(tf.add(variance, this.eps)));
+      const normed = normalize(xg, [1, 3], this.eps);
       return tf.add(tf.mul(tf.reshape(normed, x.shape), this.v(this.weight)), this.v(this.bias)) as T;
     });
   }
@@ -150,8 +159,7 @@ export class LayerNorm extends Module {
 
   forward<T extends tf.Tensor>(x: T): T {
     return tf.tidy(() => {
-      const { mean, variance } = tf.moments(x, -1, true);
-      const normed = tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, this.eps)));
+      const normed = normalize(x, [x.rank - 1], this.eps);
       return tf.add(tf.mul(normed, this.v(this.weight)), this.v(this.bias)) as T;
     });
   }
