@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import { tf } from "../../lib/engine/index.js";
 import { testEngine } from "../helpers.js";
-import { ControlNetModel, UNet2DConditionModel } from "../../lib/models/index.js";
+import { AutoencoderKL, CLIPTextModel, ControlNetModel, UNet2DConditionModel } from "../../lib/models/index.js";
 
 export const SD15_UNET_CONFIG = {
   _class_name: "UNet2DConditionModel",
@@ -81,4 +81,34 @@ test("bench-mid config: UNet 4,473,572 and ControlNet 2,514,224 parameters (benc
   const unet = new UNet2DConditionModel(BENCH_MID_UNET, { shapeOnly: true });
   assert.equal(unet.numParameters(), BENCH_MID_PARAMS.unet);
   assert.equal(ControlNetModel.fromUnet(unet).numParameters(), BENCH_MID_PARAMS.controlnet);
+});
+
+test("real SD1.5 / SD2.1 components (tests/fixtures/sd_shapes, from diffusers on the meta device): exact names and shapes, shape-only", async () => {
+  await testEngine();
+  const dir = new URL("../fixtures/sd_shapes/", import.meta.url).pathname;
+  const configs = (JSON.parse(fs.readFileSync(dir + "README.json", "utf8")) as { configs: Record<string, Record<string, unknown>> }).configs;
+  const read = (name: string) => {
+    const lines = fs.readFileSync(`${dir}${name}-keys.txt`, "utf8").trim().split("\n");
+    const m = /num_tensors (\d+) num_params (\d+)/.exec(lines.shift()!)!;
+    return { tensors: Number(m[1]), params: Number(m[2]), shapes: new Map(lines.map((l) => { const [n, s] = l.split(" ["); return [n!, JSON.parse(`[${s}`) as number[]] as const; })) };
+  };
+  const check = (name: string, model: { parameterSpecs(): Map<string, { shape: number[] }>; numParameters(): number }) => {
+    const want = read(name);
+    const specs = model.parameterSpecs();
+    const missing = [...want.shapes.keys()].filter((k) => !specs.has(k));
+    const extra = [...specs.keys()].filter((k) => !want.shapes.has(k));
+    assert.deepEqual({ name, missing, extra }, { name, missing: [], extra: [] });
+    for (const [k, s] of want.shapes) assert.deepEqual(specs.get(k)!.shape, s, `${name} ${k}`);
+    assert.equal(specs.size, want.tensors, name);
+    assert.equal(model.numParameters(), want.params, name);
+  };
+  const before = tf.memory().numBytes;
+  for (const v of ["sd15", "sd21"]) {
+    const unet = new UNet2DConditionModel(configs[`${v}-unet`]!, { shapeOnly: true });
+    check(`${v}-unet`, unet);
+    check(`${v}-controlnet`, ControlNetModel.fromUnet(unet));
+    check(`${v}-text_encoder`, new CLIPTextModel(configs[`${v}-text_encoder`]!, { shapeOnly: true }));
+  }
+  check("sd-vae", new AutoencoderKL(configs["sd-vae"]!, { shapeOnly: true }));
+  assert.equal(tf.memory().numBytes, before, "shape-only construction allocated tensor memory");
 });
