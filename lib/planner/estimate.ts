@@ -172,6 +172,8 @@ export function estimateMemory(c: EstimateConfig): MemoryEstimate {
     const ckpt = o.gradientCheckpointing && (b.kind === "resnet" || b.kind === "transformer") && (profile === "tfjs" || b.model === "controlnet");
     if (ckpt) {
       saved += k.inputs;
+      // tfjs: the gradient reaching each checkpointed block's inputs also lives until the end of backprop.
+      if (profile === "tfjs") backward += k.inputs;
       maxBlock = Math.max(maxBlock, k.saved + k.attention + k.backward);
     } else {
       saved += k.saved;

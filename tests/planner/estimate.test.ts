@@ -86,3 +86,15 @@ test("within 10% of the measured peak of a training step on our engine: bench-mi
   const cfg = { unet: BENCH_MID_UNET, resolution: 128, batchSize: 1 };
   await checkMeasured("bench-mid 128px b1", cfg, cfg);
 });
+
+test("within 10% of the measured peak with checkpointing + 8-bit Adam (bench-mid 128 px)", async () => {
+  await testEngine();
+  const cfg = { unet: BENCH_MID_UNET, resolution: 128, batchSize: 1, options: { gradientCheckpointing: true, use8bitAdam: true } };
+  const m = await measureTrainingStep(cfg);
+  const e = estimateMemory(cfg);
+  const ratio = e.device.total / m.stepPeakBytes;
+  console.log(`[planner] bench-mid 128px b1 ckpt+8bit: predicted ${(e.device.total / 1e6).toFixed(1)} MB, measured ${(m.stepPeakBytes / 1e6).toFixed(1)} MB (ratio ${ratio.toFixed(3)}); host optimizer predicted ${e.host.optimizerStates}, measured ${m.optimizerHostBytes}`);
+  assert.ok(Math.abs(ratio - 1) <= 0.1, `predicted ${e.device.total} vs measured ${m.stepPeakBytes}`);
+  assert.equal(m.optimizerDeviceBytes, 0);
+  assert.ok(Math.abs(e.host.optimizerStates / m.optimizerHostBytes - 1) <= 0.1);
+});
