@@ -89,7 +89,7 @@ export async function trainSession(s: TrainingSession, hooks: RunHooks = {}): Pr
       validationSteps: validation ? args.validation_steps : undefined,
       onValidation: async (step) => {
         const v = await runValidation(s.base, s.controlnet, {
-          ...validation!, numImages: args.num_validation_images, seed: args.seed ?? 0, step,
+          ...validation!, numImages: args.num_validation_images, seed: args.seed ?? 0, step, resolution: args.resolution,
           dir: path.join(args.output_dir, "validation"), signal: hooks.signal ?? undefined,
         });
         if (tb) {

@@ -7,6 +7,7 @@ import path from "node:path";
 import type { ControlNetModel } from "../models/index.js";
 import { StableDiffusionControlNetPipeline } from "../pipeline/pipeline.js";
 import { loadScheduler } from "../schedulers/index.js";
+import { resizeCenterCrop } from "../data/index.js";
 import type { BaseModel } from "./base.js";
 
 export interface ValidationOptions {
@@ -21,6 +22,8 @@ export interface ValidationOptions {
   /** Where PNGs go (default <output_dir>/validation). */
   dir?: string;
   step: number;
+  /** Generate at this size (the control image is resized to it); default: the control image's own size. */
+  resolution?: number;
   signal?: AbortSignal;
 }
 
@@ -48,8 +51,10 @@ export async function runValidation(base: BaseModel, controlnet: ControlNetModel
   fs.mkdirSync(dir, { recursive: true });
   const pairs: ValidationResult["pairs"] = [];
   for (const [i, [image, prompt]] of pairValidation(o.images, o.prompts).entries()) {
+    // Like the training transforms: shorter side to `resolution`, centre crop (the pipeline refuses other sizes).
+    const control = o.resolution ? await resizeCenterCrop(new Uint8Array(fs.readFileSync(image)), o.resolution) : image;
     const out = await pipe.call({
-      image, prompt, numInferenceSteps: o.steps ?? 20, numImagesPerPrompt: o.numImages ?? 4, seed: o.seed ?? 0, signal: o.signal,
+      image: control, prompt, numInferenceSteps: o.steps ?? 20, height: o.resolution, width: o.resolution, numImagesPerPrompt: o.numImages ?? 4, seed: o.seed ?? 0, signal: o.signal,
     });
     const files = out.images.map((png, k) => {
       const f = path.join(dir, `step-${o.step}-pair-${i}-sample-${k}.png`);

@@ -1,0 +1,206 @@
+/**
+ * The notebook's cell helpers — the seed README as re-runnable cells (notebook-walkthrough.md):
+ *   dataset() → baseModel() → controlnet() → train({ until }) → validate() / infer() → save() / pushToHub().
+ * Same arguments → the cached result (one line says so); changed arguments → recomputed. Training state lives on
+ * disk: after a kernel restart, train() resumes from the latest checkpoint in its output folder.
+ */
+import path from "node:path";
+import { initEngine, memoryInfo, tf } from "../engine/index.js";
+import { createDataset, type ControlNetDataset } from "../data/index.js";
+import type { ControlNetModel } from "../models/index.js";
+import { loadBaseModel, loadOrCreateControlNet, type BaseModel } from "../training/base.js";
+import { ControlNetTrainer, type TrainResult } from "../training/trainer.js";
+import { runValidation, type ValidationResult } from "../training/validation.js";
+import { uploadFolder } from "../io/hub.js";
+import { readJsonl } from "../training/tensorboard.js";
+import { ImageGrid, TrainingDashboard } from "../../widgets/index.js";
+import { abortSignal, JUPYTER_DISPLAY } from "./display.js";
+import { memo } from "./memo.js";
+
+type WithDisplay<T> = T & { [JUPYTER_DISPLAY](): Record<string, unknown> };
+function withDisplay<T extends object>(value: T, bundle: () => Record<string, unknown>): WithDisplay<T> {
+  Object.defineProperty(value, JUPYTER_DISPLAY, { value: bundle, enumerable: false, configurable: true });
+  return value as WithDisplay<T>;
+}
+
+export interface DatasetCellOptions {
+  /** A hub dataset id or local snapshot (e.g. "fusing/fill50k"). */
+  name?: string;
+  trainDataDir?: string;
+  /** The embedded synthetic fill50k (offline). */
+  synthetic?: { count?: number; seed?: number };
+  resolution?: number;
+  maxTrainSamples?: number;
+  imageColumn?: string;
+  conditioningImageColumn?: string;
+  captionColumn?: string;
+  proportionEmptyPrompts?: number;
+  seed?: number;
+}
+
+/** cell 2: the training data, shown as a grid of 8 rows (conditioning | target | prompt). */
+export async function dataset(o: DatasetCellOptions): Promise<WithDisplay<ControlNetDataset>> {
+  return memo("dataset", o, async () => {
+    const ds = await createDataset({
+      ...(o.synthetic ? { synthetic: { count: o.synthetic.count ?? 50_000, seed: o.synthetic.seed ?? 0 } } : {}),
+      dataset_name: o.name, train_data_dir: o.trainDataDir, resolution: o.resolution ?? 512,
+      max_train_samples: o.maxTrainSamples, image_column: o.imageColumn, conditioning_image_column: o.conditioningImageColumn,
+      caption_column: o.captionColumn, proportion_empty_prompts: o.proportionEmptyPrompts, seed: o.seed,
+    });
+    const preview = await ds.previewGrid({ rows: Math.min(8, ds.length), size: 96 });
+    const grid = new ImageGrid({ title: ds.description, rows: [{ images: [new Uint8Array(preview.png)], caption: preview.texts.join(" · ") }] });
+    return withDisplay(ds, () => grid.bundle());
+  }, { dispose: (old) => void (old as ControlNetDataset).close() });
+}
+
+/** cell 3a: a frozen Stable Diffusion base (a diffusers pipeline folder or hub id). */
+export async function baseModel(nameOrPath: string): Promise<WithDisplay<BaseModel>> {
+  await initEngine();
+  return memo(`baseModel`, nameOrPath, async () => {
+    const b = await loadBaseModel(nameOrPath);
+    const rows: [string, number][] = [["unet", b.unet.numParameters()], ["vae", b.vae.numParameters()], ["text_encoder", b.textEncoder.numParameters()]];
+    return withDisplay(b, () => ({
+      "text/plain": `${b.dir}\n` + rows.map(([k, n]) => `  ${k.padEnd(13)} ${n.toLocaleString("en-US")} parameters`).join("\n"),
+    }));
+  });
+}
+
+/** cell 3b: a ControlNet initialised from the base UNet, or loaded from a folder / hub id. */
+export async function controlnet(o: { from: BaseModel; pretrained?: string; seed?: number }): Promise<WithDisplay<ControlNetModel>> {
+  return memo("controlnet", o, async () => {
+    const cn = await loadOrCreateControlNet(o.from, o.pretrained, { seed: o.seed ?? 1 });
+    return withDisplay(cn, () => ({ "text/plain": `ControlNetModel: ${cn.numParameters().toLocaleString("en-US")} parameters (${o.pretrained ?? "from_unet"})` }));
+  }, { dispose: (old) => (old as ControlNetModel).dispose() });
+}
+
+export interface TrainCellOptions {
+  base: BaseModel;
+  controlnet: ControlNetModel;
+  dataset: ControlNetDataset;
+  /** Train until this global step; re-running with a larger value continues. */
+  until: number;
+  outputDir?: string;
+  batchSize?: number;
+  learningRate?: number;
+  gradientAccumulationSteps?: number;
+  gradientCheckpointing?: boolean;
+  use8bitAdam?: boolean;
+  offloadOptimizerState?: boolean;
+  attentionChunkSize?: number;
+  maxTrainSteps?: number;
+  lrScheduler?: string;
+  lrWarmupSteps?: number;
+  seed?: number;
+  validation?: { images: string[]; prompts: string[]; every: number; steps?: number; numImages?: number };
+  checkpointing?: { every: number; totalLimit?: number };
+}
+
+let session: { key: string; trainer: ControlNetTrainer; dashboard: TrainingDashboard | null } | null = null;
+
+/**
+ * cell 4: train with a live dashboard. Idempotent: a finished `until` does nothing; a larger `until` continues; other
+ * changed options start a new trainer (which resumes from the latest checkpoint in outputDir, as after a restart).
+ * An interrupt stops at the next step boundary and writes a checkpoint.
+ */
+export async function train(o: TrainCellOptions): Promise<TrainResult> {
+  const { until, ...rest } = o;
+  const outputDir = path.resolve(o.outputDir ?? "outputs/controlnet");
+  const key = JSON.stringify({ ...rest, base: o.base.dir, controlnet: o.controlnet.numParameters(), dataset: o.dataset.description, base_: undefined });
+  if (!session || session.key !== key) {
+    if (session) {
+      console.log("train: options changed — starting a new trainer (resuming from the latest checkpoint on disk, if any).");
+      await session.trainer.close();
+    }
+    const trainer = new ControlNetTrainer({
+      unet: o.base.unet, controlnet: o.controlnet, vae: o.base.vae, textEncoder: o.base.textEncoder,
+      noiseScheduler: o.base.noiseScheduler, tokenize: (t) => o.base.tokenizer.tokenize(t),
+    }, o.dataset, {
+      output_dir: outputDir, resolution: o.dataset.resolution, train_batch_size: o.batchSize ?? 4,
+      learning_rate: o.learningRate ?? 1e-5, gradient_accumulation_steps: o.gradientAccumulationSteps ?? 1,
+      gradient_checkpointing: o.gradientCheckpointing, use_8bit_adam: o.use8bitAdam, offload_optimizer_state: o.offloadOptimizerState,
+      attention_chunk_size: o.attentionChunkSize, max_train_steps: o.maxTrainSteps ?? Math.max(until, 1_000_000),
+      lr_scheduler: o.lrScheduler ?? "constant", lr_warmup_steps: o.lrWarmupSteps ?? 0, seed: o.seed ?? 0,
+      checkpointing_steps: o.checkpointing?.every ?? 500, checkpoints_total_limit: o.checkpointing?.totalLimit ?? null,
+      resume_from_checkpoint: "latest",
+    });
+    session = { key, trainer, dashboard: null };
+  }
+  const { trainer } = session;
+  if (trainer.globalStep >= until) {
+    console.log(`train: already at step ${trainer.globalStep} (until ${until}) — nothing to do. Raise \`until\` to continue.`);
+    return { globalStep: trainer.globalStep, maxSteps: trainer.maxSteps, stopped: "until", lastLoss: null };
+  }
+  const history = readJsonl(path.join(outputDir, "logs", "train_log.jsonl"))
+    .filter((r) => typeof r.step === "number" && (r.step as number) <= trainer.globalStep)
+    .map((r) => ({ step: r.step as number, loss: r.loss as number, lr: r.lr as number }));
+  const dashboard = new TrainingDashboard({ total: until, initialStep: trainer.globalStep, history, description: "train" }).show();
+  session.dashboard = dashboard;
+  let rate = 0;
+  let result: TrainResult;
+  try {
+    result = await trainer.train({
+      until, signal: abortSignal(),
+      onStep: (r) => {
+        rate = rate ? 0.8 * rate + 0.2 / r.seconds : 1 / r.seconds;
+        dashboard.onStep({ step: r.step, total: until, loss: r.loss, lr: r.lr, itPerSec: rate, memory: memoryInfo() });
+      },
+      validationSteps: o.validation?.every,
+      onValidation: async (step) => {
+        const v = await validate({ base: o.base, controlnet: o.controlnet, ...o.validation!, step, outputDir, resolution: o.dataset.resolution });
+        dashboard.onValidation({ step, images: v.pairs.map((p) => p.samples), prompts: v.pairs.map((p) => p.prompt) });
+      },
+    });
+  } catch (e) {
+    dashboard.finish("error");
+    throw e;
+  }
+  if (result.stopped === "interrupted") {
+    const dir = await trainer.checkpoint();
+    console.log(`train: interrupted at step ${result.globalStep}; checkpoint written to ${dir}. Run the cell again to continue.`);
+    dashboard.finish("stopped");
+  } else dashboard.finish("done");
+  return result;
+}
+
+/** cell 5a: validation images from the ControlNet being trained (UniPC; steps default 20 as the script). */
+export async function validate(o: { base: BaseModel; controlnet: ControlNetModel; images: string[]; prompts: string[];
+  steps?: number; numImages?: number; seed?: number; step?: number; outputDir?: string; resolution?: number }): Promise<WithDisplay<ValidationResult>> {
+  const v = await runValidation(o.base, o.controlnet, {
+    resolution: o.resolution ?? baseResolution(o.base),
+    images: o.images, prompts: o.prompts, steps: o.steps ?? 20, numImages: o.numImages ?? 1, seed: o.seed ?? 0,
+    step: o.step ?? 0, dir: path.join(path.resolve(o.outputDir ?? "outputs/controlnet"), "validation"), signal: abortSignal() ?? undefined,
+  });
+  const grid = new ImageGrid({ title: `validation (step ${v.step})`, rows: v.pairs.map((p) => ({ images: p.samples, caption: p.prompt })) });
+  return withDisplay(v, () => grid.bundle());
+}
+
+/** cell 5b: the seed's inference snippet. */
+export async function infer(o: { base: BaseModel; controlnet: ControlNetModel; image: string; prompt: string; steps?: number;
+  seed?: number; numImages?: number; outputDir?: string; resolution?: number }): Promise<WithDisplay<ValidationResult>> {
+  return validate({ base: o.base, controlnet: o.controlnet, images: [o.image], prompts: [o.prompt], steps: o.steps,
+    seed: o.seed, numImages: o.numImages, outputDir: o.outputDir ?? "outputs/inference", resolution: o.resolution });
+}
+
+/** The base's native image size: UNet sample_size × VAE factor (512 for SD1.5). */
+function baseResolution(base: BaseModel): number | undefined {
+  const sample = base.unet.config.sample_size;
+  const factor = 2 ** (base.vae.config.block_out_channels.length - 1);
+  return typeof sample === "number" ? sample * factor : undefined;
+}
+
+/** cell 6a: a diffusers folder Python's ControlNetModel.from_pretrained loads. */
+export function save(cn: ControlNetModel, dir: string): string {
+  cn.savePretrained(dir);
+  return path.resolve(dir);
+}
+
+/** cell 6b: upload a saved folder; the token comes from HF_TOKEN (never printed). */
+export async function pushToHub(dir: string, o: { repo: string; hubUrl?: string }): Promise<string> {
+  return (await uploadFolder(o.repo, dir, { hubUrl: o.hubUrl, ignorePatterns: ["checkpoint-*", "checkpoint-*/**", "logs/**"] })).url;
+}
+
+/** Frees the training session (tensors of the optimizer; models stay). */
+export async function resetTraining(): Promise<void> {
+  if (session) await session.trainer.close();
+  session = null;
+}

@@ -1,0 +1,39 @@
+/** The cell helpers as a notebook calls them (here without a kernel: text display), on the tiny reference SD. */
+import { before, test } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import * as cn from "../../lib/index.js";
+import { testEngine } from "../helpers.js";
+
+const sd = path.resolve(import.meta.dirname, "../fixtures/sd_tiny");
+const cond = path.resolve(import.meta.dirname, "../../data/conditioning_image_1.png");
+
+before(async () => {
+  await testEngine();
+});
+
+test("dataset → baseModel → controlnet → train({until}) is idempotent, continues, and validates", async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cells-"));
+  const ds = await cn.dataset({ synthetic: { count: 8 }, resolution: 32 });
+  assert.equal(await cn.dataset({ synthetic: { count: 8 }, resolution: 32 }), ds, "same arguments → cached");
+  const bundle = (ds as unknown as Record<symbol, () => Record<string, string>>)[Symbol.for("Jupyter.display")]!();
+  assert.match(bundle["text/html"]!, /<img/);
+  const base = await cn.baseModel(sd);
+  const controlnet = await cn.controlnet({ from: base });
+  const opts = { base, controlnet, dataset: ds, outputDir: out, batchSize: 2, learningRate: 1e-4, checkpointing: { every: 2, totalLimit: 1 } };
+  const r1 = await cn.train({ ...opts, until: 2 });
+  assert.equal(r1.globalStep, 2);
+  const r2 = await cn.train({ ...opts, until: 2 });
+  assert.equal(r2.globalStep, 2, "a finished cell does nothing");
+  const r3 = await cn.train({ ...opts, until: 3 });
+  assert.equal(r3.globalStep, 3, "raising until continues");
+  assert.ok(fs.existsSync(path.join(out, "checkpoint-2", "checkpoint.json")));
+  const v = await cn.validate({ base, controlnet, images: [cond], prompts: ["red circle with blue background"], steps: 2, outputDir: out });
+  assert.equal(v.pairs.length, 1);
+  assert.ok(fs.existsSync(v.pairs[0]!.files[0]!));
+  const saved = cn.save(controlnet, path.join(out, "final"));
+  assert.ok(fs.existsSync(path.join(saved, "diffusion_pytorch_model.safetensors")));
+  await cn.resetTraining();
+});
