@@ -1,0 +1,352 @@
+/**
+ * The recipe for data/tiny-sd: a tiny Stable Diffusion trained from scratch, by this project's own models and
+ * optimizer, on the synthetic fill50k at 32×32 pixels. Three stages, all seeded:
+ *
+ *   1. AutoencoderKL (3 stages → factor 4, 8×8×4 latents) trained as an autoencoder: reconstruction MSE on a
+ *      posterior sample + a small KL term. Its scaling_factor is then set to 1/std of the latents, as SD's was.
+ *   2. CLIPTextModel: random and frozen (32 wide, 2 layers), with the 1000-token CLIP BPE vocab of
+ *      tests/fixtures/tokenizer, copied to data/recipes/clip-tokenizer (it spells every fill50k colour). Cross-attention learns to read it.
+ *   3. UNet2DConditionModel trained as a text-to-image latent diffusion model: ε-prediction MSE under DDPM's
+ *      scaled_linear schedule (SD1.5's betas), 10% empty prompts so classifier-free guidance works.
+ *
+ * Latents and text embeddings of a fixed pool of rows are computed once (both models are frozen by then), so a UNet
+ * step is only the UNet. The result is a diffusers StableDiffusionPipeline folder.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { tf } from "../../lib/engine/index.js";
+import { AutoencoderKL, CLIPTextModel, UNet2DConditionModel } from "../../lib/models/index.js";
+import { SyntheticFill50k } from "../../lib/data/index.js";
+import { DDPMScheduler } from "../../lib/schedulers/index.js";
+import { createOptimizer, clipGradNorm } from "../../lib/training/optim/index.js";
+import { getScheduler } from "../../lib/training/lr-schedulers.js";
+import { Rng } from "../../lib/training/rng.js";
+import { loadClipTokenizer } from "../../lib/demo/tokenizer.js";
+
+export interface TinySdRecipe {
+  outDir: string;
+  seed: number;
+  resolution: number;
+  /** Where the tokenizer files come from. */
+  tokenizerDir: string;
+  vaeSteps: number;
+  vaeBatch: number;
+  vaeLr: number;
+  klWeight: number;
+  unetSteps: number;
+  unetBatch: number;
+  unetLr: number;
+  /** Rows whose latents/text embeddings are precomputed for the UNet stage. */
+  poolSize: number;
+  /** Probability of training on the empty prompt (classifier-free guidance). */
+  emptyPromptProb: number;
+  /** Wall-clock budget in seconds: when set, each stage's step count is fitted to its share after timing its first
+   *  steps (the counts actually run are written to the report, so passing them back reproduces the run exactly). */
+  budgetSeconds?: number | null;
+  /** Share of the budget for the autoencoder (the rest, less the pool encoding, goes to the UNet). */
+  vaeShare?: number;
+  log?: (line: string) => void;
+}
+
+export const TINY_SD_RECIPE: Omit<TinySdRecipe, "outDir"> = {
+  seed: 1234,
+  resolution: 32,
+  tokenizerDir: "data/recipes/clip-tokenizer",
+  vaeSteps: 400,
+  vaeBatch: 16,
+  vaeLr: 2e-3,
+  klWeight: 1e-6,
+  unetSteps: 1500,
+  unetBatch: 32,
+  unetLr: 1e-3,
+  poolSize: 4096,
+  emptyPromptProb: 0.1,
+};
+
+export const TINY_VAE_CONFIG = {
+  in_channels: 3,
+  out_channels: 3,
+  down_block_types: ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
+  up_block_types: ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"],
+  block_out_channels: [16, 32, 32],
+  layers_per_block: 1,
+  latent_channels: 4,
+  norm_num_groups: 8,
+  sample_size: 32,
+  mid_block_add_attention: false,
+};
+
+export const TINY_TEXT_CONFIG = {
+  architectures: ["CLIPTextModel"],
+  vocab_size: 1000,
+  hidden_size: 32,
+  intermediate_size: 64,
+  projection_dim: 32,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  max_position_embeddings: 77,
+  hidden_act: "quick_gelu",
+  layer_norm_eps: 1e-5,
+  bos_token_id: 998,
+  eos_token_id: 999,
+  pad_token_id: 999,
+  model_type: "clip_text_model",
+};
+
+export const TINY_UNET_CONFIG = {
+  sample_size: 8,
+  in_channels: 4,
+  out_channels: 4,
+  block_out_channels: [32, 64],
+  layers_per_block: 1,
+  down_block_types: ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+  up_block_types: ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+  cross_attention_dim: 32,
+  attention_head_dim: 8,
+  norm_num_groups: 8,
+};
+
+export const TINY_SCHEDULER_CONFIG = {
+  _class_name: "DDPMScheduler",
+  num_train_timesteps: 1000,
+  beta_start: 0.00085,
+  beta_end: 0.012,
+  beta_schedule: "scaled_linear",
+  prediction_type: "epsilon",
+  clip_sample: false,
+  set_alpha_to_one: false,
+  steps_offset: 1,
+  timestep_spacing: "leading",
+};
+
+/** Rows as [B,H,W,3] in [-1,1] (the training transform of train_controlnet.py). */
+function pixelBatch(ds: SyntheticFill50k, indices: number[]): tf.Tensor4D {
+  const r = ds.resolution;
+  const out = new Float32Array(indices.length * r * r * 3);
+  indices.forEach((idx, k) => {
+    const img = ds.row(idx).image as { data: Uint8Array };
+    const o = k * r * r * 3;
+    for (let i = 0; i < r * r * 3; i++) out[o + i] = img.data[i]! / 127.5 - 1;
+  });
+  return tf.tensor4d(out, [indices.length, r, r, 3]);
+}
+
+function paramsOf(m: { namedParameters(): Map<string, { variable: tf.Variable }> }): Map<string, tf.Variable> {
+  return new Map([...m.namedParameters()].map(([n, p]) => [n, p.variable] as [string, tf.Variable]));
+}
+
+/** One optimizer step of `lossFn` over `params` (gradients clipped to norm 1). */
+function trainStep(params: Map<string, tf.Variable>, opt: ReturnType<typeof createOptimizer>, lossFn: () => tf.Scalar): number {
+  const names = [...params.keys()];
+  const { value, grads } = tf.variableGrads(lossFn, names.map((n) => params.get(n)!));
+  const loss = value.dataSync()[0]!;
+  value.dispose();
+  const g = new Map<string, tf.Tensor>();
+  for (const n of names) {
+    const t = grads[params.get(n)!.name];
+    if (t) g.set(n, t);
+  }
+  clipGradNorm(g, 1);
+  opt.step(g, { disposeGrads: true });
+  return loss;
+}
+
+function eta(done: number, total: number, t0: number): string {
+  const s = (performance.now() - t0) / 1000;
+  const rate = done / Math.max(s, 1e-9);
+  return `${rate.toFixed(2)} it/s, ${s.toFixed(0)}s elapsed, ETA ${((total - done) / Math.max(rate, 1e-9)).toFixed(0)}s`;
+}
+
+/** Steps that fit `seconds` at the measured pace, capped by `maxSteps` (never below the steps already done). */
+function fitSteps(seconds: number, done: number, elapsed: number, maxSteps: number): number {
+  const per = elapsed / Math.max(done, 1);
+  return Math.max(done, Math.min(maxSteps, Math.floor(seconds / per)));
+}
+
+/** Timing the first steps of a stage while still in warm-up, so refitting the step count changes no lr used so far. */
+const CALIBRATION_STEPS = 6;
+
+export interface TinySdReport {
+  seconds: { vae: number; encode: number; unet: number; total: number };
+  steps: { vae: number; unet: number };
+  vaeFinalLoss: number;
+  unetFinalLoss: number;
+  scalingFactor: number;
+  recipe: Omit<TinySdRecipe, "log">;
+}
+
+/** Runs the whole recipe and writes the pipeline folder to `outDir`. */
+export async function pretrainTinySd(recipe: TinySdRecipe): Promise<TinySdReport> {
+  const log = recipe.log ?? ((l: string) => console.log(l));
+  const tStart = performance.now();
+  const res = recipe.resolution;
+  const ds = new SyntheticFill50k({ count: 50_000, seed: recipe.seed, resolution: res });
+  const rng = new Rng(recipe.seed);
+
+  // ---- 1. the autoencoder ----
+  const vae = new AutoencoderKL({ ...TINY_VAE_CONFIG, sample_size: res }, { seed: recipe.seed });
+  const vaeParams = paramsOf(vae);
+  const vaeOpt = createOptimizer(vaeParams, { lr: recipe.vaeLr, weightDecay: 0 });
+  const budget = recipe.budgetSeconds ?? null;
+  let vaeSteps = recipe.vaeSteps;
+  const vaeSchedFor = (n: number) => getScheduler("cosine", { baseLr: recipe.vaeLr, numWarmupSteps: 20, numTrainingSteps: n, numCycles: 0.5, power: 1 });
+  let vaeSched = vaeSchedFor(vaeSteps);
+  let t0 = performance.now();
+  let vaeLoss = NaN;
+  for (let step = 1; step <= vaeSteps; step++) {
+    if (budget !== null && step === CALIBRATION_STEPS + 1) {
+      vaeSteps = fitSteps(budget * (recipe.vaeShare ?? 0.3), CALIBRATION_STEPS, (performance.now() - t0) / 1000, recipe.vaeSteps);
+      vaeSched = vaeSchedFor(vaeSteps);
+      for (let i = 0; i < CALIBRATION_STEPS; i++) vaeSched.step();
+      log(`vae: ${vaeSteps} steps fit the budget`);
+    }
+    const idx = Array.from({ length: recipe.vaeBatch }, () => rng.randint(0, ds.length));
+    const x = pixelBatch(ds, idx);
+    const lat = res / vae.scaleFactor;
+    const eps = tf.tensor4d(rng.normals(recipe.vaeBatch * lat * lat * 4), [recipe.vaeBatch, lat, lat, 4]);
+    vaeOpt.lr = vaeSched.getLastLr();
+    vaeLoss = trainStep(vaeParams, vaeOpt, () => {
+      const post = vae.encode(x);
+      const rec = vae.decode(post.sample({ noise: eps }));
+      const mse = tf.mean(tf.squaredDifference(rec, x));
+      const kl = tf.div(tf.mean(post.kl()), lat * lat * 4);
+      post.dispose();
+      return tf.add(mse, tf.mul(kl, recipe.klWeight)) as tf.Scalar;
+    });
+    vaeSched.step();
+    tf.dispose([x, eps]);
+    if (step % 25 === 0 || step === vaeSteps) log(`vae ${step}/${vaeSteps} loss ${vaeLoss.toFixed(5)} (${eta(step, vaeSteps, t0)})`);
+  }
+  const vaeSeconds = (performance.now() - t0) / 1000;
+  vae.trainable = false;
+
+  // ---- 2. frozen random text encoder + tokenizer ----
+  const tokenizer = loadClipTokenizer(recipe.tokenizerDir);
+  const textEncoder = new CLIPTextModel(TINY_TEXT_CONFIG, { seed: recipe.seed + 1 });
+  textEncoder.trainable = false;
+
+  // ---- pool: latent posteriors and text embeddings, computed once ----
+  t0 = performance.now();
+  const lat = res / vae.scaleFactor;
+  const latSize = lat * lat * 4;
+  const poolIdx = Array.from({ length: recipe.poolSize }, () => rng.randint(0, ds.length));
+  const means = new Float32Array(recipe.poolSize * latSize);
+  const stds = new Float32Array(recipe.poolSize * latSize);
+  const seq = tokenizer.modelMaxLength;
+  const hidden = TINY_TEXT_CONFIG.hidden_size;
+  const embeds = new Float32Array(recipe.poolSize * seq * hidden);
+  const chunk = 64;
+  for (let s = 0; s < recipe.poolSize; s += chunk) {
+    const idx = poolIdx.slice(s, s + chunk);
+    const x = pixelBatch(ds, idx);
+    const post = vae.encode(x);
+    means.set(post.mean.dataSync(), s * latSize);
+    stds.set(post.std.dataSync(), s * latSize);
+    post.dispose();
+    x.dispose();
+    const ids = tokenizer.tokenize(idx.map((i) => ds.truth(i).prompt), seq);
+    const h = textEncoder.forward(ids).lastHiddenState;
+    embeds.set(h.dataSync(), s * seq * hidden);
+    h.dispose();
+  }
+  // SD's scaling factor: 1 / std of the latents (of the posterior means here).
+  let sum = 0;
+  let sq = 0;
+  for (let i = 0; i < means.length; i++) {
+    sum += means[i]!;
+    sq += means[i]! * means[i]!;
+  }
+  const mu = sum / means.length;
+  const scalingFactor = 1 / Math.sqrt(sq / means.length - mu * mu);
+  (vae.config as { scaling_factor: number }).scaling_factor = Number(scalingFactor.toPrecision(5));
+  const emptyEmbed = tf.tidy(() => textEncoder.forward(tokenizer.tokenize([""], seq)).lastHiddenState.dataSync() as Float32Array);
+  const encodeSeconds = (performance.now() - t0) / 1000;
+  log(`pool: ${recipe.poolSize} rows encoded in ${encodeSeconds.toFixed(0)}s; scaling_factor ${vae.config.scaling_factor}`);
+
+  // ---- 3. the UNet ----
+  const unet = new UNet2DConditionModel({ ...TINY_UNET_CONFIG, sample_size: lat }, { seed: recipe.seed + 2 });
+  const unetParams = paramsOf(unet);
+  const unetOpt = createOptimizer(unetParams, { lr: recipe.unetLr, weightDecay: 1e-2 });
+  let unetSteps = recipe.unetSteps;
+  const unetSchedFor = (n: number) => getScheduler("cosine", { baseLr: recipe.unetLr, numWarmupSteps: 50, numTrainingSteps: n, numCycles: 0.5, power: 1 });
+  let unetSched = unetSchedFor(unetSteps);
+  const unetBudget = budget === null ? 0 : budget - (performance.now() - tStart) / 1000 - 15; // 15 s for saving
+  const noiseScheduler = DDPMScheduler.fromConfig(TINY_SCHEDULER_CONFIG);
+  const B = recipe.unetBatch;
+  t0 = performance.now();
+  let unetLoss = NaN;
+  let ema = NaN;
+  for (let step = 1; step <= unetSteps; step++) {
+    if (budget !== null && step === CALIBRATION_STEPS + 1) {
+      unetSteps = fitSteps(unetBudget, CALIBRATION_STEPS, (performance.now() - t0) / 1000, recipe.unetSteps);
+      unetSched = unetSchedFor(unetSteps);
+      for (let i = 0; i < CALIBRATION_STEPS; i++) unetSched.step();
+      log(`unet: ${unetSteps} steps fit the budget`);
+    }
+    const z = new Float32Array(B * latSize);
+    const e = new Float32Array(B * seq * hidden);
+    const rows = Array.from({ length: B }, () => rng.randint(0, recipe.poolSize));
+    const post = rng.normals(B * latSize);
+    rows.forEach((p, k) => {
+      for (let i = 0; i < latSize; i++) z[k * latSize + i] = (means[p * latSize + i]! + stds[p * latSize + i]! * post[k * latSize + i]!) * scalingFactor;
+      if (rng.random() < recipe.emptyPromptProb) e.set(emptyEmbed, k * seq * hidden);
+      else e.set(embeds.subarray(p * seq * hidden, (p + 1) * seq * hidden), k * seq * hidden);
+    });
+    const latents = tf.tensor4d(z, [B, lat, lat, 4]);
+    const ehs = tf.tensor3d(e, [B, seq, hidden]);
+    const noise = tf.tensor4d(rng.normals(B * latSize), [B, lat, lat, 4]);
+    const timesteps = Array.from({ length: B }, () => rng.randint(0, 1000));
+    const ts = tf.tensor1d(timesteps, "float32");
+    unetOpt.lr = unetSched.getLastLr();
+    unetLoss = trainStep(unetParams, unetOpt, () =>
+      tf.tidy(() => {
+        const noisy = noiseScheduler.addNoise(latents, noise, timesteps) as tf.Tensor4D;
+        return tf.mean(tf.squaredDifference(unet.forward(noisy, ts, ehs), noise)) as tf.Scalar;
+      }),
+    );
+    unetSched.step();
+    tf.dispose([latents, ehs, noise, ts]);
+    ema = Number.isNaN(ema) ? unetLoss : 0.98 * ema + 0.02 * unetLoss;
+    if (!Number.isFinite(unetLoss)) throw new Error(`UNet loss became ${unetLoss} at step ${step}`);
+    if (step % 25 === 0 || step === unetSteps) log(`unet ${step}/${unetSteps} loss ${unetLoss.toFixed(4)} ema ${ema.toFixed(4)} (${eta(step, unetSteps, t0)})`);
+  }
+  const unetSeconds = (performance.now() - t0) / 1000;
+
+  // ---- write the pipeline folder ----
+  const out = recipe.outDir;
+  fs.mkdirSync(out, { recursive: true });
+  vae.savePretrained(path.join(out, "vae"));
+  unet.savePretrained(path.join(out, "unet"));
+  textEncoder.savePretrained(path.join(out, "text_encoder"));
+  fs.mkdirSync(path.join(out, "tokenizer"), { recursive: true });
+  for (const f of ["vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"]) {
+    fs.copyFileSync(path.join(recipe.tokenizerDir, f), path.join(out, "tokenizer", f));
+  }
+  fs.mkdirSync(path.join(out, "scheduler"), { recursive: true });
+  fs.writeFileSync(path.join(out, "scheduler", "scheduler_config.json"), JSON.stringify({ ...TINY_SCHEDULER_CONFIG, _diffusers_version: "0.30.0" }, null, 2) + "\n");
+  fs.writeFileSync(path.join(out, "model_index.json"), JSON.stringify(MODEL_INDEX, null, 2) + "\n");
+  const total = (performance.now() - tStart) / 1000;
+  const { log: _l, ...plain } = recipe;
+  const report: TinySdReport = {
+    seconds: { vae: vaeSeconds, encode: encodeSeconds, unet: unetSeconds, total },
+    steps: { vae: vaeSteps, unet: unetSteps },
+    vaeFinalLoss: vaeLoss, unetFinalLoss: unetLoss, scalingFactor: vae.config.scaling_factor, recipe: plain,
+  };
+  fs.writeFileSync(path.join(out, "training_report.json"), JSON.stringify(report, null, 2) + "\n");
+  log(`done in ${total.toFixed(0)}s (vae ${vaeSeconds.toFixed(0)}s, pool ${encodeSeconds.toFixed(0)}s, unet ${unetSeconds.toFixed(0)}s) → ${out}`);
+  return report;
+}
+
+export const MODEL_INDEX = {
+  _class_name: "StableDiffusionPipeline",
+  _diffusers_version: "0.30.0",
+  feature_extractor: [null, null],
+  image_encoder: [null, null],
+  requires_safety_checker: false,
+  safety_checker: [null, null],
+  scheduler: ["diffusers", "DDPMScheduler"],
+  text_encoder: ["transformers", "CLIPTextModel"],
+  tokenizer: ["transformers", "CLIPTokenizer"],
+  unet: ["diffusers", "UNet2DConditionModel"],
+  vae: ["diffusers", "AutoencoderKL"],
+};

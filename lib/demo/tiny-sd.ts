@@ -1,0 +1,83 @@
+/**
+ * Loading the embedded tiny Stable Diffusion (data/tiny-sd, a diffusers StableDiffusionPipeline folder) and
+ * sampling it with a ControlNet through the project's pipeline.
+ */
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { tf } from "../engine/index.js";
+import { AutoencoderKL, CLIPTextModel, ControlNetModel, UNet2DConditionModel } from "../models/index.js";
+import { DDPMScheduler, readSchedulerConfig, schedulerFromConfig, type JsonConfig } from "../schedulers/index.js";
+import { StableDiffusionControlNetPipeline, toRgbImages, denormalize } from "../pipeline/index.js";
+import type { RawImage } from "../data/types.js";
+import { loadClipTokenizer, type ClipBpe } from "./tokenizer.js";
+
+/** data/tiny-sd of this checkout (found from this file, so it works from any working directory). */
+export const DEFAULT_TINY_SD = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "data", "tiny-sd");
+
+export interface TinySd {
+  dir: string;
+  unet: UNet2DConditionModel;
+  vae: AutoencoderKL;
+  textEncoder: CLIPTextModel;
+  tokenizer: ClipBpe;
+  schedulerConfig: JsonConfig;
+  noiseScheduler: DDPMScheduler;
+  /** Pixel side the models were trained at (vae sample_size). */
+  resolution: number;
+}
+
+export function loadTinySd(dir: string = DEFAULT_TINY_SD): TinySd {
+  const unet = UNet2DConditionModel.fromPretrained(path.join(dir, "unet"));
+  const vae = AutoencoderKL.fromPretrained(path.join(dir, "vae"));
+  const textEncoder = CLIPTextModel.fromPretrained(path.join(dir, "text_encoder"));
+  const tokenizer = loadClipTokenizer(path.join(dir, "tokenizer"));
+  const schedulerConfig = readSchedulerConfig(path.join(dir, "scheduler"));
+  const noiseScheduler = DDPMScheduler.fromConfig(schedulerConfig);
+  return { dir, unet, vae, textEncoder, tokenizer, schedulerConfig, noiseScheduler, resolution: vae.config.sample_size };
+}
+
+export interface SampleOptions {
+  prompts: string[];
+  /** Conditioning images [B,H,W,3] in [0,1] (one per prompt). */
+  conditioning: tf.Tensor4D;
+  steps?: number;
+  guidanceScale?: number;
+  seed?: number;
+  /** Images per pipeline call (memory/speed). */
+  batchSize?: number;
+}
+
+/** Generates one image per prompt with UniPC (the seed's validation scheduler), through the ControlNet pipeline. */
+export async function sampleControlled(sd: TinySd, controlnet: ControlNetModel, o: SampleOptions): Promise<RawImage[]> {
+  const out: RawImage[] = [];
+  const bs = o.batchSize ?? 16;
+  for (let s = 0; s < o.prompts.length; s += bs) {
+    const prompts = o.prompts.slice(s, s + bs);
+    const cond = tf.slice(o.conditioning, [s, 0, 0, 0], [prompts.length, -1, -1, -1]) as tf.Tensor4D;
+    const pipe = new StableDiffusionControlNetPipeline({
+      unet: sd.unet, controlnet, vae: sd.vae, textEncoder: sd.textEncoder, tokenizer: sd.tokenizer,
+      scheduler: schedulerFromConfig("unipc", sd.schedulerConfig),
+    });
+    try {
+      const r = await pipe.call({
+        prompt: prompts, image: cond, numInferenceSteps: o.steps ?? 20, guidanceScale: o.guidanceScale ?? 3,
+        seed: (o.seed ?? 1) + s, outputType: "tensor",
+      });
+      if (r.pixels) {
+        out.push(...toRgbImages(r.pixels));
+        r.pixels.dispose();
+      } else out.push(...r.rgb);
+    } finally {
+      cond.dispose();
+    }
+  }
+  return out;
+}
+
+/** VAE round trip (for checking the autoencoder): pixels [-1,1] → images. */
+export function reconstruct(sd: TinySd, pixels: tf.Tensor4D): RawImage[] {
+  const x = tf.tidy(() => denormalize(sd.vae.forward(pixels)));
+  const imgs = toRgbImages(x);
+  x.dispose();
+  return imgs;
+}

@@ -1,0 +1,36 @@
+/**
+ * `npm run pretrain-base [-- --out data/tiny-sd --seed 1234 --vae-steps N --unet-steps N]`: trains the tiny Stable
+ * Diffusion of data/tiny-sd with data/recipes/tiny-sd.ts (see its model card for the measured time).
+ */
+import { parseArgs } from "node:util";
+import { initEngine, describeEngine } from "../lib/engine/index.js";
+import { pretrainTinySd, TINY_SD_RECIPE } from "../data/recipes/tiny-sd.js";
+
+const { values } = parseArgs({
+  options: {
+    out: { type: "string", default: "data/tiny-sd" },
+    seed: { type: "string" },
+    "vae-steps": { type: "string" },
+    "unet-steps": { type: "string" },
+    "pool-size": { type: "string" },
+    "unet-lr": { type: "string" },
+    "unet-batch": { type: "string" },
+    "budget-minutes": { type: "string" },
+    "vae-share": { type: "string" },
+  },
+});
+const num = (v: string | undefined, d: number) => (v === undefined ? d : Number(v));
+const info = await initEngine();
+console.log(describeEngine(info));
+await pretrainTinySd({
+  ...TINY_SD_RECIPE,
+  outDir: values.out!,
+  seed: num(values.seed, TINY_SD_RECIPE.seed),
+  vaeSteps: num(values["vae-steps"], TINY_SD_RECIPE.vaeSteps),
+  unetSteps: num(values["unet-steps"], TINY_SD_RECIPE.unetSteps),
+  poolSize: num(values["pool-size"], TINY_SD_RECIPE.poolSize),
+  unetLr: num(values["unet-lr"], TINY_SD_RECIPE.unetLr),
+  unetBatch: num(values["unet-batch"], TINY_SD_RECIPE.unetBatch),
+  vaeShare: num(values["vae-share"], 0.3),
+  budgetSeconds: values["budget-minutes"] === undefined ? null : Number(values["budget-minutes"]) * 60,
+});

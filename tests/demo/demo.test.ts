@@ -1,0 +1,36 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { testEngine } from "../helpers.js";
+import { runDemo } from "../../lib/demo/run.js";
+
+test("a very short demo run writes the ControlNet folder, grid, loss curve and report", async () => {
+  await testEngine();
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "demo-test-"));
+  try {
+    const lines: string[] = [];
+    const r = await runDemo({
+      outputDir: out, steps: 2, batchSize: 2, evalCount: 2, inferenceSteps: 2, skipBefore: true, log: (l) => lines.push(l),
+    });
+    assert.equal(r.steps, 2);
+    assert.equal(r.before, null);
+    assert.equal(r.after.count, 2);
+    assert.ok(r.after.iou >= 0 && r.after.iou <= 1);
+    const cfg = JSON.parse(fs.readFileSync(path.join(out, "config.json"), "utf8"));
+    assert.equal(cfg._class_name, "ControlNetModel");
+    assert.ok(fs.statSync(path.join(out, "diffusion_pytorch_model.safetensors")).size > 100_000);
+    const png = fs.readFileSync(r.files.grid);
+    assert.deepEqual([...png.subarray(1, 4)], [0x50, 0x4e, 0x47]); // "PNG"
+    const svg = fs.readFileSync(r.files.lossCurve, "utf8");
+    assert.match(svg, /^<svg/);
+    const log = fs.readFileSync(r.files.log, "utf8").trim().split("\n");
+    assert.equal(log.length, 2);
+    const report = JSON.parse(fs.readFileSync(r.files.report, "utf8"));
+    assert.equal(report.steps, 2);
+    assert.ok(lines.some((l) => /step 2\/2 .*it\/s .*ETA/.test(l)), lines.join("\n"));
+  } finally {
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+});
