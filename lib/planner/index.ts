@@ -10,3 +10,5 @@ export type { SeedTier } from "./sd15.js";
 export type { PlannerOptions } from "./types.js";
 export { trainingStepFlops } from "./flops.js";
 export type { StepFlops } from "./flops.js";
+export { streamFrozenWeights } from "./offload.js";
+export type { FrozenWeightStream, StreamedBlock } from "./offload.js";
