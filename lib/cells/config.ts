@@ -32,7 +32,11 @@ export interface WriteBasicConfigOptions extends EngineOptions {
   configFile?: string;
 }
 
-export async function writeBasicConfig(opts: WriteBasicConfigOptions = {}): Promise<BasicConfig & { [JUPYTER_DISPLAY](): Record<string, string> }> {
+/**
+ * The returned object renders as a table in Jupyter (a `Symbol.for("Jupyter.display")` method, kept out of the type so
+ * notebook cells can export the value without naming the symbol).
+ */
+export async function writeBasicConfig(opts: WriteBasicConfigOptions = {}): Promise<BasicConfig> {
   const info = await initEngine(opts);
   const outputDir = path.resolve(opts.outputDir ?? "outputs");
   const configFile = path.resolve(opts.configFile ?? path.join(outputDir, "controlnet-ts-config.json"));
@@ -59,12 +63,12 @@ export async function writeBasicConfig(opts: WriteBasicConfigOptions = {}): Prom
     ["output dir", cfg.outputDir],
     ["config file", cfg.configFile],
   ];
-  return Object.assign(cfg, {
-    [JUPYTER_DISPLAY]() {
-      return {
-        "text/plain": rows.map(([k, v]) => `${k.padEnd(22)} ${v}`).join("\n"),
-        "text/html": `<table>${rows.map(([k, v]) => `<tr><th style="text-align:left">${escapeHtml(k)}</th><td style="text-align:left">${escapeHtml(v)}</td></tr>`).join("")}</table>`,
-      };
-    },
+  Object.defineProperty(cfg, JUPYTER_DISPLAY, {
+    enumerable: false,
+    value: () => ({
+      "text/plain": rows.map(([k, v]) => `${k.padEnd(22)} ${v}`).join("\n"),
+      "text/html": `<table>${rows.map(([k, v]) => `<tr><th style="text-align:left">${escapeHtml(k)}</th><td style="text-align:left">${escapeHtml(v)}</td></tr>`).join("")}</table>`,
+    }),
   });
+  return cfg;
 }

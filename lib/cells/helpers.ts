@@ -17,10 +17,14 @@ import { ImageGrid, TrainingDashboard } from "../../widgets/index.js";
 import { abortSignal, JUPYTER_DISPLAY } from "./display.js";
 import { memo } from "./memo.js";
 
-type WithDisplay<T> = T & { [JUPYTER_DISPLAY](): Record<string, unknown> };
+/**
+ * Attaches a Jupyter rendering (`Symbol.for("Jupyter.display")`) to a helper's result. It stays out of the static type
+ * so a notebook cell can export the value without naming the symbol (tslab emits declarations for cells).
+ */
+type WithDisplay<T> = T;
 function withDisplay<T extends object>(value: T, bundle: () => Record<string, unknown>): WithDisplay<T> {
   Object.defineProperty(value, JUPYTER_DISPLAY, { value: bundle, enumerable: false, configurable: true });
-  return value as WithDisplay<T>;
+  return value;
 }
 
 export interface DatasetCellOptions {

@@ -6,7 +6,7 @@ import fs from "node:fs";
 import path from "node:path";
 import type { ControlNetModel } from "../models/index.js";
 import { StableDiffusionControlNetPipeline } from "../pipeline/pipeline.js";
-import { loadScheduler } from "../schedulers/index.js";
+import { loadScheduler, Generator } from "../schedulers/index.js";
 import { resizeCenterCrop } from "../data/index.js";
 import type { BaseModel } from "./base.js";
 
@@ -50,11 +50,13 @@ export async function runValidation(base: BaseModel, controlnet: ControlNetModel
   const dir = o.dir ?? "validation";
   fs.mkdirSync(dir, { recursive: true });
   const pairs: ValidationResult["pairs"] = [];
+  // One generator for the whole validation, as log_validation does, so pairs do not all start from the same noise.
+  const generator = new Generator(o.seed ?? 0);
   for (const [i, [image, prompt]] of pairValidation(o.images, o.prompts).entries()) {
     // Like the training transforms: shorter side to `resolution`, centre crop (the pipeline refuses other sizes).
     const control = o.resolution ? await resizeCenterCrop(new Uint8Array(fs.readFileSync(image)), o.resolution) : image;
     const out = await pipe.call({
-      image: control, prompt, numInferenceSteps: o.steps ?? 20, height: o.resolution, width: o.resolution, numImagesPerPrompt: o.numImages ?? 4, seed: o.seed ?? 0, signal: o.signal,
+      image: control, prompt, numInferenceSteps: o.steps ?? 20, height: o.resolution, width: o.resolution, numImagesPerPrompt: o.numImages ?? 4, generator, signal: o.signal,
     });
     const files = out.images.map((png, k) => {
       const f = path.join(dir, `step-${o.step}-pair-${i}-sample-${k}.png`);

@@ -38,7 +38,7 @@ test("writeBasicConfig writes the engine, memory budget and output dirs, and ren
   const onDisk = JSON.parse(fs.readFileSync(cfg.configFile, "utf8"));
   assert.equal(onDisk.engine, "wasm");
   assert.equal(onDisk.outputDir, dir);
-  const bundle = cfg[JUPYTER_DISPLAY]();
+  const bundle = (cfg as unknown as Record<symbol, () => Record<string, string>>)[JUPYTER_DISPLAY]!();
   assert.match(bundle["text/html"]!, /<table>.*wasm.*4\.0 GiB/s);
   assert.match(bundle["text/plain"]!, /node-gpu unavailable/);
 });

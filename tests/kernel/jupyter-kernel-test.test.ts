@@ -15,7 +15,7 @@ import { ROOT } from "./client.js";
 const PYTHON = path.join(ROOT, ".venv", "bin", "python");
 const KERNEL_NAME = "controlnet-ts-test";
 
-it("passes jupyter_kernel_test and nbclient runs (Python)", { timeout: 300_000 }, async (t) => {
+it("passes jupyter_kernel_test and nbclient runs, and the tutorial notebooks execute (Python)", { timeout: 1_500_000 }, async (t) => {
   if (!fs.existsSync(PYTHON)) {
     const why = `${PYTHON} is missing: python3 -m venv .venv && .venv/bin/pip install -r tests/kernel/requirements.txt`;
     if (process.env.CI === "1" || process.env.CI === "true") assert.fail(why);
@@ -37,7 +37,7 @@ it("passes jupyter_kernel_test and nbclient runs (Python)", { timeout: 300_000 }
       KERNEL_NAME,
       PYTHONDONTWRITEBYTECODE: "1",
     };
-    const args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/kernel/test_kernel.py", "tests/kernel/test_notebook.py"];
+    const args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/kernel/test_kernel.py", "tests/kernel/test_notebook.py", "tests/kernel/test_tutorials.py"];
     const { code, output } = await new Promise<{ code: number | null; output: string }>((resolve) => {
       const child = spawn(PYTHON, args, { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
       let output = "";
