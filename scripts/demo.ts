@@ -16,6 +16,7 @@ const { values } = parseArgs({
     seed: { type: "string" },
     "eval-count": { type: "string" },
     minutes: { type: "string" },
+    "skip-before": { type: "boolean", default: false },
   },
 });
 const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
@@ -27,7 +28,7 @@ const minutes = num(values.minutes);
 const r = await runDemo({
   outputDir: values.out, baseDir: values.base, steps: num(values.steps), batchSize: num(values["batch-size"]),
   learningRate: num(values.lr), seed: num(values.seed), evalCount: num(values["eval-count"]),
-  signal: ac.signal, trainSeconds: minutes === undefined ? undefined : minutes * 60,
+  skipBefore: values["skip-before"], signal: ac.signal, trainSeconds: minutes === undefined ? undefined : minutes * 60,
 });
 console.log(`\ncontrol fidelity on ${r.after.count} held-out outlines:`);
 if (r.before) console.log(`  before: IoU ${r.before.iou.toFixed(3)}  colour ${r.before.colorScore.toFixed(3)}`);
