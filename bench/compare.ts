@@ -19,11 +19,11 @@ import os from "node:os";
 import path from "node:path";
 import readline from "node:readline";
 import { spawn } from "node:child_process";
-import { initEngine, measurePeak, tf } from "../lib/engine/index.js";
+import { initEngine, measurePeak, tf, WASM_HEAP_LIMIT } from "../lib/engine/index.js";
 import { AutoencoderKL } from "../lib/models/index.js";
 import { schedulerFromConfig } from "../lib/schedulers/index.js";
 import { StableDiffusionControlNetPipeline } from "../lib/pipeline/index.js";
-import { createTrainingStep, trainingStepFlops } from "../lib/planner/index.js";
+import { createTrainingStep, planMemory, trainingStepFlops } from "../lib/planner/index.js";
 import { Table } from "../widgets/table.js";
 import { BENCH_MID_UNET } from "./models.js";
 import { BENCH_MID_VAE } from "./pipeline.js";
@@ -96,8 +96,14 @@ export async function run(args: string[]): Promise<object> {
   }
   const theirs = "error" in ref ? null : ref;
 
-  // ours: the warm-up step is also the memory measurement (it creates the optimizer state, as theirs does)
-  const runner = createTrainingStep({ unet: BENCH_MID_UNET, resolution: RESOLUTION, batchSize: batch });
+  // ours: the planner picks the cheapest options that fit the 4 GiB wasm heap (bench-mid at batch 4 needs ~4.8 GB
+  // without any); diffusers runs with none (it is not heap-bound). The warm-up step is also the memory measurement
+  // (it creates the optimizer state, as theirs does).
+  const plan = planMemory({ unet: BENCH_MID_UNET, resolution: RESOLUTION, batchSize: batch }, 0.9 * WASM_HEAP_LIMIT);
+  if (!plan.best) throw new Error(`bench-mid at batch ${batch} does not fit the wasm heap with any option set`);
+  const options = plan.best.options;
+  log(`ours: options ${plan.best.name === "none" ? "none" : JSON.stringify(options)} (planner: ${(plan.best.estimate.device.total / 1e9).toFixed(2)} GB of ${(WASM_HEAP_LIMIT / 1e9).toFixed(2)} GB)`);
+  const runner = createTrainingStep({ unet: BENCH_MID_UNET, resolution: RESOLUTION, batchSize: batch, options });
   const t0 = performance.now();
   const first = await measurePeak(() => runner.step());
   log(`warm-up: ours ${((performance.now() - t0) / 1000).toFixed(2)} s (peak +${(first.peakDeltaBytes / 1e6).toFixed(0)} MB)`);
@@ -150,6 +156,8 @@ export async function run(args: string[]): Promise<object> {
     config: "bench-mid",
     batch, resolution: RESOLUTION, steps, images, val_steps: valSteps,
     engine: { backend: info.backend, threads: info.threads },
+    ours_options: options,
+    ours_predicted_peak_bytes: plan.best.estimate.device.total,
     diffusers: theirs ? theirs.info : ref,
     step_flops: flops,
     step_flops_analytic: analytic,
