@@ -12,8 +12,8 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
-function time(fn: () => void, reps: number): number {
-  fn(); // warm-up
+function time(fn: () => void, reps: number, warmUp = true): number {
+  if (warmUp) fn(); // first calls compile kernels and grow the heap
   const ts: number[] = [];
   for (let i = 0; i < reps; i++) {
     const t0 = performance.now();
@@ -29,9 +29,10 @@ async function measure(backend: string, threads: number) {
   const reps = slow ? 1 : 7;
   const x = tf.randomNormal([4, 32, 32, 64], 0, 1, "float32", 1) as tf.Tensor4D;
   const w = tf.randomNormal([3, 3, 64, 64], 0, 1, "float32", 2) as tf.Tensor4D;
-  const convFwd = time(() => tf.tidy(() => tf.conv2d(x, w, 1, "same").dataSync()), reps);
+  // The cpu backend is ~100x slower: one timed run, no warm-up (it has nothing to compile).
+  const convFwd = time(() => tf.tidy(() => tf.conv2d(x, w, 1, "same").dataSync()), reps, !slow);
   const grad = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 1, "same")));
-  const convFwdBwd = time(() => tf.tidy(() => grad([x, w]).forEach((g) => g.dataSync())), reps);
+  const convFwdBwd = time(() => tf.tidy(() => grad([x, w]).forEach((g) => g.dataSync())), reps, !slow);
   const n = 1024;
   const a = tf.randomNormal([n, n], 0, 1, "float32", 3) as tf.Tensor2D;
   const b = tf.randomNormal([n, n], 0, 1, "float32", 4) as tf.Tensor2D;
@@ -39,9 +40,9 @@ async function measure(backend: string, threads: number) {
   const b3 = tf.randomNormal([4, n, n / 2], 0, 1, "float32", 6) as tf.Tensor3D;
   const gflops = (flops: number, ms: number) => +(flops / ms / 1e6).toFixed(2);
   const mmReps = slow ? 1 : 5;
-  const plain = time(() => tf.tidy(() => tf.matMul(a, b).dataSync()), mmReps);
-  const transposed = time(() => tf.tidy(() => tf.matMul(a, b, true, true).dataSync()), mmReps);
-  const batched = time(() => tf.tidy(() => tf.matMul(a3, b3).dataSync()), mmReps);
+  const plain = time(() => tf.tidy(() => tf.matMul(a, b).dataSync()), mmReps, !slow);
+  const transposed = time(() => tf.tidy(() => tf.matMul(a, b, true, true).dataSync()), mmReps, !slow);
+  const batched = time(() => tf.tidy(() => tf.matMul(a3, b3).dataSync()), mmReps, !slow);
   return {
     backend: info.backend,
     threads: info.threads,
