@@ -21,7 +21,7 @@ import { DDPMScheduler } from "../../lib/schedulers/index.js";
 import { createOptimizer, clipGradNorm } from "../../lib/training/optim/index.js";
 import { getScheduler } from "../../lib/training/lr-schedulers.js";
 import { Rng } from "../../lib/training/rng.js";
-import { loadClipTokenizer } from "../../lib/demo/tokenizer.js";
+import { CLIPTokenizer } from "../../lib/models/clip/tokenizer.js";
 
 export interface TinySdRecipe {
   outDir: string;
@@ -221,7 +221,7 @@ export async function pretrainTinySd(recipe: TinySdRecipe): Promise<TinySdReport
   vae.trainable = false;
 
   // ---- 2. frozen random text encoder + tokenizer ----
-  const tokenizer = loadClipTokenizer(recipe.tokenizerDir);
+  const tokenizer = CLIPTokenizer.fromFolder(recipe.tokenizerDir);
   const textEncoder = new CLIPTextModel(TINY_TEXT_CONFIG, { seed: recipe.seed + 1 });
   textEncoder.trainable = false;
 

@@ -9,7 +9,7 @@ import { AutoencoderKL, CLIPTextModel, ControlNetModel, UNet2DConditionModel } f
 import { DDPMScheduler, readSchedulerConfig, schedulerFromConfig, type JsonConfig } from "../schedulers/index.js";
 import { StableDiffusionControlNetPipeline, toRgbImages, denormalize } from "../pipeline/index.js";
 import type { RawImage } from "../data/types.js";
-import { loadClipTokenizer, type ClipBpe } from "./tokenizer.js";
+import { CLIPTokenizer } from "../models/clip/tokenizer.js";
 
 /** data/tiny-sd of this checkout (found from this file, so it works from any working directory). */
 export const DEFAULT_TINY_SD = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "data", "tiny-sd");
@@ -19,7 +19,7 @@ export interface TinySd {
   unet: UNet2DConditionModel;
   vae: AutoencoderKL;
   textEncoder: CLIPTextModel;
-  tokenizer: ClipBpe;
+  tokenizer: CLIPTokenizer;
   schedulerConfig: JsonConfig;
   noiseScheduler: DDPMScheduler;
   /** Pixel side the models were trained at (vae sample_size). */
@@ -30,7 +30,7 @@ export function loadTinySd(dir: string = DEFAULT_TINY_SD): TinySd {
   const unet = UNet2DConditionModel.fromPretrained(path.join(dir, "unet"));
   const vae = AutoencoderKL.fromPretrained(path.join(dir, "vae"));
   const textEncoder = CLIPTextModel.fromPretrained(path.join(dir, "text_encoder"));
-  const tokenizer = loadClipTokenizer(path.join(dir, "tokenizer"));
+  const tokenizer = CLIPTokenizer.fromFolder(path.join(dir, "tokenizer"));
   const schedulerConfig = readSchedulerConfig(path.join(dir, "scheduler"));
   const noiseScheduler = DDPMScheduler.fromConfig(schedulerConfig);
   return { dir, unet, vae, textEncoder, tokenizer, schedulerConfig, noiseScheduler, resolution: vae.config.sample_size };

@@ -59,7 +59,7 @@ function controlnetAfter(name: string): Map<string, Float32Array> {
 /**
  * AdamW's first update is lr·g/(|g|+ε) per element: where |g| is within a few ε of 0, the fp32 summation order of
  * the gradient (different between PyTorch and tfjs kernels) decides the update, by up to lr. Those elements are
- * compared only for staying inside the update's bound; every element with |g| ≥ 1e-7 (10ε) must match
+ * compared only for staying inside the update's bound; every element with |g| ≥ 1e-6 (100ε) must match
  * within 1e-5, and the degenerate ones must be rare.
  */
 function compareWeights(cn: ControlNetModel, before: Map<string, Float32Array>, grads: Map<string, Float32Array>, expected: Map<string, Float32Array>, lr: number): void {
@@ -75,7 +75,7 @@ function compareWeights(cn: ControlNetModel, before: Map<string, Float32Array>, 
     for (let i = 0; i < v.length; i++) {
       total++;
       const d = Math.abs(g[i]! - v[i]!);
-      if (Math.abs(grad[i]!) >= 1e-7) worst = Math.max(worst, d);
+      if (Math.abs(grad[i]!) >= 1e-6) worst = Math.max(worst, d);
       else if (d > 1e-5) {
         degenerate++;
         assert.ok(Math.abs(v[i]! - w0[i]! * (1 - lr * 1e-2)) <= lr * 1.0001, `${k}[${i}]: reference update exceeds lr`);
@@ -83,9 +83,9 @@ function compareWeights(cn: ControlNetModel, before: Map<string, Float32Array>, 
       }
     }
   }
-  assert.ok(worst <= 1e-5, `weights after the step differ by ${worst} where |grad| >= 1e-7`);
-  assert.ok(degenerate / total < 0.01, `${degenerate} of ${total} elements with |grad| < 1e-7 differ by more than 1e-5`);
-  if (process.env.DEBUG_PARITY) console.log(`weights: worst ${worst} where |g| >= 1e-7; ${degenerate}/${total} near-zero-gradient elements differ > 1e-5`);
+  assert.ok(worst <= 1e-5, `weights after the step differ by ${worst} where |grad| >= 1e-6`);
+  assert.ok(degenerate / total < 0.01, `${degenerate} of ${total} elements with |grad| < 1e-6 differ by more than 1e-5`);
+  if (process.env.DEBUG_PARITY) console.log(`weights: worst ${worst} where |g| >= 1e-6; ${degenerate}/${total} near-zero-gradient elements differ > 1e-5`);
 }
 
 const snapshot = (cn: ControlNetModel) => new Map([...cn.stateDict()].map(([k, v]) => [k, Float32Array.from(v.data)]));
