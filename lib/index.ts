@@ -12,3 +12,4 @@ export * as schedulers from "./schedulers/index.js";
 export * as data from "./data/index.js";
 export * as pipeline from "./pipeline/index.js";
 export * as training from "./training/index.js";
+export * as planner from "./planner/index.js";

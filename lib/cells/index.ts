@@ -10,3 +10,4 @@ export type { ControlNetModel, UNet2DConditionModel, AutoencoderKL, CLIPTextMode
 export type { ControlNetDataset } from "../data/index.js";
 export type { TrainResult } from "../training/trainer.js";
 export type { ValidationResult } from "../training/validation.js";
+export { estimateMemory, type PlannerCellResult } from "./planner.js";
