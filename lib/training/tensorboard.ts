@@ -263,7 +263,7 @@ function decodeValue(b: Uint8Array): EventValue {
     else if (field === 2) out.simpleValue = value as number;
     else if (field === 4) {
       const ir = new ProtoReader(value as Uint8Array);
-      const img = { height: 0, width: 0, colorspace: 0, encoded: new Uint8Array(0) };
+      const img: { height: number; width: number; colorspace: number; encoded: Uint8Array } = { height: 0, width: 0, colorspace: 0, encoded: new Uint8Array(0) };
       while (!ir.done()) {
         const f = ir.next();
         if (f.field === 1) img.height = Number(f.value);
