@@ -13,7 +13,7 @@ import path from "node:path";
 import { tf } from "../engine/index.js";
 import type { AutoencoderKL, ControlNetModel, UNet2DConditionModel, CLIPTextModel } from "../models/index.js";
 import type { Batch, ControlNetDataset, DataLoader, LoaderPosition } from "../data/index.js";
-import { createOptimizer, clipGradNorm, type Optimizer } from "./optim/index.js";
+import { createOptimizer, clipGradNorm, GradientAccumulator, type Optimizer } from "./optim/index.js";
 import { getScheduler, type LrScheduler, type LrSchedulerState } from "./lr-schedulers.js";
 import { Rng, type RngState } from "./rng.js";
 import { saveCheckpoint, resolveResume, loadCheckpoint } from "./checkpoints.js";
@@ -249,7 +249,7 @@ export class ControlNetTrainer {
     while (this.globalStep < until) {
       if (hooks.signal?.aborted) return { globalStep: this.globalStep, maxSteps: this.maxSteps, stopped: "interrupted", lastLoss };
       const t0 = performance.now();
-      let acc: Map<string, tf.Tensor> | null = null;
+      const acc = new GradientAccumulator();
       let lossSum = 0;
       for (let micro = 0; micro < accumulation; micro++) {
         const batch = await loader.next();
@@ -257,25 +257,19 @@ export class ControlNetTrainer {
         this.position = batch.next;
         const { loss, grads } = this.microStep(batch);
         lossSum += loss;
-        if (!acc) acc = grads;
-        else {
-          for (const [k, g] of grads) {
-            const prev = acc.get(k);
-            acc.set(k, prev ? tf.add(prev, g) : g);
-            if (prev) tf.dispose([prev, g]);
-          }
-        }
+        acc.add(grads);
       }
+      const grads = acc.take();
       // Reported loss: the mean over micro-batches (controlnetGradients returns each unscaled loss).
       const loss = lossSum / accumulation;
       if (!Number.isFinite(loss)) {
-        if (acc) tf.dispose([...acc.values()]);
+        tf.dispose([...grads.values()]);
         throw new NonFiniteLossError(this.globalStep + 1, loss, this.lastCheckpoint);
       }
-      const gradNorm = this.opts.max_grad_norm > 0 ? clipGradNorm(acc!, this.opts.max_grad_norm) : NaN;
+      const gradNorm = this.opts.max_grad_norm > 0 ? clipGradNorm(grads, this.opts.max_grad_norm) : NaN;
       this.optimizer.lr = this.lrScheduler.getLastLr();
-      this.optimizer.step(acc!, { disposeGrads: this.opts.set_grads_to_none });
-      if (!this.opts.set_grads_to_none) tf.dispose([...acc!.values()]);
+      this.optimizer.step(grads, { disposeGrads: this.opts.set_grads_to_none });
+      if (!this.opts.set_grads_to_none) tf.dispose([...grads.values()]);
       for (let i = 0; i < accumulation; i++) this.lrScheduler.step();
       this.globalStep++;
       lastLoss = loss;

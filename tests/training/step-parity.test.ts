@@ -10,7 +10,7 @@ import { tf } from "../../lib/engine/index.js";
 import { UNet2DConditionModel, ControlNetModel, AutoencoderKL, CLIPTextModel } from "../../lib/models/index.js";
 import { loadScheduler } from "../../lib/schedulers/index.js";
 import { readSafetensors } from "../../lib/io/safetensors.js";
-import { AdamW, clipGradNorm } from "../../lib/training/optim/index.js";
+import { AdamW, clipGradNorm, GradientAccumulator } from "../../lib/training/optim/index.js";
 import { controlnetGradients, encodeLatents, type NoiseSchedule } from "../../lib/training/step.js";
 import { testEngine, maxAbsDiff } from "../helpers.js";
 import { FixtureIO, fixtureDir, nchwValues } from "../models/fixture-io.js";
@@ -120,22 +120,22 @@ test("one step, batch 2: latents, text states, loss, grad norm and AdamW weights
 
 test("gradient accumulation 2 (micro-batches of 1, clipping at 0.5) matches diffusers", () => {
   const controlnet = ControlNetModel.fromPretrained(path.join(fixtureDir("sd_tiny"), "controlnet"));
-  let acc: Map<string, tf.Tensor> | null = null;
+  const accumulator = new GradientAccumulator();
   for (const i of [0, 1]) {
     const x = inputs(i, i + 1);
     const { loss, grads } = controlnetGradients(unet, controlnet, scheduler, x, 1 / 2);
     relClose(loss, scalar(`accum2.loss.${i}`), 1e-5, `micro-batch ${i} loss`);
-    if (!acc) acc = grads;
-    else for (const [k, g] of grads) { const p = acc.get(k)!; acc.set(k, tf.add(p, g)); tf.dispose([p, g]); }
+    accumulator.add(grads);
     tf.dispose(Object.values(x));
   }
-  const norm = clipGradNorm(acc!, 0.5);
+  const acc = accumulator.take();
+  const norm = clipGradNorm(acc, 0.5);
   relClose(norm, scalar("accum2.grad_norm"), 1e-4, "grad norm");
   const before = snapshot(controlnet);
-  const g = torchGrads(controlnet, acc!);
+  const g = torchGrads(controlnet, acc);
   const params = new Map([...controlnet.namedParameters()].map(([n, p]) => [n, p.variable] as [string, tf.Variable]));
   const opt = new AdamW(params, { lr: 1e-3 });
-  opt.step(acc!);
+  opt.step(acc);
   compareWeights(controlnet, before, g, controlnetAfter("controlnet_accum2"), 1e-3);
   opt.dispose();
   controlnet.dispose();
