@@ -6,3 +6,4 @@ export type { BackendKind, EngineInfo, EngineOptions } from "./backend.js";
 export { memoryInfo, measurePeak, installMemoryTracker } from "./memory.js";
 export type { MemorySnapshot, PeakReport } from "./memory.js";
 export { checkpoint } from "./checkpoint.js";
+export { SMALL_GEMM_FLOPS } from "./kernels/batch-matmul.js";

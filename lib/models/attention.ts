@@ -9,6 +9,7 @@
  */
 import { tf } from "../engine/index.js";
 import { checkpoint } from "../engine/checkpoint.js";
+import { SMALL_GEMM_FLOPS } from "../engine/index.js";
 import { Module } from "./module.js";
 import { GroupNorm, LayerNorm, Linear, Pointwise, gelu } from "./layers.js";
 
@@ -27,6 +28,14 @@ export function scaledDotProductAttention(
   // [BH,N,M] result (and again in backward); doing the loop here keeps only the softmax outputs alive.
   const core = (qc: tf.Tensor, kc: tf.Tensor, vc: tf.Tensor, mask?: tf.Tensor): tf.Tensor3D =>
     tf.tidy(() => {
+      const [, nq, d] = qc.shape as [number, number, number];
+      if (2 * nq * kc.shape[1]! * d < SMALL_GEMM_FLOPS) {
+        // Small heads (tiny models, low resolutions): per-head ops would cost more in overhead than in math, so one
+        // batched product each way; the score tensor is small by the same token.
+        let s: tf.Tensor = tf.matMul(tf.mul(qc, scale) as tf.Tensor3D, kc as tf.Tensor3D, false, true);
+        if (mask) s = tf.add(s, mask);
+        return tf.matMul(tf.softmax(s) as tf.Tensor3D, vc as tf.Tensor3D);
+      }
       // scale q (small) rather than the scores: one fewer score-sized tensor kept for backprop
       const qs = tf.unstack(tf.mul(qc, scale));
       const ks = tf.unstack(kc);

@@ -4,7 +4,7 @@
  */
 import { before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { tf } from "../../lib/engine/index.js";
+import { tf, SMALL_GEMM_FLOPS } from "../../lib/engine/index.js";
 import { assertClose, onCpu, testEngine } from "../helpers.js";
 
 type Pad = "same" | "valid" | tf.backend_util.ExplicitPadding;
@@ -78,11 +78,14 @@ describe("conv2d gradients on wasm", () => {
 
 describe("BatchMatMul on wasm", () => {
   const shapes: [number, number][] = [[1, 1], [3, 3], [3, 1], [1, 3]];
+  // small products take the one-call path of the override, large ones the per-item GEMM loop
+  const sizes: Array<[string, number, number, number]> = [["small", 7, 5, 6], ["large", 48, 40, 70]];
+  assert.ok(2 * 7 * 5 * 6 < SMALL_GEMM_FLOPS && 2 * 48 * 40 * 70 >= SMALL_GEMM_FLOPS);
+  for (const [label, m, k, n] of sizes)
   for (const [ba, bb] of shapes)
     for (const ta of [false, true])
       for (const tb of [false, true]) {
-        test(`batch ${ba}x${bb} transposeA=${ta} transposeB=${tb}`, async () => {
-          const m = 7, k = 5, n = 6;
+        test(`${label}: batch ${ba}x${bb} transposeA=${ta} transposeB=${tb}`, async () => {
           const run = () => tf.tidy(() => {
             const a = tf.randomNormal(ta ? [ba, k, m] : [ba, m, k], 0, 1, "float32", 21);
             const b = tf.randomNormal(tb ? [bb, n, k] : [bb, k, n], 0, 1, "float32", 22);

@@ -3,9 +3,17 @@
  * transpose or batch drops to a scalar loop (~1 GFLOP/s), and every matmul gradient has a transposed operand. We
  * make transposes explicit, fold a shared right-hand side into one GEMM, and otherwise loop over the batch, so all
  * work reaches the fast path (the original kernel, called with no transpose and batch 1).
+ *
+ * Many small products (attention of a tiny model: 128 heads of 64×8·8×77) are the exception: there each GEMM call
+ * costs more in per-op overhead (slice, reshape, kernel launch ≈ 40 µs) than the scalar loop spends on the whole
+ * product, so below SMALL_GEMM_FLOPS per product the batch goes to the original kernel in one call, transposes
+ * made explicit (it is fast enough there and cheaper than 3 ops per item).
  */
 import { tf } from "../tf.js";
 import type { KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from "@tensorflow/tfjs";
+
+/** Per-product work (2·m·k·n) below which one scalar-loop call beats a loop of GEMMs (measured on the tiny UNet). */
+export const SMALL_GEMM_FLOPS = 256 * 1024;
 
 export function makeBatchMatMul(original: KernelFunc): KernelFunc {
   const kernel = (args: { inputs: NamedTensorInfoMap; attrs?: NamedAttrMap; backend: unknown }): TensorInfo => {
@@ -36,7 +44,13 @@ export function makeBatchMatMul(original: KernelFunc): KernelFunc {
       const [na, m, k] = at.shape;
       const [nb, , n] = bt.shape;
       let out: tf.Tensor;
-      if (nb === 1) {
+      if (na === nb && 2 * m * k * n < SMALL_GEMM_FLOPS) {
+        // Many small products: one call of the original kernel. Its loop takes dot products along k, reading b
+        // with stride n unless b is given as [n,k] with transposeB — so b goes in that layout (a as [m,k]).
+        const bRows = transposeB ? (tf.reshape(b.rank === 2 ? tf.broadcastTo(b, [nb, n, k]) : bFull, [nb, n, k]) as tf.Tensor3D) : (tf.transpose(bt, [0, 2, 1]) as tf.Tensor3D);
+        const info = original({ inputs: { a: at, b: bRows }, attrs: { transposeA: false, transposeB: true }, backend: args.backend } as unknown as Parameters<KernelFunc>[0]) as TensorInfo;
+        out = tf.engine().makeTensorFromTensorInfo(info);
+      } else if (nb === 1) {
         // One shared right-hand side: stack a's batch into rows, one GEMM.
         out = tf.matMul(tf.reshape(at, [na * m, k]) as tf.Tensor2D, tf.reshape(bt, [k, n]) as tf.Tensor2D);
       } else if (na === 1) {

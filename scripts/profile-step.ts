@@ -1,0 +1,51 @@
+/** Per-kernel wall time of one tiny-SD UNet (or VAE) training step on the current engine. */
+import { tf, initEngine } from "../lib/engine/index.js";
+import { UNet2DConditionModel, AutoencoderKL } from "../lib/models/index.js";
+import { TINY_UNET_CONFIG, TINY_VAE_CONFIG } from "../data/recipes/tiny-sd.js";
+
+await initEngine();
+const which = process.argv[2] ?? "unet";
+const B = Number(process.argv[3] ?? 16);
+const times = new Map<string, { n: number; ms: number }>();
+let depth = 0;
+for (const k of tf.getKernelsForBackend(tf.getBackend())) {
+  const f = k.kernelFunc;
+  (k as { kernelFunc: typeof f }).kernelFunc = ((args: Parameters<typeof f>[0]) => {
+    depth++;
+    const t0 = performance.now();
+    try { return f(args); } finally {
+      depth--;
+      const dt = performance.now() - t0;
+      if (depth === 0 && process.env.PROFILE_SHAPES === k.kernelName) { const ins = Object.values(args.inputs).map((t) => (t as { shape: number[] }).shape.join("x")).join(" , ") + " " + JSON.stringify(args.attrs ?? {}); const e = times.get(ins) ?? { n: 0, ms: 0 }; e.n++; e.ms += dt; times.set(ins, e); }
+      if (depth === 0) { const e = times.get(k.kernelName) ?? { n: 0, ms: 0 }; e.n++; e.ms += dt; times.set(k.kernelName, e); }
+    }
+  }) as typeof f;
+}
+let step: () => void;
+if (which === "unet") {
+  const unet = new UNet2DConditionModel({ ...TINY_UNET_CONFIG, ...(process.env.HEADS ? { attention_head_dim: Number(process.env.HEADS) } : {}) }, { seed: 1 });
+  const vars = [...unet.namedParameters().values()].map((p) => p.variable);
+  step = () => {
+    const x = tf.randomNormal([B, 8, 8, 4]); const e = tf.randomNormal([B, 77, 32]); const t = tf.fill([B], 500);
+    const { value, grads } = tf.variableGrads(() => tf.mean(tf.square(tf.sub(unet.forward(x as tf.Tensor4D, t as tf.Tensor1D, e as tf.Tensor3D), x))) as tf.Scalar, vars);
+    value.dataSync(); tf.dispose([value, x, e, t, ...Object.values(grads)]);
+  };
+} else {
+  const vae = new AutoencoderKL(TINY_VAE_CONFIG, { seed: 1 });
+  const vars = [...vae.namedParameters().values()].map((p) => p.variable);
+  step = () => {
+    const x = tf.randomNormal([B, 32, 32, 3]);
+    const { value, grads } = tf.variableGrads(() => { const p = vae.encode(x as tf.Tensor4D); const r = vae.decode(p.mean as tf.Tensor4D); return tf.mean(tf.square(tf.sub(r, x))) as tf.Scalar; }, vars);
+    value.dataSync(); tf.dispose([value, x, ...Object.values(grads)]);
+  };
+}
+step(); step();
+times.clear();
+const N = 3; const t0 = performance.now();
+for (let i = 0; i < N; i++) step();
+const total = (performance.now() - t0) / N;
+console.log(`${which} B=${B} step ${total.toFixed(0)} ms on ${tf.getBackend()}`);
+const rows = [...times].sort((a, b) => b[1].ms - a[1].ms);
+let acc = 0; for (const [, v] of rows) acc += v.ms;
+console.log(`kernel total ${(acc / N).toFixed(0)} ms/step (rest is JS/tape overhead)`);
+for (const [name, v] of rows.slice(0, 25)) console.log(`${name.padEnd(28)} ${(v.ms / N).toFixed(1).padStart(8)} ms ${String(v.n / N).padStart(6)} calls`);
