@@ -2,6 +2,7 @@
 import { ArgsError, parseTrainArgs, trainArgsHelp } from "../training/args.js";
 import { trainControlNet } from "../training/run.js";
 import { NonFiniteLossError } from "../training/trainer.js";
+import { HubError } from "../io/hub.js";
 
 function formatEta(seconds: number): string {
   if (!Number.isFinite(seconds)) return "?";
@@ -49,6 +50,11 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof NonFiniteLossError) {
       process.stderr.write(`\n${e.message}\n`);
+      return 1;
+    }
+    if (e instanceof HubError) {
+      // the push comes after the final save: say that nothing is lost (HubError messages never hold the token)
+      process.stderr.write(`\n--push_to_hub failed: ${e.message}\nThe trained ControlNet is saved in ${parsed.args.output_dir}; upload that folder again (huggingface-cli upload, or the pushToHub() cell) once the hub problem is fixed.\n`);
       return 1;
     }
     throw e;

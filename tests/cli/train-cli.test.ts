@@ -1,12 +1,13 @@
 /** The train_controlnet command line end to end on the tiny reference pipeline (tests/fixtures/sd_tiny). */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { readSafetensorsHeader } from "../../lib/io/safetensors.js";
 import { findEventFiles, readEvents } from "../../lib/training/tensorboard.js";
+import { HubServer } from "../io/hub-server.js";
 
 const root = path.resolve(import.meta.dirname, "../..");
 const bin = path.join(root, "bin", "controlnet-ts.js");
@@ -44,4 +45,53 @@ test("unknown flags and bad values are one clear error", () => {
   const r2 = cli(["--pretrained_model_name_or_path=x", "--dataset_name=d", "--resolution=100"]);
   assert.notEqual(r2.status, 0);
   assert.match(r2.stderr, /resolution/);
+});
+
+/** The CLI in a child process, asynchronously: the loopback hub answers from this process's event loop. */
+function cliAsync(args: string[], env: Record<string, string>): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [bin, "train_controlnet", ...args], { cwd: root, env: { ...process.env, CONTROLNET_TS_THREADS: "2", ...env } });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    child.on("close", (status) => resolve({ status, stdout, stderr }));
+  });
+}
+
+test("--push_to_hub uploads the final ControlNet (not checkpoints or logs) to the hub; the token never shows", async () => {
+  const server = await new HubServer().start();
+  const TOKEN = "hf_cliSECRETtoken123";
+  server.tokens.add(TOKEN);
+  try {
+    const base = [
+      "--pretrained_model_name_or_path", path.join(root, "tests/fixtures/sd_tiny"), "--dataset_name=synthetic-fill50k:8",
+      "--resolution=32", "--train_batch_size=1", "--max_train_steps=1", "--checkpointing_steps=1", "--seed=3",
+    ];
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), "cli-push-"));
+    const r = await cliAsync([...base, `--output_dir=${out}`, "--push_to_hub", "--hub_model_id=me/cli-controlnet", `--hub_token=${TOKEN}`], { HF_ENDPOINT: server.url });
+    assert.equal(r.status, 0, r.stderr.slice(-3000));
+    assert.ok(!(r.stdout + r.stderr).includes(TOKEN), "the token appears in the output");
+    assert.match(r.stdout, /Pushed to/);
+    const files = server.filesAt("me/cli-controlnet");
+    assert.ok(files, "repo created");
+    const names = [...files.keys()].sort();
+    for (const f of ["README.md", "config.json", "diffusion_pytorch_model.safetensors"]) assert.ok(names.includes(f), `${f} uploaded: ${names}`);
+    assert.ok(!names.some((n) => n.startsWith("checkpoint-") || n.startsWith("logs/")), `checkpoints/logs excluded: ${names}`);
+    assert.deepEqual(files.get("diffusion_pytorch_model.safetensors"), fs.readFileSync(path.join(out, "diffusion_pytorch_model.safetensors")));
+    assert.ok(!fs.readFileSync(path.join(out, "README.md"), "utf8").includes(TOKEN), "the model card holds no token");
+    assert.ok(server.requests.some((q) => q.authorization === `Bearer ${TOKEN}`), "the token was sent to the hub");
+
+    // a rejected token: one clear error, non-zero exit, the trained ControlNet still on disk, no token echoed
+    const out2 = fs.mkdtempSync(path.join(os.tmpdir(), "cli-push-bad-"));
+    const bad = "hf_wrongSECRETtoken999";
+    const r2 = await cliAsync([...base, `--output_dir=${out2}`, "--push_to_hub", "--hub_model_id=me/other", `--hub_token=${bad}`], { HF_ENDPOINT: server.url });
+    assert.equal(r2.status, 1, r2.stderr.slice(-3000));
+    assert.match(r2.stderr, /--push_to_hub failed: .*401|--push_to_hub failed: .*(token|auth)/is);
+    assert.match(r2.stderr, /saved in/);
+    assert.ok(!(r2.stdout + r2.stderr).includes(bad), "the rejected token appears in the output");
+    assert.ok(fs.existsSync(path.join(out2, "diffusion_pytorch_model.safetensors")));
+  } finally {
+    await server.close();
+  }
 });
