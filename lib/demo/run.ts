@@ -38,7 +38,7 @@ export interface DemoOptions {
   inferenceSteps?: number;
   guidanceScale?: number;
   /** Stop training at the first step boundary after this many seconds of training (the ControlNet is still saved
-   *  and measured). Checked between steps: the training loop does not yield to timers. */
+   *  and measured). Checked at step boundaries. */
   trainSeconds?: number;
   /** Skip the "before" measurement (tests). */
   skipBefore?: boolean;

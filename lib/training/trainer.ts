@@ -17,6 +17,7 @@ import { createOptimizer, clipGradNorm, GradientAccumulator, type Optimizer } fr
 import { getScheduler, type LrScheduler, type LrSchedulerState } from "./lr-schedulers.js";
 import { Rng, type RngState } from "./rng.js";
 import { saveCheckpoint, resolveResume, loadCheckpoint } from "./checkpoints.js";
+import { JsonlLogger } from "./tensorboard.js";
 import { controlnetGradients, encodeLatents, type NoiseSchedule } from "./step.js";
 import { loadModelFolder } from "../io/diffusers.js";
 
@@ -119,7 +120,9 @@ export class ControlNetTrainer {
   private loader: DataLoader | null = null;
   private position: LoaderPosition = { epoch: 0, index: 0 };
   private lastCheckpoint: string | null = null;
-  private readonly log: fs.WriteStream | null;
+  /** train_log.jsonl, one synchronous append per step: each line is complete on disk when the step ends (a
+   *  stream would flush only when the event loop gets a turn, so a follower could lag or see nothing after a kill). */
+  private readonly log: JsonlLogger;
 
   constructor(readonly c: TrainingComponents, readonly dataset: ControlNetDataset, options: TrainingOptions) {
     const o = options;
@@ -170,7 +173,7 @@ export class ControlNetTrainer {
     this.rng = new Rng(this.opts.seed);
     fs.mkdirSync(this.opts.output_dir, { recursive: true });
     fs.mkdirSync(this.opts.logging_dir, { recursive: true });
-    this.log = fs.createWriteStream(path.join(this.opts.logging_dir, "train_log.jsonl"), { flags: "a" });
+    this.log = new JsonlLogger(path.join(this.opts.logging_dir, "train_log.jsonl"));
     this.resume();
   }
 
@@ -247,6 +250,9 @@ export class ControlNetTrainer {
     const loader = this.ensureLoader();
     const accumulation = this.opts.gradient_accumulation_steps;
     while (this.globalStep < until) {
+      // Each step is synchronous tensor work: yield one event-loop turn at the boundary so a kernel can take
+      // interrupt/comm/complete messages, SIGINT handlers run, timers fire and log streams flush.
+      await new Promise<void>((r) => setImmediate(r));
       if (hooks.signal?.aborted) return { globalStep: this.globalStep, maxSteps: this.maxSteps, stopped: "interrupted", lastLoss };
       const t0 = performance.now();
       const acc = new GradientAccumulator();
@@ -277,7 +283,7 @@ export class ControlNetTrainer {
         step: this.globalStep, maxSteps: this.maxSteps, epoch: this.epoch, loss, lr: this.optimizer.lr, gradNorm,
         seconds: (performance.now() - t0) / 1000,
       };
-      this.log?.write(JSON.stringify({ ...report, time: Date.now() / 1000 }) + "\n");
+      this.log.log({ ...report });
       await hooks.onStep?.(report);
       if (this.globalStep % this.opts.checkpointing_steps === 0) await this.checkpoint(hooks);
       if (hooks.validationSteps && this.globalStep % hooks.validationSteps === 0) await hooks.onValidation?.(this.globalStep);
@@ -308,7 +314,6 @@ export class ControlNetTrainer {
   async close(): Promise<void> {
     await this.loader?.close();
     this.loader = null;
-    await new Promise<void>((r) => (this.log ? this.log.end(r) : r()));
   }
 }
 

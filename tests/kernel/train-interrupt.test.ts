@@ -1,0 +1,77 @@
+/**
+ * Interrupt over the wire during the real `cn.train` (the library's trainer on the tiny reference pipeline, not a
+ * simulated loop): the kernel stops at the next step boundary and writes a checkpoint, the cell ends with
+ * KeyboardInterrupt, the next cell runs, and training continues from where it stopped.
+ */
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, before, it } from "node:test";
+import type { Message } from "../../kernel/wire.js";
+import { KernelClient, ofType, ROOT, streamText } from "./client.js";
+
+const SD_TINY = path.join(ROOT, "tests", "fixtures", "sd_tiny");
+let k: KernelClient;
+let cwd: string;
+
+function resultText(iopub: Message[]): string | undefined {
+  return ofType(iopub, "execute_result")[0]?.data?.["text/plain"];
+}
+
+function loggedSteps(): number[] {
+  const f = path.join(cwd, "out", "logs", "train_log.jsonl");
+  if (!fs.existsSync(f)) return [];
+  return fs.readFileSync(f, "utf8").split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l) as { step?: number })
+    .filter((e) => typeof e.step === "number").map((e) => e.step!);
+}
+
+before(async () => {
+  cwd = fs.mkdtempSync(path.join(os.tmpdir(), "kernel-train-"));
+  k = await KernelClient.start({ cwd, env: { CONTROLNET_TS_THREADS: "2" } });
+  const setup = await k.execute([
+    `import * as cn from "controlnet-ts";`,
+    `const base: cn.BaseModel = await cn.baseModel(${JSON.stringify(SD_TINY)});`,
+    `const net: cn.ControlNetModel = await cn.controlnet({ from: base });`,
+    `const ds: cn.ControlNetDataset = await cn.dataset({ synthetic: { count: 32 }, resolution: 32 });`,
+    `ds.length`,
+  ].join("\n"), { timeoutMs: 300_000 });
+  assert.equal(setup.reply.content.status, "ok", JSON.stringify(ofType(setup.iopub, "error")));
+});
+
+after(async () => {
+  await k?.close();
+});
+
+it("interrupt_request during cn.train stops within one step; checkpoint written; the next cell runs; training continues", async (t) => {
+  const cell = (until: number) =>
+    `(await cn.train({ base: base, controlnet: net, dataset: ds, until: ${until}, batchSize: 1, learningRate: 1e-4, outputDir: "out" })).globalStep`;
+  const id = k.send("shell", "execute_request", { code: cell(100_000) });
+  // wait until a few steps are logged (the first step includes warm-up)
+  await k.waitFor(() => loggedSteps().length >= 3, 300_000);
+  assert.equal(k.hasReply(id), false, "the training cell is still running");
+  const steps = loggedSteps();
+  const stepsBefore = steps.length;
+  const t0 = Date.now();
+  const ir = await k.reply(k.send("control", "interrupt_request", {}), 30_000);
+  assert.equal(ir.header.msg_type, "interrupt_reply");
+  const reply = await k.reply(id, 120_000);
+  const took = Date.now() - t0;
+  assert.equal(reply.content.status, "error");
+  assert.equal((reply.content as Record<string, unknown>).ename, "KeyboardInterrupt");
+  const stoppedAt = Math.max(...loggedSteps());
+  // "within one step": at most one more step finished after the interrupt arrived
+  assert.ok(loggedSteps().length <= stepsBefore + 2, `steps after interrupt: ${loggedSteps().length - stepsBefore}`);
+  t.diagnostic(`interrupt → KeyboardInterrupt in ${took} ms; stopped at step ${stoppedAt}`);
+  const text = streamText(k.iopubFor(id), "stdout");
+  assert.match(text, new RegExp(`interrupted at step ${stoppedAt}; checkpoint written`));
+  assert.ok(fs.existsSync(path.join(cwd, "out", `checkpoint-${stoppedAt}`)), "checkpoint on disk");
+
+  // the kernel is alive and the state intact: the next cells run, and training continues from the same step
+  assert.equal(resultText((await k.execute("1 + 1")).iopub), "2");
+  const more = await k.execute(cell(stoppedAt + 2), { timeoutMs: 300_000 });
+  assert.equal(more.reply.content.status, "ok", JSON.stringify(ofType(more.iopub, "error")));
+  assert.equal(resultText(more.iopub), String(stoppedAt + 2));
+  const all = loggedSteps();
+  assert.deepEqual(all.slice(-2), [stoppedAt + 1, stoppedAt + 2], "continued from the interrupted step, none repeated");
+});
