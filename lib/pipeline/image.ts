@@ -40,8 +40,9 @@ function describe(i: number, n: number): string {
 }
 
 /**
- * Loads a control image and sizes it. Without height/width the image's own size is floored to a multiple of
- * `multiple` (resizing when it was not one); with them, the image must already have that size.
+ * Loads a control image and sizes it as diffusers' control image processor does: to the requested height/width
+ * (Lanczos for images, bilinear for tensors), or without them to the image's own size floored to a multiple of
+ * `multiple`. (A 512-pixel control image for a 32-pixel base is resized, not sampled at 512.)
  */
 export async function prepareControlImage(
   input: ControlImageInput,
@@ -52,30 +53,27 @@ export async function prepareControlImage(
     if (input.rank !== 3 && input.rank !== 4) {
       throw new Error(`${what}: a tensor control image must be [H,W,C] or [B,H,W,C] (NHWC), got shape [${input.shape}]`);
     }
-    const [h, w] = input.rank === 3 ? input.shape : input.shape.slice(1);
-    checkRequested(what, w!, h!, opts);
-    if (h! % opts.multiple !== 0 || w! % opts.multiple !== 0) {
-      throw new Error(`${what}: ${w}×${h} is not a multiple of ${opts.multiple}; resize it first`);
-    }
-    const tensor = tf.tidy(() => (input.rank === 3 ? input.expandDims(0) : input.clone()).toFloat()) as tf.Tensor4D;
-    return { tensor, width: w!, height: h! };
+    const [h0, w0] = (input.rank === 3 ? input.shape : input.shape.slice(1)) as [number, number];
+    const [w, h] = targetSize(what, w0, h0, opts);
+    const tensor = tf.tidy(() => {
+      const x = (input.rank === 3 ? input.expandDims(0) : input).toFloat() as tf.Tensor4D;
+      return w === w0 && h === h0 ? x.clone() : tf.image.resizeBilinear(x, [h, w], false, true);
+    }) as tf.Tensor4D;
+    return { tensor, width: w, height: h };
   }
   let img = await decodeInput(input);
-  checkRequested(what, img.width, img.height, opts);
-  const w = img.width - (img.width % opts.multiple);
-  const h = img.height - (img.height % opts.multiple);
-  if (w === 0 || h === 0) throw new Error(`${what}: ${img.width}×${img.height} is smaller than the minimum ${opts.multiple}×${opts.multiple}`);
+  const [w, h] = targetSize(what, img.width, img.height, opts);
   img = await resizeRgb(img, w, h);
   const tensor = tf.tidy(() => tf.div(tf.tensor4d(Float32Array.from(img.data), [1, h, w, 3]), 255)) as tf.Tensor4D;
   return { tensor, width: w, height: h };
 }
 
-function checkRequested(what: string, w: number, h: number, opts: { height?: number; width?: number }): void {
-  const wantW = opts.width ?? w;
-  const wantH = opts.height ?? h;
-  if (wantW !== w || wantH !== h) {
-    throw new Error(`${what} is ${w}×${h} (width×height) but ${wantW}×${wantH} was requested; resize the image or leave height/width unset`);
-  }
+/** The requested size, or the image's own floored to a multiple of the VAE factor. */
+function targetSize(what: string, w: number, h: number, opts: { multiple: number; height?: number; width?: number }): [number, number] {
+  const tw = opts.width ?? w - (w % opts.multiple);
+  const th = opts.height ?? h - (h % opts.multiple);
+  if (tw === 0 || th === 0) throw new Error(`${what}: ${w}×${h} is smaller than the minimum ${opts.multiple}×${opts.multiple}`);
+  return [tw, th];
 }
 
 /** VAE output in about [-1, 1] → [B,H,W,3] float in [0, 1] (diffusers' postprocess: x/2 + 0.5, clamped). */

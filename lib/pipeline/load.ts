@@ -4,6 +4,7 @@
  * folders (what `ControlNetModel.save_pretrained` or our training writes; a `checkpoint-N/` with a `controlnet/`
  * subfolder works too). The scheduler is built from the base's scheduler config with from_config semantics.
  */
+import { initEngine } from "../engine/index.js";
 import fs from "node:fs";
 import path from "node:path";
 import { loadPipelineFolder } from "../io/diffusers.js";
@@ -45,6 +46,8 @@ export async function loadControlNetPipeline(
   controlnet?: string | string[],
   opts: LoadPipelineOptions = {},
 ): Promise<StableDiffusionControlNetPipeline> {
+  // the fast engine (wasm or tfjs-node), not tfjs's default cpu backend, when no cell/script chose one yet
+  await initEngine();
   const baseDir = await resolve(base);
   const pipe = loadPipelineFolder(baseDir);
   const component = (name: string): string => {

@@ -42,7 +42,7 @@ export interface PipelineCallOptions {
   negativePromptEmbeds?: tf.Tensor3D;
   /** One control image per ControlNet (a list when there are several). */
   image: ControlImageInput | ControlImageInput[];
-  /** Output size; default: the control image's size floored to a multiple of the VAE factor. Must match the image. */
+  /** Output size; default: the control image's size floored to a multiple of the VAE factor. The control image is resized to it (as diffusers does). */
   height?: number;
   width?: number;
   /** Default 50 (diffusers' default; the training validation uses 20). */

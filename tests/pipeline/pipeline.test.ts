@@ -123,7 +123,10 @@ test("bad input: wrong image size, zero steps, bad latents, prompt/embeds confli
   await testEngine();
   const { pipe } = makePipe();
   const img = controlImage(8, 12);
-  await assert.rejects(pipe.call({ prompt: "p", image: img, height: 8, width: 8, numInferenceSteps: 2 }), /is 12×8 \(width×height\) but 8×8 was requested/);
+  // a control image of another size is resized to the requested one, as diffusers' control image processor does
+  const resized = await pipe.call({ prompt: "p", image: img, height: 8, width: 8, numInferenceSteps: 1, outputType: "latent" });
+  assert.deepEqual(resized.latents!.shape, [1, 4, 4, 4]);
+  resized.latents!.dispose();
   await assert.rejects(pipe.call({ prompt: "p", image: img, numInferenceSteps: 0 }), /numInferenceSteps must be a positive integer, got 0/);
   await assert.rejects(pipe.call({ prompt: "p", image: img, height: 7 }), /height must be a positive multiple of 2/);
   const lat = tf.zeros([1, 3, 3, 4]) as tf.Tensor4D;
