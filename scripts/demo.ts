@@ -16,6 +16,7 @@ const { values } = parseArgs({
     seed: { type: "string" },
     "eval-count": { type: "string" },
     minutes: { type: "string" },
+    "track-every": { type: "string" },
     "skip-before": { type: "boolean", default: false },
   },
 });
@@ -28,8 +29,11 @@ const minutes = num(values.minutes);
 const r = await runDemo({
   outputDir: values.out, baseDir: values.base, steps: num(values.steps), batchSize: num(values["batch-size"]),
   learningRate: num(values.lr), seed: num(values.seed), evalCount: num(values["eval-count"]),
-  skipBefore: values["skip-before"], signal: ac.signal, trainSeconds: minutes === undefined ? undefined : minutes * 60,
+  skipBefore: values["skip-before"], trackEvery: num(values["track-every"]), signal: ac.signal, trainSeconds: minutes === undefined ? undefined : minutes * 60,
 });
 console.log(`\ncontrol fidelity on ${r.after.count} held-out outlines:`);
 if (r.before) console.log(`  before: IoU ${r.before.iou.toFixed(3)}  colour ${r.before.colorScore.toFixed(3)}`);
 console.log(`  after:  IoU ${r.after.iou.toFixed(3)}  colour ${r.after.colorScore.toFixed(3)}  (${r.steps} steps, ${r.seconds.total.toFixed(0)} s in all)`);
+console.log(r.suddenConvergenceStep === null
+  ? "  fidelity did not jump during training (see fidelityHistory in demo_report.json)"
+  : `  fidelity jumped at step ${r.suddenConvergenceStep} (the "sudden convergence"; history in demo_report.json)`);

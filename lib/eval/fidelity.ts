@@ -14,6 +14,7 @@
  * (`fitCircle`: a least-squares circle through the outline's bright pixels), so arbitrary validation images work.
  */
 import type { RawImage } from "../data/types.js";
+import { parseFillPrompt } from "../data/colors.js";
 
 export type Rgb = readonly [number, number, number];
 
@@ -247,4 +248,37 @@ function solve3(A: number[], b: number[]): [number, number, number] | null {
     }
   }
   return [m[0]![3]! / m[0]![0]!, m[1]![3]! / m[1]![1]!, m[2]![3]! / m[2]![2]!];
+}
+
+/**
+ * The target a validation pair implies when it is fill50k-style: the circle fitted to its outline image and the
+ * colours its prompt names ("<fill> circle with <background> background"). Null when the prompt does not name two
+ * known colours or no circle is found — then the pair is simply not scored.
+ */
+export function targetFromValidation(outline: RawImage, prompt: string): FidelityTarget | null {
+  const p = parseFillPrompt(prompt);
+  if (!p?.fill || !p.background) return null;
+  // a 1–2 px ring downscaled to a tiny resolution is dim: threshold at half the brightest pixel, not at 128
+  let max = 0;
+  for (let i = 0; i < outline.data.length; i++) max = Math.max(max, outline.data[i]!);
+  const c = max >= 32 ? fitCircle(outline, max / 2) : null;
+  return c ? { ...c, fill: p.fill.rgb, background: p.background.rgb } : null;
+}
+
+export interface ConvergencePoint {
+  step: number;
+  iou: number;
+}
+
+/**
+ * The step at which control fidelity jumps (the ControlNet paper's "sudden convergence"): the first evaluated step
+ * whose IoU is at least halfway from the first evaluation to the best one. Null until the best is `minGain` above
+ * the first (no jump yet).
+ */
+export function suddenConvergenceStep(points: ConvergencePoint[], minGain = 0.1): number | null {
+  if (points.length < 2) return null;
+  const first = points[0]!.iou;
+  const best = Math.max(...points.map((p) => p.iou));
+  if (best - first < minGain) return null;
+  return points.find((p) => p.iou >= first + (best - first) / 2)!.step;
 }

@@ -14,6 +14,7 @@ import { loadBaseModel, loadOrCreateControlNet, type BaseModel } from "./base.js
 import { ControlNetTrainer, type StepReport, type TrainResult } from "./trainer.js";
 import { TensorBoardWriter } from "./tensorboard.js";
 import { runValidation, type ValidationResult } from "./validation.js";
+import { suddenConvergenceStep, type ConvergencePoint } from "../eval/fidelity.js";
 import { decodeRgb } from "../data/index.js";
 
 export interface RunHooks {
@@ -77,6 +78,9 @@ export async function trainSession(s: TrainingSession, hooks: RunHooks = {}): Pr
   const log = hooks.log ?? console.log;
   const tb = args.report_to === "tensorboard" || args.report_to === "all" ? new TensorBoardWriter(path.join(args.output_dir, args.logging_dir)) : null;
   const validation = args.validation_image && args.validation_prompt ? { images: args.validation_image, prompts: args.validation_prompt } : null;
+  // fill50k-style validation pairs are scored (lib/eval/fidelity.ts); the step where the score jumps is reported
+  const fidelityHistory: ConvergencePoint[] = [];
+  let jumpReported = false;
   try {
     return await trainer.train({
       signal: hooks.signal ?? undefined,
@@ -99,6 +103,16 @@ export async function trainSession(s: TrainingSession, hooks: RunHooks = {}): Pr
           }
         }
         log(`validation at step ${step}: ${v.pairs.length} pair(s) in ${v.seconds.toFixed(1)} s → ${path.join(args.output_dir, "validation")}`);
+        if (v.fidelity) {
+          tb?.addScalars({ "validation/fidelity_iou": v.fidelity.iou, "validation/fidelity_color": v.fidelity.colorScore }, step);
+          log(`control fidelity at step ${step}: IoU ${v.fidelity.iou.toFixed(3)}, colour ${v.fidelity.colorScore.toFixed(3)} (${v.fidelity.count} samples)`);
+          fidelityHistory.push({ step, iou: v.fidelity.iou });
+          const jump = suddenConvergenceStep(fidelityHistory);
+          if (jump !== null && !jumpReported) {
+            jumpReported = true;
+            log(`control fidelity jumped at step ${jump} (the "sudden convergence": IoU ${fidelityHistory[0]!.iou.toFixed(3)} at step ${fidelityHistory[0]!.step} → ${v.fidelity.iou.toFixed(3)})`);
+          }
+        }
         await hooks.onValidation?.(v);
       },
     });

@@ -7,7 +7,8 @@ import path from "node:path";
 import type { ControlNetModel } from "../models/index.js";
 import { StableDiffusionControlNetPipeline } from "../pipeline/pipeline.js";
 import { loadScheduler, Generator } from "../schedulers/index.js";
-import { resizeCenterCrop } from "../data/index.js";
+import { decodeRgb, resizeCenterCrop } from "../data/index.js";
+import { averageFidelity, targetFromValidation, type FidelitySummary } from "../eval/fidelity.js";
 import type { BaseModel } from "./base.js";
 
 export interface ValidationOptions {
@@ -29,7 +30,11 @@ export interface ValidationOptions {
 
 export interface ValidationResult {
   step: number;
-  pairs: { image: string; prompt: string; samples: Uint8Array[]; files: string[] }[];
+  /** `fidelity`: control fidelity of the samples when the pair is fill50k-style (outline + "<c> circle with <c>
+   *  background"), else null. */
+  pairs: { image: string; prompt: string; samples: Uint8Array[]; files: string[]; fidelity: FidelitySummary | null }[];
+  /** Mean IoU / colour score over the scored pairs' samples; null when no pair could be scored. */
+  fidelity: { iou: number; colorScore: number; count: number } | null;
   seconds: number;
 }
 
@@ -63,7 +68,13 @@ export async function runValidation(base: BaseModel, controlnet: ControlNetModel
       fs.writeFileSync(f, png);
       return f;
     });
-    pairs.push({ image, prompt, samples: out.images, files });
+    const target = targetFromValidation(await decodeRgb(typeof control === "string" ? new Uint8Array(fs.readFileSync(control)) : control), prompt);
+    const fidelity = target ? averageFidelity(await Promise.all(out.images.map(async (png) => ({ image: await decodeRgb(png), target })))) : null;
+    pairs.push({ image, prompt, samples: out.images, files, fidelity });
   }
-  return { step: o.step, pairs, seconds: (performance.now() - t0) / 1000 };
+  const scored = pairs.flatMap((p) => (p.fidelity ? p.fidelity.scores : []));
+  const fidelity = scored.length
+    ? { iou: scored.reduce((a, s) => a + s.iou, 0) / scored.length, colorScore: scored.reduce((a, s) => a + s.colorScore, 0) / scored.length, count: scored.length }
+    : null;
+  return { step: o.step, pairs, fidelity, seconds: (performance.now() - t0) / 1000 };
 }

@@ -33,6 +33,9 @@ test("dataset → baseModel → controlnet → train({until}) is idempotent, con
   const v = await cn.validate({ base, controlnet, images: [cond], prompts: ["red circle with blue background"], steps: 2, outputDir: out });
   assert.equal(v.pairs.length, 1);
   assert.ok(fs.existsSync(v.pairs[0]!.files[0]!));
+  // a fill50k-style pair (outline image + "<colour> circle with <colour> background") is scored for control fidelity
+  assert.ok(v.fidelity && v.fidelity.count === v.pairs[0]!.samples.length, `fidelity ${JSON.stringify(v.fidelity)}`);
+  assert.ok(v.fidelity.iou >= 0 && v.fidelity.iou <= 1 && v.fidelity.colorScore >= 0 && v.fidelity.colorScore <= 1);
   const saved = cn.save(controlnet, path.join(out, "final"));
   assert.ok(fs.existsSync(path.join(saved, "diffusion_pytorch_model.safetensors")));
   await cn.resetTraining();

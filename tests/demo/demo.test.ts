@@ -12,7 +12,7 @@ test("a very short demo run writes the ControlNet folder, grid, loss curve and r
   try {
     const lines: string[] = [];
     const r = await runDemo({
-      outputDir: out, steps: 2, batchSize: 2, evalCount: 2, inferenceSteps: 2, skipBefore: true, log: (l) => lines.push(l),
+      outputDir: out, steps: 2, batchSize: 2, evalCount: 2, inferenceSteps: 2, skipBefore: true, trackEvery: 1, log: (l) => lines.push(l),
     });
     assert.equal(r.steps, 2);
     assert.equal(r.before, null);
@@ -29,6 +29,11 @@ test("a very short demo run writes the ControlNet folder, grid, loss curve and r
     assert.equal(log.length, 2);
     const report = JSON.parse(fs.readFileSync(r.files.report, "utf8"));
     assert.equal(report.steps, 2);
+    // fidelity tracked before training and after each step; the jump step is reported (null: none in 2 steps)
+    assert.deepEqual(report.fidelityHistory.map((p: { step: number }) => p.step), [0, 1, 2]);
+    assert.ok(report.fidelityHistory.every((p: { iou: number }) => p.iou >= 0 && p.iou <= 1));
+    assert.ok("suddenConvergenceStep" in report);
+    assert.ok(lines.some((l) => /control fidelity (did not jump|jumped at step)/.test(l)), lines.join("\n"));
     assert.ok(lines.some((l) => /step 2\/2 .*it\/s .*ETA/.test(l)), lines.join("\n"));
   } finally {
     fs.rmSync(out, { recursive: true, force: true });

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { controlFidelity, averageFidelity, fitCircle, discMask, iou, segmentFill, type FidelityTarget } from "../../lib/eval/fidelity.js";
+import { controlFidelity, averageFidelity, fitCircle, discMask, iou, segmentFill, suddenConvergenceStep, targetFromValidation, type FidelityTarget } from "../../lib/eval/fidelity.js";
 import { renderFilled, renderOutline, syntheticTruth, type CircleTruth } from "../../lib/data/index.js";
 import type { RawImage } from "../../lib/data/types.js";
 
@@ -92,4 +92,24 @@ test("iou and segmentation basics", () => {
   const t = { ...syntheticTruth(2, 0, 32), cx: 16, cy: 16, r: 8 };
   const m = segmentFill(renderFilled(t), { fill: t.fillColor.rgb, background: t.bgColor.rgb }, { mode: "prompt" });
   assert.ok(iou(m, discMask(32, 32, t)) > 0.9);
+});
+
+test("targetFromValidation: outline + fill50k prompt → circle and colours; anything else → null", () => {
+  const t = syntheticTruth(11, 2, 64);
+  const target = targetFromValidation(renderOutline(t), t.prompt)!;
+  assert.ok(target, "a fill50k pair is scored");
+  assert.deepEqual(target.fill, t.fillColor.rgb);
+  assert.deepEqual(target.background, t.bgColor.rgb);
+  assert.ok(Math.hypot(target.cx - t.cx, target.cy - t.cy) < 1 && Math.abs(target.r - t.r) < 1, `circle ${JSON.stringify(target)} vs ${t.cx},${t.cy},${t.r}`);
+  assert.equal(targetFromValidation(renderOutline(t), "a photo of a cat"), null);
+  assert.equal(targetFromValidation(renderOutline(t), "plaid circle with blue background"), null, "unknown colour");
+  const black = { data: new Uint8Array(64 * 64 * 3), width: 64, height: 64, channels: 3 as const };
+  assert.equal(targetFromValidation(black, t.prompt), null, "no outline");
+});
+
+test("suddenConvergenceStep: the first step halfway from the first score to the best; null without a jump", () => {
+  const pts = [0.11, 0.12, 0.1, 0.13, 0.5, 0.78, 0.8, 0.79].map((iou, i) => ({ step: (i + 1) * 25, iou }));
+  assert.equal(suddenConvergenceStep(pts), 125); // first ≥ 0.11 + (0.8 − 0.11)/2 = 0.455
+  assert.equal(suddenConvergenceStep(pts.slice(0, 4)), null, "gains under 0.1 are not a jump");
+  assert.equal(suddenConvergenceStep(pts.slice(0, 1)), null);
 });
