@@ -1,5 +1,5 @@
 /**
- * `npm run demo [-- --steps 240 --out out/demo-controlnet --minutes M]`: trains a ControlNet on the embedded tiny
+ * `npm run demo [-- --steps 500 --out out/demo-controlnet --minutes M]`: trains a ControlNet on the embedded tiny
  * Stable Diffusion (data/tiny-sd) and prints control fidelity before and after. See lib/demo/run.ts.
  */
 import { parseArgs } from "node:util";
