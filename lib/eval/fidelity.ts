@@ -182,7 +182,12 @@ export interface FidelitySummary extends FidelityScore {
 /** Averages `controlFidelity` over a held-out set. */
 export function averageFidelity(items: Array<{ image: RawImage; target: FidelityTarget }>, opts: SegmentOptions = {}): FidelitySummary {
   if (items.length === 0) throw new Error("averageFidelity: no images");
-  const scores = items.map((it) => controlFidelity(it.image, it.target, opts));
+  return summarizeFidelity(items.map((it) => controlFidelity(it.image, it.target, opts)));
+}
+
+/** Means (and hit rate) of scores already computed, e.g. several sets' scores pooled. */
+export function summarizeFidelity(scores: FidelityScore[]): FidelitySummary {
+  if (scores.length === 0) throw new Error("summarizeFidelity: no scores");
   const mean = (f: (s: FidelityScore) => number) => scores.reduce((a, s) => a + f(s), 0) / scores.length;
   return {
     count: scores.length,

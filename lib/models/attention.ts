@@ -7,9 +7,8 @@
  * [B·heads, N, M] score matrix — only one chunk's scores, recomputed during backprop. Results equal full attention
  * up to float rounding.
  */
-import { tf } from "../engine/index.js";
+import { tf, SMALL_GEMM_FLOPS } from "../engine/index.js";
 import { checkpoint } from "../engine/checkpoint.js";
-import { SMALL_GEMM_FLOPS } from "../engine/index.js";
 import { Module } from "./module.js";
 import { GroupNorm, LayerNorm, Linear, Pointwise, gelu } from "./layers.js";
 

@@ -8,7 +8,6 @@
  *
  * The seed selects our own generator (not torch's), so images are reproducible here but differ from diffusers'.
  */
-import { initEngine } from "../engine/index.js";
 import fs from "node:fs";
 import path from "node:path";
 import { schedulerFromConfig, type SchedulerName } from "../schedulers/index.js";
@@ -78,8 +77,6 @@ export function outputFiles(output: string, count: number): string[] {
 }
 
 export async function generate(o: GenerateOptions): Promise<GenerateResult> {
-  // the fast engine (wasm or tfjs-node), not tfjs's default cpu backend, when no cell/script chose one yet
-  await initEngine();
   const t0 = performance.now();
   const schedulerName = o.scheduler ?? "unipc";
   let pipe = o.pipeline;

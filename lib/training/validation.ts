@@ -8,7 +8,7 @@ import type { ControlNetModel } from "../models/index.js";
 import { StableDiffusionControlNetPipeline } from "../pipeline/pipeline.js";
 import { loadScheduler, Generator } from "../schedulers/index.js";
 import { decodeRgb, resizeCenterCrop } from "../data/index.js";
-import { averageFidelity, targetFromValidation, type FidelitySummary } from "../eval/fidelity.js";
+import { averageFidelity, summarizeFidelity, targetFromValidation, type FidelitySummary } from "../eval/fidelity.js";
 import type { BaseModel } from "./base.js";
 
 export interface ValidationOptions {
@@ -33,8 +33,8 @@ export interface ValidationResult {
   /** `fidelity`: control fidelity of the samples when the pair is fill50k-style (outline + "<c> circle with <c>
    *  background"), else null. */
   pairs: { image: string; prompt: string; samples: Uint8Array[]; files: string[]; fidelity: FidelitySummary | null }[];
-  /** Mean IoU / colour score over the scored pairs' samples; null when no pair could be scored. */
-  fidelity: { iou: number; colorScore: number; count: number } | null;
+  /** Fidelity over all scored pairs' samples pooled; null when no pair could be scored. */
+  fidelity: FidelitySummary | null;
   seconds: number;
 }
 
@@ -69,12 +69,10 @@ export async function runValidation(base: BaseModel, controlnet: ControlNetModel
       return f;
     });
     const target = targetFromValidation(await decodeRgb(typeof control === "string" ? new Uint8Array(fs.readFileSync(control)) : control), prompt);
-    const fidelity = target ? averageFidelity(await Promise.all(out.images.map(async (png) => ({ image: await decodeRgb(png), target })))) : null;
+    const fidelity = target ? averageFidelity(out.rgb.map((image) => ({ image, target }))) : null;
     pairs.push({ image, prompt, samples: out.images, files, fidelity });
   }
-  const scored = pairs.flatMap((p) => (p.fidelity ? p.fidelity.scores : []));
-  const fidelity = scored.length
-    ? { iou: scored.reduce((a, s) => a + s.iou, 0) / scored.length, colorScore: scored.reduce((a, s) => a + s.colorScore, 0) / scored.length, count: scored.length }
-    : null;
+  const scored = pairs.flatMap((p) => p.fidelity?.scores ?? []);
+  const fidelity = scored.length ? summarizeFidelity(scored) : null;
   return { step: o.step, pairs, fidelity, seconds: (performance.now() - t0) / 1000 };
 }

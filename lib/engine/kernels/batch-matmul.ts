@@ -47,7 +47,7 @@ export function makeBatchMatMul(original: KernelFunc): KernelFunc {
       if (na === nb && 2 * m * k * n < SMALL_GEMM_FLOPS) {
         // Many small products: one call of the original kernel. Its loop takes dot products along k, reading b
         // with stride n unless b is given as [n,k] with transposeB — so b goes in that layout (a as [m,k]).
-        const bRows = transposeB ? (tf.reshape(b.rank === 2 ? tf.broadcastTo(b, [nb, n, k]) : bFull, [nb, n, k]) as tf.Tensor3D) : (tf.transpose(bt, [0, 2, 1]) as tf.Tensor3D);
+        const bRows = transposeB ? (tf.reshape(bFull, [nb, n, k]) as tf.Tensor3D) : (tf.transpose(bt, [0, 2, 1]) as tf.Tensor3D);
         const info = original({ inputs: { a: at, b: bRows }, attrs: { transposeA: false, transposeB: true }, backend: args.backend } as unknown as Parameters<KernelFunc>[0]) as TensorInfo;
         out = tf.engine().makeTensorFromTensorInfo(info);
       } else if (nb === 1) {
