@@ -9,6 +9,7 @@
 import os from "node:os";
 import { tf } from "./tf.js";
 import { installWasmWorkerShim, withLogicalCores } from "./wasm-threads.js";
+import { watchWasmFailures } from "./wasm-failures.js";
 import { registerWasmKernels } from "./kernels/index.js";
 import { installMemoryTracker } from "./memory.js";
 
@@ -119,6 +120,7 @@ async function initWasmInner(threads: number): Promise<string | null> {
     } else {
       tf.env().set("WASM_HAS_MULTITHREAD_SUPPORT", false);
     }
+    watchWasmFailures(); // before the module exists: it binds console.warn when created
     // emscripten sizes its pool at (logical cores / 2); report enough cores while the pool is made.
     const ok = await withLogicalCores(threads * 2, () => tf.setBackend("wasm"));
     if (!ok) return "the wasm backend did not initialise";

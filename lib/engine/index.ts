@@ -7,3 +7,5 @@ export { memoryInfo, measurePeak, installMemoryTracker } from "./memory.js";
 export type { MemorySnapshot, PeakReport } from "./memory.js";
 export { checkpoint } from "./checkpoint.js";
 export { SMALL_GEMM_FLOPS } from "./kernels/batch-matmul.js";
+export { transientWeight, backendCachesPackedWeights } from "./weight-cache.js";
+export { watchWasmFailures, throwIfWasmKernelFailed } from "./wasm-failures.js";

@@ -42,7 +42,7 @@ export class Conv2d extends Module {
 
   forward(x: tf.Tensor4D): tf.Tensor4D {
     return tf.tidy(() => {
-      const y = tf.conv2d(x, this.v(this.weight) as tf.Tensor4D, this.stride, this.pad);
+      const y = tf.conv2d(x, this.kernelWeight(this.weight) as tf.Tensor4D, this.stride, this.pad);
       return this.bias ? tf.add(y, this.v(this.bias)) : y;
     });
   }
@@ -68,7 +68,7 @@ export class Linear extends Module {
     return tf.tidy(() => {
       const lead = x.shape.slice(0, -1);
       const x2 = tf.reshape(x, [-1, this.inFeatures]) as tf.Tensor2D;
-      let y: tf.Tensor = tf.matMul(x2, this.v(this.weight) as tf.Tensor2D);
+      let y: tf.Tensor = tf.matMul(x2, this.kernelWeight(this.weight) as tf.Tensor2D);
       if (this.bias) y = tf.add(y, this.v(this.bias));
       return tf.reshape(y, [...lead, this.outFeatures]) as T;
     });

@@ -72,6 +72,14 @@ abstract class Block extends Module {
     if (ctx) return this.maybeCheckpoint(a, (x, c) => a.forward(x as tf.Tensor4D, c as tf.Tensor3D), [h, ctx]) as tf.Tensor4D;
     return this.maybeCheckpoint(a, (x) => a.forward(x as tf.Tensor4D, null), [h]) as tf.Tensor4D;
   }
+  /** Samplers are checkpointed too (one conv recomputed): then nothing on the tape holds their weights, so a frozen
+   *  sampler can be streamed from the host (planner/offload.ts) and a per-call weight copy (keepPackedWeights off)
+   *  is freed with its call instead of living until backward. */
+  protected runSampler(s: Downsample2D | Upsample2D | undefined, h: tf.Tensor4D, size?: [number, number]): tf.Tensor4D {
+    if (!s) return h;
+    if (s instanceof Upsample2D) return this.maybeCheckpoint(s, (x) => s.forward(x as tf.Tensor4D, size), [h]) as tf.Tensor4D;
+    return this.maybeCheckpoint(s, (x) => s.forward(x as tf.Tensor4D), [h]) as tf.Tensor4D;
+  }
 }
 
 export abstract class DownBlock extends Block {
@@ -114,7 +122,7 @@ export class DownBlock2D extends DownBlock {
       states.push(h);
     }
     if (this.downsamplers) {
-      h = this.downsamplers[0]!.forward(h);
+      h = this.runSampler(this.downsamplers[0], h);
       states.push(h);
     }
     return { hidden: h, states };
@@ -150,7 +158,7 @@ export class CrossAttnDownBlock2D extends DownBlock {
       states.push(h);
     });
     if (this.downsamplers) {
-      h = this.downsamplers[0]!.forward(h);
+      h = this.runSampler(this.downsamplers[0], h);
       states.push(h);
     }
     return { hidden: h, states };
@@ -247,7 +255,7 @@ export class UpBlock2D extends UpBlock {
       h = tf.concat([h, rest.pop()!], 3) as tf.Tensor4D;
       h = this.runResnet(r, h, temb);
     }
-    return this.upsamplers ? this.upsamplers[0]!.forward(h, size) : h;
+    return this.runSampler(this.upsamplers?.[0], h, size);
   }
 }
 
@@ -268,7 +276,7 @@ export class CrossAttnUpBlock2D extends UpBlock {
       h = this.runResnet(r, h, temb);
       h = this.runTransformer(this.attentions[i]!, h, ctx);
     });
-    return this.upsamplers ? this.upsamplers[0]!.forward(h, size) : h;
+    return this.runSampler(this.upsamplers?.[0], h, size);
   }
 }
 
@@ -285,6 +293,6 @@ export class UpDecoderBlock2D extends Block {
   }
   forward(h: tf.Tensor4D): tf.Tensor4D {
     for (const r of this.resnets) h = this.runResnet(r, h, null);
-    return this.upsamplers ? this.upsamplers[0]!.forward(h) : h;
+    return this.runSampler(this.upsamplers?.[0], h);
   }
 }

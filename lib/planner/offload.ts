@@ -1,11 +1,12 @@
 /**
- * Frozen-weight offload: the big blocks of a frozen model (its ResnetBlock2D and Transformer2DModel instances) keep
+ * Frozen-weight offload: the big blocks of a frozen model (its ResnetBlock2D, Transformer2DModel and down/upsampler
+ * instances) keep
  * their weights in host memory (Float32Arrays, PyTorch layout) and bring them into the device heap only while the
  * block runs — in the forward and again in the gradient-checkpoint recompute — then free them. Requires gradient
  * checkpointing on the model: a checkpointed block's forward is not taped, so nothing on the tape holds its weights
  * between the two uses (the recompute's own tape keeps what its backward needs until that block's gradient is done).
  */
-import { Module, ResnetBlock2D, Transformer2DModel, makeRng } from "../models/index.js";
+import { Downsample2D, Module, ResnetBlock2D, Transformer2DModel, Upsample2D, makeRng } from "../models/index.js";
 import type { HostTensor } from "../io/safetensors.js";
 import { toTorchLayout } from "../io/layout.js";
 
@@ -26,7 +27,7 @@ export interface FrozenWeightStream {
 const numel = (s: number[]) => s.reduce((a, b) => a * b, 1);
 
 /**
- * Moves the weights of every resnet/transformer block of `model` to host memory and makes their forward load and
+ * Moves the weights of every resnet/transformer/sampler block of `model` to host memory and makes their forward load and
  * free them. Blocks that have weights are copied out (then freed on the device); shape-only blocks get random
  * host weights (uniform ±1/√fan_in, norms at 1/0), for benches with exact shapes and no checkpoint.
  */
@@ -35,7 +36,7 @@ export function streamFrozenWeights(model: Module, seed = 1): FrozenWeightStream
   const rng = makeRng(seed);
   const state: FrozenWeightStream = { blocks: [], hostBytes: 0, loads: 0 };
   for (const m of model.modules()) {
-    if (!(m instanceof ResnetBlock2D || m instanceof Transformer2DModel)) continue;
+    if (!(m instanceof ResnetBlock2D || m instanceof Transformer2DModel || m instanceof Downsample2D || m instanceof Upsample2D)) continue;
     const host = new Map<string, HostTensor>();
     if (m.materialized) {
       // (Module.stateDict keeps its transposed copies alive, so copy out here and free each one.)

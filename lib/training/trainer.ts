@@ -10,7 +10,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { tf } from "../engine/index.js";
+import { tf, throwIfWasmKernelFailed } from "../engine/index.js";
 import type { AutoencoderKL, ControlNetModel, UNet2DConditionModel, CLIPTextModel } from "../models/index.js";
 import type { Batch, ControlNetDataset, DataLoader, LoaderPosition } from "../data/index.js";
 import { createOptimizer, clipGradNorm, GradientAccumulator, type Optimizer } from "./optim/index.js";
@@ -271,6 +271,12 @@ export class ControlNetTrainer {
       if (!Number.isFinite(loss)) {
         tf.dispose([...grads.values()]);
         throw new NonFiniteLossError(this.globalStep + 1, loss, this.lastCheckpoint);
+      }
+      try {
+        throwIfWasmKernelFailed(`training step ${this.globalStep + 1} (not applied)`);
+      } catch (err) {
+        tf.dispose([...grads.values()]);
+        throw err;
       }
       const gradNorm = this.opts.max_grad_norm > 0 ? clipGradNorm(grads, this.opts.max_grad_norm) : NaN;
       this.optimizer.lr = this.lrScheduler.getLastLr();
