@@ -5,7 +5,8 @@ export { initEngine, engineInfo, describeEngine, parseBackend, BACKENDS, WASM_HE
 export type { BackendKind, EngineInfo, EngineOptions } from "./backend.js";
 export { memoryInfo, measurePeak, installMemoryTracker } from "./memory.js";
 export type { MemorySnapshot, PeakReport } from "./memory.js";
-export { checkpoint } from "./checkpoint.js";
+export { checkpoint, withWeightGradientSink } from "./checkpoint.js";
+export type { WeightGradientSink } from "./checkpoint.js";
 export { SMALL_GEMM_FLOPS } from "./kernels/batch-matmul.js";
 export { transientWeight, backendCachesPackedWeights } from "./weight-cache.js";
 export { watchWasmFailures, throwIfWasmKernelFailed } from "./wasm-failures.js";

@@ -199,7 +199,10 @@ export class Module {
     for (const [, p] of this.namedParams()) {
       if (p.variable) continue;
       const data = fill(p.init, numel(p.shape), rng);
-      p.variable = tf.variable(tf.tensor(data, p.shape, "float32"), p.owner._trainable);
+      // the variable shares the tensor's buffer (one more reference): drop ours, or the buffer outlives dispose()
+      const init = tf.tensor(data, p.shape, "float32");
+      p.variable = tf.variable(init, p.owner._trainable);
+      init.dispose();
     }
     return this;
   }
@@ -261,10 +264,10 @@ export class Module {
     const out = new Map<string, HostTensor>();
     for (const [name, p] of this.namedParams()) {
       const v = this.v(p);
-      const data = tf.tidy(() => toTorchLayout(v, p.layout)).dataSync() as Float32Array;
-      out.set(name, { dtype: "float32", shape: torchShape(p.shape, p.layout), data: Float32Array.from(data) });
+      const t = tf.tidy(() => toTorchLayout(v, p.layout));
+      out.set(name, { dtype: "float32", shape: torchShape(p.shape, p.layout), data: Float32Array.from(t.dataSync() as Float32Array) });
+      if (t !== v) t.dispose(); // a transposed copy (plain layouts return the variable itself)
     }
-    // dataSync above left the transposed tensors alive only inside tidy; nothing to dispose.
     return out;
   }
 

@@ -8,7 +8,6 @@
  */
 import { Downsample2D, Module, ResnetBlock2D, Transformer2DModel, Upsample2D, makeRng } from "../models/index.js";
 import type { HostTensor } from "../io/safetensors.js";
-import { toTorchLayout } from "../io/layout.js";
 
 export interface StreamedBlock {
   module: Module;
@@ -39,12 +38,7 @@ export function streamFrozenWeights(model: Module, seed = 1): FrozenWeightStream
     if (!(m instanceof ResnetBlock2D || m instanceof Transformer2DModel || m instanceof Downsample2D || m instanceof Upsample2D)) continue;
     const host = new Map<string, HostTensor>();
     if (m.materialized) {
-      // (Module.stateDict keeps its transposed copies alive, so copy out here and free each one.)
-      for (const [k, p] of m.namedParams()) {
-        const t = toTorchLayout(p.variable!, p.layout);
-        host.set(k, { dtype: "float32", shape: [...t.shape], data: Float32Array.from(t.dataSync() as Float32Array) });
-        t.dispose();
-      }
+      for (const [k, t] of m.stateDict()) host.set(k, t);
       m.dispose();
     } else {
       for (const [k, spec] of m.parameterSpecs()) {

@@ -11,7 +11,7 @@
  * Everything random (posterior sample, noise, timesteps) is an input here so that a test can feed the reference
  * script's exact values; the trainer draws them from its seeded RNG.
  */
-import { tf } from "../engine/index.js";
+import { tf, withWeightGradientSink } from "../engine/index.js";
 import type { AutoencoderKL, ControlNetModel, UNet2DConditionModel } from "../models/index.js";
 import { computeSnr, minSnrWeights } from "../schedulers/index.js";
 
@@ -73,20 +73,42 @@ export function controlnetLoss(
   });
 }
 
-/** Loss and gradients w.r.t. every trainable ControlNet parameter (diffusers names). */
+/**
+ * Loss and gradients w.r.t. every trainable ControlNet parameter (diffusers names).
+ *
+ * With `hostGrads` (and gradient checkpointing on the ControlNet), the gradients of weights inside checkpointed
+ * blocks are moved to host memory as each block's backward produces them and *added* into `hostGrads` (so several
+ * calls accumulate); only the others come back in `grads`. The device then never holds all gradients at once.
+ */
 export function controlnetGradients(
   unet: UNet2DConditionModel,
   controlnet: ControlNetModel,
   scheduler: NoiseSchedule,
   x: LossInputs,
   lossScale = 1,
+  hostGrads?: Map<string, Float32Array>,
 ): { loss: number; grads: Map<string, tf.Tensor> } {
   const named = [...controlnet.namedParameters()].filter(([, p]) => p.variable.trainable);
   const vars = named.map(([, p]) => p.variable);
-  const { value, grads } = tf.variableGrads(() => {
-    const l = controlnetLoss(unet, controlnet, scheduler, x);
-    return lossScale === 1 ? l : tf.tidy(() => tf.mul(l, lossScale) as tf.Scalar);
-  }, vars);
+  const run = () =>
+    tf.variableGrads(() => {
+      const l = controlnetLoss(unet, controlnet, scheduler, x);
+      return lossScale === 1 ? l : tf.tidy(() => tf.mul(l, lossScale) as tf.Scalar);
+    }, vars);
+  let result;
+  if (hostGrads) {
+    const nameOf = new Map<tf.Tensor, string>(named.map(([n, p]) => [p.variable, n]));
+    result = withWeightGradientSink((w, g) => {
+      const d = g.dataSync() as Float32Array;
+      g.dispose();
+      const name = nameOf.get(w);
+      if (name === undefined) return; // a trainable weight of another model: not ours to update
+      const acc = hostGrads.get(name);
+      if (!acc) hostGrads.set(name, Float32Array.from(d));
+      else for (let i = 0; i < d.length; i++) acc[i]! += d[i]!;
+    }, run);
+  } else result = run();
+  const { value, grads } = result;
   const loss = value.dataSync()[0]! / lossScale;
   value.dispose();
   const out = new Map<string, tf.Tensor>();

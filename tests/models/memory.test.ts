@@ -1,10 +1,11 @@
 /**
  * Memory mechanisms: chunked attention equals full attention; per-block gradient checkpointing gives the same
- * gradients; both measurably lower the peak of live tensor memory at a mid-size config.
+ * gradients; both measurably lower the peak of live tensor memory at a mid-size config; so does sending the weight
+ * gradients of checkpointed blocks to the host as backward produces them.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { tf, measurePeak } from "../../lib/engine/index.js";
+import { tf, measurePeak, withWeightGradientSink } from "../../lib/engine/index.js";
 import { testEngine, maxAbsDiff, relErr } from "../helpers.js";
 import { ControlNetModel, UNet2DConditionModel, scaledDotProductAttention } from "../../lib/models/index.js";
 import { MID_UNET } from "./tiny.js";
@@ -27,18 +28,21 @@ test("chunked attention equals full attention (values and gradients) within 1e-5
   }
 });
 
-function setup() {
-  const unet = new UNet2DConditionModel(MID_UNET, { seed: 5, trainable: false });
+/** `wide`: weights dominate (8×8 latents, 128–256 channels), as in SD1.5 at low resolution. */
+function setup(wide = false) {
+  const config = wide ? { ...MID_UNET, block_out_channels: [128, 256, 256], cross_attention_dim: 32, attention_head_dim: 8 } : MID_UNET;
+  const unet = new UNet2DConditionModel(config, { seed: 5, trainable: false });
   const cn = ControlNetModel.fromUnet(unet, { conditioningEmbeddingOutChannels: [16, 32, 64], seed: 6 });
   // non-zero zero-convs, so the UNet path matters for the ControlNet gradients
   for (const [name, p] of cn.namedParameters()) {
     if (name.startsWith("controlnet_") && name.endsWith("weight")) p.variable.assign(tf.randomNormal(p.variable.shape, 0, 0.2, "float32", 8));
   }
   const b = 1;
-  const sample = tf.randomNormal([b, 32, 32, 4], 0, 1, "float32", 11) as tf.Tensor4D;
-  const ehs = tf.randomNormal([b, 9, 16], 0, 1, "float32", 12) as tf.Tensor3D;
-  const cond = tf.randomUniform([b, 128, 128, 3], 0, 1, "float32", 13) as tf.Tensor4D;
-  const target = tf.randomNormal([b, 32, 32, 4], 0, 1, "float32", 14);
+  const lat = wide ? 8 : 32;
+  const sample = tf.randomNormal([b, lat, lat, 4], 0, 1, "float32", 11) as tf.Tensor4D;
+  const ehs = tf.randomNormal([b, 9, config.cross_attention_dim], 0, 1, "float32", 12) as tf.Tensor3D;
+  const cond = tf.randomUniform([b, lat * 4, lat * 4, 3], 0, 1, "float32", 13) as tf.Tensor4D;
+  const target = tf.randomNormal([b, lat, lat, 4], 0, 1, "float32", 14);
   const step = () => {
     const vars = cn.trainableVariables();
     const { value, grads } = tf.variableGrads(() => {
@@ -106,5 +110,38 @@ test("chunked attention: same output, lower peak memory in the forward and in th
   worst = 0;
   for (const n of Object.keys(fullStep.result.grads)) worst = Math.max(worst, relErr(both.result.grads[n]!.dataSync(), fullStep.result.grads[n]!.dataSync()));
   assert.ok(worst <= 1e-4, `checkpointed + chunked gradients differ: ${worst}`);
+  s.dispose();
+});
+
+test("weight gradients sent to the host during backward: the same gradients, a lower device peak", async () => {
+  await testEngine();
+  const s = setup(true);
+  s.cn.enableGradientCheckpointing();
+  s.unet.enableGradientCheckpointing();
+  const dev = await measurePeak(() => s.step());
+  const host = new Map<tf.Tensor, Float32Array>();
+  const sunk = await measurePeak(() => withWeightGradientSink((w, g) => {
+    assert.ok(!host.has(w), "one gradient per weight");
+    host.set(w, Float32Array.from(g.dataSync() as Float32Array));
+    g.dispose();
+  }, () => s.step()));
+  assert.equal(sunk.result.value.dataSync()[0], dev.result.value.dataSync()[0]);
+  let hostBytes = 0;
+  let worst = 0;
+  const vars = s.cn.trainableVariables();
+  for (const v of vars) {
+    const onDevice = sunk.result.grads[v.name];
+    const onHost = host.get(v);
+    assert.ok(Boolean(onDevice) !== Boolean(onHost), `${v.name}: its gradient must be in exactly one place`);
+    const got = onHost ?? (onDevice!.dataSync() as Float32Array);
+    if (onHost) hostBytes += onHost.byteLength;
+    worst = Math.max(worst, relErr(got, dev.result.grads[v.name]!.dataSync()));
+  }
+  assert.ok(worst <= 1e-5, `host gradients differ: ${worst}`);
+  assert.ok(hostBytes > 0.5 * vars.reduce((a, v) => a + v.size * 4, 0), "most gradients (the checkpointed blocks') went to the host");
+  console.log(`peak delta fwd+bwd (checkpointed): gradients on the device ${(dev.peakDeltaBytes / 2 ** 20).toFixed(1)} MiB, ` +
+    `sent to the host ${(sunk.peakDeltaBytes / 2 ** 20).toFixed(1)} MiB (${(hostBytes / 2 ** 20).toFixed(1)} MiB of gradients on the host)`);
+  assert.ok(sunk.peakDeltaBytes < dev.peakDeltaBytes - 0.5 * hostBytes, `the device peak did not drop by half the host gradients: ${sunk.peakDeltaBytes} vs ${dev.peakDeltaBytes}`);
+  tf.dispose([dev.result.value, sunk.result.value, ...Object.values(dev.result.grads), ...Object.values(sunk.result.grads)]);
   s.dispose();
 });

@@ -59,6 +59,7 @@ export class AdamW implements Optimizer {
   }
 
   step(grads: Map<string, tf.Tensor>, opts: StepOptions = {}): void {
+    if (opts.hostGrads?.size) throw new Error("AdamW updates on the device: gradients kept on the host need a host optimizer (use_8bit_adam or offload_optimizer_state)");
     const dispose = opts.disposeGrads ?? true;
     this.steps++;
     const h = this.hyper;
@@ -201,14 +202,23 @@ function hostCopy(t: tf.Tensor): StateTensor {
  * place: the map's tensors are replaced by the scaled ones (the originals disposed). Returns the total norm before
  * clipping (what torch returns). A non-finite norm leaves the gradients as they are (the loop stops on a NaN loss).
  */
-export function clipGradNorm(grads: Map<string, tf.Tensor>, maxNorm: number): number {
-  if (grads.size === 0) return 0;
-  const total = tf.tidy(() => {
-    const norms = [...grads.values()].map((g) => tf.sqrt(tf.sum(tf.square(g))));
-    return tf.sqrt(tf.sum(tf.square(tf.stack(norms))));
-  });
-  const totalNorm = total.dataSync()[0]!;
-  total.dispose();
+export function clipGradNorm(grads: Map<string, tf.Tensor>, maxNorm: number, hostGrads?: Map<string, Float32Array>): number {
+  if (grads.size === 0 && !hostGrads?.size) return 0;
+  let deviceNorm = 0;
+  if (grads.size) {
+    const total = tf.tidy(() => {
+      const norms = [...grads.values()].map((g) => tf.sqrt(tf.sum(tf.square(g))));
+      return tf.sqrt(tf.sum(tf.square(tf.stack(norms))));
+    });
+    deviceNorm = total.dataSync()[0]!;
+    total.dispose();
+  }
+  let totalNorm = deviceNorm;
+  if (hostGrads?.size) {
+    let sumSq = deviceNorm * deviceNorm;
+    for (const g of hostGrads.values()) for (let i = 0; i < g.length; i++) sumSq += g[i]! * g[i]!;
+    totalNorm = Math.fround(Math.sqrt(sumSq));
+  }
   // torch: clip_coef = max_norm / (total_norm + 1e-6), clamped to 1; all float32.
   const coef = Math.fround(Math.fround(maxNorm) / Math.fround(totalNorm + 1e-6));
   if (Number.isFinite(coef) && coef < 1) {
@@ -216,6 +226,7 @@ export function clipGradNorm(grads: Map<string, tf.Tensor>, maxNorm: number): nu
       grads.set(name, tf.tidy(() => tf.mul(g, tf.scalar(coef))));
       g.dispose();
     }
+    for (const g of hostGrads?.values() ?? []) for (let i = 0; i < g.length; i++) g[i] = Math.fround(g[i]! * coef);
   }
   return totalNorm;
 }

@@ -67,13 +67,17 @@ export abstract class HostOptimizer implements Optimizer {
     const c = hostScalars(this.hyper, adamScalars(this.hyper, this.steps));
     for (const [name, variable] of this.params) {
       const g = grads.get(name);
-      if (!g) continue;
-      checkShape(name, variable, g);
-      const gHost = g.dataSync() as Float32Array; // a host copy on every backend
-      if (dispose) {
-        g.dispose();
-        grads.delete(name);
-      }
+      let gHost = opts.hostGrads?.get(name);
+      if (g && gHost) throw new Error(`parameter '${name}' has a gradient both on the device and on the host`);
+      if (g) {
+        checkShape(name, variable, g);
+        gHost = g.dataSync() as Float32Array; // a host copy on every backend
+        if (dispose) {
+          g.dispose();
+          grads.delete(name);
+        }
+      } else if (!gHost) continue;
+      else if (gHost.length !== variable.size) throw new Error(`host gradient of '${name}' has ${gHost.length} values, the parameter ${variable.size}`);
       const p = this.hostParam(name, variable);
       this.updateHost(name, p, gHost, c);
       // Upload a copy when p is our master: some backends (cpu) adopt the array given to tf.tensor without copying,

@@ -34,6 +34,8 @@ export interface StepOptions {
    * With false the caller keeps (and must dispose) the gradients.
    */
   disposeGrads?: boolean;
+  /** Gradients already in host memory (controlnetGradients' `hostGrads`), by parameter name; host optimizers only. */
+  hostGrads?: Map<string, Float32Array>;
 }
 
 export interface StateBytes {
