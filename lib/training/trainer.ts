@@ -223,6 +223,17 @@ export class ControlNetTrainer {
   }
 
   /** One micro-batch: loss and gradients (already divided by the accumulation count). */
+  /**
+   * Gradients of checkpointed ControlNet blocks go straight to host memory when the optimizer updates on the host
+   * anyway (8-bit Adam, optimizer offload): the device never holds them all at once (ZeRO-Offload). Summed over the
+   * micro-steps of one optimizer step.
+   */
+  private hostGrads(): Map<string, Float32Array> | undefined {
+    if (!this.opts.gradient_checkpointing || this.optimizer.kind === "adamw") return undefined;
+    return (this.pendingHostGrads ??= new Map());
+  }
+  private pendingHostGrads: Map<string, Float32Array> | null = null;
+
   private microStep(batch: Batch): { loss: number; grads: Map<string, tf.Tensor> } {
     const r = batch.resolution;
     const b = batch.size;
@@ -237,7 +248,7 @@ export class ControlNetTrainer {
     try {
       return controlnetGradients(this.c.unet, this.c.controlnet, this.c.noiseScheduler, {
         latents, encoderHiddenStates: ehs, conditioning, noise, timesteps, snrGamma: this.opts.snr_gamma,
-      }, 1 / this.opts.gradient_accumulation_steps);
+      }, 1 / this.opts.gradient_accumulation_steps, this.hostGrads());
     } finally {
       tf.dispose([posterior, noise, pixels, conditioning, latents, ehs]);
     }
@@ -256,6 +267,7 @@ export class ControlNetTrainer {
       if (hooks.signal?.aborted) return { globalStep: this.globalStep, maxSteps: this.maxSteps, stopped: "interrupted", lastLoss };
       const t0 = performance.now();
       const acc = new GradientAccumulator();
+      this.pendingHostGrads = null; // nothing carried over from a step that threw
       let lossSum = 0;
       for (let micro = 0; micro < accumulation; micro++) {
         const batch = await loader.next();
@@ -266,6 +278,8 @@ export class ControlNetTrainer {
         acc.add(grads);
       }
       const grads = acc.take();
+      const hostGrads = this.pendingHostGrads ?? undefined;
+      this.pendingHostGrads = null;
       // Reported loss: the mean over micro-batches (controlnetGradients returns each unscaled loss).
       const loss = lossSum / accumulation;
       if (!Number.isFinite(loss)) {
@@ -278,9 +292,9 @@ export class ControlNetTrainer {
         tf.dispose([...grads.values()]);
         throw err;
       }
-      const gradNorm = this.opts.max_grad_norm > 0 ? clipGradNorm(grads, this.opts.max_grad_norm) : NaN;
+      const gradNorm = this.opts.max_grad_norm > 0 ? clipGradNorm(grads, this.opts.max_grad_norm, hostGrads) : NaN;
       this.optimizer.lr = this.lrScheduler.getLastLr();
-      this.optimizer.step(grads, { disposeGrads: this.opts.set_grads_to_none });
+      this.optimizer.step(grads, { disposeGrads: this.opts.set_grads_to_none, hostGrads });
       if (!this.opts.set_grads_to_none) tf.dispose([...grads.values()]);
       for (let i = 0; i < accumulation; i++) this.lrScheduler.step();
       this.globalStep++;
