@@ -169,7 +169,8 @@ export function estimateMemory(c: EstimateConfig): MemoryEstimate {
   for (const b of geo.blocks) {
     const k = blockCost(b, profile, o.attentionChunkSize);
     // torch: diffusers only checkpoints modules in training mode, i.e. the ControlNet, never the frozen UNet.
-    const ckpt = o.gradientCheckpointing && (b.kind === "resnet" || b.kind === "transformer") && (profile === "tfjs" || b.model === "controlnet");
+    // ours also checkpoints the down/upsamplers (so frozen ones can be streamed from the host).
+    const ckpt = o.gradientCheckpointing && (profile === "tfjs" ? true : (b.kind === "resnet" || b.kind === "transformer") && b.model === "controlnet");
     if (ckpt) {
       saved += k.inputs;
       // tfjs: the gradient reaching each checkpointed block's inputs also lives until the end of backprop.
@@ -198,7 +199,12 @@ export function estimateMemory(c: EstimateConfig): MemoryEstimate {
   // tfjs: the parameter gradients appear at the end of backprop, where its peak is.
   const gradBytesPer = deepspeedFp16 ? 2 : 4;
   // DeepSpeed keeps its own flat fp16 gradient partition whatever zero_grad does.
-  const gradients = profile === "torch" && o.setGradsToNone && !deepspeedFp16 ? 0 : trainable * gradBytesPer;
+  // tfjs with a host optimizer and checkpointing: checkpointed ControlNet blocks send their weight gradients to the
+  // host as backward produces them (training/step.ts hostGrads); only the rest are on the device at the end.
+  const streamedGrads = profile === "tfjs" && o.gradientCheckpointing && (o.use8bitAdam || o.offloadOptimizerState)
+    ? geo.blocks.filter((b) => b.model === "controlnet").reduce((a, b) => a + b.params, 0)
+    : 0;
+  const gradients = profile === "torch" && o.setGradsToNone && !deepspeedFp16 ? 0 : (trainable - streamedGrads) * gradBytesPer;
   // ZeRO-2's reduce and all-gather buckets: 5e8 elements each by default, fp16.
   const deepspeedBuckets = deepspeedFp16 ? 2 * 5e8 * 2 : 0;
   let optDevice = 0;
@@ -224,7 +230,7 @@ export function estimateMemory(c: EstimateConfig): MemoryEstimate {
   device.total = device.parameters + device.gradients + device.optimizerStates + device.activations + device.attention + device.workspace;
   const host = {
     parameters: o.offloadFrozenWeights ? frozen * 4 : 0,
-    gradients: deepspeedFp16 ? trainable * 4 : 0,
+    gradients: deepspeedFp16 ? trainable * 4 : streamedGrads * 4,
     optimizerStates: optHost,
     activations: 0,
     attention: 0,

@@ -81,9 +81,11 @@ export function createTrainingStep(c: MeasureStepConfig): TrainingStepRunner {
     const ehs = tf.randomNormal([c.batchSize, seq, ctxDim], 0, 1, "float32", 5) as tf.Tensor3D;
     const cond = tf.randomUniform([c.batchSize, c.resolution, c.resolution, 3], 0, 1, "float32", 6) as tf.Tensor4D;
     const timesteps = Array.from({ length: c.batchSize }, (_, i) => (i * 397 + n * 131 + 11) % 1000);
-    const { loss, grads } = controlnetGradients(unet, controlnet, scheduler, { latents, encoderHiddenStates: ehs, conditioning: cond, noise, timesteps });
-    clipGradNorm(grads, 1);
-    optimizer.step(grads, { disposeGrads: o.setGradsToNone ?? true });
+    // as the trainer does: a host optimizer with checkpointing gets the checkpointed blocks' gradients on the host
+    const hostGrads = o.gradientCheckpointing && optimizer.kind !== "adamw" ? new Map<string, Float32Array>() : undefined;
+    const { loss, grads } = controlnetGradients(unet, controlnet, scheduler, { latents, encoderHiddenStates: ehs, conditioning: cond, noise, timesteps }, 1, hostGrads);
+    clipGradNorm(grads, 1, hostGrads);
+    optimizer.step(grads, { disposeGrads: o.setGradsToNone ?? true, hostGrads });
     for (const g of grads.values()) if (!g.isDisposed) g.dispose();
     tf.dispose([latents, noise, ehs, cond]);
     return loss;
