@@ -38,8 +38,10 @@ export interface FidelityScore {
 }
 
 export interface SegmentOptions {
-  /** "cluster" (default): 2-means centres labelled by the prompt colours; "prompt": the prompt colours themselves. */
-  mode?: "cluster" | "prompt";
+  /** "cluster" (default): 2-means centres labelled by the prompt colours; "prompt": the prompt colours themselves;
+   *  "shape": 2-means centres, the one holding most of the image border is the background (colour-blind: it scores
+   *  where the disc is, whatever its colours — fill50k discs never touch the border). */
+  mode?: "cluster" | "prompt" | "shape";
 }
 
 const MAX_DIST = Math.sqrt(3) * 255;
@@ -115,12 +117,32 @@ function twoMeans(img: RawImage, iterations = 10): [Rgb, Rgb] {
   return [a, b];
 }
 
+/** Share of the image's border pixels nearer to colour `a` than to `b`. */
+function borderShare(img: RawImage, a: Rgb, b: Rgb): number {
+  const { width: w, height: h, channels: ch, data: d } = img;
+  let near = 0;
+  let all = 0;
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      if (y !== 0 && y !== h - 1 && x !== 0 && x !== w - 1) continue;
+      const o = (y * w + x) * ch;
+      if (dist2(d, o, a) <= dist2(d, o, b)) near++;
+      all++;
+    }
+  }
+  return near / all;
+}
+
 /** 1 where a pixel is taken to be the circle's fill, 0 where background. */
 export function segmentFill(img: RawImage, colors: { fill: Rgb; background: Rgb }, opts: SegmentOptions = {}): Uint8Array {
   checkImage(img);
   let fill = colors.fill;
   let bg = colors.background;
-  if ((opts.mode ?? "cluster") === "cluster") {
+  const mode = opts.mode ?? "cluster";
+  if (mode === "shape") {
+    const [a, b] = twoMeans(img);
+    [fill, bg] = borderShare(img, a, b) > 0.5 ? [b, a] : [a, b];
+  } else if (mode === "cluster") {
     const [a, b] = twoMeans(img);
     // label the clusters by the cheaper matching to the prompt's colours
     if (distance(a, fill) + distance(b, bg) <= distance(a, bg) + distance(b, fill)) [fill, bg] = [a, b];

@@ -113,3 +113,16 @@ test("suddenConvergenceStep: the first step halfway from the first score to the 
   assert.equal(suddenConvergenceStep(pts.slice(0, 4)), null, "gains under 0.1 are not a jump");
   assert.equal(suddenConvergenceStep(pts.slice(0, 1)), null);
 });
+
+test('"shape" segmentation is colour-blind: swapped or unrelated colours still score the disc where it is', () => {
+  const t = { ...syntheticTruth(5, 0, SIZE), cx: 30, cy: 34, r: 14 };
+  const red = { name: "red", css: "red", rgb: [255, 0, 0] as [number, number, number] };
+  const blue = { name: "blue", css: "blue", rgb: [0, 0, 255] as [number, number, number] };
+  const want = target({ ...t, fillColor: red, bgColor: blue });
+  const swapped = renderFilled({ ...t, fillColor: blue, bgColor: red });
+  assert.ok(controlFidelity(swapped, want, { mode: "shape" }).iou > 0.93);
+  assert.ok(controlFidelity(swapped, want).iou < 0.2, "the default labels regions by the prompt's colours");
+  // a disc in the wrong place is still wrong
+  const moved = renderFilled({ ...t, cx: t.cx + 20, fillColor: blue, bgColor: red });
+  assert.ok(controlFidelity(moved, want, { mode: "shape" }).iou < 0.25);
+});
