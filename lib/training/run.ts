@@ -15,7 +15,6 @@ import { ControlNetTrainer, type StepReport, type TrainResult } from "./trainer.
 import { TensorBoardWriter } from "./tensorboard.js";
 import { runValidation, type ValidationResult } from "./validation.js";
 import { suddenConvergenceStep, type ConvergencePoint } from "../eval/fidelity.js";
-import { decodeRgb } from "../data/index.js";
 
 export interface RunHooks {
   signal?: AbortSignal | null;
@@ -98,8 +97,9 @@ export async function trainSession(s: TrainingSession, hooks: RunHooks = {}): Pr
         });
         if (tb) {
           for (const [i, p] of v.pairs.entries()) {
-            const first = await decodeRgb(p.samples[0]!);
-            await tb.addImages(`validation/${i}: ${p.prompt}`, p.samples.length ? await Promise.all(p.samples.map(async (png) => (await decodeRgb(png)).data)) : [], first.width, first.height, 3, step);
+            const first = p.rgb[0];
+            if (!first) continue;
+            await tb.addImages(`validation/${i}: ${p.prompt}`, p.rgb.map((im) => im.data), first.width, first.height, 3, step); // the pipeline returns RGB
           }
         }
         log(`validation at step ${step}: ${v.pairs.length} pair(s) in ${v.seconds.toFixed(1)} s → ${path.join(args.output_dir, "validation")}`);

@@ -8,6 +8,7 @@ import type { ControlNetModel } from "../models/index.js";
 import { StableDiffusionControlNetPipeline } from "../pipeline/pipeline.js";
 import { loadScheduler, Generator } from "../schedulers/index.js";
 import { decodeRgb, resizeCenterCrop } from "../data/index.js";
+import type { RawImage } from "../data/types.js";
 import { averageFidelity, summarizeFidelity, targetFromValidation, type FidelitySummary } from "../eval/fidelity.js";
 import type { BaseModel } from "./base.js";
 
@@ -32,7 +33,8 @@ export interface ValidationResult {
   step: number;
   /** `fidelity`: control fidelity of the samples when the pair is fill50k-style (outline + "<c> circle with <c>
    *  background"), else null. */
-  pairs: { image: string; prompt: string; samples: Uint8Array[]; files: string[]; fidelity: FidelitySummary | null }[];
+  /** `samples` are the PNG bytes written to `files`; `rgb` the same images decoded (for loggers). */
+  pairs: { image: string; prompt: string; samples: Uint8Array[]; rgb: RawImage[]; files: string[]; fidelity: FidelitySummary | null }[];
   /** Fidelity over all scored pairs' samples pooled; null when no pair could be scored. */
   fidelity: FidelitySummary | null;
   seconds: number;
@@ -70,7 +72,7 @@ export async function runValidation(base: BaseModel, controlnet: ControlNetModel
     });
     const target = targetFromValidation(await decodeRgb(typeof control === "string" ? new Uint8Array(fs.readFileSync(control)) : control), prompt);
     const fidelity = target ? averageFidelity(out.rgb.map((image) => ({ image, target }))) : null;
-    pairs.push({ image, prompt, samples: out.images, files, fidelity });
+    pairs.push({ image, prompt, samples: out.images, rgb: out.rgb, files, fidelity });
   }
   const scored = pairs.flatMap((p) => p.fidelity?.scores ?? []);
   const fidelity = scored.length ? summarizeFidelity(scored) : null;

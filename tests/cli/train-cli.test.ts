@@ -6,7 +6,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { readSafetensorsHeader } from "../../lib/io/safetensors.js";
-import { findEventFiles, readEvents } from "../../lib/training/tensorboard.js";
+import { findEventFiles, makeGrid, readEvents } from "../../lib/training/tensorboard.js";
 import { HubServer } from "../io/hub-server.js";
 
 const root = path.resolve(import.meta.dirname, "../..");
@@ -17,6 +17,27 @@ const cli = (args: string[]) => spawnSync(process.execPath, [bin, "train_control
 
 // Validation (20 UniPC steps per image, as the script does) is covered by tests/cells with fewer steps; here it would
 // dominate the run time.
+test("validation during training: images saved and logged to TensorBoard, fill50k fidelity scored", () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cli-val-"));
+  const r = cli([
+    "--pretrained_model_name_or_path", path.join(root, "tests/fixtures/sd_tiny"),
+    `--output_dir=${out}`, "--dataset_name=synthetic-fill50k:16", "--resolution=32", "--train_batch_size=2",
+    "--max_train_steps=1", "--validation_steps=1", "--num_validation_images=2", "--seed=1",
+    "--validation_image", path.join(root, "data/conditioning_image_1.png"), "--validation_prompt", "red circle with blue background",
+  ]);
+  assert.equal(r.status, 0, r.stderr.slice(-3000));
+  const events = findEventFiles(path.join(out, "logs")).flatMap((f) => readEvents(f));
+  const images = events.flatMap((e) => e.values).filter((v) => v.tag.startsWith("validation/0") && v.image);
+  assert.equal(images.length, 1, `TensorBoard validation images: ${images.map((v) => v.tag)}`);
+  // the two samples tiled side by side into one grid image, as torch's add_images does
+  const grid = makeGrid([new Uint8Array(32 * 32 * 3), new Uint8Array(32 * 32 * 3)], 32, 32, 3);
+  assert.deepEqual([images[0]!.image!.width, images[0]!.image!.height], [grid.width, grid.height]);
+  const pngs = fs.readdirSync(path.join(out, "validation"), { recursive: true }).filter((f) => String(f).endsWith(".png"));
+  assert.equal(pngs.length, 2);
+  const tags = new Set(events.flatMap((e) => e.values.map((v) => v.tag)));
+  assert.ok(tags.has("validation/fidelity_iou"), `tags: ${[...tags]}`);
+});
+
 test("seed flags verbatim: trains, checkpoints, logs to TensorBoard and saves a diffusers ControlNet with a model card", () => {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), "cli-train-"));
   const r = cli([
