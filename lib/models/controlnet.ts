@@ -173,7 +173,10 @@ export class ControlNetModel extends UNetEncoderModel<ControlNetConfig> {
         if (!FROM_UNET_PREFIXES.some((pre) => name.startsWith(pre))) continue;
         const s = src.get(name);
         if (!s?.variable) throw new Error(`fromUnet: the UNet has no parameter '${name}'`);
-        p.variable = tf.variable(s.variable.clone(), true);
+        // shares the UNet's buffer until the first update assigns a new one; drop the clone's own reference
+        const copy = s.variable.clone();
+        p.variable = tf.variable(copy, true);
+        copy.dispose();
       }
     }
     if (!opts.shapeOnly && (unet.materialized || !load)) cn.initialize(opts.seed ?? 1);
