@@ -69,7 +69,7 @@ export async function run(args: string[]): Promise<object> {
   const hostOpt = optimizer.stateBytes().host;
   const predicted = estimateMemory({
     unet: SD15_UNET, resolution, batchSize: 1,
-    options: { gradientCheckpointing: true, attentionChunkSize: chunk, use8bitAdam: true, setGradsToNone: true, offloadFrozenWeights: true },
+    options: { gradientCheckpointing: true, attentionChunkSize: chunk, use8bitAdam: true, setGradsToNone: true, offloadFrozenWeights: true, keepPackedWeights: false },
   });
   const mem = memoryInfo();
   const out = {
@@ -89,10 +89,11 @@ export async function run(args: string[]): Promise<object> {
       rss_bytes: mem.rssBytes,
       rss_growth_during_step: mem.rssBytes - rss0,
     },
-    predicted: { device_total: predicted.device.total, host_total: predicted.host.total, breakdown: predicted.breakdown },
+    predicted: { device_total: predicted.device.total, wasm_heap: predicted.device.total + predicted.wasmPackedWeights, host_total: predicted.host.total, breakdown: predicted.breakdown },
   };
   log(`step: ${seconds.toFixed(1)} s, loss ${r.result.loss.toFixed(4)}, ${stream.loads} block loads; peak live ${(r.peakBytes / 1e9).toFixed(2)} GB ` +
-    `(planner ${(predicted.device.total / 1e9).toFixed(2)} GB), heap ${((mem.heapBytes ?? 0) / 1e9).toFixed(2)} / ${(WASM_HEAP_LIMIT / 1e9).toFixed(2)} GB; ` +
+    `(planner ${(predicted.device.total / 1e9).toFixed(2)} GB), heap ${((mem.heapBytes ?? 0) / 1e9).toFixed(2)} / ${(WASM_HEAP_LIMIT / 1e9).toFixed(2)} GB ` +
+    `(planner ${((predicted.device.total + predicted.wasmPackedWeights) / 1e9).toFixed(2)} GB with packed weight copies); ` +
     `host: frozen ${(stream.hostBytes / 1e9).toFixed(2)} GB + optimizer ${(hostOpt / 1e9).toFixed(2)} GB (planner ${(predicted.host.total / 1e9).toFixed(2)} GB)`);
   tf.dispose([latents, noise, ehs, cond]);
   optimizer.dispose();

@@ -17,7 +17,9 @@
  *    frozen UNet is in eval mode so diffusers does not checkpoint it (only the ControlNet), and a CUDA context +
  *    cuDNN workspace of 1.3 GB is added (CUDA_OVERHEAD_BYTES; what nvidia-smi shows on top of the tensors).
  */
-import { ControlNetModel, UNet2DConditionModel, AutoencoderKL, CLIPTextModel } from "../models/index.js";
+import {
+  ControlNetModel, UNet2DConditionModel, AutoencoderKL, CLIPTextModel, Conv2d, Linear, ResnetBlock2D, Transformer2DModel, Downsample2D, Upsample2D, type Module,
+} from "../models/index.js";
 import { stepGeometry, condEmbeddingGeometry, type BlockShape, type UNetLikeConfig } from "./architecture.js";
 import type { PlannerOptions } from "./types.js";
 
@@ -62,6 +64,13 @@ export interface MemoryEstimate {
   params: { unet: number; controlnet: number; vae: number; textEncoder: number };
   options: PlannerOptions;
   profile: EngineProfile;
+  /**
+   * wasm backend only: bytes of the hidden weight copies XNNPACK keeps per resident conv filter (a transposed and a
+   * packed copy) and linear weight (a packed copy) — in the heap but not in tf.memory(), hence not in device.total
+   * (measured in tests/engine/weight-cache.test.ts). With keepPackedWeights off, only the largest conv's transient
+   * copies. The wasm heap needs device.total + this.
+   */
+  wasmPackedWeights: number;
   /** Human-readable lines, largest first. */
   breakdown: string[];
 }
@@ -80,8 +89,52 @@ export const DEFAULT_OPTIONS: PlannerOptions = {
   setGradsToNone: false,
   offloadOptimizerState: false,
   offloadFrozenWeights: false,
+  keepPackedWeights: true,
   mixedPrecision: "no",
 };
+
+/** Hidden XNNPACK copies (bytes) of the conv/linear weights in `models`, skipping modules inside `skip`. */
+function packedCopyBytes(models: Module[], skip: (m: Module) => boolean = () => false): { total: number; largestConv: number } {
+  const skipped = new Set<Module>();
+  let total = 0;
+  let largestConv = 0;
+  for (const model of models) {
+    for (const m of model.modules()) {
+      if (skipped.has(m)) continue;
+      if (skip(m)) {
+        for (const x of m.modules()) skipped.add(x);
+        continue;
+      }
+      const n = m instanceof Conv2d || m instanceof Linear ? m.weight.shape.reduce((a, b) => a * b, 1) * 4 : 0;
+      if (m instanceof Conv2d) {
+        total += 2 * n;
+        largestConv = Math.max(largestConv, n);
+      } else total += n;
+    }
+  }
+  return { total, largestConv };
+}
+
+/** What each resident model costs in hidden packed copies on wasm (see MemoryEstimate.wasmPackedWeights). */
+function wasmPackedWeights(c: EstimateConfig, o: PlannerOptions): number {
+  const unet = new UNet2DConditionModel(c.unet, { shapeOnly: true });
+  const cn = ControlNetModel.fromUnet(unet, { shapeOnly: true, conditioningEmbeddingOutChannels: c.controlnet?.conditioning_embedding_out_channels, conditioningChannels: c.controlnet?.conditioning_channels });
+  const streamed = (m: Module) => m instanceof ResnetBlock2D || m instanceof Transformer2DModel || m instanceof Downsample2D || m instanceof Upsample2D;
+  // the frozen models: the UNet (less its streamed blocks), the VAE encoder (training only encodes), the text encoder
+  const frozen: Module[] = [];
+  if (c.vae) {
+    const vae = new AutoencoderKL(c.vae, { shapeOnly: true });
+    frozen.push(vae.encoder, ...(vae.quant_conv ? [vae.quant_conv] : []));
+  }
+  if (c.textEncoder) frozen.push(new CLIPTextModel(c.textEncoder, { shapeOnly: true }));
+  // with frozen-weight offload the VAE and text encoder are counted as streamed too (as device.parameters does)
+  let bytes = packedCopyBytes([unet], o.offloadFrozenWeights ? streamed : undefined).total + (o.offloadFrozenWeights ? 0 : packedCopyBytes(frozen).total);
+  // a streamed block's copies live while it runs: the largest conv's two
+  if (o.offloadFrozenWeights) bytes += 2 * packedCopyBytes([unet]).largestConv;
+  // keepPackedWeights (applied to the trainable ControlNet): all its copies stay, or one call's copy + its two at a time
+  const cnCopies = packedCopyBytes([cn]);
+  return bytes + (o.keepPackedWeights ? cnCopies.total : 3 * cnCopies.largestConv);
+}
 
 /** Parameter counts from shape-only models (declared, never allocated). */
 export function countParameters(c: EstimateConfig): MemoryEstimate["params"] {
@@ -238,13 +291,15 @@ export function estimateMemory(c: EstimateConfig): MemoryEstimate {
     total: 0,
   };
   host.total = host.parameters + host.gradients + host.optimizerStates;
+  const packed = profile === "tfjs" ? wasmPackedWeights(c, o) : 0;
   const GB = (x: number) => `${(x / 1e9).toFixed(2)} GB`;
   const breakdown = Object.entries(device)
     .filter(([k, v]) => k !== "total" && v > 0)
     .sort((a, b) => b[1] - a[1])
     .map(([k, v]) => `device ${k}: ${GB(v)}`);
   breakdown.push(`device total: ${GB(device.total)}`, `host total: ${GB(host.total)}`);
-  return { device, host, params, options: o, profile, breakdown };
+  if (packed > 0) breakdown.push(`wasm heap: + ${GB(packed)} of XNNPACK's packed weight copies = ${GB(device.total + packed)}`);
+  return { device, host, params, options: o, profile, wasmPackedWeights: packed, breakdown };
 }
 
 /** With frozen weights streamed in, only the biggest block's weights (×2: the one in use and the next) are resident. */

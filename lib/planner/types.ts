@@ -12,6 +12,9 @@ export interface PlannerOptions {
   offloadOptimizerState: boolean;
   /** Frozen weights (UNet, VAE, text encoder) in host memory, streamed in block by block. */
   offloadFrozenWeights: boolean;
+  /** wasm: let XNNPACK keep its packed copies of resident conv/linear weights (Module.setKeepPackedWeights; default
+   *  true). They are not tensors, so they are reported apart from the device total (MemoryEstimate.wasmPackedWeights). */
+  keepPackedWeights: boolean;
   /** "no" = fp32 everywhere (our engine); "fp16" models torch's autocast (only for the seed-table reproduction). */
   mixedPrecision: "no" | "fp16";
 }

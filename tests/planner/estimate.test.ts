@@ -98,3 +98,17 @@ test("within 10% of the measured peak with checkpointing + 8-bit Adam (bench-mid
   assert.equal(m.optimizerDeviceBytes, 0);
   assert.ok(Math.abs(e.host.optimizerStates / m.optimizerHostBytes - 1) <= 0.1);
 });
+
+test("wasm: XNNPACK's hidden packed weight copies are reported apart from the tensor total", () => {
+  const base = { ...SD15, resolution: 64, batchSize: 1 };
+  const opts = { gradientCheckpointing: true, use8bitAdam: true, offloadFrozenWeights: true };
+  const keep = estimateMemory({ ...base, options: opts });
+  const drop = estimateMemory({ ...base, options: { ...opts, keepPackedWeights: false } });
+  assert.equal(keep.device.total, drop.device.total, "not tensors: the tensor total does not move");
+  // the ControlNet's 1.45 GB of weights, mostly 3×3 convs (two copies each): about 2.5 GB of copies kept
+  assert.ok(keep.wasmPackedWeights > 2e9 && keep.wasmPackedWeights < 3.2e9, `kept: ${keep.wasmPackedWeights}`);
+  // per-call copies: a few of the largest convs at a time
+  assert.ok(drop.wasmPackedWeights < 0.6e9, `per-call: ${drop.wasmPackedWeights}`);
+  assert.ok(keep.breakdown.some((l) => l.startsWith("wasm heap:")));
+  assert.equal(estimateMemory({ ...base, options: opts, profile: "torch" }).wasmPackedWeights, 0);
+});
