@@ -2,8 +2,8 @@
  * Cell helper: `estimateMemory(config, budget?)` → a plain plan object (for the CLI and code) that renders in
  * Jupyter as a table of the option tiers, the cheapest one that fits the budget highlighted.
  */
-import { planMemory, type EstimateConfig, type MemoryPlan } from "../planner/index.js";
-import { WASM_HEAP_LIMIT } from "../engine/index.js";
+import { planMemory, plannedDeviceBytes, type EstimateConfig, type MemoryPlan } from "../planner/index.js";
+import { engineInfo, WASM_HEAP_LIMIT } from "../engine/index.js";
 import { Table } from "../../widgets/table.js";
 
 const GB = (x: number) => (x / 1e9).toFixed(2);
@@ -15,12 +15,14 @@ export interface PlannerCellResult extends MemoryPlan {
 }
 
 export function estimateMemory(config: EstimateConfig, budgetBytes: number = WASM_HEAP_LIMIT): PlannerCellResult {
-  const plan = planMemory(config, budgetBytes);
+  // on wasm (the engine here, and the default before one is chosen) the heap also holds XNNPACK's weight copies
+  const wasmHeap = (config.profile ?? "tfjs") === "tfjs" && (engineInfo()?.backend ?? "wasm") === "wasm";
+  const plan = planMemory(config, budgetBytes, { wasmHeap });
   const table = () =>
     new Table({
       title: `Memory plan: ${config.resolution}px, batch ${config.batchSize}, budget ${GB(budgetBytes)} GB (${config.profile ?? "tfjs"})`,
-      columns: ["options", "device GB", "host GB", "activations GB", "attention GB", "fits"],
-      rows: plan.tiers.map((t) => [t.name, GB(t.estimate.device.total), GB(t.estimate.host.total), GB(t.estimate.device.activations), GB(t.estimate.device.attention), t.fits ? "yes" : "no"]),
+      columns: ["options", wasmHeap ? "wasm heap GB" : "device GB", "host GB", "activations GB", "attention GB", "fits"],
+      rows: plan.tiers.map((t) => [t.name, GB(plannedDeviceBytes(t.estimate, wasmHeap)), GB(t.estimate.host.total), GB(t.estimate.device.activations), GB(t.estimate.device.attention), t.fits ? "yes" : "no"]),
       highlight: plan.chosen >= 0 ? [plan.chosen] : [],
       note: plan.best ? `cheapest that fits: ${plan.best.name}` : "no option set fits this budget",
     });

@@ -1,7 +1,7 @@
 /** lib/planner: memory estimates and plans for ControlNet training (see estimate.ts for the model). */
 export { estimateMemory, countParameters, DEFAULT_OPTIONS } from "./estimate.js";
 export type { EstimateConfig, MemoryEstimate, MemoryParts, EngineProfile } from "./estimate.js";
-export { planMemory } from "./plan.js";
+export { planMemory, plannedDeviceBytes } from "./plan.js";
 export type { MemoryPlan, PlanTier } from "./plan.js";
 export { measureTrainingStep, createTrainingStep } from "./measure.js";
 export type { MeasureStepConfig, MeasuredStep, TrainingStepRunner } from "./measure.js";
