@@ -1,11 +1,18 @@
-/** Per-kernel wall time of one tiny-SD UNet (or VAE) training step on the current engine. */
+/**
+ * Per-kernel wall time of one training step on the current engine:
+ *   `node --import tsx scripts/profile-step.ts unet|vae [batch]` — the tiny-SD UNet or VAE (batch default 16);
+ *   `node --import tsx scripts/profile-step.ts mid [batch]` — the bench-mid ControlNet step of `npm run bench -- compare`
+ *   (256 px, chunked attention 256; batch default 4).
+ */
 import { tf, initEngine } from "../lib/engine/index.js";
 import { UNet2DConditionModel, AutoencoderKL } from "../lib/models/index.js";
 import { TINY_UNET_CONFIG, TINY_VAE_CONFIG } from "../data/recipes/tiny-sd.js";
+import { createTrainingStep } from "../lib/planner/index.js";
+import { BENCH_MID_UNET } from "../bench/models.js";
 
 await initEngine();
 const which = process.argv[2] ?? "unet";
-const B = Number(process.argv[3] ?? 16);
+const B = Number(process.argv[3] ?? (which === "mid" ? 4 : 16));
 const times = new Map<string, { n: number; ms: number }>();
 let depth = 0;
 for (const k of tf.getKernelsForBackend(tf.getBackend())) {
@@ -22,7 +29,10 @@ for (const k of tf.getKernelsForBackend(tf.getBackend())) {
   }) as typeof f;
 }
 let step: () => void;
-if (which === "unet") {
+if (which === "mid") {
+  const runner = createTrainingStep({ unet: BENCH_MID_UNET, resolution: 256, batchSize: B, options: { setGradsToNone: true, attentionChunkSize: 256 } });
+  step = () => void runner.step();
+} else if (which === "unet") {
   const unet = new UNet2DConditionModel({ ...TINY_UNET_CONFIG, ...(process.env.HEADS ? { attention_head_dim: Number(process.env.HEADS) } : {}) }, { seed: 1 });
   const vars = [...unet.namedParameters().values()].map((p) => p.variable);
   step = () => {
