@@ -25,20 +25,10 @@ export function scaledDotProductAttention(
 ): tf.Tensor3D {
   // Per (batch·head) 2-D matmuls: a batched matmul on wasm is a loop of GEMMs plus a stacked copy of the
   // [BH,N,M] result (and again in backward); doing the loop here keeps only the softmax outputs alive.
-  const core = (qc: tf.Tensor, kc: tf.Tensor, vc: tf.Tensor, mask?: tf.Tensor): tf.Tensor3D =>
+  const heads = (qc: tf.Tensor, ks: tf.Tensor[], vs: tf.Tensor[], mask?: tf.Tensor): tf.Tensor3D =>
     tf.tidy(() => {
-      const [, nq, d] = qc.shape as [number, number, number];
-      if (2 * nq * kc.shape[1]! * d < SMALL_GEMM_FLOPS) {
-        // Small heads (tiny models, low resolutions): per-head ops would cost more in overhead than in math, so one
-        // batched product each way; the score tensor is small by the same token.
-        let s: tf.Tensor = tf.matMul(tf.mul(qc, scale) as tf.Tensor3D, kc as tf.Tensor3D, false, true);
-        if (mask) s = tf.add(s, mask);
-        return tf.matMul(tf.softmax(s) as tf.Tensor3D, vc as tf.Tensor3D);
-      }
       // scale q (small) rather than the scores: one fewer score-sized tensor kept for backprop
       const qs = tf.unstack(tf.mul(qc, scale));
-      const ks = tf.unstack(kc);
-      const vs = tf.unstack(vc);
       const masks = mask ? (mask.shape[0] === 1 ? null : tf.unstack(mask)) : null;
       const one = mask && !masks ? tf.reshape(mask, mask.shape.slice(-2)) : null;
       const outs = qs.map((qi, i) => {
@@ -49,21 +39,39 @@ export function scaledDotProductAttention(
       });
       return tf.stack(outs) as tf.Tensor3D;
     });
+  // Small heads (tiny models, low resolutions): per-head ops would cost more in overhead than in math, so one
+  // batched product each way; the score tensor is small by the same token.
+  const batched = (qc: tf.Tensor, kc: tf.Tensor, vc: tf.Tensor, mask?: tf.Tensor): tf.Tensor3D =>
+    tf.tidy(() => {
+      let s: tf.Tensor = tf.matMul(tf.mul(qc, scale) as tf.Tensor3D, kc as tf.Tensor3D, false, true);
+      if (mask) s = tf.add(s, mask);
+      return tf.matMul(tf.softmax(s) as tf.Tensor3D, vc as tf.Tensor3D);
+    });
   const n = q.shape[1];
+  const [bh, m, d] = k.shape;
   const chunk = opts.chunkSize ?? 0;
-  if (!(chunk > 0 && n > chunk)) return core(q, k, v, opts.mask);
+  const chunked = chunk > 0 && n > chunk;
+  const perHead = 2 * (chunked ? chunk : n) * m * d >= SMALL_GEMM_FLOPS;
+  if (!chunked) return perHead ? tf.tidy(() => heads(q, tf.unstack(k), tf.unstack(v), opts.mask)) : batched(q, k, v, opts.mask);
   return tf.tidy(() => {
+    // k and v are split into heads once, not again in every chunk (and its recompute): the chunks take the pieces
+    const kv = perHead ? [...tf.unstack(k), ...tf.unstack(v)] : [k, v];
+    const nkv = kv.length;
+    const run = (xs: tf.Tensor[]) => {
+      const [qc, ...rest] = xs;
+      const mask = rest[nkv];
+      return perHead ? heads(qc!, rest.slice(0, bh), rest.slice(bh, nkv), mask) : batched(qc!, rest[0]!, rest[1]!, mask);
+    };
     const parts: tf.Tensor[] = [];
     for (let start = 0; start < n; start += chunk) {
       const len = Math.min(chunk, n - start);
       const qc = tf.slice(q, [0, start, 0], [-1, len, -1]);
+      const inputs = [qc, ...kv];
       if (opts.mask) {
-        const m = opts.mask;
-        const mc = m.shape[m.rank - 2] === 1 ? m : tf.slice(m, [...new Array<number>(m.rank - 2).fill(0), start, 0], [...new Array<number>(m.rank - 2).fill(-1), len, -1]);
-        parts.push(checkpoint((a, b, c, d) => core(a!, b!, c!, d), [qc, k, v, mc]));
-      } else {
-        parts.push(checkpoint((a, b, c) => core(a!, b!, c!), [qc, k, v]));
+        const mk = opts.mask;
+        inputs.push(mk.shape[mk.rank - 2] === 1 ? mk : tf.slice(mk, [...new Array<number>(mk.rank - 2).fill(0), start, 0], [...new Array<number>(mk.rank - 2).fill(-1), len, -1]));
       }
+      parts.push(checkpoint((...xs) => run(xs), inputs));
     }
     return tf.concat(parts, 1) as tf.Tensor3D;
   });
