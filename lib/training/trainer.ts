@@ -222,19 +222,17 @@ export class ControlNetTrainer {
     return { posterior, noise, timesteps };
   }
 
-  /** One micro-batch: loss and gradients (already divided by the accumulation count). */
   /**
    * Gradients of checkpointed ControlNet blocks go straight to host memory when the optimizer updates on the host
-   * anyway (8-bit Adam, optimizer offload): the device never holds them all at once (ZeRO-Offload). Summed over the
-   * micro-steps of one optimizer step.
+   * anyway (8-bit Adam, optimizer offload): the device never holds them all at once (ZeRO-Offload).
    */
-  private hostGrads(): Map<string, Float32Array> | undefined {
-    if (!this.opts.gradient_checkpointing || this.optimizer.kind === "adamw") return undefined;
-    return (this.pendingHostGrads ??= new Map());
+  private get streamsGradientsToHost(): boolean {
+    return this.opts.gradient_checkpointing && this.optimizer.kind !== "adamw";
   }
-  private pendingHostGrads: Map<string, Float32Array> | null = null;
 
-  private microStep(batch: Batch): { loss: number; grads: Map<string, tf.Tensor> } {
+  /** One micro-batch: loss and gradients (already divided by the accumulation count); with `hostGrads`, those of
+   *  checkpointed blocks are added into it instead. */
+  private microStep(batch: Batch, hostGrads?: Map<string, Float32Array>): { loss: number; grads: Map<string, tf.Tensor> } {
     const r = batch.resolution;
     const b = batch.size;
     const f = 2 ** (this.c.vae.config.block_out_channels.length - 1);
@@ -248,7 +246,7 @@ export class ControlNetTrainer {
     try {
       return controlnetGradients(this.c.unet, this.c.controlnet, this.c.noiseScheduler, {
         latents, encoderHiddenStates: ehs, conditioning, noise, timesteps, snrGamma: this.opts.snr_gamma,
-      }, 1 / this.opts.gradient_accumulation_steps, this.hostGrads());
+      }, 1 / this.opts.gradient_accumulation_steps, hostGrads);
     } finally {
       tf.dispose([posterior, noise, pixels, conditioning, latents, ehs]);
     }
@@ -267,19 +265,18 @@ export class ControlNetTrainer {
       if (hooks.signal?.aborted) return { globalStep: this.globalStep, maxSteps: this.maxSteps, stopped: "interrupted", lastLoss };
       const t0 = performance.now();
       const acc = new GradientAccumulator();
-      this.pendingHostGrads = null; // nothing carried over from a step that threw
+      // summed over the micro-steps of this optimizer step, like acc
+      const hostGrads = this.streamsGradientsToHost ? new Map<string, Float32Array>() : undefined;
       let lossSum = 0;
       for (let micro = 0; micro < accumulation; micro++) {
         const batch = await loader.next();
         this.epoch = batch.epoch;
         this.position = batch.next;
-        const { loss, grads } = this.microStep(batch);
+        const { loss, grads } = this.microStep(batch, hostGrads);
         lossSum += loss;
         acc.add(grads);
       }
       const grads = acc.take();
-      const hostGrads = this.pendingHostGrads ?? undefined;
-      this.pendingHostGrads = null;
       // Reported loss: the mean over micro-batches (controlnetGradients returns each unscaled loss).
       const loss = lossSum / accumulation;
       if (!Number.isFinite(loss)) {

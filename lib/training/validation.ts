@@ -31,9 +31,8 @@ export interface ValidationOptions {
 
 export interface ValidationResult {
   step: number;
-  /** `fidelity`: control fidelity of the samples when the pair is fill50k-style (outline + "<c> circle with <c>
-   *  background"), else null. */
-  /** `samples` are the PNG bytes written to `files`; `rgb` the same images decoded (for loggers). */
+  /** `samples` are the PNG bytes written to `files`; `rgb` the same images decoded (for loggers); `fidelity`: control
+   *  fidelity of the samples when the pair is fill50k-style (outline + "<c> circle with <c> background"), else null. */
   pairs: { image: string; prompt: string; samples: Uint8Array[]; rgb: RawImage[]; files: string[]; fidelity: FidelitySummary | null }[];
   /** Fidelity over all scored pairs' samples pooled; null when no pair could be scored. */
   fidelity: FidelitySummary | null;
