@@ -93,62 +93,79 @@ export const DEFAULT_OPTIONS: PlannerOptions = {
   mixedPrecision: "no",
 };
 
-/** Hidden XNNPACK copies (bytes) of the conv/linear weights in `models`, skipping modules inside `skip`. */
+/** The config's models built shape-only (declared, never allocated): what parameter and copy counts read. */
+interface ShapeOnlyModels {
+  unet: UNet2DConditionModel;
+  controlnet: ControlNetModel;
+  vae: AutoencoderKL | null;
+  textEncoder: CLIPTextModel | null;
+}
+
+function shapeOnlyModels(c: EstimateConfig): ShapeOnlyModels {
+  const unet = new UNet2DConditionModel(c.unet, { shapeOnly: true });
+  const controlnet = ControlNetModel.fromUnet(unet, {
+    shapeOnly: true,
+    conditioningEmbeddingOutChannels: c.controlnet?.conditioning_embedding_out_channels,
+    conditioningChannels: c.controlnet?.conditioning_channels,
+  });
+  return {
+    unet,
+    controlnet,
+    vae: c.vae ? new AutoencoderKL(c.vae, { shapeOnly: true }) : null,
+    textEncoder: c.textEncoder ? new CLIPTextModel(c.textEncoder, { shapeOnly: true }) : null,
+  };
+}
+
+/**
+ * Hidden XNNPACK copies (bytes) of the conv/linear weights in `models`, leaving out the subtrees `skip` picks;
+ * `largestConv` is the biggest conv filter anywhere in `models`, skipped or not.
+ */
 function packedCopyBytes(models: Module[], skip: (m: Module) => boolean = () => false): { total: number; largestConv: number } {
   const skipped = new Set<Module>();
   let total = 0;
   let largestConv = 0;
   for (const model of models) {
     for (const m of model.modules()) {
-      if (skipped.has(m)) continue;
-      if (skip(m)) {
-        for (const x of m.modules()) skipped.add(x);
-        continue;
-      }
+      if (!skipped.has(m) && skip(m)) for (const x of m.modules()) skipped.add(x);
       const n = m instanceof Conv2d || m instanceof Linear ? m.weight.shape.reduce((a, b) => a * b, 1) * 4 : 0;
-      if (m instanceof Conv2d) {
-        total += 2 * n;
-        largestConv = Math.max(largestConv, n);
-      } else total += n;
+      if (m instanceof Conv2d) largestConv = Math.max(largestConv, n);
+      if (!skipped.has(m)) total += m instanceof Conv2d ? 2 * n : n;
     }
   }
   return { total, largestConv };
 }
 
+const streamedBlock = (m: Module) => m instanceof ResnetBlock2D || m instanceof Transformer2DModel || m instanceof Downsample2D || m instanceof Upsample2D;
+
 /** What each resident model costs in hidden packed copies on wasm (see MemoryEstimate.wasmPackedWeights). */
-function wasmPackedWeights(c: EstimateConfig, o: PlannerOptions): number {
-  const unet = new UNet2DConditionModel(c.unet, { shapeOnly: true });
-  const cn = ControlNetModel.fromUnet(unet, { shapeOnly: true, conditioningEmbeddingOutChannels: c.controlnet?.conditioning_embedding_out_channels, conditioningChannels: c.controlnet?.conditioning_channels });
-  const streamed = (m: Module) => m instanceof ResnetBlock2D || m instanceof Transformer2DModel || m instanceof Downsample2D || m instanceof Upsample2D;
-  // the frozen models: the UNet (less its streamed blocks), the VAE encoder (training only encodes), the text encoder
-  const frozen: Module[] = [];
-  if (c.vae) {
-    const vae = new AutoencoderKL(c.vae, { shapeOnly: true });
-    frozen.push(vae.encoder, ...(vae.quant_conv ? [vae.quant_conv] : []));
-  }
-  if (c.textEncoder) frozen.push(new CLIPTextModel(c.textEncoder, { shapeOnly: true }));
-  // with frozen-weight offload the VAE and text encoder are counted as streamed too (as device.parameters does)
-  let bytes = packedCopyBytes([unet], o.offloadFrozenWeights ? streamed : undefined).total + (o.offloadFrozenWeights ? 0 : packedCopyBytes(frozen).total);
+function wasmPackedWeights(models: ShapeOnlyModels, o: PlannerOptions): number {
+  const unet = packedCopyBytes([models.unet], o.offloadFrozenWeights ? streamedBlock : undefined);
   // a streamed block's copies live while it runs: the largest conv's two
-  if (o.offloadFrozenWeights) bytes += 2 * packedCopyBytes([unet]).largestConv;
+  let bytes = unet.total + (o.offloadFrozenWeights ? 2 * unet.largestConv : 0);
+  // the other frozen models, unless offloaded too (as device.parameters counts them): the VAE encoder (training only
+  // encodes) and the text encoder
+  if (!o.offloadFrozenWeights) {
+    const frozen: Module[] = [];
+    if (models.vae) frozen.push(models.vae.encoder, ...(models.vae.quant_conv ? [models.vae.quant_conv] : []));
+    if (models.textEncoder) frozen.push(models.textEncoder);
+    bytes += packedCopyBytes(frozen).total;
+  }
   // keepPackedWeights (applied to the trainable ControlNet): all its copies stay, or one call's copy + its two at a time
-  const cnCopies = packedCopyBytes([cn]);
-  return bytes + (o.keepPackedWeights ? cnCopies.total : 3 * cnCopies.largestConv);
+  const cn = packedCopyBytes([models.controlnet]);
+  return bytes + (o.keepPackedWeights ? cn.total : 3 * cn.largestConv);
 }
 
 /** Parameter counts from shape-only models (declared, never allocated). */
 export function countParameters(c: EstimateConfig): MemoryEstimate["params"] {
-  const unet = new UNet2DConditionModel(c.unet, { shapeOnly: true });
-  const cn = ControlNetModel.fromUnet(unet, {
-    shapeOnly: true,
-    conditioningEmbeddingOutChannels: c.controlnet?.conditioning_embedding_out_channels,
-    conditioningChannels: c.controlnet?.conditioning_channels,
-  });
+  return parameterCounts(shapeOnlyModels(c));
+}
+
+function parameterCounts(m: ShapeOnlyModels): MemoryEstimate["params"] {
   return {
-    unet: unet.numParameters(),
-    controlnet: cn.numParameters(),
-    vae: c.vae ? new AutoencoderKL(c.vae, { shapeOnly: true }).numParameters() : 0,
-    textEncoder: c.textEncoder ? new CLIPTextModel(c.textEncoder, { shapeOnly: true }).numParameters() : 0,
+    unet: m.unet.numParameters(),
+    controlnet: m.controlnet.numParameters(),
+    vae: m.vae?.numParameters() ?? 0,
+    textEncoder: m.textEncoder?.numParameters() ?? 0,
   };
 }
 
@@ -198,7 +215,8 @@ function blockCost(b: BlockShape, profile: EngineProfile, chunk: number): BlockC
 export function estimateMemory(c: EstimateConfig): MemoryEstimate {
   const o: PlannerOptions = { ...DEFAULT_OPTIONS, ...(c.options ?? {}) };
   const profile = c.profile ?? "tfjs";
-  const params = countParameters(c);
+  const models = shapeOnlyModels(c);
+  const params = parameterCounts(models);
   const unetCfg = c.unet as UNetLikeConfig;
   const embOut = c.controlnet?.conditioning_embedding_out_channels ?? [16, 32, 96, 256];
   const vaeBlocks = (c.vae?.block_out_channels as number[] | undefined)?.length;
@@ -291,7 +309,7 @@ export function estimateMemory(c: EstimateConfig): MemoryEstimate {
     total: 0,
   };
   host.total = host.parameters + host.gradients + host.optimizerStates;
-  const packed = profile === "tfjs" ? wasmPackedWeights(c, o) : 0;
+  const packed = profile === "tfjs" ? wasmPackedWeights(models, o) : 0;
   const GB = (x: number) => `${(x / 1e9).toFixed(2)} GB`;
   const breakdown = Object.entries(device)
     .filter(([k, v]) => k !== "total" && v > 0)
