@@ -16,8 +16,6 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { tf, measurePeak, memoryInfo } from "../../lib/engine/index.js";
-import { AutoencoderKL, CLIPTextModel, ControlNetModel, UNet2DConditionModel } from "../../lib/models/index.js";
-import { DDPMScheduler } from "../../lib/schedulers/index.js";
 import { createDataset } from "../../lib/data/index.js";
 import { ControlNetTrainer, type TrainingComponents, type TrainingOptions } from "../../lib/training/trainer.js";
 import type { StateBytes } from "../../lib/training/optim/index.js";
@@ -47,27 +45,9 @@ const MID: StepConfig = { name: "MID [64,128] 8 heads res 32 batch 2", blockOutC
  */
 const ATTN: StepConfig = { name: "ATTN [32,64] 4 heads res 64 batch 2", blockOutChannels: [32, 64], heads: 4, resolution: 64, batch: 2 };
 
-const SEQ = 16;
-
-function components(c: StepConfig, seed = 1): TrainingComponents {
-  const unet = new UNet2DConditionModel({
-    block_out_channels: c.blockOutChannels, layers_per_block: 2, sample_size: c.resolution / 2, in_channels: 4, out_channels: 4,
-    down_block_types: ["CrossAttnDownBlock2D", "DownBlock2D"], up_block_types: ["UpBlock2D", "CrossAttnUpBlock2D"],
-    cross_attention_dim: 32, attention_head_dim: c.heads, norm_num_groups: 32,
-  }, { seed });
-  const controlnet = ControlNetModel.fromUnet(unet, { conditioningEmbeddingOutChannels: [16, 32], seed: seed + 1 });
-  const vae = new AutoencoderKL({
-    block_out_channels: [32, 64], down_block_types: ["DownEncoderBlock2D", "DownEncoderBlock2D"],
-    up_block_types: ["UpDecoderBlock2D", "UpDecoderBlock2D"], latent_channels: 4, norm_num_groups: 32, sample_size: c.resolution,
-  }, { seed: seed + 2 });
-  const textEncoder = new CLIPTextModel({
-    vocab_size: 1000, hidden_size: 32, intermediate_size: 37, num_hidden_layers: 2, num_attention_heads: 4,
-    max_position_embeddings: SEQ, hidden_act: "gelu",
-  }, { seed: seed + 3 });
-  const tokenize = (texts: string[]) => texts.map((t) => Array.from({ length: SEQ }, (_, i) => (t.charCodeAt(i % Math.max(1, t.length)) || 0) % 1000));
-  const noiseScheduler = DDPMScheduler.fromConfig({ beta_schedule: "scaled_linear", beta_start: 0.00085, beta_end: 0.012, num_train_timesteps: 1000 });
-  return { unet, controlnet, vae, textEncoder, tokenize, noiseScheduler };
-}
+/** The tiny components at the sizes of `c`, 16 tokens per prompt. */
+const components = (c: StepConfig): TrainingComponents =>
+  tinyComponents(1, { blockOutChannels: c.blockOutChannels, layersPerBlock: 2, heads: c.heads, resolution: c.resolution, seqLen: 16 });
 
 interface Measured {
   /** Peak live bytes during the measured (second) step, minus the live bytes before the components were built. */
