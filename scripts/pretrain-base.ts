@@ -17,6 +17,7 @@ const { values } = parseArgs({
     "unet-batch": { type: "string" },
     "budget-minutes": { type: "string" },
     "vae-share": { type: "string" },
+    vae: { type: "string" },
   },
 });
 const num = (v: string | undefined, d: number) => (v === undefined ? d : Number(v));
@@ -32,5 +33,6 @@ await pretrainTinySd({
   unetLr: num(values["unet-lr"], TINY_SD_RECIPE.unetLr),
   unetBatch: num(values["unet-batch"], TINY_SD_RECIPE.unetBatch),
   vaeShare: num(values["vae-share"], 0.3),
+  vaeDir: values.vae ?? null,
   budgetSeconds: values["budget-minutes"] === undefined ? null : Number(values["budget-minutes"]) * 60,
 });

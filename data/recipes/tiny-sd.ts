@@ -45,6 +45,9 @@ export interface TinySdRecipe {
   budgetSeconds?: number | null;
   /** Share of the budget for the autoencoder (the rest, less the pool encoding, goes to the UNet). */
   vaeShare?: number;
+  /** Start from this trained AutoencoderKL folder (its weights and scaling_factor) instead of training stage 1. The
+   *  UNet stage draws from its own seeded RNG, so it is the same whether the VAE was trained or loaded. */
+  vaeDir?: string | null;
   log?: (line: string) => void;
 }
 
@@ -114,11 +117,18 @@ export const TINY_SCHEDULER_CONFIG = {
   beta_start: 0.00085,
   beta_end: 0.012,
   beta_schedule: "scaled_linear",
-  prediction_type: "epsilon",
+  // v-prediction on a zero-terminal-SNR schedule, with "trailing" timesteps (Lin et al. 2024, "Common Diffusion
+  // Noise Schedules and Sample Steps are Flawed"; diffusers' rescale_betas_zero_snr). With SD1.5's ε-prediction
+  // schedule, x_T still holds sqrt(ᾱ_T) = 0.07 of the image; on 8×8 latents the mean over 64 positions makes the
+  // image's colours readable from x_T, so the UNet learned to take colours from the noise instead of the prompt
+  // (its output changed by <1% between prompts and the demo's colour score was at chance). At SNR 0 the prompt is
+  // the only source, and v-prediction keeps the loss defined (and weighted) at high noise.
+  prediction_type: "v_prediction",
+  rescale_betas_zero_snr: true,
   clip_sample: false,
   set_alpha_to_one: false,
   steps_offset: 1,
-  timestep_spacing: "leading",
+  timestep_spacing: "trailing",
 };
 
 /** Rows as [B,H,W,3] in [-1,1] (the training transform of train_controlnet.py). */
@@ -186,17 +196,18 @@ export async function pretrainTinySd(recipe: TinySdRecipe): Promise<TinySdReport
   const rng = new Rng(recipe.seed);
 
   // ---- 1. the autoencoder ----
-  const vae = new AutoencoderKL({ ...TINY_VAE_CONFIG, sample_size: res }, { seed: recipe.seed });
+  const vae = recipe.vaeDir ? AutoencoderKL.fromPretrained(recipe.vaeDir) : new AutoencoderKL({ ...TINY_VAE_CONFIG, sample_size: res }, { seed: recipe.seed });
+  if (recipe.vaeDir) log(`vae: loaded ${recipe.vaeDir} (stage 1 skipped)`);
   const vaeParams = paramsOf(vae);
   const vaeOpt = createOptimizer(vaeParams, { lr: recipe.vaeLr, weightDecay: 0 });
   const budget = recipe.budgetSeconds ?? null;
-  let vaeSteps = recipe.vaeSteps;
+  let vaeSteps = recipe.vaeDir ? 0 : recipe.vaeSteps;
   const vaeSchedFor = (n: number) => getScheduler("cosine", { baseLr: recipe.vaeLr, numWarmupSteps: 20, numTrainingSteps: n, numCycles: 0.5, power: 1 });
   let vaeSched = vaeSchedFor(vaeSteps);
   let t0 = performance.now();
   let vaeLoss = NaN;
   for (let step = 1; step <= vaeSteps; step++) {
-    if (budget !== null && step === CALIBRATION_STEPS + 1) {
+    if (budget !== null && step === CALIBRATION_STEPS + 1 && !recipe.vaeDir) {
       vaeSteps = fitSteps(budget * (recipe.vaeShare ?? 0.3), CALIBRATION_STEPS, (performance.now() - t0) / 1000, recipe.vaeSteps);
       vaeSched = vaeSchedFor(vaeSteps);
       for (let i = 0; i < CALIBRATION_STEPS; i++) vaeSched.step();
@@ -229,9 +240,10 @@ export async function pretrainTinySd(recipe: TinySdRecipe): Promise<TinySdReport
 
   // ---- pool: latent posteriors and text embeddings, computed once ----
   t0 = performance.now();
+  const rngU = new Rng(recipe.seed + 3); // the UNet stage's own draws (independent of stage 1)
   const lat = res / vae.scaleFactor;
   const latSize = lat * lat * 4;
-  const poolIdx = Array.from({ length: recipe.poolSize }, () => rng.randint(0, ds.length));
+  const poolIdx = Array.from({ length: recipe.poolSize }, () => rngU.randint(0, ds.length));
   const means = new Float32Array(recipe.poolSize * latSize);
   const stds = new Float32Array(recipe.poolSize * latSize);
   const seq = tokenizer.modelMaxLength;
@@ -259,8 +271,9 @@ export async function pretrainTinySd(recipe: TinySdRecipe): Promise<TinySdReport
     sq += means[i]! * means[i]!;
   }
   const mu = sum / means.length;
-  const scalingFactor = 1 / Math.sqrt(sq / means.length - mu * mu);
-  (vae.config as { scaling_factor: number }).scaling_factor = Number(scalingFactor.toPrecision(5));
+  // (a loaded VAE keeps the scaling_factor it was released with)
+  if (!recipe.vaeDir) (vae.config as { scaling_factor: number }).scaling_factor = Number((1 / Math.sqrt(sq / means.length - mu * mu)).toPrecision(5));
+  const scalingFactor = vae.config.scaling_factor;
   const emptyEmbed = tf.tidy(() => textEncoder.forward(tokenizer.tokenize([""], seq)).lastHiddenState.dataSync() as Float32Array);
   const encodeSeconds = (performance.now() - t0) / 1000;
   log(`pool: ${recipe.poolSize} rows encoded in ${encodeSeconds.toFixed(0)}s; scaling_factor ${vae.config.scaling_factor}`);
@@ -287,23 +300,24 @@ export async function pretrainTinySd(recipe: TinySdRecipe): Promise<TinySdReport
     }
     const z = new Float32Array(B * latSize);
     const e = new Float32Array(B * seq * hidden);
-    const rows = Array.from({ length: B }, () => rng.randint(0, recipe.poolSize));
-    const post = rng.normals(B * latSize);
+    const rows = Array.from({ length: B }, () => rngU.randint(0, recipe.poolSize));
+    const post = rngU.normals(B * latSize);
     rows.forEach((p, k) => {
       for (let i = 0; i < latSize; i++) z[k * latSize + i] = (means[p * latSize + i]! + stds[p * latSize + i]! * post[k * latSize + i]!) * scalingFactor;
-      if (rng.random() < recipe.emptyPromptProb) e.set(emptyEmbed, k * seq * hidden);
+      if (rngU.random() < recipe.emptyPromptProb) e.set(emptyEmbed, k * seq * hidden);
       else e.set(embeds.subarray(p * seq * hidden, (p + 1) * seq * hidden), k * seq * hidden);
     });
     const latents = tf.tensor4d(z, [B, lat, lat, 4]);
     const ehs = tf.tensor3d(e, [B, seq, hidden]);
-    const noise = tf.tensor4d(rng.normals(B * latSize), [B, lat, lat, 4]);
-    const timesteps = Array.from({ length: B }, () => rng.randint(0, 1000));
+    const noise = tf.tensor4d(rngU.normals(B * latSize), [B, lat, lat, 4]);
+    const timesteps = Array.from({ length: B }, () => rngU.randint(0, 1000));
     const ts = tf.tensor1d(timesteps, "float32");
     unetOpt.lr = unetSched.getLastLr();
     unetLoss = trainStep(unetParams, unetOpt, () =>
       tf.tidy(() => {
         const noisy = noiseScheduler.addNoise(latents, noise, timesteps) as tf.Tensor4D;
-        return tf.mean(tf.squaredDifference(unet.forward(noisy, ts, ehs), noise)) as tf.Scalar;
+        const target = noiseScheduler.config.prediction_type === "v_prediction" ? noiseScheduler.getVelocity(latents, noise, timesteps) : noise;
+        return tf.mean(tf.squaredDifference(unet.forward(noisy, ts, ehs), target)) as tf.Scalar;
       }),
     );
     unetSched.step();
