@@ -6,8 +6,9 @@
  *      posterior sample + a small KL term. Its scaling_factor is then set to 1/std of the latents, as SD's was.
  *   2. CLIPTextModel: random and frozen (32 wide, 2 layers), with the 1000-token CLIP BPE vocab of
  *      tests/fixtures/tokenizer, copied to data/recipes/clip-tokenizer (it spells every fill50k colour). Cross-attention learns to read it.
- *   3. UNet2DConditionModel trained as a text-to-image latent diffusion model: ε-prediction MSE under DDPM's
- *      scaled_linear schedule (SD1.5's betas), 10% empty prompts so classifier-free guidance works.
+ *   3. UNet2DConditionModel trained as a text-to-image latent diffusion model: v-prediction MSE under SD1.5's
+ *      scaled_linear betas rescaled to zero terminal SNR (see TINY_SCHEDULER_CONFIG for why), 10% empty prompts so
+ *      classifier-free guidance works.
  *
  * Latents and text embeddings of a fixed pool of rows are computed once (both models are frozen by then), so a UNet
  * step is only the UNet. The result is a diffusers StableDiffusionPipeline folder.
