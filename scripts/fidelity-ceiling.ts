@@ -10,7 +10,7 @@ import { parseArgs } from "node:util";
 import { initEngine, tf } from "../lib/engine/index.js";
 import { loadTinySd, reconstruct, DEFAULT_TINY_SD } from "../lib/demo/tiny-sd.js";
 import { heldOutSet } from "../lib/demo/run.js";
-import { renderFilled } from "../lib/data/index.js";
+import { renderFilled, toFloat } from "../lib/data/index.js";
 import { averageFidelity, type FidelitySummary } from "../lib/eval/fidelity.js";
 import type { RawImage } from "../lib/data/types.js";
 
@@ -31,7 +31,9 @@ const line = (label: string, images: RawImage[]) => {
 
 const truths = set.map((s) => renderFilled(s.truth));
 line(`ground truth (${set.length} held-out images, ${r} px)`, truths);
-const px = tf.tensor4d(Float32Array.from(truths.flatMap((t) => Array.from(t.data, (v) => v / 127.5 - 1))), [truths.length, r, r, 3]);
+const pixels = new Float32Array(truths.length * r * r * 3);
+truths.forEach((t, i) => toFloat(t, "signed", pixels, i * r * r * 3));
+const px = tf.tensor4d(pixels, [truths.length, r, r, 3]);
 const rec = reconstruct(sd, px);
 px.dispose();
 const a = line("through the VAE (encode → decode)", rec);

@@ -17,7 +17,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { tf } from "../../lib/engine/index.js";
 import { AutoencoderKL, CLIPTextModel, UNet2DConditionModel } from "../../lib/models/index.js";
-import { SyntheticFill50k } from "../../lib/data/index.js";
+import { SyntheticFill50k, toFloat, type RawImage } from "../../lib/data/index.js";
 import { DDPMScheduler } from "../../lib/schedulers/index.js";
 import { createOptimizer, clipGradNorm } from "../../lib/training/optim/index.js";
 import { getScheduler } from "../../lib/training/lr-schedulers.js";
@@ -136,11 +136,7 @@ export const TINY_SCHEDULER_CONFIG = {
 function pixelBatch(ds: SyntheticFill50k, indices: number[]): tf.Tensor4D {
   const r = ds.resolution;
   const out = new Float32Array(indices.length * r * r * 3);
-  indices.forEach((idx, k) => {
-    const img = ds.row(idx).image as { data: Uint8Array };
-    const o = k * r * r * 3;
-    for (let i = 0; i < r * r * 3; i++) out[o + i] = img.data[i]! / 127.5 - 1;
-  });
+  indices.forEach((idx, k) => toFloat(ds.row(idx).image as RawImage, "signed", out, k * r * r * 3));
   return tf.tensor4d(out, [indices.length, r, r, 3]);
 }
 
@@ -188,27 +184,33 @@ export interface TinySdReport {
   recipe: Omit<TinySdRecipe, "log">;
 }
 
-/** Runs the whole recipe and writes the pipeline folder to `outDir`. */
-export async function pretrainTinySd(recipe: TinySdRecipe): Promise<TinySdReport> {
-  const log = recipe.log ?? ((l: string) => console.log(l));
-  const tStart = performance.now();
-  const res = recipe.resolution;
-  const ds = new SyntheticFill50k({ count: 50_000, seed: recipe.seed, resolution: res });
-  const rng = new Rng(recipe.seed);
+/** Stage 1 skipped: a trained AutoencoderKL folder (its weights and scaling_factor). */
+function loadVae(dir: string, log: (l: string) => void): VaeStage {
+  log(`vae: loaded ${dir} (stage 1 skipped)`);
+  return { vae: AutoencoderKL.fromPretrained(dir), steps: 0, loss: NaN, seconds: 0 };
+}
 
-  // ---- 1. the autoencoder ----
-  const vae = recipe.vaeDir ? AutoencoderKL.fromPretrained(recipe.vaeDir) : new AutoencoderKL({ ...TINY_VAE_CONFIG, sample_size: res }, { seed: recipe.seed });
-  if (recipe.vaeDir) log(`vae: loaded ${recipe.vaeDir} (stage 1 skipped)`);
+interface VaeStage {
+  vae: AutoencoderKL;
+  steps: number;
+  loss: number;
+  seconds: number;
+}
+
+/** Stage 1: the autoencoder trained on reconstruction (its own RNG, seeded by the recipe's seed). */
+function trainVae(recipe: TinySdRecipe, ds: SyntheticFill50k, budget: number | null, log: (l: string) => void): VaeStage {
+  const res = recipe.resolution;
+  const rng = new Rng(recipe.seed);
+  const vae = new AutoencoderKL({ ...TINY_VAE_CONFIG, sample_size: res }, { seed: recipe.seed });
   const vaeParams = paramsOf(vae);
   const vaeOpt = createOptimizer(vaeParams, { lr: recipe.vaeLr, weightDecay: 0 });
-  const budget = recipe.budgetSeconds ?? null;
-  let vaeSteps = recipe.vaeDir ? 0 : recipe.vaeSteps;
+  let vaeSteps = recipe.vaeSteps;
   const vaeSchedFor = (n: number) => getScheduler("cosine", { baseLr: recipe.vaeLr, numWarmupSteps: 20, numTrainingSteps: n, numCycles: 0.5, power: 1 });
   let vaeSched = vaeSchedFor(vaeSteps);
-  let t0 = performance.now();
+  const t0 = performance.now();
   let vaeLoss = NaN;
   for (let step = 1; step <= vaeSteps; step++) {
-    if (budget !== null && step === CALIBRATION_STEPS + 1 && !recipe.vaeDir) {
+    if (budget !== null && step === CALIBRATION_STEPS + 1) {
       vaeSteps = fitSteps(budget * (recipe.vaeShare ?? 0.3), CALIBRATION_STEPS, (performance.now() - t0) / 1000, recipe.vaeSteps);
       vaeSched = vaeSchedFor(vaeSteps);
       for (let i = 0; i < CALIBRATION_STEPS; i++) vaeSched.step();
@@ -231,7 +233,20 @@ export async function pretrainTinySd(recipe: TinySdRecipe): Promise<TinySdReport
     tf.dispose([x, eps]);
     if (step % 25 === 0 || step === vaeSteps) log(`vae ${step}/${vaeSteps} loss ${vaeLoss.toFixed(5)} (${eta(step, vaeSteps, t0)})`);
   }
-  const vaeSeconds = (performance.now() - t0) / 1000;
+  return { vae, steps: vaeSteps, loss: vaeLoss, seconds: (performance.now() - t0) / 1000 };
+}
+
+/** Runs the whole recipe and writes the pipeline folder to `outDir`. */
+export async function pretrainTinySd(recipe: TinySdRecipe): Promise<TinySdReport> {
+  const log = recipe.log ?? ((l: string) => console.log(l));
+  const tStart = performance.now();
+  const res = recipe.resolution;
+  const ds = new SyntheticFill50k({ count: 50_000, seed: recipe.seed, resolution: res });
+
+  // ---- 1. the autoencoder (or a trained one, loaded) ----
+  const budget = recipe.budgetSeconds ?? null;
+  const stage1 = recipe.vaeDir ? loadVae(recipe.vaeDir, log) : trainVae(recipe, ds, budget, log);
+  const { vae } = stage1;
   vae.trainable = false;
 
   // ---- 2. frozen random text encoder + tokenizer ----
@@ -240,11 +255,11 @@ export async function pretrainTinySd(recipe: TinySdRecipe): Promise<TinySdReport
   textEncoder.trainable = false;
 
   // ---- pool: latent posteriors and text embeddings, computed once ----
-  t0 = performance.now();
-  const rngU = new Rng(recipe.seed + 3); // the UNet stage's own draws (independent of stage 1)
+  let t0 = performance.now();
+  const rng = new Rng(recipe.seed + 3); // the pool's and UNet's own draws: the same whether stage 1 ran or not
   const lat = res / vae.scaleFactor;
   const latSize = lat * lat * 4;
-  const poolIdx = Array.from({ length: recipe.poolSize }, () => rngU.randint(0, ds.length));
+  const poolIdx = Array.from({ length: recipe.poolSize }, () => rng.randint(0, ds.length));
   const means = new Float32Array(recipe.poolSize * latSize);
   const stds = new Float32Array(recipe.poolSize * latSize);
   const seq = tokenizer.modelMaxLength;
@@ -301,17 +316,17 @@ export async function pretrainTinySd(recipe: TinySdRecipe): Promise<TinySdReport
     }
     const z = new Float32Array(B * latSize);
     const e = new Float32Array(B * seq * hidden);
-    const rows = Array.from({ length: B }, () => rngU.randint(0, recipe.poolSize));
-    const post = rngU.normals(B * latSize);
+    const rows = Array.from({ length: B }, () => rng.randint(0, recipe.poolSize));
+    const post = rng.normals(B * latSize);
     rows.forEach((p, k) => {
       for (let i = 0; i < latSize; i++) z[k * latSize + i] = (means[p * latSize + i]! + stds[p * latSize + i]! * post[k * latSize + i]!) * scalingFactor;
-      if (rngU.random() < recipe.emptyPromptProb) e.set(emptyEmbed, k * seq * hidden);
+      if (rng.random() < recipe.emptyPromptProb) e.set(emptyEmbed, k * seq * hidden);
       else e.set(embeds.subarray(p * seq * hidden, (p + 1) * seq * hidden), k * seq * hidden);
     });
     const latents = tf.tensor4d(z, [B, lat, lat, 4]);
     const ehs = tf.tensor3d(e, [B, seq, hidden]);
-    const noise = tf.tensor4d(rngU.normals(B * latSize), [B, lat, lat, 4]);
-    const timesteps = Array.from({ length: B }, () => rngU.randint(0, 1000));
+    const noise = tf.tensor4d(rng.normals(B * latSize), [B, lat, lat, 4]);
+    const timesteps = Array.from({ length: B }, () => rng.randint(0, 1000));
     const ts = tf.tensor1d(timesteps, "float32");
     unetOpt.lr = unetSched.getLastLr();
     unetLoss = trainStep(unetParams, unetOpt, () =>
@@ -345,12 +360,12 @@ export async function pretrainTinySd(recipe: TinySdRecipe): Promise<TinySdReport
   const total = (performance.now() - tStart) / 1000;
   const { log: _l, ...plain } = recipe;
   const report: TinySdReport = {
-    seconds: { vae: vaeSeconds, encode: encodeSeconds, unet: unetSeconds, total },
-    steps: { vae: vaeSteps, unet: unetSteps },
-    vaeFinalLoss: vaeLoss, unetFinalLoss: unetLoss, scalingFactor: vae.config.scaling_factor, recipe: plain,
+    seconds: { vae: stage1.seconds, encode: encodeSeconds, unet: unetSeconds, total },
+    steps: { vae: stage1.steps, unet: unetSteps },
+    vaeFinalLoss: stage1.loss, unetFinalLoss: unetLoss, scalingFactor: vae.config.scaling_factor, recipe: plain,
   };
   fs.writeFileSync(path.join(out, "training_report.json"), JSON.stringify(report, null, 2) + "\n");
-  log(`done in ${total.toFixed(0)}s (vae ${vaeSeconds.toFixed(0)}s, pool ${encodeSeconds.toFixed(0)}s, unet ${unetSeconds.toFixed(0)}s) → ${out}`);
+  log(`done in ${total.toFixed(0)}s (vae ${stage1.seconds.toFixed(0)}s, pool ${encodeSeconds.toFixed(0)}s, unet ${unetSeconds.toFixed(0)}s) → ${out}`);
   return report;
 }
 

@@ -14,7 +14,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { tf } from "../engine/index.js";
 import { ControlNetModel } from "../models/index.js";
-import { createDataset, renderOutline, syntheticTruth, encodePng } from "../data/index.js";
+import { createDataset, renderOutline, syntheticTruth, encodePng, toFloat } from "../data/index.js";
 import type { RawImage } from "../data/types.js";
 import { ControlNetTrainer, type StepReport } from "../training/trainer.js";
 import { makeGrid, readJsonl } from "../training/tensorboard.js";
@@ -73,9 +73,7 @@ export function heldOutSet(count: number, resolution: number, seed = 90_001) {
 function conditioningTensor(images: RawImage[]): tf.Tensor4D {
   const { width: w, height: h } = images[0]!;
   const data = new Float32Array(images.length * w * h * 3);
-  images.forEach((img, k) => {
-    for (let i = 0; i < w * h * 3; i++) data[k * w * h * 3 + i] = img.data[i]! / 255;
-  });
+  images.forEach((img, k) => toFloat(img, "unit", data, k * w * h * 3));
   return tf.tensor4d(data, [images.length, h, w, 3]);
 }
 
@@ -127,7 +125,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   const r = sd.resolution;
   log(`base: ${sd.dir} (${r}×${r} pixels, latents ${r / sd.vae.scaleFactor}×${r / sd.vae.scaleFactor})`);
   const controlnet = ControlNetModel.fromUnet(sd.unet, {
-    // one stride-2 stage per VAE downsampling (the tiny base's VAE is ×2: [16, 32]; SD's ×8 uses [16, 32, 96, 256])
+    // one stride-2 stage per VAE downsampling (the tiny base's VAE is ×4: [16, 32, 64]; SD's ×8 uses [16, 32, 96, 256])
     conditioningEmbeddingOutChannels: Array.from({ length: Math.log2(sd.vae.scaleFactor) + 1 }, (_, i) => 16 * 2 ** i),
     seed,
   });
