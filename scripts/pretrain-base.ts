@@ -1,5 +1,5 @@
 /**
- * `npm run pretrain-base [-- --out data/tiny-sd --seed 1234 --vae-steps N --unet-steps N]`: trains the tiny Stable
+ * `npm run pretrain-base [-- --out data/tiny-sd --seed 1234 --vae-steps N --unet-steps N --vae-init DIR --unet-init DIR]`: trains the tiny Stable
  * Diffusion of data/tiny-sd with data/recipes/tiny-sd.ts (see its model card for the measured time).
  */
 import { parseArgs } from "node:util";
@@ -18,9 +18,16 @@ const { values } = parseArgs({
     "budget-minutes": { type: "string" },
     "vae-share": { type: "string" },
     vae: { type: "string" },
+    "vae-init": { type: "string" },
+    "unet-init": { type: "string" },
+    "vae-loss": { type: "string" },
+    "vae-lr": { type: "string" },
   },
 });
 const num = (v: string | undefined, d: number) => (v === undefined ? d : Number(v));
+const vaeLoss = values["vae-loss"] ?? TINY_SD_RECIPE.vaeLoss;
+if (vaeLoss !== "mse" && vaeLoss !== "l1+mse") throw new Error(`--vae-loss must be "mse" or "l1+mse" (got "${vaeLoss}")`);
+if (values.vae && values["vae-init"]) throw new Error("--vae (load a trained VAE, skip stage 1) and --vae-init (continue training it) exclude each other");
 const info = await initEngine();
 console.log(describeEngine(info));
 await pretrainTinySd({
@@ -34,5 +41,9 @@ await pretrainTinySd({
   unetBatch: num(values["unet-batch"], TINY_SD_RECIPE.unetBatch),
   vaeShare: num(values["vae-share"], 0.3),
   vaeDir: values.vae ?? null,
+  vaeInitDir: values["vae-init"] ?? null,
+  unetInitDir: values["unet-init"] ?? null,
+  vaeLoss,
+  vaeLr: num(values["vae-lr"], TINY_SD_RECIPE.vaeLr),
   budgetSeconds: values["budget-minutes"] === undefined ? null : Number(values["budget-minutes"]) * 60,
 });
