@@ -22,11 +22,16 @@ const { values } = parseArgs({
     "unet-init": { type: "string" },
     "vae-loss": { type: "string" },
     "vae-lr": { type: "string" },
+    "vae-train": { type: "string" },
+    "save-every": { type: "string" },
   },
 });
 const num = (v: string | undefined, d: number) => (v === undefined ? d : Number(v));
 const vaeLoss = values["vae-loss"] ?? TINY_SD_RECIPE.vaeLoss;
 if (vaeLoss !== "mse" && vaeLoss !== "l1+mse") throw new Error(`--vae-loss must be "mse" or "l1+mse" (got "${vaeLoss}")`);
+const vaeTrain = values["vae-train"] ?? "all";
+if (vaeTrain !== "all" && vaeTrain !== "decoder") throw new Error(`--vae-train must be "all" or "decoder" (got "${vaeTrain}")`);
+if (vaeTrain === "decoder" && !values["vae-init"]) throw new Error("--vae-train decoder needs --vae-init DIR (the VAE whose encoder stays frozen)");
 if (values.vae && values["vae-init"]) throw new Error("--vae (load a trained VAE, skip stage 1) and --vae-init (continue training it) exclude each other");
 const info = await initEngine();
 console.log(describeEngine(info));
@@ -44,6 +49,8 @@ await pretrainTinySd({
   vaeInitDir: values["vae-init"] ?? null,
   unetInitDir: values["unet-init"] ?? null,
   vaeLoss,
+  vaeTrain,
+  saveEvery: values["save-every"] === undefined ? null : Number(values["save-every"]),
   vaeLr: num(values["vae-lr"], TINY_SD_RECIPE.vaeLr),
   budgetSeconds: values["budget-minutes"] === undefined ? null : Number(values["budget-minutes"]) * 60,
 });

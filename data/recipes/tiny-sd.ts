@@ -60,6 +60,11 @@ export interface TinySdRecipe {
   /** Continue training the UNet from this UNet2DConditionModel folder (a fresh optimizer and lr schedule). Its latents
    *  must be the VAE's: continuing across a VAE whose encoder changed starts the UNet off on a shifted distribution. */
   unetInitDir?: string | null;
+  /** Which part of the VAE stage 1 trains: "all", or "decoder" (encoder frozen: the latents, and so any UNet
+   *  trained on them, stay valid while the reconstructions sharpen; needs `vaeInitDir`). */
+  vaeTrain?: "all" | "decoder";
+  /** Write the pipeline folder every this many UNet steps too (a long run that is stopped keeps its progress). */
+  saveEvery?: number | null;
   log?: (line: string) => void;
 }
 
@@ -152,8 +157,9 @@ function pixelBatch(ds: SyntheticFill50k, indices: number[]): tf.Tensor4D {
   return tf.tensor4d(out, [indices.length, r, r, 3]);
 }
 
+/** The trainable variables of `m`, by name. */
 function paramsOf(m: { namedParameters(): Map<string, { variable: tf.Variable }> }): Map<string, tf.Variable> {
-  return new Map([...m.namedParameters()].map(([n, p]) => [n, p.variable] as [string, tf.Variable]));
+  return new Map([...m.namedParameters()].filter(([, p]) => p.variable.trainable).map(([n, p]) => [n, p.variable] as [string, tf.Variable]));
 }
 
 /** One optimizer step of `lossFn` over `params` (gradients clipped to norm 1). */
@@ -215,6 +221,12 @@ function trainVae(recipe: TinySdRecipe, ds: SyntheticFill50k, budget: number | n
   const rng = new Rng(recipe.seed);
   const vae = recipe.vaeInitDir ? AutoencoderKL.fromPretrained(recipe.vaeInitDir) : new AutoencoderKL({ ...TINY_VAE_CONFIG, sample_size: res }, { seed: recipe.seed });
   if (recipe.vaeInitDir) log(`vae: continuing from ${recipe.vaeInitDir}`);
+  if (recipe.vaeTrain === "decoder") {
+    if (!recipe.vaeInitDir) throw new Error("training only the VAE's decoder needs a trained VAE to start from (vaeInitDir)");
+    vae.encoder.trainable = false;
+    if (vae.quant_conv) vae.quant_conv.trainable = false;
+    log("vae: encoder frozen, training the decoder only");
+  }
   const vaeParams = paramsOf(vae);
   const vaeOpt = createOptimizer(vaeParams, { lr: recipe.vaeLr, weightDecay: 0 });
   let vaeSteps = recipe.vaeSteps;
@@ -325,8 +337,8 @@ export async function pretrainTinySd(recipe: TinySdRecipe): Promise<TinySdReport
     sq += means[i]! * means[i]!;
   }
   const mu = sum / means.length;
-  // (a loaded VAE keeps the scaling_factor it was released with)
-  if (!recipe.vaeDir) (vae.config as { scaling_factor: number }).scaling_factor = Number((1 / Math.sqrt(sq / means.length - mu * mu)).toPrecision(5));
+  // (a loaded VAE, or one whose encoder stayed frozen, keeps the scaling_factor it was released with)
+  if (!recipe.vaeDir && recipe.vaeTrain !== "decoder") (vae.config as { scaling_factor: number }).scaling_factor = Number((1 / Math.sqrt(sq / means.length - mu * mu)).toPrecision(5));
   const scalingFactor = vae.config.scaling_factor;
   const emptyEmbed = tf.tidy(() => textEncoder.forward(tokenizer.tokenize([""], seq)).lastHiddenState.dataSync() as Float32Array);
   const encodeSeconds = (performance.now() - t0) / 1000;
@@ -348,6 +360,17 @@ export async function pretrainTinySd(recipe: TinySdRecipe): Promise<TinySdReport
   t0 = performance.now();
   let unetLoss = NaN;
   let ema = NaN;
+  const write = (steps: number, loss: number, seconds: number, total: number): TinySdReport => {
+    writePipeline(recipe.outDir, recipe.tokenizerDir, vae, unet, textEncoder);
+    const { log: _l, ...plain } = recipe;
+    const report: TinySdReport = {
+      seconds: { vae: stage1.seconds, encode: encodeSeconds, unet: seconds, total },
+      steps: { vae: stage1.steps, unet: steps },
+      vaeFinalLoss: stage1.loss, unetFinalLoss: loss, scalingFactor, recipe: plain,
+    };
+    fs.writeFileSync(path.join(recipe.outDir, "training_report.json"), JSON.stringify(report, null, 2) + "\n");
+    return report;
+  };
   for (let step = 1; step <= unetSteps; step++) {
     if (budget !== null && step === CALIBRATION_STEPS + 1) {
       unetSteps = fitSteps(unetBudget, CALIBRATION_STEPS, (performance.now() - t0) / 1000, recipe.unetSteps);
@@ -382,32 +405,32 @@ export async function pretrainTinySd(recipe: TinySdRecipe): Promise<TinySdReport
     ema = Number.isNaN(ema) ? unetLoss : 0.98 * ema + 0.02 * unetLoss;
     if (!Number.isFinite(unetLoss)) throw new Error(`UNet loss became ${unetLoss} at step ${step}`);
     if (step % 25 === 0 || step === unetSteps) log(`unet ${step}/${unetSteps} loss ${unetLoss.toFixed(4)} ema ${ema.toFixed(4)} (${eta(step, unetSteps, t0)})`);
+    if (recipe.saveEvery && step % recipe.saveEvery === 0 && step < unetSteps) {
+      write(step, ema, (performance.now() - t0) / 1000, (performance.now() - tStart) / 1000);
+      log(`saved ${recipe.outDir} at UNet step ${step}`);
+    }
   }
   const unetSeconds = (performance.now() - t0) / 1000;
 
-  // ---- write the pipeline folder ----
-  const out = recipe.outDir;
+  const total = (performance.now() - tStart) / 1000;
+  const report = write(unetSteps, unetLoss, unetSeconds, total);
+  log(`done in ${total.toFixed(0)}s (vae ${stage1.seconds.toFixed(0)}s, pool ${encodeSeconds.toFixed(0)}s, unet ${unetSeconds.toFixed(0)}s) → ${recipe.outDir}`);
+  return report;
+}
+
+/** The diffusers StableDiffusionPipeline folder (each part written whole: a stopped run leaves the last one). */
+function writePipeline(out: string, tokenizerDir: string, vae: AutoencoderKL, unet: UNet2DConditionModel, textEncoder: CLIPTextModel): void {
   fs.mkdirSync(out, { recursive: true });
   vae.savePretrained(path.join(out, "vae"));
   unet.savePretrained(path.join(out, "unet"));
   textEncoder.savePretrained(path.join(out, "text_encoder"));
   fs.mkdirSync(path.join(out, "tokenizer"), { recursive: true });
   for (const f of ["vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"]) {
-    fs.copyFileSync(path.join(recipe.tokenizerDir, f), path.join(out, "tokenizer", f));
+    fs.copyFileSync(path.join(tokenizerDir, f), path.join(out, "tokenizer", f));
   }
   fs.mkdirSync(path.join(out, "scheduler"), { recursive: true });
   fs.writeFileSync(path.join(out, "scheduler", "scheduler_config.json"), JSON.stringify({ ...TINY_SCHEDULER_CONFIG, _diffusers_version: "0.30.0" }, null, 2) + "\n");
   fs.writeFileSync(path.join(out, "model_index.json"), JSON.stringify(MODEL_INDEX, null, 2) + "\n");
-  const total = (performance.now() - tStart) / 1000;
-  const { log: _l, ...plain } = recipe;
-  const report: TinySdReport = {
-    seconds: { vae: stage1.seconds, encode: encodeSeconds, unet: unetSeconds, total },
-    steps: { vae: stage1.steps, unet: unetSteps },
-    vaeFinalLoss: stage1.loss, unetFinalLoss: unetLoss, scalingFactor: vae.config.scaling_factor, recipe: plain,
-  };
-  fs.writeFileSync(path.join(out, "training_report.json"), JSON.stringify(report, null, 2) + "\n");
-  log(`done in ${total.toFixed(0)}s (vae ${stage1.seconds.toFixed(0)}s, pool ${encodeSeconds.toFixed(0)}s, unet ${unetSeconds.toFixed(0)}s) → ${out}`);
-  return report;
 }
 
 export const MODEL_INDEX = {

@@ -25,7 +25,7 @@ function maxChange(a: Map<string, Float32Array>, b: Map<string, Float32Array>): 
   return m;
 }
 
-test("the tiny-SD recipe writes a loadable pipeline, and a second run continues from it", async () => {
+test("the tiny-SD recipe writes a loadable pipeline, and a second run continues from it (decoder only, saving as it goes)", async () => {
   await testEngine();
   const root = fs.mkdtempSync(path.join(os.tmpdir(), "recipe-"));
   try {
@@ -40,14 +40,25 @@ test("the tiny-SD recipe writes a loadable pipeline, and a second run continues 
     assert.ok(Number.isFinite(r1.scalingFactor) && r1.scalingFactor > 0);
 
     const second = path.join(root, "second");
+    const lines: string[] = [];
     // another seed: a fresh init would then differ from the first run, so only a real continuation stays close
-    await pretrainTinySd({ ...tiny, seed: tiny.seed + 10, outDir: second, vaeInitDir: path.join(first, "vae"), unetInitDir: path.join(first, "unet") });
+    const r2 = await pretrainTinySd({
+      ...tiny, seed: tiny.seed + 10, outDir: second, log: (l) => lines.push(l),
+      vaeInitDir: path.join(first, "vae"), vaeTrain: "decoder", unetInitDir: path.join(first, "unet"), saveEvery: 1,
+    });
+    assert.ok(lines.includes(`saved ${second} at UNet step 1`), "the run saved its pipeline after UNet step 1");
     for (const part of ["vae", "unet"]) {
       const a = weights(path.join(first, part, "diffusion_pytorch_model.safetensors"));
       const b = weights(path.join(second, part, "diffusion_pytorch_model.safetensors"));
       const d = maxChange(a, b);
       // two warm-up steps move the weights a little; a fresh random init would differ by far more than 0.05
       assert.ok(d > 0 && d < 0.05, `${part}: the continued run moved its weights by ${d} (0 = not trained, large = not continued)`);
+      if (part === "vae") {
+        // decoder-only: the encoder (so the latents, and the scaling factor) did not move
+        const enc = (m: Map<string, Float32Array>) => new Map([...m].filter(([n]) => n.startsWith("encoder.") || n.startsWith("quant_conv.")));
+        assert.equal(maxChange(enc(a), enc(b)), 0, "the frozen encoder changed");
+        assert.equal(r2.scalingFactor, r1.scalingFactor);
+      }
     }
   } finally {
     fs.rmSync(root, { recursive: true, force: true });
