@@ -24,6 +24,8 @@ const { values } = parseArgs({
     "vae-lr": { type: "string" },
     "vae-train": { type: "string" },
     "save-every": { type: "string" },
+    "train-text-encoder": { type: "boolean", default: false },
+    "text-encoder-init": { type: "string" },
   },
 });
 const num = (v: string | undefined, d: number) => (v === undefined ? d : Number(v));
@@ -50,6 +52,8 @@ await pretrainTinySd({
   unetInitDir: values["unet-init"] ?? null,
   vaeLoss,
   vaeTrain,
+  trainTextEncoder: values["train-text-encoder"],
+  textEncoderInitDir: values["text-encoder-init"] ?? null,
   saveEvery: values["save-every"] === undefined ? null : Number(values["save-every"]),
   vaeLr: num(values["vae-lr"], TINY_SD_RECIPE.vaeLr),
   budgetSeconds: values["budget-minutes"] === undefined ? null : Number(values["budget-minutes"]) * 60,

@@ -65,6 +65,11 @@ export interface TinySdRecipe {
   vaeTrain?: "all" | "decoder";
   /** Write the pipeline folder every this many UNet steps too (a long run that is stopped keeps its progress). */
   saveEvery?: number | null;
+  /** Train the text encoder with the UNet (as the LDM paper's text-to-image model did) instead of keeping it frozen
+   *  at its random init: cross-attention then need not decode colour names from fixed random features. */
+  trainTextEncoder?: boolean;
+  /** Continue from this CLIPTextModel folder (a text encoder trained by an earlier `trainTextEncoder` run). */
+  textEncoderInitDir?: string | null;
   log?: (line: string) => void;
 }
 
@@ -298,10 +303,13 @@ export async function pretrainTinySd(recipe: TinySdRecipe): Promise<TinySdReport
   const { vae } = stage1;
   vae.trainable = false;
 
-  // ---- 2. frozen random text encoder + tokenizer ----
+  // ---- 2. the text encoder (random, or continued; frozen unless trained with the UNet) + tokenizer ----
   const tokenizer = CLIPTokenizer.fromFolder(recipe.tokenizerDir);
-  const textEncoder = new CLIPTextModel(TINY_TEXT_CONFIG, { seed: recipe.seed + 1 });
-  textEncoder.trainable = false;
+  const textEncoder = recipe.textEncoderInitDir
+    ? CLIPTextModel.fromPretrained(recipe.textEncoderInitDir)
+    : new CLIPTextModel(TINY_TEXT_CONFIG, { seed: recipe.seed + 1 });
+  const trainText = recipe.trainTextEncoder ?? false;
+  textEncoder.trainable = trainText;
 
   // ---- pool: latent posteriors and text embeddings, computed once ----
   let t0 = performance.now();
@@ -314,7 +322,9 @@ export async function pretrainTinySd(recipe: TinySdRecipe): Promise<TinySdReport
   const stds = new Float32Array(recipe.poolSize * latSize);
   const seq = tokenizer.modelMaxLength;
   const hidden = TINY_TEXT_CONFIG.hidden_size;
-  const embeds = new Float32Array(recipe.poolSize * seq * hidden);
+  // a frozen text encoder's outputs are computed once, like the latents; a trained one runs in every step
+  const embeds = new Float32Array(trainText ? 0 : recipe.poolSize * seq * hidden);
+  const poolIds: number[][] = [];
   const chunk = 64;
   for (let s = 0; s < recipe.poolSize; s += chunk) {
     const idx = poolIdx.slice(s, s + chunk);
@@ -325,6 +335,8 @@ export async function pretrainTinySd(recipe: TinySdRecipe): Promise<TinySdReport
     post.dispose();
     x.dispose();
     const ids = tokenizer.tokenize(idx.map((i) => ds.truth(i).prompt), seq);
+    poolIds.push(...ids);
+    if (trainText) continue;
     const h = textEncoder.forward(ids).lastHiddenState;
     embeds.set(h.dataSync(), s * seq * hidden);
     h.dispose();
@@ -340,7 +352,8 @@ export async function pretrainTinySd(recipe: TinySdRecipe): Promise<TinySdReport
   // (a loaded VAE, or one whose encoder stayed frozen, keeps the scaling_factor it was released with)
   if (!recipe.vaeDir && recipe.vaeTrain !== "decoder") (vae.config as { scaling_factor: number }).scaling_factor = Number((1 / Math.sqrt(sq / means.length - mu * mu)).toPrecision(5));
   const scalingFactor = vae.config.scaling_factor;
-  const emptyEmbed = tf.tidy(() => textEncoder.forward(tokenizer.tokenize([""], seq)).lastHiddenState.dataSync() as Float32Array);
+  const emptyIds = tokenizer.tokenize([""], seq)[0]!;
+  const emptyEmbed = tf.tidy(() => textEncoder.forward([emptyIds]).lastHiddenState.dataSync() as Float32Array);
   const encodeSeconds = (performance.now() - t0) / 1000;
   log(`pool: ${recipe.poolSize} rows encoded in ${encodeSeconds.toFixed(0)}s; scaling_factor ${vae.config.scaling_factor}`);
 
@@ -349,8 +362,9 @@ export async function pretrainTinySd(recipe: TinySdRecipe): Promise<TinySdReport
     ? UNet2DConditionModel.fromPretrained(recipe.unetInitDir)
     : new UNet2DConditionModel({ ...TINY_UNET_CONFIG, sample_size: lat, in_channels: latC, out_channels: latC }, { seed: recipe.seed + 2 });
   if (recipe.unetInitDir) log(`unet: continuing from ${recipe.unetInitDir}`);
-  const unetParams = paramsOf(unet);
-  const unetOpt = createOptimizer(unetParams, { lr: recipe.unetLr, weightDecay: 1e-2 });
+  // the UNet, and the text encoder when it trains (its names prefixed so the two never collide)
+  const stage3Params = new Map([...paramsOf(unet), ...[...paramsOf(textEncoder)].map(([n, v]) => [`text_encoder.${n}`, v] as const)]);
+  const unetOpt = createOptimizer(stage3Params, { lr: recipe.unetLr, weightDecay: 1e-2 });
   let unetSteps = recipe.unetSteps;
   const unetSchedFor = (n: number) => getScheduler("cosine", { baseLr: recipe.unetLr, numWarmupSteps: 50, numTrainingSteps: n, numCycles: 0.5, power: 1 });
   let unetSched = unetSchedFor(unetSteps);
@@ -379,29 +393,34 @@ export async function pretrainTinySd(recipe: TinySdRecipe): Promise<TinySdReport
       log(`unet: ${unetSteps} steps fit the budget`);
     }
     const z = new Float32Array(B * latSize);
-    const e = new Float32Array(B * seq * hidden);
+    const e = new Float32Array(trainText ? 0 : B * seq * hidden);
+    const ids: number[][] = [];
     const rows = Array.from({ length: B }, () => rng.randint(0, recipe.poolSize));
     const post = rng.normals(B * latSize);
     rows.forEach((p, k) => {
       for (let i = 0; i < latSize; i++) z[k * latSize + i] = (means[p * latSize + i]! + stds[p * latSize + i]! * post[k * latSize + i]!) * scalingFactor;
-      if (rng.random() < recipe.emptyPromptProb) e.set(emptyEmbed, k * seq * hidden);
+      const empty = rng.random() < recipe.emptyPromptProb;
+      if (trainText) ids.push(empty ? emptyIds : poolIds[p]!);
+      else if (empty) e.set(emptyEmbed, k * seq * hidden);
       else e.set(embeds.subarray(p * seq * hidden, (p + 1) * seq * hidden), k * seq * hidden);
     });
     const latents = tf.tensor4d(z, [B, lat, lat, latC]);
-    const ehs = tf.tensor3d(e, [B, seq, hidden]);
+    const ehs = trainText ? null : tf.tensor3d(e, [B, seq, hidden]);
     const noise = tf.tensor4d(rng.normals(B * latSize), [B, lat, lat, latC]);
     const timesteps = Array.from({ length: B }, () => rng.randint(0, 1000));
     const ts = tf.tensor1d(timesteps, "float32");
     unetOpt.lr = unetSched.getLastLr();
-    unetLoss = trainStep(unetParams, unetOpt, () =>
+    unetLoss = trainStep(stage3Params, unetOpt, () =>
       tf.tidy(() => {
         const noisy = noiseScheduler.addNoise(latents, noise, timesteps) as tf.Tensor4D;
         const target = noiseScheduler.config.prediction_type === "v_prediction" ? noiseScheduler.getVelocity(latents, noise, timesteps) : noise;
-        return tf.mean(tf.squaredDifference(unet.forward(noisy, ts, ehs), target)) as tf.Scalar;
+        const text = ehs ?? textEncoder.forward(ids).lastHiddenState;
+        return tf.mean(tf.squaredDifference(unet.forward(noisy, ts, text), target)) as tf.Scalar;
       }),
     );
     unetSched.step();
-    tf.dispose([latents, ehs, noise, ts]);
+    tf.dispose([latents, noise, ts]);
+    ehs?.dispose();
     ema = Number.isNaN(ema) ? unetLoss : 0.98 * ema + 0.02 * unetLoss;
     if (!Number.isFinite(unetLoss)) throw new Error(`UNet loss became ${unetLoss} at step ${step}`);
     if (step % 25 === 0 || step === unetSteps) log(`unet ${step}/${unetSteps} loss ${unetLoss.toFixed(4)} ema ${ema.toFixed(4)} (${eta(step, unetSteps, t0)})`);

@@ -25,7 +25,7 @@ function maxChange(a: Map<string, Float32Array>, b: Map<string, Float32Array>): 
   return m;
 }
 
-test("the tiny-SD recipe writes a loadable pipeline, and a second run continues from it (decoder only, saving as it goes)", async () => {
+test("the tiny-SD recipe writes a loadable pipeline, and a second run continues from it (VAE decoder, UNet and text encoder; saving as it goes)", async () => {
   await testEngine();
   const root = fs.mkdtempSync(path.join(os.tmpdir(), "recipe-"));
   try {
@@ -45,11 +45,12 @@ test("the tiny-SD recipe writes a loadable pipeline, and a second run continues 
     const r2 = await pretrainTinySd({
       ...tiny, seed: tiny.seed + 10, outDir: second, log: (l) => lines.push(l),
       vaeInitDir: path.join(first, "vae"), vaeTrain: "decoder", unetInitDir: path.join(first, "unet"), saveEvery: 1,
+      textEncoderInitDir: path.join(first, "text_encoder"), trainTextEncoder: true,
     });
     assert.ok(lines.includes(`saved ${second} at UNet step 1`), "the run saved its pipeline after UNet step 1");
-    for (const part of ["vae", "unet"]) {
-      const a = weights(path.join(first, part, "diffusion_pytorch_model.safetensors"));
-      const b = weights(path.join(second, part, "diffusion_pytorch_model.safetensors"));
+    for (const [part, file] of [["vae", "diffusion_pytorch_model"], ["unet", "diffusion_pytorch_model"], ["text_encoder", "model"]]) {
+      const a = weights(path.join(first, part!, `${file}.safetensors`));
+      const b = weights(path.join(second, part!, `${file}.safetensors`));
       const d = maxChange(a, b);
       // two warm-up steps move the weights a little; a fresh random init would differ by far more than 0.05
       assert.ok(d > 0 && d < 0.05, `${part}: the continued run moved its weights by ${d} (0 = not trained, large = not continued)`);
