@@ -2,16 +2,20 @@
  * The recipe for data/tiny-sd: a tiny Stable Diffusion trained from scratch, by this project's own models and
  * optimizer, on the synthetic fill50k at 32×32 pixels. Three stages, all seeded:
  *
- *   1. AutoencoderKL (3 stages → factor 4, 8×8×4 latents) trained as an autoencoder: reconstruction MSE on a
- *      posterior sample + a small KL term. Its scaling_factor is then set to 1/std of the latents, as SD's was.
- *   2. CLIPTextModel: random and frozen (32 wide, 2 layers), with the 1000-token CLIP BPE vocab of
- *      tests/fixtures/tokenizer, copied to data/recipes/clip-tokenizer (it spells every fill50k colour). Cross-attention learns to read it.
+ *   1. AutoencoderKL (3 stages → factor 4, 8×8×4 latents) trained as an autoencoder: reconstruction MSE (or L1 + MSE)
+ *      on a posterior sample + a small KL term. Its scaling_factor is then set to 1/std of the latents, as SD's was.
+ *   2. CLIPTextModel (32 wide, 2 layers) from a random init, with the 1000-token CLIP BPE vocab of
+ *      tests/fixtures/tokenizer, copied to data/recipes/clip-tokenizer (it spells every fill50k colour). Frozen, or
+ *      (`trainTextEncoder`, what data/tiny-sd uses) trained in stage 3 with the UNet: a frozen random encoder left the
+ *      UNet unable to learn the colour names.
  *   3. UNet2DConditionModel trained as a text-to-image latent diffusion model: v-prediction MSE under SD1.5's
  *      scaled_linear betas rescaled to zero terminal SNR (see TINY_SCHEDULER_CONFIG for why), 10% empty prompts so
  *      classifier-free guidance works.
  *
- * Latents and text embeddings of a fixed pool of rows are computed once (both models are frozen by then), so a UNet
- * step is only the UNet. The result is a diffusers StableDiffusionPipeline folder.
+ * Latents (and, with a frozen text encoder, text embeddings) of a fixed pool of rows are computed once, so a UNet
+ * step runs only the UNet (and the text encoder when it trains). Each stage can continue from an earlier checkpoint
+ * (`vaeInitDir`, `unetInitDir`, `textEncoderInitDir`): pretraining is built up over several runs. The result is a
+ * diffusers StableDiffusionPipeline folder.
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -311,7 +315,7 @@ export async function pretrainTinySd(recipe: TinySdRecipe): Promise<TinySdReport
   const trainText = recipe.trainTextEncoder ?? false;
   textEncoder.trainable = trainText;
 
-  // ---- pool: latent posteriors and text embeddings, computed once ----
+  // ---- pool: latent posteriors and prompt token ids (and their embeddings when the text encoder is frozen) ----
   let t0 = performance.now();
   const rng = new Rng(recipe.seed + 3); // the pool's and UNet's own draws: the same whether stage 1 ran or not
   const lat = res / vae.scaleFactor;
