@@ -167,7 +167,8 @@ export function iou(a: Uint8Array, b: Uint8Array): number {
   return union === 0 ? 1 : inter / union;
 }
 
-function meanColor(img: RawImage, mask: Uint8Array, want: 0 | 1): Rgb | null {
+/** Mean colour of the pixels where `mask` is `want` (null if there are none). */
+export function meanColor(img: RawImage, mask: Uint8Array, want: 0 | 1): Rgb | null {
   const s = [0, 0, 0];
   let k = 0;
   for (let i = 0; i < mask.length; i++) {
@@ -181,6 +182,11 @@ function meanColor(img: RawImage, mask: Uint8Array, want: 0 | 1): Rgb | null {
   return k ? [s[0]! / k, s[1]! / k, s[2]! / k] : null;
 }
 
+/** How near colour `a` is to `b`: 1 − distance/(√3·255) (1 = exact, 0 = opposite corners of the RGB cube). */
+export function colorMatch(a: Rgb, b: Rgb): number {
+  return 1 - distance(a, b) / MAX_DIST;
+}
+
 /** Fidelity of one generated image to its target circle and colours. */
 export function controlFidelity(img: RawImage, target: FidelityTarget, opts: SegmentOptions = {}): FidelityScore {
   checkImage(img);
@@ -188,8 +194,8 @@ export function controlFidelity(img: RawImage, target: FidelityTarget, opts: Seg
   const pred = segmentFill(img, target, opts);
   const inside = meanColor(img, gt, 1);
   const outside = meanColor(img, gt, 0);
-  const fillScore = inside ? 1 - distance(inside, target.fill) / MAX_DIST : 0;
-  const backgroundScore = outside ? 1 - distance(outside, target.background) / MAX_DIST : 0;
+  const fillScore = inside ? colorMatch(inside, target.fill) : 0;
+  const backgroundScore = outside ? colorMatch(outside, target.background) : 0;
   return { iou: iou(pred, gt), colorScore: (fillScore + backgroundScore) / 2, fillScore, backgroundScore };
 }
 
