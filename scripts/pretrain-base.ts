@@ -33,8 +33,6 @@ const vaeLoss = values["vae-loss"] ?? TINY_SD_RECIPE.vaeLoss;
 if (vaeLoss !== "mse" && vaeLoss !== "l1+mse") throw new Error(`--vae-loss must be "mse" or "l1+mse" (got "${vaeLoss}")`);
 const vaeTrain = values["vae-train"] ?? "all";
 if (vaeTrain !== "all" && vaeTrain !== "decoder") throw new Error(`--vae-train must be "all" or "decoder" (got "${vaeTrain}")`);
-if (vaeTrain === "decoder" && !values["vae-init"]) throw new Error("--vae-train decoder needs --vae-init DIR (the VAE whose encoder stays frozen)");
-if (values.vae && values["vae-init"]) throw new Error("--vae (load a trained VAE, skip stage 1) and --vae-init (continue training it) exclude each other");
 const info = await initEngine();
 console.log(describeEngine(info));
 await pretrainTinySd({

@@ -231,7 +231,6 @@ function trainVae(recipe: TinySdRecipe, ds: SyntheticFill50k, budget: number | n
   const vae = recipe.vaeInitDir ? AutoencoderKL.fromPretrained(recipe.vaeInitDir) : new AutoencoderKL({ ...TINY_VAE_CONFIG, sample_size: res }, { seed: recipe.seed });
   if (recipe.vaeInitDir) log(`vae: continuing from ${recipe.vaeInitDir}`);
   if (recipe.vaeTrain === "decoder") {
-    if (!recipe.vaeInitDir) throw new Error("training only the VAE's decoder needs a trained VAE to start from (vaeInitDir)");
     vae.encoder.trainable = false;
     if (vae.quant_conv) vae.quant_conv.trainable = false;
     log("vae: encoder frozen, training the decoder only");
@@ -241,6 +240,8 @@ function trainVae(recipe: TinySdRecipe, ds: SyntheticFill50k, budget: number | n
   let vaeSteps = recipe.vaeSteps;
   const vaeSchedFor = (n: number) => getScheduler("cosine", { baseLr: recipe.vaeLr, numWarmupSteps: 20, numTrainingSteps: n, numCycles: 0.5, power: 1 });
   let vaeSched = vaeSchedFor(vaeSteps);
+  const lat = res / vae.scaleFactor;
+  const lc = vae.config.latent_channels;
   const t0 = performance.now();
   let vaeLoss = NaN;
   for (let step = 1; step <= vaeSteps; step++) {
@@ -252,8 +253,6 @@ function trainVae(recipe: TinySdRecipe, ds: SyntheticFill50k, budget: number | n
     }
     const idx = Array.from({ length: recipe.vaeBatch }, () => rng.randint(0, ds.length));
     const x = pixelBatch(ds, idx);
-    const lat = res / vae.scaleFactor;
-    const lc = vae.config.latent_channels;
     const eps = tf.tensor4d(rng.normals(recipe.vaeBatch * lat * lat * lc), [recipe.vaeBatch, lat, lat, lc]);
     vaeOpt.lr = vaeSched.getLastLr();
     vaeLoss = trainStep(vaeParams, vaeOpt, () => {
@@ -262,7 +261,7 @@ function trainVae(recipe: TinySdRecipe, ds: SyntheticFill50k, budget: number | n
       const d = tf.sub(rec, x);
       const mse = tf.mean(tf.square(d));
       const recLoss = recipe.vaeLoss === "l1+mse" ? tf.add(tf.mean(tf.abs(d)), mse) : mse;
-      const kl = tf.div(tf.mean(post.kl()), lat * lat * vae.config.latent_channels);
+      const kl = tf.div(tf.mean(post.kl()), lat * lat * lc);
       post.dispose();
       return tf.add(recLoss, tf.mul(kl, recipe.klWeight)) as tf.Scalar;
     });
@@ -277,8 +276,15 @@ function readJson(file: string): Record<string, unknown> {
   return JSON.parse(fs.readFileSync(file, "utf8")) as Record<string, unknown>;
 }
 
-/** Refuses, before any training, a UNet to continue from that cannot take this VAE's latents or this text encoder. */
-function checkUnetInit(recipe: TinySdRecipe): void {
+/** Refuses, before any training, inputs that contradict each other, and a UNet to continue from that cannot take this
+ *  VAE's latents or this text encoder. */
+function checkRecipe(recipe: TinySdRecipe): void {
+  if (recipe.vaeDir && recipe.vaeInitDir) {
+    throw new Error("vaeDir (--vae: load a trained VAE, skip stage 1) and vaeInitDir (--vae-init: continue training it) exclude each other");
+  }
+  if (recipe.vaeTrain === "decoder" && !recipe.vaeInitDir) {
+    throw new Error("training only the VAE's decoder (--vae-train decoder) needs the trained VAE whose encoder stays frozen (vaeInitDir, --vae-init DIR)");
+  }
   if (!recipe.unetInitDir) return;
   const vaeFolder = recipe.vaeDir ?? recipe.vaeInitDir;
   const latC = Number(vaeFolder ? readJson(path.join(vaeFolder, "config.json")).latent_channels : TINY_VAE_CONFIG.latent_channels);
@@ -299,7 +305,7 @@ export async function pretrainTinySd(recipe: TinySdRecipe): Promise<TinySdReport
   const res = recipe.resolution;
   const ds = new SyntheticFill50k({ count: 50_000, seed: recipe.seed, resolution: res });
 
-  checkUnetInit(recipe);
+  checkRecipe(recipe);
 
   // ---- 1. the autoencoder (or a trained one, loaded) ----
   const budget = recipe.budgetSeconds ?? null;
@@ -357,7 +363,7 @@ export async function pretrainTinySd(recipe: TinySdRecipe): Promise<TinySdReport
   if (!recipe.vaeDir && recipe.vaeTrain !== "decoder") (vae.config as { scaling_factor: number }).scaling_factor = Number((1 / Math.sqrt(sq / means.length - mu * mu)).toPrecision(5));
   const scalingFactor = vae.config.scaling_factor;
   const emptyIds = tokenizer.tokenize([""], seq)[0]!;
-  const emptyEmbed = tf.tidy(() => textEncoder.forward([emptyIds]).lastHiddenState.dataSync() as Float32Array);
+  const emptyEmbed = trainText ? null : tf.tidy(() => textEncoder.forward([emptyIds]).lastHiddenState.dataSync() as Float32Array);
   const encodeSeconds = (performance.now() - t0) / 1000;
   log(`pool: ${recipe.poolSize} rows encoded in ${encodeSeconds.toFixed(0)}s; scaling_factor ${vae.config.scaling_factor}`);
 
@@ -405,7 +411,7 @@ export async function pretrainTinySd(recipe: TinySdRecipe): Promise<TinySdReport
       for (let i = 0; i < latSize; i++) z[k * latSize + i] = (means[p * latSize + i]! + stds[p * latSize + i]! * post[k * latSize + i]!) * scalingFactor;
       const empty = rng.random() < recipe.emptyPromptProb;
       if (trainText) ids.push(empty ? emptyIds : poolIds[p]!);
-      else if (empty) e.set(emptyEmbed, k * seq * hidden);
+      else if (empty) e.set(emptyEmbed!, k * seq * hidden);
       else e.set(embeds.subarray(p * seq * hidden, (p + 1) * seq * hidden), k * seq * hidden);
     });
     const latents = tf.tensor4d(z, [B, lat, lat, latC]);

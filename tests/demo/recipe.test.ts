@@ -57,7 +57,7 @@ test("the tiny-SD recipe writes a loadable pipeline, and a second run continues 
   }
 });
 
-test("continuing a UNet whose latents do not match the VAE is one clear error", async () => {
+test("a UNet to continue that does not fit the VAE, or contradicting VAE inputs, is one clear error before any training", async () => {
   await testEngine();
   const root = fs.mkdtempSync(path.join(os.tmpdir(), "recipe-"));
   try {
@@ -71,6 +71,11 @@ test("continuing a UNet whose latents do not match the VAE is one clear error", 
       /takes 8-channel latents .* the VAE makes 4-channel latents/,
     );
     assert.ok(!fs.existsSync(path.join(root, "out")), "nothing is written when the run is refused");
+    // inputs that contradict each other are refused the same way
+    const out = path.join(root, "out2");
+    await assert.rejects(pretrainTinySd({ ...tiny, outDir: out, vaeDir: "data/tiny-sd/vae", vaeInitDir: "data/tiny-sd/vae" }), /exclude each other/);
+    await assert.rejects(pretrainTinySd({ ...tiny, outDir: out, vaeTrain: "decoder" }), /--vae-train decoder\) needs the trained VAE/);
+    assert.ok(!fs.existsSync(out), "nothing is written when the run is refused");
   } finally {
     fs.rmSync(root, { recursive: true, force: true });
   }
