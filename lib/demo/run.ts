@@ -20,7 +20,7 @@ import { ControlNetTrainer, type StepReport } from "../training/trainer.js";
 import { makeGrid, readJsonl } from "../training/tensorboard.js";
 import { averageFidelity, suddenConvergenceStep, type ConvergencePoint, type FidelitySummary } from "../eval/fidelity.js";
 import { renderLineChart } from "../../widgets/svg-chart.js";
-import { DEFAULT_TINY_SD, loadTinySd, sampleControlled, type TinySd } from "./tiny-sd.js";
+import { DEFAULT_TINY_SD, TINY_SD_GUIDANCE_SCALE, loadTinySd, sampleControlled, type TinySd } from "./tiny-sd.js";
 
 export interface DemoOptions {
   /** The base pipeline folder (default data/tiny-sd). */
@@ -36,7 +36,14 @@ export interface DemoOptions {
   evalCount?: number;
   /** Sampler steps for evaluation images (default 20, UniPC). */
   inferenceSteps?: number;
+  /** Classifier-free guidance of the evaluation images (default TINY_SD_GUIDANCE_SCALE, 1.5). */
   guidanceScale?: number;
+  /** Share of training prompts replaced by "" (train_controlnet.py's --proportion_empty_prompts; default 0). */
+  proportionEmptyPrompts?: number;
+  /** diffusers' lr schedule name (default "constant"). */
+  lrScheduler?: string;
+  /** Warm-up steps of that schedule (default 0: train_controlnet.py's 500 would be the whole demo). */
+  lrWarmupSteps?: number;
   /** Stop training at the first step boundary after this many seconds of training (the ControlNet is still saved
    *  and measured). Checked at step boundaries. */
   trainSeconds?: number;
@@ -116,7 +123,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   const outputDir = path.resolve(opts.outputDir ?? "out/demo-controlnet");
   const steps = opts.steps ?? 500;
   const seed = opts.seed ?? 42;
-  const evalOpts = { inferenceSteps: opts.inferenceSteps ?? 20, guidanceScale: opts.guidanceScale ?? 3, seed };
+  const evalOpts = { inferenceSteps: opts.inferenceSteps ?? 20, guidanceScale: opts.guidanceScale ?? TINY_SD_GUIDANCE_SCALE, seed };
   fs.mkdirSync(outputDir, { recursive: true });
   // a previous run's log would be appended to: start clean
   fs.rmSync(path.join(outputDir, "logs"), { recursive: true, force: true });
@@ -148,8 +155,8 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
     dataset,
     {
       output_dir: outputDir, seed, resolution: r, train_batch_size: opts.batchSize ?? 16, max_train_steps: steps,
-      learning_rate: opts.learningRate ?? 1e-3, lr_scheduler: "constant", checkpointing_steps: 1_000_000,
-      adam_weight_decay: 0, proportion_empty_prompts: 0,
+      learning_rate: opts.learningRate ?? 1e-3, lr_scheduler: opts.lrScheduler ?? "constant", lr_warmup_steps: opts.lrWarmupSteps ?? 0, checkpointing_steps: 1_000_000,
+      adam_weight_decay: 0, proportion_empty_prompts: opts.proportionEmptyPrompts ?? 0,
     },
   );
   const trackEvery = opts.trackEvery ?? Math.max(1, Math.round(steps / 8));
@@ -223,6 +230,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   const reportFile = path.join(outputDir, "demo_report.json");
   fs.writeFileSync(reportFile, JSON.stringify({
     base: sd.dir, steps: result.globalStep, batchSize: opts.batchSize ?? 16, learningRate: opts.learningRate ?? 1e-3, seed,
+    lrScheduler: opts.lrScheduler ?? "constant", lrWarmupSteps: opts.lrWarmupSteps ?? 0, proportionEmptyPrompts: opts.proportionEmptyPrompts ?? 0,
     evalCount: set.length, inferenceSteps: evalOpts.inferenceSteps, guidanceScale: evalOpts.guidanceScale,
     before: strip(before), after: strip(after.summary), finalLoss: result.lastLoss, seconds,
     fidelityHistory: history, suddenConvergenceStep: jump,

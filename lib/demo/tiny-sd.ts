@@ -36,6 +36,14 @@ export function loadTinySd(dir: string = DEFAULT_TINY_SD): TinySd {
   return { dir, unet, vae, textEncoder, tokenizer, schedulerConfig, noiseScheduler, resolution: vae.config.sample_size };
 }
 
+/**
+ * Classifier-free guidance for sampling the tiny base with a ControlNet. 1.5, not SD's 7.5 or the 3 used before:
+ * with the ControlNet in both halves of the batch, stronger guidance grows the discs (on a demo ControlNet, the best
+ * IoU came with the ground-truth radius +0.5 px at guidance 3, +0.25 at 1) and costs IoU: 0.627 / 0.660 / 0.668 /
+ * 0.654 at guidance 3 / 2 / 1.5 / 1 on 64 validation outlines (seed 77001, not the demo's held-out set).
+ */
+export const TINY_SD_GUIDANCE_SCALE = 1.5;
+
 export interface SampleOptions {
   prompts: string[];
   /** Conditioning images [B,H,W,3] in [0,1] (one per prompt). */
@@ -60,7 +68,7 @@ export async function sampleControlled(sd: TinySd, controlnet: ControlNetModel, 
     });
     try {
       const r = await pipe.call({
-        prompt: prompts, image: cond, numInferenceSteps: o.steps ?? 20, guidanceScale: o.guidanceScale ?? 3,
+        prompt: prompts, image: cond, numInferenceSteps: o.steps ?? 20, guidanceScale: o.guidanceScale ?? TINY_SD_GUIDANCE_SCALE,
         seed: (o.seed ?? 1) + s, outputType: "tensor",
       });
       if (r.pixels) {

@@ -5,6 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import { testEngine } from "../helpers.js";
 import { runDemo } from "../../lib/demo/run.js";
+import { TINY_SD_GUIDANCE_SCALE } from "../../lib/demo/tiny-sd.js";
 
 test("a very short demo run writes the ControlNet folder, grid, loss curve and report", async () => {
   await testEngine();
@@ -13,6 +14,7 @@ test("a very short demo run writes the ControlNet folder, grid, loss curve and r
     const lines: string[] = [];
     const r = await runDemo({
       outputDir: out, steps: 2, batchSize: 2, evalCount: 2, inferenceSteps: 2, skipBefore: true, trackEvery: 1, log: (l) => lines.push(l),
+      lrScheduler: "linear", proportionEmptyPrompts: 0.5,
     });
     assert.equal(r.steps, 2);
     assert.equal(r.before, null);
@@ -27,8 +29,14 @@ test("a very short demo run writes the ControlNet folder, grid, loss curve and r
     assert.match(svg, /^<svg/);
     const log = fs.readFileSync(r.files.log, "utf8").trim().split("\n");
     assert.equal(log.length, 2);
+    // the schedule reached the trainer with no warm-up (train_controlnet.py's default 500 would hold lr at ~0 here)
+    const lrs = log.map((l) => JSON.parse(l).lr as number);
+    assert.ok(Math.abs(lrs[0]! - 1e-3) < 1e-9 && Math.abs(lrs[1]! - 5e-4) < 1e-9, `linear lr per step: ${lrs}`);
     const report = JSON.parse(fs.readFileSync(r.files.report, "utf8"));
     assert.equal(report.steps, 2);
+    assert.equal(report.guidanceScale, TINY_SD_GUIDANCE_SCALE);
+    assert.equal(report.lrScheduler, "linear");
+    assert.equal(report.proportionEmptyPrompts, 0.5);
     // fidelity tracked before training and after each step; the jump step is reported (null: none in 2 steps)
     assert.deepEqual(report.fidelityHistory.map((p: { step: number }) => p.step), [0, 1, 2]);
     assert.ok(report.fidelityHistory.every((p: { iou: number }) => p.iou >= 0 && p.iou <= 1));
