@@ -47,3 +47,10 @@ test("a very short demo run writes the ControlNet folder, grid, loss curve and r
     fs.rmSync(out, { recursive: true, force: true });
   }
 });
+
+test("the demo refuses a bad lr schedule or empty-prompt share before loading anything", async () => {
+  const out = path.join(os.tmpdir(), "demo-test-never-created");
+  await assert.rejects(runDemo({ outputDir: out, lrScheduler: "cosine_annealing" }), /'cosine_annealing' is not a valid lr scheduler; choose one of .*cosine/);
+  await assert.rejects(runDemo({ outputDir: out, proportionEmptyPrompts: 1.5 }), /proportionEmptyPrompts must be in \[0, 1\] \(got 1.5\)/);
+  assert.equal(fs.existsSync(out), false);
+});
