@@ -1,7 +1,8 @@
 /**
  * Probe of the WebGPU path for GPU users (not an engine of lib/engine yet): tfjs-backend-webgpu on Dawn's Node
  * binding (npm `webgpu`). Checks conv gradients and a tiny-SD UNet's loss and gradients against the cpu backend,
- * then times UNet training steps (forward + backward, no optimizer) at several batch sizes.
+ * then times UNet training steps (forward + backward, no optimizer) at several batch sizes, for the tiny-sd UNet and
+ * for bigger candidates (16×16 latents, a deeper or a wider UNet).
  *
  *   npm install --no-save webgpu@0.6.2 @tensorflow/tfjs-backend-webgpu@4.22.0
  *   node --import tsx bench/webgpu-probe.ts
@@ -70,33 +71,51 @@ for (const [s, pad] of convCases) {
 
 const unet = new UNet2DConditionModel({ ...TINY_UNET_CONFIG, sample_size: 8 }, { seed: 1 });
 const vars = [...unet.namedParameters().values()].map((p) => p.variable);
-/** v-style MSE through the UNet; timesteps from a host array (the UNet reads them synchronously). */
-const lossAndGrads = (B: number, seeded: boolean) => {
-  const x = seeded ? tf.randomNormal([B, 8, 8, 4], 0, 1, "float32", 5) : tf.randomNormal([B, 8, 8, 4]);
-  const e = seeded ? tf.randomNormal([B, 77, 32], 0, 1, "float32", 6) : tf.randomNormal([B, 77, 32]);
+/** An MSE through the UNet on seeded inputs; timesteps from a host array (the UNet reads them synchronously). */
+const lossAndGrads = (B: number) => {
+  const x = tf.randomNormal([B, 8, 8, 4], 0, 1, "float32", 5) as tf.Tensor4D;
+  const e = tf.randomNormal([B, 77, 32], 0, 1, "float32", 6) as tf.Tensor3D;
   const t = tf.tensor1d(Float32Array.from({ length: B }, (_, i) => (i * 997) % 1000));
-  const { value, grads } = tf.variableGrads(() => tf.mean(tf.square(tf.sub(unet.forward(x as tf.Tensor4D, t, e as tf.Tensor3D), x))) as tf.Scalar, vars);
+  const { value, grads } = tf.variableGrads(() => tf.mean(tf.square(tf.sub(unet.forward(x, t, e), x))) as tf.Scalar, vars);
   tf.dispose([x, e, t]);
   return { value, grads: Object.values(grads) };
 };
 {
   const [g, r] = await onBoth(() => tf.tidy(() => {
-    const { value, grads } = lossAndGrads(4, true);
+    const { value, grads } = lossAndGrads(4);
     return [value, tf.concat(grads.map((x) => x.flatten()))];
   }));
   console.log(`tiny-sd UNet: loss ${g[0]![0]} (cpu ${r[0]![0]}), gradients ${maxDiff(g[1]!, r[1]!)}`);
 }
-for (const B of [16, 64, 256]) {
-  const step = async () => {
-    const { value, grads } = lossAndGrads(B, false);
-    await value.data();
-    tf.dispose([value, ...grads]);
-  };
-  await step();
-  await step();
-  const N = 10;
-  const t0 = performance.now();
-  for (let i = 0; i < N; i++) await step();
-  const ms = (performance.now() - t0) / N;
-  console.log(`tiny-sd UNet forward+backward, batch ${B}: ${ms.toFixed(0)} ms/step (${((1000 * B) / ms).toFixed(0)} samples/s)`);
+/** Forward+backward ms/step of a UNet on [B, L, L, 4] latents (fresh random inputs each step). */
+async function timeSteps(label: string, net: UNet2DConditionModel, L: number, batches: number[]): Promise<void> {
+  const params = [...net.namedParameters().values()].map((p) => p.variable);
+  for (const B of batches) {
+    const step = async () => {
+      const x = tf.randomNormal([B, L, L, 4]) as tf.Tensor4D;
+      const e = tf.randomNormal([B, 77, 32]) as tf.Tensor3D;
+      const t = tf.tensor1d(Float32Array.from({ length: B }, (_, i) => (i * 997) % 1000));
+      const { value, grads } = tf.variableGrads(() => tf.mean(tf.square(tf.sub(net.forward(x, t, e), x))) as tf.Scalar, params);
+      await value.data();
+      tf.dispose([value, x, e, t, ...Object.values(grads)]);
+    };
+    await step();
+    await step();
+    const N = 10;
+    const t0 = performance.now();
+    for (let i = 0; i < N; i++) await step();
+    const ms = (performance.now() - t0) / N;
+    console.log(`${label}, batch ${B}: ${ms.toFixed(0)} ms/step (${((1000 * B) / ms).toFixed(0)} samples/s)`);
+  }
+}
+await timeSteps("tiny-sd UNet forward+backward (8×8 latents)", unet, 8, [16, 64, 256]);
+// candidates for a bigger base (the next step for the demo's IoU): 16×16 latents (a ×2 VAE), a wider or deeper UNet
+const variants: Array<[string, object, number]> = [
+  ["tiny-sd UNet on 16×16 latents", {}, 16],
+  ["UNet [32, 64, 64] on 16×16 latents", { block_out_channels: [32, 64, 64], down_block_types: Array(3).fill("CrossAttnDownBlock2D"), up_block_types: Array(3).fill("CrossAttnUpBlock2D") }, 16],
+  ["UNet [64, 128] on 8×8 latents", { block_out_channels: [64, 128], norm_num_groups: 16 }, 8],
+];
+for (const [label, cfg, L] of variants) {
+  const net = new UNet2DConditionModel({ ...TINY_UNET_CONFIG, ...cfg, sample_size: L }, { seed: 1 });
+  await timeSteps(`${label} (${(net.numParameters() / 1e6).toFixed(2)} M params)`, net, L, [64, 256]);
 }
