@@ -69,35 +69,34 @@ for (const [s, pad] of convCases) {
   console.log(`conv2d stride ${s} pad ${JSON.stringify(pad)}: y ${maxDiff(g[0]!, r[0]!)}, dx ${maxDiff(g[1]!, r[1]!)}, dw ${maxDiff(g[2]!, r[2]!)}`);
 }
 
-const unet = new UNet2DConditionModel({ ...TINY_UNET_CONFIG, sample_size: 8 }, { seed: 1 });
-const vars = [...unet.namedParameters().values()].map((p) => p.variable);
-/** An MSE through the UNet on seeded inputs; timesteps from a host array (the UNet reads them synchronously). */
-const lossAndGrads = (B: number) => {
-  const x = tf.randomNormal([B, 8, 8, 4], 0, 1, "float32", 5) as tf.Tensor4D;
-  const e = tf.randomNormal([B, 77, 32], 0, 1, "float32", 6) as tf.Tensor3D;
+/**
+ * An MSE through `net` on [B, L, L, 4] latents, with its gradients; seeded inputs when `seed` is given. Timesteps come
+ * from a host array (the UNet reads them synchronously).
+ */
+function lossAndGrads(net: UNet2DConditionModel, B: number, L: number, seed?: number) {
+  const params = [...net.namedParameters().values()].map((p) => p.variable);
+  const x = tf.randomNormal([B, L, L, 4], 0, 1, "float32", seed) as tf.Tensor4D;
+  const e = tf.randomNormal([B, 77, 32], 0, 1, "float32", seed === undefined ? undefined : seed + 1) as tf.Tensor3D;
   const t = tf.tensor1d(Float32Array.from({ length: B }, (_, i) => (i * 997) % 1000));
-  const { value, grads } = tf.variableGrads(() => tf.mean(tf.square(tf.sub(unet.forward(x, t, e), x))) as tf.Scalar, vars);
+  const { value, grads } = tf.variableGrads(() => tf.mean(tf.square(tf.sub(net.forward(x, t, e), x))) as tf.Scalar, params);
   tf.dispose([x, e, t]);
   return { value, grads: Object.values(grads) };
-};
+}
+const unet = new UNet2DConditionModel({ ...TINY_UNET_CONFIG, sample_size: 8 }, { seed: 1 });
 {
   const [g, r] = await onBoth(() => tf.tidy(() => {
-    const { value, grads } = lossAndGrads(4);
+    const { value, grads } = lossAndGrads(unet, 4, 8, 5);
     return [value, tf.concat(grads.map((x) => x.flatten()))];
   }));
   console.log(`tiny-sd UNet: loss ${g[0]![0]} (cpu ${r[0]![0]}), gradients ${maxDiff(g[1]!, r[1]!)}`);
 }
 /** Forward+backward ms/step of a UNet on [B, L, L, 4] latents (fresh random inputs each step). */
 async function timeSteps(label: string, net: UNet2DConditionModel, L: number, batches: number[]): Promise<void> {
-  const params = [...net.namedParameters().values()].map((p) => p.variable);
   for (const B of batches) {
     const step = async () => {
-      const x = tf.randomNormal([B, L, L, 4]) as tf.Tensor4D;
-      const e = tf.randomNormal([B, 77, 32]) as tf.Tensor3D;
-      const t = tf.tensor1d(Float32Array.from({ length: B }, (_, i) => (i * 997) % 1000));
-      const { value, grads } = tf.variableGrads(() => tf.mean(tf.square(tf.sub(net.forward(x, t, e), x))) as tf.Scalar, params);
+      const { value, grads } = lossAndGrads(net, B, L);
       await value.data();
-      tf.dispose([value, x, e, t, ...Object.values(grads)]);
+      tf.dispose([value, ...grads]);
     };
     await step();
     await step();

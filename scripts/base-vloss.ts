@@ -9,7 +9,7 @@ import { initEngine, tf } from "../lib/engine/index.js";
 import { loadTinySd, DEFAULT_TINY_SD, type TinySd } from "../lib/demo/tiny-sd.js";
 import { SyntheticFill50k, toFloat, type RawImage } from "../lib/data/index.js";
 import { Rng } from "../lib/training/rng.js";
-import { TINY_SD_RECIPE } from "../data/recipes/tiny-sd.js";
+import { TINY_SD_RECIPE, recipeDataset, drawPool } from "../data/recipes/tiny-sd.js";
 
 const TIMESTEPS = [100, 300, 500, 700, 900, 999];
 
@@ -48,8 +48,7 @@ const n = Number(process.argv[3] ?? 512);
 if (!(Number.isInteger(n) && n > 0)) throw new Error(`rows must be a positive integer (got ${process.argv[3]})`);
 const sd = loadTinySd(dir);
 const seed = TINY_SD_RECIPE.seed;
-const train = new SyntheticFill50k({ count: 50_000, seed, resolution: sd.resolution });
-const poolRng = new Rng(seed + 3); // the recipe's pool draws (data/recipes/tiny-sd.ts)
-const pool = Array.from({ length: n }, () => poolRng.randint(0, train.length));
-const fresh = new SyntheticFill50k({ count: 50_000, seed: 999, resolution: sd.resolution });
+const train = recipeDataset(seed, sd.resolution);
+const pool = drawPool(seed, n, train.length).rows; // the first n rows of the recipe's pool
+const fresh = recipeDataset(999, sd.resolution);
 console.log(`${dir}: v-MSE on ${n} pool rows ${vMse(sd, train, pool).toFixed(4)}, on ${n} fresh rows ${vMse(sd, fresh, Array.from({ length: n }, (_, i) => i)).toFixed(4)}`);

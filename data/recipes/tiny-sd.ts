@@ -298,12 +298,26 @@ function checkRecipe(recipe: TinySdRecipe): void {
   }
 }
 
+/** The synthetic fill50k every stage draws its rows from. */
+export function recipeDataset(seed: number, resolution: number): SyntheticFill50k {
+  return new SyntheticFill50k({ count: 50_000, seed, resolution });
+}
+
+/**
+ * The UNet stage's pool: `size` row indices of a `datasetLength`-row dataset, drawn first from the stage's own RNG
+ * (seed + 3: the same whether stage 1 ran or not), which the caller goes on drawing the UNet's batches from.
+ */
+export function drawPool(seed: number, size: number, datasetLength: number): { rng: Rng; rows: number[] } {
+  const rng = new Rng(seed + 3);
+  return { rng, rows: Array.from({ length: size }, () => rng.randint(0, datasetLength)) };
+}
+
 /** Runs the whole recipe and writes the pipeline folder to `outDir`. */
 export async function pretrainTinySd(recipe: TinySdRecipe): Promise<TinySdReport> {
   const log = recipe.log ?? ((l: string) => console.log(l));
   const tStart = performance.now();
   const res = recipe.resolution;
-  const ds = new SyntheticFill50k({ count: 50_000, seed: recipe.seed, resolution: res });
+  const ds = recipeDataset(recipe.seed, res);
 
   checkRecipe(recipe);
 
@@ -323,11 +337,10 @@ export async function pretrainTinySd(recipe: TinySdRecipe): Promise<TinySdReport
 
   // ---- pool: latent posteriors and prompt token ids (and their embeddings when the text encoder is frozen) ----
   let t0 = performance.now();
-  const rng = new Rng(recipe.seed + 3); // the pool's and UNet's own draws: the same whether stage 1 ran or not
+  const { rng, rows: poolIdx } = drawPool(recipe.seed, recipe.poolSize, ds.length);
   const lat = res / vae.scaleFactor;
   const latC = vae.config.latent_channels;
   const latSize = lat * lat * latC;
-  const poolIdx = Array.from({ length: recipe.poolSize }, () => rng.randint(0, ds.length));
   const means = new Float32Array(recipe.poolSize * latSize);
   const stds = new Float32Array(recipe.poolSize * latSize);
   const seq = tokenizer.modelMaxLength;

@@ -18,7 +18,7 @@ import { createDataset, renderOutline, syntheticTruth, encodePng, toFloat } from
 import type { RawImage } from "../data/types.js";
 import { ControlNetTrainer, type StepReport } from "../training/trainer.js";
 import { makeGrid, readJsonl } from "../training/tensorboard.js";
-import { LR_SCHEDULERS } from "../training/lr-schedulers.js";
+import { checkLrSchedulerName } from "../training/lr-schedulers.js";
 import { averageFidelity, suddenConvergenceStep, type ConvergencePoint, type FidelitySummary } from "../eval/fidelity.js";
 import { renderLineChart } from "../../widgets/svg-chart.js";
 import { DEFAULT_TINY_SD, TINY_SD_GUIDANCE_SCALE, loadTinySd, sampleControlled, type TinySd } from "./tiny-sd.js";
@@ -122,12 +122,14 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   const log = opts.log ?? ((l: string) => console.log(l));
   const t0 = performance.now();
   const outputDir = path.resolve(opts.outputDir ?? "out/demo-controlnet");
-  // knobs the trainer would only check after the base is loaded and the "before" images are sampled
-  if (opts.lrScheduler !== undefined && !(LR_SCHEDULERS as readonly string[]).includes(opts.lrScheduler)) {
-    throw new Error(`'${opts.lrScheduler}' is not a valid lr scheduler; choose one of ${LR_SCHEDULERS.join(", ")}`);
-  }
-  const pep = opts.proportionEmptyPrompts ?? 0;
-  if (!(pep >= 0 && pep <= 1)) throw new Error(`proportionEmptyPrompts must be in [0, 1] (got ${opts.proportionEmptyPrompts})`);
+  // the training settings, defaults filled once (the trainer and the report both take them); the two knobs the
+  // trainer would only check after the base is loaded and the "before" images are sampled are checked here
+  const train = {
+    batchSize: opts.batchSize ?? 16, learningRate: opts.learningRate ?? 1e-3,
+    lrScheduler: checkLrSchedulerName(opts.lrScheduler ?? "constant"), lrWarmupSteps: opts.lrWarmupSteps ?? 0,
+    proportionEmptyPrompts: opts.proportionEmptyPrompts ?? 0,
+  };
+  if (!(train.proportionEmptyPrompts >= 0 && train.proportionEmptyPrompts <= 1)) throw new Error(`proportionEmptyPrompts must be in [0, 1] (got ${opts.proportionEmptyPrompts})`);
   const steps = opts.steps ?? 500;
   const seed = opts.seed ?? 42;
   const evalOpts = { inferenceSteps: opts.inferenceSteps ?? 20, guidanceScale: opts.guidanceScale ?? TINY_SD_GUIDANCE_SCALE, seed };
@@ -161,9 +163,9 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
     { unet: sd.unet, controlnet, vae: sd.vae, textEncoder: sd.textEncoder, tokenize: (t) => sd.tokenizer.tokenize(t, sd.tokenizer.modelMaxLength), noiseScheduler: sd.noiseScheduler },
     dataset,
     {
-      output_dir: outputDir, seed, resolution: r, train_batch_size: opts.batchSize ?? 16, max_train_steps: steps,
-      learning_rate: opts.learningRate ?? 1e-3, lr_scheduler: opts.lrScheduler ?? "constant", lr_warmup_steps: opts.lrWarmupSteps ?? 0, checkpointing_steps: 1_000_000,
-      adam_weight_decay: 0, proportion_empty_prompts: pep,
+      output_dir: outputDir, seed, resolution: r, train_batch_size: train.batchSize, max_train_steps: steps,
+      learning_rate: train.learningRate, lr_scheduler: train.lrScheduler, lr_warmup_steps: train.lrWarmupSteps, checkpointing_steps: 1_000_000,
+      adam_weight_decay: 0, proportion_empty_prompts: train.proportionEmptyPrompts,
     },
   );
   const trackEvery = opts.trackEvery ?? Math.max(1, Math.round(steps / 8));
@@ -236,8 +238,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   const strip = (s: FidelitySummary | null) => s && { ...s, scores: s.scores.map((x) => ({ ...x })) };
   const reportFile = path.join(outputDir, "demo_report.json");
   fs.writeFileSync(reportFile, JSON.stringify({
-    base: sd.dir, steps: result.globalStep, batchSize: opts.batchSize ?? 16, learningRate: opts.learningRate ?? 1e-3, seed,
-    lrScheduler: opts.lrScheduler ?? "constant", lrWarmupSteps: opts.lrWarmupSteps ?? 0, proportionEmptyPrompts: pep,
+    base: sd.dir, steps: result.globalStep, ...train, seed,
     evalCount: set.length, inferenceSteps: evalOpts.inferenceSteps, guidanceScale: evalOpts.guidanceScale,
     before: strip(before), after: strip(after.summary), finalLoss: result.lastLoss, seconds,
     fidelityHistory: history, suddenConvergenceStep: jump,

@@ -86,12 +86,17 @@ function need(value: number | undefined, what: string, name: string): number {
   return value;
 }
 
-/** diffusers.optimization.get_scheduler. */
-export function getScheduler(name: string, opts: LrSchedulerOptions): LrScheduler {
+/** `name` as a schedule name, or diffusers' error for an unknown one (callers can check before any work starts). */
+export function checkLrSchedulerName(name: string): LrSchedulerName {
   if (!(LR_SCHEDULERS as readonly string[]).includes(name)) {
     throw new Error(`'${name}' is not a valid lr scheduler; choose one of ${LR_SCHEDULERS.join(", ")}`);
   }
-  const n = name as LrSchedulerName;
+  return name as LrSchedulerName;
+}
+
+/** diffusers.optimization.get_scheduler. */
+export function getScheduler(name: string, opts: LrSchedulerOptions): LrScheduler {
+  const n = checkLrSchedulerName(name);
   const base = opts.baseLr;
   if (n === "constant") return new LrScheduler(n, () => 1, base);
   const w = need(opts.numWarmupSteps, "num_warmup_steps", n);
