@@ -2,7 +2,8 @@
  * `npm run demo [-- --steps 500 --out out/demo-controlnet --minutes M]`: trains a ControlNet on the embedded tiny
  * Stable Diffusion (data/tiny-sd) and prints control fidelity before and after. See lib/demo/run.ts.
  * Knobs for experiments: --base DIR, --batch-size, --lr, --lr-scheduler NAME (diffusers' names) with
- * --lr-warmup-steps N (default 0), --proportion-empty-prompts P, --guidance-scale G (evaluation; default 1.5),
+ * --lr-warmup-steps N (default 0), --proportion-empty-prompts P, --guidance-scale G and
+ * --controlnet-conditioning-scale S (evaluation; defaults 1.5 and 2),
  * --eval-count N, --track-every N (0 = off), --skip-before, --seed.
  */
 import { parseArgs } from "node:util";
@@ -22,6 +23,7 @@ const { values } = parseArgs({
     "track-every": { type: "string" },
     "skip-before": { type: "boolean", default: false },
     "guidance-scale": { type: "string" },
+    "controlnet-conditioning-scale": { type: "string" },
     "proportion-empty-prompts": { type: "string" },
     "lr-scheduler": { type: "string" },
     "lr-warmup-steps": { type: "string" },
@@ -37,7 +39,8 @@ const r = await runDemo({
   outputDir: values.out, baseDir: values.base, steps: num(values.steps), batchSize: num(values["batch-size"]),
   learningRate: num(values.lr), seed: num(values.seed), evalCount: num(values["eval-count"]),
   skipBefore: values["skip-before"], trackEvery: num(values["track-every"]), signal: ac.signal,
-  guidanceScale: num(values["guidance-scale"]), proportionEmptyPrompts: num(values["proportion-empty-prompts"]),
+  guidanceScale: num(values["guidance-scale"]), conditioningScale: num(values["controlnet-conditioning-scale"]),
+  proportionEmptyPrompts: num(values["proportion-empty-prompts"]),
   lrScheduler: values["lr-scheduler"], lrWarmupSteps: num(values["lr-warmup-steps"]), trainSeconds: minutes === undefined ? undefined : minutes * 60,
 });
 console.log(`\ncontrol fidelity on ${r.after.count} held-out outlines:`);

@@ -21,7 +21,7 @@ import { makeGrid, readJsonl } from "../training/tensorboard.js";
 import { checkLrSchedulerName } from "../training/lr-schedulers.js";
 import { averageFidelity, suddenConvergenceStep, type ConvergencePoint, type FidelitySummary } from "../eval/fidelity.js";
 import { renderLineChart } from "../../widgets/svg-chart.js";
-import { DEFAULT_TINY_SD, TINY_SD_GUIDANCE_SCALE, loadTinySd, sampleControlled, type TinySd } from "./tiny-sd.js";
+import { DEFAULT_TINY_SD, TINY_SD_CONDITIONING_SCALE, TINY_SD_GUIDANCE_SCALE, loadTinySd, sampleControlled, type TinySd } from "./tiny-sd.js";
 
 export interface DemoOptions {
   /** The base pipeline folder (default data/tiny-sd). */
@@ -39,6 +39,8 @@ export interface DemoOptions {
   inferenceSteps?: number;
   /** Classifier-free guidance of the evaluation images (default TINY_SD_GUIDANCE_SCALE, 1.5). */
   guidanceScale?: number;
+  /** ControlNet conditioning scale of the evaluation images (default TINY_SD_CONDITIONING_SCALE, 2). */
+  conditioningScale?: number;
   /** Share of training prompts replaced by "" (train_controlnet.py's --proportion_empty_prompts; default 0). */
   proportionEmptyPrompts?: number;
   /** diffusers' lr schedule name (default "constant"). */
@@ -90,11 +92,20 @@ function fmt(s: FidelitySummary | null): string {
   return `IoU ${s.iou.toFixed(3)}, colour ${s.colorScore.toFixed(3)} (fill ${s.fillScore.toFixed(3)}, background ${s.backgroundScore.toFixed(3)}), circles hit (IoU≥0.5) ${(100 * s.hitRate).toFixed(0)}%`;
 }
 
-async function evaluate(sd: TinySd, controlnet: ControlNetModel, set: ReturnType<typeof heldOutSet>, o: Required<Pick<DemoOptions, "inferenceSteps" | "guidanceScale" | "seed">>) {
+/** A sampling scale: any finite number ≥ 0 (checked before the base loads, so a typo costs no minutes). */
+function checkScale(name: string, v: number): number {
+  if (!(Number.isFinite(v) && v >= 0)) throw new Error(`${name} must be a finite number ≥ 0 (got ${v})`);
+  return v;
+}
+
+type EvalOptions = Required<Pick<DemoOptions, "inferenceSteps" | "guidanceScale" | "conditioningScale" | "seed">>;
+
+async function evaluate(sd: TinySd, controlnet: ControlNetModel, set: ReturnType<typeof heldOutSet>, o: EvalOptions) {
   const cond = conditioningTensor(set.map((s) => s.outline));
   try {
     const images = await sampleControlled(sd, controlnet, {
-      prompts: set.map((s) => s.truth.prompt), conditioning: cond, steps: o.inferenceSteps, guidanceScale: o.guidanceScale, seed: o.seed,
+      prompts: set.map((s) => s.truth.prompt), conditioning: cond, steps: o.inferenceSteps, guidanceScale: o.guidanceScale,
+      conditioningScale: o.conditioningScale, seed: o.seed,
     });
     return { images, summary: averageFidelity(images.map((image, i) => ({ image, target: set[i]!.target }))) };
   } finally {
@@ -132,7 +143,11 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   if (!(train.proportionEmptyPrompts >= 0 && train.proportionEmptyPrompts <= 1)) throw new Error(`proportionEmptyPrompts must be in [0, 1] (got ${opts.proportionEmptyPrompts})`);
   const steps = opts.steps ?? 500;
   const seed = opts.seed ?? 42;
-  const evalOpts = { inferenceSteps: opts.inferenceSteps ?? 20, guidanceScale: opts.guidanceScale ?? TINY_SD_GUIDANCE_SCALE, seed };
+  const evalOpts = {
+    inferenceSteps: opts.inferenceSteps ?? 20, seed,
+    guidanceScale: checkScale("guidanceScale", opts.guidanceScale ?? TINY_SD_GUIDANCE_SCALE),
+    conditioningScale: checkScale("conditioningScale", opts.conditioningScale ?? TINY_SD_CONDITIONING_SCALE),
+  };
   fs.mkdirSync(outputDir, { recursive: true });
   // a previous run's log would be appended to: start clean
   fs.rmSync(path.join(outputDir, "logs"), { recursive: true, force: true });
@@ -240,6 +255,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   fs.writeFileSync(reportFile, JSON.stringify({
     base: sd.dir, steps: result.globalStep, ...train, seed,
     evalCount: set.length, inferenceSteps: evalOpts.inferenceSteps, guidanceScale: evalOpts.guidanceScale,
+    conditioningScale: evalOpts.conditioningScale,
     before: strip(before), after: strip(after.summary), finalLoss: result.lastLoss, seconds,
     fidelityHistory: history, suddenConvergenceStep: jump,
   }, null, 2) + "\n");

@@ -5,7 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import { testEngine } from "../helpers.js";
 import { runDemo } from "../../lib/demo/run.js";
-import { TINY_SD_GUIDANCE_SCALE } from "../../lib/demo/tiny-sd.js";
+import { TINY_SD_CONDITIONING_SCALE, TINY_SD_GUIDANCE_SCALE } from "../../lib/demo/tiny-sd.js";
 
 test("a very short demo run writes the ControlNet folder, grid, loss curve and report", async () => {
   await testEngine();
@@ -35,6 +35,7 @@ test("a very short demo run writes the ControlNet folder, grid, loss curve and r
     const report = JSON.parse(fs.readFileSync(r.files.report, "utf8"));
     assert.equal(report.steps, 2);
     assert.equal(report.guidanceScale, TINY_SD_GUIDANCE_SCALE);
+    assert.equal(report.conditioningScale, TINY_SD_CONDITIONING_SCALE);
     assert.equal(report.lrScheduler, "linear");
     assert.equal(report.proportionEmptyPrompts, 0.5);
     // fidelity tracked before training and after each step; the jump step is reported (null: none in 2 steps)
@@ -48,9 +49,11 @@ test("a very short demo run writes the ControlNet folder, grid, loss curve and r
   }
 });
 
-test("the demo refuses a bad lr schedule or empty-prompt share before loading anything", async () => {
+test("the demo refuses a bad lr schedule, empty-prompt share or sampling scale before loading anything", async () => {
   const out = path.join(os.tmpdir(), "demo-test-never-created");
   await assert.rejects(runDemo({ outputDir: out, lrScheduler: "cosine_annealing" }), /'cosine_annealing' is not a valid lr scheduler; choose one of .*cosine/);
   await assert.rejects(runDemo({ outputDir: out, proportionEmptyPrompts: 1.5 }), /proportionEmptyPrompts must be in \[0, 1\] \(got 1.5\)/);
+  await assert.rejects(runDemo({ outputDir: out, conditioningScale: -1 }), /conditioningScale must be a finite number ≥ 0 \(got -1\)/);
+  await assert.rejects(runDemo({ outputDir: out, guidanceScale: Number("1,5") }), /guidanceScale must be a finite number ≥ 0 \(got NaN\)/);
   assert.equal(fs.existsSync(out), false);
 });
