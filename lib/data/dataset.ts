@@ -9,7 +9,7 @@
  */
 import fs from "node:fs";
 import sharp from "sharp";
-import { DataLoader, type Batch, type LoaderOptions, type LoaderPosition, type SkippedRow } from "./loader.js";
+import { DataLoader, checkProportionEmptyPrompts, type Batch, type LoaderOptions, type LoaderPosition, type SkippedRow } from "./loader.js";
 import { WorkerDataLoader } from "./worker-loader.js";
 import { hashInts, permutation, Prng } from "./prng.js";
 import { SyntheticFill50k, type SyntheticOptions } from "./synthetic.js";
@@ -169,8 +169,7 @@ export async function createDataset(options: AnyOptions): Promise<ControlNetData
   const resolution = o.resolution ?? 512;
   checkResolution(resolution);
   const seed = o.seed ?? 0;
-  const p = o.proportion_empty_prompts ?? 0;
-  if (!(p >= 0 && p <= 1)) throw new Error("`--proportion_empty_prompts` must be in the range [0, 1].");
+  const p = checkProportionEmptyPrompts(o.proportion_empty_prompts ?? 0);
   const cols: ColumnOptions = { image_column: o.image_column, conditioning_image_column: o.conditioning_image_column, caption_column: o.caption_column };
 
   let source: DataSource;

@@ -3,7 +3,7 @@
  */
 export { createDataset, normalizeDatasetOptions, ControlNetDataset } from "./dataset.js";
 export type { DatasetOptions, BatchLoader, LoaderSettings } from "./dataset.js";
-export { DataLoader } from "./loader.js";
+export { DataLoader, checkProportionEmptyPrompts } from "./loader.js";
 export { WorkerDataLoader } from "./worker-loader.js";
 export type { Batch, LoaderOptions, LoaderPosition, SkippedRow } from "./loader.js";
 export { SyntheticFill50k, syntheticTruth, renderOutline, renderFilled, outlineWidth } from "./synthetic.js";

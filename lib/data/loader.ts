@@ -69,6 +69,13 @@ interface Planned {
   next: LoaderPosition;
 }
 
+/** train_controlnet.py's check of `--proportion_empty_prompts` (one copy for every entry point: CLI, dataset, loader,
+ *  demo); returns the value. */
+export function checkProportionEmptyPrompts(p: number): number {
+  if (!(p >= 0 && p <= 1)) throw new Error(`\`--proportion_empty_prompts\` must be in the range [0, 1] (got ${p}).`);
+  return p;
+}
+
 export class DataLoader implements AsyncIterable<Batch> {
   readonly batchSize: number;
   readonly resolution: number;
@@ -100,8 +107,7 @@ export class DataLoader implements AsyncIterable<Batch> {
   constructor(readonly source: DataSource, opts: LoaderOptions) {
     checkResolution(opts.resolution);
     if (!Number.isInteger(opts.batchSize) || opts.batchSize < 1) throw new Error(`batchSize must be a positive integer, got ${opts.batchSize}`);
-    const p = opts.proportionEmptyPrompts ?? 0;
-    if (!(p >= 0 && p <= 1)) throw new Error("`--proportion_empty_prompts` must be in the range [0, 1].");
+    const p = checkProportionEmptyPrompts(opts.proportionEmptyPrompts ?? 0);
     if (source.length === 0) throw new Error(`the dataset is empty: ${source.description}`);
     this.batchSize = opts.batchSize;
     this.resolution = opts.resolution;

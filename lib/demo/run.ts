@@ -14,7 +14,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { tf } from "../engine/index.js";
 import { ControlNetModel } from "../models/index.js";
-import { createDataset, renderOutline, syntheticTruth, encodePng, toFloat } from "../data/index.js";
+import { checkProportionEmptyPrompts, createDataset, renderOutline, syntheticTruth, encodePng, toFloat } from "../data/index.js";
 import type { RawImage } from "../data/types.js";
 import { ControlNetTrainer, type StepReport } from "../training/trainer.js";
 import { makeGrid, readJsonl } from "../training/tensorboard.js";
@@ -138,9 +138,8 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   const train = {
     batchSize: opts.batchSize ?? 16, learningRate: opts.learningRate ?? 1e-3,
     lrScheduler: checkLrSchedulerName(opts.lrScheduler ?? "constant"), lrWarmupSteps: opts.lrWarmupSteps ?? 0,
-    proportionEmptyPrompts: opts.proportionEmptyPrompts ?? 0,
+    proportionEmptyPrompts: checkProportionEmptyPrompts(opts.proportionEmptyPrompts ?? 0),
   };
-  if (!(train.proportionEmptyPrompts >= 0 && train.proportionEmptyPrompts <= 1)) throw new Error(`proportionEmptyPrompts must be in [0, 1] (got ${opts.proportionEmptyPrompts})`);
   const steps = opts.steps ?? 500;
   const seed = opts.seed ?? 42;
   const evalOpts = {

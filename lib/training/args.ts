@@ -9,6 +9,8 @@
  * TensorFlow.js (mixed precision, TF32, wandb/comet trackers) are accepted with an honest warning.
  */
 
+import { checkProportionEmptyPrompts } from "../data/loader.js";
+
 type ArgType = "str" | "int" | "float" | "bool";
 
 export interface ArgSpec {
@@ -307,7 +309,11 @@ export const MIXED_PRECISION_WARNING = (mode: string): string =>
 export function validateTrainArgs(a: TrainArgs): string[] {
   if (!a.pretrained_model_name_or_path) throw new ArgsError("the following arguments are required: --pretrained_model_name_or_path");
   if (a.dataset_name == null && a.train_data_dir == null) throw new ArgsError("Specify either `--dataset_name` or `--train_data_dir`");
-  if (!(a.proportion_empty_prompts >= 0 && a.proportion_empty_prompts <= 1)) throw new ArgsError("`--proportion_empty_prompts` must be in the range [0, 1].");
+  try {
+    checkProportionEmptyPrompts(a.proportion_empty_prompts);
+  } catch (e) {
+    throw new ArgsError((e as Error).message);
+  }
   if (a.validation_prompt != null && a.validation_image == null) throw new ArgsError("`--validation_image` must be set if `--validation_prompt` is set");
   if (a.validation_prompt == null && a.validation_image != null) throw new ArgsError("`--validation_prompt` must be set if `--validation_image` is set");
   if (

@@ -52,7 +52,7 @@ test("a very short demo run writes the ControlNet folder, grid, loss curve and r
 test("the demo refuses a bad lr schedule, empty-prompt share or sampling scale before loading anything", async () => {
   const out = path.join(os.tmpdir(), "demo-test-never-created");
   await assert.rejects(runDemo({ outputDir: out, lrScheduler: "cosine_annealing" }), /'cosine_annealing' is not a valid lr scheduler; choose one of .*cosine/);
-  await assert.rejects(runDemo({ outputDir: out, proportionEmptyPrompts: 1.5 }), /proportionEmptyPrompts must be in \[0, 1\] \(got 1.5\)/);
+  await assert.rejects(runDemo({ outputDir: out, proportionEmptyPrompts: 1.5 }), /`--proportion_empty_prompts` must be in the range \[0, 1\] \(got 1.5\)/);
   await assert.rejects(runDemo({ outputDir: out, conditioningScale: -1 }), /conditioningScale must be a finite number ≥ 0 \(got -1\)/);
   await assert.rejects(runDemo({ outputDir: out, guidanceScale: Number("1,5") }), /guidanceScale must be a finite number ≥ 0 \(got NaN\)/);
   assert.equal(fs.existsSync(out), false);
