@@ -4,7 +4,7 @@
  * Knobs for experiments: --base DIR, --batch-size, --lr, --lr-scheduler NAME (diffusers' names) with
  * --lr-warmup-steps N (default 0), --proportion-empty-prompts P, --guidance-scale G and
  * --controlnet-conditioning-scale S (evaluation; defaults 1.5 and 2),
- * --eval-count N, --track-every N (0 = off), --skip-before, --seed.
+ * --no-ema (train and evaluate without the weights' moving average), --eval-count N, --track-every N (0 = off), --skip-before, --seed.
  */
 import { parseArgs } from "node:util";
 import { initEngine, describeEngine } from "../lib/engine/index.js";
@@ -22,6 +22,7 @@ const { values } = parseArgs({
     minutes: { type: "string" },
     "track-every": { type: "string" },
     "skip-before": { type: "boolean", default: false },
+    "no-ema": { type: "boolean", default: false },
     "guidance-scale": { type: "string" },
     "controlnet-conditioning-scale": { type: "string" },
     "proportion-empty-prompts": { type: "string" },
@@ -38,7 +39,7 @@ const minutes = num(values.minutes);
 const r = await runDemo({
   outputDir: values.out, baseDir: values.base, steps: num(values.steps), batchSize: num(values["batch-size"]),
   learningRate: num(values.lr), seed: num(values.seed), evalCount: num(values["eval-count"]),
-  skipBefore: values["skip-before"], trackEvery: num(values["track-every"]), signal: ac.signal,
+  skipBefore: values["skip-before"], useEma: !values["no-ema"], trackEvery: num(values["track-every"]), signal: ac.signal,
   guidanceScale: num(values["guidance-scale"]), conditioningScale: num(values["controlnet-conditioning-scale"]),
   proportionEmptyPrompts: num(values["proportion-empty-prompts"]),
   lrScheduler: values["lr-scheduler"], lrWarmupSteps: num(values["lr-warmup-steps"]), trainSeconds: minutes === undefined ? undefined : minutes * 60,

@@ -41,6 +41,9 @@ export interface DemoOptions {
   guidanceScale?: number;
   /** ControlNet conditioning scale of the evaluation images (default TINY_SD_CONDITIONING_SCALE, 2). */
   conditioningScale?: number;
+  /** Train with a moving average of the ControlNet's weights and evaluate/save the average (default true; the
+   *  trainer's use_ema). */
+  useEma?: boolean;
   /** Share of training prompts replaced by "" (train_controlnet.py's --proportion_empty_prompts; default 0). */
   proportionEmptyPrompts?: number;
   /** diffusers' lr schedule name (default "constant"). */
@@ -138,7 +141,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   const train = {
     batchSize: opts.batchSize ?? 16, learningRate: opts.learningRate ?? 1e-3,
     lrScheduler: checkLrSchedulerName(opts.lrScheduler ?? "constant"), lrWarmupSteps: opts.lrWarmupSteps ?? 0,
-    proportionEmptyPrompts: checkProportionEmptyPrompts(opts.proportionEmptyPrompts ?? 0),
+    proportionEmptyPrompts: checkProportionEmptyPrompts(opts.proportionEmptyPrompts ?? 0), useEma: opts.useEma ?? true,
   };
   const steps = opts.steps ?? 500;
   const seed = opts.seed ?? 42;
@@ -179,7 +182,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
     {
       output_dir: outputDir, seed, resolution: r, train_batch_size: train.batchSize, max_train_steps: steps,
       learning_rate: train.learningRate, lr_scheduler: train.lrScheduler, lr_warmup_steps: train.lrWarmupSteps, checkpointing_steps: 1_000_000,
-      adam_weight_decay: 0, proportion_empty_prompts: train.proportionEmptyPrompts,
+      adam_weight_decay: 0, proportion_empty_prompts: train.proportionEmptyPrompts, use_ema: train.useEma,
     },
   );
   const trackEvery = opts.trackEvery ?? Math.max(1, Math.round(steps / 8));

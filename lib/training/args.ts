@@ -2,8 +2,9 @@
  * The command line of `train_controlnet`: train_controlnet.py's argparse set, verbatim — the same 52 flag names,
  * types, defaults, `--flag value` and `--flag=value`, store_true flags, nargs="+" for the validation lists,
  * argparse's unique-prefix abbreviations, the last occurrence winning — plus the script's validation rules.
- * Two extensions, marked as such in the help: `--snr_gamma` (from the seed's Flax script) and
- * `--offload_optimizer_state` (the DeepSpeed ZeRO-2 CPU-offload recipe of the README, as an optimizer option).
+ * Extensions, marked as such in the help: `--snr_gamma` (from the seed's Flax script),
+ * `--offload_optimizer_state` (the DeepSpeed ZeRO-2 CPU-offload recipe of the README, as an optimizer option) and
+ * `--use_ema` / `--ema_decay` (train_text_to_image.py's weight averaging).
  *
  * Unknown flags are an error naming the closest known ones. Flags whose PyTorch meaning cannot carry over to
  * TensorFlow.js (mixed precision, TF32, wandb/comet trackers) are accepted with an honest warning.
@@ -81,6 +82,8 @@ export interface TrainArgs {
   // extensions
   snr_gamma: number | null;
   offload_optimizer_state: boolean;
+  use_ema: boolean;
+  ema_decay: number;
 }
 
 const s = (name: string, def: string | null, help: string, extra: Partial<ArgSpec> = {}): ArgSpec => ({ name, type: "str", default: def, help, ...extra });
@@ -144,6 +147,8 @@ export const TRAIN_ARG_SPECS: readonly ArgSpec[] = [
   s("tracker_project_name", "train_controlnet", "The `project_name` argument passed to Accelerator.init_trackers."),
   f("snr_gamma", null, "Min-SNR weighting gamma (recommended 5.0); from the seed's Flax script.", { extension: true }),
   b("offload_optimizer_state", "Keep the optimizer state in host memory and update there (the DeepSpeed ZeRO-2 CPU-offload analogue).", { extension: true }),
+  b("use_ema", "Keep an exponential moving average of the ControlNet's weights and save it (train_text_to_image.py's --use_ema).", { extension: true }),
+  f("ema_decay", 0.9999, "The moving average's ceiling decay (diffusers EMAModel's decay; early updates use (1+k)/(10+k)).", { extension: true }),
 ];
 
 const SPEC_BY_NAME = new Map(TRAIN_ARG_SPECS.map((a) => [a.name, a]));

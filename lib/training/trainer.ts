@@ -17,6 +17,10 @@ import { createOptimizer, clipGradNorm, GradientAccumulator, type Optimizer } fr
 import { getScheduler, type LrScheduler, type LrSchedulerState } from "./lr-schedulers.js";
 import { Rng, type RngState } from "./rng.js";
 import { saveCheckpoint, resolveResume, loadCheckpoint } from "./checkpoints.js";
+import { EMAModel } from "./ema.js";
+
+/** A checkpoint's folder for the weights' moving average (diffusers' scripts: unet_ema/). */
+const EMA_FOLDER = "controlnet_ema";
 import { JsonlLogger } from "./tensorboard.js";
 import { controlnetGradients, encodeLatents, type NoiseSchedule } from "./step.js";
 import { loadModelFolder } from "../io/diffusers.js";
@@ -68,6 +72,11 @@ export interface TrainingOptions {
   snr_gamma?: number | null;
   proportion_empty_prompts?: number;
   logging_dir?: string;
+  /** Keep an exponential moving average of the ControlNet's weights (train_text_to_image.py's --use_ema; an
+   *  extension here): checkpoints hold it in controlnet_ema/, saveFinal saves it. */
+  use_ema?: boolean;
+  /** The EMA's ceiling decay (diffusers EMAModel's `decay`, default 0.9999). */
+  ema_decay?: number;
   /** Stop and keep everything if the loss becomes NaN/inf (always on). */
 }
 
@@ -120,6 +129,8 @@ export class ControlNetTrainer {
   private loader: DataLoader | null = null;
   private position: LoaderPosition = { epoch: 0, index: 0 };
   private lastCheckpoint: string | null = null;
+  /** The weights' moving average (use_ema), else null. */
+  readonly ema: EMAModel | null;
   /** train_log.jsonl, one synchronous append per step: each line is complete on disk when the step ends (a
    *  stream would flush only when the event loop gets a turn, so a follower could lag or see nothing after a kill). */
   private readonly log: JsonlLogger;
@@ -140,6 +151,7 @@ export class ControlNetTrainer {
       checkpoints_total_limit: o.checkpoints_total_limit ?? null, resume_from_checkpoint: o.resume_from_checkpoint ?? null,
       snr_gamma: o.snr_gamma ?? null, proportion_empty_prompts: o.proportion_empty_prompts ?? 0,
       logging_dir: o.logging_dir ?? path.join(o.output_dir, "logs"),
+      use_ema: o.use_ema ?? false, ema_decay: o.ema_decay ?? 0.9999,
     };
     if (o.resolution % 8 !== 0) throw new Error(`resolution must be divisible by 8 (got ${o.resolution})`);
     // Frozen parts take no gradients; the ControlNet is the only trainable model.
@@ -171,6 +183,7 @@ export class ControlNetTrainer {
       power: this.opts.lr_power,
     });
     this.rng = new Rng(this.opts.seed);
+    this.ema = this.opts.use_ema ? new EMAModel(params, this.opts.ema_decay) : null;
     fs.mkdirSync(this.opts.output_dir, { recursive: true });
     fs.mkdirSync(this.opts.logging_dir, { recursive: true });
     this.log = new JsonlLogger(path.join(this.opts.logging_dir, "train_log.jsonl"));
@@ -186,9 +199,19 @@ export class ControlNetTrainer {
     }
     console.log(r.message);
     const ck = loadCheckpoint(r.checkpoint.path);
+    const emaDir = path.join(ck.path, EMA_FOLDER);
+    if (this.ema && fs.existsSync(emaDir)) {
+      // the average is a ControlNet folder: load it into the model, take it as the average, then the weights
+      this.c.controlnet.loadState(readControlnetWeights(emaDir).tensors, { strict: true });
+      this.ema.capture();
+      this.ema.optimizationStep = ck.step;
+    } else if (this.ema) {
+      console.log(`${ck.path} has no ${EMA_FOLDER}/ (saved without use_ema): the moving average starts from its weights`);
+    }
     if (ck.controlnetDir) {
       const { tensors } = readControlnetWeights(ck.controlnetDir);
       this.c.controlnet.loadState(tensors, { strict: true });
+      if (this.ema && !fs.existsSync(emaDir)) this.ema.capture();
     }
     if (ck.optimizer) this.optimizer.loadStateDict(ck.optimizer);
     if (ck.lrScheduler) this.lrScheduler.loadStateDict(ck.lrScheduler as LrSchedulerState);
@@ -292,6 +315,7 @@ export class ControlNetTrainer {
       const gradNorm = this.opts.max_grad_norm > 0 ? clipGradNorm(grads, this.opts.max_grad_norm, hostGrads) : NaN;
       this.optimizer.lr = this.lrScheduler.getLastLr();
       this.optimizer.step(grads, { disposeGrads: this.opts.set_grads_to_none, hostGrads });
+      this.ema?.step();
       if (!this.opts.set_grads_to_none) tf.dispose([...grads.values()]);
       for (let i = 0; i < accumulation; i++) this.lrScheduler.step();
       this.globalStep++;
@@ -317,18 +341,23 @@ export class ControlNetTrainer {
       rng: () => ({ noise: this.rng.getState() }),
       data: () => this.position,
       training: () => ({ epoch: this.epoch, max_train_steps: this.maxSteps }),
+      ...(this.ema ? { extra: (dir: string) => this.ema!.withAveraged(() => this.c.controlnet.savePretrained(path.join(dir, EMA_FOLDER))) } : {}),
     }, { totalLimit: this.opts.checkpoints_total_limit });
     this.lastCheckpoint = res.path;
     await hooks.onCheckpoint?.(res.path, this.globalStep);
     return res.path;
   }
 
-  /** Saves the final ControlNet as a diffusers folder in output_dir (what Python's from_pretrained loads). */
+  /** Saves the final ControlNet as a diffusers folder in output_dir (what Python's from_pretrained loads). With
+   *  use_ema the average is copied into the ControlNet first, as train_text_to_image.py does at the end of training:
+   *  what is saved is what is sampled afterwards (and what training would continue from). */
   saveFinal(): void {
+    this.ema?.copyTo();
     this.c.controlnet.savePretrained(this.opts.output_dir);
   }
 
   async close(): Promise<void> {
+    this.ema?.dispose();
     await this.loader?.close();
     this.loader = null;
   }

@@ -36,6 +36,7 @@ test("a very short demo run writes the ControlNet folder, grid, loss curve and r
     assert.equal(report.steps, 2);
     assert.equal(report.guidanceScale, TINY_SD_GUIDANCE_SCALE);
     assert.equal(report.conditioningScale, TINY_SD_CONDITIONING_SCALE);
+    assert.equal(report.useEma, true); // the demo trains with the weights' moving average and saves it
     assert.equal(report.lrScheduler, "linear");
     assert.equal(report.proportionEmptyPrompts, 0.5);
     // fidelity tracked before training and after each step; the jump step is reported (null: none in 2 steps)

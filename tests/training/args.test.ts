@@ -4,9 +4,9 @@ import { ArgsError, TRAIN_ARG_SPECS, closeMatches, makeTrainArgs, parseTrainArgs
 
 const base = ["--pretrained_model_name_or_path", "sd15", "--dataset_name", "fusing/fill50k"];
 
-test("the script's 52 flags with its defaults (plus 2 marked extensions)", () => {
+test("the script's 52 flags with its defaults (plus 4 marked extensions)", () => {
   assert.equal(TRAIN_ARG_SPECS.filter((a) => !a.extension).length, 52);
-  assert.deepEqual(TRAIN_ARG_SPECS.filter((a) => a.extension).map((a) => a.name), ["snr_gamma", "offload_optimizer_state"]);
+  assert.deepEqual(TRAIN_ARG_SPECS.filter((a) => a.extension).map((a) => a.name), ["snr_gamma", "offload_optimizer_state", "use_ema", "ema_decay"]);
   const { args, warnings } = parseTrainArgs(base);
   assert.deepEqual(warnings, []);
   const expected: Record<string, unknown> = {
