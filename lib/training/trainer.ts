@@ -18,12 +18,12 @@ import { getScheduler, type LrScheduler, type LrSchedulerState } from "./lr-sche
 import { Rng, type RngState } from "./rng.js";
 import { saveCheckpoint, resolveResume, loadCheckpoint } from "./checkpoints.js";
 import { EMAModel } from "./ema.js";
-
-/** A checkpoint's folder for the weights' moving average (diffusers' scripts: unet_ema/). */
-const EMA_FOLDER = "controlnet_ema";
 import { JsonlLogger } from "./tensorboard.js";
 import { controlnetGradients, encodeLatents, type NoiseSchedule } from "./step.js";
 import { loadModelFolder } from "../io/diffusers.js";
+
+/** A checkpoint's folder for the weights' moving average (diffusers' scripts: unet_ema/). */
+const EMA_FOLDER = "controlnet_ema";
 
 export interface Tokenize {
   (texts: string[]): number[][];
