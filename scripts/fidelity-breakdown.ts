@@ -5,8 +5,9 @@
  * Where a ControlNet on the tiny base loses control fidelity. Starting from the ground-truth latents of `count`
  * fill50k outlines (the validation set, seed 77001, unless --set-seed says otherwise), it scores:
  *   - the ceiling: the ground-truth latent decoded (what the VAE can draw at all);
- *   - one-step x0: the latent noised to t, x0 predicted in one UNet call (v-prediction: x0 = √ᾱ·x_t − √(1−ᾱ)·v),
- *     with the ControlNet and with the base alone — how much of the disc each t's prediction knows;
+ *   - one-step x0: the latent noised to t, x0 predicted in one UNet call (the scheduler's predOriginalSample, so
+ *     the base's prediction_type decides the conversion), with the ControlNet and with the base alone — how much
+ *     of the disc each t's prediction knows;
  *   - SDEdit: the latent noised to t, then denoised to 0 with 20·t/1000 DDIM steps (the tail of a 20-step schedule,
  *     as diffusers' img2img does) with the ControlNet. From t = 999 that is ordinary sampling; from a low t the
  *     layout is given and only the refinement is measured.
@@ -20,7 +21,7 @@ import { renderFilled, toFloat } from "../lib/data/index.js";
 import { averageFidelity } from "../lib/eval/fidelity.js";
 import { ControlNetModel } from "../lib/models/index.js";
 import { DDIMScheduler } from "../lib/schedulers/index.js";
-import { addNoise, noiseCoefficients, perSample } from "../lib/schedulers/training.js";
+import { addNoise } from "../lib/schedulers/training.js";
 import { denormalize, toRgbImages } from "../lib/pipeline/index.js";
 import { Generator } from "../lib/schedulers/random.js";
 
@@ -30,7 +31,7 @@ const { values } = parseArgs({
     "set-seed": { type: "string" }, scale: { type: "string" },
   },
 });
-if (!values.controlnet) throw new Error("--controlnet DIR is required (e.g. out/demo-controlnet/controlnet after npm run demo)");
+if (!values.controlnet) throw new Error("--controlnet DIR is required (e.g. out/demo-controlnet after npm run demo)");
 await initEngine();
 const sd = loadTinySd(values.base ?? DEFAULT_TINY_SD);
 const cn = ControlNetModel.fromPretrained(values.controlnet);
@@ -60,7 +61,7 @@ text.pooledOutput?.dispose();
 const embeds = text.lastHiddenState;
 const noise = new Generator(5).randn(z0.shape) as tf.Tensor4D;
 
-/** The model output (v) for latents x_t at timestep t, with the ControlNet's residuals or without. */
+/** The model output for latents x_t at timestep t, with the ControlNet's residuals or without. */
 function predict(xt: tf.Tensor4D, t: number, control: boolean): tf.Tensor4D {
   return tf.tidy(() => {
     if (!control) return sd.unet.forward(xt, t, embeds);
@@ -79,20 +80,24 @@ function iou(z: tf.Tensor4D): string {
 console.log(`${n} outlines (set seed ${values["set-seed"] ?? 77_001}), ControlNet ${values.controlnet}, conditioning scale ${scale}`);
 console.log(`ceiling (ground-truth latent decoded): IoU ${iou(z0)}`);
 
+const ddim = DDIMScheduler.fromConfig(sd.schedulerConfig);
+ddim.setTimesteps(20);
+
 console.log("one-step x0 from the ground truth noised to t:   t  | with ControlNet | base alone");
 for (const t of [999, 700, 500, 300, 150, 50]) {
   const xt = addNoise(ac, z0, noise, [t]) as tf.Tensor4D;
-  const { sqrtAlpha, sqrtOneMinusAlpha } = noiseCoefficients(ac, [t]);
-  const x0 = (control: boolean) =>
-    tf.tidy(() => tf.sub(tf.mul(xt, perSample(sqrtAlpha, 4)), tf.mul(predict(xt, t, control), perSample(sqrtOneMinusAlpha, 4)))) as tf.Tensor4D;
+  const x0 = (control: boolean) => {
+    const out = predict(xt, t, control);
+    const { prevSample, predOriginalSample } = ddim.step(out, t, xt);
+    tf.dispose([out, prevSample]);
+    return predOriginalSample as tf.Tensor4D;
+  };
   const [a, b] = [x0(true), x0(false)];
   console.log(`  ${String(t).padStart(45)} | ${iou(a).padStart(14)} | ${iou(b)}`);
   tf.dispose([xt, a, b]);
 }
 
 console.log("SDEdit (DDIM, 20-step schedule's tail) with the ControlNet, from t:");
-const ddim = DDIMScheduler.fromConfig(sd.schedulerConfig);
-ddim.setTimesteps(20);
 for (const start of [999, 700, 500, 300, 150]) {
   const steps = ddim.timesteps.filter((t) => t <= start);
   let x = addNoise(ac, z0, noise, [steps[0]!]) as tf.Tensor4D;
