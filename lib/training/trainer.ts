@@ -200,18 +200,20 @@ export class ControlNetTrainer {
     console.log(r.message);
     const ck = loadCheckpoint(r.checkpoint.path);
     const emaDir = path.join(ck.path, EMA_FOLDER);
-    if (this.ema && fs.existsSync(emaDir)) {
+    const savedEma = this.ema !== null && fs.existsSync(emaDir);
+    if (savedEma) {
       // the average is a ControlNet folder: load it into the model, take it as the average, then the weights
       this.c.controlnet.loadState(readControlnetWeights(emaDir).tensors, { strict: true });
-      this.ema.capture();
-      this.ema.optimizationStep = ck.step;
-    } else if (this.ema) {
-      console.log(`${ck.path} has no ${EMA_FOLDER}/ (saved without use_ema): the moving average starts from its weights`);
+      this.ema!.capture();
+      this.ema!.optimizationStep = ck.step;
     }
     if (ck.controlnetDir) {
       const { tensors } = readControlnetWeights(ck.controlnetDir);
       this.c.controlnet.loadState(tensors, { strict: true });
-      if (this.ema && !fs.existsSync(emaDir)) this.ema.capture();
+    }
+    if (this.ema && !savedEma) {
+      console.log(`${ck.path} has no ${EMA_FOLDER}/ (saved without use_ema): the moving average starts from its weights`);
+      this.ema.capture();
     }
     if (ck.optimizer) this.optimizer.loadStateDict(ck.optimizer);
     if (ck.lrScheduler) this.lrScheduler.loadStateDict(ck.lrScheduler as LrSchedulerState);
