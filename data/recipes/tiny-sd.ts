@@ -67,6 +67,11 @@ export interface TinySdRecipe {
   /** Which part of the VAE stage 1 trains: "all", or "decoder" (encoder frozen: the latents, and so any UNet
    *  trained on them, stay valid while the reconstructions sharpen; needs `vaeInitDir`). */
   vaeTrain?: "all" | "decoder";
+  /** Continuing the whole VAE (`vaeInitDir`, `vaeTrain` "all"), also penalise how far its latent means move from the
+   *  starting encoder's: this weight × mean((μ − μ₀)·scaling_factor)², in the UNet's (scaled) units. The encoder may
+   *  then sharpen the reconstructions while the latents stay close enough for a UNet trained on the old ones (the
+   *  scaling_factor is kept, not measured again). 0 / unset: no anchor. */
+  vaeAnchor?: number;
   /** Write the pipeline folder every this many UNet steps too (a long run that is stopped keeps its progress). */
   saveEvery?: number | null;
   /** Train the text encoder with the UNet (as the LDM paper's text-to-image model did) instead of keeping it frozen
@@ -224,6 +229,28 @@ interface VaeStage {
   seconds: number;
 }
 
+/**
+ * Stage 1's loss on pixels `x` ([-1,1]) with the posterior sampled by `eps`: reconstruction (MSE, or L1 + MSE) + klWeight
+ * × KL per latent element, + (anchored continuation) weight × mean((μ − μ₀)·scaling_factor)² against the starting
+ * encoder's means μ₀.
+ */
+export function vaeTrainingLoss(
+  vae: AutoencoderKL,
+  x: tf.Tensor4D,
+  eps: tf.Tensor4D,
+  o: { loss: TinySdRecipe["vaeLoss"]; klWeight: number; anchor?: { means: tf.Tensor4D; weight: number } },
+): tf.Scalar {
+  return tf.tidy(() => {
+    const post = vae.encode(x);
+    const d = tf.sub(vae.decode(post.sample({ noise: eps })), x);
+    const mse = tf.mean(tf.square(d));
+    const terms = [o.loss === "l1+mse" ? tf.add(tf.mean(tf.abs(d)), mse) : mse, tf.mul(tf.div(tf.mean(post.kl()), post.mean.size / post.mean.shape[0]), o.klWeight)];
+    if (o.anchor) terms.push(tf.mul(tf.mean(tf.square(tf.mul(tf.sub(post.mean, o.anchor.means), vae.config.scaling_factor))), o.anchor.weight));
+    post.dispose();
+    return tf.addN(terms) as tf.Scalar;
+  });
+}
+
 /** Stage 1: the autoencoder trained on reconstruction (its own RNG, seeded by the recipe's seed). */
 function trainVae(recipe: TinySdRecipe, ds: SyntheticFill50k, budget: number | null, log: (l: string) => void): VaeStage {
   const res = recipe.resolution;
@@ -234,6 +261,12 @@ function trainVae(recipe: TinySdRecipe, ds: SyntheticFill50k, budget: number | n
     vae.encoder.trainable = false;
     if (vae.quant_conv) vae.quant_conv.trainable = false;
     log("vae: encoder frozen, training the decoder only");
+  }
+  // the starting encoder, frozen: the anchor's targets
+  const anchorVae = recipe.vaeAnchor ? AutoencoderKL.fromPretrained(recipe.vaeInitDir!) : null;
+  if (anchorVae) {
+    anchorVae.trainable = false;
+    log(`vae: latent means anchored to ${recipe.vaeInitDir} (weight ${recipe.vaeAnchor})`);
   }
   const vaeParams = paramsOf(vae);
   const vaeOpt = createOptimizer(vaeParams, { lr: recipe.vaeLr, weightDecay: 0 });
@@ -254,21 +287,16 @@ function trainVae(recipe: TinySdRecipe, ds: SyntheticFill50k, budget: number | n
     const idx = Array.from({ length: recipe.vaeBatch }, () => rng.randint(0, ds.length));
     const x = pixelBatch(ds, idx);
     const eps = tf.tensor4d(rng.normals(recipe.vaeBatch * lat * lat * lc), [recipe.vaeBatch, lat, lat, lc]);
+    const anchor = anchorVae ? tf.tidy(() => anchorVae.encode(x).mean.clone()) : null;
     vaeOpt.lr = vaeSched.getLastLr();
-    vaeLoss = trainStep(vaeParams, vaeOpt, () => {
-      const post = vae.encode(x);
-      const rec = vae.decode(post.sample({ noise: eps }));
-      const d = tf.sub(rec, x);
-      const mse = tf.mean(tf.square(d));
-      const recLoss = recipe.vaeLoss === "l1+mse" ? tf.add(tf.mean(tf.abs(d)), mse) : mse;
-      const kl = tf.div(tf.mean(post.kl()), lat * lat * lc);
-      post.dispose();
-      return tf.add(recLoss, tf.mul(kl, recipe.klWeight)) as tf.Scalar;
-    });
+    vaeLoss = trainStep(vaeParams, vaeOpt, () =>
+      vaeTrainingLoss(vae, x, eps, { loss: recipe.vaeLoss, klWeight: recipe.klWeight, anchor: anchor ? { means: anchor, weight: recipe.vaeAnchor! } : undefined }),
+    );
     vaeSched.step();
-    tf.dispose([x, eps]);
+    tf.dispose(anchor ? [x, eps, anchor] : [x, eps]);
     if (step % 25 === 0 || step === vaeSteps) log(`vae ${step}/${vaeSteps} loss ${vaeLoss.toFixed(5)} (${eta(step, vaeSteps, t0)})`);
   }
+  anchorVae?.dispose();
   return { vae, steps: vaeSteps, loss: vaeLoss, seconds: (performance.now() - t0) / 1000 };
 }
 
@@ -284,6 +312,12 @@ function checkRecipe(recipe: TinySdRecipe): void {
   }
   if (recipe.vaeTrain === "decoder" && !recipe.vaeInitDir) {
     throw new Error("training only the VAE's decoder (--vae-train decoder) needs the trained VAE whose encoder stays frozen (vaeInitDir, --vae-init DIR)");
+  }
+  if (recipe.vaeAnchor !== undefined && !(Number.isFinite(recipe.vaeAnchor) && recipe.vaeAnchor >= 0)) {
+    throw new Error(`the VAE's latent anchor weight (--vae-anchor) must be a number ≥ 0 (got ${recipe.vaeAnchor})`);
+  }
+  if (recipe.vaeAnchor && (!recipe.vaeInitDir || recipe.vaeTrain === "decoder")) {
+    throw new Error("--vae-anchor holds a continued encoder's latents near its start: it needs --vae-init DIR and the whole VAE training (not --vae-train decoder)");
   }
   if (!recipe.unetInitDir) return;
   const vaeFolder = recipe.vaeDir ?? recipe.vaeInitDir;
@@ -372,8 +406,8 @@ export async function pretrainTinySd(recipe: TinySdRecipe): Promise<TinySdReport
     sq += means[i]! * means[i]!;
   }
   const mu = sum / means.length;
-  // (a loaded VAE, or one whose encoder stayed frozen, keeps the scaling_factor it was released with)
-  if (!recipe.vaeDir && recipe.vaeTrain !== "decoder") (vae.config as { scaling_factor: number }).scaling_factor = Number((1 / Math.sqrt(sq / means.length - mu * mu)).toPrecision(5));
+  // (a loaded VAE, or one whose encoder stayed frozen or anchored, keeps the scaling_factor it was released with)
+  if (!recipe.vaeDir && recipe.vaeTrain !== "decoder" && !recipe.vaeAnchor) (vae.config as { scaling_factor: number }).scaling_factor = Number((1 / Math.sqrt(sq / means.length - mu * mu)).toPrecision(5));
   const scalingFactor = vae.config.scaling_factor;
   const emptyIds = tokenizer.tokenize([""], seq)[0]!;
   const emptyEmbed = trainText ? null : tf.tidy(() => textEncoder.forward([emptyIds]).lastHiddenState.dataSync() as Float32Array);

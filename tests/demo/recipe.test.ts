@@ -4,9 +4,12 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { testEngine, maxAbsDiff } from "../helpers.js";
-import { pretrainTinySd, TINY_SD_RECIPE } from "../../data/recipes/tiny-sd.js";
+import { pretrainTinySd, recipeDataset, vaeTrainingLoss, TINY_SD_RECIPE } from "../../data/recipes/tiny-sd.js";
+import { toFloat, type RawImage } from "../../lib/data/index.js";
 import { loadTinySd } from "../../lib/demo/tiny-sd.js";
 import { loadModelFolder } from "../../lib/io/index.js";
+import { AutoencoderKL } from "../../lib/models/index.js";
+import { tf } from "../../lib/engine/index.js";
 
 // The recipe at a toy size: it writes a pipeline folder our loader reads back, and a second run continues from the
 // first one's VAE and UNet (the warm start that lets pretraining span several sessions).
@@ -76,6 +79,41 @@ test("a UNet to continue that does not fit the VAE, or contradicting VAE inputs,
     await assert.rejects(pretrainTinySd({ ...tiny, outDir: out, vaeDir: "data/tiny-sd/vae", vaeInitDir: "data/tiny-sd/vae" }), /exclude each other/);
     await assert.rejects(pretrainTinySd({ ...tiny, outDir: out, vaeTrain: "decoder" }), /--vae-train decoder\) needs the trained VAE/);
     assert.ok(!fs.existsSync(out), "nothing is written when the run is refused");
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test("an anchored VAE continuation: its loss adds weight × the mean squared move of the scaled latent means, and the scaling factor is kept", async () => {
+  await testEngine();
+  const vae = AutoencoderKL.fromPretrained("data/tiny-sd/vae");
+  const ds = recipeDataset(99, 32);
+  const px = new Float32Array(4 * 32 * 32 * 3);
+  for (let i = 0; i < 4; i++) toFloat(ds.row(i).image as RawImage, "signed", px, i * 32 * 32 * 3);
+  const x = tf.tensor4d(px, [4, 32, 32, 3]);
+  const eps = tf.randomNormal([4, 8, 8, 4], 0, 1, "float32", 3) as tf.Tensor4D;
+  const m0 = tf.tidy(() => vae.encode(x).mean.clone());
+  const moved = tf.add(m0, tf.randomNormal(m0.shape, 0, 0.5, "float32", 5)) as tf.Tensor4D;
+  const loss = (anchor?: { means: tf.Tensor4D; weight: number }) => {
+    const l = vaeTrainingLoss(vae, x, eps, { loss: "l1+mse", klWeight: 1e-6, anchor });
+    const v = l.dataSync()[0]!;
+    l.dispose();
+    return v;
+  };
+  const sf = vae.config.scaling_factor;
+  const expected = tf.tidy(() => tf.mean(tf.square(tf.mul(tf.sub(m0, moved), sf))).dataSync()[0]!);
+  assert.ok(Math.abs(loss({ means: m0, weight: 3 }) - loss()) < 1e-6, "anchored at its own means the encoder pays nothing");
+  assert.ok(Math.abs(loss({ means: moved, weight: 3 }) - loss() - 3 * expected) < 1e-4 * (1 + 3 * expected));
+  tf.dispose([x, eps, m0, moved]);
+  vae.dispose();
+
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), "recipe-"));
+  try {
+    const r = await pretrainTinySd({ ...tiny, outDir: path.join(root, "held"), vaeInitDir: "data/tiny-sd/vae", unetSteps: 0, vaeAnchor: 1 });
+    assert.equal(r.scalingFactor, sf, "an anchored continuation keeps the scaling factor its UNet was trained with");
+    await assert.rejects(pretrainTinySd({ ...tiny, outDir: path.join(root, "bad"), vaeAnchor: 1 }), /--vae-anchor .* needs --vae-init DIR/);
+    await assert.rejects(pretrainTinySd({ ...tiny, outDir: path.join(root, "bad"), vaeInitDir: "data/tiny-sd/vae", vaeAnchor: -1 }), /must be a number ≥ 0 \(got -1\)/);
+    assert.ok(!fs.existsSync(path.join(root, "bad")), "nothing is written when the run is refused");
   } finally {
     fs.rmSync(root, { recursive: true, force: true });
   }
