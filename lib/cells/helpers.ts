@@ -10,6 +10,7 @@ import { createDataset, type ControlNetDataset } from "../data/index.js";
 import type { ControlNetModel } from "../models/index.js";
 import { loadBaseModel, loadOrCreateControlNet, type BaseModel } from "../training/base.js";
 import { ControlNetTrainer, type TrainResult } from "../training/trainer.js";
+import type { EMAModel } from "../training/ema.js";
 import { runValidation, type ValidationResult } from "../training/validation.js";
 import { uploadFolder } from "../io/hub.js";
 import { readJsonl } from "../training/tensorboard.js";
@@ -95,11 +96,20 @@ export interface TrainCellOptions {
   lrScheduler?: string;
   lrWarmupSteps?: number;
   seed?: number;
+  /** Keep a moving average of the ControlNet's weights (the trainer's use_ema): while this session trains it,
+   *  validate() samples with the average and save() writes the average; training goes on from the live weights. */
+  useEma?: boolean;
+  emaDecay?: number;
   validation?: { images: string[]; prompts: string[]; every: number; steps?: number; numImages?: number };
   checkpointing?: { every: number; totalLimit?: number };
 }
 
-let session: { key: string; trainer: ControlNetTrainer; dashboard: TrainingDashboard | null } | null = null;
+let session: { key: string; trainer: ControlNetTrainer; controlnet: ControlNetModel; dashboard: TrainingDashboard | null } | null = null;
+
+/** The moving average of `cn`'s weights when the current training session keeps one (useEma), else null. */
+function averageOf(cn: ControlNetModel): EMAModel | null {
+  return session?.controlnet === cn ? session.trainer.ema : null;
+}
 
 /**
  * cell 4: train with a live dashboard. Idempotent: a finished `until` does nothing; a larger `until` continues; other
@@ -125,9 +135,9 @@ export async function train(o: TrainCellOptions): Promise<TrainResult> {
       attention_chunk_size: o.attentionChunkSize, max_train_steps: o.maxTrainSteps ?? Math.max(until, 1_000_000),
       lr_scheduler: o.lrScheduler ?? "constant", lr_warmup_steps: o.lrWarmupSteps ?? 0, seed: o.seed ?? 0,
       checkpointing_steps: o.checkpointing?.every ?? 500, checkpoints_total_limit: o.checkpointing?.totalLimit ?? null,
-      resume_from_checkpoint: "latest",
+      resume_from_checkpoint: "latest", use_ema: o.useEma, ema_decay: o.emaDecay,
     });
-    session = { key, trainer, dashboard: null };
+    session = { key, trainer, controlnet: o.controlnet, dashboard: null };
   }
   const { trainer } = session;
   if (trainer.globalStep >= until) {
@@ -169,11 +179,14 @@ export async function train(o: TrainCellOptions): Promise<TrainResult> {
 /** cell 5a: validation images from the ControlNet being trained (UniPC; steps default 20 as the script). */
 export async function validate(o: { base: BaseModel; controlnet: ControlNetModel; images: string[]; prompts: string[];
   steps?: number; numImages?: number; seed?: number; step?: number; outputDir?: string; resolution?: number }): Promise<WithDisplay<ValidationResult>> {
-  const v = await runValidation(o.base, o.controlnet, {
+  const run = () => runValidation(o.base, o.controlnet, {
     resolution: o.resolution ?? baseResolution(o.base),
     images: o.images, prompts: o.prompts, steps: o.steps ?? 20, numImages: o.numImages ?? 1, seed: o.seed ?? 0,
     step: o.step ?? 0, dir: path.join(path.resolve(o.outputDir ?? "outputs/controlnet"), "validation"), signal: abortSignal() ?? undefined,
   });
+  // with useEma, sample with the average (as train_text_to_image.py validates with its EMA weights)
+  const ema = averageOf(o.controlnet);
+  const v = ema ? await ema.withAveraged(run) : await run();
   const grid = new ImageGrid({ title: `validation (step ${v.step})`, rows: v.pairs.map((p) => ({ images: p.samples, caption: p.prompt })) });
   return withDisplay(v, () => grid.bundle());
 }
@@ -192,9 +205,11 @@ function baseResolution(base: BaseModel): number | undefined {
   return typeof sample === "number" ? sample * factor : undefined;
 }
 
-/** cell 6a: a diffusers folder Python's ControlNetModel.from_pretrained loads. */
+/** cell 6a: a diffusers folder Python's ControlNetModel.from_pretrained loads (with useEma: the weights' average). */
 export function save(cn: ControlNetModel, dir: string): string {
-  cn.savePretrained(dir);
+  const ema = averageOf(cn);
+  if (ema) ema.withAveragedSync(() => cn.savePretrained(dir));
+  else cn.savePretrained(dir);
   return path.resolve(dir);
 }
 

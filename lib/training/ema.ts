@@ -56,14 +56,34 @@ export class EMAModel {
 
   /** Runs `fn` with the average in the weights, then puts the trained weights back. */
   async withAveraged<T>(fn: () => T | Promise<T>): Promise<T> {
-    const saved = new Map([...this.params].map(([n, p]) => [n, p.clone()] as const));
-    this.copyTo();
+    const saved = this.swapIn();
     try {
       return await fn();
     } finally {
-      for (const [n, p] of this.params) p.assign(saved.get(n)!);
-      tf.dispose([...saved.values()]);
+      this.swapOut(saved);
     }
+  }
+
+  /** withAveraged for a synchronous `fn` (saving a folder). */
+  withAveragedSync<T>(fn: () => T): T {
+    const saved = this.swapIn();
+    try {
+      return fn();
+    } finally {
+      this.swapOut(saved);
+    }
+  }
+
+  /** The trained weights (cloned), with the average written in their place. */
+  private swapIn(): Map<string, tf.Tensor> {
+    const saved = new Map([...this.params].map(([n, p]) => [n, p.clone()] as const));
+    this.copyTo();
+    return saved;
+  }
+
+  private swapOut(saved: Map<string, tf.Tensor>): void {
+    for (const [n, p] of this.params) p.assign(saved.get(n)!);
+    tf.dispose([...saved.values()]);
   }
 
   dispose(): void {

@@ -5,7 +5,8 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import * as cn from "../../lib/index.js";
-import { testEngine } from "../helpers.js";
+import { maxAbsDiff, testEngine } from "../helpers.js";
+import { loadModelFolder } from "../../lib/io/index.js";
 
 const sd = path.resolve(import.meta.dirname, "../fixtures/sd_tiny");
 const cond = path.resolve(import.meta.dirname, "../../data/conditioning_image_1.png");
@@ -39,4 +40,30 @@ test("dataset → baseModel → controlnet → train({until}) is idempotent, con
   const saved = cn.save(controlnet, path.join(out, "final"));
   assert.ok(fs.existsSync(path.join(saved, "diffusion_pytorch_model.safetensors")));
   await cn.resetTraining();
+});
+
+test("train({useEma}): validate() and save() use the weights' average, training goes on from the live weights", async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cells-ema-"));
+  try {
+    const ds = await cn.dataset({ synthetic: { count: 8 }, resolution: 32 });
+    const base = await cn.baseModel(sd);
+    const controlnet = await cn.controlnet({ from: base, seed: 5 });
+    await cn.train({ base, controlnet, dataset: ds, outputDir: out, batchSize: 2, learningRate: 1e-3, useEma: true, checkpointing: { every: 3 }, until: 3 });
+    await cn.validate({ base, controlnet, images: [cond], prompts: ["red circle with blue background"], steps: 2, outputDir: out });
+    const avg = cn.save(controlnet, path.join(out, "average"));
+    await cn.resetTraining();
+    const live = cn.save(controlnet, path.join(out, "live"));
+    const tensors = (dir: string) => loadModelFolder(dir).tensors;
+    const diff = (a: string, b: string) => {
+      const [x, y] = [tensors(a), tensors(b)];
+      return Math.max(...[...x.keys()].map((n) => maxAbsDiff(x.get(n)!.data, y.get(n)!.data)));
+    };
+    // the trainer's checkpoint holds its average in controlnet_ema/: the cell saved exactly that
+    assert.equal(diff(avg, path.join(out, "checkpoint-3", "controlnet_ema")), 0);
+    assert.equal(diff(live, path.join(out, "checkpoint-3", "controlnet")), 0, "after save() the live weights are the trained ones again");
+    assert.ok(diff(avg, live) > 0, "the average differs from the last weights");
+  } finally {
+    await cn.resetTraining();
+    fs.rmSync(out, { recursive: true, force: true });
+  }
 });
