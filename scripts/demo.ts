@@ -4,6 +4,7 @@
  * Knobs for experiments: --base DIR, --batch-size, --lr, --lr-scheduler NAME (diffusers' names) with
  * --lr-warmup-steps N (default 0), --proportion-empty-prompts P, --guidance-scale G and
  * --controlnet-conditioning-scale S (evaluation; defaults 1.5 and 2),
+ * --conditioning-embedding-channels A,B,C (the ControlNet's conditioning_embedding_out_channels),
  * --no-ema (train and evaluate without the weights' moving average), --eval-count N, --track-every N (0 = off), --skip-before, --seed.
  */
 import { parseArgs } from "node:util";
@@ -28,6 +29,7 @@ const { values } = parseArgs({
     "proportion-empty-prompts": { type: "string" },
     "lr-scheduler": { type: "string" },
     "lr-warmup-steps": { type: "string" },
+    "conditioning-embedding-channels": { type: "string" },
   },
 });
 const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
@@ -42,6 +44,7 @@ const r = await runDemo({
   skipBefore: values["skip-before"], useEma: !values["no-ema"], trackEvery: num(values["track-every"]), signal: ac.signal,
   guidanceScale: num(values["guidance-scale"]), conditioningScale: num(values["controlnet-conditioning-scale"]),
   proportionEmptyPrompts: num(values["proportion-empty-prompts"]),
+  conditioningEmbeddingOutChannels: values["conditioning-embedding-channels"]?.split(",").map(Number),
   lrScheduler: values["lr-scheduler"], lrWarmupSteps: num(values["lr-warmup-steps"]), trainSeconds: minutes === undefined ? undefined : minutes * 60,
 });
 console.log(`\ncontrol fidelity on ${r.after.count} held-out outlines:`);

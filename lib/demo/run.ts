@@ -21,7 +21,7 @@ import { makeGrid, readJsonl } from "../training/tensorboard.js";
 import { checkLrSchedulerName } from "../training/lr-schedulers.js";
 import { averageFidelity, suddenConvergenceStep, type ConvergencePoint, type FidelitySummary } from "../eval/fidelity.js";
 import { renderLineChart } from "../../widgets/svg-chart.js";
-import { DEFAULT_TINY_SD, TINY_SD_CONDITIONING_SCALE, TINY_SD_GUIDANCE_SCALE, loadTinySd, sampleControlled, type TinySd } from "./tiny-sd.js";
+import { DEFAULT_TINY_SD, TINY_SD_CONDITIONING_EMBEDDING, TINY_SD_CONDITIONING_SCALE, TINY_SD_GUIDANCE_SCALE, loadTinySd, sampleControlled, type TinySd } from "./tiny-sd.js";
 
 export interface DemoOptions {
   /** The base pipeline folder (default data/tiny-sd). */
@@ -41,6 +41,9 @@ export interface DemoOptions {
   guidanceScale?: number;
   /** ControlNet conditioning scale of the evaluation images (default TINY_SD_CONDITIONING_SCALE, 2). */
   conditioningScale?: number;
+  /** The ControlNet's conditioning_embedding_out_channels (default TINY_SD_CONDITIONING_EMBEDDING): one entry per
+   *  VAE downsampling plus one, as the embedding downsamples the outline to the latents' size. */
+  conditioningEmbeddingOutChannels?: readonly number[];
   /** Train with a moving average of the ControlNet's weights and evaluate/save the average (default true; the
    *  trainer's use_ema). */
   useEma?: boolean;
@@ -132,6 +135,15 @@ export function lossCurveSvg(points: Array<{ step: number; loss: number }>): str
   );
 }
 
+/** The conditioning embedding must bring the outline down to the latents' size: one stride-2 stage per ×2 of the VAE. */
+function checkEmbedding(channels: readonly number[], vaeFactor: number): number[] {
+  const want = Math.log2(vaeFactor) + 1;
+  if (channels.length !== want || !channels.every((c) => Number.isInteger(c) && c > 0)) {
+    throw new Error(`conditioningEmbeddingOutChannels must be ${want} positive integers for a ×${vaeFactor} VAE (got [${channels.join(", ")}])`);
+  }
+  return [...channels];
+}
+
 export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   const log = opts.log ?? ((l: string) => console.log(l));
   const t0 = performance.now();
@@ -150,18 +162,14 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
     guidanceScale: checkScale("guidanceScale", opts.guidanceScale ?? TINY_SD_GUIDANCE_SCALE),
     conditioningScale: checkScale("conditioningScale", opts.conditioningScale ?? TINY_SD_CONDITIONING_SCALE),
   };
+  const sd = loadTinySd(opts.baseDir ?? DEFAULT_TINY_SD);
+  const r = sd.resolution;
+  const embedding = checkEmbedding(opts.conditioningEmbeddingOutChannels ?? TINY_SD_CONDITIONING_EMBEDDING, sd.vae.scaleFactor);
   fs.mkdirSync(outputDir, { recursive: true });
   // a previous run's log would be appended to: start clean
   fs.rmSync(path.join(outputDir, "logs"), { recursive: true, force: true });
-
-  const sd = loadTinySd(opts.baseDir ?? DEFAULT_TINY_SD);
-  const r = sd.resolution;
   log(`base: ${sd.dir} (${r}×${r} pixels, latents ${r / sd.vae.scaleFactor}×${r / sd.vae.scaleFactor})`);
-  const controlnet = ControlNetModel.fromUnet(sd.unet, {
-    // one stride-2 stage per VAE downsampling (the tiny base's VAE is ×4: [16, 32, 64]; SD's ×8 uses [16, 32, 96, 256])
-    conditioningEmbeddingOutChannels: Array.from({ length: Math.log2(sd.vae.scaleFactor) + 1 }, (_, i) => 16 * 2 ** i),
-    seed,
-  });
+  const controlnet = ControlNetModel.fromUnet(sd.unet, { conditioningEmbeddingOutChannels: embedding, seed });
   const set = heldOutSet(opts.evalCount ?? 32, r);
 
   let before: FidelitySummary | null = null;
@@ -257,7 +265,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   fs.writeFileSync(reportFile, JSON.stringify({
     base: sd.dir, steps: result.globalStep, ...train, seed,
     evalCount: set.length, inferenceSteps: evalOpts.inferenceSteps, guidanceScale: evalOpts.guidanceScale,
-    conditioningScale: evalOpts.conditioningScale,
+    conditioningScale: evalOpts.conditioningScale, conditioningEmbeddingOutChannels: embedding,
     before: strip(before), after: strip(after.summary), finalLoss: result.lastLoss, seconds,
     fidelityHistory: history, suddenConvergenceStep: jump,
   }, null, 2) + "\n");

@@ -55,6 +55,12 @@ export const TINY_SD_GUIDANCE_SCALE = 1.5;
  */
 export const TINY_SD_CONDITIONING_SCALE = 2;
 
+/**
+ * The demo ControlNet's conditioning_embedding_out_channels (SD's is [16, 32, 96, 256] for its ×8 VAE; the tiny base's
+ * VAE is ×4, so three stages). PLACEHOLDER — chosen below.
+ */
+export const TINY_SD_CONDITIONING_EMBEDDING: readonly number[] = [16, 32, 64];
+
 export interface SampleOptions {
   prompts: string[];
   /** Conditioning images [B,H,W,3] in [0,1] (one per prompt). */

@@ -5,7 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import { testEngine } from "../helpers.js";
 import { runDemo } from "../../lib/demo/run.js";
-import { TINY_SD_CONDITIONING_SCALE, TINY_SD_GUIDANCE_SCALE } from "../../lib/demo/tiny-sd.js";
+import { TINY_SD_CONDITIONING_SCALE, TINY_SD_CONDITIONING_EMBEDDING, TINY_SD_GUIDANCE_SCALE } from "../../lib/demo/tiny-sd.js";
 
 test("a very short demo run writes the ControlNet folder, grid, loss curve and report", async () => {
   await testEngine();
@@ -36,6 +36,8 @@ test("a very short demo run writes the ControlNet folder, grid, loss curve and r
     assert.equal(report.steps, 2);
     assert.equal(report.guidanceScale, TINY_SD_GUIDANCE_SCALE);
     assert.equal(report.conditioningScale, TINY_SD_CONDITIONING_SCALE);
+    assert.deepEqual(report.conditioningEmbeddingOutChannels, [...TINY_SD_CONDITIONING_EMBEDDING]);
+    assert.deepEqual(cfg.conditioning_embedding_out_channels, [...TINY_SD_CONDITIONING_EMBEDDING]);
     assert.equal(report.useEma, true); // the demo trains with the weights' moving average and saves it
     assert.equal(report.lrScheduler, "linear");
     assert.equal(report.proportionEmptyPrompts, 0.5);
@@ -50,11 +52,13 @@ test("a very short demo run writes the ControlNet folder, grid, loss curve and r
   }
 });
 
-test("the demo refuses a bad lr schedule, empty-prompt share or sampling scale before loading anything", async () => {
+test("the demo refuses a bad lr schedule, empty-prompt share, sampling scale or conditioning embedding before writing anything", async () => {
   const out = path.join(os.tmpdir(), "demo-test-never-created");
   await assert.rejects(runDemo({ outputDir: out, lrScheduler: "cosine_annealing" }), /'cosine_annealing' is not a valid lr scheduler; choose one of .*cosine/);
   await assert.rejects(runDemo({ outputDir: out, proportionEmptyPrompts: 1.5 }), /`--proportion_empty_prompts` must be in the range \[0, 1\] \(got 1.5\)/);
   await assert.rejects(runDemo({ outputDir: out, conditioningScale: -1 }), /conditioningScale must be a finite number ≥ 0 \(got -1\)/);
   await assert.rejects(runDemo({ outputDir: out, guidanceScale: Number("1,5") }), /guidanceScale must be a finite number ≥ 0 \(got NaN\)/);
+  // the tiny base's VAE is ×4: the conditioning embedding needs three stages (this one is checked once the base is read)
+  await assert.rejects(runDemo({ outputDir: out, conditioningEmbeddingOutChannels: [16, 32, 96, 256] }), /must be 3 positive integers for a ×4 VAE \(got \[16, 32, 96, 256\]\)/);
   assert.equal(fs.existsSync(out), false);
 });
