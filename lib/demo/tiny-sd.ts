@@ -58,7 +58,7 @@ export const TINY_SD_CONDITIONING_SCALE = 2;
 /**
  * The demo ControlNet's conditioning_embedding_out_channels (SD's is [16, 32, 96, 256] for its ×8 VAE; the tiny base's
  * VAE is ×4, so three stages). Wider embeddings follow the outline better per step but cost more per step (they run
- * at 32×32, where the tiny UNet runs at 8×8), and within the demo's time they do not win. Measured on 64 validation
+ * at 32×32, where the tiny UNet runs at 8×8), and within the demo's time they do not win. Measured (previous base) on 64 validation
  * outlines (seed 77001, scale 2, guidance 1.5), time per training step relative to [16, 32, 64] in one run:
  * [16, 32, 64] × 500 steps 0.731; [32, 64, 128] (1.28×) × 500 0.740; [64, 128, 256] (2.1×) × 500 0.749, × 240
  * 0.724; [16, 64, 256] (1.26×) × 395 0.733.
