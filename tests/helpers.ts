@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { initEngine, tf } from "../lib/engine/index.js";
 import type { EngineInfo } from "../lib/engine/index.js";
+import { loadModelFolder } from "../lib/io/diffusers.js";
 
 /** Initialises the engine the tests run on (wasm unless CONTROLNET_TS_BACKEND says otherwise). */
 export async function testEngine(): Promise<EngineInfo> {
@@ -30,6 +31,15 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
   return m;
+}
+
+/** The largest |a − b| over the tensors of two saved model folders (which must hold the same tensor names), or over
+ *  those whose name passes `keep`. */
+export function maxFolderDiff(dirA: string, dirB: string, keep: (name: string) => boolean = () => true): number {
+  const a = loadModelFolder(dirA).tensors;
+  const b = loadModelFolder(dirB).tensors;
+  assert.deepEqual([...a.keys()].sort(), [...b.keys()].sort());
+  return Math.max(...[...a.keys()].filter(keep).map((n) => maxAbsDiff(a.get(n)!.data, b.get(n)!.data)));
 }
 
 /** max |a-b| / max(|b|, tiny): a scale-aware relative error. */

@@ -5,8 +5,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import * as cn from "../../lib/index.js";
-import { maxAbsDiff, testEngine } from "../helpers.js";
-import { loadModelFolder } from "../../lib/io/index.js";
+import { maxFolderDiff, testEngine } from "../helpers.js";
 
 const sd = path.resolve(import.meta.dirname, "../fixtures/sd_tiny");
 const cond = path.resolve(import.meta.dirname, "../../data/conditioning_image_1.png");
@@ -53,15 +52,10 @@ test("train({useEma}): validate() and save() use the weights' average, training 
     const avg = cn.save(controlnet, path.join(out, "average"));
     await cn.resetTraining();
     const live = cn.save(controlnet, path.join(out, "live"));
-    const tensors = (dir: string) => loadModelFolder(dir).tensors;
-    const diff = (a: string, b: string) => {
-      const [x, y] = [tensors(a), tensors(b)];
-      return Math.max(...[...x.keys()].map((n) => maxAbsDiff(x.get(n)!.data, y.get(n)!.data)));
-    };
     // the trainer's checkpoint holds its average in controlnet_ema/: the cell saved exactly that
-    assert.equal(diff(avg, path.join(out, "checkpoint-3", "controlnet_ema")), 0);
-    assert.equal(diff(live, path.join(out, "checkpoint-3", "controlnet")), 0, "after save() the live weights are the trained ones again");
-    assert.ok(diff(avg, live) > 0, "the average differs from the last weights");
+    assert.equal(maxFolderDiff(avg, path.join(out, "checkpoint-3", "controlnet_ema")), 0);
+    assert.equal(maxFolderDiff(live, path.join(out, "checkpoint-3", "controlnet")), 0, "after save() the live weights are the trained ones again");
+    assert.ok(maxFolderDiff(avg, live) > 0, "the average differs from the last weights");
   } finally {
     await cn.resetTraining();
     fs.rmSync(out, { recursive: true, force: true });

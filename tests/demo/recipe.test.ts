@@ -3,25 +3,16 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { testEngine, maxAbsDiff } from "../helpers.js";
+import { testEngine, maxFolderDiff } from "../helpers.js";
 import { pretrainTinySd, recipeDataset, vaeTrainingLoss, TINY_SD_RECIPE } from "../../data/recipes/tiny-sd.js";
 import { toFloat, type RawImage } from "../../lib/data/index.js";
 import { loadTinySd } from "../../lib/demo/tiny-sd.js";
-import { loadModelFolder } from "../../lib/io/index.js";
 import { AutoencoderKL } from "../../lib/models/index.js";
 import { tf } from "../../lib/engine/index.js";
 
 // The recipe at a toy size: it writes a pipeline folder our loader reads back, and a second run continues from the
 // first one's VAE and UNet (the warm start that lets pretraining span several sessions).
 const tiny = { ...TINY_SD_RECIPE, vaeSteps: 2, unetSteps: 2, vaeBatch: 2, unetBatch: 2, poolSize: 8, log: () => {} };
-
-/** The largest |a − b| over all tensors of two model folders (same tensor names). */
-function maxChange(dirA: string, dirB: string, keep: (name: string) => boolean = () => true): number {
-  const a = loadModelFolder(dirA).tensors;
-  const b = loadModelFolder(dirB).tensors;
-  assert.deepEqual([...a.keys()].sort(), [...b.keys()].sort());
-  return Math.max(...[...a.keys()].filter(keep).map((n) => maxAbsDiff(a.get(n)!.data, b.get(n)!.data)));
-}
 
 test("the tiny-SD recipe writes a loadable pipeline, and a second run continues from it (VAE decoder, UNet and text encoder; saving as it goes)", async () => {
   await testEngine();
@@ -47,13 +38,13 @@ test("the tiny-SD recipe writes a loadable pipeline, and a second run continues 
     });
     assert.ok(lines.includes(`saved ${second} at UNet step 1`), "the run saved its pipeline after UNet step 1");
     for (const part of ["vae", "unet", "text_encoder"]) {
-      const d = maxChange(path.join(first, part), path.join(second, part));
+      const d = maxFolderDiff(path.join(first, part), path.join(second, part));
       // two warm-up steps move the weights a little; a fresh random init would differ by far more than 0.05
       assert.ok(d > 0 && d < 0.05, `${part}: the continued run moved its weights by ${d} (0 = not trained, large = not continued)`);
     }
     // decoder-only: the encoder (so the latents, and the scaling factor) did not move
     const encoder = (n: string) => n.startsWith("encoder.") || n.startsWith("quant_conv.");
-    assert.equal(maxChange(path.join(first, "vae"), path.join(second, "vae"), encoder), 0, "the frozen encoder changed");
+    assert.equal(maxFolderDiff(path.join(first, "vae"), path.join(second, "vae"), encoder), 0, "the frozen encoder changed");
     assert.equal(r2.scalingFactor, r1.scalingFactor);
   } finally {
     fs.rmSync(root, { recursive: true, force: true });
