@@ -3,13 +3,15 @@
  * Stable Diffusion (data/tiny-sd) and prints control fidelity before and after. See lib/demo/run.ts.
  * Knobs for experiments: --base DIR, --batch-size, --lr, --lr-scheduler NAME (diffusers' names) with
  * --lr-warmup-steps N (default 0), --proportion-empty-prompts P, --guidance-scale G and
- * --controlnet-conditioning-scale S (evaluation; defaults 1.5 and 2),
+ * --controlnet-conditioning-scale S (evaluation; defaults 1.5 and 2), --control-mode balanced|controlnet (evaluation: the
+ * ControlNet on both halves of the guidance batch, or on the conditional half only, the default),
  * --conditioning-embedding-channels A,B,C (the ControlNet's conditioning_embedding_out_channels),
  * --no-ema (train and evaluate without the weights' moving average), --eval-count N, --track-every N (0 = off), --skip-before, --seed.
  */
 import { parseArgs } from "node:util";
 import { initEngine, describeEngine } from "../lib/engine/index.js";
 import { runDemo } from "../lib/demo/run.js";
+import type { ControlMode } from "../lib/pipeline/index.js";
 
 const { values } = parseArgs({
   options: {
@@ -26,6 +28,7 @@ const { values } = parseArgs({
     "no-ema": { type: "boolean", default: false },
     "guidance-scale": { type: "string" },
     "controlnet-conditioning-scale": { type: "string" },
+    "control-mode": { type: "string" },
     "proportion-empty-prompts": { type: "string" },
     "lr-scheduler": { type: "string" },
     "lr-warmup-steps": { type: "string" },
@@ -43,6 +46,7 @@ const r = await runDemo({
   learningRate: num(values.lr), seed: num(values.seed), evalCount: num(values["eval-count"]),
   skipBefore: values["skip-before"], useEma: !values["no-ema"], trackEvery: num(values["track-every"]), signal: ac.signal,
   guidanceScale: num(values["guidance-scale"]), conditioningScale: num(values["controlnet-conditioning-scale"]),
+  controlMode: values["control-mode"] as ControlMode | undefined,
   proportionEmptyPrompts: num(values["proportion-empty-prompts"]),
   conditioningEmbeddingOutChannels: values["conditioning-embedding-channels"]?.split(",").map(Number),
   lrScheduler: values["lr-scheduler"], lrWarmupSteps: num(values["lr-warmup-steps"]), trainSeconds: minutes === undefined ? undefined : minutes * 60,

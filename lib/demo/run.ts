@@ -19,9 +19,10 @@ import type { RawImage } from "../data/types.js";
 import { ControlNetTrainer, type StepReport } from "../training/trainer.js";
 import { makeGrid, readJsonl } from "../training/tensorboard.js";
 import { checkLrSchedulerName } from "../training/lr-schedulers.js";
+import { parseControlMode, type ControlMode } from "../pipeline/index.js";
 import { averageFidelity, suddenConvergenceStep, type ConvergencePoint, type FidelitySummary } from "../eval/fidelity.js";
 import { renderLineChart } from "../../widgets/svg-chart.js";
-import { DEFAULT_TINY_SD, TINY_SD_CONDITIONING_EMBEDDING, TINY_SD_CONDITIONING_SCALE, TINY_SD_GUIDANCE_SCALE, loadTinySd, sampleControlled, type TinySd } from "./tiny-sd.js";
+import { DEFAULT_TINY_SD, TINY_SD_CONDITIONING_EMBEDDING, TINY_SD_CONDITIONING_SCALE, TINY_SD_CONTROL_MODE, TINY_SD_GUIDANCE_SCALE, loadTinySd, sampleControlled, type TinySd } from "./tiny-sd.js";
 
 export interface DemoOptions {
   /** The base pipeline folder (default data/tiny-sd). */
@@ -41,6 +42,9 @@ export interface DemoOptions {
   guidanceScale?: number;
   /** ControlNet conditioning scale of the evaluation images (default TINY_SD_CONDITIONING_SCALE, 2). */
   conditioningScale?: number;
+  /** Which halves of the guidance batch the ControlNet acts on in the evaluation images (default
+   *  TINY_SD_CONTROL_MODE, "controlnet": the conditional half only). */
+  controlMode?: ControlMode;
   /** The ControlNet's conditioning_embedding_out_channels (default TINY_SD_CONDITIONING_EMBEDDING): one entry per
    *  VAE downsampling plus one, as the embedding downsamples the outline to the latents' size. */
   conditioningEmbeddingOutChannels?: readonly number[];
@@ -104,14 +108,14 @@ function checkScale(name: string, v: number): number {
   return v;
 }
 
-type EvalOptions = Required<Pick<DemoOptions, "inferenceSteps" | "guidanceScale" | "conditioningScale" | "seed">>;
+type EvalOptions = Required<Pick<DemoOptions, "inferenceSteps" | "guidanceScale" | "conditioningScale" | "controlMode" | "seed">>;
 
 async function evaluate(sd: TinySd, controlnet: ControlNetModel, set: ReturnType<typeof heldOutSet>, o: EvalOptions) {
   const cond = conditioningTensor(set.map((s) => s.outline));
   try {
     const images = await sampleControlled(sd, controlnet, {
       prompts: set.map((s) => s.truth.prompt), conditioning: cond, steps: o.inferenceSteps, guidanceScale: o.guidanceScale,
-      conditioningScale: o.conditioningScale, seed: o.seed,
+      conditioningScale: o.conditioningScale, controlMode: o.controlMode, seed: o.seed,
     });
     return { images, summary: averageFidelity(images.map((image, i) => ({ image, target: set[i]!.target }))) };
   } finally {
@@ -161,6 +165,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
     inferenceSteps: opts.inferenceSteps ?? 20, seed,
     guidanceScale: checkScale("guidanceScale", opts.guidanceScale ?? TINY_SD_GUIDANCE_SCALE),
     conditioningScale: checkScale("conditioningScale", opts.conditioningScale ?? TINY_SD_CONDITIONING_SCALE),
+    controlMode: parseControlMode(opts.controlMode ?? TINY_SD_CONTROL_MODE),
   };
   const sd = loadTinySd(opts.baseDir ?? DEFAULT_TINY_SD);
   const r = sd.resolution;
@@ -265,7 +270,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   fs.writeFileSync(reportFile, JSON.stringify({
     base: sd.dir, steps: result.globalStep, ...train, seed,
     evalCount: set.length, inferenceSteps: evalOpts.inferenceSteps, guidanceScale: evalOpts.guidanceScale,
-    conditioningScale: evalOpts.conditioningScale, conditioningEmbeddingOutChannels: embedding,
+    conditioningScale: evalOpts.conditioningScale, controlMode: evalOpts.controlMode, conditioningEmbeddingOutChannels: embedding,
     before: strip(before), after: strip(after.summary), finalLoss: result.lastLoss, seconds,
     fidelityHistory: history, suddenConvergenceStep: jump,
   }, null, 2) + "\n");

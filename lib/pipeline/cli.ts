@@ -10,6 +10,7 @@
 import { initEngine } from "../engine/index.js";
 import { parseSchedulerName, SCHEDULER_NAMES } from "../schedulers/index.js";
 import { generate, type GenerateOptions } from "./generate.js";
+import { CONTROL_MODES, parseControlMode } from "./guidance.js";
 
 interface FlagSpec {
   name: string;
@@ -33,6 +34,7 @@ const FLAGS: FlagSpec[] = [
   { name: "width", kind: "int", help: "output width (default: the control image's, floored to a multiple of 8)" },
   { name: "controlnet_conditioning_scale", kind: "numlist", help: "ControlNet residual scale (repeat or comma-separate per ControlNet; default 1)" },
   { name: "guess_mode", kind: "bool", help: "guess mode: ControlNet on the conditional batch only" },
+  { name: "control_mode", kind: "string", help: `${CONTROL_MODES.join(" | ")}: ControlNet on both halves of the guidance batch (default), or on the conditional half only` },
   { name: "control_guidance_start", kind: "numlist", help: "fraction of steps before ControlNet starts (default 0)" },
   { name: "control_guidance_end", kind: "numlist", help: "fraction of steps after which ControlNet stops (default 1)" },
   { name: "eta", kind: "number", help: "DDIM eta (default 0)" },
@@ -103,6 +105,7 @@ export function inferOptions(a: InferArgs): GenerateOptions {
     width: a.width as number | undefined,
     controlnetConditioningScale: one(a.controlnet_conditioning_scale as number[] | undefined),
     guessMode: a.guess_mode as boolean | undefined,
+    controlMode: a.control_mode === undefined ? undefined : parseControlMode(a.control_mode as string),
     controlGuidanceStart: one(a.control_guidance_start as number[] | undefined),
     controlGuidanceEnd: one(a.control_guidance_end as number[] | undefined),
     eta: a.eta as number | undefined,

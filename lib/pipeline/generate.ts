@@ -14,6 +14,7 @@ import { schedulerFromConfig, type SchedulerName } from "../schedulers/index.js"
 import { loadControlNetPipeline, type LoadPipelineOptions } from "./load.js";
 import type { StableDiffusionControlNetPipeline, StepInfo } from "./pipeline.js";
 import type { ControlImageInput } from "./types.js";
+import type { ControlMode } from "./guidance.js";
 
 export interface GenerateOptions {
   /** Base SD pipeline folder or hub id. */
@@ -37,6 +38,8 @@ export interface GenerateOptions {
   width?: number;
   controlnetConditioningScale?: number | number[];
   guessMode?: boolean;
+  /** "balanced" (default) or "controlnet" (ControlNet on the conditional half only; see ControlMode). */
+  controlMode?: ControlMode;
   controlGuidanceStart?: number | number[];
   controlGuidanceEnd?: number | number[];
   eta?: number;
@@ -101,6 +104,7 @@ export async function generate(o: GenerateOptions): Promise<GenerateResult> {
     width: o.width,
     controlnetConditioningScale: o.controlnetConditioningScale,
     guessMode: o.guessMode,
+    controlMode: o.controlMode,
     controlGuidanceStart: o.controlGuidanceStart,
     controlGuidanceEnd: o.controlGuidanceEnd,
     eta: o.eta,

@@ -46,6 +46,21 @@ export function doClassifierFreeGuidance(guidanceScale: number, timeCondProjDim:
   return guidanceScale > 1 && (timeCondProjDim === null || timeCondProjDim === undefined);
 }
 
+/**
+ * Which halves of the classifier-free batch the ControlNet acts on:
+ *   - "balanced" (diffusers' StableDiffusionControlNetPipeline): both, so guidance leaves the control's strength alone;
+ *   - "controlnet" (sd-webui-controlnet's "ControlNet is more important"): the conditional half only, with no depth
+ *     ramp — the unconditional prediction is the base's own, so guidance multiplies the control's effect (g × scale).
+ * Guess mode always uses the conditional half (and adds its ramp); without guidance both modes are the same.
+ */
+export type ControlMode = "balanced" | "controlnet";
+export const CONTROL_MODES: readonly ControlMode[] = ["balanced", "controlnet"];
+
+export function parseControlMode(name: string): ControlMode {
+  if ((CONTROL_MODES as readonly string[]).includes(name)) return name as ControlMode;
+  throw new Error(`unknown control mode "${name}" (use ${CONTROL_MODES.join(" or ")})`);
+}
+
 /** ε = ε_uncond + g·(ε_text − ε_uncond) on a batch stacked [uncond; text]. */
 export function applyGuidance(noisePred: tf.Tensor, guidanceScale: number): tf.Tensor {
   return tf.tidy(() => {

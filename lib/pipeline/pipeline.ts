@@ -10,7 +10,7 @@ import { tf } from "../engine/index.js";
 import { Generator, type Scheduler } from "../schedulers/index.js";
 import type { RawImage } from "../data/types.js";
 import type { ControlImageInput, ControlNetLike, TextEncoderLike, TokenizerLike, UNetLike, VaeLike } from "./types.js";
-import { applyGuidance, controlGuidanceWindows, controlnetKeep, doClassifierFreeGuidance, perNet, repeatInterleave } from "./guidance.js";
+import { applyGuidance, controlGuidanceWindows, controlnetKeep, doClassifierFreeGuidance, parseControlMode, perNet, repeatInterleave, type ControlMode } from "./guidance.js";
 import { denormalize, prepareControlImage, toPng, toRgbImages, type PreparedImage } from "./image.js";
 
 export interface PipelineComponents {
@@ -62,6 +62,9 @@ export interface PipelineCallOptions {
   controlnetConditioningScale?: number | number[];
   /** ControlNet sees only the conditional batch; residuals scaled 0.1 → 1.0 by depth (diffusers guess_mode). */
   guessMode?: boolean;
+  /** "balanced" (default, diffusers): ControlNet on both halves of the guidance batch; "controlnet": on the
+   *  conditional half only, so guidance multiplies its effect (sd-webui-controlnet's "ControlNet is more important"). */
+  controlMode?: ControlMode;
   controlGuidanceStart?: number | number[];
   controlGuidanceEnd?: number | number[];
   /** Use the text encoder's output `clipSkip` layers before the last (final norm re-applied). */
@@ -222,6 +225,9 @@ export class StableDiffusionControlNetPipeline {
     const windows = controlGuidanceWindows(o.controlGuidanceStart ?? 0, o.controlGuidanceEnd ?? 1, nNets);
     const cfg = doClassifierFreeGuidance(guidanceScale, this.unet.config.time_cond_proj_dim);
     const guessMode = (o.guessMode ?? false) || !!this.controlnets[0]!.config.global_pool_conditions;
+    // the ControlNet sees only the conditional half of the guidance batch (guess mode, or control mode "controlnet")
+    const controlMode = parseControlMode(o.controlMode ?? "balanced");
+    const condOnly = cfg && (guessMode || controlMode === "controlnet");
     if (o.generator && o.seed !== undefined) throw new Error("Give either generator or seed, not both");
     const generator = o.generator ?? (o.seed !== undefined ? new Generator(o.seed) : new Generator(Math.floor(Math.random() * 2 ** 31)));
 
@@ -237,16 +243,16 @@ export class StableDiffusionControlNetPipeline {
       const total = batch * numImages;
       const embeds = neg ? (tf.concat([neg, pos], 0) as tf.Tensor3D) : pos;
       if (neg) owned.push(embeds);
-      const cnEmbeds = guessMode && cfg ? pos : embeds;
+      const cnEmbeds = condOnly ? pos : embeds;
 
-      // Control images: batch 1 → every sample; batch B → each prompt's images; doubled for CFG unless guess mode.
+      // Control images: batch 1 → every sample; batch B → each prompt's images; doubled for CFG unless condOnly.
       const conds = images.map((p, k) => {
         const b = p.tensor.shape[0];
         if (b !== 1 && b !== batch) {
           throw new Error(`control image ${k + 1} has batch ${b}; it must be 1 or the number of prompts (${batch})`);
         }
         const rep = repeatInterleave(p.tensor, b === 1 ? total : numImages);
-        if (!(cfg && !guessMode)) return rep;
+        if (!cfg || condOnly) return rep;
         const doubled = tf.concat([rep, rep], 0) as tf.Tensor4D;
         rep.dispose();
         return doubled;
@@ -275,7 +281,7 @@ export class StableDiffusionControlNetPipeline {
         const noisePred = tf.tidy(() => {
           const doubled = cfg ? tf.concat([latents, latents], 0) : latents;
           const modelInput = this.scheduler.scaleModelInput(doubled, t) as tf.Tensor4D;
-          const controlInput = guessMode && cfg ? (this.scheduler.scaleModelInput(latents, t) as tf.Tensor4D) : modelInput;
+          const controlInput = condOnly ? (this.scheduler.scaleModelInput(latents, t) as tf.Tensor4D) : modelInput;
           let down: tf.Tensor4D[] | undefined;
           let mid: tf.Tensor4D | undefined;
           this.controlnets.forEach((net, k) => {
@@ -285,7 +291,7 @@ export class StableDiffusionControlNetPipeline {
             down = down ? down.map((d, j) => tf.add(d, r.downBlockResSamples[j]!) as tf.Tensor4D) : r.downBlockResSamples;
             mid = mid ? (tf.add(mid, r.midBlockResSample) as tf.Tensor4D) : r.midBlockResSample;
           });
-          if (down && mid && guessMode && cfg) {
+          if (down && mid && condOnly) {
             // the unconditional half gets no control
             down = down.map((d) => tf.concat([tf.zerosLike(d), d], 0) as tf.Tensor4D);
             mid = tf.concat([tf.zerosLike(mid), mid], 0) as tf.Tensor4D;

@@ -5,7 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import { testEngine } from "../helpers.js";
 import { runDemo } from "../../lib/demo/run.js";
-import { TINY_SD_CONDITIONING_SCALE, TINY_SD_CONDITIONING_EMBEDDING, TINY_SD_GUIDANCE_SCALE } from "../../lib/demo/tiny-sd.js";
+import { TINY_SD_CONDITIONING_SCALE, TINY_SD_CONDITIONING_EMBEDDING, TINY_SD_CONTROL_MODE, TINY_SD_GUIDANCE_SCALE } from "../../lib/demo/tiny-sd.js";
 
 test("a very short demo run writes the ControlNet folder, grid, loss curve and report", async () => {
   await testEngine();
@@ -37,6 +37,7 @@ test("a very short demo run writes the ControlNet folder, grid, loss curve and r
     assert.equal(report.guidanceScale, TINY_SD_GUIDANCE_SCALE);
     assert.equal(report.conditioningScale, TINY_SD_CONDITIONING_SCALE);
     assert.deepEqual(report.conditioningEmbeddingOutChannels, [...TINY_SD_CONDITIONING_EMBEDDING]);
+    assert.equal(report.controlMode, TINY_SD_CONTROL_MODE);
     assert.deepEqual(cfg.conditioning_embedding_out_channels, [...TINY_SD_CONDITIONING_EMBEDDING]);
     assert.equal(report.useEma, true); // the demo trains with the weights' moving average and saves it
     assert.equal(report.lrScheduler, "linear");
@@ -58,6 +59,7 @@ test("the demo refuses a bad lr schedule, empty-prompt share, sampling scale or 
   await assert.rejects(runDemo({ outputDir: out, proportionEmptyPrompts: 1.5 }), /`--proportion_empty_prompts` must be in the range \[0, 1\] \(got 1.5\)/);
   await assert.rejects(runDemo({ outputDir: out, conditioningScale: -1 }), /conditioningScale must be a finite number ≥ 0 \(got -1\)/);
   await assert.rejects(runDemo({ outputDir: out, guidanceScale: Number("1,5") }), /guidanceScale must be a finite number ≥ 0 \(got NaN\)/);
+  await assert.rejects(runDemo({ outputDir: out, controlMode: "prompt" as "balanced" }), /unknown control mode "prompt" \(use balanced or controlnet\)/);
   // the tiny base's VAE is ×4: the conditioning embedding needs three stages (this one is checked once the base is read)
   await assert.rejects(runDemo({ outputDir: out, conditioningEmbeddingOutChannels: [16, 32, 96, 256] }), /must be 3 positive integers for a ×4 VAE \(got \[16, 32, 96, 256\]\)/);
   assert.equal(fs.existsSync(out), false);

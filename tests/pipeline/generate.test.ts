@@ -69,13 +69,16 @@ test("generate: PNG files at the control image's size, seeded and reproducible",
 test("infer CLI: flags, output file, usage and runtime errors as exit codes", async () => {
   await testEngine();
   const a = parseInferArgs(["--base", "b", "--controlnet=c1", "--controlnet", "c2", "--image", "i1", "--image", "i2", "--prompt", "p",
-    "--num-inference-steps", "7", "--controlnet_conditioning_scale", "0.5,1", "--guess-mode", "--scheduler", "DDIMScheduler"]);
+    "--num-inference-steps", "7", "--controlnet_conditioning_scale", "0.5,1", "--guess-mode", "--scheduler", "DDIMScheduler", "--control-mode", "controlnet"]);
   const o = inferOptions(a);
   assert.deepEqual(o.controlnet, ["c1", "c2"]);
   assert.deepEqual(o.image, ["i1", "i2"]);
   assert.equal(o.steps, 7);
   assert.deepEqual(o.controlnetConditioningScale, [0.5, 1]);
   assert.equal(o.guessMode, true);
+  assert.equal(o.controlMode, "controlnet");
+  assert.equal(inferOptions(parseInferArgs(["--base", "b", "--image", "i", "--prompt", "p"])).controlMode, undefined);
+  assert.throws(() => inferOptions(parseInferArgs(["--base", "b", "--image", "i", "--prompt", "p", "--control-mode", "both"])), /unknown control mode "both"/);
   assert.equal(o.scheduler, "ddim");
   assert.equal(o.output, "output.png");
   assert.throws(() => parseInferArgs(["--stepz", "3"]), /unknown flag --stepz/);

@@ -84,6 +84,37 @@ test("guess mode: ControlNet sees only the conditional half; the unconditional h
   tf.dispose([img, out.latents!]);
 });
 
+test("control mode \"controlnet\": ControlNet on the conditional half only, at its full scale (no guess-mode ramp)", async () => {
+  await testEngine();
+  const run = async (controlMode?: "balanced" | "controlnet", guidanceScale = 7.5) => {
+    const { pipe, unet, nets } = makePipe();
+    const img = controlImage();
+    const out = await pipe.call({ prompt: "p", image: img, numInferenceSteps: 2, guidanceScale, controlMode, seed: 2, outputType: "latent" });
+    const latents = out.latents!.arraySync();
+    tf.dispose([img, out.latents!]);
+    return { c: nets[0]!.calls[0]!, mid: unet.calls[0]!.mid!, ehs: unet.calls[0]!.ehs, latents };
+  };
+  const only = await run("controlnet");
+  assert.equal(only.c.batch, 1);
+  assert.equal(only.c.condBatch, 1);
+  assert.equal(only.c.guessMode, false, "no depth ramp");
+  assert.deepEqual(only.c.ehs[0], only.ehs[1]); // the positive embedding
+  assert.equal(only.mid.length, 2);
+  assert.ok(only.mid[0]!.flat(2).every((v) => v === 0), "uncond half must be zeros");
+  assert.ok(only.mid[1]!.flat(2).every((v) => v !== 0), "cond half carries the control");
+  const balanced = await run("balanced");
+  assert.equal(balanced.c.batch, 2);
+  assert.ok(balanced.mid.every((h) => h.flat(2).every((v) => v !== 0)), "balanced: both halves carry the control");
+  assert.deepEqual((await run()).latents, balanced.latents, "balanced is the default");
+  assert.notDeepEqual(only.latents, balanced.latents);
+  // without guidance there is one batch and the two modes are the same
+  assert.deepEqual((await run("controlnet", 1)).latents, (await run("balanced", 1)).latents);
+  const { pipe } = makePipe();
+  const img = controlImage();
+  await assert.rejects(pipe.call({ prompt: "p", image: img, numInferenceSteps: 1, controlMode: "strong" as "balanced" }), /unknown control mode "strong" \(use balanced or controlnet\)/);
+  img.dispose();
+});
+
 test("control_guidance_start/end windows and conditioning scales", async () => {
   await testEngine();
   assert.deepEqual(controlnetKeep(4, [0.5], [1]).map((r) => r[0]), [0, 0, 1, 1]);
