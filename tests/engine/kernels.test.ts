@@ -78,9 +78,10 @@ describe("conv2d gradients on wasm", () => {
 
 describe("BatchMatMul on wasm", () => {
   const shapes: [number, number][] = [[1, 1], [3, 3], [3, 1], [1, 3]];
-  // small products take the one-call path of the override, large ones the per-item GEMM loop
-  const sizes: Array<[string, number, number, number]> = [["small", 7, 5, 6], ["large", 48, 40, 70]];
-  assert.ok(2 * 7 * 5 * 6 < SMALL_GEMM_FLOPS && 2 * 48 * 40 * 70 >= SMALL_GEMM_FLOPS);
+  // small products take the one-call path of the override (the SIMD kernel: n = 6 runs its four-column block and
+  // two single columns, n = 21 two eight-column blocks, a four and a single one), large ones the per-item GEMM loop
+  const sizes: Array<[string, number, number, number]> = [["small", 7, 5, 6], ["small wide", 9, 13, 21], ["large", 48, 40, 70]];
+  assert.ok(2 * 9 * 13 * 21 < SMALL_GEMM_FLOPS && 2 * 48 * 40 * 70 >= SMALL_GEMM_FLOPS);
   for (const [label, m, k, n] of sizes)
   for (const [ba, bb] of shapes)
     for (const ta of [false, true])

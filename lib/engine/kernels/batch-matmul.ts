@@ -4,13 +4,14 @@
  * make transposes explicit, fold a shared right-hand side into one GEMM, and otherwise loop over the batch, so all
  * work reaches the fast path (the original kernel, called with no transpose and batch 1).
  *
- * Many small products (attention of a tiny model: 128 heads of 64×8·8×77) are the exception: there each GEMM call
- * costs more in per-op overhead (slice, reshape, kernel launch ≈ 40 µs) than the scalar loop spends on the whole
- * product, so below SMALL_GEMM_FLOPS per product the batch goes to the original kernel in one call, transposes
- * made explicit (it is fast enough there and cheaper than 3 ops per item).
+ * Many small products (attention of a tiny model: 32 heads of 64×16·16×77) are the exception: there each GEMM call
+ * costs more in per-op overhead (slice, reshape, kernel launch ≈ 40 µs) than the product itself, so below
+ * SMALL_GEMM_FLOPS per product the whole batch goes to one call of our SIMD kernel (bmm.wat, on the backend's heap),
+ * transposes made explicit — or, where the backend exposes no memory for it, to the original kernel's scalar loop.
  */
 import { tf } from "../tf.js";
 import type { KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from "@tensorflow/tfjs";
+import { hasSimdBatchMatMul, simdBatchMatMul } from "./bmm.js";
 
 /** Per-product work (2·m·k·n) below which one scalar-loop call beats a loop of GEMMs (measured on the tiny UNet). */
 export const SMALL_GEMM_FLOPS = 256 * 1024;
@@ -44,7 +45,9 @@ export function makeBatchMatMul(original: KernelFunc): KernelFunc {
       const [na, m, k] = at.shape;
       const [nb, , n] = bt.shape;
       let out: tf.Tensor;
-      if (na === nb && 2 * m * k * n < SMALL_GEMM_FLOPS) {
+      if (na === nb && 2 * m * k * n < SMALL_GEMM_FLOPS && hasSimdBatchMatMul(args.backend)) {
+        out = tf.engine().makeTensorFromTensorInfo(simdBatchMatMul(args.backend, at, bt, batch));
+      } else if (na === nb && 2 * m * k * n < SMALL_GEMM_FLOPS) {
         // Many small products: one call of the original kernel. Its loop takes dot products along k, reading b
         // with stride n unless b is given as [n,k] with transposeB — so b goes in that layout (a as [m,k]).
         const bRows = transposeB ? (tf.reshape(bFull, [nb, n, k]) as tf.Tensor3D) : (tf.transpose(bt, [0, 2, 1]) as tf.Tensor3D);
