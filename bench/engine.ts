@@ -1,11 +1,21 @@
 /**
  * Engine micro-benchmarks: conv2d 3x3 (x[4,32,32,64] * w[3,3,64,64] 'same') forward and forward+backward (median
- * ms), and matmul 1024^3 GFLOP/s (plain, transposed, batched), for wasm with 1 thread, wasm with 2 threads and
- * cpu. Each configuration runs in its own process because the engine is chosen once per process.
+ * ms), matmul 1024^3 GFLOP/s (plain, transposed, batched), and the tiny-SD attention products (ms for the set of
+ * ATTENTION shapes; on wasm also with our SIMD kernel turned off, side by side: the stock scalar loop), for wasm with
+ * 1 thread, wasm with 2 threads and cpu. Each configuration runs in its own process because the engine is chosen once per process.
  * Reference (from the issue, PyTorch 1 thread on these machines): conv forward 6.2 ms, forward+backward 17 ms.
  */
 import { spawnSync } from "node:child_process";
 import { initEngine, tf } from "../lib/engine/index.js";
+import { setSimdBatchMatMul } from "../lib/engine/kernels/bmm.js";
+
+/** Attention products of the demo's training step (batch 16 × 2 heads at 8×8 and 4×4 latents, 77 text tokens; the
+ *  text encoder's 64 = 16 × 4 heads of 77 tokens): [a shape, b shape, transposeA, transposeB]. */
+const ATTENTION: Array<[number[], number[], boolean, boolean]> = [
+  [[32, 64, 16], [32, 77, 16], false, true], [[32, 64, 77], [32, 77, 16], false, false], [[32, 64, 16], [32, 64, 16], false, true],
+  [[32, 64, 64], [32, 64, 16], false, false], [[32, 64, 64], [32, 64, 16], true, false], [[32, 16, 32], [32, 77, 32], false, true],
+  [[64, 77, 8], [64, 77, 8], false, true],
+];
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -43,6 +53,15 @@ async function measure(backend: string, threads: number) {
   const plain = time(() => tf.tidy(() => tf.matMul(a, b).dataSync()), mmReps, !slow);
   const transposed = time(() => tf.tidy(() => tf.matMul(a, b, true, true).dataSync()), mmReps, !slow);
   const batched = time(() => tf.tidy(() => tf.matMul(a3, b3).dataSync()), mmReps, !slow);
+  const pairs = ATTENTION.map(([sa, sb, ta, tb], i) => [tf.randomNormal(sa, 0, 1, "float32", 10 + i), tf.randomNormal(sb, 0, 1, "float32", 30 + i), ta, tb] as const);
+  const attention = () => time(() => tf.tidy(() => pairs.forEach(([p, q, ta, tb]) => tf.matMul(p, q, ta, tb).dataSync())), slow ? 1 : 9, !slow);
+  const attentionMs = attention();
+  let attentionStockMs: number | null = null;
+  if (info.backend === "wasm") {
+    setSimdBatchMatMul(false);
+    attentionStockMs = attention();
+    setSimdBatchMatMul(true);
+  }
   return {
     backend: info.backend,
     threads: info.threads,
@@ -53,6 +72,8 @@ async function measure(backend: string, threads: number) {
       transposed: gflops(2 * n ** 3, transposed),
       batched: gflops(2 * 4 * (n / 2) * n * (n / 2), batched),
     },
+    attention_ms: +attentionMs.toFixed(2),
+    ...(attentionStockMs === null ? {} : { attention_stock_kernel_ms: +attentionStockMs.toFixed(2), attention_speedup: +(attentionStockMs / attentionMs).toFixed(2) }),
   };
 }
 
@@ -65,6 +86,7 @@ export async function run(args: string[]): Promise<object> {
     bench: "engine",
     conv: "x[4,32,32,64] * w[3,3,64,64] 'same'",
     matmul: "1024^3 (batched: 4 x [512,1024]x[1024,512])",
+    attention: ATTENTION.map(([a, b, ta, tb]) => `[${a}]${ta ? "ᵀ" : ""}x[${b}]${tb ? "ᵀ" : ""}`).join(", "),
     pytorch_1_thread_reference_ms: { conv_fwd: 6.2, conv_fwd_bwd: 17 },
   };
   for (const [label, backend, threads] of configs) {

@@ -1,5 +1,5 @@
 /**
- * `npm run demo [-- --steps 500 --out out/demo-controlnet --minutes M]`: trains a ControlNet on the embedded tiny
+ * `npm run demo [-- --steps 800 --out out/demo-controlnet --minutes M]`: trains a ControlNet on the embedded tiny
  * Stable Diffusion (data/tiny-sd) and prints control fidelity before and after. See lib/demo/run.ts.
  * Knobs for experiments: --base DIR, --batch-size, --lr, --lr-scheduler NAME (diffusers' names) with
  * --lr-warmup-steps N (default 0), --proportion-empty-prompts P, --guidance-scale G and

@@ -46,9 +46,19 @@ function instance(backend: WasmBackendLike): BmmExport | null {
   return cached.bmm;
 }
 
-/** Whether simdBatchMatMul can run on this backend. */
+let enabled = true;
+
+/** Turns the SIMD path off (the stock kernel's scalar loop then takes the small products) — for side-by-side
+ *  benchmarks (bench/engine.ts); returns the previous setting. */
+export function setSimdBatchMatMul(on: boolean): boolean {
+  const was = enabled;
+  enabled = on;
+  return was;
+}
+
+/** Whether simdBatchMatMul is on and can run on this backend. */
 export function hasSimdBatchMatMul(backend: unknown): boolean {
-  return instance(backend as WasmBackendLike) !== null;
+  return enabled && instance(backend as WasmBackendLike) !== null;
 }
 
 /**
