@@ -106,7 +106,10 @@ test("with a host optimizer and gradient checkpointing, gradients stream to the 
     assert.ok(host.streamed > device.params / 2, `only ${host.streamed} of ${device.params} gradients streamed per run`);
     let worst = 0;
     for (const [k, v] of device.w) worst = Math.max(worst, maxAbsDiff(host.w.get(k)!, v));
-    assert.ok(worst <= 1e-7, `accumulation ${accumulation}: weights differ by ${worst}`);
-    assert.equal(host.r.lastLoss, device.r.lastLoss);
+    // Not bit-equal by design: the host sums the squared gradient norms in float64, the device in float32, so the
+    // clip coefficient can differ in its last bit, and Adam's g/√v amplifies that for near-zero gradients (seen:
+    // 6.7e-7 with accumulation 2). A gradient lost or counted twice moves a weight by ~lr = 1e-3 per step.
+    assert.ok(worst <= 1e-5, `accumulation ${accumulation}: weights differ by ${worst}`);
+    assert.ok(Math.abs(host.r.lastLoss! - device.r.lastLoss!) <= 1e-6 * Math.max(1, Math.abs(device.r.lastLoss!)), `losses ${host.r.lastLoss} vs ${device.r.lastLoss}`);
   }
 });
