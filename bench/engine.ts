@@ -58,9 +58,9 @@ async function measure(backend: string, threads: number) {
   const attentionMs = attention();
   let attentionStockMs: number | null = null;
   if (info.backend === "wasm") {
-    setSimdBatchMatMul(false);
+    const was = setSimdBatchMatMul(false);
     attentionStockMs = attention();
-    setSimdBatchMatMul(true);
+    setSimdBatchMatMul(was);
   }
   return {
     backend: info.backend,

@@ -2,7 +2,10 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { compileBmmWat } from "../../scripts/wasm-kernels.js";
 import { BMM_WASM_BASE64, BMM_WASM_SHARED_BASE64 } from "../../lib/engine/kernels/bmm-wasm.js";
-import { bmmOnMemory, type WasmMemory } from "../../lib/engine/kernels/bmm.js";
+import { bmmOnMemory, setSimdBatchMatMul, type WasmMemory } from "../../lib/engine/kernels/bmm.js";
+import { tf } from "../../lib/engine/index.js";
+import { testEngine, assertClose } from "../helpers.js";
+import { Prng } from "../../lib/data/prng.js";
 
 // the WebAssembly global (this project's TypeScript lib has no WebAssembly types)
 const { Memory } = (globalThis as unknown as { WebAssembly: { Memory: new (d: { initial: number; maximum: number; shared: boolean }) => WasmMemory } }).WebAssembly;
@@ -18,15 +21,14 @@ for (const shared of [false, true]) {
     assert.equal(memory.buffer instanceof SharedArrayBuffer, shared);
     const bmm = bmmOnMemory(memory); // picks the module whose import matches the memory
     const f32 = new Float32Array(memory.buffer);
-    let seed = 7;
-    const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31) * 2 - 1;
+    const rng = new Prng(7);
     // n = 21: two 8-column blocks, one 4-column block and one single column; k = 1 and odd k included
     for (const [batch, m, k, n, na, nb] of [[3, 5, 7, 21, 3, 3], [2, 4, 1, 9, 1, 2], [4, 3, 16, 4, 4, 1], [1, 2, 3, 3, 1, 1]]) {
       const a = 16; // element offsets of a, b, c (c is surrounded by sentinels)
       const b = a + na! * m! * k!;
       const c = b + nb! * k! * n! + 4;
       const total = batch! * m! * n!;
-      for (let i = a; i < c - 4; i++) f32[i] = rnd();
+      for (let i = a; i < c - 4; i++) f32[i] = rng.uniform(-1, 1);
       f32.fill(12345, c - 4, c + total + 4);
       bmm(4 * a, 4 * b, 4 * c, batch!, m!, k!, n!, na === 1 ? 0 : m! * k!, nb === 1 ? 0 : k! * n!);
       for (let q = 0; q < batch!; q++)
@@ -41,3 +43,22 @@ for (const shared of [false, true]) {
     }
   });
 }
+
+test("with the SIMD kernel off, small batched products fall back to the stock loop and agree with it", async () => {
+  await testEngine();
+  const run = () => tf.tidy(() => {
+    const a = tf.randomNormal([6, 9, 13], 0, 1, "float32", 3);
+    const b = tf.randomNormal([6, 21, 13], 0, 1, "float32", 4);
+    return tf.matMul(a as tf.Tensor3D, b as tf.Tensor3D, false, true).dataSync();
+  });
+  const simd = run();
+  const was = setSimdBatchMatMul(false);
+  let stock: Float32Array;
+  try {
+    stock = run() as Float32Array;
+  } finally {
+    setSimdBatchMatMul(was);
+  }
+  assert.equal(was, true);
+  assertClose(simd, stock, 1e-5, "SIMD vs stock");
+});

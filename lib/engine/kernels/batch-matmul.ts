@@ -47,13 +47,16 @@ export function makeBatchMatMul(original: KernelFunc): KernelFunc {
       const [na, m, k] = at.shape;
       const [nb, , n] = bt.shape;
       let out: tf.Tensor;
-      if (na === nb && 2 * m * k * n < SMALL_GEMM_FLOPS && hasSimdBatchMatMul(args.backend)) {
-        out = tf.engine().makeTensorFromTensorInfo(simdBatchMatMul(args.backend, at, bt, batch));
-      } else if (na === nb && 2 * m * k * n < SMALL_GEMM_FLOPS) {
-        // Many small products: one call of the original kernel. Its loop takes dot products along k, reading b
-        // with stride n unless b is given as [n,k] with transposeB — so b goes in that layout (a as [m,k]).
-        const bRows = transposeB ? (tf.reshape(bFull, [nb, n, k]) as tf.Tensor3D) : (tf.transpose(bt, [0, 2, 1]) as tf.Tensor3D);
-        const info = original({ inputs: { a: at, b: bRows }, attrs: { transposeA: false, transposeB: true }, backend: args.backend } as unknown as Parameters<KernelFunc>[0]) as TensorInfo;
+      if (na === nb && 2 * m * k * n < SMALL_GEMM_FLOPS) {
+        // Many small products: one call for the whole batch.
+        let info: TensorInfo;
+        if (hasSimdBatchMatMul(args.backend)) info = simdBatchMatMul(args.backend, at, bt, batch);
+        else {
+          // The original kernel's loop takes dot products along k, reading b with stride n unless b is given as
+          // [n,k] with transposeB — so b goes in that layout (a as [m,k]).
+          const bRows = transposeB ? (tf.reshape(bFull, [nb, n, k]) as tf.Tensor3D) : (tf.transpose(bt, [0, 2, 1]) as tf.Tensor3D);
+          info = original({ inputs: { a: at, b: bRows }, attrs: { transposeA: false, transposeB: true }, backend: args.backend } as unknown as Parameters<KernelFunc>[0]) as TensorInfo;
+        }
         out = tf.engine().makeTensorFromTensorInfo(info);
       } else if (nb === 1) {
         // One shared right-hand side: stack a's batch into rows, one GEMM.
