@@ -63,7 +63,7 @@ function parseThreads(value: number | string | undefined): number {
   if (value === undefined || value === "") return Math.max(1, os.availableParallelism?.() ?? os.cpus().length);
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1 || n > 64) {
-    throw new Error(`Invalid wasm thread count '${value}': expected an integer from 1 to 64 (CONTROLNET_TS_THREADS).`);
+    throw new Error(`Invalid engine thread count '${value}': expected an integer from 1 to 64 (CONTROLNET_TS_THREADS).`);
   }
   return n;
 }

@@ -30,7 +30,7 @@ const NAPI_VERSION = 8;
 const FIX_COMMAND = "npm run install-native";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
-const nativeDir = path.join(root, ".native");
+const nativeDir = process.env.CONTROLNET_TS_NATIVE_DIR ? path.resolve(process.env.CONTROLNET_TS_NATIVE_DIR) : path.join(root, ".native");
 const strict = process.argv.includes("--strict");
 
 class Unavailable extends Error {}
@@ -243,10 +243,22 @@ function assemble(flavour, tfDir, pkgDir, addonDir) {
     fs.symlinkSync(path.join(path.dirname(tfSrc), "nvidia"), path.join(tmp, "tensorflow", "nvidia"));
   }
   linkTree(path.join(pkgDir, "package"), path.join(tmp, "tfjs-node"));
+  linkRuntimeDependencies(tmp);
   const modulePath = path.join(tmp, "tfjs-node", "lib", `napi-v${NAPI_VERSION}`);
   fs.mkdirSync(modulePath, { recursive: true });
   fs.copyFileSync(path.join(addonDir, "tfjs_binding.node"), path.join(modulePath, "tfjs_binding.node"));
   return tmp;
+}
+
+/**
+ * tfjs-node's JS requires @tensorflow/tfjs(-core) and google-protobuf by name; they must be *our* instances (one tfjs
+ * engine in the process) wherever .native lives, so .native/node_modules links to the node_modules folder that holds
+ * our @tensorflow/tfjs (node resolves modules by real path, so both names give the same instance).
+ */
+function linkRuntimeDependencies(nativeRoot) {
+  const tfjs = createRequire(path.join(root, "package.json")).resolve("@tensorflow/tfjs/package.json");
+  const modules = path.dirname(path.dirname(path.dirname(tfjs)));
+  fs.symlinkSync(path.relative(nativeRoot, modules), path.join(nativeRoot, "node_modules"));
 }
 
 /** Loads the assembled engine in a child process (a broken library must not take this script down). */
@@ -257,7 +269,8 @@ function smokeTest(dir) {
     timeout: 120_000,
   });
   if (!r.ok) {
-    const line = (r.stderr.trim().split("\n").filter(Boolean).pop() ?? r.error?.message ?? `exit ${r.status}`).slice(0, 300);
+    const lines = r.stderr.split("\n").map((l) => l.trim()).filter(Boolean);
+    const line = (lines.find((l) => /^(\w*Error|Error)\b/.test(l)) ?? lines.pop() ?? r.error?.message ?? `exit ${r.status}`).slice(0, 300);
     throw new Unavailable(`the built engine failed to load: ${line}`);
   }
   return JSON.parse(r.stdout.trim().split("\n").pop());
