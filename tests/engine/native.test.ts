@@ -7,6 +7,8 @@
 import { before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import os from "node:os";
+import path from "node:path";
+import { spawnSync } from "node:child_process";
 import { initEngine, memoryBudget, memoryInfo, tf } from "../../lib/engine/index.js";
 import { nativeMissingReason } from "../../lib/engine/native/load.js";
 import { assertClose, onCpu } from "../helpers.js";
@@ -44,5 +46,19 @@ describe("native engine", { skip: missing ?? false }, () => {
     assert.equal(memoryBudget(), os.totalmem());
     t.dispose();
     assert.equal(memoryInfo().liveBytes, a.liveBytes);
+  });
+
+  test("TF32 (node-gpu) is off unless allowTf32, as diffusers' --allow_tf32: NVIDIA_TF32_OVERRIDE=0 is set before TensorFlow loads", () => {
+    const { NVIDIA_TF32_OVERRIDE: _, ...env } = process.env;
+    const overrideAfterInit = (allowTf32: boolean) => {
+      const r = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e",
+        `import { initEngine } from ${JSON.stringify(new URL("../../lib/engine/index.ts", import.meta.url).href)};
+         await initEngine({ backend: "node", threads: 1, allowTf32: ${allowTf32} }); console.log(String(process.env.NVIDIA_TF32_OVERRIDE));`],
+      { cwd: path.resolve(import.meta.dirname, "../.."), encoding: "utf8", env });
+      assert.equal(r.status, 0, r.stderr);
+      return r.stdout.trim().split("\n").pop();
+    };
+    assert.equal(overrideAfterInit(false), "0", "exact float32 by default");
+    assert.equal(overrideAfterInit(true), "undefined", "allowTf32 leaves TensorFlow's default (TF32 on Ampere+)");
   });
 });
