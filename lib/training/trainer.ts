@@ -109,12 +109,29 @@ export interface TrainResult {
   lastLoss: number | null;
 }
 
+/** What became non-finite: the loss, the gradients (found before the update), or the weights (found after the
+ *  update, before anything is saved). */
+export type NonFiniteWhat = "loss" | "gradient norm" | "weights";
+
 export class NonFiniteLossError extends Error {
-  constructor(readonly step: number, readonly loss: number, readonly lastCheckpoint: string | null) {
-    super(`Training stopped: the loss became ${loss} at step ${step}. ` +
+  constructor(readonly step: number, readonly loss: number, readonly lastCheckpoint: string | null, readonly what: NonFiniteWhat = "loss") {
+    super(`Training stopped: the ${what === "weights" ? "weights became non-finite (NaN/inf)" : `${what} became ${loss}`} at step ${step}` +
+      `${what === "weights" ? "; nothing was saved from that step on" : "; the update was not applied"}. ` +
       (lastCheckpoint ? `The last good checkpoint is ${lastCheckpoint}.` : "No checkpoint was written yet.") +
       " Lower the learning rate or check the data.");
   }
+}
+
+/** True when every element of every tensor is finite: one scalar read (x·0 is 0 for finite x, NaN for NaN/±inf),
+ *  one variable at a time so the check never holds a second copy of the model. */
+export function allFinite(tensors: Iterable<tf.Tensor>): boolean {
+  const parts: tf.Scalar[] = [];
+  for (const t of tensors) parts.push(tf.tidy(() => tf.sum(tf.mul(t, 0)) as tf.Scalar));
+  if (!parts.length) return true;
+  const total = tf.tidy(() => tf.addN(parts));
+  const ok = Number.isFinite(total.dataSync()[0]!);
+  tf.dispose([...parts, total]);
+  return ok;
 }
 
 export class ControlNetTrainer {
@@ -314,9 +331,17 @@ export class ControlNetTrainer {
         tf.dispose([...grads.values()]);
         throw err;
       }
-      const gradNorm = this.opts.max_grad_norm > 0 ? clipGradNorm(grads, this.opts.max_grad_norm, hostGrads) : NaN;
+      // The norm also guards the update: a finite loss can still have inf/NaN gradients (clipping off: an infinite
+      // max norm measures without scaling).
+      const gradNorm = clipGradNorm(grads, this.opts.max_grad_norm > 0 ? this.opts.max_grad_norm : Infinity, hostGrads);
+      if (!Number.isFinite(gradNorm)) {
+        tf.dispose([...grads.values()]);
+        throw new NonFiniteLossError(this.globalStep + 1, gradNorm, this.lastCheckpoint, "gradient norm");
+      }
       this.optimizer.lr = this.lrScheduler.getLastLr();
       this.optimizer.step(grads, { disposeGrads: this.opts.set_grads_to_none, hostGrads });
+      // A finite gradient times a huge lr can still overflow the weights: stop before anything logs or saves them.
+      this.throwIfWeightsNonFinite(this.globalStep + 1);
       this.ema?.step();
       if (!this.opts.set_grads_to_none) tf.dispose([...grads.values()]);
       for (let i = 0; i < accumulation; i++) this.lrScheduler.step();
@@ -334,8 +359,15 @@ export class ControlNetTrainer {
     return { globalStep: this.globalStep, maxSteps: this.maxSteps, stopped: this.globalStep >= this.maxSteps ? "finished" : "until", lastLoss };
   }
 
-  /** Writes checkpoint-<step> atomically (ControlNet folder, optimizer, lr scheduler, RNG, data position). */
+  /** Stops (NonFiniteLossError) when a ControlNet weight is NaN/inf: such weights are never checkpointed or saved. */
+  throwIfWeightsNonFinite(step = this.globalStep): void {
+    if (!allFinite(this.c.controlnet.trainableVariables())) throw new NonFiniteLossError(step, NaN, this.lastCheckpoint, "weights");
+  }
+
+  /** Writes checkpoint-<step> atomically (ControlNet folder, optimizer, lr scheduler, RNG, data position); refuses
+   *  non-finite weights (a checkpoint named "last good" must be). */
   async checkpoint(hooks: Pick<TrainHooks, "onCheckpoint"> = {}): Promise<string> {
+    this.throwIfWeightsNonFinite();
     const res = await saveCheckpoint(this.opts.output_dir, this.globalStep, {
       controlnet: (dir) => this.c.controlnet.savePretrained(dir),
       optimizer: () => this.optimizer.stateDict(),
@@ -354,6 +386,7 @@ export class ControlNetTrainer {
    *  use_ema the average is copied into the ControlNet first, as train_text_to_image.py does at the end of training:
    *  what is saved is what is sampled afterwards (and what training would continue from). */
   saveFinal(): void {
+    this.throwIfWeightsNonFinite();
     this.ema?.copyTo();
     this.c.controlnet.savePretrained(this.opts.output_dir);
   }
