@@ -85,6 +85,12 @@ test("a non-finite loss stops with an error naming the step; the last checkpoint
   await t.close();
   assert.ok(fs.existsSync(path.join(dir, "checkpoint-2", "checkpoint.json")));
   assert.deepEqual(fs.readdirSync(dir).filter((f) => f.startsWith("checkpoint-")), ["checkpoint-2"]);
+  // the named checkpoint resumes, with finite weights, and trains on
+  const r = new ControlNetTrainer(tinyComponents(), await tinyDataset(), { ...base(dir), checkpointing_steps: 2, resume_from_checkpoint: "checkpoint-2" });
+  assert.equal(r.globalStep, 2);
+  assert.ok(allFinite(r.c.controlnet.trainableVariables()));
+  assert.ok(Number.isFinite((await r.train({ until: 3 })).lastLoss!));
+  await r.close();
 });
 
 test("issue 25 #2: an lr that overflows the weights stops before saving them; the named checkpoint is finite and resumes", async () => {
