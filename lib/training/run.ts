@@ -13,7 +13,7 @@ import type { TrainArgs } from "./args.js";
 import { loadBaseModel, loadOrCreateControlNet, type BaseModel } from "./base.js";
 import { ControlNetTrainer, type StepReport, type TrainResult } from "./trainer.js";
 import { TensorBoardWriter } from "./tensorboard.js";
-import { runValidation, type ValidationResult } from "./validation.js";
+import { checkValidationImages, runValidation, type ValidationResult } from "./validation.js";
 import { suddenConvergenceStep, type ConvergencePoint } from "../eval/fidelity.js";
 
 export interface RunHooks {
@@ -44,6 +44,7 @@ export function syntheticName(name: string | null | undefined): { count: number 
 
 /** Builds everything a run needs (no training yet). */
 export async function createSession(args: TrainArgs, log: (l: string) => void = console.log): Promise<TrainingSession> {
+  if (args.validation_image) await checkValidationImages(args.validation_image);
   const engine = await initEngine();
   log(describeEngine(engine));
   const hub = { revision: args.revision ?? undefined, cacheDir: args.cache_dir ?? undefined };
@@ -156,7 +157,15 @@ export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Pr
   const log = hooks.log ?? console.log;
   const s = await createSession(args, log);
   try {
-    const r = await trainSession(s, hooks);
+    let r: TrainResult;
+    try {
+      r = await trainSession(s, hooks);
+    } catch (e) {
+      // keep the trained steps: any failure after a step (validation, a hook, the disk) checkpoints first
+      const dir = await s.trainer.checkpointAfterError(e);
+      if (dir) log(`Stopped by an error at step ${s.trainer.globalStep}; state saved to ${dir}. Re-run with --resume_from_checkpoint=latest to continue.`);
+      throw e;
+    }
     if (r.stopped === "interrupted") {
       const dir = await s.trainer.checkpoint();
       log(`Interrupted at step ${r.globalStep}; state saved to ${dir}. Re-run with --resume_from_checkpoint=latest to continue.`);

@@ -21,6 +21,7 @@ import { EMAModel } from "./ema.js";
 import { JsonlLogger } from "./tensorboard.js";
 import { controlnetGradients, encodeLatents, type NoiseSchedule } from "./step.js";
 import { loadModelFolder } from "../io/diffusers.js";
+import { validateTrainingNumbers, type TrainArgs } from "./args.js";
 
 /** A checkpoint's folder for the weights' moving average (diffusers' scripts: unet_ema/). */
 const EMA_FOLDER = "controlnet_ema";
@@ -154,6 +155,8 @@ export class ControlNetTrainer {
 
   constructor(readonly c: TrainingComponents, readonly dataset: ControlNetDataset, options: TrainingOptions) {
     const o = options;
+    // the same ranges as the command line's (notebook cells and library callers construct the trainer directly)
+    validateTrainingNumbers(o as Partial<Record<keyof TrainArgs, unknown>>);
     const accumulation = o.gradient_accumulation_steps ?? 1;
     this.opts = {
       output_dir: o.output_dir, seed: o.seed ?? 0, resolution: o.resolution, train_batch_size: o.train_batch_size,
@@ -380,6 +383,22 @@ export class ControlNetTrainer {
     this.lastCheckpoint = res.path;
     await hooks.onCheckpoint?.(res.path, this.globalStep);
     return res.path;
+  }
+
+  /**
+   * After `train` failed with `error`: writes a checkpoint of the current step if steps were taken since the last one,
+   * so nothing trained is lost (as an interrupt does). Not after a non-finite stop (those weights are not kept), and
+   * never throwing over the original error. Returns the checkpoint's path, or null.
+   */
+  async checkpointAfterError(error: unknown): Promise<string | null> {
+    if (error instanceof NonFiniteLossError || this.globalStep === 0) return null;
+    if (this.lastCheckpoint && path.basename(this.lastCheckpoint) === `checkpoint-${this.globalStep}`) return null;
+    try {
+      return await this.checkpoint();
+    } catch (e) {
+      console.error(`could not save a checkpoint after the error: ${(e as Error).message}`);
+      return null;
+    }
   }
 
   /** Saves the final ControlNet as a diffusers folder in output_dir (what Python's from_pretrained loads). With

@@ -1,0 +1,79 @@
+/** Issue 25: faults and bad input must not lose work, lie or crash (one test per numbered case where it lives here). */
+import { before, test } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { ArgsError, makeTrainArgs, parseTrainArgs } from "../../lib/training/args.js";
+import { trainControlNet } from "../../lib/training/run.js";
+import { ControlNetTrainer } from "../../lib/training/trainer.js";
+import { listCheckpoints } from "../../lib/training/checkpoints.js";
+import { testEngine } from "../helpers.js";
+import { tinyComponents, tinyDataset, TINY_RESOLUTION } from "./tiny.js";
+
+const root = path.resolve(import.meta.dirname, "../..");
+const sd = path.join(root, "tests/fixtures/sd_tiny");
+const tmp = (p = "rel-") => fs.mkdtempSync(path.join(os.tmpdir(), p));
+
+before(async () => {
+  await testEngine();
+});
+
+test("#5: out-of-range numbers are refused by the CLI and by the trainer (cells, library) alike, naming the option", async () => {
+  const cli = ["--pretrained_model_name_or_path=x", "--dataset_name=d"];
+  const bad: [string, string][] = [
+    ["learning_rate", "-1"], ["learning_rate", "inf"], ["adam_beta1", "2"], ["adam_beta2", "-0.1"], ["adam_epsilon", "-1"],
+    ["adam_weight_decay", "nan"], ["max_grad_norm", "nan"], ["max_grad_norm", "-1"], ["num_train_epochs", "0"],
+    ["train_batch_size", "99999999999"], ["lr_power", "nan"], ["lr_num_cycles", "0"], ["dataloader_num_workers", "-1"],
+  ];
+  for (const [flag, value] of bad) {
+    assert.throws(() => parseTrainArgs([...cli, `--${flag}=${value}`]), (e: unknown) => e instanceof ArgsError && e.message.includes(`--${flag}`), `--${flag}=${value} accepted`);
+  }
+  // the script's defaults and ordinary values still pass
+  assert.doesNotThrow(() => parseTrainArgs([...cli, "--max_grad_norm=0", "--adam_beta1=0", "--num_train_epochs=0", "--max_train_steps=5"]));
+  // the trainer (what cn.train and library code construct) refuses the same, before touching output_dir
+  for (const [key, value] of [["learning_rate", -1], ["adam_beta1", 2], ["max_grad_norm", NaN], ["lr_power", NaN]] as const) {
+    const out = path.join(tmp(), "never");
+    assert.throws(
+      () => new ControlNetTrainer(tinyComponents(), null as never, { output_dir: out, resolution: TINY_RESOLUTION, train_batch_size: 1, learning_rate: 1e-4, [key]: value }),
+      (e: unknown) => e instanceof ArgsError && e.message.includes(key),
+    );
+    assert.ok(!fs.existsSync(out), "a refused run creates no folder");
+  }
+  assert.throws(() => makeTrainArgs({ pretrained_model_name_or_path: "x", dataset_name: "d", learning_rate: -1 }), /learning_rate/);
+});
+
+test("#4: a missing or empty --validation_image is refused before the model loads or step 1 runs", async () => {
+  const out = tmp();
+  const empty = path.join(out, "empty.png");
+  fs.writeFileSync(empty, "");
+  const args = (image: string) => makeTrainArgs({
+    pretrained_model_name_or_path: sd, dataset_name: "synthetic-fill50k:8", output_dir: path.join(out, "run"), resolution: 32,
+    train_batch_size: 1, max_train_steps: 2, validation_image: [image], validation_prompt: ["red circle with blue background"],
+  }).args;
+  const started = Date.now();
+  await assert.rejects(trainControlNet(args(empty), { log: () => {} }), /validation image .*empty\.png is empty/);
+  await assert.rejects(trainControlNet(args(path.join(out, "missing.png")), { log: () => {} }), /validation image .*missing\.png cannot be read \(no such file\)/);
+  const junk = path.join(out, "junk.png");
+  fs.writeFileSync(junk, "not an image");
+  await assert.rejects(trainControlNet(args(junk), { log: () => {} }), /validation image .*junk\.png is not a readable image/);
+  assert.ok(!fs.existsSync(path.join(out, "run")), "nothing trained, nothing written");
+  assert.ok(Date.now() - started < 5000, "refused up front");
+});
+
+test("#4: an error after step 1 writes a checkpoint before the run dies; it resumes", async () => {
+  const out = tmp();
+  const args = makeTrainArgs({
+    pretrained_model_name_or_path: sd, dataset_name: "synthetic-fill50k:8", output_dir: out, resolution: 32,
+    train_batch_size: 1, max_train_steps: 4, checkpointing_steps: 100, seed: 3,
+  }).args;
+  const lines: string[] = [];
+  await assert.rejects(
+    trainControlNet(args, { log: (l) => lines.push(l), onStep: (r) => { if (r.step === 2) throw new Error("disk gone (simulated)"); } }),
+    /disk gone/,
+  );
+  assert.deepEqual(listCheckpoints(out).map((c) => c.step), [2]);
+  assert.ok(lines.some((l) => /Stopped by an error at step 2; state saved to .*checkpoint-2/.test(l)), lines.join("\n"));
+  const r = await trainControlNet({ ...args, resume_from_checkpoint: "latest" }, { log: () => {} });
+  assert.equal(r.globalStep, 4);
+});
