@@ -16,9 +16,9 @@ import type { Batch, ControlNetDataset, DataLoader, LoaderPosition } from "../da
 import { createOptimizer, clipGradNorm, GradientAccumulator, type Optimizer } from "./optim/index.js";
 import { getScheduler, type LrScheduler, type LrSchedulerState } from "./lr-schedulers.js";
 import { Rng, type RngState } from "./rng.js";
-import { saveCheckpoint, resolveResume, loadCheckpoint } from "./checkpoints.js";
+import { saveCheckpoint, resolveResume, loadCheckpoint, listCheckpoints } from "./checkpoints.js";
 import { EMAModel } from "./ema.js";
-import { JsonlLogger } from "./tensorboard.js";
+import { JsonlLogger, readJsonl } from "./tensorboard.js";
 import { controlnetGradients, encodeLatents, type NoiseSchedule } from "./step.js";
 import { loadModelFolder } from "../io/diffusers.js";
 import { validateTrainingNumbers, type TrainArgs } from "./args.js";
@@ -135,6 +135,24 @@ export function allFinite(tensors: Iterable<tf.Tensor>): boolean {
   return ok;
 }
 
+/** The arguments that define a run's trajectory (data order, noise, step size): recorded in each checkpoint's
+ *  training_state.json as `run`, compared on resume and before a new run writes into a folder with checkpoints.
+ *  Not max_train_steps (continuing a run further is a resume), not memory options (same mathematics). */
+export type RunIdentity = Record<"seed" | "resolution" | "train_batch_size" | "gradient_accumulation_steps" | "learning_rate" | "dataset_rows", number>;
+
+/** "seed 1 (checkpoint) vs 2 (this run)" for each field that differs; empty when the same (or nothing recorded). */
+export function runDifferences(saved: unknown, mine: RunIdentity): string[] {
+  if (!saved || typeof saved !== "object") return [];
+  const s = saved as Record<string, unknown>;
+  return (Object.keys(mine) as (keyof RunIdentity)[])
+    .filter((k) => k in s && s[k] !== mine[k])
+    .map((k) => `${k} ${String(s[k])} there, ${mine[k]} here`);
+}
+
+export class RunMismatchError extends Error {
+  override name = "RunMismatchError";
+}
+
 export class ControlNetTrainer {
   readonly opts: Required<Omit<TrainingOptions, "max_train_steps" | "seed" | "checkpoints_total_limit" | "resume_from_checkpoint" | "snr_gamma">> &
     Pick<TrainingOptions, "checkpoints_total_limit" | "resume_from_checkpoint" | "snr_gamma"> & { seed: number };
@@ -208,17 +226,49 @@ export class ControlNetTrainer {
     fs.mkdirSync(this.opts.logging_dir, { recursive: true });
     this.log = new JsonlLogger(path.join(this.opts.logging_dir, "train_log.jsonl"));
     this.resume();
+    // steps after the resumed one are redone: their old lines would count twice (TensorBoard readers keep the last
+    // value per step; a JSON-lines reader sees every line)
+    dropLoggedStepsAfter(this.log.path, this.globalStep);
   }
 
-  /** Picks up `resume_from_checkpoint` (a path or "latest") like the script: nothing found → start fresh. */
+  get runIdentity(): RunIdentity {
+    const o = this.opts;
+    return {
+      seed: o.seed, resolution: o.resolution, train_batch_size: o.train_batch_size,
+      gradient_accumulation_steps: o.gradient_accumulation_steps, learning_rate: o.learning_rate, dataset_rows: this.dataset.length,
+    };
+  }
+
+  /**
+   * Picks up `resume_from_checkpoint` (a path or "latest") like the script: nothing found → start fresh. Another run's
+   * checkpoints (a different run identity) are never taken silently: "latest" refuses them, a checkpoint named
+   * explicitly is continued with a warning, and a fresh run refuses a folder holding them (the total limit would
+   * delete its own checkpoints and keep theirs, and a later "latest" would resume theirs).
+   */
   private resume(): void {
     const r = resolveResume(this.opts.output_dir, this.opts.resume_from_checkpoint);
+    const mine = this.runIdentity;
     if (!r.checkpoint) {
       if (this.opts.resume_from_checkpoint) console.log(r.message);
+      for (const c of listCheckpoints(this.opts.output_dir)) {
+        const diff = runDifferences(readTrainingState(c.path).run, mine);
+        if (diff.length) {
+          throw new RunMismatchError(`${this.opts.output_dir} holds another run's checkpoints (${path.basename(c.path)}: ${diff.join(", ")}); ` +
+            "nothing was changed. Use another output_dir, or resume that run with its own arguments.");
+        }
+      }
       return;
     }
-    console.log(r.message);
     const ck = loadCheckpoint(r.checkpoint.path);
+    const diff = runDifferences(ck.training.run, mine);
+    if (diff.length) {
+      if (this.opts.resume_from_checkpoint === "latest") {
+        throw new RunMismatchError(`resume_from_checkpoint latest: ${ck.path} is another run's (${diff.join(", ")}); nothing was changed. ` +
+          `Use another output_dir for a new run, the same arguments to continue it, or name the checkpoint (resume_from_checkpoint ${path.basename(ck.path)}) to continue it with these.`);
+      }
+      console.log(`warning: ${ck.path} was written with other arguments (${diff.join(", ")}); continuing it with this run's as asked.`);
+    }
+    console.log(r.message);
     const emaDir = path.join(ck.path, EMA_FOLDER);
     const savedEma = this.ema !== null && fs.existsSync(emaDir);
     if (savedEma) {
@@ -377,7 +427,7 @@ export class ControlNetTrainer {
       lrScheduler: () => this.lrScheduler.stateDict(),
       rng: () => ({ noise: this.rng.getState() }),
       data: () => this.position,
-      training: () => ({ epoch: this.epoch, max_train_steps: this.maxSteps }),
+      training: () => ({ epoch: this.epoch, max_train_steps: this.maxSteps, run: this.runIdentity }),
       ...(this.ema ? { extra: (dir: string) => this.ema!.withAveraged(() => this.c.controlnet.savePretrained(path.join(dir, EMA_FOLDER))) } : {}),
     }, { totalLimit: this.opts.checkpoints_total_limit });
     this.lastCheckpoint = res.path;
@@ -414,6 +464,25 @@ export class ControlNetTrainer {
     this.ema?.dispose();
     await this.loader?.close();
     this.loader = null;
+  }
+}
+
+/** Rewrites a JSON-lines log without the lines of steps after `step` (and without a torn last line), atomically. */
+function dropLoggedStepsAfter(file: string, step: number): void {
+  if (!fs.existsSync(file)) return;
+  const kept = readJsonl(file).filter((r) => !(typeof r.step === "number" && r.step > step));
+  const text = kept.map((r) => JSON.stringify(r) + "\n").join("");
+  if (text === fs.readFileSync(file, "utf8")) return;
+  const tmp = `${file}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, text);
+  fs.renameSync(tmp, file);
+}
+
+function readTrainingState(dir: string): Record<string, unknown> {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(dir, "training_state.json"), "utf8")) as Record<string, unknown>;
+  } catch {
+    return {};
   }
 }
 

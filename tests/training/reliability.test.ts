@@ -8,6 +8,7 @@ import { ArgsError, makeTrainArgs, parseTrainArgs } from "../../lib/training/arg
 import { trainControlNet } from "../../lib/training/run.js";
 import { ControlNetTrainer } from "../../lib/training/trainer.js";
 import { listCheckpoints } from "../../lib/training/checkpoints.js";
+import { readJsonl } from "../../lib/training/tensorboard.js";
 import { testEngine } from "../helpers.js";
 import { tinyComponents, tinyDataset, TINY_RESOLUTION } from "./tiny.js";
 
@@ -76,4 +77,40 @@ test("#4: an error after step 1 writes a checkpoint before the run dies; it resu
   assert.ok(lines.some((l) => /Stopped by an error at step 2; state saved to .*checkpoint-2/.test(l)), lines.join("\n"));
   const r = await trainControlNet({ ...args, resume_from_checkpoint: "latest" }, { log: () => {} });
   assert.equal(r.globalStep, 4);
+});
+
+test("#3: another run's checkpoints in output_dir are refused (fresh start, resume latest); an explicit one continues with a warning", async () => {
+  const dir = tmp();
+  const opts = { output_dir: dir, resolution: TINY_RESOLUTION, train_batch_size: 2, learning_rate: 1e-3, max_train_steps: 2, checkpointing_steps: 1, checkpoints_total_limit: 1 };
+  const a = new ControlNetTrainer(tinyComponents(), await tinyDataset(), { ...opts, seed: 1 });
+  await a.train();
+  await a.close();
+  const before = fs.readdirSync(dir).sort();
+  const other = { ...opts, seed: 2, learning_rate: 5e-4 };
+  const ds = await tinyDataset();
+  assert.throws(() => new ControlNetTrainer(tinyComponents(), ds, other), /holds another run's checkpoints \(checkpoint-2: seed 1 there, 2 here, learning_rate 0.001 there, 0.0005 here\)/);
+  assert.throws(() => new ControlNetTrainer(tinyComponents(), ds, { ...other, resume_from_checkpoint: "latest" }), /latest: .*checkpoint-2 is another run's \(seed 1 there, 2 here/);
+  assert.deepEqual(fs.readdirSync(dir).sort(), before, "the folder is untouched");
+  const explicit = new ControlNetTrainer(tinyComponents(), ds, { ...other, resume_from_checkpoint: path.join(dir, "checkpoint-2") });
+  assert.equal(explicit.globalStep, 2, "a checkpoint named explicitly is continued");
+  await explicit.close();
+  const same = new ControlNetTrainer(tinyComponents(), ds, { ...opts, seed: 1, resume_from_checkpoint: "latest" });
+  assert.equal(same.globalStep, 2);
+  await same.close();
+});
+
+test("#11: after a resume the JSON-lines log holds each step once", async () => {
+  const dir = tmp();
+  const opts = { output_dir: dir, resolution: TINY_RESOLUTION, train_batch_size: 2, learning_rate: 1e-3, max_train_steps: 4, checkpointing_steps: 2, seed: 4 };
+  const a = new ControlNetTrainer(tinyComponents(), await tinyDataset(), opts);
+  await a.train();
+  await a.close();
+  // a crash after step 4's log line but before its checkpoint would leave this state; resume from checkpoint-2
+  fs.rmSync(path.join(dir, "checkpoint-4"), { recursive: true });
+  const b = new ControlNetTrainer(tinyComponents(), await tinyDataset(), { ...opts, resume_from_checkpoint: "latest" });
+  assert.equal(b.globalStep, 2);
+  await b.train();
+  await b.close();
+  const steps = readJsonl(path.join(dir, "logs", "train_log.jsonl")).map((r) => r.step);
+  assert.deepEqual(steps, [1, 2, 3, 4]);
 });
