@@ -114,3 +114,23 @@ test("#11: after a resume the JSON-lines log holds each step once", async () => 
   const steps = readJsonl(path.join(dir, "logs", "train_log.jsonl")).map((r) => r.step);
   assert.deepEqual(steps, [1, 2, 3, 4]);
 });
+
+test("#6: hostile model and scheduler configs are refused before anything is built, naming the field", async () => {
+  const { ControlNetModel, UNet2DConditionModel } = await import("../../lib/models/index.js");
+  const { DDPMScheduler } = await import("../../lib/schedulers/index.js");
+  const unetCfg = JSON.parse(fs.readFileSync(path.join(sd, "unet", "config.json"), "utf8")) as Record<string, unknown>;
+  const cnCfg = { ...unetCfg, _class_name: "ControlNetModel", conditioning_embedding_out_channels: [16, 32] };
+  const started = performance.now();
+  assert.throws(() => new ControlNetModel({ ...cnCfg, layers_per_block: 1e9 }), /ControlNetModel config: layers_per_block must be an integer from 1 to 100.*1000000000/);
+  const elapsed = performance.now() - started;
+  assert.ok(elapsed < 1000, `refused in ${elapsed.toFixed(0)} ms`);
+  assert.throws(() => new ControlNetModel({ ...cnCfg, block_out_channels: "lots" }), /block_out_channels must be a list of integers.*"lots"/);
+  assert.throws(() => new UNet2DConditionModel({ ...unetCfg, block_out_channels: [32, 1e6] }), /UNet2DConditionModel config: block_out_channels/);
+  assert.throws(() => new ControlNetModel({ ...cnCfg, conditioning_embedding_out_channels: [16, -1] }), /conditioning_embedding_out_channels/);
+  assert.throws(() => new ControlNetModel({ ...cnCfg, layers_per_block: 100, transformer_layers_per_block: 100, block_out_channels: [65536, 65536] }), /about .* parameters/);
+  assert.throws(() => new ControlNetModel({ ...cnCfg, mid_block_type: null }), /mid_block_type null .*not supported/);
+  assert.throws(() => new UNet2DConditionModel({ ...unetCfg, mid_block_type: null }), /mid_block_type null .*not supported/);
+  assert.throws(() => DDPMScheduler.fromConfig({ num_train_timesteps: 1e12 }), /num_train_timesteps must be an integer from 1 to 1000000, got 1000000000000/);
+  // the fixture's own configs still build
+  assert.doesNotThrow(() => new ControlNetModel(cnCfg, { shapeOnly: true }));
+});
