@@ -124,7 +124,7 @@ test("#6: hostile model and scheduler configs are refused before anything is bui
   assert.throws(() => new ControlNetModel({ ...cnCfg, layers_per_block: 1e9 }), /ControlNetModel config: layers_per_block must be an integer from 1 to 100.*1000000000/);
   const elapsed = performance.now() - started;
   assert.ok(elapsed < 1000, `refused in ${elapsed.toFixed(0)} ms`);
-  assert.throws(() => new ControlNetModel({ ...cnCfg, block_out_channels: "lots" }), /block_out_channels must be a list of integers.*"lots"/);
+  assert.throws(() => new ControlNetModel({ ...cnCfg, block_out_channels: "lots" as never }), /block_out_channels must be a list of integers.*"lots"/);
   assert.throws(() => new UNet2DConditionModel({ ...unetCfg, block_out_channels: [32, 1e6] }), /UNet2DConditionModel config: block_out_channels/);
   assert.throws(() => new ControlNetModel({ ...cnCfg, conditioning_embedding_out_channels: [16, -1] }), /conditioning_embedding_out_channels/);
   assert.throws(() => new ControlNetModel({ ...cnCfg, layers_per_block: 100, transformer_layers_per_block: 100, block_out_channels: [65536, 65536] }), /about .* parameters/);
