@@ -134,3 +134,24 @@ test("#6: hostile model and scheduler configs are refused before anything is bui
   // the fixture's own configs still build
   assert.doesNotThrow(() => new ControlNetModel(cnCfg, { shapeOnly: true }));
 });
+
+test("#12: a checkpoint with a flipped bit is refused on load, naming the file; ImageGrid refuses a non-base64 image string", async () => {
+  const { ImageGrid } = await import("../../widgets/index.js");
+  const dir = tmp();
+  const opts = { output_dir: dir, resolution: TINY_RESOLUTION, train_batch_size: 2, learning_rate: 1e-3, max_train_steps: 1, checkpointing_steps: 1, seed: 2 };
+  const t = new ControlNetTrainer(tinyComponents(), await tinyDataset(), opts);
+  await t.train();
+  await t.close();
+  const weightsFile = path.join(dir, "checkpoint-1", "controlnet", "diffusion_pytorch_model.safetensors");
+  const bytes = fs.readFileSync(weightsFile);
+  bytes[bytes.length - 5]! ^= 0x01; // one bit of one weight: the size is unchanged
+  fs.writeFileSync(weightsFile, bytes);
+  const ds = await tinyDataset();
+  assert.throws(
+    () => new ControlNetTrainer(tinyComponents(), ds, { ...opts, resume_from_checkpoint: "latest" }),
+    /checkpoint-1' is not a complete checkpoint: file controlnet\/diffusion_pytorch_model\.safetensors does not match its SHA-256/,
+  );
+  assert.throws(() => new ImageGrid({ rows: [{ images: ['"><script>alert(1)</script>'] }] }), /must be base64/);
+  const grid = new ImageGrid({ rows: [{ images: [Buffer.from([1, 2, 3]).toString("base64")] }] });
+  assert.match(grid.html(), /base64,AQID"/);
+});
