@@ -242,7 +242,10 @@ export async function saveCheckpoint(outputDir: string, step: number, parts: Che
     fsyncPath(tmp);
   } catch (e) {
     fs.rmSync(tmp, { recursive: true, force: true });
-    throw e;
+    // name what was being saved (ENOSPC on a file descriptor carries no path)
+    const kept = listCheckpoints(outputDir).at(-1);
+    throw new Error(`could not write checkpoint-${step} in ${outputDir}: ${(e as Error).message}; ` +
+      (kept ? `the last complete checkpoint is ${kept.path}` : "no earlier checkpoint exists"), { cause: e });
   }
   // Move into place. Re-saving an existing step (e.g. after a resume) sets the old copy aside first.
   let old: string | null = null;

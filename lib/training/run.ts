@@ -44,6 +44,9 @@ export function syntheticName(name: string | null | undefined): { count: number 
 
 /** Builds everything a run needs (no training yet). */
 export async function createSession(args: TrainArgs, log: (l: string) => void = console.log): Promise<TrainingSession> {
+  if (fs.existsSync(args.output_dir) && !fs.statSync(args.output_dir).isDirectory()) {
+    throw new Error(`--output_dir ${args.output_dir} exists and is not a folder; nothing was trained`);
+  }
   if (args.validation_image) await checkValidationImages(args.validation_image);
   const engine = await initEngine();
   log(describeEngine(engine));
@@ -152,6 +155,14 @@ export async function pushToHub(s: TrainingSession, opts: { hubUrl?: string } = 
   return url;
 }
 
+/** --push_to_hub failed after the final save: the trained ControlNet is on disk (`cause` is the hub's error). */
+export class PushToHubError extends Error {
+  override name = "PushToHubError";
+  constructor(override readonly cause: unknown, readonly outputDir: string) {
+    super((cause as Error)?.message ?? String(cause));
+  }
+}
+
 /** The whole script: train to max_train_steps, save, push. Returns the exit code. */
 export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Promise<TrainResult> {
   const log = hooks.log ?? console.log;
@@ -171,9 +182,23 @@ export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Pr
       log(`Interrupted at step ${r.globalStep}; state saved to ${dir}. Re-run with --resume_from_checkpoint=latest to continue.`);
       return r;
     }
-    saveFinal(s);
+    try {
+      saveFinal(s);
+    } catch (e) {
+      const dir = await s.trainer.checkpointAfterError(e);
+      throw new Error(`could not save the final ControlNet in ${args.output_dir}: ${(e as Error).message}; ` +
+        `the trained state is in ${dir ?? s.trainer.lastCheckpointPath ?? "no checkpoint (none could be written)"}`, { cause: e });
+    }
     log(`Saved the ControlNet to ${args.output_dir}`);
-    if (args.push_to_hub) log(`Pushed to ${await pushToHub(s)}`);
+    if (args.push_to_hub) {
+      let url: string;
+      try {
+        url = await pushToHub(s);
+      } catch (e) {
+        throw new PushToHubError(e, args.output_dir);
+      }
+      log(`Pushed to ${url}`);
+    }
     return r;
   } finally {
     await s.trainer.close();

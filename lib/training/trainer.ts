@@ -231,6 +231,11 @@ export class ControlNetTrainer {
     dropLoggedStepsAfter(this.log.path, this.globalStep);
   }
 
+  /** The newest checkpoint this trainer wrote or resumed from, or null. */
+  get lastCheckpointPath(): string | null {
+    return this.lastCheckpoint;
+  }
+
   get runIdentity(): RunIdentity {
     const o = this.opts;
     return {

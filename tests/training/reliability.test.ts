@@ -3,6 +3,7 @@ import { before, test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
+import { spawnSync } from "node:child_process";
 import path from "node:path";
 import { ArgsError, makeTrainArgs, parseTrainArgs } from "../../lib/training/args.js";
 import { trainControlNet } from "../../lib/training/run.js";
@@ -154,4 +155,22 @@ test("#12: a checkpoint with a flipped bit is refused on load, naming the file; 
   assert.throws(() => new ImageGrid({ rows: [{ images: ['"><script>alert(1)</script>'] }] }), /must be base64/);
   const grid = new ImageGrid({ rows: [{ images: [Buffer.from([1, 2, 3]).toString("base64")] }] });
   assert.match(grid.html(), /base64,AQID"/);
+});
+
+test("#9: a full disk while checkpointing names the checkpoint and what is kept, and leaves no partial folder", async (t) => {
+  const mnt = tmp("rel-full-");
+  const m = spawnSync("mount", ["-t", "tmpfs", "-o", "size=128k", "tmpfs", mnt], { encoding: "utf8" });
+  if (m.status !== 0) {
+    t.skip(`cannot mount a tmpfs here (${(m.stderr || "").trim()}): needs root`);
+    return;
+  }
+  try {
+    const opts = { output_dir: mnt, resolution: TINY_RESOLUTION, train_batch_size: 2, learning_rate: 1e-3, max_train_steps: 2, checkpointing_steps: 1, seed: 2 };
+    const tr = new ControlNetTrainer(tinyComponents(), await tinyDataset(), opts);
+    await assert.rejects(tr.train(), /could not write checkpoint-1 in .*: ENOSPC: no space left on device.*; no earlier checkpoint exists/);
+    await tr.close();
+    assert.deepEqual(fs.readdirSync(mnt).filter((f) => f.startsWith("checkpoint-")), [], "no partial checkpoint folder");
+  } finally {
+    spawnSync("umount", [mnt]);
+  }
 });
