@@ -13,6 +13,7 @@ import type { TrainArgs } from "./args.js";
 import { loadBaseModel, loadOrCreateControlNet, type BaseModel } from "./base.js";
 import { ControlNetTrainer, type StepReport, type TrainResult } from "./trainer.js";
 import { TensorBoardWriter } from "./tensorboard.js";
+import { deviceBudget, planRun, PLANNED_ATTENTION_CHUNK, XFORMERS_ATTENTION_CHUNK } from "./plan-run.js";
 import { checkValidationImages, runValidation, type ValidationResult } from "./validation.js";
 import { suddenConvergenceStep, type ConvergencePoint } from "../eval/fidelity.js";
 
@@ -53,6 +54,20 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
   const hub = { revision: args.revision ?? undefined, cacheDir: args.cache_dir ?? undefined };
   const base = await loadBaseModel(args.pretrained_model_name_or_path, { ...hub, variant: args.variant ?? undefined, tokenizerName: args.tokenizer_name });
   const controlnet = await loadOrCreateControlNet(base, args.controlnet_model_name_or_path, { ...hub, seed: args.seed ?? 1 });
+  // before the dataset, the trainer and step 1: does this run fit the engine's memory? (issue 25 #7)
+  let attentionChunk = args.enable_xformers_memory_efficient_attention ? XFORMERS_ATTENTION_CHUNK : 0;
+  const budget = process.env.CONTROLNET_TS_IGNORE_PLAN ? null : deviceBudget(engine);
+  if (budget === null) log(process.env.CONTROLNET_TS_IGNORE_PLAN ? "memory plan: skipped (CONTROLNET_TS_IGNORE_PLAN)" : `memory plan: skipped (no device memory figure for ${engine.backend})`);
+  else {
+    const plan = planRun(args, {
+      unet: base.unet.config, vae: base.vae.config, textEncoder: base.textEncoder.config,
+      controlnet: { conditioning_embedding_out_channels: controlnet.config.conditioning_embedding_out_channels, conditioning_channels: controlnet.config.conditioning_channels },
+      seqLen: base.tokenizer.modelMaxLength,
+    }, budget, engine.backend === "wasm");
+    log(plan.message);
+    if (plan.applied.enable_xformers_memory_efficient_attention && !args.enable_xformers_memory_efficient_attention) attentionChunk = PLANNED_ATTENTION_CHUNK;
+    args = { ...args, ...plan.applied };
+  }
   const synthetic = syntheticName(args.dataset_name);
   const dataset = await createDataset({
     ...(synthetic ? { synthetic: { count: synthetic.count, seed: args.seed ?? 0 } } : { dataset_name: args.dataset_name ?? undefined }),
@@ -69,7 +84,7 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
   }, dataset, {
     ...args,
     seed: args.seed,
-    attention_chunk_size: args.enable_xformers_memory_efficient_attention ? 1024 : 0,
+    attention_chunk_size: attentionChunk,
     logging_dir: path.join(args.output_dir, args.logging_dir),
   });
   return { base, controlnet, dataset, trainer, args };
