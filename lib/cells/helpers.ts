@@ -125,6 +125,7 @@ export async function train(o: TrainCellOptions): Promise<TrainResult> {
     if (session) {
       console.log("train: options changed — starting a new trainer (resuming from the latest checkpoint on disk, if any).");
       await session.trainer.close();
+      session = null; // a refused new trainer must not leave the closed one in place
     }
     const trainer = new ControlNetTrainer({
       unet: o.base.unet, controlnet: o.controlnet, vae: o.base.vae, textEncoder: o.base.textEncoder,

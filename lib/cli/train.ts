@@ -1,4 +1,6 @@
 /** `controlnet-ts train_controlnet --flags…`: the seed's command line, verbatim flags. */
+import fs from "node:fs";
+import path from "node:path";
 import { ArgsError, parseTrainArgs, trainArgsHelp } from "../training/args.js";
 import { PushToHubError, trainControlNet } from "../training/run.js";
 import { NonFiniteLossError } from "../training/trainer.js";
@@ -21,7 +23,20 @@ export function describeError(e: unknown): string {
     case "EACCES": case "EPERM": return `cannot write${at}: permission denied`;
     case "EEXIST": return `${at.trim() || "a path"} already exists and is not what was expected (a file where a folder belongs?)`;
     case "ENOTDIR": return `${at.trim() || "a path"}: a file is in the way of a folder`;
-    case "ENOENT": return `${at.trim() || "a file"} does not exist (${err.syscall ?? "open"})`;
+    case "ENOENT": {
+      // node's recursive mkdir reports ENOENT on a read-only file system: say what the nearest existing folder is
+      if (err.syscall === "mkdir" && err.path) {
+        let dir = path.dirname(err.path);
+        while (!fs.existsSync(dir) && path.dirname(dir) !== dir) dir = path.dirname(dir);
+        try {
+          fs.accessSync(dir, fs.constants.W_OK);
+        } catch (w) {
+          const code = (w as NodeJS.ErrnoException).code;
+          return `cannot write ${err.path}: ${dir} is ${code === "EROFS" ? "on a read-only file system" : "not writable (permission denied)"}`;
+        }
+      }
+      return `${at.trim() || "a file"} does not exist (${err.syscall ?? "open"})`;
+    }
     default: return err.message.split("\n")[0]!;
   }
 }

@@ -43,3 +43,20 @@ test("#10: a base model the hub cannot give is not reported as a failed push", (
   noStack(r.stderr);
   assert.ok(!fs.existsSync(path.join(dir, "out", "diffusion_pytorch_model.safetensors")));
 });
+
+test("#9: output_dir on a read-only file system: one line saying so, no stack", (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cli-ro-"));
+  const m = spawnSync("mount", ["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", dir], { encoding: "utf8" });
+  if (m.status !== 0) {
+    t.skip(`cannot mount a read-only tmpfs here (${(m.stderr || "").trim()}): needs root`);
+    return;
+  }
+  try {
+    const r = cli([`--pretrained_model_name_or_path=${sd}`, `--output_dir=${path.join(dir, "out")}`, ...tiny]);
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /train_controlnet: cannot write .*out: .*(is on a read-only file system|the file system is read-only)/);
+    noStack(r.stderr);
+  } finally {
+    spawnSync("umount", [dir]);
+  }
+});
