@@ -7,9 +7,17 @@ export function escapeHtml(s: unknown): string {
   return String(s).replace(/[&<>"']/g, (c) => ESCAPES[c]!);
 }
 
-/** Base64 of bytes, or the string itself when it already is base64. */
+const BASE64_RE = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/** Base64 of bytes, or the string itself when it is base64 (whitespace removed). Any other string is refused: it
+ *  would go into an HTML attribute (`src="data:…"`) as it is. */
 export function toBase64(data: Uint8Array | string): string {
-  return typeof data === "string" ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString("base64");
+  if (typeof data !== "string") return Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString("base64");
+  const s = data.replace(/\s+/g, "");
+  if (!BASE64_RE.test(s) || s.length % 4 === 1) {
+    throw new Error(`an image given as a string must be base64 (got ${JSON.stringify(data.length > 40 ? data.slice(0, 40) + "…" : data)}); pass the bytes, or base64 of them`);
+  }
+  return s;
 }
 
 const UNITS = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -56,6 +56,8 @@ function decode(img: ImageInput): Decoded {
 export class ImageGrid extends Widget<ImageGridState> {
   constructor(init: Partial<ImageGridState> = {}, opts: WidgetOptions = {}) {
     super({ rows: [], title: "", thumbWidth: 192, ...init }, opts, 1);
+    // a non-base64 string is refused here, with one clear message, rather than at display time
+    for (const r of this.state.rows) for (const img of r.images) decode(img);
   }
 
   /** A grid of single images, one caption each (e.g. inference results and their prompts). */
@@ -82,7 +84,13 @@ export class ImageGrid extends Widget<ImageGridState> {
     const { rows, title, thumbWidth } = this.state;
     const figs = rows.map((r) => {
       const imgs = r.images.map((img, j) => {
-        const d = decode(img);
+        let d: Decoded;
+        try {
+          d = decode(img);
+        } catch (e) {
+          // rows set after construction: show the problem as text, never as markup
+          return `<div style="display:inline-block;color:#a00;font-size:11px">${escapeHtml((e as Error).message)}</div>`;
+        }
         // Small images (tiny test models) are scaled up with hard pixels rather than blurred.
         const pixelated = d.width !== null && d.width < thumbWidth ? "image-rendering:pixelated;" : "";
         const h = d.width && d.height ? ` height="${Math.round((thumbWidth * d.height) / d.width)}"` : "";

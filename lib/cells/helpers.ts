@@ -11,7 +11,7 @@ import type { ControlNetModel } from "../models/index.js";
 import { loadBaseModel, loadOrCreateControlNet, type BaseModel } from "../training/base.js";
 import { ControlNetTrainer, type TrainResult } from "../training/trainer.js";
 import type { EMAModel } from "../training/ema.js";
-import { runValidation, type ValidationResult } from "../training/validation.js";
+import { checkValidationImages, runValidation, type ValidationResult } from "../training/validation.js";
 import { uploadFolder } from "../io/hub.js";
 import { readJsonl } from "../training/tensorboard.js";
 import { ImageGrid, TrainingDashboard } from "../../widgets/index.js";
@@ -120,10 +120,12 @@ export async function train(o: TrainCellOptions): Promise<TrainResult> {
   const { until, ...rest } = o;
   const outputDir = path.resolve(o.outputDir ?? "outputs/controlnet");
   const key = JSON.stringify({ ...rest, base: o.base.dir, controlnet: o.controlnet.numParameters(), dataset: o.dataset.description, base_: undefined });
+  if (o.validation) await checkValidationImages(o.validation.images);
   if (!session || session.key !== key) {
     if (session) {
       console.log("train: options changed — starting a new trainer (resuming from the latest checkpoint on disk, if any).");
       await session.trainer.close();
+      session = null; // a refused new trainer must not leave the closed one in place
     }
     const trainer = new ControlNetTrainer({
       unet: o.base.unet, controlnet: o.controlnet, vae: o.base.vae, textEncoder: o.base.textEncoder,
@@ -166,6 +168,8 @@ export async function train(o: TrainCellOptions): Promise<TrainResult> {
     });
   } catch (e) {
     dashboard.finish("error");
+    const dir = await trainer.checkpointAfterError(e);
+    if (dir) console.log(`train: stopped by an error at step ${trainer.globalStep}; checkpoint written to ${dir}. Run the cell again to continue.`);
     throw e;
   }
   if (result.stopped === "interrupted") {

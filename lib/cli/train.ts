@@ -1,6 +1,8 @@
 /** `controlnet-ts train_controlnet --flags…`: the seed's command line, verbatim flags. */
+import fs from "node:fs";
+import path from "node:path";
 import { ArgsError, parseTrainArgs, trainArgsHelp } from "../training/args.js";
-import { trainControlNet } from "../training/run.js";
+import { PushToHubError, trainControlNet } from "../training/run.js";
 import { NonFiniteLossError } from "../training/trainer.js";
 import { HubError } from "../io/hub.js";
 
@@ -8,6 +10,35 @@ function formatEta(seconds: number): string {
   if (!Number.isFinite(seconds)) return "?";
   const s = Math.round(seconds);
   return `${Math.floor(s / 3600)}:${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}`;
+}
+
+/** One line for an error; file-system errors say what happened to which path in words. */
+export function describeError(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  if (!(err instanceof Error)) return String(e);
+  const at = err.path ? ` ${err.path}` : "";
+  switch (err.code) {
+    case "ENOSPC": return `no space left on the device while writing${at || " (see the path below)"}: ${err.message}`;
+    case "EROFS": return `cannot write${at}: the file system is read-only`;
+    case "EACCES": case "EPERM": return `cannot write${at}: permission denied`;
+    case "EEXIST": return `${at.trim() || "a path"} already exists and is not what was expected (a file where a folder belongs?)`;
+    case "ENOTDIR": return `${at.trim() || "a path"}: a file is in the way of a folder`;
+    case "ENOENT": {
+      // node's recursive mkdir reports ENOENT on a read-only file system: say what the nearest existing folder is
+      if (err.syscall === "mkdir" && err.path) {
+        let dir = path.dirname(err.path);
+        while (!fs.existsSync(dir) && path.dirname(dir) !== dir) dir = path.dirname(dir);
+        try {
+          fs.accessSync(dir, fs.constants.W_OK);
+        } catch (w) {
+          const code = (w as NodeJS.ErrnoException).code;
+          return `cannot write ${err.path}: ${dir} is ${code === "EROFS" ? "on a read-only file system" : "not writable (permission denied)"}`;
+        }
+      }
+      return `${at.trim() || "a file"} does not exist (${err.syscall ?? "open"})`;
+    }
+    default: return err.message.split("\n")[0]!;
+  }
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -52,12 +83,22 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`\n${e.message}\n`);
       return 1;
     }
-    if (e instanceof HubError) {
+    if (e instanceof PushToHubError) {
       // the push comes after the final save: say that nothing is lost (HubError messages never hold the token)
-      process.stderr.write(`\n--push_to_hub failed: ${e.message}\nThe trained ControlNet is saved in ${parsed.args.output_dir}; upload that folder again (huggingface-cli upload, or the pushToHub() cell) once the hub problem is fixed.\n`);
+      process.stderr.write(`\n--push_to_hub failed: ${e.message}\nThe trained ControlNet is saved in ${e.outputDir}; upload that folder again (huggingface-cli upload, or the pushToHub() cell) once the hub problem is fixed.\n`);
       return 1;
     }
-    throw e;
+    if (e instanceof ArgsError) {
+      process.stderr.write(`\ntrain_controlnet: error: ${e.message}\n`);
+      return 2;
+    }
+    // anything else: one line naming the problem (a checkpoint, if steps were taken, was already reported); the
+    // stack only on request
+    const what = e instanceof HubError ? `could not fetch from the hub (${e.repo}): ${e.message}` : describeError(e);
+    process.stderr.write(`\ntrain_controlnet: ${what}\n`);
+    if (process.env.CONTROLNET_TS_DEBUG) process.stderr.write(`${(e as Error)?.stack ?? e}\n`);
+    else process.stderr.write("(set CONTROLNET_TS_DEBUG=1 to see where it happened)\n");
+    return 1;
   } finally {
     process.off("SIGINT", onSigint);
   }

@@ -243,49 +243,74 @@ function isModelFile(name: string): boolean {
   return name === CONFIG_NAME || name.endsWith(".safetensors") || /\.safetensors\.index(\.[^.]+)?\.json$/.test(name);
 }
 
-function siblingTemp(dir: string, tag: string): string {
-  return path.join(path.dirname(dir), `.${path.basename(dir)}.${tag}-${process.pid}-${Math.random().toString(36).slice(2, 10)}`);
+/** A save's temporary folder inside the destination: `<dir>/.tmp-<pid>-<random>`. */
+const TEMP_RE = /^\.(?:tmp|old)-(\d+)-[a-z0-9]+$/;
+/** Where earlier versions put it (a sibling `.<name>.tmp-<pid>-<random>`); such leftovers are cleaned too. */
+const siblingTempRe = (name: string) => new RegExp(`^\\.${name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\\.(?:tmp|old)-(\\d+)-[a-z0-9]+$`);
+
+function pidAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** Removes temporary folders of saves into `dir` whose writer process is gone (a crash mid-save). */
+function cleanStaleTemps(dir: string): void {
+  const sweep = (parent: string, re: RegExp) => {
+    let names: string[];
+    try {
+      names = fs.readdirSync(parent);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      const m = re.exec(name);
+      if (m && !pidAlive(Number(m[1]))) fs.rmSync(path.join(parent, name), { recursive: true, force: true });
+    }
+  };
+  sweep(dir, TEMP_RE);
+  sweep(path.dirname(dir), siblingTempRe(path.basename(dir)));
 }
 
 /**
- * Writes `files` (name → writer) into a temporary sibling folder, then publishes it at `dir`:
- *  - `dir` absent: one rename — fully atomic.
- *  - `dir` holds only model files (config.json, *.safetensors, shard indexes): the old folder is renamed aside, the
- *    new one renamed in, the old one deleted (a crash between the two renames leaves the old model in `.<name>.old-*`).
- *  - `dir` holds other things too (e.g. a training output folder with checkpoint-N/ and logs): those are kept; each
- *    new, complete file is renamed into `dir` (weights first, config.json last), then stale weight files of the
- *    previous save are removed.
+ * Writes `files` (name → writer) into a temporary folder inside `dir`, then renames each complete file into `dir`
+ * (weights first, config.json last) and removes weight files of a previous save that the new one does not have.
+ * Other content of `dir` (checkpoint-N/, logs of a training output folder) is kept.
+ *
+ * The temporary folder lives inside `dir`, never beside it: `dir` may be its own filesystem (a Docker volume, a mount
+ * point), where a rename from the parent fails with EXDEV, and a crash must not leave a model-sized orphan outside
+ * `dir`. Each rename is atomic; readers need config.json, which comes last. Temporaries of writers that died are
+ * removed by the next save. A failed save leaves the previous files as they were (and no folder if there was none).
  */
 export function publishFolder(dir: string, files: Map<string, (target: string) => void>): void {
   dir = path.resolve(dir);
-  fs.mkdirSync(path.dirname(dir), { recursive: true });
-  const tmp = siblingTemp(dir, "tmp");
+  const created = !fs.existsSync(dir);
+  fs.mkdirSync(dir, { recursive: true });
+  cleanStaleTemps(dir);
+  const tmpName = `.tmp-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
+  const tmp = path.join(dir, tmpName);
   fs.mkdirSync(tmp);
   try {
     for (const [name, write] of files) write(path.join(tmp, name));
     fsyncDir(tmp);
   } catch (e) {
     fs.rmSync(tmp, { recursive: true, force: true });
+    if (created) fs.rmSync(dir, { recursive: true, force: true });
     throw e;
   }
-  const existing = fs.existsSync(dir) ? fs.readdirSync(dir) : undefined;
-  if (existing === undefined) {
-    fs.renameSync(tmp, dir);
-  } else if (existing.every(isModelFile)) {
-    const old = siblingTemp(dir, "old");
-    fs.renameSync(dir, old);
-    fs.renameSync(tmp, dir);
-    fs.rmSync(old, { recursive: true, force: true });
-  } else {
-    const order = [...files.keys()].sort((a, b) => Number(a === CONFIG_NAME) - Number(b === CONFIG_NAME));
-    for (const name of order) fs.renameSync(path.join(tmp, name), path.join(dir, name));
-    for (const name of existing) {
-      if (isModelFile(name) && name !== CONFIG_NAME && !files.has(name)) fs.rmSync(path.join(dir, name), { force: true });
-    }
-    fs.rmSync(tmp, { recursive: true, force: true });
+  const existing = fs.readdirSync(dir).filter((n) => n !== tmpName);
+  const order = [...files.keys()].sort((a, b) => Number(a === CONFIG_NAME) - Number(b === CONFIG_NAME));
+  for (const name of order) fs.renameSync(path.join(tmp, name), path.join(dir, name));
+  for (const name of existing) {
+    if (isModelFile(name) && name !== CONFIG_NAME && !files.has(name)) fs.rmSync(path.join(dir, name), { force: true });
   }
-  fsyncDir(path.dirname(dir));
+  fs.rmSync(tmp, { recursive: true, force: true });
   fsyncDir(dir);
+  fsyncDir(path.dirname(dir));
 }
 
 export interface PipelineComponent {

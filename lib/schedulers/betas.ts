@@ -51,7 +51,8 @@ export function rescaleZeroTerminalSnr(betas: Float64Array): Float64Array {
 
 export function makeBetas(cfg: BetaConfig, className: string): Float64Array {
   const T = cfg.num_train_timesteps;
-  if (!Number.isInteger(T) || T < 1) throw new Error(`${className}: num_train_timesteps must be a positive integer, got ${T}`);
+  // the schedule is held as arrays of T numbers: bound T so a bad config is a message, not a RangeError
+  if (!Number.isInteger(T) || T < 1 || T > 1_000_000) throw new Error(`${className}: num_train_timesteps must be an integer from 1 to 1000000, got ${T}`);
   let betas: Float64Array;
   if (cfg.trained_betas !== null && cfg.trained_betas !== undefined) {
     if (!Array.isArray(cfg.trained_betas) || cfg.trained_betas.length !== T) {

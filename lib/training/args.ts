@@ -344,7 +344,7 @@ export function validateTrainArgs(a: TrainArgs): string[] {
   if (a.max_train_steps != null && a.max_train_steps < 1) throw new ArgsError(`--max_train_steps must be positive, got ${a.max_train_steps}`);
   if (a.checkpoints_total_limit != null && a.checkpoints_total_limit < 1) throw new ArgsError(`--checkpoints_total_limit must be positive, got ${a.checkpoints_total_limit}`);
   if (a.lr_warmup_steps < 0) throw new ArgsError(`--lr_warmup_steps must be >= 0, got ${a.lr_warmup_steps}`);
-  if (!(a.learning_rate > 0)) throw new ArgsError(`--learning_rate must be positive, got ${a.learning_rate}`);
+  validateTrainingNumbers(a, (k) => `--${k}`);
   if (a.mixed_precision != null && !["no", "fp16", "bf16"].includes(a.mixed_precision)) {
     throw new ArgsError(`argument --mixed_precision: invalid choice: '${a.mixed_precision}' (choose from 'no', 'fp16', 'bf16')`);
   }
@@ -357,6 +357,49 @@ export function validateTrainArgs(a: TrainArgs): string[] {
   }
   if (a.dataloader_num_workers > 0) warnings.push(`--dataloader_num_workers ${a.dataloader_num_workers}: data is decoded by a prefetching loader in this process; the value only sets how far it reads ahead.`);
   return warnings;
+}
+
+/** Larger batches fit no device (the loader alone would hold 2^20 images); the check turns a RangeError deep in the
+ *  loader into a clear message. */
+export const MAX_TRAIN_BATCH_SIZE = 2 ** 20;
+
+/**
+ * The numeric options' ranges, checked wherever a run is configured — the CLI (validateTrainArgs) and the trainer
+ * itself, so notebook cells and library callers get the same refusals. Where PyTorch raises (AdamW's lr, betas, eps,
+ * weight decay) its bounds are used; elsewhere the values the script would silently misuse (NaN clipping, 0 epochs,
+ * 0 cycles, negative workers) are refused. Options absent from `o` are skipped. `flag` names an option in messages.
+ */
+export function validateTrainingNumbers(o: Partial<Record<keyof TrainArgs, unknown>>, flag: (k: string) => string = (k) => k): void {
+  const bad = (k: string, want: string) => new ArgsError(`${flag(k)} must be ${want}, got ${o[k as keyof TrainArgs]}`);
+  const num = (k: keyof TrainArgs): number | null => {
+    const v = o[k];
+    if (v === undefined || v === null) return null;
+    if (typeof v !== "number") throw bad(k, "a number");
+    return v;
+  };
+  const check = (k: keyof TrainArgs, ok: (v: number) => boolean, want: string) => {
+    const v = num(k);
+    if (v !== null && !ok(v)) throw bad(k, want);
+  };
+  const int = (lo: number, hi = Number.MAX_SAFE_INTEGER) => (v: number) => Number.isSafeInteger(v) && v >= lo && v <= hi;
+  check("learning_rate", (v) => v > 0 && Number.isFinite(v), "a positive finite number");
+  check("adam_beta1", (v) => v >= 0 && v < 1, "in [0, 1) (PyTorch's AdamW refuses other values)");
+  check("adam_beta2", (v) => v >= 0 && v < 1, "in [0, 1) (PyTorch's AdamW refuses other values)");
+  check("adam_epsilon", (v) => v >= 0 && Number.isFinite(v), ">= 0 and finite (PyTorch's AdamW refuses other values)");
+  check("adam_weight_decay", (v) => v >= 0 && Number.isFinite(v), ">= 0 and finite (PyTorch's AdamW refuses other values)");
+  check("max_grad_norm", (v) => v >= 0, ">= 0 (0 turns clipping off; NaN or a negative norm would silently do the same)");
+  check("train_batch_size", int(1, MAX_TRAIN_BATCH_SIZE), `an integer from 1 to ${MAX_TRAIN_BATCH_SIZE}`);
+  check("gradient_accumulation_steps", int(1), "a positive integer");
+  check("checkpointing_steps", int(1), "a positive integer");
+  check("lr_warmup_steps", int(0), "an integer >= 0");
+  check("lr_num_cycles", int(1), "a positive integer");
+  check("lr_power", Number.isFinite, "a finite number");
+  check("dataloader_num_workers", int(0), "an integer >= 0");
+  check("ema_decay", (v) => v >= 0 && v <= 1, "in [0, 1]");
+  check("snr_gamma", (v) => v > 0 && Number.isFinite(v), "a positive finite number");
+  check("max_train_steps", int(1), "a positive integer");
+  // the epoch count decides the length only without max_train_steps: 0 epochs would save an untrained ControlNet
+  if (o.max_train_steps === undefined || o.max_train_steps === null) check("num_train_epochs", int(1), "a positive integer (or give max_train_steps)");
 }
 
 /** The --help text. */

@@ -8,7 +8,7 @@
  *   random_states.json          the RNG states
  *   data_state.json             the position in the data order
  *   training_state.json         global step and whatever else the loop records
- *   checkpoint.json             the completion marker, written last: format, step, every file with its size
+ *   checkpoint.json             the completion marker, written last: format, step, every file with its size and SHA-256
  *
  * Atomicity: everything is written into `checkpoint-<step>.tmp-<pid>`, every file and folder is fsynced, the marker is
  * written, and only then the folder is renamed to `checkpoint-<step>` (and the parent fsynced). A rename is atomic, so
@@ -20,6 +20,7 @@
  * `limit` remain after the save. We remove the very same set, but only once the new checkpoint is in place — the
  * final state is identical, and even `limit = 1` never leaves a window without a loadable checkpoint.
  */
+import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.js";
@@ -68,7 +69,22 @@ interface Marker {
   version: number;
   step: number;
   files: Record<string, number>;
+  /** SHA-256 (hex) of every file (markers written before checksums were added have none). */
+  sha256?: Record<string, string>;
   created: string;
+}
+
+/** SHA-256 of a file, read in 1 MiB pieces. */
+function fileSha256(file: string): string {
+  const h = crypto.createHash("sha256");
+  const buf = Buffer.alloc(1 << 20);
+  const fd = fs.openSync(file, "r");
+  try {
+    for (let n; (n = fs.readSync(fd, buf, 0, buf.length, null)) > 0; ) h.update(buf.subarray(0, n));
+  } finally {
+    fs.closeSync(fd);
+  }
+  return h.digest("hex");
 }
 
 /** The `checkpoint-<N>` folders in outputDir, complete or not, ascending by step (what the script's limit counts). */
@@ -87,8 +103,9 @@ export function listCheckpoints(outputDir: string): CheckpointInfo[] {
   return listCheckpointDirs(outputDir).filter((c) => verifyCheckpoint(c.path) === null);
 }
 
-/** null when `dir` is a complete checkpoint, else the reason it is not. */
-export function verifyCheckpoint(dir: string): string | null {
+/** null when `dir` is a complete checkpoint, else the reason it is not. Sizes only by default (listing many
+ *  checkpoints stays cheap); with `checksums`, every file is hashed against the marker (loading does this). */
+export function verifyCheckpoint(dir: string, opts: { checksums?: boolean } = {}): string | null {
   let marker: Marker;
   try {
     marker = JSON.parse(fs.readFileSync(path.join(dir, MARKER), "utf8")) as Marker;
@@ -105,6 +122,11 @@ export function verifyCheckpoint(dir: string): string | null {
       return `missing file ${rel}`;
     }
     if (st.size !== size) return `file ${rel} has ${st.size} bytes, the marker says ${size}`;
+  }
+  if (opts.checksums) {
+    for (const [rel, sum] of Object.entries(marker.sha256 ?? {})) {
+      if (fileSha256(path.join(dir, rel)) !== sum) return `file ${rel} does not match its SHA-256 in ${MARKER} (corrupted)`;
+    }
   }
   return null;
 }
@@ -211,7 +233,8 @@ export async function saveCheckpoint(outputDir: string, step: number, parts: Che
     writeJson(path.join(tmp, "training_state.json"), { ...(parts.training?.() ?? {}), global_step: step });
     if (parts.extra) await parts.extra(tmp);
     const files = syncTree(tmp);
-    const marker: Marker = { format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, step, files, created: new Date().toISOString() };
+    const sha256 = Object.fromEntries(Object.keys(files).map((rel) => [rel, fileSha256(path.join(tmp, rel))]));
+    const marker: Marker = { format: CHECKPOINT_FORMAT, version: CHECKPOINT_VERSION, step, files, sha256, created: new Date().toISOString() };
     const fd = fs.openSync(path.join(tmp, MARKER), "w");
     fs.writeSync(fd, JSON.stringify(marker, null, 2) + "\n");
     fs.fsyncSync(fd);
@@ -219,7 +242,10 @@ export async function saveCheckpoint(outputDir: string, step: number, parts: Che
     fsyncPath(tmp);
   } catch (e) {
     fs.rmSync(tmp, { recursive: true, force: true });
-    throw e;
+    // name what was being saved (ENOSPC on a file descriptor carries no path)
+    const kept = listCheckpoints(outputDir).at(-1);
+    throw new Error(`could not write checkpoint-${step} in ${outputDir}: ${(e as Error).message}; ` +
+      (kept ? `the last complete checkpoint is ${kept.path}` : "no earlier checkpoint exists"), { cause: e });
   }
   // Move into place. Re-saving an existing step (e.g. after a resume) sets the old copy aside first.
   let old: string | null = null;
@@ -290,9 +316,9 @@ function readJson(file: string): unknown {
   return fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, "utf8")) : null;
 }
 
-/** Reads a checkpoint written by saveCheckpoint (verified first). */
+/** Reads a checkpoint written by saveCheckpoint (verified first, checksums included: a flipped bit names its file). */
 export function loadCheckpoint(dir: string): LoadedCheckpoint {
-  const why = verifyCheckpoint(dir);
+  const why = verifyCheckpoint(dir, { checksums: true });
   if (why) throw new Error(`'${dir}' is not a complete checkpoint: ${why}`);
   const marker = JSON.parse(fs.readFileSync(path.join(dir, MARKER), "utf8")) as Marker;
   const opt = path.join(dir, "optimizer.safetensors");

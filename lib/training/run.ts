@@ -13,7 +13,8 @@ import type { TrainArgs } from "./args.js";
 import { loadBaseModel, loadOrCreateControlNet, type BaseModel } from "./base.js";
 import { ControlNetTrainer, type StepReport, type TrainResult } from "./trainer.js";
 import { TensorBoardWriter } from "./tensorboard.js";
-import { runValidation, type ValidationResult } from "./validation.js";
+import { deviceBudget, planRun, PLANNED_ATTENTION_CHUNK, XFORMERS_ATTENTION_CHUNK } from "./plan-run.js";
+import { checkValidationImages, runValidation, type ValidationResult } from "./validation.js";
 import { suddenConvergenceStep, type ConvergencePoint } from "../eval/fidelity.js";
 
 export interface RunHooks {
@@ -44,11 +45,29 @@ export function syntheticName(name: string | null | undefined): { count: number 
 
 /** Builds everything a run needs (no training yet). */
 export async function createSession(args: TrainArgs, log: (l: string) => void = console.log): Promise<TrainingSession> {
+  if (fs.existsSync(args.output_dir) && !fs.statSync(args.output_dir).isDirectory()) {
+    throw new Error(`--output_dir ${args.output_dir} exists and is not a folder; nothing was trained`);
+  }
+  if (args.validation_image) await checkValidationImages(args.validation_image);
   const engine = await initEngine({ allowTf32: args.allow_tf32 });
   log(describeEngine(engine));
   const hub = { revision: args.revision ?? undefined, cacheDir: args.cache_dir ?? undefined };
   const base = await loadBaseModel(args.pretrained_model_name_or_path, { ...hub, variant: args.variant ?? undefined, tokenizerName: args.tokenizer_name });
   const controlnet = await loadOrCreateControlNet(base, args.controlnet_model_name_or_path, { ...hub, seed: args.seed ?? 1 });
+  // before the dataset, the trainer and step 1: does this run fit the engine's memory? (issue 25 #7)
+  let attentionChunk = args.enable_xformers_memory_efficient_attention ? XFORMERS_ATTENTION_CHUNK : 0;
+  const budget = process.env.CONTROLNET_TS_IGNORE_PLAN ? null : deviceBudget(engine);
+  if (budget === null) log(process.env.CONTROLNET_TS_IGNORE_PLAN ? "memory plan: skipped (CONTROLNET_TS_IGNORE_PLAN)" : `memory plan: skipped (no device memory figure for ${engine.backend})`);
+  else {
+    const plan = planRun(args, {
+      unet: base.unet.config, vae: base.vae.config, textEncoder: base.textEncoder.config,
+      controlnet: { conditioning_embedding_out_channels: controlnet.config.conditioning_embedding_out_channels, conditioning_channels: controlnet.config.conditioning_channels },
+      seqLen: base.tokenizer.modelMaxLength,
+    }, budget, engine.backend === "wasm");
+    log(plan.message);
+    if (plan.applied.enable_xformers_memory_efficient_attention && !args.enable_xformers_memory_efficient_attention) attentionChunk = PLANNED_ATTENTION_CHUNK;
+    args = { ...args, ...plan.applied };
+  }
   const synthetic = syntheticName(args.dataset_name);
   const dataset = await createDataset({
     ...(synthetic ? { synthetic: { count: synthetic.count, seed: args.seed ?? 0 } } : { dataset_name: args.dataset_name ?? undefined }),
@@ -65,7 +84,7 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
   }, dataset, {
     ...args,
     seed: args.seed,
-    attention_chunk_size: args.enable_xformers_memory_efficient_attention ? 1024 : 0,
+    attention_chunk_size: attentionChunk,
     logging_dir: path.join(args.output_dir, args.logging_dir),
   });
   return { base, controlnet, dataset, trainer, args };
@@ -151,20 +170,50 @@ export async function pushToHub(s: TrainingSession, opts: { hubUrl?: string } = 
   return url;
 }
 
+/** --push_to_hub failed after the final save: the trained ControlNet is on disk (`cause` is the hub's error). */
+export class PushToHubError extends Error {
+  override name = "PushToHubError";
+  constructor(override readonly cause: unknown, readonly outputDir: string) {
+    super((cause as Error)?.message ?? String(cause));
+  }
+}
+
 /** The whole script: train to max_train_steps, save, push. Returns the exit code. */
 export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Promise<TrainResult> {
   const log = hooks.log ?? console.log;
   const s = await createSession(args, log);
   try {
-    const r = await trainSession(s, hooks);
+    let r: TrainResult;
+    try {
+      r = await trainSession(s, hooks);
+    } catch (e) {
+      // keep the trained steps: any failure after a step (validation, a hook, the disk) checkpoints first
+      const dir = await s.trainer.checkpointAfterError(e);
+      if (dir) log(`Stopped by an error at step ${s.trainer.globalStep}; state saved to ${dir}. Re-run with --resume_from_checkpoint=latest to continue.`);
+      throw e;
+    }
     if (r.stopped === "interrupted") {
       const dir = await s.trainer.checkpoint();
       log(`Interrupted at step ${r.globalStep}; state saved to ${dir}. Re-run with --resume_from_checkpoint=latest to continue.`);
       return r;
     }
-    saveFinal(s);
+    try {
+      saveFinal(s);
+    } catch (e) {
+      const dir = await s.trainer.checkpointAfterError(e);
+      throw new Error(`could not save the final ControlNet in ${args.output_dir}: ${(e as Error).message}; ` +
+        `the trained state is in ${dir ?? s.trainer.lastCheckpointPath ?? "no checkpoint (none could be written)"}`, { cause: e });
+    }
     log(`Saved the ControlNet to ${args.output_dir}`);
-    if (args.push_to_hub) log(`Pushed to ${await pushToHub(s)}`);
+    if (args.push_to_hub) {
+      let url: string;
+      try {
+        url = await pushToHub(s);
+      } catch (e) {
+        throw new PushToHubError(e, args.output_dir);
+      }
+      log(`Pushed to ${url}`);
+    }
     return r;
   } finally {
     await s.trainer.close();

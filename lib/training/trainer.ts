@@ -16,11 +16,12 @@ import type { Batch, ControlNetDataset, DataLoader, LoaderPosition } from "../da
 import { createOptimizer, clipGradNorm, GradientAccumulator, type Optimizer } from "./optim/index.js";
 import { getScheduler, type LrScheduler, type LrSchedulerState } from "./lr-schedulers.js";
 import { Rng, type RngState } from "./rng.js";
-import { saveCheckpoint, resolveResume, loadCheckpoint } from "./checkpoints.js";
+import { saveCheckpoint, resolveResume, loadCheckpoint, listCheckpoints } from "./checkpoints.js";
 import { EMAModel } from "./ema.js";
-import { JsonlLogger } from "./tensorboard.js";
+import { JsonlLogger, readJsonl } from "./tensorboard.js";
 import { controlnetGradients, encodeLatents, type NoiseSchedule } from "./step.js";
 import { loadModelFolder } from "../io/diffusers.js";
+import { validateTrainingNumbers, type TrainArgs } from "./args.js";
 
 /** A checkpoint's folder for the weights' moving average (diffusers' scripts: unet_ema/). */
 const EMA_FOLDER = "controlnet_ema";
@@ -109,12 +110,47 @@ export interface TrainResult {
   lastLoss: number | null;
 }
 
+/** What became non-finite: the loss, the gradients (found before the update), or the weights (found after the
+ *  update, before anything is saved). */
+export type NonFiniteWhat = "loss" | "gradient norm" | "weights";
+
 export class NonFiniteLossError extends Error {
-  constructor(readonly step: number, readonly loss: number, readonly lastCheckpoint: string | null) {
-    super(`Training stopped: the loss became ${loss} at step ${step}. ` +
+  constructor(readonly step: number, readonly loss: number, readonly lastCheckpoint: string | null, readonly what: NonFiniteWhat = "loss") {
+    super(`Training stopped: the ${what === "weights" ? "weights became non-finite (NaN/inf)" : `${what} became ${loss}`} at step ${step}` +
+      `${what === "weights" ? "; nothing was saved from that step on" : "; the update was not applied"}. ` +
       (lastCheckpoint ? `The last good checkpoint is ${lastCheckpoint}.` : "No checkpoint was written yet.") +
       " Lower the learning rate or check the data.");
   }
+}
+
+/** True when every element of every tensor is finite: one scalar read (x·0 is 0 for finite x, NaN for NaN/±inf),
+ *  one variable at a time so the check never holds a second copy of the model. */
+export function allFinite(tensors: Iterable<tf.Tensor>): boolean {
+  const parts: tf.Scalar[] = [];
+  for (const t of tensors) parts.push(tf.tidy(() => tf.sum(tf.mul(t, 0)) as tf.Scalar));
+  if (!parts.length) return true;
+  const total = tf.tidy(() => tf.addN(parts));
+  const ok = Number.isFinite(total.dataSync()[0]!);
+  tf.dispose([...parts, total]);
+  return ok;
+}
+
+/** The arguments that define a run's trajectory (data order, noise, step size): recorded in each checkpoint's
+ *  training_state.json as `run`, compared on resume and before a new run writes into a folder with checkpoints.
+ *  Not max_train_steps (continuing a run further is a resume), not memory options (same mathematics). */
+export type RunIdentity = Record<"seed" | "resolution" | "train_batch_size" | "gradient_accumulation_steps" | "learning_rate" | "dataset_rows", number>;
+
+/** "seed 1 (checkpoint) vs 2 (this run)" for each field that differs; empty when the same (or nothing recorded). */
+export function runDifferences(saved: unknown, mine: RunIdentity): string[] {
+  if (!saved || typeof saved !== "object") return [];
+  const s = saved as Record<string, unknown>;
+  return (Object.keys(mine) as (keyof RunIdentity)[])
+    .filter((k) => k in s && s[k] !== mine[k])
+    .map((k) => `${k} ${String(s[k])} there, ${mine[k]} here`);
+}
+
+export class RunMismatchError extends Error {
+  override name = "RunMismatchError";
 }
 
 export class ControlNetTrainer {
@@ -137,6 +173,8 @@ export class ControlNetTrainer {
 
   constructor(readonly c: TrainingComponents, readonly dataset: ControlNetDataset, options: TrainingOptions) {
     const o = options;
+    // the same ranges as the command line's (notebook cells and library callers construct the trainer directly)
+    validateTrainingNumbers(o as Partial<Record<keyof TrainArgs, unknown>>);
     const accumulation = o.gradient_accumulation_steps ?? 1;
     this.opts = {
       output_dir: o.output_dir, seed: o.seed ?? 0, resolution: o.resolution, train_batch_size: o.train_batch_size,
@@ -188,17 +226,54 @@ export class ControlNetTrainer {
     fs.mkdirSync(this.opts.logging_dir, { recursive: true });
     this.log = new JsonlLogger(path.join(this.opts.logging_dir, "train_log.jsonl"));
     this.resume();
+    // steps after the resumed one are redone: their old lines would count twice (TensorBoard readers keep the last
+    // value per step; a JSON-lines reader sees every line)
+    dropLoggedStepsAfter(this.log.path, this.globalStep);
   }
 
-  /** Picks up `resume_from_checkpoint` (a path or "latest") like the script: nothing found → start fresh. */
+  /** The newest checkpoint this trainer wrote or resumed from, or null. */
+  get lastCheckpointPath(): string | null {
+    return this.lastCheckpoint;
+  }
+
+  get runIdentity(): RunIdentity {
+    const o = this.opts;
+    return {
+      seed: o.seed, resolution: o.resolution, train_batch_size: o.train_batch_size,
+      gradient_accumulation_steps: o.gradient_accumulation_steps, learning_rate: o.learning_rate, dataset_rows: this.dataset.length,
+    };
+  }
+
+  /**
+   * Picks up `resume_from_checkpoint` (a path or "latest") like the script: nothing found → start fresh. Another run's
+   * checkpoints (a different run identity) are never taken silently: "latest" refuses them, a checkpoint named
+   * explicitly is continued with a warning, and a fresh run refuses a folder holding them (the total limit would
+   * delete its own checkpoints and keep theirs, and a later "latest" would resume theirs).
+   */
   private resume(): void {
     const r = resolveResume(this.opts.output_dir, this.opts.resume_from_checkpoint);
+    const mine = this.runIdentity;
     if (!r.checkpoint) {
       if (this.opts.resume_from_checkpoint) console.log(r.message);
+      for (const c of listCheckpoints(this.opts.output_dir)) {
+        const diff = runDifferences(readTrainingState(c.path).run, mine);
+        if (diff.length) {
+          throw new RunMismatchError(`${this.opts.output_dir} holds another run's checkpoints (${path.basename(c.path)}: ${diff.join(", ")}); ` +
+            "nothing was changed. Use another output_dir, or resume that run with its own arguments.");
+        }
+      }
       return;
     }
-    console.log(r.message);
     const ck = loadCheckpoint(r.checkpoint.path);
+    const diff = runDifferences(ck.training.run, mine);
+    if (diff.length) {
+      if (this.opts.resume_from_checkpoint === "latest") {
+        throw new RunMismatchError(`resume_from_checkpoint latest: ${ck.path} is another run's (${diff.join(", ")}); nothing was changed. ` +
+          `Use another output_dir for a new run, the same arguments to continue it, or name the checkpoint (resume_from_checkpoint ${path.basename(ck.path)}) to continue it with these.`);
+      }
+      console.log(`warning: ${ck.path} was written with other arguments (${diff.join(", ")}); continuing it with this run's as asked.`);
+    }
+    console.log(r.message);
     const emaDir = path.join(ck.path, EMA_FOLDER);
     const savedEma = this.ema !== null && fs.existsSync(emaDir);
     if (savedEma) {
@@ -314,9 +389,17 @@ export class ControlNetTrainer {
         tf.dispose([...grads.values()]);
         throw err;
       }
-      const gradNorm = this.opts.max_grad_norm > 0 ? clipGradNorm(grads, this.opts.max_grad_norm, hostGrads) : NaN;
+      // The norm also guards the update: a finite loss can still have inf/NaN gradients (clipping off: an infinite
+      // max norm measures without scaling).
+      const gradNorm = clipGradNorm(grads, this.opts.max_grad_norm > 0 ? this.opts.max_grad_norm : Infinity, hostGrads);
+      if (!Number.isFinite(gradNorm)) {
+        tf.dispose([...grads.values()]);
+        throw new NonFiniteLossError(this.globalStep + 1, gradNorm, this.lastCheckpoint, "gradient norm");
+      }
       this.optimizer.lr = this.lrScheduler.getLastLr();
       this.optimizer.step(grads, { disposeGrads: this.opts.set_grads_to_none, hostGrads });
+      // A finite gradient times a huge lr can still overflow the weights: stop before anything logs or saves them.
+      this.throwIfWeightsNonFinite(this.globalStep + 1);
       this.ema?.step();
       if (!this.opts.set_grads_to_none) tf.dispose([...grads.values()]);
       for (let i = 0; i < accumulation; i++) this.lrScheduler.step();
@@ -334,15 +417,22 @@ export class ControlNetTrainer {
     return { globalStep: this.globalStep, maxSteps: this.maxSteps, stopped: this.globalStep >= this.maxSteps ? "finished" : "until", lastLoss };
   }
 
-  /** Writes checkpoint-<step> atomically (ControlNet folder, optimizer, lr scheduler, RNG, data position). */
+  /** Stops (NonFiniteLossError) when a ControlNet weight is NaN/inf: such weights are never checkpointed or saved. */
+  throwIfWeightsNonFinite(step = this.globalStep): void {
+    if (!allFinite(this.c.controlnet.trainableVariables())) throw new NonFiniteLossError(step, NaN, this.lastCheckpoint, "weights");
+  }
+
+  /** Writes checkpoint-<step> atomically (ControlNet folder, optimizer, lr scheduler, RNG, data position); refuses
+   *  non-finite weights (a checkpoint named "last good" must be). */
   async checkpoint(hooks: Pick<TrainHooks, "onCheckpoint"> = {}): Promise<string> {
+    this.throwIfWeightsNonFinite();
     const res = await saveCheckpoint(this.opts.output_dir, this.globalStep, {
       controlnet: (dir) => this.c.controlnet.savePretrained(dir),
       optimizer: () => this.optimizer.stateDict(),
       lrScheduler: () => this.lrScheduler.stateDict(),
       rng: () => ({ noise: this.rng.getState() }),
       data: () => this.position,
-      training: () => ({ epoch: this.epoch, max_train_steps: this.maxSteps }),
+      training: () => ({ epoch: this.epoch, max_train_steps: this.maxSteps, run: this.runIdentity }),
       ...(this.ema ? { extra: (dir: string) => this.ema!.withAveraged(() => this.c.controlnet.savePretrained(path.join(dir, EMA_FOLDER))) } : {}),
     }, { totalLimit: this.opts.checkpoints_total_limit });
     this.lastCheckpoint = res.path;
@@ -350,10 +440,27 @@ export class ControlNetTrainer {
     return res.path;
   }
 
+  /**
+   * After `train` failed with `error`: writes a checkpoint of the current step if steps were taken since the last one,
+   * so nothing trained is lost (as an interrupt does). Not after a non-finite stop (those weights are not kept), and
+   * never throwing over the original error. Returns the checkpoint's path, or null.
+   */
+  async checkpointAfterError(error: unknown): Promise<string | null> {
+    if (error instanceof NonFiniteLossError || this.globalStep === 0) return null;
+    if (this.lastCheckpoint && path.basename(this.lastCheckpoint) === `checkpoint-${this.globalStep}`) return null;
+    try {
+      return await this.checkpoint();
+    } catch (e) {
+      console.error(`could not save a checkpoint after the error: ${(e as Error).message}`);
+      return null;
+    }
+  }
+
   /** Saves the final ControlNet as a diffusers folder in output_dir (what Python's from_pretrained loads). With
    *  use_ema the average is copied into the ControlNet first, as train_text_to_image.py does at the end of training:
    *  what is saved is what is sampled afterwards (and what training would continue from). */
   saveFinal(): void {
+    this.throwIfWeightsNonFinite();
     this.ema?.copyTo();
     this.c.controlnet.savePretrained(this.opts.output_dir);
   }
@@ -362,6 +469,25 @@ export class ControlNetTrainer {
     this.ema?.dispose();
     await this.loader?.close();
     this.loader = null;
+  }
+}
+
+/** Rewrites a JSON-lines log without the lines of steps after `step` (and without a torn last line), atomically. */
+function dropLoggedStepsAfter(file: string, step: number): void {
+  if (!fs.existsSync(file)) return;
+  const kept = readJsonl(file).filter((r) => !(typeof r.step === "number" && r.step > step));
+  const text = kept.map((r) => JSON.stringify(r) + "\n").join("");
+  if (text === fs.readFileSync(file, "utf8")) return;
+  const tmp = `${file}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, text);
+  fs.renameSync(tmp, file);
+}
+
+function readTrainingState(dir: string): Record<string, unknown> {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(dir, "training_state.json"), "utf8")) as Record<string, unknown>;
+  } catch {
+    return {};
   }
 }
 

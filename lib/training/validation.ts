@@ -47,6 +47,28 @@ export function pairValidation(images: string[], prompts: string[]): [string, st
   throw new Error(`number of validation images (${images.length}) and prompts (${prompts.length}) must match, or one of them must be 1`);
 }
 
+/**
+ * Reads and decodes every validation image before training starts, so a missing, empty or undecodable file is refused
+ * up front (one line naming the file) instead of at the first validation, after the steps it would cost.
+ */
+export async function checkValidationImages(images: readonly string[]): Promise<void> {
+  for (const image of new Set(images)) {
+    let bytes: Buffer;
+    try {
+      bytes = fs.readFileSync(image);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new Error(`validation image ${image} cannot be read (${code === "ENOENT" ? "no such file" : code === "EISDIR" ? "a folder" : (e as Error).message}); nothing was trained`);
+    }
+    if (bytes.length === 0) throw new Error(`validation image ${image} is empty (0 bytes); nothing was trained`);
+    try {
+      await decodeRgb(new Uint8Array(bytes));
+    } catch (e) {
+      throw new Error(`validation image ${image} is not a readable image (${(e as Error).message.split("\n")[0]}); nothing was trained`);
+    }
+  }
+}
+
 export async function runValidation(base: BaseModel, controlnet: ControlNetModel, o: ValidationOptions): Promise<ValidationResult> {
   const t0 = performance.now();
   const pipe = new StableDiffusionControlNetPipeline({

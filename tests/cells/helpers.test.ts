@@ -61,3 +61,22 @@ test("train({useEma}): validate() and save() use the weights' average, training 
     fs.rmSync(out, { recursive: true, force: true });
   }
 });
+
+test("issue 25 #4/#5: train() refuses learningRate -1 and an empty validation image before any step (the CLI's checks)", async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cells-bad-"));
+  try {
+    const ds = await cn.dataset({ synthetic: { count: 8 }, resolution: 32 });
+    const base = await cn.baseModel(sd);
+    const controlnet = await cn.controlnet({ from: base });
+    await assert.rejects(cn.train({ base, controlnet, dataset: ds, outputDir: out, batchSize: 2, learningRate: -1, until: 1 }), /learning_rate must be a positive finite number, got -1/);
+    const empty = path.join(out, "empty.png");
+    fs.writeFileSync(empty, "");
+    await assert.rejects(
+      cn.train({ base, controlnet, dataset: ds, outputDir: out, batchSize: 2, learningRate: 1e-4, until: 1, validation: { images: [empty], prompts: ["x"], every: 1 } }),
+      /validation image .*empty\.png is empty/,
+    );
+    assert.deepEqual(fs.readdirSync(out).filter((f) => f.startsWith("checkpoint-") || f === "logs"), [], "no step was taken");
+  } finally {
+    await cn.resetTraining();
+  }
+});

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { spawnSync } from "node:child_process";
 import { after, describe, test } from "node:test";
 import {
   addVariant, DIFFUSERS_VERSION, findWeightFiles, loadModelFolder, loadPipelineFolder, pipelineComponent, saveModelFolder,
@@ -200,6 +201,51 @@ describe("atomic folder saves", () => {
     assert.equal(fs.readFileSync(path.join(dir, "logs.txt"), "utf8"), "hello");
     assert.equal(loadModelFolder(dir).config.v, 2);
     assertSameTensors(weights(), loadModelFolder(dir).tensors);
+  });
+});
+
+describe("saves onto another filesystem and after crashes (issue 25 #1)", () => {
+  /** The pid of a process that has exited (a writer that died). */
+  const deadPid = () => spawnSync(process.execPath, ["-e", "0"]).pid!;
+
+  test("output_dir is a tmpfs mount point: the save succeeds (no cross-device rename) and leaves nothing in the parent", (t) => {
+    const mnt = fresh("mnt");
+    fs.mkdirSync(mnt);
+    const m = spawnSync("mount", ["-t", "tmpfs", "-o", "size=16m", "tmpfs", mnt], { encoding: "utf8" });
+    if (m.status !== 0) {
+      t.skip(`cannot mount a tmpfs here (${(m.stderr || m.error?.message || "").trim()}): needs root`);
+      return;
+    }
+    try {
+      assert.notEqual(fs.statSync(mnt).dev, fs.statSync(root).dev, "the mount is its own filesystem");
+      saveModelFolder(mnt, { className: "X", config: { v: 1 }, tensors: weights(), maxShardBytes: 200 });
+      fs.mkdirSync(path.join(mnt, "checkpoint-1"));
+      saveModelFolder(mnt, { className: "X", config: { v: 2 }, tensors: weights() });
+      assert.equal(loadModelFolder(mnt).config.v, 2);
+      assertSameTensors(weights(), loadModelFolder(mnt).tensors);
+      assert.deepEqual(fs.readdirSync(mnt).sort(), ["checkpoint-1", "config.json", "diffusion_pytorch_model.safetensors"]);
+      assert.deepEqual(fs.readdirSync(root).filter((f) => f.startsWith(".") && f.includes(path.basename(mnt))), [], "no temp folders beside the mount");
+    } finally {
+      spawnSync("umount", [mnt]);
+    }
+  });
+
+  test("temporaries of a writer that died are removed by the next save, inside output_dir and beside it", () => {
+    const dir = fresh("crashed");
+    saveModelFolder(dir, { className: "X", config: { v: 1 }, tensors: weights() });
+    const pid = deadPid();
+    const inside = path.join(dir, `.tmp-${pid}-abc123`);
+    const beside = path.join(root, `.${path.basename(dir)}.tmp-${pid}-def456`); // where earlier versions wrote
+    const live = path.join(dir, `.tmp-${process.pid}-zzz999`); // a save in progress in this process: kept
+    for (const d of [inside, beside, live]) {
+      fs.mkdirSync(d);
+      fs.writeFileSync(path.join(d, "diffusion_pytorch_model.safetensors"), "partial");
+    }
+    saveModelFolder(dir, { className: "X", config: { v: 2 }, tensors: weights() });
+    assert.ok(!fs.existsSync(inside) && !fs.existsSync(beside), "dead writers' temporaries removed");
+    assert.ok(fs.existsSync(live), "a live writer's temporary is left alone");
+    fs.rmSync(live, { recursive: true });
+    assert.equal(loadModelFolder(dir).config.v, 2);
   });
 });
 

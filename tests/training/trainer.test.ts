@@ -4,7 +4,8 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { ControlNetTrainer, NonFiniteLossError, type TrainingOptions } from "../../lib/training/trainer.js";
+import { allFinite, ControlNetTrainer, NonFiniteLossError, type TrainingOptions } from "../../lib/training/trainer.js";
+import { loadModelFolder } from "../../lib/io/diffusers.js";
 import { testEngine, maxAbsDiff } from "../helpers.js";
 import { tinyComponents, tinyDataset, TINY_RESOLUTION } from "./tiny.js";
 
@@ -70,17 +71,53 @@ test("a non-finite loss stops with an error naming the step; the last checkpoint
   await assert.rejects(
     t.train({
       onStep: (s) => {
-        if (s.step === 2) {
+        if (s.step === 3) {
           const p = t.c.controlnet.namedParameters().get("controlnet_mid_block.weight")!;
           p.variable.assign(p.variable.mul(Number.NaN));
         }
       },
     }),
-    (e: unknown) => e instanceof NonFiniteLossError && e.step === 3 && /checkpoint-2/.test(e.message),
+    (e: unknown) => e instanceof NonFiniteLossError && e.step === 4 && /checkpoint-2/.test(e.message),
   );
+  // the poisoned weights are refused by any later save, too
+  await assert.rejects(t.checkpoint(), (e: unknown) => e instanceof NonFiniteLossError && e.what === "weights");
+  assert.throws(() => t.saveFinal(), NonFiniteLossError);
   await t.close();
   assert.ok(fs.existsSync(path.join(dir, "checkpoint-2", "checkpoint.json")));
-  assert.ok(!fs.existsSync(path.join(dir, "checkpoint-3")));
+  assert.deepEqual(fs.readdirSync(dir).filter((f) => f.startsWith("checkpoint-")), ["checkpoint-2"]);
+  // the named checkpoint resumes, with finite weights, and trains on
+  const r = new ControlNetTrainer(tinyComponents(), await tinyDataset(), { ...base(dir), checkpointing_steps: 2, resume_from_checkpoint: "checkpoint-2" });
+  assert.equal(r.globalStep, 2);
+  assert.ok(allFinite(r.c.controlnet.trainableVariables()));
+  assert.ok(Number.isFinite((await r.train({ until: 3 })).lastLoss!));
+  await r.close();
+});
+
+test("issue 25 #2: an lr that overflows the weights stops before saving them; the named checkpoint is finite and resumes", async () => {
+  const dir = tmp();
+  // 1e38 (the issue's run): the loss and gradients of step 1 are finite, the update is not
+  const opts = { ...base(dir), learning_rate: 1e38, checkpointing_steps: 1, checkpoints_total_limit: null };
+  const t = new ControlNetTrainer(tinyComponents(), await tinyDataset(), opts);
+  let err: NonFiniteLossError | null = null;
+  await t.train().catch((e: unknown) => { err = e as NonFiniteLossError; });
+  await t.close();
+  assert.ok(err !== null && (err as unknown) instanceof NonFiniteLossError, `expected a non-finite stop, got ${err}`);
+  const e = err as NonFiniteLossError;
+  const saved = fs.readdirSync(dir).filter((f) => f.startsWith("checkpoint-")).sort();
+  // nothing of the failing step or later is on disk
+  assert.ok(saved.every((f) => Number(f.split("-")[1]) < e.step), `saved ${saved} after a stop at step ${e.step}`);
+  for (const f of saved) {
+    const { tensors } = loadModelFolder(path.join(dir, f, "controlnet"));
+    for (const [k, v] of tensors) assert.ok((v.data as Float32Array).every(Number.isFinite), `${f}: ${k} holds non-finite weights`);
+  }
+  if (e.lastCheckpoint) {
+    assert.equal(path.basename(e.lastCheckpoint), saved.at(-1));
+    const r = new ControlNetTrainer(tinyComponents(), await tinyDataset(), { ...opts, resume_from_checkpoint: e.lastCheckpoint });
+    assert.equal(r.globalStep, Number(saved.at(-1)!.split("-")[1]));
+    assert.ok(allFinite(r.c.controlnet.trainableVariables()));
+    await r.close();
+  } else assert.deepEqual(saved, [], "a checkpoint exists but the error names none");
+  assert.match(e.message, /non-finite|became/);
 });
 
 test("with a host optimizer and gradient checkpointing, gradients stream to the host: same weights as on the device", async () => {

@@ -114,11 +114,11 @@ export class JsonlTable implements Table {
     const name = normalizeEntryName(p);
     if (this.archives.length) {
       if (!isSafeRelativePath(name)) throw new Error(`refused path ${p} (absolute or outside the dataset)`);
-      for (const a of this.archives) if (a.has(name)) return a.read(name);
+      for (const a of this.archives) if (a.has(name)) return a.read(name, { image: true });
       // the jsonl may name "images/0.png" while an archive holds "0.png" or "fill50k/images/0.png"
       for (const a of this.archives) {
         const hit = a.lookup(name);
-        if (hit) return a.read(hit);
+        if (hit) return a.read(hit, { image: true });
       }
     }
     if (this.strictPaths && !isSafeRelativePath(name)) throw new Error(`refused path ${p} (absolute or outside the dataset)`);

@@ -4,13 +4,34 @@
  * `..` are refused: they are left out of the index and listed in `refused`.
  */
 import fs from "node:fs/promises";
-import { inflateSync } from "fflate";
+import { crc32 } from "node:zlib";
+import { Inflate } from "fflate";
 
 interface Entry {
   method: number;
   compressedSize: number;
   size: number;
+  crc: number;
   localHeaderOffset: number;
+}
+
+/** sharp's default limitInputPixels (0x3FFF²): no image it decodes has more pixels. */
+export const IMAGE_PIXEL_LIMIT = 0x3fff * 0x3fff;
+/** The largest entry inflated: an uncompressed 4-channel image at the pixel limit, plus headers. A larger declared
+ *  size is refused before anything is read or allocated. */
+export const MAX_ENTRY_BYTES = IMAGE_PIXEL_LIMIT * 4 + (1 << 20);
+/** Compressed bytes read at a time, and fed to the inflater at a time: deflate expands at most ~1032×, so one push
+ *  yields at most ~4 MB before the size and signature checks see it. */
+const READ_CHUNK = 256 * 1024;
+const INFLATE_CHUNK = 4 * 1024;
+
+/** An image format's signature at the start (PNG, JPEG, GIF, WebP, TIFF, BMP, HEIF/AVIF, SVG): a zip bomb's zeros (or
+ *  any non-image) read as an image are refused after the first inflated chunk instead of being inflated whole. */
+export function looksLikeImage(b: Uint8Array): boolean {
+  const at = (off: number, ...sig: number[]) => sig.every((v, i) => b[off + i] === v);
+  const ascii = (off: number, t: string) => at(off, ...[...t].map((c) => c.charCodeAt(0)));
+  return at(0, 0x89, 0x50, 0x4e, 0x47) || at(0, 0xff, 0xd8, 0xff) || ascii(0, "GIF8") || (ascii(0, "RIFF") && ascii(8, "WEBP")) ||
+    at(0, 0x49, 0x49, 0x2a, 0x00) || at(0, 0x4d, 0x4d, 0x00, 0x2a) || ascii(0, "BM") || ascii(4, "ftyp") || ascii(0, "<svg") || ascii(0, "<?xml");
 }
 
 /** True when an archive/metadata path is relative and stays inside its root. */
@@ -78,6 +99,7 @@ export class ZipArchive {
       if (cd.readUInt32LE(p) !== 0x02014b50) throw new Error(`bad central directory entry ${k}`);
       const flags = cd.readUInt16LE(p + 8);
       const method = cd.readUInt16LE(p + 10);
+      const crc = cd.readUInt32LE(p + 16);
       let compressedSize = cd.readUInt32LE(p + 20);
       let size = cd.readUInt32LE(p + 24);
       const nameLen = cd.readUInt16LE(p + 28);
@@ -105,7 +127,7 @@ export class ZipArchive {
         this.refused.push(rawName);
         continue;
       }
-      this.entries.set(normalizeEntryName(rawName), { method, compressedSize, size, localHeaderOffset });
+      this.entries.set(normalizeEntryName(rawName), { method, compressedSize, size, crc, localHeaderOffset });
     }
   }
 
@@ -142,21 +164,60 @@ export class ZipArchive {
     return undefined;
   }
 
-  /** The entry's bytes; rejects for names not in the index (missing or refused). */
-  async read(name: string): Promise<Uint8Array> {
+  /** The entry's bytes, checked against its declared size and CRC-32; rejects for names not in the index (missing or
+   *  refused). With `image`, an entry that does not start like an image is refused after its first inflated chunk. */
+  async read(name: string, opts: { image?: boolean } = {}): Promise<Uint8Array> {
+    const image = opts.image ?? false;
     const n = normalizeEntryName(name);
     const ent = this.entries.get(n);
     if (!ent) {
       const why = this.refused.includes(name) || !isSafeRelativePath(name) ? "refused (unsafe path)" : "not in archive";
       throw new Error(`${this.file}: entry ${name} ${why}`);
     }
+    if (ent.size > MAX_ENTRY_BYTES) {
+      throw new Error(`${this.file}: entry ${n} declares ${ent.size} bytes, more than an image within the pixel limit can hold (${MAX_ENTRY_BYTES}); refused unread`);
+    }
     const lh = await this.readAt(ent.localHeaderOffset, 30);
     if (lh.readUInt32LE(0) !== 0x04034b50) throw new Error(`${this.file}: bad local header for ${n}`);
     const start = ent.localHeaderOffset + 30 + lh.readUInt16LE(26) + lh.readUInt16LE(28);
-    const comp = await this.readAt(start, ent.compressedSize);
-    if (ent.method === 0) return new Uint8Array(comp.buffer, comp.byteOffset, comp.byteLength);
-    if (ent.method === 8) return inflateSync(comp, { out: new Uint8Array(ent.size) });
-    throw new Error(`${this.file}: entry ${n} uses unsupported compression method ${ent.method}`);
+    let out: Uint8Array;
+    if (ent.method === 0) {
+      if (ent.compressedSize !== ent.size) throw new Error(`${this.file}: stored entry ${n} has ${ent.compressedSize} bytes but declares ${ent.size}`);
+      const b = await this.readAt(start, ent.size);
+      out = new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+      if (image && !looksLikeImage(out)) throw new Error(`${this.file}: entry ${n} is not an image; refused`);
+    } else if (ent.method === 8) out = await this.inflate(n, ent, start, image);
+    else throw new Error(`${this.file}: entry ${n} uses unsupported compression method ${ent.method}`);
+    const crc = crc32(out) >>> 0;
+    if (crc !== ent.crc) throw new Error(`${this.file}: entry ${n} fails its CRC-32 check (${crc.toString(16)} vs ${ent.crc.toString(16)}): the archive is corrupted`);
+    return out;
+  }
+
+  /** Streams a deflated entry through the inflater in small pieces, holding it to its declared size (no more: a bomb
+   *  or a lie; no less: truncated) and to being an image from its first bytes on. */
+  private async inflate(n: string, ent: Entry, start: number, image: boolean): Promise<Uint8Array> {
+    const out = new Uint8Array(ent.size);
+    let total = 0;
+    let ended = false;
+    const inf = new Inflate((chunk, final) => {
+      if (image && total === 0 && chunk.length && !looksLikeImage(chunk)) throw new Error(`${this.file}: entry ${n} is not an image; refused after its first ${chunk.length} bytes`);
+      if (total + chunk.length > ent.size) throw new Error(`${this.file}: entry ${n} inflates past its declared ${ent.size} bytes; refused`);
+      out.set(chunk, total);
+      total += chunk.length;
+      if (final) ended = true;
+    });
+    for (let pos = 0; pos < ent.compressedSize; pos += READ_CHUNK) {
+      const buf = await this.readAt(start + pos, Math.min(READ_CHUNK, ent.compressedSize - pos));
+      // until the first bytes came out (and passed the signature check), feed 256 bytes at a time (≤ ~260 KB out)
+      for (let k = 0; k < buf.length; ) {
+        const piece = buf.subarray(k, k + (total === 0 ? 256 : INFLATE_CHUNK));
+        k += piece.length;
+        inf.push(piece, pos + k >= ent.compressedSize);
+      }
+    }
+    if (ent.compressedSize === 0) inf.push(new Uint8Array(0), true);
+    if (!ended || total !== ent.size) throw new Error(`${this.file}: entry ${n} inflates to ${total} bytes but declares ${ent.size}: truncated or corrupted`);
+    return out;
   }
 
   async close(): Promise<void> {

@@ -1,0 +1,105 @@
+/** Issue 25 #8: zip entries are held to their declared size, their CRC-32 and (for images) an image signature. */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import zlib from "node:zlib";
+import { Deflate } from "fflate";
+import { ZipArchive, MAX_ENTRY_BYTES } from "../../lib/data/sources/zip.js";
+import { encodePng } from "../../lib/data/image.js";
+
+interface RawEntry { name: string; method: 0 | 8; data: Uint8Array; size: number; crc: number }
+
+/** A zip written by hand, so entries can declare what they like. */
+function writeZip(file: string, entries: RawEntry[]): void {
+  const parts: Buffer[] = [];
+  const central: Buffer[] = [];
+  let offset = 0;
+  for (const e of entries) {
+    const name = Buffer.from(e.name);
+    const lh = Buffer.alloc(30);
+    lh.writeUInt32LE(0x04034b50, 0); lh.writeUInt16LE(20, 4); lh.writeUInt16LE(e.method, 8);
+    lh.writeUInt32LE(e.crc >>> 0, 14); lh.writeUInt32LE(e.data.length, 18); lh.writeUInt32LE(e.size, 22); lh.writeUInt16LE(name.length, 26);
+    const cd = Buffer.alloc(46);
+    cd.writeUInt32LE(0x02014b50, 0); cd.writeUInt16LE(20, 4); cd.writeUInt16LE(20, 6); cd.writeUInt16LE(e.method, 10);
+    cd.writeUInt32LE(e.crc >>> 0, 16); cd.writeUInt32LE(e.data.length, 20); cd.writeUInt32LE(e.size, 24); cd.writeUInt16LE(name.length, 28);
+    cd.writeUInt32LE(offset, 42);
+    parts.push(lh, name, Buffer.from(e.data));
+    central.push(cd, name);
+    offset += 30 + name.length + e.data.length;
+  }
+  const cdBuf = Buffer.concat(central);
+  const eocd = Buffer.alloc(22);
+  eocd.writeUInt32LE(0x06054b50, 0); eocd.writeUInt16LE(entries.length, 8); eocd.writeUInt16LE(entries.length, 10);
+  eocd.writeUInt32LE(cdBuf.length, 12); eocd.writeUInt32LE(offset, 16);
+  fs.writeFileSync(file, Buffer.concat([...parts, cdBuf, eocd]));
+}
+
+/** `size` zero bytes deflated and their CRC, streamed (fflate's synchronous Deflate, 1 MiB at a time) so the test
+ *  itself never holds them. */
+function zeroBomb(size: number): { data: Uint8Array; crc: number } {
+  const chunk = new Uint8Array(1 << 20);
+  const out: Uint8Array[] = [];
+  const d = new Deflate({ level: 9 }, (c) => out.push(c.slice()));
+  let crc = 0;
+  for (let left = size; left > 0; left -= chunk.length) {
+    const c = left >= chunk.length ? chunk : chunk.subarray(0, left);
+    crc = zlib.crc32(c, crc);
+    d.push(c, left <= chunk.length);
+  }
+  return { data: Buffer.concat(out), crc: crc >>> 0 };
+}
+
+const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "zip-bomb-"));
+
+test("#8: four 400 MB zero entries in a small zip are refused as images with the reader's RSS under 100 MB", () => {
+  const dir = tmp();
+  const bomb = zeroBomb(400_000_000);
+  const file = path.join(dir, "bomb.zip");
+  writeZip(file, [0, 1, 2, 3].map((i) => ({ name: `images/${i}.png`, method: 8, data: bomb.data, size: 400_000_000, crc: bomb.crc })));
+  assert.ok(fs.statSync(file).size < 4_000_000, `bomb is ${fs.statSync(file).size} bytes`);
+  // a fresh process reads them, so its peak RSS is the reader's
+  const script = `
+    import { ZipArchive } from ${JSON.stringify(path.resolve(import.meta.dirname, "../../lib/data/sources/zip.ts"))};
+    const z = await ZipArchive.open(${JSON.stringify(file)});
+    const errors = [];
+    for (let i = 0; i < 4; i++) await z.read("images/" + i + ".png", { image: true }).catch((e) => errors.push(e.message));
+    await z.close();
+    console.log(JSON.stringify({ errors, maxRssMB: process.resourceUsage().maxRSS / 1024 }));`;
+  const r = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], { encoding: "utf8", cwd: path.resolve(import.meta.dirname, "../..") });
+  assert.equal(r.status, 0, r.stderr);
+  const { errors, maxRssMB } = JSON.parse(r.stdout.trim().split("\n").at(-1)!) as { errors: string[]; maxRssMB: number };
+  assert.equal(errors.length, 4);
+  for (const e of errors) assert.match(e, /is not an image; refused after its first/);
+  assert.ok(maxRssMB < 100, `peak RSS ${maxRssMB.toFixed(0)} MB`);
+});
+
+test("#8: declared sizes and CRC-32 are enforced: oversized, under-declared, over-declared and bit-flipped entries are refused", async () => {
+  const dir = tmp();
+  const png = await encodePng({ data: new Uint8Array(64 * 64 * 3).map((_, i) => (i * 7) % 256), width: 64, height: 64, channels: 3 });
+  const deflated = zlib.deflateRawSync(png);
+  const crc = zlib.crc32(png) >>> 0;
+  const flipped = Buffer.from(png);
+  flipped[flipped.length >> 1]! ^= 0x10;
+  const file = path.join(dir, "lies.zip");
+  writeZip(file, [
+    { name: "ok.png", method: 8, data: deflated, size: png.length, crc },
+    { name: "stored.png", method: 0, data: png, size: png.length, crc },
+    { name: "huge.png", method: 8, data: deflated, size: MAX_ENTRY_BYTES + 1, crc },
+    { name: "under.png", method: 8, data: deflated, size: png.length - 100, crc },
+    { name: "over.png", method: 8, data: deflated, size: png.length + 100, crc },
+    { name: "flipped.png", method: 0, data: flipped, size: png.length, crc },
+    { name: "flipped-deflated.png", method: 8, data: zlib.deflateRawSync(flipped), size: png.length, crc },
+  ]);
+  const z = await ZipArchive.open(file);
+  assert.deepEqual(Buffer.from(await z.read("ok.png", { image: true })), Buffer.from(png));
+  assert.deepEqual(Buffer.from(await z.read("stored.png", { image: true })), Buffer.from(png));
+  await assert.rejects(z.read("huge.png"), /huge\.png declares \d+ bytes, more than an image within the pixel limit/);
+  await assert.rejects(z.read("under.png"), /under\.png inflates past its declared/);
+  await assert.rejects(z.read("over.png"), /over\.png inflates to \d+ bytes but declares/);
+  await assert.rejects(z.read("flipped.png"), /flipped\.png fails its CRC-32 check/);
+  await assert.rejects(z.read("flipped-deflated.png"), /flipped-deflated\.png fails its CRC-32 check/);
+  await z.close();
+});

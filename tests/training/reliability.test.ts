@@ -1,0 +1,176 @@
+/** Issue 25: faults and bad input must not lose work, lie or crash (one test per numbered case where it lives here). */
+import { before, test } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import { spawnSync } from "node:child_process";
+import path from "node:path";
+import { ArgsError, makeTrainArgs, parseTrainArgs } from "../../lib/training/args.js";
+import { trainControlNet } from "../../lib/training/run.js";
+import { ControlNetTrainer } from "../../lib/training/trainer.js";
+import { listCheckpoints } from "../../lib/training/checkpoints.js";
+import { readJsonl } from "../../lib/training/tensorboard.js";
+import { testEngine } from "../helpers.js";
+import { tinyComponents, tinyDataset, TINY_RESOLUTION } from "./tiny.js";
+
+const root = path.resolve(import.meta.dirname, "../..");
+const sd = path.join(root, "tests/fixtures/sd_tiny");
+const tmp = (p = "rel-") => fs.mkdtempSync(path.join(os.tmpdir(), p));
+
+before(async () => {
+  await testEngine();
+});
+
+test("#5: out-of-range numbers are refused by the CLI and by the trainer (cells, library) alike, naming the option", async () => {
+  const cli = ["--pretrained_model_name_or_path=x", "--dataset_name=d"];
+  const bad: [string, string][] = [
+    ["learning_rate", "-1"], ["learning_rate", "inf"], ["adam_beta1", "2"], ["adam_beta2", "-0.1"], ["adam_epsilon", "-1"],
+    ["adam_weight_decay", "nan"], ["max_grad_norm", "nan"], ["max_grad_norm", "-1"], ["num_train_epochs", "0"],
+    ["train_batch_size", "99999999999"], ["lr_power", "nan"], ["lr_num_cycles", "0"], ["dataloader_num_workers", "-1"],
+  ];
+  for (const [flag, value] of bad) {
+    assert.throws(() => parseTrainArgs([...cli, `--${flag}=${value}`]), (e: unknown) => e instanceof ArgsError && e.message.includes(`--${flag}`), `--${flag}=${value} accepted`);
+  }
+  // the script's defaults and ordinary values still pass
+  assert.doesNotThrow(() => parseTrainArgs([...cli, "--max_grad_norm=0", "--adam_beta1=0", "--num_train_epochs=0", "--max_train_steps=5"]));
+  // the trainer (what cn.train and library code construct) refuses the same, before touching output_dir
+  for (const [key, value] of [["learning_rate", -1], ["adam_beta1", 2], ["max_grad_norm", NaN], ["lr_power", NaN]] as const) {
+    const out = path.join(tmp(), "never");
+    assert.throws(
+      () => new ControlNetTrainer(tinyComponents(), null as never, { output_dir: out, resolution: TINY_RESOLUTION, train_batch_size: 1, learning_rate: 1e-4, [key]: value }),
+      (e: unknown) => e instanceof ArgsError && e.message.includes(key),
+    );
+    assert.ok(!fs.existsSync(out), "a refused run creates no folder");
+  }
+  assert.throws(() => makeTrainArgs({ pretrained_model_name_or_path: "x", dataset_name: "d", learning_rate: -1 }), /learning_rate/);
+});
+
+test("#4: a missing or empty --validation_image is refused before the model loads or step 1 runs", async () => {
+  const out = tmp();
+  const empty = path.join(out, "empty.png");
+  fs.writeFileSync(empty, "");
+  const args = (image: string) => makeTrainArgs({
+    pretrained_model_name_or_path: sd, dataset_name: "synthetic-fill50k:8", output_dir: path.join(out, "run"), resolution: 32,
+    train_batch_size: 1, max_train_steps: 2, validation_image: [image], validation_prompt: ["red circle with blue background"],
+  }).args;
+  const started = Date.now();
+  await assert.rejects(trainControlNet(args(empty), { log: () => {} }), /validation image .*empty\.png is empty/);
+  await assert.rejects(trainControlNet(args(path.join(out, "missing.png")), { log: () => {} }), /validation image .*missing\.png cannot be read \(no such file\)/);
+  const junk = path.join(out, "junk.png");
+  fs.writeFileSync(junk, "not an image");
+  await assert.rejects(trainControlNet(args(junk), { log: () => {} }), /validation image .*junk\.png is not a readable image/);
+  assert.ok(!fs.existsSync(path.join(out, "run")), "nothing trained, nothing written");
+  assert.ok(Date.now() - started < 5000, "refused up front");
+});
+
+test("#4: an error after step 1 writes a checkpoint before the run dies; it resumes", async () => {
+  const out = tmp();
+  const args = makeTrainArgs({
+    pretrained_model_name_or_path: sd, dataset_name: "synthetic-fill50k:8", output_dir: out, resolution: 32,
+    train_batch_size: 1, max_train_steps: 4, checkpointing_steps: 100, seed: 3,
+  }).args;
+  const lines: string[] = [];
+  await assert.rejects(
+    trainControlNet(args, { log: (l) => lines.push(l), onStep: (r) => { if (r.step === 2) throw new Error("disk gone (simulated)"); } }),
+    /disk gone/,
+  );
+  assert.deepEqual(listCheckpoints(out).map((c) => c.step), [2]);
+  assert.ok(lines.some((l) => /Stopped by an error at step 2; state saved to .*checkpoint-2/.test(l)), lines.join("\n"));
+  const r = await trainControlNet({ ...args, resume_from_checkpoint: "latest" }, { log: () => {} });
+  assert.equal(r.globalStep, 4);
+});
+
+test("#3: another run's checkpoints in output_dir are refused (fresh start, resume latest); an explicit one continues with a warning", async () => {
+  const dir = tmp();
+  const opts = { output_dir: dir, resolution: TINY_RESOLUTION, train_batch_size: 2, learning_rate: 1e-3, max_train_steps: 2, checkpointing_steps: 1, checkpoints_total_limit: 1 };
+  const a = new ControlNetTrainer(tinyComponents(), await tinyDataset(), { ...opts, seed: 1 });
+  await a.train();
+  await a.close();
+  const before = fs.readdirSync(dir).sort();
+  const other = { ...opts, seed: 2, learning_rate: 5e-4 };
+  const ds = await tinyDataset();
+  assert.throws(() => new ControlNetTrainer(tinyComponents(), ds, other), /holds another run's checkpoints \(checkpoint-2: seed 1 there, 2 here, learning_rate 0.001 there, 0.0005 here\)/);
+  assert.throws(() => new ControlNetTrainer(tinyComponents(), ds, { ...other, resume_from_checkpoint: "latest" }), /latest: .*checkpoint-2 is another run's \(seed 1 there, 2 here/);
+  assert.deepEqual(fs.readdirSync(dir).sort(), before, "the folder is untouched");
+  const explicit = new ControlNetTrainer(tinyComponents(), ds, { ...other, resume_from_checkpoint: path.join(dir, "checkpoint-2") });
+  assert.equal(explicit.globalStep, 2, "a checkpoint named explicitly is continued");
+  await explicit.close();
+  const same = new ControlNetTrainer(tinyComponents(), ds, { ...opts, seed: 1, resume_from_checkpoint: "latest" });
+  assert.equal(same.globalStep, 2);
+  await same.close();
+});
+
+test("#11: after a resume the JSON-lines log holds each step once", async () => {
+  const dir = tmp();
+  const opts = { output_dir: dir, resolution: TINY_RESOLUTION, train_batch_size: 2, learning_rate: 1e-3, max_train_steps: 4, checkpointing_steps: 2, seed: 4 };
+  const a = new ControlNetTrainer(tinyComponents(), await tinyDataset(), opts);
+  await a.train();
+  await a.close();
+  // a crash after step 4's log line but before its checkpoint would leave this state; resume from checkpoint-2
+  fs.rmSync(path.join(dir, "checkpoint-4"), { recursive: true });
+  const b = new ControlNetTrainer(tinyComponents(), await tinyDataset(), { ...opts, resume_from_checkpoint: "latest" });
+  assert.equal(b.globalStep, 2);
+  await b.train();
+  await b.close();
+  const steps = readJsonl(path.join(dir, "logs", "train_log.jsonl")).map((r) => r.step);
+  assert.deepEqual(steps, [1, 2, 3, 4]);
+});
+
+test("#6: hostile model and scheduler configs are refused before anything is built, naming the field", async () => {
+  const { ControlNetModel, UNet2DConditionModel } = await import("../../lib/models/index.js");
+  const { DDPMScheduler } = await import("../../lib/schedulers/index.js");
+  const unetCfg = JSON.parse(fs.readFileSync(path.join(sd, "unet", "config.json"), "utf8")) as Record<string, unknown>;
+  const cnCfg = { ...unetCfg, _class_name: "ControlNetModel", conditioning_embedding_out_channels: [16, 32] };
+  const started = performance.now();
+  assert.throws(() => new ControlNetModel({ ...cnCfg, layers_per_block: 1e9 }), /ControlNetModel config: layers_per_block must be an integer from 1 to 100.*1000000000/);
+  const elapsed = performance.now() - started;
+  assert.ok(elapsed < 1000, `refused in ${elapsed.toFixed(0)} ms`);
+  assert.throws(() => new ControlNetModel({ ...cnCfg, block_out_channels: "lots" as never }), /block_out_channels must be a list of integers.*"lots"/);
+  assert.throws(() => new UNet2DConditionModel({ ...unetCfg, block_out_channels: [32, 1e6] }), /UNet2DConditionModel config: block_out_channels/);
+  assert.throws(() => new ControlNetModel({ ...cnCfg, conditioning_embedding_out_channels: [16, -1] }), /conditioning_embedding_out_channels/);
+  assert.throws(() => new ControlNetModel({ ...cnCfg, layers_per_block: 100, transformer_layers_per_block: 100, block_out_channels: [65536, 65536] }), /about .* parameters/);
+  assert.throws(() => new ControlNetModel({ ...cnCfg, mid_block_type: null }), /mid_block_type null .*not supported/);
+  assert.throws(() => new UNet2DConditionModel({ ...unetCfg, mid_block_type: null }), /mid_block_type null .*not supported/);
+  assert.throws(() => DDPMScheduler.fromConfig({ num_train_timesteps: 1e12 }), /num_train_timesteps must be an integer from 1 to 1000000, got 1000000000000/);
+  // the fixture's own configs still build
+  assert.doesNotThrow(() => new ControlNetModel(cnCfg, { shapeOnly: true }));
+});
+
+test("#12: a checkpoint with a flipped bit is refused on load, naming the file; ImageGrid refuses a non-base64 image string", async () => {
+  const { ImageGrid } = await import("../../widgets/index.js");
+  const dir = tmp();
+  const opts = { output_dir: dir, resolution: TINY_RESOLUTION, train_batch_size: 2, learning_rate: 1e-3, max_train_steps: 1, checkpointing_steps: 1, seed: 2 };
+  const t = new ControlNetTrainer(tinyComponents(), await tinyDataset(), opts);
+  await t.train();
+  await t.close();
+  const weightsFile = path.join(dir, "checkpoint-1", "controlnet", "diffusion_pytorch_model.safetensors");
+  const bytes = fs.readFileSync(weightsFile);
+  bytes[bytes.length - 5]! ^= 0x01; // one bit of one weight: the size is unchanged
+  fs.writeFileSync(weightsFile, bytes);
+  const ds = await tinyDataset();
+  assert.throws(
+    () => new ControlNetTrainer(tinyComponents(), ds, { ...opts, resume_from_checkpoint: "latest" }),
+    /checkpoint-1' is not a complete checkpoint: file controlnet\/diffusion_pytorch_model\.safetensors does not match its SHA-256/,
+  );
+  assert.throws(() => new ImageGrid({ rows: [{ images: ['"><script>alert(1)</script>'] }] }), /must be base64/);
+  const grid = new ImageGrid({ rows: [{ images: [Buffer.from([1, 2, 3]).toString("base64")] }] });
+  assert.match(grid.html(), /base64,AQID"/);
+});
+
+test("#9: a full disk while checkpointing names the checkpoint and what is kept, and leaves no partial folder", async (t) => {
+  const mnt = tmp("rel-full-");
+  const m = spawnSync("mount", ["-t", "tmpfs", "-o", "size=128k", "tmpfs", mnt], { encoding: "utf8" });
+  if (m.status !== 0) {
+    t.skip(`cannot mount a tmpfs here (${(m.stderr || "").trim()}): needs root`);
+    return;
+  }
+  try {
+    const opts = { output_dir: mnt, resolution: TINY_RESOLUTION, train_batch_size: 2, learning_rate: 1e-3, max_train_steps: 2, checkpointing_steps: 1, seed: 2 };
+    const tr = new ControlNetTrainer(tinyComponents(), await tinyDataset(), opts);
+    await assert.rejects(tr.train(), /could not write checkpoint-1 in .*: ENOSPC: no space left on device.*; no earlier checkpoint exists/);
+    await tr.close();
+    assert.deepEqual(fs.readdirSync(mnt).filter((f) => f.startsWith("checkpoint-")), [], "no partial checkpoint folder");
+  } finally {
+    spawnSync("umount", [mnt]);
+  }
+});
