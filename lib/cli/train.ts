@@ -1,6 +1,7 @@
 /** `controlnet-ts train_controlnet --flags…`: the seed's command line, verbatim flags. */
 import { ArgsError, parseTrainArgs, trainArgsHelp } from "../training/args.js";
-import { trainControlNet } from "../training/run.js";
+import { HubRepoError, trainControlNet } from "../training/run.js";
+import { ForeignCheckpointError } from "../training/checkpoints.js";
 import { NonFiniteLossError } from "../training/trainer.js";
 import { HubError } from "../io/hub.js";
 
@@ -51,6 +52,14 @@ export async function main(argv: string[]): Promise<number> {
     if (e instanceof NonFiniteLossError) {
       process.stderr.write(`\n${e.message}\n`);
       return 1;
+    }
+    if (e instanceof HubRepoError) {
+      process.stderr.write(`train_controlnet: error: --push_to_hub: ${e.message} Training did not start.\n`);
+      return 1;
+    }
+    if (e instanceof ForeignCheckpointError) {
+      process.stderr.write(`train_controlnet: error: ${e.message}\n`);
+      return 2;
     }
     if (e instanceof HubError) {
       // the push comes after the final save: say that nothing is lost (HubError messages never hold the token)

@@ -93,8 +93,8 @@ export interface StepReport {
 export interface TrainHooks {
   signal?: AbortSignal | null;
   onStep?: (r: StepReport) => void | Promise<void>;
-  /** Called after each checkpoint is written. */
-  onCheckpoint?: (dir: string, step: number) => void | Promise<void>;
+  /** Called after each checkpoint is written, with the checkpoints checkpoints_total_limit removed. */
+  onCheckpoint?: (dir: string, step: number, removed: string[]) => void | Promise<void>;
   /** Called every `validation_steps` (the caller runs the pipeline). */
   validationSteps?: number;
   onValidation?: (step: number) => void | Promise<void>;
@@ -346,7 +346,7 @@ export class ControlNetTrainer {
       ...(this.ema ? { extra: (dir: string) => this.ema!.withAveraged(() => this.c.controlnet.savePretrained(path.join(dir, EMA_FOLDER))) } : {}),
     }, { totalLimit: this.opts.checkpoints_total_limit });
     this.lastCheckpoint = res.path;
-    await hooks.onCheckpoint?.(res.path, this.globalStep);
+    await hooks.onCheckpoint?.(res.path, this.globalStep, res.removed);
     return res.path;
   }
 

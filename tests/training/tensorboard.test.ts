@@ -77,17 +77,20 @@ test("writer → reader round trip: file name, file_version, scalars, images (PN
   assert.equal(evs[3]!.step, 2 ** 40);
   const img = evs[4]!.values[0]!;
   assert.equal(img.tag, "red circle");
-  // make_grid: 2 images of 4x3 side by side with 2 px padding → (2·(4+2)+2) × (3+2+2)
-  assert.deepEqual([img.image!.width, img.image!.height, img.image!.colorspace], [14, 7, 3]);
+  // torch.utils.tensorboard's make_grid: 2 images of 4x3 side by side, no padding → 8 × 3
+  assert.deepEqual([img.image!.width, img.image!.height, img.image!.colorspace], [8, 3, 3]);
   assert.deepEqual(Array.from(img.image!.encoded.subarray(0, 8)), [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
   const sharp = (await import("sharp")).default;
   const { data, info } = await sharp(Buffer.from(img.image!.encoded)).raw().toBuffer({ resolveWithObject: true });
-  assert.deepEqual([info.width, info.height, info.channels], [14, 7, 3]);
-  const grid = makeGrid([px, px.map((v) => 255 - v)], 4, 3, 3);
+  assert.deepEqual([info.width, info.height, info.channels], [8, 3, 3]);
+  const grid = makeGrid([px, px.map((v) => 255 - v)], 4, 3, 3, 8, 0);
   assert.deepEqual(new Uint8Array(data), grid.pixels);
-  // pixel (x=2,y=2) of the grid is the first image's (0,0); (x=8,y=2) the second's
-  assert.deepEqual(Array.from(grid.pixels.subarray((2 * 14 + 2) * 3, (2 * 14 + 2) * 3 + 3)), Array.from(px.subarray(0, 3)));
-  assert.deepEqual(Array.from(grid.pixels.subarray((2 * 14 + 8) * 3, (2 * 14 + 8) * 3 + 3)), Array.from(px.subarray(0, 3)).map((v) => 255 - v));
+  // pixel (0,0) of the grid is the first image's (0,0); (x=4,y=0) the second's
+  assert.deepEqual(Array.from(grid.pixels.subarray(0, 3)), Array.from(px.subarray(0, 3)));
+  assert.deepEqual(Array.from(grid.pixels.subarray(4 * 3, 4 * 3 + 3)), Array.from(px.subarray(0, 3)).map((v) => 255 - v));
+  // torchvision's make_grid (the demo's grids) pads: 2 px around each cell → (2·(4+2)+2) × (3+2+2)
+  const padded = makeGrid([px, px], 4, 3, 3);
+  assert.deepEqual([padded.width, padded.height], [14, 7]);
   // a flipped bit anywhere is caught
   const bytes = fs.readFileSync(w.path);
   bytes[bytes.length - 20] ^= 1;
