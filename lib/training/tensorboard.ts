@@ -144,13 +144,15 @@ export function makeGrid(images: Uint8Array[], width: number, height: number, ch
 const HPARAMS_STRING = 1;
 const HPARAMS_FLOAT64 = 3;
 
-/** A float as PyYAML writes it (a `.` in the mantissa, a signed exponent), so Python reads it back as a float. */
+/** A float as PyYAML writes it: Python's repr (shortest digits; exponent form below 1e-4 and from 1e16) with a `.`
+ *  in the mantissa, so Python reads it back as a float. */
 function yamlFloat(v: number): string {
   if (!Number.isFinite(v)) return Number.isNaN(v) ? ".nan" : v > 0 ? ".inf" : "-.inf";
-  if (Number.isInteger(v) && Math.abs(v) < 1e16) return `${v}.0`;
-  const s = String(v);
-  const m = /^(-?\d+)(\.\d+)?e([+-])(\d+)$/.exec(s);
-  return m ? `${m[1]}${m[2] ?? ".0"}e${m[3]}${m[4]!.padStart(2, "0")}` : s;
+  const [mantissa, exp] = v.toExponential().split("e") as [string, string];
+  const e = Number(exp);
+  if (e < -4 || e >= 16) return `${mantissa.includes(".") ? mantissa : `${mantissa}.0`}e${e < 0 ? "-" : "+"}${String(Math.abs(e)).padStart(2, "0")}`;
+  const fixed = String(v);
+  return fixed.includes(".") ? fixed : `${fixed}.0`;
 }
 
 /** yaml.dump of a flat dict of scalars (keys sorted, as PyYAML's default); strings double-quoted (valid YAML);
