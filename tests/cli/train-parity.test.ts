@@ -176,6 +176,34 @@ test("--push_to_hub with output_dir's name: <user>/<name> is created before trai
   }
 });
 
+test("hub ids as upstream passes them: --revision is the base model's only, --controlnet_model_name_or_path at its main, --tokenizer_name a hub id", async () => {
+  const server = await new HubServer().start();
+  try {
+    // main of the base lacks its UNet: only revision v2 can train
+    const files: Record<string, Buffer> = {};
+    for (const f of fs.readdirSync(tiny, { recursive: true }).map(String)) {
+      if (fs.statSync(path.join(tiny, f)).isFile()) files[f] = fs.readFileSync(path.join(tiny, f));
+    }
+    server.addRepo("org/tiny-sd", Object.fromEntries(Object.entries(files).filter(([f]) => !f.startsWith("unet/"))));
+    server.addRepo("org/tiny-sd", files, { branch: "v2" });
+    server.addRepoFromDir("org/tiny-cn", path.join(tiny, "controlnet"));
+    server.addRepoFromDir("org/clip-tokenizer", path.join(tiny, "tokenizer"));
+    const out = tmp("cli-rev-");
+    const r = await runAsync(["train_controlnet", "--pretrained_model_name_or_path=org/tiny-sd", "--revision=v2", "--controlnet_model_name_or_path=org/tiny-cn",
+      "--tokenizer_name=org/clip-tokenizer", `--output_dir=${out}`, "--dataset_name=synthetic-fill50k:4", "--resolution=32", "--train_batch_size=1",
+      "--max_train_steps=1", "--seed=5"], { HF_ENDPOINT: server.url, HF_HUB_CACHE: tmp("hub-cache-") });
+    assert.equal(r.status, 0, r.stderr.slice(-3000));
+    assert.match(r.stdout, /^Loading existing controlnet weights$/m);
+    const urls = server.requests.map((q) => q.url);
+    assert.ok(urls.includes("/api/models/org/tiny-sd/revision/v2"), urls.join("\n"));
+    assert.ok(urls.includes("/api/models/org/tiny-cn/revision/main"), urls.join("\n"));
+    assert.ok(urls.some((u) => u.startsWith("/org/clip-tokenizer/resolve/")), "tokenizer fetched from the hub");
+    assert.ok(fs.existsSync(path.join(out, "diffusion_pytorch_model.safetensors")));
+  } finally {
+    await server.close();
+  }
+});
+
 test("an output_dir of diffusers' (accelerate) checkpoints: one clear message offering their ControlNet, nothing overwritten", () => {
   const out = tmp("cli-acc-");
   writeAccelerateCheckpoint(out, 500);
@@ -194,15 +222,30 @@ test("an output_dir of diffusers' (accelerate) checkpoints: one clear message of
   assert.deepEqual(snapshot(), before, "the folder was changed");
 });
 
-test("trackers: --report_to wandb logs to TensorBoard and says so; an unknown tracker is refused before anything runs", () => {
+test("trackers and upstream's smaller habits: --report_to wandb logs to TensorBoard and says so (unknown trackers refused); logged lr is the next step's; accumulation stops at the epoch's end; 'removing checkpoints'; --num_validation_images 0", async () => {
   const out = tmp("cli-wandb-");
-  const args = ["train_controlnet", `--pretrained_model_name_or_path=${tiny}`, `--output_dir=${out}`, "--dataset_name=synthetic-fill50k:8", "--resolution=32",
-    "--train_batch_size=1", "--max_train_steps=1", "--seed=2"];
+  const [control] = await smallConditioningImages(out);
+  const args = ["train_controlnet", `--pretrained_model_name_or_path=${tiny}`, `--output_dir=${out}`, "--dataset_name=synthetic-fill50k:3", "--resolution=32",
+    "--train_batch_size=1", "--gradient_accumulation_steps=2", "--max_train_steps=2", "--seed=2", "--learning_rate=1e-4",
+    "--lr_scheduler=constant_with_warmup", "--lr_warmup_steps=2", "--checkpointing_steps=1", "--checkpoints_total_limit=1",
+    "--validation_image", control!, "--validation_prompt", PROMPTS[0]!, "--num_validation_images=0"];
   const r = run([...args, "--report_to", "wandb"]);
   assert.equal(r.status, 0, r.stderr.slice(-3000));
   assert.match(r.stderr, /warning: --report_to wandb: controlnet-ts has no wandb integration, so nothing is sent to wandb; the run is logged to TensorBoard instead/);
-  const tags = findEventFiles(path.join(out, "logs", "train_controlnet")).flatMap((f) => readEvents(f).flatMap((e) => e.values.map((v) => v.tag)));
-  assert.ok(tags.includes("loss"), `what the warning promises is there: ${tags}`);
+  const events = findEventFiles(path.join(out, "logs", "train_controlnet")).flatMap((f) => readEvents(f));
+  const scalars = (tag: string) => events.flatMap((e) => e.values.filter((v) => v.tag === tag).map((v) => [e.step, v.simpleValue]));
+  assert.equal(scalars("loss").length, 2, "what the warning promises is there");
+  // lr_scheduler.get_last_lr() after the step: warmup 2 → 1/2 · lr after step 1, lr after step 2
+  assert.deepEqual(scalars("lr"), [[1, Math.fround(5e-5)], [2, Math.fround(1e-4)]]);
+  // 3 batches per epoch, accumulation 2: step 1 takes two, step 2 the epoch's last one alone (never one of epoch 1)
+  assert.ok(r.stdout.includes("  Num batches each epoch = 3\n  Num Epochs = 1\n"), r.stdout);
+  const steps = fs.readFileSync(path.join(out, "logs", "train_log.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as { step: number; epoch: number });
+  assert.deepEqual(steps.map((x) => [x.step, x.epoch]), [[1, 0], [2, 0]]);
+  assert.match(r.stdout, /^removing checkpoints: checkpoint-1$/m);
+  assert.deepEqual(fs.readdirSync(out).filter((f) => f.startsWith("checkpoint-")), ["checkpoint-2"]);
+  // --num_validation_images 0: the final validation logs the conditioning image alone
+  const imgs = events.flatMap((e) => e.values.filter((v) => v.image).map((v) => ({ step: e.step, tag: v.tag, w: v.image!.width })));
+  assert.deepEqual(imgs, [{ step: 2, tag: PROMPTS[0], w: 32 }]);
   const bad = run([...args, "--report_to", "neptune"]);
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /^train_controlnet: error: Unsupported logging capability: neptune\. Choose between all, aim, tensorboard, wandb, trackio, comet_ml/m);
