@@ -1,6 +1,6 @@
 /** `controlnet-ts train_controlnet --flags…`: the seed's command line, verbatim flags. */
 import { ArgsError, parseTrainArgs, trainArgsHelp } from "../training/args.js";
-import { HubRepoError, trainControlNet } from "../training/run.js";
+import { HubRepoError, HubUploadError, trainControlNet } from "../training/run.js";
 import { ForeignCheckpointError } from "../training/checkpoints.js";
 import { NonFiniteLossError } from "../training/trainer.js";
 import { HubError } from "../io/hub.js";
@@ -62,6 +62,11 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     if (e instanceof HubError) {
+      // a download (base model, ControlNet, dataset) failed: nothing was trained
+      process.stderr.write(`train_controlnet: error: ${e.message}\n`);
+      return 1;
+    }
+    if (e instanceof HubUploadError) {
       // the push comes after the final save: say that nothing is lost (HubError messages never hold the token)
       process.stderr.write(`\n--push_to_hub failed: ${e.message}\nThe trained ControlNet is saved in ${parsed.args.output_dir}; upload that folder again (huggingface-cli upload, or the pushToHub() cell) once the hub problem is fixed.\n`);
       return 1;

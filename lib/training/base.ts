@@ -39,10 +39,10 @@ export async function loadBaseModel(nameOrPath: string, opts: LoadBaseOptions = 
   };
   const frozen = { variant: opts.variant, trainable: false };
   const schedulerDir = component("scheduler");
-  // --tokenizer_name: a folder or a hub id (AutoTokenizer.from_pretrained(tokenizer_name, revision=...)): only its
-  // tokenizer files are fetched
+  // --tokenizer_name: a folder or a hub id; only its tokenizer files are fetched, at its main revision (--revision
+  // names a revision of the base model, which another repo need not have)
   const tokenizerDir = opts.tokenizerName
-    ? fs.existsSync(opts.tokenizerName) ? opts.tokenizerName : await resolveModel(opts.tokenizerName, { ...opts, allowPatterns: ["*.json", "*.txt", "*.model"] })
+    ? fs.existsSync(opts.tokenizerName) ? opts.tokenizerName : await resolveModel(opts.tokenizerName, { ...opts, revision: undefined, allowPatterns: ["*.json", "*.txt", "*.model"] })
     : component("tokenizer");
   return {
     dir,

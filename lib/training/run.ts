@@ -291,6 +291,14 @@ export class HubRepoError extends Error {
   }
 }
 
+/** --push_to_hub's upload at the end failed: the trained ControlNet is saved in output_dir. */
+export class HubUploadError extends Error {
+  override name = "HubUploadError";
+  constructor(override readonly cause: HubError) {
+    super(cause.message);
+  }
+}
+
 /** The whole script: create the hub repo, train to max_train_steps, save, validate a last time, write the card, push. */
 export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Promise<TrainResult> {
   const log = hooks.log ?? console.log;
@@ -329,7 +337,13 @@ export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Pr
       await hooks.onValidation?.(final);
     }
     log(`Model card: ${await saveModelCard(s, { repoId, validation: final })}`);
-    if (repoId) log(`Pushed to ${await pushToHub(s, repoId)}`);
+    if (repoId) {
+      try {
+        log(`Pushed to ${await pushToHub(s, repoId)}`);
+      } catch (e) {
+        throw e instanceof HubError ? new HubUploadError(e) : e;
+      }
+    }
     return r;
   } finally {
     tb?.close();

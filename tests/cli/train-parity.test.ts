@@ -152,11 +152,15 @@ test("--push_to_hub with output_dir's name: <user>/<name> is created before trai
     assert.equal(creates.length, 1);
     assert.ok(server.requests.every((q) => !q.authorization || q.authorization === `Bearer ${TOKEN}`));
 
-    // the repo exists now: exist_ok, and a bare --hub_model_id
+    // the repo exists now: exist_ok, and a bare --hub_model_id; an upload failing at the end keeps the model
     const out2 = path.join(parent, "second");
+    server.failCommitsWith = 500;
     const r2 = await runAsync(["train_controlnet", ...base, `--output_dir=${out2}`, "--push_to_hub", "--hub_model_id=fill50k-controlnet"], { HF_ENDPOINT: server.url, HF_TOKEN_PATH: tokenFile });
-    assert.equal(r2.status, 0, r2.stderr.slice(-3000));
+    server.failCommitsWith = undefined;
     assert.match(r2.stdout, /Using the existing hub repo alice\/fill50k-controlnet/);
+    assert.equal(r2.status, 1, r2.stderr.slice(-3000));
+    assert.match(r2.stderr, /--push_to_hub failed: .*HTTP 500[\s\S]*The trained ControlNet is saved in/);
+    assert.ok(fs.existsSync(path.join(out2, "diffusion_pytorch_model.safetensors")));
 
     // a rejected token: one clear error within seconds, nothing trained or written
     fs.writeFileSync(tokenFile, "hf_revokedSECRETtoken000\n");

@@ -59,6 +59,8 @@ export class HubServer {
   readonly users = new Map<string, { name: string; orgs: string[] }>();
   /** When set, error bodies repeat the Authorization header (a hostile/buggy server) to test scrubbing. */
   echoAuthInErrors = false;
+  /** When set, commits are answered with this HTTP status (an upload that fails after the repo was created). */
+  failCommitsWith?: number;
   /** When set, file bodies are passed through it (to serve corrupt or truncated downloads). */
   tamper?: (path: string, content: Buffer) => Buffer;
   private repos = new Map<string, Repo>();
@@ -281,6 +283,7 @@ export class HubServer {
       if (!this.validToken(auth)) return this.error(res, 401, "Unauthorized", "Invalid credentials in Authorization header", auth);
       const repo = this.access(res, m[1]!.slice(0, -1), m[2]!, auth);
       if (!repo) return;
+      if (this.failCommitsWith) return this.error(res, this.failCommitsWith, "Internal", "commit failed (test)", auth);
       const branch = m[3]!;
       const parent = repo.refs.get(branch);
       const files: Files = new Map(parent ? repo.commits.get(parent)! : []);
