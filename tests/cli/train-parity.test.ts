@@ -208,6 +208,28 @@ test("hub ids as upstream passes them: --revision is the base model's only, --co
   }
 });
 
+test("--train_data_dir with --dataset_name is load_dataset's data_dir: the folder of the dataset that is trained on", async () => {
+  const ds = tmp("cli-datadir-");
+  const png = (v: number) => sharp({ create: { width: 32, height: 32, channels: 3, background: { r: v, g: 0, b: 0 } } }).png().toBuffer();
+  for (const [sub, n] of [["a", 2], ["b", 3]] as const) {
+    fs.mkdirSync(path.join(ds, sub, "conditioning"), { recursive: true });
+    const lines: string[] = [];
+    for (let i = 0; i < n; i++) {
+      fs.writeFileSync(path.join(ds, sub, `${i}.png`), await png(40 * i));
+      fs.writeFileSync(path.join(ds, sub, "conditioning", `${i}.png`), await png(255 - 40 * i));
+      lines.push(JSON.stringify({ file_name: `${i}.png`, conditioning_image: `conditioning/${i}.png`, text: `red circle ${i}` }));
+    }
+    fs.writeFileSync(path.join(ds, sub, "metadata.jsonl"), lines.join("\n"));
+  }
+  const args = ["train_controlnet", `--pretrained_model_name_or_path=${tiny}`, `--dataset_name=${ds}`, "--resolution=32", "--train_batch_size=1", "--max_train_steps=1", "--seed=6"];
+  const r = run([...args, `--output_dir=${tmp("cli-datadir-out-")}`, "--train_data_dir=b"]);
+  assert.equal(r.status, 0, r.stderr.slice(-3000));
+  assert.ok(r.stdout.includes("  Num examples = 3\n"), r.stdout);
+  const missing = run([...args, `--output_dir=${tmp("cli-datadir-out-")}`, "--train_data_dir=c"]);
+  assert.notEqual(missing.status, 0);
+  assert.match(missing.stderr, /train_data_dir 'c' is given with dataset_name, so it is load_dataset's data_dir/);
+});
+
 test("an output_dir of diffusers' (accelerate) checkpoints: one clear message offering their ControlNet, nothing overwritten", () => {
   const out = tmp("cli-acc-");
   writeAccelerateCheckpoint(out, 500);
