@@ -220,7 +220,8 @@ export async function saveModelCard(s: TrainingSession, opts: { repoId?: string 
   }
   const baseLine = isLocalPath(baseModel)
     ? `# the base model it was trained with was a local folder (${path.basename(path.resolve(baseModel))}): load that base here`
-    : `pipe = StableDiffusionControlNetPipeline.from_pretrained("${baseModel}", controlnet=controlnet)`;
+    : `pipe = StableDiffusionControlNetPipeline.from_pretrained("${baseModel}", controlnet=controlnet)\n` +
+      "pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config)";
   const card = [
     "---",
     `base_model: ${baseModel}`,
