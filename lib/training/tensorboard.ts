@@ -155,13 +155,19 @@ function yamlFloat(v: number): string {
   return fixed.includes(".") ? fixed : `${fixed}.0`;
 }
 
-/** yaml.dump of a flat dict of scalars (keys sorted, as PyYAML's default); strings double-quoted (valid YAML);
- *  `floats`: keys whose integral values are Python floats (written 1.0, not 1). */
+/** A string as a YAML scalar: plain where PyYAML writes it plain (names, paths), else double-quoted. */
+function yamlString(v: string): string {
+  const plain = /^[A-Za-z_/.][\w./-]*(:[\w./-]+)*$/.test(v) && !/^(y|n|yes|no|true|false|on|off|null)$/i.test(v) && !/^[.]?\d|^\.(inf|nan)$/i.test(v);
+  return plain ? v : JSON.stringify(v);
+}
+
+/** yaml.dump of a flat dict of scalars (keys sorted, as PyYAML's default); `floats`: keys whose integral values are
+ *  Python floats (written 1.0, not 1). */
 export function toYaml(values: Record<string, string | number | boolean | null>, floats: ReadonlySet<string> = new Set()): string {
   return Object.keys(values).sort().map((k) => {
     const v = values[k];
     const text = v === null || v === undefined ? "null" : typeof v === "boolean" ? String(v) : typeof v === "number"
-      ? (Number.isInteger(v) && !floats.has(k) ? String(v) : yamlFloat(v)) : JSON.stringify(v);
+      ? (Number.isInteger(v) && !floats.has(k) ? String(v) : yamlFloat(v)) : yamlString(v);
     return `${k}: ${text}\n`;
   }).join("");
 }

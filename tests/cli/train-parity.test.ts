@@ -107,7 +107,7 @@ test("the seed's 8 GB command: final validation after the last step → images i
   const ymlDir = path.dirname(files.find((f) => path.dirname(f) !== project)!);
   const yml = fs.readFileSync(path.join(ymlDir, "hparams.yml"), "utf8");
   assert.match(yml, /^learning_rate: 1\.0e-05$/m);
-  assert.match(yml, /^tracker_project_name: "fill50k_run"$/m);
+  assert.match(yml, /^tracker_project_name: fill50k_run$/m);
   assert.match(yml, /^controlnet_model_name_or_path: null$/m);
   // the model card: save_model_card's metadata and images, no local path in the snippet
   const card = fs.readFileSync(path.join(out, "README.md"), "utf8");

@@ -12,6 +12,8 @@ import {
   findEventFiles,
   frameRecord,
   makeGrid,
+  decodeHparamsSessionStart,
+  toYaml,
   maskedCrc32c,
   readEvents,
   readJsonl,
@@ -121,5 +123,25 @@ test("JSON-lines log: one object per line, a partial last line is ignored", () =
   assert.deepEqual(rows.map((r) => [r.step, r.loss]), [[1, 0.5], [2, 0.25]]);
   assert.equal(typeof rows[0]!.time, "number");
   assert.deepEqual(readJsonl(path.join(dir, "missing.jsonl")), []);
+  fs.rmSync(dir, { recursive: true });
+});
+
+test("hparams as accelerate stores them: the plugin's three summaries in <logdir>/<time>/ (decoded back), hparams.yml as PyYAML writes it", () => {
+  const dir = tmpDir();
+  const w = new TensorBoardWriter(dir);
+  const hpDir = w.addHparams({ learning_rate: 1e-5, seed: 1, use_ema: false, cache_dir: null, report_to: "tensorboard", max_grad_norm: 1, hub_model_id: "true" },
+    { floats: new Set(["learning_rate", "max_grad_norm"]), wallTime: 1_700_000_000.5 });
+  w.close();
+  assert.equal(hpDir, path.join(dir, "1700000000.5"));
+  const [file] = findEventFiles(hpDir);
+  const values = readEvents(file!).flatMap((e) => e.values);
+  assert.deepEqual(values.map((v) => [v.tag, v.plugin?.name]), [
+    ["_hparams_/experiment", "hparams"], ["_hparams_/session_start_info", "hparams"], ["_hparams_/session_end_info", "hparams"],
+  ]);
+  // None is skipped; a bool is a number (Python's bool is an int), as torch's add_hparams
+  assert.deepEqual(decodeHparamsSessionStart(values[1]!.plugin!.content), { learning_rate: 1e-5, seed: 1, use_ema: 0, report_to: "tensorboard", max_grad_norm: 1, hub_model_id: "true" });
+  assert.equal(fs.readFileSync(path.join(hpDir, "hparams.yml"), "utf8"),
+    'cache_dir: null\nhub_model_id: "true"\nlearning_rate: 1.0e-05\nmax_grad_norm: 1.0\nreport_to: tensorboard\nseed: 1\nuse_ema: false\n');
+  assert.equal(toYaml({ a: 1e16, b: 0.0001, c: 2.5e-7, d: "/tmp/x", e: "a: b" }, new Set(["a", "b", "c"])), 'a: 1.0e+16\nb: 0.0001\nc: 2.5e-07\nd: /tmp/x\ne: "a: b"\n');
   fs.rmSync(dir, { recursive: true });
 });
