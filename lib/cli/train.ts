@@ -2,7 +2,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import { ArgsError, parseTrainArgs, trainArgsHelp } from "../training/args.js";
-import { PushToHubError, trainControlNet } from "../training/run.js";
+import { HubRepoError, HubUploadError, trainControlNet } from "../training/run.js";
+import { ForeignCheckpointError } from "../training/checkpoints.js";
 import { NonFiniteLossError } from "../training/trainer.js";
 import { HubError } from "../io/hub.js";
 
@@ -83,9 +84,17 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`\n${e.message}\n`);
       return 1;
     }
-    if (e instanceof PushToHubError) {
+    if (e instanceof HubRepoError) {
+      process.stderr.write(`train_controlnet: error: --push_to_hub: ${e.message} Training did not start.\n`);
+      return 1;
+    }
+    if (e instanceof ForeignCheckpointError) {
+      process.stderr.write(`train_controlnet: error: ${e.message}\n`);
+      return 2;
+    }
+    if (e instanceof HubUploadError) {
       // the push comes after the final save: say that nothing is lost (HubError messages never hold the token)
-      process.stderr.write(`\n--push_to_hub failed: ${e.message}\nThe trained ControlNet is saved in ${e.outputDir}; upload that folder again (huggingface-cli upload, or the pushToHub() cell) once the hub problem is fixed.\n`);
+      process.stderr.write(`\n--push_to_hub failed: ${e.message}\nThe trained ControlNet is saved in ${parsed.args.output_dir}; upload that folder again (huggingface-cli upload, or the pushToHub() cell) once the hub problem is fixed.\n`);
       return 1;
     }
     if (e instanceof ArgsError) {

@@ -8,6 +8,7 @@
  * proportionEmptyPrompts.
  */
 import fs from "node:fs";
+import path from "node:path";
 import sharp from "sharp";
 import { DataLoader, checkProportionEmptyPrompts, type Batch, type LoaderOptions, type LoaderPosition, type SkippedRow } from "./loader.js";
 import { WorkerDataLoader } from "./worker-loader.js";
@@ -163,7 +164,8 @@ export class ControlNetDataset {
   }
 }
 
-/** Builds the dataset the options describe. Exactly one of dataset_name, train_data_dir, synthetic, arrow (dataset_name wins over train_data_dir, as in diffusers). */
+/** Builds the dataset the options describe: dataset_name (with train_data_dir as its data_dir, as diffusers' script
+ *  passes it), else train_data_dir, synthetic or arrow. */
 export async function createDataset(options: AnyOptions): Promise<ControlNetDataset> {
   const o = normalizeDatasetOptions(options);
   const resolution = o.resolution ?? 512;
@@ -182,6 +184,14 @@ export async function createDataset(options: AnyOptions): Promise<ControlNetData
       dir = await hub(dir);
       resolved.dataset_name = dir;
       delete resolved.hub;
+    }
+    if (o.train_data_dir) {
+      // load_dataset(dataset_name, data_dir=train_data_dir), as train_controlnet.py calls it: the data under that folder
+      const sub = path.resolve(dir, o.train_data_dir);
+      if (path.relative(dir, sub).startsWith("..") || !fs.existsSync(sub) || !fs.statSync(sub).isDirectory()) {
+        throw new Error(`train_data_dir '${o.train_data_dir}' is given with dataset_name, so it is load_dataset's data_dir: a folder inside the dataset, and ${o.dataset_name} has no such folder`);
+      }
+      dir = sub;
     }
     source = new TableSource(await openLocalTable(dir, { split: o.split, config: o.dataset_config_name ?? undefined, strictPaths: true, warn: o.warn }), cols);
   } else if (o.train_data_dir) {

@@ -17,8 +17,10 @@
  * ~/.cache/controlnet-ts/hub. Blobs are written to a temporary name, checked (size, sha256 of LFS files), fsynced
  * and renamed, so an interrupted download never leaves a corrupt file in the cache.
  *
- * Token: option `token`, else $HF_TOKEN (or $HUGGING_FACE_HUB_TOKEN). It is sent only as an Authorization header by
- * the hub client; it is never logged, never written to disk, and scrubbed from every error message we raise.
+ * Token: option `token`, else $HF_TOKEN (or $HUGGING_FACE_HUB_TOKEN), else the token file `hf auth login` /
+ * `huggingface-cli login` saved — found as huggingface_hub finds it: $HF_TOKEN_PATH, else $HF_HOME/token, else
+ * $XDG_CACHE_HOME/huggingface/token (~/.cache/huggingface/token). It is sent only as an Authorization header by the
+ * hub client; it is never logged, never written to disk, and scrubbed from every error message we raise.
  * Offline: option `offline` or $HF_HUB_OFFLINE=1 — only the cache is used; a miss names the repo and file.
  */
 import { createHash } from "node:crypto";
@@ -109,9 +111,30 @@ export function hubCacheDir(opts: { cacheDir?: string } = {}): string {
   );
 }
 
-function hubToken(opts: { token?: string }): string | undefined {
+/** Python's os.path.expanduser for the leading `~`. */
+function expandUser(p: string): string {
+  return p === "~" || p.startsWith("~/") ? path.join(os.homedir(), p.slice(1)) : p;
+}
+
+/** Where huggingface_hub keeps the login token (constants.HF_TOKEN_PATH). */
+export function hfTokenPath(): string {
+  const hfHome = process.env.HF_HOME ?? path.join(process.env.XDG_CACHE_HOME ?? "~/.cache", "huggingface");
+  return expandUser(process.env.HF_TOKEN_PATH ?? path.join(hfHome, "token"));
+}
+
+/** The token huggingface_hub's get_token() would use: the option, the environment, then the login token file. */
+export function hubToken(opts: { token?: string } = {}): string | undefined {
   const t = opts.token ?? process.env.HF_TOKEN ?? process.env.HUGGING_FACE_HUB_TOKEN;
-  return t ? t.trim() : undefined;
+  if (t?.trim()) return t.trim();
+  const file = hfTokenPath();
+  let saved: string;
+  try {
+    saved = fs.readFileSync(file, "utf8");
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined; // not logged in
+    throw new HubError(`Cannot read the Hugging Face token file ${file} (${(e as NodeJS.ErrnoException).code}); fix its permissions or set HF_TOKEN`, "");
+  }
+  return saved.trim() || undefined;
 }
 
 function hubBaseUrl(opts: { hubUrl?: string }): string {
@@ -485,6 +508,48 @@ export async function resolveModel(nameOrPath: string, opts: ResolveModelOptions
   return path.join(snapshot, prefix);
 }
 
+const LOGIN_HINT = "log in with `hf auth login` (or `huggingface-cli login`), set HF_TOKEN, or pass the token";
+
+export interface CreateRepoOptions {
+  token?: string;
+  hubUrl?: string;
+  repoType?: HubRepoType;
+  private?: boolean;
+  fetch?: typeof fetch;
+}
+
+/**
+ * huggingface_hub's `create_repo(repo_id, exist_ok=True)`: a bare `name` goes under the token's user (asked with
+ * whoami, as the hub does for a name without namespace); a repo that exists already is fine. Returns the full id.
+ * The training script calls it before training, so a missing or rejected token fails in seconds, not after hours.
+ */
+export async function createRepo(repo: string, opts: CreateRepoOptions = {}): Promise<{ repoId: string; url: string; created: boolean }> {
+  const bare = parseRepoId(repo, opts.repoType);
+  const token = hubToken(opts);
+  const hubUrl = hubBaseUrl(opts);
+  if (!token) throw new HubError(`Creating hub repo ${bare.label} needs a token: ${LOGIN_HINT}`, bare.label);
+  const params = { hubUrl, fetch: opts.fetch, accessToken: token };
+  let r = bare;
+  try {
+    if (!bare.name.includes("/")) r = parseRepoId(`${(await hub.whoAmI(params)).name}/${bare.name}`, bare.type);
+    try {
+      await hub.createRepo({ repo: { type: r.type, name: r.name }, private: opts.private, ...params });
+      return { repoId: r.name, url: `${hubUrl}/${r.type === "dataset" ? "datasets/" : ""}${r.name}`, created: true };
+    } catch (e) {
+      if (!(e instanceof hub.HubApiError && e.statusCode === 409)) throw e; // 409: it exists already (exist_ok)
+      return { repoId: r.name, url: `${hubUrl}/${r.type === "dataset" ? "datasets/" : ""}${r.name}`, created: false };
+    }
+  } catch (e) {
+    if (e instanceof hub.HubApiError && e.statusCode === 403) {
+      throw new HubError(`The token may not create hub ${r.type} repo ${r.label} (HTTP 403): use a namespace the token's user belongs to, or a token with write access.`, r.label, { status: 403 });
+    }
+    if (e instanceof hub.HubApiError && e.statusCode === 401) {
+      throw new HubError(`The hub rejected the token (HTTP 401) while creating ${r.type} repo ${r.label}: ${LOGIN_HINT} with a valid write token.`, r.label, { status: 401 });
+    }
+    throw explain(e, { repo: r, revision: "main", token, hubUrl });
+  }
+}
+
 export interface UploadFolderOptions {
   token?: string;
   hubUrl?: string;
@@ -506,7 +571,7 @@ export async function uploadFolder(repo: string, dir: string, opts: UploadFolder
   const token = hubToken(opts);
   const hubUrl = hubBaseUrl(opts);
   const ctx = { repo: r, revision: opts.branch ?? "main", token, hubUrl };
-  if (!token) throw new HubError(`Uploading to hub repo ${r.label} needs a token: set HF_TOKEN or pass token`, r.label);
+  if (!token) throw new HubError(`Uploading to hub repo ${r.label} needs a token: ${LOGIN_HINT}`, r.label);
   if (r.name.split("/").length !== 2) throw new HubError(`Upload needs a full repo id org/name, got "${repo}"`, r.label);
   const files: { path: string; content: URL }[] = [];
   const walk = (rel: string) => {

@@ -7,10 +7,12 @@
  * `--use_ema` / `--ema_decay` (train_text_to_image.py's weight averaging).
  *
  * Unknown flags are an error naming the closest known ones. Flags whose PyTorch meaning cannot carry over to
- * TensorFlow.js (mixed precision, TF32, wandb/comet trackers) are accepted with an honest warning.
+ * TensorFlow.js (mixed precision, TF32) are accepted with an honest warning; `--report_to` follows accelerate
+ * (lib/training/trackers.ts: unknown trackers refused, wandb/comet_ml logged to TensorBoard and said so).
  */
 
 import { checkProportionEmptyPrompts } from "../data/loader.js";
+import { planTrackers } from "./trackers.js";
 
 type ArgType = "str" | "int" | "float" | "bool";
 
@@ -339,8 +341,10 @@ export function validateTrainArgs(a: TrainArgs): string[] {
   // Checks the script leaves to later failures (get_scheduler, the dataloader, range errors); made early and clear.
   const lrs = ["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"];
   if (!lrs.includes(a.lr_scheduler)) throw new ArgsError(`--lr_scheduler '${a.lr_scheduler}' is not a valid scheduler; choose from ${lrs.join(", ")}`);
-  const positive: (keyof TrainArgs)[] = ["resolution", "train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps", "num_validation_images"];
+  const positive: (keyof TrainArgs)[] = ["resolution", "train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps"];
   for (const k of positive) if (!((a[k] as number) > 0)) throw new ArgsError(`--${k} must be a positive integer, got ${a[k]}`);
+  // 0 is the script's way to log only the conditioning images
+  if (!(a.num_validation_images >= 0)) throw new ArgsError(`--num_validation_images must be >= 0, got ${a.num_validation_images}`);
   if (a.max_train_steps != null && a.max_train_steps < 1) throw new ArgsError(`--max_train_steps must be positive, got ${a.max_train_steps}`);
   if (a.checkpoints_total_limit != null && a.checkpoints_total_limit < 1) throw new ArgsError(`--checkpoints_total_limit must be positive, got ${a.checkpoints_total_limit}`);
   if (a.lr_warmup_steps < 0) throw new ArgsError(`--lr_warmup_steps must be >= 0, got ${a.lr_warmup_steps}`);
@@ -352,9 +356,14 @@ export function validateTrainArgs(a: TrainArgs): string[] {
   const warnings: string[] = [];
   if (a.mixed_precision === "fp16" || a.mixed_precision === "bf16") warnings.push(MIXED_PRECISION_WARNING(a.mixed_precision));
   if (a.allow_tf32) warnings.push("--allow_tf32 acts on the native GPU engine only (node-gpu: TF32 matmuls/convolutions on Ampere and newer); wasm, cpu and the native CPU engine compute plain float32.");
-  if (a.report_to !== "tensorboard") {
-    warnings.push(`--report_to ${a.report_to}: only TensorBoard event files (and the JSON-lines log) are written; wandb/comet_ml are not available in this toolkit.`);
-  }
+  const trackers = (() => {
+    try {
+      return planTrackers(a.report_to);
+    } catch (e) {
+      throw new ArgsError((e as Error).message);
+    }
+  })();
+  if (trackers.note) warnings.push(trackers.note);
   if (a.dataloader_num_workers > 0) warnings.push(`--dataloader_num_workers ${a.dataloader_num_workers}: data is decoded by a prefetching loader in this process; the value only sets how far it reads ahead.`);
   return warnings;
 }

@@ -25,7 +25,7 @@ export interface BaseModel {
 
 export interface LoadBaseOptions extends HubOptions {
   variant?: string;
-  /** --tokenizer_name: a tokenizer folder to use instead of <base>/tokenizer. */
+  /** --tokenizer_name: a tokenizer folder or hub id to use instead of <base>/tokenizer. */
   tokenizerName?: string | null;
 }
 
@@ -39,12 +39,17 @@ export async function loadBaseModel(nameOrPath: string, opts: LoadBaseOptions = 
   };
   const frozen = { variant: opts.variant, trainable: false };
   const schedulerDir = component("scheduler");
+  // --tokenizer_name: a folder or a hub id; only its tokenizer files are fetched, at its main revision (--revision
+  // names a revision of the base model, which another repo need not have)
+  const tokenizerDir = opts.tokenizerName
+    ? fs.existsSync(opts.tokenizerName) ? opts.tokenizerName : await resolveModel(opts.tokenizerName, { ...opts, revision: undefined, allowPatterns: ["*.json", "*.txt", "*.model"] })
+    : component("tokenizer");
   return {
     dir,
     unet: UNet2DConditionModel.fromPretrained(component("unet"), frozen),
     vae: AutoencoderKL.fromPretrained(component("vae"), frozen),
     textEncoder: CLIPTextModel.fromPretrained(component("text_encoder"), frozen),
-    tokenizer: CLIPTokenizer.fromFolder(opts.tokenizerName ?? component("tokenizer")),
+    tokenizer: CLIPTokenizer.fromFolder(tokenizerDir),
     schedulerDir,
     noiseScheduler: loadScheduler(schedulerDir, "ddpm") as unknown as NoiseSchedule,
   };

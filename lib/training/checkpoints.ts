@@ -266,6 +266,42 @@ export async function saveCheckpoint(outputDir: string, step: number, parts: Che
   return { step, path: final, removed };
 }
 
+/** Files `accelerator.save_state` writes (PyTorch pickles and friends) that a controlnet-ts checkpoint never has. */
+const ACCELERATE_FILE = /^(optimizer(_\d+)?\.bin|scheduler(_\d+)?\.bin|sampler(_\d+)?\.bin|random_states_\d+\.pkl|scaler\.pt|custom_checkpoint_\d+\.pkl|pytorch_model(_\d+)?\.bin|model(_\d+)?\.safetensors)$/;
+
+/** A checkpoint folder written by accelerate (diffusers' train_controlnet.py), not by us. */
+export class ForeignCheckpointError extends Error {
+  override name = "ForeignCheckpointError";
+  constructor(readonly outputDir: string, readonly checkpoints: string[], readonly controlnetDir: string | null) {
+    const names = checkpoints.map((c) => path.basename(c)).join(", ");
+    super(
+      `${outputDir} holds checkpoints written by diffusers' train_controlnet.py / accelerate (${names}); their optimizer, ` +
+        "lr-scheduler and RNG states are PyTorch pickles, which controlnet-ts cannot restore, and it does not write over " +
+        "another tool's checkpoints, so nothing was changed. " +
+        (controlnetDir
+          ? `Their ControlNet weights can be the starting point: rerun with --controlnet_model_name_or_path=${controlnetDir} and a new --output_dir.`
+          : "Use a new --output_dir."),
+    );
+  }
+}
+
+/** The `checkpoint-<N>` folders in outputDir that accelerate wrote (no controlnet-ts marker, accelerate's files). */
+export function listForeignCheckpoints(outputDir: string): CheckpointInfo[] {
+  return listCheckpointDirs(outputDir).filter((c) => {
+    if (fs.existsSync(path.join(c.path, MARKER))) return false;
+    return fs.readdirSync(c.path).some((f) => ACCELERATE_FILE.test(f));
+  });
+}
+
+/** Refuses an output_dir holding accelerate checkpoints (resuming, or a fresh run that would overwrite or prune them). */
+export function assertNoForeignCheckpoints(outputDir: string): void {
+  const foreign = listForeignCheckpoints(outputDir);
+  if (!foreign.length) return;
+  const last = foreign.at(-1)!;
+  const cn = path.join(last.path, "controlnet");
+  throw new ForeignCheckpointError(outputDir, foreign.map((c) => c.path), fs.existsSync(path.join(cn, "config.json")) ? cn : null);
+}
+
 export interface ResumeResolution {
   /** The checkpoint to load, or null to start fresh. */
   checkpoint: CheckpointInfo | null;
@@ -279,6 +315,7 @@ export interface ResumeResolution {
  * path as given (a checkpoint of another run). An explicit checkpoint that is missing or incomplete is an error.
  */
 export function resolveResume(outputDir: string, resumeFrom: string | null | undefined): ResumeResolution {
+  assertNoForeignCheckpoints(outputDir);
   if (!resumeFrom) return { checkpoint: null, message: "Starting a new training run." };
   if (resumeFrom === "latest") {
     cleanStaleCheckpoints(outputDir);
@@ -293,6 +330,10 @@ export function resolveResume(outputDir: string, resumeFrom: string | null | und
     if (!fs.existsSync(p)) continue;
     const m = NAME_RE.exec(path.basename(path.resolve(p)));
     if (!m) throw new Error(`resume_from_checkpoint '${resumeFrom}': folder name must be checkpoint-<step>`);
+    if (listForeignCheckpoints(path.dirname(path.resolve(p))).some((c) => path.resolve(c.path) === path.resolve(p))) {
+      const cn = path.join(p, "controlnet");
+      throw new ForeignCheckpointError(path.dirname(p), [p], fs.existsSync(path.join(cn, "config.json")) ? cn : null);
+    }
     const why = verifyCheckpoint(p);
     if (why) throw new Error(`resume_from_checkpoint '${p}' is not a complete checkpoint: ${why}`);
     return { checkpoint: { step: Number(m[1]), path: p }, message: `Resuming from checkpoint ${p}` };

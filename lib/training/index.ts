@@ -9,3 +9,4 @@ export * from "./trainer.js";
 export * from "./base.js";
 export * from "./validation.js";
 export * from "./run.js";
+export * from "./trackers.js";

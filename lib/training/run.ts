@@ -1,18 +1,22 @@
 /**
- * `train_controlnet` end to end, from the seed's arguments: base model, ControlNet, dataset, the training loop with
- * TensorBoard + JSON-lines logging, validation every `validation_steps`, the final ControlNet as a diffusers folder with
- * a model card, and `--push_to_hub`. Shared by the CLI and the notebook cells.
+ * `train_controlnet` end to end, from the seed's arguments, in the script's order: the hub repo created first
+ * (`--push_to_hub`), base model, ControlNet, dataset, the training loop with TensorBoard (accelerate's layout, with
+ * hparams) + JSON-lines logging, validation every `validation_steps` and once more after the last step, the final
+ * ControlNet as a diffusers folder with save_model_card's model card and images, and the upload.
  */
 import fs from "node:fs";
 import path from "node:path";
 import { initEngine, describeEngine } from "../engine/index.js";
 import { createDataset, type ControlNetDataset } from "../data/index.js";
-import { uploadFolder } from "../io/hub.js";
+import { createRepo, uploadFolder, HubError } from "../io/hub.js";
 import type { ControlNetModel } from "../models/index.js";
 import type { TrainArgs } from "./args.js";
 import { loadBaseModel, loadOrCreateControlNet, type BaseModel } from "./base.js";
 import { ControlNetTrainer, type StepReport, type TrainResult } from "./trainer.js";
-import { TensorBoardWriter } from "./tensorboard.js";
+import { TensorBoardWriter, encodePng, makeGrid } from "./tensorboard.js";
+import { planTrackers, resolveLoggingDir, tensorboardDir } from "./trackers.js";
+import { TRAIN_ARG_SPECS } from "./args.js";
+import { assertNoForeignCheckpoints } from "./checkpoints.js";
 import { deviceBudget, planRun, PLANNED_ATTENTION_CHUNK, XFORMERS_ATTENTION_CHUNK } from "./plan-run.js";
 import { checkValidationImages, runValidation, type ValidationResult } from "./validation.js";
 import { suddenConvergenceStep, type ConvergencePoint } from "../eval/fidelity.js";
@@ -51,8 +55,10 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
   if (args.validation_image) await checkValidationImages(args.validation_image);
   const engine = await initEngine({ allowTf32: args.allow_tf32 });
   log(describeEngine(engine));
-  const hub = { revision: args.revision ?? undefined, cacheDir: args.cache_dir ?? undefined };
-  const base = await loadBaseModel(args.pretrained_model_name_or_path, { ...hub, variant: args.variant ?? undefined, tokenizerName: args.tokenizer_name });
+  // --revision is the base model's (the script passes it to the base's components only)
+  const hub = { cacheDir: args.cache_dir ?? undefined };
+  const base = await loadBaseModel(args.pretrained_model_name_or_path, { ...hub, revision: args.revision ?? undefined, variant: args.variant ?? undefined, tokenizerName: args.tokenizer_name });
+  log(args.controlnet_model_name_or_path ? "Loading existing controlnet weights" : "Initializing controlnet weights from unet");
   const controlnet = await loadOrCreateControlNet(base, args.controlnet_model_name_or_path, { ...hub, seed: args.seed ?? 1 });
   // before the dataset, the trainer and step 1: does this run fit the engine's memory? (issue 25 #7)
   let attentionChunk = args.enable_xformers_memory_efficient_attention ? XFORMERS_ATTENTION_CHUNK : 0;
@@ -85,17 +91,81 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
     ...args,
     seed: args.seed,
     attention_chunk_size: attentionChunk,
-    logging_dir: path.join(args.output_dir, args.logging_dir),
+    logging_dir: resolveLoggingDir(args.output_dir, args.logging_dir),
   });
   return { base, controlnet, dataset, trainer, args };
 }
 
-/** Trains a session (continuing where it is) with logging and validation. */
-export async function trainSession(s: TrainingSession, hooks: RunHooks = {}): Promise<TrainResult> {
+/** Optimizer updates per epoch and the epochs max_train_steps spans (the script recomputes num_train_epochs). */
+function epochMath(s: TrainingSession): { batches: number; epochs: number } {
+  const batches = Math.ceil(s.dataset.length / s.args.train_batch_size);
+  const updates = Math.ceil(batches / s.args.gradient_accumulation_steps);
+  return { batches, epochs: Math.ceil(s.trainer.maxSteps / updates) };
+}
+
+/** The script's "***** Running training *****" block. */
+export function runningTrainingLines(s: TrainingSession): string[] {
+  const a = s.args;
+  const { batches, epochs } = epochMath(s);
+  return [
+    "***** Running training *****",
+    `  Num examples = ${s.dataset.length}`,
+    `  Num batches each epoch = ${batches}`,
+    `  Num Epochs = ${epochs}`,
+    `  Instantaneous batch size per device = ${a.train_batch_size}`,
+    `  Total train batch size (w. parallel, distributed & accumulation) = ${a.train_batch_size * a.gradient_accumulation_steps}`,
+    `  Gradient Accumulation steps = ${a.gradient_accumulation_steps}`,
+    `  Total optimization steps = ${s.trainer.maxSteps}`,
+  ];
+}
+
+/**
+ * accelerator.init_trackers(tracker_project_name, config=vars(args)): a TensorBoard writer in
+ * `<logging_dir>/<tracker_project_name>` with the run's arguments as hparams (the validation lists left out as the
+ * script does, since TensorBoard cannot hold lists; the hub token never). null when no tracker logs.
+ */
+export function initTrackers(s: TrainingSession): TensorBoardWriter | null {
+  const a = s.args;
+  if (!planTrackers(a.report_to).tensorboard) return null;
+  const tb = new TensorBoardWriter(tensorboardDir(a));
+  const config: Record<string, string | number | boolean | null> = {};
+  for (const spec of TRAIN_ARG_SPECS) {
+    if (spec.name === "validation_prompt" || spec.name === "validation_image" || spec.name === "hub_token") continue;
+    config[spec.name] = (a as unknown as Record<string, string | number | boolean | null>)[spec.name] ?? null;
+  }
+  // the values the script has by then: max_train_steps filled in, num_train_epochs recomputed, lr scaled
+  config.max_train_steps = s.trainer.maxSteps;
+  config.num_train_epochs = epochMath(s).epochs;
+  config.learning_rate = s.trainer.opts.learning_rate;
+  tb.addHparams(config, { floats: new Set(TRAIN_ARG_SPECS.filter((x) => x.type === "float").map((x) => x.name)) });
+  return tb;
+}
+
+/** log_validation's TensorBoard part: per pair, tag = the prompt, the conditioning image then the samples. */
+async function logValidation(tb: TensorBoardWriter | null, v: ValidationResult): Promise<void> {
+  if (!tb) return;
+  for (const p of v.pairs) {
+    const c = p.control;
+    await tb.addImages(p.prompt, [c.data, ...p.rgb.map((im) => im.data)], c.width, c.height, 3, v.step); // the pipeline returns RGB
+  }
+}
+
+function validationOptions(s: TrainingSession, step: number, signal?: AbortSignal | null) {
+  const a = s.args;
+  // generated at each conditioning image's own size, as the script's pipeline call (no height/width) does
+  return {
+    images: a.validation_image!, prompts: a.validation_prompt!, numImages: a.num_validation_images, seed: a.seed ?? 0, step,
+    dir: path.join(a.output_dir, "validation"), signal: signal ?? undefined,
+  };
+}
+
+/** Trains a session (continuing where it is) with logging and validation. `tb`: the tracker (default: opened and
+ *  closed here). */
+export async function trainSession(s: TrainingSession, hooks: RunHooks = {}, tracker?: TensorBoardWriter | null): Promise<TrainResult> {
   const { args, trainer } = s;
   const log = hooks.log ?? console.log;
-  const tb = args.report_to === "tensorboard" || args.report_to === "all" ? new TensorBoardWriter(path.join(args.output_dir, args.logging_dir)) : null;
-  const validation = args.validation_image && args.validation_prompt ? { images: args.validation_image, prompts: args.validation_prompt } : null;
+  const tb = tracker === undefined ? initTrackers(s) : tracker;
+  const validation = args.validation_image && args.validation_prompt;
   // fill50k-style validation pairs are scored (lib/eval/fidelity.ts); the step where the score jumps is reported
   const fidelityHistory: ConvergencePoint[] = [];
   let jumpReported = false;
@@ -107,20 +177,15 @@ export async function trainSession(s: TrainingSession, hooks: RunHooks = {}): Pr
         tb?.addScalars({ loss: r.loss, lr: r.lr }, r.step);
         await hooks.onStep?.(r);
       },
-      onCheckpoint: (dir) => log(`Saved state to ${dir}`),
+      onCheckpoint: (dir, _step, removed) => {
+        if (removed.length) log(`removing checkpoints: ${removed.map((d) => path.basename(d)).join(", ")}`);
+        log(`Saved state to ${dir}`);
+      },
       validationSteps: validation ? args.validation_steps : undefined,
       onValidation: async (step) => {
-        const v = await runValidation(s.base, s.controlnet, {
-          ...validation!, numImages: args.num_validation_images, seed: args.seed ?? 0, step, resolution: args.resolution,
-          dir: path.join(args.output_dir, "validation"), signal: hooks.signal ?? undefined,
-        });
-        if (tb) {
-          for (const [i, p] of v.pairs.entries()) {
-            const first = p.rgb[0];
-            if (!first) continue;
-            await tb.addImages(`validation/${i}: ${p.prompt}`, p.rgb.map((im) => im.data), first.width, first.height, 3, step); // the pipeline returns RGB
-          }
-        }
+        log("Running validation... ");
+        const v = await runValidation(s.base, s.controlnet, validationOptions(s, step, hooks.signal));
+        await logValidation(tb, v);
         log(`validation at step ${step}: ${v.pairs.length} pair(s) in ${v.seconds.toFixed(1)} s → ${path.join(args.output_dir, "validation")}`);
         if (v.fidelity) {
           tb?.addScalars({ "validation/fidelity_iou": v.fidelity.iou, "validation/fidelity_color": v.fidelity.colorScore }, step);
@@ -136,56 +201,147 @@ export async function trainSession(s: TrainingSession, hooks: RunHooks = {}): Pr
       },
     });
   } finally {
-    tb?.close();
+    if (tracker === undefined) tb?.close();
   }
 }
 
-/** Saves the final ControlNet into output_dir with a model card (diffusers' train_controlnet writes README.md). */
-export function saveFinal(s: TrainingSession): void {
-  s.trainer.saveFinal();
-  const a = s.args;
-  const card = [
-    "---", "license: creativeml-openrail-m", `base_model: ${a.pretrained_model_name_or_path}`,
-    "tags:", "- stable-diffusion", "- controlnet", "- diffusers", "- controlnet-ts", "inference: true", "---", "",
-    `# controlnet-${path.basename(path.resolve(a.output_dir))}`, "",
-    `ControlNet weights trained on ${a.pretrained_model_name_or_path} with controlnet-ts (TensorFlow.js), ` +
-      `dataset: ${a.dataset_name ?? a.train_data_dir ?? "synthetic fill50k"}, ${s.trainer.globalStep} steps, ` +
-      `batch ${a.train_batch_size}, learning rate ${a.learning_rate}, resolution ${a.resolution}.`,
-    "", "Load it in Python:", "", "```python", "from diffusers import ControlNetModel",
-    `controlnet = ControlNetModel.from_pretrained("${a.hub_model_id ?? a.output_dir}")`, "```", "",
-    ...(fs.existsSync(path.join(a.output_dir, "validation"))
-      ? ["Validation images are in `validation/`.", ""] : []),
-  ].join("\n");
-  fs.writeFileSync(path.join(a.output_dir, "README.md"), card);
+/** The run's hub repo id: the created repo's, else what it would be named (hub_model_id or output_dir's name). */
+function modelCardRepoId(a: TrainArgs, repoId: string | null): string {
+  return repoId ?? a.hub_model_id ?? path.basename(path.resolve(a.output_dir));
 }
 
-/** --push_to_hub: uploads output_dir (without checkpoints and logs). The token comes from --hub_token or HF_TOKEN. */
-export async function pushToHub(s: TrainingSession, opts: { hubUrl?: string } = {}): Promise<string> {
+/** A local folder or a hub id? (a model card's snippet must not point at the trainer's disk) */
+function isLocalPath(p: string): boolean {
+  return fs.existsSync(p) || path.isAbsolute(p) || /^(\.{1,2}\/|~)/.test(p);
+}
+
+/**
+ * save_model_card: README.md with huggingface_hub's training-card layout (library_name diffusers, the script's tags,
+ * license, base_model) and, when validation ran, `image_control.png` plus per pair `images_<i>.png` (the conditioning
+ * image then the samples in one row) embedded in it. The code snippet names the hub repo, never a local path.
+ */
+export async function saveModelCard(s: TrainingSession, opts: { repoId?: string | null; validation?: ValidationResult | null } = {}): Promise<string> {
   const a = s.args;
-  const repo = a.hub_model_id ?? path.basename(path.resolve(a.output_dir));
-  const { url } = await uploadFolder(repo, a.output_dir, {
-    token: a.hub_token ?? undefined, hubUrl: opts.hubUrl, ignorePatterns: ["step_*", "epoch_*", "checkpoint-*", "checkpoint-*/**", `${a.logging_dir}/**`],
-    commitMessage: "End of training",
+  const repoId = modelCardRepoId(a, opts.repoId ?? null);
+  const baseModel = a.pretrained_model_name_or_path;
+  let img = "";
+  if (opts.validation) {
+    img = "You can find some example images below.\n\n";
+    for (const [i, p] of opts.validation.pairs.entries()) {
+      const c = p.control;
+      // the script saves every pair's conditioning image under the same name: the last one stays
+      fs.writeFileSync(path.join(a.output_dir, "image_control.png"), (await encodePng(c.data, c.width, c.height, 3)).png);
+      const row = [c.data, ...p.rgb.map((im) => im.data)];
+      const grid = makeGrid(row, c.width, c.height, 3, row.length, 0);
+      fs.writeFileSync(path.join(a.output_dir, `images_${i}.png`), (await encodePng(grid.pixels, grid.width, grid.height, 3)).png);
+      img += `prompt: ${p.prompt}\n![images_${i})](./images_${i}.png)\n`;
+    }
+  }
+  const baseLine = isLocalPath(baseModel)
+    ? `# the base model it was trained with was a local folder (${path.basename(path.resolve(baseModel))}): load that base here`
+    : `pipe = StableDiffusionControlNetPipeline.from_pretrained("${baseModel}", controlnet=controlnet)\n` +
+      "pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config)";
+  const card = [
+    "---",
+    `base_model: ${baseModel}`,
+    "library_name: diffusers",
+    "license: creativeml-openrail-m",
+    "tags:",
+    ...["stable-diffusion", "stable-diffusion-diffusers", "text-to-image", "diffusers", "controlnet", "diffusers-training"].map((t) => `- ${t}`),
+    "inference: true",
+    "---",
+    "",
+    "<!-- This model card has been generated automatically according to the information the training script had access to. You",
+    "should probably proofread and complete it, then remove this comment. -->",
+    "",
+    "",
+    `# controlnet-${repoId}`,
+    "",
+    `These are controlnet weights trained on ${baseModel} with new type of conditioning.`,
+    img,
+    "",
+    "## Intended uses & limitations",
+    "",
+    "#### How to use",
+    "",
+    "```python",
+    "from diffusers import ControlNetModel, StableDiffusionControlNetPipeline, UniPCMultistepScheduler",
+    "",
+    `controlnet = ControlNetModel.from_pretrained("${repoId}")`,
+    baseLine,
+    "```",
+    "",
+    "#### Limitations and bias",
+    "",
+    "[TODO: provide examples of latent issues and potential remediations]",
+    "",
+    "## Training details",
+    "",
+    `Trained with controlnet-ts (TensorFlow.js) on ${a.dataset_name ?? a.train_data_dir}: ${s.trainer.globalStep} steps, ` +
+      `batch ${a.train_batch_size} × ${a.gradient_accumulation_steps} accumulation, learning rate ${a.learning_rate}, resolution ${a.resolution}.`,
+    "",
+  ].join("\n");
+  const file = path.join(a.output_dir, "README.md");
+  fs.writeFileSync(file, card);
+  return file;
+}
+
+/** Saves the final ControlNet into output_dir (diffusers' train_controlnet: controlnet.save_pretrained(output_dir)). */
+export function saveFinal(s: TrainingSession): void {
+  s.trainer.saveFinal();
+}
+
+/** --push_to_hub's upload_folder: output_dir (without checkpoints and logs) to the repo created at the start. */
+export async function pushToHub(s: TrainingSession, repoId: string, opts: { hubUrl?: string } = {}): Promise<string> {
+  const a = s.args;
+  const logs = path.relative(path.resolve(a.output_dir), path.resolve(resolveLoggingDir(a.output_dir, a.logging_dir)));
+  const ignoreLogs = logs && !logs.startsWith("..") && !path.isAbsolute(logs) ? [`${logs.split(path.sep).join("/")}/**`] : [];
+  const { url } = await uploadFolder(repoId, a.output_dir, {
+    token: a.hub_token ?? undefined, hubUrl: opts.hubUrl, ignorePatterns: ["step_*", "epoch_*", "checkpoint-*", "checkpoint-*/**", ...ignoreLogs],
+    commitMessage: "End of training", createRepo: false,
   });
   return url;
 }
 
-/** --push_to_hub failed after the final save: the trained ControlNet is on disk (`cause` is the hub's error). */
-export class PushToHubError extends Error {
-  override name = "PushToHubError";
-  constructor(override readonly cause: unknown, readonly outputDir: string) {
-    super((cause as Error)?.message ?? String(cause));
+/** --push_to_hub could not create (or reach) the hub repo at the start: nothing was trained or written. */
+export class HubRepoError extends Error {
+  override name = "HubRepoError";
+  constructor(override readonly cause: HubError) {
+    super(cause.message);
   }
 }
 
-/** The whole script: train to max_train_steps, save, push. Returns the exit code. */
+/** --push_to_hub's upload at the end failed: the trained ControlNet is saved in output_dir. */
+export class HubUploadError extends Error {
+  override name = "HubUploadError";
+  constructor(override readonly cause: HubError) {
+    super(cause.message);
+  }
+}
+
+/** The whole script: create the hub repo, train to max_train_steps, save, validate a last time, write the card, push. */
 export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Promise<TrainResult> {
   const log = hooks.log ?? console.log;
+  // before anything is loaded or written: another tool's checkpoints in output_dir, and the hub repo
+  assertNoForeignCheckpoints(args.output_dir);
+  let repoId: string | null = null;
+  if (args.push_to_hub) {
+    let r: Awaited<ReturnType<typeof createRepo>>;
+    try {
+      r = await createRepo(args.hub_model_id ?? path.basename(path.resolve(args.output_dir)), { token: args.hub_token ?? undefined });
+    } catch (e) {
+      throw e instanceof HubError ? new HubRepoError(e) : e;
+    }
+    repoId = r.repoId;
+    log(`${r.created ? "Created" : "Using the existing"} hub repo ${r.repoId} (uploaded to at the end of training)`);
+  }
   const s = await createSession(args, log);
+  const tb = initTrackers(s);
   try {
+    for (const l of runningTrainingLines(s)) log(l);
     let r: TrainResult;
     try {
-      r = await trainSession(s, hooks);
+      r = await trainSession(s, hooks, tb);
     } catch (e) {
       // keep the trained steps: any failure after a step (validation, a hook, the disk) checkpoints first
       const dir = await s.trainer.checkpointAfterError(e);
@@ -205,17 +361,26 @@ export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Pr
         `the trained state is in ${dir ?? s.trainer.lastCheckpointPath ?? "no checkpoint (none could be written)"}`, { cause: e });
     }
     log(`Saved the ControlNet to ${args.output_dir}`);
-    if (args.push_to_hub) {
-      let url: string;
+    // "Run a final round of validation" with the saved weights, at the last step
+    let final: ValidationResult | null = null;
+    if (args.validation_prompt && args.validation_image) {
+      log("Running validation... ");
+      final = await runValidation(s.base, s.controlnet, validationOptions(s, s.trainer.globalStep, hooks.signal));
+      await logValidation(tb, final);
+      log(`final validation at step ${final.step}: ${final.pairs.length} pair(s) in ${final.seconds.toFixed(1)} s → ${path.join(args.output_dir, "validation")}`);
+      await hooks.onValidation?.(final);
+    }
+    log(`Model card: ${await saveModelCard(s, { repoId, validation: final })}`);
+    if (repoId) {
       try {
-        url = await pushToHub(s);
+        log(`Pushed to ${await pushToHub(s, repoId)}`);
       } catch (e) {
-        throw new PushToHubError(e, args.output_dir);
+        throw e instanceof HubError ? new HubUploadError(e) : e;
       }
-      log(`Pushed to ${url}`);
     }
     return r;
   } finally {
+    tb?.close();
     await s.trainer.close();
   }
 }

@@ -6,7 +6,8 @@
  * with masked(c) = ((c >>> 15) | (c << 17)) + 0xa282ead8. The data is a serialised `tensorflow.Event`:
  *   wall_time (1, double) · step (2, int64) · file_version (3, string; the first record, "brain.Event:2") ·
  *   summary (5) → value (1, repeated) → tag (1) + simple_value (2, float) | image (4) → height (1), width (2),
- *   colorspace (3), encoded_image_string (4, PNG).
+ *   colorspace (3), encoded_image_string (4, PNG) | metadata (9) → plugin_data (1) → plugin_name (1), content (2)
+ *   (the hparams plugin's summaries).
  * A reader (used by the tests, and handy to inspect runs) parses records back and verifies every CRC.
  *
  * Also here: the JSON-lines log (one object per line) that the notebook widgets follow.
@@ -114,8 +115,10 @@ export async function encodePng(pixels: Uint8Array, width: number, height: numbe
 }
 
 /**
- * torchvision make_grid as SummaryWriter.add_images uses it: up to 8 images per row, 2 pixels of padding (value 0)
- * around each cell. All images HWC uint8 of the same size and channel count.
+ * Tiles images into one: up to `nrow` per row, `padding` pixels (value 0) around each cell (torchvision's make_grid
+ * with the defaults nrow 8, padding 2; the demo's grids). SummaryWriter.add_images tiles with
+ * torch.utils.tensorboard's own make_grid instead — 8 per row, no padding — which is makeGrid(…, 8, 0).
+ * All images HWC uint8 of the same size and channel count.
  */
 export function makeGrid(images: Uint8Array[], width: number, height: number, channels: number, nrow = 8, padding = 2): { pixels: Uint8Array; width: number; height: number } {
   if (images.length === 0) throw new Error("makeGrid: no images");
@@ -135,6 +138,38 @@ export function makeGrid(images: Uint8Array[], width: number, height: number, ch
     }
   });
   return { pixels: out, width: W, height: H };
+}
+
+/** The hparams plugin's DataType values (tensorboard/plugins/hparams/api.proto). */
+const HPARAMS_STRING = 1;
+const HPARAMS_FLOAT64 = 3;
+
+/** A float as PyYAML writes it: Python's repr (shortest digits; exponent form below 1e-4 and from 1e16) with a `.`
+ *  in the mantissa, so Python reads it back as a float. */
+function yamlFloat(v: number): string {
+  if (!Number.isFinite(v)) return Number.isNaN(v) ? ".nan" : v > 0 ? ".inf" : "-.inf";
+  const [mantissa, exp] = v.toExponential().split("e") as [string, string];
+  const e = Number(exp);
+  if (e < -4 || e >= 16) return `${mantissa.includes(".") ? mantissa : `${mantissa}.0`}e${e < 0 ? "-" : "+"}${String(Math.abs(e)).padStart(2, "0")}`;
+  const fixed = String(v);
+  return fixed.includes(".") ? fixed : `${fixed}.0`;
+}
+
+/** A string as a YAML scalar: plain where PyYAML writes it plain (names, paths), else double-quoted. */
+function yamlString(v: string): string {
+  const plain = /^[A-Za-z_/.][\w./-]*(:[\w./-]+)*$/.test(v) && !/^(y|n|yes|no|true|false|on|off|null)$/i.test(v) && !/^[.]?\d|^\.(inf|nan)$/i.test(v);
+  return plain ? v : JSON.stringify(v);
+}
+
+/** yaml.dump of a flat dict of scalars (keys sorted, as PyYAML's default); `floats`: keys whose integral values are
+ *  Python floats (written 1.0, not 1). */
+export function toYaml(values: Record<string, string | number | boolean | null>, floats: ReadonlySet<string> = new Set()): string {
+  return Object.keys(values).sort().map((k) => {
+    const v = values[k];
+    const text = v === null || v === undefined ? "null" : typeof v === "boolean" ? String(v) : typeof v === "number"
+      ? (Number.isInteger(v) && !floats.has(k) ? String(v) : yamlFloat(v)) : yamlString(v);
+    return `${k}: ${text}\n`;
+  }).join("");
 }
 
 export class TensorBoardWriter {
@@ -172,10 +207,45 @@ export class TensorBoardWriter {
     this.write(eventBytes(step, wallTime, (e) => e.message(5, new ProtoWriter().message(1, v))));
   }
 
-  /** add_images(tag, NHWC batch): the images tiled into one grid image, as torch's SummaryWriter does. */
+  /** add_images(tag, NHWC batch): the images tiled into one grid image as torch's SummaryWriter does (its
+   *  tensorboard make_grid: 8 per row, no padding). */
   async addImages(tag: string, images: Uint8Array[], width: number, height: number, channels: 1 | 3 | 4, step: number): Promise<void> {
-    const grid = makeGrid(images, width, height, channels);
+    const grid = makeGrid(images, width, height, channels, 8, 0);
     this.addImage(tag, await encodePng(grid.pixels, grid.width, grid.height, channels), step);
+  }
+
+  /**
+   * SummaryWriter.add_hparams(values, metric_dict={}) as accelerate's TensorBoardTracker.store_init_configuration
+   * calls it: the hparams plugin's experiment, session-start (the values) and session-end summaries go into an event
+   * file of their own in `<logdir>/<time.time()>/`, and accelerate writes the values beside it as hparams.yml.
+   * None values are skipped; numbers and booleans are float64 hparams (Python's bool is an int), strings strings.
+   */
+  addHparams(values: Record<string, string | number | boolean | null>, opts: { floats?: ReadonlySet<string>; wallTime?: number } = {}): string {
+    const wallTime = opts.wallTime ?? Date.now() / 1000;
+    const dir = path.join(path.dirname(this.path), String(wallTime));
+    const w = new TensorBoardWriter(dir);
+    try {
+      const kept = Object.entries(values).filter(([, v]) => v !== null && v !== undefined) as [string, string | number | boolean][];
+      const infos = new ProtoWriter();
+      const start = new ProtoWriter();
+      for (const [k, v] of kept) {
+        const isString = typeof v === "string";
+        const value = isString ? new ProtoWriter().string(3, v) : new ProtoWriter().double(2, Number(v));
+        start.message(1, new ProtoWriter().string(1, k).message(2, value)); // map<string, google.protobuf.Value> entry
+        infos.message(4, new ProtoWriter().string(1, k).int(4, isString ? HPARAMS_STRING : HPARAMS_FLOAT64));
+      }
+      const plugin = (tag: string, data: ProtoWriter) => {
+        const meta = new ProtoWriter().message(1, new ProtoWriter().string(1, "hparams").bytes(2, data.finish()));
+        w.write(eventBytes(0, wallTime, (e) => e.message(5, new ProtoWriter().message(1, new ProtoWriter().string(1, tag).message(9, meta)))));
+      };
+      plugin("_hparams_/experiment", new ProtoWriter().message(2, infos));
+      plugin("_hparams_/session_start_info", new ProtoWriter().message(3, start));
+      plugin("_hparams_/session_end_info", new ProtoWriter().message(4, new ProtoWriter().int(1, 1))); // STATUS_SUCCESS
+    } finally {
+      w.close();
+    }
+    fs.writeFileSync(path.join(dir, "hparams.yml"), toYaml(values, opts.floats));
+    return dir;
   }
 
   flush(): void {
@@ -195,6 +265,8 @@ export class TensorBoardWriter {
 export interface EventValue {
   tag: string;
   simpleValue?: number;
+  /** SummaryMetadata.plugin_data (e.g. the hparams plugin's). */
+  plugin?: { name: string; content: Uint8Array };
   image?: { height: number; width: number; colorspace: number; encoded: Uint8Array };
 }
 
@@ -272,6 +344,53 @@ function decodeValue(b: Uint8Array): EventValue {
         else if (f.field === 4) img.encoded = f.value as Uint8Array;
       }
       out.image = img;
+    } else if (field === 9) {
+      const mr = new ProtoReader(value as Uint8Array);
+      while (!mr.done()) {
+        const f = mr.next();
+        if (f.field !== 1) continue;
+        const pr = new ProtoReader(f.value as Uint8Array);
+        const plugin: { name: string; content: Uint8Array } = { name: "", content: new Uint8Array(0) };
+        while (!pr.done()) {
+          const g = pr.next();
+          if (g.field === 1) plugin.name = Buffer.from(g.value as Uint8Array).toString("utf8");
+          else if (g.field === 2) plugin.content = g.value as Uint8Array;
+        }
+        out.plugin = plugin;
+      }
+    }
+  }
+  return out;
+}
+
+/** The values of an hparams plugin session_start_info summary (HParamsPluginData field 3). */
+export function decodeHparamsSessionStart(content: Uint8Array): Record<string, number | string | boolean> {
+  const out: Record<string, number | string | boolean> = {};
+  const r = new ProtoReader(content);
+  while (!r.done()) {
+    const f = r.next();
+    if (f.field !== 3) continue;
+    const sr = new ProtoReader(f.value as Uint8Array);
+    while (!sr.done()) {
+      const entry = sr.next();
+      if (entry.field !== 1) continue;
+      const er = new ProtoReader(entry.value as Uint8Array);
+      let key = "";
+      let val: number | string | boolean = "";
+      while (!er.done()) {
+        const e = er.next();
+        if (e.field === 1) key = Buffer.from(e.value as Uint8Array).toString("utf8");
+        else if (e.field === 2) {
+          const vr = new ProtoReader(e.value as Uint8Array);
+          while (!vr.done()) {
+            const v = vr.next();
+            if (v.field === 2) val = v.value as number;
+            else if (v.field === 3) val = Buffer.from(v.value as Uint8Array).toString("utf8");
+            else if (v.field === 4) val = v.value !== 0n;
+          }
+        }
+      }
+      out[key] = val;
     }
   }
   return out;

@@ -94,8 +94,8 @@ export interface StepReport {
 export interface TrainHooks {
   signal?: AbortSignal | null;
   onStep?: (r: StepReport) => void | Promise<void>;
-  /** Called after each checkpoint is written. */
-  onCheckpoint?: (dir: string, step: number) => void | Promise<void>;
+  /** Called after each checkpoint is written, with the checkpoints checkpoints_total_limit removed. */
+  onCheckpoint?: (dir: string, step: number, removed: string[]) => void | Promise<void>;
   /** Called every `validation_steps` (the caller runs the pipeline). */
   validationSteps?: number;
   onValidation?: (step: number) => void | Promise<void>;
@@ -368,17 +368,22 @@ export class ControlNetTrainer {
       // summed over the micro-steps of this optimizer step, like acc
       const hostGrads = this.streamsGradientsToHost ? new Map<string, Float32Array>() : undefined;
       let lossSum = 0;
+      let micros = 0;
       for (let micro = 0; micro < accumulation; micro++) {
         const batch = await loader.next();
         this.epoch = batch.epoch;
         this.position = batch.next;
         const { loss, grads } = this.microStep(batch, hostGrads);
         lossSum += loss;
+        micros++;
         acc.add(grads);
+        // accelerate syncs at the end of the dataloader: an optimizer step never spans two epochs (the last one of an
+        // epoch may have fewer micro-batches; each still counts 1/accumulation, as accelerate scales the loss)
+        if (batch.next.index >= this.dataset.length) break;
       }
       const grads = acc.take();
       // Reported loss: the mean over micro-batches (controlnetGradients returns each unscaled loss).
-      const loss = lossSum / accumulation;
+      const loss = lossSum / micros;
       if (!Number.isFinite(loss)) {
         tf.dispose([...grads.values()]);
         throw new NonFiniteLossError(this.globalStep + 1, loss, this.lastCheckpoint);
@@ -406,7 +411,8 @@ export class ControlNetTrainer {
       this.globalStep++;
       lastLoss = loss;
       const report: StepReport = {
-        step: this.globalStep, maxSteps: this.maxSteps, epoch: this.epoch, loss, lr: this.optimizer.lr, gradNorm,
+        // lr: lr_scheduler.get_last_lr() after the scheduler stepped (the next step's), what the script logs
+        step: this.globalStep, maxSteps: this.maxSteps, epoch: this.epoch, loss, lr: this.lrScheduler.getLastLr(), gradNorm,
         seconds: (performance.now() - t0) / 1000,
       };
       this.log.log({ ...report });
@@ -436,7 +442,7 @@ export class ControlNetTrainer {
       ...(this.ema ? { extra: (dir: string) => this.ema!.withAveraged(() => this.c.controlnet.savePretrained(path.join(dir, EMA_FOLDER))) } : {}),
     }, { totalLimit: this.opts.checkpoints_total_limit });
     this.lastCheckpoint = res.path;
-    await hooks.onCheckpoint?.(res.path, this.globalStep);
+    await hooks.onCheckpoint?.(res.path, this.globalStep, res.removed);
     return res.path;
   }
 

@@ -8,6 +8,7 @@ import type { ControlNetModel } from "../models/index.js";
 import { StableDiffusionControlNetPipeline } from "../pipeline/pipeline.js";
 import { loadScheduler, Generator } from "../schedulers/index.js";
 import { decodeRgb, resizeCenterCrop } from "../data/index.js";
+import { resizeRgb } from "../pipeline/image.js";
 import type { RawImage } from "../data/types.js";
 import { averageFidelity, summarizeFidelity, targetFromValidation, type FidelitySummary } from "../eval/fidelity.js";
 import type { BaseModel } from "./base.js";
@@ -31,9 +32,10 @@ export interface ValidationOptions {
 
 export interface ValidationResult {
   step: number;
-  /** `samples` are the PNG bytes written to `files`; `rgb` the same images decoded (for loggers); `fidelity`: control
+  /** `samples` are the PNG bytes written to `files`; `rgb` the same images decoded (for loggers); `control` the
+   *  conditioning image as RGB at the samples' size (loggers put it first, as log_validation does); `fidelity`: control
    *  fidelity of the samples when the pair is fill50k-style (outline + "<c> circle with <c> background"), else null. */
-  pairs: { image: string; prompt: string; samples: Uint8Array[]; rgb: RawImage[]; files: string[]; fidelity: FidelitySummary | null }[];
+  pairs: { image: string; prompt: string; control: RawImage; samples: Uint8Array[]; rgb: RawImage[]; files: string[]; fidelity: FidelitySummary | null }[];
   /** Fidelity over all scored pairs' samples pooled; null when no pair could be scored. */
   fidelity: FidelitySummary | null;
   seconds: number;
@@ -83,17 +85,24 @@ export async function runValidation(base: BaseModel, controlnet: ControlNetModel
   for (const [i, [image, prompt]] of pairValidation(o.images, o.prompts).entries()) {
     // Like the training transforms: shorter side to `resolution`, centre crop (the pipeline refuses other sizes).
     const control = o.resolution ? await resizeCenterCrop(new Uint8Array(fs.readFileSync(image)), o.resolution) : image;
-    const out = await pipe.call({
-      image: control, prompt, numInferenceSteps: o.steps ?? 20, height: o.resolution, width: o.resolution, numImagesPerPrompt: o.numImages ?? 4, generator, signal: o.signal,
-    });
+    const controlRgb = await decodeRgb(typeof control === "string" ? new Uint8Array(fs.readFileSync(control)) : control);
+    // --num_validation_images 0 is accepted by the script: only the conditioning image is logged
+    const out = (o.numImages ?? 4) > 0
+      ? await pipe.call({
+        image: control, prompt, numInferenceSteps: o.steps ?? 20, height: o.resolution, width: o.resolution, numImagesPerPrompt: o.numImages ?? 4, generator, signal: o.signal,
+      })
+      : { images: [] as Uint8Array[], rgb: [] as RawImage[] };
     const files = out.images.map((png, k) => {
       const f = path.join(dir, `step-${o.step}-pair-${i}-sample-${k}.png`);
       fs.writeFileSync(f, png);
       return f;
     });
-    const target = targetFromValidation(await decodeRgb(typeof control === "string" ? new Uint8Array(fs.readFileSync(control)) : control), prompt);
-    const fidelity = target ? averageFidelity(out.rgb.map((image) => ({ image, target }))) : null;
-    pairs.push({ image, prompt, samples: out.images, rgb: out.rgb, files, fidelity });
+    const target = targetFromValidation(controlRgb, prompt);
+    const fidelity = target && out.rgb.length ? averageFidelity(out.rgb.map((image) => ({ image, target }))) : null;
+    // the pipeline floors the control image to a multiple of the VAE factor; loggers stack it with the samples
+    const first = out.rgb[0];
+    const shown = first ? await resizeRgb(controlRgb, first.width, first.height) : controlRgb;
+    pairs.push({ image, prompt, control: shown, samples: out.images, rgb: out.rgb, files, fidelity });
   }
   const scored = pairs.flatMap((p) => p.fidelity?.scores ?? []);
   const fidelity = scored.length ? summarizeFidelity(scored) : null;

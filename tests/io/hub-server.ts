@@ -2,6 +2,7 @@
  * A hub-shaped HTTP server on 127.0.0.1 for tests: just the endpoints @huggingface/hub calls for the functions
  * lib/io/hub.ts uses, with the hub's status codes and X-Error-Code headers.
  *
+ *   GET  /api/whoami-v2                                          whoAmI (the user of a token added with addUser)
  *   GET  /api/{models|datasets}/{org}/{name}/revision/{rev}      modelInfo / datasetInfo (→ sha)
  *   GET  /api/{models|datasets}/{org}/{name}/tree/{rev}[/{path}] listFiles (recursive)
  *   GET  /[datasets/]{org}/{name}/resolve/{rev}/{path}           downloadFile (a Range: bytes=0-0 probe, then the body)
@@ -53,8 +54,13 @@ export class HubServer {
   readonly requests: RecordedRequest[] = [];
   /** Tokens the server accepts. */
   readonly tokens = new Set<string>();
+  /** Token → its user and orgs (addUser). Such a token may create repos only in those namespaces; a token in
+   *  `tokens` without a user may create anywhere. */
+  readonly users = new Map<string, { name: string; orgs: string[] }>();
   /** When set, error bodies repeat the Authorization header (a hostile/buggy server) to test scrubbing. */
   echoAuthInErrors = false;
+  /** When set, commits are answered with this HTTP status (an upload that fails after the repo was created). */
+  failCommitsWith?: number;
   /** When set, file bodies are passed through it (to serve corrupt or truncated downloads). */
   tamper?: (path: string, content: Buffer) => Buffer;
   private repos = new Map<string, Repo>();
@@ -72,6 +78,13 @@ export class HubServer {
   async close(): Promise<void> {
     this.server.closeAllConnections();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  /** A token belonging to a user (whoami answers with it). */
+  addUser(token: string, name: string, orgs: string[] = []): this {
+    this.tokens.add(token);
+    this.users.set(token, { name, orgs });
+    return this;
   }
 
   private key(type: string, name: string): string {
@@ -211,9 +224,24 @@ export class HubServer {
       return this.json(res, entries);
     }
 
+    if (req.method === "GET" && p === "/api/whoami-v2") {
+      if (!this.validToken(auth)) return this.error(res, 401, "Unauthorized", "Invalid credentials in Authorization header", auth);
+      const user = this.users.get(auth!.slice(7));
+      if (!user) return this.error(res, 404, "NotImplemented", "test hub server: this token has no user (use addUser)", auth);
+      return this.json(res, {
+        type: "user", id: `id-${user.name}`, name: user.name, fullname: user.name, email: null, emailVerified: false, canPay: false,
+        isPro: false, periodEnd: null, avatarUrl: "", orgs: user.orgs.map((o) => ({ type: "org", id: `id-${o}`, name: o, fullname: o })),
+        auth: { type: "access_token", accessToken: { displayName: "test", role: "write", createdAt: "2026-01-01T00:00:00.000Z" } },
+      });
+    }
+
     if (req.method === "POST" && p === "/api/repos/create") {
       if (!this.validToken(auth)) return this.error(res, 401, "Unauthorized", "Invalid credentials in Authorization header", auth);
       const b = JSON.parse((await this.body(req)).toString()) as { name: string; organization?: string; type?: string; visibility?: string };
+      const user = this.users.get(auth!.slice(7));
+      if (user && b.organization && b.organization !== user.name && !user.orgs.includes(b.organization)) {
+        return this.error(res, 403, "Forbidden", `You don't have the rights to create a repo under the namespace "${b.organization}"`, auth);
+      }
       const name = b.organization ? `${b.organization}/${b.name}` : b.name;
       const type = (b.type ?? "model") as "model" | "dataset";
       if (this.repos.has(this.key(type, name))) return this.error(res, 409, "RepoExists", "You already created this repo", auth);
@@ -255,6 +283,7 @@ export class HubServer {
       if (!this.validToken(auth)) return this.error(res, 401, "Unauthorized", "Invalid credentials in Authorization header", auth);
       const repo = this.access(res, m[1]!.slice(0, -1), m[2]!, auth);
       if (!repo) return;
+      if (this.failCommitsWith) return this.error(res, this.failCommitsWith, "Internal", "commit failed (test)", auth);
       const branch = m[3]!;
       const parent = repo.refs.get(branch);
       const files: Files = new Map(parent ? repo.commits.get(parent)! : []);

@@ -9,7 +9,7 @@ import path from "node:path";
 import { after, before, beforeEach, describe, test } from "node:test";
 import { scanCacheDir } from "@huggingface/hub";
 import { loadModelFolder, loadPipelineFolder, pipelineComponent, saveModelFolder } from "../../lib/io/diffusers.js";
-import { HubError, hubDownload, parseRepoId, resolveModel, snapshotDownload, uploadFolder } from "../../lib/io/hub.js";
+import { HubError, createRepo, hfTokenPath, hubDownload, hubToken, parseRepoId, resolveModel, snapshotDownload, uploadFolder } from "../../lib/io/hub.js";
 import { writeSafetensors } from "../../lib/io/safetensors.js";
 import type { HostTensor } from "../../lib/io/safetensors.js";
 import { HubServer } from "./hub-server.js";
@@ -21,7 +21,9 @@ let n = 0;
 const newCache = () => path.join(root, `cache-${n++}`);
 
 // Tests must not see the developer's hub settings.
-for (const k of ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_HUB_CACHE", "CONTROLNET_TS_HUB_CACHE"]) delete process.env[k];
+for (const k of ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_HUB_CACHE", "CONTROLNET_TS_HUB_CACHE", "HF_TOKEN_PATH", "XDG_CACHE_HOME"]) delete process.env[k];
+// …nor the developer's login token file (huggingface_hub's $HF_HOME/token)
+process.env.HF_HOME = path.join(root, "hf-home");
 
 function f32(shape: number[], seed: number): HostTensor {
   const count = shape.reduce((a, b) => a * b, 1);
@@ -311,7 +313,7 @@ describe("upload", () => {
     fs.mkdirSync(path.join(out, "logs"));
     fs.writeFileSync(path.join(out, "logs", "events.txt"), "x");
     fs.writeFileSync(path.join(out, ".tmp-partial"), "x");
-    await assert.rejects(uploadFolder("me/my-controlnet", out, { hubUrl: server.url }), /needs a token: set HF_TOKEN/);
+    await assert.rejects(uploadFolder("me/my-controlnet", out, { hubUrl: server.url }), /needs a token: log in with `hf auth login`.*set HF_TOKEN/);
     const res = await uploadFolder("me/my-controlnet", out, { hubUrl: server.url, token: TOKEN, ignorePatterns: ["checkpoint-*"] });
     assert.match(res.commit, /^[0-9a-f]{40}$/);
     const files = server.filesAt("me/my-controlnet")!;
@@ -330,5 +332,63 @@ describe("upload", () => {
       assert.ok(!e.message.includes("hf_badTokenSECRET"));
       return true;
     });
+  });
+});
+
+describe("login token file and create_repo", () => {
+  const withEnv = (env: Record<string, string | undefined>, fn: () => void) => {
+    const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
+    for (const [k, v] of Object.entries(env)) if (v === undefined) delete process.env[k]; else process.env[k] = v;
+    try { fn(); } finally {
+      for (const [k, v] of Object.entries(saved)) if (v === undefined) delete process.env[k]; else process.env[k] = v;
+    }
+  };
+
+  test("the token comes from the option, HF_TOKEN, then the file `hf auth login` wrote ($HF_TOKEN_PATH, $HF_HOME/token, $XDG_CACHE_HOME/huggingface/token)", () => {
+    const home = path.join(root, "token-home");
+    fs.mkdirSync(home, { recursive: true });
+    fs.writeFileSync(path.join(home, "token"), "  hf_fromHomeFile123\n");
+    const explicit = path.join(root, "explicit-token");
+    fs.writeFileSync(explicit, "hf_fromTokenPath456\n");
+    withEnv({ HF_HOME: home, HF_TOKEN_PATH: undefined, HF_TOKEN: undefined }, () => {
+      assert.equal(hfTokenPath(), path.join(home, "token"));
+      assert.equal(hubToken(), "hf_fromHomeFile123"); // trimmed, as huggingface_hub strips it
+      assert.equal(hubToken({ token: "hf_option" }), "hf_option");
+    });
+    withEnv({ HF_HOME: home, HF_TOKEN_PATH: explicit, HF_TOKEN: undefined }, () => assert.equal(hubToken(), "hf_fromTokenPath456"));
+    withEnv({ HF_HOME: home, HF_TOKEN_PATH: explicit, HF_TOKEN: "hf_env789" }, () => assert.equal(hubToken(), "hf_env789"));
+    const xdg = path.join(root, "xdg");
+    fs.mkdirSync(path.join(xdg, "huggingface"), { recursive: true });
+    fs.writeFileSync(path.join(xdg, "huggingface", "token"), "hf_fromXdg000");
+    withEnv({ HF_HOME: undefined, HF_TOKEN_PATH: undefined, XDG_CACHE_HOME: xdg, HF_TOKEN: undefined }, () => assert.equal(hubToken(), "hf_fromXdg000"));
+    // not logged in (no file) and an empty file: no token
+    withEnv({ HF_HOME: path.join(root, "nobody"), HF_TOKEN_PATH: undefined }, () => assert.equal(hubToken(), undefined));
+    fs.writeFileSync(explicit, "\n");
+    withEnv({ HF_TOKEN_PATH: explicit }, () => assert.equal(hubToken(), undefined));
+  });
+
+  test("createRepo: a bare name goes under the token's user (whoami), an existing repo is fine (exist_ok), foreign namespaces and missing tokens are one clear error", async () => {
+    const alice = "hf_aliceSECRETtoken11";
+    server.addUser(alice, "alice", ["team"]);
+    const r = await createRepo("my-cn", { hubUrl: server.url, token: alice });
+    assert.deepEqual(r, { repoId: "alice/my-cn", url: `${server.url}/alice/my-cn`, created: true });
+    assert.ok(server.filesAt("alice/my-cn"), "repo exists on the hub");
+    assert.ok(server.requests.some((q) => q.url === "/api/whoami-v2"));
+    // exist_ok: again, and with the full id
+    assert.deepEqual(await createRepo("alice/my-cn", { hubUrl: server.url, token: alice }), { ...r, created: false });
+    assert.equal((await createRepo("team/shared", { hubUrl: server.url, token: alice })).repoId, "team/shared");
+    await assert.rejects(createRepo("bob/x", { hubUrl: server.url, token: alice }), (e: HubError) => {
+      assert.equal(e.status, 403);
+      assert.match(e.message, /may not create hub model repo bob\/x \(HTTP 403\)/);
+      assert.ok(!e.message.includes(alice));
+      return true;
+    });
+    await assert.rejects(createRepo("my-cn", { hubUrl: server.url, token: "hf_rejectedSECRET000" }), (e: HubError) => {
+      assert.equal(e.status, 401);
+      assert.match(e.message, /rejected the token \(HTTP 401\)/);
+      assert.ok(!e.message.includes("hf_rejectedSECRET000"));
+      return true;
+    });
+    await assert.rejects(createRepo("my-cn", { hubUrl: server.url }), /Creating hub repo my-cn needs a token: log in with `hf auth login`/);
   });
 });

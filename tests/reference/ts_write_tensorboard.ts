@@ -5,7 +5,7 @@
  *     tests/reference/.venv/bin/python tests/reference/make_fixtures.py --check-tensorboard /tmp/tb
  *
  * Expected: scalars loss (1, 1/2, 1/3 at steps 1-3), lr, single (0.25 at step 4) and one image "validation" at
- * step 3, 22x12 pixels (two 8x8 images in a grid with 2-pixel padding, as torch's add_images tiles them).
+ * step 3, 16x8 pixels (two 8x8 images side by side, no padding, as torch's add_images tiles them).
  */
 import { TensorBoardWriter } from "../../lib/training/tensorboard.js";
 

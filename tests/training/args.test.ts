@@ -109,7 +109,7 @@ test("the script's validation rules and messages", () => {
   assert.throws(() => parseTrainArgs([...base, "--train_batch_size", "0"]), /positive/);
 });
 
-test("--mixed_precision fp16/bf16, --allow_tf32, --report_to wandb: accepted with honest warnings", () => {
+test("--mixed_precision fp16/bf16, --allow_tf32, --report_to wandb: accepted with honest warnings; unknown trackers refused", () => {
   for (const mode of ["fp16", "bf16"]) {
     const { args, warnings } = parseTrainArgs([...base, "--mixed_precision", mode]);
     assert.equal(args.mixed_precision, mode);
@@ -119,8 +119,19 @@ test("--mixed_precision fp16/bf16, --allow_tf32, --report_to wandb: accepted wit
     assert.match(warnings[0]!, /--gradient_checkpointing, --use_8bit_adam/);
   }
   assert.deepEqual(parseTrainArgs([...base, "--mixed_precision", "no"]).warnings, []);
-  assert.match(parseTrainArgs([...base, "--allow_tf32"]).warnings[0]!, /no effect/);
-  assert.match(parseTrainArgs([...base, "--report_to", "all"]).warnings[0]!, /only TensorBoard/);
+  assert.match(parseTrainArgs([...base, "--allow_tf32"]).warnings[0]!, /acts on the native GPU engine only/);
+  // --report_to as accelerate: "all" = every available tracker (TensorBoard here), a known tracker we lack is logged
+  // to TensorBoard and the warning says so, an unknown one is refused with accelerate's message
+  assert.deepEqual(parseTrainArgs([...base, "--report_to", "all"]).warnings, []);
+  for (const t of ["wandb", "comet_ml", "mlflow"]) {
+    const w = parseTrainArgs([...base, "--report_to", t]).warnings;
+    assert.equal(w.length, 1);
+    assert.match(w[0]!, new RegExp(`--report_to ${t}: controlnet-ts has no ${t} integration, so nothing is sent to ${t}; the run is logged to TensorBoard instead`));
+  }
+  assert.throws(() => parseTrainArgs([...base, "--report_to", "neptune"]), /Unsupported logging capability: neptune\. Choose between all, aim, tensorboard, wandb/);
+  // --num_validation_images 0 (only the conditioning images are logged) is accepted, as by the script
+  assert.equal(parseTrainArgs([...base, "--num_validation_images", "0"]).args.num_validation_images, 0);
+  assert.throws(() => parseTrainArgs([...base, "--num_validation_images", "-1"]), />= 0/);
 });
 
 test("help, notebook construction and argv round trip (the token never echoed)", () => {

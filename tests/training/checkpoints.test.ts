@@ -6,7 +6,9 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import {
+  ForeignCheckpointError,
   cleanStaleCheckpoints,
+  listForeignCheckpoints,
   listCheckpointDirs,
   listCheckpoints,
   loadCheckpoint,
@@ -15,6 +17,7 @@ import {
   verifyCheckpoint,
 } from "../../lib/training/checkpoints.js";
 import { readSafetensors } from "../../lib/io/safetensors.js";
+import { writeAccelerateCheckpoint } from "./fixtures/accelerate-checkpoint.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const tmpDir = () => fs.mkdtempSync(path.join(os.tmpdir(), "cnts-ckpt-"));
@@ -104,6 +107,34 @@ test("resume_from_checkpoint: latest = highest complete; none → fresh with the
   assert.match(verifyCheckpoint(path.join(dir, "checkpoint-6"))!, /optimizer.safetensors/);
   assert.equal(resolveResume(dir, "latest").checkpoint!.step, 4);
   fs.rmSync(dir, { recursive: true });
+});
+
+test("accelerate's checkpoints (diffusers' own) are recognised and refused, whatever the resume mode; nothing is touched", () => {
+  const dir = tmpDir();
+  writeAccelerateCheckpoint(dir, 2);
+  writeAccelerateCheckpoint(dir, 4);
+  const before = fs.readdirSync(dir, { recursive: true }).sort();
+  assert.deepEqual(listForeignCheckpoints(dir).map((c) => c.step), [2, 4]);
+  for (const resume of ["latest", null, "checkpoint-4", path.join(dir, "checkpoint-2")]) {
+    assert.throws(() => resolveResume(dir, resume), (e: ForeignCheckpointError) => {
+      assert.ok(e instanceof ForeignCheckpointError, String(e));
+      assert.match(e.message, /written by diffusers' train_controlnet\.py \/ accelerate \(checkpoint-2, checkpoint-4\)/);
+      assert.match(e.message, new RegExp(`--controlnet_model_name_or_path=${path.join(dir, "checkpoint-4", "controlnet").replace(/[/.]/g, "\\$&")} and a new --output_dir`));
+      assert.ok(!e.message.includes("\n"), "one line");
+      return true;
+    });
+  }
+  // an accelerate checkpoint elsewhere, by path
+  const other = tmpDir();
+  const ck = writeAccelerateCheckpoint(other, 6);
+  assert.throws(() => resolveResume(tmpDir(), ck), (e: Error) => e instanceof ForeignCheckpointError && /checkpoint-6/.test(e.message));
+  assert.deepEqual(fs.readdirSync(dir, { recursive: true }).sort(), before, "nothing written or removed");
+  // our own incomplete folders are not mistaken for accelerate's
+  const ours = tmpDir();
+  fs.mkdirSync(path.join(ours, "checkpoint-10"));
+  fs.writeFileSync(path.join(ours, "checkpoint-10", "optimizer.safetensors"), "partial");
+  assert.deepEqual(listForeignCheckpoints(ours), []);
+  for (const d of [dir, other, ours]) fs.rmSync(d, { recursive: true });
 });
 
 test("stale leftovers: a complete tmp whose final name is missing is moved into place, an old copy put back", async () => {

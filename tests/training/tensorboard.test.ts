@@ -12,6 +12,8 @@ import {
   findEventFiles,
   frameRecord,
   makeGrid,
+  decodeHparamsSessionStart,
+  toYaml,
   maskedCrc32c,
   readEvents,
   readJsonl,
@@ -77,17 +79,20 @@ test("writer → reader round trip: file name, file_version, scalars, images (PN
   assert.equal(evs[3]!.step, 2 ** 40);
   const img = evs[4]!.values[0]!;
   assert.equal(img.tag, "red circle");
-  // make_grid: 2 images of 4x3 side by side with 2 px padding → (2·(4+2)+2) × (3+2+2)
-  assert.deepEqual([img.image!.width, img.image!.height, img.image!.colorspace], [14, 7, 3]);
+  // torch.utils.tensorboard's make_grid: 2 images of 4x3 side by side, no padding → 8 × 3
+  assert.deepEqual([img.image!.width, img.image!.height, img.image!.colorspace], [8, 3, 3]);
   assert.deepEqual(Array.from(img.image!.encoded.subarray(0, 8)), [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
   const sharp = (await import("sharp")).default;
   const { data, info } = await sharp(Buffer.from(img.image!.encoded)).raw().toBuffer({ resolveWithObject: true });
-  assert.deepEqual([info.width, info.height, info.channels], [14, 7, 3]);
-  const grid = makeGrid([px, px.map((v) => 255 - v)], 4, 3, 3);
+  assert.deepEqual([info.width, info.height, info.channels], [8, 3, 3]);
+  const grid = makeGrid([px, px.map((v) => 255 - v)], 4, 3, 3, 8, 0);
   assert.deepEqual(new Uint8Array(data), grid.pixels);
-  // pixel (x=2,y=2) of the grid is the first image's (0,0); (x=8,y=2) the second's
-  assert.deepEqual(Array.from(grid.pixels.subarray((2 * 14 + 2) * 3, (2 * 14 + 2) * 3 + 3)), Array.from(px.subarray(0, 3)));
-  assert.deepEqual(Array.from(grid.pixels.subarray((2 * 14 + 8) * 3, (2 * 14 + 8) * 3 + 3)), Array.from(px.subarray(0, 3)).map((v) => 255 - v));
+  // pixel (0,0) of the grid is the first image's (0,0); (x=4,y=0) the second's
+  assert.deepEqual(Array.from(grid.pixels.subarray(0, 3)), Array.from(px.subarray(0, 3)));
+  assert.deepEqual(Array.from(grid.pixels.subarray(4 * 3, 4 * 3 + 3)), Array.from(px.subarray(0, 3)).map((v) => 255 - v));
+  // torchvision's make_grid (the demo's grids) pads: 2 px around each cell → (2·(4+2)+2) × (3+2+2)
+  const padded = makeGrid([px, px], 4, 3, 3);
+  assert.deepEqual([padded.width, padded.height], [14, 7]);
   // a flipped bit anywhere is caught
   const bytes = fs.readFileSync(w.path);
   bytes[bytes.length - 20] ^= 1;
@@ -118,5 +123,25 @@ test("JSON-lines log: one object per line, a partial last line is ignored", () =
   assert.deepEqual(rows.map((r) => [r.step, r.loss]), [[1, 0.5], [2, 0.25]]);
   assert.equal(typeof rows[0]!.time, "number");
   assert.deepEqual(readJsonl(path.join(dir, "missing.jsonl")), []);
+  fs.rmSync(dir, { recursive: true });
+});
+
+test("hparams as accelerate stores them: the plugin's three summaries in <logdir>/<time>/ (decoded back), hparams.yml as PyYAML writes it", () => {
+  const dir = tmpDir();
+  const w = new TensorBoardWriter(dir);
+  const hpDir = w.addHparams({ learning_rate: 1e-5, seed: 1, use_ema: false, cache_dir: null, report_to: "tensorboard", max_grad_norm: 1, hub_model_id: "true" },
+    { floats: new Set(["learning_rate", "max_grad_norm"]), wallTime: 1_700_000_000.5 });
+  w.close();
+  assert.equal(hpDir, path.join(dir, "1700000000.5"));
+  const [file] = findEventFiles(hpDir);
+  const values = readEvents(file!).flatMap((e) => e.values);
+  assert.deepEqual(values.map((v) => [v.tag, v.plugin?.name]), [
+    ["_hparams_/experiment", "hparams"], ["_hparams_/session_start_info", "hparams"], ["_hparams_/session_end_info", "hparams"],
+  ]);
+  // None is skipped; a bool is a number (Python's bool is an int), as torch's add_hparams
+  assert.deepEqual(decodeHparamsSessionStart(values[1]!.plugin!.content), { learning_rate: 1e-5, seed: 1, use_ema: 0, report_to: "tensorboard", max_grad_norm: 1, hub_model_id: "true" });
+  assert.equal(fs.readFileSync(path.join(hpDir, "hparams.yml"), "utf8"),
+    'cache_dir: null\nhub_model_id: "true"\nlearning_rate: 1.0e-05\nmax_grad_norm: 1.0\nreport_to: tensorboard\nseed: 1\nuse_ema: false\n');
+  assert.equal(toYaml({ a: 1e16, b: 0.0001, c: 2.5e-7, d: "/tmp/x", e: "a: b" }, new Set(["a", "b", "c"])), 'a: 1.0e+16\nb: 0.0001\nc: 2.5e-07\nd: /tmp/x\ne: "a: b"\n');
   fs.rmSync(dir, { recursive: true });
 });

@@ -1,0 +1,223 @@
+/**
+ * `controlnet-ts accelerate launch [accelerate flags] train_controlnet.py <script flags>` and
+ * `controlnet-ts accelerate config [default]`: the seed README's commands, mapped onto `train_controlnet`.
+ *
+ * launch: the script's flags pass through unchanged; of accelerate's own flags and config file, what has a meaning
+ * here is applied — mixed_precision (the script's own flag wins, as in accelerate), DeepSpeed's optimizer offload
+ * (→ --offload_optimizer_state) and gradient_accumulation_steps, num_cpu_threads_per_process (→ engine threads) — and
+ * every other setting is named in one note saying it has no effect. More than one process goes through
+ * `launchProcesses`, the one place that will call the multi-process launcher.
+ *
+ * config / config default: accelerate's write_basic_config — a JSON config written once (never overwritten) — in
+ * controlnet-ts' own cache folder, so Python accelerate's file is never touched; launch reads `--config_file`, else
+ * that file, else accelerate's default config if the user has one.
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { main as trainMain } from "./train.js";
+
+type Config = Record<string, unknown>;
+
+/** accelerate launch's flags that take a value / take none (accelerate/commands/launch.py). */
+const VALUE_FLAGS = new Set([
+  "config_file", "num_processes", "num_machines", "machine_rank", "main_process_ip", "main_process_port", "mixed_precision",
+  "gpu_ids", "dynamo_backend", "dynamo_mode", "num_cpu_threads_per_process", "gradient_accumulation_steps", "zero_stage",
+  "offload_optimizer_device", "offload_param_device", "offload_optimizer_nvme_path", "offload_param_nvme_path",
+  "deepspeed_config_file", "zero3_init_flag", "zero3_save_16bit_model", "deepspeed_hostfile", "deepspeed_multinode_launcher",
+  "rdzv_backend", "rdzv_conf", "max_restarts", "monitor_interval", "fsdp_sharding_strategy", "fsdp_offload_params", "log_dir",
+  "main_training_function", "downcast_bf16", "tpu_vm", "tpu_env", "env_file",
+]);
+const BOOL_FLAGS = new Set(["multi_gpu", "cpu", "use_deepspeed", "use_fsdp", "use_megatron_lm", "use_xpu", "tpu", "debug", "quiet", "q", "module", "m", "no_python", "same_network", "mps", "dynamo_use_fullgraph", "dynamo_use_dynamic"]);
+/** What launch applies; everything else is reported as having no effect. */
+const APPLIED = new Set(["config_file", "num_processes", "mixed_precision", "num_cpu_threads_per_process", "gradient_accumulation_steps", "offload_optimizer_device", "use_deepspeed", "multi_gpu", "num_machines", "quiet", "q", "debug"]);
+
+function cacheHome(): string {
+  return process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), ".cache");
+}
+
+/** controlnet-ts' default accelerate config (JSON, like write_basic_config's file). */
+export function defaultConfigFile(): string {
+  return path.join(cacheHome(), "controlnet-ts", "accelerate", "default_config.yaml");
+}
+
+/** Python accelerate's default config file ($HF_HOME/accelerate/default_config.yaml). */
+function accelerateConfigFile(): string {
+  return path.join(process.env.HF_HOME ?? path.join(cacheHome(), "huggingface"), "accelerate", "default_config.yaml");
+}
+
+function scalar(v: string): unknown {
+  const t = v.trim().replace(/^(['"])(.*)\1$/, "$2");
+  if (/^(true|false)$/i.test(t)) return t.toLowerCase() === "true";
+  if (/^(null|~|)$/.test(t)) return null;
+  if (/^[+-]?\d+(\.\d+)?$/.test(t)) return Number(t);
+  return t;
+}
+
+/**
+ * An accelerate config file: JSON (write_basic_config's) or the YAML `accelerate config` writes — flat `key: value`
+ * lines with one indented level (deepspeed_config, fsdp_config). No YAML library is a dependency of this package, and
+ * accelerate's files use no more of YAML than that; anything else in them is ignored.
+ */
+export function readAccelerateConfig(file: string): Config {
+  const text = fs.readFileSync(file, "utf8");
+  try {
+    return JSON.parse(text) as Config;
+  } catch {
+    /* YAML */
+  }
+  const out: Config = {};
+  let section: Config | null = null;
+  for (const line of text.split(/\r?\n/)) {
+    if (!line.trim() || line.trimStart().startsWith("#")) continue;
+    const m = /^(\s*)([A-Za-z0-9_]+):\s*(.*)$/.exec(line);
+    if (!m) continue;
+    if (m[1]!.length === 0) {
+      section = null;
+      if (m[3] === "") out[m[2]!] = section = {};
+      else out[m[2]!] = scalar(m[3]!);
+    } else if (section) section[m[2]!] = scalar(m[3]!);
+  }
+  return out;
+}
+
+/** The one place that starts more than one process; not available yet. */
+export function launchProcesses(n: number): string | null {
+  if (n <= 1) return null;
+  return `--num_processes ${n}: multi-process (multi-GPU / multi-node) training is not available in controlnet-ts yet; ` +
+    "run with --num_processes 1 (one process on the engine controlnet-ts finds).";
+}
+
+export interface LaunchPlan {
+  /** The train_controlnet argv. */
+  argv: string[];
+  /** Engine threads (num_cpu_threads_per_process), or null. */
+  threads: number | null;
+  /** What was mapped and what has no effect. */
+  notes: string[];
+  /** A reason not to run (exit 2). */
+  error: string | null;
+}
+
+/** Maps `accelerate launch` arguments onto train_controlnet's (no side effects; `main` applies it). */
+export function planLaunch(argv: readonly string[]): LaunchPlan {
+  const flags: Config = {};
+  let k = 0;
+  const fail = (error: string): LaunchPlan => ({ argv: [], threads: null, notes: [], error });
+  for (; k < argv.length; k++) {
+    const tok = argv[k]!;
+    if (!tok.startsWith("-")) break;
+    const eq = tok.indexOf("=");
+    const name = (eq >= 0 ? tok.slice(0, eq) : tok).replace(/^-+/, "").replace(/-/g, "_");
+    if (BOOL_FLAGS.has(name)) {
+      flags[name] = true;
+    } else if (VALUE_FLAGS.has(name)) {
+      const v = eq >= 0 ? tok.slice(eq + 1) : argv[++k];
+      if (v === undefined) return fail(`accelerate launch: argument --${name}: expected one argument`);
+      flags[name] = scalar(v);
+    } else {
+      return fail(`accelerate launch: unrecognized argument ${tok} (controlnet-ts maps accelerate launch's own flags; put train_controlnet.py before the script's flags)`);
+    }
+  }
+  const script = argv[k];
+  if (script === undefined) return fail("accelerate launch: the script is missing: controlnet-ts accelerate launch [accelerate flags] train_controlnet.py [script flags]");
+  if (!/^train_controlnet(\.py)?$/.test(path.basename(script))) {
+    return fail(`accelerate launch: controlnet-ts runs diffusers' examples/controlnet/train_controlnet.py only, not ${script}`);
+  }
+  const scriptArgs = argv.slice(k + 1);
+
+  const configFile = (flags.config_file as string | undefined) ?? [defaultConfigFile(), accelerateConfigFile()].find((f) => fs.existsSync(f));
+  let config: Config = {};
+  if (configFile) {
+    if (!fs.existsSync(configFile)) return fail(`accelerate launch: --config_file ${configFile} does not exist`);
+    config = readAccelerateConfig(configFile);
+  }
+  const ds = (config.deepspeed_config ?? {}) as Config;
+  const pick = (flag: string, fromConfig: unknown) => (flags[flag] !== undefined ? flags[flag] : fromConfig);
+  const processes = Number(pick("num_processes", config.num_processes ?? 1)) * Number(pick("num_machines", config.num_machines ?? 1));
+  const multi = launchProcesses(flags.multi_gpu && flags.num_processes === undefined ? 2 : processes);
+  if (multi) return fail(multi);
+
+  const notes: string[] = [];
+  const out = [...scriptArgs];
+  const has = (name: string) => scriptArgs.some((a) => a === `--${name}` || a.startsWith(`--${name}=`));
+  const mp = pick("mixed_precision", config.mixed_precision);
+  if (typeof mp === "string" && mp !== "no" && !has("mixed_precision")) {
+    out.push(`--mixed_precision=${mp}`);
+    notes.push(`mixed_precision ${mp} → --mixed_precision=${mp}`);
+  }
+  const deepspeed = flags.use_deepspeed === true || config.distributed_type === "DEEPSPEED";
+  const offload = pick("offload_optimizer_device", ds.offload_optimizer_device);
+  if (deepspeed && (offload === "cpu" || offload === "nvme") && !has("offload_optimizer_state")) {
+    out.push("--offload_optimizer_state");
+    notes.push(`DeepSpeed offload_optimizer_device ${offload} → --offload_optimizer_state (optimizer state and update in host memory)`);
+  }
+  const accum = pick("gradient_accumulation_steps", deepspeed ? ds.gradient_accumulation_steps : undefined);
+  if (accum !== undefined && accum !== null && !has("gradient_accumulation_steps")) {
+    out.push(`--gradient_accumulation_steps=${accum}`);
+    notes.push(`gradient_accumulation_steps ${accum} → --gradient_accumulation_steps=${accum}`);
+  }
+  const threads = flags.num_cpu_threads_per_process !== undefined ? Number(flags.num_cpu_threads_per_process) : null;
+  if (threads !== null) notes.push(`num_cpu_threads_per_process ${threads} → engine threads (CONTROLNET_TS_THREADS)`);
+  const ignored = [
+    ...Object.keys(flags).filter((f) => !APPLIED.has(f)).map((f) => `--${f}`),
+    ...(deepspeed ? ["DeepSpeed ZeRO stage / parameter offload (the frozen weights are streamed by the planner instead)"] : []),
+  ];
+  if (ignored.length) notes.push(`no effect in controlnet-ts (one process, its own engine): ${ignored.join(", ")}`);
+  if (configFile) notes.unshift(`accelerate config: ${configFile}`);
+  return { argv: out, threads, notes, error: null };
+}
+
+/** write_basic_config: writes the default config once (an existing file is kept, as accelerate does). */
+export function writeBasicConfig(opts: { mixedPrecision?: string; saveLocation?: string } = {}): { file: string; written: boolean } {
+  const file = opts.saveLocation ?? defaultConfigFile();
+  if (fs.existsSync(file)) return { file, written: false };
+  const mp = (opts.mixedPrecision ?? "no").toLowerCase();
+  if (!["no", "fp16", "bf16", "fp8"].includes(mp)) throw new Error(`\`mixed_precision\` should be one of 'no', 'fp16', 'bf16', or 'fp8'. Received ${mp}`);
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const config = { compute_environment: "LOCAL_MACHINE", debug: false, distributed_type: "NO", mixed_precision: mp, num_processes: 1, use_cpu: false };
+  fs.writeFileSync(file, JSON.stringify(config, null, 2) + "\n");
+  return { file, written: true };
+}
+
+const USAGE = `usage: controlnet-ts accelerate launch [accelerate flags] train_controlnet.py [train_controlnet flags]
+       controlnet-ts accelerate config [default] [--config_file PATH] [--mixed_precision no|fp16|bf16]
+`;
+
+function valueOf(args: string[], name: string): string | undefined {
+  const i = args.findIndex((a) => a === `--${name}` || a.startsWith(`--${name}=`));
+  if (i < 0) return undefined;
+  return args[i]!.includes("=") ? args[i]!.slice(args[i]!.indexOf("=") + 1) : args[i + 1];
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === "launch") {
+    const plan = planLaunch(rest);
+    if (plan.error) {
+      process.stderr.write(`controlnet-ts: error: ${plan.error}\n`);
+      return 2;
+    }
+    for (const n of plan.notes) process.stderr.write(`accelerate launch: ${n}\n`);
+    if (plan.threads !== null) process.env.CONTROLNET_TS_THREADS = String(plan.threads); // the launch flag is the explicit ask
+    return trainMain(plan.argv);
+  }
+  if (command === "config") {
+    // `accelerate config` asks about the machine; controlnet-ts has one answer (one process, the engine it finds)
+    const interactive = rest[0] !== "default";
+    const args = interactive ? rest : rest.slice(1);
+    try {
+      const r = writeBasicConfig({ mixedPrecision: valueOf(args, "mixed_precision"), saveLocation: valueOf(args, "config_file") });
+      if (interactive) process.stdout.write("controlnet-ts runs one process on the engine it finds, so there is nothing to ask: writing the default configuration.\n");
+      process.stdout.write(r.written
+        ? `accelerate configuration saved at ${r.file}\n`
+        : `Configuration already exists at ${r.file}, will not override. Pass a different --config_file.\n`);
+      return 0;
+    } catch (e) {
+      process.stderr.write(`controlnet-ts: error: ${(e as Error).message}\n`);
+      return 2;
+    }
+  }
+  process.stdout.write(USAGE);
+  return command === undefined || command === "--help" || command === "-h" ? 0 : 2;
+}
