@@ -47,11 +47,13 @@ export function syntheticName(name: string | null | undefined): { count: number 
   return m ? { count: m[1] ? Number(m[1]) : 50_000 } : null;
 }
 
+function refuseFileAsOutputDir(dir: string): void {
+  if (fs.existsSync(dir) && !fs.statSync(dir).isDirectory()) throw new Error(`--output_dir ${dir} exists and is not a folder; nothing was trained`);
+}
+
 /** Builds everything a run needs (no training yet). */
 export async function createSession(args: TrainArgs, log: (l: string) => void = console.log): Promise<TrainingSession> {
-  if (fs.existsSync(args.output_dir) && !fs.statSync(args.output_dir).isDirectory()) {
-    throw new Error(`--output_dir ${args.output_dir} exists and is not a folder; nothing was trained`);
-  }
+  refuseFileAsOutputDir(args.output_dir);
   if (args.validation_image) await checkValidationImages(args.validation_image);
   const engine = await initEngine({ allowTf32: args.allow_tf32 });
   log(describeEngine(engine));
@@ -322,6 +324,7 @@ export class HubUploadError extends Error {
 /** The whole script: create the hub repo, train to max_train_steps, save, validate a last time, write the card, push. */
 export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Promise<TrainResult> {
   const log = hooks.log ?? console.log;
+  refuseFileAsOutputDir(args.output_dir);
   // before anything is loaded or written: another tool's checkpoints in output_dir, and the hub repo
   assertNoForeignCheckpoints(args.output_dir);
   let repoId: string | null = null;

@@ -35,7 +35,8 @@ test("#9: output_dir is a file, a missing resume checkpoint: one line each, no s
 
 test("#10: a base model the hub cannot give is not reported as a failed push", () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cli-hub-"));
-  const r = cli(["--pretrained_model_name_or_path=nobody/no-such-model", `--output_dir=${path.join(dir, "out")}`, ...tiny, "--push_to_hub"],
+  // without --push_to_hub: with it, the hub repo is now created (or refused) before anything is fetched (issue 24 #2)
+  const r = cli(["--pretrained_model_name_or_path=nobody/no-such-model", `--output_dir=${path.join(dir, "out")}`, ...tiny],
     { HF_HUB_OFFLINE: "1", HF_HOME: path.join(dir, "hf") });
   assert.equal(r.status, 1);
   assert.doesNotMatch(r.stderr, /push_to_hub failed|trained ControlNet is saved/);
