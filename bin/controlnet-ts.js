@@ -13,6 +13,7 @@ const COMMANDS = {
   kernel: { module: "kernel/cli", summary: "install or run the Jupyter kernel (controlnet-ts kernel --help)" },
   train_controlnet: { module: "lib/cli/train", summary: "train a ControlNet with train_controlnet.py's flags (--help lists them)" },
   infer: { module: "lib/cli/infer", summary: "base model + ControlNet + control image + prompt → PNG (--help)" },
+  launch: { module: "lib/cli/launch", summary: "data-parallel training on several processes/machines, accelerate launch's flags (--help)" },
 };
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");

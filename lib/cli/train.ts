@@ -3,6 +3,7 @@ import { ArgsError, parseTrainArgs, trainArgsHelp } from "../training/args.js";
 import { trainControlNet } from "../training/run.js";
 import { NonFiniteLossError } from "../training/trainer.js";
 import { HubError } from "../io/hub.js";
+import { DistributedError } from "../training/distributed.js";
 
 function formatEta(seconds: number): string {
   if (!Number.isFinite(seconds)) return "?";
@@ -50,6 +51,10 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof NonFiniteLossError) {
       process.stderr.write(`\n${e.message}\n`);
+      return 1;
+    }
+    if (e instanceof DistributedError) {
+      process.stderr.write(`\ntrain_controlnet: error: ${e.message}\n`);
       return 1;
     }
     if (e instanceof HubError) {

@@ -15,6 +15,7 @@ import { ControlNetTrainer, type StepReport, type TrainResult } from "./trainer.
 import { TensorBoardWriter } from "./tensorboard.js";
 import { runValidation, type ValidationResult } from "./validation.js";
 import { suddenConvergenceStep, type ConvergencePoint } from "../eval/fidelity.js";
+import { dataParallelFromEnv } from "./distributed.js";
 
 export interface RunHooks {
   signal?: AbortSignal | null;
@@ -44,6 +45,9 @@ export function syntheticName(name: string | null | undefined): { count: number 
 
 /** Builds everything a run needs (no training yet). */
 export async function createSession(args: TrainArgs, log: (l: string) => void = console.log): Promise<TrainingSession> {
+  // under `controlnet-ts launch`: join the process group first, so a busy port or bad address fails before loading
+  const parallel = dataParallelFromEnv();
+  if (parallel && !parallel.isMainProcess) log = () => {};
   const engine = await initEngine();
   log(describeEngine(engine));
   const hub = { revision: args.revision ?? undefined, cacheDir: args.cache_dir ?? undefined };
@@ -58,6 +62,7 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
     proportion_empty_prompts: args.proportion_empty_prompts, hub,
   });
   log(`dataset: ${dataset.description}`);
+  if (parallel) log(`data-parallel: ${parallel.worldSize} processes × batch ${args.train_batch_size} (TensorFlow collective all-reduce)`);
   const maxLen = base.tokenizer.modelMaxLength;
   const trainer = new ControlNetTrainer({
     unet: base.unet, controlnet, vae: base.vae, textEncoder: base.textEncoder, noiseScheduler: base.noiseScheduler,
@@ -67,16 +72,17 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
     seed: args.seed,
     attention_chunk_size: args.enable_xformers_memory_efficient_attention ? 1024 : 0,
     logging_dir: path.join(args.output_dir, args.logging_dir),
-  });
+  }, parallel);
   return { base, controlnet, dataset, trainer, args };
 }
 
 /** Trains a session (continuing where it is) with logging and validation. */
 export async function trainSession(s: TrainingSession, hooks: RunHooks = {}): Promise<TrainResult> {
   const { args, trainer } = s;
-  const log = hooks.log ?? console.log;
-  const tb = args.report_to === "tensorboard" || args.report_to === "all" ? new TensorBoardWriter(path.join(args.output_dir, args.logging_dir)) : null;
-  const validation = args.validation_image && args.validation_prompt ? { images: args.validation_image, prompts: args.validation_prompt } : null;
+  const main = trainer.isMainProcess; // rank 0 alone logs, validates and reports progress
+  const log = main ? hooks.log ?? console.log : () => {};
+  const tb = main && (args.report_to === "tensorboard" || args.report_to === "all") ? new TensorBoardWriter(path.join(args.output_dir, args.logging_dir)) : null;
+  const validation = main && args.validation_image && args.validation_prompt ? { images: args.validation_image, prompts: args.validation_prompt } : null;
   // fill50k-style validation pairs are scored (lib/eval/fidelity.ts); the step where the score jumps is reported
   const fidelityHistory: ConvergencePoint[] = [];
   let jumpReported = false;
@@ -86,7 +92,7 @@ export async function trainSession(s: TrainingSession, hooks: RunHooks = {}): Pr
       until: hooks.until,
       onStep: async (r) => {
         tb?.addScalars({ loss: r.loss, lr: r.lr }, r.step);
-        await hooks.onStep?.(r);
+        if (main) await hooks.onStep?.(r);
       },
       onCheckpoint: (dir) => log(`Saved state to ${dir}`),
       validationSteps: validation ? args.validation_steps : undefined,
@@ -153,8 +159,9 @@ export async function pushToHub(s: TrainingSession, opts: { hubUrl?: string } = 
 
 /** The whole script: train to max_train_steps, save, push. Returns the exit code. */
 export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Promise<TrainResult> {
-  const log = hooks.log ?? console.log;
+  let log = hooks.log ?? console.log;
   const s = await createSession(args, log);
+  if (!s.trainer.isMainProcess) log = () => {}; // rank 0 writes the checkpoint, the final folder and the push
   try {
     const r = await trainSession(s, hooks);
     if (r.stopped === "interrupted") {
@@ -162,6 +169,7 @@ export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Pr
       log(`Interrupted at step ${r.globalStep}; state saved to ${dir}. Re-run with --resume_from_checkpoint=latest to continue.`);
       return r;
     }
+    if (!s.trainer.isMainProcess) return r;
     saveFinal(s);
     log(`Saved the ControlNet to ${args.output_dir}`);
     if (args.push_to_hub) log(`Pushed to ${await pushToHub(s)}`);

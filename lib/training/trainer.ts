@@ -21,6 +21,7 @@ import { EMAModel } from "./ema.js";
 import { JsonlLogger } from "./tensorboard.js";
 import { controlnetGradients, encodeLatents, type NoiseSchedule } from "./step.js";
 import { loadModelFolder } from "../io/diffusers.js";
+import { allReduceGradients, shardBatch, shardRange, takeRows, type DataParallel } from "./distributed.js";
 
 /** A checkpoint's folder for the weights' moving average (diffusers' scripts: unet_ema/). */
 const EMA_FOLDER = "controlnet_ema";
@@ -133,16 +134,24 @@ export class ControlNetTrainer {
   readonly ema: EMAModel | null;
   /** train_log.jsonl, one synchronous append per step: each line is complete on disk when the step ends (a
    *  stream would flush only when the event loop gets a turn, so a follower could lag or see nothing after a kill). */
-  private readonly log: JsonlLogger;
+  private readonly log: JsonlLogger | null;
+  /** Data-parallel training (lib/training/distributed.ts): this process's rank and the all-reduce; null alone. */
+  readonly parallel: DataParallel | null;
+  /** Rows per micro-step over all processes (train_batch_size × processes). */
+  private readonly globalBatch: number;
+  /** Another process asked to stop: all stop at this step boundary (set by the all-reduce). */
+  private stopAgreed = false;
 
-  constructor(readonly c: TrainingComponents, readonly dataset: ControlNetDataset, options: TrainingOptions) {
+  constructor(readonly c: TrainingComponents, readonly dataset: ControlNetDataset, options: TrainingOptions, parallel: DataParallel | null = null) {
     const o = options;
     const accumulation = o.gradient_accumulation_steps ?? 1;
+    this.parallel = parallel;
+    this.globalBatch = o.train_batch_size * (parallel?.worldSize ?? 1);
     this.opts = {
       output_dir: o.output_dir, seed: o.seed ?? 0, resolution: o.resolution, train_batch_size: o.train_batch_size,
       num_train_epochs: o.num_train_epochs ?? 1, gradient_accumulation_steps: accumulation,
       gradient_checkpointing: o.gradient_checkpointing ?? false,
-      learning_rate: (o.scale_lr ? accumulation * o.train_batch_size : 1) * o.learning_rate, scale_lr: o.scale_lr ?? false,
+      learning_rate: (o.scale_lr ? accumulation * this.globalBatch : 1) * o.learning_rate, scale_lr: o.scale_lr ?? false,
       lr_scheduler: o.lr_scheduler ?? "constant", lr_warmup_steps: o.lr_warmup_steps ?? 500, lr_num_cycles: o.lr_num_cycles ?? 1,
       lr_power: o.lr_power ?? 1, use_8bit_adam: o.use_8bit_adam ?? false, offload_optimizer_state: o.offload_optimizer_state ?? false,
       adam_beta1: o.adam_beta1 ?? 0.9, adam_beta2: o.adam_beta2 ?? 0.999, adam_weight_decay: o.adam_weight_decay ?? 1e-2,
@@ -167,7 +176,7 @@ export class ControlNetTrainer {
       c.controlnet.setAttentionChunkSize(this.opts.attention_chunk_size);
       c.unet.setAttentionChunkSize(this.opts.attention_chunk_size);
     }
-    const updatesPerEpoch = Math.ceil(Math.ceil(dataset.length / this.opts.train_batch_size) / accumulation);
+    const updatesPerEpoch = Math.ceil(Math.ceil(dataset.length / this.globalBatch) / accumulation);
     this.maxSteps = o.max_train_steps ?? this.opts.num_train_epochs * updatesPerEpoch;
     const params = new Map([...c.controlnet.namedParameters()].map(([n, p]) => [n, p.variable] as [string, tf.Variable]));
     this.optimizer = createOptimizer(params, {
@@ -186,8 +195,13 @@ export class ControlNetTrainer {
     this.ema = this.opts.use_ema ? new EMAModel(params, this.opts.ema_decay) : null;
     fs.mkdirSync(this.opts.output_dir, { recursive: true });
     fs.mkdirSync(this.opts.logging_dir, { recursive: true });
-    this.log = new JsonlLogger(path.join(this.opts.logging_dir, "train_log.jsonl"));
+    this.log = this.isMainProcess ? new JsonlLogger(path.join(this.opts.logging_dir, "train_log.jsonl")) : null;
     this.resume();
+  }
+
+  /** Rank 0 of a data-parallel group, or a single process: the one that writes logs and checkpoints. */
+  get isMainProcess(): boolean {
+    return this.parallel?.isMainProcess ?? true;
   }
 
   /** Picks up `resume_from_checkpoint` (a path or "latest") like the script: nothing found → start fresh. */
@@ -228,7 +242,7 @@ export class ControlNetTrainer {
   private ensureLoader(): DataLoader {
     if (!this.loader) {
       this.loader = this.dataset.loader({
-        batchSize: this.opts.train_batch_size,
+        batchSize: this.globalBatch,
         seed: this.opts.seed,
         proportionEmptyPrompts: this.opts.proportion_empty_prompts,
         start: this.position,
@@ -257,21 +271,38 @@ export class ControlNetTrainer {
 
   /** One micro-batch: loss and gradients (already divided by the accumulation count); with `hostGrads`, those of
    *  checkpointed blocks are added into it instead. */
-  private microStep(batch: Batch, hostGrads?: Map<string, Float32Array>): { loss: number; grads: Map<string, tf.Tensor> } {
-    const r = batch.resolution;
-    const b = batch.size;
+  private microStep(global: Batch, hostGrads?: Map<string, Float32Array>): { loss: number; grads: Map<string, tf.Tensor>; share: number } {
+    const r = global.resolution;
     const f = 2 ** (this.c.vae.config.block_out_channels.length - 1);
     const latentShape: [number, number, number] = [r / f, r / f, this.c.vae.config.latent_channels];
-    const { posterior, noise, timesteps } = this.draw(b, latentShape);
+    // Every process draws the global batch's randomness and keeps its rows' part (lib/training/distributed.ts).
+    const drawn = this.draw(global.size, latentShape);
+    const rank = this.parallel?.rank ?? 0;
+    const world = this.parallel?.worldSize ?? 1;
+    const [s, e] = shardRange(global.size, rank, world);
+    const batch = shardBatch(global, rank, world);
+    const b = batch.size;
+    const share = b / global.size;
+    const posterior = takeRows(drawn.posterior, s, e);
+    const noise = takeRows(drawn.noise, s, e);
+    const timesteps = drawn.timesteps.slice(s, e);
+    if (b === 0) {
+      tf.dispose([posterior, noise]);
+      return { loss: 0, grads: new Map(), share };
+    }
     const pixels = tf.tensor4d(batch.pixelValues, [b, r, r, 3]);
     const conditioning = tf.tensor4d(batch.conditioningPixelValues, [b, r, r, 3]);
     const ids = this.c.tokenize(batch.texts);
     const latents = encodeLatents(this.c.vae, pixels, posterior);
     const ehs = tf.tidy(() => this.c.textEncoder.forward(tf.tensor2d(ids, undefined, "int32")).lastHiddenState);
     try {
-      return controlnetGradients(this.c.unet, this.c.controlnet, this.c.noiseScheduler, {
-        latents, encoderHiddenStates: ehs, conditioning, noise, timesteps, snrGamma: this.opts.snr_gamma,
-      }, 1 / this.opts.gradient_accumulation_steps, hostGrads);
+      const lossScale = share === 1 ? 1 / this.opts.gradient_accumulation_steps : share / this.opts.gradient_accumulation_steps;
+      return {
+        ...controlnetGradients(this.c.unet, this.c.controlnet, this.c.noiseScheduler, {
+          latents, encoderHiddenStates: ehs, conditioning, noise, timesteps, snrGamma: this.opts.snr_gamma,
+        }, lossScale, hostGrads),
+        share,
+      };
     } finally {
       tf.dispose([posterior, noise, pixels, conditioning, latents, ehs]);
     }
@@ -287,7 +318,7 @@ export class ControlNetTrainer {
       // Each step is synchronous tensor work: yield one event-loop turn at the boundary so a kernel can take
       // interrupt/comm/complete messages, SIGINT handlers run, timers fire and log streams flush.
       await new Promise<void>((r) => setImmediate(r));
-      if (hooks.signal?.aborted) return { globalStep: this.globalStep, maxSteps: this.maxSteps, stopped: "interrupted", lastLoss };
+      if (this.parallel ? this.stopAgreed : hooks.signal?.aborted) return { globalStep: this.globalStep, maxSteps: this.maxSteps, stopped: "interrupted", lastLoss };
       const t0 = performance.now();
       const acc = new GradientAccumulator();
       // summed over the micro-steps of this optimizer step, like acc
@@ -297,11 +328,18 @@ export class ControlNetTrainer {
         const batch = await loader.next();
         this.epoch = batch.epoch;
         this.position = batch.next;
-        const { loss, grads } = this.microStep(batch, hostGrads);
-        lossSum += loss;
+        const { loss, grads, share } = this.microStep(batch, hostGrads);
+        lossSum += loss * share;
         acc.add(grads);
       }
       const grads = acc.take();
+      if (this.parallel) {
+        // gradients (and the loss) summed over the processes before clipping, as DDP does before the optimizer
+        const params = [...this.c.controlnet.namedParameters()].filter(([, p]) => p.variable.trainable).map(([n, p]) => [n, p.variable] as const);
+        const reduced = await allReduceGradients(this.parallel, params, grads, hostGrads, lossSum, hooks.signal?.aborted ?? false);
+        lossSum = reduced.loss;
+        this.stopAgreed = reduced.stop;
+      }
       // Reported loss: the mean over micro-batches (controlnetGradients returns each unscaled loss).
       const loss = lossSum / accumulation;
       if (!Number.isFinite(loss)) {
@@ -326,7 +364,7 @@ export class ControlNetTrainer {
         step: this.globalStep, maxSteps: this.maxSteps, epoch: this.epoch, loss, lr: this.optimizer.lr, gradNorm,
         seconds: (performance.now() - t0) / 1000,
       };
-      this.log.log({ ...report });
+      this.log?.log({ ...report });
       await hooks.onStep?.(report);
       if (this.globalStep % this.opts.checkpointing_steps === 0) await this.checkpoint(hooks);
       if (hooks.validationSteps && this.globalStep % hooks.validationSteps === 0) await hooks.onValidation?.(this.globalStep);
@@ -336,6 +374,7 @@ export class ControlNetTrainer {
 
   /** Writes checkpoint-<step> atomically (ControlNet folder, optimizer, lr scheduler, RNG, data position). */
   async checkpoint(hooks: Pick<TrainHooks, "onCheckpoint"> = {}): Promise<string> {
+    if (!this.isMainProcess) return this.lastCheckpoint ?? ""; // rank 0 writes the group's checkpoints
     const res = await saveCheckpoint(this.opts.output_dir, this.globalStep, {
       controlnet: (dir) => this.c.controlnet.savePretrained(dir),
       optimizer: () => this.optimizer.stateDict(),
