@@ -193,6 +193,7 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
     });
     children.push({ rank, child, exit });
   }
+  io.stderr.write(`launch: ${perMachine} process(es) of ${o.numProcesses} on this machine: ${children.map((c) => `rank ${c.rank} pid ${c.child.pid}`).join(", ")} (TensorFlow collective ops on ${addresses.join(", ")})\n`);
   const onSignal = (sig: NodeJS.Signals) => {
     if (sig === "SIGINT") interrupted = true;
     for (const c of children) if (c.child.exitCode === null) c.child.kill(sig);

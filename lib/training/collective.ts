@@ -109,7 +109,7 @@ export class CollectiveGroup {
       this.joined = true;
     } catch (err) {
       done = true;
-      await watchdog;
+      void watchdog; // it ends at its next tick (its timer does not keep the process alive)
       if (!this.failure) this.failure = await this.explain(err);
       throw new DistributedError(this.failure);
     } finally {
