@@ -89,6 +89,8 @@ export interface StepReport {
   lr: number;
   gradNorm: number;
   seconds: number;
+  /** Data-parallel runs: seconds of the step spent in the gradient all-reduce (waiting for peers included). */
+  allReduceSeconds?: number;
 }
 
 export interface TrainHooks {
@@ -333,12 +335,15 @@ export class ControlNetTrainer {
         acc.add(grads);
       }
       const grads = acc.take();
+      let allReduceSeconds: number | undefined;
       if (this.parallel) {
+        const tr = performance.now();
         // gradients (and the loss) summed over the processes before clipping, as DDP does before the optimizer
         const params = [...this.c.controlnet.namedParameters()].filter(([, p]) => p.variable.trainable).map(([n, p]) => [n, p.variable] as const);
         const reduced = await allReduceGradients(this.parallel, params, grads, hostGrads, lossSum, hooks.signal?.aborted ?? false);
         lossSum = reduced.loss;
         this.stopAgreed = reduced.stop;
+        allReduceSeconds = (performance.now() - tr) / 1000;
       }
       // Reported loss: the mean over micro-batches (controlnetGradients returns each unscaled loss).
       const loss = lossSum / accumulation;
@@ -362,7 +367,7 @@ export class ControlNetTrainer {
       lastLoss = loss;
       const report: StepReport = {
         step: this.globalStep, maxSteps: this.maxSteps, epoch: this.epoch, loss, lr: this.optimizer.lr, gradNorm,
-        seconds: (performance.now() - t0) / 1000,
+        seconds: (performance.now() - t0) / 1000, ...(allReduceSeconds !== undefined ? { allReduceSeconds } : {}),
       };
       this.log?.log({ ...report });
       await hooks.onStep?.(report);

@@ -39,7 +39,8 @@ test("kill -9 of one worker: the launch ends within 60 s with one clear error, t
   process.stdout.write(`launch ended ${seconds.toFixed(1)} s after kill -9 (exit ${r.code})\n`);
   assert.ok(seconds < 60, `took ${seconds} s`);
   assert.equal(r.code, 1);
-  const errors = r.stderr.split("\n").filter((l) => /error/i.test(l));
+  // the others' view of the same failure is muted: one "error:" line in all (TF's own start-up info lines aside)
+  const errors = r.stderr.split("\n").filter((l) => /error:/i.test(l));
   assert.equal(errors.length, 1, `one error line, got:\n${errors.join("\n")}`);
   assert.match(errors[0]!, /process 1 \(pid \d+\) was killed by SIGKILL; stopped the other process\(es\)\. The last checkpoint is .*checkpoint-\d+: relaunch with --resume_from_checkpoint=latest/);
   assert.ok(!alive(pids[0]!), "rank 0 was stopped");
