@@ -14,7 +14,7 @@ export interface RendezvousOptions {
   perMachine: number;
   mainProcessIp: string;
   mainProcessPort: number;
-  /** Default 300 s. */
+  /** Default CONTROLNET_TS_RENDEZVOUS_TIMEOUT or 300 s. */
   timeoutSeconds?: number;
 }
 
@@ -22,7 +22,7 @@ interface Join { machine_rank: number; num_machines: number; num_processes: numb
 
 /** Every machine's address by machine rank (machine 0's is main_process_ip). */
 export async function rendezvous(o: RendezvousOptions): Promise<string[]> {
-  const timeoutMs = (o.timeoutSeconds ?? 300) * 1000;
+  const timeoutMs = (o.timeoutSeconds ?? (Number(process.env.CONTROLNET_TS_RENDEZVOUS_TIMEOUT) || 300)) * 1000;
   if (o.machineRank === 0) return serve(o, timeoutMs);
   const deadline = Date.now() + timeoutMs;
   const body = JSON.stringify({ machine_rank: o.machineRank, num_machines: o.numMachines, num_processes: o.numProcesses } satisfies Join);
