@@ -16,6 +16,7 @@ import { TensorBoardWriter } from "./tensorboard.js";
 import { runValidation, type ValidationResult } from "./validation.js";
 import { suddenConvergenceStep, type ConvergencePoint } from "../eval/fidelity.js";
 import { dataParallelFromEnv } from "./distributed.js";
+import { listCheckpoints } from "./checkpoints.js";
 
 export interface RunHooks {
   signal?: AbortSignal | null;
@@ -160,6 +161,9 @@ export async function pushToHub(s: TrainingSession, opts: { hubUrl?: string } = 
 /** The whole script: train to max_train_steps, save, push. Returns the exit code. */
 export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Promise<TrainResult> {
   let log = hooks.log ?? console.log;
+  // the notebook's train({ processes }) sets the cell's `until` for its worker processes (lib/cells/processes.ts)
+  const envUntil = Number(process.env.CONTROLNET_TS_UNTIL);
+  if (hooks.until === undefined && Number.isInteger(envUntil) && envUntil > 0) hooks = { ...hooks, until: envUntil };
   const s = await createSession(args, log);
   if (!s.trainer.isMainProcess) log = () => {}; // rank 0 writes the checkpoint, the final folder and the push
   try {
@@ -167,6 +171,13 @@ export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Pr
     if (r.stopped === "interrupted") {
       const dir = await s.trainer.checkpoint();
       log(`Interrupted at step ${r.globalStep}; state saved to ${dir}. Re-run with --resume_from_checkpoint=latest to continue.`);
+      return r;
+    }
+    if (r.stopped === "until") {
+      // stopped before max_train_steps on purpose: keep the state to continue from, not a final folder
+      const done = listCheckpoints(args.output_dir).at(-1)?.step === r.globalStep;
+      const dir = done ? null : await s.trainer.checkpoint();
+      log(`Stopped at step ${r.globalStep} (until)${dir ? `; state saved to ${dir}` : ""}.`);
       return r;
     }
     if (!s.trainer.isMainProcess) return r;
