@@ -1,20 +1,35 @@
 /** Shared by the data-parallel tests: runs `controlnet-ts launch` / `train_controlnet` on the tiny fixture pipeline. */
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
-import { collectiveMissingReason } from "../../lib/training/collective.js";
+import { nativeDir } from "../../lib/engine/native/install-status.js";
+import { collectiveAddonPath, collectiveMissingReason } from "../../lib/training/collective.js";
 import { loadModelFolder } from "../../lib/io/diffusers.js";
 
 export const root = path.resolve(import.meta.dirname, "../..");
 export const bin = path.join(root, "bin", "controlnet-ts.js");
 
-/** The tests need TensorFlow's collective ops: without the addon they are skipped, saying so (CI builds it). */
+let checked: string | false | null = null;
+
+/**
+ * The tests need TensorFlow's collective ops. Where TensorFlow's libraries are installed (.native/tensorflow) but the
+ * addon is not built yet, it is built here (a build failure fails the tests); only without TensorFlow's libraries
+ * are they skipped, saying so.
+ */
 export function skipReason(): string | false {
-  const missing = collectiveMissingReason();
-  if (!missing) return false;
-  const reason = `skipped: ${missing}`;
-  process.stdout.write(`tests/distributed: ${reason}\n`);
-  return reason;
+  if (checked !== null) return checked;
+  let missing = collectiveMissingReason();
+  const tfDir = path.join(nativeDir(), "tensorflow");
+  if (missing && !process.env.CONTROLNET_TS_COLLECTIVE_ADDON && fs.existsSync(path.join(tfDir, "lib", "libtensorflow_cc.so.2"))) {
+    const r = spawnSync(process.execPath, [path.join(root, "scripts/native/build-collective.mjs"), "--include", path.join(tfDir, "include"),
+      "--lib", path.join(tfDir, "lib"), "--out", collectiveAddonPath()], { encoding: "utf8" });
+    if (r.status !== 0) throw new Error(`TensorFlow is installed in ${tfDir} but the collective addon does not build:\n${r.stderr}`);
+    missing = collectiveMissingReason();
+  }
+  checked = missing ? `skipped: ${missing}` : false;
+  if (checked) process.stdout.write(`tests/distributed: ${checked}\n`);
+  return checked;
 }
 
 export const env = { ...process.env, CONTROLNET_TS_THREADS: "1", TF_CPP_MIN_LOG_LEVEL: "3" };
