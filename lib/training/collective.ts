@@ -147,6 +147,7 @@ export class CollectiveGroup {
     if (/timed out|deadline/i.test(tf)) {
       return `the all-reduce timed out after ${this.joined ? this.o.timeoutSeconds : this.o.joinTimeoutSeconds} s (${tf}): a process is stuck or the group was launched with different sizes`;
     }
+    if (/group with size/i.test(tf)) return `the processes were started with different world sizes (--num_processes / WORLD_SIZE): ${tf}`;
     for (let p = 0; p < this.o.worldSize; p++) {
       if (p === this.o.rank) continue;
       try {

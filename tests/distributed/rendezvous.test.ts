@@ -36,3 +36,19 @@ test("a process whose peer never joins (wrong size or unreachable address) stops
   assert.match(r.stderr, new RegExp(`train_controlnet: error: process 1 \\(127\\.0\\.0\\.1:${port + 1}\\) did not join within 6 s .*same --num_processes and a reachable address`));
   fs.rmSync(out, { recursive: true, force: true });
 });
+
+test("processes started with different world sizes stop with a clear error naming the mismatch", { skip }, async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-size-"));
+  const port = await freePorts(3);
+  const hosts = [0, 1, 2].map((i) => `127.0.0.1:${port + i}`);
+  const flags = trainFlags(out, ["--max_train_steps=2", "--train_batch_size=1"]);
+  const [r0, r1] = await Promise.all([
+    start(["train_controlnet", ...flags], { WORLD_SIZE: "2", RANK: "0", CONTROLNET_TS_WORKER_HOSTS: hosts.slice(0, 2).join(","), CONTROLNET_TS_JOIN_TIMEOUT: "60" }).done,
+    start(["train_controlnet", ...flags], { WORLD_SIZE: "3", RANK: "1", CONTROLNET_TS_WORKER_HOSTS: hosts.join(","), CONTROLNET_TS_JOIN_TIMEOUT: "60" }).done,
+  ]);
+  for (const r of [r0, r1]) {
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /train_controlnet: error: the processes were started with different world sizes \(--num_processes \/ WORLD_SIZE\)/);
+  }
+  fs.rmSync(out, { recursive: true, force: true });
+});
