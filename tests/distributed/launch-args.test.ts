@@ -46,3 +46,16 @@ test("process environment: accelerate's variables, with clear errors", () => {
   assert.throws(() => processEnv({ WORLD_SIZE: "3", RANK: "0", CONTROLNET_TS_WORKER_HOSTS: "a:1,b:2" }), /WORLD_SIZE=3 but CONTROLNET_TS_WORKER_HOSTS lists 2/);
   assert.throws(() => processEnv({ WORLD_SIZE: "two" }), /WORLD_SIZE=two is not a non-negative integer/);
 });
+
+test("build-collective: a missing TensorFlow is one clear line, nothing written", async () => {
+  const { spawnSync } = await import("node:child_process");
+  const path = await import("node:path");
+  const fs = await import("node:fs");
+  const os = await import("node:os");
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "build-collective-"));
+  const script = path.resolve(import.meta.dirname, "../../scripts/native/build-collective.mjs");
+  const r = spawnSync(process.execPath, [script, "--include", path.join(tmp, "none"), "--lib", tmp, "--out", path.join(tmp, "c.node")], { encoding: "utf8" });
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^build-collective: TensorFlow's C API headers are not in .*none \(need tensorflow\/c\/eager\/c_api_experimental\.h; run npm run install-native or pass --include\)\n$/);
+  assert.deepEqual(fs.readdirSync(tmp), []);
+});
