@@ -102,11 +102,35 @@ export function shardBatch(batch: Batch, rank: number, world: number): Batch {
 }
 
 /** Rows [start, end) of a tensor drawn for the whole global batch (disposes the input when it slices). */
-export function takeRows<T extends tf.Tensor>(t: T, start: number, end: number): T {
+function takeRows<T extends tf.Tensor>(t: T, start: number, end: number): T {
   if (start === 0 && end === t.shape[0]) return t;
   const out = tf.slice(t, start, end - start) as T;
   t.dispose();
   return out;
+}
+
+export interface Drawn<T extends tf.Tensor> {
+  posterior: T;
+  noise: T;
+  timesteps: number[];
+}
+
+/**
+ * This process's part of a micro-step: its rows of the global batch and of the randomness drawn for all of it, and
+ * its share of the global batch (what its loss is scaled by, so that the all-reduce's sum is the global mean).
+ * A single process gets everything back unchanged, with share 1.
+ */
+export function takeShard<T extends tf.Tensor>(global: Batch, drawn: Drawn<T>, parallel: DataParallel | null): Drawn<T> & { batch: Batch; share: number } {
+  const rank = parallel?.rank ?? 0;
+  const world = parallel?.worldSize ?? 1;
+  const [s, e] = shardRange(global.size, rank, world);
+  return {
+    batch: shardBatch(global, rank, world),
+    posterior: takeRows(drawn.posterior, s, e),
+    noise: takeRows(drawn.noise, s, e),
+    timesteps: drawn.timesteps.slice(s, e),
+    share: (e - s) / global.size,
+  };
 }
 
 export interface ReducedStep {
@@ -125,12 +149,13 @@ export interface ReducedStep {
  */
 export async function allReduceGradients(
   dp: DataParallel,
-  params: ReadonlyArray<readonly [string, tf.Variable]>,
+  model: { namedParameters(): Iterable<[string, { variable: tf.Variable }]> },
   grads: Map<string, tf.Tensor>,
   hostGrads: Map<string, Float32Array> | undefined,
   weightedLoss: number,
   stop: boolean,
 ): Promise<ReducedStep> {
+  const params = [...model.namedParameters()].filter(([, p]) => p.variable.trainable).map(([n, p]) => [n, p.variable] as const);
   let total = 0;
   const offsets = params.map(([, v]) => { const o = total; total += v.size; return o; });
   const n = params.length;

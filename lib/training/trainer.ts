@@ -21,7 +21,7 @@ import { EMAModel } from "./ema.js";
 import { JsonlLogger } from "./tensorboard.js";
 import { controlnetGradients, encodeLatents, type NoiseSchedule } from "./step.js";
 import { loadModelFolder } from "../io/diffusers.js";
-import { allReduceGradients, shardBatch, shardRange, takeRows, type DataParallel } from "./distributed.js";
+import { allReduceGradients, takeShard, type DataParallel } from "./distributed.js";
 
 /** A checkpoint's folder for the weights' moving average (diffusers' scripts: unet_ema/). */
 const EMA_FOLDER = "controlnet_ema";
@@ -278,16 +278,8 @@ export class ControlNetTrainer {
     const f = 2 ** (this.c.vae.config.block_out_channels.length - 1);
     const latentShape: [number, number, number] = [r / f, r / f, this.c.vae.config.latent_channels];
     // Every process draws the global batch's randomness and keeps its rows' part (lib/training/distributed.ts).
-    const drawn = this.draw(global.size, latentShape);
-    const rank = this.parallel?.rank ?? 0;
-    const world = this.parallel?.worldSize ?? 1;
-    const [s, e] = shardRange(global.size, rank, world);
-    const batch = shardBatch(global, rank, world);
+    const { batch, posterior, noise, timesteps, share } = takeShard(global, this.draw(global.size, latentShape), this.parallel);
     const b = batch.size;
-    const share = b / global.size;
-    const posterior = takeRows(drawn.posterior, s, e);
-    const noise = takeRows(drawn.noise, s, e);
-    const timesteps = drawn.timesteps.slice(s, e);
     if (b === 0) {
       tf.dispose([posterior, noise]);
       return { loss: 0, grads: new Map(), share };
@@ -298,11 +290,10 @@ export class ControlNetTrainer {
     const latents = encodeLatents(this.c.vae, pixels, posterior);
     const ehs = tf.tidy(() => this.c.textEncoder.forward(tf.tensor2d(ids, undefined, "int32")).lastHiddenState);
     try {
-      const lossScale = share === 1 ? 1 / this.opts.gradient_accumulation_steps : share / this.opts.gradient_accumulation_steps;
       return {
         ...controlnetGradients(this.c.unet, this.c.controlnet, this.c.noiseScheduler, {
           latents, encoderHiddenStates: ehs, conditioning, noise, timesteps, snrGamma: this.opts.snr_gamma,
-        }, lossScale, hostGrads),
+        }, share / this.opts.gradient_accumulation_steps, hostGrads),
         share,
       };
     } finally {
@@ -339,8 +330,7 @@ export class ControlNetTrainer {
       if (this.parallel) {
         const tr = performance.now();
         // gradients (and the loss) summed over the processes before clipping, as DDP does before the optimizer
-        const params = [...this.c.controlnet.namedParameters()].filter(([, p]) => p.variable.trainable).map(([n, p]) => [n, p.variable] as const);
-        const reduced = await allReduceGradients(this.parallel, params, grads, hostGrads, lossSum, hooks.signal?.aborted ?? false);
+        const reduced = await allReduceGradients(this.parallel, this.c.controlnet, grads, hostGrads, lossSum, hooks.signal?.aborted ?? false);
         lossSum = reduced.loss;
         this.stopAgreed = reduced.stop;
         allReduceSeconds = (performance.now() - tr) / 1000;
