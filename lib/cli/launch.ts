@@ -201,6 +201,7 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
   const onExit = () => { for (const c of children) if (c.child.exitCode === null) c.child.kill("SIGKILL"); };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
+  process.on("SIGHUP", onSignal); // a closed terminal: the processes have their own group and would not get it
   process.on("exit", onExit);
   try {
     const results = await Promise.all(children.map((c) => c.exit));
@@ -214,6 +215,7 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
+    process.off("SIGHUP", onSignal);
     process.off("exit", onExit);
   }
 }
