@@ -7,7 +7,7 @@
  *
  * Defaults: <repo>/.native/tensorflow/{include,lib} (what scripts/native/install.mjs installs) and
  * <repo>/.native/collective/collective.node (where lib/training/collective.ts looks first). The addon's rpath points at
- * the lib dir, so it needs no LD_LIBRARY_PATH. Node-API headers come from the running Node's own include dir
+ * the lib dir (relative to the addon, then absolute), so it needs no LD_LIBRARY_PATH. Node-API headers come from the running Node's own include dir
  * (<prefix>/include/node) or the node-api-headers package. Exits 1 with one line saying why when it cannot build.
  */
 import { spawnSync } from "node:child_process";
@@ -62,7 +62,9 @@ const args = [
   "-std=c++17", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-DNODE_GYP_MODULE_NAME=collective", "-DNAPI_VERSION=8",
   `-I${include}`, `-I${napi}`, source, "-o", tmp,
   // the wheel ships only the versioned names: link them by file, find them at run time through the rpath
-  path.join(lib, "libtensorflow_cc.so.2"), path.join(lib, "libtensorflow_framework.so.2"), `-Wl,-rpath,${lib}`,
+  // relative to the addon first, so a moved package (.native/collective next to .native/tensorflow) still loads
+  path.join(lib, "libtensorflow_cc.so.2"), path.join(lib, "libtensorflow_framework.so.2"),
+  `-Wl,-rpath,$ORIGIN/${path.relative(path.dirname(out), lib)}:${lib}`,
 ];
 const t0 = Date.now();
 const r = spawnSync(cxx, args, { encoding: "utf8" });
