@@ -26,8 +26,10 @@ export interface EngineOptions {
   backend?: BackendKind | string;
   /** wasm threads; default: env CONTROLNET_TS_THREADS, else the number of CPUs. 1 disables the thread pool. */
   threads?: number;
+  /** node-gpu: compute float32 matmuls/convolutions in TF32 (Ampere+), as diffusers' --allow_tf32. Default false. */
+  allowTf32?: boolean;
   /** For tests: replaces the loader of the native engine (lib/engine/native/load.ts). */
-  loadNative?: (threads: number) => LoadedNative;
+  loadNative?: (threads: number, allowTf32?: boolean) => LoadedNative;
 }
 
 export interface EngineInfo {
@@ -73,10 +75,10 @@ function parseThreads(value: number | string | undefined): number {
  * the GPU build and a GPU TensorFlow can use; otherwise the same library runs as "node" on the CPU, and node-gpu's
  * entry in `unavailable` says why.
  */
-function tryNative(kind: "node-gpu" | "node", threads: number, load: (threads: number) => LoadedNative): string | null {
+function tryNative(kind: "node-gpu" | "node", load: () => LoadedNative): string | null {
   let native: LoadedNative;
   try {
-    native = load(threads);
+    native = load();
   } catch (err) {
     return err instanceof Error ? err.message : String(err);
   }
@@ -151,14 +153,14 @@ async function select(opts: EngineOptions): Promise<EngineInfo> {
   const forcedRaw = opts.backend ?? process.env.CONTROLNET_TS_BACKEND;
   const forced = forcedRaw ? parseBackend(forcedRaw) : null;
   const threads = parseThreads(opts.threads ?? process.env.CONTROLNET_TS_THREADS);
-  const load = opts.loadNative ?? loadNative;
+  const load = () => (opts.loadNative ?? loadNative)(threads, opts.allowTf32 ?? false);
   const unavailable: EngineInfo["unavailable"] = [];
   const order = forced ? [forced] : [...BACKENDS];
 
   for (const kind of order) {
     let reason: string | null;
     if (kind === "node-gpu" || kind === "node") {
-      reason = tryNative(kind, threads, load);
+      reason = tryNative(kind, load);
       if (reason === null && !(await tf.setBackend("tensorflow"))) reason = "the native library loaded but tfjs' 'tensorflow' backend did not initialise";
     } else if (kind === "wasm") reason = await initWasm(threads);
     else reason = (await tf.setBackend("cpu")) ? null : "the cpu backend did not initialise";

@@ -49,7 +49,7 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
   // under `controlnet-ts launch`: join the process group first, so a busy port or bad address fails before loading
   const parallel = dataParallelFromEnv();
   if (parallel && !parallel.isMainProcess) log = () => {};
-  const engine = await initEngine();
+  const engine = await initEngine({ allowTf32: args.allow_tf32 });
   log(describeEngine(engine));
   const hub = { revision: args.revision ?? undefined, cacheDir: args.cache_dir ?? undefined };
   const base = await loadBaseModel(args.pretrained_model_name_or_path, { ...hub, variant: args.variant ?? undefined, tokenizerName: args.tokenizer_name });

@@ -43,8 +43,11 @@ export function nativeMissingReason(dir = nativeDir()): string | null {
  * TensorFlow reads its threading, logging and GPU-memory settings from the environment when the addon creates its
  * eager context, so they are set (unless the user set them) before the addon loads.
  */
-function configureTensorFlowEnv(threads: number): void {
+function configureTensorFlowEnv(threads: number, allowTf32: boolean): void {
   const env = process.env;
+  // TensorFlow computes float32 matmuls and convolutions in TF32 on Ampere and newer GPUs unless told not to;
+  // PyTorch (and so diffusers' --allow_tf32) defaults to exact float32. NVIDIA's switch, honoured by cuBLAS/cuDNN.
+  if (!allowTf32) env.NVIDIA_TF32_OVERRIDE ??= "0";
   env.TF_CPP_MIN_LOG_LEVEL ??= "2"; // TF's start-up lines; we report the engine ourselves
   env.TF_NUM_INTRAOP_THREADS ??= String(threads);
   env.TF_NUM_INTEROP_THREADS ??= String(Math.min(threads, 2));
@@ -52,12 +55,12 @@ function configureTensorFlowEnv(threads: number): void {
 }
 
 /** Loads the native backend once (registering it as tfjs backend "tensorflow"); throws with a one-line reason. */
-export function loadNative(threads: number): LoadedNative {
+export function loadNative(threads: number, allowTf32 = false): LoadedNative {
   if (loaded) return loaded;
   const dir = nativeDir();
   const missing = nativeMissingReason(dir);
   if (missing) throw new Error(missing);
-  configureTensorFlowEnv(threads);
+  configureTensorFlowEnv(threads, allowTf32);
   const pkg = path.join(dir, "tfjs-node");
   const require = createRequire(path.join(pkg, "package.json"));
   let binding: NativeBinding;
