@@ -14,6 +14,7 @@ const COMMANDS = {
   train_controlnet: { module: "lib/cli/train", summary: "train a ControlNet with train_controlnet.py's flags (--help lists them)" },
   infer: { module: "lib/cli/infer", summary: "base model + ControlNet + control image + prompt → PNG (--help)" },
   accelerate: { module: "lib/cli/accelerate", summary: "accelerate launch [flags] train_controlnet.py … / accelerate config: the seed's commands, mapped" },
+  launch: { module: "lib/cli/launch", summary: "data-parallel training on several processes/machines, accelerate launch's flags (--help)" },
 };
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");

@@ -17,6 +17,7 @@ import { readJsonl } from "../training/tensorboard.js";
 import { ImageGrid, TrainingDashboard } from "../../widgets/index.js";
 import { abortSignal, JUPYTER_DISPLAY } from "./display.js";
 import { memo } from "./memo.js";
+import { DATASET_CELL_OPTIONS, trainInProcesses } from "./processes.js";
 
 /**
  * Attaches a Jupyter rendering (`Symbol.for("Jupyter.display")`) to a helper's result. It stays out of the static type
@@ -52,6 +53,7 @@ export async function dataset(o: DatasetCellOptions): Promise<WithDisplay<Contro
       max_train_samples: o.maxTrainSamples, image_column: o.imageColumn, conditioning_image_column: o.conditioningImageColumn,
       caption_column: o.captionColumn, proportion_empty_prompts: o.proportionEmptyPrompts, seed: o.seed,
     });
+    Object.defineProperty(ds, DATASET_CELL_OPTIONS, { value: { ...o }, enumerable: false }); // for train({ processes })
     const preview = await ds.previewGrid({ rows: Math.min(8, ds.length), size: 96 });
     const grid = new ImageGrid({ title: ds.description, rows: [{ images: [new Uint8Array(preview.png)], caption: preview.texts.join(" · ") }] });
     return withDisplay(ds, () => grid.bundle());
@@ -102,6 +104,11 @@ export interface TrainCellOptions {
   emaDecay?: number;
   validation?: { images: string[]; prompts: string[]; every: number; steps?: number; numImages?: number };
   checkpointing?: { every: number; totalLimit?: number };
+  /** Train on this many worker processes (data parallel, `controlnet-ts launch`; lib/cells/processes.ts). */
+  processes?: number;
+  /** With `processes`: intra-op threads per process (default CPUs ÷ processes) and the first port. */
+  threadsPerProcess?: number;
+  mainProcessPort?: number;
 }
 
 let session: { key: string; trainer: ControlNetTrainer; controlnet: ControlNetModel; dashboard: TrainingDashboard | null } | null = null;
@@ -119,6 +126,16 @@ function averageOf(cn: ControlNetModel): EMAModel | null {
 export async function train(o: TrainCellOptions): Promise<TrainResult> {
   const { until, ...rest } = o;
   const outputDir = path.resolve(o.outputDir ?? "outputs/controlnet");
+  if (o.processes && o.processes > 1) {
+    if (o.validation) console.log("train: with processes, validation runs in its own cell (validate()) after training");
+    if (session) await session.trainer.close(); // the next in-process train() resumes from the processes' checkpoint
+    session = null;
+    return trainInProcesses({
+      ...o, processes: o.processes, outputDir, batchSize: o.batchSize ?? 4, learningRate: o.learningRate ?? 1e-5,
+      gradientAccumulationSteps: o.gradientAccumulationSteps ?? 1, maxTrainSteps: o.maxTrainSteps ?? Math.max(until, 1_000_000),
+      lrScheduler: o.lrScheduler ?? "constant", lrWarmupSteps: o.lrWarmupSteps ?? 0, seed: o.seed ?? 0,
+    });
+  }
   const key = JSON.stringify({ ...rest, base: o.base.dir, controlnet: o.controlnet.numParameters(), dataset: o.dataset.description, base_: undefined });
   if (o.validation) await checkValidationImages(o.validation.images);
   if (!session || session.key !== key) {

@@ -6,6 +6,7 @@ import { HubRepoError, HubUploadError, trainControlNet } from "../training/run.j
 import { ForeignCheckpointError } from "../training/checkpoints.js";
 import { NonFiniteLossError } from "../training/trainer.js";
 import { HubError } from "../io/hub.js";
+import { DistributedError } from "../training/distributed.js";
 
 function formatEta(seconds: number): string {
   if (!Number.isFinite(seconds)) return "?";
@@ -91,6 +92,10 @@ export async function main(argv: string[]): Promise<number> {
     if (e instanceof ForeignCheckpointError) {
       process.stderr.write(`train_controlnet: error: ${e.message}\n`);
       return 2;
+    }
+    if (e instanceof DistributedError) {
+      process.stderr.write(`\ntrain_controlnet: error: ${e.message}\n`);
+      return 1;
     }
     if (e instanceof HubUploadError) {
       // the push comes after the final save: say that nothing is lost (HubError messages never hold the token)

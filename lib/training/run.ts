@@ -20,6 +20,8 @@ import { assertNoForeignCheckpoints } from "./checkpoints.js";
 import { deviceBudget, planRun, PLANNED_ATTENTION_CHUNK, XFORMERS_ATTENTION_CHUNK } from "./plan-run.js";
 import { checkValidationImages, runValidation, type ValidationResult } from "./validation.js";
 import { suddenConvergenceStep, type ConvergencePoint } from "../eval/fidelity.js";
+import { dataParallelFromEnv } from "./distributed.js";
+import { listCheckpoints } from "./checkpoints.js";
 
 export interface RunHooks {
   signal?: AbortSignal | null;
@@ -53,6 +55,9 @@ function refuseFileAsOutputDir(dir: string): void {
 
 /** Builds everything a run needs (no training yet). */
 export async function createSession(args: TrainArgs, log: (l: string) => void = console.log): Promise<TrainingSession> {
+  // under `controlnet-ts launch`: join the process group first, so a busy port or bad address fails before loading
+  const parallel = dataParallelFromEnv();
+  if (parallel && !parallel.isMainProcess) log = () => {};
   refuseFileAsOutputDir(args.output_dir);
   if (args.validation_image) await checkValidationImages(args.validation_image);
   const engine = await initEngine({ allowTf32: args.allow_tf32 });
@@ -85,6 +90,7 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
     proportion_empty_prompts: args.proportion_empty_prompts, hub,
   });
   log(`dataset: ${dataset.description}`);
+  if (parallel) log(`data-parallel: ${parallel.worldSize} processes × batch ${args.train_batch_size} (TensorFlow collective all-reduce)`);
   const maxLen = base.tokenizer.modelMaxLength;
   const trainer = new ControlNetTrainer({
     unet: base.unet, controlnet, vae: base.vae, textEncoder: base.textEncoder, noiseScheduler: base.noiseScheduler,
@@ -94,7 +100,7 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
     seed: args.seed,
     attention_chunk_size: attentionChunk,
     logging_dir: resolveLoggingDir(args.output_dir, args.logging_dir),
-  });
+  }, parallel);
   return { base, controlnet, dataset, trainer, args };
 }
 
@@ -128,7 +134,7 @@ export function runningTrainingLines(s: TrainingSession): string[] {
  */
 export function initTrackers(s: TrainingSession): TensorBoardWriter | null {
   const a = s.args;
-  if (!planTrackers(a.report_to).tensorboard) return null;
+  if (!s.trainer.isMainProcess || !planTrackers(a.report_to).tensorboard) return null; // rank 0 alone logs
   const tb = new TensorBoardWriter(tensorboardDir(a));
   const config: Record<string, string | number | boolean | null> = {};
   for (const spec of TRAIN_ARG_SPECS) {
@@ -165,9 +171,10 @@ function validationOptions(s: TrainingSession, step: number, signal?: AbortSigna
  *  closed here). */
 export async function trainSession(s: TrainingSession, hooks: RunHooks = {}, tracker?: TensorBoardWriter | null): Promise<TrainResult> {
   const { args, trainer } = s;
-  const log = hooks.log ?? console.log;
+  const main = trainer.isMainProcess; // rank 0 alone logs, validates and reports progress
+  const log = main ? hooks.log ?? console.log : () => {};
   const tb = tracker === undefined ? initTrackers(s) : tracker;
-  const validation = args.validation_image && args.validation_prompt;
+  const validation = main && args.validation_image && args.validation_prompt;
   // fill50k-style validation pairs are scored (lib/eval/fidelity.ts); the step where the score jumps is reported
   const fidelityHistory: ConvergencePoint[] = [];
   let jumpReported = false;
@@ -177,7 +184,7 @@ export async function trainSession(s: TrainingSession, hooks: RunHooks = {}, tra
       until: hooks.until,
       onStep: async (r) => {
         tb?.addScalars({ loss: r.loss, lr: r.lr }, r.step);
-        await hooks.onStep?.(r);
+        if (main) await hooks.onStep?.(r);
       },
       onCheckpoint: (dir, _step, removed) => {
         if (removed.length) log(`removing checkpoints: ${removed.map((d) => path.basename(d)).join(", ")}`);
@@ -323,9 +330,13 @@ export class HubUploadError extends Error {
 
 /** The whole script: create the hub repo, train to max_train_steps, save, validate a last time, write the card, push. */
 export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Promise<TrainResult> {
-  const log = hooks.log ?? console.log;
+  let log = hooks.log ?? console.log;
+  // the notebook's train({ processes }) sets the cell's `until` for its worker processes (lib/cells/processes.ts)
+  const envUntil = Number(process.env.CONTROLNET_TS_UNTIL);
+  if (hooks.until === undefined && Number.isInteger(envUntil) && envUntil > 0) hooks = { ...hooks, until: envUntil };
   refuseFileAsOutputDir(args.output_dir);
-  // before anything is loaded or written: another tool's checkpoints in output_dir, and the hub repo
+  // before anything is loaded or written: another tool's checkpoints in output_dir, and the hub repo (every process
+  // of a launched group asks; creating it is idempotent, exist_ok)
   assertNoForeignCheckpoints(args.output_dir);
   let repoId: string | null = null;
   if (args.push_to_hub) {
@@ -339,6 +350,7 @@ export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Pr
     log(`${r.created ? "Created" : "Using the existing"} hub repo ${r.repoId} (uploaded to at the end of training)`);
   }
   const s = await createSession(args, log);
+  if (!s.trainer.isMainProcess) log = () => {}; // rank 0 writes the checkpoint, the final folder and the push
   const tb = initTrackers(s);
   try {
     for (const l of runningTrainingLines(s)) log(l);
@@ -356,6 +368,14 @@ export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Pr
       log(`Interrupted at step ${r.globalStep}; state saved to ${dir}. Re-run with --resume_from_checkpoint=latest to continue.`);
       return r;
     }
+    if (r.stopped === "until") {
+      // stopped before max_train_steps on purpose: keep the state to continue from, not a final folder
+      const done = listCheckpoints(args.output_dir).at(-1)?.step === r.globalStep;
+      const dir = done ? null : await s.trainer.checkpoint();
+      log(`Stopped at step ${r.globalStep} (until)${dir ? `; state saved to ${dir}` : ""}.`);
+      return r;
+    }
+    if (!s.trainer.isMainProcess) return r;
     try {
       saveFinal(s);
     } catch (e) {

@@ -22,6 +22,7 @@ import { JsonlLogger, readJsonl } from "./tensorboard.js";
 import { controlnetGradients, encodeLatents, type NoiseSchedule } from "./step.js";
 import { loadModelFolder } from "../io/diffusers.js";
 import { validateTrainingNumbers, type TrainArgs } from "./args.js";
+import { allReduceGradients, takeShard, type DataParallel } from "./distributed.js";
 
 /** A checkpoint's folder for the weights' moving average (diffusers' scripts: unet_ema/). */
 const EMA_FOLDER = "controlnet_ema";
@@ -89,6 +90,8 @@ export interface StepReport {
   lr: number;
   gradNorm: number;
   seconds: number;
+  /** Data-parallel runs: seconds of the step spent in the gradient all-reduce (waiting for peers included). */
+  allReduceSeconds?: number;
 }
 
 export interface TrainHooks {
@@ -169,18 +172,26 @@ export class ControlNetTrainer {
   readonly ema: EMAModel | null;
   /** train_log.jsonl, one synchronous append per step: each line is complete on disk when the step ends (a
    *  stream would flush only when the event loop gets a turn, so a follower could lag or see nothing after a kill). */
-  private readonly log: JsonlLogger;
+  private readonly log: JsonlLogger | null;
+  /** Data-parallel training (lib/training/distributed.ts): this process's rank and the all-reduce; null alone. */
+  readonly parallel: DataParallel | null;
+  /** Rows per micro-step over all processes (train_batch_size × processes). */
+  private readonly globalBatch: number;
+  /** Another process asked to stop: all stop at this step boundary (set by the all-reduce). */
+  private stopAgreed = false;
 
-  constructor(readonly c: TrainingComponents, readonly dataset: ControlNetDataset, options: TrainingOptions) {
+  constructor(readonly c: TrainingComponents, readonly dataset: ControlNetDataset, options: TrainingOptions, parallel: DataParallel | null = null) {
     const o = options;
     // the same ranges as the command line's (notebook cells and library callers construct the trainer directly)
     validateTrainingNumbers(o as Partial<Record<keyof TrainArgs, unknown>>);
     const accumulation = o.gradient_accumulation_steps ?? 1;
+    this.parallel = parallel;
+    this.globalBatch = o.train_batch_size * (parallel?.worldSize ?? 1);
     this.opts = {
       output_dir: o.output_dir, seed: o.seed ?? 0, resolution: o.resolution, train_batch_size: o.train_batch_size,
       num_train_epochs: o.num_train_epochs ?? 1, gradient_accumulation_steps: accumulation,
       gradient_checkpointing: o.gradient_checkpointing ?? false,
-      learning_rate: (o.scale_lr ? accumulation * o.train_batch_size : 1) * o.learning_rate, scale_lr: o.scale_lr ?? false,
+      learning_rate: (o.scale_lr ? accumulation * this.globalBatch : 1) * o.learning_rate, scale_lr: o.scale_lr ?? false,
       lr_scheduler: o.lr_scheduler ?? "constant", lr_warmup_steps: o.lr_warmup_steps ?? 500, lr_num_cycles: o.lr_num_cycles ?? 1,
       lr_power: o.lr_power ?? 1, use_8bit_adam: o.use_8bit_adam ?? false, offload_optimizer_state: o.offload_optimizer_state ?? false,
       adam_beta1: o.adam_beta1 ?? 0.9, adam_beta2: o.adam_beta2 ?? 0.999, adam_weight_decay: o.adam_weight_decay ?? 1e-2,
@@ -205,7 +216,7 @@ export class ControlNetTrainer {
       c.controlnet.setAttentionChunkSize(this.opts.attention_chunk_size);
       c.unet.setAttentionChunkSize(this.opts.attention_chunk_size);
     }
-    const updatesPerEpoch = Math.ceil(Math.ceil(dataset.length / this.opts.train_batch_size) / accumulation);
+    const updatesPerEpoch = Math.ceil(Math.ceil(dataset.length / this.globalBatch) / accumulation);
     this.maxSteps = o.max_train_steps ?? this.opts.num_train_epochs * updatesPerEpoch;
     const params = new Map([...c.controlnet.namedParameters()].map(([n, p]) => [n, p.variable] as [string, tf.Variable]));
     this.optimizer = createOptimizer(params, {
@@ -224,11 +235,16 @@ export class ControlNetTrainer {
     this.ema = this.opts.use_ema ? new EMAModel(params, this.opts.ema_decay) : null;
     fs.mkdirSync(this.opts.output_dir, { recursive: true });
     fs.mkdirSync(this.opts.logging_dir, { recursive: true });
-    this.log = new JsonlLogger(path.join(this.opts.logging_dir, "train_log.jsonl"));
+    this.log = this.isMainProcess ? new JsonlLogger(path.join(this.opts.logging_dir, "train_log.jsonl")) : null;
     this.resume();
     // steps after the resumed one are redone: their old lines would count twice (TensorBoard readers keep the last
     // value per step; a JSON-lines reader sees every line)
-    dropLoggedStepsAfter(this.log.path, this.globalStep);
+    if (this.log) dropLoggedStepsAfter(this.log.path, this.globalStep);
+  }
+
+  /** Rank 0 of a data-parallel group, or a single process: the one that writes logs and checkpoints. */
+  get isMainProcess(): boolean {
+    return this.parallel?.isMainProcess ?? true;
   }
 
   /** The newest checkpoint this trainer wrote or resumed from, or null. */
@@ -236,10 +252,11 @@ export class ControlNetTrainer {
     return this.lastCheckpoint;
   }
 
+  /** What defines the trajectory; the batch is the global one, so a checkpoint resumes with any process count. */
   get runIdentity(): RunIdentity {
     const o = this.opts;
     return {
-      seed: o.seed, resolution: o.resolution, train_batch_size: o.train_batch_size,
+      seed: o.seed, resolution: o.resolution, train_batch_size: this.globalBatch,
       gradient_accumulation_steps: o.gradient_accumulation_steps, learning_rate: o.learning_rate, dataset_rows: this.dataset.length,
     };
   }
@@ -303,7 +320,7 @@ export class ControlNetTrainer {
   private ensureLoader(): DataLoader {
     if (!this.loader) {
       this.loader = this.dataset.loader({
-        batchSize: this.opts.train_batch_size,
+        batchSize: this.globalBatch,
         seed: this.opts.seed,
         proportionEmptyPrompts: this.opts.proportion_empty_prompts,
         start: this.position,
@@ -332,21 +349,29 @@ export class ControlNetTrainer {
 
   /** One micro-batch: loss and gradients (already divided by the accumulation count); with `hostGrads`, those of
    *  checkpointed blocks are added into it instead. */
-  private microStep(batch: Batch, hostGrads?: Map<string, Float32Array>): { loss: number; grads: Map<string, tf.Tensor> } {
-    const r = batch.resolution;
-    const b = batch.size;
+  private microStep(global: Batch, hostGrads?: Map<string, Float32Array>): { loss: number; grads: Map<string, tf.Tensor>; share: number } {
+    const r = global.resolution;
     const f = 2 ** (this.c.vae.config.block_out_channels.length - 1);
     const latentShape: [number, number, number] = [r / f, r / f, this.c.vae.config.latent_channels];
-    const { posterior, noise, timesteps } = this.draw(b, latentShape);
+    // Every process draws the global batch's randomness and keeps its rows' part (lib/training/distributed.ts).
+    const { batch, posterior, noise, timesteps, share } = takeShard(global, this.draw(global.size, latentShape), this.parallel);
+    const b = batch.size;
+    if (b === 0) {
+      tf.dispose([posterior, noise]);
+      return { loss: 0, grads: new Map(), share };
+    }
     const pixels = tf.tensor4d(batch.pixelValues, [b, r, r, 3]);
     const conditioning = tf.tensor4d(batch.conditioningPixelValues, [b, r, r, 3]);
     const ids = this.c.tokenize(batch.texts);
     const latents = encodeLatents(this.c.vae, pixels, posterior);
     const ehs = tf.tidy(() => this.c.textEncoder.forward(tf.tensor2d(ids, undefined, "int32")).lastHiddenState);
     try {
-      return controlnetGradients(this.c.unet, this.c.controlnet, this.c.noiseScheduler, {
-        latents, encoderHiddenStates: ehs, conditioning, noise, timesteps, snrGamma: this.opts.snr_gamma,
-      }, 1 / this.opts.gradient_accumulation_steps, hostGrads);
+      return {
+        ...controlnetGradients(this.c.unet, this.c.controlnet, this.c.noiseScheduler, {
+          latents, encoderHiddenStates: ehs, conditioning, noise, timesteps, snrGamma: this.opts.snr_gamma,
+        }, share / this.opts.gradient_accumulation_steps, hostGrads),
+        share,
+      };
     } finally {
       tf.dispose([posterior, noise, pixels, conditioning, latents, ehs]);
     }
@@ -362,7 +387,7 @@ export class ControlNetTrainer {
       // Each step is synchronous tensor work: yield one event-loop turn at the boundary so a kernel can take
       // interrupt/comm/complete messages, SIGINT handlers run, timers fire and log streams flush.
       await new Promise<void>((r) => setImmediate(r));
-      if (hooks.signal?.aborted) return { globalStep: this.globalStep, maxSteps: this.maxSteps, stopped: "interrupted", lastLoss };
+      if (this.parallel ? this.stopAgreed : hooks.signal?.aborted) return { globalStep: this.globalStep, maxSteps: this.maxSteps, stopped: "interrupted", lastLoss };
       const t0 = performance.now();
       const acc = new GradientAccumulator();
       // summed over the micro-steps of this optimizer step, like acc
@@ -373,8 +398,8 @@ export class ControlNetTrainer {
         const batch = await loader.next();
         this.epoch = batch.epoch;
         this.position = batch.next;
-        const { loss, grads } = this.microStep(batch, hostGrads);
-        lossSum += loss;
+        const { loss, grads, share } = this.microStep(batch, hostGrads);
+        lossSum += loss * share;
         micros++;
         acc.add(grads);
         // accelerate syncs at the end of the dataloader: an optimizer step never spans two epochs (the last one of an
@@ -382,6 +407,15 @@ export class ControlNetTrainer {
         if (batch.next.index >= this.dataset.length) break;
       }
       const grads = acc.take();
+      let allReduceSeconds: number | undefined;
+      if (this.parallel) {
+        const tr = performance.now();
+        // gradients (and the loss) summed over the processes before clipping, as DDP does before the optimizer
+        const reduced = await allReduceGradients(this.parallel, this.c.controlnet, grads, hostGrads, lossSum, hooks.signal?.aborted ?? false);
+        lossSum = reduced.loss;
+        this.stopAgreed = reduced.stop;
+        allReduceSeconds = (performance.now() - tr) / 1000;
+      }
       // Reported loss: the mean over micro-batches (controlnetGradients returns each unscaled loss).
       const loss = lossSum / micros;
       if (!Number.isFinite(loss)) {
@@ -413,9 +447,9 @@ export class ControlNetTrainer {
       const report: StepReport = {
         // lr: lr_scheduler.get_last_lr() after the scheduler stepped (the next step's), what the script logs
         step: this.globalStep, maxSteps: this.maxSteps, epoch: this.epoch, loss, lr: this.lrScheduler.getLastLr(), gradNorm,
-        seconds: (performance.now() - t0) / 1000,
+        seconds: (performance.now() - t0) / 1000, ...(allReduceSeconds !== undefined ? { allReduceSeconds } : {}),
       };
-      this.log.log({ ...report });
+      this.log?.log({ ...report });
       await hooks.onStep?.(report);
       if (this.globalStep % this.opts.checkpointing_steps === 0) await this.checkpoint(hooks);
       if (hooks.validationSteps && this.globalStep % hooks.validationSteps === 0) await hooks.onValidation?.(this.globalStep);
@@ -432,6 +466,7 @@ export class ControlNetTrainer {
    *  non-finite weights (a checkpoint named "last good" must be). */
   async checkpoint(hooks: Pick<TrainHooks, "onCheckpoint"> = {}): Promise<string> {
     this.throwIfWeightsNonFinite();
+    if (!this.isMainProcess) return this.lastCheckpoint ?? ""; // rank 0 writes the group's checkpoints
     const res = await saveCheckpoint(this.opts.output_dir, this.globalStep, {
       controlnet: (dir) => this.c.controlnet.savePretrained(dir),
       optimizer: () => this.optimizer.stateDict(),

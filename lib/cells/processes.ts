@@ -1,0 +1,158 @@
+/**
+ * `train({ …, processes: N })`: the training cell on N worker processes (`controlnet-ts launch`, TensorFlow's
+ * collective all-reduce), while the cell shows their progress and stays interruptible. The cell's in-memory objects
+ * become train_controlnet flags (base folder, dataset options, the ControlNet saved to a temporary folder unless a
+ * checkpoint already carries the run), progress comes from rank 0's train_log.jsonl, an interrupt is the launcher's
+ * Ctrl-C (every process stops at the same step and rank 0 writes a checkpoint), and afterwards the cell's ControlNet
+ * holds the trained weights of the last checkpoint — so validate(), save() and the next train() continue from them.
+ */
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { memoryInfo } from "../engine/index.js";
+import type { ControlNetDataset } from "../data/index.js";
+import type { ControlNetModel } from "../models/index.js";
+import type { BaseModel } from "../training/base.js";
+import { listCheckpoints } from "../training/checkpoints.js";
+import type { TrainResult } from "../training/trainer.js";
+import { loadModelFolder } from "../io/diffusers.js";
+import { TrainingDashboard } from "../../widgets/index.js";
+import { abortSignal } from "./display.js";
+
+/** The dataset() cell's options, kept on its result so worker processes can rebuild the same dataset. */
+export const DATASET_CELL_OPTIONS = Symbol.for("controlnet-ts.datasetCellOptions");
+
+export interface DatasetCellOptionsLike {
+  name?: string;
+  trainDataDir?: string;
+  synthetic?: { count?: number; seed?: number };
+  maxTrainSamples?: number;
+  imageColumn?: string;
+  conditioningImageColumn?: string;
+  captionColumn?: string;
+  proportionEmptyPrompts?: number;
+  seed?: number;
+}
+
+export interface ProcessesTrainOptions {
+  base: BaseModel;
+  controlnet: ControlNetModel;
+  dataset: ControlNetDataset;
+  until: number;
+  processes: number;
+  outputDir: string;
+  batchSize: number;
+  learningRate: number;
+  gradientAccumulationSteps: number;
+  gradientCheckpointing?: boolean;
+  use8bitAdam?: boolean;
+  offloadOptimizerState?: boolean;
+  attentionChunkSize?: number;
+  maxTrainSteps: number;
+  lrScheduler: string;
+  lrWarmupSteps: number;
+  seed: number;
+  useEma?: boolean;
+  emaDecay?: number;
+  checkpointing?: { every: number; totalLimit?: number };
+  /** Intra-op threads per process (default: CPUs ÷ processes). */
+  threadsPerProcess?: number;
+  mainProcessPort?: number;
+}
+
+/** train_controlnet's flags for what the cell holds in memory; a cell setting the CLI cannot express is an error. */
+export function processFlags(o: ProcessesTrainOptions, controlnetDir: string | null): string[] {
+  const ds = (o.dataset as unknown as Record<symbol, DatasetCellOptionsLike | undefined>)[DATASET_CELL_OPTIONS];
+  if (!ds) throw new Error("train({ processes }): the dataset must come from the dataset() cell (its options are what the worker processes load)");
+  const dsSeed = ds.synthetic ? ds.synthetic.seed ?? 0 : ds.seed;
+  if (dsSeed !== undefined && dsSeed !== o.seed) {
+    throw new Error(`train({ processes }): the dataset's seed (${dsSeed}) must equal the training seed (${o.seed}): train_controlnet builds its dataset with --seed`);
+  }
+  const f: string[] = [
+    `--pretrained_model_name_or_path=${o.base.dir}`, `--output_dir=${o.outputDir}`, `--resolution=${o.dataset.resolution}`,
+    `--train_batch_size=${o.batchSize}`, `--learning_rate=${o.learningRate}`, `--gradient_accumulation_steps=${o.gradientAccumulationSteps}`,
+    `--max_train_steps=${o.maxTrainSteps}`, `--lr_scheduler=${o.lrScheduler}`, `--lr_warmup_steps=${o.lrWarmupSteps}`, `--seed=${o.seed}`,
+    `--checkpointing_steps=${o.checkpointing?.every ?? 500}`, "--resume_from_checkpoint=latest",
+  ];
+  if (ds.synthetic) f.push(`--dataset_name=synthetic-fill50k:${ds.synthetic.count ?? 50_000}`);
+  if (ds.name) f.push(`--dataset_name=${ds.name}`);
+  if (ds.trainDataDir) f.push(`--train_data_dir=${ds.trainDataDir}`);
+  if (ds.maxTrainSamples !== undefined) f.push(`--max_train_samples=${ds.maxTrainSamples}`);
+  if (ds.imageColumn) f.push(`--image_column=${ds.imageColumn}`);
+  if (ds.conditioningImageColumn) f.push(`--conditioning_image_column=${ds.conditioningImageColumn}`);
+  if (ds.captionColumn) f.push(`--caption_column=${ds.captionColumn}`);
+  if (ds.proportionEmptyPrompts !== undefined) f.push(`--proportion_empty_prompts=${ds.proportionEmptyPrompts}`);
+  if (controlnetDir) f.push(`--controlnet_model_name_or_path=${controlnetDir}`);
+  if (o.checkpointing?.totalLimit !== undefined) f.push(`--checkpoints_total_limit=${o.checkpointing.totalLimit}`);
+  if (o.gradientCheckpointing) f.push("--gradient_checkpointing");
+  if (o.use8bitAdam) f.push("--use_8bit_adam");
+  if (o.offloadOptimizerState) f.push("--offload_optimizer_state");
+  if (o.useEma) f.push("--use_ema", ...(o.emaDecay !== undefined ? [`--ema_decay=${o.emaDecay}`] : []));
+  if (o.attentionChunkSize) {
+    if (o.attentionChunkSize !== 1024) throw new Error(`train({ processes }): attentionChunkSize ${o.attentionChunkSize} has no train_controlnet flag (--enable_xformers_memory_efficient_attention is 1024)`);
+    f.push("--enable_xformers_memory_efficient_attention");
+  }
+  return f;
+}
+
+export async function trainInProcesses(o: ProcessesTrainOptions): Promise<TrainResult> {
+  const start = listCheckpoints(o.outputDir).at(-1)?.step ?? 0;
+  if (start >= o.until) {
+    console.log(`train: already at step ${start} (until ${o.until}) — nothing to do. Raise \`until\` to continue.`);
+    return { globalStep: start, maxSteps: o.maxTrainSteps, stopped: "until", lastLoss: null };
+  }
+  // a fresh run starts from the cell's ControlNet; a resumed one from its checkpoint
+  const initDir = start === 0 ? fs.mkdtempSync(path.join(os.tmpdir(), "controlnet-ts-init-")) : null;
+  if (initDir) o.controlnet.savePretrained(initDir);
+  const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "bin", "controlnet-ts.js");
+  const launchArgs = ["launch", "--num_processes", String(o.processes), "--main_process_port", String(o.mainProcessPort ?? 29500),
+    ...(o.threadsPerProcess ? ["--num_cpu_threads_per_process", String(o.threadsPerProcess)] : []),
+    "train_controlnet", ...processFlags(o, initDir)];
+  const logFile = path.join(o.outputDir, "logs", "train_log.jsonl");
+  const seen = fs.existsSync(logFile) ? fs.readFileSync(logFile, "utf8").length : 0;
+  const dashboard = new TrainingDashboard({ total: o.until, initialStep: start, description: `train (${o.processes} processes)` }).show();
+  const child = spawn(process.execPath, [bin, ...launchArgs], {
+    env: { ...process.env, CONTROLNET_TS_UNTIL: String(o.until) }, stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stderr = "";
+  child.stderr!.on("data", (d) => (stderr = (stderr + d).slice(-20_000)));
+  child.stdout!.resume();
+  const signal = abortSignal();
+  const onAbort = () => child.kill("SIGINT"); // the launcher stops every process at one step and checkpoints
+  signal?.addEventListener("abort", onAbort, { once: true });
+  let offset = seen;
+  let lastLoss: number | null = null;
+  let step = start;
+  const poll = () => {
+    if (!fs.existsSync(logFile)) return;
+    const text = fs.readFileSync(logFile, "utf8");
+    const end = text.lastIndexOf("\n") + 1;
+    for (const line of text.slice(offset, end).split("\n").filter(Boolean)) {
+      const r = JSON.parse(line) as { step: number; loss: number; lr: number; seconds: number };
+      step = r.step;
+      lastLoss = r.loss;
+      dashboard.onStep({ step: r.step, total: o.until, loss: r.loss, lr: r.lr, itPerSec: 1 / r.seconds, memory: memoryInfo() });
+    }
+    offset = Math.max(offset, end);
+  };
+  const timer = setInterval(poll, 500);
+  const code = await new Promise<number | null>((resolve) => child.on("exit", (c) => resolve(c)));
+  clearInterval(timer);
+  signal?.removeEventListener("abort", onAbort);
+  poll();
+  if (initDir) fs.rmSync(initDir, { recursive: true, force: true });
+  const last = listCheckpoints(o.outputDir).at(-1);
+  // the cell's ControlNet continues from what the processes trained (the last checkpoint), as the in-process cell
+  if (last && last.step > start) o.controlnet.loadState(loadModelFolder(path.join(last.path, "controlnet")).tensors, { strict: true });
+  if (code !== 0 && code !== 130) {
+    dashboard.finish("error");
+    const line = stderr.split("\n").filter((l) => /error:/.test(l)).at(-1) ?? stderr.trim().split("\n").at(-1) ?? `exit code ${code}`;
+    throw new Error(`train({ processes: ${o.processes} }) failed: ${line.replace(/^(\[rank \d+\] )?/, "")}`);
+  }
+  const interrupted = code === 130;
+  dashboard.finish(interrupted ? "stopped" : "done");
+  if (interrupted) console.log(`train: interrupted at step ${step}; checkpoint written to ${last?.path}. Run the cell again to continue.`);
+  return { globalStep: last?.step ?? step, maxSteps: o.maxTrainSteps, stopped: interrupted ? "interrupted" : step >= o.maxTrainSteps ? "finished" : "until", lastLoss };
+}

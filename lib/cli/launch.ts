@@ -1,0 +1,239 @@
+/**
+ * `controlnet-ts launch [--num_processes N] [--num_machines M --machine_rank R --main_process_ip IP
+ * --main_process_port P] train_controlnet <its flags>` — `accelerate launch`'s shape for data-parallel training.
+ *
+ * The launcher starts this machine's processes with accelerate's / torchrun's environment (RANK, WORLD_SIZE,
+ * LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT) plus CONTROLNET_TS_WORKER_HOSTS, every process's host:port
+ * for TensorFlow's collective runtime (lib/training/distributed.ts). Process r listens on main_process_port + r
+ * (one machine) or main_process_port + 1 + r (several: main_process_port is then the machines' rendezvous, where
+ * each launcher learns the others' addresses, lib/cli/rendezvous.ts). It watches its processes: when one fails, the
+ * others are stopped and one line says which failed and where the last checkpoint is.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { ArgsError, parseTrainArgs } from "../training/args.js";
+import { listCheckpoints } from "../training/checkpoints.js";
+import { collectiveMissingReason } from "../training/collective.js";
+import { rendezvous } from "./rendezvous.js";
+
+export interface LaunchOptions {
+  numProcesses: number;
+  numMachines: number;
+  machineRank: number;
+  mainProcessIp: string;
+  mainProcessPort: number;
+  /** Intra-op threads per process (CONTROLNET_TS_THREADS), default: this machine's CPUs ÷ its processes. */
+  threadsPerProcess: number | null;
+  command: string;
+  commandArgs: string[];
+}
+
+const COMMANDS = new Set(["train_controlnet"]);
+
+export const LAUNCH_HELP = `usage: controlnet-ts launch [--num_processes N] [--num_machines M] [--machine_rank R]
+                            [--main_process_ip IP] [--main_process_port P] [--num_cpu_threads_per_process T]
+                            train_controlnet <train_controlnet's flags>
+
+Data-parallel training on TensorFlow's collective ops (accelerate launch's flags). --num_processes is the total over
+all machines (default 1); each process trains on its shard of every global batch of num_processes × train_batch_size
+rows. On several machines run the same command on each with its --machine_rank; --main_process_ip/--main_process_port
+(default 29500) are machine 0's address. Ports main_process_port … + num_processes (+1 on several machines) are used.
+`;
+
+export class LaunchError extends Error {}
+
+function intFlag(name: string, v: string | undefined, min: number): number {
+  const n = Number(v);
+  if (v === undefined || !/^\d+$/.test(v) || n < min) throw new LaunchError(`--${name} expects an integer ≥ ${min}, got ${v ?? "nothing"}`);
+  return n;
+}
+
+export function parseLaunchArgs(argv: string[]): LaunchOptions | "help" {
+  const o: LaunchOptions = {
+    numProcesses: 1, numMachines: 1, machineRank: 0, mainProcessIp: "127.0.0.1", mainProcessPort: 29500,
+    threadsPerProcess: null, command: "", commandArgs: [],
+  };
+  let i = 0;
+  for (; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === "-h" || a === "--help") return "help";
+    if (!a.startsWith("--")) break;
+    const eq = a.indexOf("=");
+    const name = (eq >= 0 ? a.slice(2, eq) : a.slice(2)).replace(/-/g, "_");
+    if (name === "multi_gpu" || name === "use_cpu") continue; // accelerate's device switches: nothing to choose here
+    const value = eq >= 0 ? a.slice(eq + 1) : argv[++i];
+    switch (name) {
+      case "num_processes": o.numProcesses = intFlag(name, value, 1); break;
+      case "num_machines": o.numMachines = intFlag(name, value, 1); break;
+      case "machine_rank": o.machineRank = intFlag(name, value, 0); break;
+      case "main_process_ip": if (!value) throw new LaunchError("--main_process_ip expects an address"); o.mainProcessIp = value; break;
+      case "main_process_port": o.mainProcessPort = intFlag(name, value, 1); break;
+      case "num_cpu_threads_per_process": o.threadsPerProcess = intFlag(name, value, 1); break;
+      case "mixed_precision": break; // accepted like train_controlnet's flag: tfjs has no half precision
+      default: throw new LaunchError(`unknown launch flag --${name} (controlnet-ts launch --help lists them)`);
+    }
+  }
+  o.command = argv[i] ?? "";
+  o.commandArgs = argv.slice(i + 1);
+  if (!COMMANDS.has(o.command)) {
+    throw new LaunchError(o.command ? `cannot launch ${JSON.stringify(o.command)}: only train_controlnet runs data-parallel` : "missing the command to launch (train_controlnet …)");
+  }
+  if (o.machineRank >= o.numMachines) throw new LaunchError(`--machine_rank ${o.machineRank} is outside --num_machines ${o.numMachines}`);
+  if (o.numProcesses % o.numMachines !== 0) {
+    throw new LaunchError(`--num_processes ${o.numProcesses} (the total) is not divisible by --num_machines ${o.numMachines}`);
+  }
+  const last = o.mainProcessPort + o.numProcesses + (o.numMachines > 1 ? 1 : 0);
+  if (last > 65535) throw new LaunchError(`ports ${o.mainProcessPort}…${last} do not fit below 65536`);
+  return o;
+}
+
+/** Refuses a busy port before any process starts (TF would also refuse it, after loading). */
+async function checkPortFree(port: number, host = "0.0.0.0"): Promise<string | null> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once("error", (e: NodeJS.ErrnoException) => resolve(e.code === "EADDRINUSE" ? `port ${port} is already in use (another training job?)` : `cannot listen on port ${port}: ${e.message}`));
+    s.listen({ port, host, exclusive: true }, () => s.close(() => resolve(null)));
+  });
+}
+
+function forward(stream: NodeJS.ReadableStream, out: NodeJS.WriteStream, prefix: string, muted: () => boolean): void {
+  let rest = "";
+  stream.setEncoding("utf8");
+  stream.on("data", (chunk: string) => {
+    const lines = (rest + chunk).split("\n");
+    rest = lines.pop()!;
+    if (!muted()) for (const l of lines) out.write(`${prefix}${l}\n`);
+  });
+  stream.on("end", () => { if (rest && !muted()) out.write(`${prefix}${rest}\n`); });
+}
+
+export interface LaunchResult {
+  code: number;
+  /** The one-line summary of a failure (also written to stderr). */
+  error?: string;
+}
+
+export async function launch(o: LaunchOptions, io = { stdout: process.stdout, stderr: process.stderr }): Promise<LaunchResult> {
+  const fail = (msg: string, code = 1): LaunchResult => {
+    io.stderr.write(`launch: error: ${msg}\n`);
+    return { code, error: msg };
+  };
+  let outputDir: string;
+  try {
+    const parsed = parseTrainArgs(o.commandArgs);
+    if (parsed.help) return fail("pass --help to train_controlnet without launch", 2);
+    outputDir = parsed.args.output_dir;
+  } catch (e) {
+    if (e instanceof ArgsError) return fail(`train_controlnet: ${e.message}`, 2);
+    throw e;
+  }
+  if (o.numProcesses > 1) {
+    const missing = collectiveMissingReason();
+    if (missing) return fail(`${o.numProcesses} processes need ${missing}`);
+  }
+  const perMachine = o.numProcesses / o.numMachines;
+  const firstRank = o.machineRank * perMachine;
+  const base = o.mainProcessPort + (o.numMachines > 1 ? 1 : 0);
+  for (let l = 0; l < perMachine && o.numProcesses > 1; l++) {
+    const busy = await checkPortFree(base + firstRank + l);
+    if (busy) return fail(`${busy}: process ${firstRank + l} cannot listen there; pick another --main_process_port`);
+  }
+  let hosts: string[];
+  if (o.numMachines === 1) hosts = Array.from({ length: o.numProcesses }, () => o.mainProcessIp);
+  else {
+    try {
+      const machines = await rendezvous({ ...o, perMachine });
+      hosts = machines.flatMap((h) => Array.from({ length: perMachine }, () => h));
+    } catch (e) {
+      return fail((e as Error).message);
+    }
+  }
+  const addresses = hosts.map((h, r) => `${h.includes(":") ? `[${h}]` : h}:${base + r}`);
+  const threads = o.threadsPerProcess ?? Math.max(1, Math.floor(os.availableParallelism() / perMachine));
+  const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "bin", "controlnet-ts.js");
+  const children: { rank: number; child: ChildProcess; exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }> }[] = [];
+  let failure: string | null = null;
+  let failureLine = "";
+  let interrupted = false;
+  let stopping = false;
+  const stopOthers = () => {
+    stopping = true;
+    for (const c of children) if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill("SIGTERM");
+    setTimeout(() => { for (const c of children) if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill("SIGKILL"); }, 10_000).unref();
+  };
+  for (let l = 0; l < perMachine; l++) {
+    const rank = firstRank + l;
+    const env = {
+      ...process.env,
+      RANK: String(rank), WORLD_SIZE: String(o.numProcesses), LOCAL_RANK: String(l), LOCAL_WORLD_SIZE: String(perMachine),
+      GROUP_RANK: String(o.machineRank), MASTER_ADDR: o.mainProcessIp, MASTER_PORT: String(o.mainProcessPort),
+      CONTROLNET_TS_WORKER_HOSTS: addresses.join(","),
+      CONTROLNET_TS_THREADS: process.env.CONTROLNET_TS_THREADS ?? String(threads),
+      TF_CPP_MIN_LOG_LEVEL: process.env.TF_CPP_MIN_LOG_LEVEL ?? "3",
+    };
+    // its own process group: a terminal's Ctrl-C reaches the launcher only, which forwards it once
+    const child = spawn(process.execPath, [bin, o.command, ...o.commandArgs], { env, stdio: ["ignore", "pipe", "pipe"], detached: true });
+    const prefix = rank === 0 ? "" : `[rank ${rank}] `;
+    // once a process failed, the others' output (their view of the same failure) is muted: one clear error
+    forward(child.stdout!, io.stdout, prefix, () => stopping);
+    forward(child.stderr!, io.stderr, prefix, () => stopping && failure !== `rank ${rank}`);
+    const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+      child.on("exit", (code, signal) => {
+        if ((code !== 0 || signal) && failure === null && !interrupted) {
+          failure = `rank ${rank}`;
+          const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+          failureLine = `process ${rank} (pid ${child.pid}) ${how}; stopped the other process(es)`;
+          stopOthers();
+        }
+        resolve({ code, signal });
+      });
+    });
+    children.push({ rank, child, exit });
+  }
+  io.stderr.write(`launch: ${perMachine} process(es) of ${o.numProcesses} on this machine: ${children.map((c) => `rank ${c.rank} pid ${c.child.pid}`).join(", ")} (TensorFlow collective ops on ${addresses.join(", ")})\n`);
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (sig === "SIGINT") interrupted = true;
+    for (const c of children) if (c.child.exitCode === null) c.child.kill(sig);
+  };
+  const onExit = () => { for (const c of children) if (c.child.exitCode === null) c.child.kill("SIGKILL"); };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  process.on("SIGHUP", onSignal); // a closed terminal: the processes have their own group and would not get it
+  process.on("exit", onExit);
+  try {
+    const results = await Promise.all(children.map((c) => c.exit));
+    if (failure) {
+      const ck = listCheckpoints(outputDir).at(-1);
+      const resume = ck ? ` The last checkpoint is ${ck.path}: relaunch with --resume_from_checkpoint=latest to continue (any --num_processes).` : " No checkpoint was written yet.";
+      return fail(`${failureLine}.${resume}`);
+    }
+    const bad = results.find((r) => r.code !== 0);
+    return { code: bad ? bad.code ?? 1 : 0 };
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    process.off("SIGHUP", onSignal);
+    process.off("exit", onExit);
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let o;
+  try {
+    o = parseLaunchArgs(argv);
+  } catch (e) {
+    if (e instanceof LaunchError) {
+      process.stderr.write(`launch: error: ${e.message}\n`);
+      return 2;
+    }
+    throw e;
+  }
+  if (o === "help") {
+    process.stdout.write(LAUNCH_HELP);
+    return 0;
+  }
+  return (await launch(o)).code;
+}

@@ -1,0 +1,105 @@
+/**
+ * Several machines: TensorFlow's cluster spec needs every machine's address, but accelerate's flags give only machine
+ * 0's. Like torchrun's c10d rendezvous, machine 0's launcher answers on main_process_ip:main_process_port; every
+ * launcher asks it (over HTTP) with its machine rank and the sizes it was launched with, and gets back the address
+ * each machine was seen from, once all have asked. It carries addresses only — the training traffic is TF's.
+ * Launches with different sizes are refused with a line naming both.
+ */
+import http from "node:http";
+
+export interface RendezvousOptions {
+  numMachines: number;
+  machineRank: number;
+  numProcesses: number;
+  perMachine: number;
+  mainProcessIp: string;
+  mainProcessPort: number;
+  /** Default CONTROLNET_TS_RENDEZVOUS_TIMEOUT or 300 s. */
+  timeoutSeconds?: number;
+}
+
+interface Join { machine_rank: number; num_machines: number; num_processes: number }
+
+/** Every machine's address by machine rank (machine 0's is main_process_ip). */
+export async function rendezvous(o: RendezvousOptions): Promise<string[]> {
+  const timeoutMs = (o.timeoutSeconds ?? (Number(process.env.CONTROLNET_TS_RENDEZVOUS_TIMEOUT) || 300)) * 1000;
+  if (o.machineRank === 0) return serve(o, timeoutMs);
+  const deadline = Date.now() + timeoutMs;
+  const body = JSON.stringify({ machine_rank: o.machineRank, num_machines: o.numMachines, num_processes: o.numProcesses } satisfies Join);
+  let last = "";
+  while (Date.now() < deadline) {
+    try {
+      const r = await post(o.mainProcessIp, o.mainProcessPort, body, deadline - Date.now());
+      if (r.status === 200) return JSON.parse(r.body).hosts as string[];
+      throw new Error(`machine 0 refused machine ${o.machineRank}: ${r.body}`);
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      if (!["ECONNREFUSED", "ECONNRESET", "EHOSTUNREACH", "ETIMEDOUT"].includes(err.code ?? "")) throw err;
+      last = err.code!;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+  throw new Error(`cannot reach machine 0's launcher at ${o.mainProcessIp}:${o.mainProcessPort} (${last || "timeout"}) within ${timeoutMs / 1000} s`);
+}
+
+function post(host: string, port: number, body: string, timeoutMs: number): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host, port, method: "POST", path: "/join", headers: { "content-type": "application/json" }, timeout: timeoutMs }, (res) => {
+      let data = "";
+      res.setEncoding("utf8");
+      res.on("data", (c) => (data += c));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body: data }));
+    });
+    req.on("timeout", () => req.destroy(Object.assign(new Error("timeout"), { code: "ETIMEDOUT" })));
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+function serve(o: RendezvousOptions, timeoutMs: number): Promise<string[]> {
+  return new Promise((resolve, reject) => {
+    const hosts: (string | null)[] = Array.from({ length: o.numMachines }, (_, m) => (m === 0 ? o.mainProcessIp : null));
+    const waiting: http.ServerResponse[] = [];
+    const server = http.createServer((req, res) => {
+      let data = "";
+      req.setEncoding("utf8");
+      req.on("data", (c) => (data += c));
+      req.on("end", () => {
+        let j: Join;
+        try {
+          j = JSON.parse(data) as Join;
+        } catch {
+          res.writeHead(400).end("not a rendezvous request");
+          return;
+        }
+        const refuse = (why: string) => res.writeHead(409).end(why);
+        if (j.num_machines !== o.numMachines || j.num_processes !== o.numProcesses) {
+          return refuse(`it was launched with --num_machines ${j.num_machines} --num_processes ${j.num_processes}, machine 0 with ${o.numMachines} / ${o.numProcesses}`);
+        }
+        if (!(j.machine_rank > 0 && j.machine_rank < o.numMachines)) return refuse(`--machine_rank ${j.machine_rank} is not in 1…${o.numMachines - 1}`);
+        if (hosts[j.machine_rank] !== null) return refuse(`two machines were launched with --machine_rank ${j.machine_rank}`);
+        hosts[j.machine_rank] = (req.socket.remoteAddress ?? "").replace(/^::ffff:/, "");
+        waiting.push(res);
+        if (hosts.every((h) => h !== null)) {
+          for (const w of waiting) w.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ hosts }));
+          clearTimeout(timer);
+          server.close();
+          resolve(hosts as string[]);
+        }
+      });
+    });
+    const timer = setTimeout(() => {
+      server.close();
+      for (const w of waiting) w.writeHead(503).end("machine 0 gave up waiting");
+      const missing = hosts.flatMap((h, m) => (h === null ? [m] : []));
+      reject(new Error(`machine(s) ${missing.join(", ")} did not join the rendezvous at ${o.mainProcessIp}:${o.mainProcessPort} within ${timeoutMs / 1000} s`));
+    }, timeoutMs);
+    server.once("error", (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(new Error(e.code === "EADDRINUSE"
+        ? `port ${o.mainProcessPort} is already in use (another training job?): pick another --main_process_port`
+        : `cannot listen on ${o.mainProcessPort}: ${e.message}`));
+    });
+    server.listen(o.mainProcessPort, "0.0.0.0");
+  });
+}

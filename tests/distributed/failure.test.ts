@@ -1,0 +1,97 @@
+/**
+ * Failures of a process group end in bounded time with one clear error and an intact checkpoint:
+ * kill -9 of a worker under `controlnet-ts launch` (the launcher watches its children), and — with no launcher to
+ * see it, as between machines — a dead peer found by TensorFlow's collective runtime (peer health checks abort the
+ * all-reduce). The job then resumes from its checkpoint.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { listCheckpoints } from "../../lib/training/checkpoints.js";
+import { freePorts, skipReason, start, trainFlags, waitFor } from "./helpers.js";
+
+const skip = skipReason();
+const long = ["--max_train_steps=40", "--checkpointing_steps=2", "--train_batch_size=1"];
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+test("kill -9 of one worker: the launch ends within 60 s with one clear error, the checkpoint is intact, a relaunch resumes", { skip }, async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-kill-"));
+  const port = await freePorts(2);
+  const launchArgs = ["launch", "--num_processes", "2", "--main_process_port", String(port), "train_controlnet"];
+  const job = start([...launchArgs, ...trainFlags(out, long)]);
+  await waitFor(() => listCheckpoints(out).length > 0 || job.child.exitCode !== null, 240_000, "the first checkpoint");
+  const pids = [...job.output().matchAll(/rank (\d) pid (\d+)/g)].map((m) => Number(m[2]));
+  assert.equal(pids.length, 2, job.output());
+  const t0 = Date.now();
+  process.kill(pids[1]!, "SIGKILL");
+  const r = await job.done;
+  const seconds = (Date.now() - t0) / 1000;
+  process.stdout.write(`launch ended ${seconds.toFixed(1)} s after kill -9 (exit ${r.code})\n`);
+  assert.ok(seconds < 60, `took ${seconds} s`);
+  assert.equal(r.code, 1);
+  // the others' view of the same failure is muted: one "error:" line in all (TF's own start-up info lines aside)
+  const errors = r.stderr.split("\n").filter((l) => /error:/i.test(l));
+  assert.equal(errors.length, 1, `one error line, got:\n${errors.join("\n")}`);
+  assert.match(errors[0]!, /process 1 \(pid \d+\) was killed by SIGKILL; stopped the other process\(es\)\. The last checkpoint is .*checkpoint-\d+: relaunch with --resume_from_checkpoint=latest/);
+  assert.ok(!alive(pids[0]!), "rank 0 was stopped");
+  const last = listCheckpoints(out).at(-1)!;
+  assert.ok(last, "a complete checkpoint remains");
+  assert.ok(errors[0]!.includes(last.path));
+
+  // the relaunch resumes from it and trains on
+  const until = last.step + 1;
+  const again = await start([...launchArgs, ...trainFlags(out, ["--max_train_steps", String(until), "--checkpointing_steps=100", "--train_batch_size=1", "--resume_from_checkpoint=latest"])]).done;
+  assert.equal(again.code, 0, again.stderr.slice(-2000));
+  assert.match(again.stdout, new RegExp(`Resuming from checkpoint .*checkpoint-${last.step}`));
+  assert.match(again.stderr, new RegExp(`Steps: ${until}/${until}`));
+  assert.ok(fs.existsSync(path.join(out, "diffusion_pytorch_model.safetensors")));
+  fs.rmSync(out, { recursive: true, force: true });
+});
+
+test("no launcher (one process per machine): a dead peer is found by the collective runtime and the survivor stops with a clear error", { skip }, async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-peer-"));
+  const port = await freePorts(2);
+  const group = { WORLD_SIZE: "2", CONTROLNET_TS_WORKER_HOSTS: `127.0.0.1:${port},127.0.0.1:${port + 1}` };
+  const p0 = start(["train_controlnet", ...trainFlags(out, long)], { ...group, RANK: "0" });
+  const p1 = start(["train_controlnet", ...trainFlags(out, long)], { ...group, RANK: "1" });
+  await waitFor(() => listCheckpoints(out).length > 0 || p0.child.exitCode !== null, 240_000, "the first checkpoint");
+  const t0 = Date.now();
+  p1.child.kill("SIGKILL");
+  const r = await p0.done;
+  const seconds = (Date.now() - t0) / 1000;
+  process.stdout.write(`survivor stopped ${seconds.toFixed(1)} s after its peer's kill -9\n`);
+  assert.ok(seconds < 60, `took ${seconds} s`);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, new RegExp(`train_controlnet: error: process 1 \\(127\\.0\\.0\\.1:${port + 1}\\) stopped`));
+  assert.ok(listCheckpoints(out).length > 0);
+  await p1.done;
+  fs.rmSync(out, { recursive: true, force: true });
+});
+
+test("Ctrl-C to the launcher: every process stops at the same step boundary, rank 0 writes the checkpoint, exit 130", { skip }, async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-int-"));
+  const port = await freePorts(2);
+  const job = start(["launch", "--num_processes", "2", "--main_process_port", String(port), "train_controlnet",
+    ...trainFlags(out, ["--max_train_steps=40", "--checkpointing_steps=100", "--train_batch_size=1"])]);
+  await waitFor(() => /Steps: 2\//.test(job.output()) || job.child.exitCode !== null, 240_000, "step 2");
+  job.child.kill("SIGINT");
+  const r = await job.done;
+  assert.equal(r.code, 130, r.stderr.slice(-2000));
+  const m = /Interrupted at step (\d+); state saved to (.*checkpoint-(\d+))\./.exec(r.stdout);
+  assert.ok(m, r.stdout.slice(-2000));
+  assert.equal(m[1], m[3]);
+  assert.deepEqual(listCheckpoints(out).map((c) => c.step), [Number(m[1])]);
+  const steps = fs.readFileSync(path.join(out, "logs", "train_log.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l).step);
+  assert.equal(steps.at(-1), Number(m[1]), "the checkpoint holds the last step trained");
+  fs.rmSync(out, { recursive: true, force: true });
+});

@@ -1,0 +1,61 @@
+/** The launcher's flags, the shard arithmetic and the process environment (no TensorFlow needed). */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { LaunchError, parseLaunchArgs } from "../../lib/cli/launch.js";
+import { processEnv, shardRange } from "../../lib/training/distributed.js";
+
+test("accelerate launch's flags", () => {
+  const o = parseLaunchArgs(["--multi_gpu", "--num_processes=4", "--num_machines", "2", "--machine_rank=1", "--main_process_ip", "10.0.0.1",
+    "--main_process_port", "29555", "train_controlnet", "--output_dir=x", "--train_batch_size=2"]);
+  assert.ok(o !== "help");
+  assert.deepEqual([o.numProcesses, o.numMachines, o.machineRank, o.mainProcessIp, o.mainProcessPort, o.command, o.commandArgs],
+    [4, 2, 1, "10.0.0.1", 29555, "train_controlnet", ["--output_dir=x", "--train_batch_size=2"]]);
+  assert.equal(parseLaunchArgs(["--help"]), "help");
+  const bad: [string[], RegExp][] = [
+    [["--num_processes", "0", "train_controlnet"], /--num_processes expects an integer ≥ 1, got 0/],
+    [["--num_processes", "3", "--num_machines", "2", "train_controlnet"], /not divisible by --num_machines 2/],
+    [["--num_machines", "2", "--machine_rank", "2", "train_controlnet"], /--machine_rank 2 is outside --num_machines 2/],
+    [["--num_processes", "2"], /missing the command to launch/],
+    [["--num_processes", "2", "train.py"], /cannot launch "train.py": only train_controlnet/],
+    [["--deepspeed_config_file", "x", "train_controlnet"], /unknown launch flag --deepspeed_config_file/],
+    [["--main_process_port", "65535", "--num_processes", "2", "train_controlnet"], /do not fit below 65536/],
+  ];
+  for (const [argv, re] of bad) assert.throws(() => parseLaunchArgs(argv), (e: Error) => e instanceof LaunchError && re.test(e.message), argv.join(" "));
+});
+
+test("shards: contiguous rows, all rows once, sizes within one", () => {
+  for (const world of [1, 2, 3, 4]) {
+    for (const size of [1, 2, 3, 5, 8, 13]) {
+      const ranges = Array.from({ length: world }, (_, r) => shardRange(size, r, world));
+      assert.equal(ranges[0]![0], 0);
+      assert.equal(ranges.at(-1)![1], size);
+      for (let r = 1; r < world; r++) assert.equal(ranges[r]![0], ranges[r - 1]![1]);
+      const sizes = ranges.map(([s, e]) => e - s);
+      assert.ok(Math.max(...sizes) - Math.min(...sizes) <= 1, `${size} rows over ${world}: ${sizes}`);
+    }
+  }
+  assert.deepEqual(shardRange(4, 1, 2), [2, 4]);
+});
+
+test("process environment: accelerate's variables, with clear errors", () => {
+  assert.equal(processEnv({}), null);
+  assert.deepEqual(processEnv({ WORLD_SIZE: "2", RANK: "1", MASTER_ADDR: "10.1.1.1", MASTER_PORT: "29500" }),
+    { rank: 1, worldSize: 2, localRank: 1, addresses: ["10.1.1.1:29500", "10.1.1.1:29501"] });
+  assert.deepEqual(processEnv({ WORLD_SIZE: "2", RANK: "0", LOCAL_RANK: "0", CONTROLNET_TS_WORKER_HOSTS: "a:1,b:2" })?.addresses, ["a:1", "b:2"]);
+  assert.throws(() => processEnv({ WORLD_SIZE: "2", RANK: "2" }), /RANK=2 is outside WORLD_SIZE=2/);
+  assert.throws(() => processEnv({ WORLD_SIZE: "3", RANK: "0", CONTROLNET_TS_WORKER_HOSTS: "a:1,b:2" }), /WORLD_SIZE=3 but CONTROLNET_TS_WORKER_HOSTS lists 2/);
+  assert.throws(() => processEnv({ WORLD_SIZE: "two" }), /WORLD_SIZE=two is not a non-negative integer/);
+});
+
+test("build-collective: a missing TensorFlow is one clear line, nothing written", async () => {
+  const { spawnSync } = await import("node:child_process");
+  const path = await import("node:path");
+  const fs = await import("node:fs");
+  const os = await import("node:os");
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "build-collective-"));
+  const script = path.resolve(import.meta.dirname, "../../scripts/native/build-collective.mjs");
+  const r = spawnSync(process.execPath, [script, "--include", path.join(tmp, "none"), "--lib", tmp, "--out", path.join(tmp, "c.node")], { encoding: "utf8" });
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^build-collective: TensorFlow's C API headers are not in .*none \(need tensorflow\/c\/eager\/c_api_experimental\.h; run npm run install-native or pass --include\)\n$/);
+  assert.deepEqual(fs.readdirSync(tmp), []);
+});

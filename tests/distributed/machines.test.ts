@@ -1,0 +1,50 @@
+/**
+ * Two machines, simulated on loopback: two launchers with --num_machines 2 find each other through machine 0's
+ * rendezvous and train as one group of 2 processes, equal to 1 process with the same global batch. A launcher started
+ * with other sizes is refused by name.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { freePorts, maxWeightDiff, skipReason, start, trainFlags } from "./helpers.js";
+
+const skip = skipReason();
+
+test("2 machines × 1 process (rendezvous on machine 0) = 1 process × batch 2", { skip }, async () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "dp-machines-"));
+  const port = await freePorts(3);
+  const steps = ["--max_train_steps=2", "--checkpointing_steps=100"];
+  const machine = (rank: number) => start(["launch", "--num_processes", "2", "--num_machines", "2", "--machine_rank", String(rank),
+    "--main_process_ip", "127.0.0.1", "--main_process_port", String(port), "train_controlnet",
+    ...trainFlags(path.join(tmp, "two"), [...steps, "--train_batch_size=1"])]);
+  const m1 = machine(1); // the other machine may start first: it waits for machine 0's rendezvous
+  await new Promise((r) => setTimeout(r, 1500));
+  const m0 = machine(0);
+  const [r0, r1] = await Promise.all([m0.done, m1.done]);
+  assert.equal(r0.code, 0, r0.stderr.slice(-2000));
+  assert.equal(r1.code, 0, r1.stderr.slice(-2000));
+  assert.match(r0.stderr, new RegExp(`rank 0 pid \\d+ \\(TensorFlow collective ops on 127\\.0\\.0\\.1:${port + 1}, 127\\.0\\.0\\.1:${port + 2}\\)`));
+  assert.match(r1.stderr, /rank 1 pid/);
+  const one = await start(["train_controlnet", ...trainFlags(path.join(tmp, "one"), [...steps, "--train_batch_size=2"])]).done;
+  assert.equal(one.code, 0, one.stderr.slice(-2000));
+  const d = maxWeightDiff(path.join(tmp, "one"), path.join(tmp, "two")).max;
+  assert.ok(d <= 1e-5, `2-machine weights differ by ${d}`);
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+test("a machine launched with another --num_processes is refused by machine 0's rendezvous", { skip }, async () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "dp-machines-bad-"));
+  const port = await freePorts(4);
+  const flags = trainFlags(path.join(tmp, "out"), ["--max_train_steps=1", "--train_batch_size=1"]);
+  const common = ["--num_machines", "2", "--main_process_ip", "127.0.0.1", "--main_process_port", String(port)];
+  const m0 = start(["launch", "--num_processes", "2", ...common, "--machine_rank", "0", "train_controlnet", ...flags], { CONTROLNET_TS_RENDEZVOUS_TIMEOUT: "20" });
+  const r1 = await start(["launch", "--num_processes", "4", ...common, "--machine_rank", "1", "train_controlnet", ...flags]).done;
+  assert.equal(r1.code, 1);
+  assert.match(r1.stderr, /launch: error: machine 0 refused machine 1: it was launched with --num_machines 2 --num_processes 4, machine 0 with 2 \/ 2/);
+  const r0 = await m0.done;
+  assert.equal(r0.code, 1);
+  assert.match(r0.stderr, /launch: error: machine\(s\) 1 did not join the rendezvous at 127\.0\.0\.1:\d+ within 20 s/);
+  fs.rmSync(tmp, { recursive: true, force: true });
+});

@@ -1,0 +1,54 @@
+/** Bad rendezvous is a clear error: a second launch on a port in use, a peer that never joins. */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { freePorts, skipReason, start, trainFlags, waitFor } from "./helpers.js";
+
+const skip = skipReason();
+
+test("a second launch on a busy port is refused clearly, and the first one goes on", { skip }, async () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "dp-busy-"));
+  const port = await freePorts(2);
+  const launch = (out: string, steps: number) => start(["launch", "--num_processes", "2", "--main_process_port", String(port), "train_controlnet",
+    ...trainFlags(path.join(tmp, out), [`--max_train_steps=${steps}`, "--train_batch_size=1", "--checkpointing_steps=100"])]);
+  const first = launch("first", 3);
+  await waitFor(() => /Steps: 1\//.test(first.output()) || first.child.exitCode !== null, 240_000, "the first launch's first step");
+  const t0 = Date.now();
+  const second = await launch("second", 3).done;
+  assert.equal(second.code, 1);
+  assert.match(second.stderr, new RegExp(`^launch: error: port ${port} is already in use \\(another training job\\?\\): process 0 cannot listen there; pick another --main_process_port\\n$`));
+  assert.ok(Date.now() - t0 < 30_000);
+  assert.ok(!fs.existsSync(path.join(tmp, "second")), "nothing was started or written");
+  const r = await first.done;
+  assert.equal(r.code, 0, r.stderr.slice(-2000));
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+test("a process whose peer never joins (wrong size or unreachable address) stops with a clear error after the join timeout", { skip }, async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-join-"));
+  const port = await freePorts(2);
+  const r = await start(["train_controlnet", ...trainFlags(out, ["--max_train_steps=2", "--train_batch_size=1"])], {
+    WORLD_SIZE: "2", RANK: "0", CONTROLNET_TS_WORKER_HOSTS: `127.0.0.1:${port},127.0.0.1:${port + 1}`, CONTROLNET_TS_JOIN_TIMEOUT: "6",
+  }).done;
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, new RegExp(`train_controlnet: error: process 1 \\(127\\.0\\.0\\.1:${port + 1}\\) did not join within 6 s .*same --num_processes and a reachable address`));
+  fs.rmSync(out, { recursive: true, force: true });
+});
+
+test("processes started with different world sizes stop with a clear error naming the mismatch", { skip }, async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-size-"));
+  const port = await freePorts(3);
+  const hosts = [0, 1, 2].map((i) => `127.0.0.1:${port + i}`);
+  const flags = trainFlags(out, ["--max_train_steps=2", "--train_batch_size=1"]);
+  const [r0, r1] = await Promise.all([
+    start(["train_controlnet", ...flags], { WORLD_SIZE: "2", RANK: "0", CONTROLNET_TS_WORKER_HOSTS: hosts.slice(0, 2).join(","), CONTROLNET_TS_JOIN_TIMEOUT: "60" }).done,
+    start(["train_controlnet", ...flags], { WORLD_SIZE: "3", RANK: "1", CONTROLNET_TS_WORKER_HOSTS: hosts.join(","), CONTROLNET_TS_JOIN_TIMEOUT: "60" }).done,
+  ]);
+  for (const r of [r0, r1]) {
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /train_controlnet: error: the processes were started with different world sizes \(--num_processes \/ WORLD_SIZE\)/);
+  }
+  fs.rmSync(out, { recursive: true, force: true });
+});
