@@ -5,8 +5,8 @@
  * launch: the script's flags pass through unchanged; of accelerate's own flags and config file, what has a meaning
  * here is applied — mixed_precision (the script's own flag wins, as in accelerate), DeepSpeed's optimizer offload
  * (→ --offload_optimizer_state) and gradient_accumulation_steps, num_cpu_threads_per_process (→ engine threads) — and
- * every other setting is named in one note saying it has no effect. More than one process goes through
- * `launchProcesses`, the one place that will call the multi-process launcher.
+ * every other setting is named in one note saying it has no effect. More than one process (num_processes is the total
+ * over all machines, as accelerate's) runs through `controlnet-ts launch` (lib/cli/launch.ts: TensorFlow's collectives).
  *
  * config / config default: accelerate's write_basic_config — a JSON config written once (never overwritten) — in
  * controlnet-ts' own cache folder, so Python accelerate's file is never touched; launch reads `--config_file`, else
@@ -16,6 +16,10 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { main as trainMain } from "./train.js";
+import { launch, type LaunchOptions } from "./launch.js";
+
+/** One process on this machine (accelerate's defaults for the rendezvous). */
+const SINGLE: LaunchPlan["processes"] = { numProcesses: 1, numMachines: 1, machineRank: 0, mainProcessIp: "127.0.0.1", mainProcessPort: 29500 };
 
 type Config = Record<string, unknown>;
 
@@ -30,7 +34,7 @@ const VALUE_FLAGS = new Set([
 ]);
 const BOOL_FLAGS = new Set(["multi_gpu", "cpu", "use_deepspeed", "use_fsdp", "use_megatron_lm", "use_xpu", "tpu", "debug", "quiet", "q", "module", "m", "no_python", "same_network", "mps", "dynamo_use_fullgraph", "dynamo_use_dynamic"]);
 /** What launch applies; everything else is reported as having no effect. */
-const APPLIED = new Set(["config_file", "num_processes", "mixed_precision", "num_cpu_threads_per_process", "gradient_accumulation_steps", "offload_optimizer_device", "use_deepspeed", "multi_gpu", "num_machines", "quiet", "q", "debug"]);
+const APPLIED = new Set(["config_file", "num_processes", "mixed_precision", "num_cpu_threads_per_process", "gradient_accumulation_steps", "offload_optimizer_device", "use_deepspeed", "multi_gpu", "num_machines", "machine_rank", "main_process_ip", "main_process_port", "quiet", "q", "debug"]);
 
 function cacheHome(): string {
   return process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), ".cache");
@@ -81,13 +85,6 @@ export function readAccelerateConfig(file: string): Config {
   return out;
 }
 
-/** The one place that starts more than one process; not available yet. */
-export function launchProcesses(n: number): string | null {
-  if (n <= 1) return null;
-  return `--num_processes ${n}: multi-process (multi-GPU / multi-node) training is not available in controlnet-ts yet; ` +
-    "run with --num_processes 1 (one process on the engine controlnet-ts finds).";
-}
-
 export interface LaunchPlan {
   /** The train_controlnet argv. */
   argv: string[];
@@ -97,13 +94,15 @@ export interface LaunchPlan {
   notes: string[];
   /** A reason not to run (exit 2). */
   error: string | null;
+  /** accelerate's process layout, for `controlnet-ts launch` when more than one process. */
+  processes: Pick<LaunchOptions, "numProcesses" | "numMachines" | "machineRank" | "mainProcessIp" | "mainProcessPort">;
 }
 
 /** Maps `accelerate launch` arguments onto train_controlnet's (no side effects; `main` applies it). */
 export function planLaunch(argv: readonly string[]): LaunchPlan {
   const flags: Config = {};
   let k = 0;
-  const fail = (error: string): LaunchPlan => ({ argv: [], threads: null, notes: [], error });
+  const fail = (error: string): LaunchPlan => ({ argv: [], threads: null, notes: [], error, processes: SINGLE });
   for (; k < argv.length; k++) {
     const tok = argv[k]!;
     if (!tok.startsWith("-")) break;
@@ -134,9 +133,13 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
   }
   const ds = (config.deepspeed_config ?? {}) as Config;
   const pick = (flag: string, fromConfig: unknown) => (flags[flag] !== undefined ? flags[flag] : fromConfig);
-  const processes = Number(pick("num_processes", config.num_processes ?? 1)) * Number(pick("num_machines", config.num_machines ?? 1));
-  const multi = launchProcesses(flags.multi_gpu && flags.num_processes === undefined ? 2 : processes);
-  if (multi) return fail(multi);
+  const processes: LaunchPlan["processes"] = {
+    numProcesses: Number(pick("num_processes", config.num_processes ?? (flags.multi_gpu ? 2 : 1))),
+    numMachines: Number(pick("num_machines", config.num_machines ?? 1)),
+    machineRank: Number(pick("machine_rank", config.machine_rank ?? 0)),
+    mainProcessIp: String(pick("main_process_ip", config.main_process_ip ?? SINGLE.mainProcessIp)),
+    mainProcessPort: Number(pick("main_process_port", config.main_process_port ?? SINGLE.mainProcessPort)),
+  };
 
   const notes: string[] = [];
   const out = [...scriptArgs];
@@ -163,9 +166,12 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
     ...Object.keys(flags).filter((f) => !APPLIED.has(f)).map((f) => `--${f}`),
     ...(deepspeed ? ["DeepSpeed ZeRO stage / parameter offload (the frozen weights are streamed by the planner instead)"] : []),
   ];
-  if (ignored.length) notes.push(`no effect in controlnet-ts (one process, its own engine): ${ignored.join(", ")}`);
+  if (ignored.length) notes.push(`no effect in controlnet-ts: ${ignored.join(", ")}`);
+  if (processes.numProcesses > 1 || processes.numMachines > 1) {
+    notes.push(`num_processes ${processes.numProcesses} on ${processes.numMachines} machine(s) → controlnet-ts launch (TensorFlow's collectives)`);
+  }
   if (configFile) notes.unshift(`accelerate config: ${configFile}`);
-  return { argv: out, threads, notes, error: null };
+  return { argv: out, threads, notes, error: null, processes };
 }
 
 /** write_basic_config: writes the default config once (an existing file is kept, as accelerate does). */
@@ -199,6 +205,10 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     for (const n of plan.notes) process.stderr.write(`accelerate launch: ${n}\n`);
+    const p = plan.processes;
+    if (p.numProcesses > 1 || p.numMachines > 1) {
+      return (await launch({ ...p, threadsPerProcess: plan.threads, command: "train_controlnet", commandArgs: plan.argv })).code;
+    }
     if (plan.threads !== null) process.env.CONTROLNET_TS_THREADS = String(plan.threads); // the launch flag is the explicit ask
     return trainMain(plan.argv);
   }

@@ -18,6 +18,7 @@
  */
 import { spawnSync } from "node:child_process";
 import { createRequire } from "node:module";
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -211,6 +212,28 @@ function buildAddon(cxx, tfDir, pkgDir) {
   });
 }
 
+/**
+ * Our collective-ops addon (native/collective, data-parallel training on TensorFlow's collectives), built by
+ * scripts/native/build-collective.mjs against the same library; cached per source hash. Laid out as in .native
+ * (collective/ beside tensorflow/lib) so its relative rpath holds once copied there. Optional: without it the engine
+ * works and `controlnet-ts launch` with more than one process says what is missing.
+ */
+function buildCollective(cxx, tfDir) {
+  const src = path.join(root, "native", "collective", "collective.cc");
+  const hash = createHash("sha256").update(fs.readFileSync(src)).digest("hex").slice(0, 12);
+  const dir = path.join(cacheRoot(), "native", `collective-${hash}-tf-${TENSORFLOW_VERSION}`);
+  return cached(dir, (tmp) => {
+    log("compiling the collective-ops addon (data-parallel training) against the same library (≈20 s, once)");
+    const tf = fs.realpathSync(path.join(tfDir, "tensorflow"));
+    fs.mkdirSync(path.join(tmp, "tensorflow"));
+    fs.symlinkSync(tf, path.join(tmp, "tensorflow", "lib"));
+    mustRun("compiling the collective-ops addon", process.execPath, [
+      path.join(root, "scripts", "native", "build-collective.mjs"), "--include", path.join(tf, "include"),
+      "--lib", path.join(tmp, "tensorflow", "lib"), "--out", path.join(tmp, "collective", "collective.node"),
+    ], { env: { ...process.env, CXX: cxx } });
+  });
+}
+
 /** Hard links (same filesystem) or copies a tree: the install survives a cleared cache. */
 function linkTree(from, to) {
   fs.mkdirSync(to, { recursive: true });
@@ -231,7 +254,7 @@ function linkFile(a, b) {
   }
 }
 
-function assemble(flavour, tfDir, pkgDir, addonDir) {
+function assemble(flavour, tfDir, pkgDir, addonDir, collectiveDir) {
   const tmp = `${nativeDir}.tmp-${process.pid}`;
   fs.rmSync(tmp, { recursive: true, force: true });
   const tfSrc = fs.realpathSync(path.join(tfDir, "tensorflow"));
@@ -247,6 +270,10 @@ function assemble(flavour, tfDir, pkgDir, addonDir) {
   const modulePath = path.join(tmp, "tfjs-node", "lib", `napi-v${NAPI_VERSION}`);
   fs.mkdirSync(modulePath, { recursive: true });
   fs.copyFileSync(path.join(addonDir, "tfjs_binding.node"), path.join(modulePath, "tfjs_binding.node"));
+  if (collectiveDir) {
+    fs.mkdirSync(path.join(tmp, "collective"));
+    fs.copyFileSync(path.join(collectiveDir, "collective", "collective.node"), path.join(tmp, "collective", "collective.node"));
+  }
   return tmp;
 }
 
@@ -306,7 +333,16 @@ function main() {
     const tfDir = tensorflowLibraries(python, flavour);
     const pkgDir = tfjsNodePackage();
     const addonDir = buildAddon(cxx, tfDir, pkgDir);
-    const tmp = assemble(flavour, tfDir, pkgDir, addonDir);
+    let collectiveDir = null;
+    let collective = "built";
+    try {
+      collectiveDir = buildCollective(cxx, tfDir);
+    } catch (err) {
+      if (!(err instanceof Unavailable)) throw err;
+      collective = err.message;
+      log(`the collective-ops addon (multi-process training) was not built: ${err.message}`);
+    }
+    const tmp = assemble(flavour, tfDir, pkgDir, addonDir, collectiveDir);
     let smoke;
     try {
       smoke = smokeTest(tmp);
@@ -322,6 +358,7 @@ function main() {
       compiler: cxx,
       cache: cacheRoot(),
       gpuDevice: smoke.gpu,
+      collective,
       installedAt: new Date().toISOString(),
     });
     swapInto(tmp);
