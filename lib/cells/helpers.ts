@@ -17,6 +17,7 @@ import { readJsonl } from "../training/tensorboard.js";
 import { ImageGrid, TrainingDashboard } from "../../widgets/index.js";
 import { abortSignal, JUPYTER_DISPLAY } from "./display.js";
 import { memo } from "./memo.js";
+import { chooseRunDir, identityOf, isDisposed, nameModel, runDirOf } from "./runs.js";
 
 /**
  * Attaches a Jupyter rendering (`Symbol.for("Jupyter.display")`) to a helper's result. It stays out of the static type
@@ -70,12 +71,19 @@ export async function baseModel(nameOrPath: string): Promise<WithDisplay<BaseMod
   });
 }
 
-/** cell 3b: a ControlNet initialised from the base UNet, or loaded from a folder / hub id. */
+/** cell 3b: a ControlNet initialised from the base UNet, or loaded from a folder / hub id. Re-running the cell with other
+ *  arguments frees the previous model (after writing a checkpoint of its training, if it has unsaved steps). */
 export async function controlnet(o: { from: BaseModel; pretrained?: string; seed?: number }): Promise<WithDisplay<ControlNetModel>> {
   return memo("controlnet", o, async () => {
     const cn = await loadOrCreateControlNet(o.from, o.pretrained, { seed: o.seed ?? 1 });
-    return withDisplay(cn, () => ({ "text/plain": `ControlNetModel: ${cn.numParameters().toLocaleString("en-US")} parameters (${o.pretrained ?? "from_unet"})` }));
-  }, { dispose: (old) => (old as ControlNetModel).dispose() });
+    nameModel(cn, o.pretrained ? { pretrained: o.pretrained } : { base: o.from.dir, seed: o.seed ?? 1 });
+    return withDisplay(cn, () => ({ "text/plain": `ControlNetModel: ${cn.numParameters().toLocaleString("en-US")} parameters (${identityOf(cn).label})` }));
+  }, {
+    dispose: async (old) => {
+      if (session?.controlnet === old) await closeSession();
+      (old as ControlNetModel).dispose();
+    },
+  });
 }
 
 export interface TrainCellOptions {
@@ -104,7 +112,23 @@ export interface TrainCellOptions {
   checkpointing?: { every: number; totalLimit?: number };
 }
 
-let session: { key: string; trainer: ControlNetTrainer; controlnet: ControlNetModel; dashboard: TrainingDashboard | null } | null = null;
+/** What train() returns: the trainer's result and the run folder it trained in (see runs.ts). */
+export type TrainCellResult = TrainResult & { outputDir: string };
+
+/** The training session: one trainer for one ControlNet object. `savedStep` is the step of its last checkpoint (so a
+ *  session closed with unsaved steps writes one first: the model's weights are never set back by a later resume). */
+let session: { key: string; trainer: ControlNetTrainer; controlnet: ControlNetModel; savedStep: number; dashboard: TrainingDashboard | null } | null = null;
+
+async function closeSession(): Promise<void> {
+  if (!session) return;
+  const s = session;
+  session = null;
+  if (s.trainer.globalStep > s.savedStep && !isDisposed(s.controlnet)) {
+    const dir = await s.trainer.checkpoint();
+    console.log(`train: wrote ${dir} (step ${s.trainer.globalStep}) before closing the trainer, so no trained step is lost.`);
+  }
+  await s.trainer.close();
+}
 
 /** The moving average of `cn`'s weights when the current training session keeps one (useEma), else null. */
 function averageOf(cn: ControlNetModel): EMAModel | null {
@@ -113,36 +137,48 @@ function averageOf(cn: ControlNetModel): EMAModel | null {
 
 /**
  * cell 4: train with a live dashboard. Idempotent: a finished `until` does nothing; a larger `until` continues; other
- * changed options start a new trainer (which resumes from the latest checkpoint in outputDir, as after a restart).
+ * changed options start a new trainer (which resumes from the latest checkpoint of this model's run, as after a
+ * restart). The run belongs to the ControlNet object: the same object continues; another ControlNet is another run,
+ * in its own folder when `outputDir` holds someone else's (runs.ts) — one line says where.
  * An interrupt stops at the next step boundary and writes a checkpoint.
  */
-export async function train(o: TrainCellOptions): Promise<TrainResult> {
+export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
   const { until, ...rest } = o;
-  const outputDir = path.resolve(o.outputDir ?? "outputs/controlnet");
-  const key = JSON.stringify({ ...rest, base: o.base.dir, controlnet: o.controlnet.numParameters(), dataset: o.dataset.description, base_: undefined });
-  if (!session || session.key !== key) {
+  if (isDisposed(o.controlnet)) {
+    throw new Error("train: this ControlNet's weights were freed when the controlnet() cell was re-run with other arguments; " +
+      "pass the model that cell returns now (its previous training is in its run folder's checkpoints).");
+  }
+  const asked = path.resolve(o.outputDir ?? "outputs/controlnet");
+  const key = JSON.stringify({ ...rest, base: o.base.dir, controlnet: undefined, dataset: o.dataset.description, outputDir: asked });
+  if (!session || session.controlnet !== o.controlnet || session.key !== key) {
     if (session) {
-      console.log("train: options changed — starting a new trainer (resuming from the latest checkpoint on disk, if any).");
-      await session.trainer.close();
+      console.log(session.controlnet === o.controlnet
+        ? "train: options changed — starting a new trainer for this ControlNet (resuming from its latest checkpoint)."
+        : `train: another ControlNet (${identityOf(o.controlnet).label}) — closing the trainer of ${identityOf(session.controlnet).label}.`);
+      await closeSession();
     }
+    const run = chooseRunDir(o.controlnet, asked);
+    if (run.note) console.log(run.note);
     const trainer = new ControlNetTrainer({
       unet: o.base.unet, controlnet: o.controlnet, vae: o.base.vae, textEncoder: o.base.textEncoder,
       noiseScheduler: o.base.noiseScheduler, tokenize: (t) => o.base.tokenizer.tokenize(t),
     }, o.dataset, {
-      output_dir: outputDir, resolution: o.dataset.resolution, train_batch_size: o.batchSize ?? 4,
+      output_dir: run.dir, resolution: o.dataset.resolution, train_batch_size: o.batchSize ?? 4,
       learning_rate: o.learningRate ?? 1e-5, gradient_accumulation_steps: o.gradientAccumulationSteps ?? 1,
       gradient_checkpointing: o.gradientCheckpointing, use_8bit_adam: o.use8bitAdam, offload_optimizer_state: o.offloadOptimizerState,
       attention_chunk_size: o.attentionChunkSize, max_train_steps: o.maxTrainSteps ?? Math.max(until, 1_000_000),
       lr_scheduler: o.lrScheduler ?? "constant", lr_warmup_steps: o.lrWarmupSteps ?? 0, seed: o.seed ?? 0,
       checkpointing_steps: o.checkpointing?.every ?? 500, checkpoints_total_limit: o.checkpointing?.totalLimit ?? null,
+      // the folder is this model's run (chooseRunDir), so its latest checkpoint is this model's
       resume_from_checkpoint: "latest", use_ema: o.useEma, ema_decay: o.emaDecay,
     });
-    session = { key, trainer, controlnet: o.controlnet, dashboard: null };
+    session = { key, trainer, controlnet: o.controlnet, savedStep: trainer.globalStep, dashboard: null };
   }
+  const outputDir = session.trainer.opts.output_dir;
   const { trainer } = session;
   if (trainer.globalStep >= until) {
     console.log(`train: already at step ${trainer.globalStep} (until ${until}) — nothing to do. Raise \`until\` to continue.`);
-    return { globalStep: trainer.globalStep, maxSteps: trainer.maxSteps, stopped: "until", lastLoss: null };
+    return { globalStep: trainer.globalStep, maxSteps: trainer.maxSteps, stopped: "until", lastLoss: null, outputDir };
   }
   const history = readJsonl(path.join(outputDir, "logs", "train_log.jsonl"))
     .filter((r) => typeof r.step === "number" && (r.step as number) <= trainer.globalStep)
@@ -158,6 +194,7 @@ export async function train(o: TrainCellOptions): Promise<TrainResult> {
         rate = rate ? 0.8 * rate + 0.2 / r.seconds : 1 / r.seconds;
         dashboard.onStep({ step: r.step, total: until, loss: r.loss, lr: r.lr, itPerSec: rate, memory: memoryInfo() });
       },
+      onCheckpoint: (_dir, step) => { if (session?.trainer === trainer) session.savedStep = step; },
       validationSteps: o.validation?.every,
       onValidation: async (step) => {
         const v = await validate({ base: o.base, controlnet: o.controlnet, ...o.validation!, step, outputDir, resolution: o.dataset.resolution });
@@ -170,10 +207,11 @@ export async function train(o: TrainCellOptions): Promise<TrainResult> {
   }
   if (result.stopped === "interrupted") {
     const dir = await trainer.checkpoint();
+    if (session?.trainer === trainer) session.savedStep = trainer.globalStep;
     console.log(`train: interrupted at step ${result.globalStep}; checkpoint written to ${dir}. Run the cell again to continue.`);
     dashboard.finish("stopped");
   } else dashboard.finish("done");
-  return result;
+  return { ...result, outputDir };
 }
 
 /** cell 5a: validation images from the ControlNet being trained (UniPC; steps default 20 as the script). */
@@ -182,7 +220,7 @@ export async function validate(o: { base: BaseModel; controlnet: ControlNetModel
   const run = () => runValidation(o.base, o.controlnet, {
     resolution: o.resolution ?? baseResolution(o.base),
     images: o.images, prompts: o.prompts, steps: o.steps ?? 20, numImages: o.numImages ?? 1, seed: o.seed ?? 0,
-    step: o.step ?? 0, dir: path.join(path.resolve(o.outputDir ?? "outputs/controlnet"), "validation"), signal: abortSignal() ?? undefined,
+    step: o.step ?? 0, dir: path.join(path.resolve(o.outputDir ?? runDirOf(o.controlnet) ?? "outputs/controlnet"), "validation"), signal: abortSignal() ?? undefined,
   });
   // with useEma, sample with the average (as train_text_to_image.py validates with its EMA weights)
   const ema = averageOf(o.controlnet);
@@ -218,8 +256,8 @@ export async function pushToHub(dir: string, o: { repo: string; hubUrl?: string 
   return (await uploadFolder(o.repo, dir, { hubUrl: o.hubUrl, ignorePatterns: ["checkpoint-*", "checkpoint-*/**", "logs/**"] })).url;
 }
 
-/** Frees the training session (tensors of the optimizer; models stay). */
+/** Frees the training session (tensors of the optimizer; models stay), after a checkpoint of any unsaved steps: the
+ *  next train() of the same model resumes where it was. */
 export async function resetTraining(): Promise<void> {
-  if (session) await session.trainer.close();
-  session = null;
+  await closeSession();
 }

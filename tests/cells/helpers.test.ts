@@ -61,3 +61,66 @@ test("train({useEma}): validate() and save() use the weights' average, training 
     fs.rmSync(out, { recursive: true, force: true });
   }
 });
+
+test("train() knows which ControlNet it trains: the same object continues, another model is its own run, a freed one is refused", async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cells-runs-"));
+  const lines: string[] = [];
+  const log = console.log;
+  console.log = (...a: unknown[]) => { lines.push(a.join(" ")); };
+  try {
+    const ds = await cn.dataset({ synthetic: { count: 8 }, resolution: 32 });
+    const base = await cn.baseModel(sd);
+    const opts = { base, dataset: ds, outputDir: out, batchSize: 2, learningRate: 1e-4, checkpointing: { every: 100 } };
+    const a = await cn.controlnet({ from: base, seed: 11 });
+    const ra = await cn.train({ ...opts, controlnet: a, until: 2 });
+    assert.equal(ra.globalStep, 2);
+    assert.equal(ra.outputDir, out);
+    assert.match(fs.readFileSync(path.join(out, "controlnet_run.json"), "utf8"), /seed=11/);
+
+    // a second ControlNet (the cell re-run with another seed): model a is freed after a checkpoint of its 2 steps
+    const b = await cn.controlnet({ from: base, seed: 12 });
+    assert.notEqual(b, a);
+    assert.ok(fs.existsSync(path.join(out, "checkpoint-2", "checkpoint.json")), "the replaced model's unsaved steps were checkpointed");
+    lines.length = 0;
+    const rb = await cn.train({ ...opts, controlnet: b, until: 1 });
+    assert.equal(rb.globalStep, 1, "the new model trains from step 0, not 'already at step 2'");
+    assert.equal(rb.outputDir, `${out}-2`, "its own run folder");
+    assert.ok(lines.some((l) => l.includes(`${out} holds the run of from_unet of`) && l.includes("seed 11 at step 2") && l.includes(`its own run in ${out}-2`)),
+      lines.join("\n"));
+    assert.ok(!lines.some((l) => /Resuming from checkpoint/.test(l)), "no other model's checkpoint is loaded");
+
+    // the freed model gets one clear line, not "parameter 'weight' has no value"
+    await assert.rejects(cn.train({ ...opts, controlnet: a, until: 3 }), /this ControlNet's weights were freed when the controlnet\(\) cell was re-run/);
+
+    // resetTraining keeps b's unsaved step (checkpoint) and the same object continues from it in its own folder
+    await cn.resetTraining();
+    assert.ok(fs.existsSync(path.join(`${out}-2`, "checkpoint-1", "checkpoint.json")));
+    lines.length = 0;
+    const rb2 = await cn.train({ ...opts, controlnet: b, until: 2 });
+    assert.equal(rb2.globalStep, 2);
+    assert.equal(rb2.outputDir, `${out}-2`);
+    assert.ok(lines.some((l) => l.includes(`Resuming from checkpoint ${out}-2/checkpoint-1`)), lines.join("\n"));
+
+    // as after a kernel restart: an equal model made again (seed 11) finds its own run and resumes it
+    cn.forget("controlnet");
+    await cn.resetTraining();
+    const a2 = await cn.controlnet({ from: base, seed: 11 });
+    lines.length = 0;
+    const ra2 = await cn.train({ ...opts, controlnet: a2, until: 3 });
+    assert.equal(ra2.outputDir, out);
+    assert.equal(ra2.globalStep, 3);
+    assert.ok(lines.some((l) => l.includes(`Resuming from checkpoint ${out}/checkpoint-2`)), lines.join("\n"));
+    // and b, made again, finds the folder it moved to
+    cn.forget("controlnet");
+    await cn.resetTraining();
+    const b2 = await cn.controlnet({ from: base, seed: 12 });
+    const rb3 = await cn.train({ ...opts, controlnet: b2, until: 2 });
+    assert.equal(rb3.outputDir, `${out}-2`);
+    assert.equal(rb3.globalStep, 2, "resumed at step 2 of its own run");
+  } finally {
+    console.log = log;
+    await cn.resetTraining();
+    fs.rmSync(out, { recursive: true, force: true });
+    fs.rmSync(`${out}-2`, { recursive: true, force: true });
+  }
+});
