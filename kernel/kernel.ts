@@ -352,7 +352,7 @@ export class Kernel {
       // Put busy/execute_input on the wire before the cell can block the thread (a synchronous loop would
       // otherwise hold them back until it ends, and the frontend would not even know the cell started).
       await this.channels.out.iopub.drain();
-      const outcome = await this.cells.run(ctx, () => engine.execute(code));
+      const outcome = await this.cells.run(ctx, () => engine.execute(code, { label: silent ? "silent" : `In[${count}]` }));
       if (outcome.status === "error") error = outcome.error;
       else if (outcome.hasValue && !silent && !ctx.abort.signal.aborted) {
         try {

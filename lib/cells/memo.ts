@@ -39,7 +39,7 @@ export interface MemoOptions {
   /** Where the one-line "cached"/"recomputing" note goes (default console.log). */
   log?: (line: string) => void;
   /** Called with the previous value when it is replaced (e.g. to dispose tensors); awaited. */
-  dispose?: (old: unknown) => void | Promise<void>;
+  dispose?: (old: unknown) => unknown;
 }
 
 /** Runs `compute` unless the helper `name` already ran with the same `args`. */
