@@ -157,7 +157,9 @@ function mapCellFrames(lines: string[], sources: CellSources): string[] {
       continue;
     }
     const where = `${m[3]}, line ${pos.line}, column ${pos.column}`;
-    out.push(`${m[1]}${m[2] ? `${m[2]} (${where})` : where}`);
+    // earlier cells' functions are called as `exports.f`, which V8 names "Proxy.f"
+    const fn = m[2]?.replace(/^Proxy\./, "");
+    out.push(`${m[1]}${fn ? `${fn} (${where})` : where}`);
     if (!excerpted) {
       excerpted = true;
       out.push(...excerpt(src.cell, pos.line, pos.column).map((e) => `      ${e}`));
