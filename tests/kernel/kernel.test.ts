@@ -13,8 +13,7 @@ import { Signer, type Message } from "../../kernel/wire.js";
 import { KernelClient, ofType, ROOT, streamText } from "./client.js";
 
 const FIXTURE = path.join(ROOT, "tests", "kernel", "fixtures", "selfpkg");
-// tslab only detects top-level await on simple expressions (`await (x as any).f()` is not recognised), so cells
-// reach the bridge through a variable.
+// Cells reach the bridge through a variable.
 const B = "kb";
 
 function sleep(ms: number): Promise<void> {
