@@ -5,8 +5,10 @@
  * disk: after a kernel restart, train() resumes from the latest checkpoint in its output folder.
  */
 import path from "node:path";
-import { initEngine, memoryInfo, tf } from "../engine/index.js";
-import { createDataset, type ControlNetDataset } from "../data/index.js";
+import sharp from "sharp";
+import { engineInfo, initEngine, memoryInfo, tf } from "../engine/index.js";
+import { estimateMemory as planEstimate, plannedDeviceBytes } from "../planner/index.js";
+import { createDataset, type ControlNetDataset, type RawImage } from "../data/index.js";
 import type { ControlNetModel } from "../models/index.js";
 import { loadBaseModel, loadOrCreateControlNet, type BaseModel } from "../training/base.js";
 import { ControlNetTrainer, type TrainResult } from "../training/trainer.js";
@@ -53,8 +55,18 @@ export async function dataset(o: DatasetCellOptions): Promise<WithDisplay<Contro
       max_train_samples: o.maxTrainSamples, image_column: o.imageColumn, conditioning_image_column: o.conditioningImageColumn,
       caption_column: o.captionColumn, proportion_empty_prompts: o.proportionEmptyPrompts, seed: o.seed,
     });
-    const preview = await ds.previewGrid({ rows: Math.min(8, ds.length), size: 96 });
-    const grid = new ImageGrid({ title: ds.description, rows: [{ images: [new Uint8Array(preview.png)], caption: preview.texts.join(" · ") }] });
+    // one row per sample, its prompt under its own pair of images
+    const rows = [];
+    for (let i = 0; i < Math.min(8, ds.length); i++) {
+      const p = await ds.preview(i);
+      const png = (img: RawImage) => sharp(img.data, { raw: { width: img.width, height: img.height, channels: 3 } }).png().toBuffer();
+      rows.push({
+        images: [new Uint8Array(await png(p.conditioning_image)), new Uint8Array(await png(p.image))],
+        labels: ["conditioning", "target"],
+        caption: Array.isArray(p.text) ? p.text.join(" | ") : p.text,
+      });
+    }
+    const grid = new ImageGrid({ title: ds.description, rows, thumbWidth: 96 });
     return withDisplay(ds, () => grid.bundle());
   }, { dispose: (old) => void (old as ControlNetDataset).close() });
 }
@@ -180,10 +192,10 @@ export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
     console.log(`train: already at step ${trainer.globalStep} (until ${until}) — nothing to do. Raise \`until\` to continue.`);
     return { globalStep: trainer.globalStep, maxSteps: trainer.maxSteps, stopped: "until", lastLoss: null, outputDir };
   }
-  const history = readJsonl(path.join(outputDir, "logs", "train_log.jsonl"))
-    .filter((r) => typeof r.step === "number" && (r.step as number) <= trainer.globalStep)
-    .map((r) => ({ step: r.step as number, loss: r.loss as number, lr: r.lr as number }));
-  const dashboard = new TrainingDashboard({ total: until, initialStep: trainer.globalStep, history, description: "train" }).show();
+  const dashboard = new TrainingDashboard({
+    total: until, initialStep: trainer.globalStep, history: loggedHistory(outputDir, trainer.globalStep), description: "train",
+    predictedPeakBytes: predictedPeak(o),
+  }).show();
   session.dashboard = dashboard;
   let rate = 0;
   let result: TrainResult;
@@ -212,6 +224,40 @@ export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
     dashboard.finish("stopped");
   } else dashboard.finish("done");
   return { ...result, outputDir };
+}
+
+/**
+ * The logged steps up to `step`, one point per step. After a resume from an earlier checkpoint the log holds the
+ * steps past it twice (trained, thrown away, trained again); the later record is the one that counts.
+ */
+function loggedHistory(outputDir: string, step: number): { step: number; loss: number; lr: number }[] {
+  const byStep = new Map<number, { step: number; loss: number; lr: number }>();
+  for (const r of readJsonl(path.join(outputDir, "logs", "train_log.jsonl"))) {
+    if (typeof r.step === "number" && r.step <= step) byStep.set(r.step, { step: r.step, loss: r.loss as number, lr: r.lr as number });
+  }
+  return [...byStep.values()].sort((a, b) => a.step - b.step);
+}
+
+/** The planner's predicted peak for this run's options (what the memory meter shows beside the measured peak). */
+function predictedPeak(o: TrainCellOptions): number | null {
+  try {
+    const wasmHeap = engineInfo()?.backend === "wasm";
+    const estimate = planEstimate({
+      unet: o.base.unet.config as unknown as Record<string, unknown>,
+      controlnet: { conditioning_embedding_out_channels: o.controlnet.config.conditioning_embedding_out_channels },
+      vae: o.base.vae.config as unknown as Record<string, unknown>,
+      textEncoder: o.base.textEncoder.config as unknown as Record<string, unknown>,
+      resolution: o.dataset.resolution, batchSize: o.batchSize ?? 4,
+      options: {
+        gradientCheckpointing: o.gradientCheckpointing ?? false, use8bitAdam: o.use8bitAdam ?? false,
+        attentionChunkSize: o.attentionChunkSize ?? 0, offloadOptimizerState: o.offloadOptimizerState ?? false, setGradsToNone: true,
+      },
+    });
+    return plannedDeviceBytes(estimate, wasmHeap);
+  } catch (e) {
+    console.log(`train: no predicted memory peak (${(e as Error).message})`);
+    return null;
+  }
 }
 
 /** cell 5a: validation images from the ControlNet being trained (UniPC; steps default 20 as the script). */

@@ -124,3 +124,39 @@ test("train() knows which ControlNet it trains: the same object continues, anoth
     fs.rmSync(`${out}-2`, { recursive: true, force: true });
   }
 });
+
+test("dataset grid: one row per sample with its prompt; dashboard: the planner's predicted peak, a resumed step plotted once", async () => {
+  const { installFakeBridge } = await import("../widgets/fakes.js");
+  const fake = installFakeBridge();
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cells-dash-"));
+  try {
+    const ds = await cn.dataset({ synthetic: { count: 8, seed: 3 }, resolution: 32 });
+    const html = (ds as unknown as Record<symbol, () => Record<string, string>>)[Symbol.for("Jupyter.display")]!()["text/html"]!;
+    const captions = [...html.matchAll(/<figcaption[^>]*>([^<]*)<\/figcaption>/g)].map((m) => m[1]);
+    assert.equal(captions.length, 8, "a caption under each sample's own images");
+    const first = (await ds.preview(0)).text as string;
+    assert.equal(captions[0], first);
+    assert.match(html, new RegExp(`alt="conditioning: ${first}"`));
+
+    const base = await cn.baseModel(sd);
+    const controlnet = await cn.controlnet({ from: base, seed: 21 });
+    const opts = { base, controlnet, dataset: ds, outputDir: out, batchSize: 2, learningRate: 1e-4, checkpointing: { every: 2 } };
+    await cn.train({ ...opts, until: 3 });
+    await cn.resetTraining(); // writes checkpoint-3
+    fs.rmSync(path.join(out, "checkpoint-3"), { recursive: true });
+    await cn.train({ ...opts, until: 4 }); // resumes at 2: steps 3 and 4 again, step 3 is logged twice
+    const logged = fs.readFileSync(path.join(out, "logs", "train_log.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l).step);
+    assert.deepEqual(logged, [1, 2, 3, 3, 4], "the log keeps every record");
+    fake.calls.length = 0;
+    await cn.train({ ...opts, until: 5 });
+    const plots = fake.calls.map((c) => c.bundle["application/vnd.plotly.v1+json"] as { data: { name: string; x: number[] }[] } | undefined).filter((p) => p);
+    const raw = plots.at(-1)!.data.find((t) => t.name === "loss (raw)" || t.name === "loss")!;
+    assert.deepEqual(raw.x, [1, 2, 3, 4, 5], "each step once");
+    const meter = fake.calls.map((c) => String(c.bundle["text/plain"] ?? "")).filter((t) => t.startsWith("memory")).at(-1)!;
+    assert.match(meter, /peak \(predicted\) \d[\d.]* [KMG]iB/, meter);
+  } finally {
+    fake.uninstall();
+    await cn.resetTraining();
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+});
