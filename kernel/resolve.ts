@@ -110,7 +110,8 @@ function newestMtime(dir: string): number {
  */
 export function cacheDir(pkg: PackageInfo): string {
   const checkout = createHash("sha256").update(fs.realpathSync(pkg.root)).digest("hex").slice(0, 12);
-  const preferred = path.join(pkg.root, "node_modules", ".cache", "controlnet-ts-kernel", "types", checkout);
+  // (not under the older layout's "types/", whose clean-up removed every folder but its own)
+  const preferred = path.join(pkg.root, "node_modules", ".cache", "controlnet-ts-kernel", "checkouts", checkout);
   try {
     fs.mkdirSync(preferred, { recursive: true });
     fs.accessSync(preferred, fs.constants.W_OK);

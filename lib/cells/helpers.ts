@@ -4,11 +4,14 @@
  * Same arguments → the cached result (one line says so); changed arguments → recomputed. Training state lives on
  * disk: after a kernel restart, train() resumes from the latest checkpoint in its output folder.
  */
+import fs from "node:fs";
 import path from "node:path";
 import sharp from "sharp";
 import { engineInfo, initEngine, memoryInfo, tf } from "../engine/index.js";
 import { estimateMemory as planEstimate, plannedDeviceBytes } from "../planner/index.js";
-import { createDataset, type ControlNetDataset, type RawImage } from "../data/index.js";
+import { createDataset, encodePng, resizeCenterCrop, type ControlNetDataset, type RawImage } from "../data/index.js";
+import type { ControlMode } from "../pipeline/index.js";
+import { heldOutSet } from "../demo/run.js";
 import type { ControlNetModel } from "../models/index.js";
 import { loadBaseModel, loadOrCreateControlNet, type BaseModel } from "../training/base.js";
 import { ControlNetTrainer, type TrainResult } from "../training/trainer.js";
@@ -85,10 +88,12 @@ export async function baseModel(nameOrPath: string): Promise<WithDisplay<BaseMod
 
 /** cell 3b: a ControlNet initialised from the base UNet, or loaded from a folder / hub id. Re-running the cell with other
  *  arguments frees the previous model (after writing a checkpoint of its training, if it has unsaved steps). */
-export async function controlnet(o: { from: BaseModel; pretrained?: string; seed?: number }): Promise<WithDisplay<ControlNetModel>> {
+export async function controlnet(o: { from: BaseModel; pretrained?: string; seed?: number;
+  /** conditioning_embedding_out_channels (one entry per VAE downsampling plus one; default SD's, cut to fit). */
+  conditioningEmbeddingOutChannels?: number[] }): Promise<WithDisplay<ControlNetModel>> {
   return memo("controlnet", o, async () => {
-    const cn = await loadOrCreateControlNet(o.from, o.pretrained, { seed: o.seed ?? 1 });
-    nameModel(cn, o.pretrained ? { pretrained: o.pretrained } : { base: o.from.dir, seed: o.seed ?? 1 });
+    const cn = await loadOrCreateControlNet(o.from, o.pretrained, { seed: o.seed ?? 1, conditioningEmbeddingOutChannels: o.conditioningEmbeddingOutChannels });
+    nameModel(cn, o.pretrained ? { pretrained: o.pretrained } : { base: o.from.dir, seed: o.seed ?? 1, embedding: o.conditioningEmbeddingOutChannels });
     return withDisplay(cn, () => ({ "text/plain": `ControlNetModel: ${cn.numParameters().toLocaleString("en-US")} parameters (${identityOf(cn).label})` }));
   }, {
     dispose: async (old) => {
@@ -96,6 +101,13 @@ export async function controlnet(o: { from: BaseModel; pretrained?: string; seed
       (old as ControlNetModel).dispose();
     },
   });
+}
+
+/** How validation and inference images are sampled (see ValidationOptions). */
+export interface SamplingOptions {
+  guidanceScale?: number;
+  conditioningScale?: number;
+  controlMode?: ControlMode;
 }
 
 export interface TrainCellOptions {
@@ -120,7 +132,7 @@ export interface TrainCellOptions {
    *  validate() samples with the average and save() writes the average; training goes on from the live weights. */
   useEma?: boolean;
   emaDecay?: number;
-  validation?: { images: string[]; prompts: string[]; every: number; steps?: number; numImages?: number };
+  validation?: { images: string[]; prompts: string[]; every: number; steps?: number; numImages?: number } & SamplingOptions;
   checkpointing?: { every: number; totalLimit?: number };
 }
 
@@ -209,8 +221,13 @@ export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
       onCheckpoint: (_dir, step) => { if (session?.trainer === trainer) session.savedStep = step; },
       validationSteps: o.validation?.every,
       onValidation: async (step) => {
-        const v = await validate({ base: o.base, controlnet: o.controlnet, ...o.validation!, step, outputDir, resolution: o.dataset.resolution });
-        dashboard.onValidation({ step, images: v.pairs.map((p) => p.samples), prompts: v.pairs.map((p) => p.prompt) });
+        const v = await validate({ base: o.base, controlnet: o.controlnet, ...o.validation!, step, outputDir, resolution: o.dataset.resolution, show: false });
+        // each row: its conditioning image, its samples, its prompt under them
+        dashboard.onValidation({
+          step, images: v.pairs.map((p) => p.samples), prompts: v.pairs.map((p) => p.prompt),
+          conditioning: await Promise.all(v.pairs.map((p) => conditioningPng(p.image, o.dataset.resolution))),
+          ...(v.fidelity ? { fidelity: v.fidelity.iou } : {}),
+        });
       },
     });
   } catch (e) {
@@ -260,26 +277,64 @@ function predictedPeak(o: TrainCellOptions): number | null {
   }
 }
 
-/** cell 5a: validation images from the ControlNet being trained (UniPC; steps default 20 as the script). */
+/** cell 5a: validation images from the ControlNet (UniPC; steps default 20 as the script). Fill50k-style pairs
+ *  (outline + "<colour> circle with <colour> background") are scored for control fidelity, shown in the title. */
 export async function validate(o: { base: BaseModel; controlnet: ControlNetModel; images: string[]; prompts: string[];
-  steps?: number; numImages?: number; seed?: number; step?: number; outputDir?: string; resolution?: number }): Promise<WithDisplay<ValidationResult>> {
+  steps?: number; numImages?: number; seed?: number; step?: number; outputDir?: string; resolution?: number;
+  /** The grid's title (default "validation at step N"). */
+  title?: string; show?: boolean } & SamplingOptions): Promise<WithDisplay<ValidationResult>> {
+  // the step of this ControlNet's training, when this session trains it (not 0 for a model trained 800 steps)
+  const step = o.step ?? (session?.controlnet === o.controlnet ? session.trainer.globalStep : 0);
   const run = () => runValidation(o.base, o.controlnet, {
     resolution: o.resolution ?? baseResolution(o.base),
     images: o.images, prompts: o.prompts, steps: o.steps ?? 20, numImages: o.numImages ?? 1, seed: o.seed ?? 0,
-    step: o.step ?? 0, dir: path.join(path.resolve(o.outputDir ?? runDirOf(o.controlnet) ?? "outputs/controlnet"), "validation"), signal: abortSignal() ?? undefined,
+    step, dir: path.join(path.resolve(o.outputDir ?? runDirOf(o.controlnet) ?? "outputs/controlnet"), "validation"), signal: abortSignal() ?? undefined,
+    guidanceScale: o.guidanceScale, conditioningScale: o.conditioningScale, controlMode: o.controlMode,
   });
   // with useEma, sample with the average (as train_text_to_image.py validates with its EMA weights)
   const ema = averageOf(o.controlnet);
   const v = ema ? await ema.withAveraged(run) : await run();
-  const grid = new ImageGrid({ title: `validation (step ${v.step})`, rows: v.pairs.map((p) => ({ images: p.samples, caption: p.prompt })) });
+  if (o.show === false) return v;
+  const f = v.fidelity;
+  const score = f ? ` — control fidelity: IoU ${f.iou.toFixed(3)}, colour ${f.colorScore.toFixed(3)}, circles hit ${(100 * f.hitRate).toFixed(0)}% (${f.count} images)` : "";
+  const rows = await Promise.all(v.pairs.map(async (p) => ({
+    images: [await conditioningPng(p.image, o.resolution ?? baseResolution(o.base)), ...p.samples],
+    labels: ["conditioning", ...p.samples.map((_, k) => (p.samples.length > 1 ? `sample ${k + 1}` : "sample"))],
+    caption: p.prompt,
+  })));
+  const grid = new ImageGrid({ title: `${o.title ?? `validation at step ${v.step}`}${score}`, rows, thumbWidth: 96 });
   return withDisplay(v, () => grid.bundle());
+}
+
+/** A conditioning image as the pipeline saw it (resized and centre-cropped to the resolution), as PNG bytes. */
+async function conditioningPng(file: string, resolution: number | undefined): Promise<Uint8Array> {
+  const bytes = new Uint8Array(fs.readFileSync(file));
+  if (!resolution) return bytes;
+  const img = await resizeCenterCrop(bytes, resolution);
+  return new Uint8Array(await encodePng(img));
 }
 
 /** cell 5b: the seed's inference snippet. */
 export async function infer(o: { base: BaseModel; controlnet: ControlNetModel; image: string; prompt: string; steps?: number;
-  seed?: number; numImages?: number; outputDir?: string; resolution?: number }): Promise<WithDisplay<ValidationResult>> {
-  return validate({ base: o.base, controlnet: o.controlnet, images: [o.image], prompts: [o.prompt], steps: o.steps,
-    seed: o.seed, numImages: o.numImages, outputDir: o.outputDir ?? "outputs/inference", resolution: o.resolution });
+  seed?: number; numImages?: number; outputDir?: string; resolution?: number } & SamplingOptions): Promise<WithDisplay<ValidationResult>> {
+  return validate({ ...o, images: [o.image], prompts: [o.prompt], outputDir: o.outputDir ?? "outputs/inference", title: "inference" });
+}
+
+/**
+ * A held-out evaluation set: `count` fill50k-style outlines from their own seed (never in the training data), written
+ * as PNGs into `dir`, with their prompts — what validate() scores for control fidelity (the demo's held-out set).
+ */
+export async function heldOut(o: { count?: number; resolution: number; dir?: string; seed?: number }): Promise<{ images: string[]; prompts: string[] }> {
+  const dir = path.resolve(o.dir ?? "outputs/held-out");
+  fs.mkdirSync(dir, { recursive: true });
+  const set = heldOutSet(o.count ?? 32, o.resolution, o.seed);
+  const images: string[] = [];
+  for (const [i, s] of set.entries()) {
+    const file = path.join(dir, `outline-${i}.png`);
+    fs.writeFileSync(file, await encodePng(s.outline));
+    images.push(file);
+  }
+  return { images, prompts: set.map((s) => s.truth.prompt) };
 }
 
 /** The base's native image size: UNet sample_size × VAE factor (512 for SD1.5). */

@@ -28,9 +28,11 @@ const identities = new WeakMap<ControlNetModel, ModelIdentity>();
 const runDirs = new WeakMap<ControlNetModel, string>();
 
 /** Called by the controlnet() cell with what made the model. */
-export function nameModel(model: ControlNetModel, origin: { base: string; seed: number } | { pretrained: string }): void {
-  const label = "pretrained" in origin ? `pretrained ${origin.pretrained}` : `from_unet of ${origin.base}, seed ${origin.seed}`;
-  const key = "pretrained" in origin ? `pretrained:${origin.pretrained}` : `from_unet:${path.resolve(origin.base)}:seed=${origin.seed}`;
+export function nameModel(model: ControlNetModel, origin: { base: string; seed: number; embedding?: number[] } | { pretrained: string }): void {
+  const emb = "embedding" in origin && origin.embedding ? `, conditioning embedding [${origin.embedding.join(", ")}]` : "";
+  const label = "pretrained" in origin ? `pretrained ${origin.pretrained}` : `from_unet of ${origin.base}, seed ${origin.seed}${emb}`;
+  const key = "pretrained" in origin ? `pretrained:${origin.pretrained}`
+    : `from_unet:${path.resolve(origin.base)}:seed=${origin.seed}${"embedding" in origin && origin.embedding ? `:embedding=${origin.embedding.join(",")}` : ""}`;
   identities.set(model, { key, label });
 }
 
