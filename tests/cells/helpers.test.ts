@@ -160,3 +160,31 @@ test("dataset grid: one row per sample with its prompt; dashboard: the planner's
     fs.rmSync(out, { recursive: true, force: true });
   }
 });
+
+test("heldOut + validate(): scored outlines, each prompt under its own conditioning and sample; infer is titled inference", async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cells-heldout-"));
+  try {
+    const base = await cn.baseModel(sd);
+    const controlnet = await cn.controlnet({ from: base, seed: 31 });
+    const held = await cn.heldOut({ count: 3, resolution: 32, dir: path.join(out, "held") });
+    assert.equal(held.images.length, 3);
+    assert.ok(held.images.every((f) => fs.existsSync(f)));
+    assert.match(held.prompts[0]!, /circle with .* background/);
+    const v = await cn.validate({ base, controlnet, ...held, steps: 2, guidanceScale: 1.5, conditioningScale: 2, controlMode: "controlnet", title: "before training", outputDir: out });
+    assert.equal(v.fidelity!.count, 3);
+    const html = (v as unknown as Record<symbol, () => Record<string, string>>)[Symbol.for("Jupyter.display")]!()["text/html"]!;
+    assert.match(html, /before training — control fidelity: IoU \d\.\d{3}/);
+    const figures = html.split("<figure").slice(1);
+    assert.equal(figures.length, 3);
+    figures.forEach((f, i) => {
+      assert.equal((f.match(/<img/g) ?? []).length, 2, "conditioning and sample");
+      assert.ok(f.includes(`<figcaption`) && f.includes(held.prompts[i]!), "its own prompt");
+    });
+    const inf = await cn.infer({ base, controlnet, image: cond, prompt: "red circle with blue background", steps: 2, outputDir: out });
+    const infHtml = (inf as unknown as Record<symbol, () => Record<string, string>>)[Symbol.for("Jupyter.display")]!()["text/html"]!;
+    assert.match(infHtml, />inference/);
+    assert.doesNotMatch(infHtml, /validation \(step 0\)/);
+  } finally {
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+});
