@@ -356,7 +356,7 @@ export class Kernel {
       // Put busy/execute_input on the wire before the cell can block the thread (a synchronous loop would
       // otherwise hold them back until it ends, and the frontend would not even know the cell started).
       await this.channels.out.iopub.drain();
-      const outcome = await this.cells.run(ctx, () => engine.execute(code, { label: silent ? "silent" : `In[${count}]` }));
+      const outcome = await this.cells.run(ctx, () => engine.execute(code, silent ? {} : { label: `In[${count}]` }));
       // A promise the cell rejected without handling is reported (on its stderr) when the current macrotask ends:
       // wait for that, so the report comes before the reply and idle (headless runs stop listening at idle).
       await new Promise((r) => setImmediate(r));
