@@ -1,20 +1,18 @@
 /**
- * The CellEngine built on tslab's incremental TypeScript compiler and executor, used as a library (tslab@1.0.22,
- * pinned; deep imports of `tslab/dist/converter.js` and `tslab/dist/executor.js`, nothing copied or patched).
+ * The CellEngine built on tslab's incremental TypeScript compiler, used as a library (tslab@1.0.22, pinned; deep
+ * imports of `tslab/dist/converter.js` and `tslab/dist/metadata.js`, nothing copied or patched).
  *
- * What tslab gives us: type-checked cells whose declarations persist across cells, top-level await, completion,
- * quick-info and an is-complete check. Its executor reports through a console-like interface: the raw value of a
- * cell's last expression (`log(value)`), thrown values (`error(err)`) and type errors (`error("%s%d:%d - %s", ...)`),
- * which is what lets the kernel send a real execute_result and a real error message.
+ * What tslab gives us: type-checked cells whose declarations persist across cells (its converter emits each cell's
+ * JavaScript, the declarations of everything so far, and the name holding the last expression), completion and
+ * quick-info. The executor is ours (see TslabEngine): named cells, await anywhere, errors mapped to cell lines.
  *
- * The one thing we add around it is type resolution of our own package (see resolve.ts): answered through the
- * compiler's system interface (`ts.sys` of tslab's TypeScript), which tslab itself routes file lookups through.
+ * We also add type resolution of our own package (see resolve.ts): answered through the compiler's system interface
+ * (`ts.sys` of tslab's TypeScript), which tslab itself routes file lookups through.
  */
-import { createRequire } from "node:module";
+import Module, { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import util from "node:util";
-import Module from "node:module";
 import vm from "node:vm";
 import type * as TS from "typescript";
 import { cellPosition, checkComplete, excerpt, lineColOf, originalOffset, rewriteCell, type Rewritten } from "./cell-source.js";
