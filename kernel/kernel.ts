@@ -66,6 +66,13 @@ export interface KernelOptions {
 const STREAM_FLUSH_MS = 15;
 const STREAM_MAX_CHARS = 1 << 16;
 
+/** 0.0123 → "12.3 ms", 4.5 → "4.50 s", 125 → "2 min 5 s" (IPython's %time style). */
+export function formatSeconds(s: number): string {
+  if (s < 1) return `${(s * 1000).toPrecision(3)} ms`;
+  if (s < 60) return `${s.toFixed(2)} s`;
+  return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+}
+
 /** Jupyter counts cursor positions in code points, JavaScript strings in UTF-16 units. */
 export function codePointsToUtf16(s: string, cp: number): number {
   let i = 0;
@@ -356,7 +363,12 @@ export class Kernel {
       // Put busy/execute_input on the wire before the cell can block the thread (a synchronous loop would
       // otherwise hold them back until it ends, and the frontend would not even know the cell started).
       await this.channels.out.iopub.drain();
-      const outcome = await this.cells.run(ctx, () => engine.execute(code, silent ? {} : { label: `In[${count}]` }));
+      // `%time` / `%%time` as the first line (IPython's): the cell runs without it (its line left blank, so line numbers
+      // stay) and its wall time is printed after it
+      const timed = /^%%?time[ \t]*(\r?\n|$)/.exec(code);
+      const t0 = performance.now();
+      const outcome = await this.cells.run(ctx, () => engine.execute(timed ? code.slice(timed[0].length - timed[1]!.length) : code, silent ? {} : { label: `In[${count}]` }));
+      if (timed) this.stream(ctx, "stdout", `Wall time: ${formatSeconds((performance.now() - t0) / 1000)}\n`);
       // A promise the cell rejected without handling is reported (on its stderr) when the current macrotask ends:
       // wait for that, so the report comes before the reply and idle (headless runs stop listening at idle).
       await new Promise((r) => setImmediate(r));

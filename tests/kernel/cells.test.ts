@@ -127,6 +127,17 @@ describe("cells as a user writes them", () => {
     assert.match(streamText(r.iopub, "stderr"), /Unhandled promise rejection: Error: nobody caught me/);
   });
 
+  it("%time on the first line prints the cell's wall time; line numbers stay", async () => {
+    const r = await k.execute("%time\nawait new Promise((r) => setTimeout(r, 120));\n(null as any).boom");
+    const wall = /^Wall time: ([\d.]+) (ms|s)\n$/.exec(streamText(r.iopub, "stdout"));
+    assert.ok(wall, streamText(r.iopub, "stdout"));
+    assert.ok(Number(wall[1]) * (wall[2] === "s" ? 1000 : 1) >= 120, `the 120 ms wait is in it: ${wall[0]}`);
+    assert.match((errorOf(r.iopub).traceback as string[]).join("\n"), /line 3, column/, "errors still at the cell's own lines");
+    const ok = await k.execute("%%time\n6 * 7");
+    assert.equal(resultText(ok.iopub), "42");
+    assert.match(streamText(ok.iopub, "stdout"), /^Wall time: /);
+  });
+
   it("is_complete says invalid and incomplete where it should; inspect works just after `(`", async () => {
     const check = async (code: string) => ((await k.reply(k.send("shell", "is_complete_request", { code }))).content as Record<string, any>).status;
     assert.equal(await check("}}"), "invalid");
