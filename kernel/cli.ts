@@ -71,9 +71,16 @@ export async function main(args: string[]): Promise<number | undefined> {
       return sub === undefined ? 2 : 0;
     } else throw new UsageError(`unknown kernel subcommand ${JSON.stringify(sub)}`);
   } catch (e) {
-    if (!(e instanceof UsageError)) throw e;
-    process.stderr.write(`controlnet-ts kernel: ${e.message}\n\n${USAGE}\n`);
-    return 2;
+    if (e instanceof UsageError) {
+      process.stderr.write(`controlnet-ts kernel: ${e.message}\n\n${USAGE}\n`);
+      return 2;
+    }
+    // install's own failures (no venv for --sys-prefix, a folder it may not write) are one line, not a stack trace
+    if (sub === "install" && e instanceof Error) {
+      process.stderr.write(`controlnet-ts kernel install: ${e.message}; nothing was installed\n`);
+      return 1;
+    }
+    throw e;
   }
   return sub === "install" ? 0 : undefined;
 }

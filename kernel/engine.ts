@@ -37,11 +37,16 @@ export interface CompleteCheck {
   indent?: string;
 }
 
+export interface ExecuteOptions {
+  /** How stack frames and excerpts name this cell ("In[3]"). */
+  label?: string;
+}
+
 export interface CellEngine {
   /** Engine name and the version of the language implementation that really runs cells (kernel_info). */
   readonly info: { name: string; languageVersion: string };
   /** Compiles and runs one cell. Declarations persist into later cells. Never rejects. */
-  execute(code: string): Promise<CellOutcome>;
+  execute(code: string, opts?: ExecuteOptions): Promise<CellOutcome>;
   complete(code: string, cursor: number): Completion;
   inspect(code: string, cursor: number): Inspection;
   isComplete(code: string): CompleteCheck;

@@ -12,7 +12,8 @@
  *
  * Interrupts (SIGINT, `interrupt_mode: "signal"`, or interrupt_request on control) abort the running cell's
  * AbortSignal: cooperative code (the library's training loop) stops at its next step boundary and keeps its state.
- * A synchronous loop is broken by vm's breakOnSigint. Code that ignores the signal is abandoned after a grace period
+ * A synchronous loop is broken by vm's breakOnSigint. A cell that never asked for its signal is abandoned at once;
+ * code that asked and ignores it is abandoned after a grace period
  * (or at once on a second interrupt) so the kernel becomes usable again; the cell reports KeyboardInterrupt.
  */
 import { AsyncLocalStorage } from "node:async_hooks";
@@ -37,6 +38,9 @@ interface CellContext {
   abort: AbortController;
   allowStdin: boolean;
   finished: boolean;
+  /** The cell (or code it called) asked for its AbortSignal: something may stop cooperatively, so an interrupt
+   *  waits the grace period for it. A cell that never asked is abandoned at once (a plain `await`). */
+  signalAsked: boolean;
 }
 
 interface CommEntry {
@@ -61,6 +65,13 @@ export interface KernelOptions {
 
 const STREAM_FLUSH_MS = 15;
 const STREAM_MAX_CHARS = 1 << 16;
+
+/** 0.0123 → "12.3 ms", 4.5 → "4.50 s", 125 → "2 min 5 s" (IPython's %time style). */
+export function formatSeconds(s: number): string {
+  if (s < 1) return `${(s * 1000).toPrecision(3)} ms`;
+  if (s < 60) return `${s.toFixed(2)} s`;
+  return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+}
 
 /** Jupyter counts cursor positions in code points, JavaScript strings in UTF-16 units. */
 export function codePointsToUtf16(s: string, cp: number): number {
@@ -343,7 +354,7 @@ export class Kernel {
     if (!silent && storeHistory) this.history.record(count, code);
     if (!silent) this.publish("execute_input", { code, execution_count: count }, req.header);
 
-    const ctx: CellContext = { parent: req.header, identities: req.identities, abort: new AbortController(), allowStdin: c.allow_stdin ?? true, finished: false };
+    const ctx: CellContext = { parent: req.header, identities: req.identities, abort: new AbortController(), allowStdin: c.allow_stdin ?? true, finished: false, signalAsked: false };
     this.running = ctx;
     this.lastCell = ctx;
     let error: CellError | null = null;
@@ -352,7 +363,15 @@ export class Kernel {
       // Put busy/execute_input on the wire before the cell can block the thread (a synchronous loop would
       // otherwise hold them back until it ends, and the frontend would not even know the cell started).
       await this.channels.out.iopub.drain();
-      const outcome = await this.cells.run(ctx, () => engine.execute(code));
+      // `%time` / `%%time` as the first line (IPython's): the cell runs without it (its line left blank, so line numbers
+      // stay) and its wall time is printed after it
+      const timed = /^%%?time[ \t]*(\r?\n|$)/.exec(code);
+      const t0 = performance.now();
+      const outcome = await this.cells.run(ctx, () => engine.execute(timed ? code.slice(timed[0].length - timed[1]!.length) : code, silent ? {} : { label: `In[${count}]` }));
+      if (timed) this.stream(ctx, "stdout", `Wall time: ${formatSeconds((performance.now() - t0) / 1000)}\n`);
+      // A promise the cell rejected without handling is reported (on its stderr) when the current macrotask ends:
+      // wait for that, so the report comes before the reply and idle (headless runs stop listening at idle).
+      await new Promise((r) => setImmediate(r));
       if (outcome.status === "error") error = outcome.error;
       else if (outcome.hasValue && !silent && !ctx.abort.signal.aborted) {
         try {
@@ -393,8 +412,8 @@ export class Kernel {
     if (!ctx.abort.signal.aborted) {
       log(`${source}: aborting the running cell`);
       ctx.abort.abort();
-      const grace = this.opts.interruptGraceMs ?? 5000;
-      this.forceTimer = setTimeout(() => this.abandon(ctx), grace);
+      if (!ctx.signalAsked) this.abandon(ctx);
+      else this.forceTimer = setTimeout(() => this.abandon(ctx), this.opts.interruptGraceMs ?? 5000);
     } else {
       this.abandon(ctx);
     }
@@ -405,7 +424,7 @@ export class Kernel {
 
   private abandon(ctx: CellContext): void {
     if (ctx.finished || this.running !== ctx) return;
-    log("the cell ignored its abort signal: no longer waiting for it");
+    log(ctx.signalAsked ? "the cell ignored its abort signal: no longer waiting for it" : "the cell does not watch its abort signal: no longer waiting for it");
     void this.enginePromise?.then((e) => e.interrupt());
   }
 
@@ -556,7 +575,9 @@ export class Kernel {
         kernel.publish("clear_output", { wait }, parentNow());
       },
       abortSignal(): AbortSignal {
-        return (kernel.cells.getStore() ?? kernel.running)?.abort.signal ?? neverAborted;
+        const ctx = kernel.cells.getStore() ?? kernel.running;
+        if (ctx) ctx.signalAsked = true;
+        return ctx?.abort.signal ?? neverAborted;
       },
       openComm(target, data, opts = {}): Comm {
         const entry = kernel.makeComm(crypto.randomUUID(), target, kernel.outputContext());

@@ -4,6 +4,7 @@
  */
 import path from "node:path";
 import { readConnectionFile } from "./channels.js";
+import { cellGlobals } from "./globals.js";
 import { Kernel } from "./kernel.js";
 import { log } from "./log.js";
 import { ensureDeclarations, installRuntimeResolution, readPackage, virtualTypeFiles } from "./resolve.js";
@@ -23,7 +24,7 @@ export async function runKernel(connectionFile: string): Promise<Kernel> {
     engine: async () => {
       const t0 = Date.now();
       addVirtualFiles(virtualTypeFiles(pkg, cwd, await ensureDeclarations(pkg)));
-      const engine = new TslabEngine({ rootDir: cwd });
+      const engine = new TslabEngine({ rootDir: cwd, globals: cellGlobals });
       log(`engine ${engine.info.name} (TypeScript ${engine.info.languageVersion}) ready in ${Date.now() - t0} ms`);
       return engine;
     },

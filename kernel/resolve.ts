@@ -103,14 +103,23 @@ function newestMtime(dir: string): number {
   return newest;
 }
 
-function cacheDir(pkg: PackageInfo): string {
-  const preferred = path.join(pkg.root, "node_modules", ".cache", "controlnet-ts-kernel", "types");
+/**
+ * The declaration cache of this checkout. One folder per checkout (named by a hash of its real path): checkouts (git
+ * worktrees) that share one node_modules through a link each keep their own declarations, instead of deleting each
+ * other's as stale and regenerating them at every kernel start.
+ */
+export function cacheDir(pkg: PackageInfo): string {
+  const checkout = createHash("sha256").update(fs.realpathSync(pkg.root)).digest("hex").slice(0, 12);
+  // (not under the older layout's "types/", whose clean-up removed every folder but its own)
+  const preferred = path.join(pkg.root, "node_modules", ".cache", "controlnet-ts-kernel", "checkouts", checkout);
   try {
     fs.mkdirSync(preferred, { recursive: true });
     fs.accessSync(preferred, fs.constants.W_OK);
     return preferred;
   } catch {
-    return path.join(fs.realpathSync(process.env.TMPDIR || "/tmp"), `controlnet-ts-kernel-types-${process.getuid?.() ?? 0}`);
+    const dir = path.join(fs.realpathSync(process.env.TMPDIR || "/tmp"), `controlnet-ts-kernel-types-${process.getuid?.() ?? 0}`, checkout);
+    fs.mkdirSync(dir, { recursive: true });
+    return dir;
   }
 }
 

@@ -1,43 +1,52 @@
 /**
- * The CellEngine built on tslab's incremental TypeScript compiler and executor, used as a library (tslab@1.0.22,
- * pinned; deep imports of `tslab/dist/converter.js` and `tslab/dist/executor.js`, nothing copied or patched).
+ * The CellEngine built on tslab's incremental TypeScript compiler, used as a library (tslab@1.0.22, pinned; deep
+ * imports of `tslab/dist/converter.js` and `tslab/dist/metadata.js`, nothing copied or patched).
  *
- * What tslab gives us: type-checked cells whose declarations persist across cells, top-level await, completion,
- * quick-info and an is-complete check. Its executor reports through a console-like interface: the raw value of a
- * cell's last expression (`log(value)`), thrown values (`error(err)`) and type errors (`error("%s%d:%d - %s", ...)`),
- * which is what lets the kernel send a real execute_result and a real error message.
+ * What tslab gives us: type-checked cells whose declarations persist across cells (its converter emits each cell's
+ * JavaScript, the declarations of everything so far, and the name holding the last expression), completion and
+ * quick-info. The executor is ours (see TslabEngine): named cells, await anywhere, errors mapped to cell lines.
  *
- * The one thing we add around it is type resolution of our own package (see resolve.ts): answered through the
- * compiler's system interface (`ts.sys` of tslab's TypeScript), which tslab itself routes file lookups through.
+ * We also add type resolution of our own package (see resolve.ts): answered through the compiler's system interface
+ * (`ts.sys` of tslab's TypeScript), which tslab itself routes file lookups through.
  */
-import { createRequire } from "node:module";
+import Module, { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import util from "node:util";
-import type { CellEngine, CellError, CellOutcome, CompleteCheck, Completion, Inspection } from "./engine.js";
+import vm from "node:vm";
+import type * as TS from "typescript";
+import { cellPosition, checkComplete, excerpt, lineColOf, originalOffset, rewriteCell, type Rewritten } from "./cell-source.js";
+import type { CellEngine, CellError, CellOutcome, CompleteCheck, Completion, ExecuteOptions, Inspection } from "./engine.js";
 import { INTERRUPT_ENAME } from "./engine.js";
 
 // Minimal shapes of the tslab internals we use (their own .d.ts drag in a second copy of TypeScript's types).
+interface Diagnostic {
+  start: { offset: number; line: number; character: number };
+  end: { offset: number; line: number; character: number };
+  messageText: string;
+  fileName?: string;
+}
+interface Converted {
+  output?: string;
+  declOutput?: string;
+  diagnostics: Diagnostic[];
+  sideOutputs?: { path: string; data: string }[];
+  lastExpressionVar?: string;
+}
 interface TslabConverter {
+  convert(prevDecl: string, src: string): Converted;
+  inspect(prevDecl: string, src: string, position: number): QuickInfo | undefined;
+  complete(prevDecl: string, src: string, position: number): { start: number; end: number; candidates: string[] };
+  addModule(name: string, content: string, meta?: CodeMetadata): Diagnostic[];
   close(): void;
 }
 interface TslabConverterModule {
   createConverter(options?: { isJS?: boolean; isBrowser?: boolean }): TslabConverter;
-  isCompleteCode(content: string): { completed: boolean; indent?: string };
 }
-interface TslabExecutor {
-  execute(src: string): Promise<boolean>;
-  inspect(src: string, position: number): QuickInfo | undefined;
-  complete(src: string, position: number): { start: number; end: number; candidates: string[] };
-  interrupt(): void;
-  close(): void;
-}
-interface TslabExecutorModule {
-  createExecutor(
-    rootDir: string,
-    convs: { node: TslabConverter; browser: TslabConverter; close(): void },
-    console: { log(...args: unknown[]): void; error(...args: unknown[]): void },
-  ): TslabExecutor;
+interface CodeMetadata {
+  mode?: "node" | "browser";
+  module?: string;
+  jsx?: true;
 }
 interface DisplayPart {
   text: string;
@@ -53,10 +62,7 @@ interface TsSys {
   directoryExists(p: string): boolean;
   getDirectories(p: string): string[];
 }
-interface TsFork {
-  version: string;
-  sys: TsSys;
-}
+type TsFork = typeof TS & { version: string; sys: TsSys };
 
 const requireHere = createRequire(import.meta.url);
 const tslabRequire = createRequire(requireHere.resolve("tslab/package.json"));
@@ -109,8 +115,8 @@ function internalFrame(line: string): boolean {
 
 /**
  * The user's part of an error's stack. Errors thrown synchronously inside vm code carry a source excerpt before
- * the "Name: message" line ("evalmachine.<anonymous>:2 / throw ... / ^"); the compiled JavaScript it shows would only
- * confuse, so it is dropped with the internal frames.
+ * the "Name: message" line ("<In[3]>:2 / throw ... / ^"); the compiled JavaScript it shows would only confuse, so it
+ * is dropped with the internal frames.
  */
 function userStack(stack: string, name: string): string[] {
   const lines = stack.split("\n");
@@ -121,12 +127,47 @@ function userStack(stack: string, name: string): string[] {
 export function isInterruptError(e: unknown): boolean {
   if (!e || typeof e !== "object") return false;
   const err = e as { code?: unknown; message?: unknown };
-  // vm's breakOnSigint (a synchronous cell) and tslab's asynchronous interrupt.
+  // vm's breakOnSigint (a synchronous cell) and the engine's asynchronous interrupt.
   return err.code === "ERR_SCRIPT_EXECUTION_INTERRUPTED" || err.message === "Interrupted asynchronously";
 }
 
+/** The compiled JavaScript of a cell and its text, to map stack frames back (see cell-source.ts). */
+export type CellSources = Map<string, { js: string; cell: string }>;
+
+// "    at f (<In[3]>:3:28)" / "    at async <In[3]>:6:1"
+const CELL_FRAME = /^(\s+at (?:async )?)(?:(.*) \()?<([^<>]+)>:(\d+):(\d+)\)?$/;
+
+/**
+ * Stack frames in cells become "at f (In[3], line 1, column 28)"; the innermost one is followed by an excerpt of its
+ * cell with a caret, as IPython and Deno show them.
+ */
+function mapCellFrames(lines: string[], sources: CellSources): string[] {
+  const out: string[] = [];
+  let excerpted = false;
+  for (const l of lines) {
+    const m = CELL_FRAME.exec(l);
+    const src = m ? sources.get(m[3]!) : undefined;
+    // the wrapper's own call (its last line) is no frame of the user's
+    if (m && src && Number(m[4]) === src.js.split("\n").length) continue;
+    const pos = m && src ? cellPosition(src.js, src.cell, Number(m[4]), Number(m[5])) : null;
+    if (!m || !src || !pos) {
+      out.push(l);
+      continue;
+    }
+    const where = `${m[3]}, line ${pos.line}, column ${pos.column}`;
+    // earlier cells' functions are called as `exports.f`, which V8 names "Proxy.f"
+    const fn = m[2]?.replace(/^Proxy\./, "");
+    out.push(`${m[1]}${fn ? `${fn} (${where})` : where}`);
+    if (!excerpted) {
+      excerpted = true;
+      out.push(...excerpt(src.cell, pos.line, pos.column).map((e) => `      ${e}`));
+    }
+  }
+  return out;
+}
+
 /** Turns anything a cell threw into the protocol's ename/evalue/traceback. */
-export function toCellError(e: unknown): CellError {
+export function toCellError(e: unknown, sources: CellSources = new Map()): CellError {
   if (isInterruptError(e)) {
     return { ename: INTERRUPT_ENAME, evalue: "Interrupted", traceback: [`${INTERRUPT_ENAME}: the cell was interrupted`], cause: e };
   }
@@ -134,10 +175,32 @@ export function toCellError(e: unknown): CellError {
     const err = e as Error;
     const ename = err.name || err.constructor?.name || "Error";
     const stack = typeof err.stack === "string" && err.stack ? userStack(err.stack, ename) : [`${ename}: ${err.message}`];
-    return { ename, evalue: String(err.message ?? ""), traceback: stack, cause: e };
+    return { ename, evalue: String(err.message ?? ""), traceback: mapCellFrames(stack, sources), cause: e };
   }
   const shown = util.inspect(e);
   return { ename: "Error", evalue: shown, traceback: [`Uncaught ${shown}`], cause: e };
+}
+
+/** Type errors at the user's line and column, each with its excerpt. */
+function compileError(code: string, rw: Rewritten | null, diagnostics: Diagnostic[]): CellError {
+  const traceback: string[] = [];
+  let first = "";
+  for (const d of diagnostics) {
+    if (d.fileName || !rw) {
+      const line = `${d.fileName ? `${d.fileName} ` : ""}${d.start.line + 1}:${d.start.character + 1} - ${d.messageText}`;
+      first ||= line;
+      traceback.push(line);
+      continue;
+    }
+    const start = originalOffset(rw, d.start.offset);
+    const end = Math.max(start + 1, originalOffset(rw, d.end.offset));
+    const at = lineColOf(code, start);
+    const lineEnd = code.indexOf("\n", start);
+    const line = `${at.line + 1}:${at.column + 1} - ${d.messageText}`;
+    first ||= line;
+    traceback.push(line, ...excerpt(code, at.line + 1, at.column + 1, Math.min(end, lineEnd < 0 ? code.length : lineEnd) - start).map((e) => `  ${e}`));
+  }
+  return { ename: "CompileError", evalue: first, traceback };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -145,8 +208,19 @@ export function toCellError(e: unknown): CellError {
 export interface TslabEngineOptions {
   /** Directory that cells' relative imports and `require` resolve from (the notebook's folder). */
   rootDir?: string;
+  /** Names every cell sees (the kernel's `display`, `html`, `md`), with their TypeScript declarations. */
+  globals?: { values: Record<string, unknown>; declarations: string };
 }
 
+/** The name under which a cell's wrapper finds its `exports` and `require` (tslab used `__tslab__`). */
+const CELL_GLOBAL = "__controlnet_ts_cell__";
+
+/**
+ * Runs cells with tslab's converter (type-check, declarations of earlier cells, emit) and our own executor: tslab's
+ * executor ran cells without a file name (stack frames said `evalmachine.<anonymous>`), detected top-level await
+ * only in simple expressions (`await (x as any).y` was a SyntaxError), and forgot the declarations of any cell that
+ * failed or was interrupted. Here every cell runs as an async function named `<In[n]>`, and its declarations stay.
+ */
 export class TslabEngine implements CellEngine {
   /** The TypeScript version that compiles cells, without building the (slow) compiler. */
   static languageVersion(): string {
@@ -154,74 +228,135 @@ export class TslabEngine implements CellEngine {
   }
 
   readonly info: { name: string; languageVersion: string };
-  private readonly executor: TslabExecutor;
+  private readonly ts: TsFork;
   private readonly converterModule: TslabConverterModule;
+  private readonly getCodeMetadata: (src: string) => CodeMetadata;
   private readonly node: TslabConverter;
   private browser: TslabConverter | null = null;
-  /** Per-execution capture of what the executor reports; executions are serialised by the kernel. */
-  private sink: { hasValue: boolean; value?: unknown; diagnostics: string[]; errors: unknown[] } | null = null;
+  /** Declarations of the cells so far (what later cells type-check against). */
+  private prevDecl: string;
+  private readonly exports: Record<string, unknown>;
+  private readonly sources: CellSources = new Map();
+  private readonly sideOutputs = new Map<string, string>();
+  private readonly sideModules = new Map<string, Module>();
+  private cells = 0;
+  private interruptNow: (e: Error) => void = () => {};
 
   constructor(opts: TslabEngineOptions = {}) {
-    const ts = tsFork();
-    this.info = { name: "tslab", languageVersion: ts.version };
+    this.ts = tsFork();
+    this.info = { name: "tslab", languageVersion: this.ts.version };
     this.converterModule = tslabRequire("./dist/converter.js") as TslabConverterModule;
-    const executorModule = tslabRequire("./dist/executor.js") as TslabExecutorModule;
+    this.getCodeMetadata = (tslabRequire("./dist/metadata.js") as { getCodeMetadata: (s: string) => CodeMetadata }).getCodeMetadata;
     this.node = this.converterModule.createConverter({ isJS: false, isBrowser: false });
-    const self = this;
-    const convs = {
-      node: this.node,
-      // `/** @browser */` cells are rare; build their converter (hundreds of ms) only when one appears.
-      get browser(): TslabConverter {
-        return (self.browser ??= self.converterModule.createConverter({ isJS: false, isBrowser: true }));
-      },
-      close: () => {
-        this.node.close();
-        this.browser?.close();
-      },
-    };
-    const reporter = {
-      log: (...args: unknown[]) => {
-        if (!this.sink) return;
-        this.sink.hasValue = true;
-        this.sink.value = args[0];
-      },
-      error: (...args: unknown[]) => {
-        if (!this.sink) return;
-        if (typeof args[0] === "string" && args[0].startsWith("%s%d:%d - %s")) this.sink.diagnostics.push(util.format(...args));
-        else this.sink.errors.push(args[0]);
-      },
-    };
-    this.executor = executorModule.createExecutor(opts.rootDir ?? process.cwd(), convs, reporter);
+    this.exports = createExports();
+    Object.assign(this.exports, opts.globals?.values ?? {});
+    // Declarations of an "earlier cell" are what the converter makes visible (and rewrites to exports.x): the globals
+    // are declared there, so later cells may also redeclare them.
+    this.prevDecl = `declare let _: any;\n${opts.globals?.declarations ?? ""}`;
+    const rootDir = opts.rootDir ?? process.cwd();
+    const req = this.wrapRequire(Module.createRequire(path.join(rootDir, "src.js")), rootDir);
+    (globalThis as Record<string, unknown>)[CELL_GLOBAL] = { exports: this.exports, require: req };
   }
 
-  async execute(code: string): Promise<CellOutcome> {
-    const sink = (this.sink = { hasValue: false, value: undefined as unknown, diagnostics: [] as string[], errors: [] as unknown[] });
-    let ok: boolean;
+  private converter(meta: CodeMetadata): TslabConverter {
+    if (meta.mode !== "browser") return this.node;
+    // `/** @browser */` cells are rare; build their converter (hundreds of ms) only when one appears.
+    return (this.browser ??= this.converterModule.createConverter({ isJS: false, isBrowser: true }));
+  }
+
+  async execute(code: string, opts: ExecuteOptions = {}): Promise<CellOutcome> {
+    const meta = this.getCodeMetadata(code);
     try {
-      ok = await this.executor.execute(code);
+      if (meta.module) {
+        // `/** @module name */`: a file other cells import (tslab's convention)
+        const diags = this.converter(meta).addModule(meta.module, code, meta);
+        return diags.length ? { status: "error", error: compileError(code, null, diags) } : { status: "ok", hasValue: false };
+      }
+      if (meta.mode === "browser") return { status: "ok", hasValue: false };
+      const rw = rewriteCell(this.ts, code);
+      const converted = this.node.convert(this.prevDecl, rw.text);
+      for (const out of converted.sideOutputs ?? []) {
+        this.sideModules.delete(out.path);
+        this.sideOutputs.set(out.path, out.data);
+      }
+      if (converted.diagnostics.length) return { status: "error", error: compileError(code, rw, converted.diagnostics) };
+      if (!converted.output) {
+        this.prevDecl = converted.declOutput ?? "";
+        return { status: "ok", hasValue: false };
+      }
+      return await this.run(code, converted, opts.label ?? `cell ${++this.cells}`);
     } catch (e) {
       // The compiler itself failed (not the user's code).
-      ok = false;
-      sink.errors.push(e);
+      return { status: "error", error: toCellError(e) };
+    }
+  }
+
+  private async run(code: string, converted: Converted, label: string): Promise<CellOutcome> {
+    // Always an async function: top-level await works wherever it is, and a synchronous throw is a rejection.
+    const js = `(async function (exports, require) { ${converted.output}\n})(${CELL_GLOBAL}.exports, ${CELL_GLOBAL}.require)`;
+    this.sources.set(label, { js, cell: code });
+    const interrupted = new Promise<never>((_, reject) => (this.interruptNow = reject));
+    interrupted.catch(() => {});
+    let failure: { e: unknown } | null = null;
+    try {
+      const promise = vm.runInThisContext(js, { filename: `<${label}>`, breakOnSigint: true }) as Promise<unknown>;
+      await Promise.race([promise, interrupted]);
+    } catch (e) {
+      failure = { e };
     } finally {
-      this.sink = null;
+      this.interruptNow = () => {};
     }
-    if (sink.diagnostics.length) {
-      const lines = sink.diagnostics;
-      return { status: "error", error: { ename: "CompileError", evalue: lines[0]!, traceback: lines } };
-    }
-    if (sink.errors.length) return { status: "error", error: toCellError(sink.errors[0]) };
-    if (!ok) return { status: "error", error: { ename: "Error", evalue: "the cell failed", traceback: ["the cell failed"] } };
-    return sink.hasValue ? { status: "ok", hasValue: true, value: sink.value } : { status: "ok", hasValue: false };
+    // The cell's declarations stay even when it failed or was interrupted (as in IPython): names declared after the
+    // point where it stopped exist and are undefined.
+    this.prevDecl = converted.declOutput ?? "";
+    const lastName = converted.lastExpressionVar;
+    const value = lastName ? this.exports[lastName] : undefined;
+    if (lastName) delete this.exports[lastName];
+    if (failure) return { status: "error", error: toCellError(failure.e, this.sources) };
+    if (value === undefined || value === null) return { status: "ok", hasValue: false };
+    this.exports._ = value; // `_`: the last result, as in IPython and the Node REPL
+    return { status: "ok", hasValue: true, value };
+  }
+
+  /** require() for cells: `tslab` is tslab's own module, `/** @module *\/` cells resolve to their compiled output. */
+  private wrapRequire(req: NodeJS.Require, dirname: string): NodeJS.Require {
+    const fromSide = (id: string): unknown => {
+      let filename = path.posix.join(dirname, id);
+      if (path.extname(filename) === "") filename += ".js";
+      const cached = this.sideModules.get(filename);
+      if (cached) return cached.exports;
+      const src = this.sideOutputs.get(filename);
+      if (src === undefined) return null;
+      const mod = new Module(filename);
+      mod.filename = filename;
+      mod.paths = (Module as unknown as { _nodeModulePaths(d: string): string[] })._nodeModulePaths(path.dirname(filename));
+      mod.require = this.wrapRequire(Module.createRequire(filename), path.dirname(filename));
+      (mod as unknown as { _compile(src: string, file: string): void })._compile(src, filename);
+      this.sideModules.set(filename, mod);
+      return mod.exports;
+    };
+    return new Proxy(req, {
+      apply: (_t, self, args: unknown[]) => {
+        if (args.length !== 1 || typeof args[0] !== "string") return Reflect.apply(req, self, args);
+        if (args[0] === "tslab") return tslabRequire(".");
+        return fromSide(args[0]) ?? Reflect.apply(req, self, args);
+      },
+    });
   }
 
   complete(code: string, cursor: number): Completion {
-    const info = this.executor.complete(code, cursor);
+    const info = this.converter(this.getCodeMetadata(code)).complete(this.prevDecl, code, cursor);
     return { matches: info.candidates, start: info.start, end: info.end };
   }
 
   inspect(code: string, cursor: number): Inspection {
-    const info = this.executor.inspect(code, cursor);
+    const conv = this.converter(this.getCodeMetadata(code));
+    let info = conv.inspect(this.prevDecl, code, cursor);
+    if (!info?.displayParts?.length) {
+      // inside a call's arguments (just after `(`, or after a `,`): the callee's signature, as IPython's Shift+Tab
+      const callee = calleeEnd(code, cursor);
+      if (callee !== null) info = conv.inspect(this.prevDecl, code, callee);
+    }
     if (!info || !info.displayParts?.length) return { found: false };
     const text = (parts?: DisplayPart[]) => (parts ?? []).map((p) => p.text).join("");
     const sections = [text(info.displayParts)];
@@ -232,17 +367,57 @@ export class TslabEngine implements CellEngine {
   }
 
   isComplete(code: string): CompleteCheck {
-    const r = this.converterModule.isCompleteCode(code);
-    return r.completed ? { status: "complete" } : { status: "incomplete", indent: r.indent ?? "" };
+    const r = checkComplete(this.ts, code);
+    return r.status === "incomplete" ? { status: "incomplete", indent: indentAfter(code) } : r;
   }
 
   interrupt(): void {
-    this.executor.interrupt();
+    this.interruptNow(new Error("Interrupted asynchronously"));
   }
 
   close(): void {
-    this.executor.close();
+    this.node.close();
+    this.browser?.close();
   }
+}
+
+/** The offset of the end of the callee name whose argument list holds `cursor` (null if none). */
+function calleeEnd(code: string, cursor: number): number | null {
+  let depth = 0;
+  for (let i = cursor - 1; i >= 0; i--) {
+    const c = code[i];
+    if (c === ")" || c === "]" || c === "}") depth++;
+    else if (c === "(" || c === "[" || c === "{") {
+      if (depth > 0) {
+        depth--;
+        continue;
+      }
+      if (c !== "(") return null;
+      let j = i;
+      while (j > 0 && /\s/.test(code[j - 1]!)) j--;
+      return j > 0 && /[\w$]/.test(code[j - 1]!) ? j - 1 : null;
+    }
+  }
+  return null;
+}
+
+/** The indentation for the next line of an incomplete cell: the last line's, one level deeper after an opener. */
+function indentAfter(code: string): string {
+  const line = /[^\n]*$/.exec(code)![0];
+  const current = /^\s*/.exec(line)![0];
+  return /[{([]\s*$/.test(line) ? current + "  " : current;
+}
+
+/** tslab's exports object for cells: named imports arrive through defineProperty, which must stay rewritable. */
+function createExports(): Record<string, unknown> {
+  const target: Record<string, unknown> = {};
+  return new Proxy(target, {
+    defineProperty: (_t, prop, attrs) => {
+      if (prop === "__esModule") return true;
+      target[prop as string] = attrs.get ? attrs.get() : attrs.value;
+      return true;
+    },
+  });
 }
 
 /** tslab's display API (`import * as tslab from "tslab"; tslab.display.html(...)`) routed to `sink`. */

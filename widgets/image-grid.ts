@@ -53,6 +53,12 @@ function decode(img: ImageInput): Decoded {
   };
 }
 
+/** Alt text that says what the image is: its label and the row's caption ("conditioning: red circle ..."). */
+function altText(label: string | undefined, caption: string | undefined, j: number, count: number): string {
+  const what = label ?? (count > 1 ? `image ${j + 1} of ${count}` : "image");
+  return caption ? `${what}: ${caption}` : what;
+}
+
 export class ImageGrid extends Widget<ImageGridState> {
   constructor(init: Partial<ImageGridState> = {}, opts: WidgetOptions = {}) {
     super({ rows: [], title: "", thumbWidth: 192, ...init }, opts, 1);
@@ -97,7 +103,7 @@ export class ImageGrid extends Widget<ImageGridState> {
         const label = r.labels?.[j];
         return (
           `<div style="display:inline-block;margin:0 4px 0 0;vertical-align:top;text-align:center">` +
-          `<img src="data:${escapeHtml(d.mime)};base64,${d.b64}" width="${thumbWidth}"${h} style="${pixelated}display:block" alt="${escapeHtml(label ?? r.caption ?? "")}"/>` +
+          `<img src="data:${escapeHtml(d.mime)};base64,${d.b64}" width="${thumbWidth}"${h} style="${pixelated}display:block" alt="${escapeHtml(altText(label, r.caption, j, r.images.length))}"/>` +
           (label !== undefined ? `<div style="font-size:11px;color:#666">${escapeHtml(label)}</div>` : "") +
           `</div>`
         );

@@ -172,12 +172,21 @@ export class LossPlot extends Widget<LossPlotState> {
         data.push(trace);
       }
     });
-    layout.xaxis = { title: { text: this.state.xLabel }, anchor: n === 1 ? "y" : `y${n}` };
+    // whole-number x (steps): over a short range plotly's automatic ticks would be 0.5 apart
+    const xs = panels.flatMap((p) => p.lines.flatMap((l) => l.x));
+    const span = xs.length ? Math.max(...xs) - Math.min(...xs) : 0;
+    const whole = this.integerX() ? (span < 10 ? { dtick: 1 } : { tickformat: "d" }) : {};
+    layout.xaxis = { title: { text: this.state.xLabel }, anchor: n === 1 ? "y" : `y${n}`, ...whole };
     return { data, layout };
   }
 
   svg(): string {
-    return renderLineChart(this.panels(), { title: this.state.title, xLabel: this.state.xLabel });
+    return renderLineChart(this.panels(), { title: this.state.title, xLabel: this.state.xLabel, integerX: this.integerX() });
+  }
+
+  /** Every x is a whole number (training steps). */
+  private integerX(): boolean {
+    return this.state.series.every((s) => s.x.every((x) => Number.isInteger(x)));
   }
 
   /** One line per series: points, last and best value. */

@@ -26,14 +26,17 @@ export interface ChartOptions {
   xLabel?: string;
   width?: number;
   panelHeight?: number;
+  /** x values are whole numbers (training steps): no fractional ticks. */
+  integerX?: boolean;
 }
 
-/** Round tick values inside [lo, hi]: the 1, 2, 5 × 10^k step giving closest to `count` intervals. */
-export function niceTicks(lo: number, hi: number, count = 4): number[] {
+/** Round tick values inside [lo, hi]: the 1, 2, 5 × 10^k step giving closest to `count` intervals (at least
+ *  `minStep`: 1 for whole-number axes such as steps). */
+export function niceTicks(lo: number, hi: number, count = 4, minStep = 0): number[] {
   if (!(hi > lo)) return [lo];
   const mag = 10 ** Math.floor(Math.log10((hi - lo) / count));
   const intervals = (s: number) => Math.abs((hi - lo) / s - count);
-  const step = [1, 2, 5, 10].map((m) => m * mag).reduce((a, b) => (intervals(b) < intervals(a) ? b : a));
+  const step = Math.max(minStep, [1, 2, 5, 10].map((m) => m * mag).reduce((a, b) => (intervals(b) < intervals(a) ? b : a)));
   const out: number[] = [];
   const first = Math.ceil(lo / step);
   // Counted, not accumulated: a step below the values' float resolution must not loop forever.
@@ -68,6 +71,15 @@ function padRange([lo, hi]: [number, number]): [number, number] {
 
 const f1 = (v: number) => v.toFixed(1);
 
+/** Tick labels with as many digits as it takes for neighbours to differ (1.05e-4 and 1.1e-4 were both "1.1e-4"). */
+export function tickLabels(ticks: number[], digits = 3): string[] {
+  for (let d = digits; d < 10; d++) {
+    const labels = ticks.map((t) => formatNumber(t, d));
+    if (new Set(labels).size === labels.length) return labels;
+  }
+  return ticks.map((t) => String(t));
+}
+
 export function renderLineChart(panels: ChartPanel[], opts: ChartOptions = {}): string {
   const width = opts.width ?? 640;
   const ph = opts.panelHeight ?? 170;
@@ -93,18 +105,20 @@ export function renderLineChart(panels: ChartPanel[], opts: ChartOptions = {}): 
     const sy = (y: number) => bottom - ((y - yr[0]) / (yr[1] - yr[0])) * ph;
     out.push(`<g class="panel">`);
     out.push(`<rect x="${m.left}" y="${top}" width="${plotW}" height="${ph}" fill="none" stroke="#bbbbbb"/>`);
-    for (const t of niceTicks(yr[0], yr[1])) {
-      const y = f1(sy(t));
+    const yTicks = niceTicks(yr[0], yr[1]);
+    tickLabels(yTicks).forEach((label, k) => {
+      const y = f1(sy(yTicks[k]!));
       out.push(`<line x1="${m.left}" x2="${m.left + plotW}" y1="${y}" y2="${y}" stroke="#eeeeee"/>`);
-      out.push(`<text x="${m.left - 4}" y="${y}" text-anchor="end" dominant-baseline="middle" fill="#444">${escapeHtml(formatNumber(t, 3))}</text>`);
-    }
+      out.push(`<text x="${m.left - 4}" y="${y}" text-anchor="end" dominant-baseline="middle" fill="#444">${escapeHtml(label)}</text>`);
+    });
     out.push(`<text x="14" y="${top + ph / 2}" text-anchor="middle" transform="rotate(-90 14 ${top + ph / 2})" fill="#222">${escapeHtml(panel.title)}</text>`);
     if (i === n - 1 && xr) {
-      for (const t of niceTicks(x0, x1, 6)) {
-        const x = f1(sx(t));
+      const xTicks = niceTicks(x0, x1, 6, opts.integerX ? 1 : 0).filter((t) => !opts.integerX || Number.isInteger(t));
+      tickLabels(xTicks, 4).forEach((label, k) => {
+        const x = f1(sx(xTicks[k]!));
         out.push(`<line x1="${x}" x2="${x}" y1="${bottom}" y2="${bottom + 4}" stroke="#888888"/>`);
-        out.push(`<text x="${x}" y="${bottom + 15}" text-anchor="middle" fill="#444">${escapeHtml(formatNumber(t, 4))}</text>`);
-      }
+        out.push(`<text x="${x}" y="${bottom + 15}" text-anchor="middle" fill="#444">${escapeHtml(label)}</text>`);
+      });
       if (opts.xLabel) out.push(`<text x="${m.left + plotW / 2}" y="${bottom + 30}" text-anchor="middle" fill="#222">${escapeHtml(opts.xLabel)}</text>`);
     }
     for (const line of panel.lines) {

@@ -4,9 +4,14 @@
  * Same arguments → the cached result (one line says so); changed arguments → recomputed. Training state lives on
  * disk: after a kernel restart, train() resumes from the latest checkpoint in its output folder.
  */
+import fs from "node:fs";
 import path from "node:path";
-import { initEngine, memoryInfo, tf } from "../engine/index.js";
-import { createDataset, type ControlNetDataset } from "../data/index.js";
+import sharp from "sharp";
+import { engineInfo, initEngine, memoryInfo, tf } from "../engine/index.js";
+import { estimateMemory as planEstimate, plannedDeviceBytes } from "../planner/index.js";
+import { createDataset, encodePng, resizeCenterCrop, type ControlNetDataset, type RawImage } from "../data/index.js";
+import type { ControlMode } from "../pipeline/index.js";
+import { heldOutSet } from "../demo/run.js";
 import type { ControlNetModel } from "../models/index.js";
 import { loadBaseModel, loadOrCreateControlNet, type BaseModel } from "../training/base.js";
 import { ControlNetTrainer, type TrainResult } from "../training/trainer.js";
@@ -18,6 +23,7 @@ import { ImageGrid, TrainingDashboard } from "../../widgets/index.js";
 import { abortSignal, JUPYTER_DISPLAY } from "./display.js";
 import { memo } from "./memo.js";
 import { DATASET_CELL_OPTIONS, trainInProcesses } from "./processes.js";
+import { chooseRunDir, identityOf, isDisposed, nameModel, runDirOf } from "./runs.js";
 
 /**
  * Attaches a Jupyter rendering (`Symbol.for("Jupyter.display")`) to a helper's result. It stays out of the static type
@@ -54,8 +60,18 @@ export async function dataset(o: DatasetCellOptions): Promise<WithDisplay<Contro
       caption_column: o.captionColumn, proportion_empty_prompts: o.proportionEmptyPrompts, seed: o.seed,
     });
     Object.defineProperty(ds, DATASET_CELL_OPTIONS, { value: { ...o }, enumerable: false }); // for train({ processes })
-    const preview = await ds.previewGrid({ rows: Math.min(8, ds.length), size: 96 });
-    const grid = new ImageGrid({ title: ds.description, rows: [{ images: [new Uint8Array(preview.png)], caption: preview.texts.join(" · ") }] });
+    // one row per sample, its prompt under its own pair of images
+    const rows = [];
+    for (let i = 0; i < Math.min(8, ds.length); i++) {
+      const p = await ds.preview(i);
+      const png = (img: RawImage) => sharp(img.data, { raw: { width: img.width, height: img.height, channels: 3 } }).png().toBuffer();
+      rows.push({
+        images: [new Uint8Array(await png(p.conditioning_image)), new Uint8Array(await png(p.image))],
+        labels: ["conditioning", "target"],
+        caption: Array.isArray(p.text) ? p.text.join(" | ") : p.text,
+      });
+    }
+    const grid = new ImageGrid({ title: ds.description, rows, thumbWidth: 96 });
     return withDisplay(ds, () => grid.bundle());
   }, { dispose: (old) => void (old as ControlNetDataset).close() });
 }
@@ -72,12 +88,28 @@ export async function baseModel(nameOrPath: string): Promise<WithDisplay<BaseMod
   });
 }
 
-/** cell 3b: a ControlNet initialised from the base UNet, or loaded from a folder / hub id. */
-export async function controlnet(o: { from: BaseModel; pretrained?: string; seed?: number }): Promise<WithDisplay<ControlNetModel>> {
+/** cell 3b: a ControlNet initialised from the base UNet, or loaded from a folder / hub id. Re-running the cell with other
+ *  arguments frees the previous model (after writing a checkpoint of its training, if it has unsaved steps). */
+export async function controlnet(o: { from: BaseModel; pretrained?: string; seed?: number;
+  /** conditioning_embedding_out_channels (one entry per VAE downsampling plus one; default SD's, cut to fit). */
+  conditioningEmbeddingOutChannels?: number[] }): Promise<WithDisplay<ControlNetModel>> {
   return memo("controlnet", o, async () => {
-    const cn = await loadOrCreateControlNet(o.from, o.pretrained, { seed: o.seed ?? 1 });
-    return withDisplay(cn, () => ({ "text/plain": `ControlNetModel: ${cn.numParameters().toLocaleString("en-US")} parameters (${o.pretrained ?? "from_unet"})` }));
-  }, { dispose: (old) => (old as ControlNetModel).dispose() });
+    const cn = await loadOrCreateControlNet(o.from, o.pretrained, { seed: o.seed ?? 1, conditioningEmbeddingOutChannels: o.conditioningEmbeddingOutChannels });
+    nameModel(cn, o.pretrained ? { pretrained: o.pretrained } : { base: o.from.dir, seed: o.seed ?? 1, embedding: o.conditioningEmbeddingOutChannels });
+    return withDisplay(cn, () => ({ "text/plain": `ControlNetModel: ${cn.numParameters().toLocaleString("en-US")} parameters (${identityOf(cn).label})` }));
+  }, {
+    dispose: async (old) => {
+      if (session?.controlnet === old) await closeSession();
+      (old as ControlNetModel).dispose();
+    },
+  });
+}
+
+/** How validation and inference images are sampled (see ValidationOptions). */
+export interface SamplingOptions {
+  guidanceScale?: number;
+  conditioningScale?: number;
+  controlMode?: ControlMode;
 }
 
 export interface TrainCellOptions {
@@ -102,7 +134,7 @@ export interface TrainCellOptions {
    *  validate() samples with the average and save() writes the average; training goes on from the live weights. */
   useEma?: boolean;
   emaDecay?: number;
-  validation?: { images: string[]; prompts: string[]; every: number; steps?: number; numImages?: number };
+  validation?: { images: string[]; prompts: string[]; every: number; steps?: number; numImages?: number } & SamplingOptions;
   checkpointing?: { every: number; totalLimit?: number };
   /** Train on this many worker processes (data parallel, `controlnet-ts launch`; lib/cells/processes.ts). */
   processes?: number;
@@ -111,7 +143,23 @@ export interface TrainCellOptions {
   mainProcessPort?: number;
 }
 
-let session: { key: string; trainer: ControlNetTrainer; controlnet: ControlNetModel; dashboard: TrainingDashboard | null } | null = null;
+/** What train() returns: the trainer's result and the run folder it trained in (see runs.ts). */
+export type TrainCellResult = TrainResult & { outputDir: string };
+
+/** The training session: one trainer for one ControlNet object. `savedStep` is the step of its last checkpoint (so a
+ *  session closed with unsaved steps writes one first: the model's weights are never set back by a later resume). */
+let session: { key: string; trainer: ControlNetTrainer; controlnet: ControlNetModel; savedStep: number; dashboard: TrainingDashboard | null } | null = null;
+
+async function closeSession(): Promise<void> {
+  if (!session) return;
+  const s = session;
+  session = null;
+  if (s.trainer.globalStep > s.savedStep && !isDisposed(s.controlnet)) {
+    const dir = await s.trainer.checkpoint();
+    console.log(`train: wrote ${dir} (step ${s.trainer.globalStep}) before closing the trainer, so no trained step is lost.`);
+  }
+  await s.trainer.close();
+}
 
 /** The moving average of `cn`'s weights when the current training session keeps one (useEma), else null. */
 function averageOf(cn: ControlNetModel): EMAModel | null {
@@ -120,53 +168,64 @@ function averageOf(cn: ControlNetModel): EMAModel | null {
 
 /**
  * cell 4: train with a live dashboard. Idempotent: a finished `until` does nothing; a larger `until` continues; other
- * changed options start a new trainer (which resumes from the latest checkpoint in outputDir, as after a restart).
+ * changed options start a new trainer (which resumes from the latest checkpoint of this model's run, as after a
+ * restart). The run belongs to the ControlNet object: the same object continues; another ControlNet is another run,
+ * in its own folder when `outputDir` holds someone else's (runs.ts) — one line says where.
  * An interrupt stops at the next step boundary and writes a checkpoint.
  */
-export async function train(o: TrainCellOptions): Promise<TrainResult> {
+export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
   const { until, ...rest } = o;
-  const outputDir = path.resolve(o.outputDir ?? "outputs/controlnet");
+  if (isDisposed(o.controlnet)) {
+    throw new Error("train: this ControlNet's weights were freed when the controlnet() cell was re-run with other arguments; " +
+      "pass the model that cell returns now (its previous training is in its run folder's checkpoints).");
+  }
+  const asked = path.resolve(o.outputDir ?? "outputs/controlnet");
   if (o.processes && o.processes > 1) {
     if (o.validation) console.log("train: with processes, validation runs in its own cell (validate()) after training");
-    if (session) await session.trainer.close(); // the next in-process train() resumes from the processes' checkpoint
-    session = null;
-    return trainInProcesses({
-      ...o, processes: o.processes, outputDir, batchSize: o.batchSize ?? 4, learningRate: o.learningRate ?? 1e-5,
+    await closeSession(); // the next in-process train() resumes from the processes' checkpoint
+    const r = await trainInProcesses({
+      ...o, processes: o.processes, outputDir: asked, batchSize: o.batchSize ?? 4, learningRate: o.learningRate ?? 1e-5,
       gradientAccumulationSteps: o.gradientAccumulationSteps ?? 1, maxTrainSteps: o.maxTrainSteps ?? Math.max(until, 1_000_000),
       lrScheduler: o.lrScheduler ?? "constant", lrWarmupSteps: o.lrWarmupSteps ?? 0, seed: o.seed ?? 0,
     });
+    return { ...r, outputDir: asked };
   }
-  const key = JSON.stringify({ ...rest, base: o.base.dir, controlnet: o.controlnet.numParameters(), dataset: o.dataset.description, base_: undefined });
+  const key = JSON.stringify({ ...rest, base: o.base.dir, controlnet: undefined, dataset: o.dataset.description, outputDir: asked });
   if (o.validation) await checkValidationImages(o.validation.images);
-  if (!session || session.key !== key) {
+  if (!session || session.controlnet !== o.controlnet || session.key !== key) {
     if (session) {
-      console.log("train: options changed — starting a new trainer (resuming from the latest checkpoint on disk, if any).");
-      await session.trainer.close();
-      session = null; // a refused new trainer must not leave the closed one in place
+      console.log(session.controlnet === o.controlnet
+        ? "train: options changed — starting a new trainer for this ControlNet (resuming from its latest checkpoint)."
+        : `train: another ControlNet (${identityOf(o.controlnet).label}) — closing the trainer of ${identityOf(session.controlnet).label}.`);
+      await closeSession();
     }
+    const run = chooseRunDir(o.controlnet, asked);
+    if (run.note) console.log(run.note);
     const trainer = new ControlNetTrainer({
       unet: o.base.unet, controlnet: o.controlnet, vae: o.base.vae, textEncoder: o.base.textEncoder,
       noiseScheduler: o.base.noiseScheduler, tokenize: (t) => o.base.tokenizer.tokenize(t),
     }, o.dataset, {
-      output_dir: outputDir, resolution: o.dataset.resolution, train_batch_size: o.batchSize ?? 4,
+      output_dir: run.dir, resolution: o.dataset.resolution, train_batch_size: o.batchSize ?? 4,
       learning_rate: o.learningRate ?? 1e-5, gradient_accumulation_steps: o.gradientAccumulationSteps ?? 1,
       gradient_checkpointing: o.gradientCheckpointing, use_8bit_adam: o.use8bitAdam, offload_optimizer_state: o.offloadOptimizerState,
       attention_chunk_size: o.attentionChunkSize, max_train_steps: o.maxTrainSteps ?? Math.max(until, 1_000_000),
       lr_scheduler: o.lrScheduler ?? "constant", lr_warmup_steps: o.lrWarmupSteps ?? 0, seed: o.seed ?? 0,
       checkpointing_steps: o.checkpointing?.every ?? 500, checkpoints_total_limit: o.checkpointing?.totalLimit ?? null,
+      // the folder is this model's run (chooseRunDir), so its latest checkpoint is this model's
       resume_from_checkpoint: "latest", use_ema: o.useEma, ema_decay: o.emaDecay,
     });
-    session = { key, trainer, controlnet: o.controlnet, dashboard: null };
+    session = { key, trainer, controlnet: o.controlnet, savedStep: trainer.globalStep, dashboard: null };
   }
+  const outputDir = session.trainer.opts.output_dir;
   const { trainer } = session;
   if (trainer.globalStep >= until) {
     console.log(`train: already at step ${trainer.globalStep} (until ${until}) — nothing to do. Raise \`until\` to continue.`);
-    return { globalStep: trainer.globalStep, maxSteps: trainer.maxSteps, stopped: "until", lastLoss: null };
+    return { globalStep: trainer.globalStep, maxSteps: trainer.maxSteps, stopped: "until", lastLoss: null, outputDir };
   }
-  const history = readJsonl(path.join(outputDir, "logs", "train_log.jsonl"))
-    .filter((r) => typeof r.step === "number" && (r.step as number) <= trainer.globalStep)
-    .map((r) => ({ step: r.step as number, loss: r.loss as number, lr: r.lr as number }));
-  const dashboard = new TrainingDashboard({ total: until, initialStep: trainer.globalStep, history, description: "train" }).show();
+  const dashboard = new TrainingDashboard({
+    total: until, initialStep: trainer.globalStep, history: loggedHistory(outputDir, trainer.globalStep), description: "train",
+    predictedPeakBytes: predictedPeak(o),
+  }).show();
   session.dashboard = dashboard;
   let rate = 0;
   let result: TrainResult;
@@ -177,10 +236,16 @@ export async function train(o: TrainCellOptions): Promise<TrainResult> {
         rate = rate ? 0.8 * rate + 0.2 / r.seconds : 1 / r.seconds;
         dashboard.onStep({ step: r.step, total: until, loss: r.loss, lr: r.lr, itPerSec: rate, memory: memoryInfo() });
       },
+      onCheckpoint: (_dir, step) => { if (session?.trainer === trainer) session.savedStep = step; },
       validationSteps: o.validation?.every,
       onValidation: async (step) => {
-        const v = await validate({ base: o.base, controlnet: o.controlnet, ...o.validation!, step, outputDir, resolution: o.dataset.resolution });
-        dashboard.onValidation({ step, images: v.pairs.map((p) => p.samples), prompts: v.pairs.map((p) => p.prompt) });
+        const v = await validate({ base: o.base, controlnet: o.controlnet, ...o.validation!, step, outputDir, resolution: o.dataset.resolution, show: false });
+        // each row: its conditioning image, its samples, its prompt under them
+        dashboard.onValidation({
+          step, images: v.pairs.map((p) => p.samples), prompts: v.pairs.map((p) => p.prompt),
+          conditioning: await Promise.all(v.pairs.map((p) => conditioningPng(p.image, o.dataset.resolution))),
+          ...(v.fidelity ? { fidelity: v.fidelity.iou } : {}),
+        });
       },
     });
   } catch (e) {
@@ -191,32 +256,105 @@ export async function train(o: TrainCellOptions): Promise<TrainResult> {
   }
   if (result.stopped === "interrupted") {
     const dir = await trainer.checkpoint();
+    if (session?.trainer === trainer) session.savedStep = trainer.globalStep;
     console.log(`train: interrupted at step ${result.globalStep}; checkpoint written to ${dir}. Run the cell again to continue.`);
     dashboard.finish("stopped");
   } else dashboard.finish("done");
-  return result;
+  return { ...result, outputDir };
 }
 
-/** cell 5a: validation images from the ControlNet being trained (UniPC; steps default 20 as the script). */
+/**
+ * The logged steps up to `step`, one point per step. After a resume from an earlier checkpoint the log holds the
+ * steps past it twice (trained, thrown away, trained again); the later record is the one that counts.
+ */
+function loggedHistory(outputDir: string, step: number): { step: number; loss: number; lr: number }[] {
+  const byStep = new Map<number, { step: number; loss: number; lr: number }>();
+  for (const r of readJsonl(path.join(outputDir, "logs", "train_log.jsonl"))) {
+    if (typeof r.step === "number" && r.step <= step) byStep.set(r.step, { step: r.step, loss: r.loss as number, lr: r.lr as number });
+  }
+  return [...byStep.values()].sort((a, b) => a.step - b.step);
+}
+
+/** The planner's predicted peak for this run's options (what the memory meter shows beside the measured peak). */
+function predictedPeak(o: TrainCellOptions): number | null {
+  try {
+    const wasmHeap = engineInfo()?.backend === "wasm";
+    const estimate = planEstimate({
+      unet: o.base.unet.config as unknown as Record<string, unknown>,
+      controlnet: { conditioning_embedding_out_channels: o.controlnet.config.conditioning_embedding_out_channels },
+      vae: o.base.vae.config as unknown as Record<string, unknown>,
+      textEncoder: o.base.textEncoder.config as unknown as Record<string, unknown>,
+      resolution: o.dataset.resolution, batchSize: o.batchSize ?? 4,
+      options: {
+        gradientCheckpointing: o.gradientCheckpointing ?? false, use8bitAdam: o.use8bitAdam ?? false,
+        attentionChunkSize: o.attentionChunkSize ?? 0, offloadOptimizerState: o.offloadOptimizerState ?? false, setGradsToNone: true,
+      },
+    });
+    return plannedDeviceBytes(estimate, wasmHeap);
+  } catch (e) {
+    console.log(`train: no predicted memory peak (${(e as Error).message})`);
+    return null;
+  }
+}
+
+/** cell 5a: validation images from the ControlNet (UniPC; steps default 20 as the script). Fill50k-style pairs
+ *  (outline + "<colour> circle with <colour> background") are scored for control fidelity, shown in the title. */
 export async function validate(o: { base: BaseModel; controlnet: ControlNetModel; images: string[]; prompts: string[];
-  steps?: number; numImages?: number; seed?: number; step?: number; outputDir?: string; resolution?: number }): Promise<WithDisplay<ValidationResult>> {
+  steps?: number; numImages?: number; seed?: number; step?: number; outputDir?: string; resolution?: number;
+  /** The grid's title (default "validation at step N"). */
+  title?: string; show?: boolean } & SamplingOptions): Promise<WithDisplay<ValidationResult>> {
+  // the step of this ControlNet's training, when this session trains it (not 0 for a model trained 800 steps)
+  const step = o.step ?? (session?.controlnet === o.controlnet ? session.trainer.globalStep : 0);
   const run = () => runValidation(o.base, o.controlnet, {
     resolution: o.resolution ?? baseResolution(o.base),
     images: o.images, prompts: o.prompts, steps: o.steps ?? 20, numImages: o.numImages ?? 1, seed: o.seed ?? 0,
-    step: o.step ?? 0, dir: path.join(path.resolve(o.outputDir ?? "outputs/controlnet"), "validation"), signal: abortSignal() ?? undefined,
+    step, dir: path.join(path.resolve(o.outputDir ?? runDirOf(o.controlnet) ?? "outputs/controlnet"), "validation"), signal: abortSignal() ?? undefined,
+    guidanceScale: o.guidanceScale, conditioningScale: o.conditioningScale, controlMode: o.controlMode,
   });
   // with useEma, sample with the average (as train_text_to_image.py validates with its EMA weights)
   const ema = averageOf(o.controlnet);
   const v = ema ? await ema.withAveraged(run) : await run();
-  const grid = new ImageGrid({ title: `validation (step ${v.step})`, rows: v.pairs.map((p) => ({ images: p.samples, caption: p.prompt })) });
+  if (o.show === false) return v;
+  const f = v.fidelity;
+  const score = f ? ` — control fidelity: IoU ${f.iou.toFixed(3)}, colour ${f.colorScore.toFixed(3)}, circles hit ${(100 * f.hitRate).toFixed(0)}% (${f.count} images)` : "";
+  const rows = await Promise.all(v.pairs.map(async (p) => ({
+    images: [await conditioningPng(p.image, o.resolution ?? baseResolution(o.base)), ...p.samples],
+    labels: ["conditioning", ...p.samples.map((_, k) => (p.samples.length > 1 ? `sample ${k + 1}` : "sample"))],
+    caption: p.prompt,
+  })));
+  const grid = new ImageGrid({ title: `${o.title ?? `validation at step ${v.step}`}${score}`, rows, thumbWidth: 96 });
   return withDisplay(v, () => grid.bundle());
+}
+
+/** A conditioning image as the pipeline saw it (resized and centre-cropped to the resolution), as PNG bytes. */
+async function conditioningPng(file: string, resolution: number | undefined): Promise<Uint8Array> {
+  const bytes = new Uint8Array(fs.readFileSync(file));
+  if (!resolution) return bytes;
+  const img = await resizeCenterCrop(bytes, resolution);
+  return new Uint8Array(await encodePng(img));
 }
 
 /** cell 5b: the seed's inference snippet. */
 export async function infer(o: { base: BaseModel; controlnet: ControlNetModel; image: string; prompt: string; steps?: number;
-  seed?: number; numImages?: number; outputDir?: string; resolution?: number }): Promise<WithDisplay<ValidationResult>> {
-  return validate({ base: o.base, controlnet: o.controlnet, images: [o.image], prompts: [o.prompt], steps: o.steps,
-    seed: o.seed, numImages: o.numImages, outputDir: o.outputDir ?? "outputs/inference", resolution: o.resolution });
+  seed?: number; numImages?: number; outputDir?: string; resolution?: number } & SamplingOptions): Promise<WithDisplay<ValidationResult>> {
+  return validate({ ...o, images: [o.image], prompts: [o.prompt], outputDir: o.outputDir ?? "outputs/inference", title: "inference" });
+}
+
+/**
+ * A held-out evaluation set: `count` fill50k-style outlines from their own seed (never in the training data), written
+ * as PNGs into `dir`, with their prompts — what validate() scores for control fidelity (the demo's held-out set).
+ */
+export async function heldOut(o: { count?: number; resolution: number; dir?: string; seed?: number }): Promise<{ images: string[]; prompts: string[] }> {
+  const dir = path.resolve(o.dir ?? "outputs/held-out");
+  fs.mkdirSync(dir, { recursive: true });
+  const set = heldOutSet(o.count ?? 32, o.resolution, o.seed);
+  const images: string[] = [];
+  for (const [i, s] of set.entries()) {
+    const file = path.join(dir, `outline-${i}.png`);
+    fs.writeFileSync(file, await encodePng(s.outline));
+    images.push(file);
+  }
+  return { images, prompts: set.map((s) => s.truth.prompt) };
 }
 
 /** The base's native image size: UNet sample_size × VAE factor (512 for SD1.5). */
@@ -239,8 +377,8 @@ export async function pushToHub(dir: string, o: { repo: string; hubUrl?: string 
   return (await uploadFolder(o.repo, dir, { hubUrl: o.hubUrl, ignorePatterns: ["checkpoint-*", "checkpoint-*/**", "logs/**"] })).url;
 }
 
-/** Frees the training session (tensors of the optimizer; models stay). */
+/** Frees the training session (tensors of the optimizer; models stay), after a checkpoint of any unsaved steps: the
+ *  next train() of the same model resumes where it was. */
 export async function resetTraining(): Promise<void> {
-  if (session) await session.trainer.close();
-  session = null;
+  await closeSession();
 }

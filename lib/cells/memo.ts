@@ -38,8 +38,8 @@ function identityOf(o: object): number {
 export interface MemoOptions {
   /** Where the one-line "cached"/"recomputing" note goes (default console.log). */
   log?: (line: string) => void;
-  /** Called with the previous value when it is replaced (e.g. to dispose tensors). */
-  dispose?: (old: unknown) => void;
+  /** Called with the previous value when it is replaced (e.g. to dispose tensors); awaited. */
+  dispose?: (old: unknown) => unknown;
 }
 
 /** Runs `compute` unless the helper `name` already ran with the same `args`. */
@@ -53,7 +53,7 @@ export async function memo<T>(name: string, args: unknown, compute: () => Promis
   }
   if (prev) log(`${name}: arguments changed — recomputing.`);
   const value = await compute();
-  if (prev) opts.dispose?.(prev.value);
+  if (prev) await opts.dispose?.(prev.value);
   cache.set(name, { key, value });
   return value;
 }

@@ -56,7 +56,8 @@ export async function loadBaseModel(nameOrPath: string, opts: LoadBaseOptions = 
 }
 
 /** --controlnet_model_name_or_path, or a new ControlNet initialised from the base UNet (ControlNetModel.from_unet). */
-export async function loadOrCreateControlNet(base: BaseModel, pretrained?: string | null, opts: HubOptions & { seed?: number } = {}): Promise<ControlNetModel> {
+export async function loadOrCreateControlNet(base: BaseModel, pretrained?: string | null,
+  opts: HubOptions & { seed?: number; conditioningEmbeddingOutChannels?: number[] } = {}): Promise<ControlNetModel> {
   if (pretrained) {
     const dir = fs.existsSync(pretrained) ? pretrained : await resolveModel(pretrained, opts);
     const folder = fs.existsSync(path.join(dir, "config.json")) ? dir : path.join(dir, "controlnet");
@@ -68,5 +69,7 @@ export async function loadOrCreateControlNet(base: BaseModel, pretrained?: strin
   const stages = Math.log2(factor) + 1;
   const defaults = [16, 32, 96, 256];
   if (!Number.isInteger(stages) || stages > defaults.length) throw new Error(`unsupported VAE scale factor ${factor}`);
-  return ControlNetModel.fromUnet(base.unet, { seed: opts.seed ?? 1, conditioningEmbeddingOutChannels: defaults.slice(0, stages) });
+  const channels = opts.conditioningEmbeddingOutChannels ?? defaults.slice(0, stages);
+  if (channels.length !== stages) throw new Error(`conditioningEmbeddingOutChannels needs ${stages} entries for a ×${factor} VAE (got [${channels.join(", ")}])`);
+  return ControlNetModel.fromUnet(base.unet, { seed: opts.seed ?? 1, conditioningEmbeddingOutChannels: channels });
 }

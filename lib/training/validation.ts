@@ -6,6 +6,7 @@ import fs from "node:fs";
 import path from "node:path";
 import type { ControlNetModel } from "../models/index.js";
 import { StableDiffusionControlNetPipeline } from "../pipeline/pipeline.js";
+import type { ControlMode } from "../pipeline/guidance.js";
 import { loadScheduler, Generator } from "../schedulers/index.js";
 import { decodeRgb, resizeCenterCrop } from "../data/index.js";
 import { resizeRgb } from "../pipeline/image.js";
@@ -27,6 +28,11 @@ export interface ValidationOptions {
   step: number;
   /** Generate at this size (the control image is resized to it); default: the control image's own size. */
   resolution?: number;
+  /** Sampling: classifier-free guidance (pipeline default 7.5), the ControlNet's conditioning scale (default 1) and
+   *  control mode (default "balanced", diffusers'). The tiny base's demo samples at 1.5 / 2 / "controlnet". */
+  guidanceScale?: number;
+  conditioningScale?: number;
+  controlMode?: ControlMode;
   signal?: AbortSignal;
 }
 
@@ -90,6 +96,7 @@ export async function runValidation(base: BaseModel, controlnet: ControlNetModel
     const out = (o.numImages ?? 4) > 0
       ? await pipe.call({
         image: control, prompt, numInferenceSteps: o.steps ?? 20, height: o.resolution, width: o.resolution, numImagesPerPrompt: o.numImages ?? 4, generator, signal: o.signal,
+        guidanceScale: o.guidanceScale, controlnetConditioningScale: o.conditioningScale, controlMode: o.controlMode,
       })
       : { images: [] as Uint8Array[], rgb: [] as RawImage[] };
     const files = out.images.map((png, k) => {

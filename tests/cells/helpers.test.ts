@@ -78,5 +78,133 @@ test("issue 25 #4/#5: train() refuses learningRate -1 and an empty validation im
     assert.deepEqual(fs.readdirSync(out).filter((f) => f.startsWith("checkpoint-") || f === "logs"), [], "no step was taken");
   } finally {
     await cn.resetTraining();
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+});
+
+test("train() knows which ControlNet it trains: the same object continues, another model is its own run, a freed one is refused", async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cells-runs-"));
+  const lines: string[] = [];
+  const log = console.log;
+  console.log = (...a: unknown[]) => { lines.push(a.join(" ")); };
+  try {
+    const ds = await cn.dataset({ synthetic: { count: 8 }, resolution: 32 });
+    const base = await cn.baseModel(sd);
+    const opts = { base, dataset: ds, outputDir: out, batchSize: 2, learningRate: 1e-4, checkpointing: { every: 100 } };
+    const a = await cn.controlnet({ from: base, seed: 11 });
+    const ra = await cn.train({ ...opts, controlnet: a, until: 2 });
+    assert.equal(ra.globalStep, 2);
+    assert.equal(ra.outputDir, out);
+    assert.match(fs.readFileSync(path.join(out, "controlnet_run.json"), "utf8"), /seed=11/);
+
+    // a second ControlNet (the cell re-run with another seed): model a is freed after a checkpoint of its 2 steps
+    const b = await cn.controlnet({ from: base, seed: 12 });
+    assert.notEqual(b, a);
+    assert.ok(fs.existsSync(path.join(out, "checkpoint-2", "checkpoint.json")), "the replaced model's unsaved steps were checkpointed");
+    lines.length = 0;
+    const rb = await cn.train({ ...opts, controlnet: b, until: 1 });
+    assert.equal(rb.globalStep, 1, "the new model trains from step 0, not 'already at step 2'");
+    assert.equal(rb.outputDir, `${out}-2`, "its own run folder");
+    assert.ok(lines.some((l) => l.includes(`${out} holds the run of from_unet of`) && l.includes("seed 11 at step 2") && l.includes(`its own run in ${out}-2`)),
+      lines.join("\n"));
+    assert.ok(!lines.some((l) => /Resuming from checkpoint/.test(l)), "no other model's checkpoint is loaded");
+
+    // the freed model gets one clear line, not "parameter 'weight' has no value"
+    await assert.rejects(cn.train({ ...opts, controlnet: a, until: 3 }), /this ControlNet's weights were freed when the controlnet\(\) cell was re-run/);
+
+    // resetTraining keeps b's unsaved step (checkpoint) and the same object continues from it in its own folder
+    await cn.resetTraining();
+    assert.ok(fs.existsSync(path.join(`${out}-2`, "checkpoint-1", "checkpoint.json")));
+    lines.length = 0;
+    const rb2 = await cn.train({ ...opts, controlnet: b, until: 2 });
+    assert.equal(rb2.globalStep, 2);
+    assert.equal(rb2.outputDir, `${out}-2`);
+    assert.ok(lines.some((l) => l.includes(`Resuming from checkpoint ${out}-2/checkpoint-1`)), lines.join("\n"));
+
+    // as after a kernel restart: an equal model made again (seed 11) finds its own run and resumes it
+    cn.forget("controlnet");
+    await cn.resetTraining();
+    const a2 = await cn.controlnet({ from: base, seed: 11 });
+    lines.length = 0;
+    const ra2 = await cn.train({ ...opts, controlnet: a2, until: 3 });
+    assert.equal(ra2.outputDir, out);
+    assert.equal(ra2.globalStep, 3);
+    assert.ok(lines.some((l) => l.includes(`Resuming from checkpoint ${out}/checkpoint-2`)), lines.join("\n"));
+    // and b, made again, finds the folder it moved to
+    cn.forget("controlnet");
+    await cn.resetTraining();
+    const b2 = await cn.controlnet({ from: base, seed: 12 });
+    const rb3 = await cn.train({ ...opts, controlnet: b2, until: 2 });
+    assert.equal(rb3.outputDir, `${out}-2`);
+    assert.equal(rb3.globalStep, 2, "resumed at step 2 of its own run");
+  } finally {
+    console.log = log;
+    await cn.resetTraining();
+    fs.rmSync(out, { recursive: true, force: true });
+    fs.rmSync(`${out}-2`, { recursive: true, force: true });
+  }
+});
+
+test("dataset grid: one row per sample with its prompt; dashboard: the planner's predicted peak, a resumed step plotted once", async () => {
+  const { installFakeBridge } = await import("../widgets/fakes.js");
+  const fake = installFakeBridge();
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cells-dash-"));
+  try {
+    const ds = await cn.dataset({ synthetic: { count: 8, seed: 3 }, resolution: 32 });
+    const html = (ds as unknown as Record<symbol, () => Record<string, string>>)[Symbol.for("Jupyter.display")]!()["text/html"]!;
+    const captions = [...html.matchAll(/<figcaption[^>]*>([^<]*)<\/figcaption>/g)].map((m) => m[1]);
+    assert.equal(captions.length, 8, "a caption under each sample's own images");
+    const first = (await ds.preview(0)).text as string;
+    assert.equal(captions[0], first);
+    assert.match(html, new RegExp(`alt="conditioning: ${first}"`));
+
+    const base = await cn.baseModel(sd);
+    const controlnet = await cn.controlnet({ from: base, seed: 21 });
+    const opts = { base, controlnet, dataset: ds, outputDir: out, batchSize: 2, learningRate: 1e-4, checkpointing: { every: 2 } };
+    await cn.train({ ...opts, until: 3 });
+    await cn.resetTraining(); // writes checkpoint-3
+    fs.rmSync(path.join(out, "checkpoint-3"), { recursive: true });
+    await cn.train({ ...opts, until: 4 }); // resumes at 2: step 3 again (the log drops the old line: issue 25 #11)
+    const logged = fs.readFileSync(path.join(out, "logs", "train_log.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l).step);
+    assert.deepEqual(logged, [1, 2, 3, 4], "each step once in the log");
+    fake.calls.length = 0;
+    await cn.train({ ...opts, until: 5 });
+    const plots = fake.calls.map((c) => c.bundle["application/vnd.plotly.v1+json"] as { data: { name: string; x: number[] }[] } | undefined).filter((p) => p);
+    const raw = plots.at(-1)!.data.find((t) => t.name === "loss (raw)" || t.name === "loss")!;
+    assert.deepEqual(raw.x, [1, 2, 3, 4, 5], "each step once");
+    const meter = fake.calls.map((c) => String(c.bundle["text/plain"] ?? "")).filter((t) => t.startsWith("memory")).at(-1)!;
+    assert.match(meter, /peak \(predicted\) \d[\d.]* [KMG]iB/, meter);
+  } finally {
+    fake.uninstall();
+    await cn.resetTraining();
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+});
+
+test("heldOut + validate(): scored outlines, each prompt under its own conditioning and sample; infer is titled inference", async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cells-heldout-"));
+  try {
+    const base = await cn.baseModel(sd);
+    const controlnet = await cn.controlnet({ from: base, seed: 31 });
+    const held = await cn.heldOut({ count: 3, resolution: 32, dir: path.join(out, "held") });
+    assert.equal(held.images.length, 3);
+    assert.ok(held.images.every((f) => fs.existsSync(f)));
+    assert.match(held.prompts[0]!, /circle with .* background/);
+    const v = await cn.validate({ base, controlnet, ...held, steps: 2, guidanceScale: 1.5, conditioningScale: 2, controlMode: "controlnet", title: "before training", outputDir: out });
+    assert.equal(v.fidelity!.count, 3);
+    const html = (v as unknown as Record<symbol, () => Record<string, string>>)[Symbol.for("Jupyter.display")]!()["text/html"]!;
+    assert.match(html, /before training — control fidelity: IoU \d\.\d{3}/);
+    const figures = html.split("<figure").slice(1);
+    assert.equal(figures.length, 3);
+    figures.forEach((f, i) => {
+      assert.equal((f.match(/<img/g) ?? []).length, 2, "conditioning and sample");
+      assert.ok(f.includes(`<figcaption`) && f.includes(held.prompts[i]!), "its own prompt");
+    });
+    const inf = await cn.infer({ base, controlnet, image: cond, prompt: "red circle with blue background", steps: 2, outputDir: out });
+    const infHtml = (inf as unknown as Record<symbol, () => Record<string, string>>)[Symbol.for("Jupyter.display")]!()["text/html"]!;
+    assert.match(infHtml, />inference/);
+    assert.doesNotMatch(infHtml, /validation \(step 0\)/);
+  } finally {
+    fs.rmSync(out, { recursive: true, force: true });
   }
 });

@@ -62,6 +62,23 @@ describe("controlnet-ts kernel install", () => {
     }
   });
 
+  it("--sys-prefix outside a venv, or a prefix it cannot write, is one line, not a stack trace", () => {
+    const noEnv = cli(["kernel", "install", "--sys-prefix"], { VIRTUAL_ENV: "", CONDA_PREFIX: "" });
+    assert.equal(noEnv.status, 1, noEnv.stderr);
+    assert.equal(noEnv.stderr, "controlnet-ts kernel install: --sys-prefix needs an active virtualenv or conda env (VIRTUAL_ENV / CONDA_PREFIX); use --prefix <dir> instead; nothing was installed\n");
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "cnts-install-"));
+    try {
+      const file = path.join(tmp, "a-file");
+      fs.writeFileSync(file, "");
+      const bad = cli(["kernel", "install", "--prefix", file]);
+      assert.equal(bad.status, 1);
+      assert.match(bad.stderr, /^controlnet-ts kernel install: .*a-file.*; nothing was installed\n$/);
+      assert.doesNotMatch(bad.stderr, /\n\s+at /);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
   it("unknown commands, subcommands and flags fail with usage (through the bin)", () => {
     for (const args of [["nope"], ["kernel", "install", "--bogus"]]) {
       const r = cli(args);

@@ -13,8 +13,7 @@ import { Signer, type Message } from "../../kernel/wire.js";
 import { KernelClient, ofType, ROOT, streamText } from "./client.js";
 
 const FIXTURE = path.join(ROOT, "tests", "kernel", "fixtures", "selfpkg");
-// tslab only detects top-level await on simple expressions (`await (x as any).f()` is not recognised), so cells
-// reach the bridge through a variable.
+// Cells reach the bridge through a variable.
 const B = "kb";
 
 function sleep(ms: number): Promise<void> {
@@ -264,7 +263,8 @@ describe("kernel", () => {
     assert.equal(ir.header.msg_type, "interrupt_reply");
     assert.equal((await k.reply(id)).content.ename, "KeyboardInterrupt");
 
-    const hung = k.send("shell", "execute_request", { code: `await new Promise(() => {})` });
+    // a cell that asked for its abort signal (so might stop cooperatively) and then ignores it
+    const hung = k.send("shell", "execute_request", { code: `${B}.abortSignal(); await new Promise(() => {})` });
     await k.waitFor(() => k.iopubFor(hung).some((m) => m.header.msg_type === "execute_input"), 10000);
     await sleep(100);
     const t0 = Date.now();

@@ -9,7 +9,9 @@ KERNEL_NAME = os.environ.get("KERNEL_NAME", "controlnet-ts")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def test_tutorial_notebooks_run_end_to_end(tmp_path):
+def test_tutorial_notebooks_run_end_to_end(tmp_path, monkeypatch):
+    # the training budget of the tutorial: 4 steps check every cell; a person's run trains the default 800
+    monkeypatch.setenv("CONTROLNET_TS_TUTORIAL_STEPS", "4")
     notebooks = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))
     assert notebooks, "no tutorial notebooks found"
     for path in notebooks:
@@ -26,5 +28,12 @@ def test_tutorial_notebooks_run_end_to_end(tmp_path):
         assert all(c.outputs for c in code), f"{os.path.basename(path)}: a code cell has no output"
         displays = [o for o in outputs if o.output_type in ("display_data", "execute_result")]
         assert any("text/html" in o.get("data", {}) for o in displays), "no rich outputs recorded"
+        if os.path.basename(path) == "train_controlnet.ipynb":
+            text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+            # the fidelity before/after is reported, and the validation grids put each prompt under its own images
+            assert "control fidelity on 4 held-out outlines after 4 steps" in text, text[-2000:]
+            grids = [o["data"]["text/html"] for o in displays if "cnts-image-grid" in o.get("data", {}).get("text/html", "")]
+            assert any("before training" in g and g.count("<figcaption") == 4 for g in grids), "no per-row before grid"
+            assert not any("validation (step 0)" in g for g in grids)
         out = tmp_path / (os.path.basename(path) + ".executed.ipynb")
         nbformat.write(nb, str(out))

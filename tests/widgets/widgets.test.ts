@@ -5,7 +5,7 @@ import { ImageGrid, pngSize } from "../../widgets/image-grid.js";
 import { MemoryMeter } from "../../widgets/memory-meter.js";
 import { ProgressBar } from "../../widgets/progress-bar.js";
 import { LossPlot, PLOTLY_MIME, smooth, downsample } from "../../widgets/loss-plot.js";
-import { niceTicks } from "../../widgets/svg-chart.js";
+import { niceTicks, renderLineChart, tickLabels } from "../../widgets/svg-chart.js";
 import { escapeHtml, formatBytes, formatDuration, formatNumber } from "../../widgets/format.js";
 import type { MemorySnapshot } from "../../lib/engine/memory.js";
 import { FakeClock, checkXml, tinyPng } from "./fakes.js";
@@ -235,4 +235,32 @@ test("Table: aligned text with the highlighted row marked, escaped HTML", async 
   assert.equal((html.match(/background-color:#fff3c4/g) ?? []).length, 3, "the highlighted row's three cells");
   const kv = Table.fromRecord({ engine: "wasm", threads: 2 });
   assert.equal(kv.text(), "  engine   wasm\n  threads  2");
+});
+
+test("chart ticks: neighbouring labels differ, whole-number axes get no fractional ticks", () => {
+  // 1.05e-4 and 1.1e-4 both printed "1.1e-4" at 3 digits
+  const lr = niceTicks(1.0e-4, 1.2e-4, 4);
+  assert.ok(lr.includes(1.05e-4) && lr.includes(1.1e-4), JSON.stringify(lr));
+  const labels = tickLabels(lr);
+  assert.equal(new Set(labels).size, labels.length, labels.join(" "));
+  assert.ok(labels.includes("1.05e-4") && labels.includes("1.1e-4"), labels.join(" "));
+  assert.deepEqual(niceTicks(1, 3, 6, 1), [1, 2, 3]);
+  const plot = new LossPlot();
+  plot.add(1, { loss: 0.3 }).add(2, { loss: 0.2 }).add(3, { loss: 0.1 });
+  const svg = plot.svg();
+  const xLabels = [...svg.matchAll(/text-anchor="middle" fill="#444">([^<]+)</g)].map((m) => m[1]);
+  assert.deepEqual(xLabels, ["1", "2", "3"], "steps 1..3: no 1.5 or 2.5");
+  const yLabels = [...svg.matchAll(/text-anchor="end" dominant-baseline="middle" fill="#444">([^<]+)</g)].map((m) => m[1]!);
+  assert.equal(new Set(yLabels).size, yLabels.length, yLabels.join(" "));
+  const layout = plot.plotly().layout as { xaxis: { dtick?: number } };
+  assert.equal(layout.xaxis.dtick, 1);
+  // fractional x keeps fractional ticks
+  const frac = renderLineChart([{ title: "y", lines: [{ name: "a", x: [0, 0.5, 1], y: [1, 2, 3], color: "#000" }] }]);
+  assert.match(frac, /fill="#444">0\.[1-9]</, "fractional x keeps its fractional ticks");
+});
+
+test("ImageGrid: every image has alt text naming what it is and its caption", () => {
+  const grid = new ImageGrid({ rows: [{ images: [tinyPng(2, 2), tinyPng(2, 2)], labels: ["conditioning", "target"], caption: "red circle" }, { images: [tinyPng(2, 2)] }] });
+  const alts = [...grid.html().matchAll(/alt="([^"]*)"/g)].map((m) => m[1]);
+  assert.deepEqual(alts, ["conditioning: red circle", "target: red circle", "image"]);
 });

@@ -1,0 +1,130 @@
+/**
+ * What we do to a cell's text before tslab's converter sees it, and how positions come back to the user's text.
+ *
+ * 1. Shorthand properties `{ base }` become `{ base: base }`. tslab's converter rewrites a reference to an earlier
+ *    cell's variable into `exports.base`, which is not valid as a shorthand name, so the printer keeps `base` and the
+ *    cell threw ReferenceError after type-checking. The long form means the same (also in destructuring).
+ * 2. Every statement gets a leading line marker `/*@L<line>*\/`. The converter emits no source map, but TypeScript
+ *    keeps leading comments through both of its emits, so a runtime position in the compiled JavaScript maps back to
+ *    the cell line of the statement that contains it (see lineAt).
+ *
+ * Both only insert text, so a position in the rewritten text maps back by subtracting what was inserted before it.
+ */
+import type * as TS from "typescript";
+
+export interface Rewritten {
+  text: string;
+  /** Insertions in original offsets, ascending. */
+  inserts: { at: number; length: number }[];
+}
+
+const MARKER = /\/\*@L(\d+)\*\//g;
+
+export function rewriteCell(ts: typeof TS, code: string): Rewritten {
+  const sf = ts.createSourceFile("cell.ts", code, ts.ScriptTarget.Latest, true, ts.ScriptKind.TS);
+  const edits: { at: number; text: string }[] = [];
+  const lineOf = (pos: number) => sf.getLineAndCharacterOfPosition(pos).line + 1;
+  const visit = (node: TS.Node): void => {
+    if (ts.isShorthandPropertyAssignment(node)) edits.push({ at: node.name.end, text: `: ${node.name.text}` });
+    else if (isStatement(ts, node)) edits.push({ at: node.getStart(sf), text: `/*@L${lineOf(node.getStart(sf))}*/` });
+    ts.forEachChild(node, visit);
+  };
+  ts.forEachChild(sf, visit);
+  edits.sort((a, b) => a.at - b.at);
+  let text = "";
+  let last = 0;
+  for (const e of edits) {
+    text += code.slice(last, e.at) + e.text;
+    last = e.at;
+  }
+  text += code.slice(last);
+  return { text, inserts: edits.map((e) => ({ at: e.at, length: e.text.length })) };
+}
+
+function isStatement(ts: typeof TS, node: TS.Node): boolean {
+  const k = node.kind;
+  if (k === ts.SyntaxKind.Block || k === ts.SyntaxKind.EmptyStatement) return false;
+  return (k >= ts.SyntaxKind.FirstStatement && k <= ts.SyntaxKind.LastStatement) ||
+    k === ts.SyntaxKind.FunctionDeclaration || k === ts.SyntaxKind.ClassDeclaration;
+}
+
+/** An offset in the rewritten text → the offset in the user's text. */
+export function originalOffset(r: Rewritten, offset: number): number {
+  let shift = 0;
+  for (const ins of r.inserts) {
+    if (ins.at + shift + ins.length > offset) {
+      // inside an insertion: the position it was inserted at
+      if (ins.at + shift <= offset) return ins.at;
+      break;
+    }
+    shift += ins.length;
+  }
+  return offset - shift;
+}
+
+/** 0-based line and character → offset (and back) in `text`. */
+export function offsetOf(text: string, line: number, character: number): number {
+  let off = 0;
+  for (let l = 0; l < line; l++) {
+    const nl = text.indexOf("\n", off);
+    if (nl < 0) return text.length;
+    off = nl + 1;
+  }
+  return Math.min(off + character, text.length);
+}
+export function lineColOf(text: string, offset: number): { line: number; column: number } {
+  const before = text.slice(0, offset);
+  const line = before.split("\n").length - 1;
+  return { line, column: offset - (before.lastIndexOf("\n") + 1) };
+}
+
+/**
+ * The cell position of a runtime position (1-based line and column, as in stack frames) in the compiled JavaScript
+ * `js` of `cell`: the line of the last statement marker before it; the column where the token found there appears in
+ * that line (tslab writes earlier cells' variables as `exports.x`), else the line's first character.
+ */
+export function cellPosition(js: string, cell: string, line: number, column: number): { line: number; column: number } | null {
+  const off = offsetOf(js, line - 1, column - 1);
+  let found: RegExpExecArray | null = null;
+  MARKER.lastIndex = 0;
+  for (let m = MARKER.exec(js); m && m.index <= off; m = MARKER.exec(js)) found = m;
+  if (!found) return null;
+  const cellLine = Number(found[1]);
+  const src = cell.split("\n")[cellLine - 1] ?? "";
+  const token = /^[\w$]+(?:\.[\w$]+)*/.exec(js.slice(off).replace(/^exports\./, ""))?.[0];
+  let col = token ? src.search(new RegExp(`(?<![\\w$])${token.replace(/[.$]/g, "\\$&")}(?![\\w$])`)) : -1;
+  if (col < 0) col = src.search(/\S|$/);
+  return { line: cellLine, column: col + 1 };
+}
+
+/**
+ * A short excerpt of the cell around a 1-based line (the line before it and the line), with a caret under the
+ * column (and a run of carets for a span), as IPython and Deno show them.
+ */
+export function excerpt(cell: string, line: number, column: number, length = 1): string[] {
+  const lines = cell.split("\n");
+  const width = String(Math.min(lines.length, line)).length;
+  const out: string[] = [];
+  for (let l = Math.max(1, line - 1); l <= Math.min(lines.length, line); l++) {
+    out.push(`${l === line ? ">" : " "} ${String(l).padStart(width)} | ${lines[l - 1]}`);
+  }
+  out.push(`  ${" ".repeat(width)} | ${" ".repeat(Math.max(0, column - 1))}${"^".repeat(Math.max(1, length))}`);
+  return out;
+}
+
+/**
+ * Jupyter's is_complete: "incomplete" when the parser stops at the end of the text wanting more (an open bracket,
+ * an unterminated template literal), "invalid" when it fails before the end, else "complete".
+ */
+export function checkComplete(ts: typeof TS, code: string): { status: "complete" | "incomplete" | "invalid" } {
+  if (/(^|\n)\s*\n\s*$/.test(code)) return { status: "complete" }; // two blank lines: the user wants it run
+  const sf = ts.createSourceFile("cell.ts", code, ts.ScriptTarget.Latest, false, ts.ScriptKind.TS);
+  const diags = (sf as unknown as { parseDiagnostics?: TS.DiagnosticWithLocation[] }).parseDiagnostics ?? [];
+  if (!diags.length) return { status: "complete" };
+  const end = code.trimEnd().length;
+  const atEnd = diags.some((d) => {
+    const msg = typeof d.messageText === "string" ? d.messageText : d.messageText.messageText;
+    return (d.start >= end && / expected\.$/.test(msg)) || /^Unterminated template literal|^'\*\/' expected/.test(msg);
+  });
+  return { status: atEnd ? "incomplete" : "invalid" };
+}

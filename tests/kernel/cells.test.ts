@@ -1,0 +1,155 @@
+/**
+ * The notebook as a user lives in it (issue 23), over the wire: errors at the cell's line with an excerpt, `{ x }`
+ * shorthand of earlier cells' variables, top-level await in any expression, display()/html/md/_, interrupts of a
+ * plain await and of a synchronous loop that keep the cell's declarations, unhandled rejections before idle,
+ * is_complete "invalid", inspect inside a call.
+ */
+import assert from "node:assert/strict";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import type { Message } from "../../kernel/wire.js";
+import { KernelClient, ofType, ROOT, streamText } from "./client.js";
+
+const FIXTURE = path.join(ROOT, "tests", "kernel", "fixtures", "selfpkg");
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+function errorOf(iopub: Message[]): Record<string, any> {
+  const errs = ofType(iopub, "error");
+  assert.equal(errs.length, 1, `expected one error, got ${JSON.stringify(iopub.map((m) => m.header.msg_type))}`);
+  return errs[0]!;
+}
+function resultText(iopub: Message[]): string | undefined {
+  return ofType(iopub, "execute_result")[0]?.data?.["text/plain"];
+}
+
+describe("cells as a user writes them", () => {
+  let k: KernelClient;
+  before(async () => {
+    k = await KernelClient.start({ env: { CONTROLNET_TS_PACKAGE_ROOT: FIXTURE, CONTROLNET_TS_INTERRUPT_GRACE_MS: "5000" } });
+  });
+  after(async () => {
+    await k?.close();
+  });
+
+  it("a runtime error in cell line 3 is reported at line 3 with an excerpt", async () => {
+    const r = await k.execute("const a = 1;\nconst b = { v: 2 };\nconst c = (b as any).missing.deeper;\n");
+    const e = errorOf(r.iopub);
+    assert.equal(e.ename, "TypeError");
+    const count = r.reply.content.execution_count;
+    const tb = (e.traceback as string[]).join("\n");
+    assert.match(tb, new RegExp(`at In\\[${count}\\], line 3, column \\d+`), tb);
+    assert.match(tb, /> 3 \| const c = \(b as any\)\.missing\.deeper;/, tb);
+    assert.match(tb, /\n\s+\| +\^/, "a caret under the line");
+    assert.doesNotMatch(tb, /evalmachine|node:vm/, tb);
+    // a function from an earlier cell throwing asynchronously: both cells' frames, at their lines
+    await k.execute("async function load(n: number) {\n  await null;\n  if (n > 1) throw new RangeError(`n=${n}`);\n  return n;\n}");
+    const r2 = await k.execute("const one = await load(1);\nconst two = await load(2);");
+    const tb2 = (errorOf(r2.iopub).traceback as string[]).join("\n");
+    assert.match(tb2, /at load \(In\[\d+\], line 3, column \d+\)/, tb2);
+    assert.match(tb2, /> 3 \|   if \(n > 1\) throw new RangeError/, tb2);
+    assert.match(tb2, new RegExp(`In\\[${r2.reply.content.execution_count}\\], line 2, column 13`), tb2); // the `await` of the failing call
+    // the declarations of the failed cell stay: `one` was assigned before the error
+    assert.equal(resultText((await k.execute("one")).iopub), "1");
+  });
+
+  it("a type error in cell line 3 is reported at line 3 with the excerpt", async () => {
+    const r = await k.execute("let s1 = 'a';\nlet s2 = 'b';\nconst n: number = s1 + s2;");
+    const e = errorOf(r.iopub);
+    assert.equal(e.ename, "CompileError");
+    assert.match(e.evalue, /^3:7 - Type 'string' is not assignable to type 'number'/);
+    assert.match((e.traceback as string[]).join("\n"), /> 3 \| const n: number = s1 \+ s2;\n\s+\|       \^/);
+  });
+
+  it("`{ base }` shorthand of an earlier cell's variable, and `await (x as any).y`", async () => {
+    await k.execute("const base = { dir: 'tiny' };\nconst seed = 2;");
+    const r = await k.execute("const opts = { base, seed };\nopts");
+    assert.equal(r.reply.content.status, "ok", JSON.stringify(ofType(r.iopub, "error")));
+    assert.equal(resultText(r.iopub), "{ base: { dir: 'tiny' }, seed: 2 }");
+    const d = await k.execute("const { dir } = base;\ndir");
+    assert.equal(resultText(d.iopub), "'tiny'");
+    const w = await k.execute("const p = Promise.resolve({ y: 42 });\nawait (p as any).then((v: any) => v.y)");
+    assert.equal(w.reply.content.status, "ok", JSON.stringify(ofType(w.iopub, "error")));
+    assert.equal(resultText(w.iopub), "42");
+  });
+
+  it("display(), html``, md`` and `_` work without an import", async () => {
+    const r = await k.execute('display(html`<b>${1 + 1}</b>`);\nconsole.log("between");\ndisplay(md`# title`);\ndisplay({ "text/plain": "raw" }, { raw: true });\n6 * 7');
+    assert.equal(r.reply.content.status, "ok", JSON.stringify(ofType(r.iopub, "error")));
+    const types = r.iopub.map((m) => m.header.msg_type).filter((t) => t !== "status" && t !== "execute_input");
+    assert.deepEqual(types, ["display_data", "stream", "display_data", "display_data", "execute_result"], "in the order the cell ran");
+    const shown = ofType(r.iopub, "display_data").map((c) => c.data);
+    assert.equal(shown[0]!["text/html"], "<b>2</b>");
+    assert.equal(shown[1]!["text/markdown"], "# title");
+    assert.deepEqual(shown[2], { "text/plain": "raw" });
+    assert.equal(resultText((await k.execute("_ + 1")).iopub), "43");
+    const plain = await k.execute("display([1, 2])");
+    assert.equal(ofType(plain.iopub, "display_data")[0]!.data["text/plain"], "[ 1, 2 ]");
+  });
+
+  it("interrupt during a plain await returns within 1 s and keeps the cell's declarations", async () => {
+    const id = k.send("shell", "execute_request", { code: "let before = 7;\nawait new Promise((r) => setTimeout(r, 60000));\nlet afterwards = 1;" });
+    await k.waitFor(() => k.iopubFor(id).some((m) => m.header.msg_type === "execute_input"), 10000);
+    await sleep(300);
+    const t0 = Date.now();
+    k.proc.kill("SIGINT");
+    const r = await k.reply(id, 10000);
+    const took = Date.now() - t0;
+    assert.equal(r.content.ename, "KeyboardInterrupt");
+    assert.ok(took < 1000, `interrupted after ${took} ms`);
+    assert.equal(resultText((await k.execute("before")).iopub), "7");
+    // the same over interrupt_request
+    const id2 = k.send("shell", "execute_request", { code: "await new Promise((r) => setTimeout(r, 60000));" });
+    await k.waitFor(() => k.iopubFor(id2).some((m) => m.header.msg_type === "execute_input"), 10000);
+    await sleep(200);
+    const t1 = Date.now();
+    k.send("control", "interrupt_request", {});
+    assert.equal((await k.reply(id2, 10000)).content.ename, "KeyboardInterrupt");
+    assert.ok(Date.now() - t1 < 1000, `interrupt_request after ${Date.now() - t1} ms`);
+  });
+
+  it("a synchronously interrupted cell keeps its declarations", async () => {
+    const id = k.send("shell", "execute_request", { code: "let spun = 0;\nconst label = 'kept';\nwhile (true) { spun++; }" });
+    await k.waitFor(() => k.iopubFor(id).some((m) => m.header.msg_type === "execute_input"), 10000);
+    await sleep(300);
+    const t0 = Date.now();
+    k.proc.kill("SIGINT");
+    assert.equal((await k.reply(id, 10000)).content.ename, "KeyboardInterrupt");
+    assert.ok(Date.now() - t0 < 1000);
+    assert.equal(resultText((await k.execute("label")).iopub), "'kept'");
+    assert.ok(Number(resultText((await k.execute("spun")).iopub)) > 0);
+  });
+
+  it("an unhandled rejection of a finished cell is reported before its idle", async () => {
+    const r = await k.execute("Promise.reject(new Error('nobody caught me'));\n1");
+    assert.equal(resultText(r.iopub), "1");
+    assert.match(streamText(r.iopub, "stderr"), /Unhandled promise rejection: Error: nobody caught me/);
+  });
+
+  it("%time on the first line prints the cell's wall time; line numbers stay", async () => {
+    const r = await k.execute("%time\nawait new Promise((r) => setTimeout(r, 120));\n(null as any).boom");
+    const wall = /^Wall time: ([\d.]+) (ms|s)\n$/.exec(streamText(r.iopub, "stdout"));
+    assert.ok(wall, streamText(r.iopub, "stdout"));
+    assert.ok(Number(wall[1]) * (wall[2] === "s" ? 1000 : 1) >= 120, `the 120 ms wait is in it: ${wall[0]}`);
+    assert.match((errorOf(r.iopub).traceback as string[]).join("\n"), /line 3, column/, "errors still at the cell's own lines");
+    const ok = await k.execute("%%time\n6 * 7");
+    assert.equal(resultText(ok.iopub), "42");
+    assert.match(streamText(ok.iopub, "stdout"), /^Wall time: /);
+  });
+
+  it("is_complete says invalid and incomplete where it should; inspect works just after `(`", async () => {
+    const check = async (code: string) => ((await k.reply(k.send("shell", "is_complete_request", { code }))).content as Record<string, any>).status;
+    assert.equal(await check("}}"), "invalid");
+    assert.equal(await check("const t = `unterminated ${1}"), "incomplete");
+    assert.equal(await check("foo("), "incomplete");
+    assert.equal(await check("const t = `done`"), "complete");
+    const code = "Math.max(";
+    const i = (await k.reply(k.send("shell", "inspect_request", { code, cursor_pos: code.length, detail_level: 0 }))).content as Record<string, any>;
+    assert.equal(i.found, true);
+    assert.match(i.data["text/plain"], /Math\.max\(\.\.\.values: number\[\]\): number/);
+    const code2 = "Math.max(1, ";
+    const i2 = (await k.reply(k.send("shell", "inspect_request", { code: code2, cursor_pos: code2.length, detail_level: 0 }))).content as Record<string, any>;
+    assert.match(i2.data["text/plain"], /Math\.max/);
+  });
+});
