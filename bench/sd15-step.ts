@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- sd15-step [--resolution R] [--chunk C] [--steps N] [--no-torch]`
+ * `npm run bench -- sd15-step [--resolution R] [--chunk C] [--steps N] [--no-torch] [--side ours|diffusers]`
  *
  * One training step of the SD1.5-config ControlNet (random weights, exact SD1.5 shapes: UNet 859,520,964 and
  * ControlNet 361,279,120 parameters), batch 1, on the running engine.
@@ -8,9 +8,10 @@
  * checkpointing on both models and fp32 AdamW (diffusers' `--gradient_checkpointing`), through createTrainingStep.
  * N steps (default 2: the first creates the optimizer state); the last one is timed and its peak of live tensors
  * compared with the planner's device total, the process' peak RSS with the planner's tensors + the RSS the process
- * had before building anything. Then, only after ours has freed everything, the same step in diffusers on PyTorch
- * CPU (tests/reference/bench_sd15_step.py, same thread count), never both at once (~16 + ~11 GB). Each side first
- * checks MemAvailable and says so instead of starting when memory is short.
+ * had before building anything. The same steps in diffusers on PyTorch CPU (tests/reference/bench_sd15_step.py,
+ * same thread count) run first, in their own process, which has exited (returning its memory) before ours builds
+ * anything: never both at once (~11 + ~16 GB). Each side first checks MemAvailable and says so instead of starting
+ * when memory is short.
  *
  * wasm: inside the 4 GiB wasm heap: the frozen UNet's resnet/transformer weights live
  * in host memory and are streamed into the heap block by block (lib/planner/offload.ts), gradient checkpointing on
@@ -83,8 +84,17 @@ async function runNative(args: string[], info: EngineInfo): Promise<object> {
     `options: gradient checkpointing (both models), fp32 AdamW; planner (${predicted.profile}): tensors ${GB(predicted.device.total)} ` +
     `(${predicted.breakdown.slice(0, -2).join(", ")}), + process before building ${GB(rssBase)} = ${GB(predictedRss)} host; ` +
     `budget ${GB(budget)} (memoryBudget), cheapest tier that fits 90 %: ${cheapest?.name ?? "none"}`);
+  let theirs: TheirStep | { error: string } = { error: "skipped (--no-torch)" };
+  const side = args.includes("--side") ? args[args.indexOf("--side") + 1] : "both";
+  if (!args.includes("--no-torch") && side !== "ours") {
+    // theirs first, in its own process, which returns all its memory when it exits (ours, once built, keeps what it
+    // freed in the allocator until it exits); our engine has run no op yet, so its thread pool is idle
+    theirs = memoryFor("diffusers", 12e9) ? runReference(resolution, info.threads, steps) : { error: "not started: memory short" };
+    if ("error" in theirs) log(`diffusers: ${theirs.error}`);
+    else log(`diffusers ${theirs.diffusers} / torch ${theirs.torch}, ${theirs.threads} thread(s): steps ${theirs.seconds.map((x) => x.toFixed(1)).join(", ")} s, peak RSS ${GB(theirs.rss_peak_bytes)} (load ${os.loadavg()[0]!.toFixed(1)})`);
+  }
   let ours: Record<string, unknown> | null = null;
-  if (memoryFor("ours", 1.15 * predictedRss - rssBase)) {
+  if (side !== "diffusers" && memoryFor("ours", 1.15 * predictedRss - rssBase)) {
     const live0 = memoryInfo().liveBytes;
     const t0 = performance.now();
     const runner = createTrainingStep(cfg);
@@ -106,13 +116,6 @@ async function runNative(args: string[], info: EngineInfo): Promise<object> {
       live_over_planner: +(livePeak / predicted.device.total).toFixed(3), rss_over_planner: +(rssPeak / predictedRss).toFixed(3),
     };
   }
-  let theirs: TheirStep | { error: string } = { error: "skipped (--no-torch)" };
-  if (!args.includes("--no-torch")) {
-    // ours has freed its tensors; its thread pool is idle while theirs runs
-    theirs = memoryFor("diffusers", 12e9) ? runReference(resolution, info.threads, steps) : { error: "not started: memory short" };
-    if ("error" in theirs) log(`diffusers: ${theirs.error}`);
-    else log(`diffusers ${theirs.diffusers} / torch ${theirs.torch}, ${theirs.threads} thread(s): steps ${theirs.seconds.map((x) => x.toFixed(1)).join(", ")} s, peak RSS ${GB(theirs.rss_peak_bytes)} (load ${os.loadavg()[0]!.toFixed(1)})`);
-  }
   const theirStep = "error" in theirs ? null : theirs.seconds.at(-1)!;
   const out = {
     bench: "sd15-step", resolution, latent: resolution / 8, batch: 1, steps, options,
@@ -120,7 +123,7 @@ async function runNative(args: string[], info: EngineInfo): Promise<object> {
     planner: { profile: predicted.profile, device_total: predicted.device.total, host_total: predicted.host.total, predicted_rss: predictedRss, breakdown: predicted.breakdown, budget, cheapest_fitting_tier: cheapest?.name ?? null },
     ours, theirs,
     ratio_step_time: ours && theirStep ? +((ours.step_s as number) / theirStep).toFixed(2) : null,
-    phases: "ours alone, then diffusers alone (started after ours freed its memory)",
+    phases: "diffusers alone (its process exits), then ours alone",
     load_average: os.loadavg().map((x) => +x.toFixed(1)),
   };
   if (ours) log(`ours ${ours.step_s} s/step${theirStep ? ` vs diffusers ${theirStep.toFixed(1)} s (ours/theirs ${out.ratio_step_time})` : ""}; peak live ${GB(ours.peak_live_bytes as number)} vs planner ${GB(predicted.device.total)} (${ours.live_over_planner}); peak RSS ${GB(ours.rss_peak_bytes as number)} vs planner ${GB(predictedRss)} (${ours.rss_over_planner})`);
