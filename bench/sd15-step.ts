@@ -98,14 +98,16 @@ async function runNative(args: string[], info: EngineInfo): Promise<object> {
     const live0 = memoryInfo().liveBytes;
     const t0 = performance.now();
     const runner = createTrainingStep(cfg);
-    log(`built in ${((performance.now() - t0) / 1000).toFixed(1)} s: UNet ${runner.unet.numParameters().toLocaleString()}, ControlNet ${runner.controlnet.numParameters().toLocaleString()} parameters; RSS ${GB(process.memoryUsage().rss)}`);
+    log(`built in ${((performance.now() - t0) / 1000).toFixed(1)} s: UNet ${runner.unet.numParameters().toLocaleString()}, ControlNet ${runner.controlnet.numParameters().toLocaleString()} parameters; RSS ${GB(process.memoryUsage().rss)}, JS array buffers ${GB(process.memoryUsage().arrayBuffers)}`);
     const seconds: number[] = [];
     let last = null as Awaited<ReturnType<typeof measurePeak<number>>> | null;
     for (let i = 0; i < steps; i++) {
       const s0 = performance.now();
       last = await measurePeak(() => runner.step());
       seconds.push((performance.now() - s0) / 1000);
-      log(`step ${i + 1}/${steps}: ${seconds.at(-1)!.toFixed(1)} s, loss ${last.result.toFixed(4)}, peak live ${GB(last.peakBytes - live0)}, RSS peak ${GB(procBytes("/proc/self/status", "VmHWM"))} (load ${os.loadavg()[0]!.toFixed(1)})`);
+      const mu = process.memoryUsage();
+      log(`step ${i + 1}/${steps}: ${seconds.at(-1)!.toFixed(1)} s, loss ${last.result.toFixed(4)}, peak live ${GB(last.peakBytes - live0)}, RSS peak ${GB(procBytes("/proc/self/status", "VmHWM"))} ` +
+        `(now: RSS ${GB(mu.rss)}, live ${GB(memoryInfo().liveBytes - live0)}, JS heap ${GB(mu.heapUsed)}, JS array buffers ${GB(mu.arrayBuffers)}; load ${os.loadavg()[0]!.toFixed(1)})`);
     }
     const livePeak = last!.peakBytes - live0;
     const rssPeak = procBytes("/proc/self/status", "VmHWM");
