@@ -4,13 +4,20 @@
  * summed block by block over the architecture (lib/planner/architecture.ts) with per-block counts of the tensors
  * each engine keeps for backward.
  *
- * Two engine profiles:
- *  - "tfjs" (ours): tfjs keeps every tensor a kernel saves until the *end* of backprop, and every activation
+ * Three engine profiles (estimateMemory picks ours from the running engine, engineProfile()):
+ *  - "tfjs" (ours on tfjs-wasm): tfjs keeps every tensor a kernel saves until the *end* of backprop, and every activation
  *    gradient too, so the peak is at the end of backward: saved activations + gradients of activations + parameter
  *    gradients. The per-block counts (in float32 elements per element of the block's input/output, plus one copy of
  *    the block's weights) were calibrated by measuring each block's saved bytes with measurePeak on bench-mid and
  *    tiny configs (lib/planner/measure.ts; least squares over 4 configs, residual < 3 % per block type), and the
  *    backward term by fitting peak − saved over the same runs.
+ *  - "tfjs-native" (ours on tfjs-node, engine "node"/"node-gpu"): the same tape, but tfjs saves each tensor a kernel
+ *    keeps for backward through engine.clone → the Identity kernel, and tfjs-backend-wasm's Identity *copies* the
+ *    buffer while tfjs-node's only adds a reference. So on wasm every saved input/output is a second buffer beside
+ *    the original (and a tensor saved by two kernels is three), on native they are one. The "tfjs" counts include
+ *    those copies; native keeps NATIVE_KEPT_SHARE of the activation terms (fitted on native as the tfjs counts were on
+ *    wasm, see the constant). The attention maps and the per-block weight terms are not scaled: fitted freely they
+ *    came out at 1.0 and 1.1 on native (whatever those terms hold besides tape copies, it is there on both engines).
  *  - "torch" (diffusers on CUDA, for reproducing the seed README's table): autograd frees saved tensors as backward
  *    proceeds, so the peak is at the start of backward. Counts come from what each torch op saves (GroupNorm, SiLU
  *    and conv save their inputs; attention keeps the softmax output; xformers keeps only the log-sum-exp), the
@@ -22,10 +29,25 @@ import {
 } from "../models/index.js";
 import { stepGeometry, condEmbeddingGeometry, type BlockShape, type UNetLikeConfig } from "./architecture.js";
 import type { PlannerOptions } from "./types.js";
+import { engineInfo } from "../engine/index.js";
 
 export type { PlannerOptions } from "./types.js";
 
-export type EngineProfile = "tfjs" | "torch";
+export type EngineProfile = "tfjs" | "tfjs-native" | "torch";
+
+/**
+ * Share of the "tfjs" profile's activation bytes (saved tensors, activation gradients, block transients; not the
+ * attention maps) that live at the peak on the native engine. Least squares over 8 step peaks measured on engine
+ * "node" with measureTrainingStep (tiny 32 px b2 / 64 px b1; bench-mid 128 px b1 / b2 / checkpointing + 8-bit Adam,
+ * 256 px b1 / chunked attention 256 / checkpointing): residuals −4.0 … +4.0 %. The rest were wasm's tape copies.
+ */
+export const NATIVE_KEPT_SHARE = 0.82;
+
+/** Our profile for the running engine: "tfjs-native" on tfjs-node (CPU or GPU), else "tfjs" (wasm, the default). */
+export function engineProfile(): EngineProfile {
+  const backend = engineInfo()?.backend;
+  return backend === "node" || backend === "node-gpu" ? "tfjs-native" : "tfjs";
+}
 
 export interface EstimateConfig {
   /** The UNet's config.json object. */
@@ -44,7 +66,7 @@ export interface EstimateConfig {
   /** Pixels per latent pixel (8 for SD: 2^(VAE stages − 1)); default from the VAE config, else 8. */
   vaeScaleFactor?: number;
   options?: Partial<PlannerOptions>;
-  /** Which engine's memory behaviour to model (default "tfjs"). */
+  /** Which engine's memory behaviour to model (default: the running engine's, engineProfile()). */
   profile?: EngineProfile;
 }
 
@@ -176,21 +198,25 @@ interface BlockCost {
   backward: number;
   /** What a checkpointed block keeps instead (its inputs). */
   inputs: number;
+  /** The part of `saved` that scales with the block's weights, not its activations (tfjs profiles). */
+  weights: number;
 }
 
 function blockCost(b: BlockShape, profile: EngineProfile, chunk: number): BlockCost {
+  // one block-weights' worth of bytes kept per block (calibrated on wasm; measured the same on native)
+  const weights = profile !== "torch" ? b.params : 0;
   const px = b.batch * b.h * b.w;
   const inE = px * b.cin;
   const outE = px * b.cout;
   if (b.kind === "resnet") {
-    const saved = profile === "tfjs" ? b.params + 15 * inE + 19 * outE + (b.cin !== b.cout ? 2 * outE : 0) : 3 * inE + 3 * outE;
-    return { saved, attention: 0, backward: 0, inputs: inE };
+    const saved = profile !== "torch" ? weights + 15 * inE + 19 * outE + (b.cin !== b.cout ? 2 * outE : 0) : 3 * inE + 3 * outE;
+    return { saved, attention: 0, backward: 0, inputs: inE, weights };
   }
   if (b.kind === "downsample") {
-    return { saved: profile === "tfjs" ? b.params + 1.41 * inE + 0.35 * (inE / 4) : inE, attention: 0, backward: 0, inputs: inE };
+    return { saved: profile !== "torch" ? weights + 1.41 * inE + 0.35 * (inE / 4) : inE, attention: 0, backward: 0, inputs: inE, weights };
   }
   if (b.kind === "upsample") {
-    return { saved: profile === "tfjs" ? b.params + 1.29 * inE + 5.18 * 4 * inE : 5 * inE, attention: 0, backward: 0, inputs: inE };
+    return { saved: profile !== "torch" ? weights + 1.29 * inE + 5.18 * 4 * inE : 5 * inE, attention: 0, backward: 0, inputs: inE, weights };
   }
   // transformer
   const n = b.h * b.w;
@@ -199,22 +225,24 @@ function blockCost(b: BlockShape, profile: EngineProfile, chunk: number): BlockC
   const layers = b.layers ?? 1;
   const ctxE = b.batch * m * b.cin;
   const chunked = chunk > 0 && n > chunk;
-  if (profile === "tfjs") {
+  if (profile !== "torch") {
     const act = layers * (152 * outE + 13 * ctxE);
     // full attention keeps scores and probabilities (×2) for self- and cross-attention; their gradients are as big.
     const scores = chunked ? 0 : layers * 2 * bh * (n * n + n * m);
     // chunked: one chunk's scores are recomputed at a time (scores, probabilities and their gradients).
     const chunkTransient = chunked ? 4 * bh * chunk * Math.max(n, m) : 0;
-    return { saved: b.params + act, attention: scores, backward: 0.93 * act + scores + chunkTransient, inputs: outE + b.batch * m * b.ctxDim! };
+    return { saved: weights + act, attention: scores, backward: 0.93 * act + scores + chunkTransient, inputs: outE + b.batch * m * b.ctxDim!, weights };
   }
   const act = layers * (31 * outE + 2 * ctxE);
   const probs = chunked ? layers * bh * n : layers * bh * (n * n + n * m);
-  return { saved: act, attention: probs, backward: chunked ? 0 : 2 * bh * n * n, inputs: outE + b.batch * m * b.ctxDim! };
+  return { saved: act, attention: probs, backward: chunked ? 0 : 2 * bh * n * n, inputs: outE + b.batch * m * b.ctxDim!, weights: 0 };
 }
 
 export function estimateMemory(c: EstimateConfig): MemoryEstimate {
   const o: PlannerOptions = { ...DEFAULT_OPTIONS, ...(c.options ?? {}) };
-  const profile = c.profile ?? "tfjs";
+  const profile = c.profile ?? engineProfile();
+  // our engines run tfjs' tape ("tfjs" on wasm, "tfjs-native" on tfjs-node); "torch" is autograd
+  const tape = profile !== "torch";
   const models = shapeOnlyModels(c);
   const params = parameterCounts(models);
   const unetCfg = c.unet as UNetLikeConfig;
@@ -237,28 +265,33 @@ export function estimateMemory(c: EstimateConfig): MemoryEstimate {
   let attention = 0;
   let maxBlock = 0;
   let backward = 0;
+  let weightTerms = 0;
   for (const b of geo.blocks) {
     const k = blockCost(b, profile, o.attentionChunkSize);
     // torch: diffusers only checkpoints modules in training mode, i.e. the ControlNet, never the frozen UNet.
     // ours also checkpoints the down/upsamplers (so frozen ones can be streamed from the host).
-    const ckpt = o.gradientCheckpointing && (profile === "tfjs" ? true : (b.kind === "resnet" || b.kind === "transformer") && b.model === "controlnet");
+    const ckpt = o.gradientCheckpointing && (tape ? true : (b.kind === "resnet" || b.kind === "transformer") && b.model === "controlnet");
     if (ckpt) {
       saved += k.inputs;
       // tfjs: the gradient reaching each checkpointed block's inputs also lives until the end of backprop.
-      if (profile === "tfjs") backward += k.inputs;
+      if (tape) backward += k.inputs;
       maxBlock = Math.max(maxBlock, k.saved + k.attention + k.backward);
     } else {
       saved += k.saved;
+      weightTerms += k.weights;
       attention += k.attention;
       backward += k.backward;
       if (profile === "torch") maxBlock = Math.max(maxBlock, k.backward);
     }
   }
-  const cond = profile === "tfjs" ? ce.params + 5 * ce.siluOut + 2 * ce.convOut + ce.input : 2 * ce.siluOut + ce.input + ce.convOut;
+  if (tape) weightTerms += ce.params;
+  const cond = tape ? ce.params + 5 * ce.siluOut + 2 * ce.convOut + ce.input : 2 * ce.siluOut + ce.input + ce.convOut;
   saved += cond + geo.concatElements + 2 * geo.skipElements;
-  if (profile === "tfjs") backward += 0.49 * cond;
+  if (tape) backward += 0.49 * cond;
   // tfjs holds every activation gradient to the end of backprop; torch needs only the largest block's backward.
-  const transient = profile === "tfjs" ? backward + maxBlock : maxBlock;
+  const transient = tape ? backward + maxBlock : maxBlock;
+  // native: no tape copies of activations (NATIVE_KEPT_SHARE); the weight terms stay
+  const activationElements = profile === "tfjs-native" ? weightTerms + (saved + transient - weightTerms) * NATIVE_KEPT_SHARE : saved + transient;
 
   // --- parameters, gradients, optimizer
   const frozen = params.unet + params.vae + params.textEncoder;
@@ -272,7 +305,7 @@ export function estimateMemory(c: EstimateConfig): MemoryEstimate {
   // DeepSpeed keeps its own flat fp16 gradient partition whatever zero_grad does.
   // tfjs with a host optimizer and checkpointing: checkpointed ControlNet blocks send their weight gradients to the
   // host as backward produces them (training/step.ts hostGrads); only the rest are on the device at the end.
-  const streamedGrads = profile === "tfjs" && o.gradientCheckpointing && (o.use8bitAdam || o.offloadOptimizerState)
+  const streamedGrads = tape && o.gradientCheckpointing && (o.use8bitAdam || o.offloadOptimizerState)
     ? geo.blocks.filter((b) => b.model === "controlnet").reduce((a, b) => a + b.params, 0)
     : 0;
   const gradients = profile === "torch" && o.setGradsToNone && !deepspeedFp16 ? 0 : (trainable - streamedGrads) * gradBytesPer;
@@ -285,7 +318,7 @@ export function estimateMemory(c: EstimateConfig): MemoryEstimate {
     const q = trainable * 2 + Math.ceil(trainable / 256) * 8;
     if (profile === "torch" && !o.offloadOptimizerState) optDevice = q;
     else optHost = q;
-  } else if (o.offloadOptimizerState) optHost = trainable * (deepspeedFp16 ? 12 : 8) + (profile === "tfjs" ? trainable * 4 : 0);
+  } else if (o.offloadOptimizerState) optHost = trainable * (deepspeedFp16 ? 12 : 8) + (tape ? trainable * 4 : 0);
   else optDevice = trainable * 8;
 
   // attention: score/probability matrices kept for backward (and, on tfjs, their gradients, inside `transient`).
@@ -293,7 +326,7 @@ export function estimateMemory(c: EstimateConfig): MemoryEstimate {
     parameters: frozenDevice + trainableDevice,
     gradients,
     optimizerStates: optDevice,
-    activations: (saved + transient) * actBytes,
+    activations: activationElements * actBytes,
     attention: attention * actBytes,
     workspace: (profile === "torch" ? CUDA_OVERHEAD_BYTES : 0) + deepspeedBuckets,
     total: 0,

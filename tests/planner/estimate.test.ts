@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { testEngine } from "../helpers.js";
-import { estimateMemory, planMemory, measureTrainingStep, SD15_UNET, SD15_VAE, SD15_TEXT_ENCODER, SEED_TIERS } from "../../lib/planner/index.js";
+import { estimateMemory, engineProfile, planMemory, measureTrainingStep, SD15_UNET, SD15_VAE, SD15_TEXT_ENCODER, SEED_TIERS } from "../../lib/planner/index.js";
 import { estimateMemory as cellEstimate } from "../../lib/cells/planner.js";
 
 const BENCH_MID_UNET = {
@@ -72,19 +72,20 @@ test("planMemory picks the cheapest option set that fits; the cell renders the t
 
 async function checkMeasured(name: string, c: Parameters<typeof measureTrainingStep>[0], est: Parameters<typeof estimateMemory>[0]) {
   const m = await measureTrainingStep(c);
-  const p = estimateMemory(est).device.total;
+  const e = estimateMemory(est);
+  const p = e.device.total;
   const ratio = p / m.stepPeakBytes;
-  console.log(`[planner] ${name}: predicted ${(p / 1e6).toFixed(1)} MB, measured ${(m.stepPeakBytes / 1e6).toFixed(1)} MB (ratio ${ratio.toFixed(3)})`);
+  console.log(`[planner] ${e.profile} ${name}: predicted ${(p / 1e6).toFixed(1)} MB, measured ${(m.stepPeakBytes / 1e6).toFixed(1)} MB (ratio ${ratio.toFixed(3)})`);
   assert.ok(Math.abs(ratio - 1) <= 0.1, `${name}: predicted ${p} vs measured ${m.stepPeakBytes}`);
 }
 
-test("within 10% of the measured peak of a training step on our engine: tiny config", async () => {
+test("within 10% of the measured peak of a training step on the running engine: tiny config", async () => {
   await testEngine();
   const cfg = { unet: TINY_UNET, resolution: 32, vaeScaleFactor: 2, batchSize: 2, seqLen: 8 };
   await checkMeasured("tiny 32px b2", { ...cfg, conditioningEmbeddingOutChannels: [16, 32] }, { ...cfg, controlnet: { conditioning_embedding_out_channels: [16, 32] } });
 });
 
-test("within 10% of the measured peak of a training step on our engine: bench-mid at 128 px, batch 1", async () => {
+test("within 10% of the measured peak of a training step on the running engine: bench-mid at 128 px, batch 1", async () => {
   await testEngine();
   const cfg = { unet: BENCH_MID_UNET, resolution: 128, batchSize: 1 };
   await checkMeasured("bench-mid 128px b1", cfg, cfg);
@@ -96,7 +97,7 @@ test("within 10% of the measured peak with checkpointing + 8-bit Adam (bench-mid
   const m = await measureTrainingStep(cfg);
   const e = estimateMemory(cfg);
   const ratio = e.device.total / m.stepPeakBytes;
-  console.log(`[planner] bench-mid 128px b1 ckpt+8bit: predicted ${(e.device.total / 1e6).toFixed(1)} MB, measured ${(m.stepPeakBytes / 1e6).toFixed(1)} MB (ratio ${ratio.toFixed(3)}); host optimizer predicted ${e.host.optimizerStates}, measured ${m.optimizerHostBytes}`);
+  console.log(`[planner] ${e.profile} bench-mid 128px b1 ckpt+8bit: predicted ${(e.device.total / 1e6).toFixed(1)} MB, measured ${(m.stepPeakBytes / 1e6).toFixed(1)} MB (ratio ${ratio.toFixed(3)}); host optimizer predicted ${e.host.optimizerStates}, measured ${m.optimizerHostBytes}`);
   assert.ok(Math.abs(ratio - 1) <= 0.1, `predicted ${e.device.total} vs measured ${m.stepPeakBytes}`);
   assert.equal(m.optimizerDeviceBytes, 0);
   assert.ok(Math.abs(e.host.optimizerStates / m.optimizerHostBytes - 1) <= 0.1);
@@ -105,8 +106,9 @@ test("within 10% of the measured peak with checkpointing + 8-bit Adam (bench-mid
 test("wasm: XNNPACK's hidden packed weight copies are reported apart from the tensor total", () => {
   const base = { ...SD15, resolution: 64, batchSize: 1 };
   const opts = { gradientCheckpointing: true, use8bitAdam: true, offloadFrozenWeights: true };
-  const keep = estimateMemory({ ...base, options: opts });
-  const drop = estimateMemory({ ...base, options: { ...opts, keepPackedWeights: false } });
+  // the wasm profile whatever engine runs the tests (on native there are no such copies: see the next test)
+  const keep = estimateMemory({ ...base, options: opts, profile: "tfjs" });
+  const drop = estimateMemory({ ...base, options: { ...opts, keepPackedWeights: false }, profile: "tfjs" });
   assert.equal(keep.device.total, drop.device.total, "not tensors: the tensor total does not move");
   // the ControlNet's 1.45 GB of weights, mostly 3×3 convs (two copies each): about 2.5 GB of copies kept
   assert.ok(keep.wasmPackedWeights > 2e9 && keep.wasmPackedWeights < 3.2e9, `kept: ${keep.wasmPackedWeights}`);
@@ -117,9 +119,27 @@ test("wasm: XNNPACK's hidden packed weight copies are reported apart from the te
 });
 
 test("planning SD1.5 (64 px, batch 1) for the 4 GiB wasm heap needs every tier, per-call weight copies last", () => {
-  const plan = planMemory({ unet: SD15_UNET, resolution: 64, batchSize: 1 }, 4 * 2 ** 30, { wasmHeap: true });
+  const plan = planMemory({ unet: SD15_UNET, resolution: 64, batchSize: 1, profile: "tfjs" }, 4 * 2 ** 30, { wasmHeap: true });
   assert.equal(plan.best?.name, "+ per-call weight copies");
   assert.ok(plan.tiers.slice(0, -1).every((t) => !t.fits), "no earlier tier fits the heap");
   // counting tensors alone, frozen-weight offload would already look enough
-  assert.ok(planMemory({ unet: SD15_UNET, resolution: 64, batchSize: 1 }, 4 * 2 ** 30).best !== null);
+  assert.ok(planMemory({ unet: SD15_UNET, resolution: 64, batchSize: 1, profile: "tfjs" }, 4 * 2 ** 30).best !== null);
+});
+
+test("the estimate follows the running engine: tfjs-node shares what wasm's tape copies", async () => {
+  const info = await testEngine();
+  const cfg = { unet: BENCH_MID_UNET, resolution: 256, batchSize: 4 };
+  const native = info.backend === "node" || info.backend === "node-gpu";
+  assert.equal(engineProfile(), native ? "tfjs-native" : "tfjs");
+  assert.equal(estimateMemory(cfg).profile, engineProfile());
+  const wasm = estimateMemory({ ...cfg, profile: "tfjs" });
+  const nat = estimateMemory({ ...cfg, profile: "tfjs-native" });
+  // same weights, optimizer state and attention maps; fewer activation bytes, and no XNNPACK copies
+  for (const k of ["parameters", "gradients", "optimizerStates", "attention"] as const) assert.equal(nat.device[k], wasm.device[k], k);
+  assert.ok(nat.device.activations < 0.9 * wasm.device.activations && nat.device.activations > 0.75 * wasm.device.activations);
+  assert.equal(nat.wasmPackedWeights, 0);
+  assert.ok(wasm.wasmPackedWeights > 0);
+  // bench-mid at batch 4 needs no option on the host's memory, but chunked attention (at least) in the wasm heap
+  assert.equal(planMemory({ ...cfg, profile: "tfjs-native" }, 8e9).best?.name, "none");
+  assert.ok(planMemory({ ...cfg, profile: "tfjs" }, 0.9 * 4 * 2 ** 30, { wasmHeap: true }).chosen >= 2);
 });
