@@ -248,7 +248,8 @@ const TEMP_RE = /^\.(?:tmp|old)-(\d+)-[a-z0-9]+$/;
 /** Where earlier versions put it (a sibling `.<name>.tmp-<pid>-<random>`); such leftovers are cleaned too. */
 const siblingTempRe = (name: string) => new RegExp(`^\\.${name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\\.(?:tmp|old)-(\\d+)-[a-z0-9]+$`);
 
-function pidAlive(pid: number): boolean {
+/** Whether the process that wrote a temporary (named with its pid) still runs: its temporaries are not stale. */
+export function pidAlive(pid: number): boolean {
   if (pid === process.pid) return true;
   try {
     process.kill(pid, 0);

@@ -24,6 +24,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.js";
+import { pidAlive } from "../io/diffusers.js";
 import type { StateTensor } from "./optim/types.js";
 
 export const CHECKPOINT_FORMAT = "controlnet-ts-checkpoint";
@@ -131,15 +132,6 @@ export function verifyCheckpoint(dir: string, opts: { checksums?: boolean } = {}
   return null;
 }
 
-function pidAlive(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
 
 /**
  * Removes the leftovers of writers that died. A dead writer's `checkpoint-N.tmp-<pid>` is deleted — unless it is
