@@ -20,21 +20,10 @@ import type { TrainResult } from "../training/trainer.js";
 import { loadModelFolder } from "../io/diffusers.js";
 import { TrainingDashboard } from "../../widgets/index.js";
 import { abortSignal } from "./display.js";
+import type { DatasetCellOptions } from "./helpers.js"; // type only: helpers imports this module's values
 
 /** The dataset() cell's options, kept on its result so worker processes can rebuild the same dataset. */
 export const DATASET_CELL_OPTIONS = Symbol.for("controlnet-ts.datasetCellOptions");
-
-export interface DatasetCellOptionsLike {
-  name?: string;
-  trainDataDir?: string;
-  synthetic?: { count?: number; seed?: number };
-  maxTrainSamples?: number;
-  imageColumn?: string;
-  conditioningImageColumn?: string;
-  captionColumn?: string;
-  proportionEmptyPrompts?: number;
-  seed?: number;
-}
 
 export interface ProcessesTrainOptions {
   base: BaseModel;
@@ -64,7 +53,7 @@ export interface ProcessesTrainOptions {
 
 /** train_controlnet's flags for what the cell holds in memory; a cell setting the CLI cannot express is an error. */
 export function processFlags(o: ProcessesTrainOptions, controlnetDir: string | null): string[] {
-  const ds = (o.dataset as unknown as Record<symbol, DatasetCellOptionsLike | undefined>)[DATASET_CELL_OPTIONS];
+  const ds = (o.dataset as unknown as Record<symbol, DatasetCellOptions | undefined>)[DATASET_CELL_OPTIONS];
   if (!ds) throw new Error("train({ processes }): the dataset must come from the dataset() cell (its options are what the worker processes load)");
   const dsSeed = ds.synthetic ? ds.synthetic.seed ?? 0 : ds.seed;
   if (dsSeed !== undefined && dsSeed !== o.seed) {
