@@ -11,10 +11,10 @@
  * (<prefix>/include/node) or the node-api-headers package. Exits 1 with one line saying why when it cannot build.
  */
 import { spawnSync } from "node:child_process";
-import { createRequire } from "node:module";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { nodeApiIncludeDir } from "./node-api.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 const source = path.join(root, "native", "collective", "collective.cc");
@@ -29,18 +29,6 @@ function arg(name, fallback) {
 function fail(msg) {
   process.stderr.write(`build-collective: ${msg}\n`);
   process.exit(1);
-}
-
-function nodeApiIncludeDir() {
-  const own = path.resolve(path.dirname(process.execPath), "..", "include", "node");
-  if (fs.existsSync(path.join(own, "node_api.h"))) return own;
-  for (const dir of ["/usr/include/node", "/usr/local/include/node"]) if (fs.existsSync(path.join(dir, "node_api.h"))) return dir;
-  try {
-    const pkg = createRequire(import.meta.url).resolve("node-api-headers/package.json");
-    return path.join(path.dirname(pkg), "include");
-  } catch {
-    return null;
-  }
 }
 
 const include = arg("include", path.join(root, ".native", "tensorflow", "include"));

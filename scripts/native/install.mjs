@@ -19,6 +19,7 @@
 import { spawnSync } from "node:child_process";
 import { createRequire } from "node:module";
 import { createHash } from "node:crypto";
+import { nodeApiIncludeDir } from "./node-api.mjs";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -179,13 +180,7 @@ function tfjsNodePackage() {
 }
 
 function nodeApiInclude() {
-  const candidates = [path.join(path.dirname(process.execPath), "..", "include", "node")];
-  try {
-    candidates.push(createRequire(path.join(root, "package.json"))("node-api-headers").include_dir);
-  } catch {
-    // node-api-headers is a dependency; the Node install's own headers are preferred when present.
-  }
-  const found = candidates.find((d) => d && fs.existsSync(path.join(d, "node_api.h")));
+  const found = nodeApiIncludeDir();
   if (!found) throw new Unavailable("Node-API headers not found (node_api.h; the dependency node-api-headers provides them)");
   return found;
 }
