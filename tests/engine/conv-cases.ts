@@ -1,5 +1,7 @@
 /** Conv2D cases shared by the wasm kernel tests and the native engine tests: stride 2, explicit/asymmetric pads, odd sizes. */
+import assert from "node:assert/strict";
 import { tf } from "../../lib/engine/index.js";
+import { assertClose, onCpu } from "../helpers.js";
 
 export type Pad = "same" | "valid" | tf.backend_util.ExplicitPadding;
 export interface ConvCase { n: number; h: number; w: number; ci: number; co: number; k: [number, number]; s: [number, number]; pad: Pad }
@@ -26,3 +28,14 @@ export function convGrads(c: ConvCase, seed: number): { dx: Float32Array; dw: Fl
   });
 }
 
+
+/** Case i on the running engine equals the cpu backend (forward, dX, dW ≤ 1e-4 rel) and leaks no tensor. */
+export async function assertConvCaseMatchesCpu(c: ConvCase, i: number): Promise<void> {
+  const before = tf.memory().numTensors;
+  const got = convGrads(c, 10 + i);
+  assert.equal(tf.memory().numTensors, before, "tensor leak");
+  const ref = await onCpu(() => convGrads(c, 10 + i));
+  assertClose(got.y, ref.y, 1e-4, "forward");
+  assertClose(got.dx, ref.dx, 1e-4, "dX");
+  assertClose(got.dw, ref.dw, 1e-4, "dW");
+}

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { tf, SMALL_GEMM_FLOPS } from "../../lib/engine/index.js";
 import { initEngine } from "../../lib/engine/index.js";
 import { assertClose, onCpu } from "../helpers.js";
-import { convCases as cases, convGrads, type ConvCase } from "./conv-cases.js";
+import { assertConvCaseMatchesCpu, convCases as cases, type ConvCase } from "./conv-cases.js";
 
 // wasm's own kernels: always on wasm, whichever engine the rest of the suite runs on
 before(async () => {
@@ -18,13 +18,7 @@ before(async () => {
 describe("conv2d gradients on wasm", () => {
   cases.forEach((c, i) => {
     test(`case ${i}: ${c.h}x${c.w} k${c.k} s${c.s} pad ${JSON.stringify(c.pad)}`, async () => {
-      const before = tf.memory().numTensors;
-      const got = convGrads(c, 10 + i);
-      assert.equal(tf.memory().numTensors, before, "tensor leak");
-      const ref = await onCpu(() => convGrads(c, 10 + i));
-      assertClose(got.y, ref.y, 1e-4, "forward");
-      assertClose(got.dx, ref.dx, 1e-4, "dX");
-      assertClose(got.dw, ref.dw, 1e-4, "dW");
+      await assertConvCaseMatchesCpu(c, i);
     });
   });
 

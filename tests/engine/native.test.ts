@@ -11,8 +11,7 @@ import path from "node:path";
 import { spawnSync } from "node:child_process";
 import { initEngine, memoryBudget, memoryInfo, tf } from "../../lib/engine/index.js";
 import { nativeMissingReason } from "../../lib/engine/native/load.js";
-import { assertClose, onCpu } from "../helpers.js";
-import { convCases, convGrads } from "./conv-cases.js";
+import { assertConvCaseMatchesCpu, convCases } from "./conv-cases.js";
 
 const missing = nativeMissingReason();
 
@@ -24,13 +23,7 @@ describe("native engine", { skip: missing ?? false }, () => {
 
   convCases.forEach((c, i) => {
     test(`conv2d forward and gradients, case ${i}: ${c.h}x${c.w} k${c.k} s${c.s} pad ${JSON.stringify(c.pad)}`, async () => {
-      const before = tf.memory().numTensors;
-      const got = convGrads(c, 10 + i);
-      assert.equal(tf.memory().numTensors, before, "tensor leak");
-      const ref = await onCpu(() => convGrads(c, 10 + i));
-      assertClose(got.y, ref.y, 1e-4, "forward");
-      assertClose(got.dx, ref.dx, 1e-4, "dX");
-      assertClose(got.dw, ref.dw, 1e-4, "dW");
+      await assertConvCaseMatchesCpu(c, i);
     });
   });
 
