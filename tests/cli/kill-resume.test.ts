@@ -22,21 +22,26 @@ const flags = (out: string) => [
   "--seed=5", "--use_ema", "--use_8bit_adam", "--learning_rate=1e-4", "--resume_from_checkpoint=latest",
 ];
 
-/** Runs the CLI; with `killAfterMs`, SIGKILLs it that long after its first "Steps:" line. */
-function run(out: string, killAfterMs?: number): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> {
+/**
+ * Runs the CLI; with `killAfterMs`, SIGKILLs it that long after its first "Steps:" line. `trainingMs` is the time from
+ * that line to the exit (the window a kill can land in).
+ */
+function run(out: string, killAfterMs?: number): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string; trainingMs: number }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [bin, "train_controlnet", ...flags(out)], { cwd: root, env: { ...process.env, CONTROLNET_TS_THREADS: "1" } });
     let stderr = "";
     let armed = false;
+    let stepsAt = 0;
     child.stdout.resume();
     child.stderr.on("data", (d) => {
       stderr += d;
-      if (killAfterMs !== undefined && !armed && stderr.includes("Steps: ")) {
+      if (!armed && stderr.includes("Steps: ")) {
         armed = true;
-        setTimeout(() => child.kill("SIGKILL"), killAfterMs);
+        stepsAt = performance.now();
+        if (killAfterMs !== undefined) setTimeout(() => child.kill("SIGKILL"), killAfterMs);
       }
     });
-    child.on("close", (code, signal) => resolve({ code, signal, stderr }));
+    child.on("close", (code, signal) => resolve({ code, signal, stderr, trainingMs: stepsAt ? performance.now() - stepsAt : 0 }));
   });
 }
 
@@ -47,8 +52,11 @@ test("kill -9 at random moments, resume latest: the final ControlNet is byte-ide
   const out = fs.mkdtempSync(path.join(os.tmpdir(), "kill-"));
   const delays: number[] = [];
   let kills = 0;
+  // Kill moments are drawn inside the uninterrupted run's training window (scaled to the steps left), so a kill lands
+  // mid-run whatever the machine's speed; a fixed range let a fast machine finish before the first kill.
   for (let attempt = 0; attempt < 6 && kills < 3; attempt++) {
-    const delay = Math.round(Math.random() * 4000);
+    const left = STEPS - (listCheckpointDirs(out).at(-1)?.step ?? 0);
+    const delay = Math.round(Math.random() * 0.8 * r.trainingMs * (left / STEPS));
     delays.push(delay);
     const k = await run(out, delay);
     if (k.signal === "SIGKILL") kills++;
