@@ -18,6 +18,13 @@ import { hasSimdBatchMatMul, simdBatchMatMul } from "./bmm.js";
  *  (not re-measured: none of the measured workloads has batched products just above it). */
 export const SMALL_GEMM_FLOPS = 256 * 1024;
 
+/** Inner or output width (k or n) up to which a batch of products goes to the SIMD kernel whatever its size. Attention
+ *  products all have the head width as k (QKᵀ, dO·Vᵀ) or n (AV, and the gradients of q, k, v): there the stock GEMM
+ *  loop spends more on slicing each head out and stacking the results than on the product. Measured
+ *  (scratch-style micro-bench, 1 thread, batch 8–16, 256×1024 scores): SIMD 1.1–1.9× faster at widths 8–32, 1.4–3×
+ *  slower at 40 and 64, where XNNPACK's register tiling pays. */
+export const NARROW_GEMM_DIM = 32;
+
 export function makeBatchMatMul(original: KernelFunc): KernelFunc {
   const kernel = (args: { inputs: NamedTensorInfoMap; attrs?: NamedAttrMap; backend: unknown }): TensorInfo => {
     const a = args.inputs.a as tf.Tensor;
@@ -47,10 +54,12 @@ export function makeBatchMatMul(original: KernelFunc): KernelFunc {
       const [na, m, k] = at.shape;
       const [nb, , n] = bt.shape;
       let out: tf.Tensor;
-      if (na === nb && 2 * m * k * n < SMALL_GEMM_FLOPS) {
-        // Many small products: one call for the whole batch.
+      const simd = hasSimdBatchMatMul(args.backend);
+      // narrow products of any size only with the SIMD kernel: the stock scalar loop would be slower than the GEMMs
+      if (na === nb && (2 * m * k * n < SMALL_GEMM_FLOPS || (simd && na > 1 && Math.min(k, n) <= NARROW_GEMM_DIM))) {
+        // Many small or narrow products: one call for the whole batch.
         let info: TensorInfo;
-        if (hasSimdBatchMatMul(args.backend)) info = simdBatchMatMul(args.backend, at, bt, batch);
+        if (simd) info = simdBatchMatMul(args.backend, at, bt, batch);
         else {
           // The original kernel's loop takes dot products along k, reading b with stride n unless b is given as
           // [n,k] with transposeB — so b goes in that layout (a as [m,k]).
