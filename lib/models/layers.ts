@@ -117,9 +117,11 @@ function normalize(x: tf.Tensor, axes: number[], eps: number): tf.Tensor {
 }
 
 /**
- * The [C, G] matrix that averages each group's channels (1/(C/G) where channel c is in group g) and the [G, C]
- * one that hands a group's value back to its channels (ones), as host arrays by (C, G): GroupNorm uploads them per
- * call (a few KB), so no cached tensor outlives a tidy or a backend switch.
+ * GroupNorm's two small matrices for (C, G), transposed — [G, C] averages each group's channels (1/(C/G) where
+ * channel c is in group g), [C, G] hands a group's value back to its channels (ones) — as host arrays: GroupNorm
+ * uploads them per call (a few KB), so no cached tensor outlives a tidy or a backend switch. They are used with
+ * transposeB: on wasm that sends these tiny products to the SIMD batched kernel instead of XNNPACK, which would
+ * create and pack an operator for every freshly uploaded right-hand side.
  */
 const groupMaps = new Map<string, { average: Float32Array; expand: Float32Array }>();
 function groupMatrices(c: number, g: number): { average: Float32Array; expand: Float32Array } {
@@ -127,11 +129,11 @@ function groupMatrices(c: number, g: number): { average: Float32Array; expand: F
   let m = groupMaps.get(key);
   if (!m) {
     const per = c / g;
-    m = { average: new Float32Array(c * g), expand: new Float32Array(g * c) };
+    m = { average: new Float32Array(g * c), expand: new Float32Array(c * g) };
     for (let ch = 0; ch < c; ch++) {
       const grp = Math.floor(ch / per);
-      m.average[ch * g + grp] = 1 / per;
-      m.expand[grp * c + ch] = 1;
+      m.average[grp * c + ch] = 1 / per;
+      m.expand[ch * g + grp] = 1;
     }
     groupMaps.set(key, m);
   }
@@ -170,13 +172,14 @@ export class GroupNorm extends Module {
       const positions = Array.from({ length: x.rank - 2 }, (_, i) => i + 1);
       const perChannel = [b, ...positions.map(() => 1), c];
       const maps = groupMatrices(c, g);
-      const average = tf.tensor2d(maps.average, [c, g]);
-      const expand = tf.tensor2d(maps.expand, [g, c]);
+      const averageT = tf.tensor2d(maps.average, [g, c]);
+      const expandT = tf.tensor2d(maps.expand, [c, g]);
+      const toChannels = (s: tf.Tensor2D): tf.Tensor2D => tf.matMul(s, expandT, false, true);
       // mean over positions, then over each group's channels (a mean of equal-size means is the group mean)
-      const groupMean = (t: tf.Tensor): tf.Tensor2D => tf.matMul(tf.mean(t, positions) as tf.Tensor2D, average);
-      const centered = tf.sub(x, tf.reshape(tf.matMul(groupMean(x), expand), perChannel));
+      const groupMean = (t: tf.Tensor): tf.Tensor2D => tf.matMul(tf.mean(t, positions) as tf.Tensor2D, averageT, false, true);
+      const centered = tf.sub(x, tf.reshape(toChannels(groupMean(x)), perChannel));
       const invStd = tf.rsqrt(tf.add(groupMean(tf.square(centered)), this.eps)) as tf.Tensor2D;
-      const scale = tf.reshape(tf.mul(tf.matMul(invStd, expand), this.v(this.weight)), perChannel);
+      const scale = tf.reshape(tf.mul(toChannels(invStd), this.v(this.weight)), perChannel);
       return tf.add(tf.mul(centered, scale), this.v(this.bias)) as T;
     });
   }
