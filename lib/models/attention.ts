@@ -40,7 +40,7 @@ export function scaledDotProductAttention(
     const parts: tf.Tensor[] = [];
     for (let start = 0; start < n; start += chunk) {
       const len = Math.min(chunk, n - start);
-      const inputs = [tf.slice(q, [0, start, 0], [-1, len, -1]), k, v];
+      const inputs: tf.Tensor[] = [tf.slice(q, [0, start, 0], [-1, len, -1]), k, v];
       if (opts.mask) {
         const mk = opts.mask;
         inputs.push(mk.shape[mk.rank - 2] === 1 ? mk : tf.slice(mk, [...new Array<number>(mk.rank - 2).fill(0), start, 0], [...new Array<number>(mk.rank - 2).fill(-1), len, -1]));
