@@ -1,8 +1,10 @@
 /**
  * Engine micro-benchmarks: conv2d 3x3 (x[4,32,32,64] * w[3,3,64,64] 'same') forward and forward+backward (median
  * ms), matmul 1024^3 GFLOP/s (plain, transposed, batched), and the tiny-SD attention products (ms for the set of
- * ATTENTION shapes; on wasm also with our SIMD kernel turned off, side by side: the stock scalar loop), for wasm with
- * 1 thread, wasm with 2 threads and cpu. Each configuration runs in its own process because the engine is chosen once per process.
+ * ATTENTION shapes; on wasm also with our SIMD kernel turned off, side by side: the stock scalar loop), for the native
+ * engine (TensorFlow's intra-op pool at 1 and 2 threads), wasm with 1 and 2 threads, and cpu. Each configuration
+ * runs in its own process because the engine is chosen once per process; `npm run bench -- engine native_1_thread
+ * wasm_2_threads` runs some.
  * Reference (from the issue, PyTorch 1 thread on these machines): conv forward 6.2 ms, forward+backward 17 ms.
  */
 import { spawnSync } from "node:child_process";
@@ -80,7 +82,9 @@ async function measure(backend: string, threads: number) {
 export async function run(args: string[]): Promise<object> {
   const child = args.indexOf("--child");
   if (child >= 0) return measure(args[child + 1]!, Number(args[child + 2]));
-  const configs: [string, string, number][] = [["wasm_1_thread", "wasm", 1], ["wasm_2_threads", "wasm", 2], ["cpu", "cpu", 1]];
+  const configs: [string, string, number][] = [
+    ["native_1_thread", "node", 1], ["native_2_threads", "node", 2], ["wasm_1_thread", "wasm", 1], ["wasm_2_threads", "wasm", 2], ["cpu", "cpu", 1],
+  ];
   const only = args.filter((a) => !a.startsWith("-"));
   const result: Record<string, unknown> = {
     bench: "engine",
@@ -93,7 +97,7 @@ export async function run(args: string[]): Promise<object> {
     if (only.length && !only.includes(label)) continue;
     console.log(`bench engine: ${label} ...`);
     const r = spawnSync(process.execPath, ["--import", "tsx", import.meta.filename, "--child", backend, String(threads)], {
-      encoding: "utf8", env: { ...process.env, CONTROLNET_TS_BACKEND: "" },
+      encoding: "utf8", env: { ...process.env, CONTROLNET_TS_BACKEND: "", TF_NUM_INTRAOP_THREADS: String(threads), TF_NUM_INTEROP_THREADS: "1" },
     });
     if (r.status !== 0) throw new Error(`bench engine ${label} failed:\n${r.stderr.slice(-2000)}`);
     result[label] = JSON.parse(r.stdout.trim().split("\n").pop()!);

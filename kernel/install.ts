@@ -73,7 +73,7 @@ export function kernelSpec(opts: Pick<InstallOptions, "displayName" | "env"> = {
     display_name: opts.displayName ?? DEFAULT_DISPLAY_NAME,
     language: "typescript",
     interrupt_mode: "signal",
-    // Quietens tfjs-node's native logging when that optional backend is used.
+    // Quietens TensorFlow's own logging on the native engine (lib/engine/native sets the same default).
     env: { TF_CPP_MIN_LOG_LEVEL: "2", ...opts.env },
     metadata: { debugger: false },
   };

@@ -57,7 +57,7 @@ export async function writeBasicConfig(opts: WriteBasicConfigOptions = {}): Prom
   const rows: [string, string][] = [
     ["engine", `${cfg.engine} (tfjs ${cfg.tfjsVersion}, ${cfg.threads} thread(s))`],
     ...cfg.unavailable.map((u): [string, string] => [`${u.backend} unavailable`, u.reason]),
-    ["device memory", cfg.deviceMemoryBytes ? `${gib(cfg.deviceMemoryBytes)} (wasm32 heap; never shrinks)` : "GPU memory (see engine)"],
+    ["device memory", deviceMemoryText(cfg)],
     ["host memory", gib(cfg.hostMemoryBytes)],
     ["mixed precision", "no (fp32 only in tfjs)"],
     ["output dir", cfg.outputDir],
@@ -71,4 +71,12 @@ export async function writeBasicConfig(opts: WriteBasicConfigOptions = {}): Prom
     }),
   });
   return cfg;
+}
+
+/** What bounds the tensors on each engine: wasm32's heap, the GPU's memory, or (native CPU) the host's. */
+function deviceMemoryText(cfg: BasicConfig): string {
+  if (cfg.engine === "wasm" && cfg.deviceMemoryBytes) return `${gib(cfg.deviceMemoryBytes)} (wasm32 heap; never shrinks)`;
+  if (cfg.engine === "node-gpu") return cfg.deviceMemoryBytes ? `${gib(cfg.deviceMemoryBytes)} (GPU)` : "GPU memory (nvidia-smi unavailable)";
+  if (cfg.engine === "node") return "no device limit: tensors live in host memory";
+  return "host memory (cpu backend)";
 }

@@ -3,7 +3,7 @@
  * Jupyter as a table of the option tiers, the cheapest one that fits the budget highlighted.
  */
 import { planMemory, plannedDeviceBytes, type EstimateConfig, type MemoryPlan } from "../planner/index.js";
-import { engineInfo, WASM_HEAP_LIMIT } from "../engine/index.js";
+import { engineInfo, memoryBudget, WASM_HEAP_LIMIT } from "../engine/index.js";
 import { Table } from "../../widgets/table.js";
 
 const GB = (x: number) => (x / 1e9).toFixed(2);
@@ -14,7 +14,8 @@ export interface PlannerCellResult extends MemoryPlan {
   [key: symbol]: unknown;
 }
 
-export function estimateMemory(config: EstimateConfig, budgetBytes: number = WASM_HEAP_LIMIT): PlannerCellResult {
+/** The budget defaults to the running engine's (memoryBudget: wasm heap, GPU or host memory); wasm's before any runs. */
+export function estimateMemory(config: EstimateConfig, budgetBytes: number = engineInfo() ? memoryBudget() : WASM_HEAP_LIMIT): PlannerCellResult {
   // on wasm (the engine here, and the default before one is chosen) the heap also holds XNNPACK's weight copies
   const wasmHeap = (config.profile ?? "tfjs") === "tfjs" && (engineInfo()?.backend ?? "wasm") === "wasm";
   const plan = planMemory(config, budgetBytes, { wasmHeap });

@@ -1,10 +1,11 @@
 /**
  * Backend selection: the one place that initialises TensorFlow.js.
  *
- * Preference order is tfjs-node-gpu → tfjs-node → wasm → cpu. The two native packages are optional dependencies
- * (their install script downloads libtensorflow, which fails without network); wasm is what runs here. The choice
- * can be forced with `initEngine({ backend })` or the CONTROLNET_TS_BACKEND environment variable; a forced backend
- * that cannot load is an error, never a silent fallback.
+ * Preference order is node-gpu → node → wasm → cpu. "node" / "node-gpu" are the native engine (lib/engine/native:
+ * tfjs-node's backend on TensorFlow's C library from PyPI, built by `npm install`'s postinstall or
+ * `npm run install-native`); wasm runs wherever that could not be built. The choice can be forced with
+ * `initEngine({ backend })` or the CONTROLNET_TS_BACKEND environment variable; a forced backend that cannot load is
+ * an error, never a silent fallback.
  */
 import os from "node:os";
 import { tf } from "./tf.js";
@@ -12,6 +13,10 @@ import { installWasmWorkerShim, withLogicalCores } from "./wasm-threads.js";
 import { watchWasmFailures } from "./wasm-failures.js";
 import { registerWasmKernels } from "./kernels/index.js";
 import { installMemoryTracker } from "./memory.js";
+import { loadNative, type LoadedNative } from "./native/load.js";
+import { INSTALL_NATIVE_COMMAND } from "./native/install-status.js";
+import { gpuAbsenceReason, gpuMemory } from "./native/gpu.js";
+import { registerNativeKernels } from "./native/kernels.js";
 
 export const BACKENDS = ["node-gpu", "node", "wasm", "cpu"] as const;
 export type BackendKind = (typeof BACKENDS)[number];
@@ -21,8 +26,10 @@ export interface EngineOptions {
   backend?: BackendKind | string;
   /** wasm threads; default: env CONTROLNET_TS_THREADS, else the number of CPUs. 1 disables the thread pool. */
   threads?: number;
-  /** For tests: replaces the dynamic import used to load the optional native packages. */
-  importPackage?: (name: string) => Promise<unknown>;
+  /** node-gpu: compute float32 matmuls/convolutions in TF32 (Ampere+), as diffusers' --allow_tf32. Default false. */
+  allowTf32?: boolean;
+  /** For tests: replaces the loader of the native engine (lib/engine/native/load.ts). */
+  loadNative?: (threads: number, allowTf32?: boolean) => LoadedNative;
 }
 
 export interface EngineInfo {
@@ -38,11 +45,6 @@ export interface EngineInfo {
   /** True when our fast wasm training kernels are registered. */
   kernelOverrides: string[];
 }
-
-const NATIVE_PACKAGES: Record<"node-gpu" | "node", string> = {
-  "node-gpu": "@tensorflow/tfjs-node-gpu",
-  node: "@tensorflow/tfjs-node",
-};
 
 export { WASM_HEAP_LIMIT } from "./constants.js";
 import { WASM_HEAP_LIMIT } from "./constants.js";
@@ -63,28 +65,29 @@ function parseThreads(value: number | string | undefined): number {
   if (value === undefined || value === "") return Math.max(1, os.availableParallelism?.() ?? os.cpus().length);
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1 || n > 64) {
-    throw new Error(`Invalid wasm thread count '${value}': expected an integer from 1 to 64 (CONTROLNET_TS_THREADS).`);
+    throw new Error(`Invalid engine thread count '${value}': expected an integer from 1 to 64 (CONTROLNET_TS_THREADS).`);
   }
   return n;
 }
 
-function describeImportError(pkg: string, err: unknown): string {
-  const msg = err instanceof Error ? err.message : String(err);
-  if (/Cannot find (package|module)/.test(msg) && msg.includes(pkg)) {
-    return `${pkg} is not installed (an optional dependency: its install script downloads libtensorflow; see README "GPU")`;
-  }
-  return `${pkg} failed to load: ${msg.split("\n")[0]}`;
-}
-
-async function tryNative(kind: "node-gpu" | "node", importPackage: (n: string) => Promise<unknown>): Promise<string | null> {
-  const pkg = NATIVE_PACKAGES[kind];
+/**
+ * The native engine (lib/engine/native): tfjs-node's backend on TensorFlow's C library from PyPI. "node-gpu" needs
+ * the GPU build and a GPU TensorFlow can use; otherwise the same library runs as "node" on the CPU, and node-gpu's
+ * entry in `unavailable` says why.
+ */
+function tryNative(kind: "node-gpu" | "node", load: () => LoadedNative): string | null {
+  let native: LoadedNative;
   try {
-    await importPackage(pkg);
+    native = load();
   } catch (err) {
-    return describeImportError(pkg, err);
+    return err instanceof Error ? err.message : String(err);
   }
-  // Both native packages register the backend under the name "tensorflow".
-  if (!(await tf.setBackend("tensorflow"))) return `${pkg} loaded but the 'tensorflow' backend did not initialise`;
+  if (kind === "node-gpu") {
+    if (!native.gpuBuild) {
+      return `the native engine is the CPU build; the GPU build (TensorFlow's library with CUDA 12 / cuDNN 9, from PyPI) is added with: CONTROLNET_TS_NATIVE=gpu ${INSTALL_NATIVE_COMMAND}`;
+    }
+    if (!native.usingGpu) return `the GPU build is installed but TensorFlow found no usable GPU (${gpuAbsenceReason()}); it runs on the CPU as 'node'`;
+  }
   return null;
 }
 
@@ -150,14 +153,16 @@ async function select(opts: EngineOptions): Promise<EngineInfo> {
   const forcedRaw = opts.backend ?? process.env.CONTROLNET_TS_BACKEND;
   const forced = forcedRaw ? parseBackend(forcedRaw) : null;
   const threads = parseThreads(opts.threads ?? process.env.CONTROLNET_TS_THREADS);
-  const importPackage = opts.importPackage ?? ((n: string) => import(n));
+  const load = () => (opts.loadNative ?? loadNative)(threads, opts.allowTf32 ?? false);
   const unavailable: EngineInfo["unavailable"] = [];
   const order = forced ? [forced] : [...BACKENDS];
 
   for (const kind of order) {
     let reason: string | null;
-    if (kind === "node-gpu" || kind === "node") reason = await tryNative(kind, importPackage);
-    else if (kind === "wasm") reason = await initWasm(threads);
+    if (kind === "node-gpu" || kind === "node") {
+      reason = tryNative(kind, load);
+      if (reason === null && !(await tf.setBackend("tensorflow"))) reason = "the native library loaded but tfjs' 'tensorflow' backend did not initialise";
+    } else if (kind === "wasm") reason = await initWasm(threads);
     else reason = (await tf.setBackend("cpu")) ? null : "the cpu backend did not initialise";
 
     if (reason !== null) {
@@ -167,7 +172,7 @@ async function select(opts: EngineOptions): Promise<EngineInfo> {
     }
     await tf.ready();
     quietCpuBackend();
-    const kernelOverrides = kind === "wasm" ? registerWasmKernels() : [];
+    const kernelOverrides = kind === "wasm" ? registerWasmKernels() : kind === "node" || kind === "node-gpu" ? registerNativeKernels() : [];
     installMemoryTracker();
     return {
       backend: kind,
@@ -175,7 +180,7 @@ async function select(opts: EngineOptions): Promise<EngineInfo> {
       tfjsVersion: tf.version.tfjs,
       threads: kind === "wasm" ? await wasmThreadsCount() : kind === "cpu" ? 1 : threads,
       unavailable,
-      deviceMemoryLimit: kind === "wasm" ? WASM_HEAP_LIMIT : null,
+      deviceMemoryLimit: kind === "wasm" ? WASM_HEAP_LIMIT : kind === "node-gpu" ? (gpuMemory()?.totalBytes ?? null) : null,
       kernelOverrides,
     };
   }
@@ -224,6 +229,8 @@ export function engineInfo(): EngineInfo | null {
 export function describeEngine(info: EngineInfo): string {
   const lines = [`engine: ${info.backend} (tfjs ${info.tfjsVersion}, backend '${info.tfjsBackend}', ${info.threads} thread(s))`];
   for (const u of info.unavailable) lines.push(`  ${u.backend} unavailable: ${u.reason}`);
-  if (info.deviceMemoryLimit) lines.push(`  device memory limit: ${(info.deviceMemoryLimit / 1024 ** 3).toFixed(0)} GiB (wasm32 heap; it never shrinks)`);
+  if (info.backend === "wasm" && info.deviceMemoryLimit) lines.push(`  device memory limit: ${(info.deviceMemoryLimit / 1024 ** 3).toFixed(0)} GiB (wasm32 heap; it never shrinks)`);
+  if (info.backend === "node-gpu" && info.deviceMemoryLimit) lines.push(`  GPU memory: ${(info.deviceMemoryLimit / 1024 ** 3).toFixed(0)} GiB (TensorFlow grows into it as needed: TF_FORCE_GPU_ALLOW_GROWTH)`);
+  if (info.backend === "node" || info.backend === "node-gpu") lines.push(`  no 4 GiB heap: host memory is the limit${info.backend === "node-gpu" ? " for host tensors" : ""}`);
   return lines.join("\n");
 }

@@ -7,7 +7,9 @@
  * region at no measurable cost.
  */
 import { tf } from "./tf.js";
+import os from "node:os";
 import { WASM_HEAP_LIMIT } from "./constants.js";
+import { gpuMemory } from "./native/gpu.js";
 
 export interface MemorySnapshot {
   backend: string;
@@ -19,8 +21,11 @@ export interface MemorySnapshot {
   heapBytes: number | null;
   /** The device memory limit (4 GiB for wasm32), or null. */
   heapLimitBytes: number | null;
-  /** Resident set size of the process: the wasm heap shows up here. */
+  /** Resident set size of the process: the wasm heap, and the native engine's host tensors, show up here. */
   rssBytes: number;
+  /** GPU memory in use and the GPU's total (node-gpu, through nvidia-smi); null elsewhere. */
+  gpuBytes: number | null;
+  gpuLimitBytes: number | null;
 }
 
 interface TensorInfoEntry {
@@ -74,9 +79,25 @@ function wasmHeapBytes(): number | null {
   return backend.wasm?.HEAPU8?.length ?? null;
 }
 
+/** True when tensors live in GPU memory: the native engine created a GPU device. */
+function onGpu(): boolean {
+  return tf.getBackend() === "tensorflow" && (tf.backend() as unknown as { isUsingGpuDevice?: boolean }).isUsingGpuDevice === true;
+}
+
+/**
+ * The memory that live tensors compete for on the running engine — what the planner plans against: the wasm32
+ * heap's 4 GiB, the GPU's memory on node-gpu, the host's memory on the native CPU engine (and on cpu).
+ */
+export function memoryBudget(): number {
+  if (tf.getBackend() === "wasm") return WASM_HEAP_LIMIT;
+  if (onGpu()) return gpuMemory()?.totalBytes ?? os.totalmem();
+  return os.totalmem();
+}
+
 export function memoryInfo(): MemorySnapshot {
   const m = tf.memory();
   const isWasm = tf.getBackend() === "wasm";
+  const gpu = onGpu() ? gpuMemory() : null;
   return {
     backend: tf.getBackend(),
     liveTensors: m.numTensors,
@@ -84,6 +105,8 @@ export function memoryInfo(): MemorySnapshot {
     heapBytes: wasmHeapBytes(),
     heapLimitBytes: isWasm ? WASM_HEAP_LIMIT : null,
     rssBytes: process.memoryUsage().rss,
+    gpuBytes: gpu?.usedBytes ?? null,
+    gpuLimitBytes: gpu?.totalBytes ?? null,
   };
 }
 

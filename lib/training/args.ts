@@ -127,7 +127,7 @@ export const TRAIN_ARG_SPECS: readonly ArgSpec[] = [
   s("hub_token", null, "The token to use to push to the Model Hub."),
   s("hub_model_id", null, "The name of the repository to keep in sync with the local `output_dir`."),
   s("logging_dir", "logs", "TensorBoard log directory, under output_dir."),
-  b("allow_tf32", "Whether or not to allow TF32 on Ampere GPUs. (No effect in TensorFlow.js; accepted for compatibility.)"),
+  b("allow_tf32", "Whether or not to allow TF32 on Ampere GPUs (the native GPU engine; others compute plain float32)."),
   s("report_to", "tensorboard", 'The integration to report the results and logs to. Supported platforms are `"tensorboard"` (default), `"wandb"` and `"comet_ml"`. Use `"all"` to report to all integrations.'),
   s("mixed_precision", null, "Whether to use mixed precision. Choose between fp16 and bf16 (bfloat16). (TensorFlow.js computes in float32 only: accepted with a warning.)", { choices: ["no", "fp16", "bf16"] }),
   b("enable_xformers_memory_efficient_attention", "Whether or not to use memory-efficient attention (xformers in the original; our chunked attention here)."),
@@ -351,7 +351,7 @@ export function validateTrainArgs(a: TrainArgs): string[] {
 
   const warnings: string[] = [];
   if (a.mixed_precision === "fp16" || a.mixed_precision === "bf16") warnings.push(MIXED_PRECISION_WARNING(a.mixed_precision));
-  if (a.allow_tf32) warnings.push("--allow_tf32 has no effect: TensorFlow.js exposes no TF32 switch (wasm/cpu compute plain float32).");
+  if (a.allow_tf32) warnings.push("--allow_tf32 acts on the native GPU engine only (node-gpu: TF32 matmuls/convolutions on Ampere and newer); wasm, cpu and the native CPU engine compute plain float32.");
   if (a.report_to !== "tensorboard") {
     warnings.push(`--report_to ${a.report_to}: only TensorBoard event files (and the JSON-lines log) are written; wandb/comet_ml are not available in this toolkit.`);
   }

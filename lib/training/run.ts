@@ -44,7 +44,7 @@ export function syntheticName(name: string | null | undefined): { count: number 
 
 /** Builds everything a run needs (no training yet). */
 export async function createSession(args: TrainArgs, log: (l: string) => void = console.log): Promise<TrainingSession> {
-  const engine = await initEngine();
+  const engine = await initEngine({ allowTf32: args.allow_tf32 });
   log(describeEngine(engine));
   const hub = { revision: args.revision ?? undefined, cacheDir: args.cache_dir ?? undefined };
   const base = await loadBaseModel(args.pretrained_model_name_or_path, { ...hub, variant: args.variant ?? undefined, tokenizerName: args.tokenizer_name });

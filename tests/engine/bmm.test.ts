@@ -3,8 +3,8 @@ import assert from "node:assert/strict";
 import { compileBmmWat } from "../../scripts/wasm-kernels.js";
 import { BMM_WASM_BASE64, BMM_WASM_SHARED_BASE64 } from "../../lib/engine/kernels/bmm-wasm.js";
 import { bmmOnMemory, setSimdBatchMatMul, type WasmMemory } from "../../lib/engine/kernels/bmm.js";
-import { tf } from "../../lib/engine/index.js";
-import { testEngine, assertClose } from "../helpers.js";
+import { initEngine, tf } from "../../lib/engine/index.js";
+import { assertClose } from "../helpers.js";
 import { Prng } from "../../lib/data/prng.js";
 
 // the WebAssembly global (this project's TypeScript lib has no WebAssembly types)
@@ -46,7 +46,7 @@ for (const shared of [false, true]) {
 }
 
 test("with the SIMD kernel off, small batched products fall back to the stock loop and agree with it", async () => {
-  await testEngine();
+  await initEngine({ backend: "wasm" }); // wasm's own mechanisms: always on wasm
   const run = () => tf.tidy(() => {
     const a = tf.randomNormal([6, 9, 13], 0, 1, "float32", 3);
     const b = tf.randomNormal([6, 21, 13], 0, 1, "float32", 4);

@@ -7,35 +7,13 @@ import assert from "node:assert/strict";
 import { tf, SMALL_GEMM_FLOPS } from "../../lib/engine/index.js";
 import { NARROW_GEMM_DIM } from "../../lib/engine/kernels/batch-matmul.js";
 import { memoryInfo } from "../../lib/engine/memory.js";
-import { assertClose, onCpu, testEngine } from "../helpers.js";
+import { initEngine } from "../../lib/engine/index.js";
+import { assertClose, onCpu } from "../helpers.js";
+import { convCases as cases, convGrads, type ConvCase } from "./conv-cases.js";
 
-type Pad = "same" | "valid" | tf.backend_util.ExplicitPadding;
-interface ConvCase { n: number; h: number; w: number; ci: number; co: number; k: [number, number]; s: [number, number]; pad: Pad }
-
-const cases: ConvCase[] = [];
-const pads: Pad[] = ["same", "valid", [[0, 0], [1, 1], [1, 1], [0, 0]], [[0, 0], [0, 2], [1, 0], [0, 0]]];
-for (const [h, w] of [[8, 8], [9, 7]] as const)
-  for (const k of [1, 3] as const)
-    for (const s of [1, 2] as const)
-      for (const pad of pads) cases.push({ n: 2, h, w, ci: 3, co: 5, k: [k, k], s: [s, s], pad });
-cases.push({ n: 1, h: 11, w: 10, ci: 4, co: 2, k: [2, 2], s: [2, 2], pad: "valid" });
-cases.push({ n: 2, h: 8, w: 8, ci: 3, co: 4, k: [4, 4], s: [2, 2], pad: "same" });
-cases.push({ n: 1, h: 16, w: 13, ci: 2, co: 3, k: [3, 3], s: [3, 3], pad: [[0, 0], [1, 1], [1, 1], [0, 0]] });
-cases.push({ n: 3, h: 5, w: 6, ci: 2, co: 2, k: [3, 2], s: [1, 2], pad: "same" });
-
-function convGrads(c: ConvCase, seed: number): { dx: Float32Array; dw: Float32Array; y: Float32Array } {
-  return tf.tidy(() => {
-    const x = tf.randomNormal([c.n, c.h, c.w, c.ci], 0, 1, "float32", seed) as tf.Tensor4D;
-    const wt = tf.randomNormal([c.k[0], c.k[1], c.ci, c.co], 0, 1, "float32", seed + 1) as tf.Tensor4D;
-    const y = tf.conv2d(x, wt, c.s, c.pad);
-    const r = tf.randomNormal(y.shape, 0, 1, "float32", seed + 2);
-    const [dx, dw] = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, c.s, c.pad), r)))([x, wt]);
-    return { dx: dx!.dataSync() as Float32Array, dw: dw!.dataSync() as Float32Array, y: y.dataSync() as Float32Array };
-  });
-}
-
+// wasm's own kernels: always on wasm, whichever engine the rest of the suite runs on
 before(async () => {
-  const info = await testEngine();
+  const info = await initEngine({ backend: "wasm" });
   assert.equal(info.backend, "wasm");
 });
 

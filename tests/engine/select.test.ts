@@ -30,15 +30,58 @@ function run(script: string, env: Record<string, string> = {}): { code: number; 
 const printInfo = `import { initEngine } from ${JSON.stringify(engineUrl)};
   const info = await initEngine(); console.log(JSON.stringify(info));`;
 
-test("auto selection falls back to wasm and says why the native engines are unavailable", () => {
+const nativeInstalled = fs.existsSync(path.join(root, ".native", "tfjs-node", "lib", "napi-v8", "tfjs_binding.node"));
+const emptyNativeDir = () => fs.mkdtempSync(path.join(os.tmpdir(), "no-native-"));
+
+test("auto selection prefers the native engine; node-gpu says why it is not used", { skip: !nativeInstalled && "the native engine is not installed here (npm run install-native)" }, () => {
   const r = run(printInfo, { CONTROLNET_TS_THREADS: "1" });
+  assert.equal(r.code, 0, r.err);
+  const info = JSON.parse(r.out.trim().split("\n").pop()!);
+  assert.equal(info.backend, "node");
+  assert.equal(info.tfjsBackend, "tensorflow");
+  assert.deepEqual(info.unavailable.map((u: { backend: string }) => u.backend), ["node-gpu"]);
+  assert.match(info.unavailable[0].reason, /CPU build.*CONTROLNET_TS_NATIVE=gpu npm run install-native/);
+  assert.equal(info.deviceMemoryLimit, null, "no 4 GiB heap on native");
+  assert.deepEqual(info.kernelOverrides, ["Conv2DBackpropInput", "Conv2DBackpropFilter"]);
+});
+
+test("without the native engine, auto selection falls back to wasm and says how to add native", () => {
+  const r = run(printInfo, { CONTROLNET_TS_THREADS: "1", CONTROLNET_TS_NATIVE_DIR: emptyNativeDir() });
   assert.equal(r.code, 0, r.err);
   const info = JSON.parse(r.out.trim().split("\n").pop()!);
   assert.equal(info.backend, "wasm");
   assert.deepEqual(info.unavailable.map((u: { backend: string }) => u.backend), ["node-gpu", "node"]);
-  assert.match(info.unavailable[0].reason, /@tensorflow\/tfjs-node-gpu is not installed/);
+  assert.match(info.unavailable[1].reason, /not installed .*add it with: npm run install-native/);
   assert.equal(info.deviceMemoryLimit, 4 * 1024 ** 3);
   assert.ok(info.kernelOverrides.includes("Conv2DBackpropFilter"));
+});
+
+test("the installer's recorded reason reaches describeEngine", () => {
+  const dir = emptyNativeDir();
+  fs.writeFileSync(path.join(dir, "status.json"), JSON.stringify({ ok: false, reason: "no C++17 compiler found (tried g++)", fix: "npm run install-native" }));
+  const r = run(`import { initEngine, describeEngine } from ${JSON.stringify(engineUrl)};
+    console.log(describeEngine(await initEngine()));`, { CONTROLNET_TS_THREADS: "1", CONTROLNET_TS_NATIVE_DIR: dir });
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.out, /^engine: wasm/m);
+  assert.match(r.out, /node unavailable: not installed \(no C\+\+17 compiler found \(tried g\+\+\)\); add it with: npm run install-native/);
+});
+
+test("forcing a missing native engine is a clear error, never a silent fallback", () => {
+  const r = run(printInfo, { CONTROLNET_TS_BACKEND: "node", CONTROLNET_TS_NATIVE_DIR: emptyNativeDir() });
+  assert.notEqual(r.code, 0);
+  assert.match(r.err, /Engine backend 'node' was requested but is unavailable: not installed/);
+});
+
+test("a native engine that is present but fails to load is reported with its error", () => {
+  const r = run(`import { initEngine } from ${JSON.stringify(engineUrl)};
+    const info = await initEngine({ threads: 1, loadNative: () => {
+      throw new Error("its addon failed to load (libtensorflow_cc.so.2: cannot open shared object file)");
+    }});
+    console.log(JSON.stringify(info));`);
+  assert.equal(r.code, 0, r.err);
+  const info = JSON.parse(r.out.trim().split("\n").pop()!);
+  assert.equal(info.backend, "wasm");
+  assert.match(info.unavailable[0].reason, /libtensorflow_cc\.so\.2: cannot open shared object file/);
 });
 
 test("forced cpu and forced wasm with 2 threads (env and argument)", () => {
@@ -53,32 +96,13 @@ test("forced cpu and forced wasm with 2 threads (env and argument)", () => {
   assert.equal(info.threads, 2, "the thread pool should really have 2 threads on a 2-vCPU machine");
 });
 
-test("a missing optional package: forcing it is a clear error, never a silent fallback", () => {
-  const r = run(printInfo, { CONTROLNET_TS_BACKEND: "node" });
-  assert.notEqual(r.code, 0);
-  assert.match(r.err, /Engine backend 'node' was requested but is unavailable: @tensorflow\/tfjs-node is not installed/);
-});
-
-test("a native package that is present but fails to load is reported with its error", () => {
-  const r = run(`import { initEngine } from ${JSON.stringify(engineUrl)};
-    const info = await initEngine({ threads: 1, importPackage: async (n) => {
-      if (n === "@tensorflow/tfjs-node-gpu") throw new Error("libcudart.so.11.0: cannot open shared object file");
-      throw new Error("Cannot find package '" + n + "'");
-    }});
-    console.log(JSON.stringify(info));`);
-  assert.equal(r.code, 0, r.err);
-  const info = JSON.parse(r.out.trim().split("\n").pop()!);
-  assert.equal(info.backend, "wasm");
-  assert.match(info.unavailable[0].reason, /failed to load: libcudart\.so\.11\.0/);
-});
-
 test("a bad override is one clear error", () => {
   const r = run(printInfo, { CONTROLNET_TS_BACKEND: "cuda" });
   assert.notEqual(r.code, 0);
   assert.match(r.err, /Unknown engine backend 'cuda': expected one of node-gpu, node, wasm, cpu/);
   const t = run(printInfo, { CONTROLNET_TS_THREADS: "zero" });
   assert.notEqual(t.code, 0);
-  assert.match(t.err, /Invalid wasm thread count 'zero'/);
+  assert.match(t.err, /Invalid engine thread count 'zero'/);
 });
 
 test("switching backend after initialisation is refused", () => {

@@ -1,11 +1,11 @@
 /** A small conv + attention network trains on wasm; its gradients equal the cpu backend's; checkpointing and memory. */
 import { before, test } from "node:test";
 import assert from "node:assert/strict";
-import { tf, checkpoint, measurePeak, memoryInfo } from "../../lib/engine/index.js";
-import { assertClose, onCpu, testEngine } from "../helpers.js";
+import { initEngine, tf, checkpoint, measurePeak, memoryInfo } from "../../lib/engine/index.js";
+import { assertClose, onCpu } from "../helpers.js";
 
 before(async () => {
-  await testEngine();
+  await initEngine({ backend: "wasm" }); // wasm's own mechanisms: always on wasm
 });
 
 interface Net { conv1: tf.Variable; conv2: tf.Variable; wq: tf.Variable; wk: tf.Variable; wv: tf.Variable; down: tf.Variable; up: tf.Variable }

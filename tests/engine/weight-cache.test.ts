@@ -4,12 +4,12 @@
  */
 import { before, test } from "node:test";
 import assert from "node:assert/strict";
-import { memoryInfo, tf, throwIfWasmKernelFailed, transientWeight } from "../../lib/engine/index.js";
+import { initEngine, memoryInfo, tf, throwIfWasmKernelFailed, transientWeight } from "../../lib/engine/index.js";
 import { Conv2d, Linear } from "../../lib/models/index.js";
-import { assertClose, testEngine } from "../helpers.js";
+import { assertClose } from "../helpers.js";
 
 before(async () => {
-  const info = await testEngine();
+  const info = await initEngine({ backend: "wasm" }); // wasm's own mechanisms: always on wasm
   assert.equal(info.backend, "wasm");
 });
 

@@ -4,7 +4,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import sharp from "sharp";
-import { tf } from "../../lib/engine/index.js";
+import { engineInfo, tf } from "../../lib/engine/index.js";
 import { testEngine, maxAbsDiff } from "../helpers.js";
 import { loadControlNetPipeline, generate, inferMain, parseInferArgs, inferOptions, outputFiles, controlnetFolder } from "../../lib/pipeline/index.js";
 import type { TokenizerLike } from "../../lib/pipeline/index.js";
@@ -93,7 +93,7 @@ test("infer CLI: flags, output file, usage and runtime errors as exit codes", as
     assert.equal(await inferMain(["--bogus"]), 2);
     assert.equal(await inferMain(["--base", SD, "--image", "missing.png", "--prompt", "p", "--steps", "1"], { tokenizer: tinyTokenizer }), 1);
     assert.equal(await inferMain(["--base", SD, "--image", CONTROL, "--prompt", "p", "--steps", "0"], { tokenizer: tinyTokenizer }), 1);
-    assert.equal(await inferMain(["--base", SD, "--image", CONTROL, "--prompt", "p", "--steps", "2", "--output", out, "--backend", "wasm"], { tokenizer: tinyTokenizer }), 0);
+    assert.equal(await inferMain(["--base", SD, "--image", CONTROL, "--prompt", "p", "--steps", "2", "--output", out, "--backend", engineInfo()!.backend], { tokenizer: tinyTokenizer }), 0);
   } finally {
     process.stderr.write = quiet;
   }

@@ -78,7 +78,7 @@ test("ImageGrid: a single PNG also goes as image/png; fromImages gives one capti
 
 test("MemoryMeter: a memoryInfo() snapshot renders; GPU null shows n/a; predicted beside measured", () => {
   const snap: MemorySnapshot = {
-    backend: "wasm", liveTensors: 532, liveBytes: 1.5 * GiB, heapBytes: 2 * GiB, heapLimitBytes: 4 * GiB, rssBytes: 3 * GiB,
+    backend: "wasm", liveTensors: 532, liveBytes: 1.5 * GiB, heapBytes: 2 * GiB, heapLimitBytes: 4 * GiB, rssBytes: 3 * GiB, gpuBytes: null, gpuLimitBytes: null,
   };
   const m = new MemoryMeter({ predictedPeakBytes: 2.5 * GiB });
   m.update(snap);

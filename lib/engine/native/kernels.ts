@@ -1,0 +1,89 @@
+/**
+ * Kernel fixes for tfjs-node 4.22 on the native engine. Registered over tfjs-node's own kernels for backend
+ * "tensorflow" after it loads.
+ *
+ * Conv2DBackpropInput / Conv2DBackpropFilter: tfjs-node throws "TF Backend supports only 'valid' and 'same' padding
+ * while padding was EXPLICIT" although its Conv2D forward already passes EXPLICIT with `explicit_paddings`, which
+ * TensorFlow's two gradient ops accept as well. Our stride-2 downsamplers (diffusers' `padding=1` convs) need it.
+ */
+import { tf } from "../tf.js";
+import type { KernelConfig, KernelFunc, TensorInfo } from "@tensorflow/tfjs";
+
+interface OpAttr {
+  name: string;
+  type: number;
+  value: unknown;
+}
+interface NodeBackend {
+  binding: { TF_ATTR_INT: number; TF_ATTR_STRING: number; TF_ATTR_BOOL: number; TF_ATTR_TYPE: number; TF_FLOAT: number };
+  executeSingleOutput(name: string, attrs: OpAttr[], inputs: TensorInfo[]): TensorInfo;
+}
+type ConvInfo = ReturnType<typeof tf.backend_util.computeConv2DInfo>;
+
+/** The attributes TF's Conv2DBackprop* ops take, EXPLICIT padding included. */
+function convAttrs(backend: NodeBackend, info: ConvInfo): OpAttr[] {
+  const b = backend.binding;
+  const nhwc = info.dataFormat === "channelsLast";
+  const attrs: OpAttr[] = [
+    { name: "T", type: b.TF_ATTR_TYPE, value: b.TF_FLOAT },
+    { name: "strides", type: b.TF_ATTR_INT, value: nhwc ? [1, info.strideHeight, info.strideWidth, 1] : [1, 1, info.strideHeight, info.strideWidth] },
+    { name: "padding", type: b.TF_ATTR_STRING, value: info.padInfo.type },
+    { name: "data_format", type: b.TF_ATTR_STRING, value: nhwc ? "NHWC" : "NCHW" },
+    { name: "use_cudnn_on_gpu", type: b.TF_ATTR_BOOL, value: true },
+    { name: "dilations", type: b.TF_ATTR_INT, value: nhwc ? [1, info.dilationHeight, info.dilationWidth, 1] : [1, 1, info.dilationHeight, info.dilationWidth] },
+  ];
+  if (info.padInfo.type === "EXPLICIT") {
+    const p = info.padInfo;
+    attrs.push({ name: "explicit_paddings", type: b.TF_ATTR_INT, value: nhwc ? [0, 0, p.top, p.bottom, p.left, p.right, 0, 0] : [0, 0, 0, 0, p.top, p.bottom, p.left, p.right] });
+  }
+  return attrs;
+}
+
+interface ConvBackpropAttrs {
+  strides: [number, number] | number;
+  pad: "valid" | "same" | number | tf.backend_util.ExplicitPadding;
+  dataFormat: "NHWC" | "NCHW";
+  dimRoundingMode?: "floor" | "round" | "ceil";
+  inputShape?: [number, number, number, number];
+  filterShape?: [number, number, number, number];
+}
+
+const conv2DBackpropInput: KernelFunc = ({ inputs, backend, attrs }) => {
+  const { dy, filter } = inputs as { dy: TensorInfo; filter: TensorInfo };
+  const a = attrs as unknown as ConvBackpropAttrs;
+  const info = tf.backend_util.computeConv2DInfo(a.inputShape!, filter.shape as [number, number, number, number], a.strides, 1, a.pad, a.dimRoundingMode, false, tf.backend_util.convertConv2DDataFormat(a.dataFormat));
+  const sizes = tf.tensor1d(info.inShape, "int32");
+  try {
+    return (backend as unknown as NodeBackend).executeSingleOutput("Conv2DBackpropInput", convAttrs(backend as unknown as NodeBackend, info), [sizes, filter, dy]);
+  } finally {
+    sizes.dispose();
+  }
+};
+
+const conv2DBackpropFilter: KernelFunc = ({ inputs, backend, attrs }) => {
+  const { x, dy } = inputs as { x: TensorInfo; dy: TensorInfo };
+  const a = attrs as unknown as ConvBackpropAttrs;
+  const info = tf.backend_util.computeConv2DInfo(x.shape as [number, number, number, number], a.filterShape!, a.strides, 1, a.pad, a.dimRoundingMode, false, tf.backend_util.convertConv2DDataFormat(a.dataFormat));
+  const sizes = tf.tensor1d(info.filterShape, "int32");
+  try {
+    return (backend as unknown as NodeBackend).executeSingleOutput("Conv2DBackpropFilter", convAttrs(backend as unknown as NodeBackend, info), [x, sizes, dy]);
+  } finally {
+    sizes.dispose();
+  }
+};
+
+let registered: string[] | null = null;
+
+function replace(config: KernelConfig): void {
+  if (tf.getKernel(config.kernelName, "tensorflow")) tf.unregisterKernel(config.kernelName, "tensorflow");
+  tf.registerKernel(config);
+}
+
+/** Registers the native kernel fixes once; returns the kernel names replaced. */
+export function registerNativeKernels(): string[] {
+  if (registered) return registered;
+  replace({ kernelName: "Conv2DBackpropInput", backendName: "tensorflow", kernelFunc: conv2DBackpropInput });
+  replace({ kernelName: "Conv2DBackpropFilter", backendName: "tensorflow", kernelFunc: conv2DBackpropFilter });
+  registered = ["Conv2DBackpropInput", "Conv2DBackpropFilter"];
+  return registered;
+}

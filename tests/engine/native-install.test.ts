@@ -1,0 +1,81 @@
+/**
+ * The native engine's installer (scripts/native/install.mjs), run into a temporary folder: it never fails
+ * `npm install`, records why native is missing and the command that adds it, and a second install is a fast copy
+ * from the user cache.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+
+const root = path.resolve(import.meta.dirname, "../..");
+const installer = path.join(root, "scripts", "native", "install.mjs");
+
+function install(env: Record<string, string>, args: string[] = []) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "native-install-"));
+  const r = spawnSync(process.execPath, [installer, ...args], {
+    cwd: root,
+    env: { ...process.env, CONTROLNET_TS_NATIVE_DIR: dir, ...env },
+    encoding: "utf8",
+    timeout: 600_000,
+  });
+  const statusFile = path.join(dir, "status.json");
+  const status = fs.existsSync(statusFile) ? JSON.parse(fs.readFileSync(statusFile, "utf8")) : null;
+  return { code: r.status, err: r.stderr, status, dir };
+}
+
+/** A PATH holding only node, python3 and tar: no C++ compiler (what "g++ hidden from PATH" means). */
+function pathWithoutCompiler(): string {
+  const bin = fs.mkdtempSync(path.join(os.tmpdir(), "no-cxx-bin-"));
+  for (const tool of ["python3", "tar"]) {
+    const found = spawnSync("sh", ["-c", `command -v ${tool}`], { encoding: "utf8" }).stdout.trim();
+    if (found) fs.symlinkSync(found, path.join(bin, tool));
+  }
+  fs.symlinkSync(process.execPath, path.join(bin, "node"));
+  return bin;
+}
+
+test("no C++ compiler: the install still succeeds and records the reason and the fix", () => {
+  const r = install({ PATH: pathWithoutCompiler(), CXX: "" });
+  assert.equal(r.code, 0, r.err);
+  assert.equal(r.status.ok, false);
+  assert.match(r.status.reason, /no C\+\+17 compiler found \(tried g\+\+, c\+\+, clang\+\+/);
+  assert.equal(r.status.fix, "npm run install-native");
+  assert.match(r.err, /not installed: no C\+\+17 compiler found/);
+  assert.match(r.err, /the wasm engine runs; once fixed, add native with: npm run install-native/);
+});
+
+test("`npm run install-native` (--strict) exits 1 when it cannot build", () => {
+  const r = install({ CXX: "/nonexistent/g++" }, ["--strict"]);
+  assert.equal(r.code, 1);
+  assert.match(r.status.reason, /tried \/nonexistent\/g\+\+/);
+});
+
+test("the opt-out variable skips the build and says how to add it later", () => {
+  const r = install({ CONTROLNET_TS_NATIVE: "off" });
+  assert.equal(r.code, 0, r.err);
+  assert.equal(r.status.ok, false);
+  assert.match(r.status.reason, /skipped: CONTROLNET_TS_NATIVE=off/);
+  const bad = install({ CONTROLNET_TS_NATIVE: "tpu" });
+  assert.equal(bad.code, 0);
+  assert.match(bad.status.reason, /CONTROLNET_TS_NATIVE='tpu' is not one of cpu, gpu, off/);
+});
+
+const cacheReady = fs.existsSync(path.join(root, ".native", "status.json")) &&
+  JSON.parse(fs.readFileSync(path.join(root, ".native", "status.json"), "utf8")).ok === true;
+
+test("a second install comes from the cache: fast, hard-linked, and it loads", { skip: !cacheReady && "no native engine was installed on this machine yet" }, () => {
+  const started = Date.now();
+  const r = install({});
+  const secs = (Date.now() - started) / 1000;
+  assert.equal(r.code, 0, r.err);
+  assert.equal(r.status.ok, true, r.err);
+  assert.equal(r.status.tensorflow, "2.21.0");
+  assert.doesNotMatch(r.err, /downloading|compiling/, "nothing should be downloaded or compiled again");
+  assert.ok(secs < 60, `install from the cache took ${secs.toFixed(1)} s`);
+  const lib = fs.statSync(path.join(r.dir, "tensorflow", "lib", "libtensorflow_cc.so.2"));
+  assert.ok(lib.nlink >= 2, "the 800 MB library should be a hard link into the cache, not a copy");
+  fs.rmSync(r.dir, { recursive: true, force: true });
+});
