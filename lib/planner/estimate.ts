@@ -20,6 +20,7 @@
 import {
   ControlNetModel, UNet2DConditionModel, AutoencoderKL, CLIPTextModel, Conv2d, Linear, ResnetBlock2D, Transformer2DModel, Downsample2D, Upsample2D, type Module,
 } from "../models/index.js";
+import { engineInfo } from "../engine/index.js";
 import { stepGeometry, condEmbeddingGeometry, type BlockShape, type UNetLikeConfig } from "./architecture.js";
 import type { PlannerOptions } from "./types.js";
 
@@ -188,19 +189,30 @@ interface BlockCost {
  */
 const T = 0.8;
 
+/**
+ * The factor on the native engine: tfjs-node gives every reshape and saved tensor its own handle, which the memory
+ * tracker counts, so its per-element counts stay at the fitted ones (T = 1; whole-step predictions 0.93–1.06 of
+ * measured in tests/planner on native). Before initEngine: wasm's.
+ */
+function countFactor(): number {
+  const e = engineInfo();
+  return !e || e.backend === "wasm" ? T : 1;
+}
+
 function blockCost(b: BlockShape, profile: EngineProfile, chunk: number): BlockCost {
+  const t = countFactor();
   const px = b.batch * b.h * b.w;
   const inE = px * b.cin;
   const outE = px * b.cout;
   if (b.kind === "resnet") {
-    const saved = profile === "tfjs" ? T * (15 * inE + 19 * outE + (b.cin !== b.cout ? 2 * outE : 0)) : 3 * inE + 3 * outE;
+    const saved = profile === "tfjs" ? t * (15 * inE + 19 * outE + (b.cin !== b.cout ? 2 * outE : 0)) : 3 * inE + 3 * outE;
     return { saved, attention: 0, backward: 0, inputs: inE };
   }
   if (b.kind === "downsample") {
-    return { saved: profile === "tfjs" ? T * (1.41 * inE + 0.35 * (inE / 4)) : inE, attention: 0, backward: 0, inputs: inE };
+    return { saved: profile === "tfjs" ? t * (1.41 * inE + 0.35 * (inE / 4)) : inE, attention: 0, backward: 0, inputs: inE };
   }
   if (b.kind === "upsample") {
-    return { saved: profile === "tfjs" ? T * (1.29 * inE + 5.18 * 4 * inE) : 5 * inE, attention: 0, backward: 0, inputs: inE };
+    return { saved: profile === "tfjs" ? t * (1.29 * inE + 5.18 * 4 * inE) : 5 * inE, attention: 0, backward: 0, inputs: inE };
   }
   // transformer
   const n = b.h * b.w;
@@ -210,7 +222,7 @@ function blockCost(b: BlockShape, profile: EngineProfile, chunk: number): BlockC
   const ctxE = b.batch * m * b.cin;
   const chunked = chunk > 0 && n > chunk;
   if (profile === "tfjs") {
-    const act = T * layers * (152 * outE + 13 * ctxE);
+    const act = t * layers * (152 * outE + 13 * ctxE);
     // full attention keeps the probabilities for self- and cross-attention (shared by softmax's and AV's saves);
     // their gradients are as big.
     const scores = chunked ? 0 : layers * bh * (n * n + n * m);
@@ -265,7 +277,7 @@ export function estimateMemory(c: EstimateConfig): MemoryEstimate {
       if (profile === "torch") maxBlock = Math.max(maxBlock, k.backward);
     }
   }
-  const cond = profile === "tfjs" ? T * (5 * ce.siluOut + 2 * ce.convOut) + ce.input : 2 * ce.siluOut + ce.input + ce.convOut;
+  const cond = profile === "tfjs" ? countFactor() * (5 * ce.siluOut + 2 * ce.convOut) + ce.input : 2 * ce.siluOut + ce.input + ce.convOut;
   saved += cond + geo.concatElements + (profile === "tfjs" ? 1 : 2) * geo.skipElements;
   if (profile === "tfjs") backward += 0.49 * cond;
   // tfjs holds every activation gradient to the end of backprop; torch needs only the largest block's backward.
