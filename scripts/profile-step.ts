@@ -51,11 +51,13 @@ if (which === "mid") {
 }
 step(); step();
 times.clear();
-const N = 3; const t0 = performance.now();
+const N = 3; const t0 = performance.now(); const c0 = process.cpuUsage();
 for (let i = 0; i < N; i++) step();
 const total = (performance.now() - t0) / N;
-console.log(`${which} B=${B} step ${total.toFixed(0)} ms on ${tf.getBackend()}`);
+const cpu = process.cpuUsage(c0);
+// process CPU time (user + system) beside the wall time: on a shared machine it is the steadier figure (1 thread)
+console.log(`${which} B=${B} step ${total.toFixed(0)} ms on ${tf.getBackend()} (process CPU ${((cpu.user + cpu.system) / 1000 / N).toFixed(0)} ms/step)`);
 const rows = [...times].sort((a, b) => b[1].ms - a[1].ms);
-let acc = 0; for (const [, v] of rows) acc += v.ms;
-console.log(`kernel total ${(acc / N).toFixed(0)} ms/step (rest is JS/tape overhead)`);
-for (const [name, v] of rows.slice(0, 25)) console.log(`${name.padEnd(28)} ${(v.ms / N).toFixed(1).padStart(8)} ms ${String(v.n / N).padStart(6)} calls`);
+let acc = 0; let calls = 0; for (const [, v] of rows) { acc += v.ms; calls += v.n; }
+console.log(`kernel total ${(acc / N).toFixed(0)} ms/step in ${calls / N} calls (rest is JS/tape overhead)`);
+for (const [name, v] of rows.slice(0, Number(process.env.PROFILE_ROWS ?? 25))) console.log(`${name.padEnd(28)} ${(v.ms / N).toFixed(1).padStart(8)} ms ${String(v.n / N).padStart(6)} calls`);

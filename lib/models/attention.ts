@@ -7,14 +7,17 @@
  * [B·heads, N, M] score matrix — only one chunk's scores, recomputed during backprop. Results equal full attention
  * up to float rounding.
  */
-import { tf, SMALL_GEMM_FLOPS } from "../engine/index.js";
+import { tf } from "../engine/index.js";
 import { checkpoint } from "../engine/checkpoint.js";
 import { Module } from "./module.js";
 import { GroupNorm, LayerNorm, Linear, Pointwise, gelu } from "./layers.js";
 
 /**
  * softmax(q·kᵀ·scale + mask)·v for head-split tensors q [BH,N,d], k/v [BH,M,d]; mask broadcasts to [BH,N,M].
- * With chunkSize > 0 and N > chunkSize, queries go in checkpointed chunks.
+ * All heads go through one batched product each way (QKᵀ and AV), so the op count — and the tape — does not grow
+ * with the number of heads: per-op overhead, not arithmetic, is what small and mid-size models spend their time on
+ * (on wasm the batched kernel, lib/engine/kernels/batch-matmul.ts, picks SIMD or a GEMM loop per shape). With
+ * chunkSize > 0 and N > chunkSize, queries go in checkpointed chunks, each chunk still one product per direction.
  */
 export function scaledDotProductAttention(
   q: tf.Tensor3D,
@@ -23,55 +26,26 @@ export function scaledDotProductAttention(
   scale: number,
   opts: { chunkSize?: number; mask?: tf.Tensor } = {},
 ): tf.Tensor3D {
-  // Per (batch·head) 2-D matmuls: a batched matmul on wasm is a loop of GEMMs plus a stacked copy of the
-  // [BH,N,M] result (and again in backward); doing the loop here keeps only the softmax outputs alive.
-  const heads = (qc: tf.Tensor, ks: tf.Tensor[], vs: tf.Tensor[], mask?: tf.Tensor): tf.Tensor3D =>
+  const attend = (qc: tf.Tensor, kc: tf.Tensor, vc: tf.Tensor, mask?: tf.Tensor): tf.Tensor3D =>
     tf.tidy(() => {
       // scale q (small) rather than the scores: one fewer score-sized tensor kept for backprop
-      const qs = tf.unstack(tf.mul(qc, scale));
-      const masks = mask ? (mask.shape[0] === 1 ? null : tf.unstack(mask)) : null;
-      const one = mask && !masks ? tf.reshape(mask, mask.shape.slice(-2)) : null;
-      const outs = qs.map((qi, i) => {
-        let s: tf.Tensor = tf.matMul(qi as tf.Tensor2D, ks[i] as tf.Tensor2D, false, true);
-        const m = masks ? masks[i] : one;
-        if (m) s = tf.add(s, m);
-        return tf.matMul(tf.softmax(s) as tf.Tensor2D, vs[i] as tf.Tensor2D);
-      });
-      return tf.stack(outs) as tf.Tensor3D;
-    });
-  // Small heads (tiny models, low resolutions): per-head ops would cost more in overhead than in math, so one
-  // batched product each way; the score tensor is small by the same token.
-  const batched = (qc: tf.Tensor, kc: tf.Tensor, vc: tf.Tensor, mask?: tf.Tensor): tf.Tensor3D =>
-    tf.tidy(() => {
       let s: tf.Tensor = tf.matMul(tf.mul(qc, scale) as tf.Tensor3D, kc as tf.Tensor3D, false, true);
       if (mask) s = tf.add(s, mask);
       return tf.matMul(tf.softmax(s) as tf.Tensor3D, vc as tf.Tensor3D);
     });
   const n = q.shape[1];
-  const [bh, m, d] = k.shape;
   const chunk = opts.chunkSize ?? 0;
-  const chunked = chunk > 0 && n > chunk;
-  const perHead = 2 * (chunked ? chunk : n) * m * d >= SMALL_GEMM_FLOPS;
-  if (!chunked) return perHead ? tf.tidy(() => heads(q, tf.unstack(k), tf.unstack(v), opts.mask)) : batched(q, k, v, opts.mask);
+  if (!(chunk > 0 && n > chunk)) return attend(q, k, v, opts.mask);
   return tf.tidy(() => {
-    // k and v are split into heads once, not again in every chunk (and its recompute): the chunks take the pieces
-    const kv = perHead ? [...tf.unstack(k), ...tf.unstack(v)] : [k, v];
-    const nkv = kv.length;
-    const run = (xs: tf.Tensor[]) => {
-      const [qc, ...rest] = xs;
-      const mask = rest[nkv];
-      return perHead ? heads(qc!, rest.slice(0, bh), rest.slice(bh, nkv), mask) : batched(qc!, rest[0]!, rest[1]!, mask);
-    };
     const parts: tf.Tensor[] = [];
     for (let start = 0; start < n; start += chunk) {
       const len = Math.min(chunk, n - start);
-      const qc = tf.slice(q, [0, start, 0], [-1, len, -1]);
-      const inputs = [qc, ...kv];
+      const inputs: tf.Tensor[] = [tf.slice(q, [0, start, 0], [-1, len, -1]), k, v];
       if (opts.mask) {
         const mk = opts.mask;
         inputs.push(mk.shape[mk.rank - 2] === 1 ? mk : tf.slice(mk, [...new Array<number>(mk.rank - 2).fill(0), start, 0], [...new Array<number>(mk.rank - 2).fill(-1), len, -1]));
       }
-      parts.push(checkpoint((...xs) => run(xs), inputs));
+      parts.push(checkpoint((qc, kc, vc, mc) => attend(qc!, kc!, vc!, mc), inputs));
     }
     return tf.concat(parts, 1) as tf.Tensor3D;
   });

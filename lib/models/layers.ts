@@ -116,6 +116,30 @@ function normalize(x: tf.Tensor, axes: number[], eps: number): tf.Tensor {
   return tf.mul(centered, tf.rsqrt(tf.add(variance, eps)));
 }
 
+/**
+ * GroupNorm's two small matrices for (C, G), transposed — [G, C] averages each group's channels (1/(C/G) where
+ * channel c is in group g), [C, G] hands a group's value back to its channels (ones) — as host arrays: GroupNorm
+ * uploads them per call (a few KB), so no cached tensor outlives a tidy or a backend switch. They are used with
+ * transposeB: on wasm that sends these tiny products to the SIMD batched kernel instead of XNNPACK, which would
+ * create and pack an operator for every freshly uploaded right-hand side.
+ */
+const groupMaps = new Map<string, { average: Float32Array; expand: Float32Array }>();
+function groupMatrices(c: number, g: number): { average: Float32Array; expand: Float32Array } {
+  const key = `${c}/${g}`;
+  let m = groupMaps.get(key);
+  if (!m) {
+    const per = c / g;
+    m = { average: new Float32Array(g * c), expand: new Float32Array(c * g) };
+    for (let ch = 0; ch < c; ch++) {
+      const grp = Math.floor(ch / per);
+      m.average[grp * c + ch] = 1 / per;
+      m.expand[ch * g + grp] = 1;
+    }
+    groupMaps.set(key, m);
+  }
+  return m;
+}
+
 /** torch.nn.GroupNorm over the channel (last) axis of [B, ..., C]. */
 export class GroupNorm extends Module {
   readonly weight: Param;
@@ -133,25 +157,30 @@ export class GroupNorm extends Module {
   }
 
   /**
-   * Same math as normalize() over each group, but every full-size broadcast is per channel ([B,1,C] against
-   * [B,HW,C]): wasm's binary ops take a fast path for that and a ~10× slower index loop for the grouped layout
-   * ([B,HW,G,C/G] against [B,1,G,1]). Group statistics are small and are expanded to channels before use.
+   * Same math as normalize() over each group (two-pass, biased variance), in as few ops as the layout allows: a
+   * mean over the positions gives [B, C], one small matmul turns that into group statistics [B, G] and one more
+   * hands them back to the channels, so every full-size op is a per-channel broadcast ([B,1,1,C] against
+   * [B,H,W,C]) — wasm's binary ops take a fast path for that and a ~10× slower index loop for a grouped layout
+   * ([B,HW,G,C/G] against [B,1,G,1]) — and no reshape of the activation is needed. The weight is folded into the
+   * per-channel scale, so the output is one multiply and one add.
    */
   forward<T extends tf.Tensor>(x: T): T {
     return tf.tidy(() => {
       const b = x.shape[0]!;
       const c = this.numChannels;
       const g = this.numGroups;
-      const x3 = tf.reshape(x, [b, -1, c]);
-      const perGroup = tf.ones([1, 1, c / g]);
-      const toChannels = (s: tf.Tensor): tf.Tensor => tf.reshape(tf.mul(tf.reshape(s, [b, g, 1]), perGroup), [b, 1, c]);
-      // mean over positions, then over each group's channels: both steps' gradients broadcast per channel too
-      const groupMean = (t: tf.Tensor): tf.Tensor => tf.mean(tf.reshape(tf.mean(t, 1), [b, g, c / g]), 2);
-      const centered = tf.sub(x3, toChannels(groupMean(x3)));
-      const invStd = tf.rsqrt(tf.add(groupMean(tf.square(centered)), this.eps));
-      const scale = tf.mul(toChannels(invStd), tf.reshape(this.v(this.weight), [1, 1, c]));
-      const y = tf.add(tf.mul(centered, scale), tf.reshape(this.v(this.bias), [1, 1, c]));
-      return tf.reshape(y, x.shape) as T;
+      const positions = Array.from({ length: x.rank - 2 }, (_, i) => i + 1);
+      const perChannel = [b, ...positions.map(() => 1), c];
+      const maps = groupMatrices(c, g);
+      const averageT = tf.tensor2d(maps.average, [g, c]);
+      const expandT = tf.tensor2d(maps.expand, [c, g]);
+      const toChannels = (s: tf.Tensor2D): tf.Tensor2D => tf.matMul(s, expandT, false, true);
+      // mean over positions, then over each group's channels (a mean of equal-size means is the group mean)
+      const groupMean = (t: tf.Tensor): tf.Tensor2D => tf.matMul(tf.mean(t, positions) as tf.Tensor2D, averageT, false, true);
+      const centered = tf.sub(x, tf.reshape(toChannels(groupMean(x)), perChannel));
+      const invStd = tf.rsqrt(tf.add(groupMean(tf.square(centered)), this.eps)) as tf.Tensor2D;
+      const scale = tf.reshape(tf.mul(toChannels(invStd), this.v(this.weight)), perChannel);
+      return tf.add(tf.mul(centered, scale), this.v(this.bias)) as T;
     });
   }
 }

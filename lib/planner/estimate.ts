@@ -10,14 +10,13 @@
  *    gradients. The per-block counts (in float32 elements per element of the block's input/output, plus one copy of
  *    the block's weights) were calibrated by measuring each block's saved bytes with measurePeak on bench-mid and
  *    tiny configs (lib/planner/measure.ts; least squares over 4 configs, residual < 3 % per block type), and the
- *    backward term by fitting peak − saved over the same runs.
- *  - "tfjs-native" (ours on tfjs-node, engine "node"/"node-gpu"): the same tape, but tfjs saves each tensor a kernel
- *    keeps for backward through engine.clone → the Identity kernel, and tfjs-backend-wasm's Identity *copies* the
- *    buffer while tfjs-node's only adds a reference. So on wasm every saved input/output is a second buffer beside
- *    the original (and a tensor saved by two kernels is three), on native they are one. The "tfjs" counts include
- *    those copies; native keeps NATIVE_KEPT_SHARE of the activation terms (fitted on native as the tfjs counts were on
- *    wasm, see the constant). The attention maps and the per-block weight terms are not scaled: fitted freely they
- *    came out at 1.0 and 1.1 on native (whatever those terms hold besides tape copies, it is there on both engines).
+ *    backward term by fitting peak − saved over the same runs — when wasm's Identity kernel still copied every tensor
+ *    the tape saves. It now shares the buffer (engine/kernels/identity.ts): on wasm the weight copies, the skip
+ *    connections' and attention maps' second copies are gone and the rest scales by WASM_SHARED_FACTOR.
+ *  - "tfjs-native" (ours on tfjs-node, engine "node"/"node-gpu"): the same tape; tfjs-node's Identity adds a
+ *    reference to the TF tensor, but each saved tensor is a handle tfjs' memory counter counts. Native keeps the
+ *    fitted counts with the weight terms, skip and attention copies, and NATIVE_KEPT_SHARE of the activation terms
+ *    (fitted on native, see the constant).
  *  - "torch" (diffusers on CUDA, for reproducing the seed README's table): autograd frees saved tensors as backward
  *    proceeds, so the peak is at the start of backward. Counts come from what each torch op saves (GroupNorm, SiLU
  *    and conv save their inputs; attention keeps the softmax output; xformers keeps only the log-sum-exp), the
@@ -27,9 +26,9 @@
 import {
   ControlNetModel, UNet2DConditionModel, AutoencoderKL, CLIPTextModel, Conv2d, Linear, ResnetBlock2D, Transformer2DModel, Downsample2D, Upsample2D, type Module,
 } from "../models/index.js";
+import { engineInfo } from "../engine/index.js";
 import { stepGeometry, condEmbeddingGeometry, type BlockShape, type UNetLikeConfig } from "./architecture.js";
 import type { PlannerOptions } from "./types.js";
-import { engineInfo } from "../engine/index.js";
 
 export type { PlannerOptions } from "./types.js";
 
@@ -202,21 +201,33 @@ interface BlockCost {
   weights: number;
 }
 
+/**
+ * "tfjs" (wasm): the fitted per-element counts below were measured when the wasm Identity kernel copied every tensor
+ * a kernel saves; it now shares the buffer (engine/kernels/identity.ts), which drops the weights' saved copies (the
+ * `weights` terms), a skip connection's second copy and the attention maps' second copy outright, and scales the rest
+ * by this factor — the ratio of single-block training peaks after/before (resnet 0.75–0.78, transformer 0.77,
+ * down/upsample 0.73/0.80, measured side by side with measurePeak), rounded to 0.8 against the whole-step peaks of
+ * tests/planner (predicted/measured 0.96 tiny, 1.00 bench-mid 128 px, 0.99 with checkpointing + 8-bit Adam).
+ */
+const WASM_SHARED_FACTOR = 0.8;
+
 function blockCost(b: BlockShape, profile: EngineProfile, chunk: number): BlockCost {
-  // one block-weights' worth of bytes kept per block (calibrated on wasm; measured the same on native)
-  const weights = profile !== "torch" ? b.params : 0;
+  // native: one block-weights' worth of bytes kept per block (fitted); wasm's tape now shares the saved weights
+  const weights = profile === "tfjs-native" ? b.params : 0;
+  const t = profile === "tfjs" ? WASM_SHARED_FACTOR : 1;
+  const tape = profile !== "torch";
   const px = b.batch * b.h * b.w;
   const inE = px * b.cin;
   const outE = px * b.cout;
   if (b.kind === "resnet") {
-    const saved = profile !== "torch" ? weights + 15 * inE + 19 * outE + (b.cin !== b.cout ? 2 * outE : 0) : 3 * inE + 3 * outE;
+    const saved = tape ? weights + t * (15 * inE + 19 * outE + (b.cin !== b.cout ? 2 * outE : 0)) : 3 * inE + 3 * outE;
     return { saved, attention: 0, backward: 0, inputs: inE, weights };
   }
   if (b.kind === "downsample") {
-    return { saved: profile !== "torch" ? weights + 1.41 * inE + 0.35 * (inE / 4) : inE, attention: 0, backward: 0, inputs: inE, weights };
+    return { saved: tape ? weights + t * (1.41 * inE + 0.35 * (inE / 4)) : inE, attention: 0, backward: 0, inputs: inE, weights };
   }
   if (b.kind === "upsample") {
-    return { saved: profile !== "torch" ? weights + 1.29 * inE + 5.18 * 4 * inE : 5 * inE, attention: 0, backward: 0, inputs: inE, weights };
+    return { saved: tape ? weights + t * (1.29 * inE + 5.18 * 4 * inE) : 5 * inE, attention: 0, backward: 0, inputs: inE, weights };
   }
   // transformer
   const n = b.h * b.w;
@@ -225,10 +236,11 @@ function blockCost(b: BlockShape, profile: EngineProfile, chunk: number): BlockC
   const layers = b.layers ?? 1;
   const ctxE = b.batch * m * b.cin;
   const chunked = chunk > 0 && n > chunk;
-  if (profile !== "torch") {
-    const act = layers * (152 * outE + 13 * ctxE);
-    // full attention keeps scores and probabilities (×2) for self- and cross-attention; their gradients are as big.
-    const scores = chunked ? 0 : layers * 2 * bh * (n * n + n * m);
+  if (tape) {
+    const act = t * layers * (152 * outE + 13 * ctxE);
+    // full attention keeps the probabilities of self- and cross-attention for softmax's and AV's backward: one buffer
+    // on wasm (its Identity shares it), two tracked handles on native; their gradients are as big.
+    const scores = chunked ? 0 : layers * (profile === "tfjs" ? 1 : 2) * bh * (n * n + n * m);
     // chunked: one chunk's scores are recomputed at a time (scores, probabilities and their gradients).
     const chunkTransient = chunked ? 4 * bh * chunk * Math.max(n, m) : 0;
     return { saved: weights + act, attention: scores, backward: 0.93 * act + scores + chunkTransient, inputs: outE + b.batch * m * b.ctxDim!, weights };
@@ -284,9 +296,13 @@ export function estimateMemory(c: EstimateConfig): MemoryEstimate {
       if (profile === "torch") maxBlock = Math.max(maxBlock, k.backward);
     }
   }
-  if (tape) weightTerms += ce.params;
-  const cond = tape ? ce.params + 5 * ce.siluOut + 2 * ce.convOut + ce.input : 2 * ce.siluOut + ce.input + ce.convOut;
-  saved += cond + geo.concatElements + 2 * geo.skipElements;
+  const wasm = profile === "tfjs";
+  if (profile === "tfjs-native") weightTerms += ce.params;
+  const cond = tape
+    ? (wasm ? 0 : ce.params) + (wasm ? WASM_SHARED_FACTOR : 1) * (5 * ce.siluOut + 2 * ce.convOut) + ce.input
+    : 2 * ce.siluOut + ce.input + ce.convOut;
+  // a skip connection's second copy is a tape copy: gone on wasm, a separate tracked handle on native
+  saved += cond + geo.concatElements + (wasm ? 1 : 2) * geo.skipElements;
   if (tape) backward += 0.49 * cond;
   // tfjs holds every activation gradient to the end of backprop; torch needs only the largest block's backward.
   const transient = tape ? backward + maxBlock : maxBlock;

@@ -23,21 +23,22 @@ for (const shared of [false, true]) {
     const f32 = new Float32Array(memory.buffer);
     const rng = new Prng(7);
     // n = 21: two 8-column blocks, one 4-column block and one single column; k = 1 and odd k included
-    for (const [batch, m, k, n, na, nb] of [[3, 5, 7, 21, 3, 3], [2, 4, 1, 9, 1, 2], [4, 3, 16, 4, 4, 1], [1, 2, 3, 3, 1, 1]]) {
+    // transA: A[q] stored as its transpose (k×m), read in place
+    for (const [batch, m, k, n, na, nb, transA] of [[3, 5, 7, 21, 3, 3, 0], [2, 4, 1, 9, 1, 2, 0], [4, 3, 16, 4, 4, 1, 0], [1, 2, 3, 3, 1, 1, 0], [3, 5, 7, 21, 3, 3, 1], [2, 6, 9, 13, 1, 2, 1]]) {
       const a = 16; // element offsets of a, b, c (c is surrounded by sentinels)
       const b = a + na! * m! * k!;
       const c = b + nb! * k! * n! + 4;
       const total = batch! * m! * n!;
       for (let i = a; i < c - 4; i++) f32[i] = rng.uniform(-1, 1);
       f32.fill(12345, c - 4, c + total + 4);
-      bmm(4 * a, 4 * b, 4 * c, batch!, m!, k!, n!, na === 1 ? 0 : m! * k!, nb === 1 ? 0 : k! * n!);
+      bmm(4 * a, 4 * b, 4 * c, batch!, m!, k!, n!, na === 1 ? 0 : m! * k!, nb === 1 ? 0 : k! * n!, transA);
       for (let q = 0; q < batch!; q++)
         for (let r = 0; r < m!; r++)
           for (let j = 0; j < n!; j++) {
             let want = 0;
-            for (let p = 0; p < k!; p++) want += f32[a + (na === 1 ? 0 : q * m! * k!) + r * k! + p]! * f32[b + (nb === 1 ? 0 : q * k! * n!) + p * n! + j]!;
+            for (let p = 0; p < k!; p++) want += f32[a + (na === 1 ? 0 : q * m! * k!) + (transA ? p * m! + r : r * k! + p)]! * f32[b + (nb === 1 ? 0 : q * k! * n!) + p * n! + j]!;
             const got = f32[c + (q * m! + r) * n! + j]!;
-            assert.ok(Math.abs(got - want) <= 1e-5 * Math.max(1, Math.abs(want)), `batch ${q} [${r},${j}] of ${[batch, m, k, n]}: ${got} vs ${want}`);
+            assert.ok(Math.abs(got - want) <= 1e-5 * Math.max(1, Math.abs(want)), `batch ${q} [${r},${j}] of ${[batch, m, k, n]}${transA ? " (A transposed)" : ""}: ${got} vs ${want}`);
           }
       for (const i of [c - 1, c + total]) assert.equal(f32[i], 12345, "wrote outside C");
     }

@@ -5,6 +5,8 @@
 import { before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { tf, SMALL_GEMM_FLOPS } from "../../lib/engine/index.js";
+import { NARROW_GEMM_DIM } from "../../lib/engine/kernels/batch-matmul.js";
+import { memoryInfo } from "../../lib/engine/memory.js";
 import { initEngine } from "../../lib/engine/index.js";
 import { assertClose, onCpu } from "../helpers.js";
 import { assertConvCaseMatchesCpu, convCases as cases, type ConvCase } from "./conv-cases.js";
@@ -51,9 +53,11 @@ describe("conv2d gradients on wasm", () => {
 describe("BatchMatMul on wasm", () => {
   const shapes: [number, number][] = [[1, 1], [3, 3], [3, 1], [1, 3]];
   // small products take the one-call path of the override (the SIMD kernel: n = 6 runs its four-column block and
-  // two single columns, n = 21 two eight-column blocks, a four and a single one), large ones the per-item GEMM loop
-  const sizes: Array<[string, number, number, number]> = [["small", 7, 5, 6], ["small wide", 9, 13, 21], ["large", 48, 40, 70]];
-  assert.ok(2 * 9 * 13 * 21 < SMALL_GEMM_FLOPS && 2 * 48 * 40 * 70 >= SMALL_GEMM_FLOPS);
+  // two single columns, n = 21 two eight-column blocks, a four and a single one), large ones the per-item GEMM loop,
+  // large but narrow ones (n ≤ NARROW_GEMM_DIM, batch > 1) the SIMD kernel again, reading a transposed a in place
+  const sizes: Array<[string, number, number, number]> = [["small", 7, 5, 6], ["small wide", 9, 13, 21], ["large", 48, 40, 70], ["large narrow", 96, 80, 20]];
+  assert.ok(2 * 9 * 13 * 21 < SMALL_GEMM_FLOPS && 2 * 48 * 40 * 70 >= SMALL_GEMM_FLOPS && 2 * 96 * 80 * 20 >= SMALL_GEMM_FLOPS);
+  assert.ok(Math.min(48, 40, 70) > NARROW_GEMM_DIM && 20 <= NARROW_GEMM_DIM);
   for (const [label, m, k, n] of sizes)
   for (const [ba, bb] of shapes)
     for (const ta of [false, true])
@@ -96,6 +100,26 @@ describe("Slice on wasm", () => {
     }
     const ints = tf.tidy(() => tf.slice(tf.tensor2d([[1, 2, 3], [4, 5, 6]], [2, 3], "int32"), [1, 1], [1, 2]).arraySync());
     assert.deepEqual(ints, [[5, 6]]);
+  });
+});
+
+describe("Identity on wasm", () => {
+  test("a clone (what the tape saves for backprop) shares the buffer, outlives its source, and keeps its gradient", () => {
+    const x = tf.tensor2d([[1, -2, 3], [4, 5, -6]]);
+    // per-buffer bytes (lib/engine/memory.ts): tfjs' own numBytes counts every tensor object, shared or not
+    const bytes = memoryInfo().liveBytes;
+    const c = x.clone();
+    assert.equal(memoryInfo().liveBytes, bytes, "the clone copied the buffer");
+    x.dispose();
+    assert.deepEqual(Array.from(c.dataSync()), [1, -2, 3, 4, 5, -6]);
+    c.dispose();
+    assert.equal(memoryInfo().liveBytes, bytes - 24, "the shared buffer was not freed with its last tensor");
+    const strs = tf.tensor1d(["a", "bc"], "string");
+    assert.deepEqual(strs.clone().arraySync(), ["a", "bc"]);
+    // tfjs saves both x and its product for this gradient, each through Identity
+    const g = tf.tidy(() => tf.grad((v: tf.Tensor) => tf.sum(tf.mul(tf.square(v), tf.exp(v))))(tf.tensor1d([0.5, -1])).dataSync());
+    const want = [0.5, -1].map((v) => (2 * v + v * v) * Math.exp(v));
+    g.forEach((v, i) => assert.ok(Math.abs(v - want[i]!) < 1e-6, `${v} vs ${want[i]}`));
   });
 });
 

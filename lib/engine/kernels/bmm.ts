@@ -22,7 +22,7 @@ declare const WebAssembly: {
   Instance: new (module: object, imports: object) => { exports: Record<string, unknown> };
 };
 
-export type BmmExport = (a: number, b: number, c: number, batch: number, m: number, k: number, n: number, strideA: number, strideB: number) => void;
+export type BmmExport = (a: number, b: number, c: number, batch: number, m: number, k: number, n: number, strideA: number, strideB: number, transA?: number) => void;
 
 let cached: { memory: WasmMemory; bmm: BmmExport } | null = null;
 
@@ -30,7 +30,7 @@ function decode(base64: string): Uint8Array {
   return Uint8Array.from(atob(base64), (ch) => ch.charCodeAt(0));
 }
 
-/** bmm.wat instantiated on `memory`: bmm(a, b, c, batch, m, k, n, strideA, strideB) with byte addresses. */
+/** bmm.wat instantiated on `memory`: bmm(a, b, c, batch, m, k, n, strideA, strideB, transA) with byte addresses. */
 export function bmmOnMemory(memory: WasmMemory): BmmExport {
   // the threaded backend's heap is shared memory, and an import must say so
   const shared = typeof SharedArrayBuffer !== "undefined" && memory.buffer instanceof SharedArrayBuffer;
@@ -62,18 +62,19 @@ export function hasSimdBatchMatMul(backend: unknown): boolean {
 }
 
 /**
- * C[i] = A[i] · B[i] for float32 a [batch|1, m, k] and b [batch|1, k, n] (no transposes; a batch of 1 broadcasts):
- * a new [batch, m, n] tensor info on the backend.
+ * C[i] = A[i] · B[i] for float32 a [batch|1, m, k] (or, with transposeA, a [batch|1, k, m] holding Aᵀ) and
+ * b [batch|1, k, n] (a batch of 1 broadcasts): a new [batch, m, n] tensor info on the backend.
  */
-export function simdBatchMatMul(backend: unknown, a: TensorInfo, b: TensorInfo, batch: number): TensorInfo {
+export function simdBatchMatMul(backend: unknown, a: TensorInfo, b: TensorInfo, batch: number, transposeA = false): TensorInfo {
   const be = backend as WasmBackendLike;
   const bmm = instance(be);
   if (!bmm) throw new Error("simdBatchMatMul: this backend exposes no wasm memory");
-  const [na, m, k] = a.shape as [number, number, number];
+  const [na, r, c] = a.shape as [number, number, number];
+  const [m, k] = transposeA ? [c, r] : [r, c];
   const [nb, , n] = b.shape as [number, number, number];
   const out = be.makeOutput([batch, m, n], "float32");
   // addresses are taken after makeOutput: growing the heap moves no tensor, but detaches old views
   const ptr = (t: TensorInfo) => be.typedArrayFromHeap(t).byteOffset;
-  bmm(ptr(a), ptr(b), ptr(out), batch, m, k, n, na === 1 ? 0 : m * k, nb === 1 ? 0 : k * n);
+  bmm(ptr(a), ptr(b), ptr(out), batch, m, k, n, na === 1 ? 0 : m * k, nb === 1 ? 0 : k * n, transposeA ? 1 : 0);
   return out;
 }

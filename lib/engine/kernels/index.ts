@@ -6,6 +6,7 @@ import { makeBatchMatMul } from "./batch-matmul.js";
 import { sliceKernel } from "./slice.js";
 import { unsortedSegmentSumKernel } from "./segment-sum.js";
 import { erfKernel } from "./erf.js";
+import { makeIdentity } from "./identity.js";
 
 let registered: string[] | null = null;
 
@@ -30,7 +31,11 @@ export function registerWasmKernels(): string[] {
     return makeBatchMatMul(orig.kernelFunc);
   });
   replace("Slice", () => sliceKernel);
-  const added = ["Conv2DBackpropFilter", "Conv2DBackpropInput", "BatchMatMul", "Slice"];
+  replace("Identity", (orig) => {
+    if (!orig) throw new Error("tfjs-backend-wasm has no Identity kernel to wrap");
+    return makeIdentity(orig.kernelFunc);
+  });
+  const added = ["Conv2DBackpropFilter", "Conv2DBackpropInput", "BatchMatMul", "Slice", "Identity"];
   if (!tf.getKernel("UnsortedSegmentSum", "wasm")) {
     replace("UnsortedSegmentSum", () => unsortedSegmentSumKernel);
     added.push("UnsortedSegmentSum");
