@@ -6,9 +6,7 @@
  * 8-bit Adam (other numerics) or what this trainer cannot do (frozen-weight offload, per-call weight copies) is refused,
  * naming the flags to add.
  */
-import os from "node:os";
 import { planMemory, plannedDeviceBytes, type EstimateConfig, type PlannerOptions } from "../planner/index.js";
-import type { EngineInfo } from "../engine/index.js";
 import type { TrainArgs } from "./args.js";
 
 /** The trainer's query chunk when it applies chunked attention itself (the planner's tier uses the same). */
@@ -42,12 +40,6 @@ const FLAGS: Partial<Record<keyof PlannerOptions, string>> = {
   use8bitAdam: "--use_8bit_adam", gradientCheckpointing: "--gradient_checkpointing", offloadOptimizerState: "--offload_optimizer_state",
   offloadFrozenWeights: "frozen-weight offload (not in this trainer yet)", keepPackedWeights: "per-call weight copies (not in this trainer yet)",
 };
-
-/** The device budget of the engine: the wasm heap's 4 GiB, host memory for tfjs-node / cpu; null when unknown (GPU). */
-export function deviceBudget(engine: Pick<EngineInfo, "backend" | "deviceMemoryLimit">): number | null {
-  if (engine.deviceMemoryLimit) return engine.deviceMemoryLimit;
-  return engine.backend === "node" || engine.backend === "cpu" ? os.totalmem() : null;
-}
 
 const GB = (b: number) => `${(b / 2 ** 30).toFixed(1)} GiB`;
 

@@ -6,7 +6,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { initEngine, describeEngine } from "../engine/index.js";
+import { initEngine, describeEngine, memoryBudget } from "../engine/index.js";
 import { createDataset, type ControlNetDataset } from "../data/index.js";
 import { createRepo, uploadFolder, HubError } from "../io/hub.js";
 import type { ControlNetModel } from "../models/index.js";
@@ -17,7 +17,7 @@ import { TensorBoardWriter, encodePng, makeGrid } from "./tensorboard.js";
 import { planTrackers, resolveLoggingDir, tensorboardDir } from "./trackers.js";
 import { TRAIN_ARG_SPECS } from "./args.js";
 import { assertNoForeignCheckpoints } from "./checkpoints.js";
-import { deviceBudget, planRun, PLANNED_ATTENTION_CHUNK, XFORMERS_ATTENTION_CHUNK } from "./plan-run.js";
+import { planRun, PLANNED_ATTENTION_CHUNK, XFORMERS_ATTENTION_CHUNK } from "./plan-run.js";
 import { checkValidationImages, runValidation, type ValidationResult } from "./validation.js";
 import { suddenConvergenceStep, type ConvergencePoint } from "../eval/fidelity.js";
 import { dataParallelFromEnv } from "./distributed.js";
@@ -69,8 +69,9 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
   const controlnet = await loadOrCreateControlNet(base, args.controlnet_model_name_or_path, { ...hub, seed: args.seed ?? 1 });
   // before the dataset, the trainer and step 1: does this run fit the engine's memory? (issue 25 #7)
   let attentionChunk = args.enable_xformers_memory_efficient_attention ? XFORMERS_ATTENTION_CHUNK : 0;
-  const budget = process.env.CONTROLNET_TS_IGNORE_PLAN ? null : deviceBudget(engine);
-  if (budget === null) log(process.env.CONTROLNET_TS_IGNORE_PLAN ? "memory plan: skipped (CONTROLNET_TS_IGNORE_PLAN)" : `memory plan: skipped (no device memory figure for ${engine.backend})`);
+  // the engine's budget: the wasm heap, the GPU's memory on node-gpu, host memory on native CPU
+  const budget = process.env.CONTROLNET_TS_IGNORE_PLAN ? null : memoryBudget();
+  if (budget === null) log("memory plan: skipped (CONTROLNET_TS_IGNORE_PLAN)");
   else {
     const plan = planRun(args, {
       unet: base.unet.config, vae: base.vae.config, textEncoder: base.textEncoder.config,

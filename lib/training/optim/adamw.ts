@@ -206,10 +206,11 @@ export function clipGradNorm(grads: Map<string, tf.Tensor>, maxNorm: number, hos
   if (grads.size === 0 && !hostGrads?.size) return 0;
   let deviceNorm = 0;
   if (grads.size) {
-    const total = tf.tidy(() => {
-      const norms = [...grads.values()].map((g) => tf.sqrt(tf.sum(tf.square(g))));
-      return tf.sqrt(tf.sum(tf.square(tf.stack(norms))));
-    });
+    // one tidy per gradient: its square is freed before the next one is made (a single tidy around all of them kept
+    // a squared copy of every gradient alive at once — the step's memory peak on SD1.5, 1.45 GB above the backward's)
+    const norms = [...grads.values()].map((g) => tf.tidy(() => tf.sqrt(tf.sum(tf.square(g)))));
+    const total = tf.tidy(() => tf.sqrt(tf.sum(tf.square(tf.stack(norms)))));
+    tf.dispose(norms);
     deviceNorm = total.dataSync()[0]!;
     total.dispose();
   }
