@@ -210,7 +210,10 @@ export async function createDataset(options: AnyOptions): Promise<ControlNetData
     if (!Number.isInteger(max) || max < 1) throw new Error(`max_train_samples must be a positive integer, got ${max}`);
     // dataset.shuffle(seed=seed).select(range(max)): datasets' shuffle is numpy's default_rng(seed).permutation
     const n = source.length;
-    if (max > n) (o.warn ?? console.warn)(`max_train_samples ${max} is more than the dataset's ${n} rows: all ${n} are kept (shuffled)`);
+    if (max > n) {
+      (o.warn ?? console.warn)(`max_train_samples ${max} is more than the dataset's ${n} rows: all ${n} are kept (shuffled)`);
+      resolved.max_train_samples = n; // the same rows, said once (a worker loader rebuilds from these options)
+    }
     source = new SubsetSource(source, numpyPermutation(n, seed).subarray(0, Math.min(max, n)));
   }
   return new ControlNetDataset(source, resolution, seed, p, resolved);
