@@ -47,6 +47,9 @@ export interface DatasetCellOptions {
   conditioningImageColumn?: string;
   captionColumn?: string;
   proportionEmptyPrompts?: number;
+  /** Seed of maxTrainSamples' shuffle and of the data order (default 0). The cells keep fixed default seeds, unlike
+   *  the command line's random one for an unset --seed: a re-run cell (or a restarted kernel) must name the same model
+   *  and resume the same run folder. */
   seed?: number;
 }
 
@@ -90,7 +93,9 @@ export async function baseModel(nameOrPath: string): Promise<WithDisplay<BaseMod
 
 /** cell 3b: a ControlNet initialised from the base UNet, or loaded from a folder / hub id. Re-running the cell with other
  *  arguments frees the previous model (after writing a checkpoint of its training, if it has unsaved steps). */
-export async function controlnet(o: { from: BaseModel; pretrained?: string; seed?: number;
+export async function controlnet(o: { from: BaseModel; pretrained?: string;
+  /** from_unet's initialisation seed (default 1, fixed: the model's name in its run folder includes it). */
+  seed?: number;
   /** conditioning_embedding_out_channels (one entry per VAE downsampling plus one; default SD's, cut to fit). */
   conditioningEmbeddingOutChannels?: number[] }): Promise<WithDisplay<ControlNetModel>> {
   return memo("controlnet", o, async () => {
@@ -129,6 +134,7 @@ export interface TrainCellOptions {
   maxTrainSteps?: number;
   lrScheduler?: string;
   lrWarmupSteps?: number;
+  /** The training seed (noise, timesteps, data order; default 0, fixed so a re-run cell resumes its run). */
   seed?: number;
   /** Keep a moving average of the ControlNet's weights (the trainer's use_ema): while this session trains it,
    *  validate() samples with the average and save() writes the average; training goes on from the live weights. */

@@ -12,7 +12,7 @@ import path from "node:path";
 import sharp from "sharp";
 import { DataLoader, checkProportionEmptyPrompts, type Batch, type LoaderOptions, type LoaderPosition, type SkippedRow } from "./loader.js";
 import { WorkerDataLoader } from "./worker-loader.js";
-import { hashInts, permutation, Prng } from "./prng.js";
+import { numpyPermutation } from "./numpy-rng.js";
 import { SyntheticFill50k, type SyntheticOptions } from "./synthetic.js";
 import { openLocalTable } from "./sources/local.js";
 import { SubsetSource, TableSource } from "./sources/table.js";
@@ -35,7 +35,7 @@ export interface DatasetOptions extends ColumnOptions {
   dataset_config_name?: string | null;
   /** Hub cache directory for the default download (same as hub.cacheDir). */
   cache_dir?: string | null;
-  /** Keep this many rows, chosen by a seeded shuffle like `dataset.shuffle(seed).select(range(n))`. */
+  /** Keep this many rows: `dataset.shuffle(seed).select(range(n))`, the same rows as HF datasets (numpy's PCG64). */
   max_train_samples?: number | null;
   /** Resize + centre-crop size; must be divisible by 8 (default 512). */
   resolution?: number;
@@ -206,10 +206,15 @@ export async function createDataset(options: AnyOptions): Promise<ControlNetData
   }
 
   const max = o.max_train_samples;
-  if (max !== undefined && max !== null && max < source.length) {
+  if (max !== undefined && max !== null) {
     if (!Number.isInteger(max) || max < 1) throw new Error(`max_train_samples must be a positive integer, got ${max}`);
-    const perm = permutation(source.length, new Prng(hashInts(seed, 0x5a3b1e)));
-    source = new SubsetSource(source, perm.subarray(0, max));
+    // dataset.shuffle(seed=seed).select(range(max)): datasets' shuffle is numpy's default_rng(seed).permutation
+    const n = source.length;
+    if (max > n) {
+      (o.warn ?? console.warn)(`max_train_samples ${max} is more than the dataset's ${n} rows: all ${n} are kept (shuffled)`);
+      resolved.max_train_samples = n; // the same rows, said once (a worker loader rebuilds from these options)
+    }
+    source = new SubsetSource(source, numpyPermutation(n, seed).subarray(0, Math.min(max, n)));
   }
   return new ControlNetDataset(source, resolution, seed, p, resolved);
 }

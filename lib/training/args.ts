@@ -102,7 +102,7 @@ export const TRAIN_ARG_SPECS: readonly ArgSpec[] = [
   s("tokenizer_name", null, "Pretrained tokenizer name or path if not the same as model_name"),
   s("output_dir", "controlnet-model", "The output directory where the model predictions and checkpoints will be written."),
   s("cache_dir", null, "The directory where the downloaded models and datasets will be stored."),
-  i("seed", null, "A seed for reproducible training."),
+  i("seed", null, "A seed for reproducible training. Unset: a random seed, printed (a resumed run continues its checkpoint's)."),
   i("resolution", 512, "The resolution for input images, all the images in the train/validation dataset will be resized to this resolution"),
   i("train_batch_size", 4, "Batch size (per device) for the training dataloader."),
   i("num_train_epochs", 1, ""),

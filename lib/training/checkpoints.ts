@@ -349,6 +349,15 @@ function readJson(file: string): unknown {
   return fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, "utf8")) : null;
 }
 
+/** A checkpoint's training_state.json (its `run` identity among others) without loading the rest; {} if unreadable. */
+export function readTrainingState(dir: string): Record<string, unknown> {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(dir, "training_state.json"), "utf8")) as Record<string, unknown>;
+  } catch {
+    return {};
+  }
+}
+
 /** Reads a checkpoint written by saveCheckpoint (verified first, checksums included: a flipped bit names its file). */
 export function loadCheckpoint(dir: string): LoadedCheckpoint {
   const why = verifyCheckpoint(dir, { checksums: true });

@@ -22,6 +22,7 @@ import { checkValidationImages, runValidation, type ValidationResult } from "./v
 import { suddenConvergenceStep, type ConvergencePoint } from "../eval/fidelity.js";
 import { dataParallelFromEnv } from "./distributed.js";
 import { listCheckpoints } from "./checkpoints.js";
+import { resolveSeed } from "./seed.js";
 
 export interface RunHooks {
   signal?: AbortSignal | null;
@@ -59,6 +60,9 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
   const parallel = dataParallelFromEnv();
   if (parallel && !parallel.isMainProcess) log = () => {};
   refuseFileAsOutputDir(args.output_dir);
+  // an unset --seed is drawn (or the resumed checkpoint's) once here, then passed on as if given
+  const seed = await resolveSeed(args, log, parallel);
+  args = { ...args, seed };
   if (args.validation_image) await checkValidationImages(args.validation_image);
   const engine = await initEngine({ allowTf32: args.allow_tf32 });
   log(describeEngine(engine));
@@ -66,7 +70,7 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
   const hub = { cacheDir: args.cache_dir ?? undefined };
   const base = await loadBaseModel(args.pretrained_model_name_or_path, { ...hub, revision: args.revision ?? undefined, variant: args.variant ?? undefined, tokenizerName: args.tokenizer_name });
   log(args.controlnet_model_name_or_path ? "Loading existing controlnet weights" : "Initializing controlnet weights from unet");
-  const controlnet = await loadOrCreateControlNet(base, args.controlnet_model_name_or_path, { ...hub, seed: args.seed ?? 1 });
+  const controlnet = await loadOrCreateControlNet(base, args.controlnet_model_name_or_path, { ...hub, seed });
   // before the dataset, the trainer and step 1: does this run fit the engine's memory? (issue 25 #7)
   let attentionChunk = args.enable_xformers_memory_efficient_attention ? XFORMERS_ATTENTION_CHUNK : 0;
   // the engine's budget: the wasm heap, the GPU's memory on node-gpu, host memory on native CPU
@@ -84,10 +88,10 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
   }
   const synthetic = syntheticName(args.dataset_name);
   const dataset = await createDataset({
-    ...(synthetic ? { synthetic: { count: synthetic.count, seed: args.seed ?? 0 } } : { dataset_name: args.dataset_name ?? undefined }),
+    ...(synthetic ? { synthetic: { count: synthetic.count, seed } } : { dataset_name: args.dataset_name ?? undefined }),
     train_data_dir: synthetic ? undefined : args.train_data_dir ?? undefined,
     image_column: args.image_column, conditioning_image_column: args.conditioning_image_column, caption_column: args.caption_column,
-    max_train_samples: args.max_train_samples, resolution: args.resolution, seed: args.seed,
+    max_train_samples: args.max_train_samples, resolution: args.resolution, seed,
     proportion_empty_prompts: args.proportion_empty_prompts, hub,
   });
   log(`dataset: ${dataset.description}`);
@@ -98,7 +102,7 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
     tokenize: (texts) => base.tokenizer.tokenize(texts, maxLen),
   }, dataset, {
     ...args,
-    seed: args.seed,
+    seed,
     attention_chunk_size: attentionChunk,
     logging_dir: resolveLoggingDir(args.output_dir, args.logging_dir),
   }, parallel);
@@ -163,7 +167,7 @@ function validationOptions(s: TrainingSession, step: number, signal?: AbortSigna
   const a = s.args;
   // generated at each conditioning image's own size, as the script's pipeline call (no height/width) does
   return {
-    images: a.validation_image!, prompts: a.validation_prompt!, numImages: a.num_validation_images, seed: a.seed ?? 0, step,
+    images: a.validation_image!, prompts: a.validation_prompt!, numImages: a.num_validation_images, seed: a.seed ?? undefined, step,
     dir: path.join(a.output_dir, "validation"), signal: signal ?? undefined,
   };
 }

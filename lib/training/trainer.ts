@@ -16,7 +16,7 @@ import type { Batch, ControlNetDataset, DataLoader, LoaderPosition } from "../da
 import { createOptimizer, clipGradNorm, GradientAccumulator, type Optimizer } from "./optim/index.js";
 import { getScheduler, type LrScheduler, type LrSchedulerState } from "./lr-schedulers.js";
 import { Rng, type RngState } from "./rng.js";
-import { saveCheckpoint, resolveResume, loadCheckpoint, listCheckpoints } from "./checkpoints.js";
+import { saveCheckpoint, resolveResume, loadCheckpoint, listCheckpoints, readTrainingState } from "./checkpoints.js";
 import { EMAModel } from "./ema.js";
 import { JsonlLogger, readJsonl } from "./tensorboard.js";
 import { controlnetGradients, encodeLatents, type NoiseSchedule } from "./step.js";
@@ -522,14 +522,6 @@ function dropLoggedStepsAfter(file: string, step: number): void {
   const tmp = `${file}.tmp-${process.pid}`;
   fs.writeFileSync(tmp, text);
   fs.renameSync(tmp, file);
-}
-
-function readTrainingState(dir: string): Record<string, unknown> {
-  try {
-    return JSON.parse(fs.readFileSync(path.join(dir, "training_state.json"), "utf8")) as Record<string, unknown>;
-  } catch {
-    return {};
-  }
 }
 
 function readControlnetWeights(dir: string) {

@@ -173,7 +173,12 @@ test("max_train_samples keeps a seeded subset", async () => {
   const texts = async (d: typeof a) => Promise.all(Array.from({ length: 10 }, async (_, i) => (await d.source.get(i)).text));
   assert.deepEqual(await texts(a), await texts(b));
   assert.notDeepEqual(await texts(a), await texts(c));
-  assert.equal((await createDataset({ synthetic: { count: 5 }, max_train_samples: 50, resolution: 16 })).length, 5);
+  const warnings: string[] = [];
+  const all = await createDataset({ synthetic: { count: 5 }, max_train_samples: 50, resolution: 16, warn: (w) => warnings.push(w) });
+  assert.equal(all.length, 5);
+  assert.deepEqual(warnings, ["max_train_samples 50 is more than the dataset's 5 rows: all 5 are kept (shuffled)"]);
+  // a worker loader rebuilds the dataset from its options: the same rows, without the warning again
+  assert.equal(all.options?.max_train_samples, 5);
 });
 
 test("arrow cache: write a dataset, read it back at random with a bounded batch cache, and as a stream", async () => {

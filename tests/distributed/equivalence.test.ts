@@ -73,3 +73,19 @@ test("gradients kept on the host (8-bit AdamW with gradient checkpointing) are r
   const d = await twoVersusOne(["--max_train_steps=2", "--checkpointing_steps=100", "--use_8bit_adam", "--gradient_checkpointing"], 1);
   assert.ok(d <= 1e-5, `weights differ by ${d}`);
 });
+
+test("--seed unset under launch: rank 0 draws the seed and every process trains with it (= 1 process given that seed)", { skip }, async () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "dp-seed-"));
+  const port = await freePorts(2);
+  const flags = (out: string, extra: string[]) => trainFlags(out, ["--max_train_steps=2", "--checkpointing_steps=100", ...extra]).filter((f) => f !== "--seed=1");
+  const r2 = await start(["launch", "--num_processes", "2", "--main_process_port", String(port), "train_controlnet",
+    ...flags(path.join(tmp, "two"), ["--train_batch_size=1"])]).done;
+  assert.equal(r2.code, 0, r2.stderr.slice(-2000));
+  const lines = [...r2.stdout.matchAll(/--seed not set: using seed (\d+)/g)];
+  assert.equal(lines.length, 1, `one seed line (rank 0's):\n${r2.stdout}`);
+  const r1 = await start(["train_controlnet", ...flags(path.join(tmp, "one"), ["--train_batch_size=2", `--seed=${lines[0]![1]}`])]).done;
+  assert.equal(r1.code, 0, r1.stderr.slice(-2000));
+  const d = maxWeightDiff(path.join(tmp, "one"), path.join(tmp, "two")).max;
+  assert.ok(d <= 1e-5, `2 processes without --seed differ from 1 process with --seed ${lines[0]![1]} by ${d}`);
+  fs.rmSync(tmp, { recursive: true, force: true });
+});

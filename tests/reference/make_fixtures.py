@@ -1097,6 +1097,54 @@ def make_sd_shapes() -> None:
 
 
 # --------------------------------------------------------------------------------------------------------------
+# numpy_rng: np.random.default_rng(seed).permutation(n), what datasets' Dataset.shuffle(seed) draws
+# --------------------------------------------------------------------------------------------------------------
+
+NUMPY_RNG_SEEDS = [0, 1, 42, 123456789, 2**32 - 1, 2**32, 2**40 + 7, 2**53 - 1]
+NUMPY_RNG_SIZES = [1, 2, 8, 1000, 70000]
+
+
+def make_numpy_rng() -> None:
+    """train_controlnet.py's --max_train_samples is dataset.shuffle(seed=args.seed).select(range(n)); datasets'
+    shuffle is `np.random.default_rng(seed).permutation(len(self))`. Every layer is recorded so a mismatch says
+    where: SeedSequence.generate_state(4, uint64) (PCG64's seed words), the first raw 64-bit draws, and for each
+    (seed, n) the permutation (whole up to 1000 rows, else its first 64 entries) plus the sha256 of the whole one
+    as little-endian uint32."""
+    import hashlib
+
+    import numpy as np
+
+    dst = FIX / "numpy_rng"
+    dst.mkdir(parents=True, exist_ok=True)
+    seeds = []
+    for seed in NUMPY_RNG_SEEDS:
+        words = np.random.SeedSequence(seed).generate_state(4, np.uint64)
+        raw = np.random.PCG64(seed).random_raw(6)
+        seeds.append({"seed": str(seed), "generate_state_u64": [str(int(w)) for w in words],
+                      "random_raw": [str(int(r)) for r in raw]})
+    cases = []
+    for seed in NUMPY_RNG_SEEDS:
+        for n in NUMPY_RNG_SIZES:
+            perm = np.random.default_rng(seed).permutation(n)
+            whole = n <= 1000
+            cases.append({"seed": str(seed), "n": n, "whole": whole,
+                          "permutation": [int(x) for x in (perm if whole else perm[:64])],
+                          "sha256_u32le": hashlib.sha256(perm.astype("<u4").tobytes()).hexdigest()})
+    write_json(dst / "cases.json", {
+        "about": "np.random.default_rng(seed).permutation(n) (PCG64 seeded through SeedSequence), which HF datasets' "
+                 "Dataset.shuffle(seed=seed) uses for its indices; seeds are decimal strings (some exceed 2^53 "
+                 "as uint64 words). 'permutation' is the whole permutation when 'whole', else its first 64 entries; "
+                 "'sha256_u32le' hashes the whole one as little-endian uint32. 'seeds': per seed, "
+                 "SeedSequence(seed).generate_state(4, np.uint64) and PCG64(seed).random_raw(6).",
+        "generated_by": "tests/reference/make_fixtures.py --only numpy_rng",
+        "versions": {"numpy": np.__version__},
+        "seeds": seeds,
+        "cases": cases,
+    }, compact_depth=3)
+    print(f"[fixtures] numpy_rng: {len(cases)} permutations, {len(seeds)} seeds")
+
+
+# --------------------------------------------------------------------------------------------------------------
 # --check-ts-output / --check-tensorboard
 # --------------------------------------------------------------------------------------------------------------
 
@@ -1243,6 +1291,7 @@ FIXTURES.update({
     "pipeline_tiny": make_pipeline_tiny,
     "train_step": make_train_step,
     "sd_shapes": make_sd_shapes,
+    "numpy_rng": make_numpy_rng,
 })
 
 if __name__ == "__main__":
