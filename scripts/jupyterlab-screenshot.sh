@@ -6,6 +6,8 @@
 #
 # Environment: CHROMIUM (default /usr/bin/chromium, or chromium/google-chrome on PATH), LAB_VENV (default .venv-lab),
 # NOTEBOOK (default train_controlnet.ipynb, in notebooks/), KEEP_TMP=1 keeps the temporary folder for inspection.
+# The notebook's own variables pass through to its kernel: CONTROLNET_TS_TUTORIAL_STEPS=4 is the tutorial's CI budget
+# (~2 min here); its default, 800 steps, shows the control learned (~34 min at 1 thread, see README).
 #
 # Nothing global is touched: JupyterLab (pinned) lives in its own venv, the kernelspec is installed into a temporary
 # prefix, every Jupyter config/data/runtime dir points into the temporary folder, and the notebook runs as a temporary
@@ -23,6 +25,7 @@ CHROMIUM=${CHROMIUM:-$(command -v chromium || command -v chromium-browser || com
 case $OUT in /*) ;; *) OUT="$ROOT/$OUT" ;; esac
 
 log() { printf '[jupyterlab-screenshot] %s\n' "$*" >&2; }
+[ -x "$CHROMIUM" ] || { log "no Chromium at $CHROMIUM: install one (Debian: apt-get install chromium) or set CHROMIUM"; exit 1; }
 
 # 1. JupyterLab (+ nbclient to execute, playwright's Python API to drive the system Chromium) in a separate venv.
 installed() { "$LAB_VENV/bin/python" -c 'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' "$1" 2>/dev/null; }
@@ -59,6 +62,10 @@ mkdir -p "$JUPYTER_CONFIG_DIR" "$JUPYTER_DATA_DIR" "$JUPYTER_RUNTIME_DIR"
 SETTINGS="$JUPYTER_CONFIG_DIR/lab/user-settings/@jupyterlab/apputils-extension"
 mkdir -p "$SETTINGS"
 echo '{"fetchNews": "false", "checkForUpdates": false}' > "$SETTINGS/notification.jupyterlab-settings"
+# Every cell attached with its real height (JupyterLab's default "contentVisibility" skips laying out offscreen cells),
+# so the page can be measured and sized to the tutorial's end below.
+mkdir -p "$JUPYTER_CONFIG_DIR/lab/user-settings/@jupyterlab/notebook-extension"
+echo '{"windowingMode": "none"}' > "$JUPYTER_CONFIG_DIR/lab/user-settings/@jupyterlab/notebook-extension/tracker.jupyterlab-settings"
 
 # 2. Our kernelspec, into the temporary prefix only.
 node bin/controlnet-ts.js kernel install --prefix "$TMP/prefix" >&2
@@ -113,8 +120,9 @@ done
 log "JupyterLab $JUPYTERLAB_VERSION is up at $URL"
 
 # 5. Headless Chromium (the system one) driven by playwright: open the notebook, wait for its rendered outputs and for
-#    our kernel to report Idle, collapse the file browser, scroll the "3." heading (model, training dashboard,
-#    inference image grid, save) to the top of the tall window, and take the screenshot.
+#    our kernel to report Idle, collapse the file browser, scroll the heading of the training section (the first code
+#    cell calling cn.train: dashboard, fidelity after training, inference grid, save) to the top, make the window just
+#    tall enough to hold everything from there to the last cell, and take the screenshot.
 mkdir -p "$(dirname "$OUT")"
 "$PY" - "$CHROMIUM" "$URL/lab/tree/notebooks/$NOTEBOOK?reset" "$OUT" "$TMP/page.html" <<'EOF'
 import sys
@@ -137,12 +145,23 @@ with sync_playwright() as p:
           if (!app.shell.leftCollapsed) app.commands.execute('application:toggle-left-area');
         }""")
         page.wait_for_timeout(500)
-        page.evaluate("""() => {
+        # Returns the window height that holds the training section's heading through the end of the last cell.
+        scroll_to_end = """() => {
           const cells = [...document.querySelectorAll('.jp-NotebookPanel .jp-Cell')];
-          const at = cells.find(c => /^\\s*3\\./.test(c.querySelector('h2')?.textContent || ''))
-            || cells.find(c => c.textContent.includes('cn.train('));
-          if (at) at.scrollIntoView({ block: 'start' });
-        }""")
+          const train = cells.findIndex(c => c.classList.contains('jp-CodeCell') && c.textContent.includes('cn.train('));
+          let i = train;
+          while (i > 0 && !cells[i].querySelector('h1, h2')) i--;
+          const at = cells[Math.max(i, 0)], last = cells[cells.length - 1];
+          at.scrollIntoView({ block: 'start' });
+          // Menu, toolbar and heading above; the status bar below the notebook's scroller.
+          const scroller = at.closest('.jp-WindowedPanel-outer') || document.scrollingElement;
+          const below = window.innerHeight - scroller.getBoundingClientRect().bottom;
+          return Math.ceil(last.getBoundingClientRect().bottom + below + 24);
+        }"""
+        height = page.evaluate(scroll_to_end)
+        page.set_viewport_size({"width": 1400, "height": min(max(height, 800), 8000)})
+        page.wait_for_timeout(1000)
+        page.evaluate(scroll_to_end)
         page.wait_for_timeout(1500)
         page.screenshot(path=out)
     except Exception:
