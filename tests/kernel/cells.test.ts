@@ -148,6 +148,28 @@ describe("cells as a user writes them", () => {
     assert.equal(resultText(later.iopub), "2");
   });
 
+  it("stopping synchronous code loses none of the work queued behind it outside the cell (immediates, timers)", async () => {
+    // the loop resumes between two immediates of one batch, where Node runs promise jobs from its immediate loop
+    const code = [
+      "let resume: () => void;",
+      "const resumed = new Promise<void>((r) => (resume = r));",
+      "setImmediate(() => resume());",
+      "setImmediate(() => { (globalThis as any).immediateRan = true; });",
+      "setTimeout(() => { (globalThis as any).timerRan = true; }, 0);",
+      "await resumed;",
+      "const t0 = Date.now();",
+      "while (Date.now() - t0 < 20000) {}",
+    ].join("\n");
+    const id = k.send("shell", "execute_request", { code });
+    await k.waitFor(() => k.iopubFor(id).some((m) => m.header.msg_type === "execute_input"), 10000);
+    await sleep(500);
+    const t1 = Date.now();
+    k.send("control", "interrupt_request", {});
+    assert.equal((await k.reply(id, 25000)).content.ename, "KeyboardInterrupt");
+    assert.ok(Date.now() - t1 < 1000, `interrupted after ${Date.now() - t1} ms`);
+    assert.equal(resultText((await k.execute("[(globalThis as any).immediateRan, (globalThis as any).timerRan]")).iopub), "[ true, true ]");
+  });
+
   it("synchronous code of a cell that asked for its abort signal is not stopped in the middle", async () => {
     // a stand-in for a library step: asks for the signal, then blocks the thread for 1.5 s after an await
     const code = [
