@@ -204,13 +204,14 @@ const ATOMIC_KERNEL_FRAMES = [{ file: `${path.sep}tslab-engine.ts`, fn: "defineP
  * callback run by Node's timers or an event emitter is not stopped (their bookkeeping is not re-entrant).
  */
 function cellCodeOnStack(stack: NodeJS.CallSite[]): boolean {
-  const sites = stack.filter((s) => !(s as { isAsync?: () => boolean }).isAsync?.());
+  // the first frame is the inspector's evaluation itself; async frames are callers awaiting, not on the stack
+  const sites = stack.slice(1).filter((s) => !(s as { isAsync?: () => boolean }).isAsync?.());
   const file = (s: NodeJS.CallSite) => s.getFileName() ?? s.getScriptNameOrSourceURL() ?? "";
-  const isCell = (s: NodeJS.CallSite) => /^<[^<>]+>$/.test(file(s));
-  // sites[0] is the inspector's evaluation itself
+  // cells run as vm scripts named by their label: `<In[3]>` (kernel.ts), `<cell 3>` for silent ones (tslab-engine.ts)
+  const isCell = (s: NodeJS.CallSite) => /^<(In\[\d+\]|cell \d+)>$/.test(file(s));
   const outermost = sites.findLastIndex(isCell);
   if (outermost < 0) return false;
-  for (const s of sites.slice(1, outermost)) {
+  for (const s of sites.slice(0, outermost)) {
     const f = file(s);
     if (ATOMIC_KERNEL_FRAMES.some((a) => f.endsWith(a.file) && s.getFunctionName() === a.fn)) continue;
     if (f.startsWith("node:") || f.includes(KERNEL_DIR + path.sep) || f.includes(TSLAB_DIR + path.sep)) return false;

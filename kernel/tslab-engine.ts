@@ -126,9 +126,8 @@ function userStack(stack: string, name: string): string[] {
 
 export function isInterruptError(e: unknown): boolean {
   if (!e || typeof e !== "object") return false;
-  const err = e as { code?: unknown; message?: unknown };
-  // the engine's interrupt (see TslabEngine.interrupt; vm's breakOnSigint code, should a caller use it)
-  return err.code === "ERR_SCRIPT_EXECUTION_INTERRUPTED" || err.message === "Interrupted asynchronously";
+  // the engine's interrupt (TslabEngine.interrupt); a cell's synchronous code is stopped without an error
+  return (e as { message?: unknown }).message === "Interrupted asynchronously";
 }
 
 /** The compiled JavaScript of a cell and its text, to map stack frames back (see cell-source.ts). */

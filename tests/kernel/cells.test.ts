@@ -121,7 +121,7 @@ describe("cells as a user writes them", () => {
     assert.ok(Number(resultText((await k.execute("spun")).iopub)) > 0);
   });
 
-  it("interrupt of synchronous code after an await returns within 1 s (SIGINT and interrupt_request) and keeps declarations", async () => {
+  it("interrupt of synchronous code after an await returns within 1 s (SIGINT and interrupt_request) and keeps declarations", async (t) => {
     const interruptLoop = async (name: string, interrupt: () => void) => {
       // display() before the loop: its message is queued when the loop is stopped, and must still go out
       const code = `display(${JSON.stringify(name)});\nawait null;\nconst t0 = Date.now();\nlet ${name} = 1;\nwhile (Date.now() - t0 < 20000) {}\n${name} = 2;`;
@@ -134,6 +134,7 @@ describe("cells as a user writes them", () => {
       const took = Date.now() - t1;
       assert.equal(r.content.ename, "KeyboardInterrupt");
       assert.ok(took < 1000, `${name}: interrupted after ${took} ms`);
+      t.diagnostic(`${name}: interrupt → KeyboardInterrupt reply in ${took} ms`);
       await k.idle(id, 5000);
       assert.deepEqual(ofType(k.iopubFor(id), "display_data").map((c) => c.data["text/plain"]), [`'${name}'`]);
       // the declaration made before the interrupt is usable; the assignment after the loop never ran
