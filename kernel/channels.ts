@@ -1,9 +1,10 @@
 /**
- * The kernel's ZeroMQ sockets, bound from a Jupyter connection file: shell, control and stdin as ROUTER, iopub as
- * PUB, and the heartbeat echo (in a worker thread, see heartbeat.ts).
+ * The kernel's ZeroMQ sockets on the main thread, bound from a Jupyter connection file: shell and stdin as ROUTER,
+ * iopub as PUB. The heartbeat echo (heartbeat.ts) and the control socket (interrupts.ts) live in worker threads, so
+ * they answer while a cell blocks this one.
  *
  * zeromq v6 allows one send in flight per socket, and the protocol needs iopub messages to arrive in the order they
- * were produced (stream text before the result before `idle`), so every socket sends through its own FIFO chain.
+ * were produced (stream text before the result before `idle`), so every socket sends through its own FIFO queue.
  */
 import fs from "node:fs";
 import * as zmq from "zeromq";
@@ -41,40 +42,53 @@ export function address(c: ConnectionInfo, port: number): string {
   return c.transport === "ipc" ? `ipc://${c.ip}-${port}` : `tcp://${c.ip}:${port}`;
 }
 
-/** One socket's ordered outgoing queue. */
+/**
+ * One socket's ordered outgoing queue. It is pumped from a macrotask of its own, never from the caller's microtasks: a
+ * cell that displays something and is then stopped by an interrupt (interrupts.ts) loses the microtasks queued behind
+ * it, and the queue must not be one of them.
+ */
 class SendQueue {
-  private tail: Promise<void> = Promise.resolve();
+  private readonly queue: Buffer[][] = [];
+  private pumping = false;
+  private waiters: Array<() => void> = [];
   constructor(private readonly socket: zmq.Writable & zmq.Socket, private readonly name: string) {}
 
-  send(frames: Buffer[]): Promise<void> {
-    this.tail = this.tail.then(async () => {
-      if (this.socket.closed) return;
+  send(frames: Buffer[]): void {
+    this.queue.push(frames);
+    if (this.pumping) return;
+    this.pumping = true;
+    setImmediate(() => void this.pump());
+  }
+
+  private async pump(): Promise<void> {
+    for (let frames = this.queue.shift(); frames; frames = this.queue.shift()) {
+      if (this.socket.closed) continue;
       try {
         await this.socket.send(frames);
       } catch (e) {
         if (!this.socket.closed) log(`${this.name}: send failed: ${(e as Error).message}`);
       }
-    });
-    return this.tail;
+    }
+    this.pumping = false;
+    for (const w of this.waiters.splice(0)) w();
   }
 
+  /** Resolves once everything queued so far is sent. */
   drain(): Promise<void> {
-    return this.tail;
+    return this.pumping ? new Promise((r) => this.waiters.push(r)) : Promise.resolve();
   }
 }
 
 export class Channels {
   readonly shell = new zmq.Router({ linger: 1000 });
-  readonly control = new zmq.Router({ linger: 1000 });
   readonly stdin = new zmq.Router({ linger: 1000 });
   readonly iopub = new zmq.Publisher({ linger: 1000 });
   private heartbeat: Heartbeat | null = null;
-  readonly out: Record<"shell" | "control" | "stdin" | "iopub", SendQueue>;
+  readonly out: Record<"shell" | "stdin" | "iopub", SendQueue>;
 
   constructor(readonly info: ConnectionInfo) {
     this.out = {
       shell: new SendQueue(this.shell, "shell"),
-      control: new SendQueue(this.control, "control"),
       stdin: new SendQueue(this.stdin, "stdin"),
       iopub: new SendQueue(this.iopub, "iopub"),
     };
@@ -84,7 +98,6 @@ export class Channels {
     const c = this.info;
     await Promise.all([
       this.shell.bind(address(c, c.shell_port)),
-      this.control.bind(address(c, c.control_port)),
       this.stdin.bind(address(c, c.stdin_port)),
       this.iopub.bind(address(c, c.iopub_port)),
     ]);
@@ -93,7 +106,7 @@ export class Channels {
 
   async close(): Promise<void> {
     await Promise.all(Object.values(this.out).map((q) => q.drain()));
-    for (const s of [this.shell, this.control, this.stdin, this.iopub]) if (!s.closed) s.close();
+    for (const s of [this.shell, this.stdin, this.iopub]) if (!s.closed) s.close();
     await this.heartbeat?.close();
   }
 }

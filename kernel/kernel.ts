@@ -10,22 +10,24 @@
  * So completion, inspection, comm messages and interrupts are answered while a cell awaits (a training loop that
  * yields between steps), which is what live widgets and the Stop button need.
  *
- * Interrupts (SIGINT, `interrupt_mode: "signal"`, or interrupt_request on control) abort the running cell's
- * AbortSignal: cooperative code (the library's training loop) stops at its next step boundary and keeps its state.
- * A synchronous loop is broken by vm's breakOnSigint. A cell that never asked for its signal is abandoned at once;
- * code that asked and ignores it is abandoned after a grace period
- * (or at once on a second interrupt) so the kernel becomes usable again; the cell reports KeyboardInterrupt.
+ * Interrupts (SIGINT, `interrupt_mode: "signal"`, or interrupt_request on control) are received by a worker thread
+ * (interrupts.ts), so they arrive while a cell blocks this thread. They abort the running cell's AbortSignal:
+ * cooperative code (the library's training loop) stops at its next step boundary and keeps its state. A cell that
+ * never asked for its signal is abandoned at once, and its synchronous code, if it holds the thread, is stopped;
+ * code that asked and ignores it is abandoned after a grace period (or at once on a second interrupt) so the kernel
+ * becomes usable again; the cell reports KeyboardInterrupt.
  */
 import { AsyncLocalStorage } from "node:async_hooks";
 import crypto from "node:crypto";
 import util from "node:util";
 import type { Comm, DisplayOptions, KernelBridge } from "./bridge.js";
 import { installBridge, uninstallBridge } from "./bridge.js";
-import { Channels, type ConnectionInfo } from "./channels.js";
+import { address, Channels, type ConnectionInfo } from "./channels.js";
 import { normalizeBundle, toMimeBundle } from "./display.js";
 import type { CellEngine, CellError } from "./engine.js";
 import { INTERRUPT_ENAME } from "./engine.js";
 import { History, type HistoryQuery } from "./history.js";
+import { startInterruptWorker, type InterruptWorker } from "./interrupts.js";
 import { log, rawStderr, rawStdout } from "./log.js";
 import { decode, encode, newHeader, PROTOCOL_VERSION, Signer, WireError, type Header, type Message, type OutBuffer } from "./wire.js";
 
@@ -105,6 +107,7 @@ export class Kernel {
   private readonly commTargets = new Map<string, (comm: Comm, data: unknown, buffers: Buffer[]) => void>();
   private pendingInput: { resolve: (v: string) => void; reject: (e: Error) => void } | null = null;
   private closed = false;
+  private interrupts: InterruptWorker | null = null;
   private readonly restoreIo: Array<() => void> = [];
 
   constructor(private readonly opts: KernelOptions) {
@@ -116,13 +119,20 @@ export class Kernel {
 
   async start(): Promise<void> {
     await this.channels.bind();
+    const c = this.opts.connection;
+    this.interrupts = await startInterruptWorker({
+      controlAddress: address(c, c.control_port),
+      key: c.key,
+      log,
+      target: { interrupt: (source) => this.interrupt(source), mayTerminateCurrent: () => this.mayTerminateCurrent() },
+    });
+    this.interrupts.onControl((frames) => this.receive("control", frames));
     this.publish("status", { execution_state: "starting" }, {});
     this.captureProcessOutput();
     this.installProcessHandlers();
     installBridge(this.bridge());
     this.engine().catch((e) => log(`engine failed to start: ${(e as Error).stack ?? e}`));
     void this.serve("shell");
-    void this.serve("control");
     void this.serve("stdin");
     log(`listening (session ${this.session}, ${this.opts.connection.transport}://${this.opts.connection.ip})`);
   }
@@ -131,24 +141,33 @@ export class Kernel {
     return (this.enginePromise ??= this.opts.engine());
   }
 
-  private async serve(channel: "shell" | "control" | "stdin"): Promise<void> {
+  private async serve(channel: "shell" | "stdin"): Promise<void> {
     const socket = this.channels[channel];
     try {
-      for await (const frames of socket) {
-        let msg: Message;
-        try {
-          msg = decode(frames, this.signer);
-        } catch (e) {
-          if (e instanceof WireError) log(`${channel}: rejected a message: ${e.message}`);
-          else log(`${channel}: ${(e as Error).stack}`);
-          continue;
-        }
-        // Not awaited: a long execution must not block completions, comms or interrupts.
-        void this.dispatch(channel, msg).catch((e) => log(`${channel} ${msg.header.msg_type}: ${(e as Error).stack ?? e}`));
-      }
+      for await (const frames of socket) this.receive(channel, frames);
     } catch (e) {
       if (!this.closed) log(`${channel} socket failed: ${(e as Error).stack ?? e}`);
     }
+  }
+
+  /**
+   * Handles a message in a macrotask of its own: what it resolves (an input() reply, a comm callback's promises) may
+   * run a cell's code, and an interrupt that stops that code drops the microtasks queued behind it, which must not
+   * include the socket's receive loop.
+   */
+  private receive(channel: "shell" | "control" | "stdin", frames: Buffer[]): void {
+    setImmediate(() => {
+      let msg: Message;
+      try {
+        msg = decode(frames, this.signer);
+      } catch (e) {
+        if (e instanceof WireError) log(`${channel}: rejected a message: ${e.message}`);
+        else log(`${channel}: ${(e as Error).stack}`);
+        return;
+      }
+      // Not awaited: a long execution must not block completions, comms or interrupts.
+      void this.dispatch(channel, msg).catch((e) => log(`${channel} ${msg.header.msg_type}: ${(e as Error).stack ?? e}`));
+    });
   }
 
   async shutdown(restart: boolean): Promise<void> {
@@ -158,6 +177,7 @@ export class Kernel {
     for (const r of this.restoreIo.splice(0)) r();
     uninstallBridge();
     await this.channels.close();
+    await this.interrupts?.close();
     if (this.enginePromise) (await this.enginePromise.catch(() => null))?.close();
     this.opts.onShutdown?.(restart);
   }
@@ -167,7 +187,8 @@ export class Kernel {
   private send(channel: "shell" | "control" | "stdin" | "iopub", identities: Buffer[], msgType: string, content: unknown, parent: Parent, metadata: Record<string, unknown> = {}, buffers: OutBuffer[] = []): void {
     if (this.closed && channel === "iopub") return;
     const frames = encode(this.signer, identities, newHeader(msgType, this.session), parent, metadata, content, buffers);
-    void this.channels.out[channel].send(frames);
+    if (channel === "control") this.interrupts?.sendControl(frames);
+    else this.channels.out[channel].send(frames);
   }
 
   /** IOPub: anything pending on a stream goes out first, so output keeps its order. */
@@ -238,7 +259,11 @@ export class Kernel {
     };
     const onRejection = (reason: unknown) => report("Unhandled promise rejection", reason);
     const onException = (err: unknown) => report("Uncaught exception", err);
-    const onSigint = () => this.interrupt("SIGINT");
+    // SIGINT is the interrupt worker's (it also sees it while a cell blocks this thread); this listener is the
+    // fallback where the worker could not take it, and keeps the default action (exit) away in both cases.
+    const onSigint = () => {
+      if (!this.interrupts?.handlesSigint) this.interrupt("SIGINT");
+    };
     // Kept for the life of the process (also while shutting down): an error then must not turn a clean exit
     // into a crash.
     process.on("unhandledRejection", onRejection);
@@ -286,7 +311,8 @@ export class Kernel {
         case "comm_close":
           return this.onCommClose(msg);
         case "interrupt_request":
-          this.interrupt("interrupt_request");
+          // already started by the interrupt worker, which read it first
+          if (!this.interrupts) this.interrupt("interrupt_request");
           return this.reply(channel, msg, "interrupt_reply", { status: "ok" });
         case "shutdown_request": {
           const restart = !!c.restart;
@@ -420,6 +446,16 @@ export class Kernel {
     // A cell waiting for input is unblocked too.
     this.pendingInput?.reject(Object.assign(new Error("Interrupted"), { name: INTERRUPT_ENAME }));
     this.pendingInput = null;
+  }
+
+  /**
+   * Asked by the interrupt worker at an arbitrary point of this thread: whether the code running right now belongs to
+   * the running cell and may be stopped, because the cell never asked for its abort signal (code that asked stops by
+   * itself at a safe point, a training step boundary, and must not be cut off in the middle of one).
+   */
+  private mayTerminateCurrent(): boolean {
+    const ctx = this.cells.getStore();
+    return !!ctx && ctx === this.running && !ctx.finished && !ctx.signalAsked;
   }
 
   private abandon(ctx: CellContext): void {

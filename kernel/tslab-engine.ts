@@ -126,9 +126,8 @@ function userStack(stack: string, name: string): string[] {
 
 export function isInterruptError(e: unknown): boolean {
   if (!e || typeof e !== "object") return false;
-  const err = e as { code?: unknown; message?: unknown };
-  // vm's breakOnSigint (a synchronous cell) and the engine's asynchronous interrupt.
-  return err.code === "ERR_SCRIPT_EXECUTION_INTERRUPTED" || err.message === "Interrupted asynchronously";
+  // the engine's interrupt (TslabEngine.interrupt); a cell's synchronous code is stopped without an error
+  return (e as { message?: unknown }).message === "Interrupted asynchronously";
 }
 
 /** The compiled JavaScript of a cell and its text, to map stack frames back (see cell-source.ts). */
@@ -292,14 +291,20 @@ export class TslabEngine implements CellEngine {
   }
 
   private async run(code: string, converted: Converted, label: string): Promise<CellOutcome> {
-    // Always an async function: top-level await works wherever it is, and a synchronous throw is a rejection.
-    const js = `(async function (exports, require) { ${converted.output}\n})(${CELL_GLOBAL}.exports, ${CELL_GLOBAL}.require)`;
+    // Always an async function: top-level await works wherever it is, and a synchronous throw is a rejection. Its
+    // body starts after an `await`, as a promise job of a microtask checkpoint that holds nothing else (it is entered
+    // from a macrotask of its own): an interrupt may then stop the cell's synchronous code anywhere (interrupts.ts)
+    // without cutting through the kernel's frames or dropping the kernel's queued microtasks.
+    const js = `(async function (exports, require) { await null; ${converted.output}\n})(${CELL_GLOBAL}.exports, ${CELL_GLOBAL}.require)`;
     this.sources.set(label, { js, cell: code });
-    const interrupted = new Promise<never>((_, reject) => (this.interruptNow = reject));
+    let stopped = false;
+    const interrupted = new Promise<never>((_, reject) => (this.interruptNow = (e) => reject((stopped = true, e))));
     interrupted.catch(() => {});
     let failure: { e: unknown } | null = null;
     try {
-      const promise = vm.runInThisContext(js, { filename: `<${label}>`, breakOnSigint: true }) as Promise<unknown>;
+      await new Promise((r) => setImmediate(r));
+      if (stopped) await interrupted; // interrupted before it started
+      const promise = vm.runInThisContext(js, { filename: `<${label}>` }) as Promise<unknown>;
       await Promise.race([promise, interrupted]);
     } catch (e) {
       failure = { e };

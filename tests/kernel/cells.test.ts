@@ -1,8 +1,8 @@
 /**
  * The notebook as a user lives in it (issue 23), over the wire: errors at the cell's line with an excerpt, `{ x }`
  * shorthand of earlier cells' variables, top-level await in any expression, display()/html/md/_, interrupts of a
- * plain await and of a synchronous loop that keep the cell's declarations, unhandled rejections before idle,
- * is_complete "invalid", inspect inside a call.
+ * plain await, of a synchronous loop and of synchronous code after an await that keep the cell's declarations,
+ * unhandled rejections before idle, is_complete "invalid", inspect inside a call.
  */
 import assert from "node:assert/strict";
 import path from "node:path";
@@ -119,6 +119,79 @@ describe("cells as a user writes them", () => {
     assert.ok(Date.now() - t0 < 1000);
     assert.equal(resultText((await k.execute("label")).iopub), "'kept'");
     assert.ok(Number(resultText((await k.execute("spun")).iopub)) > 0);
+  });
+
+  it("interrupt of synchronous code after an await returns within 1 s (SIGINT and interrupt_request) and keeps declarations", async (t) => {
+    const interruptLoop = async (name: string, interrupt: () => void) => {
+      // display() before the loop: its message is queued when the loop is stopped, and must still go out
+      const code = `display(${JSON.stringify(name)});\nawait null;\nconst t0 = Date.now();\nlet ${name} = 1;\nwhile (Date.now() - t0 < 20000) {}\n${name} = 2;`;
+      const id = k.send("shell", "execute_request", { code });
+      await k.waitFor(() => k.iopubFor(id).some((m) => m.header.msg_type === "execute_input"), 10000);
+      await sleep(500); // well inside the loop
+      const t1 = Date.now();
+      interrupt();
+      const r = await k.reply(id, 25000);
+      const took = Date.now() - t1;
+      assert.equal(r.content.ename, "KeyboardInterrupt");
+      assert.ok(took < 1000, `${name}: interrupted after ${took} ms`);
+      t.diagnostic(`${name}: interrupt → KeyboardInterrupt reply in ${took} ms`);
+      await k.idle(id, 5000);
+      assert.deepEqual(ofType(k.iopubFor(id), "display_data").map((c) => c.data["text/plain"]), [`'${name}'`]);
+      // the declaration made before the interrupt is usable; the assignment after the loop never ran
+      assert.equal(resultText((await k.execute(`${name} + 40`)).iopub), "41");
+    };
+    await interruptLoop("viaSigint", () => k.proc.kill("SIGINT"));
+    await interruptLoop("viaRequest", () => void k.send("control", "interrupt_request", {}));
+    // the kernel still answers on every channel, and later cells (and their awaits and timers) run
+    const info = await k.reply(k.send("shell", "kernel_info_request", {}), 5000);
+    assert.equal(info.content.status, "ok");
+    const later = await k.execute("await new Promise((r) => setTimeout(r, 20));\nviaSigint + viaRequest");
+    assert.equal(resultText(later.iopub), "2");
+  });
+
+  it("stopping synchronous code loses none of the work queued behind it outside the cell (immediates, timers)", async () => {
+    // the loop resumes between two immediates of one batch, where Node runs promise jobs from its immediate loop
+    const code = [
+      "let resume: () => void;",
+      "const resumed = new Promise<void>((r) => (resume = r));",
+      "setImmediate(() => resume());",
+      "setImmediate(() => { (globalThis as any).immediateRan = true; });",
+      "setTimeout(() => { (globalThis as any).timerRan = true; }, 0);",
+      "await resumed;",
+      "const t0 = Date.now();",
+      "while (Date.now() - t0 < 20000) {}",
+    ].join("\n");
+    const id = k.send("shell", "execute_request", { code });
+    await k.waitFor(() => k.iopubFor(id).some((m) => m.header.msg_type === "execute_input"), 10000);
+    await sleep(500);
+    const t1 = Date.now();
+    k.send("control", "interrupt_request", {});
+    assert.equal((await k.reply(id, 25000)).content.ename, "KeyboardInterrupt");
+    assert.ok(Date.now() - t1 < 1000, `interrupted after ${Date.now() - t1} ms`);
+    assert.equal(resultText((await k.execute("[(globalThis as any).immediateRan, (globalThis as any).timerRan]")).iopub), "[ true, true ]");
+  });
+
+  it("synchronous code of a cell that asked for its abort signal is not stopped in the middle", async () => {
+    // a stand-in for a library step: asks for the signal, then blocks the thread for 1.5 s after an await
+    const code = [
+      "const signal = (globalThis as any)[Symbol.for('controlnet-ts.kernel')].abortSignal();",
+      "let steps = 0;",
+      "while (true) {",
+      "  await new Promise((r) => setImmediate(r));",
+      "  if (signal.aborted) break; // the step boundary",
+      "  const t0 = Date.now();",
+      "  while (Date.now() - t0 < 1500) {}",
+      "  steps++;",
+      "}",
+    ].join("\n");
+    const id = k.send("shell", "execute_request", { code });
+    await k.waitFor(() => k.iopubFor(id).some((m) => m.header.msg_type === "execute_input"), 10000);
+    await sleep(700); // inside the first step
+    k.send("control", "interrupt_request", {});
+    const r = await k.reply(id, 10000);
+    assert.equal(r.content.ename, "KeyboardInterrupt");
+    // the step in progress completed and counted itself; the loop then saw the signal at its boundary and stopped
+    assert.equal(resultText((await k.execute("steps")).iopub), "1");
   });
 
   it("an unhandled rejection of a finished cell is reported before its idle", async () => {
