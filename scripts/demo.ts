@@ -36,7 +36,9 @@ const { values } = parseArgs({
   },
 });
 const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
-console.log(describeEngine(await initEngine()));
+// The tiny SD's ops are too small for TensorFlow's thread pool: on the native engine the demo runs them on one thread
+// (faster than 2 here, and than wasm's 2; see EngineOptions.nativeThreads) unless CONTROLNET_TS_THREADS says otherwise.
+console.log(describeEngine(await initEngine({ nativeThreads: process.env.CONTROLNET_TS_THREADS ? undefined : 1 })));
 const ac = new AbortController();
 process.once("SIGINT", () => ac.abort());
 // --minutes: stop training at the first step boundary after that much training time (the ControlNet is still saved)

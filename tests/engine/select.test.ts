@@ -84,6 +84,15 @@ test("a native engine that is present but fails to load is reported with its err
   assert.match(info.unavailable[0].reason, /libtensorflow_cc\.so\.2: cannot open shared object file/);
 });
 
+test("nativeThreads sets TensorFlow's intra-op threads only; wasm keeps `threads`", () => {
+  const r = run(`import { initEngine } from ${JSON.stringify(engineUrl)};
+    let asked = null;
+    const info = await initEngine({ threads: 2, nativeThreads: 1, loadNative: (t) => { asked = t; throw new Error("not loaded in this test"); } });
+    console.log(JSON.stringify({ asked, backend: info.backend, threads: info.threads }));`);
+  assert.equal(r.code, 0, r.err);
+  assert.deepEqual(JSON.parse(r.out.trim().split("\n").pop()!), { asked: 1, backend: "wasm", threads: 2 });
+});
+
 test("forced cpu and forced wasm with 2 threads (env and argument)", () => {
   const cpu = run(printInfo, { CONTROLNET_TS_BACKEND: "cpu" });
   assert.equal(cpu.code, 0, cpu.err);
