@@ -5,6 +5,7 @@
  */
 import { createRequire } from "node:module";
 import { Worker } from "node:worker_threads";
+import { bound, endWorker } from "./zmq-worker.js";
 
 const WORKER_SOURCE = `
 const { workerData, parentPort } = require("node:worker_threads");
@@ -34,20 +35,9 @@ export async function startHeartbeat(address: string): Promise<Heartbeat> {
   const zeromq = createRequire(import.meta.url).resolve("zeromq");
   const worker = new Worker(WORKER_SOURCE, { eval: true, workerData: { address, zeromq } });
   worker.unref();
-  await new Promise<void>((resolve, reject) => {
-    worker.once("message", (m: string) => (m === "bound" ? resolve() : reject(new Error(`heartbeat: ${m}`))));
-    worker.once("error", reject);
-  });
+  await bound(worker, "heartbeat");
   worker.on("message", (m: string) => process.stderr.write(`[controlnet-ts kernel] heartbeat ${m}\n`));
   return {
-    async close() {
-      // terminate() while zeromq's socket may still be closing is a suspect (not reproduced: 0 of 15 shutdowns before
-      // and after this change) for the intermittent "terminate called after throwing an instance of 'Napi::Error'"
-      // at shutdown: wait for the thread to end by itself, terminate() only if it does not within 2 s.
-      const exited = new Promise<void>((r) => worker.once("exit", () => r()));
-      worker.postMessage("close");
-      const timer = new Promise<"late">((r) => setTimeout(() => r("late"), 2000).unref());
-      if ((await Promise.race([exited, timer])) === "late") await worker.terminate();
-    },
+    close: () => endWorker(worker, () => worker.postMessage("close")),
   };
 }

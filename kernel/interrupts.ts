@@ -35,6 +35,7 @@ import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { MessageChannel, Worker, type MessagePort } from "node:worker_threads";
+import { bound, endWorker } from "./zmq-worker.js";
 
 /** The global the worker's evaluation calls. */
 const HOOK = Symbol.for("controlnet-ts.kernel.interrupt");
@@ -271,10 +272,7 @@ export async function startInterruptWorker(opts: { controlAddress: string; key: 
   });
   worker.unref();
   port1.unref();
-  await new Promise<void>((resolve, reject) => {
-    worker.once("message", (m: string) => (m === "bound" ? resolve() : reject(new Error(`interrupt worker: ${m}`))));
-    worker.once("error", reject);
-  });
+  await bound(worker, "interrupt worker");
   worker.on("message", (m: string) => log(`interrupt worker ${m}`));
   worker.on("error", (e) => log(`interrupt worker failed: ${e.stack ?? e}`));
   let controlCb: (frames: Buffer[]) => void = () => {};
@@ -292,13 +290,7 @@ export async function startInterruptWorker(opts: { controlAddress: string; key: 
     },
     async close() {
       delete (globalThis as Record<symbol, unknown>)[HOOK];
-      const exited = new Promise<void>((r) => worker.once("exit", () => r()));
-      port1.postMessage({ close: true });
-      const timer = new Promise<"late">((r) => setTimeout(() => r("late"), 2000).unref());
-      if ((await Promise.race([exited, timer])) === "late") {
-        log("interrupt worker did not end within 2 s: terminating it");
-        await worker.terminate();
-      }
+      await endWorker(worker, () => port1.postMessage({ close: true }), () => log("interrupt worker did not end within 2 s: terminating it"));
       port1.close();
     },
   };

@@ -89,8 +89,7 @@ describe("cells as a user writes them", () => {
   });
 
   it("interrupt during a plain await returns within 1 s and keeps the cell's declarations", async () => {
-    const id = k.send("shell", "execute_request", { code: "let before = 7;\nawait new Promise((r) => setTimeout(r, 60000));\nlet afterwards = 1;" });
-    await k.waitFor(() => k.iopubFor(id).some((m) => m.header.msg_type === "execute_input"), 10000);
+    const id = await k.started("let before = 7;\nawait new Promise((r) => setTimeout(r, 60000));\nlet afterwards = 1;");
     await sleep(300);
     const t0 = Date.now();
     k.proc.kill("SIGINT");
@@ -100,8 +99,7 @@ describe("cells as a user writes them", () => {
     assert.ok(took < 1000, `interrupted after ${took} ms`);
     assert.equal(resultText((await k.execute("before")).iopub), "7");
     // the same over interrupt_request
-    const id2 = k.send("shell", "execute_request", { code: "await new Promise((r) => setTimeout(r, 60000));" });
-    await k.waitFor(() => k.iopubFor(id2).some((m) => m.header.msg_type === "execute_input"), 10000);
+    const id2 = await k.started("await new Promise((r) => setTimeout(r, 60000));");
     await sleep(200);
     const t1 = Date.now();
     k.send("control", "interrupt_request", {});
@@ -110,8 +108,7 @@ describe("cells as a user writes them", () => {
   });
 
   it("a synchronously interrupted cell keeps its declarations", async () => {
-    const id = k.send("shell", "execute_request", { code: "let spun = 0;\nconst label = 'kept';\nwhile (true) { spun++; }" });
-    await k.waitFor(() => k.iopubFor(id).some((m) => m.header.msg_type === "execute_input"), 10000);
+    const id = await k.started("let spun = 0;\nconst label = 'kept';\nwhile (true) { spun++; }");
     await sleep(300);
     const t0 = Date.now();
     k.proc.kill("SIGINT");
@@ -125,8 +122,7 @@ describe("cells as a user writes them", () => {
     const interruptLoop = async (name: string, interrupt: () => void) => {
       // display() before the loop: its message is queued when the loop is stopped, and must still go out
       const code = `display(${JSON.stringify(name)});\nawait null;\nconst t0 = Date.now();\nlet ${name} = 1;\nwhile (Date.now() - t0 < 20000) {}\n${name} = 2;`;
-      const id = k.send("shell", "execute_request", { code });
-      await k.waitFor(() => k.iopubFor(id).some((m) => m.header.msg_type === "execute_input"), 10000);
+      const id = await k.started(code);
       await sleep(500); // well inside the loop
       const t1 = Date.now();
       interrupt();
@@ -161,8 +157,7 @@ describe("cells as a user writes them", () => {
       "const t0 = Date.now();",
       "while (Date.now() - t0 < 20000) {}",
     ].join("\n");
-    const id = k.send("shell", "execute_request", { code });
-    await k.waitFor(() => k.iopubFor(id).some((m) => m.header.msg_type === "execute_input"), 10000);
+    const id = await k.started(code);
     await sleep(500);
     const t1 = Date.now();
     k.send("control", "interrupt_request", {});
@@ -184,8 +179,7 @@ describe("cells as a user writes them", () => {
       "  steps++;",
       "}",
     ].join("\n");
-    const id = k.send("shell", "execute_request", { code });
-    await k.waitFor(() => k.iopubFor(id).some((m) => m.header.msg_type === "execute_input"), 10000);
+    const id = await k.started(code);
     await sleep(700); // inside the first step
     k.send("control", "interrupt_request", {});
     const r = await k.reply(id, 10000);

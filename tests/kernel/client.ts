@@ -207,6 +207,13 @@ export class KernelClient {
     return { id, reply, iopub };
   }
 
+  /** Sends an execute_request and resolves with its id once the kernel has started it (its execute_input is out). */
+  async started(code: string, timeoutMs = 10000): Promise<string> {
+    const id = this.send("shell", "execute_request", { code });
+    await this.waitFor(() => this.iopubFor(id).some((m) => m.header.msg_type === "execute_input"), timeoutMs);
+    return id;
+  }
+
   async close(): Promise<void> {
     if (!this.closed) {
       if (this.exitCode === null) {

@@ -264,8 +264,7 @@ describe("kernel", () => {
     assert.equal((await k.reply(id)).content.ename, "KeyboardInterrupt");
 
     // a cell that asked for its abort signal (so might stop cooperatively) and then ignores it
-    const hung = k.send("shell", "execute_request", { code: `${B}.abortSignal(); await new Promise(() => {})` });
-    await k.waitFor(() => k.iopubFor(hung).some((m) => m.header.msg_type === "execute_input"), 10000);
+    const hung = await k.started(`${B}.abortSignal(); await new Promise(() => {})`);
     await sleep(100);
     const t0 = Date.now();
     k.send("control", "interrupt_request", {});
@@ -276,8 +275,7 @@ describe("kernel", () => {
   });
 
   it("SIGINT breaks a synchronous infinite loop; heartbeat answers while it runs", async () => {
-    const id = k.send("shell", "execute_request", { code: `let spins = 0; while (true) { spins++; }` });
-    await k.waitFor(() => k.iopubFor(id).some((m) => m.header.msg_type === "execute_input"), 10000);
+    const id = await k.started(`let spins = 0; while (true) { spins++; }`);
     await sleep(300);
     const hb = new zmq.Request({ linger: 0, receiveTimeout: 3000 });
     hb.connect(`tcp://127.0.0.1:${k.connection.hb_port}`);
