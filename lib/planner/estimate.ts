@@ -211,10 +211,15 @@ interface BlockCost {
  */
 const WASM_SHARED_FACTOR = 0.8;
 
+/** The factor on a tfjs profile's fitted activation counts: wasm's shared tape buffers, else the fitted counts. */
+function activationFactor(profile: EngineProfile): number {
+  return profile === "tfjs" ? WASM_SHARED_FACTOR : 1;
+}
+
 function blockCost(b: BlockShape, profile: EngineProfile, chunk: number): BlockCost {
   // native: one block-weights' worth of bytes kept per block (fitted); wasm's tape now shares the saved weights
   const weights = profile === "tfjs-native" ? b.params : 0;
-  const t = profile === "tfjs" ? WASM_SHARED_FACTOR : 1;
+  const t = activationFactor(profile);
   const tape = profile !== "torch";
   const px = b.batch * b.h * b.w;
   const inE = px * b.cin;
@@ -302,7 +307,7 @@ export function estimateMemory(c: EstimateConfig): MemoryEstimate {
   const wasm = profile === "tfjs";
   if (profile === "tfjs-native") weightTerms += ce.params;
   const cond = tape
-    ? (wasm ? 0 : ce.params) + (wasm ? WASM_SHARED_FACTOR : 1) * (5 * ce.siluOut + 2 * ce.convOut) + ce.input
+    ? (wasm ? 0 : ce.params) + activationFactor(profile) * (5 * ce.siluOut + 2 * ce.convOut) + ce.input
     : 2 * ce.siluOut + ce.input + ce.convOut;
   // a skip connection's second copy is a tape copy: gone on wasm, a separate tracked handle on native
   saved += cond + geo.concatElements + (wasm ? 1 : 2) * geo.skipElements;

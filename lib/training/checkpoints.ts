@@ -132,7 +132,6 @@ export function verifyCheckpoint(dir: string, opts: { checksums?: boolean } = {}
   return null;
 }
 
-
 /**
  * Removes the leftovers of writers that died. A dead writer's `checkpoint-N.tmp-<pid>` is deleted — unless it is
  * complete and `checkpoint-N` is missing (killed between setting aside an old same-step copy and the final rename):
