@@ -2,7 +2,7 @@
  * Per-kernel wall time of one training step on the current engine:
  *   `node --import tsx scripts/profile-step.ts unet|vae [batch]` — the tiny-SD UNet or VAE (batch default 16);
  *   `node --import tsx scripts/profile-step.ts mid [batch]` — the bench-mid ControlNet step of `npm run bench -- compare`
- *   (256 px, chunked attention 256; batch default 4).
+ *   (256 px, chunked attention 256 unless CHUNK is set, CHUNK=0: full scores as `compare` on native; batch default 4).
  */
 import { tf, initEngine } from "../lib/engine/index.js";
 import { UNet2DConditionModel, AutoencoderKL } from "../lib/models/index.js";
@@ -30,7 +30,7 @@ for (const k of tf.getKernelsForBackend(tf.getBackend())) {
 }
 let step: () => void;
 if (which === "mid") {
-  const runner = createTrainingStep({ unet: BENCH_MID_UNET, resolution: 256, batchSize: B, options: { setGradsToNone: true, attentionChunkSize: 256 } });
+  const runner = createTrainingStep({ unet: BENCH_MID_UNET, resolution: 256, batchSize: B, options: { setGradsToNone: true, attentionChunkSize: Number(process.env.CHUNK ?? 256) } });
   step = () => void runner.step();
 } else if (which === "unet") {
   const unet = new UNet2DConditionModel({ ...TINY_UNET_CONFIG, ...(process.env.HEADS ? { attention_head_dim: Number(process.env.HEADS) } : {}) }, { seed: 1 });

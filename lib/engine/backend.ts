@@ -50,6 +50,8 @@ export interface EngineInfo {
   deviceMemoryLimit: number | null;
   /** True when our fast wasm training kernels are registered. */
   kernelOverrides: string[];
+  /** Native engine: which allocator holds its tensors in host memory (lib/engine/native/host-memory.ts). */
+  hostAllocator?: string;
 }
 
 export { WASM_HEAP_LIMIT } from "./constants.js";
@@ -81,20 +83,20 @@ function parseThreads(value: number | string | undefined): number {
  * the GPU build and a GPU TensorFlow can use; otherwise the same library runs as "node" on the CPU, and node-gpu's
  * entry in `unavailable` says why.
  */
-function tryNative(kind: "node-gpu" | "node", load: () => LoadedNative): string | null {
+function tryNative(kind: "node-gpu" | "node", load: () => LoadedNative): { reason: string } | LoadedNative {
   let native: LoadedNative;
   try {
     native = load();
   } catch (err) {
-    return err instanceof Error ? err.message : String(err);
+    return { reason: err instanceof Error ? err.message : String(err) };
   }
   if (kind === "node-gpu") {
     if (!native.gpuBuild) {
-      return `the native engine is the CPU build; the GPU build (TensorFlow's library with CUDA 12 / cuDNN 9, from PyPI) is added with: CONTROLNET_TS_NATIVE=gpu ${INSTALL_NATIVE_COMMAND}`;
+      return { reason: `the native engine is the CPU build; the GPU build (TensorFlow's library with CUDA 12 / cuDNN 9, from PyPI) is added with: CONTROLNET_TS_NATIVE=gpu ${INSTALL_NATIVE_COMMAND}` };
     }
-    if (!native.usingGpu) return `the GPU build is installed but TensorFlow found no usable GPU (${gpuAbsenceReason()}); it runs on the CPU as 'node'`;
+    if (!native.usingGpu) return { reason: `the GPU build is installed but TensorFlow found no usable GPU (${gpuAbsenceReason()}); it runs on the CPU as 'node'` };
   }
-  return null;
+  return native;
 }
 
 /**
@@ -166,9 +168,14 @@ async function select(opts: EngineOptions): Promise<EngineInfo> {
 
   for (const kind of order) {
     let reason: string | null;
+    let native: LoadedNative | null = null;
     if (kind === "node-gpu" || kind === "node") {
-      reason = tryNative(kind, load);
-      if (reason === null && !(await tf.setBackend("tensorflow"))) reason = "the native library loaded but tfjs' 'tensorflow' backend did not initialise";
+      const tried = tryNative(kind, load);
+      if ("reason" in tried) reason = tried.reason;
+      else {
+        native = tried;
+        reason = (await tf.setBackend("tensorflow")) ? null : "the native library loaded but tfjs' 'tensorflow' backend did not initialise";
+      }
     } else if (kind === "wasm") reason = await initWasm(threads);
     else reason = (await tf.setBackend("cpu")) ? null : "the cpu backend did not initialise";
 
@@ -189,6 +196,7 @@ async function select(opts: EngineOptions): Promise<EngineInfo> {
       unavailable,
       deviceMemoryLimit: kind === "wasm" ? WASM_HEAP_LIMIT : kind === "node-gpu" ? (gpuMemory()?.totalBytes ?? null) : null,
       kernelOverrides,
+      ...(native ? { hostAllocator: native.hostAllocator } : {}),
     };
   }
   throw new Error(`No TensorFlow.js backend could start: ${unavailable.map((u) => `${u.backend}: ${u.reason}`).join("; ")}`);
@@ -239,5 +247,6 @@ export function describeEngine(info: EngineInfo): string {
   if (info.backend === "wasm" && info.deviceMemoryLimit) lines.push(`  device memory limit: ${(info.deviceMemoryLimit / 1024 ** 3).toFixed(0)} GiB (wasm32 heap; it never shrinks)`);
   if (info.backend === "node-gpu" && info.deviceMemoryLimit) lines.push(`  GPU memory: ${(info.deviceMemoryLimit / 1024 ** 3).toFixed(0)} GiB (TensorFlow grows into it as needed: TF_FORCE_GPU_ALLOW_GROWTH)`);
   if (info.backend === "node" || info.backend === "node-gpu") lines.push(`  no 4 GiB heap: host memory is the limit${info.backend === "node-gpu" ? " for host tensors" : ""}`);
+  if (info.hostAllocator) lines.push(`  host tensors: ${info.hostAllocator}`);
   return lines.join("\n");
 }

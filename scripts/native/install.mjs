@@ -229,6 +229,21 @@ function buildCollective(cxx, tfDir) {
   });
 }
 
+/**
+ * Our host-memory addon (native/host-memory: glibc's malloc settings the engine's tensors need, see its header),
+ * plain N-API without TensorFlow; cached per source hash. Optional: without it TensorFlow keeps its own pool.
+ */
+function buildHostMemory(cxx) {
+  const src = path.join(root, "native", "host-memory", "host-memory.cc");
+  const hash = createHash("sha256").update(fs.readFileSync(src)).digest("hex").slice(0, 12);
+  return cached(path.join(cacheRoot(), "native", `host-memory-${hash}`), (tmp) => {
+    mustRun("compiling the host-memory addon", cxx, [
+      "-std=c++17", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-DNODE_GYP_MODULE_NAME=host_memory",
+      `-DNAPI_VERSION=${NAPI_VERSION}`, "-I", nodeApiInclude(), src, "-o", path.join(tmp, "host-memory.node"),
+    ]);
+  });
+}
+
 /** Hard links (same filesystem) or copies a tree: the install survives a cleared cache. */
 function linkTree(from, to) {
   fs.mkdirSync(to, { recursive: true });
@@ -249,7 +264,7 @@ function linkFile(a, b) {
   }
 }
 
-function assemble(flavour, tfDir, pkgDir, addonDir, collectiveDir) {
+function assemble(flavour, tfDir, pkgDir, addonDir, collectiveDir, hostMemoryDir) {
   const tmp = `${nativeDir}.tmp-${process.pid}`;
   fs.rmSync(tmp, { recursive: true, force: true });
   const tfSrc = fs.realpathSync(path.join(tfDir, "tensorflow"));
@@ -268,6 +283,10 @@ function assemble(flavour, tfDir, pkgDir, addonDir, collectiveDir) {
   if (collectiveDir) {
     fs.mkdirSync(path.join(tmp, "collective"));
     fs.copyFileSync(path.join(collectiveDir, "collective", "collective.node"), path.join(tmp, "collective", "collective.node"));
+  }
+  if (hostMemoryDir) {
+    fs.mkdirSync(path.join(tmp, "host-memory"));
+    fs.copyFileSync(path.join(hostMemoryDir, "host-memory.node"), path.join(tmp, "host-memory", "host-memory.node"));
   }
   return tmp;
 }
@@ -337,7 +356,16 @@ function main() {
       collective = err.message;
       log(`the collective-ops addon (multi-process training) was not built: ${err.message}`);
     }
-    const tmp = assemble(flavour, tfDir, pkgDir, addonDir, collectiveDir);
+    let hostMemoryDir = null;
+    let hostMemory = "built";
+    try {
+      hostMemoryDir = buildHostMemory(cxx);
+    } catch (err) {
+      if (!(err instanceof Unavailable)) throw err;
+      hostMemory = err.message;
+      log(`the host-memory addon was not built (TensorFlow keeps its own memory pool): ${err.message}`);
+    }
+    const tmp = assemble(flavour, tfDir, pkgDir, addonDir, collectiveDir, hostMemoryDir);
     let smoke;
     try {
       smoke = smokeTest(tmp);
@@ -354,6 +382,7 @@ function main() {
       cache: cacheRoot(),
       gpuDevice: smoke.gpu,
       collective,
+      hostMemory,
       installedAt: new Date().toISOString(),
     });
     swapInto(tmp);

@@ -77,5 +77,7 @@ test("a second install comes from the cache: fast, hard-linked, and it loads", {
   assert.ok(secs < 60, `install from the cache took ${secs.toFixed(1)} s`);
   const lib = fs.statSync(path.join(r.dir, "tensorflow", "lib", "libtensorflow_cc.so.2"));
   assert.ok(lib.nlink >= 2, "the 800 MB library should be a hard link into the cache, not a copy");
+  assert.equal(r.status.hostMemory, "built");
+  assert.ok(fs.existsSync(path.join(r.dir, "host-memory", "host-memory.node")), "the host-memory addon is installed beside the engine");
   fs.rmSync(r.dir, { recursive: true, force: true });
 });

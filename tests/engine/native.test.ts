@@ -41,6 +41,37 @@ describe("native engine", { skip: missing ?? false }, () => {
     assert.equal(memoryInfo().liveBytes, a.liveBytes);
   });
 
+  test("host memory: tensors come from glibc's heap, so a freed large tensor's pages are reused, not zeroed again", () => {
+    // a 64 MB op output made and freed 30 times: how many times its 16,384 pages were faulted in afresh. With our heap
+    // policy glibc reuses a freed block for most of them (which ones varies from run to run); on TensorFlow's
+    // system allocator alone (the user's own TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1, which we leave as it is) every one is
+    // a fresh mapping the kernel zeroes
+    const probe = (extraEnv: Record<string, string>) => {
+      const { TF_ONEDNN_USE_SYSTEM_ALLOCATOR: _, CONTROLNET_TS_SYSTEM_ALLOCATOR: __, ...env } = process.env;
+      const r = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e",
+        `import fs from "node:fs";
+         import { initEngine, tf } from ${JSON.stringify(new URL("../../lib/engine/index.ts", import.meta.url).href)};
+         const info = await initEngine({ backend: "node", threads: 1 });
+         const faults = () => Number(fs.readFileSync("/proc/self/stat", "utf8").split(") ")[1].split(" ")[7]);
+         const a = tf.ones([16 << 20]); const b = tf.ones([16 << 20]);
+         let fresh = 0;
+         for (let i = 0; i < 30; i++) { const f0 = faults(); tf.add(a, b).dispose(); if (faults() - f0 > 8192) fresh++; }
+         console.log(JSON.stringify({ hostAllocator: info.hostAllocator, fresh, env: process.env.TF_ONEDNN_USE_SYSTEM_ALLOCATOR }));`],
+      { cwd: path.resolve(import.meta.dirname, "../.."), encoding: "utf8", env: { ...env, ...extraEnv } });
+      assert.equal(r.status, 0, r.stderr);
+      return JSON.parse(r.stdout.trim().split("\n").pop()!) as { hostAllocator: string; fresh: number; env: string };
+    };
+    const ours = probe({});
+    assert.match(ours.hostAllocator, /TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1, M_MMAP_MAX=0/);
+    assert.equal(ours.env, "1", "set before TensorFlow loads");
+    assert.ok(ours.fresh <= 20, `with our heap policy ${ours.fresh} of 30 outputs were fresh memory`); // 4 to 13 seen
+    const child = probe({ TF_ONEDNN_USE_SYSTEM_ALLOCATOR: "1", CONTROLNET_TS_SYSTEM_ALLOCATOR: "1" });
+    assert.match(child.hostAllocator, /M_MMAP_MAX=0/, "a child of ours (launch's workers) inherits the setting and applies the heap policy again");
+    const user = probe({ TF_ONEDNN_USE_SYSTEM_ALLOCATOR: "1" });
+    assert.match(user.hostAllocator, /TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1 as set by the environment/);
+    assert.ok(user.fresh >= 28, `without the policy every output should be fresh memory (${user.fresh} of 30)`);
+  });
+
   test("TF32 (node-gpu) is off unless allowTf32, as diffusers' --allow_tf32: NVIDIA_TF32_OVERRIDE=0 is set before TensorFlow loads", () => {
     const { NVIDIA_TF32_OVERRIDE: _, ...env } = process.env;
     const overrideAfterInit = (allowTf32: boolean) => {

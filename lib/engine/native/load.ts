@@ -11,6 +11,7 @@ import { createRequire } from "node:module";
 import { tf } from "../tf.js";
 import { INSTALL_NATIVE_COMMAND, nativeDir, readInstallStatus } from "./install-status.js";
 import { registerNativeKernels } from "./kernels.js";
+import { configureHostMemory } from "./host-memory.js";
 
 const NAPI_DIR = "lib/napi-v8";
 
@@ -25,6 +26,8 @@ export interface LoadedNative {
   gpuBuild: boolean;
   /** TensorFlow created a GPU device (the GPU build on a machine whose driver and GPU it can use). */
   usingGpu: boolean;
+  /** Which allocator holds the tensors in host memory, in one line (lib/engine/native/host-memory.ts). */
+  hostAllocator: string;
   dir: string;
 }
 
@@ -61,6 +64,7 @@ export function loadNative(threads: number, allowTf32 = false): LoadedNative {
   const missing = nativeMissingReason(dir);
   if (missing) throw new Error(missing);
   configureTensorFlowEnv(threads, allowTf32);
+  const hostAllocator = configureHostMemory(dir);
   const pkg = path.join(dir, "tfjs-node");
   const require = createRequire(path.join(pkg, "package.json"));
   let binding: NativeBinding;
@@ -77,6 +81,6 @@ export function loadNative(threads: number, allowTf32 = false): LoadedNative {
   const gpuBuild = fs.existsSync(path.join(dir, "tensorflow", "nvidia"));
   tf.registerBackend("tensorflow", () => new NodeJSKernelBackend(binding, gpuBuild ? "@tensorflow/tfjs-node-gpu" : "@tensorflow/tfjs-node"), 3);
   registerNativeKernels();
-  loaded = { binding, gpuBuild, usingGpu: binding.isUsingGpuDevice(), dir };
+  loaded = { binding, gpuBuild, usingGpu: binding.isUsingGpuDevice(), dir, hostAllocator };
   return loaded;
 }
