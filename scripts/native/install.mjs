@@ -237,6 +237,7 @@ function buildHostMemory(cxx) {
   const src = path.join(root, "native", "host-memory", "host-memory.cc");
   const hash = createHash("sha256").update(fs.readFileSync(src)).digest("hex").slice(0, 12);
   return cached(path.join(cacheRoot(), "native", `host-memory-${hash}`), (tmp) => {
+    log("compiling the host-memory addon (≈2 s, once)");
     mustRun("compiling the host-memory addon", cxx, [
       "-std=c++17", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-DNODE_GYP_MODULE_NAME=host_memory",
       `-DNAPI_VERSION=${NAPI_VERSION}`, "-I", nodeApiInclude(), src, "-o", path.join(tmp, "host-memory.node"),

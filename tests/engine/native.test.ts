@@ -6,11 +6,13 @@
  */
 import { before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
 import { initEngine, memoryBudget, memoryInfo, tf } from "../../lib/engine/index.js";
 import { nativeMissingReason } from "../../lib/engine/native/load.js";
+import { nativeDir } from "../../lib/engine/native/install-status.js";
 import { assertConvCaseMatchesCpu, convCases } from "./conv-cases.js";
 
 const missing = nativeMissingReason();
@@ -70,6 +72,23 @@ describe("native engine", { skip: missing ?? false }, () => {
     const user = probe({ TF_ONEDNN_USE_SYSTEM_ALLOCATOR: "1" });
     assert.match(user.hostAllocator, /TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1 as set by the environment/);
     assert.ok(user.fresh >= 28, `without the policy every output should be fresh memory (${user.fresh} of 30)`);
+  });
+
+  test("without the host-memory addon the engine still runs, on TensorFlow's own pool, and says so", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "native-no-host-memory-"));
+    const installed = nativeDir();
+    for (const e of fs.readdirSync(installed)) if (e !== "host-memory") fs.symlinkSync(path.join(installed, e), path.join(dir, e));
+    const { TF_ONEDNN_USE_SYSTEM_ALLOCATOR: _, CONTROLNET_TS_SYSTEM_ALLOCATOR: __, ...env } = process.env;
+    const r = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e",
+      `import { initEngine, describeEngine } from ${JSON.stringify(new URL("../../lib/engine/index.ts", import.meta.url).href)};
+       const info = await initEngine({ backend: "node", threads: 1 });
+       console.log(JSON.stringify({ text: describeEngine(info), env: process.env.TF_ONEDNN_USE_SYSTEM_ALLOCATOR ?? null }));`],
+    { cwd: path.resolve(import.meta.dirname, "../.."), encoding: "utf8", env: { ...env, CONTROLNET_TS_NATIVE_DIR: dir } });
+    fs.rmSync(dir, { recursive: true, force: true });
+    assert.equal(r.status, 0, r.stderr);
+    const out = JSON.parse(r.stdout.trim().split("\n").pop()!) as { text: string; env: string | null };
+    assert.match(out.text, /host tensors: TensorFlow's oneDNN pool \(the host-memory addon is not installed\)/);
+    assert.equal(out.env, null, "TensorFlow keeps its default allocator");
   });
 
   test("TF32 (node-gpu) is off unless allowTf32, as diffusers' --allow_tf32: NVIDIA_TF32_OVERRIDE=0 is set before TensorFlow loads", () => {

@@ -28,15 +28,16 @@ export function configureHostMemory(nativeDir: string): string {
   if (env.TF_ONEDNN_USE_SYSTEM_ALLOCATOR !== undefined && env[OURS] !== env.TF_ONEDNN_USE_SYSTEM_ALLOCATOR) {
     return `TF_ONEDNN_USE_SYSTEM_ALLOCATOR=${env.TF_ONEDNN_USE_SYSTEM_ALLOCATOR} as set by the environment`;
   }
+  const pool = (why: string) => `TensorFlow's oneDNN pool (${why})`;
   const file = path.join(nativeDir, "host-memory", "host-memory.node");
-  if (!fs.existsSync(file)) return "TensorFlow's oneDNN pool (the host-memory addon is not installed)";
+  if (!fs.existsSync(file)) return pool("the host-memory addon is not installed");
   let addon: HostMemoryAddon;
   try {
     addon = createRequire(import.meta.url)(file) as HostMemoryAddon;
   } catch (err) {
-    return `TensorFlow's oneDNN pool (the host-memory addon failed to load: ${(err instanceof Error ? err.message : String(err)).split("\n")[0]})`;
+    return pool(`the host-memory addon failed to load: ${(err instanceof Error ? err.message : String(err)).split("\n")[0]}`);
   }
-  if (!addon.useHeapForLargeBlocks()) return "TensorFlow's oneDNN pool (glibc refused the heap settings)";
+  if (!addon.useHeapForLargeBlocks()) return pool("glibc refused the heap settings");
   env.TF_ONEDNN_USE_SYSTEM_ALLOCATOR = env[OURS] = "1";
   return "malloc, large blocks from glibc's heap, kept for reuse (TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1, M_MMAP_MAX=0, no trim)";
 }
