@@ -18,16 +18,12 @@
 
 namespace {
 
-napi_value Boolean(napi_env env, bool value) {
-  napi_value out;
-  napi_get_boolean(env, value, &out);
-  return out;
-}
-
 napi_value UseHeapForLargeBlocks(napi_env env, napi_callback_info) {
   // mallopt returns 1 on success; a trim threshold of -1 (as size_t: the largest) means "never trim"
   const bool ok = mallopt(M_MMAP_MAX, 0) == 1 && mallopt(M_TRIM_THRESHOLD, -1) == 1;
-  return Boolean(env, ok);
+  napi_value out;
+  napi_get_boolean(env, ok, &out);
+  return out;
 }
 
 napi_value ModuleInit(napi_env env, napi_value exports) {

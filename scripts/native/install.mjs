@@ -214,8 +214,7 @@ function buildAddon(cxx, tfDir, pkgDir) {
  * works and `controlnet-ts launch` with more than one process says what is missing.
  */
 function buildCollective(cxx, tfDir) {
-  const src = path.join(root, "native", "collective", "collective.cc");
-  const hash = createHash("sha256").update(fs.readFileSync(src)).digest("hex").slice(0, 12);
+  const hash = sourceHash(path.join(root, "native", "collective", "collective.cc"));
   const dir = path.join(cacheRoot(), "native", `collective-${hash}-tf-${TENSORFLOW_VERSION}`);
   return cached(dir, (tmp) => {
     log("compiling the collective-ops addon (data-parallel training) against the same library (≈20 s, once)");
@@ -235,14 +234,32 @@ function buildCollective(cxx, tfDir) {
  */
 function buildHostMemory(cxx) {
   const src = path.join(root, "native", "host-memory", "host-memory.cc");
-  const hash = createHash("sha256").update(fs.readFileSync(src)).digest("hex").slice(0, 12);
-  return cached(path.join(cacheRoot(), "native", `host-memory-${hash}`), (tmp) => {
+  return cached(path.join(cacheRoot(), "native", `host-memory-${sourceHash(src)}`), (tmp) => {
     log("compiling the host-memory addon (≈2 s, once)");
     mustRun("compiling the host-memory addon", cxx, [
       "-std=c++17", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-DNODE_GYP_MODULE_NAME=host_memory",
       `-DNAPI_VERSION=${NAPI_VERSION}`, "-I", nodeApiInclude(), src, "-o", path.join(tmp, "host-memory.node"),
     ]);
   });
+}
+
+/** Cache key of one of our addons: its source changes, it is rebuilt. */
+function sourceHash(file) {
+  return createHash("sha256").update(fs.readFileSync(file)).digest("hex").slice(0, 12);
+}
+
+/**
+ * Builds one of our optional addons: { dir, status } with status "built", or the reason it was not (logged with what
+ * the engine does without it), which lands in status.json.
+ */
+function optionalAddon(build, without) {
+  try {
+    return { dir: build(), status: "built" };
+  } catch (err) {
+    if (!(err instanceof Unavailable)) throw err;
+    log(`${without}: ${err.message}`);
+    return { dir: null, status: err.message };
+  }
 }
 
 /** Hard links (same filesystem) or copies a tree: the install survives a cleared cache. */
@@ -348,25 +365,9 @@ function main() {
     const tfDir = tensorflowLibraries(python, flavour);
     const pkgDir = tfjsNodePackage();
     const addonDir = buildAddon(cxx, tfDir, pkgDir);
-    let collectiveDir = null;
-    let collective = "built";
-    try {
-      collectiveDir = buildCollective(cxx, tfDir);
-    } catch (err) {
-      if (!(err instanceof Unavailable)) throw err;
-      collective = err.message;
-      log(`the collective-ops addon (multi-process training) was not built: ${err.message}`);
-    }
-    let hostMemoryDir = null;
-    let hostMemory = "built";
-    try {
-      hostMemoryDir = buildHostMemory(cxx);
-    } catch (err) {
-      if (!(err instanceof Unavailable)) throw err;
-      hostMemory = err.message;
-      log(`the host-memory addon was not built (TensorFlow keeps its own memory pool): ${err.message}`);
-    }
-    const tmp = assemble(flavour, tfDir, pkgDir, addonDir, collectiveDir, hostMemoryDir);
+    const collective = optionalAddon(() => buildCollective(cxx, tfDir), "the collective-ops addon (multi-process training) was not built");
+    const hostMemory = optionalAddon(() => buildHostMemory(cxx), "the host-memory addon was not built (TensorFlow keeps its own memory pool)");
+    const tmp = assemble(flavour, tfDir, pkgDir, addonDir, collective.dir, hostMemory.dir);
     let smoke;
     try {
       smoke = smokeTest(tmp);
@@ -382,8 +383,8 @@ function main() {
       compiler: cxx,
       cache: cacheRoot(),
       gpuDevice: smoke.gpu,
-      collective,
-      hostMemory,
+      collective: collective.status,
+      hostMemory: hostMemory.status,
       installedAt: new Date().toISOString(),
     });
     swapInto(tmp);

@@ -16,6 +16,24 @@ import { nativeDir } from "../../lib/engine/native/install-status.js";
 import { assertConvCaseMatchesCpu, convCases } from "./conv-cases.js";
 
 const missing = nativeMissingReason();
+const engineUrl = JSON.stringify(new URL("../../lib/engine/index.ts", import.meta.url).href);
+
+/**
+ * Runs `code` (an ES module that may import ENGINE, i.e. lib/engine) in a fresh process — what TensorFlow reads at
+ * load time is only settable there — and returns the last line it prints.
+ */
+function lastLineOfChild(code: string, env: NodeJS.ProcessEnv): string {
+  const r = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", code.replaceAll("ENGINE", engineUrl)],
+    { cwd: path.resolve(import.meta.dirname, "../.."), encoding: "utf8", env });
+  assert.equal(r.status, 0, r.stderr);
+  return r.stdout.trim().split("\n").pop()!;
+}
+
+/** The environment without the variables the host-memory policy reads, so a child starts as a user's process does. */
+function envWithoutAllocatorSettings(): NodeJS.ProcessEnv {
+  const { TF_ONEDNN_USE_SYSTEM_ALLOCATOR: _, CONTROLNET_TS_SYSTEM_ALLOCATOR: __, ...env } = process.env;
+  return env;
+}
 
 describe("native engine", { skip: missing ?? false }, () => {
   before(async () => {
@@ -48,21 +66,16 @@ describe("native engine", { skip: missing ?? false }, () => {
     // policy glibc reuses a freed block for most of them (which ones varies from run to run); on TensorFlow's
     // system allocator alone (the user's own TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1, which we leave as it is) every one is
     // a fresh mapping the kernel zeroes
-    const probe = (extraEnv: Record<string, string>) => {
-      const { TF_ONEDNN_USE_SYSTEM_ALLOCATOR: _, CONTROLNET_TS_SYSTEM_ALLOCATOR: __, ...env } = process.env;
-      const r = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e",
-        `import fs from "node:fs";
-         import { initEngine, tf } from ${JSON.stringify(new URL("../../lib/engine/index.ts", import.meta.url).href)};
-         const info = await initEngine({ backend: "node", threads: 1 });
-         const faults = () => Number(fs.readFileSync("/proc/self/stat", "utf8").split(") ")[1].split(" ")[7]);
-         const a = tf.ones([16 << 20]); const b = tf.ones([16 << 20]);
-         let fresh = 0;
-         for (let i = 0; i < 30; i++) { const f0 = faults(); tf.add(a, b).dispose(); if (faults() - f0 > 8192) fresh++; }
-         console.log(JSON.stringify({ hostAllocator: info.hostAllocator, fresh, env: process.env.TF_ONEDNN_USE_SYSTEM_ALLOCATOR }));`],
-      { cwd: path.resolve(import.meta.dirname, "../.."), encoding: "utf8", env: { ...env, ...extraEnv } });
-      assert.equal(r.status, 0, r.stderr);
-      return JSON.parse(r.stdout.trim().split("\n").pop()!) as { hostAllocator: string; fresh: number; env: string };
-    };
+    const probe = (extraEnv: Record<string, string>) => JSON.parse(lastLineOfChild(
+      `import fs from "node:fs";
+       import { initEngine, tf } from ENGINE;
+       const info = await initEngine({ backend: "node", threads: 1 });
+       const faults = () => Number(fs.readFileSync("/proc/self/stat", "utf8").split(") ")[1].split(" ")[7]);
+       const a = tf.ones([16 << 20]); const b = tf.ones([16 << 20]);
+       let fresh = 0;
+       for (let i = 0; i < 30; i++) { const f0 = faults(); tf.add(a, b).dispose(); if (faults() - f0 > 8192) fresh++; }
+       console.log(JSON.stringify({ hostAllocator: info.hostAllocator, fresh, env: process.env.TF_ONEDNN_USE_SYSTEM_ALLOCATOR }));`,
+      { ...envWithoutAllocatorSettings(), ...extraEnv })) as { hostAllocator: string; fresh: number; env: string };
     const ours = probe({});
     assert.match(ours.hostAllocator, /TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1, M_MMAP_MAX=0/);
     assert.equal(ours.env, "1", "set before TensorFlow loads");
@@ -78,29 +91,27 @@ describe("native engine", { skip: missing ?? false }, () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "native-no-host-memory-"));
     const installed = nativeDir();
     for (const e of fs.readdirSync(installed)) if (e !== "host-memory") fs.symlinkSync(path.join(installed, e), path.join(dir, e));
-    const { TF_ONEDNN_USE_SYSTEM_ALLOCATOR: _, CONTROLNET_TS_SYSTEM_ALLOCATOR: __, ...env } = process.env;
-    const r = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e",
-      `import { initEngine, describeEngine } from ${JSON.stringify(new URL("../../lib/engine/index.ts", import.meta.url).href)};
-       const info = await initEngine({ backend: "node", threads: 1 });
-       console.log(JSON.stringify({ text: describeEngine(info), env: process.env.TF_ONEDNN_USE_SYSTEM_ALLOCATOR ?? null }));`],
-    { cwd: path.resolve(import.meta.dirname, "../.."), encoding: "utf8", env: { ...env, CONTROLNET_TS_NATIVE_DIR: dir } });
-    fs.rmSync(dir, { recursive: true, force: true });
-    assert.equal(r.status, 0, r.stderr);
-    const out = JSON.parse(r.stdout.trim().split("\n").pop()!) as { text: string; env: string | null };
+    let line: string;
+    try {
+      line = lastLineOfChild(
+        `import { initEngine, describeEngine } from ENGINE;
+         const info = await initEngine({ backend: "node", threads: 1 });
+         console.log(JSON.stringify({ text: describeEngine(info), env: process.env.TF_ONEDNN_USE_SYSTEM_ALLOCATOR ?? null }));`,
+        { ...envWithoutAllocatorSettings(), CONTROLNET_TS_NATIVE_DIR: dir });
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+    const out = JSON.parse(line) as { text: string; env: string | null };
     assert.match(out.text, /host tensors: TensorFlow's oneDNN pool \(the host-memory addon is not installed\)/);
     assert.equal(out.env, null, "TensorFlow keeps its default allocator");
   });
 
   test("TF32 (node-gpu) is off unless allowTf32, as diffusers' --allow_tf32: NVIDIA_TF32_OVERRIDE=0 is set before TensorFlow loads", () => {
     const { NVIDIA_TF32_OVERRIDE: _, ...env } = process.env;
-    const overrideAfterInit = (allowTf32: boolean) => {
-      const r = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e",
-        `import { initEngine } from ${JSON.stringify(new URL("../../lib/engine/index.ts", import.meta.url).href)};
-         await initEngine({ backend: "node", threads: 1, allowTf32: ${allowTf32} }); console.log(String(process.env.NVIDIA_TF32_OVERRIDE));`],
-      { cwd: path.resolve(import.meta.dirname, "../.."), encoding: "utf8", env });
-      assert.equal(r.status, 0, r.stderr);
-      return r.stdout.trim().split("\n").pop();
-    };
+    const overrideAfterInit = (allowTf32: boolean) => lastLineOfChild(
+      `import { initEngine } from ENGINE;
+       await initEngine({ backend: "node", threads: 1, allowTf32: ${allowTf32} }); console.log(String(process.env.NVIDIA_TF32_OVERRIDE));`,
+      env);
     assert.equal(overrideAfterInit(false), "0", "exact float32 by default");
     assert.equal(overrideAfterInit(true), "undefined", "allowTf32 leaves TensorFlow's default (TF32 on Ampere+)");
   });
