@@ -9,6 +9,7 @@
  */
 import { tf } from "../engine/index.js";
 import { checkpoint } from "../engine/checkpoint.js";
+import { fusedAttention } from "../engine/attention.js";
 import { Module } from "./module.js";
 import { GroupNorm, LayerNorm, Linear, Pointwise, gelu } from "./layers.js";
 
@@ -18,6 +19,8 @@ import { GroupNorm, LayerNorm, Linear, Pointwise, gelu } from "./layers.js";
  * with the number of heads: per-op overhead, not arithmetic, is what small and mid-size models spend their time on
  * (on wasm the batched kernel, lib/engine/kernels/batch-matmul.ts, picks SIMD or a GEMM loop per shape). With
  * chunkSize > 0 and N > chunkSize, queries go in checkpointed chunks, each chunk still one product per direction.
+ * Where the engine has a fused attention kernel (native CPU), an unmasked attention runs there instead: it never
+ * holds the score matrix, so chunking has nothing left to save.
  */
 export function scaledDotProductAttention(
   q: tf.Tensor3D,
@@ -33,6 +36,10 @@ export function scaledDotProductAttention(
       if (mask) s = tf.add(s, mask);
       return tf.matMul(tf.softmax(s) as tf.Tensor3D, vc as tf.Tensor3D);
     });
+  if (!opts.mask) {
+    const fused = fusedAttention(q, k, v, scale);
+    if (fused) return fused;
+  }
   const n = q.shape[1];
   const chunk = opts.chunkSize ?? 0;
   if (!(chunk > 0 && n > chunk)) return attend(q, k, v, opts.mask);

@@ -12,6 +12,7 @@ import { tf } from "../tf.js";
 import { INSTALL_NATIVE_COMMAND, nativeDir, readInstallStatus } from "./install-status.js";
 import { registerNativeKernels } from "./kernels.js";
 import { configureHostMemory } from "./host-memory.js";
+import { loadFusedAttention } from "./attention.js";
 
 const NAPI_DIR = "lib/napi-v8";
 
@@ -28,6 +29,8 @@ export interface LoadedNative {
   usingGpu: boolean;
   /** Which allocator holds the tensors in host memory, in one line (lib/engine/native/host-memory.ts). */
   hostAllocator: string;
+  /** What computes attention, in one line (lib/engine/native/attention.ts). */
+  attention: string;
   dir: string;
 }
 
@@ -81,6 +84,7 @@ export function loadNative(threads: number, allowTf32 = false): LoadedNative {
   const gpuBuild = fs.existsSync(path.join(dir, "tensorflow", "nvidia"));
   tf.registerBackend("tensorflow", () => new NodeJSKernelBackend(binding, gpuBuild ? "@tensorflow/tfjs-node-gpu" : "@tensorflow/tfjs-node"), 3);
   registerNativeKernels();
-  loaded = { binding, gpuBuild, usingGpu: binding.isUsingGpuDevice(), dir, hostAllocator };
+  const usingGpu = binding.isUsingGpuDevice();
+  loaded = { binding, gpuBuild, usingGpu, dir, hostAllocator, attention: loadFusedAttention(dir, threads, usingGpu) };
   return loaded;
 }

@@ -1,0 +1,310 @@
+// The arithmetic of native/attention/attention.cc, included twice by it: once compiled for AVX2 + FMA and once for
+// baseline x86-64 (SSE2), each copy in its own namespace; attention.cc picks one at load time. GCC vector extensions
+// (v8 = 8 floats) keep one source for both: they become ymm FMAs in the first copy and SSE pairs in the second.
+//
+// Layouts (one batch·head at a time; d = head width, D8 = d rounded up to 8-float vectors, DP = 8·D8, M8 = keys
+// rounded up to 8):
+//   "rows"       [R][d]   a few query rows, contiguous
+//   "padded"     [n][DP]  rows zero-padded to whole vectors (values, keys, accumulators of dK / dV)
+//   "transposed" [d][M8]  keys or values by channel, zero-padded past M (so a vector runs along keys)
+// Score rows S / P are [R][M8]; entries past M are made 0 after the exponential, so padding never counts.
+
+typedef float v8 __attribute__((vector_size(32)));
+typedef int v8i __attribute__((vector_size(32)));
+
+static inline v8 splat(float x) { return v8{x, x, x, x, x, x, x, x}; }
+static inline v8 load(const float* p) {
+  v8 r;
+  std::memcpy(&r, p, sizeof r);
+  return r;
+}
+static inline void store(float* p, v8 v) { std::memcpy(p, &v, sizeof v); }
+
+// exp on 8 lanes: Cephes' expf (range reduction by ln 2, degree-5 polynomial, 2^n through the exponent bits);
+// ≤ 2 ulp for x in [-87.3, 88.7], inputs below clamp to ≈1e-38 (the callers' inputs are ≤ 0 up to rounding).
+static inline v8 exp8(v8 x) {
+  const v8 hi = splat(88.3762626647949f), lo = splat(-87.3365447504f);
+  x = x > hi ? hi : x;
+  x = x < lo ? lo : x;
+  const float magic = 12582912.0f;  // 1.5·2^23: adding it rounds to an integer held in the low mantissa bits
+  v8 t = x * splat(1.44269504088896341f) + splat(magic);
+  v8 n = t - splat(magic);
+  v8 r = x - n * splat(0.693359375f) - n * splat(-2.12194440e-4f);
+  v8 p = splat(1.9875691500e-4f);
+  p = p * r + splat(1.3981999507e-3f);
+  p = p * r + splat(8.3334519073e-3f);
+  p = p * r + splat(4.1665795894e-2f);
+  p = p * r + splat(1.6666665459e-1f);
+  p = p * r + splat(5.0000001201e-1f);
+  p = p * r * r + r + splat(1.0f);
+  v8i ti, mi;
+  std::memcpy(&ti, &t, sizeof ti);
+  const v8 m = splat(magic);
+  std::memcpy(&mi, &m, sizeof mi);
+  v8i e = ((ti - mi) + 127) << 23;
+  v8 scale;
+  std::memcpy(&scale, &e, sizeof scale);
+  return p * scale;
+}
+
+// S[r][0..M8) = A[r][0..d) · Bt[0..d)[0..M8): R query (or dO) rows against every key (or value), 16 keys per pass.
+template <int R>
+static void ScoreRows(const float* A, int d, const float* Bt, int M8, float* S) {
+  int j = 0;
+  for (; j + 16 <= M8; j += 16) {
+    v8 acc[R][2] = {};
+    for (int c = 0; c < d; c++) {
+      const v8 b0 = load(Bt + size_t(c) * M8 + j), b1 = load(Bt + size_t(c) * M8 + j + 8);
+      for (int r = 0; r < R; r++) {
+        const v8 a = splat(A[r * d + c]);
+        acc[r][0] += a * b0;
+        acc[r][1] += a * b1;
+      }
+    }
+    for (int r = 0; r < R; r++) {
+      store(S + size_t(r) * M8 + j, acc[r][0]);
+      store(S + size_t(r) * M8 + j + 8, acc[r][1]);
+    }
+  }
+  if (j < M8) {  // M8 is a multiple of 8: one vector left
+    v8 acc[R] = {};
+    for (int c = 0; c < d; c++) {
+      const v8 b = load(Bt + size_t(c) * M8 + j);
+      for (int r = 0; r < R; r++) acc[r] += splat(A[r * d + c]) * b;
+    }
+    for (int r = 0; r < R; r++) store(S + size_t(r) * M8 + j, acc[r]);
+  }
+}
+
+static void Scores(const float* A, int rows, int d, const float* Bt, int M8, float* S) {
+  switch (rows) {
+    case 4: return ScoreRows<4>(A, d, Bt, M8, S);
+    case 3: return ScoreRows<3>(A, d, Bt, M8, S);
+    case 2: return ScoreRows<2>(A, d, Bt, M8, S);
+    default: return ScoreRows<1>(A, d, Bt, M8, S);
+  }
+}
+
+// Out[r][0..DP) = P[r][0..M) · B[0..M)[0..DP): R probability rows against padded values (or dS against keys).
+// D8 is a template argument for the widths the models use (head widths up to 64) so the accumulators stay in
+// registers; wider heads take the loop with a run-time width.
+template <int R, int D8>
+static void WeightedRowsFixed(const float* P, int M8, int M, const float* B, float* Out) {
+  constexpr int DP = 8 * D8;
+  v8 acc[R][D8] = {};
+  for (int j = 0; j < M; j++) {
+    v8 b[D8];
+    for (int v = 0; v < D8; v++) b[v] = load(B + size_t(j) * DP + 8 * v);
+    for (int r = 0; r < R; r++) {
+      const v8 p = splat(P[size_t(r) * M8 + j]);
+      for (int v = 0; v < D8; v++) acc[r][v] += p * b[v];
+    }
+  }
+  for (int r = 0; r < R; r++)
+    for (int v = 0; v < D8; v++) store(Out + r * DP + 8 * v, acc[r][v]);
+}
+
+static void WeightedRowsAny(const float* P, int rows, int M8, int M, const float* B, int D8, float* Out) {
+  const int DP = 8 * D8;
+  for (int r = 0; r < rows; r++) {
+    float* o = Out + r * DP;
+    for (int v = 0; v < D8; v++) store(o + 8 * v, splat(0.f));
+    for (int j = 0; j < M; j++) {
+      const v8 p = splat(P[size_t(r) * M8 + j]);
+      const float* b = B + size_t(j) * DP;
+      for (int v = 0; v < D8; v++) store(o + 8 * v, load(o + 8 * v) + p * load(b + 8 * v));
+    }
+  }
+}
+
+// Rows per pass for a head width: as many as keep R·D8 accumulators plus D8 operands within the 16 vector registers.
+constexpr int RowsFor(int D8) { return D8 == 1 ? 4 : D8 == 2 ? 4 : D8 <= 4 ? 2 : 1; }
+
+template <int D8>
+static void WeightedRowsBy(const float* P, int rows, int M8, int M, const float* B, float* Out) {
+  constexpr int R = RowsFor(D8);
+  int r = 0;
+  for (; r + R <= rows; r += R) WeightedRowsFixed<R, D8>(P + size_t(r) * M8, M8, M, B, Out + r * 8 * D8);
+  for (; r < rows; r++) WeightedRowsFixed<1, D8>(P + size_t(r) * M8, M8, M, B, Out + r * 8 * D8);
+}
+
+static void WeightedRows(const float* P, int rows, int M8, int M, const float* B, int D8, float* Out) {
+  switch (D8) {
+    case 1: return WeightedRowsBy<1>(P, rows, M8, M, B, Out);
+    case 2: return WeightedRowsBy<2>(P, rows, M8, M, B, Out);
+    case 3: return WeightedRowsBy<3>(P, rows, M8, M, B, Out);
+    case 4: return WeightedRowsBy<4>(P, rows, M8, M, B, Out);
+    case 5: return WeightedRowsBy<5>(P, rows, M8, M, B, Out);
+    case 6: return WeightedRowsBy<6>(P, rows, M8, M, B, Out);
+    case 8: return WeightedRowsBy<8>(P, rows, M8, M, B, Out);
+    default: return WeightedRowsAny(P, rows, M8, M, B, D8, Out);
+  }
+}
+
+// G[j][0..DP) += Σ_r P[r][j] · A[r][0..DP) for j < M: the rank-R update of dK (dS against scaled queries) or dV
+// (probabilities against dO); G is a padded accumulator owned by the caller.
+template <int R, int D8>
+static void AccumulateFixed(const float* P, int M8, int M, const float* A, float* G) {
+  constexpr int DP = 8 * D8;
+  v8 a[R][D8];
+  for (int r = 0; r < R; r++)
+    for (int v = 0; v < D8; v++) a[r][v] = load(A + r * DP + 8 * v);
+  for (int j = 0; j < M; j++) {
+    float* g = G + size_t(j) * DP;
+    v8 acc[D8];
+    for (int v = 0; v < D8; v++) acc[v] = load(g + 8 * v);
+    for (int r = 0; r < R; r++) {
+      const v8 p = splat(P[size_t(r) * M8 + j]);
+      for (int v = 0; v < D8; v++) acc[v] += p * a[r][v];
+    }
+    for (int v = 0; v < D8; v++) store(g + 8 * v, acc[v]);
+  }
+}
+
+static void AccumulateAny(const float* P, int rows, int M8, int M, const float* A, int D8, float* G) {
+  const int DP = 8 * D8;
+  for (int j = 0; j < M; j++) {
+    float* g = G + size_t(j) * DP;
+    for (int r = 0; r < rows; r++) {
+      const v8 p = splat(P[size_t(r) * M8 + j]);
+      for (int v = 0; v < D8; v++) store(g + 8 * v, load(g + 8 * v) + p * load(A + r * DP + 8 * v));
+    }
+  }
+}
+
+template <int D8>
+static void AccumulateBy(const float* P, int rows, int M8, int M, const float* A, float* G) {
+  constexpr int R = RowsFor(D8);
+  int r = 0;
+  for (; r + R <= rows; r += R) AccumulateFixed<R, D8>(P + size_t(r) * M8, M8, M, A + r * 8 * D8, G);
+  for (; r < rows; r++) AccumulateFixed<1, D8>(P + size_t(r) * M8, M8, M, A + r * 8 * D8, G);
+}
+
+static void Accumulate(const float* P, int rows, int M8, int M, const float* A, int D8, float* G) {
+  switch (D8) {
+    case 1: return AccumulateBy<1>(P, rows, M8, M, A, G);
+    case 2: return AccumulateBy<2>(P, rows, M8, M, A, G);
+    case 3: return AccumulateBy<3>(P, rows, M8, M, A, G);
+    case 4: return AccumulateBy<4>(P, rows, M8, M, A, G);
+    case 5: return AccumulateBy<5>(P, rows, M8, M, A, G);
+    case 6: return AccumulateBy<6>(P, rows, M8, M, A, G);
+    case 8: return AccumulateBy<8>(P, rows, M8, M, A, G);
+    default: return AccumulateAny(P, rows, M8, M, A, D8, G);
+  }
+}
+
+// P[r][j] = exp(S[r][j] − shift[r]) for j < M, 0 past M; sums[r] = Σ_j P[r][j] when sums is given.
+static void ExpRows(float* S, int rows, int M8, int M, const float* shift, float* sums) {
+  for (int r = 0; r < rows; r++) {
+    float* s = S + size_t(r) * M8;
+    const v8 m = splat(shift[r]);
+    for (int j = 0; j < M8; j += 8) store(s + j, exp8(load(s + j) - m));
+    for (int j = M; j < M8; j++) s[j] = 0.f;
+    if (!sums) continue;
+    v8 acc = {};
+    for (int j = 0; j < M8; j += 8) acc += load(s + j);
+    float l = 0.f;
+    for (int t = 0; t < 8; t++) l += acc[t];
+    sums[r] = l;
+  }
+}
+
+// The largest of a score row's first M entries.
+static float RowMax(const float* s, int M) {
+  int j = 0;
+  float m = s[0];
+  if (M >= 8) {
+    v8 acc = load(s);
+    for (j = 8; j + 8 <= M; j += 8) {
+      const v8 x = load(s + j);
+      acc = x > acc ? x : acc;
+    }
+    for (int t = 0; t < 8; t++) m = acc[t] > m ? acc[t] : m;
+  }
+  for (; j < M; j++) m = s[j] > m ? s[j] : m;
+  return m;
+}
+
+// One batch·head's slice of the work: the layouts of its keys and values, built once per call.
+struct Head {
+  int N, M, d, D8, DP, M8;
+  std::vector<float> Kt, Vt, Kp, Vp;  // transposed / padded copies (only those the pass needs)
+  Head(const float* k, const float* v, int N_, int M_, int d_, bool backward) : N(N_), M(M_), d(d_) {
+    D8 = (d + 7) / 8;
+    DP = 8 * D8;
+    M8 = (M + 7) / 8 * 8;
+    Kt.assign(size_t(d) * M8, 0.f);
+    for (int j = 0; j < M; j++)
+      for (int c = 0; c < d; c++) Kt[size_t(c) * M8 + j] = k[size_t(j) * d + c];
+    if (backward) {
+      Vt.assign(size_t(d) * M8, 0.f);
+      Kp.assign(size_t(M8) * DP, 0.f);
+      for (int j = 0; j < M; j++)
+        for (int c = 0; c < d; c++) {
+          Vt[size_t(c) * M8 + j] = v[size_t(j) * d + c];
+          Kp[size_t(j) * DP + c] = k[size_t(j) * d + c];
+        }
+    } else {
+      Vp.assign(size_t(M8) * DP, 0.f);
+      for (int j = 0; j < M; j++)
+        for (int c = 0; c < d; c++) Vp[size_t(j) * DP + c] = v[size_t(j) * d + c];
+    }
+  }
+};
+
+constexpr int kBlock = 4;  // query rows per block (the score kernel's register tile)
+
+// Forward for query rows [i0, i1) of one head: out = softmax(scale·q·kᵀ)·v and lse = the rows' log-sum-exp.
+static void ForwardRows(const Head& h, const float* q, float scale, int i0, int i1, float* out, float* lse) {
+  std::vector<float> A(kBlock * h.d), S(size_t(kBlock) * h.M8), O(kBlock * h.DP);
+  float shift[kBlock], sum[kBlock];
+  for (int i = i0; i < i1; i += kBlock) {
+    const int R = std::min(kBlock, i1 - i);
+    for (int t = 0; t < R * h.d; t++) A[t] = q[size_t(i) * h.d + t] * scale;
+    Scores(A.data(), R, h.d, h.Kt.data(), h.M8, S.data());
+    for (int r = 0; r < R; r++) shift[r] = RowMax(S.data() + size_t(r) * h.M8, h.M);
+    ExpRows(S.data(), R, h.M8, h.M, shift, sum);
+    for (int r = 0; r < R; r++) lse[i + r] = shift[r] + std::log(sum[r]);
+    WeightedRows(S.data(), R, h.M8, h.M, h.Vp.data(), h.D8, O.data());
+    for (int r = 0; r < R; r++)  // normalised here, on d values, rather than on the M probabilities
+      for (int c = 0; c < h.d; c++) out[size_t(i + r) * h.d + c] = O[r * h.DP + c] / sum[r];
+  }
+}
+
+// Backward for query rows [i0, i1) of one head (FlashAttention-2's recomputation: P from q, k and the saved lse):
+// writes those rows of dq and adds their share of dk and dv into the padded accumulators dKp / dVp.
+static void BackwardRows(const Head& h, const float* q, const float* o, const float* lse, const float* dout,
+                         float scale, int i0, int i1, float* dq, float* dKp, float* dVp) {
+  const int d = h.d, DP = h.DP, M8 = h.M8;
+  std::vector<float> Aq(kBlock * d), Ado(kBlock * d), Qp(kBlock * DP, 0.f), DOp(kBlock * DP, 0.f);
+  std::vector<float> P(size_t(kBlock) * M8), dS(size_t(kBlock) * M8), dQ(kBlock * DP);
+  float rowLse[kBlock], rowD[kBlock];
+  for (int i = i0; i < i1; i += kBlock) {
+    const int R = std::min(kBlock, i1 - i);
+    for (int r = 0; r < R; r++) {
+      float D = 0.f;
+      for (int c = 0; c < d; c++) {
+        const size_t at = size_t(i + r) * d + c;
+        Aq[r * d + c] = Qp[r * DP + c] = q[at] * scale;
+        Ado[r * d + c] = DOp[r * DP + c] = dout[at];
+        D += dout[at] * o[at];
+      }
+      rowD[r] = D;
+      rowLse[r] = lse[i + r];
+    }
+    Scores(Aq.data(), R, d, h.Kt.data(), M8, P.data());
+    ExpRows(P.data(), R, M8, h.M, rowLse, nullptr);
+    Scores(Ado.data(), R, d, h.Vt.data(), M8, dS.data());  // dP = dO·vᵀ, turned into dS in place
+    for (int r = 0; r < R; r++) {
+      const v8 D = splat(rowD[r]);
+      float* ds = dS.data() + size_t(r) * M8;
+      const float* p = P.data() + size_t(r) * M8;
+      for (int j = 0; j < M8; j += 8) store(ds + j, load(p + j) * (load(ds + j) - D));
+    }
+    Accumulate(P.data(), R, M8, h.M, DOp.data(), h.D8, dVp);
+    Accumulate(dS.data(), R, M8, h.M, Qp.data(), h.D8, dKp);
+    WeightedRows(dS.data(), R, M8, h.M, h.Kp.data(), h.D8, dQ.data());
+    for (int r = 0; r < R; r++)
+      for (int c = 0; c < d; c++) dq[size_t(i + r) * d + c] = dQ[r * DP + c] * scale;
+  }
+}
