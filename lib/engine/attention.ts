@@ -9,9 +9,19 @@ import { tf } from "./tf.js";
 export const FUSED_ATTENTION = "ControlnetTsFusedAttention";
 export const FUSED_ATTENTION_GRAD = "ControlnetTsFusedAttentionGrad";
 
-/** Whether the running backend computes attention in one fused kernel (the planner counts no score maps then). */
+// CONTROLNET_TS_FUSED_ATTENTION=0 turns the kernel off (attention then composes tfjs ops, as on wasm): for comparing.
+let enabled = process.env.CONTROLNET_TS_FUSED_ATTENTION !== "0";
+
+/** Turns the fused kernel on or off for what follows (a comparison, a test); returns the previous setting. */
+export function useFusedAttention(on: boolean): boolean {
+  const was = enabled;
+  enabled = on;
+  return was;
+}
+
+/** Whether attention runs in one fused kernel now (the planner then counts no score maps). */
 export function hasFusedAttention(): boolean {
-  return tf.getKernel(FUSED_ATTENTION, tf.getBackend()) !== undefined;
+  return enabled && tf.getKernel(FUSED_ATTENTION, tf.getBackend()) !== undefined;
 }
 
 export function fusedAttention(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, scale: number): tf.Tensor3D | null {

@@ -26,7 +26,7 @@
 import {
   ControlNetModel, UNet2DConditionModel, AutoencoderKL, CLIPTextModel, Conv2d, Linear, ResnetBlock2D, Transformer2DModel, Downsample2D, Upsample2D, type Module,
 } from "../models/index.js";
-import { engineInfo } from "../engine/index.js";
+import { engineInfo, hasFusedAttention } from "../engine/index.js";
 import { stepGeometry, condEmbeddingGeometry, type BlockShape, type UNetLikeConfig } from "./architecture.js";
 import type { PlannerOptions } from "./types.js";
 
@@ -67,6 +67,12 @@ export interface EstimateConfig {
   options?: Partial<PlannerOptions>;
   /** Which engine's memory behaviour to model (default: the running engine's, engineProfile()). */
   profile?: EngineProfile;
+  /**
+   * Attention runs in one fused kernel that keeps no score maps, only its inputs, output and a log-sum-exp per query
+   * (the native CPU engine's, lib/engine/attention.ts). Default: whether the running engine has it, when `profile` is
+   * the running engine's.
+   */
+  fusedAttention?: boolean;
 }
 
 export interface MemoryParts {
@@ -216,7 +222,7 @@ function activationFactor(profile: EngineProfile): number {
   return profile === "tfjs" ? WASM_SHARED_FACTOR : 1;
 }
 
-function blockCost(b: BlockShape, profile: EngineProfile, chunk: number): BlockCost {
+function blockCost(b: BlockShape, profile: EngineProfile, chunk: number, fused: boolean): BlockCost {
   // native: one block-weights' worth of bytes kept per block (fitted); wasm's tape now shares the saved weights
   const weights = profile === "tfjs-native" ? b.params : 0;
   const t = activationFactor(profile);
@@ -244,7 +250,9 @@ function blockCost(b: BlockShape, profile: EngineProfile, chunk: number): BlockC
   if (tape) {
     const act = t * layers * (152 * outE + 13 * ctxE);
     // full attention keeps the probabilities of self- and cross-attention for softmax's and AV's backward: one buffer
-    // on wasm (its Identity shares it), two tracked handles on native; their gradients are as big.
+    // on wasm (its Identity shares it), two tracked handles on native; their gradients are as big. The fused kernel
+    // keeps none (a log-sum-exp per query row, negligible) and recomputes them row by row in its backward.
+    if (fused) return { saved: weights + act, attention: 0, backward: 0.93 * act, inputs: outE + b.batch * m * b.ctxDim!, weights };
     const scores = chunked ? 0 : layers * (profile === "tfjs" ? 1 : 2) * bh * (n * n + n * m);
     // chunked: one chunk's scores are recomputed at a time (scores, probabilities and their gradients).
     const chunkTransient = chunked ? 4 * bh * chunk * Math.max(n, m) : 0;
@@ -258,6 +266,7 @@ function blockCost(b: BlockShape, profile: EngineProfile, chunk: number): BlockC
 export function estimateMemory(c: EstimateConfig): MemoryEstimate {
   const o: PlannerOptions = { ...DEFAULT_OPTIONS, ...(c.options ?? {}) };
   const profile = c.profile ?? engineProfile();
+  const fused = profile !== "torch" && (c.fusedAttention ?? (profile === engineProfile() && hasFusedAttention()));
   // our engines run tfjs' tape ("tfjs" on wasm, "tfjs-native" on tfjs-node); "torch" is autograd
   const tape = profile !== "torch";
   const models = shapeOnlyModels(c);
@@ -284,7 +293,7 @@ export function estimateMemory(c: EstimateConfig): MemoryEstimate {
   let backward = 0;
   let weightTerms = 0;
   for (const b of geo.blocks) {
-    const k = blockCost(b, profile, o.attentionChunkSize);
+    const k = blockCost(b, profile, o.attentionChunkSize, fused);
     // torch: diffusers only checkpoints modules in training mode, i.e. the ControlNet, never the frozen UNet.
     // ours also checkpoints the down/upsamplers (so frozen ones can be streamed from the host).
     const ckpt = o.gradientCheckpointing && (tape ? true : (b.kind === "resnet" || b.kind === "transformer") && b.model === "controlnet");

@@ -9,6 +9,8 @@
  *   tensorflow/lib/      libtensorflow_cc.so.2 + libtensorflow_framework.so.2 (hard links into the user cache)
  *   tensorflow/include/  the C API headers (for addons of ours built against the same library, e.g. collectives)
  *   tfjs-node/           the tfjs-node package; lib/napi-v8/tfjs_binding.node is our build of its addon
+ *   collective/, host-memory/, attention/   our optional addons (native/*: data-parallel collectives, glibc's
+ *                        malloc settings, fused attention), each built against the same library when it can be
  *   status.json          what was installed, or why not (lib/engine reads it to explain the engine choice)
  *
  * Environment: CONTROLNET_TS_NATIVE = cpu (default) | gpu | off; CONTROLNET_TS_CACHE_DIR (default
@@ -236,16 +238,42 @@ function buildHostMemory(cxx) {
   const src = path.join(root, "native", "host-memory", "host-memory.cc");
   return cached(path.join(cacheRoot(), "native", `host-memory-${sourceHash(src)}`), (tmp) => {
     log("compiling the host-memory addon (≈2 s, once)");
-    mustRun("compiling the host-memory addon", cxx, [
-      "-std=c++17", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-DNODE_GYP_MODULE_NAME=host_memory",
-      `-DNAPI_VERSION=${NAPI_VERSION}`, "-I", nodeApiInclude(), src, "-o", path.join(tmp, "host-memory.node"),
+    compileOurAddon(cxx, "host_memory", src, path.join(tmp, "host-memory.node"));
+  });
+}
+
+/**
+ * Our fused-attention addon (native/attention: TensorFlow ops of our own through TF's C kernel API, so attention
+ * never materialises its score maps), linked to the engine's libtensorflow_framework.so.2; cached per source hash.
+ * Optional: without it attention runs as TensorFlow's batched products, and describeEngine says so.
+ */
+function buildAttention(cxx, tfDir) {
+  const src = path.join(root, "native", "attention", "attention.cc");
+  const hash = sourceHash(src, path.join(root, "native", "attention", "attention-kernels.h"));
+  return cached(path.join(cacheRoot(), "native", `attention-${hash}-tf-${TENSORFLOW_VERSION}`), (tmp) => {
+    log("compiling the fused-attention addon against the same library (≈10 s, once)");
+    const tf = fs.realpathSync(path.join(tfDir, "tensorflow"));
+    compileOurAddon(cxx, "attention", src, path.join(tmp, "attention.node"), [
+      "-O3", "-Wno-psabi", "-I", path.join(tf, "include"), path.join(tf, "libtensorflow_framework.so.2"),
+      // installed at .native/attention/: the library is at .native/tensorflow/lib
+      "-Wl,-rpath,$ORIGIN/../tensorflow/lib",
     ]);
   });
 }
 
-/** Cache key of one of our addons: its source changes, it is rebuilt. */
-function sourceHash(file) {
-  return createHash("sha256").update(fs.readFileSync(file)).digest("hex").slice(0, 12);
+/** One N-API addon of ours from one source file (the engine's own addon is tfjs-node's, built by buildAddon). */
+function compileOurAddon(cxx, moduleName, src, out, extra = []) {
+  mustRun(`compiling the ${moduleName.replace("_", "-")} addon`, cxx, [
+    "-std=c++17", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", `-DNODE_GYP_MODULE_NAME=${moduleName}`,
+    `-DNAPI_VERSION=${NAPI_VERSION}`, "-I", nodeApiInclude(), src, "-o", out, ...extra,
+  ]);
+}
+
+/** Cache key of one of our addons: its sources change, it is rebuilt. */
+function sourceHash(...files) {
+  const hash = createHash("sha256");
+  for (const f of files) hash.update(fs.readFileSync(f));
+  return hash.digest("hex").slice(0, 12);
 }
 
 /**
@@ -282,7 +310,7 @@ function linkFile(a, b) {
   }
 }
 
-function assemble(flavour, tfDir, pkgDir, addonDir, collectiveDir, hostMemoryDir) {
+function assemble(flavour, tfDir, pkgDir, addonDir, ours) {
   const tmp = `${nativeDir}.tmp-${process.pid}`;
   fs.rmSync(tmp, { recursive: true, force: true });
   const tfSrc = fs.realpathSync(path.join(tfDir, "tensorflow"));
@@ -298,13 +326,11 @@ function assemble(flavour, tfDir, pkgDir, addonDir, collectiveDir, hostMemoryDir
   const modulePath = path.join(tmp, "tfjs-node", "lib", `napi-v${NAPI_VERSION}`);
   fs.mkdirSync(modulePath, { recursive: true });
   fs.copyFileSync(path.join(addonDir, "tfjs_binding.node"), path.join(modulePath, "tfjs_binding.node"));
-  if (collectiveDir) {
-    fs.mkdirSync(path.join(tmp, "collective"));
-    fs.copyFileSync(path.join(collectiveDir, "collective", "collective.node"), path.join(tmp, "collective", "collective.node"));
-  }
-  if (hostMemoryDir) {
-    fs.mkdirSync(path.join(tmp, "host-memory"));
-    fs.copyFileSync(path.join(hostMemoryDir, "host-memory.node"), path.join(tmp, "host-memory", "host-memory.node"));
+  // our optional addons, each in its own folder beside tensorflow/ (their rpaths are relative to it)
+  for (const [name, file, dir] of ours) {
+    if (!dir) continue;
+    fs.mkdirSync(path.join(tmp, name));
+    fs.copyFileSync(path.join(dir, file), path.join(tmp, name, path.basename(file)));
   }
   return tmp;
 }
@@ -367,7 +393,12 @@ function main() {
     const addonDir = buildAddon(cxx, tfDir, pkgDir);
     const collective = optionalAddon(() => buildCollective(cxx, tfDir), "the collective-ops addon (multi-process training) was not built");
     const hostMemory = optionalAddon(() => buildHostMemory(cxx), "the host-memory addon was not built (TensorFlow keeps its own memory pool)");
-    const tmp = assemble(flavour, tfDir, pkgDir, addonDir, collective.dir, hostMemory.dir);
+    const attention = optionalAddon(() => buildAttention(cxx, tfDir), "the fused-attention addon was not built (attention runs as TensorFlow's batched products)");
+    const tmp = assemble(flavour, tfDir, pkgDir, addonDir, [
+      ["collective", "collective/collective.node", collective.dir],
+      ["host-memory", "host-memory.node", hostMemory.dir],
+      ["attention", "attention.node", attention.dir],
+    ]);
     let smoke;
     try {
       smoke = smokeTest(tmp);
@@ -385,6 +416,7 @@ function main() {
       gpuDevice: smoke.gpu,
       collective: collective.status,
       hostMemory: hostMemory.status,
+      attention: attention.status,
       installedAt: new Date().toISOString(),
     });
     swapInto(tmp);

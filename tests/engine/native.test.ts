@@ -9,26 +9,13 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { spawnSync } from "node:child_process";
 import { initEngine, memoryBudget, memoryInfo, tf } from "../../lib/engine/index.js";
 import { nativeMissingReason } from "../../lib/engine/native/load.js";
 import { nativeDir } from "../../lib/engine/native/install-status.js";
 import { assertConvCaseMatchesCpu, convCases } from "./conv-cases.js";
+import { lastLineOfChild } from "./child-process.js";
 
 const missing = nativeMissingReason();
-const engineUrl = JSON.stringify(new URL("../../lib/engine/index.ts", import.meta.url).href);
-
-/**
- * Runs `code` (an ES module that may import ENGINE, i.e. lib/engine) in a fresh process — what TensorFlow reads at
- * load time is only settable there — and returns the last line it prints.
- */
-function lastLineOfChild(code: string, env: NodeJS.ProcessEnv): string {
-  const r = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", code.replaceAll("ENGINE", engineUrl)],
-    { cwd: path.resolve(import.meta.dirname, "../.."), encoding: "utf8", env });
-  assert.equal(r.status, 0, r.stderr);
-  return r.stdout.trim().split("\n").pop()!;
-}
-
 /** The environment without the variables the host-memory policy reads, so a child starts as a user's process does. */
 function envWithoutAllocatorSettings(): NodeJS.ProcessEnv {
   const { TF_ONEDNN_USE_SYSTEM_ALLOCATOR: _, CONTROLNET_TS_SYSTEM_ALLOCATOR: __, ...env } = process.env;
@@ -104,6 +91,29 @@ describe("native engine", { skip: missing ?? false }, () => {
     const out = JSON.parse(line) as { text: string; env: string | null };
     assert.match(out.text, /host tensors: TensorFlow's oneDNN pool \(the host-memory addon is not installed\)/);
     assert.equal(out.env, null, "TensorFlow keeps its default allocator");
+  });
+
+  test("without the fused-attention addon the engine still runs, attention as TensorFlow's ops, and says so", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "native-no-attention-"));
+    const installed = nativeDir();
+    for (const e of fs.readdirSync(installed)) if (e !== "attention") fs.symlinkSync(path.join(installed, e), path.join(dir, e));
+    let line: string;
+    try {
+      line = lastLineOfChild(
+        `import { initEngine, describeEngine, hasFusedAttention, tf } from ENGINE;
+         import { scaledDotProductAttention } from ${JSON.stringify(new URL("../../lib/models/attention.ts", import.meta.url).href)};
+         const info = await initEngine({ backend: "node", threads: 1 });
+         const q = tf.ones([1, 4, 8]);
+         const out = scaledDotProductAttention(q, q, q, 0.5).dataSync();
+         console.log(JSON.stringify({ text: describeEngine(info), fused: hasFusedAttention(), out: Array.from(out.slice(0, 2)) }));`,
+        { ...process.env, CONTROLNET_TS_NATIVE_DIR: dir });
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+    const out = JSON.parse(line) as { text: string; fused: boolean; out: number[] };
+    assert.match(out.text, /attention: TensorFlow's batched products \(the fused-attention addon is not built; rebuild with: npm run install-native\)/);
+    assert.equal(out.fused, false);
+    assert.deepEqual(out.out, [1, 1], "attention of ones over ones is ones");
   });
 
   test("TF32 (node-gpu) is off unless allowTf32, as diffusers' --allow_tf32: NVIDIA_TF32_OVERRIDE=0 is set before TensorFlow loads", () => {

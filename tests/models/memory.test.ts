@@ -5,7 +5,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { tf, measurePeak, withWeightGradientSink } from "../../lib/engine/index.js";
+import { tf, hasFusedAttention, measurePeak, useFusedAttention, withWeightGradientSink } from "../../lib/engine/index.js";
 import { testEngine, maxAbsDiff, relErr } from "../helpers.js";
 import { ControlNetModel, UNet2DConditionModel, scaledDotProductAttention } from "../../lib/models/index.js";
 import { MID_UNET } from "./tiny.js";
@@ -81,6 +81,16 @@ test("gradient checkpointing: same ControlNet gradients, lower peak memory (mid-
 
 test("chunked attention: same output, lower peak memory in the forward and in the backward", async () => {
   await testEngine();
+  // chunking is a mechanism of attention composed from tfjs ops; the native engine's fused kernel (below) replaces it
+  const wasFused = useFusedAttention(false);
+  try {
+    await chunkedAttentionLowersPeaks();
+  } finally {
+    useFusedAttention(wasFused);
+  }
+});
+
+async function chunkedAttentionLowersPeaks(): Promise<void> {
   const s = setup();
   const full = await measurePeak(() => s.forwardOnly());
   s.unet.setAttentionChunkSize(128);
@@ -110,6 +120,34 @@ test("chunked attention: same output, lower peak memory in the forward and in th
   worst = 0;
   for (const n of Object.keys(fullStep.result.grads)) worst = Math.max(worst, relErr(both.result.grads[n]!.dataSync(), fullStep.result.grads[n]!.dataSync()));
   assert.ok(worst <= 1e-4, `checkpointed + chunked gradients differ: ${worst}`);
+  s.dispose();
+}
+
+test("fused attention (native): the same forward and gradients as composed full attention, and a lower step peak than chunking", async (t) => {
+  await testEngine();
+  if (!hasFusedAttention()) return t.skip("this engine has no fused attention kernel (wasm, cpu): attention is composed, tested above");
+  const s = setup();
+  // composed attention, chunked and full, then the fused kernel on the same step
+  useFusedAttention(false);
+  const [chunked, full] = await (async () => {
+    try {
+      s.unet.setAttentionChunkSize(128);
+      s.cn.setAttentionChunkSize(128);
+      const c = await measurePeak(() => s.step());
+      s.unet.setAttentionChunkSize(0);
+      s.cn.setAttentionChunkSize(0);
+      return [c, await measurePeak(() => s.step())] as const;
+    } finally {
+      useFusedAttention(true);
+    }
+  })();
+  const fused = await measurePeak(() => s.step());
+  console.log(`peak delta fwd+bwd: composed ${(full.peakDeltaBytes / 2 ** 20).toFixed(1)} MiB, chunked ${(chunked.peakDeltaBytes / 2 ** 20).toFixed(1)} MiB, fused ${(fused.peakDeltaBytes / 2 ** 20).toFixed(1)} MiB`);
+  assert.ok(fused.peakDeltaBytes < chunked.peakDeltaBytes, `fused ${fused.peakDeltaBytes} vs chunked ${chunked.peakDeltaBytes}`);
+  assert.ok(Math.abs(fused.result.value.dataSync()[0]! - full.result.value.dataSync()[0]!) <= 1e-5 * Math.abs(full.result.value.dataSync()[0]!));
+  let worst = 0;
+  for (const n of Object.keys(full.result.grads)) worst = Math.max(worst, relErr(fused.result.grads[n]!.dataSync(), full.result.grads[n]!.dataSync()));
+  assert.ok(worst <= 1e-4, `fused-attention gradients differ: ${worst}`);
   s.dispose();
 });
 

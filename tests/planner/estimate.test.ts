@@ -2,6 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { testEngine } from "../helpers.js";
+import { hasFusedAttention } from "../../lib/engine/index.js";
 import { estimateMemory, engineProfile, planMemory, measureTrainingStep, SD15_UNET, SD15_VAE, SD15_TEXT_ENCODER, SEED_TIERS } from "../../lib/planner/index.js";
 import { estimateMemory as cellEstimate } from "../../lib/cells/planner.js";
 
@@ -133,7 +134,7 @@ test("the estimate follows the running engine: wasm's tape shares saved buffers,
   assert.equal(engineProfile(), native ? "tfjs-native" : "tfjs");
   assert.equal(estimateMemory(cfg).profile, engineProfile());
   const wasm = estimateMemory({ ...cfg, profile: "tfjs" });
-  const nat = estimateMemory({ ...cfg, profile: "tfjs-native" });
+  const nat = estimateMemory({ ...cfg, profile: "tfjs-native", fusedAttention: false });
   // same weights and optimizer state; the attention maps once on wasm (its Identity shares them), twice on native;
   // no XNNPACK copies on native
   for (const k of ["parameters", "gradients", "optimizerStates"] as const) assert.equal(nat.device[k], wasm.device[k], k);
@@ -141,6 +142,11 @@ test("the estimate follows the running engine: wasm's tape shares saved buffers,
   assert.notEqual(nat.device.activations, wasm.device.activations);
   assert.equal(nat.wasmPackedWeights, 0);
   assert.ok(wasm.wasmPackedWeights > 0);
+  // the native CPU engine's fused attention keeps no maps: the estimate follows whether it runs
+  const fused = estimateMemory({ ...cfg, profile: "tfjs-native", fusedAttention: true });
+  assert.equal(fused.device.attention, 0);
+  assert.ok(fused.device.total < nat.device.total);
+  assert.equal(estimateMemory(cfg).device.attention === 0, hasFusedAttention());
   // bench-mid at batch 6 needs no option on the host's memory, but chunked attention (at least) in the wasm heap
   const b6 = { ...cfg, batchSize: 6 };
   assert.equal(planMemory({ ...b6, profile: "tfjs-native" }, 8e9).best?.name, "none");

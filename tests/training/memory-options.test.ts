@@ -15,7 +15,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { tf, measurePeak, memoryInfo } from "../../lib/engine/index.js";
+import { tf, hasFusedAttention, measurePeak, memoryInfo, useFusedAttention } from "../../lib/engine/index.js";
 import { createDataset } from "../../lib/data/index.js";
 import { ControlNetTrainer, type TrainingComponents, type TrainingOptions } from "../../lib/training/trainer.js";
 import type { StateBytes } from "../../lib/training/optim/index.js";
@@ -110,7 +110,7 @@ async function runSteps(c: StepConfig, options: Partial<TrainingOptions>): Promi
 /** Runs are shared between tests (e.g. the plain checkpointed run is the OFF side of three options). */
 const runs = new Map<string, Promise<Measured>>();
 function measured(c: StepConfig, options: Partial<TrainingOptions>): Promise<Measured> {
-  const key = `${c.name} ${JSON.stringify(options)}`;
+  const key = `${c.name} ${JSON.stringify(options)}${hasFusedAttention() ? " fused attention" : ""}`;
   if (!runs.has(key)) runs.set(key, runSteps(c, options));
   return runs.get(key)!;
 }
@@ -180,13 +180,28 @@ test("set_grads_to_none frees each gradient as it is applied: fewer live bytes w
 });
 
 test("attention_chunk_size (the --enable_xformers_memory_efficient_attention analogue) lowers the step peak where attention scores dominate (ATTN)", async (t) => {
-  const off = await measured(ATTN, {});
-  const on = await measured(ATTN, { attention_chunk_size: 256 });
+  // chunking applies to attention composed from tfjs ops (wasm; native with its fused kernel off)
+  const fused = hasFusedAttention();
+  useFusedAttention(false);
+  let off: Measured, on: Measured;
+  try {
+    off = await measured(ATTN, {});
+    on = await measured(ATTN, { attention_chunk_size: 256 });
+  } finally {
+    useFusedAttention(fused);
+  }
   report(t, `${ATTN.name}, full attention`, off);
   report(t, `${ATTN.name}, attention_chunk_size 256`, on);
   assertLower(on.stepPeak, off.stepPeak, "step peak with chunked attention");
   assert.equal(on.resident, off.resident);
   assert.ok(Math.abs(on.loss - off.loss) <= 1e-3 * Math.abs(off.loss), `loss ${on.loss} vs ${off.loss}`);
+  if (!fused) return;
+  // native: the fused kernel keeps no score maps at all, with or without the flag
+  const kernel = await measured(ATTN, { attention_chunk_size: 256 });
+  report(t, `${ATTN.name}, fused attention kernel`, kernel);
+  assertLower(kernel.stepPeak, off.stepPeak, "step peak with the fused attention kernel vs full composed attention");
+  assert.ok(kernel.stepPeak < on.stepPeak, `the fused kernel's step peak ${MiB(kernel.stepPeak)} is below chunking's ${MiB(on.stepPeak)}`); // 672 vs 726 MiB seen
+  assert.ok(Math.abs(kernel.loss - off.loss) <= 1e-3 * Math.abs(off.loss), `loss ${kernel.loss} vs ${off.loss}`);
 });
 
 test("mixed_precision fp16/bf16 is accepted with its honest float32 message, and the trainer runs with those args", async (t) => {

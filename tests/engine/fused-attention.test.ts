@@ -1,0 +1,119 @@
+/**
+ * Fused attention (native/attention: our TensorFlow ops, lib/engine/native/attention.ts): forward and all three
+ * gradients equal attention composed from TensorFlow's own ops (the batched products and softmax the models use
+ * elsewhere) on shapes that reach each code path — head widths below, at and above a vector, the run-time-width
+ * path above 64, keys not a multiple of 8, cross-attention, one head split across threads. Runs when the native
+ * engine is installed (npm install builds the addon; CI requires it), whatever engine the pass runs; wasm, which has
+ * no fused kernel, is checked in a child process.
+ */
+import { before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { describeEngine, fusedAttention, hasFusedAttention, initEngine, tf, type EngineInfo } from "../../lib/engine/index.js";
+import { nativeMissingReason } from "../../lib/engine/native/load.js";
+import { scaledDotProductAttention } from "../../lib/models/attention.js";
+import { lastLineOfChild } from "./child-process.js";
+
+const missing = nativeMissingReason();
+let info: EngineInfo;
+
+/** softmax(q·kᵀ·scale)·v from TensorFlow's ops, and the weighted sum the gradients are taken of. */
+function composed(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, scale: number): tf.Tensor {
+  return tf.matMul(tf.softmax(tf.matMul(tf.mul(q, scale), k, false, true)), v);
+}
+
+/** Largest difference over the largest magnitude. Both sides round in float32 over sums of up to 600 terms, in
+ * different orders: 1e-5 is far above their ~1e-6 disagreement and far below any wrong term (≥1e-2). */
+const TOLERANCE = 1e-5;
+
+function relErr(a: tf.Tensor, b: tf.Tensor): number {
+  return tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]! / tf.max(tf.abs(b)).dataSync()[0]!);
+}
+
+describe("fused attention on the native engine", { skip: missing ?? false }, () => {
+  before(async () => {
+    info = await initEngine({ backend: "node" });
+  });
+
+  test("the engine reports the fused kernel", () => {
+    assert.equal(hasFusedAttention(), true, describeEngine(info));
+    assert.match(describeEngine(info), /attention: fused \(our TensorFlow op ControlnetTsAttention, (AVX2 \+ FMA|SSE2), \d+ thread/);
+  });
+
+  const shapes: [number, number, number, number][] = [
+    [2, 5, 7, 3], // fewer keys and channels than a vector
+    [3, 17, 77, 8], // cross-attention to 77 text tokens
+    [16, 256, 256, 16], // bench-mid's second level (threads)
+    [2, 33, 40, 40], // SD1.5's head width
+    [1, 9, 11, 72], // above 64 channels: the run-time-width path
+    [2, 64, 64, 160], // SD1.5's widest heads
+    [1, 600, 300, 8], // one head on several threads: query rows split, dk/dv summed
+  ];
+  for (const [bh, n, m, d] of shapes) {
+    test(`[${bh}, ${n}, ${d}] attending to ${m} keys: output and dq, dk, dv match TensorFlow's ops`, () => {
+      tf.tidy(() => {
+        const q = tf.randomNormal([bh, n, d], 0, 1.5, "float32", 1), k = tf.randomNormal([bh, m, d], 0, 1.5, "float32", 2);
+        const v = tf.randomNormal([bh, m, d], 0, 1, "float32", 3), w = tf.randomNormal([bh, n, d], 0, 1, "float32", 4);
+        const scale = 1 / Math.sqrt(d);
+        const fused = fusedAttention(q as tf.Tensor3D, k as tf.Tensor3D, v as tf.Tensor3D, scale)!;
+        assert.ok(fused, "the kernel is registered");
+        assert.deepEqual(fused.shape, [bh, n, d]);
+        assert.ok(relErr(fused, composed(q, k, v, scale)) < TOLERANCE);
+        const loss = (att: (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.Tensor) => (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.sum(tf.mul(att(a, b, c), w));
+        const got = tf.grads(loss((a, b, c) => fusedAttention(a as tf.Tensor3D, b as tf.Tensor3D, c as tf.Tensor3D, scale)!))([q, k, v]);
+        const want = tf.grads(loss((a, b, c) => composed(a, b, c, scale)))([q, k, v]);
+        ["dq", "dk", "dv"].forEach((name, i) => {
+          const e = relErr(got[i]!, want[i]!);
+          assert.ok(e < TOLERANCE, `${name}: relative error ${e.toExponential(2)}`);
+        });
+      });
+    });
+  }
+
+  test("the models' attention takes the fused kernel unless there is a mask (then TensorFlow's ops)", () => {
+    tf.tidy(() => {
+      const q = tf.randomNormal([2, 12, 8], 0, 1, "float32", 5) as tf.Tensor3D, k = tf.randomNormal([2, 12, 8], 0, 1, "float32", 6) as tf.Tensor3D;
+      const v = tf.randomNormal([2, 12, 8], 0, 1, "float32", 7) as tf.Tensor3D;
+      const kernelsOf = (f: () => tf.Tensor) => {
+        const names: string[] = [];
+        const saved = tf.getKernel("ControlnetTsFusedAttention", "tensorflow")!;
+        const counting = { ...saved, kernelFunc: ((args: Parameters<typeof saved.kernelFunc>[0]) => (names.push("fused"), saved.kernelFunc(args))) as typeof saved.kernelFunc };
+        tf.unregisterKernel(saved.kernelName, saved.backendName);
+        tf.registerKernel(counting);
+        try {
+          f();
+        } finally {
+          tf.unregisterKernel(saved.kernelName, saved.backendName);
+          tf.registerKernel(saved);
+        }
+        return names;
+      };
+      assert.deepEqual(kernelsOf(() => scaledDotProductAttention(q, k, v, 0.3, { chunkSize: 4 })), ["fused"], "no mask: fused, chunking unneeded");
+      const causal = tf.linalg.bandPart(tf.ones([12, 12]), -1, 0).sub(1).mul(1e9);
+      assert.deepEqual(kernelsOf(() => scaledDotProductAttention(q, k, v, 0.3, { mask: causal })), [], "a mask: composed ops");
+    });
+  });
+
+  test("mis-shaped inputs fail with TensorFlow's error naming the op and the defect", () => {
+    const q = tf.zeros([2, 4, 8]), k = tf.zeros([2, 5, 8]), v = tf.zeros([2, 6, 8]);
+    assert.throws(() => fusedAttention(q as tf.Tensor3D, k as tf.Tensor3D, v as tf.Tensor3D, 1), /ControlnetTsAttention: q \[BH,N,d\], k and v \[BH,M,d\] disagree/);
+    tf.dispose([q, k, v]);
+  });
+
+  test("no tensor is left behind by a forward and backward pass", () => {
+    const q = tf.randomNormal([2, 16, 8]) as tf.Tensor3D, k = tf.randomNormal([2, 16, 8]) as tf.Tensor3D, v = tf.randomNormal([2, 16, 8]) as tf.Tensor3D;
+    const before = tf.memory().numTensors;
+    const g = tf.grads((a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.sum(fusedAttention(a as tf.Tensor3D, b as tf.Tensor3D, c as tf.Tensor3D, 0.35)!))([q, k, v]);
+    assert.equal(tf.memory().numTensors, before + 3, "only the three gradients remain");
+    tf.dispose([...g, q, k, v]);
+  });
+});
+
+test("wasm has no fused kernel: fusedAttention returns null and the models compose attention from tfjs ops", () => {
+  const line = lastLineOfChild(
+    `import { initEngine, fusedAttention, hasFusedAttention, tf } from ENGINE;
+     await initEngine({ backend: "wasm", threads: 1 });
+     const q = tf.ones([1, 4, 8]);
+     console.log(JSON.stringify({ has: hasFusedAttention(), fused: fusedAttention(q, q, q, 1) }));`,
+    process.env);
+  assert.deepEqual(JSON.parse(line), { has: false, fused: null });
+});
