@@ -14,6 +14,7 @@ import { nativeMissingReason } from "../../lib/engine/native/load.js";
 import { nativeDir } from "../../lib/engine/native/install-status.js";
 import { assertConvCaseMatchesCpu, convCases } from "./conv-cases.js";
 import { lastLineOfChild } from "./child-process.js";
+import { paddingName } from "../../lib/engine/native/kernels.js";
 
 const missing = nativeMissingReason();
 /** The environment without the variables the host-memory policy reads, so a child starts as a user's process does. */
@@ -32,6 +33,15 @@ describe("native engine", { skip: missing ?? false }, () => {
     test(`conv2d forward and gradients, case ${i}: ${c.h}x${c.w} k${c.k} s${c.s} pad ${JSON.stringify(c.pad)}`, async () => {
       await assertConvCaseMatchesCpu(c, i);
     });
+  });
+
+  test("an explicit padding that equals SAME or VALID reaches TensorFlow by that name (its oneDNN rewrite skips EXPLICIT)", () => {
+    const info = (h: number, k: number, stride: number, pad: number) =>
+      tf.backend_util.computeConv2DInfo([2, h, h, 4], [k, k, 4, 8], stride, 1, [[0, 0], [pad, pad], [pad, pad], [0, 0]], undefined, false, "channelsLast");
+    assert.equal(paddingName(info(16, 3, 1, 1)), "SAME", "a resnet's 3×3 padding-1 conv");
+    assert.equal(paddingName(info(16, 1, 1, 0)), "VALID");
+    assert.equal(paddingName(info(16, 3, 2, 1)), "EXPLICIT", "a downsampler: SAME would pad 0 before and 1 after");
+    assert.equal(paddingName(info(16, 3, 1, 2)), "EXPLICIT");
   });
 
   test("memory: live tensor bytes and RSS, no wasm heap, host memory as the budget", () => {

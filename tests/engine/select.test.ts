@@ -42,7 +42,9 @@ test("auto selection prefers the native engine; node-gpu says why it is not used
   assert.deepEqual(info.unavailable.map((u: { backend: string }) => u.backend), ["node-gpu"]);
   assert.match(info.unavailable[0].reason, /CPU build.*CONTROLNET_TS_NATIVE=gpu npm run install-native/);
   assert.equal(info.deviceMemoryLimit, null, "no 4 GiB heap on native");
-  assert.deepEqual(info.kernelOverrides, ["Conv2DBackpropInput", "Conv2DBackpropFilter"]);
+  // Conv2D: SAME where an explicit padding equals it; both gradients: EXPLICIT passed on (lib/engine/native/kernels.ts)
+  assert.deepEqual(info.kernelOverrides, ["Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter"]);
+  assert.match(info.attention, /^fused \(our TensorFlow op ControlnetTsAttention/);
 });
 
 test("without the native engine, auto selection falls back to wasm and says how to add native", () => {

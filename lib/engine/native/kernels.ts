@@ -26,7 +26,7 @@ interface NodeBackend {
 type ConvInfo = ReturnType<typeof tf.backend_util.computeConv2DInfo>;
 
 /** The padding name TensorFlow gets: SAME or VALID when an explicit padding is exactly that, else as given. */
-function paddingName(info: ConvInfo): string {
+export function paddingName(info: ConvInfo): string {
   const p = info.padInfo;
   if (p.type !== "EXPLICIT") return p.type;
   if (p.top === 0 && p.bottom === 0 && p.left === 0 && p.right === 0) return "VALID";
