@@ -118,7 +118,7 @@ static void WeightedRowsAny(const float* P, int rows, int M8, int M, const float
 }
 
 // Rows per pass for a head width: as many as keep R·D8 accumulators plus D8 operands within the 16 vector registers.
-constexpr int RowsFor(int D8) { return D8 == 1 ? 4 : D8 == 2 ? 4 : D8 <= 4 ? 2 : 1; }
+constexpr int RowsFor(int D8) { return D8 <= 2 ? 4 : D8 == 3 ? 3 : D8 <= 5 ? 2 : 1; }
 
 template <int D8>
 static void WeightedRowsBy(const float* P, int rows, int M8, int M, const float* B, float* Out) {
