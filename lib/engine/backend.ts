@@ -52,8 +52,8 @@ export interface EngineInfo {
   kernelOverrides: string[];
   /** Native engine: which allocator holds its tensors in host memory (lib/engine/native/host-memory.ts). */
   hostAllocator?: string;
-  /** Native engine: what computes attention (our fused kernel, or TensorFlow's batched products and why). */
-  attention?: string;
+  /** Native engine: what runs attention and GroupNorm (our fused kernels, or TensorFlow's ops and why). */
+  fusedKernels?: string;
 }
 
 export { WASM_HEAP_LIMIT } from "./constants.js";
@@ -198,7 +198,7 @@ async function select(opts: EngineOptions): Promise<EngineInfo> {
       unavailable,
       deviceMemoryLimit: kind === "wasm" ? WASM_HEAP_LIMIT : kind === "node-gpu" ? (gpuMemory()?.totalBytes ?? null) : null,
       kernelOverrides,
-      ...(native ? { hostAllocator: native.hostAllocator, attention: native.attention } : {}),
+      ...(native ? { hostAllocator: native.hostAllocator, fusedKernels: native.fusedKernels } : {}),
     };
   }
   throw new Error(`No TensorFlow.js backend could start: ${unavailable.map((u) => `${u.backend}: ${u.reason}`).join("; ")}`);
@@ -250,6 +250,6 @@ export function describeEngine(info: EngineInfo): string {
   if (info.backend === "node-gpu" && info.deviceMemoryLimit) lines.push(`  GPU memory: ${(info.deviceMemoryLimit / 1024 ** 3).toFixed(0)} GiB (TensorFlow grows into it as needed: TF_FORCE_GPU_ALLOW_GROWTH)`);
   if (info.backend === "node" || info.backend === "node-gpu") lines.push(`  no 4 GiB heap: host memory is the limit${info.backend === "node-gpu" ? " for host tensors" : ""}`);
   if (info.hostAllocator) lines.push(`  host tensors: ${info.hostAllocator}`);
-  if (info.attention) lines.push(`  attention: ${info.attention}`);
+  if (info.fusedKernels) lines.push(`  attention, GroupNorm: ${info.fusedKernels}`);
   return lines.join("\n");
 }

@@ -10,4 +10,4 @@ export type { WeightGradientSink } from "./checkpoint.js";
 export { SMALL_GEMM_FLOPS } from "./kernels/batch-matmul.js";
 export { transientWeight, backendCachesPackedWeights } from "./weight-cache.js";
 export { watchWasmFailures, throwIfWasmKernelFailed } from "./wasm-failures.js";
-export { fusedAttention, hasFusedAttention, useFusedAttention } from "./attention.js";
+export { fusedAttention, fusedGroupNorm, hasFusedAttention, useFusedKernels } from "./fused.js";

@@ -9,7 +9,7 @@
  */
 import { tf } from "../engine/index.js";
 import { checkpoint } from "../engine/checkpoint.js";
-import { fusedAttention } from "../engine/attention.js";
+import { fusedAttention } from "../engine/fused.js";
 import { Module } from "./module.js";
 import { GroupNorm, LayerNorm, Linear, Pointwise, gelu } from "./layers.js";
 

@@ -3,7 +3,7 @@
  * for stride 2), linear layers as 2-D matmuls (the wasm fast path, and it avoids a tfjs broadcast-gradient bug),
  * GroupNorm/LayerNorm with biased variance and the eps diffusers uses.
  */
-import { tf } from "../engine/index.js";
+import { tf, fusedGroupNorm } from "../engine/index.js";
 import { Module } from "./module.js";
 import type { Param } from "./module.js";
 
@@ -162,9 +162,14 @@ export class GroupNorm extends Module {
    * hands them back to the channels, so every full-size op is a per-channel broadcast ([B,1,1,C] against
    * [B,H,W,C]) — wasm's binary ops take a fast path for that and a ~10× slower index loop for a grouped layout
    * ([B,HW,G,C/G] against [B,1,G,1]) — and no reshape of the activation is needed. The weight is folded into the
-   * per-channel scale, so the output is one multiply and one add.
+   * per-channel scale, so the output is one multiply and one add. `silu`: SiLU applied to the result (a resnet's
+   * norm → nonlinearity), which the native engine's fused kernel does in the same pass.
    */
-  forward<T extends tf.Tensor>(x: T): T {
+  forward<T extends tf.Tensor>(x: T, opts: { silu?: boolean } = {}): T {
+    const withSilu = opts.silu ?? false;
+    const fused = fusedGroupNorm(x, this.v(this.weight), this.v(this.bias), this.numGroups, this.eps, withSilu);
+    if (fused) return fused;
+    if (withSilu) return tf.tidy(() => silu(this.forward(x)));
     return tf.tidy(() => {
       const b = x.shape[0]!;
       const c = this.numChannels;

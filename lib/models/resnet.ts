@@ -24,6 +24,8 @@ export class ResnetBlock2D extends Module {
   readonly conv2: Conv2d;
   readonly conv_shortcut: Conv2d | null;
   private readonly act: ReturnType<typeof activation>;
+  /** The nonlinearity is SiLU: the norms apply it themselves (one fused kernel on native). */
+  private readonly siluAct: boolean;
   readonly outputScaleFactor: number;
 
   constructor(o: ResnetBlock2DOptions) {
@@ -32,6 +34,7 @@ export class ResnetBlock2D extends Module {
     const groups = o.groups ?? 32;
     const eps = o.eps ?? 1e-6;
     this.act = activation(o.act ?? "silu");
+    this.siluAct = ["silu", "swish"].includes(o.act ?? "silu");
     this.outputScaleFactor = o.outputScaleFactor ?? 1;
     this.norm1 = this.child("norm1", new GroupNorm(groups, o.inChannels, eps));
     this.conv1 = this.child("conv1", new Conv2d(o.inChannels, out, { kernel: 3, padding: 1 }));
@@ -41,15 +44,19 @@ export class ResnetBlock2D extends Module {
     this.conv_shortcut = o.inChannels !== out ? this.child("conv_shortcut", new Conv2d(o.inChannels, out, { kernel: 1 })) : null;
   }
 
+  private normThenAct(norm: GroupNorm, x: tf.Tensor4D): tf.Tensor4D {
+    return this.siluAct ? norm.forward(x, { silu: true }) : this.act(norm.forward(x));
+  }
+
   /** x: [B,H,W,Cin]; temb: [B, tembChannels] (ignored when the block has no time projection). */
   forward(x: tf.Tensor4D, temb: tf.Tensor2D | null): tf.Tensor4D {
     return tf.tidy(() => {
-      let h = this.conv1.forward(this.act(this.norm1.forward(x)));
+      let h = this.conv1.forward(this.normThenAct(this.norm1, x));
       if (this.time_emb_proj && temb) {
         const t = this.time_emb_proj.forward(this.act(temb));
         h = tf.add(h, tf.reshape(t, [t.shape[0], 1, 1, t.shape[1]]));
       }
-      h = this.conv2.forward(this.act(this.norm2.forward(h)));
+      h = this.conv2.forward(this.normThenAct(this.norm2, h));
       const skip = this.conv_shortcut ? this.conv_shortcut.forward(x) : x;
       const y = tf.add(skip, h) as tf.Tensor4D;
       return this.outputScaleFactor === 1 ? y : (tf.div(y, this.outputScaleFactor) as tf.Tensor4D);

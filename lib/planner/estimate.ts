@@ -69,7 +69,7 @@ export interface EstimateConfig {
   profile?: EngineProfile;
   /**
    * Attention runs in one fused kernel that keeps no score maps, only its inputs, output and a log-sum-exp per query
-   * (the native CPU engine's, lib/engine/attention.ts). Default: whether the running engine has it, when `profile` is
+   * (the native CPU engine's, lib/engine/fused.ts). Default: whether the running engine has it, when `profile` is
    * the running engine's.
    */
   fusedAttention?: boolean;

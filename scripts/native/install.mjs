@@ -9,8 +9,8 @@
  *   tensorflow/lib/      libtensorflow_cc.so.2 + libtensorflow_framework.so.2 (hard links into the user cache)
  *   tensorflow/include/  the C API headers (for addons of ours built against the same library, e.g. collectives)
  *   tfjs-node/           the tfjs-node package; lib/napi-v8/tfjs_binding.node is our build of its addon
- *   collective/, host-memory/, attention/   our optional addons (native/*: data-parallel collectives, glibc's
- *                        malloc settings, fused attention), each built against the same library when it can be
+ *   collective/, host-memory/, fused/   our optional addons (native/*: data-parallel collectives, glibc's malloc
+ *                        settings, fused attention and GroupNorm), each built against the same library when it can be
  *   status.json          what was installed, or why not (lib/engine reads it to explain the engine choice)
  *
  * Environment: CONTROLNET_TS_NATIVE = cpu (default) | gpu | off; CONTROLNET_TS_CACHE_DIR (default
@@ -243,19 +243,20 @@ function buildHostMemory(cxx) {
 }
 
 /**
- * Our fused-attention addon (native/attention: TensorFlow ops of our own through TF's C kernel API, so attention
- * never materialises its score maps), linked to the engine's libtensorflow_framework.so.2; cached per source hash.
- * Optional: without it attention runs as TensorFlow's batched products, and describeEngine says so.
+ * Our fused-kernels addon (native/fused: TensorFlow ops of our own through TF's C kernel API — attention that never
+ * materialises its score maps, GroupNorm+SiLU in one pass), linked to the engine's libtensorflow_framework.so.2;
+ * cached per source hash. Optional: without it TensorFlow's own ops run them, and describeEngine says so.
  */
-function buildAttention(cxx, tfDir) {
-  const src = path.join(root, "native", "attention", "attention.cc");
-  const hash = sourceHash(src, path.join(root, "native", "attention", "attention-kernels.h"));
-  return cached(path.join(cacheRoot(), "native", `attention-${hash}-tf-${TENSORFLOW_VERSION}`), (tmp) => {
-    log("compiling the fused-attention addon against the same library (≈10 s, once)");
+function buildFused(cxx, tfDir) {
+  const dir = path.join(root, "native", "fused");
+  const src = path.join(dir, "fused.cc");
+  const hash = sourceHash(...fs.readdirSync(dir).sort().map((f) => path.join(dir, f)));
+  return cached(path.join(cacheRoot(), "native", `fused-${hash}-tf-${TENSORFLOW_VERSION}`), (tmp) => {
+    log("compiling the fused-kernels addon against the same library (≈15 s, once)");
     const tf = fs.realpathSync(path.join(tfDir, "tensorflow"));
-    compileOurAddon(cxx, "attention", src, path.join(tmp, "attention.node"), [
+    compileOurAddon(cxx, "fused", src, path.join(tmp, "fused.node"), [
       "-O3", "-Wno-psabi", "-I", path.join(tf, "include"), path.join(tf, "libtensorflow_framework.so.2"),
-      // installed at .native/attention/: the library is at .native/tensorflow/lib
+      // installed at .native/fused/: the library is at .native/tensorflow/lib
       "-Wl,-rpath,$ORIGIN/../tensorflow/lib",
     ]);
   });
@@ -393,11 +394,11 @@ function main() {
     const addonDir = buildAddon(cxx, tfDir, pkgDir);
     const collective = optionalAddon(() => buildCollective(cxx, tfDir), "the collective-ops addon (multi-process training) was not built");
     const hostMemory = optionalAddon(() => buildHostMemory(cxx), "the host-memory addon was not built (TensorFlow keeps its own memory pool)");
-    const attention = optionalAddon(() => buildAttention(cxx, tfDir), "the fused-attention addon was not built (attention runs as TensorFlow's batched products)");
+    const fused = optionalAddon(() => buildFused(cxx, tfDir), "the fused-kernels addon was not built (attention and GroupNorm run as TensorFlow's ops)");
     const tmp = assemble(flavour, tfDir, pkgDir, addonDir, [
       ["collective", "collective/collective.node", collective.dir],
       ["host-memory", "host-memory.node", hostMemory.dir],
-      ["attention", "attention.node", attention.dir],
+      ["fused", "fused.node", fused.dir],
     ]);
     let smoke;
     try {
@@ -416,7 +417,7 @@ function main() {
       gpuDevice: smoke.gpu,
       collective: collective.status,
       hostMemory: hostMemory.status,
-      attention: attention.status,
+      fusedKernels: fused.status,
       installedAt: new Date().toISOString(),
     });
     swapInto(tmp);

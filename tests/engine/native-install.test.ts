@@ -79,7 +79,7 @@ test("a second install comes from the cache: fast, hard-linked, and it loads", {
   assert.ok(lib.nlink >= 2, "the 800 MB library should be a hard link into the cache, not a copy");
   assert.equal(r.status.hostMemory, "built");
   assert.ok(fs.existsSync(path.join(r.dir, "host-memory", "host-memory.node")), "the host-memory addon is installed beside the engine");
-  assert.equal(r.status.attention, "built");
-  assert.ok(fs.existsSync(path.join(r.dir, "attention", "attention.node")), "the fused-attention addon is installed beside the engine");
+  assert.equal(r.status.fusedKernels, "built");
+  assert.ok(fs.existsSync(path.join(r.dir, "fused", "fused.node")), "the fused-kernels addon is installed beside the engine");
   fs.rmSync(r.dir, { recursive: true, force: true });
 });

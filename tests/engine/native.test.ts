@@ -103,10 +103,10 @@ describe("native engine", { skip: missing ?? false }, () => {
     assert.equal(out.env, null, "TensorFlow keeps its default allocator");
   });
 
-  test("without the fused-attention addon the engine still runs, attention as TensorFlow's ops, and says so", () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "native-no-attention-"));
+  test("without the fused-kernels addon the engine still runs, attention as TensorFlow's ops, and says so", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "native-no-fused-"));
     const installed = nativeDir();
-    for (const e of fs.readdirSync(installed)) if (e !== "attention") fs.symlinkSync(path.join(installed, e), path.join(dir, e));
+    for (const e of fs.readdirSync(installed)) if (e !== "fused") fs.symlinkSync(path.join(installed, e), path.join(dir, e));
     let line: string;
     try {
       line = lastLineOfChild(
@@ -121,7 +121,7 @@ describe("native engine", { skip: missing ?? false }, () => {
       fs.rmSync(dir, { recursive: true, force: true });
     }
     const out = JSON.parse(line) as { text: string; fused: boolean; out: number[] };
-    assert.match(out.text, /attention: TensorFlow's batched products \(the fused-attention addon is not built; rebuild with: npm run install-native\)/);
+    assert.match(out.text, /attention, GroupNorm: TensorFlow's ops \(attention as batched products\): the fused-kernels addon is not built; rebuild with: npm run install-native/);
     assert.equal(out.fused, false);
     assert.deepEqual(out.out, [1, 1], "attention of ones over ones is ones");
   });

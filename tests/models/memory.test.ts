@@ -5,7 +5,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { tf, hasFusedAttention, measurePeak, useFusedAttention, withWeightGradientSink } from "../../lib/engine/index.js";
+import { tf, hasFusedAttention, measurePeak, useFusedKernels, withWeightGradientSink } from "../../lib/engine/index.js";
 import { testEngine, maxAbsDiff, relErr } from "../helpers.js";
 import { ControlNetModel, UNet2DConditionModel, scaledDotProductAttention } from "../../lib/models/index.js";
 import { MID_UNET } from "./tiny.js";
@@ -82,11 +82,11 @@ test("gradient checkpointing: same ControlNet gradients, lower peak memory (mid-
 test("chunked attention: same output, lower peak memory in the forward and in the backward", async () => {
   await testEngine();
   // chunking is a mechanism of attention composed from tfjs ops; the native engine's fused kernel (below) replaces it
-  const wasFused = useFusedAttention(false);
+  const wasFused = useFusedKernels(false);
   try {
     await chunkedAttentionLowersPeaks();
   } finally {
-    useFusedAttention(wasFused);
+    useFusedKernels(wasFused);
   }
 });
 
@@ -128,7 +128,7 @@ test("fused attention (native): the same forward and gradients as composed full 
   if (!hasFusedAttention()) return t.skip("this engine has no fused attention kernel (wasm, cpu): attention is composed, tested above");
   const s = setup();
   // composed attention, chunked and full, then the fused kernel on the same step
-  useFusedAttention(false);
+  useFusedKernels(false);
   const [chunked, full] = await (async () => {
     try {
       s.unet.setAttentionChunkSize(128);
@@ -138,7 +138,7 @@ test("fused attention (native): the same forward and gradients as composed full 
       s.cn.setAttentionChunkSize(0);
       return [c, await measurePeak(() => s.step())] as const;
     } finally {
-      useFusedAttention(true);
+      useFusedKernels(true);
     }
   })();
   const fused = await measurePeak(() => s.step());

@@ -15,7 +15,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { tf, hasFusedAttention, measurePeak, memoryInfo, useFusedAttention } from "../../lib/engine/index.js";
+import { tf, hasFusedAttention, measurePeak, memoryInfo, useFusedKernels } from "../../lib/engine/index.js";
 import { createDataset } from "../../lib/data/index.js";
 import { ControlNetTrainer, type TrainingComponents, type TrainingOptions } from "../../lib/training/trainer.js";
 import type { StateBytes } from "../../lib/training/optim/index.js";
@@ -182,13 +182,13 @@ test("set_grads_to_none frees each gradient as it is applied: fewer live bytes w
 test("attention_chunk_size (the --enable_xformers_memory_efficient_attention analogue) lowers the step peak where attention scores dominate (ATTN)", async (t) => {
   // chunking applies to attention composed from tfjs ops (wasm; native with its fused kernel off)
   const fused = hasFusedAttention();
-  useFusedAttention(false);
+  useFusedKernels(false);
   let off: Measured, on: Measured;
   try {
     off = await measured(ATTN, {});
     on = await measured(ATTN, { attention_chunk_size: 256 });
   } finally {
-    useFusedAttention(fused);
+    useFusedKernels(fused);
   }
   report(t, `${ATTN.name}, full attention`, off);
   report(t, `${ATTN.name}, attention_chunk_size 256`, on);

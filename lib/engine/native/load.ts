@@ -12,7 +12,7 @@ import { tf } from "../tf.js";
 import { INSTALL_NATIVE_COMMAND, nativeDir, readInstallStatus } from "./install-status.js";
 import { registerNativeKernels } from "./kernels.js";
 import { configureHostMemory } from "./host-memory.js";
-import { loadFusedAttention } from "./attention.js";
+import { loadFusedKernels } from "./fused.js";
 
 const NAPI_DIR = "lib/napi-v8";
 
@@ -29,8 +29,8 @@ export interface LoadedNative {
   usingGpu: boolean;
   /** Which allocator holds the tensors in host memory, in one line (lib/engine/native/host-memory.ts). */
   hostAllocator: string;
-  /** What computes attention, in one line (lib/engine/native/attention.ts). */
-  attention: string;
+  /** What runs attention and GroupNorm: our fused kernels, or TensorFlow's ops and why (lib/engine/native/fused.ts). */
+  fusedKernels: string;
   dir: string;
 }
 
@@ -85,6 +85,6 @@ export function loadNative(threads: number, allowTf32 = false): LoadedNative {
   tf.registerBackend("tensorflow", () => new NodeJSKernelBackend(binding, gpuBuild ? "@tensorflow/tfjs-node-gpu" : "@tensorflow/tfjs-node"), 3);
   registerNativeKernels();
   const usingGpu = binding.isUsingGpuDevice();
-  loaded = { binding, gpuBuild, usingGpu, dir, hostAllocator, attention: loadFusedAttention(dir, threads, usingGpu) };
+  loaded = { binding, gpuBuild, usingGpu, dir, hostAllocator, fusedKernels: loadFusedKernels(dir, threads, usingGpu) };
   return loaded;
 }

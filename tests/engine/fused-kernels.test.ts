@@ -1,14 +1,17 @@
 /**
- * Fused attention (native/attention: our TensorFlow ops, lib/engine/native/attention.ts): forward and all three
+ * The fused kernels (native/fused: our TensorFlow ops, lib/engine/native/fused.ts). Attention: forward and all three
  * gradients equal attention composed from TensorFlow's own ops (the batched products and softmax the models use
  * elsewhere) on shapes that reach each code path — head widths below, at and above a vector, the run-time-width
- * path above 64, keys not a multiple of 8, cross-attention, one head split across threads. Runs when the native
+ * path above 64, keys not a multiple of 8, cross-attention, one head split across threads. GroupNorm (+ SiLU):
+ * output and the gradients of x, weight and bias equal the composed GroupNorm of lib/models. Runs when the native
  * engine is installed (npm install builds the addon; CI requires it), whatever engine the pass runs; wasm, which has
  * no fused kernel, is checked in a child process.
  */
 import { before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { describeEngine, fusedAttention, hasFusedAttention, initEngine, tf, type EngineInfo } from "../../lib/engine/index.js";
+import { describeEngine, fusedAttention, hasFusedAttention, initEngine, tf, useFusedKernels, type EngineInfo } from "../../lib/engine/index.js";
+import { GroupNorm } from "../../lib/models/layers.js";
+import { FUSED_ATTENTION, FUSED_GROUP_NORM } from "../../lib/engine/fused.js";
 import { nativeMissingReason } from "../../lib/engine/native/load.js";
 import { scaledDotProductAttention } from "../../lib/models/attention.js";
 import { lastLineOfChild } from "./child-process.js";
@@ -25,18 +28,33 @@ function composed(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, scale: number): tf.T
  * different orders: 1e-5 is far above their ~1e-6 disagreement and far below any wrong term (≥1e-2). */
 const TOLERANCE = 1e-5;
 
+/** How many times `fn` runs the tfjs kernel `kernelName` on the tensorflow backend. */
+function callsOf(kernelName: string, fn: () => unknown): number {
+  let calls = 0;
+  const saved = tf.getKernel(kernelName, "tensorflow")!;
+  tf.unregisterKernel(kernelName, "tensorflow");
+  tf.registerKernel({ ...saved, kernelFunc: ((args: Parameters<typeof saved.kernelFunc>[0]) => (calls++, saved.kernelFunc(args))) as typeof saved.kernelFunc });
+  try {
+    fn();
+  } finally {
+    tf.unregisterKernel(kernelName, "tensorflow");
+    tf.registerKernel(saved);
+  }
+  return calls;
+}
+
 function relErr(a: tf.Tensor, b: tf.Tensor): number {
   return tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]! / tf.max(tf.abs(b)).dataSync()[0]!);
 }
 
-describe("fused attention on the native engine", { skip: missing ?? false }, () => {
+describe("fused kernels on the native engine", { skip: missing ?? false }, () => {
   before(async () => {
     info = await initEngine({ backend: "node" });
   });
 
   test("the engine reports the fused kernel", () => {
     assert.equal(hasFusedAttention(), true, describeEngine(info));
-    assert.match(describeEngine(info), /attention: fused \(our TensorFlow op ControlnetTsAttention, (AVX2 \+ FMA|SSE2), \d+ thread/);
+    assert.match(describeEngine(info), /attention, GroupNorm: fused kernels \(our TensorFlow ops: attention, GroupNorm\+SiLU; (AVX2 \+ FMA|SSE2), \d+ thread/);
   });
 
   const shapes: [number, number, number, number][] = [
@@ -69,27 +87,54 @@ describe("fused attention on the native engine", { skip: missing ?? false }, () 
     });
   }
 
+  const norms: [number[], number, boolean][] = [
+    [[4, 32, 32, 32], 32, true], // bench-mid's first level: one channel per group
+    [[2, 16, 16, 64], 32, false],
+    [[1, 8, 8, 96], 32, true], // three channels per group: no whole vector
+    [[3, 10, 48], 8, false], // tokens [B, N, C]
+    [[1, 64, 64, 320], 32, true], // SD1.5's first level, one batch item: groups split across threads
+  ];
+  for (const [shape, groups, silu] of norms) {
+    test(`GroupNorm${silu ? " + SiLU" : ""} of [${shape}] in ${groups} groups: output and dx, dweight, dbias match the composed ops`, () => {
+      tf.tidy(() => {
+        const c = shape[shape.length - 1]!;
+        const gn = new GroupNorm(groups, c, 1e-5);
+        gn.initialize(1);
+        const [weight, bias] = [gn.weight.variable!, gn.bias.variable!];
+        weight.assign(tf.randomNormal([c], 1, 0.3, "float32", 8));
+        bias.assign(tf.randomNormal([c], 0, 0.3, "float32", 9));
+        const x = tf.add(tf.mul(tf.randomNormal(shape, 0, 1, "float32", 10), 2), 0.5);
+        const w = tf.randomNormal(shape, 0, 1, "float32", 11);
+        const loss = (a: tf.Tensor) => tf.sum(tf.mul(gn.forward(a, { silu }), w)) as tf.Scalar;
+        const run = () => {
+          const { grads } = tf.variableGrads(() => loss(x), [weight, bias]);
+          return [gn.forward(x, { silu }), tf.grad(loss)(x), grads[weight.name]!, grads[bias.name]!];
+        };
+        assert.equal(callsOf(FUSED_GROUP_NORM, () => gn.forward(x, { silu })), 1, "one fused kernel");
+        const fused = run();
+        useFusedKernels(false);
+        let composed: tf.Tensor[];
+        try {
+          composed = run();
+        } finally {
+          useFusedKernels(true);
+        }
+        ["y", "dx", "dweight", "dbias"].forEach((name, i) => {
+          const e = relErr(fused[i]!, composed[i]!);
+          assert.ok(e < TOLERANCE, `${name}: relative error ${e.toExponential(2)}`);
+        });
+        gn.dispose();
+      });
+    });
+  }
+
   test("the models' attention takes the fused kernel unless there is a mask (then TensorFlow's ops)", () => {
     tf.tidy(() => {
       const q = tf.randomNormal([2, 12, 8], 0, 1, "float32", 5) as tf.Tensor3D, k = tf.randomNormal([2, 12, 8], 0, 1, "float32", 6) as tf.Tensor3D;
       const v = tf.randomNormal([2, 12, 8], 0, 1, "float32", 7) as tf.Tensor3D;
-      const kernelsOf = (f: () => tf.Tensor) => {
-        const names: string[] = [];
-        const saved = tf.getKernel("ControlnetTsFusedAttention", "tensorflow")!;
-        const counting = { ...saved, kernelFunc: ((args: Parameters<typeof saved.kernelFunc>[0]) => (names.push("fused"), saved.kernelFunc(args))) as typeof saved.kernelFunc };
-        tf.unregisterKernel(saved.kernelName, saved.backendName);
-        tf.registerKernel(counting);
-        try {
-          f();
-        } finally {
-          tf.unregisterKernel(saved.kernelName, saved.backendName);
-          tf.registerKernel(saved);
-        }
-        return names;
-      };
-      assert.deepEqual(kernelsOf(() => scaledDotProductAttention(q, k, v, 0.3, { chunkSize: 4 })), ["fused"], "no mask: fused, chunking unneeded");
+      assert.equal(callsOf(FUSED_ATTENTION, () => scaledDotProductAttention(q, k, v, 0.3, { chunkSize: 4 })), 1, "no mask: fused, chunking unneeded");
       const causal = tf.linalg.bandPart(tf.ones([12, 12]), -1, 0).sub(1).mul(1e9);
-      assert.deepEqual(kernelsOf(() => scaledDotProductAttention(q, k, v, 0.3, { mask: causal })), [], "a mask: composed ops");
+      assert.equal(callsOf(FUSED_ATTENTION, () => scaledDotProductAttention(q, k, v, 0.3, { mask: causal })), 0, "a mask: composed ops");
     });
   });
 

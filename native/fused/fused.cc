@@ -1,19 +1,26 @@
-// Fused scaled-dot-product attention for the native engine: two TensorFlow ops of our own, registered into the
-// process's TensorFlow through its C kernel API (tensorflow/c/ops.h, kernels.h) — the mechanism behind
-// tf.load_op_library — so tfjs-node's binding runs them by name like any TF op.
+// Fused kernels for the native engine: TensorFlow ops of our own, registered into the process's TensorFlow through
+// its C kernel API (tensorflow/c/ops.h, kernels.h) — the mechanism behind tf.load_op_library — so tfjs-node's binding
+// runs them by name like any TF op.
 //
 //   ControlnetTsAttention(q [BH,N,d], k [BH,M,d], v [BH,M,d]; scale, num_threads) → out [BH,N,d], lse [BH,N]
 //   ControlnetTsAttentionGrad(q, k, v, out, lse, dout; scale, num_threads)        → dq, dk, dv
+//   ControlnetTsGroupNorm(x [B,…,C], gamma [C], beta [C]; groups, eps, silu, num_threads) → y, mean [B,G], rstd [B,G]
+//   ControlnetTsGroupNormGrad(x, gamma, beta, mean, rstd, dy; groups, silu, num_threads)  → dx, dgamma, dbeta
 //
-// out = softmax(scale·q·kᵀ)·v. Why: TensorFlow has no fused CPU attention, so the tfjs graph materialises the
+// Attention: out = softmax(scale·q·kᵀ)·v. Why: TensorFlow has no fused CPU attention, so the tfjs graph materialises the
 // [BH,N,M] scores and probabilities forward and four such maps backward (each 64 MB for bench-mid's 1024 tokens,
 // 0.5 GB per head group for SD1.5 at 512 px) and streams them through memory a dozen times. Here each query row's
 // scores live in a row buffer (FlashAttention's idea on a CPU): forward keeps only the rows' log-sum-exp, backward
 // recomputes the probabilities from it (FlashAttention-2's backward). The arithmetic is attention-kernels.h.
 //
-// Threads: num_threads workers split batch·heads × query rows (forward) or batch·heads, and query rows when there
-// are fewer heads than threads, with private dk/dv accumulators summed afterwards (backward). TensorFlow's own pool
-// is not reachable through the C API; the op runs alone in an eager step, so the two never compete.
+// GroupNorm (optionally followed by SiLU, as in every resnet): composed from tfjs ops it is 15 small ops forward
+// (plus SiLU's two) and about twice that backward, ~2.4 ms forward for a 4×32×32×32 activation where one pass over
+// the data takes a fraction of that. Here it is three passes forward, two backward (group-norm-kernels.h).
+//
+// Threads: num_threads workers split batch·heads × query rows (attention forward) or batch·heads, and query rows
+// when there are fewer heads than threads, with private dk/dv accumulators summed afterwards (attention backward);
+// batch items × group slices (GroupNorm). TensorFlow's own pool is not reachable through the C API; the op runs
+// alone in an eager step, so the two never compete.
 //
 // JS API: register() → the op names; idempotent (the registry is process-wide). kernelIsa() → "avx2" | "baseline".
 #include <node_api.h>
@@ -51,41 +58,60 @@ TF_CAPI_EXPORT extern void TF_OpKernelConstruction_GetAttrFloat(TF_OpKernelConst
                                                                 float* val, TF_Status* status);
 TF_CAPI_EXPORT extern void TF_OpKernelConstruction_GetAttrInt64(TF_OpKernelConstruction* ctx, const char* attr_name,
                                                                 int64_t* val, TF_Status* status);
+TF_CAPI_EXPORT extern void TF_OpKernelConstruction_GetAttrBool(TF_OpKernelConstruction* ctx, const char* attr_name,
+                                                               TF_Bool* val, TF_Status* status);
 }
 
 namespace avx2 {
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
+#include "simd.h"
 #include "attention-kernels.h"
+#include "group-norm-kernels.h"
 #pragma GCC pop_options
 }  // namespace avx2
 
 namespace baseline {
+#include "simd.h"
 #include "attention-kernels.h"
+#include "group-norm-kernels.h"
 }  // namespace baseline
 
 namespace {
 
 const bool kAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 
+// Every op's attributes (each reads those it declares).
 struct Attrs {
-  float scale = 1.f;
+  float scale = 1.f;  // attention
+  int64_t groups = 1;  // group norm
+  float eps = 1e-5f;
+  bool silu = false;
   int num_threads = 1;
 };
 
-void* Create(TF_OpKernelConstruction* ctx) {
+void* Create(TF_OpKernelConstruction* ctx, bool attention, bool forward) {
   auto* a = new Attrs;
   TF_Status* s = TF_NewStatus();
-  TF_OpKernelConstruction_GetAttrFloat(ctx, "scale", &a->scale, s);
-  if (TF_GetCode(s) == TF_OK) {
-    int64_t n = 1;
-    TF_OpKernelConstruction_GetAttrInt64(ctx, "num_threads", &n, s);
-    a->num_threads = static_cast<int>(std::clamp<int64_t>(n, 1, 256));
+  int64_t n = 1;
+  TF_OpKernelConstruction_GetAttrInt64(ctx, "num_threads", &n, s);
+  a->num_threads = static_cast<int>(std::clamp<int64_t>(n, 1, 256));
+  if (attention) {
+    if (TF_GetCode(s) == TF_OK) TF_OpKernelConstruction_GetAttrFloat(ctx, "scale", &a->scale, s);
+  } else {
+    TF_Bool silu = 0;
+    if (TF_GetCode(s) == TF_OK) TF_OpKernelConstruction_GetAttrInt64(ctx, "groups", &a->groups, s);
+    if (TF_GetCode(s) == TF_OK) TF_OpKernelConstruction_GetAttrBool(ctx, "silu", &silu, s);
+    if (TF_GetCode(s) == TF_OK && forward) TF_OpKernelConstruction_GetAttrFloat(ctx, "eps", &a->eps, s);
+    a->silu = silu != 0;
   }
   if (TF_GetCode(s) != TF_OK) TF_OpKernelConstruction_Failure(ctx, s);
   TF_DeleteStatus(s);
   return a;
 }
+void* CreateAttention(TF_OpKernelConstruction* ctx) { return Create(ctx, true, true); }
+void* CreateGroupNorm(TF_OpKernelConstruction* ctx) { return Create(ctx, false, true); }
+void* CreateGroupNormGrad(TF_OpKernelConstruction* ctx) { return Create(ctx, false, false); }
 
 void Delete(void* a) { delete static_cast<Attrs*>(a); }
 
@@ -171,7 +197,7 @@ int ThreadsFor(const Attrs& a, int64_t BH, int64_t N, int64_t M, int64_t d) {
   return BH * N * M * d < (1 << 20) ? 1 : a.num_threads;
 }
 
-void ComputeForward(void* attrs, TF_OpKernelContext* ctx) {
+void ComputeAttention(void* attrs, TF_OpKernelContext* ctx) {
   const Attrs& a = *static_cast<Attrs*>(attrs);
   std::vector<Input> in(3);
   int64_t BH, N, M, d;
@@ -199,7 +225,7 @@ void ComputeForward(void* attrs, TF_OpKernelContext* ctx) {
   });
 }
 
-void ComputeBackward(void* attrs, TF_OpKernelContext* ctx) {
+void ComputeAttentionGrad(void* attrs, TF_OpKernelContext* ctx) {
   const Attrs& a = *static_cast<Attrs*>(attrs);
   std::vector<Input> in(6);  // q, k, v, out, lse, dout
   int64_t BH, N, M, d;
@@ -246,35 +272,116 @@ void ComputeBackward(void* attrs, TF_OpKernelContext* ctx) {
       }
 }
 
+
+// x [B, …, C] as [B, P, C] with G groups: the checked sizes, or false after failing the op with the defect named.
+bool GroupShapes(TF_OpKernelContext* ctx, const std::vector<Input>& in, const Attrs& a, const char* op, int64_t& B, int64_t& P, int64_t& C) {
+  const auto& x = in[0].dims;
+  if (x.size() < 2) return Fail(ctx, std::string(op) + ": x must be [batch, …, channels]"), false;
+  B = x[0], C = x.back(), P = 1;
+  for (size_t i = 1; i + 1 < x.size(); i++) P *= x[i];
+  if (in[1].dims != std::vector<int64_t>{C} || in[2].dims != std::vector<int64_t>{C}) return Fail(ctx, std::string(op) + ": gamma and beta must be [channels]"), false;
+  if (a.groups < 1 || C % a.groups != 0 || C > INT32_MAX) return Fail(ctx, std::string(op) + ": " + std::to_string(C) + " channels are not divisible into " + std::to_string(a.groups) + " groups"), false;
+  return true;
+}
+
+// Batch items × group slices: as many slices per item as it takes to give every thread work.
+int64_t GroupSlices(const Attrs& a, int64_t B, int64_t P, int64_t C) {
+  if (B * P * C < (1 << 16)) return 1;
+  return std::min<int64_t>(a.groups, (a.num_threads + B - 1) / B);
+}
+
+void ComputeGroupNorm(void* attrs, TF_OpKernelContext* ctx) {
+  const Attrs& a = *static_cast<Attrs*>(attrs);
+  std::vector<Input> in(3);  // x, gamma, beta
+  int64_t B, P, C;
+  if (!GetInputs(ctx, in, "ControlnetTsGroupNorm") || !GroupShapes(ctx, in, a, "ControlnetTsGroupNorm", B, P, C)) return;
+  const int64_t G = a.groups;
+  float* y = Allocate(ctx, 0, in[0].dims);
+  float* mean = y ? Allocate(ctx, 1, {B, G}) : nullptr;
+  float* rstd = mean ? Allocate(ctx, 2, {B, G}) : nullptr;
+  if (!rstd) return;
+  const int64_t slices = GroupSlices(a, B, P, C), per = (G + slices - 1) / slices;
+  ParallelFor(B * slices, slices * B > 1 ? a.num_threads : 1, [&](int64_t item) {
+    const int64_t b = item / slices, g0 = (item % slices) * per, g1 = std::min(G, g0 + per);
+    if (g0 >= g1) return;
+    if (kAvx2) {
+      avx2::GroupSlice s{in[0].data + b * P * C, P, int(C), int(C / G), int(g0), int(g1)};
+      avx2::GroupNormForward(s, in[1].data, in[2].data, a.eps, a.silu, y + b * P * C, mean + b * G, rstd + b * G);
+    } else {
+      baseline::GroupSlice s{in[0].data + b * P * C, P, int(C), int(C / G), int(g0), int(g1)};
+      baseline::GroupNormForward(s, in[1].data, in[2].data, a.eps, a.silu, y + b * P * C, mean + b * G, rstd + b * G);
+    }
+  });
+}
+
+void ComputeGroupNormGrad(void* attrs, TF_OpKernelContext* ctx) {
+  const Attrs& a = *static_cast<Attrs*>(attrs);
+  std::vector<Input> in(6);  // x, gamma, beta, mean, rstd, dy
+  int64_t B, P, C;
+  if (!GetInputs(ctx, in, "ControlnetTsGroupNormGrad") || !GroupShapes(ctx, in, a, "ControlnetTsGroupNormGrad", B, P, C)) return;
+  const int64_t G = a.groups;
+  if (in[3].dims != std::vector<int64_t>{B, G} || in[4].dims != std::vector<int64_t>{B, G} || in[5].dims != in[0].dims) {
+    return Fail(ctx, "ControlnetTsGroupNormGrad: mean and rstd must be [batch, groups], dy shaped as x");
+  }
+  float* dx = Allocate(ctx, 0, in[0].dims);
+  float* dgamma = dx ? Allocate(ctx, 1, {C}) : nullptr;
+  float* dbeta = dgamma ? Allocate(ctx, 2, {C}) : nullptr;
+  if (!dbeta) return;
+  const int64_t slices = GroupSlices(a, B, P, C), per = (G + slices - 1) / slices;
+  std::vector<float> dgammaB(B * C, 0.f), dbetaB(B * C, 0.f);  // per batch item, summed in order below
+  ParallelFor(B * slices, slices * B > 1 ? a.num_threads : 1, [&](int64_t item) {
+    const int64_t b = item / slices, g0 = (item % slices) * per, g1 = std::min(G, g0 + per);
+    if (g0 >= g1) return;
+    const int64_t at = b * P * C;
+    if (kAvx2) {
+      avx2::GroupSlice s{in[0].data + at, P, int(C), int(C / G), int(g0), int(g1)};
+      avx2::GroupNormBackward(s, in[1].data, in[2].data, in[3].data + b * G, in[4].data + b * G, in[5].data + at, a.silu, dx + at, dgammaB.data() + b * C, dbetaB.data() + b * C);
+    } else {
+      baseline::GroupSlice s{in[0].data + at, P, int(C), int(C / G), int(g0), int(g1)};
+      baseline::GroupNormBackward(s, in[1].data, in[2].data, in[3].data + b * G, in[4].data + b * G, in[5].data + at, a.silu, dx + at, dgammaB.data() + b * C, dbetaB.data() + b * C);
+    }
+  });
+  for (int64_t c = 0; c < C; c++) {
+    float sg = 0.f, sb = 0.f;
+    for (int64_t b = 0; b < B; b++) sg += dgammaB[b * C + c], sb += dbetaB[b * C + c];
+    dgamma[c] = sg, dbeta[c] = sb;
+  }
+}
+
 std::string RegisterOps() {
   TF_Status* s = TF_NewStatus();
   std::string error;
   auto check = [&](const char* what) {
     if (error.empty() && TF_GetCode(s) != TF_OK) error = std::string(what) + ": " + TF_Message(s);
   };
-  {
-    TF_OpDefinitionBuilder* b = TF_NewOpDefinitionBuilder("ControlnetTsAttention");
-    for (const char* x : {"q: float", "k: float", "v: float"}) TF_OpDefinitionBuilderAddInput(b, x);
-    TF_OpDefinitionBuilderAddOutput(b, "out: float");
-    TF_OpDefinitionBuilderAddOutput(b, "lse: float");
-    TF_OpDefinitionBuilderAddAttr(b, "scale: float");
-    TF_OpDefinitionBuilderAddAttr(b, "num_threads: int = 1");
+  // name, inputs, outputs, attributes; then its CPU kernel
+  struct Op {
+    const char* name;
+    std::vector<const char*> inputs, outputs, attrs;
+    void* (*create)(TF_OpKernelConstruction*);
+    void (*compute)(void*, TF_OpKernelContext*);
+  };
+  const Op ops[] = {
+      {"ControlnetTsAttention", {"q: float", "k: float", "v: float"}, {"out: float", "lse: float"},
+       {"scale: float", "num_threads: int = 1"}, CreateAttention, ComputeAttention},
+      {"ControlnetTsAttentionGrad", {"q: float", "k: float", "v: float", "out: float", "lse: float", "dout: float"},
+       {"dq: float", "dk: float", "dv: float"}, {"scale: float", "num_threads: int = 1"}, CreateAttention, ComputeAttentionGrad},
+      {"ControlnetTsGroupNorm", {"x: float", "gamma: float", "beta: float"}, {"y: float", "mean: float", "rstd: float"},
+       {"groups: int", "eps: float", "silu: bool = false", "num_threads: int = 1"}, CreateGroupNorm, ComputeGroupNorm},
+      {"ControlnetTsGroupNormGrad", {"x: float", "gamma: float", "beta: float", "mean: float", "rstd: float", "dy: float"},
+       {"dx: float", "dgamma: float", "dbeta: float"}, {"groups: int", "silu: bool = false", "num_threads: int = 1"},
+       CreateGroupNormGrad, ComputeGroupNormGrad},
+  };
+  for (const Op& op : ops) {
+    TF_OpDefinitionBuilder* b = TF_NewOpDefinitionBuilder(op.name);
+    for (const char* x : op.inputs) TF_OpDefinitionBuilderAddInput(b, x);
+    for (const char* x : op.outputs) TF_OpDefinitionBuilderAddOutput(b, x);
+    for (const char* x : op.attrs) TF_OpDefinitionBuilderAddAttr(b, x);
     TF_RegisterOpDefinition(b, s);
-    check("registering op ControlnetTsAttention");
+    check((std::string("registering op ") + op.name).c_str());
+    TF_RegisterKernelBuilder((std::string(op.name) + "Cpu").c_str(), TF_NewKernelBuilder(op.name, "CPU", op.create, op.compute, Delete), s);
+    check((std::string("registering the CPU kernel of ") + op.name).c_str());
   }
-  {
-    TF_OpDefinitionBuilder* b = TF_NewOpDefinitionBuilder("ControlnetTsAttentionGrad");
-    for (const char* x : {"q: float", "k: float", "v: float", "out: float", "lse: float", "dout: float"}) TF_OpDefinitionBuilderAddInput(b, x);
-    for (const char* x : {"dq: float", "dk: float", "dv: float"}) TF_OpDefinitionBuilderAddOutput(b, x);
-    TF_OpDefinitionBuilderAddAttr(b, "scale: float");
-    TF_OpDefinitionBuilderAddAttr(b, "num_threads: int = 1");
-    TF_RegisterOpDefinition(b, s);
-    check("registering op ControlnetTsAttentionGrad");
-  }
-  TF_RegisterKernelBuilder("ControlnetTsAttentionCpu", TF_NewKernelBuilder("ControlnetTsAttention", "CPU", Create, ComputeForward, Delete), s);
-  check("registering the CPU kernel of ControlnetTsAttention");
-  TF_RegisterKernelBuilder("ControlnetTsAttentionGradCpu", TF_NewKernelBuilder("ControlnetTsAttentionGrad", "CPU", Create, ComputeBackward, Delete), s);
-  check("registering the CPU kernel of ControlnetTsAttentionGrad");
   TF_DeleteStatus(s);
   return error;
 }
@@ -286,9 +393,9 @@ napi_value Register(napi_env env, napi_callback_info) {
     return nullptr;
   }
   napi_value names, name;
-  napi_create_array_with_length(env, 2, &names);
-  const char* ops[] = {"ControlnetTsAttention", "ControlnetTsAttentionGrad"};
-  for (uint32_t i = 0; i < 2; i++) {
+  const char* ops[] = {"ControlnetTsAttention", "ControlnetTsAttentionGrad", "ControlnetTsGroupNorm", "ControlnetTsGroupNormGrad"};
+  napi_create_array_with_length(env, 4, &names);
+  for (uint32_t i = 0; i < 4; i++) {
     napi_create_string_utf8(env, ops[i], NAPI_AUTO_LENGTH, &name);
     napi_set_element(env, names, i, name);
   }

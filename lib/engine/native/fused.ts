@@ -1,0 +1,106 @@
+/**
+ * Our fused kernels on the native CPU engine: the TensorFlow ops of native/fused (built by `npm install` beside the
+ * engine) registered as tfjs kernels with their gradients. TensorFlow has no fused CPU attention (without it the step
+ * materialises every [batch·heads, N, M] score map forward and backward) and runs GroupNorm as a dozen small ops.
+ * lib/engine/fused.ts is the engine-neutral entry point the models call.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { createRequire } from "node:module";
+import { tf } from "../tf.js";
+import type { NamedAttrMap, TensorInfo } from "@tensorflow/tfjs";
+import { FUSED_ATTENTION, FUSED_ATTENTION_GRAD, FUSED_GROUP_NORM, FUSED_GROUP_NORM_GRAD } from "../fused.js";
+
+interface FusedAddon {
+  register(): string[];
+  kernelIsa(): "avx2" | "baseline";
+}
+interface OpAttr {
+  name: string;
+  type: number;
+  value: unknown;
+}
+interface NodeBackend {
+  binding: { TF_ATTR_INT: number; TF_ATTR_FLOAT: number; TF_ATTR_BOOL: number };
+  executeMultipleOutputs(name: string, attrs: OpAttr[], inputs: TensorInfo[], numOutputs: number): TensorInfo[];
+}
+
+/**
+ * A tfjs kernel running TF op `op` on `inputNames` (in the op's order) with attributes from the tfjs attrs;
+ * num_threads is the engine's thread count.
+ */
+function opKernel(kernelName: string, op: string, inputNames: string[], numOutputs: number, threads: number,
+  attrsOf: (b: NodeBackend["binding"], attrs: NamedAttrMap) => OpAttr[]): void {
+  tf.registerKernel({
+    kernelName,
+    backendName: "tensorflow",
+    kernelFunc: ({ inputs, backend, attrs }) => {
+      const nb = backend as unknown as NodeBackend;
+      const ins = inputNames.map((n) => (inputs as Record<string, TensorInfo>)[n]!);
+      const opAttrs = [...attrsOf(nb.binding, attrs as NamedAttrMap), { name: "num_threads", type: nb.binding.TF_ATTR_INT, value: threads }];
+      return nb.executeMultipleOutputs(op, opAttrs, ins, numOutputs);
+    },
+  });
+}
+
+function registerKernels(threads: number): void {
+  const attention = (b: NodeBackend["binding"], a: NamedAttrMap) => [{ name: "scale", type: b.TF_ATTR_FLOAT, value: a.scale }];
+  opKernel(FUSED_ATTENTION, "ControlnetTsAttention", ["q", "k", "v"], 2, threads, attention);
+  opKernel(FUSED_ATTENTION_GRAD, "ControlnetTsAttentionGrad", ["q", "k", "v", "out", "lse", "dout"], 3, threads, attention);
+  const groupNorm = (b: NodeBackend["binding"], a: NamedAttrMap) => [
+    { name: "groups", type: b.TF_ATTR_INT, value: a.groups },
+    { name: "silu", type: b.TF_ATTR_BOOL, value: a.silu },
+  ];
+  opKernel(FUSED_GROUP_NORM, "ControlnetTsGroupNorm", ["x", "gamma", "beta"], 3, threads,
+    (b, a) => [...groupNorm(b, a), { name: "eps", type: b.TF_ATTR_FLOAT, value: a.eps }]);
+  opKernel(FUSED_GROUP_NORM_GRAD, "ControlnetTsGroupNormGrad", ["x", "gamma", "beta", "mean", "rstd", "dy"], 3, threads, groupNorm);
+  // One backward op yields every input's gradient; it runs once, in gradFunc, and each input's closure hands out its
+  // part (an input that needs no gradient leaves its part to the enclosing tidy).
+  tf.registerGradient({
+    kernelName: FUSED_ATTENTION,
+    inputsToSave: ["q", "k", "v"],
+    outputsToSave: [true, true],
+    gradFunc: (dy, saved, attrs) => {
+      const [q, k, v, out, lse] = saved as tf.Tensor[];
+      const dout = Array.isArray(dy) ? dy[0]! : dy;
+      const [dq, dk, dv] = tf.engine().runKernel(FUSED_ATTENTION_GRAD, { q: q!, k: k!, v: v!, out: out!, lse: lse!, dout }, attrs as NamedAttrMap) as tf.Tensor[];
+      return { q: () => dq!, k: () => dk!, v: () => dv! };
+    },
+  });
+  tf.registerGradient({
+    kernelName: FUSED_GROUP_NORM,
+    inputsToSave: ["x", "gamma", "beta"],
+    outputsToSave: [false, true, true],
+    gradFunc: (dy, saved, attrs) => {
+      const [x, gamma, beta, mean, rstd] = saved as tf.Tensor[];
+      const d = Array.isArray(dy) ? dy[0]! : dy;
+      const [dx, dgamma, dbeta] = tf.engine().runKernel(FUSED_GROUP_NORM_GRAD, { x: x!, gamma: gamma!, beta: beta!, mean: mean!, rstd: rstd!, dy: d }, attrs as NamedAttrMap) as tf.Tensor[];
+      return { x: () => dx!, gamma: () => dgamma!, beta: () => dbeta! };
+    },
+  });
+}
+
+let status: string | null = null;
+
+/**
+ * Loads the addon from `<nativeDir>/fused` and registers its kernels once; returns one line for describeEngine: what
+ * runs attention and GroupNorm, and why not the fused kernels when it does not. Never throws: tfjs ops run instead.
+ */
+export function loadFusedKernels(nativeDir: string, threads: number, usingGpu: boolean): string {
+  if (status) return status;
+  const file = path.join(nativeDir, "fused", "fused.node");
+  const composed = "TensorFlow's ops (attention as batched products)";
+  if (usingGpu) status = `${composed}: the fused kernels are CPU-only`;
+  else if (!fs.existsSync(file)) status = `${composed}: the fused-kernels addon is not built; rebuild with: npm run install-native`;
+  else {
+    try {
+      const addon = createRequire(import.meta.url)(file) as FusedAddon;
+      addon.register();
+      registerKernels(threads);
+      status = `fused kernels (our TensorFlow ops: attention, GroupNorm+SiLU; ${addon.kernelIsa() === "avx2" ? "AVX2 + FMA" : "SSE2"}, ${threads} thread(s))`;
+    } catch (err) {
+      status = `${composed}: the fused-kernels addon failed to load (${(err instanceof Error ? err.message : String(err)).split("\n")[0]})`;
+    }
+  }
+  return status;
+}

@@ -1,0 +1,117 @@
+// GroupNorm (+ SiLU) arithmetic (ControlnetTsGroupNorm / …Grad in fused.cc), compiled twice (see simd.h).
+//
+// x is channels-last [B, P, C] (P = positions), groups of cg = C / G consecutive channels. One call handles batch
+// item b's groups [g0, g1): the statistics are two-pass (mean, then the mean of squared deviations: biased variance,
+// as torch.nn.GroupNorm) with per-channel double sums; every pass walks the positions in memory order.
+
+struct GroupSlice {
+  const float* x;  // batch item b: [P][C]
+  int64_t P;
+  int C, cg, g0, g1;
+  int c0() const { return g0 * cg; }
+  int c1() const { return g1 * cg; }
+};
+
+// y = (x − mean)·rstd·gamma + beta, then SiLU when `silu`, for the channels [c0, c1) of one position row.
+static void NormalizeRow(const float* x, float* y, const float* scale, const float* shift, int c0, int c1, bool silu) {
+  int c = c0;
+  for (; c + 8 <= c1; c += 8) {
+    v8 z = load(x + c) * load(scale + c) + load(shift + c);
+    store(y + c, silu ? z * sigmoid8(z) : z);
+  }
+  for (; c < c1; c++) {
+    const float z = x[c] * scale[c] + shift[c];
+    y[c] = silu ? z / (1.f + std::exp(-z)) : z;
+  }
+}
+
+// Forward for one slice: mean and rstd per group (out: [G] rows of this batch item), y.
+static void GroupNormForward(const GroupSlice& s, const float* gamma, const float* beta, float eps, bool silu, float* y, float* mean, float* rstd) {
+  const int c0 = s.c0(), c1 = s.c1();
+  std::vector<double> acc(s.C, 0.0);
+  std::vector<float> rowMean(s.C), scale(s.C), shift(s.C);
+  const double n = double(s.P) * s.cg;
+  for (int64_t p = 0; p < s.P; p++)
+    for (int c = c0; c < c1; c++) acc[c] += s.x[p * s.C + c];
+  for (int g = s.g0; g < s.g1; g++) {
+    double sum = 0;
+    for (int c = g * s.cg; c < (g + 1) * s.cg; c++) sum += acc[c];
+    mean[g] = float(sum / n);
+    for (int c = g * s.cg; c < (g + 1) * s.cg; c++) rowMean[c] = mean[g], acc[c] = 0;
+  }
+  for (int64_t p = 0; p < s.P; p++)
+    for (int c = c0; c < c1; c++) {
+      const double d = s.x[p * s.C + c] - rowMean[c];
+      acc[c] += d * d;
+    }
+  for (int g = s.g0; g < s.g1; g++) {
+    double sum = 0;
+    for (int c = g * s.cg; c < (g + 1) * s.cg; c++) sum += acc[c];
+    rstd[g] = float(1.0 / std::sqrt(sum / n + eps));
+    for (int c = g * s.cg; c < (g + 1) * s.cg; c++) {
+      scale[c] = rstd[g] * gamma[c];
+      shift[c] = beta[c] - mean[g] * scale[c];
+    }
+  }
+  for (int64_t p = 0; p < s.P; p++) NormalizeRow(s.x + p * s.C, y + p * s.C, scale.data(), shift.data(), c0, c1, silu);
+}
+
+// The gradient reaching the normalised value z = xhat·gamma + beta: dy, through SiLU's derivative when `silu`.
+static inline float DzOf(float dy, float z, bool silu) {
+  if (!silu) return dy;
+  const float sg = 1.f / (1.f + std::exp(-z));
+  return dy * sg * (1.f + z * (1.f - sg));
+}
+
+// Backward for one slice: dx for its channels, and this batch item's share of dgamma / dbeta (dgamma_b, dbeta_b: [C]).
+static void GroupNormBackward(const GroupSlice& s, const float* gamma, const float* beta, const float* mean, const float* rstd,
+                              const float* dy, bool silu, float* dx, float* dgamma_b, float* dbeta_b) {
+  const int c0 = s.c0(), c1 = s.c1();
+  std::vector<float> m(s.C), r(s.C), scale(s.C), shift(s.C), dz(s.C), xhat(s.C), z(s.C);
+  std::vector<double> sdz(s.C, 0.0), sdzx(s.C, 0.0);
+  for (int c = c0; c < c1; c++) {
+    const int g = c / s.cg;
+    m[c] = mean[g], r[c] = rstd[g];
+    scale[c] = r[c] * gamma[c];
+    shift[c] = beta[c] - m[c] * scale[c];
+  }
+  // dz and xhat for one position row (vectorised SiLU derivative)
+  auto row = [&](int64_t p) {
+    const float* xr = s.x + p * s.C;
+    const float* dyr = dy + p * s.C;
+    int c = c0;
+    for (; c + 8 <= c1; c += 8) {
+      const v8 xv = load(xr + c);
+      const v8 zv = xv * load(scale.data() + c) + load(shift.data() + c);
+      v8 d = load(dyr + c);
+      if (silu) {
+        const v8 sg = sigmoid8(zv);
+        d = d * sg * (splat(1.f) + zv * (splat(1.f) - sg));
+      }
+      store(dz.data() + c, d);
+      store(xhat.data() + c, (xv - load(m.data() + c)) * load(r.data() + c));
+    }
+    for (; c < c1; c++) {
+      dz[c] = DzOf(dyr[c], xr[c] * scale[c] + shift[c], silu);
+      xhat[c] = (xr[c] - m[c]) * r[c];
+    }
+  };
+  for (int64_t p = 0; p < s.P; p++) {
+    row(p);
+    for (int c = c0; c < c1; c++) sdz[c] += dz[c], sdzx[c] += double(dz[c]) * xhat[c];
+  }
+  std::vector<float> k1(s.C), k2(s.C);  // per channel: mean(dxhat) and mean(dxhat·xhat) of its group
+  const double n = double(s.P) * s.cg;
+  for (int g = s.g0; g < s.g1; g++) {
+    double s1 = 0, s2 = 0;
+    for (int c = g * s.cg; c < (g + 1) * s.cg; c++) s1 += gamma[c] * sdz[c], s2 += gamma[c] * sdzx[c];
+    for (int c = g * s.cg; c < (g + 1) * s.cg; c++) k1[c] = float(s1 / n), k2[c] = float(s2 / n);
+  }
+  for (int c = c0; c < c1; c++) dgamma_b[c] = float(sdzx[c]), dbeta_b[c] = float(sdz[c]);
+  // dx = rstd·(dz·gamma − mean(dxhat) − xhat·mean(dxhat·xhat))
+  for (int64_t p = 0; p < s.P; p++) {
+    row(p);
+    float* o = dx + p * s.C;
+    for (int c = c0; c < c1; c++) o[c] = r[c] * (dz[c] * gamma[c] - k1[c] - xhat[c] * k2[c]);
+  }
+}
