@@ -16,7 +16,8 @@
  *  - "tfjs-native" (ours on tfjs-node, engine "node"/"node-gpu"): the same tape; tfjs-node's Identity adds a
  *    reference to the TF tensor, but each saved tensor is a handle tfjs' memory counter counts. Native keeps the
  *    fitted counts with the weight terms, skip and attention copies, and NATIVE_KEPT_SHARE of the activation terms
- *    (fitted on native, see the constant).
+ *    (fitted on native, see the constant); with its fused kernels (lib/engine/fused.ts) no attention maps, and
+ *    FUSED_BLOCK_SHARE of the blocks' counts.
  *  - "torch" (diffusers on CUDA, for reproducing the seed README's table): autograd frees saved tensors as backward
  *    proceeds, so the peak is at the start of backward. Counts come from what each torch op saves (GroupNorm, SiLU
  *    and conv save their inputs; attention keeps the softmax output; xformers keeps only the log-sum-exp), the
@@ -41,6 +42,15 @@ export type EngineProfile = "tfjs" | "tfjs-native" | "torch";
  * 256 px b1 / chunked attention 256 / checkpointing): residuals −4.0 … +4.0 %. The rest were wasm's tape copies.
  */
 export const NATIVE_KEPT_SHARE = 0.82;
+
+/**
+ * With the native engine's fused kernels (attention, GroupNorm+SiLU), the share of a resnet's or transformer's fitted
+ * activation counts that a block holds when it is not checkpointed: the fused ops keep fewer intermediates than the
+ * composed ones the counts were fitted on. Fitted on the non-checkpointed configs of `npm run bench -- planner-fit`
+ * on engine "node": predicted / measured step peaks 1.047–1.109 without it, 0.951–1.071 with it (all 7 configs,
+ * checkpointed ones included with the recompute term below).
+ */
+export const FUSED_BLOCK_SHARE = 0.93;
 
 /** Our profile for the running engine: "tfjs-native" on tfjs-node (CPU or GPU), else "tfjs" (wasm, the default). */
 export function engineProfile(): EngineProfile {
@@ -100,6 +110,8 @@ export interface MemoryEstimate {
   wasmPackedWeights: number;
   /** Human-readable lines, largest first. */
   breakdown: string[];
+  /** Our profiles: the activation terms in float32 elements before the profile's shares (for refitting them). */
+  activationParts?: { weights: number; saved: number; transient: number };
 }
 
 /**
@@ -304,12 +316,17 @@ export function estimateMemory(c: EstimateConfig): MemoryEstimate {
       // native: a recomputed block's backward holds its attention maps once more (SD1.5 on native, measured minus
       // predicted peak: +0.10 GB at 256 px, +1.12 GB at 512 px — the 16× of n², one map pair of 0.54 GB at 512;
       // without checkpointing bench-mid's 256 px peak is predicted within 0.4 %, so the extra is the recompute's)
-      maxBlock = Math.max(maxBlock, k.saved + k.attention + k.backward + (profile === "tfjs-native" ? k.attention : 0));
+      // With the fused kernels there are no maps, and the recompute's deficit fits one more copy of the block's
+      // saved activations (planner-fit, engine node: bench-mid 128 px ckpt + 8-bit 0.947 → 1.004, 256 px ckpt
+      // 0.893 → 0.964)
+      const recomputeExtra = profile !== "tfjs-native" ? 0 : fused ? k.saved - k.weights : k.attention;
+      maxBlock = Math.max(maxBlock, k.saved + k.attention + k.backward + recomputeExtra);
     } else {
-      saved += k.saved;
+      const share = fused ? FUSED_BLOCK_SHARE : 1;
+      saved += k.weights + share * (k.saved - k.weights);
       weightTerms += k.weights;
       attention += k.attention;
-      backward += k.backward;
+      backward += share * k.backward;
       if (profile === "torch") maxBlock = Math.max(maxBlock, k.backward);
     }
   }
@@ -383,7 +400,7 @@ export function estimateMemory(c: EstimateConfig): MemoryEstimate {
     .map(([k, v]) => `device ${k}: ${GB(v)}`);
   breakdown.push(`device total: ${GB(device.total)}`, `host total: ${GB(host.total)}`);
   if (packed > 0) breakdown.push(`wasm heap: + ${GB(packed)} of XNNPACK's packed weight copies = ${GB(device.total + packed)}`);
-  return { device, host, params, options: o, profile, wasmPackedWeights: packed, breakdown };
+  return { device, host, params, options: o, profile, wasmPackedWeights: packed, breakdown, ...(tape ? { activationParts: { weights: weightTerms, saved: saved - weightTerms, transient } } : {}) };
 }
 
 /** With frozen weights streamed in, only the biggest block's weights (×2: the one in use and the next) are resident. */

@@ -1,5 +1,5 @@
 /** lib/planner: memory estimates and plans for ControlNet training (see estimate.ts for the model). */
-export { estimateMemory, countParameters, engineProfile, DEFAULT_OPTIONS, NATIVE_KEPT_SHARE } from "./estimate.js";
+export { estimateMemory, countParameters, engineProfile, DEFAULT_OPTIONS, NATIVE_KEPT_SHARE, FUSED_BLOCK_SHARE } from "./estimate.js";
 export type { EstimateConfig, MemoryEstimate, MemoryParts, EngineProfile } from "./estimate.js";
 export { planMemory, plannedDeviceBytes } from "./plan.js";
 export type { MemoryPlan, PlanTier } from "./plan.js";
