@@ -4,6 +4,14 @@
 // item b's groups [g0, g1): the statistics are two-pass (mean, then the mean of squared deviations: biased variance,
 // as torch.nn.GroupNorm) with per-channel double sums; every pass walks the positions in memory order.
 
+// Per-thread scratch of n elements, reused across calls (LayerNorm runs one slice per token: [B·N, 1, C], 1 group).
+template <typename T>
+static T* Scratch(int slot, size_t n) {
+  thread_local std::vector<T> buf[8];
+  if (buf[slot].size() < n) buf[slot].resize(n);
+  return buf[slot].data();
+}
+
 struct GroupSlice {
   const float* x;  // batch item b: [P][C]
   int64_t P;
@@ -28,8 +36,9 @@ static void NormalizeRow(const float* x, float* y, const float* scale, const flo
 // Forward for one slice: mean and rstd per group (out: [G] rows of this batch item), y.
 static void GroupNormForward(const GroupSlice& s, const float* gamma, const float* beta, float eps, bool silu, float* y, float* mean, float* rstd) {
   const int c0 = s.c0(), c1 = s.c1();
-  std::vector<double> acc(s.C, 0.0);
-  std::vector<float> rowMean(s.C), scale(s.C), shift(s.C);
+  double* acc = Scratch<double>(0, s.C);
+  float *rowMean = Scratch<float>(1, s.C), *scale = Scratch<float>(2, s.C), *shift = Scratch<float>(3, s.C);
+  std::fill(acc + c0, acc + c1, 0.0);
   const double n = double(s.P) * s.cg;
   for (int64_t p = 0; p < s.P; p++)
     for (int c = c0; c < c1; c++) acc[c] += s.x[p * s.C + c];
@@ -53,7 +62,7 @@ static void GroupNormForward(const GroupSlice& s, const float* gamma, const floa
       shift[c] = beta[c] - mean[g] * scale[c];
     }
   }
-  for (int64_t p = 0; p < s.P; p++) NormalizeRow(s.x + p * s.C, y + p * s.C, scale.data(), shift.data(), c0, c1, silu);
+  for (int64_t p = 0; p < s.P; p++) NormalizeRow(s.x + p * s.C, y + p * s.C, scale, shift, c0, c1, silu);
 }
 
 // The gradient reaching the normalised value z = xhat·gamma + beta: dy, through SiLU's derivative when `silu`.
@@ -67,8 +76,11 @@ static inline float DzOf(float dy, float z, bool silu) {
 static void GroupNormBackward(const GroupSlice& s, const float* gamma, const float* beta, const float* mean, const float* rstd,
                               const float* dy, bool silu, float* dx, float* dgamma_b, float* dbeta_b) {
   const int c0 = s.c0(), c1 = s.c1();
-  std::vector<float> m(s.C), r(s.C), scale(s.C), shift(s.C), dz(s.C), xhat(s.C), z(s.C);
-  std::vector<double> sdz(s.C, 0.0), sdzx(s.C, 0.0);
+  float *m = Scratch<float>(0, s.C), *r = Scratch<float>(1, s.C), *scale = Scratch<float>(2, s.C), *shift = Scratch<float>(3, s.C);
+  float *dz = Scratch<float>(4, s.C), *xhat = Scratch<float>(5, s.C);
+  double *sdz = Scratch<double>(0, s.C), *sdzx = Scratch<double>(1, s.C);
+  std::fill(sdz + c0, sdz + c1, 0.0);
+  std::fill(sdzx + c0, sdzx + c1, 0.0);
   for (int c = c0; c < c1; c++) {
     const int g = c / s.cg;
     m[c] = mean[g], r[c] = rstd[g];
@@ -82,14 +94,14 @@ static void GroupNormBackward(const GroupSlice& s, const float* gamma, const flo
     int c = c0;
     for (; c + 8 <= c1; c += 8) {
       const v8 xv = load(xr + c);
-      const v8 zv = xv * load(scale.data() + c) + load(shift.data() + c);
+      const v8 zv = xv * load(scale + c) + load(shift + c);
       v8 d = load(dyr + c);
       if (silu) {
         const v8 sg = sigmoid8(zv);
         d = d * sg * (splat(1.f) + zv * (splat(1.f) - sg));
       }
-      store(dz.data() + c, d);
-      store(xhat.data() + c, (xv - load(m.data() + c)) * load(r.data() + c));
+      store(dz + c, d);
+      store(xhat + c, (xv - load(m + c)) * load(r + c));
     }
     for (; c < c1; c++) {
       dz[c] = DzOf(dyr[c], xr[c] * scale[c] + shift[c], silu);
@@ -100,7 +112,7 @@ static void GroupNormBackward(const GroupSlice& s, const float* gamma, const flo
     row(p);
     for (int c = c0; c < c1; c++) sdz[c] += dz[c], sdzx[c] += double(dz[c]) * xhat[c];
   }
-  std::vector<float> k1(s.C), k2(s.C);  // per channel: mean(dxhat) and mean(dxhat·xhat) of its group
+  float *k1 = Scratch<float>(6, s.C), *k2 = Scratch<float>(7, s.C);  // per channel: mean(dxhat), mean(dxhat·xhat) of its group
   const double n = double(s.P) * s.cg;
   for (int g = s.g0; g < s.g1; g++) {
     double s1 = 0, s2 = 0;
