@@ -2,17 +2,21 @@
  * Per-kernel wall time of one training step on the current engine:
  *   `node --import tsx scripts/profile-step.ts unet|vae [batch]` — the tiny-SD UNet or VAE (batch default 16);
  *   `node --import tsx scripts/profile-step.ts mid [batch]` — the bench-mid ControlNet step of `npm run bench -- compare`
- *   (256 px, chunked attention 256 unless CHUNK is set, CHUNK=0: full scores as `compare` on native; batch default 4).
+ *   (256 px, chunked attention 256 unless CHUNK is set, CHUNK=0: full scores as `compare` on native; batch default 4;
+ *   where the engine has fused attention, chunking does not apply);
+ *   `node --import tsx scripts/profile-step.ts sd15 [batch]` — the SD1.5-config step of `npm run bench -- sd15-step`
+ *   (512 px unless RESOLUTION is set, gradient checkpointing; batch default 1; one warm-up and STEPS=1 timed step).
  */
 import { tf, initEngine } from "../lib/engine/index.js";
 import { UNet2DConditionModel, AutoencoderKL } from "../lib/models/index.js";
 import { TINY_UNET_CONFIG, TINY_VAE_CONFIG } from "../data/recipes/tiny-sd.js";
 import { createTrainingStep } from "../lib/planner/index.js";
 import { BENCH_MID_UNET } from "../bench/models.js";
+import { SD15_UNET } from "../lib/planner/index.js";
 
 await initEngine();
 const which = process.argv[2] ?? "unet";
-const B = Number(process.argv[3] ?? (which === "mid" ? 4 : 16));
+const B = Number(process.argv[3] ?? (which === "mid" ? 4 : which === "sd15" ? 1 : 16));
 const times = new Map<string, { n: number; ms: number }>();
 let depth = 0;
 for (const k of tf.getKernelsForBackend(tf.getBackend())) {
@@ -29,7 +33,10 @@ for (const k of tf.getKernelsForBackend(tf.getBackend())) {
   }) as typeof f;
 }
 let step: () => void;
-if (which === "mid") {
+if (which === "sd15") {
+  const runner = createTrainingStep({ unet: SD15_UNET, resolution: Number(process.env.RESOLUTION ?? 512), batchSize: B, options: { setGradsToNone: true, gradientCheckpointing: true } });
+  step = () => void runner.step();
+} else if (which === "mid") {
   const runner = createTrainingStep({ unet: BENCH_MID_UNET, resolution: 256, batchSize: B, options: { setGradsToNone: true, attentionChunkSize: Number(process.env.CHUNK ?? 256) } });
   step = () => void runner.step();
 } else if (which === "unet") {
@@ -49,9 +56,11 @@ if (which === "mid") {
     value.dataSync(); tf.dispose([value, x, ...Object.values(grads)]);
   };
 }
-step(); step();
+const big = which === "sd15";
+step();
+if (!big) step();
 times.clear();
-const N = 3; const t0 = performance.now(); const c0 = process.cpuUsage();
+const N = Number(process.env.STEPS ?? (big ? 1 : 3)); const t0 = performance.now(); const c0 = process.cpuUsage();
 for (let i = 0; i < N; i++) step();
 const total = (performance.now() - t0) / N;
 const cpu = process.cpuUsage(c0);
