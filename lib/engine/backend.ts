@@ -52,7 +52,7 @@ export interface EngineInfo {
   kernelOverrides: string[];
   /** Native engine: which allocator holds its tensors in host memory (lib/engine/native/host-memory.ts). */
   hostAllocator?: string;
-  /** Native engine: what runs attention and GroupNorm (our fused kernels, or TensorFlow's ops and why). */
+  /** Native engine: which fused kernels of ours run (attention, GroupNorm, AdamW), or why none does. */
   fusedKernels?: string;
 }
 
@@ -250,6 +250,6 @@ export function describeEngine(info: EngineInfo): string {
   if (info.backend === "node-gpu" && info.deviceMemoryLimit) lines.push(`  GPU memory: ${(info.deviceMemoryLimit / 1024 ** 3).toFixed(0)} GiB (TensorFlow grows into it as needed: TF_FORCE_GPU_ALLOW_GROWTH)`);
   if (info.backend === "node" || info.backend === "node-gpu") lines.push(`  no 4 GiB heap: host memory is the limit${info.backend === "node-gpu" ? " for host tensors" : ""}`);
   if (info.hostAllocator) lines.push(`  host tensors: ${info.hostAllocator}`);
-  if (info.fusedKernels) lines.push(`  attention, GroupNorm: ${info.fusedKernels}`);
+  if (info.fusedKernels) lines.push(`  fused kernels: ${info.fusedKernels}`);
   return lines.join("\n");
 }

@@ -6,6 +6,8 @@
 //   ControlnetTsAttentionGrad(q, k, v, out, lse, dout; scale, num_threads)        → dq, dk, dv
 //   ControlnetTsGroupNorm(x [B,…,C], gamma [C], beta [C]; groups, eps, silu, num_threads) → y, mean [B,G], rstd [B,G]
 //   ControlnetTsGroupNormGrad(x, gamma, beta, mean, rstd, dy; groups, silu, num_threads)  → dx, dgamma, dbeta
+//   ControlnetTsAdamW(params, grads, exp_avg, exp_avg_sq: N tensors each; the step's float32 scalars, num_threads)
+//                                                                      → new params, exp_avg, exp_avg_sq (N each)
 //
 // Attention: out = softmax(scale·q·kᵀ)·v. Why: TensorFlow has no fused CPU attention, so the tfjs graph materialises the
 // [BH,N,M] scores and probabilities forward and four such maps backward (each 64 MB for bench-mid's 1024 tokens,
@@ -16,6 +18,9 @@
 // GroupNorm (optionally followed by SiLU, as in every resnet): composed from tfjs ops it is 15 small ops forward
 // (plus SiLU's two) and about twice that backward, ~2.4 ms forward for a 4×32×32×32 activation where one pass over
 // the data takes a fraction of that. Here it is three passes forward, two backward (group-norm-kernels.h).
+//
+// AdamW: composed from TF ops it is 13 ops per parameter tensor; the step then issues ~4,000 tiny kernels for
+// bench-mid's ControlNet, each costing more to dispatch than to compute. One op updates a group of tensors.
 //
 // Threads: num_threads workers split batch·heads × query rows (attention forward) or batch·heads, and query rows
 // when there are fewer heads than threads, with private dk/dv accumulators summed afterwards (attention backward);
@@ -68,6 +73,7 @@ namespace avx2 {
 #include "simd.h"
 #include "attention-kernels.h"
 #include "group-norm-kernels.h"
+#include "adamw-kernels.h"
 #pragma GCC pop_options
 }  // namespace avx2
 
@@ -75,6 +81,7 @@ namespace baseline {
 #include "simd.h"
 #include "attention-kernels.h"
 #include "group-norm-kernels.h"
+#include "adamw-kernels.h"
 }  // namespace baseline
 
 namespace {
@@ -87,8 +94,11 @@ struct Attrs {
   int64_t groups = 1;  // group norm
   float eps = 1e-5f;
   bool silu = false;
+  int64_t n = 0;  // AdamW: tensors per list
+  float adam[7] = {};  // AdamW: decay, one_minus_beta1, beta2, one_minus_beta2, bc2_sqrt, eps, neg_step_size
   int num_threads = 1;
 };
+const char* const kAdamScalars[7] = {"decay", "one_minus_beta1", "beta2", "one_minus_beta2", "bc2_sqrt", "eps", "neg_step_size"};
 
 void* Create(TF_OpKernelConstruction* ctx, bool attention, bool forward) {
   auto* a = new Attrs;
@@ -110,6 +120,18 @@ void* Create(TF_OpKernelConstruction* ctx, bool attention, bool forward) {
   return a;
 }
 void* CreateAttention(TF_OpKernelConstruction* ctx) { return Create(ctx, true, true); }
+void* CreateAdamW(TF_OpKernelConstruction* ctx) {
+  auto* a = new Attrs;
+  TF_Status* s = TF_NewStatus();
+  int64_t n = 1;
+  TF_OpKernelConstruction_GetAttrInt64(ctx, "num_threads", &n, s);
+  a->num_threads = static_cast<int>(std::clamp<int64_t>(n, 1, 256));
+  if (TF_GetCode(s) == TF_OK) TF_OpKernelConstruction_GetAttrInt64(ctx, "N", &a->n, s);
+  for (int i = 0; i < 7 && TF_GetCode(s) == TF_OK; i++) TF_OpKernelConstruction_GetAttrFloat(ctx, kAdamScalars[i], &a->adam[i], s);
+  if (TF_GetCode(s) != TF_OK) TF_OpKernelConstruction_Failure(ctx, s);
+  TF_DeleteStatus(s);
+  return a;
+}
 void* CreateGroupNorm(TF_OpKernelConstruction* ctx) { return Create(ctx, false, true); }
 void* CreateGroupNormGrad(TF_OpKernelConstruction* ctx) { return Create(ctx, false, false); }
 
@@ -348,6 +370,48 @@ void ComputeGroupNormGrad(void* attrs, TF_OpKernelContext* ctx) {
   }
 }
 
+
+void ComputeAdamW(void* attrs, TF_OpKernelContext* ctx) {
+  const Attrs& a = *static_cast<Attrs*>(attrs);
+  const int64_t N = a.n;
+  std::vector<Input> in(4 * N);  // params, grads, exp_avg, exp_avg_sq
+  if (!GetInputs(ctx, in, "ControlnetTsAdamW")) return;
+  std::vector<float*> out(3 * N);
+  for (int64_t i = 0; i < N; i++) {
+    for (int64_t k = 1; k < 4; k++) {
+      if (in[k * N + i].dims != in[i].dims) return Fail(ctx, "ControlnetTsAdamW: tensor " + std::to_string(i) + "'s gradient and moments must be shaped as its parameter");
+    }
+    for (int64_t k = 0; k < 3; k++) {
+      out[k * N + i] = Allocate(ctx, static_cast<int>(k * N + i), in[i].dims);
+      if (!out[k * N + i]) return;
+    }
+  }
+  // chunks of at most 64K elements over all tensors, so one big tensor or many small ones balance across threads
+  struct Chunk {
+    int64_t t, begin, end;
+  };
+  std::vector<Chunk> chunks;
+  int64_t total = 0;
+  for (int64_t i = 0; i < N; i++) {
+    const int64_t n = TF_TensorElementCount(in[i].t);
+    total += n;
+    for (int64_t b = 0; b < n; b += 1 << 16) chunks.push_back({i, b, std::min(n, b + (int64_t(1) << 16))});
+  }
+  const float* c = a.adam;
+  ParallelFor(static_cast<int64_t>(chunks.size()), total < (1 << 18) ? 1 : a.num_threads, [&](int64_t item) {
+    const Chunk& ch = chunks[item];
+    const int64_t i = ch.t, o = ch.begin, n = ch.end - ch.begin;
+    const float* src[4] = {in[i].data + o, in[N + i].data + o, in[2 * N + i].data + o, in[3 * N + i].data + o};
+    if (kAvx2) {
+      const avx2::AdamScalars sc{c[0], c[1], c[2], c[3], c[4], c[5], c[6]};
+      avx2::AdamWUpdate(src[0], src[1], src[2], src[3], n, sc, out[i] + o, out[N + i] + o, out[2 * N + i] + o);
+    } else {
+      const baseline::AdamScalars sc{c[0], c[1], c[2], c[3], c[4], c[5], c[6]};
+      baseline::AdamWUpdate(src[0], src[1], src[2], src[3], n, sc, out[i] + o, out[N + i] + o, out[2 * N + i] + o);
+    }
+  });
+}
+
 std::string RegisterOps() {
   TF_Status* s = TF_NewStatus();
   std::string error;
@@ -371,6 +435,11 @@ std::string RegisterOps() {
       {"ControlnetTsGroupNormGrad", {"x: float", "gamma: float", "beta: float", "mean: float", "rstd: float", "dy: float"},
        {"dx: float", "dgamma: float", "dbeta: float"}, {"groups: int", "silu: bool = false", "num_threads: int = 1"},
        CreateGroupNormGrad, ComputeGroupNormGrad},
+      {"ControlnetTsAdamW", {"params: N * float", "grads: N * float", "exp_avg: N * float", "exp_avg_sq: N * float"},
+       {"new_params: N * float", "new_exp_avg: N * float", "new_exp_avg_sq: N * float"},
+       {"N: int >= 1", "decay: float", "one_minus_beta1: float", "beta2: float", "one_minus_beta2: float", "bc2_sqrt: float",
+        "eps: float", "neg_step_size: float", "num_threads: int = 1"},
+       CreateAdamW, ComputeAdamW},
   };
   for (const Op& op : ops) {
     TF_OpDefinitionBuilder* b = TF_NewOpDefinitionBuilder(op.name);
@@ -393,9 +462,9 @@ napi_value Register(napi_env env, napi_callback_info) {
     return nullptr;
   }
   napi_value names, name;
-  const char* ops[] = {"ControlnetTsAttention", "ControlnetTsAttentionGrad", "ControlnetTsGroupNorm", "ControlnetTsGroupNormGrad"};
-  napi_create_array_with_length(env, 4, &names);
-  for (uint32_t i = 0; i < 4; i++) {
+  const char* ops[] = {"ControlnetTsAttention", "ControlnetTsAttentionGrad", "ControlnetTsGroupNorm", "ControlnetTsGroupNormGrad", "ControlnetTsAdamW"};
+  napi_create_array_with_length(env, 5, &names);
+  for (uint32_t i = 0; i < 5; i++) {
     napi_create_string_utf8(env, ops[i], NAPI_AUTO_LENGTH, &name);
     napi_set_element(env, names, i, name);
   }

@@ -3,7 +3,8 @@
  * gradients equal attention composed from TensorFlow's own ops (the batched products and softmax the models use
  * elsewhere) on shapes that reach each code path — head widths below, at and above a vector, the run-time-width
  * path above 64, keys not a multiple of 8, cross-attention, one head split across threads. GroupNorm (+ SiLU):
- * output and the gradients of x, weight and bias equal the composed GroupNorm of lib/models. Runs when the native
+ * output and the gradients of x, weight and bias equal the composed GroupNorm of lib/models. AdamW: the fused update
+ * equals the composed one bit for bit. Runs when the native
  * engine is installed (npm install builds the addon; CI requires it), whatever engine the pass runs; wasm, which has
  * no fused kernel, is checked in a child process.
  */
@@ -11,6 +12,7 @@ import { before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { describeEngine, fusedAttention, hasFusedAttention, initEngine, tf, useFusedKernels, type EngineInfo } from "../../lib/engine/index.js";
 import { GroupNorm } from "../../lib/models/layers.js";
+import { AdamW } from "../../lib/training/optim/adamw.js";
 import { FUSED_ATTENTION, FUSED_GROUP_NORM } from "../../lib/engine/fused.js";
 import { nativeMissingReason } from "../../lib/engine/native/load.js";
 import { scaledDotProductAttention } from "../../lib/models/attention.js";
@@ -54,7 +56,7 @@ describe("fused kernels on the native engine", { skip: missing ?? false }, () =>
 
   test("the engine reports the fused kernel", () => {
     assert.equal(hasFusedAttention(), true, describeEngine(info));
-    assert.match(describeEngine(info), /attention, GroupNorm: fused kernels \(our TensorFlow ops: attention, GroupNorm\+SiLU; (AVX2 \+ FMA|SSE2), \d+ thread/);
+    assert.match(describeEngine(info), /fused kernels: attention, GroupNorm\+SiLU, AdamW \(TensorFlow ops of ours; (AVX2 \+ FMA|SSE2), \d+ thread/);
   });
 
   const shapes: [number, number, number, number][] = [
@@ -127,6 +129,33 @@ describe("fused kernels on the native engine", { skip: missing ?? false }, () =>
       });
     });
   }
+
+  test("AdamW: the fused update equals the composed float32 operations bit for bit, over steps, groups and chunks", () => {
+    // sizes: scalars and vectors, a 3×3 conv, one tensor above a kernel group (2^22 elements) and its 64K chunks
+    const shapes = [[1], [7], [32], [3, 3, 16, 16], [5, 1 << 20], [300, 257]];
+    const run = (fused: boolean) => {
+      const was = useFusedKernels(fused);
+      try {
+        const params = shapes.map((s, i) => tf.variable(tf.randomNormal(s, 0, 1, "float32", 20 + i), true, `p${i}`));
+        const opt = new AdamW(params.map((p) => [p.name, p] as [string, tf.Variable]), { lr: 3e-3, weightDecay: 1e-2 });
+        for (let step = 0; step < 3; step++) {
+          const grads = new Map(params.map((p, i) => [p.name, tf.randomNormal(p.shape, 0, 0.1 * (step + 1), "float32", 40 + 7 * step + i)]));
+          assert.equal(callsOf("ControlnetTsFusedAdamW", () => opt.step(grads)) > 0, fused);
+        }
+        const state = opt.stateDict();
+        const out = { params: params.map((p) => p.dataSync().slice()), state: [...state.values()].map((t) => Array.from(t.data as ArrayLike<number>).slice(0, 50_000)) };
+        opt.dispose();
+        tf.dispose(params);
+        return out;
+      } finally {
+        useFusedKernels(was);
+      }
+    };
+    const fused = run(true);
+    const composed = run(false);
+    fused.params.forEach((p, i) => assert.ok(p.every((x, j) => Object.is(x, composed.params[i]![j])), `parameter ${i} differs`));
+    fused.state.forEach((s, i) => assert.deepEqual(s, composed.state[i], `state entry ${i} differs`));
+  });
 
   test("the models' attention takes the fused kernel unless there is a mask (then TensorFlow's ops)", () => {
     tf.tidy(() => {

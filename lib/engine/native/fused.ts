@@ -9,7 +9,7 @@ import path from "node:path";
 import { createRequire } from "node:module";
 import { tf } from "../tf.js";
 import type { NamedAttrMap, TensorInfo } from "@tensorflow/tfjs";
-import { FUSED_ATTENTION, FUSED_ATTENTION_GRAD, FUSED_GROUP_NORM, FUSED_GROUP_NORM_GRAD } from "../fused.js";
+import { FUSED_ADAMW, FUSED_ATTENTION, FUSED_ATTENTION_GRAD, FUSED_GROUP_NORM, FUSED_GROUP_NORM_GRAD } from "../fused.js";
 
 interface FusedAddon {
   register(): string[];
@@ -29,16 +29,18 @@ interface NodeBackend {
  * A tfjs kernel running TF op `op` on `inputNames` (in the op's order) with attributes from the tfjs attrs;
  * num_threads is the engine's thread count.
  */
-function opKernel(kernelName: string, op: string, inputNames: string[], numOutputs: number, threads: number,
-  attrsOf: (b: NodeBackend["binding"], attrs: NamedAttrMap) => OpAttr[]): void {
+function opKernel(kernelName: string, op: string, inputNames: string[] | ((attrs: NamedAttrMap) => string[]), numOutputs: number | ((attrs: NamedAttrMap) => number),
+  threads: number, attrsOf: (b: NodeBackend["binding"], attrs: NamedAttrMap) => OpAttr[]): void {
   tf.registerKernel({
     kernelName,
     backendName: "tensorflow",
     kernelFunc: ({ inputs, backend, attrs }) => {
       const nb = backend as unknown as NodeBackend;
-      const ins = inputNames.map((n) => (inputs as Record<string, TensorInfo>)[n]!);
-      const opAttrs = [...attrsOf(nb.binding, attrs as NamedAttrMap), { name: "num_threads", type: nb.binding.TF_ATTR_INT, value: threads }];
-      return nb.executeMultipleOutputs(op, opAttrs, ins, numOutputs);
+      const a = attrs as NamedAttrMap;
+      const names = typeof inputNames === "function" ? inputNames(a) : inputNames;
+      const ins = names.map((n) => (inputs as Record<string, TensorInfo>)[n]!);
+      const opAttrs = [...attrsOf(nb.binding, a), { name: "num_threads", type: nb.binding.TF_ATTR_INT, value: threads }];
+      return nb.executeMultipleOutputs(op, opAttrs, ins, typeof numOutputs === "function" ? numOutputs(a) : numOutputs);
     },
   });
 }
@@ -54,6 +56,14 @@ function registerKernels(threads: number): void {
   opKernel(FUSED_GROUP_NORM, "ControlnetTsGroupNorm", ["x", "gamma", "beta"], 3, threads,
     (b, a) => [...groupNorm(b, a), { name: "eps", type: b.TF_ATTR_FLOAT, value: a.eps }]);
   opKernel(FUSED_GROUP_NORM_GRAD, "ControlnetTsGroupNormGrad", ["x", "gamma", "beta", "mean", "rstd", "dy"], 3, threads, groupNorm);
+  // AdamW over n tensors: inputs p0…, g0…, m0…, v0… (the op's four lists), outputs the three new lists
+  const adamScalars: [string, string][] = [
+    ["decay", "decay"], ["oneMinusBeta1", "one_minus_beta1"], ["beta2", "beta2"], ["oneMinusBeta2", "one_minus_beta2"],
+    ["bc2Sqrt", "bc2_sqrt"], ["eps", "eps"], ["negStepSize", "neg_step_size"],
+  ];
+  opKernel(FUSED_ADAMW, "ControlnetTsAdamW",
+    (a) => ["p", "g", "m", "v"].flatMap((l) => Array.from({ length: a.n as number }, (_, i) => `${l}${i}`)), (a) => 3 * (a.n as number), threads,
+    (b, a) => [{ name: "N", type: b.TF_ATTR_INT, value: a.n }, ...adamScalars.map(([k, op]) => ({ name: op, type: b.TF_ATTR_FLOAT, value: a[k] }))]);
   // One backward op yields every input's gradient; it runs once, in gradFunc, and each input's closure hands out its
   // part (an input that needs no gradient leaves its part to the enclosing tidy).
   tf.registerGradient({
@@ -83,13 +93,13 @@ function registerKernels(threads: number): void {
 let status: string | null = null;
 
 /**
- * Loads the addon from `<nativeDir>/fused` and registers its kernels once; returns one line for describeEngine: what
- * runs attention and GroupNorm, and why not the fused kernels when it does not. Never throws: tfjs ops run instead.
+ * Loads the addon from `<nativeDir>/fused` and registers its kernels once; returns one line for describeEngine: which
+ * fused kernels run, or why none does. Never throws: TensorFlow's own ops run instead.
  */
 export function loadFusedKernels(nativeDir: string, threads: number, usingGpu: boolean): string {
   if (status) return status;
   const file = path.join(nativeDir, "fused", "fused.node");
-  const composed = "TensorFlow's ops (attention as batched products)";
+  const composed = "none, TensorFlow's own ops run (attention as batched products)";
   if (usingGpu) status = `${composed}: the fused kernels are CPU-only`;
   else if (!fs.existsSync(file)) status = `${composed}: the fused-kernels addon is not built; rebuild with: npm run install-native`;
   else {
@@ -97,7 +107,7 @@ export function loadFusedKernels(nativeDir: string, threads: number, usingGpu: b
       const addon = createRequire(import.meta.url)(file) as FusedAddon;
       addon.register();
       registerKernels(threads);
-      status = `fused kernels (our TensorFlow ops: attention, GroupNorm+SiLU; ${addon.kernelIsa() === "avx2" ? "AVX2 + FMA" : "SSE2"}, ${threads} thread(s))`;
+      status = `attention, GroupNorm+SiLU, AdamW (TensorFlow ops of ours; ${addon.kernelIsa() === "avx2" ? "AVX2 + FMA" : "SSE2"}, ${threads} thread(s))`;
     } catch (err) {
       status = `${composed}: the fused-kernels addon failed to load (${(err instanceof Error ? err.message : String(err)).split("\n")[0]})`;
     }

@@ -29,7 +29,7 @@ export interface LoadedNative {
   usingGpu: boolean;
   /** Which allocator holds the tensors in host memory, in one line (lib/engine/native/host-memory.ts). */
   hostAllocator: string;
-  /** What runs attention and GroupNorm: our fused kernels, or TensorFlow's ops and why (lib/engine/native/fused.ts). */
+  /** Which fused kernels of ours run, or why none does (lib/engine/native/fused.ts). */
   fusedKernels: string;
   dir: string;
 }

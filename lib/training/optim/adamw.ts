@@ -9,9 +9,13 @@
  *   v ← v·β2 + g²·(1 − β2)
  *   p ← p + (m / (√v / √(1 − β2ᵗ) + ε)) · (−lr / (1 − β1ᵗ))
  * The host variants (offload, 8-bit) replay the very same float32 sequence, which is what lets a test demand equal
- * results from them.
+ * results from them, and so does the native engine's fused kernel (lib/engine/fused.ts), which updates a group of
+ * tensors per kernel call instead of issuing 13 tiny ops per tensor.
  */
-import { tf } from "../../engine/index.js";
+
+/** Elements per fused-kernel call: its outputs are new tensors, so a group costs 3× its size while it runs. */
+const FUSED_GROUP_ELEMENTS = 1 << 22;
+import { tf, fusedAdamW, hasFusedAdamW, type AdamWScalars } from "../../engine/index.js";
 import {
   ADAMW_DEFAULTS,
   adamScalars,
@@ -64,27 +68,41 @@ export class AdamW implements Optimizer {
     this.steps++;
     const h = this.hyper;
     const { decay, stepSize, bc2Sqrt } = adamScalars(h, this.steps);
-    // float32 scalars, made once per step
-    const c = {
-      decay: tf.scalar(decay),
-      oneMinusBeta1: tf.scalar(1 - h.beta1),
-      beta2: tf.scalar(h.beta2),
-      oneMinusBeta2: tf.scalar(1 - h.beta2),
-      bc2Sqrt: tf.scalar(bc2Sqrt),
-      eps: tf.scalar(h.eps),
-      negStepSize: tf.scalar(-stepSize),
+    const scalars: AdamWScalars = {
+      decay, oneMinusBeta1: 1 - h.beta1, beta2: h.beta2, oneMinusBeta2: 1 - h.beta2, bc2Sqrt, eps: h.eps, negStepSize: -stepSize,
     };
+    const todo: [string, tf.Variable, tf.Tensor][] = [];
+    for (const [name, p] of this.params) {
+      const g = grads.get(name);
+      if (!g) continue;
+      checkShape(name, p, g);
+      todo.push([name, p, g]);
+    }
+    const done = (name: string, g: tf.Tensor) => {
+      if (!dispose) return;
+      g.dispose();
+      grads.delete(name);
+    };
+    if (hasFusedAdamW()) {
+      for (const group of groupsOf(todo, FUSED_GROUP_ELEMENTS)) {
+        const sts = group.map(([name, p]) => this.momentsOf(name, p));
+        const out = fusedAdamW(group.map(([, p]) => p), group.map(([, , g]) => g), sts.map((st) => st.m), sts.map((st) => st.v), scalars)!;
+        group.forEach(([name, p, g], i) => {
+          p.assign(out.p[i]!);
+          sts[i]!.m.assign(out.m[i]!);
+          sts[i]!.v.assign(out.v[i]!);
+          done(name, g);
+        });
+        tf.dispose([...out.p, ...out.m, ...out.v]);
+      }
+      return;
+    }
+    // float32 scalars, made once per step
+    const c = Object.fromEntries(Object.entries(scalars).map(([k, x]) => [k, tf.scalar(x)])) as Scalars;
     try {
-      for (const [name, p] of this.params) {
-        const g = grads.get(name);
-        if (!g) continue;
-        checkShape(name, p, g);
-        const st = this.momentsOf(name, p);
-        updateOnDevice(p, g, st, c);
-        if (dispose) {
-          g.dispose();
-          grads.delete(name);
-        }
+      for (const [name, p, g] of todo) {
+        updateOnDevice(p, g, this.momentsOf(name, p), c);
+        done(name, g);
       }
     } finally {
       for (const t of Object.values(c)) t.dispose();
@@ -142,7 +160,22 @@ export class AdamW implements Optimizer {
   }
 }
 
-type Scalars = Record<"decay" | "oneMinusBeta1" | "beta2" | "oneMinusBeta2" | "bc2Sqrt" | "eps" | "negStepSize", tf.Scalar>;
+type Scalars = Record<keyof AdamWScalars, tf.Scalar>;
+
+/** Consecutive runs of entries whose tensors add up to at most `limit` elements (a larger tensor goes alone). */
+function groupsOf<T extends [string, tf.Tensor, tf.Tensor]>(entries: T[], limit: number): T[][] {
+  const groups: T[][] = [];
+  let size = limit;
+  for (const e of entries) {
+    if (size + e[1].size > limit) {
+      groups.push([]);
+      size = 0;
+    }
+    groups[groups.length - 1]!.push(e);
+    size += e[1].size;
+  }
+  return groups;
+}
 
 /**
  * One parameter's update. Intermediates are disposed as soon as they are used (not kept to the end of a tidy), so the
