@@ -4,7 +4,8 @@
  *    the [BH,N,M] scores;
  *  - GroupNorm, optionally followed by SiLU (a resnet's norm → nonlinearity), in one kernel instead of ~17 ops;
  *  - AdamW's update of a group of parameter tensors in one kernel instead of 13 ops per tensor, bit for bit the same
- *    float32 operations (lib/training/optim/adamw.ts composes them where the kernel is missing).
+ *    float32 operations (lib/training/optim/adamw.ts composes them where the kernel is missing), and the gradient
+ *    clip's per-tensor 2-norms in one kernel (summed in double).
  * Each returns null where the running backend has no such kernel (wasm, cpu, the GPU engine), and the caller
  * composes the same math from tfjs ops (lib/models). Gradients are registered with the kernels.
  */
@@ -15,6 +16,7 @@ export const FUSED_ATTENTION_GRAD = "ControlnetTsFusedAttentionGrad";
 export const FUSED_GROUP_NORM = "ControlnetTsFusedGroupNorm";
 export const FUSED_GROUP_NORM_GRAD = "ControlnetTsFusedGroupNormGrad";
 export const FUSED_ADAMW = "ControlnetTsFusedAdamW";
+export const FUSED_NORMS = "ControlnetTsFusedNorms";
 
 // CONTROLNET_TS_FUSED_KERNELS=0 turns them off (everything then composes tfjs ops, as on wasm): for comparing.
 let enabled = process.env.CONTROLNET_TS_FUSED_KERNELS !== "0";
@@ -76,4 +78,12 @@ export function fusedAdamW(p: tf.Tensor[], g: tf.Tensor[], m: tf.Tensor[], v: tf
   for (let i = 0; i < n; i++) Object.assign(inputs, { [`p${i}`]: p[i]!, [`g${i}`]: g[i]!, [`m${i}`]: m[i]!, [`v${i}`]: v[i]! });
   const out = tf.engine().runKernel(FUSED_ADAMW, inputs, { n, ...c } as unknown as tf.NamedAttrMap) as tf.Tensor[];
   return { p: out.slice(0, n), m: out.slice(n, 2 * n), v: out.slice(2 * n) };
+}
+
+/** Each tensor's 2-norm, as a [N] tensor, in one kernel; null where the engine has none. */
+export function fusedNorms(tensors: tf.Tensor[]): tf.Tensor1D | null {
+  if (!has(FUSED_NORMS) || tensors.length === 0) return null;
+  const inputs = Object.fromEntries(tensors.map((t, i) => [`t${i}`, t]));
+  const [norms] = tf.engine().runKernel(FUSED_NORMS, inputs, { n: tensors.length }) as tf.Tensor[];
+  return norms as tf.Tensor1D;
 }

@@ -8,6 +8,7 @@
 //   ControlnetTsGroupNormGrad(x, gamma, beta, mean, rstd, dy; groups, silu, num_threads)  → dx, dgamma, dbeta
 //   ControlnetTsAdamW(params, grads, exp_avg, exp_avg_sq: N tensors each; the step's float32 scalars, num_threads)
 //                                                                      → new params, exp_avg, exp_avg_sq (N each)
+//   ControlnetTsNorms(tensors: N tensors; num_threads)                  → norms [N]: each tensor's 2-norm
 //
 // Attention: out = softmax(scale·q·kᵀ)·v. Why: TensorFlow has no fused CPU attention, so the tfjs graph materialises the
 // [BH,N,M] scores and probabilities forward and four such maps backward (each 64 MB for bench-mid's 1024 tokens,
@@ -20,7 +21,8 @@
 // the data takes a fraction of that. Here it is three passes forward, two backward (group-norm-kernels.h).
 //
 // AdamW: composed from TF ops it is 13 ops per parameter tensor; the step then issues ~4,000 tiny kernels for
-// bench-mid's ControlNet, each costing more to dispatch than to compute. One op updates a group of tensors.
+// bench-mid's ControlNet, each costing more to dispatch than to compute. One op updates a group of tensors. The
+// gradient clip's per-tensor norms likewise: one op instead of three per tensor (sums in double, then rounded).
 //
 // Threads: num_threads workers split batch·heads × query rows (attention forward) or batch·heads, and query rows
 // when there are fewer heads than threads, with private dk/dv accumulators summed afterwards (attention backward);
@@ -120,18 +122,21 @@ void* Create(TF_OpKernelConstruction* ctx, bool attention, bool forward) {
   return a;
 }
 void* CreateAttention(TF_OpKernelConstruction* ctx) { return Create(ctx, true, true); }
-void* CreateAdamW(TF_OpKernelConstruction* ctx) {
+// The list ops: N tensors per list, and AdamW's scalars.
+void* CreateListOp(TF_OpKernelConstruction* ctx, bool adam) {
   auto* a = new Attrs;
   TF_Status* s = TF_NewStatus();
   int64_t n = 1;
   TF_OpKernelConstruction_GetAttrInt64(ctx, "num_threads", &n, s);
   a->num_threads = static_cast<int>(std::clamp<int64_t>(n, 1, 256));
   if (TF_GetCode(s) == TF_OK) TF_OpKernelConstruction_GetAttrInt64(ctx, "N", &a->n, s);
-  for (int i = 0; i < 7 && TF_GetCode(s) == TF_OK; i++) TF_OpKernelConstruction_GetAttrFloat(ctx, kAdamScalars[i], &a->adam[i], s);
+  for (int i = 0; adam && i < 7 && TF_GetCode(s) == TF_OK; i++) TF_OpKernelConstruction_GetAttrFloat(ctx, kAdamScalars[i], &a->adam[i], s);
   if (TF_GetCode(s) != TF_OK) TF_OpKernelConstruction_Failure(ctx, s);
   TF_DeleteStatus(s);
   return a;
 }
+void* CreateNorms(TF_OpKernelConstruction* ctx) { return CreateListOp(ctx, false); }
+void* CreateAdamW(TF_OpKernelConstruction* ctx) { return CreateListOp(ctx, true); }
 void* CreateGroupNorm(TF_OpKernelConstruction* ctx) { return Create(ctx, false, true); }
 void* CreateGroupNormGrad(TF_OpKernelConstruction* ctx) { return Create(ctx, false, false); }
 
@@ -412,6 +417,23 @@ void ComputeAdamW(void* attrs, TF_OpKernelContext* ctx) {
   });
 }
 
+void ComputeNorms(void* attrs, TF_OpKernelContext* ctx) {
+  const Attrs& a = *static_cast<Attrs*>(attrs);
+  std::vector<Input> in(a.n);
+  if (!GetInputs(ctx, in, "ControlnetTsNorms")) return;
+  float* norms = Allocate(ctx, 0, {a.n});
+  if (!norms) return;
+  int64_t total = 0;
+  for (const Input& t : in) total += TF_TensorElementCount(t.t);
+  ParallelFor(a.n, total < (1 << 18) ? 1 : a.num_threads, [&](int64_t i) {
+    const int64_t n = TF_TensorElementCount(in[i].t);
+    const float* x = in[i].data;
+    double s = 0;
+    for (int64_t j = 0; j < n; j++) s += double(x[j]) * x[j];
+    norms[i] = float(std::sqrt(s));
+  });
+}
+
 std::string RegisterOps() {
   TF_Status* s = TF_NewStatus();
   std::string error;
@@ -440,6 +462,7 @@ std::string RegisterOps() {
        {"N: int >= 1", "decay: float", "one_minus_beta1: float", "beta2: float", "one_minus_beta2: float", "bc2_sqrt: float",
         "eps: float", "neg_step_size: float", "num_threads: int = 1"},
        CreateAdamW, ComputeAdamW},
+      {"ControlnetTsNorms", {"tensors: N * float"}, {"norms: float"}, {"N: int >= 1", "num_threads: int = 1"}, CreateNorms, ComputeNorms},
   };
   for (const Op& op : ops) {
     TF_OpDefinitionBuilder* b = TF_NewOpDefinitionBuilder(op.name);
@@ -462,9 +485,9 @@ napi_value Register(napi_env env, napi_callback_info) {
     return nullptr;
   }
   napi_value names, name;
-  const char* ops[] = {"ControlnetTsAttention", "ControlnetTsAttentionGrad", "ControlnetTsGroupNorm", "ControlnetTsGroupNormGrad", "ControlnetTsAdamW"};
-  napi_create_array_with_length(env, 5, &names);
-  for (uint32_t i = 0; i < 5; i++) {
+  const char* ops[] = {"ControlnetTsAttention", "ControlnetTsAttentionGrad", "ControlnetTsGroupNorm", "ControlnetTsGroupNormGrad", "ControlnetTsAdamW", "ControlnetTsNorms"};
+  napi_create_array_with_length(env, 6, &names);
+  for (uint32_t i = 0; i < 6; i++) {
     napi_create_string_utf8(env, ops[i], NAPI_AUTO_LENGTH, &name);
     napi_set_element(env, names, i, name);
   }

@@ -10,9 +10,9 @@
  */
 import { before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { describeEngine, fusedAttention, hasFusedAttention, initEngine, tf, useFusedKernels, type EngineInfo } from "../../lib/engine/index.js";
+import { describeEngine, fusedAttention, fusedNorms, hasFusedAttention, initEngine, tf, useFusedKernels, type EngineInfo } from "../../lib/engine/index.js";
 import { GroupNorm } from "../../lib/models/layers.js";
-import { AdamW } from "../../lib/training/optim/adamw.js";
+import { AdamW, clipGradNorm } from "../../lib/training/optim/adamw.js";
 import { FUSED_ATTENTION, FUSED_GROUP_NORM } from "../../lib/engine/fused.js";
 import { nativeMissingReason } from "../../lib/engine/native/load.js";
 import { scaledDotProductAttention } from "../../lib/models/attention.js";
@@ -56,7 +56,7 @@ describe("fused kernels on the native engine", { skip: missing ?? false }, () =>
 
   test("the engine reports the fused kernel", () => {
     assert.equal(hasFusedAttention(), true, describeEngine(info));
-    assert.match(describeEngine(info), /fused kernels: attention, GroupNorm\+SiLU, AdamW \(TensorFlow ops of ours; (AVX2 \+ FMA|SSE2), \d+ thread/);
+    assert.match(describeEngine(info), /fused kernels: attention, GroupNorm\+SiLU, AdamW, gradient norms \(TensorFlow ops of ours; (AVX2 \+ FMA|SSE2), \d+ thread/);
   });
 
   const shapes: [number, number, number, number][] = [
@@ -155,6 +155,29 @@ describe("fused kernels on the native engine", { skip: missing ?? false }, () =>
     const composed = run(false);
     fused.params.forEach((p, i) => assert.ok(p.every((x, j) => Object.is(x, composed.params[i]![j])), `parameter ${i} differs`));
     fused.state.forEach((s, i) => assert.deepEqual(s, composed.state[i], `state entry ${i} differs`));
+  });
+
+  test("gradient norms: one kernel gives each tensor's 2-norm, and clipGradNorm's total equals the composed one", () => {
+    const grads = [[3], [1000], [64, 33, 9], [1 << 19]].map((s, i) => tf.randomNormal(s, 0, 1, "float32", 60 + i));
+    const norms = fusedNorms(grads)!;
+    const composed = grads.map((g) => tf.tidy(() => tf.norm(g).dataSync()[0]!));
+    Array.from(norms.dataSync()).forEach((n, i) => assert.ok(Math.abs(n - composed[i]!) <= 2e-6 * composed[i]!, `tensor ${i}: ${n} vs ${composed[i]}`));
+    const clip = (fused: boolean) => {
+      const was = useFusedKernels(fused);
+      try {
+        const m = new Map(grads.map((g, i) => [`g${i}`, g.clone()]));
+        const total = clipGradNorm(m, 1);
+        const scaled = [...m.values()].map((g) => g.dataSync().slice(0, 100));
+        tf.dispose([...m.values()]);
+        return { total, scaled };
+      } finally {
+        useFusedKernels(was);
+      }
+    };
+    const a = clip(true), b = clip(false);
+    assert.ok(Math.abs(a.total - b.total) <= 2e-6 * b.total, `total norm ${a.total} vs ${b.total}`);
+    a.scaled.forEach((g, i) => g.forEach((x, j) => assert.ok(Math.abs(x - b.scaled[i]![j]!) <= 1e-6 * Math.abs(b.scaled[i]![j]!) + 1e-12)));
+    tf.dispose([norms, ...grads]);
   });
 
   test("the models' attention takes the fused kernel unless there is a mask (then TensorFlow's ops)", () => {

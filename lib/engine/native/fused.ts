@@ -9,7 +9,7 @@ import path from "node:path";
 import { createRequire } from "node:module";
 import { tf } from "../tf.js";
 import type { NamedAttrMap, TensorInfo } from "@tensorflow/tfjs";
-import { FUSED_ADAMW, FUSED_ATTENTION, FUSED_ATTENTION_GRAD, FUSED_GROUP_NORM, FUSED_GROUP_NORM_GRAD } from "../fused.js";
+import { FUSED_ADAMW, FUSED_NORMS, FUSED_ATTENTION, FUSED_ATTENTION_GRAD, FUSED_GROUP_NORM, FUSED_GROUP_NORM_GRAD } from "../fused.js";
 
 interface FusedAddon {
   register(): string[];
@@ -64,6 +64,8 @@ function registerKernels(threads: number): void {
   opKernel(FUSED_ADAMW, "ControlnetTsAdamW",
     (a) => ["p", "g", "m", "v"].flatMap((l) => Array.from({ length: a.n as number }, (_, i) => `${l}${i}`)), (a) => 3 * (a.n as number), threads,
     (b, a) => [{ name: "N", type: b.TF_ATTR_INT, value: a.n }, ...adamScalars.map(([k, op]) => ({ name: op, type: b.TF_ATTR_FLOAT, value: a[k] }))]);
+  opKernel(FUSED_NORMS, "ControlnetTsNorms", (a) => Array.from({ length: a.n as number }, (_, i) => `t${i}`), 1, threads,
+    (b, a) => [{ name: "N", type: b.TF_ATTR_INT, value: a.n }]);
   // One backward op yields every input's gradient; it runs once, in gradFunc, and each input's closure hands out its
   // part (an input that needs no gradient leaves its part to the enclosing tidy).
   tf.registerGradient({
@@ -107,7 +109,7 @@ export function loadFusedKernels(nativeDir: string, threads: number, usingGpu: b
       const addon = createRequire(import.meta.url)(file) as FusedAddon;
       addon.register();
       registerKernels(threads);
-      status = `attention, GroupNorm+SiLU, AdamW (TensorFlow ops of ours; ${addon.kernelIsa() === "avx2" ? "AVX2 + FMA" : "SSE2"}, ${threads} thread(s))`;
+      status = `attention, GroupNorm+SiLU, AdamW, gradient norms (TensorFlow ops of ours; ${addon.kernelIsa() === "avx2" ? "AVX2 + FMA" : "SSE2"}, ${threads} thread(s))`;
     } catch (err) {
       status = `${composed}: the fused-kernels addon failed to load (${(err instanceof Error ? err.message : String(err)).split("\n")[0]})`;
     }

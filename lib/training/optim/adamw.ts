@@ -15,7 +15,7 @@
 
 /** Elements per fused-kernel call: its outputs are new tensors, so a group costs 3× its size while it runs. */
 const FUSED_GROUP_ELEMENTS = 1 << 22;
-import { tf, fusedAdamW, hasFusedAdamW, type AdamWScalars } from "../../engine/index.js";
+import { tf, fusedAdamW, fusedNorms, hasFusedAdamW, type AdamWScalars } from "../../engine/index.js";
 import {
   ADAMW_DEFAULTS,
   adamScalars,
@@ -241,8 +241,10 @@ export function clipGradNorm(grads: Map<string, tf.Tensor>, maxNorm: number, hos
   if (grads.size) {
     // one tidy per gradient: its square is freed before the next one is made (a single tidy around all of them kept
     // a squared copy of every gradient alive at once — the step's memory peak on SD1.5, 1.45 GB above the backward's)
-    const norms = [...grads.values()].map((g) => tf.tidy(() => tf.sqrt(tf.sum(tf.square(g)))));
-    const total = tf.tidy(() => tf.sqrt(tf.sum(tf.square(tf.stack(norms)))));
+    // (the native engine's fused kernel computes all the per-tensor norms in one call, summing in double)
+    const fused = fusedNorms([...grads.values()]);
+    const norms = fused ? [fused] : [...grads.values()].map((g) => tf.tidy(() => tf.sqrt(tf.sum(tf.square(g)))));
+    const total = tf.tidy(() => tf.sqrt(tf.sum(tf.square(fused ?? tf.stack(norms)))));
     tf.dispose(norms);
     deviceNorm = total.dataSync()[0]!;
     total.dispose();
