@@ -80,27 +80,6 @@ static void WeightedRowsAny(const float* P, int rows, int M8, int M, const float
 // Rows per pass for a head width: as many as keep R·D8 accumulators plus D8 operands within the 16 vector registers.
 constexpr int RowsFor(int D8) { return D8 <= 2 ? 4 : D8 == 3 ? 3 : D8 <= 5 ? 2 : 1; }
 
-template <int D8>
-static void WeightedRowsBy(const float* P, int rows, int M8, int M, const float* B, float* Out) {
-  constexpr int R = RowsFor(D8);
-  int r = 0;
-  for (; r + R <= rows; r += R) WeightedRowsFixed<R, D8>(P + size_t(r) * M8, M8, M, B, Out + r * 8 * D8);
-  for (; r < rows; r++) WeightedRowsFixed<1, D8>(P + size_t(r) * M8, M8, M, B, Out + r * 8 * D8);
-}
-
-static void WeightedRows(const float* P, int rows, int M8, int M, const float* B, int D8, float* Out) {
-  switch (D8) {
-    case 1: return WeightedRowsBy<1>(P, rows, M8, M, B, Out);
-    case 2: return WeightedRowsBy<2>(P, rows, M8, M, B, Out);
-    case 3: return WeightedRowsBy<3>(P, rows, M8, M, B, Out);
-    case 4: return WeightedRowsBy<4>(P, rows, M8, M, B, Out);
-    case 5: return WeightedRowsBy<5>(P, rows, M8, M, B, Out);
-    case 6: return WeightedRowsBy<6>(P, rows, M8, M, B, Out);
-    case 8: return WeightedRowsBy<8>(P, rows, M8, M, B, Out);
-    default: return WeightedRowsAny(P, rows, M8, M, B, D8, Out);
-  }
-}
-
 // G[j][0..DP) += Σ_r P[r][j] · A[r][0..DP) for j < M: the rank-R update of dK (dS against scaled queries) or dV
 // (probabilities against dO); G is a padded accumulator owned by the caller.
 template <int R, int D8>
@@ -132,25 +111,48 @@ static void AccumulateAny(const float* P, int rows, int M8, int M, const float* 
   }
 }
 
-template <int D8>
-static void AccumulateBy(const float* P, int rows, int M8, int M, const float* A, float* G) {
+// Op's register-tiled pass over `rows` rows of P: RowsFor(D8) rows at a time, then single rows.
+template <typename Op, int D8>
+static void RowPasses(const float* P, int rows, int M8, int M, const float* X, float* Y) {
   constexpr int R = RowsFor(D8);
   int r = 0;
-  for (; r + R <= rows; r += R) AccumulateFixed<R, D8>(P + size_t(r) * M8, M8, M, A + r * 8 * D8, G);
-  for (; r < rows; r++) AccumulateFixed<1, D8>(P + size_t(r) * M8, M8, M, A + r * 8 * D8, G);
+  for (; r + R <= rows; r += R) Op::template Pass<R, D8>(P + size_t(r) * M8, M8, M, X, Y, r);
+  for (; r < rows; r++) Op::template Pass<1, D8>(P + size_t(r) * M8, M8, M, X, Y, r);
 }
 
-static void Accumulate(const float* P, int rows, int M8, int M, const float* A, int D8, float* G) {
+// The head widths with templated kernels (up to 64 channels); wider heads take Op's run-time-width loop.
+template <typename Op>
+static void ByWidth(const float* P, int rows, int M8, int M, const float* X, int D8, float* Y) {
   switch (D8) {
-    case 1: return AccumulateBy<1>(P, rows, M8, M, A, G);
-    case 2: return AccumulateBy<2>(P, rows, M8, M, A, G);
-    case 3: return AccumulateBy<3>(P, rows, M8, M, A, G);
-    case 4: return AccumulateBy<4>(P, rows, M8, M, A, G);
-    case 5: return AccumulateBy<5>(P, rows, M8, M, A, G);
-    case 6: return AccumulateBy<6>(P, rows, M8, M, A, G);
-    case 8: return AccumulateBy<8>(P, rows, M8, M, A, G);
-    default: return AccumulateAny(P, rows, M8, M, A, D8, G);
+    case 1: return RowPasses<Op, 1>(P, rows, M8, M, X, Y);
+    case 2: return RowPasses<Op, 2>(P, rows, M8, M, X, Y);
+    case 3: return RowPasses<Op, 3>(P, rows, M8, M, X, Y);
+    case 4: return RowPasses<Op, 4>(P, rows, M8, M, X, Y);
+    case 5: return RowPasses<Op, 5>(P, rows, M8, M, X, Y);
+    case 6: return RowPasses<Op, 6>(P, rows, M8, M, X, Y);
+    case 8: return RowPasses<Op, 8>(P, rows, M8, M, X, Y);
+    default: return Op::Any(P, rows, M8, M, X, D8, Y);
   }
+}
+
+// Out rows (one per P row) from shared padded B.
+struct WeightedRowsOp {
+  template <int R, int D8>
+  static void Pass(const float* P, int M8, int M, const float* B, float* Out, int r) { WeightedRowsFixed<R, D8>(P, M8, M, B, Out + r * 8 * D8); }
+  static void Any(const float* P, int rows, int M8, int M, const float* B, int D8, float* Out) { WeightedRowsAny(P, rows, M8, M, B, D8, Out); }
+};
+static void WeightedRows(const float* P, int rows, int M8, int M, const float* B, int D8, float* Out) {
+  ByWidth<WeightedRowsOp>(P, rows, M8, M, B, D8, Out);
+}
+
+// One A row per P row, into the shared accumulator G.
+struct AccumulateOp {
+  template <int R, int D8>
+  static void Pass(const float* P, int M8, int M, const float* A, float* G, int r) { AccumulateFixed<R, D8>(P, M8, M, A + r * 8 * D8, G); }
+  static void Any(const float* P, int rows, int M8, int M, const float* A, int D8, float* G) { AccumulateAny(P, rows, M8, M, A, D8, G); }
+};
+static void Accumulate(const float* P, int rows, int M8, int M, const float* A, int D8, float* G) {
+  ByWidth<AccumulateOp>(P, rows, M8, M, A, D8, G);
 }
 
 // P[r][j] = exp(S[r][j] − shift[r]) for j < M, 0 past M; sums[r] = Σ_j P[r][j] when sums is given.

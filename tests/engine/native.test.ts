@@ -23,6 +23,18 @@ function envWithoutAllocatorSettings(): NodeJS.ProcessEnv {
   return env;
 }
 
+/** Runs `fn` on a copy of the installed engine (links) that lacks one of our optional addons' folders. */
+function withoutAddon<T>(addon: string, fn: (dir: string) => T): T {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `native-no-${addon}-`));
+  const installed = nativeDir();
+  for (const e of fs.readdirSync(installed)) if (e !== addon) fs.symlinkSync(path.join(installed, e), path.join(dir, e));
+  try {
+    return fn(dir);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 describe("native engine", { skip: missing ?? false }, () => {
   before(async () => {
     const info = await initEngine({ backend: "node" });
@@ -85,41 +97,25 @@ describe("native engine", { skip: missing ?? false }, () => {
   });
 
   test("without the host-memory addon the engine still runs, on TensorFlow's own pool, and says so", () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "native-no-host-memory-"));
-    const installed = nativeDir();
-    for (const e of fs.readdirSync(installed)) if (e !== "host-memory") fs.symlinkSync(path.join(installed, e), path.join(dir, e));
-    let line: string;
-    try {
-      line = lastLineOfChild(
-        `import { initEngine, describeEngine } from ENGINE;
-         const info = await initEngine({ backend: "node", threads: 1 });
-         console.log(JSON.stringify({ text: describeEngine(info), env: process.env.TF_ONEDNN_USE_SYSTEM_ALLOCATOR ?? null }));`,
-        { ...envWithoutAllocatorSettings(), CONTROLNET_TS_NATIVE_DIR: dir });
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+    const line = withoutAddon("host-memory", (dir) => lastLineOfChild(
+      `import { initEngine, describeEngine } from ENGINE;
+       const info = await initEngine({ backend: "node", threads: 1 });
+       console.log(JSON.stringify({ text: describeEngine(info), env: process.env.TF_ONEDNN_USE_SYSTEM_ALLOCATOR ?? null }));`,
+      { ...envWithoutAllocatorSettings(), CONTROLNET_TS_NATIVE_DIR: dir }));
     const out = JSON.parse(line) as { text: string; env: string | null };
     assert.match(out.text, /host tensors: TensorFlow's oneDNN pool \(the host-memory addon is not installed\)/);
     assert.equal(out.env, null, "TensorFlow keeps its default allocator");
   });
 
   test("without the fused-kernels addon the engine still runs, attention as TensorFlow's ops, and says so", () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "native-no-fused-"));
-    const installed = nativeDir();
-    for (const e of fs.readdirSync(installed)) if (e !== "fused") fs.symlinkSync(path.join(installed, e), path.join(dir, e));
-    let line: string;
-    try {
-      line = lastLineOfChild(
-        `import { initEngine, describeEngine, hasFusedAttention, tf } from ENGINE;
-         import { scaledDotProductAttention } from ${JSON.stringify(new URL("../../lib/models/attention.ts", import.meta.url).href)};
-         const info = await initEngine({ backend: "node", threads: 1 });
-         const q = tf.ones([1, 4, 8]);
-         const out = scaledDotProductAttention(q, q, q, 0.5).dataSync();
-         console.log(JSON.stringify({ text: describeEngine(info), fused: hasFusedAttention(), out: Array.from(out.slice(0, 2)) }));`,
-        { ...process.env, CONTROLNET_TS_NATIVE_DIR: dir });
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+    const line = withoutAddon("fused", (dir) => lastLineOfChild(
+      `import { initEngine, describeEngine, hasFusedAttention, tf } from ENGINE;
+       import { scaledDotProductAttention } from ${JSON.stringify(new URL("../../lib/models/attention.ts", import.meta.url).href)};
+       const info = await initEngine({ backend: "node", threads: 1 });
+       const q = tf.ones([1, 4, 8]);
+       const out = scaledDotProductAttention(q, q, q, 0.5).dataSync();
+       console.log(JSON.stringify({ text: describeEngine(info), fused: hasFusedAttention(), out: Array.from(out.slice(0, 2)) }));`,
+      { ...process.env, CONTROLNET_TS_NATIVE_DIR: dir }));
     const out = JSON.parse(line) as { text: string; fused: boolean; out: number[] };
     assert.match(out.text, /fused kernels: none, TensorFlow's own ops run \(attention as batched products\): the fused-kernels addon is not built; rebuild with: npm run install-native/);
     assert.equal(out.fused, false);

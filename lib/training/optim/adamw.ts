@@ -16,6 +16,7 @@
 /** Elements per fused-kernel call: its outputs are new tensors, so a group costs 3× its size while it runs. */
 const FUSED_GROUP_ELEMENTS = 1 << 22;
 import { tf, fusedAdamW, fusedNorms, hasFusedAdamW, type AdamWScalars } from "../../engine/index.js";
+import { hostScalars } from "./host-update.js";
 import {
   ADAMW_DEFAULTS,
   adamScalars,
@@ -67,10 +68,8 @@ export class AdamW implements Optimizer {
     const dispose = opts.disposeGrads ?? true;
     this.steps++;
     const h = this.hyper;
-    const { decay, stepSize, bc2Sqrt } = adamScalars(h, this.steps);
-    const scalars: AdamWScalars = {
-      decay, oneMinusBeta1: 1 - h.beta1, beta2: h.beta2, oneMinusBeta2: 1 - h.beta2, bc2Sqrt, eps: h.eps, negStepSize: -stepSize,
-    };
+    // float32 values, as tf.scalar or the fused kernel's attributes hold them
+    const scalars: AdamWScalars = hostScalars(h, adamScalars(h, this.steps));
     const todo: [string, tf.Variable, tf.Tensor][] = [];
     for (const [name, p] of this.params) {
       const g = grads.get(name);

@@ -5,19 +5,12 @@
  * backend whose elementwise kernels are IEEE float32 (cpu, wasm) the host update is bit-identical to the device one.
  */
 import type { AdamWHyper } from "./types.js";
+import type { AdamWScalars } from "../../engine/index.js";
 
 const f = Math.fround;
 
-/** Scalars of one step, already rounded to float32 as the device's `tf.scalar`s are. */
-export interface HostScalars {
-  decay: number;
-  oneMinusBeta1: number;
-  beta2: number;
-  oneMinusBeta2: number;
-  bc2Sqrt: number;
-  eps: number;
-  negStepSize: number;
-}
+/** Scalars of one step (the fused kernel's, lib/engine/fused.ts), rounded to float32 as the device's `tf.scalar`s are. */
+export type HostScalars = AdamWScalars;
 
 export function hostScalars(h: AdamWHyper, s: { decay: number; stepSize: number; bc2Sqrt: number }): HostScalars {
   return {
