@@ -1,8 +1,8 @@
 /**
  * Our fused kernels on the native CPU engine: the TensorFlow ops of native/fused (built by `npm install` beside the
  * engine) registered as tfjs kernels with their gradients. TensorFlow has no fused CPU attention (without it the step
- * materialises every [batch·heads, N, M] score map forward and backward) and runs GroupNorm as a dozen small ops.
- * lib/engine/fused.ts is the engine-neutral entry point the models call.
+ * materialises every [batch·heads, N, M] score map forward and backward), runs GroupNorm as a dozen small ops and
+ * AdamW as 13 per parameter tensor. lib/engine/fused.ts is the engine-neutral entry point models and optimizer call.
  */
 import fs from "node:fs";
 import path from "node:path";
