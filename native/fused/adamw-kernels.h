@@ -1,9 +1,6 @@
 // AdamW's element update (ControlnetTsAdamW in fused.cc), compiled twice (see simd.h). The same float32 operations in
 // the same order as lib/training/optim/adamw.ts composes from TensorFlow ops — one rounding per operation, never an
 // FMA (contraction is switched off here), so the fused update equals the composed one bit for bit.
-struct AdamScalars {
-  float decay, one_minus_beta1, beta2, one_minus_beta2, bc2_sqrt, eps, neg_step_size;
-};
 
 __attribute__((optimize("fp-contract=off"))) static void AdamWUpdate(const float* p, const float* g, const float* m, const float* v,
                                                                       int64_t n, const AdamScalars& c, float* p2, float* m2, float* v2) {

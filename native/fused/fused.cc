@@ -69,6 +69,29 @@ TF_CAPI_EXPORT extern void TF_OpKernelConstruction_GetAttrBool(TF_OpKernelConstr
                                                                TF_Bool* val, TF_Status* status);
 }
 
+// The two compilations of the kernels (AVX2 + FMA, baseline) share these types and fill one table each.
+struct GroupSlice {
+  const float* x;  // batch item b: [P][C]
+  int64_t P;
+  int C, cg, g0, g1;
+  int c0() const { return g0 * cg; }
+  int c1() const { return g1 * cg; }
+};
+
+struct AdamScalars {
+  float decay, one_minus_beta1, beta2, one_minus_beta2, bc2_sqrt, eps, neg_step_size;
+};
+
+struct KernelTable {
+  void (*attention)(const float* q, const float* k, const float* v, int N, int M, int d, float scale, int i0, int i1, float* out, float* lse);
+  void (*attention_grad)(const float* q, const float* k, const float* v, const float* o, const float* lse, const float* dout, int N, int M,
+                         int d, float scale, int i0, int i1, float* dq, float* dKp, float* dVp);
+  void (*group_norm)(const GroupSlice& s, const float* gamma, const float* beta, float eps, bool silu, float* y, float* mean, float* rstd);
+  void (*group_norm_grad)(const GroupSlice& s, const float* gamma, const float* beta, const float* mean, const float* rstd, const float* dy,
+                          bool silu, float* dx, float* dgamma_b, float* dbeta_b);
+  void (*adamw)(const float* p, const float* g, const float* m, const float* v, int64_t n, const AdamScalars& c, float* p2, float* m2, float* v2);
+};
+
 namespace avx2 {
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
@@ -76,6 +99,7 @@ namespace avx2 {
 #include "attention-kernels.h"
 #include "group-norm-kernels.h"
 #include "adamw-kernels.h"
+#include "kernel-table.h"
 #pragma GCC pop_options
 }  // namespace avx2
 
@@ -84,11 +108,13 @@ namespace baseline {
 #include "attention-kernels.h"
 #include "group-norm-kernels.h"
 #include "adamw-kernels.h"
+#include "kernel-table.h"
 }  // namespace baseline
 
 namespace {
 
 const bool kAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+const KernelTable& K = kAvx2 ? avx2::kTable : baseline::kTable;
 
 // Every op's attributes (each reads those it declares).
 struct Attrs {
@@ -102,43 +128,37 @@ struct Attrs {
 };
 const char* const kAdamScalars[7] = {"decay", "one_minus_beta1", "beta2", "one_minus_beta2", "bc2_sqrt", "eps", "neg_step_size"};
 
-void* Create(TF_OpKernelConstruction* ctx, bool attention, bool forward) {
+enum class OpKind { Attention, GroupNorm, GroupNormGrad, Norms, AdamW };
+
+// Reads the attributes `kind` declares (num_threads for all).
+void* Create(TF_OpKernelConstruction* ctx, OpKind kind) {
   auto* a = new Attrs;
   TF_Status* s = TF_NewStatus();
+  auto ok = [&] { return TF_GetCode(s) == TF_OK; };
   int64_t n = 1;
   TF_OpKernelConstruction_GetAttrInt64(ctx, "num_threads", &n, s);
   a->num_threads = static_cast<int>(std::clamp<int64_t>(n, 1, 256));
-  if (attention) {
-    if (TF_GetCode(s) == TF_OK) TF_OpKernelConstruction_GetAttrFloat(ctx, "scale", &a->scale, s);
-  } else {
+  if (kind == OpKind::Attention) {
+    if (ok()) TF_OpKernelConstruction_GetAttrFloat(ctx, "scale", &a->scale, s);
+  } else if (kind == OpKind::GroupNorm || kind == OpKind::GroupNormGrad) {
     TF_Bool silu = 0;
-    if (TF_GetCode(s) == TF_OK) TF_OpKernelConstruction_GetAttrInt64(ctx, "groups", &a->groups, s);
-    if (TF_GetCode(s) == TF_OK) TF_OpKernelConstruction_GetAttrBool(ctx, "silu", &silu, s);
-    if (TF_GetCode(s) == TF_OK && forward) TF_OpKernelConstruction_GetAttrFloat(ctx, "eps", &a->eps, s);
+    if (ok()) TF_OpKernelConstruction_GetAttrInt64(ctx, "groups", &a->groups, s);
+    if (ok()) TF_OpKernelConstruction_GetAttrBool(ctx, "silu", &silu, s);
+    if (ok() && kind == OpKind::GroupNorm) TF_OpKernelConstruction_GetAttrFloat(ctx, "eps", &a->eps, s);
     a->silu = silu != 0;
+  } else {  // the list ops: N tensors per list, and AdamW's scalars
+    if (ok()) TF_OpKernelConstruction_GetAttrInt64(ctx, "N", &a->n, s);
+    for (int i = 0; kind == OpKind::AdamW && i < 7 && ok(); i++) TF_OpKernelConstruction_GetAttrFloat(ctx, kAdamScalars[i], &a->adam[i], s);
   }
-  if (TF_GetCode(s) != TF_OK) TF_OpKernelConstruction_Failure(ctx, s);
+  if (!ok()) TF_OpKernelConstruction_Failure(ctx, s);
   TF_DeleteStatus(s);
   return a;
 }
-void* CreateAttention(TF_OpKernelConstruction* ctx) { return Create(ctx, true, true); }
-// The list ops: N tensors per list, and AdamW's scalars.
-void* CreateListOp(TF_OpKernelConstruction* ctx, bool adam) {
-  auto* a = new Attrs;
-  TF_Status* s = TF_NewStatus();
-  int64_t n = 1;
-  TF_OpKernelConstruction_GetAttrInt64(ctx, "num_threads", &n, s);
-  a->num_threads = static_cast<int>(std::clamp<int64_t>(n, 1, 256));
-  if (TF_GetCode(s) == TF_OK) TF_OpKernelConstruction_GetAttrInt64(ctx, "N", &a->n, s);
-  for (int i = 0; adam && i < 7 && TF_GetCode(s) == TF_OK; i++) TF_OpKernelConstruction_GetAttrFloat(ctx, kAdamScalars[i], &a->adam[i], s);
-  if (TF_GetCode(s) != TF_OK) TF_OpKernelConstruction_Failure(ctx, s);
-  TF_DeleteStatus(s);
-  return a;
-}
-void* CreateNorms(TF_OpKernelConstruction* ctx) { return CreateListOp(ctx, false); }
-void* CreateAdamW(TF_OpKernelConstruction* ctx) { return CreateListOp(ctx, true); }
-void* CreateGroupNorm(TF_OpKernelConstruction* ctx) { return Create(ctx, false, true); }
-void* CreateGroupNormGrad(TF_OpKernelConstruction* ctx) { return Create(ctx, false, false); }
+void* CreateAttention(TF_OpKernelConstruction* ctx) { return Create(ctx, OpKind::Attention); }
+void* CreateGroupNorm(TF_OpKernelConstruction* ctx) { return Create(ctx, OpKind::GroupNorm); }
+void* CreateGroupNormGrad(TF_OpKernelConstruction* ctx) { return Create(ctx, OpKind::GroupNormGrad); }
+void* CreateNorms(TF_OpKernelConstruction* ctx) { return Create(ctx, OpKind::Norms); }
+void* CreateAdamW(TF_OpKernelConstruction* ctx) { return Create(ctx, OpKind::AdamW); }
 
 void Delete(void* a) { delete static_cast<Attrs*>(a); }
 
@@ -242,13 +262,7 @@ void ComputeAttention(void* attrs, TF_OpKernelContext* ctx) {
     const float* k = in[1].data + b * M * d;
     const float* v = in[2].data + b * M * d;
     const float* q = in[0].data + b * N * d;
-    if (kAvx2) {
-      avx2::Head h(k, v, int(N), int(M), int(d), false);
-      avx2::ForwardRows(h, q, a.scale, int(i0), int(i1), out + b * N * d, lse + b * N);
-    } else {
-      baseline::Head h(k, v, int(N), int(M), int(d), false);
-      baseline::ForwardRows(h, q, a.scale, int(i0), int(i1), out + b * N * d, lse + b * N);
-    }
+    K.attention(q, k, v, int(N), int(M), int(d), a.scale, int(i0), int(i1), out + b * N * d, lse + b * N);
   });
 }
 
@@ -276,13 +290,8 @@ void ComputeAttentionGrad(void* attrs, TF_OpKernelContext* ctx) {
     const int64_t qo = b * N * d, ko = b * M * d;
     float* gk = dKp.data() + item * padded;
     float* gv = dVp.data() + item * padded;
-    if (kAvx2) {
-      avx2::Head h(in[1].data + ko, in[2].data + ko, int(N), int(M), int(d), true);
-      avx2::BackwardRows(h, in[0].data + qo, in[3].data + qo, in[4].data + b * N, in[5].data + qo, a.scale, int(i0), int(i1), dq + qo, gk, gv);
-    } else {
-      baseline::Head h(in[1].data + ko, in[2].data + ko, int(N), int(M), int(d), true);
-      baseline::BackwardRows(h, in[0].data + qo, in[3].data + qo, in[4].data + b * N, in[5].data + qo, a.scale, int(i0), int(i1), dq + qo, gk, gv);
-    }
+    K.attention_grad(in[0].data + qo, in[1].data + ko, in[2].data + ko, in[3].data + qo, in[4].data + b * N, in[5].data + qo, int(N), int(M),
+                     int(d), a.scale, int(i0), int(i1), dq + qo, gk, gv);
   });
   // strip the padding and sum the parts (in part order: the result does not depend on thread timing)
   for (int64_t b = 0; b < BH; b++)
@@ -331,13 +340,8 @@ void ComputeGroupNorm(void* attrs, TF_OpKernelContext* ctx) {
   ParallelFor(B * slices, slices * B > 1 ? a.num_threads : 1, [&](int64_t item) {
     const int64_t b = item / slices, g0 = (item % slices) * per, g1 = std::min(G, g0 + per);
     if (g0 >= g1) return;
-    if (kAvx2) {
-      avx2::GroupSlice s{in[0].data + b * P * C, P, int(C), int(C / G), int(g0), int(g1)};
-      avx2::GroupNormForward(s, in[1].data, in[2].data, a.eps, a.silu, y + b * P * C, mean + b * G, rstd + b * G);
-    } else {
-      baseline::GroupSlice s{in[0].data + b * P * C, P, int(C), int(C / G), int(g0), int(g1)};
-      baseline::GroupNormForward(s, in[1].data, in[2].data, a.eps, a.silu, y + b * P * C, mean + b * G, rstd + b * G);
-    }
+    const GroupSlice s{in[0].data + b * P * C, P, int(C), int(C / G), int(g0), int(g1)};
+    K.group_norm(s, in[1].data, in[2].data, a.eps, a.silu, y + b * P * C, mean + b * G, rstd + b * G);
   });
 }
 
@@ -360,13 +364,9 @@ void ComputeGroupNormGrad(void* attrs, TF_OpKernelContext* ctx) {
     const int64_t b = item / slices, g0 = (item % slices) * per, g1 = std::min(G, g0 + per);
     if (g0 >= g1) return;
     const int64_t at = b * P * C;
-    if (kAvx2) {
-      avx2::GroupSlice s{in[0].data + at, P, int(C), int(C / G), int(g0), int(g1)};
-      avx2::GroupNormBackward(s, in[1].data, in[2].data, in[3].data + b * G, in[4].data + b * G, in[5].data + at, a.silu, dx + at, dgammaB.data() + b * C, dbetaB.data() + b * C);
-    } else {
-      baseline::GroupSlice s{in[0].data + at, P, int(C), int(C / G), int(g0), int(g1)};
-      baseline::GroupNormBackward(s, in[1].data, in[2].data, in[3].data + b * G, in[4].data + b * G, in[5].data + at, a.silu, dx + at, dgammaB.data() + b * C, dbetaB.data() + b * C);
-    }
+    const GroupSlice s{in[0].data + at, P, int(C), int(C / G), int(g0), int(g1)};
+    K.group_norm_grad(s, in[1].data, in[2].data, in[3].data + b * G, in[4].data + b * G, in[5].data + at, a.silu, dx + at, dgammaB.data() + b * C,
+                      dbetaB.data() + b * C);
   });
   for (int64_t c = 0; c < C; c++) {
     float sg = 0.f, sb = 0.f;
@@ -402,18 +402,12 @@ void ComputeAdamW(void* attrs, TF_OpKernelContext* ctx) {
     total += n;
     for (int64_t b = 0; b < n; b += 1 << 16) chunks.push_back({i, b, std::min(n, b + (int64_t(1) << 16))});
   }
-  const float* c = a.adam;
+  const AdamScalars sc{a.adam[0], a.adam[1], a.adam[2], a.adam[3], a.adam[4], a.adam[5], a.adam[6]};
   ParallelFor(static_cast<int64_t>(chunks.size()), total < (1 << 18) ? 1 : a.num_threads, [&](int64_t item) {
     const Chunk& ch = chunks[item];
     const int64_t i = ch.t, o = ch.begin, n = ch.end - ch.begin;
     const float* src[4] = {in[i].data + o, in[N + i].data + o, in[2 * N + i].data + o, in[3 * N + i].data + o};
-    if (kAvx2) {
-      const avx2::AdamScalars sc{c[0], c[1], c[2], c[3], c[4], c[5], c[6]};
-      avx2::AdamWUpdate(src[0], src[1], src[2], src[3], n, sc, out[i] + o, out[N + i] + o, out[2 * N + i] + o);
-    } else {
-      const baseline::AdamScalars sc{c[0], c[1], c[2], c[3], c[4], c[5], c[6]};
-      baseline::AdamWUpdate(src[0], src[1], src[2], src[3], n, sc, out[i] + o, out[N + i] + o, out[2 * N + i] + o);
-    }
+    K.adamw(src[0], src[1], src[2], src[3], n, sc, out[i] + o, out[N + i] + o, out[2 * N + i] + o);
   });
 }
 

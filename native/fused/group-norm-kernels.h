@@ -4,6 +4,8 @@
 // item b's groups [g0, g1): the statistics are two-pass (mean, then the mean of squared deviations: biased variance,
 // as torch.nn.GroupNorm) with per-channel double sums; every pass walks the positions in memory order.
 
+// (GroupSlice, the part of x one call handles, is declared in fused.cc: the same type for both compilations.)
+
 // Per-thread scratch of n elements, reused across calls (LayerNorm runs one slice per token: [B·N, 1, C], 1 group).
 template <typename T>
 static T* Scratch(int slot, size_t n) {
@@ -12,13 +14,6 @@ static T* Scratch(int slot, size_t n) {
   return buf[slot].data();
 }
 
-struct GroupSlice {
-  const float* x;  // batch item b: [P][C]
-  int64_t P;
-  int C, cg, g0, g1;
-  int c0() const { return g0 * cg; }
-  int c1() const { return g1 * cg; }
-};
 
 // y = (x − mean)·rstd·gamma + beta, then SiLU when `silu`, for the channels [c0, c1) of one position row.
 static void NormalizeRow(const float* x, float* y, const float* scale, const float* shift, int c0, int c1, bool silu) {
