@@ -29,12 +29,8 @@ import { StableDiffusionControlNetPipeline } from "../lib/pipeline/index.js";
 import { createTrainingStep, planMemory, plannedDeviceBytes, trainingStepFlops } from "../lib/planner/index.js";
 import { Table } from "../widgets/table.js";
 import { BENCH_MID_UNET } from "./models.js";
-import { BENCH_MID_VAE } from "./pipeline.js";
+import { BENCH_MID_VAE, SD15_SCHEDULER } from "./pipeline.js";
 
-const SD15_SCHEDULER = {
-  _class_name: "PNDMScheduler", beta_end: 0.012, beta_schedule: "scaled_linear", beta_start: 0.00085,
-  num_train_timesteps: 1000, set_alpha_to_one: false, skip_prk_steps: true, steps_offset: 1, clip_sample: false,
-};
 const RESOLUTION = 256;
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;

@@ -35,7 +35,8 @@ export const BENCH_MID_VAE = {
   sample_size: 256,
 };
 
-const SD15_SCHEDULER = {
+/** SD1.5's scheduler config (the validation pipelines build UniPC from it, as train_controlnet's validation does). */
+export const SD15_SCHEDULER = {
   _class_name: "PNDMScheduler", beta_end: 0.012, beta_schedule: "scaled_linear", beta_start: 0.00085,
   num_train_timesteps: 1000, set_alpha_to_one: false, skip_prk_steps: true, steps_offset: 1, trained_betas: null, clip_sample: false,
 };

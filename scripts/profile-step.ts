@@ -4,6 +4,8 @@
  *   `node --import tsx scripts/profile-step.ts mid [batch]` — the bench-mid ControlNet step of `npm run bench -- compare`
  *   (256 px, chunked attention 256 unless CHUNK is set, CHUNK=0: full scores as `compare` on native; batch default 4;
  *   where the engine has fused attention, chunking does not apply);
+ *   `node --import tsx scripts/profile-step.ts image` — one validation image of `compare` (bench-mid UNet/ControlNet, UniPC
+ *   5 steps unless VAL_STEPS is set, guidance 7.5, 256 px, bench-pipeline's VAE);
  *   `node --import tsx scripts/profile-step.ts sd15 [batch]` — the SD1.5-config step of `npm run bench -- sd15-step`
  *   (512 px unless RESOLUTION is set, gradient checkpointing; batch default 1; one warm-up and STEPS=1 timed step).
  */
@@ -13,6 +15,9 @@ import { TINY_UNET_CONFIG, TINY_VAE_CONFIG } from "../data/recipes/tiny-sd.js";
 import { createTrainingStep } from "../lib/planner/index.js";
 import { BENCH_MID_UNET } from "../bench/models.js";
 import { SD15_UNET } from "../lib/planner/index.js";
+import { BENCH_MID_VAE, SD15_SCHEDULER } from "../bench/pipeline.js";
+import { StableDiffusionControlNetPipeline } from "../lib/pipeline/index.js";
+import { schedulerFromConfig } from "../lib/schedulers/index.js";
 
 await initEngine();
 const which = process.argv[2] ?? "unet";
@@ -32,8 +37,20 @@ for (const k of tf.getKernelsForBackend(tf.getBackend())) {
     }
   }) as typeof f;
 }
-let step: () => void;
-if (which === "sd15") {
+let step: () => void | Promise<void>;
+if (which === "image") {
+  const runner = createTrainingStep({ unet: BENCH_MID_UNET, resolution: 256, batchSize: 1, options: {} });
+  const vae = new AutoencoderKL(BENCH_MID_VAE, { seed: 3, trainable: false });
+  const scheduler = schedulerFromConfig("unipc", SD15_SCHEDULER);
+  const pipe = new StableDiffusionControlNetPipeline({ unet: runner.unet, controlnet: runner.controlnet, vae, scheduler });
+  const pos = tf.randomNormal([1, 77, 64], 0, 1, "float32", 1) as tf.Tensor3D;
+  const neg = tf.randomNormal([1, 77, 64], 0, 1, "float32", 2) as tf.Tensor3D;
+  const cond = tf.randomUniform([1, 256, 256, 3], 0, 1, "float32", 3) as tf.Tensor4D;
+  step = async () => {
+    const out = await pipe.call({ promptEmbeds: pos, negativePromptEmbeds: neg, image: cond, numInferenceSteps: Number(process.env.VAL_STEPS ?? 5), guidanceScale: 7.5, seed: 1, outputType: "tensor" });
+    out.pixels!.dispose();
+  };
+} else if (which === "sd15") {
   const runner = createTrainingStep({ unet: SD15_UNET, resolution: Number(process.env.RESOLUTION ?? 512), batchSize: B, options: { setGradsToNone: true, gradientCheckpointing: true } });
   step = () => void runner.step();
 } else if (which === "mid") {
@@ -57,11 +74,11 @@ if (which === "sd15") {
   };
 }
 const big = which === "sd15";
-step();
-if (!big) step();
+await step();
+if (!big) await step();
 times.clear();
 const N = Number(process.env.STEPS ?? (big ? 1 : 3)); const t0 = performance.now(); const c0 = process.cpuUsage();
-for (let i = 0; i < N; i++) step();
+for (let i = 0; i < N; i++) await step();
 const total = (performance.now() - t0) / N;
 const cpu = process.cpuUsage(c0);
 // process CPU time (user + system) beside the wall time: on a shared machine it is the steadier figure (1 thread)

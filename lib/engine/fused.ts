@@ -1,11 +1,12 @@
 /**
  * Fused kernels, where the engine has them (the native CPU engine: lib/engine/native/fused.ts):
- *  - attention: softmax(q·kᵀ·scale)·v for head-split q [BH,N,d], k/v [BH,M,d] in one kernel that never materialises
- *    the [BH,N,M] scores;
+ *  - attention: softmax(q·kᵀ·scale)·v per head for q [B,N,heads·d], k/v [B,M,heads·d] (heads interleaved in the
+ *    channels, as the projections produce them) in one kernel that never materialises the [B·heads,N,M] scores;
  *  - GroupNorm, optionally followed by SiLU (a resnet's norm → nonlinearity), in one kernel instead of ~17 ops;
  *  - AdamW's update of a group of parameter tensors in one kernel instead of 13 ops per tensor, bit for bit the same
  *    float32 operations (lib/training/optim/adamw.ts composes them where the kernel is missing), and the gradient
- *    clip's per-tensor 2-norms in one kernel (summed in double).
+ *    clip's per-tensor 2-norms in one kernel (summed in double);
+ *  - SiLU, x·sigmoid(x), one pass each way (composed: 2 full-size ops forward, ~6 backward).
  * Each returns null where the running backend has no such kernel (wasm, cpu, the GPU engine), and the caller
  * composes the same math from tfjs ops (lib/models). Gradients are registered with the kernels.
  */
@@ -17,6 +18,8 @@ export const FUSED_GROUP_NORM = "ControlnetTsFusedGroupNorm";
 export const FUSED_GROUP_NORM_GRAD = "ControlnetTsFusedGroupNormGrad";
 export const FUSED_ADAMW = "ControlnetTsFusedAdamW";
 export const FUSED_NORMS = "ControlnetTsFusedNorms";
+export const FUSED_SILU = "ControlnetTsFusedSilu";
+export const FUSED_SILU_GRAD = "ControlnetTsFusedSiluGrad";
 
 // CONTROLNET_TS_FUSED_KERNELS=0 turns them off (everything then composes tfjs ops, as on wasm): for comparing.
 let enabled = process.env.CONTROLNET_TS_FUSED_KERNELS !== "0";
@@ -37,9 +40,10 @@ export function hasFusedAttention(): boolean {
   return has(FUSED_ATTENTION);
 }
 
-export function fusedAttention(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, scale: number): tf.Tensor3D | null {
+/** q [B,N,heads·d], k/v [B,M,heads·d] → [B,N,heads·d]; null where the engine has no fused kernel. */
+export function fusedAttention(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, scale: number, heads = 1): tf.Tensor3D | null {
   if (!hasFusedAttention()) return null;
-  const [out, lse] = tf.engine().runKernel(FUSED_ATTENTION, { q, k, v }, { scale }) as tf.Tensor[];
+  const [out, lse] = tf.engine().runKernel(FUSED_ATTENTION, { q, k, v }, { scale, heads }) as tf.Tensor[];
   lse!.dispose(); // the tape keeps its own reference for the gradient
   return out as tf.Tensor3D;
 }
@@ -49,6 +53,13 @@ export function fusedGroupNorm<T extends tf.Tensor>(x: T, gamma: tf.Tensor, beta
   if (!has(FUSED_GROUP_NORM)) return null;
   const [y, mean, rstd] = tf.engine().runKernel(FUSED_GROUP_NORM, { x, gamma, beta }, { groups, eps, silu }) as tf.Tensor[];
   tf.dispose([mean!, rstd!]); // kept by the tape for the gradient
+  return y as T;
+}
+
+/** x·sigmoid(x) in one kernel (its gradient too); null where the engine has none. */
+export function fusedSilu<T extends tf.Tensor>(x: T): T | null {
+  if (!has(FUSED_SILU) || x.dtype !== "float32") return null;
+  const [y] = tf.engine().runKernel(FUSED_SILU, { x }) as tf.Tensor[];
   return y as T;
 }
 

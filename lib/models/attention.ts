@@ -14,21 +14,36 @@ import { Module } from "./module.js";
 import { GroupNorm, LayerNorm, Linear, Pointwise, gelu } from "./layers.js";
 
 /**
- * softmax(q·kᵀ·scale + mask)·v for head-split tensors q [BH,N,d], k/v [BH,M,d]; mask broadcasts to [BH,N,M].
- * All heads go through one batched product each way (QKᵀ and AV), so the op count — and the tape — does not grow
- * with the number of heads: per-op overhead, not arithmetic, is what small and mid-size models spend their time on
- * (on wasm the batched kernel, lib/engine/kernels/batch-matmul.ts, picks SIMD or a GEMM loop per shape). With
- * chunkSize > 0 and N > chunkSize, queries go in checkpointed chunks, each chunk still one product per direction.
- * Where the engine has a fused attention kernel (native CPU), an unmasked attention runs there instead: it never
- * holds the score matrix, so chunking has nothing left to save.
+ * Multi-head softmax(q·kᵀ·scale + mask)·v for q [B,N,heads·d], k/v [B,M,heads·d] (heads interleaved in the channels,
+ * as the projections produce them) → [B,N,heads·d]; mask broadcasts to [B·heads,N,M].
+ * Where the engine has a fused attention kernel (native CPU), an unmasked attention runs there on the interleaved
+ * layout: it never holds the score matrix (chunking has nothing left to save) and the heads need no split/merge.
+ * Otherwise heads are split to [B·heads, N, d] and all go through one batched product each way (QKᵀ and AV), so the
+ * op count — and the tape — does not grow with the number of heads: per-op overhead, not arithmetic, is what small
+ * and mid-size models spend their time on (on wasm the batched kernel, lib/engine/kernels/batch-matmul.ts, picks SIMD
+ * or a GEMM loop per shape). With chunkSize > 0 and N > chunkSize, queries go in checkpointed chunks, each chunk
+ * still one product per direction.
  */
 export function scaledDotProductAttention(
   q: tf.Tensor3D,
   k: tf.Tensor3D,
   v: tf.Tensor3D,
   scale: number,
-  opts: { chunkSize?: number; mask?: tf.Tensor } = {},
+  opts: { chunkSize?: number; mask?: tf.Tensor; heads?: number } = {},
 ): tf.Tensor3D {
+  const heads = opts.heads ?? 1;
+  if (!opts.mask) {
+    const fused = fusedAttention(q, k, v, scale, heads);
+    if (fused) return fused;
+  }
+  if (heads === 1) return composedAttention(q, k, v, scale, opts);
+  return tf.tidy(() =>
+    mergeHeads(composedAttention(splitHeads(q, heads), splitHeads(k, heads), splitHeads(v, heads), scale, opts), heads),
+  );
+}
+
+/** scaledDotProductAttention from tfjs ops, on head-split q [BH,N,d], k/v [BH,M,d]. */
+function composedAttention(q: tf.Tensor3D, k: tf.Tensor3D, v: tf.Tensor3D, scale: number, opts: { chunkSize?: number; mask?: tf.Tensor }): tf.Tensor3D {
   const attend = (qc: tf.Tensor, kc: tf.Tensor, vc: tf.Tensor, mask?: tf.Tensor): tf.Tensor3D =>
     tf.tidy(() => {
       // scale q (small) rather than the scores: one fewer score-sized tensor kept for backprop
@@ -36,10 +51,6 @@ export function scaledDotProductAttention(
       if (mask) s = tf.add(s, mask);
       return tf.matMul(tf.softmax(s) as tf.Tensor3D, vc as tf.Tensor3D);
     });
-  if (!opts.mask) {
-    const fused = fusedAttention(q, k, v, scale);
-    if (fused) return fused;
-  }
   const n = q.shape[1];
   const chunk = opts.chunkSize ?? 0;
   if (!(chunk > 0 && n > chunk)) return attend(q, k, v, opts.mask);
@@ -125,11 +136,11 @@ export class Attention extends Module {
       let h: tf.Tensor = x;
       if (this.group_norm) h = this.group_norm.forward(h);
       if (h.rank === 4) h = tf.reshape(h, [shape[0]!, shape[1]! * shape[2]!, shape[3]!]);
-      const ctx = context ?? h;
-      const q = splitHeads(this.to_q.forward(h), this.heads);
-      const k = splitHeads(this.to_k.forward(ctx), this.heads);
-      const v = splitHeads(this.to_v.forward(ctx), this.heads);
-      const o = mergeHeads(scaledDotProductAttention(q, k, v, this.scale, { chunkSize: this.chunkSize }), this.heads);
+      const ctx = (context ?? h) as tf.Tensor3D;
+      const o = scaledDotProductAttention(this.to_q.forward(h as tf.Tensor3D), this.to_k.forward(ctx), this.to_v.forward(ctx), this.scale, {
+        chunkSize: this.chunkSize,
+        heads: this.heads,
+      });
       let y: tf.Tensor = this.to_out[0]!.forward(o);
       if (x.rank === 4) y = tf.reshape(y, shape);
       if (this.residualConnection) y = tf.add(y, x);

@@ -105,6 +105,15 @@ export interface ControlNetForwardOptions {
   guessMode?: boolean;
 }
 
+/**
+ * A control image already through the conditioning embedding (`ControlNetModel.embedCondition`). It depends only on
+ * the image, so a pipeline embeds each control image once per call instead of at every sampler step and for both
+ * halves of the guidance batch (diffusers recomputes it inside every ControlNetModel.forward).
+ */
+export interface EmbeddedCondition {
+  readonly embedding: tf.Tensor4D;
+}
+
 export interface ControlNetOutput {
   /** One residual per UNet skip state (12 for SD1.5), NHWC. */
   downBlockResSamples: tf.Tensor4D[];
@@ -191,24 +200,34 @@ export class ControlNetModel extends UNetEncoderModel<ControlNetConfig> {
     savePretrained(dir, this, ControlNetModel.className, this.config);
   }
 
+  /** controlnetCond [B, H, W, conditioning_channels] in [0,1] → its conditioning embedding [B, h, w, C0]. */
+  embedCondition(controlnetCond: tf.Tensor4D): EmbeddedCondition {
+    return {
+      embedding: tf.tidy(() => {
+        const bgr = this.config.controlnet_conditioning_channel_order === "bgr";
+        return this.controlnet_cond_embedding.forward(bgr ? tf.reverse(controlnetCond, 3) : controlnetCond);
+      }),
+    };
+  }
+
   /**
    * sample: [B,h,w,4] noisy latents; timestep: number, number[] or [B] tensor; encoderHiddenStates: [B,M,D];
-   * controlnetCond: [B, H, W, conditioning_channels] in [0,1], H/h = 2^(stages-1) (8 for SD). NHWC throughout.
+   * controlnetCond: [B, H, W, conditioning_channels] in [0,1], H/h = 2^(stages-1) (8 for SD), or that image's
+   * `embedCondition` (batch B). NHWC throughout.
    */
   forward(
     sample: tf.Tensor4D,
     timestep: number | number[] | tf.Tensor,
     encoderHiddenStates: tf.Tensor3D,
-    controlnetCond: tf.Tensor4D,
+    controlnetCond: tf.Tensor4D | EmbeddedCondition,
     opts: ControlNetForwardOptions = {},
   ): ControlNetOutput {
     const scale = opts.conditioningScale ?? 1;
     const result = tf.tidy(() => {
       const b = sample.shape[0];
-      let cond = controlnetCond;
-      if (this.config.controlnet_conditioning_channel_order === "bgr") cond = tf.reverse(cond, 3);
+      const cond = "embedding" in controlnetCond ? controlnetCond.embedding : this.embedCondition(controlnetCond).embedding;
       const emb = this.embedTime(timestep, b);
-      let h = tf.add(this.conv_in.forward(sample), this.controlnet_cond_embedding.forward(cond)) as tf.Tensor4D;
+      let h = tf.add(this.conv_in.forward(sample), cond) as tf.Tensor4D;
       const down = this.runDown(h, emb, encoderHiddenStates);
       h = down.hidden;
       if (this.mid_block) h = this.mid_block.forward(h, emb, encoderHiddenStates);

@@ -3,7 +3,7 @@
  * for stride 2), linear layers as 2-D matmuls (the wasm fast path, and it avoids a tfjs broadcast-gradient bug),
  * GroupNorm/LayerNorm with biased variance and the eps diffusers uses.
  */
-import { tf, fusedGroupNorm } from "../engine/index.js";
+import { tf, fusedGroupNorm, fusedSilu } from "../engine/index.js";
 import { Module } from "./module.js";
 import type { Param } from "./module.js";
 
@@ -230,7 +230,7 @@ export class Embedding extends Module {
 }
 
 export function silu<T extends tf.Tensor>(x: T): T {
-  return tf.tidy(() => tf.mul(x, tf.sigmoid(x)) as T);
+  return fusedSilu(x) ?? tf.tidy(() => tf.mul(x, tf.sigmoid(x)) as T);
 }
 
 /** Exact GELU, x·Φ(x) = x·½(1+erf(x/√2)) (PyTorch's default approximate="none"). */

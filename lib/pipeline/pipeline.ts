@@ -246,12 +246,15 @@ export class StableDiffusionControlNetPipeline {
       const cnEmbeds = condOnly ? pos : embeds;
 
       // Control images: batch 1 → every sample; batch B → each prompt's images; doubled for CFG unless condOnly.
+      // Each is embedded once, as given (the embedding depends on the image alone), then repeated.
       const conds = images.map((p, k) => {
         const b = p.tensor.shape[0];
         if (b !== 1 && b !== batch) {
           throw new Error(`control image ${k + 1} has batch ${b}; it must be 1 or the number of prompts (${batch})`);
         }
-        const rep = repeatInterleave(p.tensor, b === 1 ? total : numImages);
+        const { embedding } = this.controlnets[k]!.embedCondition(p.tensor);
+        const rep = repeatInterleave(embedding, b === 1 ? total : numImages);
+        embedding.dispose();
         if (!cfg || condOnly) return rep;
         const doubled = tf.concat([rep, rep], 0) as tf.Tensor4D;
         rep.dispose();
@@ -287,7 +290,7 @@ export class StableDiffusionControlNetPipeline {
           this.controlnets.forEach((net, k) => {
             const scale = condScales[k]! * keep[i]![k]!;
             if (scale === 0) return; // a zero-scaled ControlNet adds exact zeros: skip its forward pass
-            const r = net.forward(controlInput, t, cnEmbeds, conds[k]!, { conditioningScale: scale, guessMode });
+            const r = net.forward(controlInput, t, cnEmbeds, { embedding: conds[k]! }, { conditioningScale: scale, guessMode });
             down = down ? down.map((d, j) => tf.add(d, r.downBlockResSamples[j]!) as tf.Tensor4D) : r.downBlockResSamples;
             mid = mid ? (tf.add(mid, r.midBlockResSample) as tf.Tensor4D) : r.midBlockResSample;
           });

@@ -18,11 +18,13 @@ export interface UNetLike {
 
 export interface ControlNetLike {
   readonly config: { global_pool_conditions?: boolean };
+  /** The control image's conditioning embedding: the pipeline computes it once per call and passes it to forward. */
+  embedCondition(controlnetCond: tf.Tensor4D): { embedding: tf.Tensor4D };
   forward(
     sample: tf.Tensor4D,
     timestep: number | number[] | tf.Tensor,
     encoderHiddenStates: tf.Tensor3D,
-    controlnetCond: tf.Tensor4D,
+    controlnetCond: tf.Tensor4D | { embedding: tf.Tensor4D },
     opts?: { conditioningScale?: number; guessMode?: boolean },
   ): { downBlockResSamples: tf.Tensor4D[]; midBlockResSample: tf.Tensor4D };
 }

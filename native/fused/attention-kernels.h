@@ -1,7 +1,9 @@
 // Fused attention's arithmetic (ControlnetTsAttention / …Grad in fused.cc), compiled twice (see simd.h).
 //
 // Layouts (one batch·head at a time; d = head width, D8 = d rounded up to 8-float vectors, DP = 8·D8, M8 = keys
-// rounded up to 8):
+// rounded up to 8). The operands q, k, v, out, dout and dq are rows of d floats `ld` apart: a head's slice of
+// [batch, tokens, heads·d] (ld = heads·d), so the model never splits heads into a layout of their own.
+// Internal layouts:
 //   "rows"       [R][d]   a few query rows, contiguous
 //   "padded"     [n][DP]  rows zero-padded to whole vectors (values, keys, accumulators of dK / dV)
 //   "transposed" [d][M8]  keys or values by channel, zero-padded past M (so a vector runs along keys)
@@ -191,25 +193,25 @@ static float RowMax(const float* s, int M) {
 struct Head {
   int N, M, d, D8, DP, M8;
   std::vector<float> Kt, Vt, Kp, Vp;  // transposed / padded copies (only those the pass needs)
-  Head(const float* k, const float* v, int N_, int M_, int d_, bool backward) : N(N_), M(M_), d(d_) {
+  Head(const float* k, const float* v, int N_, int M_, int d_, size_t ld, bool backward) : N(N_), M(M_), d(d_) {
     D8 = (d + 7) / 8;
     DP = 8 * D8;
     M8 = (M + 7) / 8 * 8;
     Kt.assign(size_t(d) * M8, 0.f);
     for (int j = 0; j < M; j++)
-      for (int c = 0; c < d; c++) Kt[size_t(c) * M8 + j] = k[size_t(j) * d + c];
+      for (int c = 0; c < d; c++) Kt[size_t(c) * M8 + j] = k[j * ld + c];
     if (backward) {
       Vt.assign(size_t(d) * M8, 0.f);
       Kp.assign(size_t(M8) * DP, 0.f);
       for (int j = 0; j < M; j++)
         for (int c = 0; c < d; c++) {
-          Vt[size_t(c) * M8 + j] = v[size_t(j) * d + c];
-          Kp[size_t(j) * DP + c] = k[size_t(j) * d + c];
+          Vt[size_t(c) * M8 + j] = v[j * ld + c];
+          Kp[size_t(j) * DP + c] = k[j * ld + c];
         }
     } else {
       Vp.assign(size_t(M8) * DP, 0.f);
       for (int j = 0; j < M; j++)
-        for (int c = 0; c < d; c++) Vp[size_t(j) * DP + c] = v[size_t(j) * d + c];
+        for (int c = 0; c < d; c++) Vp[size_t(j) * DP + c] = v[j * ld + c];
     }
   }
 };
@@ -217,25 +219,26 @@ struct Head {
 constexpr int kBlock = 4;  // query rows per block (the score kernel's register tile)
 
 // Forward for query rows [i0, i1) of one head: out = softmax(scale·q·kᵀ)·v and lse = the rows' log-sum-exp.
-static void ForwardRows(const Head& h, const float* q, float scale, int i0, int i1, float* out, float* lse) {
+static void ForwardRows(const Head& h, const float* q, size_t ld, float scale, int i0, int i1, float* out, float* lse) {
   std::vector<float> A(kBlock * h.d), S(size_t(kBlock) * h.M8), O(kBlock * h.DP);
   float shift[kBlock], sum[kBlock];
   for (int i = i0; i < i1; i += kBlock) {
     const int R = std::min(kBlock, i1 - i);
-    for (int t = 0; t < R * h.d; t++) A[t] = q[size_t(i) * h.d + t] * scale;
+    for (int r = 0; r < R; r++)
+      for (int c = 0; c < h.d; c++) A[r * h.d + c] = q[(i + r) * ld + c] * scale;
     Scores(A.data(), R, h.d, h.Kt.data(), h.M8, S.data());
     for (int r = 0; r < R; r++) shift[r] = RowMax(S.data() + size_t(r) * h.M8, h.M);
     ExpRows(S.data(), R, h.M8, h.M, shift, sum);
     for (int r = 0; r < R; r++) lse[i + r] = shift[r] + std::log(sum[r]);
     WeightedRows(S.data(), R, h.M8, h.M, h.Vp.data(), h.D8, O.data());
     for (int r = 0; r < R; r++)  // normalised here, on d values, rather than on the M probabilities
-      for (int c = 0; c < h.d; c++) out[size_t(i + r) * h.d + c] = O[r * h.DP + c] / sum[r];
+      for (int c = 0; c < h.d; c++) out[(i + r) * ld + c] = O[r * h.DP + c] / sum[r];
   }
 }
 
 // Backward for query rows [i0, i1) of one head (FlashAttention-2's recomputation: P from q, k and the saved lse):
 // writes those rows of dq and adds their share of dk and dv into the padded accumulators dKp / dVp.
-static void BackwardRows(const Head& h, const float* q, const float* o, const float* lse, const float* dout,
+static void BackwardRows(const Head& h, const float* q, const float* o, const float* lse, const float* dout, size_t ld,
                          float scale, int i0, int i1, float* dq, float* dKp, float* dVp) {
   const int d = h.d, DP = h.DP, M8 = h.M8;
   std::vector<float> Aq(kBlock * d), Ado(kBlock * d), Qp(kBlock * DP, 0.f), DOp(kBlock * DP, 0.f);
@@ -246,7 +249,7 @@ static void BackwardRows(const Head& h, const float* q, const float* o, const fl
     for (int r = 0; r < R; r++) {
       float D = 0.f;
       for (int c = 0; c < d; c++) {
-        const size_t at = size_t(i + r) * d + c;
+        const size_t at = (i + r) * ld + c;
         Aq[r * d + c] = Qp[r * DP + c] = q[at] * scale;
         Ado[r * d + c] = DOp[r * DP + c] = dout[at];
         D += dout[at] * o[at];
@@ -267,6 +270,6 @@ static void BackwardRows(const Head& h, const float* q, const float* o, const fl
     Accumulate(dS.data(), R, M8, h.M, Qp.data(), h.D8, dKp);
     WeightedRows(dS.data(), R, M8, h.M, h.Kp.data(), h.D8, dQ.data());
     for (int r = 0; r < R; r++)
-      for (int c = 0; c < d; c++) dq[size_t(i + r) * d + c] = dQ[r * DP + c] * scale;
+      for (int c = 0; c < d; c++) dq[(i + r) * ld + c] = dQ[r * DP + c] * scale;
   }
 }

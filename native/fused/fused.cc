@@ -2,13 +2,15 @@
 // its C kernel API (tensorflow/c/ops.h, kernels.h) — the mechanism behind tf.load_op_library — so tfjs-node's binding
 // runs them by name like any TF op.
 //
-//   ControlnetTsAttention(q [BH,N,d], k [BH,M,d], v [BH,M,d]; scale, num_threads) → out [BH,N,d], lse [BH,N]
-//   ControlnetTsAttentionGrad(q, k, v, out, lse, dout; scale, num_threads)        → dq, dk, dv
+//   ControlnetTsAttention(q [B,N,H·d], k [B,M,H·d], v [B,M,H·d]; heads H, scale, num_threads) → out [B,N,H·d], lse [B·H,N]
+//   ControlnetTsAttentionGrad(q, k, v, out, lse, dout; heads, scale, num_threads)              → dq, dk, dv
+//     (heads stay interleaved in the channels, as the projections produce them: no split/merge transposes)
 //   ControlnetTsGroupNorm(x [B,…,C], gamma [C], beta [C]; groups, eps, silu, num_threads) → y, mean [B,G], rstd [B,G]
 //   ControlnetTsGroupNormGrad(x, gamma, beta, mean, rstd, dy; groups, silu, num_threads)  → dx, dgamma, dbeta
 //   ControlnetTsAdamW(params, grads, exp_avg, exp_avg_sq: N tensors each; the step's float32 scalars, num_threads)
 //                                                                      → new params, exp_avg, exp_avg_sq (N each)
 //   ControlnetTsNorms(tensors: N tensors; num_threads)                  → norms [N]: each tensor's 2-norm
+//   ControlnetTsSilu(x; num_threads) → y = x·sigmoid(x);   ControlnetTsSiluGrad(x, dy; num_threads) → dx
 //
 // Attention: out = softmax(scale·q·kᵀ)·v. Why: TensorFlow has no fused CPU attention, so the tfjs graph materialises the
 // [BH,N,M] scores and probabilities forward and four such maps backward (each 64 MB for bench-mid's 1024 tokens,
@@ -83,13 +85,17 @@ struct AdamScalars {
 };
 
 struct KernelTable {
-  void (*attention)(const float* q, const float* k, const float* v, int N, int M, int d, float scale, int i0, int i1, float* out, float* lse);
+  // q/k/v/out/dout/dq rows are ld floats apart (a head's slice of [batch, tokens, heads·d])
+  void (*attention)(const float* q, const float* k, const float* v, int N, int M, int d, size_t ld, float scale, int i0, int i1, float* out,
+                    float* lse);
   void (*attention_grad)(const float* q, const float* k, const float* v, const float* o, const float* lse, const float* dout, int N, int M,
-                         int d, float scale, int i0, int i1, float* dq, float* dKp, float* dVp);
+                         int d, size_t ld, float scale, int i0, int i1, float* dq, float* dKp, float* dVp);
   void (*group_norm)(const GroupSlice& s, const float* gamma, const float* beta, float eps, bool silu, float* y, float* mean, float* rstd);
   void (*group_norm_grad)(const GroupSlice& s, const float* gamma, const float* beta, const float* mean, const float* rstd, const float* dy,
                           bool silu, float* dx, float* dgamma_b, float* dbeta_b);
   void (*adamw)(const float* p, const float* g, const float* m, const float* v, int64_t n, const AdamScalars& c, float* p2, float* m2, float* v2);
+  void (*silu)(const float* x, int64_t n, float* y);
+  void (*silu_grad)(const float* x, const float* dy, int64_t n, float* dx);
 };
 
 namespace avx2 {
@@ -99,6 +105,7 @@ namespace avx2 {
 #include "attention-kernels.h"
 #include "group-norm-kernels.h"
 #include "adamw-kernels.h"
+#include "silu-kernels.h"
 #include "kernel-table.h"
 #pragma GCC pop_options
 }  // namespace avx2
@@ -108,6 +115,7 @@ namespace baseline {
 #include "attention-kernels.h"
 #include "group-norm-kernels.h"
 #include "adamw-kernels.h"
+#include "silu-kernels.h"
 #include "kernel-table.h"
 }  // namespace baseline
 
@@ -119,6 +127,7 @@ const KernelTable& K = kAvx2 ? avx2::kTable : baseline::kTable;
 // Every op's attributes (each reads those it declares).
 struct Attrs {
   float scale = 1.f;  // attention
+  int64_t heads = 1;
   int64_t groups = 1;  // group norm
   float eps = 1e-5f;
   bool silu = false;
@@ -128,7 +137,7 @@ struct Attrs {
 };
 const char* const kAdamScalars[7] = {"decay", "one_minus_beta1", "beta2", "one_minus_beta2", "bc2_sqrt", "eps", "neg_step_size"};
 
-enum class OpKind { Attention, GroupNorm, GroupNormGrad, Norms, AdamW };
+enum class OpKind { Attention, GroupNorm, GroupNormGrad, Norms, AdamW, Elementwise };
 
 // Reads the attributes `kind` declares (num_threads for all).
 void* Create(TF_OpKernelConstruction* ctx, OpKind kind) {
@@ -140,13 +149,14 @@ void* Create(TF_OpKernelConstruction* ctx, OpKind kind) {
   a->num_threads = static_cast<int>(std::clamp<int64_t>(n, 1, 256));
   if (kind == OpKind::Attention) {
     if (ok()) TF_OpKernelConstruction_GetAttrFloat(ctx, "scale", &a->scale, s);
+    if (ok()) TF_OpKernelConstruction_GetAttrInt64(ctx, "heads", &a->heads, s);
   } else if (kind == OpKind::GroupNorm || kind == OpKind::GroupNormGrad) {
     TF_Bool silu = 0;
     if (ok()) TF_OpKernelConstruction_GetAttrInt64(ctx, "groups", &a->groups, s);
     if (ok()) TF_OpKernelConstruction_GetAttrBool(ctx, "silu", &silu, s);
     if (ok() && kind == OpKind::GroupNorm) TF_OpKernelConstruction_GetAttrFloat(ctx, "eps", &a->eps, s);
     a->silu = silu != 0;
-  } else {  // the list ops: N tensors per list, and AdamW's scalars
+  } else if (kind != OpKind::Elementwise) {  // the list ops: N tensors per list, and AdamW's scalars
     if (ok()) TF_OpKernelConstruction_GetAttrInt64(ctx, "N", &a->n, s);
     for (int i = 0; kind == OpKind::AdamW && i < 7 && ok(); i++) TF_OpKernelConstruction_GetAttrFloat(ctx, kAdamScalars[i], &a->adam[i], s);
   }
@@ -159,6 +169,7 @@ void* CreateGroupNorm(TF_OpKernelConstruction* ctx) { return Create(ctx, OpKind:
 void* CreateGroupNormGrad(TF_OpKernelConstruction* ctx) { return Create(ctx, OpKind::GroupNormGrad); }
 void* CreateNorms(TF_OpKernelConstruction* ctx) { return Create(ctx, OpKind::Norms); }
 void* CreateAdamW(TF_OpKernelConstruction* ctx) { return Create(ctx, OpKind::AdamW); }
+void* CreateElementwise(TF_OpKernelConstruction* ctx) { return Create(ctx, OpKind::Elementwise); }
 
 void Delete(void* a) { delete static_cast<Attrs*>(a); }
 
@@ -212,18 +223,25 @@ float* Allocate(TF_OpKernelContext* ctx, int index, const std::vector<int64_t>& 
   return data;
 }
 
-// q [BH,N,d], k and v [BH,M,d]: the checked sizes, or false after failing the op with the defect named.
-bool Shapes(TF_OpKernelContext* ctx, const std::vector<Input>& in, const char* op, int64_t& BH, int64_t& N, int64_t& M, int64_t& d) {
+// q [B,N,C], k and v [B,M,C] with C = heads·d: the checked sizes, or false after failing the op with the defect named.
+bool Shapes(TF_OpKernelContext* ctx, const std::vector<Input>& in, const Attrs& a, const char* op, int64_t& B, int64_t& N, int64_t& M, int64_t& d) {
   const auto& q = in[0].dims;
   const auto& k = in[1].dims;
   const auto& v = in[2].dims;
-  if (q.size() != 3 || k.size() != 3 || v.size() != 3) return Fail(ctx, std::string(op) + ": q, k and v must be rank 3 [batch·heads, tokens, head width]"), false;
-  BH = q[0], N = q[1], d = q[2], M = k[1];
-  if (k[0] != BH || v[0] != BH || k[2] != d || v[1] != M || v[2] != d) return Fail(ctx, std::string(op) + ": q [BH,N,d], k and v [BH,M,d] disagree"), false;
+  if (q.size() != 3 || k.size() != 3 || v.size() != 3) return Fail(ctx, std::string(op) + ": q, k and v must be rank 3 [batch, tokens, heads·head width]"), false;
+  const int64_t C = q[2];
+  B = q[0], N = q[1], M = k[1];
+  if (k[0] != B || v[0] != B || k[2] != C || v[1] != M || v[2] != C) return Fail(ctx, std::string(op) + ": q [B,N,C], k and v [B,M,C] disagree"), false;
+  if (a.heads < 1 || C % a.heads != 0) return Fail(ctx, std::string(op) + ": " + std::to_string(C) + " channels are not divisible into " + std::to_string(a.heads) + " heads"), false;
+  d = C / a.heads;
   if (M < 1 || d < 1) return Fail(ctx, std::string(op) + ": needs at least one key and a head width ≥ 1"), false;
   if (N > INT32_MAX || M > INT32_MAX / 8 || d > 4096) return Fail(ctx, std::string(op) + ": sizes out of range"), false;
   return true;
 }
+
+// Element counts below this run on the calling thread alone: starting a thread and joining it costs more than it
+// saves on smaller tensors (measured at 2 threads on a VM: a 32K-element GroupNorm takes 90 µs alone, 185 µs on two).
+constexpr int64_t kMinThreaded = 1 << 18;
 
 // Runs fn(item) for item in [0, items) on up to `threads` threads (the caller's included).
 template <typename F>
@@ -247,9 +265,10 @@ int ThreadsFor(const Attrs& a, int64_t BH, int64_t N, int64_t M, int64_t d) {
 void ComputeAttention(void* attrs, TF_OpKernelContext* ctx) {
   const Attrs& a = *static_cast<Attrs*>(attrs);
   std::vector<Input> in(3);
-  int64_t BH, N, M, d;
-  if (!GetInputs(ctx, in, "ControlnetTsAttention") || !Shapes(ctx, in, "ControlnetTsAttention", BH, N, M, d)) return;
-  float* out = Allocate(ctx, 0, {BH, N, d});
+  int64_t B, N, M, d;
+  if (!GetInputs(ctx, in, "ControlnetTsAttention") || !Shapes(ctx, in, a, "ControlnetTsAttention", B, N, M, d)) return;
+  const int64_t H = a.heads, BH = B * H, C = H * d;
+  float* out = Allocate(ctx, 0, {B, N, C});
   float* lse = out ? Allocate(ctx, 1, {BH, N}) : nullptr;
   if (!lse) return;
   const int threads = ThreadsFor(a, BH, N, M, d);
@@ -257,26 +276,26 @@ void ComputeAttention(void* attrs, TF_OpKernelContext* ctx) {
   const int64_t parts = std::max<int64_t>(1, std::min<int64_t>((N + 63) / 64, (4 * threads + BH - 1) / BH));
   const int64_t rows = (N + parts - 1) / parts;
   ParallelFor(BH * parts, threads, [&](int64_t item) {
-    const int64_t b = item / parts, i0 = (item % parts) * rows, i1 = std::min(N, i0 + rows);
+    const int64_t bh = item / parts, i0 = (item % parts) * rows, i1 = std::min(N, i0 + rows);
     if (i0 >= i1) return;
-    const float* k = in[1].data + b * M * d;
-    const float* v = in[2].data + b * M * d;
-    const float* q = in[0].data + b * N * d;
-    K.attention(q, k, v, int(N), int(M), int(d), a.scale, int(i0), int(i1), out + b * N * d, lse + b * N);
+    const int64_t qo = (bh / H) * N * C + (bh % H) * d, ko = (bh / H) * M * C + (bh % H) * d;
+    K.attention(in[0].data + qo, in[1].data + ko, in[2].data + ko, int(N), int(M), int(d), size_t(C), a.scale, int(i0), int(i1), out + qo,
+                lse + bh * N);
   });
 }
 
 void ComputeAttentionGrad(void* attrs, TF_OpKernelContext* ctx) {
   const Attrs& a = *static_cast<Attrs*>(attrs);
   std::vector<Input> in(6);  // q, k, v, out, lse, dout
-  int64_t BH, N, M, d;
-  if (!GetInputs(ctx, in, "ControlnetTsAttentionGrad") || !Shapes(ctx, in, "ControlnetTsAttentionGrad", BH, N, M, d)) return;
+  int64_t B, N, M, d;
+  if (!GetInputs(ctx, in, "ControlnetTsAttentionGrad") || !Shapes(ctx, in, a, "ControlnetTsAttentionGrad", B, N, M, d)) return;
+  const int64_t H = a.heads, BH = B * H, C = H * d;
   if (in[3].dims != in[0].dims || in[5].dims != in[0].dims || in[4].dims != std::vector<int64_t>{BH, N}) {
-    return Fail(ctx, "ControlnetTsAttentionGrad: out and dout must be shaped as q, lse as [BH,N]");
+    return Fail(ctx, "ControlnetTsAttentionGrad: out and dout must be shaped as q, lse as [B·heads,N]");
   }
-  float* dq = Allocate(ctx, 0, {BH, N, d});
-  float* dk = dq ? Allocate(ctx, 1, {BH, M, d}) : nullptr;
-  float* dv = dk ? Allocate(ctx, 2, {BH, M, d}) : nullptr;
+  float* dq = Allocate(ctx, 0, {B, N, C});
+  float* dk = dq ? Allocate(ctx, 1, {B, M, C}) : nullptr;
+  float* dv = dk ? Allocate(ctx, 2, {B, M, C}) : nullptr;
   if (!dv) return;
   const int threads = ThreadsFor(a, BH, N, M, d);
   // Query rows split only when heads alone cannot feed the threads; each part sums into its own dk/dv copy.
@@ -285,26 +304,27 @@ void ComputeAttentionGrad(void* attrs, TF_OpKernelContext* ctx) {
   const int64_t D8 = (d + 7) / 8, M8 = (M + 7) / 8 * 8, padded = M8 * 8 * D8;
   std::vector<float> dKp(BH * parts * padded, 0.f), dVp(BH * parts * padded, 0.f);
   ParallelFor(BH * parts, threads, [&](int64_t item) {
-    const int64_t b = item / parts, i0 = (item % parts) * rows, i1 = std::min(N, i0 + rows);
+    const int64_t bh = item / parts, i0 = (item % parts) * rows, i1 = std::min(N, i0 + rows);
     if (i0 >= i1) return;
-    const int64_t qo = b * N * d, ko = b * M * d;
+    const int64_t qo = (bh / H) * N * C + (bh % H) * d, ko = (bh / H) * M * C + (bh % H) * d;
     float* gk = dKp.data() + item * padded;
     float* gv = dVp.data() + item * padded;
-    K.attention_grad(in[0].data + qo, in[1].data + ko, in[2].data + ko, in[3].data + qo, in[4].data + b * N, in[5].data + qo, int(N), int(M),
-                     int(d), a.scale, int(i0), int(i1), dq + qo, gk, gv);
+    K.attention_grad(in[0].data + qo, in[1].data + ko, in[2].data + ko, in[3].data + qo, in[4].data + bh * N, in[5].data + qo, int(N), int(M),
+                     int(d), size_t(C), a.scale, int(i0), int(i1), dq + qo, gk, gv);
   });
   // strip the padding and sum the parts (in part order: the result does not depend on thread timing)
-  for (int64_t b = 0; b < BH; b++)
+  for (int64_t bh = 0; bh < BH; bh++)
     for (int64_t j = 0; j < M; j++)
       for (int64_t c = 0; c < d; c++) {
         float sk = 0.f, sv = 0.f;
         for (int64_t p = 0; p < parts; p++) {
-          const int64_t at = (b * parts + p) * padded + j * 8 * D8 + c;
+          const int64_t at = (bh * parts + p) * padded + j * 8 * D8 + c;
           sk += dKp[at];
           sv += dVp[at];
         }
-        dk[(b * M + j) * d + c] = sk;
-        dv[(b * M + j) * d + c] = sv;
+        const int64_t to = ((bh / H) * M + j) * C + (bh % H) * d + c;
+        dk[to] = sk;
+        dv[to] = sv;
       }
 }
 
@@ -320,10 +340,13 @@ bool GroupShapes(TF_OpKernelContext* ctx, const std::vector<Input>& in, const At
   return true;
 }
 
-// Batch items × group slices: as many slices per item as it takes to give every thread work.
+// Batch items × group slices: as many slices per item as it takes to give every thread work, each slice at least 64
+// channels wide: narrower slices make every thread stream every cache line of the rows (1×256×256×64 in halves of
+// 32 channels took 5.5–6.6 ms on two threads against 4.2 ms on one).
 int64_t GroupSlices(const Attrs& a, int64_t B, int64_t P, int64_t C) {
-  if (B * P * C < (1 << 16)) return 1;
-  return std::min<int64_t>(a.groups, (a.num_threads + B - 1) / B);
+  if (B * P * C < kMinThreaded) return 1;
+  const int64_t widest = std::max<int64_t>(1, std::min<int64_t>(a.groups, C / 64));
+  return std::min<int64_t>(widest, (a.num_threads + B - 1) / B);
 }
 
 void ComputeGroupNorm(void* attrs, TF_OpKernelContext* ctx) {
@@ -337,7 +360,7 @@ void ComputeGroupNorm(void* attrs, TF_OpKernelContext* ctx) {
   float* rstd = mean ? Allocate(ctx, 2, {B, G}) : nullptr;
   if (!rstd) return;
   const int64_t slices = GroupSlices(a, B, P, C), per = (G + slices - 1) / slices;
-  ParallelFor(B * slices, slices * B > 1 ? a.num_threads : 1, [&](int64_t item) {
+  ParallelFor(B * slices, B * P * C < kMinThreaded ? 1 : a.num_threads, [&](int64_t item) {
     const int64_t b = item / slices, g0 = (item % slices) * per, g1 = std::min(G, g0 + per);
     if (g0 >= g1) return;
     const GroupSlice s{in[0].data + b * P * C, P, int(C), int(C / G), int(g0), int(g1)};
@@ -360,7 +383,7 @@ void ComputeGroupNormGrad(void* attrs, TF_OpKernelContext* ctx) {
   if (!dbeta) return;
   const int64_t slices = GroupSlices(a, B, P, C), per = (G + slices - 1) / slices;
   std::vector<float> dgammaB(B * C, 0.f), dbetaB(B * C, 0.f);  // per batch item, summed in order below
-  ParallelFor(B * slices, slices * B > 1 ? a.num_threads : 1, [&](int64_t item) {
+  ParallelFor(B * slices, B * P * C < kMinThreaded ? 1 : a.num_threads, [&](int64_t item) {
     const int64_t b = item / slices, g0 = (item % slices) * per, g1 = std::min(G, g0 + per);
     if (g0 >= g1) return;
     const int64_t at = b * P * C;
@@ -403,7 +426,7 @@ void ComputeAdamW(void* attrs, TF_OpKernelContext* ctx) {
     for (int64_t b = 0; b < n; b += 1 << 16) chunks.push_back({i, b, std::min(n, b + (int64_t(1) << 16))});
   }
   const AdamScalars sc{a.adam[0], a.adam[1], a.adam[2], a.adam[3], a.adam[4], a.adam[5], a.adam[6]};
-  ParallelFor(static_cast<int64_t>(chunks.size()), total < (1 << 18) ? 1 : a.num_threads, [&](int64_t item) {
+  ParallelFor(static_cast<int64_t>(chunks.size()), total < kMinThreaded ? 1 : a.num_threads, [&](int64_t item) {
     const Chunk& ch = chunks[item];
     const int64_t i = ch.t, o = ch.begin, n = ch.end - ch.begin;
     const float* src[4] = {in[i].data + o, in[N + i].data + o, in[2 * N + i].data + o, in[3 * N + i].data + o};
@@ -419,7 +442,7 @@ void ComputeNorms(void* attrs, TF_OpKernelContext* ctx) {
   if (!norms) return;
   int64_t total = 0;
   for (const Input& t : in) total += TF_TensorElementCount(t.t);
-  ParallelFor(a.n, total < (1 << 18) ? 1 : a.num_threads, [&](int64_t i) {
+  ParallelFor(a.n, total < kMinThreaded ? 1 : a.num_threads, [&](int64_t i) {
     const int64_t n = TF_TensorElementCount(in[i].t);
     const float* x = in[i].data;
     double s = 0;
@@ -428,24 +451,45 @@ void ComputeNorms(void* attrs, TF_OpKernelContext* ctx) {
   });
 }
 
-std::string RegisterOps() {
-  TF_Status* s = TF_NewStatus();
-  std::string error;
-  auto check = [&](const char* what) {
-    if (error.empty() && TF_GetCode(s) != TF_OK) error = std::string(what) + ": " + TF_Message(s);
-  };
-  // name, inputs, outputs, attributes; then its CPU kernel
-  struct Op {
-    const char* name;
-    std::vector<const char*> inputs, outputs, attrs;
-    void* (*create)(TF_OpKernelConstruction*);
-    void (*compute)(void*, TF_OpKernelContext*);
-  };
-  const Op ops[] = {
+// Element-wise ops over x (and dy) in chunks of 64K elements, on the threads from 256K elements up.
+template <typename F>
+void Elementwise(const Attrs& a, int64_t n, const F& fn) {
+  constexpr int64_t kChunk = 1 << 16;
+  ParallelFor((n + kChunk - 1) / kChunk, n < kMinThreaded ? 1 : a.num_threads, [&](int64_t i) { fn(i * kChunk, std::min(n, (i + 1) * kChunk) - i * kChunk); });
+}
+
+void ComputeSilu(void* attrs, TF_OpKernelContext* ctx) {
+  std::vector<Input> in(1);
+  if (!GetInputs(ctx, in, "ControlnetTsSilu")) return;
+  float* y = Allocate(ctx, 0, in[0].dims);
+  if (!y) return;
+  Elementwise(*static_cast<Attrs*>(attrs), TF_TensorElementCount(in[0].t), [&](int64_t o, int64_t n) { K.silu(in[0].data + o, n, y + o); });
+}
+
+void ComputeSiluGrad(void* attrs, TF_OpKernelContext* ctx) {
+  std::vector<Input> in(2);  // x, dy
+  if (!GetInputs(ctx, in, "ControlnetTsSiluGrad")) return;
+  if (in[1].dims != in[0].dims) return Fail(ctx, "ControlnetTsSiluGrad: dy must be shaped as x");
+  float* dx = Allocate(ctx, 0, in[0].dims);
+  if (!dx) return;
+  Elementwise(*static_cast<Attrs*>(attrs), TF_TensorElementCount(in[0].t),
+              [&](int64_t o, int64_t n) { K.silu_grad(in[0].data + o, in[1].data + o, n, dx + o); });
+}
+
+// name, inputs, outputs, attributes; then its CPU kernel
+struct Op {
+  const char* name;
+  std::vector<const char*> inputs, outputs, attrs;
+  void* (*create)(TF_OpKernelConstruction*);
+  void (*compute)(void*, TF_OpKernelContext*);
+};
+
+const std::vector<Op>& Ops() {
+  static const std::vector<Op> ops = {
       {"ControlnetTsAttention", {"q: float", "k: float", "v: float"}, {"out: float", "lse: float"},
-       {"scale: float", "num_threads: int = 1"}, CreateAttention, ComputeAttention},
+       {"scale: float", "heads: int = 1", "num_threads: int = 1"}, CreateAttention, ComputeAttention},
       {"ControlnetTsAttentionGrad", {"q: float", "k: float", "v: float", "out: float", "lse: float", "dout: float"},
-       {"dq: float", "dk: float", "dv: float"}, {"scale: float", "num_threads: int = 1"}, CreateAttention, ComputeAttentionGrad},
+       {"dq: float", "dk: float", "dv: float"}, {"scale: float", "heads: int = 1", "num_threads: int = 1"}, CreateAttention, ComputeAttentionGrad},
       {"ControlnetTsGroupNorm", {"x: float", "gamma: float", "beta: float"}, {"y: float", "mean: float", "rstd: float"},
        {"groups: int", "eps: float", "silu: bool = false", "num_threads: int = 1"}, CreateGroupNorm, ComputeGroupNorm},
       {"ControlnetTsGroupNormGrad", {"x: float", "gamma: float", "beta: float", "mean: float", "rstd: float", "dy: float"},
@@ -457,8 +501,19 @@ std::string RegisterOps() {
         "eps: float", "neg_step_size: float", "num_threads: int = 1"},
        CreateAdamW, ComputeAdamW},
       {"ControlnetTsNorms", {"tensors: N * float"}, {"norms: float"}, {"N: int >= 1", "num_threads: int = 1"}, CreateNorms, ComputeNorms},
+      {"ControlnetTsSilu", {"x: float"}, {"y: float"}, {"num_threads: int = 1"}, CreateElementwise, ComputeSilu},
+      {"ControlnetTsSiluGrad", {"x: float", "dy: float"}, {"dx: float"}, {"num_threads: int = 1"}, CreateElementwise, ComputeSiluGrad},
   };
-  for (const Op& op : ops) {
+  return ops;
+}
+
+std::string RegisterOps() {
+  TF_Status* s = TF_NewStatus();
+  std::string error;
+  auto check = [&](const char* what) {
+    if (error.empty() && TF_GetCode(s) != TF_OK) error = std::string(what) + ": " + TF_Message(s);
+  };
+  for (const Op& op : Ops()) {
     TF_OpDefinitionBuilder* b = TF_NewOpDefinitionBuilder(op.name);
     for (const char* x : op.inputs) TF_OpDefinitionBuilderAddInput(b, x);
     for (const char* x : op.outputs) TF_OpDefinitionBuilderAddOutput(b, x);
@@ -479,10 +534,9 @@ napi_value Register(napi_env env, napi_callback_info) {
     return nullptr;
   }
   napi_value names, name;
-  const char* ops[] = {"ControlnetTsAttention", "ControlnetTsAttentionGrad", "ControlnetTsGroupNorm", "ControlnetTsGroupNormGrad", "ControlnetTsAdamW", "ControlnetTsNorms"};
-  napi_create_array_with_length(env, 6, &names);
-  for (uint32_t i = 0; i < 6; i++) {
-    napi_create_string_utf8(env, ops[i], NAPI_AUTO_LENGTH, &name);
+  napi_create_array_with_length(env, Ops().size(), &names);
+  for (uint32_t i = 0; i < Ops().size(); i++) {
+    napi_create_string_utf8(env, Ops()[i].name, NAPI_AUTO_LENGTH, &name);
     napi_set_element(env, names, i, name);
   }
   return names;

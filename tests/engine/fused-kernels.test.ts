@@ -11,11 +11,11 @@
 import { before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { describeEngine, fusedAttention, fusedNorms, hasFusedAttention, initEngine, tf, useFusedKernels, type EngineInfo } from "../../lib/engine/index.js";
-import { GroupNorm } from "../../lib/models/layers.js";
+import { GroupNorm, silu } from "../../lib/models/layers.js";
 import { AdamW, clipGradNorm } from "../../lib/training/optim/adamw.js";
-import { FUSED_ATTENTION, FUSED_GROUP_NORM } from "../../lib/engine/fused.js";
+import { FUSED_ATTENTION, FUSED_GROUP_NORM, FUSED_SILU } from "../../lib/engine/fused.js";
 import { nativeMissingReason } from "../../lib/engine/native/load.js";
-import { scaledDotProductAttention } from "../../lib/models/attention.js";
+import { mergeHeads, scaledDotProductAttention, splitHeads } from "../../lib/models/attention.js";
 import { lastLineOfChild } from "./child-process.js";
 
 const missing = nativeMissingReason();
@@ -56,7 +56,7 @@ describe("fused kernels on the native engine", { skip: missing ?? false }, () =>
 
   test("the engine reports the fused kernel", () => {
     assert.equal(hasFusedAttention(), true, describeEngine(info));
-    assert.match(describeEngine(info), /fused kernels: attention, GroupNorm\+SiLU, AdamW, gradient norms \(TensorFlow ops of ours; (AVX2 \+ FMA|SSE2), \d+ thread/);
+    assert.match(describeEngine(info), /fused kernels: attention, GroupNorm\+SiLU, SiLU, AdamW, gradient norms \(TensorFlow ops of ours; (AVX2 \+ FMA|SSE2), \d+ thread/);
   });
 
   const shapes: [number, number, number, number][] = [
@@ -85,6 +85,50 @@ describe("fused kernels on the native engine", { skip: missing ?? false }, () =>
           const e = relErr(got[i]!, want[i]!);
           assert.ok(e < TOLERANCE, `${name}: relative error ${e.toExponential(2)}`);
         });
+      });
+    });
+  }
+
+  // Heads interleaved in the channels ([B, N, heads·d], as the projections produce them) equal splitting them first.
+  const multi: [number, number, number, number, number][] = [
+    [2, 17, 77, 4, 8], // cross-attention to 77 text tokens
+    [1, 600, 300, 2, 8], // fewer heads than threads: query rows split, dk/dv summed per head
+    [2, 33, 40, 8, 40], // SD1.5's head width
+  ];
+  for (const [b, n, m, heads, d] of multi) {
+    test(`[${b}, ${n}, ${heads}·${d}] in ${heads} interleaved heads attending to ${m} keys: output and gradients equal the split heads'`, () => {
+      tf.tidy(() => {
+        const c = heads * d;
+        const q = tf.randomNormal([b, n, c], 0, 1.5, "float32", 1), k = tf.randomNormal([b, m, c], 0, 1.5, "float32", 2);
+        const v = tf.randomNormal([b, m, c], 0, 1, "float32", 3), w = tf.randomNormal([b, n, c], 0, 1, "float32", 4);
+        const scale = 1 / Math.sqrt(d);
+        const split = (a: tf.Tensor, bb: tf.Tensor, cc: tf.Tensor) =>
+          mergeHeads(composed(splitHeads(a, heads), splitHeads(bb, heads), splitHeads(cc, heads), scale), heads);
+        const fused = (a: tf.Tensor, bb: tf.Tensor, cc: tf.Tensor) => fusedAttention(a as tf.Tensor3D, bb as tf.Tensor3D, cc as tf.Tensor3D, scale, heads)!;
+        assert.deepEqual(fused(q, k, v).shape, [b, n, c]);
+        assert.ok(relErr(fused(q, k, v), split(q, k, v)) < TOLERANCE);
+        const loss = (att: (a: tf.Tensor, bb: tf.Tensor, cc: tf.Tensor) => tf.Tensor) => (a: tf.Tensor, bb: tf.Tensor, cc: tf.Tensor) => tf.sum(tf.mul(att(a, bb, cc), w));
+        const got = tf.grads(loss(fused))([q, k, v]);
+        const want = tf.grads(loss(split))([q, k, v]);
+        ["dq", "dk", "dv"].forEach((name, i) => {
+          const e = relErr(got[i]!, want[i]!);
+          assert.ok(e < TOLERANCE, `${name}: relative error ${e.toExponential(2)}`);
+        });
+      });
+    });
+  }
+
+  for (const shape of [[7], [3, 5, 11], [4, 64, 64, 16], [2, 128, 128, 32]]) {
+    test(`SiLU of [${shape}]: output and dx match x·sigmoid(x) from TensorFlow's ops${shape.length === 4 ? " (threaded)" : ""}`, () => {
+      tf.tidy(() => {
+        const x = tf.mul(tf.randomNormal(shape, 0, 1, "float32", 12), 4), w = tf.randomNormal(shape, 0, 1, "float32", 13);
+        const composedSilu = (a: tf.Tensor) => tf.mul(a, tf.sigmoid(a));
+        assert.ok(relErr(silu(x), composedSilu(x)) < TOLERANCE);
+        assert.equal(callsOf(FUSED_SILU, () => silu(x)), 1, "the models' silu takes the kernel");
+        const got = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(silu(a), w)))(x);
+        const want = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(composedSilu(a), w)))(x);
+        const e = relErr(got, want);
+        assert.ok(e < TOLERANCE, `dx: relative error ${e.toExponential(2)}`);
       });
     });
   }
@@ -185,6 +229,7 @@ describe("fused kernels on the native engine", { skip: missing ?? false }, () =>
       const q = tf.randomNormal([2, 12, 8], 0, 1, "float32", 5) as tf.Tensor3D, k = tf.randomNormal([2, 12, 8], 0, 1, "float32", 6) as tf.Tensor3D;
       const v = tf.randomNormal([2, 12, 8], 0, 1, "float32", 7) as tf.Tensor3D;
       assert.equal(callsOf(FUSED_ATTENTION, () => scaledDotProductAttention(q, k, v, 0.3, { chunkSize: 4 })), 1, "no mask: fused, chunking unneeded");
+      assert.equal(callsOf("Transpose", () => scaledDotProductAttention(q, k, v, 0.3, { heads: 2 })), 0, "heads stay interleaved: no split/merge transposes");
       const causal = tf.linalg.bandPart(tf.ones([12, 12]), -1, 0).sub(1).mul(1e9);
       assert.equal(callsOf(FUSED_ATTENTION, () => scaledDotProductAttention(q, k, v, 0.3, { mask: causal })), 0, "a mask: composed ops");
     });
@@ -192,7 +237,7 @@ describe("fused kernels on the native engine", { skip: missing ?? false }, () =>
 
   test("mis-shaped inputs fail with TensorFlow's error naming the op and the defect", () => {
     const q = tf.zeros([2, 4, 8]), k = tf.zeros([2, 5, 8]), v = tf.zeros([2, 6, 8]);
-    assert.throws(() => fusedAttention(q as tf.Tensor3D, k as tf.Tensor3D, v as tf.Tensor3D, 1), /ControlnetTsAttention: q \[BH,N,d\], k and v \[BH,M,d\] disagree/);
+    assert.throws(() => fusedAttention(q as tf.Tensor3D, k as tf.Tensor3D, v as tf.Tensor3D, 1), /ControlnetTsAttention: q \[B,N,C\], k and v \[B,M,C\] disagree/);
     tf.dispose([q, k, v]);
   });
 

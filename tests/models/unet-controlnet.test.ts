@@ -98,6 +98,11 @@ test("bgr channel order flips the control image; global pooling averages residua
   const a = rgb.forward(sample, 50, ehs, tf.reverse(cond, 3) as tf.Tensor4D);
   const b = bgr.forward(sample, 50, ehs, cond);
   assert.ok(maxAbsDiff(a.midBlockResSample.dataSync(), b.midBlockResSample.dataSync()) < 1e-6);
+  // an image embedded beforehand (embedCondition, channel order included) gives the same residuals
+  const embedded = bgr.embedCondition(cond);
+  const e = bgr.forward(sample, 50, ehs, embedded);
+  assert.equal(maxAbsDiff(e.midBlockResSample.dataSync(), b.midBlockResSample.dataSync()), 0);
+  assert.equal(maxAbsDiff(e.downBlockResSamples[1]!.dataSync(), b.downBlockResSamples[1]!.dataSync()), 0);
   const pooled = new ControlNetModel({ ...rgb.config, global_pool_conditions: true }, { shapeOnly: true });
   pooled.loadState(rgb.stateDict());
   const p = pooled.forward(sample, 50, ehs, tf.reverse(cond, 3) as tf.Tensor4D);

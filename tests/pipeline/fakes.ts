@@ -60,9 +60,16 @@ export interface ControlCall {
 export class FakeControlNet implements ControlNetLike {
   readonly config = { global_pool_conditions: false };
   calls: ControlCall[] = [];
+  /** Batch of each control image embedded (the identity here). */
+  embedded: number[] = [];
   constructor(readonly bias = 1) {}
-  forward(sample: tf.Tensor4D, _t: number | number[] | tf.Tensor, ehs: tf.Tensor3D, cond: tf.Tensor4D, opts: { conditioningScale?: number; guessMode?: boolean } = {}) {
+  embedCondition(cond: tf.Tensor4D) {
+    this.embedded.push(cond.shape[0]);
+    return { embedding: cond.clone() };
+  }
+  forward(sample: tf.Tensor4D, _t: number | number[] | tf.Tensor, ehs: tf.Tensor3D, condIn: tf.Tensor4D | { embedding: tf.Tensor4D }, opts: { conditioningScale?: number; guessMode?: boolean } = {}) {
     const scale = opts.conditioningScale ?? 1;
+    const cond = "embedding" in condIn ? condIn.embedding : condIn;
     this.calls.push({ batch: sample.shape[0], scale, guessMode: !!opts.guessMode, ehs: ehs.arraySync(), condBatch: cond.shape[0] });
     return tf.tidy(() => {
       const m = tf.add(tf.reshape(tf.mean(cond, [1, 2, 3]), [-1, 1, 1, 1]), this.bias);

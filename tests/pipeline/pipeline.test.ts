@@ -28,11 +28,13 @@ function controlImage(h = 8, w = 8, value = 0.5): tf.Tensor4D {
 
 test("classifier-free guidance: uncond first, ε = ε_u + g(ε_t − ε_u), negative prompt used", async () => {
   await testEngine();
-  const { pipe, unet, text } = makePipe();
+  const { pipe, unet, text, nets } = makePipe();
   const img = controlImage();
   const out = await pipe.call({ prompt: "a cat", negativePrompt: "blurry", image: img, numInferenceSteps: 3, guidanceScale: 5, seed: 3, outputType: "latent" });
   assert.equal(unet.calls.length, 3);
   assert.equal(unet.calls[0]!.batch, 2);
+  assert.deepEqual(nets[0]!.embedded, [1]); // once per call, not per step or guidance half
+  assert.ok(nets[0]!.calls.every((c) => c.condBatch === 2));
   const tok = new FakeTokenizer();
   const expectNeg = (new FakeTextEncoder().forward(tok.tokenize(["blurry"], 5)).lastHiddenState.arraySync())[0];
   const expectPos = (new FakeTextEncoder().forward(tok.tokenize(["a cat"], 5)).lastHiddenState.arraySync())[0];
@@ -63,6 +65,7 @@ test("guidance ≤ 1 runs one batch and never encodes a negative prompt", async 
   assert.equal(unet.calls[0]!.batch, 2); // two prompts, no doubling
   assert.equal(text.calls.length, 1);
   assert.equal(nets[0]!.calls[0]!.condBatch, 2); // control image repeated to the batch
+  assert.deepEqual(nets[0]!.embedded, [1]); // embedded once for both steps, before it is repeated
   assert.deepEqual(out.latents!.shape, [2, 4, 4, 4]);
   tf.dispose([img, out.latents!]);
 });

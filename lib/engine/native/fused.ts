@@ -9,7 +9,7 @@ import path from "node:path";
 import { createRequire } from "node:module";
 import { tf } from "../tf.js";
 import type { NamedAttrMap, TensorInfo } from "@tensorflow/tfjs";
-import { FUSED_ADAMW, FUSED_NORMS, FUSED_ATTENTION, FUSED_ATTENTION_GRAD, FUSED_GROUP_NORM, FUSED_GROUP_NORM_GRAD } from "../fused.js";
+import { FUSED_ADAMW, FUSED_NORMS, FUSED_ATTENTION, FUSED_ATTENTION_GRAD, FUSED_GROUP_NORM, FUSED_GROUP_NORM_GRAD, FUSED_SILU, FUSED_SILU_GRAD } from "../fused.js";
 
 interface FusedAddon {
   register(): string[];
@@ -46,7 +46,10 @@ function opKernel(kernelName: string, op: string, inputNames: string[] | ((attrs
 }
 
 function registerKernels(threads: number): void {
-  const attention = (b: NodeBackend["binding"], a: NamedAttrMap) => [{ name: "scale", type: b.TF_ATTR_FLOAT, value: a.scale }];
+  const attention = (b: NodeBackend["binding"], a: NamedAttrMap) => [
+    { name: "scale", type: b.TF_ATTR_FLOAT, value: a.scale },
+    { name: "heads", type: b.TF_ATTR_INT, value: a.heads ?? 1 },
+  ];
   opKernel(FUSED_ATTENTION, "ControlnetTsAttention", ["q", "k", "v"], 2, threads, attention);
   opKernel(FUSED_ATTENTION_GRAD, "ControlnetTsAttentionGrad", ["q", "k", "v", "out", "lse", "dout"], 3, threads, attention);
   const groupNorm = (b: NodeBackend["binding"], a: NamedAttrMap) => [
@@ -66,6 +69,8 @@ function registerKernels(threads: number): void {
     (b, a) => [{ name: "N", type: b.TF_ATTR_INT, value: a.n }, ...adamScalars.map(([k, op]) => ({ name: op, type: b.TF_ATTR_FLOAT, value: a[k] }))]);
   opKernel(FUSED_NORMS, "ControlnetTsNorms", (a) => Array.from({ length: a.n as number }, (_, i) => `t${i}`), 1, threads,
     (b, a) => [{ name: "N", type: b.TF_ATTR_INT, value: a.n }]);
+  opKernel(FUSED_SILU, "ControlnetTsSilu", ["x"], 1, threads, () => []);
+  opKernel(FUSED_SILU_GRAD, "ControlnetTsSiluGrad", ["x", "dy"], 1, threads, () => []);
   // One backward op yields every input's gradient; it runs once, in gradFunc, and each input's closure hands out its
   // part (an input that needs no gradient leaves its part to the enclosing tidy).
   tf.registerGradient({
@@ -77,6 +82,15 @@ function registerKernels(threads: number): void {
       const dout = Array.isArray(dy) ? dy[0]! : dy;
       const [dq, dk, dv] = tf.engine().runKernel(FUSED_ATTENTION_GRAD, { q: q!, k: k!, v: v!, out: out!, lse: lse!, dout }, attrs as NamedAttrMap) as tf.Tensor[];
       return { q: () => dq!, k: () => dk!, v: () => dv! };
+    },
+  });
+  tf.registerGradient({
+    kernelName: FUSED_SILU,
+    inputsToSave: ["x"],
+    gradFunc: (dy, saved) => {
+      const [x] = saved as tf.Tensor[];
+      const d = Array.isArray(dy) ? dy[0]! : dy;
+      return { x: () => (tf.engine().runKernel(FUSED_SILU_GRAD, { x: x!, dy: d }) as tf.Tensor[])[0]! };
     },
   });
   tf.registerGradient({
@@ -109,7 +123,7 @@ export function loadFusedKernels(nativeDir: string, threads: number, usingGpu: b
       const addon = createRequire(import.meta.url)(file) as FusedAddon;
       addon.register();
       registerKernels(threads);
-      status = `attention, GroupNorm+SiLU, AdamW, gradient norms (TensorFlow ops of ours; ${addon.kernelIsa() === "avx2" ? "AVX2 + FMA" : "SSE2"}, ${threads} thread(s))`;
+      status = `attention, GroupNorm+SiLU, SiLU, AdamW, gradient norms (TensorFlow ops of ours; ${addon.kernelIsa() === "avx2" ? "AVX2 + FMA" : "SSE2"}, ${threads} thread(s))`;
     } catch (err) {
       status = `${composed}: the fused-kernels addon failed to load (${(err instanceof Error ? err.message : String(err)).split("\n")[0]})`;
     }

@@ -8,7 +8,7 @@ import { Module } from "../module.js";
 import type { LoadStateOptions, LoadStateReport } from "../module.js";
 import type { HostTensor } from "../../io/safetensors.js";
 import { Embedding, LayerNorm, Linear, activation } from "../layers.js";
-import { scaledDotProductAttention, splitHeads, mergeHeads } from "../attention.js";
+import { scaledDotProductAttention } from "../attention.js";
 import { loadPretrained, savePretrained } from "../pretrained.js";
 import type { FromPretrainedOptions, ModelBuildOptions } from "../pretrained.js";
 import fs from "node:fs";
@@ -65,11 +65,13 @@ class CLIPAttention extends Module {
   }
   forward(x: tf.Tensor3D, mask: tf.Tensor): tf.Tensor3D {
     return tf.tidy(() => {
-      const q = splitHeads(this.q_proj.forward(x), this.heads);
-      const k = splitHeads(this.k_proj.forward(x), this.heads);
-      const v = splitHeads(this.v_proj.forward(x), this.heads);
-      const o = scaledDotProductAttention(q, k, v, 1 / Math.sqrt(this.dim / this.heads), { mask, chunkSize: this.chunkSize });
-      return this.out_proj.forward(mergeHeads(o, this.heads));
+      const q = this.q_proj.forward(x);
+      const o = scaledDotProductAttention(q, this.k_proj.forward(x), this.v_proj.forward(x), 1 / Math.sqrt(this.dim / this.heads), {
+        mask,
+        chunkSize: this.chunkSize,
+        heads: this.heads,
+      });
+      return this.out_proj.forward(o);
     });
   }
 }

@@ -1,0 +1,26 @@
+// SiLU's arithmetic (ControlnetTsSilu / …Grad in fused.cc), compiled twice (see simd.h). Composed from tfjs ops SiLU
+// is two full-size passes forward (Sigmoid, Multiply) and about six backward (the product rule through the sigmoid's
+// gradient), each allocating a tensor; here it is one pass each way.
+
+// y = x·sigmoid(x)
+static void SiluForward(const float* x, int64_t n, float* y) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const v8 v = load(x + i);
+    store(y + i, v * sigmoid8(v));
+  }
+  for (; i < n; i++) y[i] = x[i] / (1.f + std::exp(-x[i]));
+}
+
+// dx = dy·s·(1 + x·(1 − s)), s = sigmoid(x)
+static void SiluBackward(const float* x, const float* dy, int64_t n, float* dx) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const v8 v = load(x + i), s = sigmoid8(v);
+    store(dx + i, load(dy + i) * s * (splat(1.f) + v * (splat(1.f) - s)));
+  }
+  for (; i < n; i++) {
+    const float s = 1.f / (1.f + std::exp(-x[i]));
+    dx[i] = dy[i] * s * (1.f + x[i] * (1.f - s));
+  }
+}
