@@ -56,6 +56,25 @@ describe("native engine", { skip: missing ?? false }, () => {
     assert.equal(paddingName(info(16, 3, 1, 2)), "EXPLICIT");
   });
 
+  test("a reshape to the tensor's own shape shares its TensorFlow tensor; any other reshape is TensorFlow's op", () => {
+    const x = tf.tensor3d([1, 2, 3, 4, 5, 6], [1, 2, 3]);
+    const before = tf.memory().numTensors;
+    const same = tf.reshape(x, [1, -1, 3]);
+    assert.equal(same.dataId, x.dataId, "shared, no copy and no op");
+    const other = tf.reshape(x, [3, 2]);
+    assert.notEqual(other.dataId, x.dataId);
+    x.dispose(); // the shared data outlives the first tensor
+    assert.deepEqual(same.arraySync(), [[[1, 2, 3], [4, 5, 6]]]);
+    assert.deepEqual(other.arraySync(), [[1, 2], [3, 4], [5, 6]]);
+    // gradients of broadcasting ops reshape to their operand's shape: still right through the shared path
+    const a = tf.tensor2d([[1, 2], [3, 4]]), b = tf.tensor1d([10, 20]);
+    const [ga, gb] = tf.grads((p: tf.Tensor, q: tf.Tensor) => tf.sum(tf.mul(tf.add(p, q), p)))([a, b]);
+    assert.deepEqual(ga!.arraySync(), [[12, 24], [16, 28]]); // 2p + q
+    assert.deepEqual(gb!.arraySync(), [4, 6]); // Σ over rows of p
+    tf.dispose([same, other, a, b, ga!, gb!]);
+    assert.equal(tf.memory().numTensors, before - 1, "every tensor freed, x included");
+  });
+
   test("memory: live tensor bytes and RSS, no wasm heap, host memory as the budget", () => {
     const a = memoryInfo();
     const t = tf.zeros([1024, 1024]);

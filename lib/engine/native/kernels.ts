@@ -10,6 +10,10 @@
  * passed as that name. Same arithmetic; but TensorFlow's eager oneDNN rewrite skips every op whose padding is
  * EXPLICIT, so those ran on Eigen's kernels — the backward of a 3×3 conv with padding 1 (every conv of every resnet)
  * took 2.3× oneDNN's time (4×256×256×16, 16→16: 114 vs 50 ms forward + backward, 1 thread).
+ *
+ * Reshape to the tensor's own shape (tfjs' gradients of broadcasting ops end with one for every operand: ~630 in a
+ * bench-mid step) shares the TensorFlow tensor, as the cpu and wasm backends do, instead of running TF's Reshape op
+ * (~30 µs of dispatch each); every other reshape is tfjs-node's own kernel.
  */
 import { tf } from "../tf.js";
 import type { KernelConfig, KernelFunc, TensorInfo } from "@tensorflow/tfjs";
@@ -105,6 +109,16 @@ const conv2DBackpropFilter: KernelFunc = ({ inputs, backend, attrs }) => {
   }
 };
 
+function sharingReshape(stock: KernelFunc): KernelFunc {
+  return (args) => {
+    const x = args.inputs.x as TensorInfo;
+    const shape = tf.util.inferFromImplicitShape([...(args.attrs!.shape as number[])], tf.util.sizeFromShape(x.shape));
+    if (!tf.util.arraysEqual(shape, x.shape)) return stock(args);
+    (args.backend as unknown as { incRef(dataId: object): void }).incRef(x.dataId);
+    return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+  };
+}
+
 let registered: string[] | null = null;
 
 function replace(config: KernelConfig): void {
@@ -118,6 +132,7 @@ export function registerNativeKernels(): string[] {
   replace({ kernelName: "Conv2D", backendName: "tensorflow", kernelFunc: conv2D });
   replace({ kernelName: "Conv2DBackpropInput", backendName: "tensorflow", kernelFunc: conv2DBackpropInput });
   replace({ kernelName: "Conv2DBackpropFilter", backendName: "tensorflow", kernelFunc: conv2DBackpropFilter });
-  registered = ["Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter"];
+  replace({ kernelName: "Reshape", backendName: "tensorflow", kernelFunc: sharingReshape(tf.getKernel("Reshape", "tensorflow")!.kernelFunc) });
+  registered = ["Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "Reshape"];
   return registered;
 }
