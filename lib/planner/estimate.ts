@@ -52,6 +52,15 @@ export const NATIVE_KEPT_SHARE = 0.82;
  */
 export const FUSED_BLOCK_SHARE = 0.93;
 
+/**
+ * Native's fused attention reads the heads where the projections put them, and the conditioning embedding's SiLUs are
+ * one kernel: a transformer keeps this share of its fitted activation counts (no split/merge copies), a fused SiLU 2
+ * tensors per output element (composed: 5). Fitted with `npm run bench -- planner-fit` on engine "node" after those
+ * kernels landed (all 8 configs 1.23–1.41 before, the SiLU term alone 1.02–1.23): predicted / measured 0.940–1.092.
+ */
+export const FUSED_TRANSFORMER_SHARE = 0.75;
+export const FUSED_SILU_KEPT = 2;
+
 /** Our profile for the running engine: "tfjs-native" on tfjs-node (CPU or GPU), else "tfjs" (wasm, the default). */
 export function engineProfile(): EngineProfile {
   const backend = engineInfo()?.backend;
@@ -264,7 +273,11 @@ function blockCost(b: BlockShape, profile: EngineProfile, chunk: number, fused: 
     // full attention keeps the probabilities of self- and cross-attention for softmax's and AV's backward: one buffer
     // on wasm (its Identity shares it), two tracked handles on native; their gradients are as big. The fused kernel
     // keeps none (a log-sum-exp per query row, negligible) and recomputes them row by row in its backward.
-    if (fused) return { saved: weights + act, attention: 0, backward: 0.93 * act, inputs: outE + b.batch * m * b.ctxDim!, weights };
+    if (fused) {
+      // native's fused attention also reads the heads where the projections put them: no split/merge copies kept
+      const kept = profile === "tfjs-native" ? FUSED_TRANSFORMER_SHARE * act : act;
+      return { saved: weights + kept, attention: 0, backward: 0.93 * kept, inputs: outE + b.batch * m * b.ctxDim!, weights };
+    }
     const scores = chunked ? 0 : layers * (profile === "tfjs" ? 1 : 2) * bh * (n * n + n * m);
     // chunked: one chunk's scores are recomputed at a time (scores, probabilities and their gradients).
     const chunkTransient = chunked ? 4 * bh * chunk * Math.max(n, m) : 0;
@@ -332,8 +345,11 @@ export function estimateMemory(c: EstimateConfig): MemoryEstimate {
   }
   const wasm = profile === "tfjs";
   if (profile === "tfjs-native") weightTerms += ce.params;
+  // the conditioning embedding's SiLUs: composed, each keeps x and sigmoid(x) (and its product's operands); the
+  // fused kernel keeps x alone
+  const siluKept = fused && profile === "tfjs-native" ? FUSED_SILU_KEPT : 5;
   const cond = tape
-    ? (wasm ? 0 : ce.params) + activationFactor(profile) * (5 * ce.siluOut + 2 * ce.convOut) + ce.input
+    ? (wasm ? 0 : ce.params) + activationFactor(profile) * (siluKept * ce.siluOut + 2 * ce.convOut) + ce.input
     : 2 * ce.siluOut + ce.input + ce.convOut;
   // a skip connection's second copy is a tape copy: gone on wasm, a separate tracked handle on native
   saved += cond + geo.concatElements + (wasm ? 1 : 2) * geo.skipElements;
