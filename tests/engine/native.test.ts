@@ -56,6 +56,24 @@ describe("native engine", { skip: missing ?? false }, () => {
     assert.equal(paddingName(info(16, 3, 1, 2)), "EXPLICIT");
   });
 
+  test("a product of two matrices (TensorFlow's MatMul) equals the batched product, every transpose, gradients too", () => {
+    tf.tidy(() => {
+      const a = tf.randomNormal([37, 19], 0, 1, "float32", 1), b = tf.randomNormal([19, 23], 0, 1, "float32", 2);
+      for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]] as const) {
+        const x = ta ? tf.transpose(a) : a, y = tb ? tf.transpose(b) : b;
+        const flat = tf.matMul(x, y, ta, tb);
+        const batched = tf.squeeze(tf.matMul(tf.expandDims(x, 0), tf.expandDims(y, 0), ta, tb), [0]); // BatchMatMulV2
+        assert.deepEqual(flat.shape, [37, 23]);
+        assert.ok(tf.max(tf.abs(tf.sub(flat, batched))).dataSync()[0]! < 1e-5, `transposeA ${ta}, transposeB ${tb}`);
+      }
+      const [ga, gb] = tf.grads((p: tf.Tensor, q: tf.Tensor) => tf.sum(tf.square(tf.matMul(p as tf.Tensor2D, q as tf.Tensor2D))))([a, b]);
+      const y = tf.matMul(a, b);
+      assert.ok(tf.max(tf.abs(tf.sub(ga!, tf.matMul(tf.mul(y, 2), b, false, true)))).dataSync()[0]! < 1e-4);
+      assert.ok(tf.max(tf.abs(tf.sub(gb!, tf.matMul(a, tf.mul(y, 2), true, false)))).dataSync()[0]! < 1e-4);
+      assert.deepEqual(tf.matMul(tf.tensor2d([[1, 2]], [1, 2], "int32"), tf.tensor2d([[3], [4]], [2, 1], "int32")).arraySync(), [[11]], "int32: tfjs-node's own kernel");
+    });
+  });
+
   test("a reshape to the tensor's own shape shares its TensorFlow tensor; any other reshape is TensorFlow's op", () => {
     const x = tf.tensor3d([1, 2, 3, 4, 5, 6], [1, 2, 3]);
     const before = tf.memory().numTensors;

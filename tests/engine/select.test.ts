@@ -43,7 +43,7 @@ test("auto selection prefers the native engine; node-gpu says why it is not used
   assert.match(info.unavailable[0].reason, /CPU build.*CONTROLNET_TS_NATIVE=gpu npm run install-native/);
   assert.equal(info.deviceMemoryLimit, null, "no 4 GiB heap on native");
   // Conv2D: SAME where an explicit padding equals it; both gradients: EXPLICIT passed on (lib/engine/native/kernels.ts)
-  assert.deepEqual(info.kernelOverrides, ["Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "Reshape"]);
+  assert.deepEqual(info.kernelOverrides, ["Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "Reshape", "BatchMatMul"]);
   assert.match(info.fusedKernels, /^attention, GroupNorm\+SiLU, SiLU, AdamW, gradient norms \(TensorFlow ops of ours/);
 });
 

@@ -11,6 +11,11 @@
  * EXPLICIT, so those ran on Eigen's kernels — the backward of a 3×3 conv with padding 1 (every conv of every resnet)
  * took 2.3× oneDNN's time (4×256×256×16, 16→16: 114 vs 50 ms forward + backward, 1 thread).
  *
+ * BatchMatMul of two matrices (every linear layer, forward and backward) runs TensorFlow's MatMul op, which tfjs-node
+ * never uses: same oneDNN product, bit for bit here, but BatchMatMulV2's batch handling costs it on small products and
+ * more so across threads (2 threads, this VM: [4096,32]·[32,32] 235 → 135 µs, [1024,64]·[64,64] 309 → 115 µs,
+ * [4096,32]ᵀ·[4096,32] 243 → 103 µs; 1 thread 133 → 113 µs).
+ *
  * Reshape to the tensor's own shape (tfjs' gradients of broadcasting ops end with one for every operand: ~630 in a
  * bench-mid step) shares the TensorFlow tensor, as the cpu and wasm backends do, instead of running TF's Reshape op
  * (~30 µs of dispatch each); every other reshape is tfjs-node's own kernel.
@@ -109,6 +114,20 @@ const conv2DBackpropFilter: KernelFunc = ({ inputs, backend, attrs }) => {
   }
 };
 
+function matMulOf2D(stock: KernelFunc): KernelFunc {
+  return (args) => {
+    const { a, b } = args.inputs as { a: TensorInfo; b: TensorInfo };
+    if (a.shape.length !== 2 || b.shape.length !== 2 || a.dtype !== "float32" || b.dtype !== "float32") return stock(args);
+    const nb = args.backend as unknown as NodeBackend;
+    const attrs = args.attrs as { transposeA: boolean; transposeB: boolean };
+    return nb.executeSingleOutput("MatMul", [
+      { name: "T", type: nb.binding.TF_ATTR_TYPE, value: nb.binding.TF_FLOAT },
+      { name: "transpose_a", type: nb.binding.TF_ATTR_BOOL, value: attrs.transposeA },
+      { name: "transpose_b", type: nb.binding.TF_ATTR_BOOL, value: attrs.transposeB },
+    ], [a, b]);
+  };
+}
+
 function sharingReshape(stock: KernelFunc): KernelFunc {
   return (args) => {
     const x = args.inputs.x as TensorInfo;
@@ -133,6 +152,7 @@ export function registerNativeKernels(): string[] {
   replace({ kernelName: "Conv2DBackpropInput", backendName: "tensorflow", kernelFunc: conv2DBackpropInput });
   replace({ kernelName: "Conv2DBackpropFilter", backendName: "tensorflow", kernelFunc: conv2DBackpropFilter });
   replace({ kernelName: "Reshape", backendName: "tensorflow", kernelFunc: sharingReshape(tf.getKernel("Reshape", "tensorflow")!.kernelFunc) });
-  registered = ["Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "Reshape"];
+  replace({ kernelName: "BatchMatMul", backendName: "tensorflow", kernelFunc: matMulOf2D(tf.getKernel("BatchMatMul", "tensorflow")!.kernelFunc) });
+  registered = ["Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "Reshape", "BatchMatMul"];
   return registered;
 }
