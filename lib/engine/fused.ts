@@ -6,7 +6,8 @@
  *  - AdamW's update of a group of parameter tensors in one kernel instead of 13 ops per tensor, bit for bit the same
  *    float32 operations (lib/training/optim/adamw.ts composes them where the kernel is missing), and the gradient
  *    clip's per-tensor 2-norms in one kernel (summed in double);
- *  - SiLU, x·sigmoid(x), one pass each way (composed: 2 full-size ops forward, ~6 backward).
+ *  - SiLU, x·sigmoid(x), one pass each way (composed: 2 full-size ops forward, ~6 backward);
+ *  - LayerNorm over the last axis, row by row (composed: 9 ops forward, ~18 backward).
  * Each returns null where the running backend has no such kernel (wasm, cpu, the GPU engine), and the caller
  * composes the same math from tfjs ops (lib/models). Gradients are registered with the kernels.
  */
@@ -20,6 +21,8 @@ export const FUSED_ADAMW = "ControlnetTsFusedAdamW";
 export const FUSED_NORMS = "ControlnetTsFusedNorms";
 export const FUSED_SILU = "ControlnetTsFusedSilu";
 export const FUSED_SILU_GRAD = "ControlnetTsFusedSiluGrad";
+export const FUSED_LAYER_NORM = "ControlnetTsFusedLayerNorm";
+export const FUSED_LAYER_NORM_GRAD = "ControlnetTsFusedLayerNormGrad";
 
 // CONTROLNET_TS_FUSED_KERNELS=0 turns them off (everything then composes tfjs ops, as on wasm): for comparing.
 let enabled = process.env.CONTROLNET_TS_FUSED_KERNELS !== "0";
@@ -60,6 +63,14 @@ export function fusedGroupNorm<T extends tf.Tensor>(x: T, gamma: tf.Tensor, beta
 export function fusedSilu<T extends tf.Tensor>(x: T): T | null {
   if (!has(FUSED_SILU) || x.dtype !== "float32") return null;
   const [y] = tf.engine().runKernel(FUSED_SILU, { x }) as tf.Tensor[];
+  return y as T;
+}
+
+/** LayerNorm of x [.., C] over its last axis (biased variance, as torch); null where the engine has no kernel. */
+export function fusedLayerNorm<T extends tf.Tensor>(x: T, gamma: tf.Tensor, beta: tf.Tensor, eps: number): T | null {
+  if (!has(FUSED_LAYER_NORM) || x.dtype !== "float32") return null;
+  const [y, mean, rstd] = tf.engine().runKernel(FUSED_LAYER_NORM, { x, gamma, beta }, { eps }) as tf.Tensor[];
+  tf.dispose([mean!, rstd!]); // kept by the tape for the gradient
   return y as T;
 }
 

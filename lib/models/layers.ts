@@ -3,7 +3,7 @@
  * for stride 2), linear layers as 2-D matmuls (the wasm fast path, and it avoids a tfjs broadcast-gradient bug),
  * GroupNorm/LayerNorm with biased variance and the eps diffusers uses.
  */
-import { tf, fusedGroupNorm, fusedSilu } from "../engine/index.js";
+import { tf, fusedGroupNorm, fusedLayerNorm, fusedSilu } from "../engine/index.js";
 import { Module } from "./module.js";
 import type { Param } from "./module.js";
 
@@ -205,6 +205,8 @@ export class LayerNorm extends Module {
   }
 
   forward<T extends tf.Tensor>(x: T): T {
+    const fused = fusedLayerNorm(x, this.v(this.weight), this.v(this.bias), this.eps);
+    if (fused) return fused;
     return tf.tidy(() => {
       const normed = normalize(x, [x.rank - 1], this.eps);
       return tf.add(tf.mul(normed, this.v(this.weight)), this.v(this.bias)) as T;

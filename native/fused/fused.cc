@@ -11,6 +11,8 @@
 //                                                                      → new params, exp_avg, exp_avg_sq (N each)
 //   ControlnetTsNorms(tensors: N tensors; num_threads)                  → norms [N]: each tensor's 2-norm
 //   ControlnetTsSilu(x; num_threads) → y = x·sigmoid(x);   ControlnetTsSiluGrad(x, dy; num_threads) → dx
+//   ControlnetTsLayerNorm(x [R,C] or [.., C], gamma [C], beta [C]; eps, num_threads) → y, mean [R], rstd [R]
+//   ControlnetTsLayerNormGrad(x, gamma, mean, rstd, dy; num_threads)                   → dx, dgamma, dbeta
 //
 // Attention: out = softmax(scale·q·kᵀ)·v. Why: TensorFlow has no fused CPU attention, so the tfjs graph materialises the
 // [BH,N,M] scores and probabilities forward and four such maps backward (each 64 MB for bench-mid's 1024 tokens,
@@ -96,6 +98,10 @@ struct KernelTable {
   void (*adamw)(const float* p, const float* g, const float* m, const float* v, int64_t n, const AdamScalars& c, float* p2, float* m2, float* v2);
   void (*silu)(const float* x, int64_t n, float* y);
   void (*silu_grad)(const float* x, const float* dy, int64_t n, float* dx);
+  void (*layer_norm)(const float* x, int64_t r0, int64_t r1, int C, const float* gamma, const float* beta, float eps, float* y, float* mean,
+                     float* rstd);
+  void (*layer_norm_grad)(const float* x, const float* dy, int64_t r0, int64_t r1, int C, const float* gamma, const float* mean, const float* rstd,
+                          float* dx, float* dgamma_p, float* dbeta_p);
 };
 
 namespace avx2 {
@@ -106,6 +112,7 @@ namespace avx2 {
 #include "group-norm-kernels.h"
 #include "adamw-kernels.h"
 #include "silu-kernels.h"
+#include "layer-norm-kernels.h"
 #include "kernel-table.h"
 #pragma GCC pop_options
 }  // namespace avx2
@@ -116,6 +123,7 @@ namespace baseline {
 #include "group-norm-kernels.h"
 #include "adamw-kernels.h"
 #include "silu-kernels.h"
+#include "layer-norm-kernels.h"
 #include "kernel-table.h"
 }  // namespace baseline
 
@@ -137,7 +145,7 @@ struct Attrs {
 };
 const char* const kAdamScalars[7] = {"decay", "one_minus_beta1", "beta2", "one_minus_beta2", "bc2_sqrt", "eps", "neg_step_size"};
 
-enum class OpKind { Attention, GroupNorm, GroupNormGrad, Norms, AdamW, Elementwise };
+enum class OpKind { Attention, GroupNorm, GroupNormGrad, Norms, AdamW, Elementwise, LayerNorm };
 
 // Reads the attributes `kind` declares (num_threads for all).
 void* Create(TF_OpKernelConstruction* ctx, OpKind kind) {
@@ -156,6 +164,10 @@ void* Create(TF_OpKernelConstruction* ctx, OpKind kind) {
     if (ok()) TF_OpKernelConstruction_GetAttrBool(ctx, "silu", &silu, s);
     if (ok() && kind == OpKind::GroupNorm) TF_OpKernelConstruction_GetAttrFloat(ctx, "eps", &a->eps, s);
     a->silu = silu != 0;
+  } else if (kind == OpKind::LayerNorm) {
+    TF_Status* probe = TF_NewStatus();  // eps is the forward's only (the gradient has no attributes of its own)
+    TF_OpKernelConstruction_GetAttrFloat(ctx, "eps", &a->eps, probe);
+    TF_DeleteStatus(probe);
   } else if (kind != OpKind::Elementwise) {  // the list ops: N tensors per list, and AdamW's scalars
     if (ok()) TF_OpKernelConstruction_GetAttrInt64(ctx, "N", &a->n, s);
     for (int i = 0; kind == OpKind::AdamW && i < 7 && ok(); i++) TF_OpKernelConstruction_GetAttrFloat(ctx, kAdamScalars[i], &a->adam[i], s);
@@ -170,6 +182,7 @@ void* CreateGroupNormGrad(TF_OpKernelConstruction* ctx) { return Create(ctx, OpK
 void* CreateNorms(TF_OpKernelConstruction* ctx) { return Create(ctx, OpKind::Norms); }
 void* CreateAdamW(TF_OpKernelConstruction* ctx) { return Create(ctx, OpKind::AdamW); }
 void* CreateElementwise(TF_OpKernelConstruction* ctx) { return Create(ctx, OpKind::Elementwise); }
+void* CreateLayerNorm(TF_OpKernelConstruction* ctx) { return Create(ctx, OpKind::LayerNorm); }
 
 void Delete(void* a) { delete static_cast<Attrs*>(a); }
 
@@ -476,6 +489,60 @@ void ComputeSiluGrad(void* attrs, TF_OpKernelContext* ctx) {
               [&](int64_t o, int64_t n) { K.silu_grad(in[0].data + o, in[1].data + o, n, dx + o); });
 }
 
+// x [.., C] as R rows of C; gamma and beta (when given) [C]: the checked sizes, or false after failing the op.
+bool RowShapes(TF_OpKernelContext* ctx, const std::vector<Input>& in, const char* op, int64_t& R, int64_t& C) {
+  const auto& x = in[0].dims;
+  if (x.empty()) return Fail(ctx, std::string(op) + ": x must be [.., channels]"), false;
+  C = x.back(), R = 1;
+  for (size_t i = 0; i + 1 < x.size(); i++) R *= x[i];
+  if (C < 1 || C > INT32_MAX || in[1].dims != std::vector<int64_t>{C}) return Fail(ctx, std::string(op) + ": gamma and beta must be [channels]"), false;
+  return true;
+}
+
+// Rows in chunks of whole rows (about 64K elements each), on the threads from kMinThreaded elements up.
+int64_t RowsPerChunk(int64_t C) { return std::max<int64_t>(1, (int64_t(1) << 16) / C); }
+
+void ComputeLayerNorm(void* attrs, TF_OpKernelContext* ctx) {
+  const Attrs& a = *static_cast<Attrs*>(attrs);
+  std::vector<Input> in(3);  // x, gamma, beta
+  int64_t R, C;
+  if (!GetInputs(ctx, in, "ControlnetTsLayerNorm") || !RowShapes(ctx, in, "ControlnetTsLayerNorm", R, C)) return;
+  if (in[2].dims != in[1].dims) return Fail(ctx, "ControlnetTsLayerNorm: gamma and beta must be [channels]");
+  float* y = Allocate(ctx, 0, in[0].dims);
+  float* mean = y ? Allocate(ctx, 1, {R}) : nullptr;
+  float* rstd = mean ? Allocate(ctx, 2, {R}) : nullptr;
+  if (!rstd) return;
+  const int64_t per = RowsPerChunk(C);
+  ParallelFor((R + per - 1) / per, R * C < kMinThreaded ? 1 : a.num_threads, [&](int64_t i) {
+    K.layer_norm(in[0].data, i * per, std::min(R, (i + 1) * per), int(C), in[1].data, in[2].data, a.eps, y, mean, rstd);
+  });
+}
+
+void ComputeLayerNormGrad(void* attrs, TF_OpKernelContext* ctx) {
+  const Attrs& a = *static_cast<Attrs*>(attrs);
+  std::vector<Input> in(5);  // x, gamma, mean, rstd, dy
+  int64_t R, C;
+  if (!GetInputs(ctx, in, "ControlnetTsLayerNormGrad") || !RowShapes(ctx, in, "ControlnetTsLayerNormGrad", R, C)) return;
+  if (in[2].dims != std::vector<int64_t>{R} || in[3].dims != std::vector<int64_t>{R} || in[4].dims != in[0].dims) {
+    return Fail(ctx, "ControlnetTsLayerNormGrad: mean and rstd must be [rows], dy shaped as x");
+  }
+  float* dx = Allocate(ctx, 0, in[0].dims);
+  float* dgamma = dx ? Allocate(ctx, 1, {C}) : nullptr;
+  float* dbeta = dgamma ? Allocate(ctx, 2, {C}) : nullptr;
+  if (!dbeta) return;
+  const int64_t per = RowsPerChunk(C), chunks = (R + per - 1) / per;
+  std::vector<float> dgammaP(chunks * C, 0.f), dbetaP(chunks * C, 0.f);  // per chunk, summed in chunk order below
+  ParallelFor(chunks, R * C < kMinThreaded ? 1 : a.num_threads, [&](int64_t i) {
+    K.layer_norm_grad(in[0].data, in[4].data, i * per, std::min(R, (i + 1) * per), int(C), in[1].data, in[2].data, in[3].data, dx,
+                      dgammaP.data() + i * C, dbetaP.data() + i * C);
+  });
+  for (int64_t c = 0; c < C; c++) {
+    float sg = 0.f, sb = 0.f;
+    for (int64_t i = 0; i < chunks; i++) sg += dgammaP[i * C + c], sb += dbetaP[i * C + c];
+    dgamma[c] = sg, dbeta[c] = sb;
+  }
+}
+
 // name, inputs, outputs, attributes; then its CPU kernel
 struct Op {
   const char* name;
@@ -503,6 +570,10 @@ const std::vector<Op>& Ops() {
       {"ControlnetTsNorms", {"tensors: N * float"}, {"norms: float"}, {"N: int >= 1", "num_threads: int = 1"}, CreateNorms, ComputeNorms},
       {"ControlnetTsSilu", {"x: float"}, {"y: float"}, {"num_threads: int = 1"}, CreateElementwise, ComputeSilu},
       {"ControlnetTsSiluGrad", {"x: float", "dy: float"}, {"dx: float"}, {"num_threads: int = 1"}, CreateElementwise, ComputeSiluGrad},
+      {"ControlnetTsLayerNorm", {"x: float", "gamma: float", "beta: float"}, {"y: float", "mean: float", "rstd: float"},
+       {"eps: float", "num_threads: int = 1"}, CreateLayerNorm, ComputeLayerNorm},
+      {"ControlnetTsLayerNormGrad", {"x: float", "gamma: float", "mean: float", "rstd: float", "dy: float"},
+       {"dx: float", "dgamma: float", "dbeta: float"}, {"num_threads: int = 1"}, CreateLayerNorm, ComputeLayerNormGrad},
   };
   return ops;
 }

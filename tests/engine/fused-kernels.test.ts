@@ -11,9 +11,9 @@
 import { before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { describeEngine, fusedAttention, fusedNorms, hasFusedAttention, initEngine, tf, useFusedKernels, type EngineInfo } from "../../lib/engine/index.js";
-import { GroupNorm, silu } from "../../lib/models/layers.js";
+import { GroupNorm, LayerNorm, silu } from "../../lib/models/layers.js";
 import { AdamW, clipGradNorm } from "../../lib/training/optim/adamw.js";
-import { FUSED_ATTENTION, FUSED_GROUP_NORM, FUSED_SILU } from "../../lib/engine/fused.js";
+import { FUSED_ATTENTION, FUSED_GROUP_NORM, FUSED_LAYER_NORM, FUSED_SILU } from "../../lib/engine/fused.js";
 import { nativeMissingReason } from "../../lib/engine/native/load.js";
 import { mergeHeads, scaledDotProductAttention, splitHeads } from "../../lib/models/attention.js";
 import { lastLineOfChild } from "./child-process.js";
@@ -56,7 +56,7 @@ describe("fused kernels on the native engine", { skip: missing ?? false }, () =>
 
   test("the engine reports the fused kernel", () => {
     assert.equal(hasFusedAttention(), true, describeEngine(info));
-    assert.match(describeEngine(info), /fused kernels: attention, GroupNorm\+SiLU, SiLU, AdamW, gradient norms \(TensorFlow ops of ours; (AVX2 \+ FMA|SSE2), \d+ thread/);
+    assert.match(describeEngine(info), /fused kernels: attention, GroupNorm\+SiLU, SiLU, LayerNorm, AdamW, gradient norms \(TensorFlow ops of ours; (AVX2 \+ FMA|SSE2), \d+ thread/);
   });
 
   const shapes: [number, number, number, number][] = [
@@ -114,6 +114,41 @@ describe("fused kernels on the native engine", { skip: missing ?? false }, () =>
           const e = relErr(got[i]!, want[i]!);
           assert.ok(e < TOLERANCE, `${name}: relative error ${e.toExponential(2)}`);
         });
+      });
+    });
+  }
+
+  // LayerNorm: channels a whole number of vectors or not, unthreaded and threaded (from 256K elements), SD1.5's text width
+  for (const shape of [[3, 10, 20], [4, 1024, 32], [2, 4096, 64], [1, 77, 768]]) {
+    test(`LayerNorm of [${shape}]: output and dx, dweight, dbias match the composed ops`, () => {
+      tf.tidy(() => {
+        const c = shape[shape.length - 1]!;
+        const ln = new LayerNorm(c, 1e-5);
+        ln.initialize(1);
+        const [weight, bias] = [ln.weight.variable!, ln.bias.variable!];
+        weight.assign(tf.randomNormal([c], 1, 0.3, "float32", 8));
+        bias.assign(tf.randomNormal([c], 0, 0.3, "float32", 9));
+        const x = tf.add(tf.mul(tf.randomNormal(shape, 0, 1, "float32", 10), 2), 0.5);
+        const w = tf.randomNormal(shape, 0, 1, "float32", 11);
+        const loss = (a: tf.Tensor) => tf.sum(tf.mul(ln.forward(a), w)) as tf.Scalar;
+        const run = () => {
+          const { grads } = tf.variableGrads(() => loss(x), [weight, bias]);
+          return [ln.forward(x), tf.grad(loss)(x), grads[weight.name]!, grads[bias.name]!];
+        };
+        assert.equal(callsOf(FUSED_LAYER_NORM, () => ln.forward(x)), 1, "one fused kernel");
+        const fused = run();
+        useFusedKernels(false);
+        let composed: tf.Tensor[];
+        try {
+          composed = run();
+        } finally {
+          useFusedKernels(true);
+        }
+        ["y", "dx", "dweight", "dbias"].forEach((name, i) => {
+          const e = relErr(fused[i]!, composed[i]!);
+          assert.ok(e < TOLERANCE, `${name}: relative error ${e.toExponential(2)}`);
+        });
+        ln.dispose();
       });
     });
   }
