@@ -79,7 +79,7 @@ async function runNative(args: string[], info: EngineInfo): Promise<object> {
   const budget = memoryBudget();
   const cheapest = planMemory({ ...cfg, options: {} }, 0.9 * budget).best;
   const rssBase = process.memoryUsage().rss;
-  const predictedRss = rssBase + predicted.device.total + predicted.host.total;
+  const predictedRss = rssBase + predicted.device.total + predicted.heapSlack + predicted.host.total;
   log(`SD1.5 ControlNet step, ${resolution} px (latents ${resolution / 8}), batch 1, ${info.backend} ${info.threads} thread(s), load ${os.loadavg()[0]!.toFixed(1)}; ` +
     `options: gradient checkpointing (both models), fp32 AdamW; planner (${predicted.profile}): tensors ${GB(predicted.device.total)} ` +
     `(${predicted.breakdown.slice(0, -2).join(", ")}), + process before building ${GB(rssBase)} = ${GB(predictedRss)} host; ` +

@@ -296,7 +296,8 @@ function predictedPeak(o: TrainCellOptions): number | null {
         attentionChunkSize: o.attentionChunkSize ?? 0, offloadOptimizerState: o.offloadOptimizerState ?? false, setGradsToNone: true,
       },
     });
-    return plannedDeviceBytes(estimate, wasmHeap);
+    // the meter measures live tensors: on native that is device.total (the heap's slack is RSS, not tensors)
+    return wasmHeap ? plannedDeviceBytes(estimate, true) : estimate.device.total;
   } catch (e) {
     console.log(`train: no predicted memory peak (${(e as Error).message})`);
     return null;

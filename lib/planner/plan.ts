@@ -33,9 +33,9 @@ const STEPS: [string, Partial<PlannerOptions>][] = [
   ["+ frozen-weight offload", { offloadFrozenWeights: true }],
 ];
 
-/** What a plan must fit: the tensor total, plus the packed weight copies on the wasm heap. */
+/** What a plan must fit: the tensor total, plus the packed weight copies on the wasm heap, or the native heap's slack. */
 export function plannedDeviceBytes(e: MemoryEstimate, wasmHeap: boolean): number {
-  return e.device.total + (wasmHeap ? e.wasmPackedWeights : 0);
+  return e.device.total + (wasmHeap ? e.wasmPackedWeights : e.heapSlack);
 }
 
 export function planMemory(config: EstimateConfig, budgetBytes: number, opts: { wasmHeap?: boolean } = {}): MemoryPlan {

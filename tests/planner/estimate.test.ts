@@ -3,7 +3,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { testEngine } from "../helpers.js";
 import { hasFusedAttention } from "../../lib/engine/index.js";
-import { estimateMemory, engineProfile, planMemory, measureTrainingStep, SD15_UNET, SD15_VAE, SD15_TEXT_ENCODER, SEED_TIERS } from "../../lib/planner/index.js";
+import { estimateMemory, engineProfile, planMemory, plannedDeviceBytes, measureTrainingStep, SD15_UNET, SD15_VAE, SD15_TEXT_ENCODER, SEED_TIERS } from "../../lib/planner/index.js";
 import { estimateMemory as cellEstimate } from "../../lib/cells/planner.js";
 
 const BENCH_MID_UNET = {
@@ -142,6 +142,11 @@ test("the estimate follows the running engine: wasm's tape shares saved buffers,
   assert.notEqual(nat.device.activations, wasm.device.activations);
   assert.equal(nat.wasmPackedWeights, 0);
   assert.ok(wasm.wasmPackedWeights > 0);
+  // host memory on native holds the heap's retained free blocks besides the tensors; a plan counts them
+  assert.equal(wasm.heapSlack, 0);
+  assert.ok(Math.abs(nat.heapSlack - 0.1 * nat.device.total) < 1, `${nat.heapSlack}`);
+  assert.equal(plannedDeviceBytes(nat, false), nat.device.total + nat.heapSlack);
+  assert.equal(plannedDeviceBytes(wasm, true), wasm.device.total + wasm.wasmPackedWeights);
   // the native CPU engine's fused attention keeps no maps: the estimate follows whether it runs
   const fused = estimateMemory({ ...cfg, profile: "tfjs-native", fusedAttention: true });
   assert.equal(fused.device.attention, 0);
