@@ -31,6 +31,41 @@ function composed(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, scale: number): tf.T
 const TOLERANCE = 1e-5;
 
 /** How many times `fn` runs the tfjs kernel `kernelName` on the tensorflow backend. */
+/**
+ * A norm layer with random affine parameters: its fused kernel runs once per forward, and its output and the gradients
+ * of x, weight and bias equal those of the composed ops (the fused kernels turned off) within TOLERANCE.
+ */
+function assertNormMatchesComposed(norm: GroupNorm | LayerNorm, forward: (m: GroupNorm | LayerNorm, x: tf.Tensor) => tf.Tensor, kernel: string, shape: number[]): void {
+  tf.tidy(() => {
+    const c = shape[shape.length - 1]!;
+    norm.initialize(1);
+    const [weight, bias] = [norm.weight.variable!, norm.bias.variable!];
+    weight.assign(tf.randomNormal([c], 1, 0.3, "float32", 8));
+    bias.assign(tf.randomNormal([c], 0, 0.3, "float32", 9));
+    const x = tf.add(tf.mul(tf.randomNormal(shape, 0, 1, "float32", 10), 2), 0.5);
+    const w = tf.randomNormal(shape, 0, 1, "float32", 11);
+    const loss = (a: tf.Tensor) => tf.sum(tf.mul(forward(norm, a), w)) as tf.Scalar;
+    const run = () => {
+      const { grads } = tf.variableGrads(() => loss(x), [weight, bias]);
+      return [forward(norm, x), tf.grad(loss)(x), grads[weight.name]!, grads[bias.name]!];
+    };
+    assert.equal(callsOf(kernel, () => forward(norm, x)), 1, "one fused kernel");
+    const fused = run();
+    useFusedKernels(false);
+    let composed: tf.Tensor[];
+    try {
+      composed = run();
+    } finally {
+      useFusedKernels(true);
+    }
+    ["y", "dx", "dweight", "dbias"].forEach((name, i) => {
+      const e = relErr(fused[i]!, composed[i]!);
+      assert.ok(e < TOLERANCE, `${name}: relative error ${e.toExponential(2)}`);
+    });
+    norm.dispose();
+  });
+}
+
 function callsOf(kernelName: string, fn: () => unknown): number {
   let calls = 0;
   const saved = tf.getKernel(kernelName, "tensorflow")!;
@@ -121,35 +156,8 @@ describe("fused kernels on the native engine", { skip: missing ?? false }, () =>
   // LayerNorm: channels a whole number of vectors or not, unthreaded and threaded (from 256K elements), SD1.5's text width
   for (const shape of [[3, 10, 20], [4, 1024, 32], [2, 4096, 64], [1, 77, 768]]) {
     test(`LayerNorm of [${shape}]: output and dx, dweight, dbias match the composed ops`, () => {
-      tf.tidy(() => {
-        const c = shape[shape.length - 1]!;
-        const ln = new LayerNorm(c, 1e-5);
-        ln.initialize(1);
-        const [weight, bias] = [ln.weight.variable!, ln.bias.variable!];
-        weight.assign(tf.randomNormal([c], 1, 0.3, "float32", 8));
-        bias.assign(tf.randomNormal([c], 0, 0.3, "float32", 9));
-        const x = tf.add(tf.mul(tf.randomNormal(shape, 0, 1, "float32", 10), 2), 0.5);
-        const w = tf.randomNormal(shape, 0, 1, "float32", 11);
-        const loss = (a: tf.Tensor) => tf.sum(tf.mul(ln.forward(a), w)) as tf.Scalar;
-        const run = () => {
-          const { grads } = tf.variableGrads(() => loss(x), [weight, bias]);
-          return [ln.forward(x), tf.grad(loss)(x), grads[weight.name]!, grads[bias.name]!];
-        };
-        assert.equal(callsOf(FUSED_LAYER_NORM, () => ln.forward(x)), 1, "one fused kernel");
-        const fused = run();
-        useFusedKernels(false);
-        let composed: tf.Tensor[];
-        try {
-          composed = run();
-        } finally {
-          useFusedKernels(true);
-        }
-        ["y", "dx", "dweight", "dbias"].forEach((name, i) => {
-          const e = relErr(fused[i]!, composed[i]!);
-          assert.ok(e < TOLERANCE, `${name}: relative error ${e.toExponential(2)}`);
-        });
-        ln.dispose();
-      });
+      const c = shape[shape.length - 1]!;
+      assertNormMatchesComposed(new LayerNorm(c, 1e-5), (m, a) => (m as LayerNorm).forward(a), FUSED_LAYER_NORM, shape);
     });
   }
 
@@ -177,35 +185,8 @@ describe("fused kernels on the native engine", { skip: missing ?? false }, () =>
   ];
   for (const [shape, groups, silu] of norms) {
     test(`GroupNorm${silu ? " + SiLU" : ""} of [${shape}] in ${groups} groups: output and dx, dweight, dbias match the composed ops`, () => {
-      tf.tidy(() => {
-        const c = shape[shape.length - 1]!;
-        const gn = new GroupNorm(groups, c, 1e-5);
-        gn.initialize(1);
-        const [weight, bias] = [gn.weight.variable!, gn.bias.variable!];
-        weight.assign(tf.randomNormal([c], 1, 0.3, "float32", 8));
-        bias.assign(tf.randomNormal([c], 0, 0.3, "float32", 9));
-        const x = tf.add(tf.mul(tf.randomNormal(shape, 0, 1, "float32", 10), 2), 0.5);
-        const w = tf.randomNormal(shape, 0, 1, "float32", 11);
-        const loss = (a: tf.Tensor) => tf.sum(tf.mul(gn.forward(a, { silu }), w)) as tf.Scalar;
-        const run = () => {
-          const { grads } = tf.variableGrads(() => loss(x), [weight, bias]);
-          return [gn.forward(x, { silu }), tf.grad(loss)(x), grads[weight.name]!, grads[bias.name]!];
-        };
-        assert.equal(callsOf(FUSED_GROUP_NORM, () => gn.forward(x, { silu })), 1, "one fused kernel");
-        const fused = run();
-        useFusedKernels(false);
-        let composed: tf.Tensor[];
-        try {
-          composed = run();
-        } finally {
-          useFusedKernels(true);
-        }
-        ["y", "dx", "dweight", "dbias"].forEach((name, i) => {
-          const e = relErr(fused[i]!, composed[i]!);
-          assert.ok(e < TOLERANCE, `${name}: relative error ${e.toExponential(2)}`);
-        });
-        gn.dispose();
-      });
+      const c = shape[shape.length - 1]!;
+      assertNormMatchesComposed(new GroupNorm(groups, c, 1e-5), (m, a) => (m as GroupNorm).forward(a, { silu }), FUSED_GROUP_NORM, shape);
     });
   }
 
