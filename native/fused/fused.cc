@@ -145,6 +145,7 @@ struct Attrs {
 };
 const char* const kAdamScalars[7] = {"decay", "one_minus_beta1", "beta2", "one_minus_beta2", "bc2_sqrt", "eps", "neg_step_size"};
 
+// Elementwise: ops whose only attribute is num_threads (SiLU and its gradient, LayerNorm's gradient).
 enum class OpKind { Attention, GroupNorm, GroupNormGrad, Norms, AdamW, Elementwise, LayerNorm };
 
 // Reads the attributes `kind` declares (num_threads for all).
@@ -165,9 +166,7 @@ void* Create(TF_OpKernelConstruction* ctx, OpKind kind) {
     if (ok() && kind == OpKind::GroupNorm) TF_OpKernelConstruction_GetAttrFloat(ctx, "eps", &a->eps, s);
     a->silu = silu != 0;
   } else if (kind == OpKind::LayerNorm) {
-    TF_Status* probe = TF_NewStatus();  // eps is the forward's only (the gradient has no attributes of its own)
-    TF_OpKernelConstruction_GetAttrFloat(ctx, "eps", &a->eps, probe);
-    TF_DeleteStatus(probe);
+    if (ok()) TF_OpKernelConstruction_GetAttrFloat(ctx, "eps", &a->eps, s);
   } else if (kind != OpKind::Elementwise) {  // the list ops: N tensors per list, and AdamW's scalars
     if (ok()) TF_OpKernelConstruction_GetAttrInt64(ctx, "N", &a->n, s);
     for (int i = 0; kind == OpKind::AdamW && i < 7 && ok(); i++) TF_OpKernelConstruction_GetAttrFloat(ctx, kAdamScalars[i], &a->adam[i], s);
@@ -573,7 +572,7 @@ const std::vector<Op>& Ops() {
       {"ControlnetTsLayerNorm", {"x: float", "gamma: float", "beta: float"}, {"y: float", "mean: float", "rstd: float"},
        {"eps: float", "num_threads: int = 1"}, CreateLayerNorm, ComputeLayerNorm},
       {"ControlnetTsLayerNormGrad", {"x: float", "gamma: float", "mean: float", "rstd: float", "dy: float"},
-       {"dx: float", "dgamma: float", "dbeta: float"}, {"num_threads: int = 1"}, CreateLayerNorm, ComputeLayerNormGrad},
+       {"dx: float", "dgamma: float", "dbeta: float"}, {"num_threads: int = 1"}, CreateElementwise, ComputeLayerNormGrad},
   };
   return ops;
 }
