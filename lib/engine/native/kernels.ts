@@ -12,7 +12,7 @@
  * took 2.3× oneDNN's time (4×256×256×16, 16→16: 114 vs 50 ms forward + backward, 1 thread).
  *
  * BatchMatMul of two matrices (every linear layer, forward and backward) runs TensorFlow's MatMul op, which tfjs-node
- * never uses: same oneDNN product, bit for bit here, but BatchMatMulV2's batch handling costs it on small products and
+ * never uses: the same product (equal to BatchMatMulV2's, or within float rounding), but BatchMatMulV2's batch handling costs it on small products and
  * more so across threads (2 threads, this VM: [4096,32]·[32,32] 235 → 135 µs, [1024,64]·[64,64] 309 → 115 µs,
  * [4096,32]ᵀ·[4096,32] 243 → 103 µs; 1 thread 133 → 113 µs).
  *

@@ -65,8 +65,7 @@ class CLIPAttention extends Module {
   }
   forward(x: tf.Tensor3D, mask: tf.Tensor): tf.Tensor3D {
     return tf.tidy(() => {
-      const q = this.q_proj.forward(x);
-      const o = scaledDotProductAttention(q, this.k_proj.forward(x), this.v_proj.forward(x), 1 / Math.sqrt(this.dim / this.heads), {
+      const o = scaledDotProductAttention(this.q_proj.forward(x), this.k_proj.forward(x), this.v_proj.forward(x), 1 / Math.sqrt(this.dim / this.heads), {
         mask,
         chunkSize: this.chunkSize,
         heads: this.heads,
