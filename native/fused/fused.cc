@@ -255,6 +255,19 @@ bool Shapes(TF_OpKernelContext* ctx, const std::vector<Input>& in, const Attrs& 
 // saves on smaller tensors (measured at 2 threads on a VM: a 32K-element GroupNorm takes 90 µs alone, 185 µs on two).
 constexpr int64_t kMinThreaded = 1 << 18;
 
+// Work items of about this many elements: several per thread for balance, each big enough to amortise its set-up.
+constexpr int64_t kChunk = 1 << 16;
+
+// out_a[c] = Σ_p parts_a[p·C + c] (and the same for b), summed in part order: the result never depends on which
+// thread computed which part.
+void SumPartsInOrder(const std::vector<float>& parts_a, const std::vector<float>& parts_b, int64_t parts, int64_t C, float* out_a, float* out_b) {
+  for (int64_t c = 0; c < C; c++) {
+    float sa = 0.f, sb = 0.f;
+    for (int64_t p = 0; p < parts; p++) sa += parts_a[p * C + c], sb += parts_b[p * C + c];
+    out_a[c] = sa, out_b[c] = sb;
+  }
+}
+
 // Runs fn(item) for item in [0, items) on up to `threads` threads (the caller's included).
 template <typename F>
 void ParallelFor(int64_t items, int threads, const F& fn) {
@@ -394,7 +407,7 @@ void ComputeGroupNormGrad(void* attrs, TF_OpKernelContext* ctx) {
   float* dbeta = dgamma ? Allocate(ctx, 2, {C}) : nullptr;
   if (!dbeta) return;
   const int64_t slices = GroupSlices(a, B, P, C), per = (G + slices - 1) / slices;
-  std::vector<float> dgammaB(B * C, 0.f), dbetaB(B * C, 0.f);  // per batch item, summed in order below
+  std::vector<float> dgammaB(B * C, 0.f), dbetaB(B * C, 0.f);  // per batch item
   ParallelFor(B * slices, B * P * C < kMinThreaded ? 1 : a.num_threads, [&](int64_t item) {
     const int64_t b = item / slices, g0 = (item % slices) * per, g1 = std::min(G, g0 + per);
     if (g0 >= g1) return;
@@ -403,11 +416,7 @@ void ComputeGroupNormGrad(void* attrs, TF_OpKernelContext* ctx) {
     K.group_norm_grad(s, in[1].data, in[2].data, in[3].data + b * G, in[4].data + b * G, in[5].data + at, a.silu, dx + at, dgammaB.data() + b * C,
                       dbetaB.data() + b * C);
   });
-  for (int64_t c = 0; c < C; c++) {
-    float sg = 0.f, sb = 0.f;
-    for (int64_t b = 0; b < B; b++) sg += dgammaB[b * C + c], sb += dbetaB[b * C + c];
-    dgamma[c] = sg, dbeta[c] = sb;
-  }
+  SumPartsInOrder(dgammaB, dbetaB, B, C, dgamma, dbeta);
 }
 
 
@@ -426,7 +435,7 @@ void ComputeAdamW(void* attrs, TF_OpKernelContext* ctx) {
       if (!out[k * N + i]) return;
     }
   }
-  // chunks of at most 64K elements over all tensors, so one big tensor or many small ones balance across threads
+  // chunks of at most kChunk elements over all tensors, so one big tensor or many small ones balance across threads
   struct Chunk {
     int64_t t, begin, end;
   };
@@ -435,7 +444,7 @@ void ComputeAdamW(void* attrs, TF_OpKernelContext* ctx) {
   for (int64_t i = 0; i < N; i++) {
     const int64_t n = TF_TensorElementCount(in[i].t);
     total += n;
-    for (int64_t b = 0; b < n; b += 1 << 16) chunks.push_back({i, b, std::min(n, b + (int64_t(1) << 16))});
+    for (int64_t b = 0; b < n; b += kChunk) chunks.push_back({i, b, std::min(n, b + kChunk)});
   }
   const AdamScalars sc{a.adam[0], a.adam[1], a.adam[2], a.adam[3], a.adam[4], a.adam[5], a.adam[6]};
   ParallelFor(static_cast<int64_t>(chunks.size()), total < kMinThreaded ? 1 : a.num_threads, [&](int64_t item) {
@@ -463,10 +472,9 @@ void ComputeNorms(void* attrs, TF_OpKernelContext* ctx) {
   });
 }
 
-// Element-wise ops over x (and dy) in chunks of 64K elements, on the threads from 256K elements up.
+// Element-wise ops over x (and dy) in chunks of kChunk elements, on the threads from kMinThreaded elements up.
 template <typename F>
 void Elementwise(const Attrs& a, int64_t n, const F& fn) {
-  constexpr int64_t kChunk = 1 << 16;
   ParallelFor((n + kChunk - 1) / kChunk, n < kMinThreaded ? 1 : a.num_threads, [&](int64_t i) { fn(i * kChunk, std::min(n, (i + 1) * kChunk) - i * kChunk); });
 }
 
@@ -498,8 +506,8 @@ bool RowShapes(TF_OpKernelContext* ctx, const std::vector<Input>& in, const char
   return true;
 }
 
-// Rows in chunks of whole rows (about 64K elements each), on the threads from kMinThreaded elements up.
-int64_t RowsPerChunk(int64_t C) { return std::max<int64_t>(1, (int64_t(1) << 16) / C); }
+// Rows in chunks of whole rows (about kChunk elements each), on the threads from kMinThreaded elements up.
+int64_t RowsPerChunk(int64_t C) { return std::max<int64_t>(1, kChunk / C); }
 
 void ComputeLayerNorm(void* attrs, TF_OpKernelContext* ctx) {
   const Attrs& a = *static_cast<Attrs*>(attrs);
@@ -530,16 +538,12 @@ void ComputeLayerNormGrad(void* attrs, TF_OpKernelContext* ctx) {
   float* dbeta = dgamma ? Allocate(ctx, 2, {C}) : nullptr;
   if (!dbeta) return;
   const int64_t per = RowsPerChunk(C), chunks = (R + per - 1) / per;
-  std::vector<float> dgammaP(chunks * C, 0.f), dbetaP(chunks * C, 0.f);  // per chunk, summed in chunk order below
+  std::vector<float> dgammaP(chunks * C, 0.f), dbetaP(chunks * C, 0.f);  // per chunk
   ParallelFor(chunks, R * C < kMinThreaded ? 1 : a.num_threads, [&](int64_t i) {
     K.layer_norm_grad(in[0].data, in[4].data, i * per, std::min(R, (i + 1) * per), int(C), in[1].data, in[2].data, in[3].data, dx,
                       dgammaP.data() + i * C, dbetaP.data() + i * C);
   });
-  for (int64_t c = 0; c < C; c++) {
-    float sg = 0.f, sb = 0.f;
-    for (int64_t i = 0; i < chunks; i++) sg += dgammaP[i * C + c], sb += dbetaP[i * C + c];
-    dgamma[c] = sg, dbeta[c] = sb;
-  }
+  SumPartsInOrder(dgammaP, dbetaP, chunks, C, dgamma, dbeta);
 }
 
 // name, inputs, outputs, attributes; then its CPU kernel
