@@ -77,12 +77,14 @@ const big = which === "sd15";
 await step();
 if (!big) await step();
 times.clear();
-const N = Number(process.env.STEPS ?? (big ? 1 : 3)); const t0 = performance.now(); const c0 = process.cpuUsage();
+const N = Number(process.env.STEPS ?? (big ? 1 : 3)); const t0 = performance.now(); const c0 = process.cpuUsage(); const f0 = process.resourceUsage().minorPageFault;
 for (let i = 0; i < N; i++) await step();
 const total = (performance.now() - t0) / N;
 const cpu = process.cpuUsage(c0);
 // process CPU time (user + system) beside the wall time: on a shared machine it is the steadier figure (1 thread)
-console.log(`${which} B=${B} step ${total.toFixed(0)} ms on ${tf.getBackend()} (process CPU ${((cpu.user + cpu.system) / 1000 / N).toFixed(0)} ms/step)`);
+// system time and page faults: fresh pages the allocator maps for each step's tensors are zeroed by the kernel
+const faults = (process.resourceUsage().minorPageFault - f0) / N;
+console.log(`${which} B=${B} step ${total.toFixed(0)} ms on ${tf.getBackend()} (process CPU ${((cpu.user + cpu.system) / 1000 / N).toFixed(0)} ms/step, of it system ${(cpu.system / 1000 / N).toFixed(0)} ms; ${faults.toFixed(0)} page faults/step)`);
 const rows = [...times].sort((a, b) => b[1].ms - a[1].ms);
 let acc = 0; let calls = 0; for (const [, v] of rows) { acc += v.ms; calls += v.n; }
 console.log(`kernel total ${(acc / N).toFixed(0)} ms/step in ${calls / N} calls (rest is JS/tape overhead)`);

@@ -7,7 +7,9 @@
  *    float32 operations (lib/training/optim/adamw.ts composes them where the kernel is missing), and the gradient
  *    clip's per-tensor 2-norms in one kernel (summed in double);
  *  - SiLU, x·sigmoid(x), one pass each way (composed: 2 full-size ops forward, ~6 backward);
- *  - LayerNorm over the last axis, row by row (composed: 9 ops forward, ~18 backward).
+ *  - LayerNorm over the last axis, row by row (composed: 9 ops forward, ~18 backward);
+ *  - GEGLU, a·gelu(g) of a projection's two halves, one pass each way (composed: a split and 5 ops forward, a dozen
+ *    and a concat backward).
  * Each returns null where the running backend has no such kernel (wasm, cpu, the GPU engine), and the caller
  * composes the same math from tfjs ops (lib/models). Gradients are registered with the kernels.
  */
@@ -23,6 +25,8 @@ export const FUSED_SILU = "ControlnetTsFusedSilu";
 export const FUSED_SILU_GRAD = "ControlnetTsFusedSiluGrad";
 export const FUSED_LAYER_NORM = "ControlnetTsFusedLayerNorm";
 export const FUSED_LAYER_NORM_GRAD = "ControlnetTsFusedLayerNormGrad";
+export const FUSED_GEGLU = "ControlnetTsFusedGeglu";
+export const FUSED_GEGLU_GRAD = "ControlnetTsFusedGegluGrad";
 
 // CONTROLNET_TS_FUSED_KERNELS=0 turns them off (everything then composes tfjs ops, as on wasm): for comparing.
 let enabled = process.env.CONTROLNET_TS_FUSED_KERNELS !== "0";
@@ -71,6 +75,13 @@ export function fusedLayerNorm<T extends tf.Tensor>(x: T, gamma: tf.Tensor, beta
   if (!has(FUSED_LAYER_NORM) || x.dtype !== "float32") return null;
   const [y, mean, rstd] = tf.engine().runKernel(FUSED_LAYER_NORM, { x, gamma, beta }, { eps }) as tf.Tensor[];
   tf.dispose([mean!, rstd!]); // kept by the tape for the gradient
+  return y as T;
+}
+
+/** h [.., 2F] → a·gelu(g) [.., F], a and g h's first and second halves (diffusers' GEGLU); null where no kernel. */
+export function fusedGeglu<T extends tf.Tensor>(h: T): T | null {
+  if (!has(FUSED_GEGLU) || h.dtype !== "float32") return null;
+  const [y] = tf.engine().runKernel(FUSED_GEGLU, { h }) as tf.Tensor[];
   return y as T;
 }
 

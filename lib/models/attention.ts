@@ -9,7 +9,7 @@
  */
 import { tf } from "../engine/index.js";
 import { checkpoint } from "../engine/checkpoint.js";
-import { fusedAttention } from "../engine/fused.js";
+import { fusedAttention, fusedGeglu } from "../engine/fused.js";
 import { Module } from "./module.js";
 import { GroupNorm, LayerNorm, Linear, Pointwise, gelu } from "./layers.js";
 
@@ -150,7 +150,7 @@ export class Attention extends Module {
   }
 }
 
-/** GEGLU: proj to 2·inner, then hidden · gelu(gate). */
+/** GEGLU: proj to 2·inner, then hidden · gelu(gate) (one kernel where the engine has it). */
 export class GEGLU extends Module {
   readonly proj: Linear;
   constructor(dimIn: number, readonly dimOut: number) {
@@ -159,7 +159,10 @@ export class GEGLU extends Module {
   }
   forward<T extends tf.Tensor>(x: T): T {
     return tf.tidy(() => {
-      const [hidden, gate] = tf.split(this.proj.forward(x), 2, -1);
+      const h = this.proj.forward(x);
+      const fused = fusedGeglu(h);
+      if (fused) return fused as T;
+      const [hidden, gate] = tf.split(h, 2, -1);
       return tf.mul(hidden!, gelu(gate!)) as T;
     });
   }

@@ -13,6 +13,7 @@
 //   ControlnetTsSilu(x; num_threads) → y = x·sigmoid(x);   ControlnetTsSiluGrad(x, dy; num_threads) → dx
 //   ControlnetTsLayerNorm(x [R,C] or [.., C], gamma [C], beta [C]; eps, num_threads) → y, mean [R], rstd [R]
 //   ControlnetTsLayerNormGrad(x, gamma, mean, rstd, dy; num_threads)                   → dx, dgamma, dbeta
+//   ControlnetTsGeglu(h [.., 2F]; num_threads) → y [.., F] = a·gelu(g), a and g h's halves;  …Grad(h, dy; num_threads) → dh
 //
 // Attention: out = softmax(scale·q·kᵀ)·v. Why: TensorFlow has no fused CPU attention, so the tfjs graph materialises the
 // [BH,N,M] scores and probabilities forward and four such maps backward (each 64 MB for bench-mid's 1024 tokens,
@@ -102,6 +103,8 @@ struct KernelTable {
                      float* rstd);
   void (*layer_norm_grad)(const float* x, const float* dy, int64_t r0, int64_t r1, int C, const float* gamma, const float* mean, const float* rstd,
                           float* dx, float* dgamma_p, float* dbeta_p);
+  void (*geglu)(const float* h, int64_t r0, int64_t r1, int64_t F, float* y);
+  void (*geglu_grad)(const float* h, const float* dy, int64_t r0, int64_t r1, int64_t F, float* dh);
 };
 
 namespace avx2 {
@@ -113,6 +116,7 @@ namespace avx2 {
 #include "adamw-kernels.h"
 #include "silu-kernels.h"
 #include "layer-norm-kernels.h"
+#include "geglu-kernels.h"
 #include "kernel-table.h"
 #pragma GCC pop_options
 }  // namespace avx2
@@ -124,6 +128,7 @@ namespace baseline {
 #include "adamw-kernels.h"
 #include "silu-kernels.h"
 #include "layer-norm-kernels.h"
+#include "geglu-kernels.h"
 #include "kernel-table.h"
 }  // namespace baseline
 
@@ -145,7 +150,7 @@ struct Attrs {
 };
 const char* const kAdamScalars[7] = {"decay", "one_minus_beta1", "beta2", "one_minus_beta2", "bc2_sqrt", "eps", "neg_step_size"};
 
-// Elementwise: ops whose only attribute is num_threads (SiLU and its gradient, LayerNorm's gradient).
+// Elementwise: ops whose only attribute is num_threads (SiLU, GEGLU and their gradients, LayerNorm's gradient).
 enum class OpKind { Attention, GroupNorm, GroupNormGrad, Norms, AdamW, Elementwise, LayerNorm };
 
 // Reads the attributes `kind` declares (num_threads for all).
@@ -546,6 +551,41 @@ void ComputeLayerNormGrad(void* attrs, TF_OpKernelContext* ctx) {
   SumPartsInOrder(dgammaP, dbetaP, chunks, C, dgamma, dbeta);
 }
 
+// h [.., 2F] as R rows: the checked sizes (F the output's last axis), or false after failing the op.
+bool GegluShapes(TF_OpKernelContext* ctx, const std::vector<int64_t>& h, const char* op, int64_t& R, int64_t& F) {
+  if (h.empty() || h.back() % 2 != 0 || h.back() < 2) return Fail(ctx, std::string(op) + ": h must be [.., 2·features] with features ≥ 1"), false;
+  F = h.back() / 2, R = 1;
+  for (size_t i = 0; i + 1 < h.size(); i++) R *= h[i];
+  return true;
+}
+
+void ComputeGeglu(void* attrs, TF_OpKernelContext* ctx) {
+  std::vector<Input> in(1);
+  int64_t R, F;
+  if (!GetInputs(ctx, in, "ControlnetTsGeglu") || !GegluShapes(ctx, in[0].dims, "ControlnetTsGeglu", R, F)) return;
+  std::vector<int64_t> ydims = in[0].dims;
+  ydims.back() = F;
+  float* y = Allocate(ctx, 0, ydims);
+  if (!y) return;
+  const int64_t per = RowsPerChunk(2 * F);
+  ParallelFor((R + per - 1) / per, R * 2 * F < kMinThreaded ? 1 : static_cast<Attrs*>(attrs)->num_threads,
+              [&](int64_t i) { K.geglu(in[0].data, i * per, std::min(R, (i + 1) * per), F, y); });
+}
+
+void ComputeGegluGrad(void* attrs, TF_OpKernelContext* ctx) {
+  std::vector<Input> in(2);  // h, dy
+  int64_t R, F;
+  if (!GetInputs(ctx, in, "ControlnetTsGegluGrad") || !GegluShapes(ctx, in[0].dims, "ControlnetTsGegluGrad", R, F)) return;
+  std::vector<int64_t> ydims = in[0].dims;
+  ydims.back() = F;
+  if (in[1].dims != ydims) return Fail(ctx, "ControlnetTsGegluGrad: dy must be shaped as the output [.., features]");
+  float* dh = Allocate(ctx, 0, in[0].dims);
+  if (!dh) return;
+  const int64_t per = RowsPerChunk(2 * F);
+  ParallelFor((R + per - 1) / per, R * 2 * F < kMinThreaded ? 1 : static_cast<Attrs*>(attrs)->num_threads,
+              [&](int64_t i) { K.geglu_grad(in[0].data, in[1].data, i * per, std::min(R, (i + 1) * per), F, dh); });
+}
+
 // name, inputs, outputs, attributes; then its CPU kernel
 struct Op {
   const char* name;
@@ -577,6 +617,8 @@ const std::vector<Op>& Ops() {
        {"eps: float", "num_threads: int = 1"}, CreateLayerNorm, ComputeLayerNorm},
       {"ControlnetTsLayerNormGrad", {"x: float", "gamma: float", "mean: float", "rstd: float", "dy: float"},
        {"dx: float", "dgamma: float", "dbeta: float"}, {"num_threads: int = 1"}, CreateElementwise, ComputeLayerNormGrad},
+      {"ControlnetTsGeglu", {"h: float"}, {"y: float"}, {"num_threads: int = 1"}, CreateElementwise, ComputeGeglu},
+      {"ControlnetTsGegluGrad", {"h: float", "dy: float"}, {"dh: float"}, {"num_threads: int = 1"}, CreateElementwise, ComputeGegluGrad},
   };
   return ops;
 }

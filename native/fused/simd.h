@@ -4,6 +4,8 @@
 
 typedef float v8 __attribute__((vector_size(32)));
 typedef int v8i __attribute__((vector_size(32)));
+typedef float v4f __attribute__((vector_size(16)));
+typedef double v4d __attribute__((vector_size(32)));
 
 static inline v8 splat(float x) { return v8{x, x, x, x, x, x, x, x}; }
 static inline v8 load(const float* p) {
@@ -43,3 +45,33 @@ static inline v8 exp8(v8 x) {
 
 // 1 / (1 + exp(−x)) on 8 lanes (SiLU is x·sigmoid(x)).
 static inline v8 sigmoid8(v8 x) { return splat(1.f) / (splat(1.f) + exp8(-x)); }
+
+// x[i..i+8) as two vectors of doubles (lanes 0–3, 4–7).
+static inline void load_d(const float* p, v4d& lo, v4d& hi) {
+  v4f a, b;
+  std::memcpy(&a, p, sizeof a);
+  std::memcpy(&b, p + 4, sizeof b);
+  lo = __builtin_convertvector(a, v4d);
+  hi = __builtin_convertvector(b, v4d);
+}
+static inline double hsum(v4d a) { return (a[0] + a[1]) + (a[2] + a[3]); }
+
+// Σ x[0..n) and Σ (x[0..n) − m)² in double over 8 lanes: 8 independent sums instead of one serial chain (a double
+// add's latency per element: 4 of LayerNorm's 5 passes over a row were those chains), the same precision.
+static inline double SumD(const float* x, int64_t n) {
+  v4d a = {0, 0, 0, 0}, b = a, lo, hi;
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) load_d(x + i, lo, hi), a += lo, b += hi;
+  double s = hsum(a + b);
+  for (; i < n; i++) s += x[i];
+  return s;
+}
+static inline double SumSqDevD(const float* x, int64_t n, double m) {
+  v4d a = {0, 0, 0, 0}, b = a, lo, hi;
+  const v4d mv = {m, m, m, m};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) load_d(x + i, lo, hi), lo -= mv, hi -= mv, a += lo * lo, b += hi * hi;
+  double s = hsum(a + b);
+  for (; i < n; i++) s += (x[i] - m) * (x[i] - m);
+  return s;
+}

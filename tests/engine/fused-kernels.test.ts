@@ -10,12 +10,12 @@
  */
 import { before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { describeEngine, fusedAttention, fusedNorms, hasFusedAttention, initEngine, tf, useFusedKernels, type EngineInfo } from "../../lib/engine/index.js";
-import { GroupNorm, LayerNorm, silu } from "../../lib/models/layers.js";
+import { describeEngine, fusedAttention, fusedGeglu, fusedNorms, hasFusedAttention, initEngine, tf, useFusedKernels, type EngineInfo } from "../../lib/engine/index.js";
+import { GroupNorm, LayerNorm, gelu, silu } from "../../lib/models/layers.js";
 import { AdamW, clipGradNorm } from "../../lib/training/optim/adamw.js";
-import { FUSED_ATTENTION, FUSED_GROUP_NORM, FUSED_LAYER_NORM, FUSED_SILU } from "../../lib/engine/fused.js";
+import { FUSED_ATTENTION, FUSED_GEGLU, FUSED_GROUP_NORM, FUSED_LAYER_NORM, FUSED_SILU } from "../../lib/engine/fused.js";
 import { nativeMissingReason } from "../../lib/engine/native/load.js";
-import { mergeHeads, scaledDotProductAttention, splitHeads } from "../../lib/models/attention.js";
+import { GEGLU, mergeHeads, scaledDotProductAttention, splitHeads } from "../../lib/models/attention.js";
 import { lastLineOfChild } from "./child-process.js";
 
 const missing = nativeMissingReason();
@@ -91,7 +91,7 @@ describe("fused kernels on the native engine", { skip: missing ?? false }, () =>
 
   test("the engine reports the fused kernel", () => {
     assert.equal(hasFusedAttention(), true, describeEngine(info));
-    assert.match(describeEngine(info), /fused kernels: attention, GroupNorm\+SiLU, SiLU, LayerNorm, AdamW, gradient norms \(TensorFlow ops of ours; (AVX2 \+ FMA|SSE2), \d+ thread/);
+    assert.match(describeEngine(info), /fused kernels: attention, GroupNorm\+SiLU, SiLU, LayerNorm, GEGLU, AdamW, gradient norms \(TensorFlow ops of ours; (AVX2 \+ FMA|SSE2), \d+ thread/);
   });
 
   const shapes: [number, number, number, number][] = [
@@ -172,6 +172,29 @@ describe("fused kernels on the native engine", { skip: missing ?? false }, () =>
         const want = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(composedSilu(a), w)))(x);
         const e = relErr(got, want);
         assert.ok(e < TOLERANCE, `dx: relative error ${e.toExponential(2)}`);
+      });
+    });
+  }
+
+  // GEGLU: features a whole number of vectors or not (the scalar tail), threaded (bench-mid's 4×1024 tokens × 2·128)
+  for (const shape of [[3, 5, 22], [2, 7, 64], [4, 1024, 256]]) {
+    test(`GEGLU of [${shape}]: output and dh match a·gelu(g) from TensorFlow's ops (split, erf)`, () => {
+      tf.tidy(() => {
+        const f = shape[shape.length - 1]! / 2;
+        const h = tf.mul(tf.randomNormal(shape, 0, 1, "float32", 14), 3); // gates out to ±12: both tails of erf
+        const w = tf.randomNormal([...shape.slice(0, -1), f], 0, 1, "float32", 15);
+        const composedGeglu = (a: tf.Tensor) => {
+          const [hidden, gate] = tf.split(a, 2, -1);
+          return tf.mul(hidden!, gelu(gate!));
+        };
+        assert.ok(relErr(fusedGeglu(h)!, composedGeglu(h)) < TOLERANCE);
+        const module = new GEGLU(8, f);
+        module.initialize(3);
+        assert.equal(callsOf(FUSED_GEGLU, () => module.forward(tf.ones([2, 3, 8]))), 1, "the models' GEGLU takes the kernel");
+        const got = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(fusedGeglu(a)!, w)))(h);
+        const want = tf.grad((a: tf.Tensor) => tf.sum(tf.mul(composedGeglu(a), w)))(h);
+        const e = relErr(got, want);
+        assert.ok(e < TOLERANCE, `dh: relative error ${e.toExponential(2)}`);
       });
     });
   }

@@ -9,7 +9,7 @@ import path from "node:path";
 import { createRequire } from "node:module";
 import { tf } from "../tf.js";
 import type { NamedAttrMap, TensorInfo } from "@tensorflow/tfjs";
-import { FUSED_ADAMW, FUSED_NORMS, FUSED_ATTENTION, FUSED_ATTENTION_GRAD, FUSED_GROUP_NORM, FUSED_GROUP_NORM_GRAD, FUSED_SILU, FUSED_SILU_GRAD, FUSED_LAYER_NORM, FUSED_LAYER_NORM_GRAD } from "../fused.js";
+import { FUSED_ADAMW, FUSED_NORMS, FUSED_ATTENTION, FUSED_ATTENTION_GRAD, FUSED_GROUP_NORM, FUSED_GROUP_NORM_GRAD, FUSED_SILU, FUSED_SILU_GRAD, FUSED_LAYER_NORM, FUSED_LAYER_NORM_GRAD, FUSED_GEGLU, FUSED_GEGLU_GRAD } from "../fused.js";
 
 interface FusedAddon {
   register(): string[];
@@ -73,6 +73,8 @@ function registerKernels(threads: number): void {
   opKernel(FUSED_SILU_GRAD, "ControlnetTsSiluGrad", ["x", "dy"], 1, threads, () => []);
   opKernel(FUSED_LAYER_NORM, "ControlnetTsLayerNorm", ["x", "gamma", "beta"], 3, threads, (b, a) => [{ name: "eps", type: b.TF_ATTR_FLOAT, value: a.eps }]);
   opKernel(FUSED_LAYER_NORM_GRAD, "ControlnetTsLayerNormGrad", ["x", "gamma", "mean", "rstd", "dy"], 3, threads, () => []);
+  opKernel(FUSED_GEGLU, "ControlnetTsGeglu", ["h"], 1, threads, () => []);
+  opKernel(FUSED_GEGLU_GRAD, "ControlnetTsGegluGrad", ["h", "dy"], 1, threads, () => []);
   // One backward op yields every input's gradient; it runs once, in gradFunc, and each input's closure hands out its
   // part (an input that needs no gradient leaves its part to the enclosing tidy).
   tf.registerGradient({
@@ -93,6 +95,15 @@ function registerKernels(threads: number): void {
       const [x] = saved as tf.Tensor[];
       const d = Array.isArray(dy) ? dy[0]! : dy;
       return { x: () => (tf.engine().runKernel(FUSED_SILU_GRAD, { x: x!, dy: d }) as tf.Tensor[])[0]! };
+    },
+  });
+  tf.registerGradient({
+    kernelName: FUSED_GEGLU,
+    inputsToSave: ["h"],
+    gradFunc: (dy, saved) => {
+      const [h] = saved as tf.Tensor[];
+      const d = Array.isArray(dy) ? dy[0]! : dy;
+      return { h: () => (tf.engine().runKernel(FUSED_GEGLU_GRAD, { h: h!, dy: d }) as tf.Tensor[])[0]! };
     },
   });
   tf.registerGradient({
@@ -136,7 +147,7 @@ export function loadFusedKernels(nativeDir: string, threads: number, usingGpu: b
       const addon = createRequire(import.meta.url)(file) as FusedAddon;
       addon.register();
       registerKernels(threads);
-      status = `attention, GroupNorm+SiLU, SiLU, LayerNorm, AdamW, gradient norms (TensorFlow ops of ours; ${addon.kernelIsa() === "avx2" ? "AVX2 + FMA" : "SSE2"}, ${threads} thread(s))`;
+      status = `attention, GroupNorm+SiLU, SiLU, LayerNorm, GEGLU, AdamW, gradient norms (TensorFlow ops of ours; ${addon.kernelIsa() === "avx2" ? "AVX2 + FMA" : "SSE2"}, ${threads} thread(s))`;
     } catch (err) {
       status = `${composed}: the fused-kernels addon failed to load (${(err instanceof Error ? err.message : String(err)).split("\n")[0]})`;
     }
