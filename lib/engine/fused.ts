@@ -9,7 +9,9 @@
  *  - SiLU, x·sigmoid(x), one pass each way (composed: 2 full-size ops forward, ~6 backward);
  *  - LayerNorm over the last axis, row by row (composed: 9 ops forward, ~18 backward);
  *  - GEGLU, a·gelu(g) of a projection's two halves, one pass each way (composed: a split and 5 ops forward, a dozen
- *    and a concat backward).
+ *    and a concat backward);
+ *  - the linear layer and the bias add as one kernel each running TensorFlow's MatMul / BiasAdd (composed: reshapes,
+ *    a broadcasting add, and a sum and reshapes backward), on the CPU and GPU builds.
  * Each returns null where the running backend has no such kernel (wasm, cpu, the GPU engine), and the caller
  * composes the same math from tfjs ops (lib/models). Gradients are registered with the kernels.
  */
@@ -27,6 +29,12 @@ export const FUSED_LAYER_NORM = "ControlnetTsFusedLayerNorm";
 export const FUSED_LAYER_NORM_GRAD = "ControlnetTsFusedLayerNormGrad";
 export const FUSED_GEGLU = "ControlnetTsFusedGeglu";
 export const FUSED_GEGLU_GRAD = "ControlnetTsFusedGegluGrad";
+// TensorFlow's own MatMul / BiasAdd behind one tfjs kernel each (lib/engine/native/linear.ts), CPU and GPU builds
+export const FUSED_LINEAR = "ControlnetTsLinear";
+export const FUSED_LINEAR_GRAD_INPUT = "ControlnetTsLinearGradInput";
+export const FUSED_LINEAR_GRAD_WEIGHT = "ControlnetTsLinearGradWeight";
+export const FUSED_BIAS_ADD = "ControlnetTsBiasAdd";
+export const FUSED_BIAS_GRAD = "ControlnetTsBiasGrad";
 
 // CONTROLNET_TS_FUSED_KERNELS=0 turns them off (everything then composes tfjs ops, as on wasm): for comparing.
 let enabled = process.env.CONTROLNET_TS_FUSED_KERNELS !== "0";
@@ -83,6 +91,18 @@ export function fusedGeglu<T extends tf.Tensor>(h: T): T | null {
   if (!has(FUSED_GEGLU) || h.dtype !== "float32") return null;
   const [y] = tf.engine().runKernel(FUSED_GEGLU, { h }) as tf.Tensor[];
   return y as T;
+}
+
+/** x [.., K] · weight [K, N] + bias [N] → [.., N] as one kernel; null where the engine has none. */
+export function fusedLinear<T extends tf.Tensor>(x: T, weight: tf.Tensor, bias: tf.Tensor | null): T | null {
+  if (!has(FUSED_LINEAR) || x.dtype !== "float32" || x.rank < 2) return null;
+  return tf.engine().runKernel(FUSED_LINEAR, bias ? { x, weight, bias } : { x, weight }) as T;
+}
+
+/** x [.., C] + bias [C] as TensorFlow's BiasAdd (and BiasAddGrad backward); null where the engine has none. */
+export function fusedBiasAdd<T extends tf.Tensor>(x: T, bias: tf.Tensor): T | null {
+  if (!has(FUSED_BIAS_ADD) || x.dtype !== "float32" || x.rank < 2) return null;
+  return tf.engine().runKernel(FUSED_BIAS_ADD, { x, bias }) as T;
 }
 
 /** AdamW's float32 scalars for one step (lib/training/optim/adamw.ts computes them as torch does). */

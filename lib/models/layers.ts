@@ -3,7 +3,7 @@
  * for stride 2), linear layers as 2-D matmuls (the wasm fast path, and it avoids a tfjs broadcast-gradient bug),
  * GroupNorm/LayerNorm with biased variance and the eps diffusers uses.
  */
-import { tf, fusedGroupNorm, fusedLayerNorm, fusedSilu } from "../engine/index.js";
+import { tf, fusedBiasAdd, fusedGroupNorm, fusedLayerNorm, fusedLinear, fusedSilu } from "../engine/index.js";
 import { Module } from "./module.js";
 import type { Param } from "./module.js";
 
@@ -43,7 +43,7 @@ export class Conv2d extends Module {
   forward(x: tf.Tensor4D): tf.Tensor4D {
     return tf.tidy(() => {
       const y = tf.conv2d(x, this.kernelWeight(this.weight) as tf.Tensor4D, this.stride, this.pad);
-      return this.bias ? tf.add(y, this.v(this.bias)) : y;
+      return this.bias ? fusedBiasAdd(y, this.v(this.bias)) ?? tf.add(y, this.v(this.bias)) : y;
     });
   }
 }
@@ -66,9 +66,12 @@ export class Linear extends Module {
   /** x: [..., in] → [..., out], computed as one [N, in] × [in, out] matmul. */
   forward<T extends tf.Tensor>(x: T): T {
     return tf.tidy(() => {
+      const w = this.kernelWeight(this.weight);
+      const fused = fusedLinear(x, w, this.bias ? this.v(this.bias) : null);
+      if (fused) return fused;
       const lead = x.shape.slice(0, -1);
       const x2 = tf.reshape(x, [-1, this.inFeatures]) as tf.Tensor2D;
-      let y: tf.Tensor = tf.matMul(x2, this.kernelWeight(this.weight) as tf.Tensor2D);
+      let y: tf.Tensor = tf.matMul(x2, w as tf.Tensor2D);
       if (this.bias) y = tf.add(y, this.v(this.bias));
       return tf.reshape(y, [...lead, this.outFeatures]) as T;
     });
@@ -100,6 +103,8 @@ export class Pointwise extends Module {
     return tf.tidy(() => {
       const lead = x.shape.slice(0, -1);
       const w = tf.reshape(this.v(this.weight), [this.inFeatures, this.outFeatures]) as tf.Tensor2D;
+      const fused = fusedLinear(x, w, this.v(this.bias));
+      if (fused) return fused;
       const y = tf.add(tf.matMul(tf.reshape(x, [-1, this.inFeatures]) as tf.Tensor2D, w), this.v(this.bias));
       return tf.reshape(y, [...lead, this.outFeatures]) as T;
     });

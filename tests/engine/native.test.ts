@@ -9,7 +9,8 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { initEngine, memoryBudget, memoryInfo, tf } from "../../lib/engine/index.js";
+import { fusedBiasAdd, fusedLinear, initEngine, memoryBudget, memoryInfo, tf } from "../../lib/engine/index.js";
+import { FUSED_BIAS_ADD, FUSED_BIAS_GRAD, FUSED_LINEAR, FUSED_LINEAR_GRAD_INPUT, FUSED_LINEAR_GRAD_WEIGHT } from "../../lib/engine/fused.js";
 import { nativeMissingReason } from "../../lib/engine/native/load.js";
 import { nativeDir } from "../../lib/engine/native/install-status.js";
 import { assertConvCaseMatchesCpu, convCases } from "./conv-cases.js";
@@ -71,6 +72,50 @@ describe("native engine", { skip: missing ?? false }, () => {
       assert.ok(tf.max(tf.abs(tf.sub(ga!, tf.matMul(tf.mul(y, 2), b, false, true)))).dataSync()[0]! < 1e-4);
       assert.ok(tf.max(tf.abs(tf.sub(gb!, tf.matMul(a, tf.mul(y, 2), true, false)))).dataSync()[0]! < 1e-4);
       assert.deepEqual(tf.matMul(tf.tensor2d([[1, 2]], [1, 2], "int32"), tf.tensor2d([[3], [4]], [2, 1], "int32")).arraySync(), [[11]], "int32: tfjs-node's own kernel");
+    });
+  });
+
+  test("the linear layer and bias add as one kernel each: output and every gradient equal the composed ops; no dW where none is asked", () => {
+    const counts = new Map<string, number>();
+    const counted = <T>(fn: () => T): T => {
+      const wraps = [FUSED_LINEAR, FUSED_LINEAR_GRAD_INPUT, FUSED_LINEAR_GRAD_WEIGHT, FUSED_BIAS_ADD, FUSED_BIAS_GRAD].map((name) => {
+        const k = tf.getKernel(name, "tensorflow")!;
+        const f = k.kernelFunc;
+        (k as { kernelFunc: typeof f }).kernelFunc = (args) => (counts.set(name, (counts.get(name) ?? 0) + 1), f(args));
+        return () => ((k as { kernelFunc: typeof f }).kernelFunc = f);
+      });
+      try {
+        return fn();
+      } finally {
+        wraps.forEach((undo) => undo());
+      }
+    };
+    tf.tidy(() => {
+      const composed = (x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) => tf.reshape(tf.add(tf.matMul(tf.reshape(x, [-1, 19]), w as tf.Tensor2D), b), [...x.shape.slice(0, -1), 23]);
+      const w = tf.randomNormal([19, 23], 0, 1, "float32", 3), b = tf.randomNormal([23], 0, 1, "float32", 4), up = tf.randomNormal([2, 3, 4, 23], 0, 1, "float32", 5);
+      for (const shape of [[37, 19], [2, 5, 7, 19]]) {
+        const x = tf.randomNormal(shape, 0, 1, "float32", 6);
+        const dy = tf.randomNormal([...shape.slice(0, -1), 23], 0, 1, "float32", 9);
+        const loss = (f: typeof composed) => (p: tf.Tensor, q: tf.Tensor, r: tf.Tensor) => tf.sum(tf.mul(f(p, q, r), dy));
+        const fused = counted(() => tf.grads(loss((p, q, r) => fusedLinear(p, q, r)!))([x, w, b]));
+        const want = tf.grads(loss(composed))([x, w, b]);
+        fused.forEach((g, i) => assert.ok(tf.max(tf.abs(tf.sub(g, want[i]!))).dataSync()[0]! < 1e-4, `[${shape}]: gradient ${i}`));
+        assert.ok(tf.max(tf.abs(tf.sub(fusedLinear(x, w, b)!, composed(x, w, b)))).dataSync()[0]! < 1e-5, `[${shape}]: output`);
+        assert.deepEqual(fusedLinear(x, w, null)!.shape, [...shape.slice(0, -1), 23], "no bias");
+      }
+      // a frozen layer: only dx is asked for, so dW's product never runs
+      counts.clear();
+      const x = tf.randomNormal([4, 19], 0, 1, "float32", 7);
+      counted(() => tf.grad((p: tf.Tensor) => tf.sum(fusedLinear(p, w, b)!))(x));
+      assert.equal(counts.get(FUSED_LINEAR_GRAD_INPUT), 1);
+      assert.equal(counts.get(FUSED_LINEAR_GRAD_WEIGHT), undefined, "no dW for a weight nobody differentiates");
+      // bias add (the convs' bias): x's gradient is dy, the bias's the sum over all other axes
+      const y = tf.randomNormal([2, 3, 4, 23], 0, 1, "float32", 8);
+      const [gy, gb] = counted(() => tf.grads((p: tf.Tensor, q: tf.Tensor) => tf.sum(tf.mul(fusedBiasAdd(p, q)!, up)))([y, b]));
+      assert.ok(counts.get(FUSED_BIAS_GRAD)! >= 1);
+      assert.ok(tf.max(tf.abs(tf.sub(fusedBiasAdd(y, b)!, tf.add(y, b)))).dataSync()[0]! === 0);
+      assert.ok(tf.max(tf.abs(tf.sub(gy!, up))).dataSync()[0]! === 0);
+      assert.ok(tf.max(tf.abs(tf.sub(gb!, tf.sum(up, [0, 1, 2])))).dataSync()[0]! < 1e-5);
     });
   });
 

@@ -22,6 +22,7 @@
  */
 import { tf } from "../tf.js";
 import type { KernelConfig, KernelFunc, TensorInfo } from "@tensorflow/tfjs";
+import { registerLinearKernels } from "./linear.js";
 
 interface OpAttr {
   name: string;
@@ -145,7 +146,7 @@ function replace(config: KernelConfig): void {
   tf.registerKernel(config);
 }
 
-/** Registers the native kernel fixes once; returns the kernel names replaced. */
+/** Registers the native kernel fixes once (and the linear layer's kernels); returns the kernel names replaced. */
 export function registerNativeKernels(): string[] {
   if (registered) return registered;
   replace({ kernelName: "Conv2D", backendName: "tensorflow", kernelFunc: conv2D });
@@ -154,5 +155,6 @@ export function registerNativeKernels(): string[] {
   replace({ kernelName: "Reshape", backendName: "tensorflow", kernelFunc: sharingReshape(tf.getKernel("Reshape", "tensorflow")!.kernelFunc) });
   replace({ kernelName: "BatchMatMul", backendName: "tensorflow", kernelFunc: matMulOf2D(tf.getKernel("BatchMatMul", "tensorflow")!.kernelFunc) });
   registered = ["Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "Reshape", "BatchMatMul"];
+  registerLinearKernels(); // new kernels beside these overrides: the linear layer and bias add (linear.ts)
   return registered;
 }

@@ -1,0 +1,126 @@
+/**
+ * The linear layer and the bias add as tfjs kernels of the native engine, each running TensorFlow's own ops
+ * (MatMul, BiasAdd, BiasAddGrad, Reshape) behind one tfjs kernel (lib/engine/fused.ts: fusedLinear, fusedBiasAdd).
+ *
+ * Why: composed from tfjs ops a linear layer is reshape → matMul → add(bias) → reshape forward and about six ops
+ * backward, each paying tfjs' dispatch (~15–20 µs beyond TensorFlow's own) and tape bookkeeping; and the bias add
+ * broadcasts through TensorFlow's generic Add, which splits even a 64K-element add across the intra-op pool (2
+ * threads on this VM: [2048,32]+[32] 71 µs as Add, 31 µs as BiasAdd). The validation image of bench-mid runs ~1,100
+ * linear layers and ~450 conv biases. Gradients stay lazy per input: the frozen UNet's layers never compute dW.
+ */
+import { tf } from "../tf.js";
+import type { NamedTensorInfoMap, TensorInfo } from "@tensorflow/tfjs";
+import { FUSED_BIAS_ADD, FUSED_BIAS_GRAD, FUSED_LINEAR, FUSED_LINEAR_GRAD_INPUT, FUSED_LINEAR_GRAD_WEIGHT } from "../fused.js";
+
+interface OpAttr {
+  name: string;
+  type: number;
+  value: unknown;
+}
+interface NodeBackend {
+  binding: { TF_ATTR_TYPE: number; TF_ATTR_BOOL: number; TF_ATTR_STRING: number; TF_FLOAT: number; TF_INT32: number };
+  executeSingleOutput(name: string, attrs: OpAttr[], inputs: TensorInfo[]): tf.Tensor;
+}
+
+/** TensorFlow ops on tensors of the tensorflow backend; every intermediate is disposed by the caller. */
+class Ops {
+  constructor(private readonly nb: NodeBackend) {}
+  private get float(): OpAttr {
+    return { name: "T", type: this.nb.binding.TF_ATTR_TYPE, value: this.nb.binding.TF_FLOAT };
+  }
+  reshape(x: TensorInfo, shape: number[]): tf.Tensor {
+    const s = tf.tensor1d(shape, "int32");
+    try {
+      return this.nb.executeSingleOutput("Reshape", [this.float, { name: "Tshape", type: this.nb.binding.TF_ATTR_TYPE, value: this.nb.binding.TF_INT32 }], [x, s]);
+    } finally {
+      s.dispose();
+    }
+  }
+  matMul(a: TensorInfo, b: TensorInfo, transposeA: boolean, transposeB: boolean): tf.Tensor {
+    const bool = this.nb.binding.TF_ATTR_BOOL;
+    return this.nb.executeSingleOutput("MatMul", [this.float, { name: "transpose_a", type: bool, value: transposeA }, { name: "transpose_b", type: bool, value: transposeB }], [a, b]);
+  }
+  biasAdd(x: TensorInfo, bias: TensorInfo): tf.Tensor {
+    return this.nb.executeSingleOutput("BiasAdd", [this.float, this.nhwc], [x, bias]);
+  }
+  biasAddGrad(dy: TensorInfo): tf.Tensor {
+    return this.nb.executeSingleOutput("BiasAddGrad", [this.float, this.nhwc], [dy]);
+  }
+  private get nhwc(): OpAttr {
+    return { name: "data_format", type: this.nb.binding.TF_ATTR_STRING, value: "NHWC" };
+  }
+}
+
+/** x [.., K] as [rows, K] (x itself when it is 2-D); `made` collects what the caller disposes. */
+function rows(ops: Ops, x: TensorInfo, made: tf.Tensor[]): TensorInfo {
+  if (x.shape.length === 2) return x;
+  const k = x.shape[x.shape.length - 1]!;
+  const r = ops.reshape(x, [tf.util.sizeFromShape(x.shape) / k, k]);
+  made.push(r);
+  return r;
+}
+
+/** y [rows, N] shaped as `lead` + [N]; y itself when already so. */
+function unrows(ops: Ops, y: tf.Tensor, lead: number[]): tf.Tensor {
+  if (lead.length === 1) return y;
+  const out = ops.reshape(y, [...lead, y.shape[1]!]);
+  y.dispose();
+  return out;
+}
+
+function kernel(kernelName: string, fn: (ops: Ops, inputs: NamedTensorInfoMap, made: tf.Tensor[]) => tf.Tensor): void {
+  tf.registerKernel({
+    kernelName,
+    backendName: "tensorflow",
+    kernelFunc: ({ inputs, backend }) => {
+      const made: tf.Tensor[] = [];
+      try {
+        return fn(new Ops(backend as unknown as NodeBackend), inputs, made);
+      } finally {
+        tf.dispose(made);
+      }
+    },
+  });
+}
+
+/** Registers the kernels and their gradients on backend "tensorflow" (CPU and GPU builds alike). */
+export function registerLinearKernels(): string[] {
+  // x [.., K] · weight [K, N] (+ bias [N]) → [.., N]
+  kernel(FUSED_LINEAR, (ops, { x, weight, bias }, made) => {
+    let y = ops.matMul(rows(ops, x!, made), weight!, false, false);
+    if (bias) {
+      made.push(y);
+      y = ops.biasAdd(y, bias);
+    }
+    return unrows(ops, y, x!.shape.slice(0, -1));
+  });
+  // dy [.., N], weight [K, N] → dx [.., K]
+  kernel(FUSED_LINEAR_GRAD_INPUT, (ops, { dy, weight }, made) => unrows(ops, ops.matMul(rows(ops, dy!, made), weight!, false, true), dy!.shape.slice(0, -1)));
+  // x [.., K], dy [.., N] → dweight [K, N]
+  kernel(FUSED_LINEAR_GRAD_WEIGHT, (ops, { x, dy }, made) => ops.matMul(rows(ops, x!, made), rows(ops, dy!, made), true, false));
+  kernel(FUSED_BIAS_ADD, (ops, { x, bias }) => ops.biasAdd(x!, bias!));
+  // dy [.., N] → Σ over all but the last axis [N]
+  kernel(FUSED_BIAS_GRAD, (ops, { dy }) => ops.biasAddGrad(dy!));
+  const biasGrad = (dy: tf.Tensor) => () => tf.engine().runKernel(FUSED_BIAS_GRAD, { dy }) as tf.Tensor;
+  tf.registerGradient({
+    kernelName: FUSED_LINEAR,
+    inputsToSave: ["x", "weight"],
+    gradFunc: (dy, saved) => {
+      const [x, weight] = saved as tf.Tensor[];
+      const d = Array.isArray(dy) ? dy[0]! : dy;
+      return {
+        x: () => tf.engine().runKernel(FUSED_LINEAR_GRAD_INPUT, { dy: d, weight: weight! }) as tf.Tensor,
+        weight: () => tf.engine().runKernel(FUSED_LINEAR_GRAD_WEIGHT, { x: x!, dy: d }) as tf.Tensor,
+        bias: biasGrad(d),
+      };
+    },
+  });
+  tf.registerGradient({
+    kernelName: FUSED_BIAS_ADD,
+    gradFunc: (dy) => {
+      const d = Array.isArray(dy) ? dy[0]! : dy;
+      return { x: () => tf.reshape(d, d.shape), bias: biasGrad(d) }; // the reshape shares d (kernels.ts)
+    },
+  });
+  return [FUSED_LINEAR, FUSED_LINEAR_GRAD_INPUT, FUSED_LINEAR_GRAD_WEIGHT, FUSED_BIAS_ADD, FUSED_BIAS_GRAD];
+}
