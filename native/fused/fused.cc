@@ -14,6 +14,7 @@
 //   ControlnetTsLayerNorm(x [R,C] or [.., C], gamma [C], beta [C]; eps, num_threads) → y, mean [R], rstd [R]
 //   ControlnetTsLayerNormGrad(x, gamma, mean, rstd, dy; num_threads)                   → dx, dgamma, dbeta
 //   ControlnetTsGeglu(h [.., 2F]; num_threads) → y [.., F] = a·gelu(g), a and g h's halves;  …Grad(h, dy; num_threads) → dh
+//   ControlnetTsAdd(a, b; num_threads) → a + b, b shaped as a or [B or 1, 1, …, 1, C] (one row per batch item)
 //
 // Attention: out = softmax(scale·q·kᵀ)·v. Why: TensorFlow has no fused CPU attention, so the tfjs graph materialises the
 // [BH,N,M] scores and probabilities forward and four such maps backward (each 64 MB for bench-mid's 1024 tokens,
@@ -105,6 +106,7 @@ struct KernelTable {
                           float* dx, float* dgamma_p, float* dbeta_p);
   void (*geglu)(const float* h, int64_t r0, int64_t r1, int64_t F, float* y);
   void (*geglu_grad)(const float* h, const float* dy, int64_t r0, int64_t r1, int64_t F, float* dh);
+  void (*add)(const float* a, const float* b, int64_t n, float* y);
 };
 
 namespace avx2 {
@@ -150,7 +152,7 @@ struct Attrs {
 };
 const char* const kAdamScalars[7] = {"decay", "one_minus_beta1", "beta2", "one_minus_beta2", "bc2_sqrt", "eps", "neg_step_size"};
 
-// Elementwise: ops whose only attribute is num_threads (SiLU, GEGLU and their gradients, LayerNorm's gradient).
+// Elementwise: ops whose only attribute is num_threads (SiLU, GEGLU and their gradients, LayerNorm's gradient, Add).
 enum class OpKind { Attention, GroupNorm, GroupNormGrad, Norms, AdamW, Elementwise, LayerNorm };
 
 // Reads the attributes `kind` declares (num_threads for all).
@@ -586,6 +588,38 @@ void ComputeGegluGrad(void* attrs, TF_OpKernelContext* ctx) {
               [&](int64_t i) { K.geglu_grad(in[0].data, in[1].data, i * per, std::min(R, (i + 1) * per), F, dh); });
 }
 
+// a + b where b is a's shape, or one C-row per batch item ([B, 1, …, 1, C]) or for all ([1, …, 1, C] / [C]). Why:
+// TensorFlow's Add hands any add above ~100K elements to its intra-op pool, and on a 2-vCPU VM a 131K-element add
+// (every transformer's residual in bench-mid) takes 3–10× longer on two threads than on one; here it runs on the
+// calling thread below kMinThreaded.
+void ComputeAdd(void* attrs, TF_OpKernelContext* ctx) {
+  std::vector<Input> in(2);
+  if (!GetInputs(ctx, in, "ControlnetTsAdd")) return;
+  const auto& a = in[0].dims;
+  const auto& b = in[1].dims;
+  const int64_t n = TF_TensorElementCount(in[0].t), nb = TF_TensorElementCount(in[1].t);
+  const int64_t C = a.empty() ? 1 : a.back(), batch = a.empty() ? 1 : a[0];
+  bool rows = b != a && !a.empty() && !b.empty() && b.size() <= a.size() && b.back() == C &&
+              (nb == C || (a.size() == b.size() && b[0] == batch && nb == batch * C));
+  for (size_t i = 1; rows && b.size() == a.size() && i + 1 < b.size(); i++) rows = b[i] == 1;
+  if (b != a && !rows) return Fail(ctx, "ControlnetTsAdd: b must be shaped as a, or [B or 1, 1, …, 1, C]");
+  float* y = Allocate(ctx, 0, a);
+  if (!y) return;
+  const float* x = in[0].data;
+  const float* z = in[1].data;
+  const int64_t perBatch = n / std::max<int64_t>(batch, 1);  // elements of one batch item
+  Elementwise(*static_cast<Attrs*>(attrs), n, [&](int64_t o, int64_t len) {
+    if (!rows) return K.add(x + o, z + o, len, y + o);
+    // chunk [o, o+len) row by row (a chunk is a multiple of 64K elements; rows need not divide it)
+    for (int64_t i = o; i < o + len;) {
+      const int64_t c = i % C, m = std::min(o + len - i, C - c);
+      const float* row = z + (nb == C ? 0 : (i / perBatch) * C);
+      K.add(x + i, row + c, m, y + i);
+      i += m;
+    }
+  });
+}
+
 // name, inputs, outputs, attributes; then its CPU kernel
 struct Op {
   const char* name;
@@ -619,6 +653,7 @@ const std::vector<Op>& Ops() {
        {"dx: float", "dgamma: float", "dbeta: float"}, {"num_threads: int = 1"}, CreateElementwise, ComputeLayerNormGrad},
       {"ControlnetTsGeglu", {"h: float"}, {"y: float"}, {"num_threads: int = 1"}, CreateElementwise, ComputeGeglu},
       {"ControlnetTsGegluGrad", {"h: float", "dy: float"}, {"dh: float"}, {"num_threads: int = 1"}, CreateElementwise, ComputeGegluGrad},
+      {"ControlnetTsAdd", {"a: float", "b: float"}, {"y: float"}, {"num_threads: int = 1"}, CreateElementwise, ComputeAdd},
   };
   return ops;
 }

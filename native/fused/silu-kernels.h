@@ -1,4 +1,4 @@
-// SiLU's arithmetic (ControlnetTsSilu / …Grad in fused.cc), compiled twice (see simd.h). Composed from tfjs ops SiLU
+// SiLU's arithmetic (ControlnetTsSilu / …Grad in fused.cc) and the plain add, compiled twice (see simd.h). Composed from tfjs ops SiLU
 // is two full-size passes forward (Sigmoid, Multiply) and about six backward (the product rule through the sigmoid's
 // gradient), each allocating a tensor; here it is one pass each way.
 
@@ -23,4 +23,11 @@ static void SiluBackward(const float* x, const float* dy, int64_t n, float* dx) 
     const float s = 1.f / (1.f + std::exp(-x[i]));
     dx[i] = dy[i] * s * (1.f + x[i] * (1.f - s));
   }
+}
+
+// y = a + b (ControlnetTsAdd)
+static void AddArrays(const float* a, const float* b, int64_t n, float* y) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) store(y + i, load(a + i) + load(b + i));
+  for (; i < n; i++) y[i] = a[i] + b[i];
 }

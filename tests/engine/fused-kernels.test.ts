@@ -15,6 +15,7 @@ import { GroupNorm, LayerNorm, gelu, silu } from "../../lib/models/layers.js";
 import { AdamW, clipGradNorm } from "../../lib/training/optim/adamw.js";
 import { FUSED_ATTENTION, FUSED_GEGLU, FUSED_GROUP_NORM, FUSED_LAYER_NORM, FUSED_SILU } from "../../lib/engine/fused.js";
 import { nativeMissingReason } from "../../lib/engine/native/load.js";
+import { addsAsRows } from "../../lib/engine/native/fused.js";
 import { GEGLU, mergeHeads, scaledDotProductAttention, splitHeads } from "../../lib/models/attention.js";
 import { lastLineOfChild } from "./child-process.js";
 
@@ -198,6 +199,25 @@ describe("fused kernels on the native engine", { skip: missing ?? false }, () =>
       });
     });
   }
+
+  test("Add: same-shape and per-batch / shared row adds below 256K elements (our op) equal TensorFlow's a − (−b) bit for bit", () => {
+    assert.ok(addsAsRows([4, 32, 32, 8], [4, 32, 32, 8]) && addsAsRows([4, 32, 32, 8], [4, 1, 1, 8]) && addsAsRows([4, 9, 8], [1, 1, 8]) && addsAsRows([4, 9, 8], [8]));
+    assert.ok(!addsAsRows([4, 9, 8], [4, 9, 1]) && !addsAsRows([4, 9, 8], [2, 1, 8]) && !addsAsRows([8], [1, 8]));
+    tf.tidy(() => {
+      const cases: [number[], number[]][] = [[[4, 1024, 32], [4, 1024, 32]], [[4, 32, 32, 32], [4, 1, 1, 32]], [[3, 5, 7, 11], [1, 1, 1, 11]], [[3, 5, 11], [11]], [[2, 3], [2, 3]]];
+      for (const [sa, sb] of cases) {
+        const a = tf.randomNormal(sa, 0, 10, "float32", 16), b = tf.randomNormal(sb, 0, 10, "float32", 17);
+        const want = tf.sub(a, tf.neg(b)).dataSync();
+        for (const got of [tf.add(a, b), tf.add(b, a)]) {
+          assert.deepEqual(got.shape, sa);
+          assert.ok(got.dataSync().every((v, i) => v === want[i]), `[${sa}] + [${sb}]`);
+        }
+      }
+      const [ga, gb] = tf.grads((p: tf.Tensor, q: tf.Tensor) => tf.sum(tf.mul(tf.add(p, q), p)))([tf.ones([2, 3, 3, 4]), tf.ones([2, 1, 1, 4])]);
+      assert.deepEqual(Array.from(ga!.dataSync()), new Array(72).fill(3)); // 2p + q
+      assert.deepEqual(Array.from(gb!.dataSync()), new Array(8).fill(9)); // Σ p over the 3×3 positions
+    });
+  });
 
   const norms: [number[], number, boolean][] = [
     [[4, 32, 32, 32], 32, true], // bench-mid's first level: one channel per group

@@ -75,6 +75,7 @@ function registerKernels(threads: number): void {
   opKernel(FUSED_LAYER_NORM_GRAD, "ControlnetTsLayerNormGrad", ["x", "gamma", "mean", "rstd", "dy"], 3, threads, () => []);
   opKernel(FUSED_GEGLU, "ControlnetTsGeglu", ["h"], 1, threads, () => []);
   opKernel(FUSED_GEGLU_GRAD, "ControlnetTsGegluGrad", ["h", "dy"], 1, threads, () => []);
+  registerAdd(threads);
   // One backward op yields every input's gradient; it runs once, in gradFunc, and each input's closure hands out its
   // part (an input that needs no gradient leaves its part to the enclosing tidy).
   tf.registerGradient({
@@ -126,6 +127,43 @@ function registerKernels(threads: number): void {
       const d = Array.isArray(dy) ? dy[0]! : dy;
       const [dx, dgamma, dbeta] = tf.engine().runKernel(FUSED_GROUP_NORM_GRAD, { x: x!, gamma: gamma!, beta: beta!, mean: mean!, rstd: rstd!, dy: d }, attrs as NamedAttrMap) as tf.Tensor[];
       return { x: () => dx!, gamma: () => dgamma!, beta: () => dbeta! };
+    },
+  });
+}
+
+/**
+ * b can be added by ControlnetTsAdd: shaped as a, or one row of a's last axis per batch item ([B, 1, …, 1, C]) or for
+ * all ([1, …, 1, C], [C]) — a's shape is then the result's.
+ */
+export function addsAsRows(a: number[], b: number[]): boolean {
+  if (tf.util.arraysEqual(a, b)) return true;
+  if (a.length === 0 || b.length === 0 || b.length > a.length || b[b.length - 1] !== a[a.length - 1]) return false;
+  const middle = b.slice(b.length === a.length ? 1 : 0, -1);
+  return middle.every((d) => d === 1) && (b.length < a.length || b[0] === a[0] || b[0] === 1);
+}
+
+/** Adds below this many elements take our op, on one thread; larger ones gain from TensorFlow's pool. */
+const ONE_THREAD_ADD = 1 << 18;
+
+/**
+ * Add over float32 tensors where one is shaped as the other or as a row per batch item (residuals, the resnets' time
+ * embedding), below ONE_THREAD_ADD elements: our op on the calling thread (TensorFlow's Add splits a 131K-element add
+ * across its pool: 209 vs 85 µs at 2 threads on this VM, [4,32,32,32] + [4,1,1,32] 272 vs 94 µs); every other add is
+ * tfjs-node's kernel. The same float32 sums either way.
+ */
+function registerAdd(threads: number): void {
+  const stock = tf.getKernel("Add", "tensorflow")!.kernelFunc;
+  tf.unregisterKernel("Add", "tensorflow");
+  tf.registerKernel({
+    kernelName: "Add",
+    backendName: "tensorflow",
+    kernelFunc: (args) => {
+      const { a, b } = args.inputs as { a: TensorInfo; b: TensorInfo };
+      if (a.dtype !== "float32" || b.dtype !== "float32") return stock(args);
+      const pair = addsAsRows(a.shape, b.shape) ? [a, b] : addsAsRows(b.shape, a.shape) ? [b, a] : null;
+      if (!pair || tf.util.sizeFromShape(pair[0]!.shape) >= ONE_THREAD_ADD) return stock(args);
+      const nb = args.backend as unknown as NodeBackend;
+      return nb.executeMultipleOutputs("ControlnetTsAdd", [{ name: "num_threads", type: nb.binding.TF_ATTR_INT, value: threads }], pair, 1)[0]!;
     },
   });
 }
