@@ -2,10 +2,12 @@
  * `npm run bench -- compare [--steps N] [--batch B] [--images I] [--val-steps V] [--no-torch]`
  *
  * Beside diffusers on PyTorch CPU (tests/reference/bench_diffusers.py in the reference venv), same machine, same
- * thread count, one invocation, in two phases: ours runs everything alone first, and only then is the reference
- * process started and run alone (a live TF pool and a torch pool side by side fight for the cores: diffusers' step
- * went from ~1 s to 14–20 s beside our busy TF process). The 1-minute load average is printed with every step and
- * kept in the result (the machine may be shared: compare runs at similar load). Measured:
+ * thread count, one invocation, alternating: both processes are alive, and each step (each image) runs while the
+ * other side idles — ours, theirs, theirs, ours, … — never both at once (a live TF pool and a torch pool computing side
+ * by side fight for the cores: diffusers' step went from ~1 s to 14–20 s beside our busy TF process). Alternating
+ * pairs keep both sides in the same minute of a shared machine whose speed drifts by 20–30 % over minutes; the
+ * median of the per-pair ratios is reported beside the ratio of medians. The CPU each process spends while the
+ * other runs is reported too (both should idle). The 1-minute load average is printed with every step. Measured:
  *  - train step: the bench-mid ControlNet step (shared/reference/bench-configs.md: batch 4, latents 4×32×32, control
  *    256×256, text 77×64, ε/MSE, backward into the ControlNet only, clip 1.0, AdamW 1e-5/wd 1e-2) — median over N ≥ 5
  *    steps after one warm-up;
@@ -34,6 +36,7 @@ import { BENCH_MID_VAE, SD15_SCHEDULER } from "./pipeline.js";
 const RESOLUTION = 256;
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const fmtShare = (x: number | null) => (x == null ? "unknown" : `${(100 * x).toFixed(1)} %`);
 function flag(args: string[], name: string, dflt: number): number {
   const i = args.indexOf(name);
   return i >= 0 ? Number(args[i + 1]) : dflt;
@@ -41,6 +44,8 @@ function flag(args: string[], name: string, dflt: number): number {
 
 interface Reference {
   info: { torch: string; diffusers: string; threads: number; step_flops: number | null };
+  /** The process' CPU seconds so far (Linux /proc; null elsewhere). */
+  cpuSeconds(): number | null;
   ask(cmd: "train" | "image" | "mem"): Promise<Record<string, number>>;
   close(): void;
 }
@@ -74,8 +79,25 @@ async function startReference(cfg: object): Promise<Reference | { error: string 
       if (!l?.startsWith("{")) throw new Error(`diffusers reference failed on '${cmd}': ${fail()}`);
       return JSON.parse(l) as Record<string, number>;
     },
+    cpuSeconds() {
+      try {
+        // utime and stime, fields 14 and 15 of /proc/<pid>/stat (after the parenthesised command name)
+        const f = fs.readFileSync(`/proc/${child.pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+        return (Number(f[11]) + Number(f[12])) / 100;
+      } catch {
+        return null;
+      }
+    },
     close: () => child.stdin.end(),
   };
+}
+
+/** CPU seconds the other side spends while `fn` runs, as a share of one core over fn's wall time. */
+async function otherSideShare(cpu: () => number | null, fn: () => Promise<void> | void): Promise<[number, number | null]> {
+  const c0 = cpu(), t0 = performance.now();
+  await fn();
+  const wall = (performance.now() - t0) / 1000, c1 = cpu();
+  return [wall, c0 == null || c1 == null ? null : (c1 - c0) / wall];
 }
 
 export async function run(args: string[]): Promise<object> {
@@ -88,8 +110,16 @@ export async function run(args: string[]): Promise<object> {
   const load = () => +os.loadavg()[0]!.toFixed(1);
   log(`bench-mid: batch ${batch}, latents 4x32x32, control ${RESOLUTION}px, text 77x64; ${steps} steps after 1 warm-up; ` +
     `validation ${images} image(s) x UniPC ${valSteps} steps; ${info.backend} ${info.threads} thread(s); load ${load()}`);
-  log(`phases: ours runs alone first (diffusers not started yet), then diffusers alone while our process idles (no TF op ` +
-    `in flight): two thread pools side by side fight for the cores (diffusers' step took 14-20 s instead of ~1 s beside a busy TF process)`);
+  log(`alternating: both processes alive, one computes while the other idles (ours, theirs, theirs, ours, ...); ` +
+    `never both at once: two thread pools side by side fight for the cores (diffusers' step took 14-20 s instead of ~1 s beside a busy TF process)`);
+
+  // theirs starts first: its "ready" line comes after its warm-up step (which also counts its FLOPs)
+  let ref: Reference | { error: string } = { error: "skipped (--no-torch)" };
+  if (!args.includes("--no-torch")) {
+    ref = await startReference({ unet: BENCH_MID_UNET, vae: BENCH_MID_VAE, batch, resolution: RESOLUTION, seq: 77, threads: info.threads, val_steps: valSteps });
+    log(`diffusers: ${"error" in ref ? ref.error : JSON.stringify(ref.info)}`);
+  }
+  const theirs = "error" in ref ? null : ref;
 
   // ours: the planner picks the cheapest options that fit the running engine's memory (memoryBudget: the 4 GiB wasm
   // heap, where bench-mid at batch 4 needs ~4.8 GB without any; host or GPU memory on native, where it needs none);
@@ -102,20 +132,43 @@ export async function run(args: string[]): Promise<object> {
   const options = plan.best.options;
   const planned = plannedDeviceBytes(plan.best.estimate, wasmHeap);
   log(`ours: options ${plan.best.name === "none" ? "none" : JSON.stringify(options)} (planner, ${plan.best.estimate.profile}: ${(planned / 1e9).toFixed(2)} GB of ${(budget / 1e9).toFixed(2)} GB${wasmHeap ? " wasm heap" : ""})`);
-  const loadOurs = [load()];
+  const loads = [load()];
   const runner = createTrainingStep({ unet: BENCH_MID_UNET, resolution: RESOLUTION, batchSize: batch, options });
   const t0 = performance.now();
   const first = await measurePeak(() => runner.step());
   log(`warm-up: ours ${((performance.now() - t0) / 1000).toFixed(2)} s (peak +${(first.peakDeltaBytes / 1e6).toFixed(0)} MB)`);
-  const oursSteps: number[] = [];
-  for (let i = 1; i <= steps; i++) {
-    const a0 = performance.now();
-    runner.step();
-    oursSteps.push((performance.now() - a0) / 1000);
-    log(`step ${i}/${steps}: ours ${oursSteps.at(-1)!.toFixed(2)} s (load ${load()})`);
-  }
 
-  // validation images: the same UNet/ControlNet in our pipeline
+  // what each process spends while the other computes (both should idle: TF's pool parks once no op is in flight,
+  // torch's OpenMP threads once its step returned)
+  const oursCpu = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1e6; };
+  const idle = { ours: [] as number[], theirs: [] as number[] };
+  const oursRun = async (fn: () => Promise<void> | void) => {
+    const [wall, share] = await otherSideShare(() => theirs?.cpuSeconds() ?? null, fn);
+    if (share != null) idle.theirs.push(share);
+    return wall;
+  };
+  const theirsRun = async (cmd: "train" | "image") => {
+    let seconds = 0;
+    const [, share] = await otherSideShare(oursCpu, async () => void (seconds = (await theirs!.ask(cmd)).seconds!));
+    if (share != null) idle.ours.push(share);
+    return seconds;
+  };
+  /** n alternating rounds of (ours, theirs), the order flipped every round. */
+  async function alternate(n: number, what: string, ours: () => Promise<number>, theirsCmd: "train" | "image", into: [number[], number[]]) {
+    for (let i = 1; i <= n; i++) {
+      for (const side of i % 2 ? ["ours", "theirs"] : ["theirs", "ours"]) {
+        if (side === "theirs" && !theirs) continue;
+        const s = side === "ours" ? await ours() : await theirsRun(theirsCmd);
+        (side === "ours" ? into[0] : into[1]).push(s);
+        log(`${what} ${i}/${n}: ${side === "ours" ? "ours" : "diffusers"} ${s.toFixed(2)} s (load ${load()})`);
+      }
+    }
+  }
+  const oursSteps: number[] = [], theirSteps: number[] = [];
+  await alternate(steps, "step", () => oursRun(() => void runner.step()), "train", [oursSteps, theirSteps]);
+  const theirMem = theirs ? (await theirs.ask("mem")).rss_peak_delta! : null;
+
+  // validation images: the same UNet/ControlNet in our pipeline; one warm-up image each, then alternating
   const vae = new AutoencoderKL(BENCH_MID_VAE, { seed: 3, trainable: false });
   const pipe = new StableDiffusionControlNetPipeline({
     unet: runner.unet, controlnet: runner.controlnet, vae,
@@ -124,49 +177,22 @@ export async function run(args: string[]): Promise<object> {
   const pos = tf.randomNormal([1, 77, 64], 0, 1, "float32", 1) as tf.Tensor3D;
   const neg = tf.randomNormal([1, 77, 64], 0, 1, "float32", 2) as tf.Tensor3D;
   const cond = tf.randomUniform([1, RESOLUTION, RESOLUTION, 3], 0, 1, "float32", 3) as tf.Tensor4D;
-  const oursImg: number[] = [];
-  for (let i = 0; i <= images; i++) {
-    const out = await pipe.call({ promptEmbeds: pos, negativePromptEmbeds: neg, image: cond, numInferenceSteps: valSteps, guidanceScale: 7.5, seed: i + 1, outputType: "tensor" });
+  let seed = 0;
+  const ourImage = async () => {
+    const out = await pipe.call({ promptEmbeds: pos, negativePromptEmbeds: neg, image: cond, numInferenceSteps: valSteps, guidanceScale: 7.5, seed: ++seed, outputType: "tensor" });
     out.pixels!.dispose();
-    log(`${i === 0 ? "warm-up image" : `image ${i}/${images}`}: ours ${out.seconds.toFixed(2)} s`);
-    if (i > 0) oursImg.push(out.seconds);
-  }
+    return out.seconds;
+  };
+  log(`warm-up image: ours ${(await ourImage()).toFixed(2)} s${theirs ? `, diffusers ${(await theirs.ask("image")).seconds!.toFixed(2)} s` : ""}`);
+  const oursImg: number[] = [], theirImg: number[] = [];
+  await alternate(images, "image", ourImage, "image", [oursImg, theirImg]);
   tf.dispose([pos, neg, cond]);
   vae.dispose();
   runner.dispose();
-  loadOurs.push(load());
-
-  // theirs, only now: the reference process starts after ours finished
-  let ref: Reference | { error: string } = { error: "skipped (--no-torch)" };
-  const loadTheirs = [load()];
-  // what our process spends while theirs runs (it should idle: TF's pool parks once no op is in flight)
-  const cpu0 = process.cpuUsage();
-  const wall0 = performance.now();
-  if (!args.includes("--no-torch")) {
-    ref = await startReference({ unet: BENCH_MID_UNET, vae: BENCH_MID_VAE, batch, resolution: RESOLUTION, seq: 77, threads: info.threads, val_steps: valSteps });
-    log(`diffusers: ${"error" in ref ? ref.error : JSON.stringify(ref.info)}`);
-  }
-  const theirs = "error" in ref ? null : ref;
-  const theirSteps: number[] = [];
-  const theirImg: number[] = [];
-  let theirMem: number | null = null;
-  if (theirs) {
-    for (let i = 1; i <= steps; i++) {
-      theirSteps.push((await theirs.ask("train")).seconds!);
-      log(`step ${i}/${steps}: diffusers ${theirSteps.at(-1)!.toFixed(2)} s (load ${load()})`);
-    }
-    theirMem = (await theirs.ask("mem")).rss_peak_delta!;
-    for (let i = 0; i <= images; i++) {
-      const b = (await theirs.ask("image")).seconds!;
-      log(`${i === 0 ? "warm-up image" : `image ${i}/${images}`}: diffusers ${b.toFixed(2)} s`);
-      if (i > 0) theirImg.push(b);
-    }
-    theirs.close();
-  }
-  loadTheirs.push(load());
-  const cpu = process.cpuUsage(cpu0);
-  const oursIdleCpu = (cpu.user + cpu.system) / 1e6 / ((performance.now() - wall0) / 1000);
-  log(`our process used ${(100 * oursIdleCpu).toFixed(1)} % of a core while diffusers ran`);
+  theirs?.close();
+  loads.push(load());
+  const share = (xs: number[]) => (xs.length ? +median(xs).toFixed(3) : null);
+  log(`while the other side computed: our process used ${fmtShare(share(idle.ours))} of a core, diffusers' ${fmtShare(share(idle.theirs))} (medians)`);
 
   const analytic = trainingStepFlops(BENCH_MID_UNET, batch, RESOLUTION).total;
   const flops = theirs?.info.step_flops ?? analytic;
@@ -176,6 +202,8 @@ export async function run(args: string[]): Promise<object> {
   const theirIps = theirs ? 1 / median(theirImg) : null;
   const ourMem = first.peakDeltaBytes;
   const r = (a: number, b: number | null) => (b ? +(a / b).toFixed(2) : null);
+  // per alternating pair: ours / theirs (time), theirs / ours (images/s); their median
+  const paired = (a: number[], b: number[]) => (b.length ? +median(a.map((x, i) => x / b[i]!)).toFixed(2) : null);
   const result = {
     bench: "compare",
     config: "bench-mid",
@@ -185,7 +213,7 @@ export async function run(args: string[]): Promise<object> {
     ours_predicted_peak_bytes: plan.best.estimate.device.total,
     planner_profile: plan.best.estimate.profile,
     memory_budget_bytes: budget,
-    phases: "ours alone, then diffusers alone (its process started after ours finished; ours idle meanwhile)",
+    phases: "alternating: ours, theirs, theirs, ours, ... (one computes while the other idles)",
     diffusers: theirs ? theirs.info : ref,
     step_flops: flops,
     step_flops_analytic: analytic,
@@ -199,8 +227,9 @@ export async function run(args: string[]): Promise<object> {
       peak_memory: r(ourMem, theirMem),
       gflops: theirStep ? +(theirStep / ourStep).toFixed(2) : null,
     },
-    load_average: { ours_start_end: loadOurs, theirs_start_end: loadTheirs },
-    ours_cpu_share_while_theirs_ran: +oursIdleCpu.toFixed(3),
+    paired_ratio_medians: { step_time: paired(oursSteps, theirSteps), images_per_s: paired(theirImg, oursImg) },
+    load_average: { start_end: loads },
+    cpu_share_while_other_ran: { ours: share(idle.ours), theirs: share(idle.theirs) },
   };
   const fmt = (x: number | null | undefined, d = 2) => (x == null ? "missing" : x.toFixed(d));
   const t = result.theirs;
@@ -209,11 +238,13 @@ export async function run(args: string[]): Promise<object> {
     columns: ["metric", "ours", "diffusers", "ours/theirs"],
     rows: [
       ["train step, median s", fmt(ourStep), fmt(t?.step_s), fmt(result.ratio_ours_over_theirs.step_time)],
+      ["  per pair (median)", "", "", fmt(result.paired_ratio_medians.step_time)],
       ["validation images/s", fmt(ourIps, 4), fmt(t?.images_per_s, 4), fmt(result.ratio_ours_over_theirs.images_per_s)],
+      ["  per pair (median)", "", "", fmt(result.paired_ratio_medians.images_per_s)],
       ["peak step memory, MB", fmt(ourMem / 1e6, 0), t ? fmt(t.peak_step_bytes! / 1e6, 0) : "missing", fmt(result.ratio_ours_over_theirs.peak_memory)],
       ["achieved GFLOP/s", fmt(result.ours.gflops), fmt(t?.gflops), fmt(result.ratio_ours_over_theirs.gflops)],
     ],
-    note: `phases: ours alone, then diffusers alone; load ${loadOurs.join("→")} (ours), ${loadTheirs.join("→")} (diffusers); step FLOPs ${(flops / 1e9).toFixed(2)} G (${theirs?.info.step_flops ? "torch FlopCounterMode" : "analytic"}; analytic ${(analytic / 1e9).toFixed(2)} G)`,
+    note: `alternating, one side at a time; load ${loads.join("→")}; step FLOPs ${(flops / 1e9).toFixed(2)} G (${theirs?.info.step_flops ? "torch FlopCounterMode" : "analytic"}; analytic ${(analytic / 1e9).toFixed(2)} G)`,
   }).text());
   return result;
 }
