@@ -15,6 +15,8 @@
 //   ControlnetTsLayerNormGrad(x, gamma, mean, rstd, dy; num_threads)                   → dx, dgamma, dbeta
 //   ControlnetTsGeglu(h [.., 2F]; num_threads) → y [.., F] = a·gelu(g), a and g h's halves;  …Grad(h, dy; num_threads) → dh
 //   ControlnetTsAdd(a, b; num_threads) → a + b, b shaped as a or [B or 1, 1, …, 1, C] (one row per batch item)
+//   ControlnetTsMatMul(a [.., K], b [K, N] ([N, K] with transpose_b), bias [N] (read only with has_bias);
+//                      transpose_b, has_bias, num_threads) → a·b (+ bias) [.., N]: the linear layer
 //
 // Attention: out = softmax(scale·q·kᵀ)·v. Why: TensorFlow has no fused CPU attention, so the tfjs graph materialises the
 // [BH,N,M] scores and probabilities forward and four such maps backward (each 64 MB for bench-mid's 1024 tokens,
@@ -107,6 +109,7 @@ struct KernelTable {
   void (*geglu)(const float* h, int64_t r0, int64_t r1, int64_t F, float* y);
   void (*geglu_grad)(const float* h, const float* dy, int64_t r0, int64_t r1, int64_t F, float* dh);
   void (*add)(const float* a, const float* b, int64_t n, float* y);
+  void (*gemm)(const float* A, const float* B, const float* bias, int64_t r0, int64_t r1, int K, int64_t N, float* C);
 };
 
 namespace avx2 {
@@ -119,6 +122,7 @@ namespace avx2 {
 #include "silu-kernels.h"
 #include "layer-norm-kernels.h"
 #include "geglu-kernels.h"
+#include "gemm-kernels.h"
 #include "kernel-table.h"
 #pragma GCC pop_options
 }  // namespace avx2
@@ -131,6 +135,7 @@ namespace baseline {
 #include "silu-kernels.h"
 #include "layer-norm-kernels.h"
 #include "geglu-kernels.h"
+#include "gemm-kernels.h"
 #include "kernel-table.h"
 }  // namespace baseline
 
@@ -146,6 +151,7 @@ struct Attrs {
   int64_t groups = 1;  // group norm
   float eps = 1e-5f;
   bool silu = false;
+  bool transpose_b = false, has_bias = false;  // matmul
   int64_t n = 0;  // AdamW: tensors per list
   float adam[7] = {};  // AdamW: decay, one_minus_beta1, beta2, one_minus_beta2, bc2_sqrt, eps, neg_step_size
   int num_threads = 1;
@@ -153,7 +159,7 @@ struct Attrs {
 const char* const kAdamScalars[7] = {"decay", "one_minus_beta1", "beta2", "one_minus_beta2", "bc2_sqrt", "eps", "neg_step_size"};
 
 // Elementwise: ops whose only attribute is num_threads (SiLU, GEGLU and their gradients, LayerNorm's gradient, Add).
-enum class OpKind { Attention, GroupNorm, GroupNormGrad, Norms, AdamW, Elementwise, LayerNorm };
+enum class OpKind { Attention, GroupNorm, GroupNormGrad, Norms, AdamW, Elementwise, LayerNorm, MatMul };
 
 // Reads the attributes `kind` declares (num_threads for all).
 void* Create(TF_OpKernelConstruction* ctx, OpKind kind) {
@@ -174,6 +180,12 @@ void* Create(TF_OpKernelConstruction* ctx, OpKind kind) {
     a->silu = silu != 0;
   } else if (kind == OpKind::LayerNorm) {
     if (ok()) TF_OpKernelConstruction_GetAttrFloat(ctx, "eps", &a->eps, s);
+  } else if (kind == OpKind::MatMul) {
+    TF_Bool t = 0;
+    if (ok()) TF_OpKernelConstruction_GetAttrBool(ctx, "transpose_b", &t, s);
+    a->transpose_b = t != 0;
+    if (ok()) TF_OpKernelConstruction_GetAttrBool(ctx, "has_bias", &t, s);
+    a->has_bias = t != 0;
   } else if (kind != OpKind::Elementwise) {  // the list ops: N tensors per list, and AdamW's scalars
     if (ok()) TF_OpKernelConstruction_GetAttrInt64(ctx, "N", &a->n, s);
     for (int i = 0; kind == OpKind::AdamW && i < 7 && ok(); i++) TF_OpKernelConstruction_GetAttrFloat(ctx, kAdamScalars[i], &a->adam[i], s);
@@ -189,6 +201,7 @@ void* CreateNorms(TF_OpKernelConstruction* ctx) { return Create(ctx, OpKind::Nor
 void* CreateAdamW(TF_OpKernelConstruction* ctx) { return Create(ctx, OpKind::AdamW); }
 void* CreateElementwise(TF_OpKernelConstruction* ctx) { return Create(ctx, OpKind::Elementwise); }
 void* CreateLayerNorm(TF_OpKernelConstruction* ctx) { return Create(ctx, OpKind::LayerNorm); }
+void* CreateMatMul(TF_OpKernelConstruction* ctx) { return Create(ctx, OpKind::MatMul); }
 
 void Delete(void* a) { delete static_cast<Attrs*>(a); }
 
@@ -620,6 +633,39 @@ void ComputeAdd(void* attrs, TF_OpKernelContext* ctx) {
   });
 }
 
+// Products of at least this many multiply-adds use the threads (about 100 µs of one core's work: a thread's start
+// and join cost a few tens of µs on this VM).
+constexpr int64_t kMinThreadedMacs = 1 << 24;
+
+void ComputeMatMul(void* attrs, TF_OpKernelContext* ctx) {
+  const Attrs& at = *static_cast<Attrs*>(attrs);
+  std::vector<Input> in(3);  // a, b, bias
+  if (!GetInputs(ctx, in, "ControlnetTsMatMul")) return;
+  const auto& a = in[0].dims;
+  const auto& b = in[1].dims;
+  if (a.empty() || b.size() != 2) return Fail(ctx, "ControlnetTsMatMul: a must be [.., K], b a matrix");
+  const int64_t D = a.back(), N = at.transpose_b ? b[0] : b[1];
+  if ((at.transpose_b ? b[1] : b[0]) != D || D > INT32_MAX) return Fail(ctx, "ControlnetTsMatMul: a's last axis and b's contracted axis differ");
+  if (at.has_bias && in[2].dims != std::vector<int64_t>{N}) return Fail(ctx, "ControlnetTsMatMul: bias must be [N]");
+  const int64_t M = D == 0 ? 0 : TF_TensorElementCount(in[0].t) / D;  // D: the contracted size
+  std::vector<int64_t> ydims = a;
+  ydims.back() = N;
+  float* y = Allocate(ctx, 0, ydims);
+  if (!y) return;
+  const float* B = in[1].data;
+  std::vector<float> bt;
+  if (at.transpose_b) {  // b [N, D] → [D, N]: the kernel reads B row by row
+    bt.resize(D * N);
+    for (int64_t n = 0; n < N; n++)
+      for (int64_t k = 0; k < D; k++) bt[k * N + n] = B[n * D + k];
+    B = bt.data();
+  }
+  const float* bias = at.has_bias ? in[2].data : nullptr;
+  constexpr int64_t kRows = 64;  // rows per work item (a multiple of the kernel's 4-row block)
+  ParallelFor((M + kRows - 1) / kRows, M * N * D < kMinThreadedMacs ? 1 : at.num_threads,
+              [&](int64_t i) { K.gemm(in[0].data, B, bias, i * kRows, std::min(M, (i + 1) * kRows), int(D), N, y); });
+}
+
 // name, inputs, outputs, attributes; then its CPU kernel
 struct Op {
   const char* name;
@@ -654,6 +700,8 @@ const std::vector<Op>& Ops() {
       {"ControlnetTsGeglu", {"h: float"}, {"y: float"}, {"num_threads: int = 1"}, CreateElementwise, ComputeGeglu},
       {"ControlnetTsGegluGrad", {"h: float", "dy: float"}, {"dh: float"}, {"num_threads: int = 1"}, CreateElementwise, ComputeGegluGrad},
       {"ControlnetTsAdd", {"a: float", "b: float"}, {"y: float"}, {"num_threads: int = 1"}, CreateElementwise, ComputeAdd},
+      {"ControlnetTsMatMul", {"a: float", "b: float", "bias: float"}, {"y: float"}, {"transpose_b: bool = false", "has_bias: bool = false", "num_threads: int = 1"},
+       CreateMatMul, ComputeMatMul},
   };
   return ops;
 }

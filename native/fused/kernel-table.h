@@ -12,4 +12,4 @@ static void AttentionGradRows(const float* q, const float* k, const float* v, co
 }
 
 const KernelTable kTable = {AttentionRows, AttentionGradRows, GroupNormForward, GroupNormBackward, AdamWUpdate, SiluForward, SiluBackward, LayerNormRows, LayerNormGradRows,
-                           GegluRows, GegluGradRows, AddArrays};
+                           GegluRows, GegluGradRows, AddArrays, GemmRows};

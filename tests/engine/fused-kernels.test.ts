@@ -92,7 +92,7 @@ describe("fused kernels on the native engine", { skip: missing ?? false }, () =>
 
   test("the engine reports the fused kernel", () => {
     assert.equal(hasFusedAttention(), true, describeEngine(info));
-    assert.match(describeEngine(info), /fused kernels: attention, GroupNorm\+SiLU, SiLU, LayerNorm, GEGLU, AdamW, gradient norms \(TensorFlow ops of ours; (AVX2 \+ FMA|SSE2), \d+ thread/);
+    assert.match(describeEngine(info), /fused kernels: attention, GroupNorm\+SiLU, SiLU, LayerNorm, GEGLU, linear layers, AdamW, gradient norms \(TensorFlow ops of ours; (AVX2 \+ FMA|SSE2), \d+ thread/);
   });
 
   const shapes: [number, number, number, number][] = [

@@ -44,7 +44,7 @@ test("auto selection prefers the native engine; node-gpu says why it is not used
   assert.equal(info.deviceMemoryLimit, null, "no 4 GiB heap on native");
   // Conv2D: SAME where an explicit padding equals it; both gradients: EXPLICIT passed on (lib/engine/native/kernels.ts)
   assert.deepEqual(info.kernelOverrides, ["Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "Reshape", "BatchMatMul"]);
-  assert.match(info.fusedKernels, /^attention, GroupNorm\+SiLU, SiLU, LayerNorm, GEGLU, AdamW, gradient norms \(TensorFlow ops of ours/);
+  assert.match(info.fusedKernels, /^attention, GroupNorm\+SiLU, SiLU, LayerNorm, GEGLU, linear layers, AdamW, gradient norms \(TensorFlow ops of ours/);
 });
 
 test("without the native engine, auto selection falls back to wasm and says how to add native", () => {

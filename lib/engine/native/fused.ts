@@ -8,6 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { createRequire } from "node:module";
 import { tf } from "../tf.js";
+import { useOwnMatMul } from "./linear.js";
 import type { NamedAttrMap, TensorInfo } from "@tensorflow/tfjs";
 import { FUSED_ADAMW, FUSED_NORMS, FUSED_ATTENTION, FUSED_ATTENTION_GRAD, FUSED_GROUP_NORM, FUSED_GROUP_NORM_GRAD, FUSED_SILU, FUSED_SILU_GRAD, FUSED_LAYER_NORM, FUSED_LAYER_NORM_GRAD, FUSED_GEGLU, FUSED_GEGLU_GRAD } from "../fused.js";
 
@@ -76,6 +77,7 @@ function registerKernels(threads: number): void {
   opKernel(FUSED_GEGLU, "ControlnetTsGeglu", ["h"], 1, threads, () => []);
   opKernel(FUSED_GEGLU_GRAD, "ControlnetTsGegluGrad", ["h", "dy"], 1, threads, () => []);
   registerAdd(threads);
+  useOwnMatMul(threads);
   // One backward op yields every input's gradient; it runs once, in gradFunc, and each input's closure hands out its
   // part (an input that needs no gradient leaves its part to the enclosing tidy).
   tf.registerGradient({
@@ -185,7 +187,7 @@ export function loadFusedKernels(nativeDir: string, threads: number, usingGpu: b
       const addon = createRequire(import.meta.url)(file) as FusedAddon;
       addon.register();
       registerKernels(threads);
-      status = `attention, GroupNorm+SiLU, SiLU, LayerNorm, GEGLU, AdamW, gradient norms (TensorFlow ops of ours; ${addon.kernelIsa() === "avx2" ? "AVX2 + FMA" : "SSE2"}, ${threads} thread(s))`;
+      status = `attention, GroupNorm+SiLU, SiLU, LayerNorm, GEGLU, linear layers, AdamW, gradient norms (TensorFlow ops of ours; ${addon.kernelIsa() === "avx2" ? "AVX2 + FMA" : "SSE2"}, ${threads} thread(s))`;
     } catch (err) {
       status = `${composed}: the fused-kernels addon failed to load (${(err instanceof Error ? err.message : String(err)).split("\n")[0]})`;
     }
