@@ -91,24 +91,17 @@ function registerKernels(threads: number): void {
       return { q: () => dq!, k: () => dk!, v: () => dv! };
     },
   });
-  tf.registerGradient({
-    kernelName: FUSED_SILU,
-    inputsToSave: ["x"],
-    gradFunc: (dy, saved) => {
-      const [x] = saved as tf.Tensor[];
-      const d = Array.isArray(dy) ? dy[0]! : dy;
-      return { x: () => (tf.engine().runKernel(FUSED_SILU_GRAD, { x: x!, dy: d }) as tf.Tensor[])[0]! };
-    },
-  });
-  tf.registerGradient({
-    kernelName: FUSED_GEGLU,
-    inputsToSave: ["h"],
-    gradFunc: (dy, saved) => {
-      const [h] = saved as tf.Tensor[];
-      const d = Array.isArray(dy) ? dy[0]! : dy;
-      return { h: () => (tf.engine().runKernel(FUSED_GEGLU_GRAD, { h: h!, dy: d }) as tf.Tensor[])[0]! };
-    },
-  });
+  // one input, one output: the gradient op takes the input and dy
+  for (const [kernelName, grad, input] of [[FUSED_SILU, FUSED_SILU_GRAD, "x"], [FUSED_GEGLU, FUSED_GEGLU_GRAD, "h"]] as const) {
+    tf.registerGradient({
+      kernelName,
+      inputsToSave: [input],
+      gradFunc: (dy, saved) => {
+        const d = Array.isArray(dy) ? dy[0]! : dy;
+        return { [input]: () => (tf.engine().runKernel(grad, { [input]: saved[0]!, dy: d }) as tf.Tensor[])[0]! };
+      },
+    });
+  }
   tf.registerGradient({
     kernelName: FUSED_LAYER_NORM,
     inputsToSave: ["x", "gamma", "beta"],
