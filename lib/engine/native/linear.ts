@@ -29,16 +29,18 @@ interface NodeBackend {
 let ownMatMulThreads: number | null = null;
 
 /**
- * Products below this many multiply-adds run as our op (on one thread: dispatch and TensorFlow's pool hand-off are
- * most of their time); larger ones as TensorFlow's MatMul, whose threads pay off there. A/B in one process at 2
- * threads: our op for every size was 4.6 % faster on the validation image (batch 2) and 6 % slower on the training
- * step (batch 4, products up to 33M multiply-adds).
+ * Layers whose weight has at most this many entries (K·N: the attention projections of bench-mid and the tiny
+ * models, up to 64×64) run as our op, on one thread — dispatch and TensorFlow's pool hand-off are most of their
+ * time; wider layers (feed-forwards, SD1.5's projections) as TensorFlow's MatMul, whose threads pay off there. Chosen
+ * by the layer, never by the batch, so a layer computes each row the same way whatever the batch (a split by
+ * multiply-adds sent one tiny-model layer to different products at batch 4 and at batch 2). A/B in one process, 2
+ * threads, TensorFlow's MatMul / this split: validation image 1.09 (8 pairs), training step 0.99 (12 pairs).
  */
-const OWN_MATMUL_MAX_MACS = 1 << 22;
+const OWN_MATMUL_MAX_WEIGHT = 64 * 64;
 
-/** Whether x [.., K] · w [K, N] (or wᵀ) is small enough for our op. */
-function ownMatMulFits(x: TensorInfo, w: TensorInfo): boolean {
-  return ownMatMulThreads !== null && tf.util.sizeFromShape(x.shape) * Math.max(w.shape[0]!, w.shape[1]!) < OWN_MATMUL_MAX_MACS;
+/** Whether x [.., K] · w [K, N] (or wᵀ) runs as our op. */
+function ownMatMulFits(w: TensorInfo): boolean {
+  return ownMatMulThreads !== null && tf.util.sizeFromShape(w.shape) <= OWN_MATMUL_MAX_WEIGHT;
 }
 
 /** The fused-kernels addon is loaded: small products run as its ControlnetTsMatMul on `threads` threads. */
@@ -120,7 +122,7 @@ function kernel(kernelName: string, fn: (ops: Ops, inputs: NamedTensorInfoMap, m
 export function registerLinearKernels(): string[] {
   // x [.., K] · weight [K, N] (+ bias [N]) → [.., N]
   kernel(FUSED_LINEAR, (ops, { x, weight, bias }, made) => {
-    if (ownMatMulFits(x!, weight!)) return ops.ownMatMul(x!, weight!, bias, false, ownMatMulThreads!);
+    if (ownMatMulFits(weight!)) return ops.ownMatMul(x!, weight!, bias, false, ownMatMulThreads!);
     let y = ops.matMul(rows(ops, x!, made), weight!, false, false);
     if (bias) {
       made.push(y);
@@ -129,7 +131,7 @@ export function registerLinearKernels(): string[] {
     return unrows(ops, y, x!.shape.slice(0, -1));
   });
   // dy [.., N], weight [K, N] → dx [.., K]
-  kernel(FUSED_LINEAR_GRAD_INPUT, (ops, { dy, weight }, made) => ownMatMulFits(dy!, weight!)
+  kernel(FUSED_LINEAR_GRAD_INPUT, (ops, { dy, weight }, made) => ownMatMulFits(weight!)
     ? ops.ownMatMul(dy!, weight!, undefined, true, ownMatMulThreads!)
     : unrows(ops, ops.matMul(rows(ops, dy!, made), weight!, false, true), dy!.shape.slice(0, -1)));
   // x [.., K], dy [.., N] → dweight [K, N]
