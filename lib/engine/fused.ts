@@ -12,8 +12,9 @@
  *    and a concat backward);
  *  - the linear layer and the bias add as one kernel each running TensorFlow's MatMul / BiasAdd (composed: reshapes,
  *    a broadcasting add, and a sum and reshapes backward), on the CPU and GPU builds.
- * Each returns null where the running backend has no such kernel (wasm, cpu, the GPU engine), and the caller
- * composes the same math from tfjs ops (lib/models). Gradients are registered with the kernels.
+ * Each returns null where the running backend has no such kernel (wasm, cpu; the GPU engine has only the linear and
+ * bias kernels), and the caller composes the same math from tfjs ops (lib/models). Gradients are registered with the
+ * kernels.
  */
 import { tf } from "./tf.js";
 

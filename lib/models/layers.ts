@@ -65,17 +65,20 @@ export class Linear extends Module {
 
   /** x: [..., in] → [..., out], computed as one [N, in] × [in, out] matmul. */
   forward<T extends tf.Tensor>(x: T): T {
-    return tf.tidy(() => {
-      const w = this.kernelWeight(this.weight);
-      const fused = fusedLinear(x, w, this.bias ? this.v(this.bias) : null);
-      if (fused) return fused;
-      const lead = x.shape.slice(0, -1);
-      const x2 = tf.reshape(x, [-1, this.inFeatures]) as tf.Tensor2D;
-      let y: tf.Tensor = tf.matMul(x2, w as tf.Tensor2D);
-      if (this.bias) y = tf.add(y, this.v(this.bias));
-      return tf.reshape(y, [...lead, this.outFeatures]) as T;
-    });
+    return tf.tidy(() => project(x, this.kernelWeight(this.weight) as tf.Tensor2D, this.bias ? this.v(this.bias) : null));
   }
+}
+
+/**
+ * x [.., in] · w [in, out] (+ bias): the engine's linear kernel where it has one, else one [N, in] × [in, out]
+ * matmul between reshapes.
+ */
+function project<T extends tf.Tensor>(x: T, w: tf.Tensor2D, bias: tf.Tensor | null): T {
+  const fused = fusedLinear(x, w, bias);
+  if (fused) return fused;
+  let y: tf.Tensor = tf.matMul(tf.reshape(x, [-1, w.shape[0]]) as tf.Tensor2D, w);
+  if (bias) y = tf.add(y, bias);
+  return tf.reshape(y, [...x.shape.slice(0, -1), w.shape[1]]) as T;
 }
 
 /**
@@ -100,14 +103,7 @@ export class Pointwise extends Module {
   }
 
   forward<T extends tf.Tensor>(x: T): T {
-    return tf.tidy(() => {
-      const lead = x.shape.slice(0, -1);
-      const w = tf.reshape(this.v(this.weight), [this.inFeatures, this.outFeatures]) as tf.Tensor2D;
-      const fused = fusedLinear(x, w, this.v(this.bias));
-      if (fused) return fused;
-      const y = tf.add(tf.matMul(tf.reshape(x, [-1, this.inFeatures]) as tf.Tensor2D, w), this.v(this.bias));
-      return tf.reshape(y, [...lead, this.outFeatures]) as T;
-    });
+    return tf.tidy(() => project(x, tf.reshape(this.v(this.weight), [this.inFeatures, this.outFeatures]) as tf.Tensor2D, this.v(this.bias)));
   }
 }
 
