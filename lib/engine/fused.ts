@@ -72,11 +72,15 @@ export function fusedGroupNorm<T extends tf.Tensor>(x: T, gamma: tf.Tensor, beta
   return y as T;
 }
 
+/** The output of a one-input float32 kernel (SiLU, GEGLU); null where the engine has none. */
+function elementwise<T extends tf.Tensor>(kernel: string, input: string, x: T): T | null {
+  if (!has(kernel) || x.dtype !== "float32") return null;
+  return (tf.engine().runKernel(kernel, { [input]: x }) as tf.Tensor[])[0] as T;
+}
+
 /** x·sigmoid(x) in one kernel (its gradient too); null where the engine has none. */
 export function fusedSilu<T extends tf.Tensor>(x: T): T | null {
-  if (!has(FUSED_SILU) || x.dtype !== "float32") return null;
-  const [y] = tf.engine().runKernel(FUSED_SILU, { x }) as tf.Tensor[];
-  return y as T;
+  return elementwise(FUSED_SILU, "x", x);
 }
 
 /** LayerNorm of x [.., C] over its last axis (biased variance, as torch); null where the engine has no kernel. */
@@ -89,9 +93,7 @@ export function fusedLayerNorm<T extends tf.Tensor>(x: T, gamma: tf.Tensor, beta
 
 /** h [.., 2F] → a·gelu(g) [.., F], a and g h's first and second halves (diffusers' GEGLU); null where no kernel. */
 export function fusedGeglu<T extends tf.Tensor>(h: T): T | null {
-  if (!has(FUSED_GEGLU) || h.dtype !== "float32") return null;
-  const [y] = tf.engine().runKernel(FUSED_GEGLU, { h }) as tf.Tensor[];
-  return y as T;
+  return elementwise(FUSED_GEGLU, "h", h);
 }
 
 /** x [.., K] · weight [K, N] + bias [N] → [.., N] as one kernel; null where the engine has none. */
