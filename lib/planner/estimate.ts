@@ -58,16 +58,16 @@ export const NATIVE_WEIGHT_KEPT = 0.25;
  * activation counts that a block holds when it is not checkpointed: the fused ops keep fewer intermediates than the
  * composed ones the counts were fitted on. Fitted on the non-checkpointed configs of `npm run bench -- planner-fit`
  * on engine "node": predicted / measured step peaks 1.047–1.109 without it, 0.951–1.071 with it (all 7 configs,
- * checkpointed ones included with the recompute term below).
+ * checkpointed ones included with the recompute term below); refitted with NATIVE_WEIGHT_KEPT since.
  */
 export const FUSED_BLOCK_SHARE = 0.65; // 0.93 before the linear and GEGLU kernels (see NATIVE_WEIGHT_KEPT)
 
 /**
  * Native's fused attention reads the heads where the projections put them, its LayerNorm is one kernel and the
  * conditioning embedding's SiLUs are one kernel: a transformer keeps this share of its fitted activation counts (no
- * split/merge copies, no LayerNorm intermediates), a fused SiLU 2 tensors per output element (composed: 5). Fitted
- * with `npm run bench -- planner-fit` on engine "node" after those kernels landed (all 8 configs 1.23–1.41 before):
- * predicted / measured 0.916–1.089.
+ * split/merge copies, no LayerNorm or GEGLU intermediates), a fused SiLU 3 tensors per output element (composed: 5).
+ * Fitted with `npm run bench -- planner-fit` on engine "node" (with NATIVE_WEIGHT_KEPT, after the linear and GEGLU
+ * kernels): predicted / measured 0.996–1.081.
  */
 export const FUSED_TRANSFORMER_SHARE = 0.3; // 0.65 before the linear and GEGLU kernels
 export const FUSED_SILU_KEPT = 3; // 2 before

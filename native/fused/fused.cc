@@ -526,8 +526,15 @@ bool RowShapes(TF_OpKernelContext* ctx, const std::vector<Input>& in, const char
   return true;
 }
 
-// Rows in chunks of whole rows (about kChunk elements each), on the threads from kMinThreaded elements up.
+// R rows of C elements in chunks of whole rows (about kChunk elements each): fn(chunk, r0, r1) for each of the
+// RowChunks(R, C) chunks (the index places per-chunk partial sums), on the threads from kMinThreaded elements up.
 int64_t RowsPerChunk(int64_t C) { return std::max<int64_t>(1, kChunk / C); }
+int64_t RowChunks(int64_t R, int64_t C) { return (R + RowsPerChunk(C) - 1) / RowsPerChunk(C); }
+template <typename F>
+void ForRowChunks(const Attrs& a, int64_t R, int64_t C, const F& fn) {
+  const int64_t per = RowsPerChunk(C);
+  ParallelFor(RowChunks(R, C), R * C < kMinThreaded ? 1 : a.num_threads, [&](int64_t i) { fn(i, i * per, std::min(R, (i + 1) * per)); });
+}
 
 void ComputeLayerNorm(void* attrs, TF_OpKernelContext* ctx) {
   const Attrs& a = *static_cast<Attrs*>(attrs);
@@ -539,10 +546,7 @@ void ComputeLayerNorm(void* attrs, TF_OpKernelContext* ctx) {
   float* mean = y ? Allocate(ctx, 1, {R}) : nullptr;
   float* rstd = mean ? Allocate(ctx, 2, {R}) : nullptr;
   if (!rstd) return;
-  const int64_t per = RowsPerChunk(C);
-  ParallelFor((R + per - 1) / per, R * C < kMinThreaded ? 1 : a.num_threads, [&](int64_t i) {
-    K.layer_norm(in[0].data, i * per, std::min(R, (i + 1) * per), int(C), in[1].data, in[2].data, a.eps, y, mean, rstd);
-  });
+  ForRowChunks(a, R, C, [&](int64_t, int64_t r0, int64_t r1) { K.layer_norm(in[0].data, r0, r1, int(C), in[1].data, in[2].data, a.eps, y, mean, rstd); });
 }
 
 void ComputeLayerNormGrad(void* attrs, TF_OpKernelContext* ctx) {
@@ -557,11 +561,10 @@ void ComputeLayerNormGrad(void* attrs, TF_OpKernelContext* ctx) {
   float* dgamma = dx ? Allocate(ctx, 1, {C}) : nullptr;
   float* dbeta = dgamma ? Allocate(ctx, 2, {C}) : nullptr;
   if (!dbeta) return;
-  const int64_t per = RowsPerChunk(C), chunks = (R + per - 1) / per;
+  const int64_t chunks = RowChunks(R, C);
   std::vector<float> dgammaP(chunks * C, 0.f), dbetaP(chunks * C, 0.f);  // per chunk
-  ParallelFor(chunks, R * C < kMinThreaded ? 1 : a.num_threads, [&](int64_t i) {
-    K.layer_norm_grad(in[0].data, in[4].data, i * per, std::min(R, (i + 1) * per), int(C), in[1].data, in[2].data, in[3].data, dx,
-                      dgammaP.data() + i * C, dbetaP.data() + i * C);
+  ForRowChunks(a, R, C, [&](int64_t i, int64_t r0, int64_t r1) {
+    K.layer_norm_grad(in[0].data, in[4].data, r0, r1, int(C), in[1].data, in[2].data, in[3].data, dx, dgammaP.data() + i * C, dbetaP.data() + i * C);
   });
   SumPartsInOrder(dgammaP, dbetaP, chunks, C, dgamma, dbeta);
 }
@@ -582,9 +585,7 @@ void ComputeGeglu(void* attrs, TF_OpKernelContext* ctx) {
   ydims.back() = F;
   float* y = Allocate(ctx, 0, ydims);
   if (!y) return;
-  const int64_t per = RowsPerChunk(2 * F);
-  ParallelFor((R + per - 1) / per, R * 2 * F < kMinThreaded ? 1 : static_cast<Attrs*>(attrs)->num_threads,
-              [&](int64_t i) { K.geglu(in[0].data, i * per, std::min(R, (i + 1) * per), F, y); });
+  ForRowChunks(*static_cast<Attrs*>(attrs), R, 2 * F, [&](int64_t, int64_t r0, int64_t r1) { K.geglu(in[0].data, r0, r1, F, y); });
 }
 
 void ComputeGegluGrad(void* attrs, TF_OpKernelContext* ctx) {
@@ -596,9 +597,7 @@ void ComputeGegluGrad(void* attrs, TF_OpKernelContext* ctx) {
   if (in[1].dims != ydims) return Fail(ctx, "ControlnetTsGegluGrad: dy must be shaped as the output [.., features]");
   float* dh = Allocate(ctx, 0, in[0].dims);
   if (!dh) return;
-  const int64_t per = RowsPerChunk(2 * F);
-  ParallelFor((R + per - 1) / per, R * 2 * F < kMinThreaded ? 1 : static_cast<Attrs*>(attrs)->num_threads,
-              [&](int64_t i) { K.geglu_grad(in[0].data, in[1].data, i * per, std::min(R, (i + 1) * per), F, dh); });
+  ForRowChunks(*static_cast<Attrs*>(attrs), R, 2 * F, [&](int64_t, int64_t r0, int64_t r1) { K.geglu_grad(in[0].data, in[1].data, r0, r1, F, dh); });
 }
 
 // a + b where b is a's shape, or one C-row per batch item ([B, 1, …, 1, C]) or for all ([1, …, 1, C] / [C]). Why:
@@ -633,8 +632,8 @@ void ComputeAdd(void* attrs, TF_OpKernelContext* ctx) {
   });
 }
 
-// Products of at least this many multiply-adds use the threads (about 100 µs of one core's work: a thread's start
-// and join cost a few tens of µs on this VM).
+// Products of at least this many multiply-adds use the threads (about 200 µs of one core's work at this kernel's
+// 75–100 GFLOP/s: starting and joining a thread costs tens of µs on this VM, and its second vCPU adds only 1.25–1.4×).
 constexpr int64_t kMinThreadedMacs = 1 << 24;
 
 void ComputeMatMul(void* attrs, TF_OpKernelContext* ctx) {

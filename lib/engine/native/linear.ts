@@ -119,7 +119,7 @@ function kernel(kernelName: string, fn: (ops: Ops, inputs: NamedTensorInfoMap, m
 }
 
 /** Registers the kernels and their gradients on backend "tensorflow" (CPU and GPU builds alike). */
-export function registerLinearKernels(): string[] {
+export function registerLinearKernels(): void {
   // x [.., K] · weight [K, N] (+ bias [N]) → [.., N]
   kernel(FUSED_LINEAR, (ops, { x, weight, bias }, made) => {
     if (ownMatMulFits(weight!)) return ops.ownMatMul(x!, weight!, bias, false, ownMatMulThreads!);
@@ -160,5 +160,4 @@ export function registerLinearKernels(): string[] {
       return { x: () => tf.reshape(d, d.shape), bias: biasGrad(d) }; // the reshape shares d (kernels.ts)
     },
   });
-  return [FUSED_LINEAR, FUSED_LINEAR_GRAD_INPUT, FUSED_LINEAR_GRAD_WEIGHT, FUSED_BIAS_ADD, FUSED_BIAS_GRAD];
 }
