@@ -54,6 +54,8 @@ export interface EngineInfo {
   hostAllocator?: string;
   /** Native engine: which fused kernels of ours run (attention, GroupNorm, AdamW), or why none does. */
   fusedKernels?: string;
+  /** Native engine: whether signals are held back from TensorFlow's threads (lib/engine/native/signals.ts). */
+  signals?: string;
 }
 
 export { WASM_HEAP_LIMIT } from "./constants.js";
@@ -198,7 +200,7 @@ async function select(opts: EngineOptions): Promise<EngineInfo> {
       unavailable,
       deviceMemoryLimit: kind === "wasm" ? WASM_HEAP_LIMIT : kind === "node-gpu" ? (gpuMemory()?.totalBytes ?? null) : null,
       kernelOverrides,
-      ...(native ? { hostAllocator: native.hostAllocator, fusedKernels: native.fusedKernels } : {}),
+      ...(native ? { hostAllocator: native.hostAllocator, fusedKernels: native.fusedKernels, signals: native.signals } : {}),
     };
   }
   throw new Error(`No TensorFlow.js backend could start: ${unavailable.map((u) => `${u.backend}: ${u.reason}`).join("; ")}`);
@@ -251,5 +253,6 @@ export function describeEngine(info: EngineInfo): string {
   if (info.backend === "node" || info.backend === "node-gpu") lines.push(`  no 4 GiB heap: host memory is the limit${info.backend === "node-gpu" ? " for host tensors" : ""}`);
   if (info.hostAllocator) lines.push(`  host tensors: ${info.hostAllocator}`);
   if (info.fusedKernels) lines.push(`  fused kernels: ${info.fusedKernels}`);
+  if (info.signals) lines.push(`  signals: ${info.signals}`);
   return lines.join("\n");
 }

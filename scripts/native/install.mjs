@@ -9,8 +9,9 @@
  *   tensorflow/lib/      libtensorflow_cc.so.2 + libtensorflow_framework.so.2 (hard links into the user cache)
  *   tensorflow/include/  the C API headers (for addons of ours built against the same library, e.g. collectives)
  *   tfjs-node/           the tfjs-node package; lib/napi-v8/tfjs_binding.node is our build of its addon
- *   collective/, host-memory/, fused/   our optional addons (native/*: data-parallel collectives, glibc's malloc
- *                        settings, fused attention and GroupNorm), each built against the same library when it can be
+ *   collective/, host-memory/, fused/, signals/   our optional addons (native/*: data-parallel collectives, glibc's
+ *                        malloc settings, fused kernels, signals held back from TensorFlow's threads), each built
+ *                        (against the same library where it links one) when it can be
  *   status.json          what was installed, or why not (lib/engine reads it to explain the engine choice)
  *
  * Environment: CONTROLNET_TS_NATIVE = cpu (default) | gpu | off; CONTROLNET_TS_CACHE_DIR (default
@@ -231,6 +232,19 @@ function buildCollective(cxx, tfDir) {
 }
 
 /**
+ * Our signals addon (native/signals: asynchronous signals held back from the threads running TensorFlow's kernels, see
+ * its header), plain N-API; cached per source hash. Optional: without it the engine runs unguarded, and describeEngine
+ * says so.
+ */
+function buildSignals(cxx) {
+  const src = path.join(root, "native", "signals", "signals.cc");
+  return cached(path.join(cacheRoot(), "native", `signals-${sourceHash(src)}`), (tmp) => {
+    log("compiling the signals addon (≈2 s, once)");
+    compileOurAddon(cxx, "signals", src, path.join(tmp, "signals.node"), ["-pthread"]);
+  });
+}
+
+/**
  * Our host-memory addon (native/host-memory: glibc's malloc settings the engine's tensors need, see its header),
  * plain N-API without TensorFlow; cached per source hash. Optional: without it TensorFlow keeps its own pool.
  */
@@ -395,10 +409,12 @@ function main() {
     const collective = optionalAddon(() => buildCollective(cxx, tfDir), "the collective-ops addon (multi-process training) was not built");
     const hostMemory = optionalAddon(() => buildHostMemory(cxx), "the host-memory addon was not built (TensorFlow keeps its own memory pool)");
     const fused = optionalAddon(() => buildFused(cxx, tfDir), "the fused-kernels addon was not built (attention and GroupNorm run as TensorFlow's ops)");
+    const signals = optionalAddon(() => buildSignals(cxx), "the signals addon was not built (a signal during a TensorFlow op may corrupt memory)");
     const tmp = assemble(flavour, tfDir, pkgDir, addonDir, [
       ["collective", "collective/collective.node", collective.dir],
       ["host-memory", "host-memory.node", hostMemory.dir],
       ["fused", "fused.node", fused.dir],
+      ["signals", "signals.node", signals.dir],
     ]);
     let smoke;
     try {
@@ -418,6 +434,7 @@ function main() {
       collective: collective.status,
       hostMemory: hostMemory.status,
       fusedKernels: fused.status,
+      signals: signals.status,
       installedAt: new Date().toISOString(),
     });
     swapInto(tmp);

@@ -81,5 +81,7 @@ test("a second install comes from the cache: fast, hard-linked, and it loads", {
   assert.ok(fs.existsSync(path.join(r.dir, "host-memory", "host-memory.node")), "the host-memory addon is installed beside the engine");
   assert.equal(r.status.fusedKernels, "built");
   assert.ok(fs.existsSync(path.join(r.dir, "fused", "fused.node")), "the fused-kernels addon is installed beside the engine");
+  assert.equal(r.status.signals, "built");
+  assert.ok(fs.existsSync(path.join(r.dir, "signals", "signals.node")), "the signals addon is installed beside the engine");
   fs.rmSync(r.dir, { recursive: true, force: true });
 });

@@ -14,7 +14,7 @@ import { FUSED_BIAS_ADD, FUSED_BIAS_GRAD, FUSED_LINEAR, FUSED_LINEAR_GRAD_INPUT,
 import { nativeMissingReason } from "../../lib/engine/native/load.js";
 import { nativeDir } from "../../lib/engine/native/install-status.js";
 import { assertConvCaseMatchesCpu, convCases } from "./conv-cases.js";
-import { lastLineOfChild } from "./child-process.js";
+import { lastLineOfChild, runChild } from "./child-process.js";
 import { paddingName } from "../../lib/engine/native/kernels.js";
 
 const missing = nativeMissingReason();
@@ -192,6 +192,40 @@ describe("native engine", { skip: missing ?? false }, () => {
     const out = JSON.parse(line) as { text: string; env: string | null };
     assert.match(out.text, /host tensors: TensorFlow's oneDNN pool \(the host-memory addon is not installed\)/);
     assert.equal(out.env, null, "TensorFlow keeps its default allocator");
+  });
+
+  test("signals arriving while TensorFlow runs its GEMMs (V8's CPU profiler: 1 kHz SIGPROF) leave memory intact; without the signals addon the same run aborts", () => {
+    // TensorFlow's MatMul and a stride-2 conv's filter gradient (Eigen, through oneDNN's JIT sgemm): the kernels whose
+    // stack pointer sits in a heap workspace while they run (native/signals/signals.cc)
+    const code = `import { initEngine, describeEngine, tf } from ENGINE;
+      const info = await initEngine({ backend: "node", threads: 2 });
+      const a = tf.randomNormal([256, 512]), b = tf.randomNormal([512, 128]);
+      const x = tf.randomNormal([2, 16, 16, 8]), w = tf.randomNormal([3, 3, 8, 8]);
+      const dw = tf.grad((f) => tf.sum(tf.conv2d(x, f, 2, [[0, 0], [1, 1], [1, 1], [0, 0]])));
+      const t0 = Date.now();
+      let n = 0;
+      while (Date.now() - t0 < 2500) { tf.tidy(() => { tf.matMul(a, b).dataSync(); dw(w).dataSync(); }); n++; }
+      console.log(JSON.stringify({ n, text: describeEngine(info) }));`;
+    const run = (dir: string, profile: boolean) => {
+      const profiles = fs.mkdtempSync(path.join(os.tmpdir(), "cpu-prof-"));
+      try {
+        return runChild(code, { ...process.env, CONTROLNET_TS_NATIVE_DIR: dir }, profile ? ["--cpu-prof", "--cpu-prof-dir", profiles] : []);
+      } finally {
+        fs.rmSync(profiles, { recursive: true, force: true });
+      }
+    };
+    const result = (r: ReturnType<typeof runChild>) => {
+      assert.equal(r.status, 0, r.stderr);
+      const out = JSON.parse(r.stdout.trim().split("\n").pop()!) as { n: number; text: string };
+      assert.ok(out.n > 100, `${out.n} iterations in 2.5 s`);
+      return out.text;
+    };
+    assert.match(result(run(nativeDir(), true)), /signals: held back from TensorFlow's threads while its ops run/);
+    withoutAddon("signals", (dir) => {
+      assert.match(result(run(dir, false)), /signals: not held \(the signals addon is not installed\): a signal during a TensorFlow op may corrupt memory/);
+      const profiled = run(dir, true);
+      assert.notEqual(profiled.status, 0, "TensorFlow's oneDNN no longer corrupts the heap under signals: the signals addon can go");
+    });
   });
 
   test("without the fused-kernels addon the engine still runs, attention as TensorFlow's ops, and says so", () => {

@@ -13,11 +13,13 @@ import { INSTALL_NATIVE_COMMAND, nativeDir, readInstallStatus } from "./install-
 import { registerNativeKernels } from "./kernels.js";
 import { configureHostMemory } from "./host-memory.js";
 import { loadFusedKernels } from "./fused.js";
+import { signalGuard } from "./signals.js";
 
 const NAPI_DIR = "lib/napi-v8";
 
 export interface NativeBinding {
   isUsingGpuDevice(): boolean;
+  executeOp: (...args: never[]) => unknown;
   TF_Version?: string;
 }
 
@@ -31,6 +33,8 @@ export interface LoadedNative {
   hostAllocator: string;
   /** Which fused kernels of ours run, or why none does (lib/engine/native/fused.ts). */
   fusedKernels: string;
+  /** Whether signals are held back from TensorFlow's threads, or why not (lib/engine/native/signals.ts). */
+  signals: string;
   dir: string;
 }
 
@@ -70,9 +74,10 @@ export function loadNative(threads: number, allowTf32 = false): LoadedNative {
   const hostAllocator = configureHostMemory(dir);
   const pkg = path.join(dir, "tfjs-node");
   const require = createRequire(path.join(pkg, "package.json"));
+  const signals = signalGuard(dir);
   let binding: NativeBinding;
   try {
-    binding = require(`./${NAPI_DIR}/tfjs_binding.node`) as NativeBinding;
+    binding = signals.whileLoading(() => require(`./${NAPI_DIR}/tfjs_binding.node`) as NativeBinding);
   } catch (err) {
     const msg = (err instanceof Error ? err.message : String(err)).split("\n")[0];
     throw new Error(`its addon failed to load (${msg}); reinstall with: ${INSTALL_NATIVE_COMMAND}`);
@@ -82,9 +87,10 @@ export function loadNative(threads: number, allowTf32 = false): LoadedNative {
     NodeJSKernelBackend: new (binding: NativeBinding, packageName: string) => tf.KernelBackend;
   };
   const gpuBuild = fs.existsSync(path.join(dir, "tensorflow", "nvidia"));
-  tf.registerBackend("tensorflow", () => new NodeJSKernelBackend(binding, gpuBuild ? "@tensorflow/tfjs-node-gpu" : "@tensorflow/tfjs-node"), 3);
+  const guarded = signals.guard(binding);
+  tf.registerBackend("tensorflow", () => new NodeJSKernelBackend(guarded, gpuBuild ? "@tensorflow/tfjs-node-gpu" : "@tensorflow/tfjs-node"), 3);
   registerNativeKernels();
   const usingGpu = binding.isUsingGpuDevice();
-  loaded = { binding, gpuBuild, usingGpu, dir, hostAllocator, fusedKernels: loadFusedKernels(dir, threads, usingGpu) };
+  loaded = { binding, gpuBuild, usingGpu, dir, hostAllocator, fusedKernels: loadFusedKernels(dir, threads, usingGpu), signals: signals.status };
   return loaded;
 }
