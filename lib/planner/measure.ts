@@ -73,13 +73,15 @@ export function createTrainingStep(c: MeasureStepConfig): TrainingStepRunner {
   const optimizer = createOptimizer(params, { lr: 1e-5, use8bit: o.use8bitAdam, offload: o.offloadOptimizerState });
   const scheduler = DDPMScheduler.fromConfig({ beta_schedule: "scaled_linear", beta_start: 0.00085, beta_end: 0.012, num_train_timesteps: 1000 });
   const ctxDim = Number((unet.config as Record<string, unknown>).cross_attention_dim);
+  // the batch is made once, the noise each step (as tests/reference/bench_diffusers.py does): tfjs draws random numbers
+  // in JS, and drawing bench-mid's 786K-pixel conditioning images every step cost ~7 ms of a ~0.8 s step
+  const latents = tf.randomNormal([c.batchSize, lat, lat, 4], 0, 1, "float32", 3) as tf.Tensor4D;
+  const ehs = tf.randomNormal([c.batchSize, seq, ctxDim], 0, 1, "float32", 5) as tf.Tensor3D;
+  const cond = tf.randomUniform([c.batchSize, c.resolution, c.resolution, 3], 0, 1, "float32", 6) as tf.Tensor4D;
   let n = 0;
   const step = () => {
     n++;
-    const latents = tf.randomNormal([c.batchSize, lat, lat, 4], 0, 1, "float32", 3) as tf.Tensor4D;
     const noise = tf.randomNormal([c.batchSize, lat, lat, 4], 0, 1, "float32", 4 + n) as tf.Tensor4D;
-    const ehs = tf.randomNormal([c.batchSize, seq, ctxDim], 0, 1, "float32", 5) as tf.Tensor3D;
-    const cond = tf.randomUniform([c.batchSize, c.resolution, c.resolution, 3], 0, 1, "float32", 6) as tf.Tensor4D;
     const timesteps = Array.from({ length: c.batchSize }, (_, i) => (i * 397 + n * 131 + 11) % 1000);
     // as the trainer does: a host optimizer with checkpointing gets the checkpointed blocks' gradients on the host
     const hostGrads = o.gradientCheckpointing && optimizer.kind !== "adamw" ? new Map<string, Float32Array>() : undefined;
@@ -87,12 +89,13 @@ export function createTrainingStep(c: MeasureStepConfig): TrainingStepRunner {
     clipGradNorm(grads, 1, hostGrads);
     optimizer.step(grads, { disposeGrads: o.setGradsToNone ?? true, hostGrads });
     for (const g of grads.values()) if (!g.isDisposed) g.dispose();
-    tf.dispose([latents, noise, ehs, cond]);
+    noise.dispose();
     return loss;
   };
   return {
     unet, controlnet, optimizer, step,
     dispose() {
+      tf.dispose([latents, ehs, cond]);
       optimizer.dispose();
       controlnet.dispose();
       unet.dispose();
