@@ -7,9 +7,9 @@
  * broadcasts through TensorFlow's generic Add, which splits even a 64K-element add across the intra-op pool (2
  * threads on this VM: [2048,32]+[32] 71 µs as Add, 31 µs as BiasAdd). The validation image of bench-mid runs ~1,100
  * linear layers and ~450 conv biases. Gradients stay lazy per input: the frozen UNet's layers never compute dW.
- * Where our fused-kernels addon is loaded (CPU), small forward products and dx run as its ControlnetTsMatMul instead
- * (bias fused, any rank, no reshapes: [2048,32]·[32,32] + b 76–108 µs against 158 µs composed, torch 50 µs); dW
- * stays TensorFlow's MatMul.
+ * Where our fused-kernels addon is loaded (CPU), the forward products and dx of layers up to 256×256 run as its
+ * ControlnetTsMatMul instead (bias fused, any rank, no reshapes: [2048,32]·[32,32] + b 76–108 µs against 158 µs
+ * composed, torch 50 µs); dW stays TensorFlow's MatMul.
  */
 import { tf } from "../tf.js";
 import type { NamedTensorInfoMap, TensorInfo } from "@tensorflow/tfjs";
@@ -29,14 +29,17 @@ interface NodeBackend {
 let ownMatMulThreads: number | null = null;
 
 /**
- * Layers whose weight has at most this many entries (K·N: the attention projections of bench-mid and the tiny
- * models, up to 64×64) run as our op, on one thread — dispatch and TensorFlow's pool hand-off are most of their
- * time; wider layers (feed-forwards, SD1.5's projections) as TensorFlow's MatMul, whose threads pay off there. Chosen
- * by the layer, never by the batch, so a layer computes each row the same way whatever the batch (a split by
- * multiply-adds sent one tiny-model layer to different products at batch 4 and at batch 2). A/B in one process, 2
- * threads, TensorFlow's MatMul / this split: validation image 1.09 (8 pairs), training step 0.99 (12 pairs).
+ * Layers whose weight has at most this many entries (K·N up to 256×256: every layer of bench-mid and the tiny models,
+ * feed-forwards included) run as our op — dispatch, TensorFlow's pool hand-off and the separate bias pass are much of
+ * their time; wider layers (SD1.5's 320×320 and up) as TensorFlow's MatMul, whose blocking wins there. Chosen by the
+ * layer, never by the batch, so a layer computes each row the same way whatever the batch (a split by multiply-adds
+ * sent one tiny-model layer to different products at batch 4 and at batch 2). Measured at 2 threads (ours / TF's
+ * MatMul + BiasAdd): [4096,32]·[32,256] 0.69, [4096,128]·[128,32] 0.57, [1024,64]·[64,512] 0.91, [1024,512]·[512,64]ᵀ
+ * 0.72, [256,128]·[128,1024] 1.00; [4096,320]·[320,320] 1.05, [4096,1280]·[1280,320] 1.45. Raising the bound from
+ * 64×64: linear layers of the validation image 103–116 ms against 127–138 (two runs each); the training step 0.97
+ * (14 alternating pairs).
  */
-const OWN_MATMUL_MAX_WEIGHT = 64 * 64;
+const OWN_MATMUL_MAX_WEIGHT = 256 * 256;
 
 /** Whether x [.., K] · w [K, N] (or wᵀ) runs as our op. */
 function ownMatMulFits(w: TensorInfo): boolean {
