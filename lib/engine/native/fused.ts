@@ -8,7 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { createRequire } from "node:module";
 import { tf } from "../tf.js";
-import { useOwnMatMul } from "./linear.js";
+import { useOwnOps } from "./linear.js";
 import type { NamedAttrMap, TensorInfo } from "@tensorflow/tfjs";
 import { FUSED_ADAMW, FUSED_NORMS, FUSED_ATTENTION, FUSED_ATTENTION_GRAD, FUSED_GROUP_NORM, FUSED_GROUP_NORM_GRAD, FUSED_SILU, FUSED_SILU_GRAD, FUSED_LAYER_NORM, FUSED_LAYER_NORM_GRAD, FUSED_GEGLU, FUSED_GEGLU_GRAD } from "../fused.js";
 
@@ -77,7 +77,7 @@ function registerKernels(threads: number): void {
   opKernel(FUSED_GEGLU, "ControlnetTsGeglu", ["h"], 1, threads, () => []);
   opKernel(FUSED_GEGLU_GRAD, "ControlnetTsGegluGrad", ["h", "dy"], 1, threads, () => []);
   registerAdd(threads);
-  useOwnMatMul(threads);
+  useOwnOps(threads);
   // One backward op yields every input's gradient; it runs once, in gradFunc, and each input's closure hands out its
   // part (an input that needs no gradient leaves its part to the enclosing tidy).
   tf.registerGradient({

@@ -9,7 +9,9 @@
  * linear layers and ~450 conv biases. Gradients stay lazy per input: the frozen UNet's layers never compute dW.
  * Where our fused-kernels addon is loaded (CPU), the forward products and dx of layers up to 256×256 run as its
  * ControlnetTsMatMul instead (bias fused, any rank, no reshapes: [2048,32]·[32,32] + b 76–108 µs against 158 µs
- * composed, torch 50 µs); dW stays TensorFlow's MatMul.
+ * composed, torch 50 µs); dW stays TensorFlow's MatMul. The conv biases then run as its ControlnetTsAdd (a row
+ * broadcast, the same sums bit for bit): 0.5–0.6 of BiasAdd's time at 2 threads on most conv outputs ([4,32,32,32]
+ * 37 vs 60 µs, [4,256,256,16] 0.91 vs 1.70 ms, [1,64,64,320] 168 vs 337 µs), 1.33 on [4,16,16,64].
  */
 import { tf } from "../tf.js";
 import type { NamedTensorInfoMap, TensorInfo } from "@tensorflow/tfjs";
@@ -25,8 +27,8 @@ interface NodeBackend {
   executeSingleOutput(name: string, attrs: OpAttr[], inputs: TensorInfo[]): tf.Tensor;
 }
 
-/** Threads for our ControlnetTsMatMul (native/fused), or null while that addon is not loaded. */
-let ownMatMulThreads: number | null = null;
+/** Threads for our ControlnetTsMatMul and ControlnetTsAdd (native/fused), or null while that addon is not loaded. */
+let ownOpsThreads: number | null = null;
 
 /**
  * Layers whose weight has at most this many entries (K·N up to 256×256: every layer of bench-mid and the tiny models,
@@ -43,12 +45,12 @@ const OWN_MATMUL_MAX_WEIGHT = 256 * 256;
 
 /** Whether x [.., K] · w [K, N] (or wᵀ) runs as our op. */
 function ownMatMulFits(w: TensorInfo): boolean {
-  return ownMatMulThreads !== null && tf.util.sizeFromShape(w.shape) <= OWN_MATMUL_MAX_WEIGHT;
+  return ownOpsThreads !== null && tf.util.sizeFromShape(w.shape) <= OWN_MATMUL_MAX_WEIGHT;
 }
 
-/** The fused-kernels addon is loaded: small products run as its ControlnetTsMatMul on `threads` threads. */
-export function useOwnMatMul(threads: number): void {
-  ownMatMulThreads = threads;
+/** The fused-kernels addon is loaded: products and bias adds run as its ops on `threads` threads. */
+export function useOwnOps(threads: number): void {
+  ownOpsThreads = threads;
 }
 
 /** TensorFlow ops on tensors of the tensorflow backend; every intermediate is disposed by the caller. */
@@ -62,6 +64,10 @@ class Ops {
       { name: "num_threads", type: this.nb.binding.TF_ATTR_INT, value: threads },
     ];
     return this.nb.executeSingleOutput("ControlnetTsMatMul", attrs, [a, b, bias ?? b]); // without a bias, b stands in unread
+  }
+  /** x [.., C] + bias [C]: our op (the same float32 sums as BiasAdd, bit for bit). */
+  ownAdd(x: TensorInfo, bias: TensorInfo, threads: number): tf.Tensor {
+    return this.nb.executeSingleOutput("ControlnetTsAdd", [{ name: "num_threads", type: this.nb.binding.TF_ATTR_INT, value: threads }], [x, bias]);
   }
   private get float(): OpAttr {
     return { name: "T", type: this.nb.binding.TF_ATTR_TYPE, value: this.nb.binding.TF_FLOAT };
@@ -125,7 +131,7 @@ function kernel(kernelName: string, fn: (ops: Ops, inputs: NamedTensorInfoMap, m
 export function registerLinearKernels(): void {
   // x [.., K] · weight [K, N] (+ bias [N]) → [.., N]
   kernel(FUSED_LINEAR, (ops, { x, weight, bias }, made) => {
-    if (ownMatMulFits(weight!)) return ops.ownMatMul(x!, weight!, bias, false, ownMatMulThreads!);
+    if (ownMatMulFits(weight!)) return ops.ownMatMul(x!, weight!, bias, false, ownOpsThreads!);
     let y = ops.matMul(rows(ops, x!, made), weight!, false, false);
     if (bias) {
       made.push(y);
@@ -135,11 +141,11 @@ export function registerLinearKernels(): void {
   });
   // dy [.., N], weight [K, N] → dx [.., K]
   kernel(FUSED_LINEAR_GRAD_INPUT, (ops, { dy, weight }, made) => ownMatMulFits(weight!)
-    ? ops.ownMatMul(dy!, weight!, undefined, true, ownMatMulThreads!)
+    ? ops.ownMatMul(dy!, weight!, undefined, true, ownOpsThreads!)
     : unrows(ops, ops.matMul(rows(ops, dy!, made), weight!, false, true), dy!.shape.slice(0, -1)));
   // x [.., K], dy [.., N] → dweight [K, N]
   kernel(FUSED_LINEAR_GRAD_WEIGHT, (ops, { x, dy }, made) => ops.matMul(rows(ops, x!, made), rows(ops, dy!, made), true, false));
-  kernel(FUSED_BIAS_ADD, (ops, { x, bias }) => ops.biasAdd(x!, bias!));
+  kernel(FUSED_BIAS_ADD, (ops, { x, bias }) => ownOpsThreads !== null ? ops.ownAdd(x!, bias!, ownOpsThreads) : ops.biasAdd(x!, bias!));
   // dy [.., N] → Σ over all but the last axis [N]
   kernel(FUSED_BIAS_GRAD, (ops, { dy }) => ops.biasAddGrad(dy!));
   const biasGrad = (dy: tf.Tensor) => () => tf.engine().runKernel(FUSED_BIAS_GRAD, { dy }) as tf.Tensor;
