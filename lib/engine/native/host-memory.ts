@@ -7,9 +7,7 @@
  * header for the measurements). Without the addon, or when the user set TF_ONEDNN_USE_SYSTEM_ALLOCATOR, TensorFlow's
  * own choice stands.
  */
-import fs from "node:fs";
-import path from "node:path";
-import { createRequire } from "node:module";
+import { loadAddon } from "./addon.js";
 
 interface HostMemoryAddon {
   useHeapForLargeBlocks(): boolean;
@@ -29,15 +27,9 @@ export function configureHostMemory(nativeDir: string): string {
     return `TF_ONEDNN_USE_SYSTEM_ALLOCATOR=${env.TF_ONEDNN_USE_SYSTEM_ALLOCATOR} as set by the environment`;
   }
   const pool = (why: string) => `TensorFlow's oneDNN pool (${why})`;
-  const file = path.join(nativeDir, "host-memory", "host-memory.node");
-  if (!fs.existsSync(file)) return pool("the host-memory addon is not installed");
-  let addon: HostMemoryAddon;
-  try {
-    addon = createRequire(import.meta.url)(file) as HostMemoryAddon;
-  } catch (err) {
-    return pool(`the host-memory addon failed to load: ${(err instanceof Error ? err.message : String(err)).split("\n")[0]}`);
-  }
-  if (!addon.useHeapForLargeBlocks()) return pool("glibc refused the heap settings");
+  const loaded = loadAddon<HostMemoryAddon>(nativeDir, "host-memory");
+  if ("missing" in loaded) return pool(loaded.missing);
+  if (!loaded.addon.useHeapForLargeBlocks()) return pool("glibc refused the heap settings");
   env.TF_ONEDNN_USE_SYSTEM_ALLOCATOR = env[OURS] = "1";
   return "malloc, large blocks from glibc's heap, kept for reuse (TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1, M_MMAP_MAX=0, no trim)";
 }

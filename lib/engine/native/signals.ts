@@ -5,9 +5,7 @@
  * backend runs goes through `binding.executeOp`; the backend is handed a binding whose executeOp holds signals around
  * the call, and TensorFlow's thread pools, started while its addon loads, are started with them held.
  */
-import fs from "node:fs";
-import path from "node:path";
-import { createRequire } from "node:module";
+import { loadAddon } from "./addon.js";
 
 interface SignalsAddon {
   hold(): void;
@@ -30,14 +28,9 @@ export function signalGuard(nativeDir: string): SignalGuard {
     guard: (binding) => binding,
     status: `not held (${why}): a signal during a TensorFlow op may corrupt memory; rebuild with: npm run install-native`,
   });
-  const file = path.join(nativeDir, "signals", "signals.node");
-  if (!fs.existsSync(file)) return unguarded("the signals addon is not installed");
-  let addon: SignalsAddon;
-  try {
-    addon = createRequire(import.meta.url)(file) as SignalsAddon;
-  } catch (err) {
-    return unguarded(`the signals addon failed to load: ${(err instanceof Error ? err.message : String(err)).split("\n")[0]}`);
-  }
+  const loaded = loadAddon<SignalsAddon>(nativeDir, "signals");
+  if ("missing" in loaded) return unguarded(loaded.missing);
+  const { addon } = loaded;
   const held = <T>(run: () => T): T => {
     addon.hold();
     try {
