@@ -10,8 +10,9 @@
  *  - LayerNorm over the last axis, row by row (composed: 9 ops forward, ~18 backward);
  *  - GEGLU, a·gelu(g) of a projection's two halves, one pass each way (composed: a split and 5 ops forward, a dozen
  *    and a concat backward);
- *  - the linear layer and the bias add as one kernel each running TensorFlow's MatMul / BiasAdd (composed: reshapes,
- *    a broadcasting add, and a sum and reshapes backward), on the CPU and GPU builds.
+ *  - the linear layer and the bias add as one kernel each (composed: reshapes, a broadcasting add, and a sum and
+ *    reshapes backward), on the CPU and GPU builds: TensorFlow's MatMul / BiasAdd, or on the CPU build our own
+ *    product and add where they are faster (lib/engine/native/linear.ts).
  * Each returns null where the running backend has no such kernel (wasm, cpu; the GPU engine has only the linear and
  * bias kernels), and the caller composes the same math from tfjs ops (lib/models). Gradients are registered with the
  * kernels.

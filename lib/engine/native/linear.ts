@@ -1,6 +1,7 @@
 /**
  * The linear layer and the bias add as tfjs kernels of the native engine, each running TensorFlow's own ops
- * (MatMul, BiasAdd, BiasAddGrad, Reshape) behind one tfjs kernel (lib/engine/fused.ts: fusedLinear, fusedBiasAdd).
+ * (MatMul, BiasAdd, BiasAddGrad, Reshape) or our fused-kernels addon's (below) behind one tfjs kernel
+ * (lib/engine/fused.ts: fusedLinear, fusedBiasAdd).
  *
  * Why: composed from tfjs ops a linear layer is reshape → matMul → add(bias) → reshape forward and about six ops
  * backward, each paying tfjs' dispatch (~15–20 µs beyond TensorFlow's own) and tape bookkeeping; and the bias add
