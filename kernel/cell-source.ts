@@ -4,9 +4,10 @@
  * 1. Shorthand properties `{ base }` become `{ base: base }`. tslab's converter rewrites a reference to an earlier
  *    cell's variable into `exports.base`, which is not valid as a shorthand name, so the printer keeps `base` and the
  *    cell threw ReferenceError after type-checking. The long form means the same (also in destructuring).
- * 2. Every statement gets a leading line marker `/*@L<line>*\/`. The converter emits no source map, but TypeScript
- *    keeps leading comments through both of its emits, so a runtime position in the compiled JavaScript maps back to
- *    the cell line of the statement that contains it (see lineAt).
+ * 2. Every statement gets a leading line marker `/*@L<line>*\/`, and so does every part of an expression that starts a
+ *    line of its own (an argument, an element, a property, an operand: `cn.train({` … `})` spans many lines). The
+ *    converter emits no source map, but TypeScript keeps leading comments through both of its emits, so a runtime
+ *    position in the compiled JavaScript maps back to the cell line of the last marker before it (see cellPosition).
  *
  * Both only insert text, so a position in the rewritten text maps back by subtracting what was inserted before it.
  */
@@ -24,9 +25,16 @@ export function rewriteCell(ts: typeof TS, code: string): Rewritten {
   const sf = ts.createSourceFile("cell.ts", code, ts.ScriptTarget.Latest, true, ts.ScriptKind.TS);
   const edits: { at: number; text: string }[] = [];
   const lineOf = (pos: number) => sf.getLineAndCharacterOfPosition(pos).line + 1;
+  const marked = new Set<number>();
+  const mark = (node: TS.Node): void => {
+    const at = node.getStart(sf);
+    if (marked.has(at)) return;
+    marked.add(at);
+    edits.push({ at, text: `/*@L${lineOf(at)}*/` });
+  };
   const visit = (node: TS.Node): void => {
+    if (isStatement(ts, node) || (startsLine(code, node.getStart(sf)) && isExpressionPart(ts, node))) mark(node);
     if (ts.isShorthandPropertyAssignment(node)) edits.push({ at: node.name.end, text: `: ${node.name.text}` });
-    else if (isStatement(ts, node)) edits.push({ at: node.getStart(sf), text: `/*@L${lineOf(node.getStart(sf))}*/` });
     ts.forEachChild(node, visit);
   };
   ts.forEachChild(sf, visit);
@@ -46,6 +54,31 @@ function isStatement(ts: typeof TS, node: TS.Node): boolean {
   if (k === ts.SyntaxKind.Block || k === ts.SyntaxKind.EmptyStatement) return false;
   return (k >= ts.SyntaxKind.FirstStatement && k <= ts.SyntaxKind.LastStatement) ||
     k === ts.SyntaxKind.FunctionDeclaration || k === ts.SyntaxKind.ClassDeclaration;
+}
+
+/** Whether only spaces stand before `pos` on its line. */
+function startsLine(code: string, pos: number): boolean {
+  const lineStart = code.lastIndexOf("\n", pos - 1) + 1;
+  return /^[ \t]*$/.test(code.slice(lineStart, pos));
+}
+
+/**
+ * A node a marker may lead: an argument, an array element, an object member, an operand or branch of an expression.
+ * Only these: a comment before a type, a parameter or a `.name` would be dropped or misplaced by the emit, and one
+ * before a property access would split `a\n  .b` (harmless, but it maps nothing more).
+ */
+function isExpressionPart(ts: typeof TS, node: TS.Node): boolean {
+  const p = node.parent;
+  if (!p) return false;
+  if (ts.isCallExpression(p) || ts.isNewExpression(p)) return (p.arguments ?? []).includes(node as TS.Expression);
+  if (ts.isArrayLiteralExpression(p)) return true;
+  if (ts.isObjectLiteralExpression(p)) return true;
+  if (ts.isBinaryExpression(p)) return node === p.left || node === p.right;
+  if (ts.isConditionalExpression(p)) return node !== p.questionToken && node !== p.colonToken;
+  if (ts.isTemplateSpan(p)) return node === p.expression;
+  if (ts.isParenthesizedExpression(p) || ts.isAwaitExpression(p)) return true;
+  if (ts.isPropertyAssignment(p) || ts.isVariableDeclaration(p)) return node === p.initializer;
+  return false;
 }
 
 /** An offset in the rewritten text → the offset in the user's text. */

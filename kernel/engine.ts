@@ -55,6 +55,8 @@ export interface CellEngine {
    * cooperative part of an interrupt, aborting the cell's AbortSignal, is the kernel's job, not the engine's.)
    */
   interrupt(): void;
+  /** An error raised outside any cell's execution (a timer's, a late rejection's), with its frames mapped to cells. */
+  describeError(e: unknown): CellError;
   close(): void;
 }
 

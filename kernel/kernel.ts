@@ -251,9 +251,13 @@ export class Kernel {
   }
 
   private installProcessHandlers(): void {
+    // the engine maps a timer's or a late rejection's frames to cell lines as for a cell's own error
+    let engine: CellEngine | null = null;
+    void this.engine().then((e) => (engine = e), () => null);
     const report = (what: string, err: unknown) => {
       const ctx = this.outputContext();
-      const text = util.types.isNativeError(err) ? ((err as Error).stack ?? String(err)) : util.inspect(err);
+      const text = engine ? engine.describeError(err).traceback.join("\n")
+        : util.types.isNativeError(err) ? ((err as Error).stack ?? String(err)) : util.inspect(err);
       if (ctx && !this.closed) this.stream(ctx, "stderr", `${what}: ${text}\n`);
       else log(`${what}: ${text}`);
     };

@@ -323,6 +323,10 @@ export class TslabEngine implements CellEngine {
     return { status: "ok", hasValue: true, value };
   }
 
+  describeError(e: unknown): CellError {
+    return toCellError(e, this.sources);
+  }
+
   /** require() for cells: `tslab` is tslab's own module, `/** @module *\/` cells resolve to their compiled output. */
   private wrapRequire(req: NodeJS.Require, dirname: string): NodeJS.Require {
     const fromSide = (id: string): unknown => {

@@ -52,6 +52,17 @@ describe("cells as a user writes them", () => {
     assert.match(tb2, new RegExp(`In\\[${r2.reply.content.execution_count}\\], line 2, column 13`), tb2); // the `await` of the failing call
     // the declarations of the failed cell stay: `one` was assigned before the error
     assert.equal(resultText((await k.execute("one")).iopub), "1");
+    // a statement over several lines (a call's options, an object literal): the line of the failing part
+    for (const [code, shown] of [
+      ["const r = Math.max(\n  1,\n  (null as any).z,\n);", /> 3 \|   \(null as any\)\.z,/],
+      ["const cfg = {\n  a: 1,\n  b: JSON.parse('{bad'),\n};", /> 3 \|   b: JSON\.parse\('\{bad'\),/],
+      ["const sum = 1 +\n  2 +\n  (undefined as any).x;", /> 3 \|   \(undefined as any\)\.x;/],
+    ] as const) {
+      const m = await k.execute(code);
+      const t = (errorOf(m.iopub).traceback as string[]).join("\n");
+      assert.match(t, new RegExp(`In\\[${m.reply.content.execution_count}\\], line 3, column \\d+`), t);
+      assert.match(t, shown, t);
+    }
   });
 
   it("a type error in cell line 3 is reported at line 3 with the excerpt", async () => {
@@ -189,9 +200,13 @@ describe("cells as a user writes them", () => {
   });
 
   it("an unhandled rejection of a finished cell is reported before its idle", async () => {
-    const r = await k.execute("Promise.reject(new Error('nobody caught me'));\n1");
+    const r = await k.execute("const before = 0;\nPromise.reject(new Error('nobody caught me'));\n1");
     assert.equal(resultText(r.iopub), "1");
-    assert.match(streamText(r.iopub, "stderr"), /Unhandled promise rejection: Error: nobody caught me/);
+    const err = streamText(r.iopub, "stderr");
+    assert.match(err, /Unhandled promise rejection: Error: nobody caught me/);
+    // at the cell's line, with its excerpt, as a cell's own error
+    assert.match(err, new RegExp(`at In\\[${r.reply.content.execution_count}\\], line 2, column \\d+`), err);
+    assert.match(err, /> 2 \| Promise\.reject/, err);
   });
 
   it("%time on the first line prints the cell's wall time; line numbers stay", async () => {
