@@ -70,7 +70,7 @@ function startsLine(code: string, pos: number): boolean {
 function isExpressionPart(ts: typeof TS, node: TS.Node): boolean {
   const p = node.parent;
   if (!p) return false;
-  if (ts.isCallExpression(p) || ts.isNewExpression(p)) return (p.arguments ?? []).includes(node as TS.Expression);
+  if (ts.isCallExpression(p) || ts.isNewExpression(p)) return (p.arguments ?? []).some((a: TS.Node) => a === node);
   if (ts.isArrayLiteralExpression(p)) return true;
   if (ts.isObjectLiteralExpression(p)) return true;
   if (ts.isBinaryExpression(p)) return node === p.left || node === p.right;
