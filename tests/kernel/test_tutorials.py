@@ -1,6 +1,7 @@
 """The tutorial notebooks run headless, end to end, through our kernel (nbclient), with no error outputs."""
 import glob
 import os
+import shutil
 
 import nbformat
 from nbclient import NotebookClient
@@ -12,9 +13,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def test_tutorial_notebooks_run_end_to_end(tmp_path, monkeypatch):
     # the training budget of the tutorial: 4 steps check every cell; a person's run trains the default 800
     monkeypatch.setenv("CONTROLNET_TS_TUTORIAL_STEPS", "4")
+    # The notebooks run in a copy of their folder, beside links to the data they read (`../data`, `../tests/fixtures`):
+    # their outputs (run folders, checkpoints) never mix with a person's run in notebooks/outputs, which the 4-step
+    # run would otherwise find ("already at step 800") or leave behind for the person's run to resume.
+    work = tmp_path / "repo"
+    (work / "notebooks").mkdir(parents=True)
+    (work / "tests").mkdir()
+    os.symlink(os.path.join(ROOT, "data"), work / "data")
+    os.symlink(os.path.join(ROOT, "tests", "fixtures"), work / "tests" / "fixtures")
     notebooks = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))
     assert notebooks, "no tutorial notebooks found"
-    for path in notebooks:
+    for source in notebooks:
+        path = str(work / "notebooks" / os.path.basename(source))
+        shutil.copyfile(source, path)
         nb = nbformat.read(path, as_version=4)
         NotebookClient(
             nb, kernel_name=KERNEL_NAME, timeout=900, startup_timeout=180, iopub_timeout=10,

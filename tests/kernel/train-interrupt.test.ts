@@ -75,3 +75,20 @@ it("interrupt_request during cn.train stops within one step; checkpoint written;
   const all = loggedSteps();
   assert.deepEqual(all.slice(-2), [stoppedAt + 1, stoppedAt + 2], "continued from the interrupted step, none repeated");
 });
+
+it("a second ControlNet in the same notebook (the controlnet cell re-run with another seed) trains as its own run", async () => {
+  const train = (until: number) =>
+    `(await cn.train({ base: base, controlnet: other, dataset: ds, until: ${until}, batchSize: 1, learningRate: 1e-4, outputDir: "runs" })).globalStep`;
+  const first = await k.execute(`const other: cn.ControlNetModel = await cn.controlnet({ from: base, seed: 21 });\n${train(2)}`, { timeoutMs: 300_000 });
+  assert.equal(first.reply.content.status, "ok", JSON.stringify(ofType(first.iopub, "error")));
+  assert.equal(resultText(first.iopub), "2");
+  // the same cells re-run as a user would: `other` is now a different model (seed 22)
+  const again = await k.execute(`const other: cn.ControlNetModel = await cn.controlnet({ from: base, seed: 22 });\n${train(1)}`, { timeoutMs: 300_000 });
+  assert.equal(again.reply.content.status, "ok", JSON.stringify(ofType(again.iopub, "error")));
+  assert.equal(resultText(again.iopub), "1", "the new model trains from step 0, not 'already at step 2'");
+  const said = streamText(again.iopub, "stdout");
+  assert.match(said, /runs holds the run of .*seed 21 at step 2.*its own run in .*runs-2/, said);
+  assert.doesNotMatch(said, /Resuming from checkpoint/, "no other model's checkpoint is loaded");
+  assert.ok(fs.existsSync(path.join(cwd, "runs-2", "controlnet_run.json")), "its own run folder");
+  assert.match(fs.readFileSync(path.join(cwd, "runs", "controlnet_run.json"), "utf8"), /seed=21/, "the first run's folder is left as it was");
+});
