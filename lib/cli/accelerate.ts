@@ -213,12 +213,13 @@ export async function main(argv: string[]): Promise<number> {
     return trainMain(plan.argv);
   }
   if (command === "config") {
-    // `accelerate config` asks about the machine; controlnet-ts has one answer (one process, the engine it finds)
+    // `accelerate config` asks about the machine; controlnet-ts has one answer (the engine it finds; processes and
+    // machines are launch's flags)
     const interactive = rest[0] !== "default";
     const args = interactive ? rest : rest.slice(1);
     try {
       const r = writeBasicConfig({ mixedPrecision: valueOf(args, "mixed_precision"), saveLocation: valueOf(args, "config_file") });
-      if (interactive) process.stdout.write("controlnet-ts runs one process on the engine it finds, so there is nothing to ask: writing the default configuration.\n");
+      if (interactive) process.stdout.write("controlnet-ts runs on the engine it finds, so there is nothing to ask: writing the default configuration (several processes or machines: pass --num_processes / --num_machines to accelerate launch or controlnet-ts launch).\n");
       process.stdout.write(r.written
         ? `accelerate configuration saved at ${r.file}\n`
         : `Configuration already exists at ${r.file}, will not override. Pass a different --config_file.\n`);

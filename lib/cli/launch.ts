@@ -17,6 +17,8 @@ import { fileURLToPath } from "node:url";
 import { ArgsError, parseTrainArgs } from "../training/args.js";
 import { listCheckpoints } from "../training/checkpoints.js";
 import { collectiveMissingReason } from "../training/collective.js";
+import { visibleGpus } from "../engine/native/gpu.js";
+import { readInstallStatus } from "../engine/native/install-status.js";
 import { rendezvous } from "./rendezvous.js";
 
 export interface LaunchOptions {
@@ -63,7 +65,8 @@ export function parseLaunchArgs(argv: string[]): LaunchOptions | "help" {
     if (!a.startsWith("--")) break;
     const eq = a.indexOf("=");
     const name = (eq >= 0 ? a.slice(2, eq) : a.slice(2)).replace(/-/g, "_");
-    if (name === "multi_gpu" || name === "use_cpu") continue; // accelerate's device switches: nothing to choose here
+    // accelerate's device switches: with the GPU build each local process gets its own GPU anyway (gpuAssignment)
+    if (name === "multi_gpu" || name === "use_cpu") continue;
     const value = eq >= 0 ? a.slice(eq + 1) : argv[++i];
     switch (name) {
       case "num_processes": o.numProcesses = intFlag(name, value, 1); break;
@@ -88,6 +91,16 @@ export function parseLaunchArgs(argv: string[]): LaunchOptions | "help" {
   const last = o.mainProcessPort + o.numProcesses + (o.numMachines > 1 ? 1 : 0);
   if (last > 65535) throw new LaunchError(`ports ${o.mainProcessPort}…${last} do not fit below 65536`);
   return o;
+}
+
+/**
+ * One GPU per local process, as accelerate and torchrun give them (LOCAL_RANK → its device): the CUDA_VISIBLE_DEVICES
+ * of each local rank, round-robin over the visible GPUs when there are more processes than GPUs (they then share a
+ * device: TensorFlow grows its memory as needed). Null where no GPU is used: the CPU build, or no GPU.
+ */
+export function gpuAssignment(perMachine: number, gpus: string[], gpuBuild: boolean): string[] | null {
+  if (!gpuBuild || gpus.length === 0) return null;
+  return Array.from({ length: perMachine }, (_, l) => gpus[l % gpus.length]!);
 }
 
 /** Refuses a busy port before any process starts (TF would also refuse it, after loading). */
@@ -154,6 +167,12 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
   const addresses = hosts.map((h, r) => `${h.includes(":") ? `[${h}]` : h}:${base + r}`);
   const threads = o.threadsPerProcess ?? Math.max(1, Math.floor(os.availableParallelism() / perMachine));
   const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "bin", "controlnet-ts.js");
+  const forcedCpu = ["node", "wasm", "cpu"].includes(process.env.CONTROLNET_TS_BACKEND ?? "");
+  const gpus = gpuAssignment(perMachine, forcedCpu ? [] : visibleGpus(), readInstallStatus()?.flavour === "gpu");
+  if (gpus) {
+    const shared = perMachine > new Set(gpus).size ? ` (${perMachine} processes on ${new Set(gpus).size} GPU(s): they share)` : "";
+    io.stderr.write(`launch: GPUs: ${gpus.map((g, l) => `rank ${firstRank + l} → CUDA_VISIBLE_DEVICES=${g}`).join(", ")}${shared}\n`);
+  }
   const children: { rank: number; child: ChildProcess; exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }> }[] = [];
   let failure: string | null = null;
   let failureLine = "";
@@ -173,6 +192,7 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
       CONTROLNET_TS_WORKER_HOSTS: addresses.join(","),
       CONTROLNET_TS_THREADS: process.env.CONTROLNET_TS_THREADS ?? String(threads),
       TF_CPP_MIN_LOG_LEVEL: process.env.TF_CPP_MIN_LOG_LEVEL ?? "3",
+      ...(gpus ? { CUDA_VISIBLE_DEVICES: gpus[l]! } : {}),
     };
     // its own process group: a terminal's Ctrl-C reaches the launcher only, which forwards it once
     const child = spawn(process.execPath, [bin, o.command, ...o.commandArgs], { env, stdio: ["ignore", "pipe", "pipe"], detached: true });

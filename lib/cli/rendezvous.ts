@@ -31,9 +31,13 @@ export async function rendezvous(o: RendezvousOptions): Promise<string[]> {
     try {
       const r = await post(o.mainProcessIp, o.mainProcessPort, body, deadline - Date.now());
       if (r.status === 200) return JSON.parse(r.body).hosts as string[];
-      throw new Error(`machine 0 refused machine ${o.machineRank}: ${r.body}`);
+      // our launcher refuses with a reason in the body; anything else answering there is not machine 0's launcher
+      throw new Error([400, 409, 503].includes(r.status)
+        ? `machine 0 refused machine ${o.machineRank}: ${r.body}`
+        : `${o.mainProcessIp}:${o.mainProcessPort} answered HTTP ${r.status}, not as machine 0's controlnet-ts launch: check --main_process_ip and --main_process_port`);
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
+      if (err.code === "ENOTFOUND" || err.code === "EAI_AGAIN") throw new Error(`cannot resolve --main_process_ip ${o.mainProcessIp} (${err.code})`);
       if (!["ECONNREFUSED", "ECONNRESET", "EHOSTUNREACH", "ETIMEDOUT"].includes(err.code ?? "")) throw err;
       last = err.code!;
       await new Promise((r) => setTimeout(r, 1000));

@@ -20,7 +20,7 @@ import { assertNoForeignCheckpoints } from "./checkpoints.js";
 import { planRun, PLANNED_ATTENTION_CHUNK, XFORMERS_ATTENTION_CHUNK } from "./plan-run.js";
 import { checkValidationImages, runValidation, type ValidationResult } from "./validation.js";
 import { suddenConvergenceStep, type ConvergencePoint } from "../eval/fidelity.js";
-import { dataParallelFromEnv } from "./distributed.js";
+import { dataParallelFromEnv, processEnv } from "./distributed.js";
 import { listCheckpoints } from "./checkpoints.js";
 import { resolveSeed } from "./seed.js";
 
@@ -109,9 +109,12 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
   return { base, controlnet, dataset, trainer, args };
 }
 
-/** Optimizer updates per epoch and the epochs max_train_steps spans (the script recomputes num_train_epochs). */
+/**
+ * Batches per epoch (each process's, as accelerate's prepared dataloader counts them) and the epochs max_train_steps
+ * spans (the script recomputes num_train_epochs).
+ */
 function epochMath(s: TrainingSession): { batches: number; epochs: number } {
-  const batches = Math.ceil(s.dataset.length / s.args.train_batch_size);
+  const batches = Math.ceil(s.dataset.length / s.trainer.globalBatch);
   const updates = Math.ceil(batches / s.args.gradient_accumulation_steps);
   return { batches, epochs: Math.ceil(s.trainer.maxSteps / updates) };
 }
@@ -126,7 +129,7 @@ export function runningTrainingLines(s: TrainingSession): string[] {
     `  Num batches each epoch = ${batches}`,
     `  Num Epochs = ${epochs}`,
     `  Instantaneous batch size per device = ${a.train_batch_size}`,
-    `  Total train batch size (w. parallel, distributed & accumulation) = ${a.train_batch_size * a.gradient_accumulation_steps}`,
+    `  Total train batch size (w. parallel, distributed & accumulation) = ${s.trainer.globalBatch * a.gradient_accumulation_steps}`,
     `  Gradient Accumulation steps = ${a.gradient_accumulation_steps}`,
     `  Total optimization steps = ${s.trainer.maxSteps}`,
   ];
@@ -340,11 +343,11 @@ export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Pr
   const envUntil = Number(process.env.CONTROLNET_TS_UNTIL);
   if (hooks.until === undefined && Number.isInteger(envUntil) && envUntil > 0) hooks = { ...hooks, until: envUntil };
   refuseFileAsOutputDir(args.output_dir);
-  // before anything is loaded or written: another tool's checkpoints in output_dir, and the hub repo (every process
-  // of a launched group asks; creating it is idempotent, exist_ok)
+  // before anything is loaded or written: another tool's checkpoints in output_dir, and the hub repo (rank 0 alone
+  // creates it, as the script's main process does; if that fails the launcher stops the other processes)
   assertNoForeignCheckpoints(args.output_dir);
   let repoId: string | null = null;
-  if (args.push_to_hub) {
+  if (args.push_to_hub && (processEnv()?.rank ?? 0) === 0) {
     let r: Awaited<ReturnType<typeof createRepo>>;
     try {
       r = await createRepo(args.hub_model_id ?? path.basename(path.resolve(args.output_dir)), { token: args.hub_token ?? undefined });

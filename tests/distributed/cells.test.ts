@@ -1,6 +1,7 @@
 /**
  * The notebook cell train({ processes: 2 }): worker processes train, the cell's ControlNet receives their weights,
- * and an in-process train() afterwards continues from their checkpoint.
+ * and an in-process train() afterwards continues from their checkpoint; an interrupt (the kernel's abort signal)
+ * stops every process at one step with a checkpoint while the cell's dashboard keeps updating.
  */
 import { before, test } from "node:test";
 import assert from "node:assert/strict";
@@ -9,6 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import * as cn from "../../lib/index.js";
 import { testEngine } from "../helpers.js";
+import { installFakeBridge } from "../widgets/fakes.js";
 import { freePorts, maxWeightDiff, root, skipReason } from "./helpers.js";
 
 const skip = skipReason();
@@ -44,4 +46,42 @@ test("train({ processes: 2 }) trains in worker processes; the cell's ControlNet 
   const r2 = await cn.train({ ...opts, until: 3 });
   assert.equal(r2.globalStep, 3);
   fs.rmSync(out, { recursive: true, force: true });
+});
+
+test("train({ processes: 2 }) in a notebook: the dashboard follows rank 0 and an interrupt stops the processes with a checkpoint", { skip }, async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cells-dp-int-"));
+  const bridge = installFakeBridge();
+  try {
+    const ds = await cn.dataset({ synthetic: { count: 16, seed: 1 }, resolution: 32 });
+    const base = await cn.baseModel(path.join(root, "tests/fixtures/sd_tiny"));
+    const controlnet = await cn.controlnet({ from: base, seed: 3 });
+    const log = path.join(out, "logs", "train_log.jsonl");
+    const logged = () => (fs.existsSync(log) ? fs.readFileSync(log, "utf8").trim().split("\n").filter(Boolean).length : 0);
+    // the user interrupts once two steps are logged; the event loop stays free meanwhile (the watcher runs)
+    let interruptedAt = 0;
+    const watcher = setInterval(() => {
+      if (!interruptedAt && logged() >= 2) {
+        interruptedAt = Date.now();
+        bridge.controller.abort();
+      }
+    }, 100);
+    const r = await cn.train({ base, controlnet, dataset: ds, outputDir: out, batchSize: 1, learningRate: 1e-4, seed: 1, until: 200,
+      processes: 2, threadsPerProcess: 1, mainProcessPort: await freePorts(2), checkpointing: { every: 1000 } }).finally(() => clearInterval(watcher));
+    assert.ok(interruptedAt > 0, "the watcher saw two logged steps");
+    const took = Date.now() - interruptedAt;
+    assert.ok(took < 60_000, `the processes stopped ${took} ms after the interrupt`);
+    assert.equal(r.stopped, "interrupted");
+    assert.ok(r.globalStep >= 2 && r.globalStep < 200, `stopped at step ${r.globalStep}`);
+    // every process stopped at the same step, and that step's checkpoint holds the cell's weights
+    const ckpt = path.join(out, `checkpoint-${r.globalStep}`, "controlnet");
+    assert.ok(fs.existsSync(ckpt), `checkpoint-${r.globalStep}: ${fs.readdirSync(out)}`);
+    controlnet.savePretrained(path.join(out, "cell"));
+    assert.equal(maxWeightDiff(path.join(out, "cell"), ckpt).max, 0);
+    // the dashboard showed the processes' progress while they trained (updates of one display, not a final dump)
+    const updates = bridge.calls.filter((c) => c.opts?.update).length;
+    assert.ok(updates >= 2, `${updates} dashboard updates`);
+  } finally {
+    bridge.uninstall();
+    fs.rmSync(out, { recursive: true, force: true });
+  }
 });

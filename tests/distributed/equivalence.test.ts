@@ -25,6 +25,13 @@ test("2 processes × batch 1 = 1 process × batch 2 (accumulation 2): final Cont
     ...trainFlags(two, [...common, "--train_batch_size=1"])]).done;
   assert.equal(r2.code, 0, r2.stderr.slice(-2000));
   assert.match(r2.stdout, /data-parallel: 2 processes × batch 1/);
+  // accelerate's "Running training" block counts the processes: the global batch and its batches per epoch
+  const block = (out: string, what: string) => new RegExp(`  ${what} = (\\d+)`).exec(out)?.[1];
+  for (const what of ["Num examples", "Num batches each epoch", "Num Epochs", "Total optimization steps"]) {
+    assert.equal(block(r2.stdout, what), block(r1.stdout, what), `${what}:\n${r2.stdout}`);
+  }
+  assert.equal(block(r2.stdout, "Instantaneous batch size per device"), "1");
+  assert.equal(block(r2.stdout, "Total train batch size \\(w\\. parallel, distributed & accumulation\\)"), "4", r2.stdout);
 
   // training moved the weights well beyond the bound, so the bound can tell the runs apart
   const moved = maxWeightDiff(one, path.join(one, "checkpoint-2", "controlnet")).max;
@@ -54,8 +61,14 @@ const ADAM_AS_SGD = ["--adam_epsilon=1", "--learning_rate=1e-2"];
 /** DP_TEST_SEED=n reruns the comparisons below with another seed (the flags' default is 1). */
 const seedFromEnv = () => (process.env.DP_TEST_SEED ? [`--seed=${process.env.DP_TEST_SEED}`] : []);
 
-/** Trains `flags` with 1 process × batch 2b and 2 processes × batch b; returns the largest weight difference. */
-async function twoVersusOne(flags: string[], b: number): Promise<number> {
+/** The gradient norm (before clipping) logged at each step. */
+const gradNorms = (dir: string) => fs.readFileSync(path.join(dir, "logs", "train_log.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l).gradNorm as number);
+
+/**
+ * Trains `flags` with 1 process × batch 2b and 2 processes × batch b; returns the largest weight difference (and,
+ * through `check`, looks at both output folders before they are removed).
+ */
+async function twoVersusOne(flags: string[], b: number, check?: (one: string, two: string) => void): Promise<number> {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "dp-eq-"));
   const port = await freePorts(2);
   const r1 = await start(["train_controlnet", ...trainFlags(path.join(tmp, "one"), [...flags, `--train_batch_size=${2 * b}`])]).done;
@@ -64,6 +77,7 @@ async function twoVersusOne(flags: string[], b: number): Promise<number> {
     ...trainFlags(path.join(tmp, "two"), [...flags, `--train_batch_size=${b}`])]).done;
   assert.equal(r2.code, 0, r2.stderr.slice(-2000));
   const d = maxWeightDiff(path.join(tmp, "one"), path.join(tmp, "two")).max;
+  check?.(path.join(tmp, "one"), path.join(tmp, "two"));
   fs.rmSync(tmp, { recursive: true, force: true });
   return d;
 }
@@ -76,6 +90,22 @@ test("uneven shards: the epoch's last global batch of 1 row leaves process 0 wit
   // little as 6e-7 depending on the seed, on any matmul kernel. With ε = 1 the comparison measures the sharding:
   // a wrongly weighted empty shard (half the gradient) moves the zero convs by ~1e-3 here.
   const d = await twoVersusOne(["--max_train_steps=2", "--checkpointing_steps=100", "--dataset_name=synthetic-fill50k:5", ...ADAM_AS_SGD, ...seedFromEnv()], 2);
+  assert.ok(d <= 1e-5, `weights differ by ${d}`);
+});
+
+test("gradients are averaged before clipping: with the clip active, 2 processes clip the global gradient as 1 process does", { skip }, async () => {
+  // --max_grad_norm 0.01 is below every step's norm here (~0.05–0.13), so each update is the clipped gradient; had
+  // each process clipped its own gradient before the all-reduce, the norms and updates would differ. With ε = 1 an
+  // update is ≈ lr·gradient, and lr = 1 makes a clipped step move the weights by ~1e-3 (far above the bound).
+  const clip = 0.01;
+  const d = await twoVersusOne(["--max_train_steps=2", "--checkpointing_steps=100", `--max_grad_norm=${clip}`, "--adam_epsilon=1", "--learning_rate=1", ...seedFromEnv()], 1, (one, two) => {
+    const [n1, n2] = [gradNorms(one), gradNorms(two)];
+    assert.equal(n2.length, 2);
+    n1.forEach((n, i) => {
+      assert.ok(n > clip, `step ${i + 1}: norm ${n} does not exceed the clip ${clip}, so clipping was not exercised`);
+      assert.ok(Math.abs(n2[i]! - n) <= 1e-5 * n, `step ${i + 1}: the 2-process run's norm ${n2[i]} vs ${n}: not the global gradient's`);
+    });
+  });
   assert.ok(d <= 1e-5, `weights differ by ${d}`);
 });
 

@@ -1,7 +1,8 @@
 /** The launcher's flags, the shard arithmetic and the process environment (no TensorFlow needed). */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { LaunchError, parseLaunchArgs } from "../../lib/cli/launch.js";
+import { gpuAssignment, LaunchError, parseLaunchArgs } from "../../lib/cli/launch.js";
+import { visibleGpus } from "../../lib/engine/native/gpu.js";
 import { processEnv, shardRange } from "../../lib/training/distributed.js";
 
 test("accelerate launch's flags", () => {
@@ -21,6 +22,19 @@ test("accelerate launch's flags", () => {
     [["--main_process_port", "65535", "--num_processes", "2", "train_controlnet"], /do not fit below 65536/],
   ];
   for (const [argv, re] of bad) assert.throws(() => parseLaunchArgs(argv), (e: Error) => e instanceof LaunchError && re.test(e.message), argv.join(" "));
+});
+
+test("GPUs: one per local process (LOCAL_RANK → CUDA_VISIBLE_DEVICES), shared round-robin when fewer; none on the CPU build", () => {
+  assert.deepEqual(gpuAssignment(4, ["0", "1", "2", "3"], true), ["0", "1", "2", "3"]);
+  assert.deepEqual(gpuAssignment(3, ["0", "1"], true), ["0", "1", "0"]);
+  assert.equal(gpuAssignment(2, ["0", "1"], false), null, "the CPU build uses no GPU");
+  assert.equal(gpuAssignment(2, [], true), null, "no GPU: the GPU build runs on the CPU");
+  // the GPUs the user made visible are the ones handed out, in their order (indexes or UUIDs)
+  assert.deepEqual(visibleGpus({ CUDA_VISIBLE_DEVICES: "3,5" }), ["3", "5"]);
+  assert.deepEqual(visibleGpus({ CUDA_VISIBLE_DEVICES: "GPU-8a1f,GPU-77c2" }), ["GPU-8a1f", "GPU-77c2"]);
+  assert.deepEqual(visibleGpus({ CUDA_VISIBLE_DEVICES: "2,-1,4" }), ["2"], "CUDA stops at -1");
+  assert.deepEqual(visibleGpus({ CUDA_VISIBLE_DEVICES: "" }), []);
+  assert.deepEqual(gpuAssignment(2, visibleGpus({ CUDA_VISIBLE_DEVICES: "3,5" }), true), ["3", "5"]);
 });
 
 test("shards: contiguous rows, all rows once, sizes within one", () => {

@@ -24,12 +24,34 @@ export interface GpuMemory {
 
 let cache: { at: number; value: GpuMemory | null } | null = null;
 
-/** GPU 0's used/total memory (whole device), or null without nvidia-smi; read at most once a second. */
+/**
+ * The GPUs a process may use, as CUDA names them for CUDA_VISIBLE_DEVICES: that variable's entries when it is set
+ * (indexes or UUIDs), else one index per device nvidia-smi lists; none without a driver.
+ */
+export function visibleGpus(env: NodeJS.ProcessEnv = process.env): string[] {
+  const set = env.CUDA_VISIBLE_DEVICES;
+  if (set !== undefined) {
+    // CUDA stops at the first invalid entry; -1 (or nothing) hides every GPU
+    const entries = set.split(",").map((e) => e.trim());
+    const end = entries.findIndex((e) => e === "" || e === "-1");
+    return end < 0 ? entries : entries.slice(0, end);
+  }
+  if (!fs.existsSync(DRIVER_VERSION_FILE)) return [];
+  const r = spawnSync("nvidia-smi", ["-L"], { encoding: "utf8", timeout: 5000 });
+  const count = r.status === 0 ? r.stdout.split("\n").filter((l) => /^GPU \d+:/.test(l)).length : 0;
+  return Array.from({ length: count }, (_, i) => String(i));
+}
+
+/**
+ * The used/total memory of the process's first GPU (the whole device's, as nvidia-smi reports it: CUDA_VISIBLE_DEVICES'
+ * first entry, which nvidia-smi's -i also accepts), or null without nvidia-smi; read at most once a second.
+ */
 export function gpuMemory(): GpuMemory | null {
   const now = Date.now();
   if (cache && now - cache.at < 1000) return cache.value;
   let value: GpuMemory | null = null;
-  const r = spawnSync("nvidia-smi", ["--query-gpu=memory.used,memory.total", "--format=csv,noheader,nounits", "-i", "0"], { encoding: "utf8", timeout: 5000 });
+  const device = visibleGpus()[0] ?? "0";
+  const r = spawnSync("nvidia-smi", ["--query-gpu=memory.used,memory.total", "--format=csv,noheader,nounits", "-i", device], { encoding: "utf8", timeout: 5000 });
   const m = r.status === 0 ? /^\s*(\d+)\s*,\s*(\d+)/.exec(r.stdout) : null;
   if (m) value = { usedBytes: Number(m[1]) * 2 ** 20, totalBytes: Number(m[2]) * 2 ** 20 };
   cache = { at: now, value };
