@@ -277,7 +277,7 @@ test("trackers and upstream's smaller habits: --report_to wandb logs to TensorBo
   assert.match(bad.stderr, /^train_controlnet: error: Unsupported logging capability: neptune\. Choose between all, aim, tensorboard, wandb, trackio, comet_ml/m);
 });
 
-test("accelerate launch maps what applies (config file's DeepSpeed offload, threads) and says what does not; more than one process is refused clearly; accelerate config writes once", () => {
+test("accelerate launch maps what applies (config file's DeepSpeed offload, threads) and says what does not; more than one process goes to controlnet-ts launch; accelerate config writes once", () => {
   const home = tmp("acc-home-");
   const cfg = path.join(home, "ds.yaml");
   // the seed README's DeepSpeed stage 2 config, as `accelerate config` writes it
@@ -311,4 +311,19 @@ test("accelerate launch maps what applies (config file's DeepSpeed offload, thre
   const c2 = run(["accelerate", "config"], { XDG_CACHE_HOME: home });
   assert.match(c2.stdout, /already exists .* will not override/);
   assert.equal(JSON.parse(fs.readFileSync(file, "utf8")).mixed_precision, "bf16");
+});
+
+test("validation generates at the conditioning image's own size (as the pipeline does without height/width), not at --resolution", async () => {
+  const out = tmp("cli-valsize-");
+  const control = path.join(out, "control-64x48.png");
+  await sharp(path.join(root, "data/conditioning_image_1.png")).resize(64, 48, { fit: "fill" }).png().toFile(control);
+  const r = run(["train_controlnet", `--pretrained_model_name_or_path=${tiny}`, `--output_dir=${out}`, "--dataset_name=synthetic-fill50k:2",
+    "--resolution=32", "--train_batch_size=1", "--max_train_steps=1", "--seed=3", "--validation_image", control,
+    "--validation_prompt", PROMPTS[0]!, "--num_validation_images=1"]);
+  assert.equal(r.status, 0, r.stderr.slice(-3000));
+  const sample = await rgbOf(path.join(out, "validation", "step-1-pair-0-sample-0.png"));
+  assert.deepEqual([sample.width, sample.height], [64, 48]);
+  // the card's row: the conditioning image beside the sample, both at that size
+  const row = await rgbOf(path.join(out, "images_0.png"));
+  assert.deepEqual([row.width, row.height], [128, 48]);
 });

@@ -49,6 +49,9 @@ test("checkpoints_total_limit=2, checkpointing_steps=2, 6 steps → exactly chec
   const d2 = tmpDir();
   await simulate(d2, 0, 6, 2, null);
   assert.deepEqual(names(d2), ["checkpoint-2", "checkpoint-4", "checkpoint-6"]);
+  // removes_multiple_checkpoints: that run resumed from checkpoint-6 to 8 steps with limit 2 removes 2 and 4 at once
+  await simulate(d2, 6, 8, 2, 2);
+  assert.deepEqual(names(d2), ["checkpoint-6", "checkpoint-8"]);
   const d3 = tmpDir();
   await simulate(d3, 0, 6, 2, 1);
   assert.deepEqual(fs.readdirSync(d3), ["checkpoint-6"]);
