@@ -8,6 +8,7 @@
  * serialisable RNG, and the data loader's position is saved, so a resumed run continues the exact trajectory.
  * An AbortSignal stops the loop at the next step boundary with the state intact.
  */
+import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { tf, throwIfWasmKernelFailed } from "../engine/index.js";
@@ -138,10 +139,23 @@ export function allFinite(tensors: Iterable<tf.Tensor>): boolean {
   return ok;
 }
 
-/** The arguments that define a run's trajectory (data order, noise, step size): recorded in each checkpoint's
- *  training_state.json as `run`, compared on resume and before a new run writes into a folder with checkpoints.
- *  Not max_train_steps (continuing a run further is a resume), not memory options (same mathematics). */
-export type RunIdentity = Record<"seed" | "resolution" | "train_batch_size" | "gradient_accumulation_steps" | "learning_rate" | "dataset_rows", number>;
+/** The arguments that define a run's trajectory (data order, noise, step size, the optimizer and its schedule, the
+ *  base it trains against): recorded in each checkpoint's training_state.json as `run`, compared on resume and before
+ *  a new run writes into a folder with checkpoints. Not max_train_steps (continuing a run further is a resume), not
+ *  memory options (same mathematics), not paths (the same base or data may sit elsewhere on another machine): the base
+ *  is its UNet's config fingerprint. Fields a checkpoint does not record (written before they were) are not compared. */
+export type RunIdentity = Record<"seed" | "resolution" | "train_batch_size" | "gradient_accumulation_steps" | "learning_rate" | "dataset_rows" |
+  "lr_warmup_steps" | "lr_num_cycles" | "lr_power" | "adam_beta1" | "adam_beta2" | "adam_weight_decay" | "adam_epsilon" | "max_grad_norm" |
+  "proportion_empty_prompts", number> &
+  Record<"lr_scheduler" | "base_unet_config", string> & { use_8bit_adam: boolean; snr_gamma: number | null };
+
+/** A short fingerprint of a config object, independent of its keys' order. */
+export function configFingerprint(config: unknown): string {
+  const canonical = (v: unknown): unknown => Array.isArray(v) ? v.map(canonical)
+    : v && typeof v === "object" ? Object.fromEntries(Object.keys(v).sort().filter((k) => !k.startsWith("_")).map((k) => [k, canonical((v as Record<string, unknown>)[k])]))
+    : v;
+  return crypto.createHash("sha256").update(JSON.stringify(canonical(config))).digest("hex").slice(0, 12);
+}
 
 /** "seed 1 (checkpoint) vs 2 (this run)" for each field that differs; empty when the same (or nothing recorded). */
 export function runDifferences(saved: unknown, mine: RunIdentity): string[] {
@@ -176,7 +190,8 @@ export class ControlNetTrainer {
   /** Data-parallel training (lib/training/distributed.ts): this process's rank and the all-reduce; null alone. */
   readonly parallel: DataParallel | null;
   /** Rows per micro-step over all processes (train_batch_size × processes). */
-  private readonly globalBatch: number;
+  /** Samples per optimizer micro-step over all processes: train_batch_size × world size. */
+  readonly globalBatch: number;
   /** Another process asked to stop: all stop at this step boundary (set by the all-reduce). */
   private stopAgreed = false;
 
@@ -258,6 +273,10 @@ export class ControlNetTrainer {
     return {
       seed: o.seed, resolution: o.resolution, train_batch_size: this.globalBatch,
       gradient_accumulation_steps: o.gradient_accumulation_steps, learning_rate: o.learning_rate, dataset_rows: this.dataset.length,
+      lr_scheduler: o.lr_scheduler, lr_warmup_steps: o.lr_warmup_steps, lr_num_cycles: o.lr_num_cycles, lr_power: o.lr_power,
+      use_8bit_adam: o.use_8bit_adam, adam_beta1: o.adam_beta1, adam_beta2: o.adam_beta2, adam_weight_decay: o.adam_weight_decay,
+      adam_epsilon: o.adam_epsilon, max_grad_norm: o.max_grad_norm, proportion_empty_prompts: o.proportion_empty_prompts,
+      snr_gamma: o.snr_gamma ?? null, base_unet_config: configFingerprint(this.c.unet.config),
     };
   }
 

@@ -91,7 +91,19 @@ test("#3: another run's checkpoints in output_dir are refused (fresh start, resu
   const ds = await tinyDataset();
   assert.throws(() => new ControlNetTrainer(tinyComponents(), ds, other), /holds another run's checkpoints \(checkpoint-2: seed 1 there, 2 here, learning_rate 0.001 there, 0.0005 here\)/);
   assert.throws(() => new ControlNetTrainer(tinyComponents(), ds, { ...other, resume_from_checkpoint: "latest" }), /latest: .*checkpoint-2 is another run's \(seed 1 there, 2 here/);
+  // the optimizer, its schedule and the clip define the trajectory too (the total limit would otherwise delete run a's
+  // checkpoint, and a later "latest" resume run a's state with these settings)
+  assert.throws(() => new ControlNetTrainer(tinyComponents(), ds, { ...opts, seed: 1, adam_beta1: 0.5, adam_weight_decay: 0.5, max_grad_norm: 0.5, lr_scheduler: "cosine" }),
+    /another run's checkpoints \(checkpoint-2: lr_scheduler constant there, cosine here, adam_beta1 0.9 there, 0.5 here, adam_weight_decay 0.01 there, 0.5 here, max_grad_norm 1 there, 0.5 here\)/);
+  assert.throws(() => new ControlNetTrainer(tinyComponents(), ds, { ...opts, seed: 1, proportion_empty_prompts: 0.5, resume_from_checkpoint: "latest" }),
+    /latest: .*checkpoint-2 is another run's \(proportion_empty_prompts 0 there, 0.5 here\)/);
   assert.deepEqual(fs.readdirSync(dir).sort(), before, "the folder is untouched");
+  // the base is recorded as its UNet config's fingerprint: independent of key order and of where the folder is
+  const { configFingerprint } = await import("../../lib/training/trainer.js");
+  assert.equal(configFingerprint({ a: 1, b: [2, { c: 3, d: 4 }] }), configFingerprint({ b: [2, { d: 4, c: 3 }], a: 1 }));
+  assert.notEqual(configFingerprint({ block_out_channels: [32, 64] }), configFingerprint({ block_out_channels: [32, 96] }));
+  const state = JSON.parse(fs.readFileSync(path.join(dir, "checkpoint-2", "training_state.json"), "utf8")) as { run: Record<string, unknown> };
+  assert.equal(state.run.base_unet_config, configFingerprint(tinyComponents().unet.config));
   const explicit = new ControlNetTrainer(tinyComponents(), ds, { ...other, resume_from_checkpoint: path.join(dir, "checkpoint-2") });
   assert.equal(explicit.globalStep, 2, "a checkpoint named explicitly is continued");
   await explicit.close();
