@@ -5,6 +5,7 @@
  */
 import { tf } from "../engine/index.js";
 import { Module } from "./module.js";
+import { CONFIG_LIMITS, ConfigCheck } from "./config-checks.js";
 import { Conv2d, GroupNorm, activation } from "./layers.js";
 import { DownEncoderBlock2D, UNetMidBlock2D, UpDecoderBlock2D } from "./unet-blocks.js";
 import { Attention } from "./attention.js";
@@ -206,6 +207,22 @@ export class Decoder extends Module {
   }
 }
 
+/** The VAE config's types and magnitudes, before anything is built (config-checks.ts). */
+function validateAutoencoderConfig(c: Record<string, unknown>): void {
+  const check = new ConfigCheck(c, "AutoencoderKL");
+  check.names("down_block_types");
+  check.names("up_block_types");
+  check.intList("block_out_channels", 1, CONFIG_LIMITS.channels);
+  check.int("layers_per_block", 1, CONFIG_LIMITS.layers);
+  for (const f of ["in_channels", "out_channels", "latent_channels"]) check.int(f, 1, 1024);
+  check.int("norm_num_groups", 1, CONFIG_LIMITS.channels);
+  check.int("sample_size", 1, 65_536, false);
+  check.positive("scaling_factor");
+  check.finite("shift_factor", false);
+  const params = (c.block_out_channels as number[]).reduce((sum, ch) => sum + 2 * ((c.layers_per_block as number) + 1) * 2 * 9 * ch * ch, 0);
+  check.parameters(params, "block_out_channels × layers_per_block, encoder and decoder");
+}
+
 export class AutoencoderKL extends Module {
   static readonly className = "AutoencoderKL";
   readonly config: AutoencoderKLConfig;
@@ -218,6 +235,7 @@ export class AutoencoderKL extends Module {
     super();
     const clean = Object.fromEntries(Object.entries(config).filter(([k]) => !k.startsWith("_")));
     const c = (this.config = { ...AUTOENCODER_KL_DEFAULTS, ...clean } as AutoencoderKLConfig);
+    validateAutoencoderConfig(c);
     if (c.block_out_channels.length !== c.down_block_types.length || c.up_block_types.length !== c.down_block_types.length) {
       throw new Error("AutoencoderKL: block_out_channels, down_block_types and up_block_types must have the same length");
     }

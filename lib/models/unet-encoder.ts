@@ -5,6 +5,7 @@
  * parameters.
  */
 import { tf } from "../engine/index.js";
+import { CONFIG_LIMITS, ConfigCheck } from "./config-checks.js";
 import { Module } from "./module.js";
 import { Conv2d } from "./layers.js";
 import { Timesteps, TimestepEmbedding, timestepValues } from "./embeddings.js";
@@ -79,63 +80,37 @@ export function checkSupported(cfg: Record<string, unknown>, cls: string): void 
   if (problems.length) throw new Error(`${cls}: unsupported config option(s): ${problems.join(", ")}`);
 }
 
-/** Bounds well above any published Stable Diffusion family config (SD1.5: 2 layers, 1280 channels, 4 blocks; SDXL:
- *  10 transformer layers) and far below what would exhaust memory while the model is being built. */
-const CONFIG_LIMITS = { blocks: 16, layers: 100, channels: 65_536, heads: 4_096, parameters: 2e10 };
-
 /**
- * Checks a UNet/ControlNet config's types and magnitudes before anything is built, naming the field: a config is
- * input (a hub download, a hand edit), and `layers_per_block: 1e9` would otherwise run the heap out minutes later.
+ * Checks a UNet/ControlNet config's types and magnitudes before anything is built, naming the field (config-checks.ts).
  */
 export function validateEncoderConfig(cfg: Record<string, unknown>, cls: string): void {
-  const fail = (field: string, want: string) => {
-    throw new Error(`${cls} config: ${field} must be ${want}, got ${JSON.stringify(cfg[field])}`);
-  };
-  const isInt = (v: unknown, lo: number, hi: number) => typeof v === "number" && Number.isInteger(v) && v >= lo && v <= hi;
-  const intOrList = (field: string, lo: number, hi: number, required = true) => {
-    const v = cfg[field];
-    if ((v === undefined || v === null) && !required) return;
-    const ok = Array.isArray(v) ? v.length > 0 && v.every((x) => isInt(x, lo, hi)) : isInt(v, lo, hi);
-    if (!ok) fail(field, `an integer from ${lo} to ${hi}, or a list of them`);
-  };
-  const types = cfg.down_block_types;
-  if (!Array.isArray(types) || types.length < 1 || types.length > CONFIG_LIMITS.blocks || !types.every((t) => typeof t === "string")) {
-    fail("down_block_types", `a list of 1 to ${CONFIG_LIMITS.blocks} block type names`);
-  }
+  const check = new ConfigCheck(cfg, cls);
+  check.names("down_block_types");
   const boc = cfg.block_out_channels;
-  if (!Array.isArray(boc) || boc.length < 1 || !boc.every((c) => isInt(c, 1, CONFIG_LIMITS.channels))) {
-    fail("block_out_channels", `a list of integers from 1 to ${CONFIG_LIMITS.channels}`);
+  if (!Array.isArray(boc) || boc.length < 1 || !boc.every((c) => ConfigCheck.isInt(c, 1, CONFIG_LIMITS.channels))) {
+    check.fail("block_out_channels", `a list of integers from 1 to ${CONFIG_LIMITS.channels}`);
   }
-  intOrList("layers_per_block", 1, CONFIG_LIMITS.layers);
-  intOrList("transformer_layers_per_block", 1, CONFIG_LIMITS.layers, false);
-  intOrList("attention_head_dim", 1, CONFIG_LIMITS.heads, false);
-  intOrList("num_attention_heads", 1, CONFIG_LIMITS.heads, false);
-  intOrList("cross_attention_dim", 1, CONFIG_LIMITS.channels, false);
-  if (!isInt(cfg.in_channels, 1, 1024)) fail("in_channels", "an integer from 1 to 1024");
-  if (cfg.norm_num_groups !== undefined && cfg.norm_num_groups !== null && !isInt(cfg.norm_num_groups, 1, CONFIG_LIMITS.channels)) {
-    fail("norm_num_groups", `an integer from 1 to ${CONFIG_LIMITS.channels}`);
-  }
+  check.intOrList("layers_per_block", 1, CONFIG_LIMITS.layers);
+  check.intOrList("transformer_layers_per_block", 1, CONFIG_LIMITS.layers, false);
+  check.intOrList("attention_head_dim", 1, CONFIG_LIMITS.heads, false);
+  check.intOrList("num_attention_heads", 1, CONFIG_LIMITS.heads, false);
+  check.intOrList("cross_attention_dim", 1, CONFIG_LIMITS.channels, false);
+  check.int("in_channels", 1, 1024);
+  check.int("norm_num_groups", 1, CONFIG_LIMITS.channels, false);
   // ControlNet only
-  const cond = cfg.conditioning_embedding_out_channels;
-  if (cond !== undefined && (!Array.isArray(cond) || cond.length < 1 || cond.length > CONFIG_LIMITS.blocks || !cond.every((c) => isInt(c, 1, CONFIG_LIMITS.channels)))) {
-    fail("conditioning_embedding_out_channels", `a list of 1 to ${CONFIG_LIMITS.blocks} integers from 1 to ${CONFIG_LIMITS.channels}`);
-  }
-  if (cfg.conditioning_channels !== undefined && !isInt(cfg.conditioning_channels, 1, 1024)) fail("conditioning_channels", "an integer from 1 to 1024");
+  if (cfg.conditioning_embedding_out_channels !== undefined) check.intList("conditioning_embedding_out_channels", 1, CONFIG_LIMITS.channels);
+  check.int("conditioning_channels", 1, 1024, false);
   if ("mid_block_type" in cfg && cfg.mid_block_type === null) {
     throw new Error(`${cls} config: mid_block_type null (diffusers: no mid block) is not supported; ` +
       `this port builds "UNetMidBlock2DCrossAttn" only (a ControlNet always has a mid block residual)`);
   }
-  // per-field bounds still multiply: refuse a model whose convolutions alone would hold more than the limit
   const n = (boc as number[]).length;
   const per = (v: unknown) => (Array.isArray(v) ? (v as number[]) : new Array<number>(n).fill((v as number | undefined) ?? 1));
   const layers = per(cfg.layers_per_block);
   const tLayers = per(cfg.transformer_layers_per_block);
   let params = 0;
   (boc as number[]).forEach((c, i) => (params += (layers[i] ?? 1) * (2 * 9 * c * c + 12 * (tLayers[i] ?? 1) * c * c)));
-  if (params > CONFIG_LIMITS.parameters) {
-    throw new Error(`${cls} config describes about ${params.toExponential(1)} parameters (block_out_channels × layers_per_block × ` +
-      `transformer_layers_per_block), more than the ${CONFIG_LIMITS.parameters.toExponential(0)} this library builds`);
-  }
+  check.parameters(params, "block_out_channels × layers_per_block × transformer_layers_per_block");
 }
 
 export function resolveEncoderConfig(cfg: UNetEncoderConfig): ResolvedEncoderConfig {

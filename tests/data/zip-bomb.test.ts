@@ -39,12 +39,14 @@ function writeZip(file: string, entries: RawEntry[]): void {
 
 /** `size` zero bytes deflated and their CRC, streamed (fflate's synchronous Deflate, 1 MiB at a time) so the test
  *  itself never holds them. */
-function zeroBomb(size: number): { data: Uint8Array; crc: number } {
+function zeroBomb(size: number, head = new Uint8Array(0)): { data: Uint8Array; crc: number } {
   const chunk = new Uint8Array(1 << 20);
   const out: Uint8Array[] = [];
   const d = new Deflate({ level: 9 }, (c) => out.push(c.slice()));
-  let crc = 0;
-  for (let left = size; left > 0; left -= chunk.length) {
+  // the file starts with `head` (a signature, a header) and zeros follow
+  let crc = zlib.crc32(head);
+  d.push(head, false);
+  for (let left = size - head.length; left > 0; left -= chunk.length) {
     const c = left >= chunk.length ? chunk : chunk.subarray(0, left);
     crc = zlib.crc32(c, crc);
     d.push(c, left <= chunk.length);
@@ -73,6 +75,47 @@ test("#8: four 400 MB zero entries in a small zip are refused as images with the
   const { errors, maxRssMB } = JSON.parse(r.stdout.trim().split("\n").at(-1)!) as { errors: string[]; maxRssMB: number };
   assert.equal(errors.length, 4);
   for (const e of errors) assert.match(e, /is not an image; refused after its first/);
+  assert.ok(maxRssMB < 100, `peak RSS ${maxRssMB.toFixed(0)} MB`);
+});
+
+/** A PNG's signature and IHDR for a w×h RGBA image (8 bits), then optionally an IDAT chunk header of `idat` bytes. */
+function pngHead(w: number, h: number, idat?: number): Uint8Array {
+  const ihdr = Buffer.alloc(25);
+  ihdr.writeUInt32BE(13, 0); ihdr.write("IHDR", 4); ihdr.writeUInt32BE(w, 8); ihdr.writeUInt32BE(h, 12);
+  ihdr[16] = 8; ihdr[17] = 6;
+  ihdr.writeUInt32BE(zlib.crc32(ihdr.subarray(4, 21)) >>> 0, 21);
+  const parts = [Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), ihdr];
+  if (idat !== undefined) {
+    const c = Buffer.alloc(8);
+    c.writeUInt32BE(idat, 0); c.write("IDAT", 4);
+    parts.push(c);
+  }
+  return Buffer.concat(parts);
+}
+
+test("#8: bombs that start like a PNG are refused from its header and chunks, with the reader's RSS under 100 MB", () => {
+  const dir = tmp();
+  const size = 400_000_000;
+  const bombs = [
+    { head: pngHead(64, 64).subarray(0, 8), why: /not a well-formed image \(it is a PNG signature without its IHDR header\)/ },
+    { head: pngHead(64, 64), why: /declares 400000000 bytes, more than a 64×64 PNG can hold/ },
+    // a header that allows the size (16000² RGBA is ~1 GB raw): the image data must then be a zlib stream
+    { head: pngHead(16000, 16000, size - 100), why: /its PNG image data at byte 41 is not a zlib stream/ },
+  ];
+  const file = path.join(dir, "png-bombs.zip");
+  writeZip(file, bombs.map((b, i) => ({ name: `images/${i}.png`, method: 8 as const, size, ...zeroBomb(size, b.head) })));
+  assert.ok(fs.statSync(file).size < 4_000_000, `bombs are ${fs.statSync(file).size} bytes`);
+  const script = `
+    import { ZipArchive } from ${JSON.stringify(path.resolve(import.meta.dirname, "../../lib/data/sources/zip.ts"))};
+    const z = await ZipArchive.open(${JSON.stringify(file)});
+    const errors = [];
+    for (let i = 0; i < ${bombs.length}; i++) await z.read("images/" + i + ".png", { image: true }).then(() => errors.push("read"), (e) => errors.push(e.message));
+    await z.close();
+    console.log(JSON.stringify({ errors, maxRssMB: process.resourceUsage().maxRSS / 1024 }));`;
+  const r = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], { encoding: "utf8", cwd: path.resolve(import.meta.dirname, "../..") });
+  assert.equal(r.status, 0, r.stderr);
+  const { errors, maxRssMB } = JSON.parse(r.stdout.trim().split("\n").at(-1)!) as { errors: string[]; maxRssMB: number };
+  bombs.forEach((b, i) => assert.match(errors[i]!, b.why));
   assert.ok(maxRssMB < 100, `peak RSS ${maxRssMB.toFixed(0)} MB`);
 });
 

@@ -146,6 +146,21 @@ test("#6: hostile model and scheduler configs are refused before anything is bui
   assert.throws(() => DDPMScheduler.fromConfig({ num_train_timesteps: 1e12 }), /num_train_timesteps must be an integer from 1 to 1000000, got 1000000000000/);
   // the fixture's own configs still build
   assert.doesNotThrow(() => new ControlNetModel(cnCfg, { shapeOnly: true }));
+
+  // the VAE and the text encoder are configs too
+  const { AutoencoderKL, CLIPTextModel } = await import("../../lib/models/index.js");
+  const vaeCfg = JSON.parse(fs.readFileSync(path.join(sd, "vae", "config.json"), "utf8")) as Record<string, unknown>;
+  const textCfg = JSON.parse(fs.readFileSync(path.join(sd, "text_encoder", "config.json"), "utf8")) as Record<string, unknown>;
+  const t0 = performance.now();
+  assert.throws(() => new AutoencoderKL({ ...vaeCfg, layers_per_block: 1e9 }), /AutoencoderKL config: layers_per_block must be an integer from 1 to 100, got 1000000000/);
+  assert.throws(() => new CLIPTextModel({ ...textCfg, num_hidden_layers: 1e9 }), /CLIPTextModel config: num_hidden_layers must be an integer from 1 to 100, got 1000000000/);
+  assert.ok(performance.now() - t0 < 1000, "refused before anything is built");
+  assert.throws(() => new AutoencoderKL({ ...vaeCfg, scaling_factor: "big" as never }), /AutoencoderKL config: scaling_factor must be a number above 0.*"big"/);
+  assert.throws(() => new AutoencoderKL({ ...vaeCfg, block_out_channels: [32, 1e7] }), /AutoencoderKL config: block_out_channels/);
+  assert.throws(() => new CLIPTextModel({ ...textCfg, hidden_size: "wide" as never }), /CLIPTextModel config: hidden_size must be an integer/);
+  assert.throws(() => new CLIPTextModel({ ...textCfg, vocab_size: 5e6, hidden_size: 65_536 }), /CLIPTextModel config describes about .* parameters/);
+  assert.doesNotThrow(() => new AutoencoderKL(vaeCfg, { shapeOnly: true }));
+  assert.doesNotThrow(() => new CLIPTextModel(textCfg, { shapeOnly: true }));
 });
 
 test("#12: a checkpoint with a flipped bit is refused on load, naming the file; ImageGrid refuses a non-base64 image string", async () => {

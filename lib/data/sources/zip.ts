@@ -6,6 +6,7 @@
 import fs from "node:fs/promises";
 import { crc32 } from "node:zlib";
 import { Inflate } from "fflate";
+import { IMAGE_PIXEL_LIMIT, ImageStructure } from "./image-structure.js";
 
 interface Entry {
   method: number;
@@ -15,8 +16,6 @@ interface Entry {
   localHeaderOffset: number;
 }
 
-/** sharp's default limitInputPixels (0x3FFF²): no image it decodes has more pixels. */
-export const IMAGE_PIXEL_LIMIT = 0x3fff * 0x3fff;
 /** The largest entry inflated: an uncompressed 4-channel image at the pixel limit, plus headers. A larger declared
  *  size is refused before anything is read or allocated. */
 export const MAX_ENTRY_BYTES = IMAGE_PIXEL_LIMIT * 4 + (1 << 20);
@@ -186,6 +185,8 @@ export class ZipArchive {
       const b = await this.readAt(start, ent.size);
       out = new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
       if (image && !looksLikeImage(out)) throw new Error(`${this.file}: entry ${n} is not an image; refused`);
+      const why = image ? new ImageStructure(ent.size).check(out, out.length) : null;
+      if (why) throw new Error(`${this.file}: entry ${n} is not a well-formed image (${why}); refused`);
     } else if (ent.method === 8) out = await this.inflate(n, ent, start, image);
     else throw new Error(`${this.file}: entry ${n} uses unsupported compression method ${ent.method}`);
     const crc = crc32(out) >>> 0;
@@ -196,7 +197,9 @@ export class ZipArchive {
   /** Streams a deflated entry through the inflater in small pieces, holding it to its declared size (no more: a bomb
    *  or a lie; no less: truncated) and to being an image from its first bytes on. */
   private async inflate(n: string, ent: Entry, start: number, image: boolean): Promise<Uint8Array> {
+    // (untouched pages of the buffer are not resident: memory grows only as far as the checks let the data come)
     const out = new Uint8Array(ent.size);
+    const structure = image ? new ImageStructure(ent.size) : null;
     let total = 0;
     let ended = false;
     const inf = new Inflate((chunk, final) => {
@@ -204,6 +207,8 @@ export class ZipArchive {
       if (total + chunk.length > ent.size) throw new Error(`${this.file}: entry ${n} inflates past its declared ${ent.size} bytes; refused`);
       out.set(chunk, total);
       total += chunk.length;
+      const why = structure?.check(out, total);
+      if (why) throw new Error(`${this.file}: entry ${n} is not a well-formed image (${why}); refused after ${total} bytes`);
       if (final) ended = true;
     });
     for (let pos = 0; pos < ent.compressedSize; pos += READ_CHUNK) {

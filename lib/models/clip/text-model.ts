@@ -8,6 +8,7 @@ import { Module } from "../module.js";
 import type { LoadStateOptions, LoadStateReport } from "../module.js";
 import type { HostTensor } from "../../io/safetensors.js";
 import { Embedding, LayerNorm, Linear, activation } from "../layers.js";
+import { CONFIG_LIMITS, ConfigCheck } from "../config-checks.js";
 import { scaledDotProductAttention } from "../attention.js";
 import { loadPretrained, savePretrained } from "../pretrained.js";
 import type { FromPretrainedOptions, ModelBuildOptions } from "../pretrained.js";
@@ -159,6 +160,20 @@ export interface CLIPTextOutput {
   hiddenStates?: tf.Tensor3D[];
 }
 
+/** The text encoder config's types and magnitudes, before anything is built (config-checks.ts). */
+function validateTextConfig(c: Record<string, unknown>): void {
+  const check = new ConfigCheck(c, "CLIPTextModel");
+  check.int("hidden_size", 1, CONFIG_LIMITS.channels);
+  check.int("intermediate_size", 1, 4 * CONFIG_LIMITS.channels);
+  check.int("num_hidden_layers", 1, CONFIG_LIMITS.layers);
+  check.int("num_attention_heads", 1, CONFIG_LIMITS.heads);
+  check.int("max_position_embeddings", 1, 65_536);
+  check.int("vocab_size", 1, 10_000_000);
+  check.positive("layer_norm_eps", 1);
+  const [h, f] = [c.hidden_size as number, c.intermediate_size as number];
+  check.parameters((c.vocab_size as number) * h + (c.num_hidden_layers as number) * (4 * h * h + 2 * h * f), "vocab_size × hidden_size + layers × width");
+}
+
 export class CLIPTextModel extends Module {
   static readonly className = "CLIPTextModel";
   readonly config: CLIPTextConfig;
@@ -170,6 +185,7 @@ export class CLIPTextModel extends Module {
     // a full CLIPConfig (text_config inside) is accepted too
     const text = (clean.text_config as Record<string, unknown> | undefined) ?? clean;
     this.config = { ...CLIP_TEXT_DEFAULTS, ...text } as CLIPTextConfig;
+    validateTextConfig(this.config);
     if (this.config.hidden_size % this.config.num_attention_heads !== 0) {
       throw new Error(`CLIPTextModel: hidden_size ${this.config.hidden_size} not divisible by ${this.config.num_attention_heads} heads`);
     }
