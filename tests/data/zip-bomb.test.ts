@@ -39,7 +39,7 @@ function writeZip(file: string, entries: RawEntry[]): void {
 
 /** `size` zero bytes deflated and their CRC, streamed (fflate's synchronous Deflate, 1 MiB at a time) so the test
  *  itself never holds them. */
-function zeroBomb(size: number, head = new Uint8Array(0)): { data: Uint8Array; crc: number } {
+function zeroBomb(size: number, head: Uint8Array = new Uint8Array(0)): { data: Uint8Array; crc: number } {
   const chunk = new Uint8Array(1 << 20);
   const out: Uint8Array[] = [];
   const d = new Deflate({ level: 9 }, (c) => out.push(c.slice()));
