@@ -118,12 +118,42 @@ export interface TrainResult {
  *  update, before anything is saved). */
 export type NonFiniteWhat = "loss" | "gradient norm" | "weights";
 
+/** What the trainer noted of a checkpoint it wrote, for the advice after a non-finite stop. */
+export interface CheckpointNote {
+  path: string;
+  step: number;
+  /** The loss its weights gave: the next step's (null until that step ran in this process). */
+  nextLoss: number | null;
+  maxAbsWeight: number;
+}
+
+const short = (x: number) => (Math.abs(x) >= 1e4 || (x !== 0 && Math.abs(x) < 1e-3) ? x.toExponential(2) : String(Number(x.toPrecision(3))));
+const described = (n: CheckpointNote) => `step ${n.step}, largest |weight| ${short(n.maxAbsWeight)}${n.nextLoss !== null ? `, loss ${short(n.nextLoss)} at the step after it` : ""}`;
+
+/**
+ * Which checkpoint to go back to. Finite is not enough: when the last checkpoint is the state the failing step
+ * started from (a huge learning rate moved the weights to 1e37 and the next loss overflowed), resuming it with the
+ * same settings fails again, so the lowest-loss checkpoint still on disk is named beside it.
+ */
+function checkpointAdvice(step: number, last: string | null, notes: CheckpointNote[]): string {
+  if (!last) return "No checkpoint was written yet.";
+  const note = notes.find((n) => n.path === last);
+  if (!note || note.step < step - 1) {
+    return `The last checkpoint, ${last}${note ? ` (${described(note)})` : ""}, holds finite weights, and the steps after it stayed finite until step ${step}.`;
+  }
+  const left = notes.filter((n) => n.path !== last && n.nextLoss !== null && Number.isFinite(n.nextLoss) && fs.existsSync(n.path))
+    .sort((a, b) => a.nextLoss! - b.nextLoss!);
+  return `The last checkpoint, ${last} (${described(note)}), holds finite weights, but they are the ones step ${step} started from: ` +
+    `resumed with these settings it stops here again. ` +
+    (left.length ? `The lowest-loss checkpoint left is ${left[0]!.path} (${described(left[0]!)}).` : "No earlier checkpoint is left.");
+}
+
 export class NonFiniteLossError extends Error {
-  constructor(readonly step: number, readonly loss: number, readonly lastCheckpoint: string | null, readonly what: NonFiniteWhat = "loss") {
+  constructor(readonly step: number, readonly loss: number, readonly lastCheckpoint: string | null, readonly what: NonFiniteWhat = "loss",
+    notes: CheckpointNote[] = []) {
     super(`Training stopped: the ${what === "weights" ? "weights became non-finite (NaN/inf)" : `${what} became ${loss}`} at step ${step}` +
       `${what === "weights" ? "; nothing was saved from that step on" : "; the update was not applied"}. ` +
-      (lastCheckpoint ? `The last good checkpoint is ${lastCheckpoint}.` : "No checkpoint was written yet.") +
-      " Lower the learning rate or check the data.");
+      checkpointAdvice(step, lastCheckpoint, notes) + " Lower the learning rate or check the data.");
   }
 }
 
@@ -137,6 +167,17 @@ export function allFinite(tensors: Iterable<tf.Tensor>): boolean {
   const ok = Number.isFinite(total.dataSync()[0]!);
   tf.dispose([...parts, total]);
   return ok;
+}
+
+/** The largest |element| over tensors, one variable at a time. */
+function maxAbs(tensors: Iterable<tf.Tensor>): number {
+  let m = 0;
+  for (const t of tensors) {
+    const v = tf.tidy(() => tf.max(tf.abs(t)));
+    m = Math.max(m, v.dataSync()[0]!);
+    v.dispose();
+  }
+  return m;
 }
 
 /** The arguments that define a run's trajectory (data order, noise, step size, the optimizer and its schedule, the
@@ -182,6 +223,8 @@ export class ControlNetTrainer {
   private loader: DataLoader | null = null;
   private position: LoaderPosition = { epoch: 0, index: 0 };
   private lastCheckpoint: string | null = null;
+  /** The checkpoints written by this trainer, with their loss and largest weight (checkpointAdvice). */
+  private readonly checkpointNotes: CheckpointNote[] = [];
   /** The weights' moving average (use_ema), else null. */
   readonly ema: EMAModel | null;
   /** train_log.jsonl, one synchronous append per step: each line is complete on disk when the step ends (a
@@ -437,9 +480,12 @@ export class ControlNetTrainer {
       }
       // Reported loss: the mean over micro-batches (controlnetGradients returns each unscaled loss).
       const loss = lossSum / micros;
+      // what the last checkpoint's weights gave, if it holds the state this step started from (checkpointAdvice)
+      const from = this.checkpointNotes.at(-1);
+      if (from && from.step === this.globalStep) from.nextLoss = loss;
       if (!Number.isFinite(loss)) {
         tf.dispose([...grads.values()]);
-        throw new NonFiniteLossError(this.globalStep + 1, loss, this.lastCheckpoint);
+        throw new NonFiniteLossError(this.globalStep + 1, loss, this.lastCheckpoint, "loss", this.checkpointNotes);
       }
       try {
         throwIfWasmKernelFailed(`training step ${this.globalStep + 1} (not applied)`);
@@ -452,7 +498,7 @@ export class ControlNetTrainer {
       const gradNorm = clipGradNorm(grads, this.opts.max_grad_norm > 0 ? this.opts.max_grad_norm : Infinity, hostGrads);
       if (!Number.isFinite(gradNorm)) {
         tf.dispose([...grads.values()]);
-        throw new NonFiniteLossError(this.globalStep + 1, gradNorm, this.lastCheckpoint, "gradient norm");
+        throw new NonFiniteLossError(this.globalStep + 1, gradNorm, this.lastCheckpoint, "gradient norm", this.checkpointNotes);
       }
       this.optimizer.lr = this.lrScheduler.getLastLr();
       this.optimizer.step(grads, { disposeGrads: this.opts.set_grads_to_none, hostGrads });
@@ -478,7 +524,7 @@ export class ControlNetTrainer {
 
   /** Stops (NonFiniteLossError) when a ControlNet weight is NaN/inf: such weights are never checkpointed or saved. */
   throwIfWeightsNonFinite(step = this.globalStep): void {
-    if (!allFinite(this.c.controlnet.trainableVariables())) throw new NonFiniteLossError(step, NaN, this.lastCheckpoint, "weights");
+    if (!allFinite(this.c.controlnet.trainableVariables())) throw new NonFiniteLossError(step, NaN, this.lastCheckpoint, "weights", this.checkpointNotes);
   }
 
   /** Writes checkpoint-<step> atomically (ControlNet folder, optimizer, lr scheduler, RNG, data position); refuses
@@ -496,6 +542,10 @@ export class ControlNetTrainer {
       ...(this.ema ? { extra: (dir: string) => this.ema!.withAveraged(() => this.c.controlnet.savePretrained(path.join(dir, EMA_FOLDER))) } : {}),
     }, { totalLimit: this.opts.checkpoints_total_limit });
     this.lastCheckpoint = res.path;
+    this.checkpointNotes.push({
+      path: res.path, step: this.globalStep, nextLoss: null,
+      maxAbsWeight: maxAbs(this.c.controlnet.trainableVariables()),
+    });
     await hooks.onCheckpoint?.(res.path, this.globalStep, res.removed);
     return res.path;
   }

@@ -120,6 +120,28 @@ test("issue 25 #2: an lr that overflows the weights stops before saving them; th
   assert.match(e.message, /non-finite|became/);
 });
 
+test("issue 25 #2: a finite checkpoint that is the failing step's start is named as such, beside the lowest-loss one, which resumes", async () => {
+  const dir = tmp();
+  // warmup: step 1 moves the weights at lr/2 ·(1/2) … to ~1, step 2 at the full 1e38 to ~5e37, and step 3's loss is NaN
+  const opts = { ...base(dir), learning_rate: 1e38, lr_scheduler: "linear", lr_warmup_steps: 2, max_train_steps: 5, checkpointing_steps: 1, checkpoints_total_limit: null };
+  const t = new ControlNetTrainer(tinyComponents(), await tinyDataset(), opts);
+  const err = await t.train().then(() => null, (e: unknown) => e);
+  await t.close();
+  assert.ok(err instanceof NonFiniteLossError, `expected a non-finite stop, got ${err}`);
+  assert.equal(err.step, 3);
+  const [c1, c2] = [path.join(dir, "checkpoint-1"), path.join(dir, "checkpoint-2")];
+  assert.equal(err.lastCheckpoint, c2);
+  assert.match(err.message, new RegExp(`The last checkpoint, ${c2} \\(step 2, largest \\|weight\\| [0-9.]+e\\+3\\d, loss NaN at the step after it\\), holds finite weights, but they are the ones step 3 started from`), err.message);
+  assert.match(err.message, new RegExp(`The lowest-loss checkpoint left is ${c1} \\(step 1, largest \\|weight\\| [0-9.]+, loss [0-9.]+ at the step after it\\)`), err.message);
+  // the one it recommends resumes, and with a sane learning rate trains on with finite losses
+  const r = new ControlNetTrainer(tinyComponents(), await tinyDataset(), { ...opts, learning_rate: 1e-4, resume_from_checkpoint: c1 });
+  assert.equal(r.globalStep, 1);
+  const done = await r.train();
+  assert.equal(done.globalStep, 5);
+  assert.ok(Number.isFinite(done.lastLoss!) && allFinite(r.c.controlnet.trainableVariables()));
+  await r.close();
+});
+
 test("with a host optimizer and gradient checkpointing, gradients stream to the host: same weights as on the device", async () => {
   const run = async (stream: boolean, gradient_accumulation_steps: number) => {
     const t = new ControlNetTrainer(tinyComponents(), await tinyDataset(), {
