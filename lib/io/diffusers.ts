@@ -248,7 +248,27 @@ const TEMP_RE = /^\.(?:tmp|old)-(\d+)-[a-z0-9]+$/;
 /** Where earlier versions put it (a sibling `.<name>.tmp-<pid>-<random>`); such leftovers are cleaned too. */
 const siblingTempRe = (name: string) => new RegExp(`^\\.${name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\\.(?:tmp|old)-(\\d+)-[a-z0-9]+$`);
 
-/** Whether the process that wrote a temporary (named with its pid) still runs: its temporaries are not stale. */
+/** The temporaries this process is writing now (absolute paths): with our own pid in its name, only these are live. */
+const ownTemps = new Set<string>();
+
+/** Marks `p` as a temporary this process is writing until the returned function is called. */
+export function holdTemp(p: string): () => void {
+  const abs = path.resolve(p);
+  ownTemps.add(abs);
+  return () => ownTemps.delete(abs);
+}
+
+/**
+ * Whether the writer of the temporary `p` (named with its pid) is gone, so the temporary is stale. Our own pid counts
+ * as gone unless we are writing `p` now: in a container every run is pid 1, and the previous run's temporaries carry
+ * the same pid as ours.
+ */
+export function writerGone(pid: number, p: string): boolean {
+  if (pid === process.pid) return !ownTemps.has(path.resolve(p));
+  return !pidAlive(pid);
+}
+
+/** Whether a process with this pid runs (or exists and is not ours to signal). */
 export function pidAlive(pid: number): boolean {
   if (pid === process.pid) return true;
   try {
@@ -270,7 +290,7 @@ function cleanStaleTemps(dir: string): void {
     }
     for (const name of names) {
       const m = re.exec(name);
-      if (m && !pidAlive(Number(m[1]))) fs.rmSync(path.join(parent, name), { recursive: true, force: true });
+      if (m && writerGone(Number(m[1]), path.join(parent, name))) fs.rmSync(path.join(parent, name), { recursive: true, force: true });
     }
   };
   sweep(dir, TEMP_RE);
@@ -294,22 +314,31 @@ export function publishFolder(dir: string, files: Map<string, (target: string) =
   cleanStaleTemps(dir);
   const tmpName = `.tmp-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
   const tmp = path.join(dir, tmpName);
-  fs.mkdirSync(tmp);
+  const release = holdTemp(tmp);
   try {
-    for (const [name, write] of files) write(path.join(tmp, name));
-    fsyncDir(tmp);
-  } catch (e) {
-    fs.rmSync(tmp, { recursive: true, force: true });
-    if (created) fs.rmSync(dir, { recursive: true, force: true });
-    throw e;
+    fs.mkdirSync(tmp);
+    try {
+      for (const [name, write] of files) write(path.join(tmp, name));
+      fsyncDir(tmp);
+    } catch (e) {
+      fs.rmSync(tmp, { recursive: true, force: true });
+      if (created) fs.rmSync(dir, { recursive: true, force: true });
+      throw e;
+    }
+    const existing = fs.readdirSync(dir).filter((n) => n !== tmpName);
+    const order = [...files.keys()].sort((a, b) => Number(a === CONFIG_NAME) - Number(b === CONFIG_NAME));
+    try {
+      for (const name of order) fs.renameSync(path.join(tmp, name), path.join(dir, name));
+    } finally {
+      // a failed rename leaves the files already moved (each complete) and no temporary behind
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+    for (const name of existing) {
+      if (isModelFile(name) && name !== CONFIG_NAME && !files.has(name)) fs.rmSync(path.join(dir, name), { force: true });
+    }
+  } finally {
+    release();
   }
-  const existing = fs.readdirSync(dir).filter((n) => n !== tmpName);
-  const order = [...files.keys()].sort((a, b) => Number(a === CONFIG_NAME) - Number(b === CONFIG_NAME));
-  for (const name of order) fs.renameSync(path.join(tmp, name), path.join(dir, name));
-  for (const name of existing) {
-    if (isModelFile(name) && name !== CONFIG_NAME && !files.has(name)) fs.rmSync(path.join(dir, name), { force: true });
-  }
-  fs.rmSync(tmp, { recursive: true, force: true });
   fsyncDir(dir);
   fsyncDir(path.dirname(dir));
 }

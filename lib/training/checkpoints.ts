@@ -24,7 +24,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.js";
-import { pidAlive } from "../io/diffusers.js";
+import { holdTemp, writerGone } from "../io/diffusers.js";
 import type { StateTensor } from "./optim/types.js";
 
 export const CHECKPOINT_FORMAT = "controlnet-ts-checkpoint";
@@ -144,7 +144,7 @@ export function cleanStaleCheckpoints(outputDir: string): string[] {
   const stale = fs
     .readdirSync(outputDir)
     .map((name) => ({ name, m: TMP_RE.exec(name) }))
-    .filter((e): e is { name: string; m: RegExpExecArray } => e.m !== null && !pidAlive(Number(e.m[3])))
+    .filter((e): e is { name: string; m: RegExpExecArray } => e.m !== null && writerGone(Number(e.m[3]), path.join(outputDir, e.name)))
     .sort((a, b) => (a.m[2] === b.m[2] ? 0 : a.m[2] === "tmp" ? -1 : 1)); // newer (tmp) before older (old) copies
   for (const { name, m } of stale) {
     const p = path.join(outputDir, name);
@@ -209,6 +209,16 @@ export async function saveCheckpoint(outputDir: string, step: number, parts: Che
   const toRemove = checkpointsToRemove(listCheckpointDirs(outputDir), opts.totalLimit, step);
   const final = path.join(outputDir, `checkpoint-${step}`);
   const tmp = path.join(outputDir, `checkpoint-${step}.tmp-${process.pid}`);
+  const release = holdTemp(tmp);
+  try {
+    return await writeCheckpointFolder(outputDir, step, parts, tmp, final, toRemove);
+  } finally {
+    release();
+  }
+}
+
+async function writeCheckpointFolder(outputDir: string, step: number, parts: CheckpointParts, tmp: string, final: string,
+  toRemove: CheckpointInfo[]): Promise<SaveResult> {
   fs.rmSync(tmp, { recursive: true, force: true });
   fs.mkdirSync(tmp);
   try {

@@ -5,7 +5,7 @@ import path from "node:path";
 import { spawnSync } from "node:child_process";
 import { after, describe, test } from "node:test";
 import {
-  addVariant, DIFFUSERS_VERSION, findWeightFiles, loadModelFolder, loadPipelineFolder, pipelineComponent, saveModelFolder,
+  addVariant, DIFFUSERS_VERSION, findWeightFiles, holdTemp, loadModelFolder, loadPipelineFolder, pipelineComponent, saveModelFolder,
   TRANSFORMERS_WEIGHTS_NAME,
 } from "../../lib/io/diffusers.js";
 import { readSafetensors, writeSafetensors } from "../../lib/io/safetensors.js";
@@ -237,14 +237,21 @@ describe("saves onto another filesystem and after crashes (issue 25 #1)", () => 
     const inside = path.join(dir, `.tmp-${pid}-abc123`);
     const beside = path.join(root, `.${path.basename(dir)}.tmp-${pid}-def456`); // where earlier versions wrote
     const live = path.join(dir, `.tmp-${process.pid}-zzz999`); // a save in progress in this process: kept
-    for (const d of [inside, beside, live]) {
+    const other = path.join(dir, `.tmp-${process.ppid}-yyy888`); // a live process's save: kept
+    // our own pid on a temporary we are not writing: a previous run's, as in a container where every run is pid 1
+    const samePid = path.join(dir, `.tmp-${process.pid}-xxx777`);
+    for (const d of [inside, beside, live, other, samePid]) {
       fs.mkdirSync(d);
       fs.writeFileSync(path.join(d, "diffusion_pytorch_model.safetensors"), "partial");
     }
+    const release = holdTemp(live);
     saveModelFolder(dir, { className: "X", config: { v: 2 }, tensors: weights() });
+    release();
     assert.ok(!fs.existsSync(inside) && !fs.existsSync(beside), "dead writers' temporaries removed");
-    assert.ok(fs.existsSync(live), "a live writer's temporary is left alone");
+    assert.ok(!fs.existsSync(samePid), "a previous pid-1 run's temporary removed although its pid is ours");
+    assert.ok(fs.existsSync(live) && fs.existsSync(other), "live writers' temporaries are left alone");
     fs.rmSync(live, { recursive: true });
+    fs.rmSync(other, { recursive: true });
     assert.equal(loadModelFolder(dir).config.v, 2);
   });
 });

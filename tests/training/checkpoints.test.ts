@@ -16,6 +16,7 @@ import {
   saveCheckpoint,
   verifyCheckpoint,
 } from "../../lib/training/checkpoints.js";
+import { holdTemp } from "../../lib/io/diffusers.js";
 import { readSafetensors } from "../../lib/io/safetensors.js";
 import { writeAccelerateCheckpoint } from "./fixtures/accelerate-checkpoint.js";
 
@@ -159,11 +160,17 @@ test("stale leftovers: a complete tmp whose final name is missing is moved into 
   fs.renameSync(path.join(dir, "checkpoint-4"), path.join(dir, "checkpoint-4.old-999999998"));
   cleanStaleCheckpoints(dir);
   assert.deepEqual(fs.readdirSync(dir).sort(), ["checkpoint-2", "checkpoint-4"]);
-  // an incomplete tmp is deleted; a live writer's (our own pid) is left alone
+  // an incomplete tmp is deleted; a live writer's (this process writing it, another live process) is left alone
   fs.mkdirSync(path.join(dir, "checkpoint-8.tmp-999999998"));
-  fs.mkdirSync(path.join(dir, `checkpoint-8.tmp-${process.pid}`));
+  const mine = path.join(dir, `checkpoint-8.tmp-${process.pid}`);
+  fs.mkdirSync(mine);
+  fs.mkdirSync(path.join(dir, `checkpoint-10.tmp-${process.ppid}`));
+  const release = holdTemp(mine);
   assert.deepEqual(cleanStaleCheckpoints(dir), [path.join(dir, "checkpoint-8.tmp-999999998")]);
-  assert.ok(fs.existsSync(path.join(dir, `checkpoint-8.tmp-${process.pid}`)));
+  assert.ok(fs.existsSync(mine) && fs.existsSync(path.join(dir, `checkpoint-10.tmp-${process.ppid}`)));
+  // once this process no longer writes it, a tmp with our pid is a previous run's (every container run is pid 1)
+  release();
+  assert.deepEqual(cleanStaleCheckpoints(dir), [mine]);
   fs.rmSync(dir, { recursive: true });
 });
 
