@@ -8,7 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { initEngine, describeEngine, memoryBudget } from "../engine/index.js";
 import { createDataset, type ControlNetDataset } from "../data/index.js";
-import { createRepo, uploadFolder, HubError } from "../io/hub.js";
+import { createRepo, parseRepoId, uploadFolder, HubError } from "../io/hub.js";
 import type { ControlNetModel } from "../models/index.js";
 import type { TrainArgs } from "./args.js";
 import { loadBaseModel, loadOrCreateControlNet, type BaseModel } from "./base.js";
@@ -195,7 +195,11 @@ export async function trainSession(s: TrainingSession, hooks: RunHooks = {}, tra
         if (main) await hooks.onStep?.(r);
       },
       onCheckpoint: (dir, _step, removed) => {
-        if (removed.length) log(`removing checkpoints: ${removed.map((d) => path.basename(d)).join(", ")}`);
+        if (removed.length) {
+          // upstream's two lines (it counts the checkpoints there before this one: limit − 1 stay)
+          log(`${removed.length + (args.checkpoints_total_limit ?? 1) - 1} checkpoints already exist, removing ${removed.length} checkpoints`);
+          log(`removing checkpoints: ${removed.map((d) => path.basename(d)).join(", ")}`);
+        }
         log(`Saved state to ${dir}`);
       },
       validationSteps: validation ? args.validation_steps : undefined,
@@ -323,8 +327,8 @@ export async function pushToHub(s: TrainingSession, repoId: string, opts: { hubU
 /** --push_to_hub could not create (or reach) the hub repo at the start: nothing was trained or written. */
 export class HubRepoError extends Error {
   override name = "HubRepoError";
-  constructor(override readonly cause: HubError) {
-    super(cause.message);
+  constructor(override readonly cause: Error) {
+    super(cause.message.endsWith(".") ? cause.message : `${cause.message}.`);
   }
 }
 
@@ -350,7 +354,13 @@ export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Pr
   if (args.push_to_hub && (processEnv()?.rank ?? 0) === 0) {
     let r: Awaited<ReturnType<typeof createRepo>>;
     try {
-      r = await createRepo(args.hub_model_id ?? path.basename(path.resolve(args.output_dir)), { token: args.hub_token ?? undefined });
+      const name = args.hub_model_id ?? path.basename(path.resolve(args.output_dir));
+      try {
+        parseRepoId(name);
+      } catch (e) {
+        throw new HubRepoError(new Error(`${args.hub_model_id ? "--hub_model_id" : "the repo name taken from --output_dir"}: ${(e as Error).message}`));
+      }
+      r = await createRepo(name, { token: args.hub_token ?? undefined });
     } catch (e) {
       throw e instanceof HubError ? new HubRepoError(e) : e;
     }

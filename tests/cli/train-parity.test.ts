@@ -175,6 +175,12 @@ test("--push_to_hub with output_dir's name: <user>/<name> is created before trai
     const r4 = await runAsync(["train_controlnet", ...base, `--output_dir=${out3}`, "--push_to_hub"], { HF_ENDPOINT: server.url });
     assert.equal(r4.status, 1);
     assert.match(r4.stderr, /needs a token: log in with `hf auth login`/);
+    // a name the hub cannot have: the same one line, before anything loads
+    fs.writeFileSync(tokenFile, `${TOKEN}\n`);
+    const r5 = await runAsync(["train_controlnet", ...base, `--output_dir=${out3}`, "--push_to_hub", "--hub_model_id=bad name!"], { HF_ENDPOINT: server.url, HF_TOKEN_PATH: tokenFile });
+    assert.equal(r5.status, 1);
+    assert.match(r5.stderr, /^train_controlnet: error: --push_to_hub: --hub_model_id: "bad name!" is not a hub repo id \(expected org\/name or datasets\/org\/name\)\. Training did not start\.$/m);
+    assert.ok(!/\n\s+at /.test(r5.stderr), "no stack trace");
   } finally {
     await server.close();
   }
@@ -267,7 +273,7 @@ test("trackers and upstream's smaller habits: --report_to wandb logs to TensorBo
   assert.ok(r.stdout.includes("  Num batches each epoch = 3\n  Num Epochs = 1\n"), r.stdout);
   const steps = fs.readFileSync(path.join(out, "logs", "train_log.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as { step: number; epoch: number });
   assert.deepEqual(steps.map((x) => [x.step, x.epoch]), [[1, 0], [2, 0]]);
-  assert.match(r.stdout, /^removing checkpoints: checkpoint-1$/m);
+  assert.match(r.stdout, /^1 checkpoints already exist, removing 1 checkpoints\nremoving checkpoints: checkpoint-1$/m);
   assert.deepEqual(fs.readdirSync(out).filter((f) => f.startsWith("checkpoint-")), ["checkpoint-2"]);
   // --num_validation_images 0: the final validation logs the conditioning image alone
   const imgs = events.flatMap((e) => e.values.filter((v) => v.image).map((v) => ({ step: e.step, tag: v.tag, w: v.image!.width })));
