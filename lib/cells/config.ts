@@ -4,9 +4,8 @@
  * and host memory, and where outputs go; writes it as JSON and shows it as a table.
  */
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
-import { initEngine, type EngineOptions } from "../engine/index.js";
+import { hostMemoryLimit, initEngine, type EngineOptions } from "../engine/index.js";
 import { JUPYTER_DISPLAY } from "./display.js";
 
 export interface BasicConfig {
@@ -46,7 +45,7 @@ export async function writeBasicConfig(opts: WriteBasicConfigOptions = {}): Prom
     threads: info.threads,
     unavailable: info.unavailable,
     deviceMemoryBytes: info.deviceMemoryLimit,
-    hostMemoryBytes: os.totalmem(),
+    hostMemoryBytes: hostMemoryLimit(),
     outputDir,
     configFile,
     mixedPrecision: "no",

@@ -3,7 +3,7 @@ export { tf } from "./tf.js";
 export type { Tensor, Variable } from "./tf.js";
 export { initEngine, engineInfo, describeEngine, parseBackend, BACKENDS, WASM_HEAP_LIMIT } from "./backend.js";
 export type { BackendKind, EngineInfo, EngineOptions } from "./backend.js";
-export { memoryInfo, memoryBudget, measurePeak, installMemoryTracker } from "./memory.js";
+export { memoryInfo, memoryBudget, hostMemoryLimit, measurePeak, installMemoryTracker } from "./memory.js";
 export type { MemorySnapshot, PeakReport } from "./memory.js";
 export { checkpoint, withWeightGradientSink } from "./checkpoint.js";
 export type { WeightGradientSink } from "./checkpoint.js";

@@ -90,8 +90,16 @@ function onGpu(): boolean {
  */
 export function memoryBudget(): number {
   if (tf.getBackend() === "wasm") return WASM_HEAP_LIMIT;
-  if (onGpu()) return gpuMemory()?.totalBytes ?? os.totalmem();
-  return os.totalmem();
+  if (onGpu()) return gpuMemory()?.totalBytes ?? hostMemoryLimit();
+  return hostMemoryLimit();
+}
+
+/**
+ * The host memory this process may use: the machine's, or less where a container's cgroup limit says so (Docker's
+ * --memory: os.totalmem() still reports the host's). Node reports no limit as 0, undefined or a near-2⁶³ "unlimited".
+ */
+export function hostMemoryLimit(total = os.totalmem(), constrained = process.constrainedMemory?.()): number {
+  return constrained && constrained > 0 && constrained < total ? constrained : total;
 }
 
 export function memoryInfo(): MemorySnapshot {

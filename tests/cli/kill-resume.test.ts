@@ -56,7 +56,8 @@ test("kill -9 at random moments, resume latest: the final ControlNet is byte-ide
   // mid-run whatever the machine's speed; a fixed range let a fast machine finish before the first kill.
   for (let attempt = 0; attempt < 6 && kills < 3; attempt++) {
     const left = STEPS - (listCheckpointDirs(out).at(-1)?.step ?? 0);
-    const delay = Math.round(Math.random() * 0.8 * r.trainingMs * (left / STEPS));
+    // 10–50 % into what is left: late enough to be mid-step or mid-checkpoint, early enough to land before the end
+    const delay = Math.round((0.1 + 0.4 * Math.random()) * r.trainingMs * (left / STEPS));
     delays.push(delay);
     const k = await run(out, delay);
     if (k.signal === "SIGKILL") kills++;
@@ -67,7 +68,8 @@ test("kill -9 at random moments, resume latest: the final ControlNet is byte-ide
     // whatever the moment, what is on disk is complete checkpoints (and maybe a dead writer's temporary, cleaned next)
     for (const c of listCheckpointDirs(out)) assert.equal(verifyCheckpoint(c.path, { checksums: true }), null, `delays ${delays}: ${c.path}`);
   }
-  assert.ok(kills >= 1, `no run was killed mid-training (delays ${delays})`);
+  // a few kills (one run may outpace its delay and finish on a faster minute of this machine)
+  assert.ok(kills >= 2, `only ${kills} run(s) were killed mid-training (delays ${delays})`);
   if (!fs.existsSync(path.join(out, "README.md"))) {
     const done = await run(out);
     assert.equal(done.code, 0, `delays ${delays}: ${done.stderr.slice(-2000)}`);

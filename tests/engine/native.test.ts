@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fusedBiasAdd, fusedLinear, initEngine, memoryBudget, memoryInfo, tf } from "../../lib/engine/index.js";
+import { fusedBiasAdd, fusedLinear, hostMemoryLimit, initEngine, memoryBudget, memoryInfo, tf } from "../../lib/engine/index.js";
 import { FUSED_BIAS_ADD, FUSED_BIAS_GRAD, FUSED_LINEAR, FUSED_LINEAR_GRAD_INPUT, FUSED_LINEAR_GRAD_WEIGHT } from "../../lib/engine/fused.js";
 import { nativeMissingReason } from "../../lib/engine/native/load.js";
 import { nativeDir } from "../../lib/engine/native/install-status.js";
@@ -152,7 +152,10 @@ describe("native engine", { skip: missing ?? false }, () => {
     assert.equal(b.heapLimitBytes, null);
     assert.equal(b.gpuBytes, null, "the CPU build has no GPU");
     assert.ok(b.rssBytes > 0);
-    assert.equal(memoryBudget(), os.totalmem());
+    assert.equal(memoryBudget(), hostMemoryLimit());
+    // a container's cgroup limit (Docker --memory) is the budget where it is below the machine's memory
+    assert.equal(hostMemoryLimit(64 * 2 ** 30, 8 * 2 ** 30), 8 * 2 ** 30);
+    for (const none of [undefined, 0, 2 ** 63]) assert.equal(hostMemoryLimit(64 * 2 ** 30, none), 64 * 2 ** 30);
     t.dispose();
     assert.equal(memoryInfo().liveBytes, a.liveBytes);
   });
