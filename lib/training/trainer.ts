@@ -330,10 +330,12 @@ export class ControlNetTrainer {
    * delete its own checkpoints and keep theirs, and a later "latest" would resume theirs).
    */
   private resume(): void {
+    // rank 0 speaks for the group (every process resumes the same checkpoint)
+    const say = (line: string) => { if (this.isMainProcess) console.log(line); };
     const r = resolveResume(this.opts.output_dir, this.opts.resume_from_checkpoint);
     const mine = this.runIdentity;
     if (!r.checkpoint) {
-      if (this.opts.resume_from_checkpoint) console.log(r.message);
+      if (this.opts.resume_from_checkpoint) say(r.message);
       for (const c of listCheckpoints(this.opts.output_dir)) {
         const diff = runDifferences(readTrainingState(c.path).run, mine);
         if (diff.length) {
@@ -350,9 +352,9 @@ export class ControlNetTrainer {
         throw new RunMismatchError(`resume_from_checkpoint latest: ${ck.path} is another run's (${diff.join(", ")}); nothing was changed. ` +
           `Use another output_dir for a new run, the same arguments to continue it, or name the checkpoint (resume_from_checkpoint ${path.basename(ck.path)}) to continue it with these.`);
       }
-      console.log(`warning: ${ck.path} was written with other arguments (${diff.join(", ")}); continuing it with this run's as asked.`);
+      say(`warning: ${ck.path} was written with other arguments (${diff.join(", ")}); continuing it with this run's as asked.`);
     }
-    console.log(r.message);
+    say(r.message);
     const emaDir = path.join(ck.path, EMA_FOLDER);
     const savedEma = this.ema !== null && fs.existsSync(emaDir);
     if (savedEma) {
@@ -366,7 +368,7 @@ export class ControlNetTrainer {
       this.c.controlnet.loadState(tensors, { strict: true });
     }
     if (this.ema && !savedEma) {
-      console.log(`${ck.path} has no ${EMA_FOLDER}/ (saved without use_ema): the moving average starts from its weights`);
+      say(`${ck.path} has no ${EMA_FOLDER}/ (saved without use_ema): the moving average starts from its weights`);
       this.ema.capture();
     }
     if (ck.optimizer) this.optimizer.loadStateDict(ck.optimizer);
