@@ -269,8 +269,7 @@ export function writerGone(pid: number, p: string): boolean {
 }
 
 /** Whether a process with this pid runs (or exists and is not ours to signal). */
-export function pidAlive(pid: number): boolean {
-  if (pid === process.pid) return true;
+function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -233,7 +233,6 @@ export class ControlNetTrainer {
   /** Data-parallel training (lib/training/distributed.ts): this process's rank and the all-reduce; null alone. */
   readonly parallel: DataParallel | null;
   /** Rows per micro-step over all processes (train_batch_size × processes). */
-  /** Samples per optimizer micro-step over all processes: train_batch_size × world size. */
   readonly globalBatch: number;
   /** Another process asked to stop: all stop at this step boundary (set by the all-reduce). */
   private stopAgreed = false;

@@ -1,8 +1,9 @@
 /**
  * Follows an image file's structure while a zip entry inflates, so a bomb that starts like an image (a PNG signature
  * followed by zeros) is refused after its first chunk rather than inflated whole: the header bounds how many bytes
- * the file can hold (a W×H PNG at most its raw scanlines plus chunk overhead; WebP and BMP state their file size), and
- * a PNG's chunks must keep their shape (length, four-letter type, CRC) as they arrive.
+ * the file can hold (a W×H PNG at most its raw scanlines plus chunk overhead; WebP and BMP state their file size), a
+ * PNG's chunks must keep their shape (a length and a four-letter type) as they arrive, and its image data must start
+ * as a zlib stream.
  */
 
 /** sharp's default limitInputPixels (0x3FFF²): no image it decodes has more pixels. */
@@ -54,7 +55,7 @@ export class ImageStructure {
   private started = false;
   /** Where the first IDAT's data starts (its zlib stream header), until checked. */
   private idatData: number | null = null;
-  private idatSeen = false;
+  private idatSeen = false; // the first IDAT found (its zlib header is checked once)
 
   /** @param declared the size the archive declares for the file */
   constructor(private readonly declared: number) {}
@@ -78,7 +79,7 @@ export class ImageStructure {
       const type = b.subarray(this.nextChunk + 4, this.nextChunk + 8);
       const letters = [...type].every((c) => (c >= 65 && c <= 90) || (c >= 97 && c <= 122));
       if (len > 0x7fffffff || !letters) return `its PNG chunk at byte ${this.nextChunk} is malformed (not a PNG past its header)`;
-      if (ascii(type, 0, "IDAT") && this.idatData === null && !this.idatSeen) {
+      if (ascii(type, 0, "IDAT") && !this.idatSeen) {
         this.idatSeen = true;
         this.idatData = this.nextChunk + 8;
       }

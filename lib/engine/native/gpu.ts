@@ -29,17 +29,20 @@ let cache: { at: number; value: GpuMemory | null } | null = null;
  * (indexes or UUIDs), else one index per device nvidia-smi lists; none without a driver.
  */
 export function visibleGpus(env: NodeJS.ProcessEnv = process.env): string[] {
-  const set = env.CUDA_VISIBLE_DEVICES;
-  if (set !== undefined) {
-    // CUDA stops at the first invalid entry; -1 (or nothing) hides every GPU
-    const entries = set.split(",").map((e) => e.trim());
-    const end = entries.findIndex((e) => e === "" || e === "-1");
-    return end < 0 ? entries : entries.slice(0, end);
-  }
+  const set = cudaVisibleDevices(env);
+  if (set) return set;
   if (!fs.existsSync(DRIVER_VERSION_FILE)) return [];
   const r = spawnSync("nvidia-smi", ["-L"], { encoding: "utf8", timeout: 5000 });
   const count = r.status === 0 ? r.stdout.split("\n").filter((l) => /^GPU \d+:/.test(l)).length : 0;
   return Array.from({ length: count }, (_, i) => String(i));
+}
+
+/** CUDA_VISIBLE_DEVICES' entries, or null when it is unset. CUDA stops at the first invalid one; -1 hides every GPU. */
+function cudaVisibleDevices(env: NodeJS.ProcessEnv): string[] | null {
+  if (env.CUDA_VISIBLE_DEVICES === undefined) return null;
+  const entries = env.CUDA_VISIBLE_DEVICES.split(",").map((e) => e.trim());
+  const end = entries.findIndex((e) => e === "" || e === "-1");
+  return end < 0 ? entries : entries.slice(0, end);
 }
 
 /**
@@ -50,7 +53,7 @@ export function gpuMemory(): GpuMemory | null {
   const now = Date.now();
   if (cache && now - cache.at < 1000) return cache.value;
   let value: GpuMemory | null = null;
-  const device = visibleGpus()[0] ?? "0";
+  const device = cudaVisibleDevices(process.env)?.[0] ?? "0";
   const r = spawnSync("nvidia-smi", ["--query-gpu=memory.used,memory.total", "--format=csv,noheader,nounits", "-i", device], { encoding: "utf8", timeout: 5000 });
   const m = r.status === 0 ? /^\s*(\d+)\s*,\s*(\d+)/.exec(r.stdout) : null;
   if (m) value = { usedBytes: Number(m[1]) * 2 ** 20, totalBytes: Number(m[2]) * 2 ** 20 };
