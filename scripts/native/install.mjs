@@ -232,27 +232,16 @@ function buildCollective(cxx, tfDir) {
 }
 
 /**
- * Our signals addon (native/signals: asynchronous signals held back from the threads running TensorFlow's kernels, see
- * its header), plain N-API; cached per source hash. Optional: without it the engine runs unguarded, and describeEngine
- * says so.
+ * One of our plain N-API addons that do not link TensorFlow (native/<name>/<name>.cc → <name>.node), cached per source
+ * hash: host-memory (glibc's malloc settings the engine's tensors need; without it TensorFlow keeps its own pool) and
+ * signals (asynchronous signals held back from the threads running TensorFlow's kernels; without it the engine runs
+ * unguarded, and describeEngine says so). Each addon's header says why.
  */
-function buildSignals(cxx) {
-  const src = path.join(root, "native", "signals", "signals.cc");
-  return cached(path.join(cacheRoot(), "native", `signals-${sourceHash(src)}`), (tmp) => {
-    log("compiling the signals addon (≈2 s, once)");
-    compileOurAddon(cxx, "signals", src, path.join(tmp, "signals.node"), ["-pthread"]);
-  });
-}
-
-/**
- * Our host-memory addon (native/host-memory: glibc's malloc settings the engine's tensors need, see its header),
- * plain N-API without TensorFlow; cached per source hash. Optional: without it TensorFlow keeps its own pool.
- */
-function buildHostMemory(cxx) {
-  const src = path.join(root, "native", "host-memory", "host-memory.cc");
-  return cached(path.join(cacheRoot(), "native", `host-memory-${sourceHash(src)}`), (tmp) => {
-    log("compiling the host-memory addon (≈2 s, once)");
-    compileOurAddon(cxx, "host_memory", src, path.join(tmp, "host-memory.node"));
+function buildPlainAddon(cxx, name, extra = []) {
+  const src = path.join(root, "native", name, `${name}.cc`);
+  return cached(path.join(cacheRoot(), "native", `${name}-${sourceHash(src)}`), (tmp) => {
+    log(`compiling the ${name} addon (≈2 s, once)`);
+    compileOurAddon(cxx, name.replace(/-/g, "_"), src, path.join(tmp, `${name}.node`), extra);
   });
 }
 
@@ -407,9 +396,9 @@ function main() {
     const pkgDir = tfjsNodePackage();
     const addonDir = buildAddon(cxx, tfDir, pkgDir);
     const collective = optionalAddon(() => buildCollective(cxx, tfDir), "the collective-ops addon (multi-process training) was not built");
-    const hostMemory = optionalAddon(() => buildHostMemory(cxx), "the host-memory addon was not built (TensorFlow keeps its own memory pool)");
+    const hostMemory = optionalAddon(() => buildPlainAddon(cxx, "host-memory"), "the host-memory addon was not built (TensorFlow keeps its own memory pool)");
     const fused = optionalAddon(() => buildFused(cxx, tfDir), "the fused-kernels addon was not built (attention and GroupNorm run as TensorFlow's ops)");
-    const signals = optionalAddon(() => buildSignals(cxx), "the signals addon was not built (a signal during a TensorFlow op may corrupt memory)");
+    const signals = optionalAddon(() => buildPlainAddon(cxx, "signals", ["-pthread"]), "the signals addon was not built (a signal during a TensorFlow op may corrupt memory)");
     const tmp = assemble(flavour, tfDir, pkgDir, addonDir, [
       ["collective", "collective/collective.node", collective.dir],
       ["host-memory", "host-memory.node", hostMemory.dir],
