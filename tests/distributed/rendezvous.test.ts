@@ -13,10 +13,13 @@ test("a second launch on a busy port is refused clearly, and the first one goes 
   const port = await freePorts(2);
   const launch = (out: string, steps: number) => start(["launch", "--num_processes", "2", "--main_process_port", String(port), "train_controlnet",
     ...trainFlags(path.join(tmp, out), [`--max_train_steps=${steps}`, "--train_batch_size=1", "--checkpointing_steps=100"])]);
-  const first = launch("first", 3);
+  // long enough to still hold its ports when the second launch checks them: with 3 steps the native engine's first
+  // launch once finished (and freed the port) before the second launcher got there, which then trained (exit 0)
+  const first = launch("first", 40);
   await waitFor(() => /Steps: 1\//.test(first.output()) || first.child.exitCode !== null, 240_000, "the first launch's first step");
   const t0 = Date.now();
   const second = await launch("second", 3).done;
+  assert.equal(first.child.exitCode, null, "the first launch was still running when the second was refused");
   assert.equal(second.code, 1);
   assert.match(second.stderr, new RegExp(`^launch: error: port ${port} is already in use \\(another training job\\?\\): process 0 cannot listen there; pick another --main_process_port\\n$`));
   assert.ok(Date.now() - t0 < 30_000);
