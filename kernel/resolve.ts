@@ -7,7 +7,7 @@
  * - At run time, tslab turns imports into `require()`. We hook Node's CJS resolution for the package name and its
  *   exported subpaths: in a source checkout the `.ts` source behind each `exports` entry (`./dist/lib/index.js` →
  *   `lib/index.ts`, loaded through tsx's require hook, which the bin registers), else the built `dist/` file.
- * - At type-check time, tslab's compiler (TypeScript 5.0, Node10 resolution, which ignores `exports` and cannot see a
+ * - At type-check time, tslab's converter (Node10 resolution, which ignores `exports` and cannot see a
  *   package's reference to itself) looks in `<cwd>/node_modules/controlnet-ts`. We answer those lookups with small
  *   virtual declaration files that re-export the package's real declarations. In a source checkout these are
  *   generated once with the project's own TypeScript (`--emitDeclarationOnly --noCheck`, seconds) into a cache and

@@ -1,13 +1,14 @@
 /**
  * The CellEngine built on tslab's incremental TypeScript compiler, used as a library (tslab@1.0.22, pinned; deep
- * imports of `tslab/dist/converter.js` and `tslab/dist/metadata.js`, nothing copied or patched).
+ * imports of `tslab/dist/converter.js` and `tslab/dist/metadata.js`, nothing copied or patched), on the project's
+ * TypeScript 5.9 instead of tslab's 5.0 fork (typescript-for-tslab.ts).
  *
  * What tslab gives us: type-checked cells whose declarations persist across cells (its converter emits each cell's
  * JavaScript, the declarations of everything so far, and the name holding the last expression), completion and
  * quick-info. The executor is ours (see TslabEngine): named cells, await anywhere, errors mapped to cell lines.
  *
  * We also add type resolution of our own package (see resolve.ts): answered through the compiler's system interface
- * (`ts.sys` of tslab's TypeScript), which tslab itself routes file lookups through.
+ * (`ts.sys` of the TypeScript tslab runs on), which tslab itself routes file lookups through.
  */
 import Module, { createRequire } from "node:module";
 import path from "node:path";
@@ -18,6 +19,7 @@ import type * as TS from "typescript";
 import { cellPosition, checkComplete, excerpt, lineColOf, originalOffset, rewriteCell, type Rewritten } from "./cell-source.js";
 import type { CellEngine, CellError, CellOutcome, CompleteCheck, Completion, ExecuteOptions, Inspection } from "./engine.js";
 import { INTERRUPT_ENAME } from "./engine.js";
+import { typescriptForTslab } from "./typescript-for-tslab.js";
 
 // Minimal shapes of the tslab internals we use (their own .d.ts drag in a second copy of TypeScript's types).
 interface Diagnostic {
@@ -67,9 +69,10 @@ type TsFork = typeof TS & { version: string; sys: TsSys };
 const requireHere = createRequire(import.meta.url);
 const tslabRequire = createRequire(requireHere.resolve("tslab/package.json"));
 
-/** tslab's own TypeScript (a 5.0.4 fork): the compiler that really type-checks and emits cells. */
+/** The compiler that type-checks and emits cells: the project's TypeScript, given to tslab's converter in place of
+ * its 5.0 fork (typescript-for-tslab.ts). */
 function tsFork(): TsFork {
-  return tslabRequire("@tslab/typescript-for-tslab") as TsFork;
+  return typescriptForTslab() as TsFork;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

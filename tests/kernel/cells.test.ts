@@ -73,6 +73,21 @@ describe("cells as a user writes them", () => {
     assert.match((e.traceback as string[]).join("\n"), /> 3 \| const n: number = s1 \+ s2;\n\s+\|       \^/);
   });
 
+  it("cells are TypeScript 5.9: inferred type predicates (5.5), `using` (5.2), NoInfer (5.4)", async () => {
+    // each of these is a type error (or a syntax error) under the 5.0 fork tslab bundles
+    const r = await k.execute([
+      "const kept: number[] = [1, null, 3].filter((v) => v !== null);",
+      "let disposed = false;",
+      "{ using res = { [Symbol.dispose]() { disposed = true; } }; }",
+      "function pick<T extends string>(all: T[], one: NoInfer<T>): T { return one; }",
+      "[kept.length, disposed, pick(['a', 'b'], 'b')]",
+    ].join("\n"));
+    assert.equal(r.reply.content.status, "ok", JSON.stringify(ofType(r.iopub, "error")));
+    assert.equal(resultText(r.iopub), "[ 2, true, 'b' ]");
+    const bad = await k.execute("pick(['a', 'b'], 'c')");
+    assert.match(errorOf(bad.iopub).evalue, /Argument of type '"c"' is not assignable to parameter of type '"a" \| "b"'/);
+  });
+
   it("`{ base }` shorthand of an earlier cell's variable, and `await (x as any).y`", async () => {
     await k.execute("const base = { dir: 'tiny' };\nconst seed = 2;");
     const r = await k.execute("const opts = { base, seed };\nopts");

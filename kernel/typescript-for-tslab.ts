@@ -1,0 +1,147 @@
+/**
+ * The project's pinned TypeScript (5.9) as the compiler of tslab's converter.
+ *
+ * tslab@1.0.22 requires `@tslab/typescript-for-tslab`, a 5.0.4 fork of TypeScript whose only differences the
+ * converter relies on are five exported helpers; everything else it calls is TypeScript's public or (in 5.x)
+ * exported-internal API. This module gives the converter the real `typescript` package plus those five helpers,
+ * written against 5.9 the way the fork writes them against 5.0 (TypeScriptForTslab, `src/services` and
+ * `src/compiler/program.ts`), and installs it in Node's module cache under the fork's resolved path, so tslab's
+ * unmodified `dist/converter.js` loads it instead of the fork. Cells are then type-checked and emitted by the same
+ * TypeScript as the rest of the project (`satisfies`, `using`, `const` type parameters, …).
+ */
+import Module, { createRequire } from "node:module";
+import type * as TS from "typescript";
+
+type Ts = typeof TS;
+/** Internals of TypeScript's bundle that the helpers use (exported by typescript.js, absent from its .d.ts). */
+interface TsInternals {
+  getTouchingPropertyName(sf: TS.SourceFile, pos: number): TS.Node;
+  getContainingObjectLiteralElement(node: TS.Node): TS.ObjectLiteralElementLike | undefined;
+  getPropertySymbolsFromContextualType(node: TS.ObjectLiteralElementLike, checker: TS.TypeChecker, type: TS.Type, unionOk: boolean): readonly TS.Symbol[];
+  isLabelName(node: TS.Node): boolean;
+  isTagName(node: TS.Node): boolean;
+  isConstTypeReference(node: TS.Node): boolean;
+  isInComment(sf: TS.SourceFile, pos: number): unknown;
+  isImportMeta(node: TS.Node): boolean;
+  typeToDisplayParts(checker: TS.TypeChecker, type: TS.Type, enclosing?: TS.Node): TS.SymbolDisplayPart[];
+  getContainerNode(node: TS.Node): TS.Node | undefined;
+  createTextSpanFromNode(node: TS.Node, sf: TS.SourceFile): TS.TextSpan;
+  getEffectiveTypeRoots(options: TS.CompilerOptions, host: { directoryExists?(p: string): boolean; getCurrentDirectory?(): string }): string[] | undefined;
+  sortAndDeduplicateDiagnostics<T extends TS.Diagnostic>(d: T[]): readonly T[];
+  nullTransformationContext: TS.TransformationContext;
+  SymbolDisplay: {
+    getSymbolDisplayPartsDocumentationAndSymbolKind(checker: TS.TypeChecker, symbol: TS.Symbol, sf: TS.SourceFile, enclosing: TS.Node | undefined, location: TS.Node): {
+      symbolKind: string; displayParts: TS.SymbolDisplayPart[]; documentation: TS.SymbolDisplayPart[]; tags: TS.JSDocTagInfo[] | undefined;
+    };
+    getSymbolModifiers(checker: TS.TypeChecker, symbol: TS.Symbol): string;
+  };
+  Completions: Record<string, unknown> & { getCompletionsAtPosition(...args: unknown[]): unknown };
+}
+
+const requireHere = createRequire(import.meta.url);
+const tslabRequire = createRequire(requireHere.resolve("tslab/package.json"));
+const FORK = "@tslab/typescript-for-tslab";
+
+let installed: Ts | null = null;
+
+/** The TypeScript tslab's converter runs on (installed on first call; the converter must be loaded after it). */
+export function typescriptForTslab(): Ts {
+  if (installed) return installed;
+  const ts = requireHere("typescript") as Ts;
+  const forkPath = tslabRequire.resolve(FORK);
+  const m = new Module(forkPath);
+  m.filename = forkPath;
+  m.loaded = true;
+  m.exports = withTslabHelpers(ts);
+  requireHere.cache[forkPath] = m;
+  installed = m.exports as Ts;
+  return installed;
+}
+
+function withTslabHelpers(ts: Ts): Ts {
+  const t = ts as unknown as Ts & TsInternals;
+
+  // services/services.ts (getQuickInfoAtPosition of the language service, as the fork exports it: no host needed)
+  const symbolForQuickInfo = (node: TS.Node, checker: TS.TypeChecker): TS.Symbol | undefined => {
+    const object = t.getContainingObjectLiteralElement(node);
+    if (object) {
+      const contextual = checker.getContextualType(object.parent as TS.ObjectLiteralExpression);
+      const props = contextual && t.getPropertySymbolsFromContextualType(object, checker, contextual, false);
+      if (props && props.length === 1) return props[0];
+    }
+    return checker.getSymbolAtLocation(node);
+  };
+  const nodeForQuickInfo = (node: TS.Node): TS.Node => {
+    const p = node.parent;
+    if (ts.isNewExpression(p) && node.pos === p.pos) return p.expression;
+    if (ts.isNamedTupleMember(p) && node.pos === p.pos) return p;
+    if (t.isImportMeta(p) && (p as TS.MetaProperty).name === node) return p;
+    return node;
+  };
+  const shouldGetType = (sf: TS.SourceFile, node: TS.Node, pos: number): boolean => {
+    switch (node.kind) {
+      case ts.SyntaxKind.Identifier:
+        return !t.isLabelName(node) && !t.isTagName(node) && !t.isConstTypeReference(node.parent);
+      case ts.SyntaxKind.PropertyAccessExpression:
+      case ts.SyntaxKind.QualifiedName:
+        return !t.isInComment(sf, pos);
+      case ts.SyntaxKind.ThisKeyword:
+      case ts.SyntaxKind.ThisType:
+      case ts.SyntaxKind.SuperKeyword:
+      case ts.SyntaxKind.NamedTupleMember:
+        return true;
+      case ts.SyntaxKind.MetaProperty:
+        return t.isImportMeta(node);
+      default:
+        return false;
+    }
+  };
+  function getQuickInfoAtPosition(sf: TS.SourceFile, checker: TS.TypeChecker, token: TS.CancellationToken, pos: number): TS.QuickInfo | undefined {
+    const touched = t.getTouchingPropertyName(sf, pos);
+    if (touched === sf) return undefined;
+    const node = nodeForQuickInfo(touched);
+    const symbol = symbolForQuickInfo(node, checker);
+    const textSpan = t.createTextSpanFromNode(node, sf);
+    if (!symbol || checker.isUnknownSymbol(symbol)) {
+      const type = shouldGetType(sf, node, pos) ? checker.getTypeAtLocation(node) : undefined;
+      return type && {
+        kind: ts.ScriptElementKind.unknown, kindModifiers: ts.ScriptElementKindModifier.none, textSpan,
+        displayParts: t.typeToDisplayParts(checker, type, t.getContainerNode(node)),
+        documentation: type.symbol ? type.symbol.getDocumentationComment(checker) : undefined,
+        tags: type.symbol ? type.symbol.getJsDocTags(checker) : undefined,
+      };
+    }
+    const d = t.SymbolDisplay.getSymbolDisplayPartsDocumentationAndSymbolKind(checker, symbol, sf, t.getContainerNode(node), node);
+    return {
+      kind: d.symbolKind as TS.ScriptElementKind, kindModifiers: t.SymbolDisplay.getSymbolModifiers(checker, symbol), textSpan,
+      displayParts: d.displayParts, documentation: d.documentation, tags: d.tags,
+    };
+  }
+
+  // compiler/program.ts: getPreEmitDiagnostics for some of the program's files
+  function getPreEmitDiagnosticsOfFiles(program: TS.Program, files: TS.SourceFile[], token?: TS.CancellationToken): readonly TS.Diagnostic[] {
+    const out: TS.Diagnostic[] = [...program.getConfigFileParsingDiagnostics(), ...program.getOptionsDiagnostics(token), ...program.getGlobalDiagnostics(token)];
+    const o = program.getCompilerOptions();
+    for (const f of files) {
+      out.push(...program.getSyntacticDiagnostics(f, token), ...program.getSemanticDiagnostics(f, token));
+      if (o.declaration || o.composite) out.push(...program.getDeclarationDiagnostics(f, token));
+    }
+    return t.sortAndDeduplicateDiagnostics(out);
+  }
+
+  const Completions = {
+    ...t.Completions,
+    // the fork's wrapper of the internal getCompletionsAtPosition (no format context)
+    getCompletionsAtPositionForTslab: (...args: unknown[]) => t.Completions.getCompletionsAtPosition(...args.slice(0, 9), undefined),
+  };
+
+  return {
+    ...ts,
+    Completions,
+    getQuickInfoAtPosition,
+    getPreEmitDiagnosticsOfFiles,
+    getDefaultTypeRoots: (cwd: string, host: { directoryExists?(p: string): boolean }) =>
+      t.getEffectiveTypeRoots({}, { directoryExists: host.directoryExists, getCurrentDirectory: () => cwd }),
+    getNullTransformationContext: () => t.nullTransformationContext,
+  } as Ts;
+}
