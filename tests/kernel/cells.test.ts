@@ -5,6 +5,7 @@
  * unhandled rejections before idle, is_complete "invalid", inspect inside a call.
  */
 import assert from "node:assert/strict";
+import fs from "node:fs";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { Message } from "../../kernel/wire.js";
@@ -86,6 +87,18 @@ describe("cells as a user writes them", () => {
     assert.equal(resultText(r.iopub), "[ 2, true, 'b' ]");
     const bad = await k.execute("pick(['a', 'b'], 'c')");
     assert.match(errorOf(bad.iopub).evalue, /Argument of type '"c"' is not assignable to parameter of type '"a" \| "b"'/);
+  });
+
+  it("an ESM-only package (`type: module`, ESM syntax) loads by import and by await import()", async () => {
+    // in the notebook's folder, as a user's `npm install` puts it
+    const pkg = path.join(k.dir, "node_modules", "esm-only");
+    fs.mkdirSync(pkg, { recursive: true });
+    fs.writeFileSync(path.join(pkg, "package.json"), JSON.stringify({ name: "esm-only", type: "module", types: "./index.d.ts", exports: { ".": { types: "./index.d.ts", default: "./index.js" } } }));
+    fs.writeFileSync(path.join(pkg, "index.js"), "export const answer = 42;\nexport default function twice(n) { return 2 * n; }\n");
+    fs.writeFileSync(path.join(pkg, "index.d.ts"), "export declare const answer: number;\nexport default function twice(n: number): number;\n");
+    const r = await k.execute("import twice, { answer } from 'esm-only';\nconst again = await import('esm-only');\n[twice(answer), again.answer === answer]");
+    assert.equal(r.reply.content.status, "ok", JSON.stringify(ofType(r.iopub, "error")));
+    assert.equal(resultText(r.iopub), "[ 84, true ]");
   });
 
   it("`{ base }` shorthand of an earlier cell's variable, and `await (x as any).y`", async () => {
