@@ -36,7 +36,9 @@ async function load(module) {
   return import(pathToFileURL(path.join(root, "dist", `${module}.js`)).href);
 }
 
-const [command, ...args] = process.argv.slice(2);
+const [given, ...args] = process.argv.slice(2);
+// `controlnet-ts train_controlnet.py …` (or a path to it), as users of the script type it, is train_controlnet
+const command = given !== undefined && /(^|[\\/])train_controlnet\.py$/.test(given) ? "train_controlnet" : given;
 if (command === undefined || command === "--help" || command === "-h" || command === "help") {
   process.stdout.write(usage());
   process.exitCode = command === undefined ? 2 : 0;

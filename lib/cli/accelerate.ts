@@ -16,7 +16,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { main as trainMain } from "./train.js";
-import { launch, type LaunchOptions } from "./launch.js";
+import { launch, scriptCommand, type LaunchOptions } from "./launch.js";
 
 /** One process on this machine (accelerate's defaults for the rendezvous). */
 const SINGLE: LaunchPlan["processes"] = { numProcesses: 1, numMachines: 1, machineRank: 0, mainProcessIp: "127.0.0.1", mainProcessPort: 29500 };
@@ -120,7 +120,7 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
   }
   const script = argv[k];
   if (script === undefined) return fail("accelerate launch: the script is missing: controlnet-ts accelerate launch [accelerate flags] train_controlnet.py [script flags]");
-  if (!/^train_controlnet(\.py)?$/.test(path.basename(script))) {
+  if (scriptCommand(script) !== "train_controlnet") {
     return fail(`accelerate launch: controlnet-ts runs diffusers' examples/controlnet/train_controlnet.py only, not ${script}`);
   }
   const scriptArgs = argv.slice(k + 1);

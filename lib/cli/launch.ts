@@ -79,7 +79,7 @@ export function parseLaunchArgs(argv: string[]): LaunchOptions | "help" {
       default: throw new LaunchError(`unknown launch flag --${name} (controlnet-ts launch --help lists them)`);
     }
   }
-  o.command = argv[i] ?? "";
+  o.command = scriptCommand(argv[i] ?? "");
   o.commandArgs = argv.slice(i + 1);
   if (!COMMANDS.has(o.command)) {
     throw new LaunchError(o.command ? `cannot launch ${JSON.stringify(o.command)}: only train_controlnet runs data-parallel` : "missing the command to launch (train_controlnet …)");
@@ -91,6 +91,11 @@ export function parseLaunchArgs(argv: string[]): LaunchOptions | "help" {
   const last = o.mainProcessPort + o.numProcesses + (o.numMachines > 1 ? 1 : 0);
   if (last > 65535) throw new LaunchError(`ports ${o.mainProcessPort}…${last} do not fit below 65536`);
   return o;
+}
+
+/** The script's file as accelerate is given it (`train_controlnet.py`, `examples/controlnet/train_controlnet.py`) → our command. */
+export function scriptCommand(arg: string): string {
+  return /^train_controlnet(\.py)?$/.test(path.basename(arg)) ? "train_controlnet" : arg;
 }
 
 /**

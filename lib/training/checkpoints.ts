@@ -310,6 +310,12 @@ export interface ResumeResolution {
   message: string;
 }
 
+/** The script's line ("Resuming from checkpoint checkpoint-2"); the whole path for a checkpoint outside outputDir. */
+function resumingMessage(outputDir: string, checkpoint: string): string {
+  const inside = path.resolve(path.dirname(checkpoint)) === path.resolve(outputDir);
+  return `Resuming from checkpoint ${inside ? path.basename(checkpoint) : checkpoint}`;
+}
+
 /**
  * --resume_from_checkpoint: "latest" → the complete checkpoint with the highest step in outputDir (none: start fresh,
  * with the script's message); otherwise the script's lookup — the basename inside outputDir — and failing that the
@@ -323,7 +329,7 @@ export function resolveResume(outputDir: string, resumeFrom: string | null | und
     const all = listCheckpoints(outputDir);
     const last = all.at(-1);
     if (!last) return { checkpoint: null, message: `Checkpoint '${resumeFrom}' does not exist. Starting a new training run.` };
-    return { checkpoint: last, message: `Resuming from checkpoint ${last.path}` };
+    return { checkpoint: last, message: resumingMessage(outputDir, last.path) };
   }
   // The script's lookup first (the basename inside output_dir), then the path as given (a checkpoint elsewhere).
   const candidates = [path.join(outputDir, path.basename(resumeFrom)), resumeFrom];
@@ -337,7 +343,7 @@ export function resolveResume(outputDir: string, resumeFrom: string | null | und
     }
     const why = verifyCheckpoint(p);
     if (why) throw new Error(`resume_from_checkpoint '${p}' is not a complete checkpoint: ${why}`);
-    return { checkpoint: { step: Number(m[1]), path: p }, message: `Resuming from checkpoint ${p}` };
+    return { checkpoint: { step: Number(m[1]), path: p }, message: resumingMessage(outputDir, p) };
   }
   throw new Error(`resume_from_checkpoint '${resumeFrom}' does not exist (looked at ${candidates.join(" and ")})`);
 }

@@ -39,6 +39,8 @@ export interface TrainingSession {
   dataset: ControlNetDataset;
   trainer: ControlNetTrainer;
   args: TrainArgs;
+  /** What resuming said, for after the "Running training" block (where the script prints it). */
+  resumeLines: string[];
 }
 
 /**
@@ -97,6 +99,7 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
   log(`dataset: ${dataset.description}`);
   if (parallel) log(`data-parallel: ${parallel.worldSize} processes × batch ${args.train_batch_size} (TensorFlow collective all-reduce)`);
   const maxLen = base.tokenizer.modelMaxLength;
+  const resumeLines: string[] = [];
   const trainer = new ControlNetTrainer({
     unet: base.unet, controlnet, vae: base.vae, textEncoder: base.textEncoder, noiseScheduler: base.noiseScheduler,
     tokenize: (texts) => base.tokenizer.tokenize(texts, maxLen),
@@ -105,8 +108,8 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
     seed,
     attention_chunk_size: attentionChunk,
     logging_dir: resolveLoggingDir(args.output_dir, args.logging_dir),
-  }, parallel);
-  return { base, controlnet, dataset, trainer, args };
+  }, parallel, (l) => resumeLines.push(l));
+  return { base, controlnet, dataset, trainer, args, resumeLines };
 }
 
 /**
@@ -312,13 +315,14 @@ export function saveFinal(s: TrainingSession): void {
   s.trainer.saveFinal();
 }
 
-/** --push_to_hub's upload_folder: output_dir (without checkpoints and logs) to the repo created at the start. */
+/** --push_to_hub's upload_folder: output_dir (without checkpoints, logs and the validation folder: the card's images are
+ * its own) to the repo created at the start. */
 export async function pushToHub(s: TrainingSession, repoId: string, opts: { hubUrl?: string } = {}): Promise<string> {
   const a = s.args;
   const logs = path.relative(path.resolve(a.output_dir), path.resolve(resolveLoggingDir(a.output_dir, a.logging_dir)));
   const ignoreLogs = logs && !logs.startsWith("..") && !path.isAbsolute(logs) ? [`${logs.split(path.sep).join("/")}/**`] : [];
   const { url } = await uploadFolder(repoId, a.output_dir, {
-    token: a.hub_token ?? undefined, hubUrl: opts.hubUrl, ignorePatterns: ["step_*", "epoch_*", "checkpoint-*", "checkpoint-*/**", ...ignoreLogs],
+    token: a.hub_token ?? undefined, hubUrl: opts.hubUrl, ignorePatterns: ["step_*", "epoch_*", "checkpoint-*", "checkpoint-*/**", "validation/**", ...ignoreLogs],
     commitMessage: "End of training", createRepo: false,
   });
   return url;
@@ -371,7 +375,7 @@ export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Pr
   if (!s.trainer.isMainProcess) log = () => {}; // rank 0 writes the checkpoint, the final folder and the push
   const tb = initTrackers(s);
   try {
-    for (const l of runningTrainingLines(s)) log(l);
+    for (const l of [...runningTrainingLines(s), ...s.resumeLines]) log(l);
     let r: TrainResult;
     try {
       r = await trainSession(s, hooks, tb);

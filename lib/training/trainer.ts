@@ -237,7 +237,12 @@ export class ControlNetTrainer {
   /** Another process asked to stop: all stop at this step boundary (set by the all-reduce). */
   private stopAgreed = false;
 
-  constructor(readonly c: TrainingComponents, readonly dataset: ControlNetDataset, options: TrainingOptions, parallel: DataParallel | null = null) {
+  /**
+   * `say` receives what resuming says (the checkpoint taken, warnings); the command line holds those lines until after
+   * the script's "Running training" block, where the script prints them.
+   */
+  constructor(readonly c: TrainingComponents, readonly dataset: ControlNetDataset, options: TrainingOptions, parallel: DataParallel | null = null,
+    private readonly say: (line: string) => void = console.log) {
     const o = options;
     // the same ranges as the command line's (notebook cells and library callers construct the trainer directly)
     validateTrainingNumbers(o as Partial<Record<keyof TrainArgs, unknown>>);
@@ -330,7 +335,7 @@ export class ControlNetTrainer {
    */
   private resume(): void {
     // rank 0 speaks for the group (every process resumes the same checkpoint)
-    const say = (line: string) => { if (this.isMainProcess) console.log(line); };
+    const say = (line: string) => { if (this.isMainProcess) this.say(line); };
     const r = resolveResume(this.opts.output_dir, this.opts.resume_from_checkpoint);
     const mine = this.runIdentity;
     if (!r.checkpoint) {
@@ -338,8 +343,10 @@ export class ControlNetTrainer {
       for (const c of listCheckpoints(this.opts.output_dir)) {
         const diff = runDifferences(readTrainingState(c.path).run, mine);
         if (diff.length) {
-          throw new RunMismatchError(`${this.opts.output_dir} holds another run's checkpoints (${path.basename(c.path)}: ${diff.join(", ")}); ` +
-            "nothing was changed. Use another output_dir, or resume that run with its own arguments.");
+          const dir = this.opts.output_dir;
+          throw new RunMismatchError(`${dir} holds another run's checkpoints (${path.basename(c.path)}: ${diff.join(", ")}); nothing was changed. ` +
+            "To continue that run: --resume_from_checkpoint latest with its arguments (an unset --seed then takes the checkpoint's). " +
+            `To start over here: remove ${path.join(dir, "checkpoint-*")} first. Or use another output_dir.`);
         }
       }
       return;

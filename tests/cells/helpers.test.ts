@@ -119,7 +119,7 @@ test("train() knows which ControlNet it trains: the same object continues, anoth
     const rb2 = await cn.train({ ...opts, controlnet: b, until: 2 });
     assert.equal(rb2.globalStep, 2);
     assert.equal(rb2.outputDir, `${out}-2`);
-    assert.ok(lines.some((l) => l.includes(`Resuming from checkpoint ${out}-2/checkpoint-1`)), lines.join("\n"));
+    assert.ok(lines.some((l) => l === "Resuming from checkpoint checkpoint-1"), lines.join("\n"));
 
     // as after a kernel restart: an equal model made again (seed 11) finds its own run and resumes it
     cn.forget("controlnet");
@@ -129,7 +129,7 @@ test("train() knows which ControlNet it trains: the same object continues, anoth
     const ra2 = await cn.train({ ...opts, controlnet: a2, until: 3 });
     assert.equal(ra2.outputDir, out);
     assert.equal(ra2.globalStep, 3);
-    assert.ok(lines.some((l) => l.includes(`Resuming from checkpoint ${out}/checkpoint-2`)), lines.join("\n"));
+    assert.ok(lines.some((l) => l === "Resuming from checkpoint checkpoint-2"), lines.join("\n"));
     // and b, made again, finds the folder it moved to
     cn.forget("controlnet");
     await cn.resetTraining();

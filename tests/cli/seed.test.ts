@@ -53,10 +53,18 @@ test("--seed unset: a random seed, printed; stopped after a checkpoint and resum
   assert.ok(otherSeed, `no seed line in:\n${other.stdout}${other.stderr}`);
   assert.notEqual(otherSeed, seed, "two runs without --seed drew the same seed");
 
+  // the same command again, without --resume_from_checkpoint: it drew a new seed, so it is another run — refused with
+  // the ways on (continue it, start over here, another folder), nothing touched
+  const again = await cli(flags(out));
+  assert.equal(again.code, 1);
+  assert.match(again.stderr, /holds another run's checkpoints \(checkpoint-2: seed \d+ there, \d+ here\); nothing was changed\. To continue that run: --resume_from_checkpoint latest .* To start over here: remove .*checkpoint-\* first\. Or use another output_dir\./);
+  assert.ok(fs.existsSync(path.join(out, "checkpoint-2")));
+
   const resumed = await cli(flags(out, ["--resume_from_checkpoint=latest"]));
   assert.equal(resumed.code, 0, resumed.stderr.slice(-2000));
   assert.match(resumed.stdout, new RegExp(`^--seed not set: resuming with checkpoint-2's seed ${seed} \\(the run's own\\)$`, "m"));
-  assert.match(resumed.stdout, /Resuming from checkpoint .*checkpoint-2/);
+  // the script's line, after its "Running training" block
+  assert.match(resumed.stdout, /\*\*\*\*\* Running training \*\*\*\*\*[\s\S]*\n {2}Total optimization steps = \d+\nResuming from checkpoint checkpoint-2\n/);
   assert.doesNotMatch(resumed.stdout + resumed.stderr, /other arguments|another run|using seed/);
 
   const ref = tmp("seed-ref-");

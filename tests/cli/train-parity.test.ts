@@ -137,7 +137,9 @@ test("--push_to_hub with output_dir's name: <user>/<name> is created before trai
     const parent = tmp("cli-hub-");
     const out = path.join(parent, "fill50k-controlnet");
     const base = [`--pretrained_model_name_or_path=${tiny}`, "--dataset_name=synthetic-fill50k:8", "--resolution=32", "--train_batch_size=1", "--max_train_steps=1", "--seed=3"];
-    const r = await runAsync(["train_controlnet", ...base, `--output_dir=${out}`, "--push_to_hub"], { HF_ENDPOINT: server.url, HF_TOKEN_PATH: tokenFile });
+    const [control] = await smallConditioningImages(parent);
+    const validation = ["--validation_image", control!, "--validation_prompt", PROMPTS[0]!, "--num_validation_images=1"];
+    const r = await runAsync(["train_controlnet", ...base, ...validation, `--output_dir=${out}`, "--push_to_hub"], { HF_ENDPOINT: server.url, HF_TOKEN_PATH: tokenFile });
     assert.equal(r.status, 0, r.stderr.slice(-3000));
     assert.ok(!(r.stdout + r.stderr).includes(TOKEN), "the token appears in the output");
     const created = r.stdout.indexOf("Created hub repo alice/fill50k-controlnet");
@@ -145,8 +147,10 @@ test("--push_to_hub with output_dir's name: <user>/<name> is created before trai
     assert.match(r.stdout, /Pushed to/);
     const files = server.filesAt("alice/fill50k-controlnet")!;
     const names = [...files.keys()].sort();
-    for (const f of ["README.md", "config.json", "diffusion_pytorch_model.safetensors"]) assert.ok(names.includes(f), `${f}: ${names}`);
-    assert.ok(!names.some((n) => n.startsWith("checkpoint-") || n.startsWith("logs/")), `${names}`);
+    // the card's images go with it (as save_model_card's); our validation/ folder, checkpoints and logs do not
+    for (const f of ["README.md", "config.json", "diffusion_pytorch_model.safetensors", "images_0.png", "image_control.png"]) assert.ok(names.includes(f), `${f}: ${names}`);
+    assert.ok(fs.readdirSync(path.join(out, "validation")).length > 0, "validation images were written locally");
+    assert.ok(!names.some((n) => n.startsWith("checkpoint-") || n.startsWith("logs/") || n.startsWith("validation/")), `${names}`);
     assert.match(files.get("README.md")!.toString(), /# controlnet-alice\/fill50k-controlnet[\s\S]*ControlNetModel\.from_pretrained\("alice\/fill50k-controlnet"\)/);
     const creates = server.requests.filter((q) => q.url === "/api/repos/create");
     assert.equal(creates.length, 1);

@@ -12,6 +12,12 @@ test("accelerate launch's flags", () => {
   assert.deepEqual([o.numProcesses, o.numMachines, o.machineRank, o.mainProcessIp, o.mainProcessPort, o.command, o.commandArgs],
     [4, 2, 1, "10.0.0.1", 29555, "train_controlnet", ["--output_dir=x", "--train_batch_size=2"]]);
   assert.equal(parseLaunchArgs(["--help"]), "help");
+  // the script's file, as accelerate launch is given it, is our command
+  for (const script of ["train_controlnet.py", "examples/controlnet/train_controlnet.py"]) {
+    const p = parseLaunchArgs(["--num_processes=2", script, "--seed=1"]);
+    assert.ok(p !== "help");
+    assert.deepEqual([p.command, p.commandArgs], ["train_controlnet", ["--seed=1"]], script);
+  }
   const bad: [string[], RegExp][] = [
     [["--num_processes", "0", "train_controlnet"], /--num_processes expects an integer ≥ 1, got 0/],
     [["--num_processes", "3", "--num_machines", "2", "train_controlnet"], /not divisible by --num_machines 2/],

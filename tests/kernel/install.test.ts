@@ -88,6 +88,12 @@ describe("controlnet-ts kernel install", () => {
     const help = cli(["--help"]);
     assert.equal(help.status, 0);
     assert.match(help.stdout, /kernel/);
+    // the script's own file name (or a path to it) is train_controlnet, as its users type it
+    for (const script of ["train_controlnet.py", "examples/controlnet/train_controlnet.py"]) {
+      const r = cli([script, "--help"]);
+      assert.equal(r.status, 0, `${script}: ${r.stderr}`);
+      assert.match(r.stdout, /^usage: train_controlnet --pretrained_model_name_or_path/, script);
+    }
   });
 
   it("kernel subcommand argument errors, in-process", async () => {
