@@ -14,6 +14,7 @@ import type { ControlMode } from "../pipeline/index.js";
 import { heldOutSet } from "../demo/run.js";
 import type { ControlNetModel } from "../models/index.js";
 import { loadBaseModel, loadOrCreateControlNet, type BaseModel } from "../training/base.js";
+import { ArgsError, validateTrainingNumbers } from "../training/args.js";
 import { ControlNetTrainer, type TrainResult } from "../training/trainer.js";
 import type { EMAModel } from "../training/ema.js";
 import { checkValidationImages, runValidation, type ValidationResult } from "../training/validation.js";
@@ -160,11 +161,14 @@ async function closeSession(): Promise<void> {
   if (!session) return;
   const s = session;
   session = null;
-  if (s.trainer.globalStep > s.savedStep && !isDisposed(s.controlnet)) {
-    const dir = await s.trainer.checkpoint();
-    console.log(`train: wrote ${dir} (step ${s.trainer.globalStep}) before closing the trainer, so no trained step is lost.`);
+  try {
+    if (s.trainer.globalStep > s.savedStep && !isDisposed(s.controlnet)) {
+      const dir = await s.trainer.checkpoint();
+      console.log(`train: wrote ${dir} (step ${s.trainer.globalStep}) before closing the trainer, so no trained step is lost.`);
+    }
+  } finally {
+    await s.trainer.close(); // also when that checkpoint fails: the trainer's files and writers are released
   }
-  await s.trainer.close();
 }
 
 /** The moving average of `cn`'s weights when the current training session keeps one (useEma), else null. */
@@ -181,6 +185,12 @@ function averageOf(cn: ControlNetModel): EMAModel | null {
  */
 export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
   const { until, ...rest } = o;
+  // the cell's own numbers; the trainer checks the options it is given with the command line's ranges
+  if (!Number.isSafeInteger(until) || until < 0) throw new ArgsError(`train: until must be an integer >= 0, got ${until}`);
+  if (o.processes !== undefined && !(Number.isSafeInteger(o.processes) && o.processes >= 1)) {
+    throw new ArgsError(`train: processes must be a positive integer, got ${o.processes}`);
+  }
+  if (o.validation) validateTrainingNumbers({ validation_steps: o.validation.every }, () => "train: validation.every");
   if (isDisposed(o.controlnet)) {
     throw new Error("train: this ControlNet's weights were freed when the controlnet() cell was re-run with other arguments; " +
       "pass the model that cell returns now (its previous training is in its run folder's checkpoints).");

@@ -236,7 +236,10 @@ export class DataLoader implements AsyncIterable<Batch> {
   private endEpoch(epoch: number): void {
     this.flushWarning();
     if (this.goodInEpoch === 0 && this.wholeEpoch) {
-      throw new Error(`epoch ${epoch}: no usable row in ${this.source.description} (${this.skipped.length} skipped)`);
+      // the first reason goes in the error itself: a headless run may not show the warning printed just before
+      const first = this.skipped[0];
+      throw new Error(`epoch ${epoch}: no usable row in ${this.source.description} (${this.skipped.length} skipped` +
+        `${first ? `; the first: ${first.file} (${first.reason})` : ""})`);
     }
     this.goodInEpoch = 0;
     this.wholeEpoch = true;

@@ -216,6 +216,7 @@ function validateAutoencoderConfig(c: Record<string, unknown>): void {
   check.int("layers_per_block", 1, CONFIG_LIMITS.layers);
   for (const f of ["in_channels", "out_channels", "latent_channels"]) check.int(f, 1, 1024);
   check.int("norm_num_groups", 1, CONFIG_LIMITS.channels);
+  check.groupsDivide("norm_num_groups", "block_out_channels", 32);
   check.int("sample_size", 1, 65_536, false);
   check.positive("scaling_factor");
   check.finite("shift_factor", false);

@@ -64,6 +64,18 @@ export class ConfigCheck {
     if (typeof v !== "number" || !Number.isFinite(v)) this.fail(field, "a finite number");
   }
 
+  bool(field: string, required = true): void {
+    if (!required && this.absent(field)) return;
+    if (typeof this.cfg[field] !== "boolean") this.fail(field, "true or false");
+  }
+
+  /** GroupNorm's group count (`field`, `def` when absent) must divide every channel count of `channelsField`. */
+  groupsDivide(field: string, channelsField: string, def: number): void {
+    const groups = this.absent(field) ? def : (this.cfg[field] as number);
+    const channels = this.cfg[channelsField] as number[];
+    if (channels.some((c) => c % groups !== 0)) this.fail(field, `a divisor of every ${channelsField} entry (${channels.join(", ")}) for GroupNorm`);
+  }
+
   /** Per-field bounds still multiply: refuse a model that would hold more parameters than this library builds. */
   parameters(count: number, what: string): void {
     if (count > CONFIG_LIMITS.parameters) {

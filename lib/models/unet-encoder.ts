@@ -97,6 +97,9 @@ export function validateEncoderConfig(cfg: Record<string, unknown>, cls: string)
   check.intOrList("cross_attention_dim", 1, CONFIG_LIMITS.channels, false);
   check.int("in_channels", 1, 1024);
   check.int("norm_num_groups", 1, CONFIG_LIMITS.channels, false);
+  check.groupsDivide("norm_num_groups", "block_out_channels", 32);
+  check.int("sample_size", 1, 65_536, false);
+  check.bool("upcast_attention", false);
   // ControlNet only
   if (cfg.conditioning_embedding_out_channels !== undefined) check.intList("conditioning_embedding_out_channels", 1, CONFIG_LIMITS.channels);
   check.int("conditioning_channels", 1, 1024, false);

@@ -68,6 +68,12 @@ export function makeBetas(cfg: BetaConfig, className: string): Float64Array {
   } else {
     throw new Error(`${className}: beta_schedule '${cfg.beta_schedule}' is not supported (linear, scaled_linear, squaredcos_cap_v2)`);
   }
+  // a β outside [0, 1] makes ᾱ negative or NaN: the loss turns NaN at step 1 and looks like a learning-rate problem
+  const bad = betas.findIndex((b) => !(b >= 0 && b <= 1));
+  if (bad >= 0) {
+    const from = cfg.trained_betas != null ? "trained_betas" : `beta_start ${cfg.beta_start} and beta_end ${cfg.beta_end} (${cfg.beta_schedule})`;
+    throw new Error(`${className}: ${from} give β = ${betas[bad]} at timestep ${bad}; every β must be in [0, 1]`);
+  }
   return cfg.rescale_betas_zero_snr ? rescaleZeroTerminalSnr(betas) : betas;
 }
 

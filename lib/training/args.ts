@@ -332,22 +332,12 @@ export function validateTrainArgs(a: TrainArgs): string[] {
   ) {
     throw new ArgsError("Must provide either 1 `--validation_image`, 1 `--validation_prompt`, or the same number of `--validation_prompt`s and `--validation_image`s");
   }
-  if (a.resolution % 8 !== 0) {
-    throw new ArgsError("`--resolution` must be divisible by 8 for consistently sized encoded images between the VAE and the controlnet encoder.");
-  }
   if (a.report_to === "wandb" && a.hub_token != null) {
     throw new ArgsError("You cannot use both --report_to=wandb and --hub_token due to a security risk of exposing your token. Please use `huggingface-cli login` to authenticate with the Hub.");
   }
   // Checks the script leaves to later failures (get_scheduler, the dataloader, range errors); made early and clear.
   const lrs = ["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"];
   if (!lrs.includes(a.lr_scheduler)) throw new ArgsError(`--lr_scheduler '${a.lr_scheduler}' is not a valid scheduler; choose from ${lrs.join(", ")}`);
-  const positive: (keyof TrainArgs)[] = ["resolution", "train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "validation_steps"];
-  for (const k of positive) if (!((a[k] as number) > 0)) throw new ArgsError(`--${k} must be a positive integer, got ${a[k]}`);
-  // 0 is the script's way to log only the conditioning images
-  if (!(a.num_validation_images >= 0)) throw new ArgsError(`--num_validation_images must be >= 0, got ${a.num_validation_images}`);
-  if (a.max_train_steps != null && a.max_train_steps < 1) throw new ArgsError(`--max_train_steps must be positive, got ${a.max_train_steps}`);
-  if (a.checkpoints_total_limit != null && a.checkpoints_total_limit < 1) throw new ArgsError(`--checkpoints_total_limit must be positive, got ${a.checkpoints_total_limit}`);
-  if (a.lr_warmup_steps < 0) throw new ArgsError(`--lr_warmup_steps must be >= 0, got ${a.lr_warmup_steps}`);
   validateTrainingNumbers(a, (k) => `--${k}`);
   if (a.mixed_precision != null && !["no", "fp16", "bf16"].includes(a.mixed_precision)) {
     throw new ArgsError(`argument --mixed_precision: invalid choice: '${a.mixed_precision}' (choose from 'no', 'fp16', 'bf16')`);
@@ -369,7 +359,8 @@ export function validateTrainArgs(a: TrainArgs): string[] {
 }
 
 /** Larger batches fit no device (the loader alone would hold 2^20 images); the check turns a RangeError deep in the
- *  loader into a clear message. */
+ *  loader into a clear message. The same bound holds for the micro-batches of one step (an accumulation of 1e11 would
+ *  run for ever on any dataset size that fills it). */
 export const MAX_TRAIN_BATCH_SIZE = 2 ** 20;
 
 /**
@@ -396,10 +387,18 @@ export function validateTrainingNumbers(o: Partial<Record<keyof TrainArgs, unkno
   check("adam_beta2", (v) => v >= 0 && v < 1, "in [0, 1) (PyTorch's AdamW refuses other values)");
   check("adam_epsilon", (v) => v >= 0 && Number.isFinite(v), ">= 0 and finite (PyTorch's AdamW refuses other values)");
   check("adam_weight_decay", (v) => v >= 0 && Number.isFinite(v), ">= 0 and finite (PyTorch's AdamW refuses other values)");
-  check("max_grad_norm", (v) => v >= 0, ">= 0 (0 turns clipping off; NaN or a negative norm would silently do the same)");
-  check("train_batch_size", int(1, MAX_TRAIN_BATCH_SIZE), `an integer from 1 to ${MAX_TRAIN_BATCH_SIZE}`);
-  check("gradient_accumulation_steps", int(1), "a positive integer");
+  check("max_grad_norm", (v) => v >= 0 && Number.isFinite(v), ">= 0 and finite (0 turns clipping off; NaN, inf or a negative norm would silently do the same)");
+  check("resolution", int(8), "a positive integer");
+  if (typeof o.resolution === "number" && o.resolution % 8 !== 0) {
+    throw new ArgsError(`${flag("resolution")} must be divisible by 8 for consistently sized encoded images between the VAE and the controlnet encoder.`);
+  }
+  check("train_batch_size", int(1, MAX_TRAIN_BATCH_SIZE), `a positive integer, at most ${MAX_TRAIN_BATCH_SIZE}`);
+  check("gradient_accumulation_steps", int(1, MAX_TRAIN_BATCH_SIZE), `a positive integer, at most ${MAX_TRAIN_BATCH_SIZE}`);
   check("checkpointing_steps", int(1), "a positive integer");
+  check("checkpoints_total_limit", int(1), "a positive integer (or unset: keep every checkpoint)");
+  check("validation_steps", int(1), "a positive integer");
+  // 0 is the script's way to log only the conditioning images
+  check("num_validation_images", int(0), "an integer >= 0");
   check("lr_warmup_steps", int(0), "an integer >= 0");
   check("lr_num_cycles", int(1), "a positive integer");
   check("lr_power", Number.isFinite, "a finite number");

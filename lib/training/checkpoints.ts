@@ -104,6 +104,15 @@ export function listCheckpoints(outputDir: string): CheckpointInfo[] {
   return listCheckpointDirs(outputDir).filter((c) => verifyCheckpoint(c.path) === null);
 }
 
+/** Whether `dir` holds a readable completion marker of this library's format (written last, after every file). */
+function hasMarker(dir: string): boolean {
+  try {
+    return (JSON.parse(fs.readFileSync(path.join(dir, MARKER), "utf8")) as Marker).format === CHECKPOINT_FORMAT;
+  } catch {
+    return false;
+  }
+}
+
 /** null when `dir` is a complete checkpoint, else the reason it is not. Sizes only by default (listing many
  *  checkpoints stays cheap); with `checksums`, every file is hashed against the marker (loading does this). */
 export function verifyCheckpoint(dir: string, opts: { checksums?: boolean } = {}): string | null {
@@ -326,6 +335,17 @@ export function resolveResume(outputDir: string, resumeFrom: string | null | und
   if (!resumeFrom) return { checkpoint: null, message: "Starting a new training run." };
   if (resumeFrom === "latest") {
     cleanStaleCheckpoints(outputDir);
+    // checkpoints are renamed into place complete, so a newest one whose marker is ours but whose files do not match it
+    // was damaged afterwards: taking an older one instead would silently redo steps (a folder with no marker of ours —
+    // copied by hand, another tool's — is not one of our checkpoints and is passed over)
+    const newest = listCheckpointDirs(outputDir).filter((c) => hasMarker(c.path)).at(-1);
+    const damage = newest && verifyCheckpoint(newest.path);
+    if (newest && damage) {
+      const before = listCheckpoints(outputDir).at(-1);
+      throw new Error(`resume_from_checkpoint latest: the newest checkpoint ${newest.path} is damaged (${damage}); nothing was changed. ` +
+        (before ? `Resume the one before by name (resume_from_checkpoint ${path.basename(before.path)}) or remove ${path.basename(newest.path)}.`
+          : `Remove ${path.basename(newest.path)} to start a new run.`));
+    }
     const all = listCheckpoints(outputDir);
     const last = all.at(-1);
     if (!last) return { checkpoint: null, message: `Checkpoint '${resumeFrom}' does not exist. Starting a new training run.` };

@@ -62,8 +62,9 @@ export class LrScheduler {
     return this.steps;
   }
 
-  step(): void {
-    this.steps++;
+  /** `n` scheduler steps at once (one per micro-batch of an optimizer step, as the script's loop steps it). */
+  step(n = 1): void {
+    this.steps += n;
   }
 
   stateDict(): LrSchedulerState {

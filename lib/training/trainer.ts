@@ -514,7 +514,7 @@ export class ControlNetTrainer {
       this.throwIfWeightsNonFinite(this.globalStep + 1);
       this.ema?.step();
       if (!this.opts.set_grads_to_none) tf.dispose([...grads.values()]);
-      for (let i = 0; i < accumulation; i++) this.lrScheduler.step();
+      this.lrScheduler.step(accumulation);
       this.globalStep++;
       lastLoss = loss;
       const report: StepReport = {

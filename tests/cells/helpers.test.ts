@@ -69,6 +69,14 @@ test("issue 25 #4/#5: train() refuses learningRate -1 and an empty validation im
     const base = await cn.baseModel(sd);
     const controlnet = await cn.controlnet({ from: base });
     await assert.rejects(cn.train({ base, controlnet, dataset: ds, outputDir: out, batchSize: 2, learningRate: -1, until: 1 }), /learning_rate must be a positive finite number, got -1/);
+    // the checks the CLI makes that only a cell's own options reach (a total limit of 0 trained a step, then failed
+    // to save it; validation every 0 steps never validated; a negative until returned as done)
+    const ok = { base, controlnet, dataset: ds, outputDir: out, batchSize: 2, learningRate: 1e-4 };
+    await assert.rejects(cn.train({ ...ok, until: 1, checkpointing: { every: 1, totalLimit: 0 } }), /checkpoints_total_limit must be a positive integer/);
+    await assert.rejects(cn.train({ ...ok, until: 1, validation: { images: [cond], prompts: ["x"], every: 0 } }),
+      /train: validation\.every must be a positive integer, got 0/);
+    await assert.rejects(cn.train({ ...ok, until: -3 }), /train: until must be an integer >= 0, got -3/);
+    await assert.rejects(cn.train({ ...ok, until: 1, gradientAccumulationSteps: 99999999999 }), /gradient_accumulation_steps must be a positive integer, at most 1048576/);
     const empty = path.join(out, "empty.png");
     fs.writeFileSync(empty, "");
     await assert.rejects(

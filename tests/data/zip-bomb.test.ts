@@ -149,3 +149,41 @@ test("#8: declared sizes and CRC-32 are enforced: oversized, under-declared, ove
   await assert.rejects(z.read("flipped-deflated.png"), /flipped-deflated\.png fails its CRC-32 check/);
   await z.close();
 });
+
+test("#8 as a user meets it: a fill50k-layout folder (train.jsonl + zips) with bombs in images.zip — the loader refuses the batch in one line, adding under 50 MB RSS; the CLI says it in one line, no stack", async () => {
+  const dir = tmp();
+  const size = 400_000_000;
+  const png = await encodePng({ data: new Uint8Array(32 * 32 * 3).fill(128), width: 32, height: 32, channels: 3 });
+  const good = { method: 8 as const, data: zlib.deflateRawSync(png), size: png.length, crc: zlib.crc32(png) >>> 0 };
+  const rows = [0, 1, 2, 3].map((i) => ({ text: `circle ${i}`, image: `images/${i}.png`, conditioning_image: `conditioning_images/${i}.png` }));
+  fs.writeFileSync(path.join(dir, "train.jsonl"), rows.map((r) => JSON.stringify(r)).join("\n") + "\n");
+  // every target image is a 400 MB bomb behind a valid 64×64 PNG header
+  const bomb = zeroBomb(size, pngHead(64, 64));
+  writeZip(path.join(dir, "images.zip"), rows.map((r) => ({ name: r.image, method: 8, data: bomb.data, size, crc: bomb.crc })));
+  writeZip(path.join(dir, "conditioning_images.zip"), rows.map((r) => ({ name: r.conditioning_image, ...good })));
+  const script = `
+    import { createDataset } from ${JSON.stringify(path.resolve(import.meta.dirname, "../../lib/data/index.ts"))};
+    const ds = await createDataset({ train_data_dir: ${JSON.stringify(dir)}, resolution: 32, seed: 0 });
+    const baseMB = process.resourceUsage().maxRSS / 1024;
+    const loader = ds.loader({ batchSize: 2 });
+    let error = "";
+    await loader.next().then(() => (error = "read"), (e) => (error = e.message));
+    await loader.close?.();
+    console.log(JSON.stringify({ error, rows: ds.length, maxRssMB: process.resourceUsage().maxRSS / 1024, baseMB }));`;
+  const r = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], { encoding: "utf8", cwd: path.resolve(import.meta.dirname, "../..") });
+  assert.equal(r.status, 0, r.stderr);
+  const { error, rows: n, maxRssMB, baseMB } = JSON.parse(r.stdout.trim().split("\n").at(-1)!) as { error: string; rows: number; maxRssMB: number; baseMB: number };
+  assert.equal(n, 4);
+  assert.match(error, /no usable row in .*\(4 skipped; the first: .*images\/\d\.png.*declares 400000000 bytes, more than a 64×64 PNG can hold/);
+  assert.ok(maxRssMB - baseMB < 50, `reading the batch raised the peak RSS from ${baseMB.toFixed(0)} to ${maxRssMB.toFixed(0)} MB`);
+
+  // the command line: one line naming the entry, no stack, nothing written as a trained model
+  const out = path.join(dir, "out");
+  const cli = spawnSync(process.execPath, [path.resolve(import.meta.dirname, "../../bin/controlnet-ts.js"), "train_controlnet",
+    `--pretrained_model_name_or_path=${path.resolve(import.meta.dirname, "../fixtures/sd_tiny")}`, `--train_data_dir=${dir}`,
+    "--resolution=32", "--train_batch_size=2", "--max_train_steps=1", "--seed=1", `--output_dir=${out}`], { encoding: "utf8" });
+  assert.equal(cli.status, 1, cli.stderr.slice(-2000));
+  assert.match(cli.stderr, /^train_controlnet: .*declares 400000000 bytes, more than a 64×64 PNG can hold/m);
+  assert.doesNotMatch(cli.stderr, /\n\s+at /, "no stack trace");
+  assert.ok(!fs.existsSync(path.join(out, "diffusion_pytorch_model.safetensors")));
+});

@@ -109,7 +109,12 @@ test("resume_from_checkpoint: latest = highest complete; none → fresh with the
   const f = path.join(dir, "checkpoint-6", "optimizer.safetensors");
   fs.truncateSync(f, 10);
   assert.match(verifyCheckpoint(path.join(dir, "checkpoint-6"))!, /optimizer.safetensors/);
-  assert.equal(resolveResume(dir, "latest").checkpoint!.step, 4);
+  // …and "latest" does not quietly take checkpoint-4 instead (that would redo steps 5–6 without a word): it names the
+  // damage and the way on
+  assert.throws(() => resolveResume(dir, "latest"),
+    /the newest checkpoint .*checkpoint-6 is damaged \(file optimizer\.safetensors has 10 bytes, the marker says \d+\); nothing was changed\. Resume the one before by name \(resume_from_checkpoint checkpoint-4\)/);
+  assert.equal(resolveResume(dir, "checkpoint-4").checkpoint!.step, 4);
+  assert.ok(fs.existsSync(f), "the damaged checkpoint is left for the user to look at");
   fs.rmSync(dir, { recursive: true });
 });
 

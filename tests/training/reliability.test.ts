@@ -27,6 +27,9 @@ test("#5: out-of-range numbers are refused by the CLI and by the trainer (cells,
     ["learning_rate", "-1"], ["learning_rate", "inf"], ["adam_beta1", "2"], ["adam_beta2", "-0.1"], ["adam_epsilon", "-1"],
     ["adam_weight_decay", "nan"], ["max_grad_norm", "nan"], ["max_grad_norm", "-1"], ["num_train_epochs", "0"],
     ["train_batch_size", "99999999999"], ["lr_power", "nan"], ["lr_num_cycles", "0"], ["dataloader_num_workers", "-1"],
+    // an accumulation of 1e11 micro-batches per step ran for ever; inf turned clipping off as NaN did
+    ["gradient_accumulation_steps", "99999999999"], ["max_grad_norm", "inf"], ["checkpoints_total_limit", "0"], ["validation_steps", "0"],
+    ["resolution", "0"], ["num_validation_images", "-1"],
   ];
   for (const [flag, value] of bad) {
     assert.throws(() => parseTrainArgs([...cli, `--${flag}=${value}`]), (e: unknown) => e instanceof ArgsError && e.message.includes(`--${flag}`), `--${flag}=${value} accepted`);
@@ -34,7 +37,8 @@ test("#5: out-of-range numbers are refused by the CLI and by the trainer (cells,
   // the script's defaults and ordinary values still pass
   assert.doesNotThrow(() => parseTrainArgs([...cli, "--max_grad_norm=0", "--adam_beta1=0", "--num_train_epochs=0", "--max_train_steps=5"]));
   // the trainer (what cn.train and library code construct) refuses the same, before touching output_dir
-  for (const [key, value] of [["learning_rate", -1], ["adam_beta1", 2], ["max_grad_norm", NaN], ["lr_power", NaN]] as const) {
+  for (const [key, value] of [["learning_rate", -1], ["adam_beta1", 2], ["max_grad_norm", NaN], ["lr_power", NaN],
+    ["gradient_accumulation_steps", 99999999999], ["checkpoints_total_limit", 0], ["resolution", 36]] as const) {
     const out = path.join(tmp(), "never");
     assert.throws(
       () => new ControlNetTrainer(tinyComponents(), null as never, { output_dir: out, resolution: TINY_RESOLUTION, train_batch_size: 1, learning_rate: 1e-4, [key]: value }),
@@ -144,6 +148,14 @@ test("#6: hostile model and scheduler configs are refused before anything is bui
   assert.throws(() => new ControlNetModel({ ...cnCfg, mid_block_type: null }), /mid_block_type null .*not supported/);
   assert.throws(() => new UNet2DConditionModel({ ...unetCfg, mid_block_type: null }), /mid_block_type null .*not supported/);
   assert.throws(() => DDPMScheduler.fromConfig({ num_train_timesteps: 1e12 }), /num_train_timesteps must be an integer from 1 to 1000000, got 1000000000000/);
+  // a β outside [0, 1] made the loss NaN at step 1, and the message blamed the learning rate
+  assert.throws(() => DDPMScheduler.fromConfig({ beta_start: 0.00085, beta_end: -1 }), /beta_start 0.00085 and beta_end -1 \(.*\) give β = .* at timestep \d+; every β must be in \[0, 1\]/);
+  assert.throws(() => DDPMScheduler.fromConfig({ beta_schedule: "linear", beta_start: 2, beta_end: 3 }), /every β must be in \[0, 1\]/);
+  assert.doesNotThrow(() => DDPMScheduler.fromConfig({ rescale_betas_zero_snr: true }), "zero-SNR's last β of 1 is allowed");
+  // GroupNorm's groups, flags and sizes are named too, not "32 channels not divisible by 3 groups"
+  assert.throws(() => new UNet2DConditionModel({ ...unetCfg, norm_num_groups: 3 }), /UNet2DConditionModel config: norm_num_groups must be a divisor of every block_out_channels entry .* for GroupNorm, got 3/);
+  assert.throws(() => new ControlNetModel({ ...cnCfg, upcast_attention: "yes" as never }), /ControlNetModel config: upcast_attention must be true or false, got "yes"/);
+  assert.throws(() => new ControlNetModel({ ...cnCfg, sample_size: -1 }), /ControlNetModel config: sample_size must be an integer from 1/);
   // the fixture's own configs still build
   assert.doesNotThrow(() => new ControlNetModel(cnCfg, { shapeOnly: true }));
 
