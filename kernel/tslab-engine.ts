@@ -64,15 +64,15 @@ interface TsSys {
   directoryExists(p: string): boolean;
   getDirectories(p: string): string[];
 }
-type TsFork = typeof TS & { version: string; sys: TsSys };
+type CellTs = typeof TS & { version: string; sys: TsSys };
 
 const requireHere = createRequire(import.meta.url);
 const tslabRequire = createRequire(requireHere.resolve("tslab/package.json"));
 
 /** The compiler that type-checks and emits cells: the project's TypeScript, given to tslab's converter in place of
  * its 5.0 fork (typescript-for-tslab.ts). */
-function tsFork(): TsFork {
-  return typescriptForTslab() as TsFork;
+function cellTypescript(): CellTs {
+  return typescriptForTslab() as CellTs;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -91,7 +91,7 @@ export function addVirtualFiles(files: Map<string, string>): void {
   }
   if (sysHooked) return;
   sysHooked = true;
-  const sys = tsFork().sys;
+  const sys = cellTypescript().sys;
   const { fileExists, readFile, directoryExists, getDirectories } = sys;
   sys.fileExists = (p) => virtualFiles.has(path.resolve(p)) || fileExists.call(sys, p);
   sys.readFile = (p, enc) => virtualFiles.get(path.resolve(p)) ?? readFile.call(sys, p, enc);
@@ -226,11 +226,11 @@ const CELL_GLOBAL = "__controlnet_ts_cell__";
 export class TslabEngine implements CellEngine {
   /** The TypeScript version that compiles cells, without building the (slow) compiler. */
   static languageVersion(): string {
-    return tsFork().version;
+    return cellTypescript().version;
   }
 
   readonly info: { name: string; languageVersion: string };
-  private readonly ts: TsFork;
+  private readonly ts: CellTs;
   private readonly converterModule: TslabConverterModule;
   private readonly getCodeMetadata: (src: string) => CodeMetadata;
   private readonly node: TslabConverter;
@@ -245,7 +245,7 @@ export class TslabEngine implements CellEngine {
   private interruptNow: (e: Error) => void = () => {};
 
   constructor(opts: TslabEngineOptions = {}) {
-    this.ts = tsFork();
+    this.ts = cellTypescript();
     this.info = { name: "tslab", languageVersion: this.ts.version };
     this.converterModule = tslabRequire("./dist/converter.js") as TslabConverterModule;
     this.getCodeMetadata = (tslabRequire("./dist/metadata.js") as { getCodeMetadata: (s: string) => CodeMetadata }).getCodeMetadata;

@@ -71,7 +71,7 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
   // --revision is the base model's (the script passes it to the base's components only)
   const hub = { cacheDir: args.cache_dir ?? undefined };
   const base = await loadBaseModel(args.pretrained_model_name_or_path, { ...hub, revision: args.revision ?? undefined, variant: args.variant ?? undefined, tokenizerName: args.tokenizer_name });
-  log(args.controlnet_model_name_or_path ? "Loading existing controlnet weights" : "Initializing controlnet weights from unet");
+  log(loggerInfo(args.controlnet_model_name_or_path ? "Loading existing controlnet weights" : "Initializing controlnet weights from unet"));
   const controlnet = await loadOrCreateControlNet(base, args.controlnet_model_name_or_path, { ...hub, seed });
   // before the dataset, the trainer and step 1: does this run fit the engine's memory? (issue 25 #7)
   let attentionChunk = args.enable_xformers_memory_efficient_attention ? XFORMERS_ATTENTION_CHUNK : 0;
@@ -120,6 +120,17 @@ function epochMath(s: TrainingSession): { batches: number; epochs: number } {
   const batches = Math.ceil(s.dataset.length / s.trainer.globalBatch);
   const updates = Math.ceil(batches / s.args.gradient_accumulation_steps);
   return { batches, epochs: Math.ceil(s.trainer.maxSteps / updates) };
+}
+
+/**
+ * A line the script writes with `logger.info`: its `logging.basicConfig` format ("%(asctime)s - %(levelname)s -
+ * %(name)s - %(message)s", datefmt "%m/%d/%Y %H:%M:%S", local time), so logs of both read and grep alike. The lines
+ * it prints with `accelerator.print` (resuming) and tqdm stay bare, as there.
+ */
+export function loggerInfo(message: string, now = new Date()): string {
+  const p = (n: number) => String(n).padStart(2, "0");
+  const time = `${p(now.getMonth() + 1)}/${p(now.getDate())}/${now.getFullYear()} ${p(now.getHours())}:${p(now.getMinutes())}:${p(now.getSeconds())}`;
+  return `${time} - INFO - __main__ - ${message}`;
 }
 
 /** The script's "***** Running training *****" block. */
@@ -200,14 +211,14 @@ export async function trainSession(s: TrainingSession, hooks: RunHooks = {}, tra
       onCheckpoint: (dir, _step, removed) => {
         if (removed.length) {
           // upstream's two lines (it counts the checkpoints there before this one: limit − 1 stay)
-          log(`${removed.length + (args.checkpoints_total_limit ?? 1) - 1} checkpoints already exist, removing ${removed.length} checkpoints`);
-          log(`removing checkpoints: ${removed.map((d) => path.basename(d)).join(", ")}`);
+          log(loggerInfo(`${removed.length + (args.checkpoints_total_limit ?? 1) - 1} checkpoints already exist, removing ${removed.length} checkpoints`));
+          log(loggerInfo(`removing checkpoints: ${removed.map((d) => path.basename(d)).join(", ")}`));
         }
-        log(`Saved state to ${dir}`);
+        log(loggerInfo(`Saved state to ${dir}`));
       },
       validationSteps: validation ? args.validation_steps : undefined,
       onValidation: async (step) => {
-        log("Running validation... ");
+        log(loggerInfo("Running validation... "));
         const v = await runValidation(s.base, s.controlnet, validationOptions(s, step, hooks.signal));
         await logValidation(tb, v);
         log(`validation at step ${step}: ${v.pairs.length} pair(s) in ${v.seconds.toFixed(1)} s → ${path.join(args.output_dir, "validation")}`);
@@ -375,7 +386,7 @@ export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Pr
   if (!s.trainer.isMainProcess) log = () => {}; // rank 0 writes the checkpoint, the final folder and the push
   const tb = initTrackers(s);
   try {
-    for (const l of [...runningTrainingLines(s), ...s.resumeLines]) log(l);
+    for (const l of [...runningTrainingLines(s).map((l) => loggerInfo(l)), ...s.resumeLines]) log(l);
     let r: TrainResult;
     try {
       r = await trainSession(s, hooks, tb);
@@ -409,7 +420,7 @@ export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Pr
     // "Run a final round of validation" with the saved weights, at the last step
     let final: ValidationResult | null = null;
     if (args.validation_prompt && args.validation_image) {
-      log("Running validation... ");
+      log(loggerInfo("Running validation... "));
       final = await runValidation(s.base, s.controlnet, validationOptions(s, s.trainer.globalStep, hooks.signal));
       await logValidation(tb, final);
       log(`final validation at step ${final.step}: ${final.pairs.length} pair(s) in ${final.seconds.toFixed(1)} s → ${path.join(args.output_dir, "validation")}`);

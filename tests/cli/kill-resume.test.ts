@@ -49,27 +49,33 @@ test("kill -9 at random moments, resume latest: the final ControlNet is byte-ide
   const ref = fs.mkdtempSync(path.join(os.tmpdir(), "kill-ref-"));
   const r = await run(ref);
   assert.equal(r.code, 0, r.stderr.slice(-2000));
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "kill-"));
-  const delays: number[] = [];
+  let out = "";
+  let delays: number[] = [];
   let kills = 0;
   // Kill moments are drawn inside the uninterrupted run's training window (scaled to the steps left), so a kill lands
-  // mid-run whatever the machine's speed; a fixed range let a fast machine finish before the first kill.
-  for (let attempt = 0; attempt < 6 && kills < 3; attempt++) {
-    const left = STEPS - (listCheckpointDirs(out).at(-1)?.step ?? 0);
-    // 10–50 % into what is left: late enough to be mid-step or mid-checkpoint, early enough to land before the end
-    const delay = Math.round((0.1 + 0.4 * Math.random()) * r.trainingMs * (left / STEPS));
-    delays.push(delay);
-    const k = await run(out, delay);
-    if (k.signal === "SIGKILL") kills++;
-    else {
-      assert.equal(k.code, 0, `delays ${delays}: ${k.stderr.slice(-2000)}`);
-      break;
+  // mid-run whatever the machine's speed; a fixed range let a fast machine finish before the first kill. A run can
+  // still outpace its delay on a faster minute of this (shared, noisy) machine and finish: then the sequence starts
+  // again in a fresh folder with the delays halved, so the property is always shown with at least two kills.
+  for (let sequence = 0; sequence < 3 && kills < 2; sequence++) {
+    out = fs.mkdtempSync(path.join(os.tmpdir(), "kill-"));
+    delays = [];
+    kills = 0;
+    for (let attempt = 0; attempt < 6 && kills < 3; attempt++) {
+      const left = STEPS - (listCheckpointDirs(out).at(-1)?.step ?? 0);
+      // 10–50 % into what is left: late enough to be mid-step or mid-checkpoint, early enough to land before the end
+      const delay = Math.round((0.1 + 0.4 * Math.random()) * r.trainingMs * (left / STEPS) * 0.5 ** sequence);
+      delays.push(delay);
+      const k = await run(out, delay);
+      if (k.signal === "SIGKILL") kills++;
+      else {
+        assert.equal(k.code, 0, `delays ${delays}: ${k.stderr.slice(-2000)}`);
+        break;
+      }
+      // whatever the moment, what is on disk is complete checkpoints (and maybe a dead writer's temporary, cleaned next)
+      for (const c of listCheckpointDirs(out)) assert.equal(verifyCheckpoint(c.path, { checksums: true }), null, `delays ${delays}: ${c.path}`);
     }
-    // whatever the moment, what is on disk is complete checkpoints (and maybe a dead writer's temporary, cleaned next)
-    for (const c of listCheckpointDirs(out)) assert.equal(verifyCheckpoint(c.path, { checksums: true }), null, `delays ${delays}: ${c.path}`);
   }
-  // a few kills (one run may outpace its delay and finish on a faster minute of this machine)
-  assert.ok(kills >= 2, `only ${kills} run(s) were killed mid-training (delays ${delays})`);
+  assert.ok(kills >= 2, `only ${kills} run(s) were killed mid-training in three sequences (last delays ${delays})`);
   if (!fs.existsSync(path.join(out, "README.md"))) {
     const done = await run(out);
     assert.equal(done.code, 0, `delays ${delays}: ${done.stderr.slice(-2000)}`);

@@ -74,6 +74,9 @@ test("the seed's 8 GB command: final validation after the last step → images i
     "  Gradient Accumulation steps = 4", "  Total optimization steps = 2", "Initializing controlnet weights from unet", "Running validation... "]) {
     assert.ok(r.stdout.includes(`${line}\n`), `missing log line ${JSON.stringify(line)}:\n${r.stdout}`);
   }
+  // …with the script's logger format: "12/04/2026 23:31:20 - INFO - __main__ - ***** Running training *****"
+  assert.match(r.stdout, /^\d\d\/\d\d\/\d{4} \d\d:\d\d:\d\d - INFO - __main__ - \*\*\*\*\* Running training \*\*\*\*\*$/m);
+  assert.match(r.stdout, /^\d\d\/\d\d\/\d{4} \d\d:\d\d:\d\d - INFO - __main__ - Initializing controlnet weights from unet$/m);
   // validation images in output_dir, at the last step
   for (const i of [0, 1]) assert.ok(fs.existsSync(path.join(out, "validation", `step-2-pair-${i}-sample-0.png`)));
   // TensorBoard: <logging_dir>/<tracker_project_name>, nothing under output_dir/logs
@@ -207,7 +210,7 @@ test("hub ids as upstream passes them: --revision is the base model's only, --co
       "--tokenizer_name=org/clip-tokenizer", `--output_dir=${out}`, "--dataset_name=synthetic-fill50k:4", "--resolution=32", "--train_batch_size=1",
       "--max_train_steps=1", "--seed=5"], { HF_ENDPOINT: server.url, HF_HUB_CACHE: tmp("hub-cache-") });
     assert.equal(r.status, 0, r.stderr.slice(-3000));
-    assert.match(r.stdout, /^Loading existing controlnet weights$/m);
+    assert.match(r.stdout, / - INFO - __main__ - Loading existing controlnet weights$/m);
     const urls = server.requests.map((q) => q.url);
     assert.ok(urls.some((u) => u.startsWith("/api/models/org/tiny-sd/revision/v2?")), urls.join("\n"));
     assert.ok(urls.some((u) => u.startsWith("/api/models/org/tiny-cn/revision/main?")), urls.join("\n"));
@@ -274,10 +277,10 @@ test("trackers and upstream's smaller habits: --report_to wandb logs to TensorBo
   // lr_scheduler.get_last_lr() after the step: warmup 2 → 1/2 · lr after step 1, lr after step 2
   assert.deepEqual(scalars("lr"), [[1, Math.fround(5e-5)], [2, Math.fround(1e-4)]]);
   // 3 batches per epoch, accumulation 2: step 1 takes two, step 2 the epoch's last one alone (never one of epoch 1)
-  assert.ok(r.stdout.includes("  Num batches each epoch = 3\n  Num Epochs = 1\n"), r.stdout);
+  assert.match(r.stdout, / - INFO - __main__ - {3}Num batches each epoch = 3\n.* - INFO - __main__ - {3}Num Epochs = 1\n/);
   const steps = fs.readFileSync(path.join(out, "logs", "train_log.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as { step: number; epoch: number });
   assert.deepEqual(steps.map((x) => [x.step, x.epoch]), [[1, 0], [2, 0]]);
-  assert.match(r.stdout, /^1 checkpoints already exist, removing 1 checkpoints\nremoving checkpoints: checkpoint-1$/m);
+  assert.match(r.stdout, /^.* - INFO - __main__ - 1 checkpoints already exist, removing 1 checkpoints\n.* - INFO - __main__ - removing checkpoints: checkpoint-1$/m);
   assert.deepEqual(fs.readdirSync(out).filter((f) => f.startsWith("checkpoint-")), ["checkpoint-2"]);
   // --num_validation_images 0: the final validation logs the conditioning image alone
   const imgs = events.flatMap((e) => e.values.filter((v) => v.image).map((v) => ({ step: e.step, tag: v.tag, w: v.image!.width })));
