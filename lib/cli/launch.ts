@@ -117,13 +117,20 @@ async function checkPortFree(port: number, host = "0.0.0.0"): Promise<string | n
   });
 }
 
+/**
+ * TensorFlow's two start-up lines, written before its logging is set up (so TF_CPP_MIN_LOG_LEVEL does not hold them
+ * back): rank 0 shows them once, as a single process does; the other ranks' copies are dropped.
+ */
+const TF_STARTUP_LINE = /^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR|I0000 .*\] oneDNN custom operations are on\b.*)$/;
+
 function forward(stream: NodeJS.ReadableStream, out: NodeJS.WriteStream, prefix: string, muted: () => boolean): void {
   let rest = "";
   stream.setEncoding("utf8");
   stream.on("data", (chunk: string) => {
     const lines = (rest + chunk).split("\n");
     rest = lines.pop()!;
-    if (!muted()) for (const l of lines) out.write(`${prefix}${l}\n`);
+    if (muted()) return;
+    for (const l of lines) if (!(prefix && TF_STARTUP_LINE.test(l))) out.write(`${prefix}${l}\n`);
   });
   stream.on("end", () => { if (rest && !muted()) out.write(`${prefix}${rest}\n`); });
 }
@@ -163,7 +170,7 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
   if (o.numMachines === 1) hosts = Array.from({ length: o.numProcesses }, () => o.mainProcessIp);
   else {
     try {
-      const machines = await rendezvous({ ...o, perMachine });
+      const machines = await rendezvous({ ...o, perMachine, log: (l) => io.stderr.write(`launch: ${l}\n`) });
       hosts = machines.flatMap((h) => Array.from({ length: perMachine }, () => h));
     } catch (e) {
       return fail((e as Error).message);
@@ -231,6 +238,11 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
   try {
     const results = await Promise.all(children.map((c) => c.exit));
     if (failure) {
+      // rank 0 writes the checkpoints (and one on the error) on machine 0: only its launcher can name the last one;
+      // another machine's view of output_dir may be another disk, or a moment behind rank 0's last write
+      if (o.machineRank !== 0) {
+        return fail(`${failureLine}. Machine 0's launcher names the last checkpoint; relaunch every machine with --resume_from_checkpoint=latest to continue.`);
+      }
       const ck = listCheckpoints(outputDir).at(-1);
       const resume = ck ? ` The last checkpoint is ${ck.path}: relaunch with --resume_from_checkpoint=latest to continue (any --num_processes).` : " No checkpoint was written yet.";
       return fail(`${failureLine}.${resume}`);

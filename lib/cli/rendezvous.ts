@@ -16,6 +16,8 @@ export interface RendezvousOptions {
   mainProcessPort: number;
   /** Default CONTROLNET_TS_RENDEZVOUS_TIMEOUT or 300 s. */
   timeoutSeconds?: number;
+  /** Machine 0's notes while it waits (a refused machine): the launcher's stderr. */
+  log?: (line: string) => void;
 }
 
 interface Join { machine_rank: number; num_machines: number; num_processes: number }
@@ -76,7 +78,12 @@ function serve(o: RendezvousOptions, timeoutMs: number): Promise<string[]> {
           res.writeHead(400).end("not a rendezvous request");
           return;
         }
-        const refuse = (why: string) => res.writeHead(409).end(why);
+        const refuse = (why: string) => {
+          // said on both sides: machine 0 keeps waiting for a machine launched right
+          const from = (req.socket.remoteAddress ?? "?").replace(/^::ffff:/, "");
+          o.log?.(`refused a machine from ${from}: ${why}; still waiting (up to ${timeoutMs / 1000} s) for the others`);
+          res.writeHead(409).end(why);
+        };
         if (j.num_machines !== o.numMachines || j.num_processes !== o.numProcesses) {
           return refuse(`it was launched with --num_machines ${j.num_machines} --num_processes ${j.num_processes}, machine 0 with ${o.numMachines} / ${o.numProcesses}`);
         }
@@ -96,7 +103,7 @@ function serve(o: RendezvousOptions, timeoutMs: number): Promise<string[]> {
       server.close();
       for (const w of waiting) w.writeHead(503).end("machine 0 gave up waiting");
       const missing = hosts.flatMap((h, m) => (h === null ? [m] : []));
-      reject(new Error(`machine(s) ${missing.join(", ")} did not join the rendezvous at ${o.mainProcessIp}:${o.mainProcessPort} within ${timeoutMs / 1000} s`));
+      reject(new Error(`machine(s) ${missing.join(", ")} did not join the rendezvous at ${o.mainProcessIp}:${o.mainProcessPort} within ${timeoutMs / 1000} s (CONTROLNET_TS_RENDEZVOUS_TIMEOUT)`));
     }, timeoutMs);
     server.once("error", (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);

@@ -38,7 +38,13 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", ".
 const nativeDir = process.env.CONTROLNET_TS_NATIVE_DIR ? path.resolve(process.env.CONTROLNET_TS_NATIVE_DIR) : path.join(root, ".native");
 const strict = process.argv.includes("--strict");
 
-class Unavailable extends Error {}
+class Unavailable extends Error {
+  /** `fix`: the command that adds native once this is fixed, when it is not the plain install-native. */
+  constructor(message, fix) {
+    super(message);
+    this.fix = fix;
+  }
+}
 
 function log(msg) {
   process.stderr.write(`controlnet-ts native engine: ${msg}\n`);
@@ -63,7 +69,8 @@ function flavourFromEnv() {
   if (["", "1", "cpu", "on", "true"].includes(v)) return "cpu";
   if (v === "gpu") return "gpu";
   if (["0", "off", "false", "no", "skip", "wasm"].includes(v)) return null;
-  throw new Unavailable(`CONTROLNET_TS_NATIVE='${process.env.CONTROLNET_TS_NATIVE}' is not one of cpu, gpu, off`);
+  // the fix sets a valid value for that one command (an exported bad value would fail it again)
+  throw new Unavailable(`CONTROLNET_TS_NATIVE='${process.env.CONTROLNET_TS_NATIVE}' is not one of cpu, gpu, off`, `CONTROLNET_TS_NATIVE=cpu ${FIX_COMMAND}`);
 }
 
 function checkPlatform() {
@@ -94,12 +101,20 @@ function cacheRoot() {
   return path.join(base, "controlnet-ts");
 }
 
+/** mkdir -p, one level at a time: Node's recursive mkdirSync spins for ever under a path it cannot create in some
+ *  filesystems (e.g. a cache dir set under /proc), where a plain mkdir fails at once with a reason. */
+function makeDir(dir) {
+  const missing = [];
+  for (let d = path.resolve(dir); !fs.existsSync(d); d = path.dirname(d)) missing.unshift(d);
+  for (const d of missing) fs.mkdirSync(d);
+}
+
 /** Builds `dir` through `build(tmp)` in a sibling temporary folder renamed into place, so a crash leaves no half entry. */
 function cached(dir, build) {
   if (fs.existsSync(path.join(dir, ".complete"))) return dir;
   const tmp = `${dir}.tmp-${process.pid}`;
   fs.rmSync(tmp, { recursive: true, force: true });
-  fs.mkdirSync(tmp, { recursive: true });
+  makeDir(tmp);
   try {
     build(tmp);
     fs.writeFileSync(path.join(tmp, ".complete"), new Date().toISOString() + "\n");
@@ -296,7 +311,7 @@ function optionalAddon(build, without) {
 
 /** Hard links (same filesystem) or copies a tree: the install survives a cleared cache. */
 function linkTree(from, to) {
-  fs.mkdirSync(to, { recursive: true });
+  makeDir(to);
   for (const e of fs.readdirSync(from, { withFileTypes: true })) {
     const a = path.join(from, e.name);
     const b = path.join(to, e.name);
@@ -319,7 +334,7 @@ function assemble(flavour, tfDir, pkgDir, addonDir, ours) {
   fs.rmSync(tmp, { recursive: true, force: true });
   const tfSrc = fs.realpathSync(path.join(tfDir, "tensorflow"));
   linkTree(path.join(tfSrc, "include"), path.join(tmp, "tensorflow", "include"));
-  fs.mkdirSync(path.join(tmp, "tensorflow", "lib"), { recursive: true });
+  makeDir(path.join(tmp, "tensorflow", "lib"));
   for (const lib of LIBRARIES) linkFile(path.join(tfSrc, lib), path.join(tmp, "tensorflow", "lib", lib));
   if (flavour === "gpu") {
     // TensorFlow's libraries find the CUDA wheels at $ORIGIN/../nvidia/<pkg>/lib ($ORIGIN = tensorflow/lib here).
@@ -328,7 +343,7 @@ function assemble(flavour, tfDir, pkgDir, addonDir, ours) {
   linkTree(path.join(pkgDir, "package"), path.join(tmp, "tfjs-node"));
   linkRuntimeDependencies(tmp);
   const modulePath = path.join(tmp, "tfjs-node", "lib", `napi-v${NAPI_VERSION}`);
-  fs.mkdirSync(modulePath, { recursive: true });
+  makeDir(modulePath);
   fs.copyFileSync(path.join(addonDir, "tfjs_binding.node"), path.join(modulePath, "tfjs_binding.node"));
   // our optional addons, each in its own folder beside tensorflow/ (their rpaths are relative to it)
   for (const [name, file, dir] of ours) {
@@ -366,7 +381,7 @@ function smokeTest(dir) {
 }
 
 function writeStatus(dir, status) {
-  fs.mkdirSync(dir, { recursive: true });
+  makeDir(dir);
   const file = path.join(dir, "status.json");
   fs.writeFileSync(`${file}.tmp`, JSON.stringify(status, null, 2) + "\n");
   fs.renameSync(`${file}.tmp`, file);
@@ -430,12 +445,17 @@ function main() {
     log(`installed (TensorFlow ${TENSORFLOW_VERSION} ${flavour}, ${((Date.now() - started) / 1000).toFixed(0)} s) in ${nativeDir}`);
     return 0;
   } catch (err) {
-    if (!(err instanceof Unavailable)) throw err;
-    const fix = flavour === "gpu" ? `CONTROLNET_TS_NATIVE=gpu ${FIX_COMMAND}` : FIX_COMMAND;
+    // Anything else (an unwritable cache, a full disk) is also a reason to run on wasm, never a failed `npm install`.
+    const reason = err instanceof Unavailable ? err.message : `unexpected error: ${err?.message ?? err}`;
+    const fix = err?.fix ?? (flavour === "gpu" ? `CONTROLNET_TS_NATIVE=gpu ${FIX_COMMAND}` : FIX_COMMAND);
     // A previous working install stays usable; only a missing one records the reason.
     const prev = readStatus();
-    if (!prev?.ok) writeStatus(nativeDir, { ok: false, reason: err.message, fix });
-    log(`not installed: ${err.message}`);
+    try {
+      if (!prev?.ok) writeStatus(nativeDir, { ok: false, reason, fix });
+    } catch (e) {
+      log(`could not record the reason in ${nativeDir} (${e.message})`);
+    }
+    log(`not installed: ${reason}`);
     log(prev?.ok ? `the previously installed native engine stays in ${nativeDir}` : `the wasm engine runs; once fixed, add native with: ${fix}`);
     return strict ? 1 : 0;
   }

@@ -10,6 +10,8 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
+import { nativeMissingReason } from "../../lib/engine/native/load.js";
+
 const root = path.resolve(import.meta.dirname, "../..");
 const installer = path.join(root, "scripts", "native", "install.mjs");
 
@@ -61,6 +63,35 @@ test("the opt-out variable skips the build and says how to add it later", () => 
   const bad = install({ CONTROLNET_TS_NATIVE: "tpu" });
   assert.equal(bad.code, 0);
   assert.match(bad.status.reason, /CONTROLNET_TS_NATIVE='tpu' is not one of cpu, gpu, off/);
+  // the plain fix would fail again while the bad value is exported: it sets a valid one
+  assert.equal(bad.status.fix, "CONTROLNET_TS_NATIVE=cpu npm run install-native");
+});
+
+test("the opt-out over an earlier build: wasm runs, as the installer says (the earlier build is not loaded)", () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "native-optout-"));
+  // an earlier successful install's files and status
+  fs.mkdirSync(path.join(dir, "tfjs-node", "lib", "napi-v8"), { recursive: true });
+  fs.writeFileSync(path.join(dir, "tfjs-node", "lib", "napi-v8", "tfjs_binding.node"), "");
+  fs.writeFileSync(path.join(dir, "status.json"), JSON.stringify({ ok: true, flavour: "cpu" }));
+  assert.equal(nativeMissingReason(dir), null, "the earlier build counts as installed");
+  const r = spawnSync(process.execPath, [installer], { cwd: root, env: { ...process.env, CONTROLNET_TS_NATIVE_DIR: dir, CONTROLNET_TS_NATIVE: "off" }, encoding: "utf8" });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /skipped \(CONTROLNET_TS_NATIVE=off\); the wasm engine runs/);
+  assert.match(nativeMissingReason(dir)!, /^not installed \(skipped: CONTROLNET_TS_NATIVE=off at install\); add it with: CONTROLNET_TS_NATIVE=cpu npm run install-native$/);
+});
+
+test("an unexpected error (a cache dir that cannot be made) is a reason to run on wasm, not a failed npm install", () => {
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "native-cache-")), "a-file");
+  fs.writeFileSync(file, "");
+  for (const cache of [path.join(file, "cache"), "/proc/controlnet-ts-no-such-dir/cache"]) {
+    const started = Date.now();
+    const r = install({ CONTROLNET_TS_CACHE_DIR: cache });
+    assert.equal(r.code, 0, r.err);
+    assert.ok(Date.now() - started < 60_000, `${cache}: took ${Date.now() - started} ms`); // Node's recursive mkdir spun for ever under /proc
+    assert.equal(r.status?.ok, false, `${cache}: ${r.err}`);
+    assert.match(r.status.reason, /^unexpected error: (ENOTDIR|ENOENT)/, cache);
+    assert.match(r.err, /the wasm engine runs; once fixed, add native with: npm run install-native/);
+  }
 });
 
 const cacheReady = fs.existsSync(path.join(root, ".native", "status.json")) &&

@@ -40,10 +40,15 @@ export interface LoadedNative {
 
 let loaded: LoadedNative | null = null;
 
-/** Why the native engine is not installed, with the command that adds it; null when its files are there. */
+/**
+ * Why the native engine is not installed, with the command that adds it; null when its files are there. The last
+ * install's status decides: an install run with CONTROLNET_TS_NATIVE=off over an earlier build said "the wasm engine
+ * runs", so that earlier build is not loaded (a failed install keeps a working one's status, and it stays in use).
+ */
 export function nativeMissingReason(dir = nativeDir()): string | null {
-  if (fs.existsSync(path.join(dir, "tfjs-node", NAPI_DIR, "tfjs_binding.node"))) return null;
   const status = readInstallStatus(dir);
+  const built = fs.existsSync(path.join(dir, "tfjs-node", NAPI_DIR, "tfjs_binding.node"));
+  if (built && status?.ok !== false) return null;
   const fix = status?.fix ?? INSTALL_NATIVE_COMMAND;
   if (status && !status.ok && status.reason) return `not installed (${status.reason}); add it with: ${fix}`;
   return `not installed in ${dir}; add it with: ${fix}`;
@@ -58,7 +63,9 @@ function configureTensorFlowEnv(threads: number, allowTf32: boolean): void {
   // TensorFlow computes float32 matmuls and convolutions in TF32 on Ampere and newer GPUs unless told not to;
   // PyTorch (and so diffusers' --allow_tf32) defaults to exact float32. NVIDIA's switch, honoured by cuBLAS/cuDNN.
   if (!allowTf32) env.NVIDIA_TF32_OVERRIDE ??= "0";
-  env.TF_CPP_MIN_LOG_LEVEL ??= "2"; // TF's start-up lines; we report the engine ourselves
+  // TF's INFO/WARNING lines (we report the engine ourselves); its first two, written before its logging is set up
+  // (absl's "All log messages before absl::InitializeLog()…" and oneDNN's notice), still show
+  env.TF_CPP_MIN_LOG_LEVEL ??= "2";
   env.TF_NUM_INTRAOP_THREADS ??= String(threads);
   env.TF_NUM_INTEROP_THREADS ??= String(Math.min(threads, 2));
   env.TF_FORCE_GPU_ALLOW_GROWTH ??= "true"; // else TF takes nearly all GPU memory at start
