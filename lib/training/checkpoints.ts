@@ -104,10 +104,15 @@ export function listCheckpoints(outputDir: string): CheckpointInfo[] {
   return listCheckpointDirs(outputDir).filter((c) => verifyCheckpoint(c.path) === null);
 }
 
+/** A checkpoint's completion marker (throws when it cannot be read or parsed). */
+function readMarker(dir: string): Marker {
+  return JSON.parse(fs.readFileSync(path.join(dir, MARKER), "utf8")) as Marker;
+}
+
 /** Whether `dir` holds a readable completion marker of this library's format (written last, after every file). */
 function hasMarker(dir: string): boolean {
   try {
-    return (JSON.parse(fs.readFileSync(path.join(dir, MARKER), "utf8")) as Marker).format === CHECKPOINT_FORMAT;
+    return readMarker(dir).format === CHECKPOINT_FORMAT;
   } catch {
     return false;
   }
@@ -118,7 +123,7 @@ function hasMarker(dir: string): boolean {
 export function verifyCheckpoint(dir: string, opts: { checksums?: boolean } = {}): string | null {
   let marker: Marker;
   try {
-    marker = JSON.parse(fs.readFileSync(path.join(dir, MARKER), "utf8")) as Marker;
+    marker = readMarker(dir);
   } catch (e) {
     return `no readable ${MARKER} (${(e as Error).message})`;
   }
@@ -397,7 +402,7 @@ export function readTrainingState(dir: string): Record<string, unknown> {
 export function loadCheckpoint(dir: string): LoadedCheckpoint {
   const why = verifyCheckpoint(dir, { checksums: true });
   if (why) throw new Error(`'${dir}' is not a complete checkpoint: ${why}`);
-  const marker = JSON.parse(fs.readFileSync(path.join(dir, MARKER), "utf8")) as Marker;
+  const marker = readMarker(dir);
   const opt = path.join(dir, "optimizer.safetensors");
   const cn = path.join(dir, "controlnet");
   return {
