@@ -19,6 +19,7 @@ import type * as TS from "typescript";
 import { cellPosition, checkComplete, excerpt, lineColOf, originalOffset, rewriteCell, type Rewritten } from "./cell-source.js";
 import type { CellEngine, CellError, CellOutcome, CompleteCheck, Completion, ExecuteOptions, Inspection } from "./engine.js";
 import { INTERRUPT_ENAME } from "./engine.js";
+import { requireWithImportCondition } from "./import-condition.js";
 import { typescriptForTslab } from "./typescript-for-tslab.js";
 
 // Minimal shapes of the tslab internals we use (their own .d.ts drag in a second copy of TypeScript's types).
@@ -351,7 +352,7 @@ export class TslabEngine implements CellEngine {
       apply: (_t, self, args: unknown[]) => {
         if (args.length !== 1 || typeof args[0] !== "string") return Reflect.apply(req, self, args);
         if (args[0] === "tslab") return tslabRequire(".");
-        return fromSide(args[0]) ?? Reflect.apply(req, self, args);
+        return fromSide(args[0]) ?? requireWithImportCondition(req, args[0]);
       },
     });
   }

@@ -11,6 +11,7 @@
  */
 import Module, { createRequire } from "node:module";
 import type * as TS from "typescript";
+import { nodeThenImportResolution } from "./import-condition.js";
 
 type Ts = typeof TS;
 /** Internals of TypeScript's bundle that the helpers use (exported by typescript.js, absent from its .d.ts). */
@@ -143,5 +144,11 @@ function withTslabHelpers(ts: Ts): Ts {
     getDefaultTypeRoots: (cwd: string, host: { directoryExists?(p: string): boolean }) =>
       t.getEffectiveTypeRoots({}, { directoryExists: host.directoryExists, getCurrentDirectory: () => cwd }),
     getNullTransformationContext: () => t.nullTransformationContext,
+    // not one of the fork's helpers: packages exported only under `import` resolve for cells (import-condition.ts)
+    createWatchCompilerHost: ((...args: unknown[]) => {
+      const host = (ts.createWatchCompilerHost as (...a: unknown[]) => TS.WatchCompilerHost<TS.BuilderProgram>)(...args);
+      host.resolveModuleNameLiterals = nodeThenImportResolution(ts, host);
+      return host;
+    }) as Ts["createWatchCompilerHost"],
   } as Ts;
 }

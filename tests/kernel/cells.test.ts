@@ -33,6 +33,17 @@ describe("cells as a user writes them", () => {
   after(async () => {
     await k?.close();
   });
+  // Where a test interrupts a cell, it waits until the cell's code has reached a point (a fixed sleep is not enough
+  // on a loaded machine: compiling the cell can take longer). The main thread may then be blocked, so no message
+  // could say so: the cell writes a file.
+  let marks = 0;
+  function mark(): { code: string; reached: () => Promise<void> } {
+    const file = path.join(k.dir, `.reached-${++marks}`);
+    return {
+      code: `require("node:fs").writeFileSync(${JSON.stringify(file)}, "");`,
+      reached: () => k.waitFor(() => fs.existsSync(file), 20000).then(() => sleep(100)),
+    };
+  }
 
   it("a runtime error in cell line 3 is reported at line 3 with an excerpt", async () => {
     const r = await k.execute("const a = 1;\nconst b = { v: 2 };\nconst c = (b as any).missing.deeper;\n");
@@ -101,6 +112,29 @@ describe("cells as a user writes them", () => {
     assert.equal(resultText(r.iopub), "[ 84, true ]");
   });
 
+  it("a package exported only under the `import` condition (entry and subpath) loads and type-checks", async () => {
+    const pkg = path.join(k.dir, "node_modules", "@scope", "import-only");
+    fs.mkdirSync(path.join(pkg, "lib"), { recursive: true });
+    const exportsMap = {
+      ".": { types: "./index.d.ts", import: "./index.js" },
+      "./extra": { types: "./lib/extra.d.ts", import: "./lib/extra.js" },
+    };
+    fs.writeFileSync(path.join(pkg, "package.json"), JSON.stringify({ name: "@scope/import-only", type: "module", exports: exportsMap }));
+    fs.writeFileSync(path.join(pkg, "index.js"), "export const answer = 42;\n");
+    fs.writeFileSync(path.join(pkg, "index.d.ts"), "export declare const answer: number;\n");
+    fs.writeFileSync(path.join(pkg, "lib", "extra.js"), "export function shout(s) { return s.toUpperCase(); }\n");
+    fs.writeFileSync(path.join(pkg, "lib", "extra.d.ts"), "export declare function shout(s: string): string;\n");
+    const r = await k.execute("import { answer } from '@scope/import-only';\nconst { shout } = await import('@scope/import-only/extra');\n[answer, shout('hi')]");
+    assert.equal(r.reply.content.status, "ok", JSON.stringify(ofType(r.iopub, "error")));
+    assert.equal(resultText(r.iopub), "[ 42, 'HI' ]");
+    // the types come from the package's `types` condition: a misuse is a type error at its line
+    const bad = await k.execute("shout(answer)");
+    assert.match(errorOf(bad.iopub).evalue, /Argument of type 'number' is not assignable to parameter of type 'string'/);
+    // a subpath the package does not export is still Node's own error
+    const missing = await k.execute("import { x } from '@scope/import-only/missing';");
+    assert.notEqual(missing.reply.content.status, "ok");
+  });
+
   it("`{ base }` shorthand of an earlier cell's variable, and `await (x as any).y`", async () => {
     await k.execute("const base = { dir: 'tiny' };\nconst seed = 2;");
     const r = await k.execute("const opts = { base, seed };\nopts");
@@ -128,8 +162,9 @@ describe("cells as a user writes them", () => {
   });
 
   it("interrupt during a plain await returns within 1 s and keeps the cell's declarations", async () => {
-    const id = await k.started("let before = 7;\nawait new Promise((r) => setTimeout(r, 60000));\nlet afterwards = 1;");
-    await sleep(300);
+    const m = mark();
+    const id = await k.started(`let before = 7;\n${m.code}\nawait new Promise((r) => setTimeout(r, 60000));\nlet afterwards = 1;`);
+    await m.reached();
     const t0 = Date.now();
     k.proc.kill("SIGINT");
     const r = await k.reply(id, 10000);
@@ -138,8 +173,9 @@ describe("cells as a user writes them", () => {
     assert.ok(took < 1000, `interrupted after ${took} ms`);
     assert.equal(resultText((await k.execute("before")).iopub), "7");
     // the same over interrupt_request
-    const id2 = await k.started("await new Promise((r) => setTimeout(r, 60000));");
-    await sleep(200);
+    const m2 = mark();
+    const id2 = await k.started(`${m2.code}\nawait new Promise((r) => setTimeout(r, 60000));`);
+    await m2.reached();
     const t1 = Date.now();
     k.send("control", "interrupt_request", {});
     assert.equal((await k.reply(id2, 10000)).content.ename, "KeyboardInterrupt");
@@ -147,8 +183,9 @@ describe("cells as a user writes them", () => {
   });
 
   it("a synchronously interrupted cell keeps its declarations", async () => {
-    const id = await k.started("let spun = 0;\nconst label = 'kept';\nwhile (true) { spun++; }");
-    await sleep(300);
+    const m = mark();
+    const id = await k.started(`let spun = 0;\nconst label = 'kept';\n${m.code}\nwhile (true) { spun++; }`);
+    await m.reached();
     const t0 = Date.now();
     k.proc.kill("SIGINT");
     assert.equal((await k.reply(id, 10000)).content.ename, "KeyboardInterrupt");
@@ -160,9 +197,10 @@ describe("cells as a user writes them", () => {
   it("interrupt of synchronous code after an await returns within 1 s (SIGINT and interrupt_request) and keeps declarations", async (t) => {
     const interruptLoop = async (name: string, interrupt: () => void) => {
       // display() before the loop: its message is queued when the loop is stopped, and must still go out
-      const code = `display(${JSON.stringify(name)});\nawait null;\nconst t0 = Date.now();\nlet ${name} = 1;\nwhile (Date.now() - t0 < 20000) {}\n${name} = 2;`;
+      const m = mark();
+      const code = `display(${JSON.stringify(name)});\nawait null;\nconst t0 = Date.now();\nlet ${name} = 1;\n${m.code}\nwhile (Date.now() - t0 < 20000) {}\n${name} = 2;`;
       const id = await k.started(code);
-      await sleep(500); // well inside the loop
+      await m.reached(); // inside the loop
       const t1 = Date.now();
       interrupt();
       const r = await k.reply(id, 25000);
@@ -185,6 +223,7 @@ describe("cells as a user writes them", () => {
   });
 
   it("stopping synchronous code loses none of the work queued behind it outside the cell (immediates, timers)", async () => {
+    const m = mark();
     // the loop resumes between two immediates of one batch, where Node runs promise jobs from its immediate loop
     const code = [
       "let resume: () => void;",
@@ -194,10 +233,11 @@ describe("cells as a user writes them", () => {
       "setTimeout(() => { (globalThis as any).timerRan = true; }, 0);",
       "await resumed;",
       "const t0 = Date.now();",
+      m.code,
       "while (Date.now() - t0 < 20000) {}",
     ].join("\n");
     const id = await k.started(code);
-    await sleep(500);
+    await m.reached();
     const t1 = Date.now();
     k.send("control", "interrupt_request", {});
     assert.equal((await k.reply(id, 25000)).content.ename, "KeyboardInterrupt");
@@ -207,6 +247,7 @@ describe("cells as a user writes them", () => {
 
   it("synchronous code of a cell that asked for its abort signal is not stopped in the middle", async () => {
     // a stand-in for a library step: asks for the signal, then blocks the thread for 1.5 s after an await
+    const m = mark();
     const code = [
       "const signal = (globalThis as any)[Symbol.for('controlnet-ts.kernel')].abortSignal();",
       "let steps = 0;",
@@ -214,12 +255,13 @@ describe("cells as a user writes them", () => {
       "  await new Promise((r) => setImmediate(r));",
       "  if (signal.aborted) break; // the step boundary",
       "  const t0 = Date.now();",
+      `  ${m.code}`,
       "  while (Date.now() - t0 < 1500) {}",
       "  steps++;",
       "}",
     ].join("\n");
     const id = await k.started(code);
-    await sleep(700); // inside the first step
+    await m.reached(); // inside the first step
     k.send("control", "interrupt_request", {});
     const r = await k.reply(id, 10000);
     assert.equal(r.content.ename, "KeyboardInterrupt");
