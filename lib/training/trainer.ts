@@ -335,11 +335,11 @@ export class ControlNetTrainer {
    */
   private resume(): void {
     // rank 0 speaks for the group (every process resumes the same checkpoint)
-    const say = (line: string) => { if (this.isMainProcess) this.say(line); };
+    const tell = (line: string) => { if (this.isMainProcess) this.say(line); };
     const r = resolveResume(this.opts.output_dir, this.opts.resume_from_checkpoint);
     const mine = this.runIdentity;
     if (!r.checkpoint) {
-      if (this.opts.resume_from_checkpoint) say(r.message);
+      if (this.opts.resume_from_checkpoint) tell(r.message);
       for (const c of listCheckpoints(this.opts.output_dir)) {
         const diff = runDifferences(readTrainingState(c.path).run, mine);
         if (diff.length) {
@@ -358,9 +358,9 @@ export class ControlNetTrainer {
         throw new RunMismatchError(`resume_from_checkpoint latest: ${ck.path} is another run's (${diff.join(", ")}); nothing was changed. ` +
           `Use another output_dir for a new run, the same arguments to continue it, or name the checkpoint (resume_from_checkpoint ${path.basename(ck.path)}) to continue it with these.`);
       }
-      say(`warning: ${ck.path} was written with other arguments (${diff.join(", ")}); continuing it with this run's as asked.`);
+      tell(`warning: ${ck.path} was written with other arguments (${diff.join(", ")}); continuing it with this run's as asked.`);
     }
-    say(r.message);
+    tell(r.message);
     const emaDir = path.join(ck.path, EMA_FOLDER);
     const savedEma = this.ema !== null && fs.existsSync(emaDir);
     if (savedEma) {
@@ -374,7 +374,7 @@ export class ControlNetTrainer {
       this.c.controlnet.loadState(tensors, { strict: true });
     }
     if (this.ema && !savedEma) {
-      say(`${ck.path} has no ${EMA_FOLDER}/ (saved without use_ema): the moving average starts from its weights`);
+      tell(`${ck.path} has no ${EMA_FOLDER}/ (saved without use_ema): the moving average starts from its weights`);
       this.ema.capture();
     }
     if (ck.optimizer) this.optimizer.loadStateDict(ck.optimizer);
