@@ -13,7 +13,7 @@ import { installWasmWorkerShim, withLogicalCores } from "./wasm-threads.js";
 import { watchWasmFailures } from "./wasm-failures.js";
 import { registerWasmKernels } from "./kernels/index.js";
 import { installMemoryTracker } from "./memory.js";
-import { loadNative, type LoadedNative } from "./native/load.js";
+import { loadNative, nativeMissingReason, type LoadedNative } from "./native/load.js";
 import { INSTALL_NATIVE_COMMAND } from "./native/install-status.js";
 import { gpuAbsenceReason, gpuMemory } from "./native/gpu.js";
 import { registerNativeKernels } from "./native/kernels.js";
@@ -88,6 +88,9 @@ function parseThreads(value: number | string | undefined): number {
  * entry in `unavailable` says why.
  */
 function tryNative(kind: "node-gpu" | "node", load: () => LoadedNative): { reason: string } | LoadedNative {
+  const addGpuBuild = `the GPU build (TensorFlow's library with CUDA 12 / cuDNN 9, from PyPI) is added with: CONTROLNET_TS_NATIVE=gpu ${INSTALL_NATIVE_COMMAND}`;
+  // node's entry says why no build is installed and how to add the CPU one; node-gpu's names the GPU build's command
+  if (kind === "node-gpu" && nativeMissingReason() !== null) return { reason: `no native engine is installed; ${addGpuBuild}` };
   let native: LoadedNative;
   try {
     native = load();
@@ -96,7 +99,7 @@ function tryNative(kind: "node-gpu" | "node", load: () => LoadedNative): { reaso
   }
   if (kind === "node-gpu") {
     if (!native.gpuBuild) {
-      return { reason: `the native engine is the CPU build; the GPU build (TensorFlow's library with CUDA 12 / cuDNN 9, from PyPI) is added with: CONTROLNET_TS_NATIVE=gpu ${INSTALL_NATIVE_COMMAND}` };
+      return { reason: `the native engine is the CPU build; ${addGpuBuild}` };
     }
     if (!native.usingGpu) return { reason: `the GPU build is installed but TensorFlow found no usable GPU (${gpuAbsenceReason()}); it runs on the CPU as 'node'` };
   }

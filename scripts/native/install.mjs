@@ -14,7 +14,8 @@
  *                        (against the same library where it links one) when it can be
  *   status.json          what was installed, or why not (lib/engine reads it to explain the engine choice)
  *
- * Environment: CONTROLNET_TS_NATIVE = cpu (default) | gpu | off; CONTROLNET_TS_CACHE_DIR (default
+ * Environment: CONTROLNET_TS_NATIVE = cpu | gpu | off (unset: the flavour installed before, else cpu, so a later
+ * plain `npm install` keeps a GPU build); CONTROLNET_TS_CACHE_DIR (default
  * $XDG_CACHE_HOME/controlnet-ts or ~/.cache/controlnet-ts); CXX; PYTHON.
  * As a postinstall it never fails the install: when the native engine cannot be built, wasm runs and status.json
  * says why and how to add native. `--strict` (used by `npm run install-native`) exits 1 instead.
@@ -64,9 +65,12 @@ function mustRun(what, cmd, args, opts) {
   return r;
 }
 
-function flavourFromEnv() {
+/** The flavour to build: the variable's, else what is installed (a plain `npm install` must not turn a GPU build
+ *  into the CPU one), else cpu; null for the opt-out. */
+function flavourFromEnv(prev) {
   const v = (process.env.CONTROLNET_TS_NATIVE ?? "").trim().toLowerCase();
-  if (["", "1", "cpu", "on", "true"].includes(v)) return "cpu";
+  if (["", "1", "on", "true"].includes(v)) return prev?.ok && prev.flavour === "gpu" ? "gpu" : "cpu";
+  if (v === "cpu") return "cpu";
   if (v === "gpu") return "gpu";
   if (["0", "off", "false", "no", "skip", "wasm"].includes(v)) return null;
   // the fix sets a valid value for that one command (an exported bad value would fail it again)
@@ -396,14 +400,22 @@ function swapInto(tmp) {
 
 function main() {
   const started = Date.now();
+  const prev = readStatus();
+  // `npx controlnet-ts` in a checkout installs the package into npx's cache as a link to it, which runs this
+  // postinstall again (npm 10 on every call): what is installed (a GPU build, an opt-out) is kept.
+  if (process.env.npm_command === "exec" && prev && !process.env.CONTROLNET_TS_NATIVE) {
+    return 0;
+  }
   let flavour;
   try {
-    flavour = flavourFromEnv();
+    flavour = flavourFromEnv(prev);
     if (flavour === null) {
       writeStatus(nativeDir, { ok: false, reason: "skipped: CONTROLNET_TS_NATIVE=off at install", fix: `CONTROLNET_TS_NATIVE=cpu ${FIX_COMMAND}` });
       log("skipped (CONTROLNET_TS_NATIVE=off); the wasm engine runs");
       return 0;
     }
+    const kept = !process.env.CONTROLNET_TS_NATIVE && prev?.ok && prev.flavour === flavour ? ", as installed before" : "";
+    log(`the ${flavour.toUpperCase()} build of TensorFlow ${TENSORFLOW_VERSION}${kept} (CONTROLNET_TS_NATIVE=cpu|gpu|off chooses)`);
     checkPlatform();
     const cxx = findCompiler();
     const python = findPip();
@@ -449,7 +461,6 @@ function main() {
     const reason = err instanceof Unavailable ? err.message : `unexpected error: ${err?.message ?? err}`;
     const fix = err?.fix ?? (flavour === "gpu" ? `CONTROLNET_TS_NATIVE=gpu ${FIX_COMMAND}` : FIX_COMMAND);
     // A previous working install stays usable; only a missing one records the reason.
-    const prev = readStatus();
     try {
       if (!prev?.ok) writeStatus(nativeDir, { ok: false, reason, fix });
     } catch (e) {

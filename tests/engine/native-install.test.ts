@@ -3,7 +3,7 @@
  * `npm install`, records why native is missing and the command that adds it, and a second install is a fast copy
  * from the user cache.
  */
-import { test } from "node:test";
+import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -15,8 +15,19 @@ import { nativeMissingReason } from "../../lib/engine/native/load.js";
 const root = path.resolve(import.meta.dirname, "../..");
 const installer = path.join(root, "scripts", "native", "install.mjs");
 
+// every folder a test makes under the system's temporary folder goes when the file ends
+const made: string[] = [];
+function tempDir(prefix: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  made.push(dir);
+  return dir;
+}
+after(() => {
+  for (const d of made) fs.rmSync(d, { recursive: true, force: true });
+});
+
 function install(env: Record<string, string>, args: string[] = []) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "native-install-"));
+  const dir = tempDir("native-install-");
   const r = spawnSync(process.execPath, [installer, ...args], {
     cwd: root,
     env: { ...process.env, CONTROLNET_TS_NATIVE_DIR: dir, ...env },
@@ -30,7 +41,7 @@ function install(env: Record<string, string>, args: string[] = []) {
 
 /** A PATH holding only node, python3 and tar: no C++ compiler (what "g++ hidden from PATH" means). */
 function pathWithoutCompiler(): string {
-  const bin = fs.mkdtempSync(path.join(os.tmpdir(), "no-cxx-bin-"));
+  const bin = tempDir("no-cxx-bin-");
   for (const tool of ["python3", "tar"]) {
     const found = spawnSync("sh", ["-c", `command -v ${tool}`], { encoding: "utf8" }).stdout.trim();
     if (found) fs.symlinkSync(found, path.join(bin, tool));
@@ -68,7 +79,7 @@ test("the opt-out variable skips the build and says how to add it later", () => 
 });
 
 test("the opt-out over an earlier build: wasm runs, as the installer says (the earlier build is not loaded)", () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "native-optout-"));
+  const dir = tempDir("native-optout-");
   // an earlier successful install's files and status
   fs.mkdirSync(path.join(dir, "tfjs-node", "lib", "napi-v8"), { recursive: true });
   fs.writeFileSync(path.join(dir, "tfjs-node", "lib", "napi-v8", "tfjs_binding.node"), "");
@@ -81,7 +92,7 @@ test("the opt-out over an earlier build: wasm runs, as the installer says (the e
 });
 
 test("an unexpected error (a cache dir that cannot be made) is a reason to run on wasm, not a failed npm install", () => {
-  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "native-cache-")), "a-file");
+  const file = path.join(tempDir("native-cache-"), "a-file");
   fs.writeFileSync(file, "");
   for (const cache of [path.join(file, "cache"), "/proc/controlnet-ts-no-such-dir/cache"]) {
     const started = Date.now();
@@ -115,4 +126,39 @@ test("a second install comes from the cache: fast, hard-linked, and it loads", {
   assert.equal(r.status.signals, "built");
   assert.ok(fs.existsSync(path.join(r.dir, "signals", "signals.node")), "the signals addon is installed beside the engine");
   fs.rmSync(r.dir, { recursive: true, force: true });
+});
+
+/** A folder holding an earlier install's status (and, for a working one, its binding). */
+function earlierInstall(status: Record<string, unknown>): string {
+  const dir = tempDir("native-earlier-");
+  fs.mkdirSync(path.join(dir, "tfjs-node", "lib", "napi-v8"), { recursive: true });
+  fs.writeFileSync(path.join(dir, "tfjs-node", "lib", "napi-v8", "tfjs_binding.node"), "");
+  fs.writeFileSync(path.join(dir, "status.json"), JSON.stringify(status));
+  return dir;
+}
+
+test("`npx controlnet-ts` (npm exec re-running the postinstall) keeps what is installed: a GPU build, an opt-out", () => {
+  for (const status of [{ ok: true, flavour: "gpu" }, { ok: false, reason: "skipped: CONTROLNET_TS_NATIVE=off at install" }]) {
+    const dir = earlierInstall(status);
+    const before = fs.readFileSync(path.join(dir, "status.json"), "utf8");
+    const r = spawnSync(process.execPath, [installer], { cwd: root, env: { ...process.env, CONTROLNET_TS_NATIVE_DIR: dir, CONTROLNET_TS_NATIVE: "", npm_command: "exec" }, encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stderr, "", "nothing rebuilt, nothing said");
+    assert.equal(fs.readFileSync(path.join(dir, "status.json"), "utf8"), before);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a plain install over a GPU build builds the GPU build again (not the CPU one); CONTROLNET_TS_NATIVE=cpu switches", () => {
+  const dir = earlierInstall({ ok: true, flavour: "gpu" });
+  const env = { ...process.env, CONTROLNET_TS_NATIVE_DIR: dir, CXX: "/nonexistent/g++", npm_command: "install" };
+  const plain = spawnSync(process.execPath, [installer], { cwd: root, env: { ...env, CONTROLNET_TS_NATIVE: "" }, encoding: "utf8" });
+  assert.equal(plain.status, 0, plain.stderr);
+  assert.match(plain.stderr, /the GPU build of TensorFlow 2\.21\.0, as installed before/);
+  // the build failed (no compiler): the earlier one stays
+  assert.match(plain.stderr, /the previously installed native engine stays/);
+  assert.equal(JSON.parse(fs.readFileSync(path.join(dir, "status.json"), "utf8")).flavour, "gpu");
+  const cpu = spawnSync(process.execPath, [installer], { cwd: root, env: { ...env, CONTROLNET_TS_NATIVE: "cpu" }, encoding: "utf8" });
+  assert.match(cpu.stderr, /the CPU build of TensorFlow 2\.21\.0 \(/);
+  fs.rmSync(dir, { recursive: true, force: true });
 });

@@ -54,6 +54,8 @@ test("without the native engine, auto selection falls back to wasm and says how 
   assert.equal(info.backend, "wasm");
   assert.deepEqual(info.unavailable.map((u: { backend: string }) => u.backend), ["node-gpu", "node"]);
   assert.match(info.unavailable[1].reason, /not installed .*add it with: npm run install-native/);
+  // node-gpu's own command is the GPU build's (install-native alone builds the CPU one)
+  assert.match(info.unavailable[0].reason, /^no native engine is installed; the GPU build .* is added with: CONTROLNET_TS_NATIVE=gpu npm run install-native$/);
   assert.equal(info.deviceMemoryLimit, 4 * 1024 ** 3);
   assert.ok(info.kernelOverrides.includes("Conv2DBackpropFilter"));
 });
