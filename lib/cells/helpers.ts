@@ -16,6 +16,7 @@ import type { ControlNetModel } from "../models/index.js";
 import { loadBaseModel, loadOrCreateControlNet, type BaseModel } from "../training/base.js";
 import { ArgsError, validateTrainingNumbers } from "../training/args.js";
 import { ControlNetTrainer, type TrainResult } from "../training/trainer.js";
+import { listCheckpoints } from "../training/checkpoints.js";
 import type { EMAModel } from "../training/ema.js";
 import { checkValidationImages, runValidation, type ValidationResult } from "../training/validation.js";
 import { uploadFolder } from "../io/hub.js";
@@ -191,20 +192,30 @@ export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
     throw new ArgsError(`train: processes must be a positive integer, got ${o.processes}`);
   }
   if (o.validation) validateTrainingNumbers({ validation_steps: o.validation.every }, () => "train: validation.every");
-  if (isDisposed(o.controlnet)) {
-    throw new Error("train: this ControlNet's weights were freed when the controlnet() cell was re-run with other arguments; " +
-      "pass the model that cell returns now (its previous training is in its run folder's checkpoints).");
-  }
+  assertUsable(o.controlnet, "train");
   const asked = path.resolve(o.outputDir ?? "outputs/controlnet");
+  // The model's weights carry the steps of the run it trained in: in another folder its step count would restart at
+  // 0 (a mislabelled run), and going back would resume an older checkpoint over the newer weights.
+  // (`<asked>-2` … is where runs.ts puts this model when `asked` holds another's: the same request)
+  const current = runDirOf(o.controlnet);
+  const askedHere = (dir: string) => dir === asked || (dir.startsWith(`${asked}-`) && /^\d+$/.test(dir.slice(asked.length + 1)));
+  if (current && !askedHere(current)) {
+    const step = listCheckpoints(current).at(-1)?.step;
+    throw new ArgsError(`train: this ControlNet trains in ${current}${step ? ` (step ${step})` : ""}; its weights carry that run's steps. ` +
+      `Continue it there (outputDir: ${JSON.stringify(current)}), or make another ControlNet with controlnet() for a run in ${asked}.`);
+  }
   if (o.processes && o.processes > 1) {
     if (o.validation) console.log("train: with processes, validation runs in its own cell (validate()) after training");
     await closeSession(); // the next in-process train() resumes from the processes' checkpoint
+    // the run belongs to the ControlNet as in process (runs.ts): another model's checkpoints are never resumed
+    const run = chooseRunDir(o.controlnet, asked);
+    if (run.note) console.log(run.note);
     const r = await trainInProcesses({
-      ...o, processes: o.processes, outputDir: asked, batchSize: o.batchSize ?? 4, learningRate: o.learningRate ?? 1e-5,
+      ...o, processes: o.processes, outputDir: run.dir, batchSize: o.batchSize ?? 4, learningRate: o.learningRate ?? 1e-5,
       gradientAccumulationSteps: o.gradientAccumulationSteps ?? 1, maxTrainSteps: o.maxTrainSteps ?? Math.max(until, 1_000_000),
       lrScheduler: o.lrScheduler ?? "constant", lrWarmupSteps: o.lrWarmupSteps ?? 0, seed: o.seed ?? 0,
     });
-    return { ...r, outputDir: asked };
+    return { ...r, outputDir: run.dir };
   }
   const key = JSON.stringify({ ...rest, base: o.base.dir, controlnet: undefined, dataset: o.dataset.description, outputDir: asked });
   if (o.validation) await checkValidationImages(o.validation.images);
@@ -227,8 +238,9 @@ export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
       attention_chunk_size: o.attentionChunkSize, max_train_steps: o.maxTrainSteps ?? Math.max(until, 1_000_000),
       lr_scheduler: o.lrScheduler ?? "constant", lr_warmup_steps: o.lrWarmupSteps ?? 0, seed: o.seed ?? 0,
       checkpointing_steps: o.checkpointing?.every ?? 500, checkpoints_total_limit: o.checkpointing?.totalLimit ?? null,
-      // the folder is this model's run (chooseRunDir), so its latest checkpoint is this model's
-      resume_from_checkpoint: "latest", use_ema: o.useEma, ema_decay: o.emaDecay,
+      // the folder is this model's run (chooseRunDir), so its latest checkpoint is this model's: named, so that
+      // changed options (a learning rate, the batch after processes) continue it with a warning instead of refusing
+      resume_from_checkpoint: listCheckpoints(run.dir).at(-1)?.path ?? "latest", use_ema: o.useEma, ema_decay: o.emaDecay,
     });
     session = { key, trainer, controlnet: o.controlnet, savedStep: trainer.globalStep, dashboard: null };
   }
@@ -316,10 +328,18 @@ function predictedPeak(o: TrainCellOptions): number | null {
 
 /** cell 5a: validation images from the ControlNet (UniPC; steps default 20 as the script). Fill50k-style pairs
  *  (outline + "<colour> circle with <colour> background") are scored for control fidelity, shown in the title. */
+/** One line instead of "parameter 'weight' of Conv2d has no value" for a model a newer controlnet() cell freed. */
+function assertUsable(model: ControlNetModel, cell: string): void {
+  if (!isDisposed(model)) return;
+  throw new ArgsError(`${cell}: this ControlNet's weights were freed when the controlnet() cell ran again with other arguments; ` +
+    `pass the model that cell returns now (this one's training is in its run folder's checkpoints${runDirOf(model) ? `, ${runDirOf(model)}` : ""}).`);
+}
+
 export async function validate(o: { base: BaseModel; controlnet: ControlNetModel; images: string[]; prompts: string[];
   steps?: number; numImages?: number; seed?: number; step?: number; outputDir?: string; resolution?: number;
   /** The grid's title (default "validation at step N"). */
   title?: string; show?: boolean } & SamplingOptions): Promise<WithDisplay<ValidationResult>> {
+  assertUsable(o.controlnet, o.title === "inference" ? "infer" : "validate");
   // the step of this ControlNet's training, when this session trains it (not 0 for a model trained 800 steps)
   const step = o.step ?? (session?.controlnet === o.controlnet ? session.trainer.globalStep : 0);
   const run = () => runValidation(o.base, o.controlnet, {
@@ -383,6 +403,7 @@ function baseResolution(base: BaseModel): number | undefined {
 
 /** cell 6a: a diffusers folder Python's ControlNetModel.from_pretrained loads (with useEma: the weights' average). */
 export function save(cn: ControlNetModel, dir: string): string {
+  assertUsable(cn, "save");
   const ema = averageOf(cn);
   if (ema) ema.withAveragedSync(() => cn.savePretrained(dir));
   else cn.savePretrained(dir);

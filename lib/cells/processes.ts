@@ -52,7 +52,7 @@ export interface ProcessesTrainOptions {
 }
 
 /** train_controlnet's flags for what the cell holds in memory; a cell setting the CLI cannot express is an error. */
-export function processFlags(o: ProcessesTrainOptions, controlnetDir: string | null): string[] {
+export function processFlags(o: ProcessesTrainOptions, controlnetDir: string | null, resumeFrom: string | null): string[] {
   const ds = (o.dataset as unknown as Record<symbol, DatasetCellOptions | undefined>)[DATASET_CELL_OPTIONS];
   if (!ds) throw new Error("train({ processes }): the dataset must come from the dataset() cell (its options are what the worker processes load)");
   const dsSeed = ds.synthetic ? ds.synthetic.seed ?? 0 : ds.seed;
@@ -63,7 +63,7 @@ export function processFlags(o: ProcessesTrainOptions, controlnetDir: string | n
     `--pretrained_model_name_or_path=${o.base.dir}`, `--output_dir=${o.outputDir}`, `--resolution=${o.dataset.resolution}`,
     `--train_batch_size=${o.batchSize}`, `--learning_rate=${o.learningRate}`, `--gradient_accumulation_steps=${o.gradientAccumulationSteps}`,
     `--max_train_steps=${o.maxTrainSteps}`, `--lr_scheduler=${o.lrScheduler}`, `--lr_warmup_steps=${o.lrWarmupSteps}`, `--seed=${o.seed}`,
-    `--checkpointing_steps=${o.checkpointing?.every ?? 500}`, "--resume_from_checkpoint=latest",
+    `--checkpointing_steps=${o.checkpointing?.every ?? 500}`, `--resume_from_checkpoint=${resumeFrom ?? "latest"}`,
   ];
   if (ds.synthetic) f.push(`--dataset_name=synthetic-fill50k:${ds.synthetic.count ?? 50_000}`);
   if (ds.name) f.push(`--dataset_name=${ds.name}`);
@@ -87,7 +87,8 @@ export function processFlags(o: ProcessesTrainOptions, controlnetDir: string | n
 }
 
 export async function trainInProcesses(o: ProcessesTrainOptions): Promise<TrainResult> {
-  const start = listCheckpoints(o.outputDir).at(-1)?.step ?? 0;
+  const latest = listCheckpoints(o.outputDir).at(-1);
+  const start = latest?.step ?? 0;
   if (start >= o.until) {
     console.log(`train: already at step ${start} (until ${o.until}) — nothing to do. Raise \`until\` to continue.`);
     return { globalStep: start, maxSteps: o.maxTrainSteps, stopped: "until", lastLoss: null };
@@ -98,7 +99,8 @@ export async function trainInProcesses(o: ProcessesTrainOptions): Promise<TrainR
   const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "bin", "controlnet-ts.js");
   const launchArgs = ["launch", "--num_processes", String(o.processes), "--main_process_port", String(o.mainProcessPort ?? 29500),
     ...(o.threadsPerProcess ? ["--num_cpu_threads_per_process", String(o.threadsPerProcess)] : []),
-    "train_controlnet", ...processFlags(o, initDir)];
+    // the folder is this model's run (runs.ts): its checkpoint is named, so changed options continue it (with a warning)
+    "train_controlnet", ...processFlags(o, initDir, latest?.path ?? null)];
   const logFile = path.join(o.outputDir, "logs", "train_log.jsonl");
   const seen = fs.existsSync(logFile) ? fs.readFileSync(logFile, "utf8").length : 0;
   const dashboard = new TrainingDashboard({ total: o.until, initialStep: start, description: `train (${o.processes} processes)` }).show();
@@ -137,11 +139,23 @@ export async function trainInProcesses(o: ProcessesTrainOptions): Promise<TrainR
   if (last && last.step > start) o.controlnet.loadState(loadModelFolder(path.join(last.path, "controlnet")).tensors, { strict: true });
   if (code !== 0 && code !== 130) {
     dashboard.finish("error");
-    const line = stderr.split("\n").filter((l) => /error:/.test(l)).at(-1) ?? stderr.trim().split("\n").at(-1) ?? `exit code ${code}`;
-    throw new Error(`train({ processes: ${o.processes} }) failed: ${line.replace(/^(\[rank \d+\] )?/, "")}`);
+    throw new Error(`train({ processes: ${o.processes} }) failed: ${failureLine(stderr, code)}`);
   }
   const interrupted = code === 130;
   dashboard.finish(interrupted ? "stopped" : "done");
   if (interrupted) console.log(`train: interrupted at step ${step}; checkpoint written to ${last?.path}. Run the cell again to continue.`);
   return { globalStep: last?.step ?? step, maxSteps: o.maxTrainSteps, stopped: interrupted ? "interrupted" : step >= o.maxTrainSteps ? "finished" : "until", lastLoss };
+}
+
+/**
+ * The reason a launch failed, from its stderr: the first worker's own one-line error (`[rank r] train_controlnet:
+ * …`), which says why, then the launcher's summary (which process exited, the checkpoint to resume).
+ */
+export function failureLine(stderr: string, code: number | null): string {
+  const lines = stderr.split("\n").map((l) => l.trim()).filter(Boolean);
+  // rank 0's lines come unprefixed, the others' as `[rank r] …`
+  const worker = lines.find((l) => /^(\[rank \d+\] )?train_controlnet(\.py)?: /.test(l))?.replace(/^\[rank \d+\] /, "");
+  const launcher = lines.filter((l) => /^launch: error:/.test(l)).at(-1);
+  const parts = [worker, launcher].filter((l): l is string => !!l);
+  return parts.length ? parts.join(" — ") : lines.at(-1) ?? `exit code ${code}`;
 }

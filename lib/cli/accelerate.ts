@@ -3,12 +3,14 @@
  * `controlnet-ts accelerate config [default]`: the seed README's commands, mapped onto `train_controlnet`.
  *
  * launch: the script's flags pass through unchanged; of accelerate's own flags and config file, what has a meaning
- * here is applied — mixed_precision (the script's own flag wins, as in accelerate), DeepSpeed's optimizer offload
+ * here is applied — mixed_precision no/fp16/bf16 (the script's own flag wins, as in accelerate; accelerate's fp8 is
+ * not one of the script's choices and is noted as having no effect), DeepSpeed's optimizer offload
  * (→ --offload_optimizer_state) and gradient_accumulation_steps, num_cpu_threads_per_process (→ engine threads) — and
  * every other setting is named in one note saying it has no effect. More than one process (num_processes is the total
  * over all machines, as accelerate's) runs through `controlnet-ts launch` (lib/cli/launch.ts: TensorFlow's collectives).
  *
- * config / config default: accelerate's write_basic_config — a JSON config written once (never overwritten) — in
+ * config / config default: accelerate's write_basic_config (mixed_precision no/fp16/bf16: train_controlnet.py's
+ * choices) — a JSON config written once (never overwritten) — in
  * controlnet-ts' own cache folder, so Python accelerate's file is never touched; launch reads `--config_file`, else
  * that file, else accelerate's default config if the user has one.
  */
@@ -33,6 +35,15 @@ const VALUE_FLAGS = new Set([
   "main_training_function", "downcast_bf16", "tpu_vm", "tpu_env", "env_file",
 ]);
 const BOOL_FLAGS = new Set(["multi_gpu", "cpu", "use_deepspeed", "use_fsdp", "use_megatron_lm", "use_xpu", "tpu", "debug", "quiet", "q", "module", "m", "no_python", "same_network", "mps", "dynamo_use_fullgraph", "dynamo_use_dynamic"]);
+/** accelerate launch's integer flags (argparse `type=int`): anything else is refused, as accelerate does. */
+const INT_FLAGS = new Set(["num_processes", "num_machines", "machine_rank", "main_process_port", "num_cpu_threads_per_process", "gradient_accumulation_steps", "zero_stage", "max_restarts"]);
+/** accelerate's mixed_precision choices; train_controlnet.py's are these without fp8. */
+const MP_CHOICES = ["no", "fp16", "bf16", "fp8"];
+const SCRIPT_MP_CHOICES = ["no", "fp16", "bf16"];
+const quoteList = (xs: readonly string[]) => xs.map((x) => `'${x}'`).join(", ");
+const isInt = (v: unknown) => (typeof v === "number" && Number.isInteger(v)) || (typeof v === "string" && /^\s*[+-]?\d+\s*$/.test(v));
+/** A flag's value as argparse takes it: the next token, unless that is missing or another flag (not a negative number). */
+const takesValue = (v: string | undefined) => v !== undefined && v !== "" && !(v.startsWith("-") && !/^-\d/.test(v));
 /** What launch applies; everything else is reported as having no effect. */
 const APPLIED = new Set(["config_file", "num_processes", "mixed_precision", "num_cpu_threads_per_process", "gradient_accumulation_steps", "offload_optimizer_device", "use_deepspeed", "multi_gpu", "num_machines", "machine_rank", "main_process_ip", "main_process_port", "quiet", "q", "debug"]);
 
@@ -86,6 +97,8 @@ export function readAccelerateConfig(file: string): Config {
 }
 
 export interface LaunchPlan {
+  /** `--help` / `-h` among accelerate's flags: print LAUNCH_USAGE, run nothing. */
+  help?: boolean;
   /** The train_controlnet argv. */
   argv: string[];
   /** Engine threads (num_cpu_threads_per_process), or null. */
@@ -101,19 +114,33 @@ export interface LaunchPlan {
 /** Maps `accelerate launch` arguments onto train_controlnet's (no side effects; `main` applies it). */
 export function planLaunch(argv: readonly string[]): LaunchPlan {
   const flags: Config = {};
+  /** Each flag as the user wrote it (`-m`, `--multi-gpu`), for the messages. */
+  const written = new Map<string, string>();
   let k = 0;
   const fail = (error: string): LaunchPlan => ({ argv: [], threads: null, notes: [], error, processes: SINGLE });
   for (; k < argv.length; k++) {
     const tok = argv[k]!;
     if (!tok.startsWith("-")) break;
     const eq = tok.indexOf("=");
-    const name = (eq >= 0 ? tok.slice(0, eq) : tok).replace(/^-+/, "").replace(/-/g, "_");
-    if (BOOL_FLAGS.has(name)) {
+    const spelled = eq >= 0 ? tok.slice(0, eq) : tok;
+    const name = spelled.replace(/^-+/, "").replace(/-/g, "_");
+    // argparse: a single dash takes a one-letter flag (-h, -m, -q), two dashes a long one
+    const shapeOk = spelled.startsWith("--") ? name.length > 1 : name.length === 1;
+    if (shapeOk && (name === "help" || name === "h")) {
+      return { argv: [], threads: null, notes: [], error: null, processes: SINGLE, help: true };
+    } else if (shapeOk && BOOL_FLAGS.has(name)) {
       flags[name] = true;
-    } else if (VALUE_FLAGS.has(name)) {
-      const v = eq >= 0 ? tok.slice(eq + 1) : argv[++k];
-      if (v === undefined) return fail(`accelerate launch: argument --${name}: expected one argument`);
-      flags[name] = scalar(v);
+      written.set(name, spelled);
+    } else if (shapeOk && VALUE_FLAGS.has(name)) {
+      const v = eq >= 0 ? tok.slice(eq + 1) : argv[k + 1];
+      if (!takesValue(v)) return fail(`accelerate launch: argument ${spelled}: expected one argument`);
+      if (eq < 0) k++;
+      if (INT_FLAGS.has(name) && !isInt(v)) return fail(`accelerate launch: argument ${spelled}: invalid int value: '${v}'`);
+      if (name === "mixed_precision" && !MP_CHOICES.includes(v!)) {
+        return fail(`accelerate launch: argument ${spelled}: invalid choice: '${v}' (choose from ${quoteList(MP_CHOICES)})`);
+      }
+      flags[name] = name === "config_file" ? v : scalar(v!);
+      written.set(name, spelled);
     } else {
       return fail(`accelerate launch: unrecognized argument ${tok} (controlnet-ts maps accelerate launch's own flags; put train_controlnet.py before the script's flags)`);
     }
@@ -131,6 +158,11 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
     if (!fs.existsSync(configFile)) return fail(`accelerate launch: --config_file ${configFile} does not exist`);
     config = readAccelerateConfig(configFile);
   }
+  // the config's integers, checked as accelerate's dataclasses would (a NaN process count would run one process silently)
+  for (const [key, v] of [...["num_processes", "num_machines", "machine_rank", "main_process_port"].map((n) => [n, config[n]] as const),
+    ["deepspeed_config.gradient_accumulation_steps", (config.deepspeed_config as Config | undefined)?.gradient_accumulation_steps] as const]) {
+    if (v !== undefined && v !== null && !isInt(v)) return fail(`accelerate launch: ${key} in ${configFile} should be an integer, not '${String(v)}'`);
+  }
   const ds = (config.deepspeed_config ?? {}) as Config;
   const pick = (flag: string, fromConfig: unknown) => (flags[flag] !== undefined ? flags[flag] : fromConfig);
   const processes: LaunchPlan["processes"] = {
@@ -146,8 +178,15 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
   const has = (name: string) => scriptArgs.some((a) => a === `--${name}` || a.startsWith(`--${name}=`));
   const mp = pick("mixed_precision", config.mixed_precision);
   if (typeof mp === "string" && mp !== "no" && !has("mixed_precision")) {
-    out.push(`--mixed_precision=${mp}`);
-    notes.push(`mixed_precision ${mp} → --mixed_precision=${mp}`);
+    if (mp === "fp8") {
+      // accelerate's choice, not train_controlnet.py's: forwarding it would blame a --mixed_precision the user never typed
+      notes.push("mixed_precision fp8 has no effect in controlnet-ts (TensorFlow.js has no fp8 or fp16 dtype; training runs in float32), not forwarded");
+    } else if (SCRIPT_MP_CHOICES.includes(mp)) {
+      out.push(`--mixed_precision=${mp}`);
+      notes.push(`mixed_precision ${mp} → --mixed_precision=${mp}`);
+    } else {
+      return fail(`accelerate launch: mixed_precision '${mp}' in ${configFile} is not one of ${quoteList(MP_CHOICES)}`);
+    }
   }
   const deepspeed = flags.use_deepspeed === true || config.distributed_type === "DEEPSPEED";
   const offload = pick("offload_optimizer_device", ds.offload_optimizer_device);
@@ -163,7 +202,7 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
   const threads = flags.num_cpu_threads_per_process !== undefined ? Number(flags.num_cpu_threads_per_process) : null;
   if (threads !== null) notes.push(`num_cpu_threads_per_process ${threads} → engine threads (CONTROLNET_TS_THREADS)`);
   const ignored = [
-    ...Object.keys(flags).filter((f) => !APPLIED.has(f)).map((f) => `--${f}`),
+    ...Object.keys(flags).filter((f) => !APPLIED.has(f)).map((f) => written.get(f) ?? `--${f}`),
     ...(deepspeed ? ["DeepSpeed ZeRO stage / parameter offload (the frozen weights are streamed by the planner instead)"] : []),
   ];
   if (ignored.length) notes.push(`no effect in controlnet-ts: ${ignored.join(", ")}`);
@@ -177,29 +216,73 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
 /** write_basic_config: writes the default config once (an existing file is kept, as accelerate does). */
 export function writeBasicConfig(opts: { mixedPrecision?: string; saveLocation?: string } = {}): { file: string; written: boolean } {
   const file = opts.saveLocation ?? defaultConfigFile();
-  if (fs.existsSync(file)) return { file, written: false };
   const mp = (opts.mixedPrecision ?? "no").toLowerCase();
-  if (!["no", "fp16", "bf16", "fp8"].includes(mp)) throw new Error(`\`mixed_precision\` should be one of 'no', 'fp16', 'bf16', or 'fp8'. Received ${mp}`);
+  // not accelerate's fp8: train_controlnet.py's --mixed_precision has no such choice (and TensorFlow.js no fp8 dtype)
+  if (!SCRIPT_MP_CHOICES.includes(mp)) {
+    throw new Error(`\`mixed_precision\` should be one of ${quoteList(SCRIPT_MP_CHOICES)} (train_controlnet.py's choices). Received '${mp}'`);
+  }
+  if (fs.existsSync(file)) return { file, written: false };
   fs.mkdirSync(path.dirname(file), { recursive: true });
   const config = { compute_environment: "LOCAL_MACHINE", debug: false, distributed_type: "NO", mixed_precision: mp, num_processes: 1, use_cpu: false };
   fs.writeFileSync(file, JSON.stringify(config, null, 2) + "\n");
   return { file, written: true };
 }
 
+const CONFIG_USAGE = `usage: controlnet-ts accelerate config [default] [--config_file PATH] [--mixed_precision no|fp16|bf16]
+
+accelerate's write_basic_config: writes a JSON config once (an existing file is kept) to --config_file, else
+${defaultConfigFile()} (Python accelerate's own file is left alone). There is nothing to ask: controlnet-ts runs on
+the engine it finds; several processes or machines are accelerate launch's --num_processes / --num_machines.
+`;
+
+const LAUNCH_USAGE = `usage: controlnet-ts accelerate launch [accelerate flags] train_controlnet.py [train_controlnet flags]
+
+Runs train_controlnet with the script's flags unchanged. Of accelerate's own flags and config file (--config_file,
+else ${defaultConfigFile()}, else accelerate's default_config.yaml):
+  --mixed_precision no|fp16|bf16   → the script's --mixed_precision (its own flag wins); fp8 has no effect
+                                     (TensorFlow.js has no fp8 or fp16 dtype: training runs in float32)
+  --num_processes N, --num_machines N, --machine_rank N, --main_process_ip IP, --main_process_port N, --multi_gpu
+                                   → more than one process runs through controlnet-ts launch (TensorFlow's collectives)
+  --num_cpu_threads_per_process N  → engine threads (CONTROLNET_TS_THREADS)
+  --gradient_accumulation_steps N, a DeepSpeed config's gradient_accumulation_steps
+                                   → the script's --gradient_accumulation_steps
+  --use_deepspeed / a DeepSpeed config with offload_optimizer_device cpu|nvme
+                                   → --offload_optimizer_state
+Every other accelerate flag (${[...VALUE_FLAGS, ...BOOL_FLAGS].filter((f) => !APPLIED.has(f) && f.length > 1).map((f) => `--${f}`).join(", ")}) is accepted and named as having no effect.
+`;
+
 const USAGE = `usage: controlnet-ts accelerate launch [accelerate flags] train_controlnet.py [train_controlnet flags]
        controlnet-ts accelerate config [default] [--config_file PATH] [--mixed_precision no|fp16|bf16]
 `;
 
-function valueOf(args: string[], name: string): string | undefined {
-  const i = args.findIndex((a) => a === `--${name}` || a.startsWith(`--${name}=`));
-  if (i < 0) return undefined;
-  return args[i]!.includes("=") ? args[i]!.slice(args[i]!.indexOf("=") + 1) : args[i + 1];
+/** `accelerate config [default]`'s flags: the values, or an error (argparse's messages), or "help". */
+function parseConfigArgs(args: readonly string[]): { values: Record<string, string> } | { error: string } | "help" {
+  const values: Record<string, string> = {};
+  for (let i = 0; i < args.length; i++) {
+    const tok = args[i]!;
+    if (tok === "--help" || tok === "-h") return "help";
+    const eq = tok.indexOf("=");
+    const spelled = eq >= 0 ? tok.slice(0, eq) : tok;
+    const name = spelled.replace(/^--/, "").replace(/-/g, "_");
+    if (!spelled.startsWith("--") || !["config_file", "mixed_precision"].includes(name)) {
+      return { error: `accelerate config: unrecognized argument ${tok} (${USAGE.split("\n")[1]!.trim()})` };
+    }
+    const v = eq >= 0 ? tok.slice(eq + 1) : args[i + 1];
+    if (!takesValue(v)) return { error: `accelerate config: argument ${spelled}: expected one argument` };
+    if (eq < 0) i++;
+    values[name] = v!;
+  }
+  return { values };
 }
 
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   if (command === "launch") {
     const plan = planLaunch(rest);
+    if (plan.help) {
+      process.stdout.write(LAUNCH_USAGE);
+      return 0;
+    }
     if (plan.error) {
       process.stderr.write(`controlnet-ts: error: ${plan.error}\n`);
       return 2;
@@ -216,9 +299,17 @@ export async function main(argv: string[]): Promise<number> {
     // `accelerate config` asks about the machine; controlnet-ts has one answer (the engine it finds; processes and
     // machines are launch's flags)
     const interactive = rest[0] !== "default";
-    const args = interactive ? rest : rest.slice(1);
+    const parsed = parseConfigArgs(interactive ? rest : rest.slice(1));
+    if (parsed === "help") {
+      process.stdout.write(CONFIG_USAGE);
+      return 0;
+    }
+    if ("error" in parsed) {
+      process.stderr.write(`controlnet-ts: error: ${parsed.error}\n`);
+      return 2;
+    }
     try {
-      const r = writeBasicConfig({ mixedPrecision: valueOf(args, "mixed_precision"), saveLocation: valueOf(args, "config_file") });
+      const r = writeBasicConfig({ mixedPrecision: parsed.values.mixed_precision, saveLocation: parsed.values.config_file });
       if (interactive) process.stdout.write("controlnet-ts runs on the engine it finds, so there is nothing to ask: writing the default configuration (several processes or machines: pass --num_processes / --num_machines to accelerate launch or controlnet-ts launch).\n");
       process.stdout.write(r.written
         ? `accelerate configuration saved at ${r.file}\n`

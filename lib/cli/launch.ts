@@ -10,6 +10,7 @@
  * others are stopped and one line says which failed and where the last checkpoint is.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import dns from "node:dns/promises";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -147,17 +148,23 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
     return { code, error: msg };
   };
   let outputDir: string;
+  let globalBatch: number;
   try {
     const parsed = parseTrainArgs(o.commandArgs);
     if (parsed.help) return fail("pass --help to train_controlnet without launch", 2);
     outputDir = parsed.args.output_dir;
+    globalBatch = parsed.args.train_batch_size * o.numProcesses;
   } catch (e) {
     if (e instanceof ArgsError) return fail(`train_controlnet: ${e.message}`, 2);
     throw e;
   }
   if (o.numProcesses > 1) {
     const missing = collectiveMissingReason();
-    if (missing) return fail(`${o.numProcesses} processes need ${missing}`);
+    if (missing) return fail(`${o.numProcesses} processes need TensorFlow's collective ops, but ${missing}`);
+  }
+  if (o.numProcesses > 1 && o.numMachines === 1 && !(await isThisMachine(o.mainProcessIp))) {
+    return fail(`--main_process_ip ${o.mainProcessIp} is not an address of this machine: with --num_machines 1 every process runs here ` +
+      "(leave it out for 127.0.0.1; for several machines give --num_machines and --machine_rank)");
   }
   const perMachine = o.numProcesses / o.numMachines;
   const firstRank = o.machineRank * perMachine;
@@ -193,7 +200,8 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
   const stopOthers = () => {
     stopping = true;
     for (const c of children) if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill("SIGTERM");
-    setTimeout(() => { for (const c of children) if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill("SIGKILL"); }, 10_000).unref();
+    // SIGTERM lets rank 0 finish the checkpoint it writes on the failure; only a process still there after that is killed
+    setTimeout(() => { for (const c of children) if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill("SIGKILL"); }, 60_000).unref();
   };
   for (let l = 0; l < perMachine; l++) {
     const rank = firstRank + l;
@@ -227,7 +235,8 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
   }
   io.stderr.write(`launch: ${perMachine} process(es) of ${o.numProcesses} on this machine: ${children.map((c) => `rank ${c.rank} pid ${c.child.pid}`).join(", ")} (TensorFlow collective ops on ${addresses.join(", ")})\n`);
   const onSignal = (sig: NodeJS.Signals) => {
-    if (sig === "SIGINT") interrupted = true;
+    // every process stops at one step boundary and rank 0 checkpoints (train_controlnet takes SIGINT and SIGTERM so)
+    if (sig === "SIGINT" || sig === "SIGTERM") interrupted = true;
     for (const c of children) if (c.child.exitCode === null) c.child.kill(sig);
   };
   const onExit = () => { for (const c of children) if (c.child.exitCode === null) c.child.kill("SIGKILL"); };
@@ -244,7 +253,7 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
         return fail(`${failureLine}. Machine 0's launcher names the last checkpoint; relaunch every machine with --resume_from_checkpoint=latest to continue.`);
       }
       const ck = listCheckpoints(outputDir).at(-1);
-      const resume = ck ? ` The last checkpoint is ${ck.path}: relaunch with --resume_from_checkpoint=latest to continue (any --num_processes).` : " No checkpoint was written yet.";
+      const resume = ck ? ` The last checkpoint is ${ck.path}: relaunch with --resume_from_checkpoint=latest to continue (any --num_processes with the same global batch, num_processes × train_batch_size = ${globalBatch}).` : " No checkpoint was written yet.";
       return fail(`${failureLine}.${resume}`);
     }
     const bad = results.find((r) => r.code !== 0);
@@ -273,4 +282,16 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   return (await launch(o)).code;
+}
+
+/** Whether `host` (a name or an address) is this machine: loopback, the unspecified address, or an interface's. */
+async function isThisMachine(host: string): Promise<boolean> {
+  let addresses: string[];
+  try {
+    addresses = (await dns.lookup(host, { all: true })).map((a) => a.address);
+  } catch {
+    return false;
+  }
+  const own = new Set(Object.values(os.networkInterfaces()).flatMap((list) => (list ?? []).map((i) => i.address)));
+  return addresses.some((a) => a.startsWith("127.") || a === "::1" || a === "0.0.0.0" || a === "::" || own.has(a));
 }

@@ -59,14 +59,19 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   for (const w of parsed.warnings) process.stderr.write(`warning: ${w}\n`);
-  // Ctrl-C stops at the next step boundary and writes a checkpoint; a second Ctrl-C exits at once.
+  // Ctrl-C stops at the next step boundary and writes a checkpoint; a second Ctrl-C exits at once. SIGTERM (a
+  // scheduler's or a container's stop, `timeout`, the launcher stopping a job) does the same: no trained step lost.
   const ac = new AbortController();
-  const onSigint = () => {
-    if (ac.signal.aborted) process.exit(130);
-    process.stderr.write("\ninterrupt: stopping at the next step boundary (Ctrl-C again to quit now)\n");
+  const exitCode = { SIGINT: 130, SIGTERM: 143 } as const;
+  let stoppedBy: keyof typeof exitCode = "SIGINT";
+  const onSignal = (sig: keyof typeof exitCode) => {
+    if (ac.signal.aborted) process.exit(exitCode[sig]);
+    stoppedBy = sig;
+    process.stderr.write(`\n${sig === "SIGINT" ? "interrupt" : sig}: stopping at the next step boundary (${sig === "SIGINT" ? "Ctrl-C" : sig} again to quit now)\n`);
     ac.abort();
   };
-  process.on("SIGINT", onSigint);
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
   const tty = process.stderr.isTTY;
   let rate = 0;
   try {
@@ -79,7 +84,7 @@ export async function main(argv: string[]): Promise<number> {
       },
       log: (l) => process.stdout.write(`${tty ? "\n" : ""}${l}\n`),
     });
-    return ac.signal.aborted ? 130 : 0;
+    return ac.signal.aborted ? exitCode[stoppedBy] : 0;
   } catch (e) {
     if (e instanceof NonFiniteLossError) {
       process.stderr.write(`\n${e.message}\n`);
@@ -114,6 +119,7 @@ export async function main(argv: string[]): Promise<number> {
     else process.stderr.write("(set CONTROLNET_TS_DEBUG=1 to see where it happened)\n");
     return 1;
   } finally {
-    process.off("SIGINT", onSigint);
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
   }
 }

@@ -243,6 +243,16 @@ function isModelFile(name: string): boolean {
   return name === CONFIG_NAME || name.endsWith(".safetensors") || /\.safetensors\.index(\.[^.]+)?\.json$/.test(name);
 }
 
+/**
+ * The weight files of an earlier save that this one replaces, as diffusers' save_pretrained finds them: files named
+ * like this save's weights (`diffusion_pytorch_model…`: other shard counts, variants, its index) that it does not
+ * write. Anything else in the folder (a base model's `.safetensors` kept there, notes) is the user's and stays.
+ */
+function staleWeights(existing: string[], files: Map<string, unknown>): string[] {
+  const stems = [...files.keys()].filter((n) => n.endsWith(".safetensors")).map((n) => n.replace(/(-\d{5}-of-\d{5})?\.safetensors$/, ""));
+  return existing.filter((n) => n !== CONFIG_NAME && isModelFile(n) && !files.has(n) && stems.some((stem) => n.startsWith(stem)));
+}
+
 /** A save's temporary folder inside the destination: `<dir>/.tmp-<pid>-<random>`. */
 const TEMP_RE = /^\.(?:tmp|old)-(\d+)-[a-z0-9]+$/;
 /** Where earlier versions put it (a sibling `.<name>.tmp-<pid>-<random>`); such leftovers are cleaned too. */
@@ -332,9 +342,8 @@ export function publishFolder(dir: string, files: Map<string, (target: string) =
       // a failed rename leaves the files already moved (each complete) and no temporary behind
       fs.rmSync(tmp, { recursive: true, force: true });
     }
-    for (const name of existing) {
-      if (isModelFile(name) && name !== CONFIG_NAME && !files.has(name)) fs.rmSync(path.join(dir, name), { force: true });
-    }
+    const stale = staleWeights(existing, files);
+    for (const name of stale) fs.rmSync(path.join(dir, name), { force: true });
   } finally {
     release();
   }

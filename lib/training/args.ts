@@ -406,6 +406,8 @@ export function validateTrainingNumbers(o: Partial<Record<keyof TrainArgs, unkno
   check("ema_decay", (v) => v >= 0 && v <= 1, "in [0, 1]");
   check("snr_gamma", (v) => v > 0 && Number.isFinite(v), "a positive finite number");
   check("max_train_steps", int(1), "a positive integer");
+  check("seed", int(0, 2 ** 32 - 1), "an integer in [0, 4294967295] (numpy's seed range: the script's set_seed refuses others)");
+  check("max_train_samples", int(1), "a positive integer (or unset: every row)");
   // the epoch count decides the length only without max_train_steps: 0 epochs would save an untrained ControlNet
   if (o.max_train_steps === undefined || o.max_train_steps === null) check("num_train_epochs", int(1), "a positive integer (or give max_train_steps)");
 }

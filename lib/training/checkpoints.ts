@@ -109,12 +109,14 @@ function readMarker(dir: string): Marker {
   return JSON.parse(fs.readFileSync(path.join(dir, MARKER), "utf8")) as Marker;
 }
 
-/** Whether `dir` holds a readable completion marker of this library's format (written last, after every file). */
+/** Whether `dir` is one of our checkpoints, complete or damaged: its completion marker (written last, after every
+ *  file) is of this library's format, or is there but no longer parses. */
 function hasMarker(dir: string): boolean {
+  if (!fs.existsSync(path.join(dir, MARKER))) return false;
   try {
     return readMarker(dir).format === CHECKPOINT_FORMAT;
   } catch {
-    return false;
+    return true; // our marker's name, unreadable: damaged after it was written (a foreign tool's would not be there)
   }
 }
 

@@ -31,7 +31,7 @@ export function collectiveAddonPath(): string {
 export function collectiveMissingReason(): string | null {
   const p = collectiveAddonPath();
   if (fs.existsSync(p)) return null;
-  return `the collective-ops addon is not built (${p} is missing; it needs TensorFlow's C library: npm run install-native, then ${BUILD_COLLECTIVE_COMMAND})`;
+  return `the collective-ops addon is not built (${p} is missing): npm run install-native builds it with the native engine (${BUILD_COLLECTIVE_COMMAND} builds it alone where TensorFlow's C library is installed)`;
 }
 
 let addon: CollectiveAddon | null = null;

@@ -317,8 +317,19 @@ export async function saveModelCard(s: TrainingSession, opts: { repoId?: string 
     "",
   ].join("\n");
   const file = path.join(a.output_dir, "README.md");
+  const kept = keepForeignReadme(file);
   fs.writeFileSync(file, card);
-  return file;
+  return kept ? `${file} (the README.md that was there, not a model card of ours, is kept as ${path.basename(kept)})` : file;
+}
+
+/** A README.md in output_dir that is not a card this tool wrote (it says "Trained with controlnet-ts") is the user's:
+ *  it is moved to README.md.orig (or .orig-2, …) before the card takes its place. Returns where it went, or null. */
+function keepForeignReadme(file: string): string | null {
+  if (!fs.existsSync(file) || fs.readFileSync(file, "utf8").includes("Trained with controlnet-ts")) return null;
+  let to = `${file}.orig`;
+  for (let n = 2; fs.existsSync(to); n++) to = `${file}.orig-${n}`;
+  fs.renameSync(file, to);
+  return to;
 }
 
 /** Saves the final ControlNet into output_dir (diffusers' train_controlnet: controlnet.save_pretrained(output_dir)). */

@@ -450,11 +450,14 @@ export function findEventFiles(logDir: string): string[] {
 /** Appends one JSON object per line; each line is written with a single append so a follower never sees half a line. */
 export class JsonlLogger {
   readonly path: string;
+  private dirMade = false;
   constructor(file: string) {
-    fs.mkdirSync(path.dirname(file), { recursive: true });
     this.path = file;
   }
   log(record: Record<string, unknown>): void {
+    // made at the first record, not before: a run refused at start-up leaves no empty logs/ folder behind
+    if (!this.dirMade) fs.mkdirSync(path.dirname(this.path), { recursive: true });
+    this.dirMade = true;
     fs.appendFileSync(this.path, JSON.stringify({ time: Date.now() / 1000, ...record }) + "\n");
   }
 }

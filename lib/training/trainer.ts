@@ -204,8 +204,14 @@ export function runDifferences(saved: unknown, mine: RunIdentity): string[] {
   const s = saved as Record<string, unknown>;
   return (Object.keys(mine) as (keyof RunIdentity)[])
     .filter((k) => k in s && s[k] !== mine[k])
-    .map((k) => `${k} ${String(s[k])} there, ${mine[k]} here`);
+    .map((k) => `${IDENTITY_LABELS[k] ?? k} ${String(s[k])} there, ${mine[k]} here`);
 }
+
+/** Fields whose recorded value is not the flag of the same name. */
+const IDENTITY_LABELS: Partial<Record<keyof RunIdentity, string>> = {
+  // the global batch, so that a checkpoint resumes with any process count giving the same one
+  train_batch_size: "global batch (num_processes × train_batch_size)",
+};
 
 export class RunMismatchError extends Error {
   override name = "RunMismatchError";
@@ -300,8 +306,10 @@ export class ControlNetTrainer {
     this.log = this.isMainProcess ? new JsonlLogger(path.join(this.opts.logging_dir, "train_log.jsonl")) : null;
     this.resume();
     // steps after the resumed one are redone: their old lines would count twice (TensorBoard readers keep the last
-    // value per step; a JSON-lines reader sees every line)
-    if (this.log) dropLoggedStepsAfter(this.log.path, this.globalStep);
+    // value per step; a JSON-lines reader sees every line). A new run's log is its own: an earlier run's lines in the
+    // same logging_dir (a shared absolute --logging_dir, checkpoints removed to start over) are moved aside, not lost.
+    if (this.log && this.globalStep === 0) keepEarlierLog(this.log.path);
+    else if (this.log) dropLoggedStepsAfter(this.log.path, this.globalStep);
   }
 
   /** Rank 0 of a data-parallel group, or a single process: the one that writes logs and checkpoints. */
@@ -591,6 +599,15 @@ export class ControlNetTrainer {
 }
 
 /** Rewrites a JSON-lines log without the lines of steps after `step` (and without a torn last line), atomically. */
+/** `train_log.jsonl` of an earlier run → `train_log.earlier-<n>.jsonl` (the first free n). */
+function keepEarlierLog(file: string): void {
+  if (!fs.existsSync(file) || fs.statSync(file).size === 0) return;
+  let n = 1;
+  const aside = () => file.replace(/\.jsonl$/, `.earlier-${n}.jsonl`);
+  while (fs.existsSync(aside())) n++;
+  fs.renameSync(file, aside());
+}
+
 function dropLoggedStepsAfter(file: string, step: number): void {
   if (!fs.existsSync(file)) return;
   const kept = readJsonl(file).filter((r) => !(typeof r.step === "number" && r.step > step));

@@ -118,7 +118,12 @@ test("train() knows which ControlNet it trains: the same object continues, anoth
     assert.ok(!lines.some((l) => /Resuming from checkpoint/.test(l)), "no other model's checkpoint is loaded");
 
     // the freed model gets one clear line, not "parameter 'weight' has no value"
-    await assert.rejects(cn.train({ ...opts, controlnet: a, until: 3 }), /this ControlNet's weights were freed when the controlnet\(\) cell was re-run/);
+    await assert.rejects(cn.train({ ...opts, controlnet: a, until: 3 }), /^ArgsError: train: this ControlNet's weights were freed when the controlnet\(\) cell ran again/);
+    // and so do validate(), infer() and save()
+    const img = (await cn.heldOut({ count: 1, resolution: 32, dir: path.join(out, "held") })).images[0]!;
+    await assert.rejects(cn.validate({ base, controlnet: a, images: [img], prompts: ["x"], steps: 1 }), /^ArgsError: validate: this ControlNet's weights were freed/);
+    await assert.rejects(cn.infer({ base, controlnet: a, image: img, prompt: "x", steps: 1 }), /^ArgsError: infer: this ControlNet's weights were freed/);
+    assert.throws(() => cn.save(a, path.join(out, "saved")), /^ArgsError: save: this ControlNet's weights were freed/);
 
     // resetTraining keeps b's unsaved step (checkpoint) and the same object continues from it in its own folder
     await cn.resetTraining();
@@ -145,6 +150,10 @@ test("train() knows which ControlNet it trains: the same object continues, anoth
     const rb3 = await cn.train({ ...opts, controlnet: b2, until: 2 });
     assert.equal(rb3.outputDir, `${out}-2`);
     assert.equal(rb3.globalStep, 2, "resumed at step 2 of its own run");
+    // the same object in another folder would restart its step count (and going back would roll its weights back)
+    await assert.rejects(cn.train({ ...opts, controlnet: b2, until: 4, outputDir: `${out}-elsewhere` }),
+      new RegExp(`^ArgsError: train: this ControlNet trains in ${out}-2 \\(step 2\\); its weights carry that run's steps`));
+    assert.ok(!fs.existsSync(`${out}-elsewhere`), "nothing written there");
   } finally {
     console.log = log;
     await cn.resetTraining();

@@ -58,6 +58,7 @@ test("the seed's 8 GB command: final validation after the last step → images i
   const out = tmp("cli-8gb-");
   const logs = tmp("cli-8gb-logs-"); // an absolute --logging_dir is used as it is
   const images = await smallConditioningImages(out);
+  fs.writeFileSync(path.join(out, "README.md"), "# my notes\n"); // the user's own: kept beside the card
   const r = run([
     "accelerate", "launch", "train_controlnet.py",
     `--pretrained_model_name_or_path=${tiny}`, `--output_dir=${out}`, "--dataset_name=synthetic-fill50k:16", "--resolution=32",
@@ -114,6 +115,8 @@ test("the seed's 8 GB command: final validation after the last step → images i
   assert.match(yml, /^controlnet_model_name_or_path: null$/m);
   // the model card: save_model_card's metadata and images, no local path in the snippet
   const card = fs.readFileSync(path.join(out, "README.md"), "utf8");
+  assert.equal(fs.readFileSync(path.join(out, "README.md.orig"), "utf8"), "# my notes\n");
+  assert.match(r.stdout, /Model card: .*README\.md \(the README\.md that was there, not a model card of ours, is kept as README\.md\.orig\)/);
   assert.match(card, /^library_name: diffusers$/m);
   assert.match(card, /^tags:\n- stable-diffusion\n- stable-diffusion-diffusers\n- text-to-image\n- diffusers\n- controlnet\n- diffusers-training\n/m);
   assert.match(card, /^license: creativeml-openrail-m$/m);
@@ -324,6 +327,60 @@ test("accelerate launch maps what applies (config file's DeepSpeed offload, thre
   const c2 = run(["accelerate", "config"], { XDG_CACHE_HOME: home });
   assert.match(c2.stdout, /already exists .* will not override/);
   assert.equal(JSON.parse(fs.readFileSync(file, "utf8")).mixed_precision, "bf16");
+});
+
+test("accelerate launch / config refuse what accelerate refuses, in one line, and print their usage on --help", () => {
+  const home = tmp("acc-flags-");
+  const hfHome = tmp("acc-hf-");
+  const env = { XDG_CACHE_HOME: home, HF_HOME: hfHome };
+  const file = path.join(home, "controlnet-ts", "accelerate", "default_config.yaml");
+  const oneError = (r: ReturnType<typeof run>, re: RegExp) => {
+    assert.equal(r.status, 2, r.stderr);
+    assert.deepEqual(r.stderr.trim().split("\n").length, 1, r.stderr);
+    assert.match(r.stderr, re);
+  };
+
+  // fp8 is accelerate's choice, not train_controlnet.py's: `config default` refuses it, naming what is allowed
+  oneError(run(["accelerate", "config", "default", "--mixed_precision", "fp8"], env), /^controlnet-ts: error: `mixed_precision` should be one of 'no', 'fp16', 'bf16' .*Received 'fp8'$/m);
+  assert.ok(!fs.existsSync(file));
+  // … and launch with Python accelerate's own config holding fp8 says it has no effect instead of forwarding it
+  fs.mkdirSync(path.join(hfHome, "accelerate"), { recursive: true });
+  fs.writeFileSync(path.join(hfHome, "accelerate", "default_config.yaml"), "compute_environment: LOCAL_MACHINE\ndistributed_type: 'NO'\nmixed_precision: fp8\nnum_processes: 1\n");
+  const fp8 = run(["accelerate", "launch", "train_controlnet.py", "--help"], env);
+  assert.equal(fp8.status, 0, fp8.stderr);
+  assert.match(fp8.stderr, /^accelerate launch: mixed_precision fp8 has no effect in controlnet-ts \(TensorFlow\.js has no fp8 or fp16 dtype; training runs in float32\)/m);
+  assert.doesNotMatch(fp8.stderr, /--mixed_precision=fp8|invalid choice/);
+
+  // --help / -h: usage, nothing written
+  for (const h of ["--help", "-h"]) {
+    const c = run(["accelerate", "config", h], env);
+    assert.equal(c.status, 0, c.stderr);
+    assert.match(c.stdout, /^usage: controlnet-ts accelerate config /);
+    assert.ok(!fs.existsSync(file), `accelerate config ${h} wrote ${file}`);
+  }
+  const lh = run(["accelerate", "launch", "--help"], env);
+  assert.equal(lh.status, 0, lh.stderr);
+  assert.match(lh.stdout, /^usage: controlnet-ts accelerate launch /);
+  assert.match(lh.stdout, /--num_cpu_threads_per_process N +→ engine threads/);
+  assert.match(lh.stdout, /is accepted and named as having no effect/);
+
+  // integer flags: argparse's invalid int value, one line, exit 2
+  for (const flag of ["--num_processes", "--num_machines", "--machine_rank", "--main_process_port", "--num_cpu_threads_per_process", "--gradient_accumulation_steps"]) {
+    oneError(run(["accelerate", "launch", `${flag}=abc`, "train_controlnet.py", "--help"], env),
+      new RegExp(`^controlnet-ts: error: accelerate launch: argument ${flag}: invalid int value: 'abc'$`, "m"));
+  }
+
+  // flags are named as written: -m, not --m; a single dash takes one letter only
+  const short = run(["accelerate", "launch", "-m", "-q", "train_controlnet", "--help"], env);
+  assert.equal(short.status, 0, short.stderr);
+  assert.match(short.stderr, /^accelerate launch: no effect in controlnet-ts: -m$/m);
+  oneError(run(["accelerate", "launch", "-num_processes", "2", "train_controlnet.py"], env), /unrecognized argument -num_processes/);
+
+  // a flag that needs a value and has none is an error, nothing written
+  oneError(run(["accelerate", "config", "default", "--config_file"], env), /^controlnet-ts: error: accelerate config: argument --config_file: expected one argument$/m);
+  oneError(run(["accelerate", "config", "default", "--config_file", "--mixed_precision", "bf16"], env), /argument --config_file: expected one argument/);
+  assert.ok(!fs.existsSync(file));
+  oneError(run(["accelerate", "launch", "--num_processes", "--multi_gpu", "train_controlnet.py"], env), /argument --num_processes: expected one argument/);
 });
 
 test("validation generates at the conditioning image's own size (as the pipeline does without height/width), not at --resolution", async () => {

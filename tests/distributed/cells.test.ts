@@ -10,6 +10,8 @@ import os from "node:os";
 import path from "node:path";
 import * as cn from "../../lib/index.js";
 import { testEngine } from "../helpers.js";
+import { failureLine } from "../../lib/cells/processes.js";
+import { listCheckpoints } from "../../lib/training/checkpoints.js";
 import { installFakeBridge } from "../widgets/fakes.js";
 import { freePorts, maxWeightDiff, root, skipReason } from "./helpers.js";
 
@@ -42,10 +44,33 @@ test("train({ processes: 2 }) trains in worker processes; the cell's ControlNet 
   assert.ok(moved > 5e-5, `weights moved by ${moved}`);
   const steps = fs.readFileSync(path.join(out, "logs", "train_log.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l).step);
   assert.deepEqual(steps, [1, 2]);
-  // the same cell without processes continues from their checkpoint
+  // the same cell without processes continues from their checkpoint, in the same run folder
   const r2 = await cn.train({ ...opts, until: 3 });
   assert.equal(r2.globalStep, 3);
+  assert.equal(r2.outputDir, out);
+  const after = fs.readFileSync(path.join(out, "logs", "train_log.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l).step);
+  assert.deepEqual(after, [1, 2, 3], "continued at step 3, not a fresh run of steps 1–3");
+  // another ControlNet with processes is its own run (as in process): it never resumes this one's checkpoint
+  const other = await cn.controlnet({ from: base, seed: 4 });
+  const r3 = await cn.train({ ...opts, controlnet: other, until: 1, processes: 2, threadsPerProcess: 1, mainProcessPort: await freePorts(2) });
+  assert.equal(r3.outputDir, `${out}-2`);
+  assert.equal(r3.globalStep, 1);
+  assert.deepEqual(listCheckpoints(out).map((c) => c.step).at(-1), 3, "the first run's checkpoints are untouched");
   fs.rmSync(out, { recursive: true, force: true });
+  fs.rmSync(`${out}-2`, { recursive: true, force: true });
+});
+
+test("a failed launch from a cell names the worker's reason first, then the launcher's summary", () => {
+  const stderr = [
+    "launch: 2 process(es) of 2 on this machine: rank 0 pid 1, rank 1 pid 2",
+    "[rank 1] train_controlnet: resume_from_checkpoint latest: /o/checkpoint-2 is another run's (global batch 1 there, 2 here)",
+    "launch: error: process 1 (pid 2) exited with code 2; stopped the other process(es). The last checkpoint is /o/checkpoint-2: relaunch …",
+  ].join("\n");
+  assert.equal(failureLine(stderr, 1),
+    "train_controlnet: resume_from_checkpoint latest: /o/checkpoint-2 is another run's (global batch 1 there, 2 here) — " +
+    "launch: error: process 1 (pid 2) exited with code 2; stopped the other process(es). The last checkpoint is /o/checkpoint-2: relaunch …");
+  assert.equal(failureLine("launch: error: port 1 is already in use\n", 1), "launch: error: port 1 is already in use");
+  assert.equal(failureLine("", 3), "exit code 3");
 });
 
 test("train({ processes: 2 }) in a notebook: the dashboard follows rank 0 and an interrupt stops the processes with a checkpoint", { skip }, async () => {

@@ -78,20 +78,22 @@ test("no launcher (one process per machine): a dead peer is found by the collect
   fs.rmSync(out, { recursive: true, force: true });
 });
 
-test("Ctrl-C to the launcher: every process stops at the same step boundary, rank 0 writes the checkpoint, exit 130", { skip }, async () => {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-int-"));
-  const port = await freePorts(2);
-  const job = start(["launch", "--num_processes", "2", "--main_process_port", String(port), "train_controlnet",
-    ...trainFlags(out, ["--max_train_steps=40", "--checkpointing_steps=100", "--train_batch_size=1"])]);
-  await waitFor(() => /Steps: 2\//.test(job.output()) || job.child.exitCode !== null, 240_000, "step 2");
-  job.child.kill("SIGINT");
-  const r = await job.done;
-  assert.equal(r.code, 130, r.stderr.slice(-2000));
-  const m = /Interrupted at step (\d+); state saved to (.*checkpoint-(\d+))\./.exec(r.stdout);
-  assert.ok(m, r.stdout.slice(-2000));
-  assert.equal(m[1], m[3]);
-  assert.deepEqual(listCheckpoints(out).map((c) => c.step), [Number(m[1])]);
-  const steps = fs.readFileSync(path.join(out, "logs", "train_log.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l).step);
-  assert.equal(steps.at(-1), Number(m[1]), "the checkpoint holds the last step trained");
-  fs.rmSync(out, { recursive: true, force: true });
-});
+for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+  test(`${signal} to the launcher (Ctrl-C; a scheduler's stop): every process stops at the same step boundary, rank 0 writes the checkpoint, exit ${code}`, { skip }, async () => {
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-int-"));
+    const port = await freePorts(2);
+    const job = start(["launch", "--num_processes", "2", "--main_process_port", String(port), "train_controlnet",
+      ...trainFlags(out, ["--max_train_steps=40", "--checkpointing_steps=100", "--train_batch_size=1"])]);
+    await waitFor(() => /Steps: 2\//.test(job.output()) || job.child.exitCode !== null, 240_000, "step 2");
+    job.child.kill(signal);
+    const r = await job.done;
+    assert.equal(r.code, code, r.stderr.slice(-2000));
+    const m = /Interrupted at step (\d+); state saved to (.*checkpoint-(\d+))\./.exec(r.stdout);
+    assert.ok(m, r.stdout.slice(-2000));
+    assert.equal(m[1], m[3]);
+    assert.deepEqual(listCheckpoints(out).map((c) => c.step), [Number(m[1])]);
+    const steps = fs.readFileSync(path.join(out, "logs", "train_log.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l).step);
+    assert.equal(steps.at(-1), Number(m[1]), "the checkpoint holds the last step trained");
+    fs.rmSync(out, { recursive: true, force: true });
+  });
+}

@@ -56,3 +56,17 @@ test("processes started with different world sizes stop with a clear error namin
   }
   fs.rmSync(out, { recursive: true, force: true });
 });
+
+test("one machine with a --main_process_ip that is not this machine's is refused at once, naming the address", { skip }, async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-ip-"));
+  const port = await freePorts(2);
+  const t0 = Date.now();
+  // 192.0.2.1: TEST-NET-1 (RFC 5737), never a local address; before, the processes waited the join timeout (300 s)
+  const r = await start(["launch", "--num_processes", "2", "--main_process_ip", "192.0.2.1", "--main_process_port", String(port), "train_controlnet",
+    ...trainFlags(path.join(out, "o"), ["--max_train_steps=2", "--train_batch_size=1"])]).done;
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /^launch: error: --main_process_ip 192\.0\.2\.1 is not an address of this machine: with --num_machines 1 every process runs here/m);
+  assert.ok(Date.now() - t0 < 30_000);
+  assert.ok(!fs.existsSync(path.join(out, "o")), "nothing was started or written");
+  fs.rmSync(out, { recursive: true, force: true });
+});

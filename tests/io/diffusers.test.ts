@@ -196,8 +196,13 @@ describe("atomic folder saves", () => {
     fs.mkdirSync(path.join(dir, "checkpoint-10"));
     fs.writeFileSync(path.join(dir, "checkpoint-10", "state.json"), "{}");
     fs.writeFileSync(path.join(dir, "logs.txt"), "hello");
+    // the user's own weights kept in the folder are not this save's (diffusers removes only its weights name's files)
+    fs.writeFileSync(path.join(dir, "sd15-base.safetensors"), "mine");
+    fs.writeFileSync(path.join(dir, "vae.safetensors.index.json"), "{}");
+    fs.writeFileSync(path.join(dir, "diffusion_pytorch_model.fp16.safetensors"), "an earlier variant save");
     saveModelFolder(dir, { className: "X", config: { v: 2 }, tensors: weights() });
-    assert.deepEqual(fs.readdirSync(dir).sort(), ["checkpoint-10", "config.json", "diffusion_pytorch_model.safetensors", "logs.txt"]);
+    assert.deepEqual(fs.readdirSync(dir).sort(), ["checkpoint-10", "config.json", "diffusion_pytorch_model.safetensors", "logs.txt", "sd15-base.safetensors", "vae.safetensors.index.json"]);
+    assert.equal(fs.readFileSync(path.join(dir, "sd15-base.safetensors"), "utf8"), "mine");
     assert.equal(fs.readFileSync(path.join(dir, "logs.txt"), "utf8"), "hello");
     assert.equal(loadModelFolder(dir).config.v, 2);
     assertSameTensors(weights(), loadModelFolder(dir).tensors);

@@ -115,6 +115,9 @@ test("resume_from_checkpoint: latest = highest complete; none → fresh with the
     /the newest checkpoint .*checkpoint-6 is damaged \(file optimizer\.safetensors has 10 bytes, the marker says \d+\); nothing was changed\. Resume the one before by name \(resume_from_checkpoint checkpoint-4\)/);
   assert.equal(resolveResume(dir, "checkpoint-4").checkpoint!.step, 4);
   assert.ok(fs.existsSync(f), "the damaged checkpoint is left for the user to look at");
+  // a marker that no longer parses is damage too (it was skipped as "not ours", then overwritten by the redone steps)
+  fs.writeFileSync(path.join(dir, "checkpoint-6", "checkpoint.json"), "{bad");
+  assert.throws(() => resolveResume(dir, "latest"), /the newest checkpoint .*checkpoint-6 is damaged \(.*\); nothing was changed\. Resume the one before by name/);
   fs.rmSync(dir, { recursive: true });
 });
 

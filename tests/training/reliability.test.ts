@@ -30,6 +30,8 @@ test("#5: out-of-range numbers are refused by the CLI and by the trainer (cells,
     // an accumulation of 1e11 micro-batches per step ran for ever; inf turned clipping off as NaN did
     ["gradient_accumulation_steps", "99999999999"], ["max_grad_norm", "inf"], ["checkpoints_total_limit", "0"], ["validation_steps", "0"],
     ["resolution", "0"], ["num_validation_images", "-1"],
+    // found after the model had loaded; 2^32 is beyond numpy's seed range, which the script's set_seed uses
+    ["seed", "-1"], ["seed", "4294967296"], ["max_train_samples", "0"], ["max_train_samples", "-3"],
   ];
   for (const [flag, value] of bad) {
     assert.throws(() => parseTrainArgs([...cli, `--${flag}=${value}`]), (e: unknown) => e instanceof ArgsError && e.message.includes(`--${flag}`), `--${flag}=${value} accepted`);
