@@ -114,7 +114,8 @@ export function renderLineChart(panels: ChartPanel[], opts: ChartOptions = {}): 
     out.push(`<text x="14" y="${top + ph / 2}" text-anchor="middle" transform="rotate(-90 14 ${top + ph / 2})" fill="#222">${escapeHtml(panel.title)}</text>`);
     if (i === n - 1 && xr) {
       const xTicks = niceTicks(x0, x1, 6, opts.integerX ? 1 : 0).filter((t) => !opts.integerX || Number.isInteger(t));
-      tickLabels(xTicks, 4).forEach((label, k) => {
+      // steps are whole numbers: 15000, not 1.5e+4
+      (opts.integerX ? xTicks.map((t) => String(t)) : tickLabels(xTicks, 4)).forEach((label, k) => {
         const x = f1(sx(xTicks[k]!));
         out.push(`<line x1="${x}" x2="${x}" y1="${bottom}" y2="${bottom + 4}" stroke="#888888"/>`);
         out.push(`<text x="${x}" y="${bottom + 15}" text-anchor="middle" fill="#444">${escapeHtml(label)}</text>`);

@@ -6,6 +6,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
+import { LOCK_NAME } from "./run-lock.js";
 import { initEngine, describeEngine, memoryBudget } from "../engine/index.js";
 import { createDataset, type ControlNetDataset } from "../data/index.js";
 import { createRepo, parseRepoId, uploadFolder, HubError } from "../io/hub.js";
@@ -344,7 +345,7 @@ export async function pushToHub(s: TrainingSession, repoId: string, opts: { hubU
   const logs = path.relative(path.resolve(a.output_dir), path.resolve(resolveLoggingDir(a.output_dir, a.logging_dir)));
   const ignoreLogs = logs && !logs.startsWith("..") && !path.isAbsolute(logs) ? [`${logs.split(path.sep).join("/")}/**`] : [];
   const { url } = await uploadFolder(repoId, a.output_dir, {
-    token: a.hub_token ?? undefined, hubUrl: opts.hubUrl, ignorePatterns: ["step_*", "epoch_*", "checkpoint-*", "checkpoint-*/**", "validation/**", ...ignoreLogs],
+    token: a.hub_token ?? undefined, hubUrl: opts.hubUrl, ignorePatterns: ["step_*", "epoch_*", "checkpoint-*", "checkpoint-*/**", "validation/**", LOCK_NAME, ...ignoreLogs],
     commitMessage: "End of training", createRepo: false,
   });
   return url;

@@ -19,6 +19,7 @@ import { getScheduler, type LrScheduler, type LrSchedulerState } from "./lr-sche
 import { Rng, type RngState } from "./rng.js";
 import { saveCheckpoint, resolveResume, loadCheckpoint, listCheckpoints, readTrainingState } from "./checkpoints.js";
 import { EMAModel } from "./ema.js";
+import { lockRun } from "./run-lock.js";
 import { JsonlLogger, readJsonl } from "./tensorboard.js";
 import { controlnetGradients, encodeLatents, type NoiseSchedule } from "./step.js";
 import { loadModelFolder } from "../io/diffusers.js";
@@ -236,6 +237,7 @@ export class ControlNetTrainer {
   /** train_log.jsonl, one synchronous append per step: each line is complete on disk when the step ends (a
    *  stream would flush only when the event loop gets a turn, so a follower could lag or see nothing after a kill). */
   private readonly log: JsonlLogger | null;
+  private readonly releaseLock: () => void;
   /** Data-parallel training (lib/training/distributed.ts): this process's rank and the all-reduce; null alone. */
   readonly parallel: DataParallel | null;
   /** Rows per micro-step over all processes (train_batch_size × processes). */
@@ -302,9 +304,11 @@ export class ControlNetTrainer {
     this.rng = new Rng(this.opts.seed);
     this.ema = this.opts.use_ema ? new EMAModel(params, this.opts.ema_decay) : null;
     fs.mkdirSync(this.opts.output_dir, { recursive: true });
-    fs.mkdirSync(this.opts.logging_dir, { recursive: true });
     this.log = this.isMainProcess ? new JsonlLogger(path.join(this.opts.logging_dir, "train_log.jsonl")) : null;
     this.resume();
+    // the first write to output_dir comes after this: one run at a time in a folder (run-lock.ts)
+    this.releaseLock = this.isMainProcess ? lockRun(this.opts.output_dir) : () => {};
+    fs.mkdirSync(this.opts.logging_dir, { recursive: true });
     // steps after the resumed one are redone: their old lines would count twice (TensorBoard readers keep the last
     // value per step; a JSON-lines reader sees every line). A new run's log is its own: an earlier run's lines in the
     // same logging_dir (a shared absolute --logging_dir, checkpoints removed to start over) are moved aside, not lost.
@@ -595,10 +599,10 @@ export class ControlNetTrainer {
     this.ema?.dispose();
     await this.loader?.close();
     this.loader = null;
+    this.releaseLock();
   }
 }
 
-/** Rewrites a JSON-lines log without the lines of steps after `step` (and without a torn last line), atomically. */
 /** `train_log.jsonl` of an earlier run → `train_log.earlier-<n>.jsonl` (the first free n). */
 function keepEarlierLog(file: string): void {
   if (!fs.existsSync(file) || fs.statSync(file).size === 0) return;
@@ -608,6 +612,7 @@ function keepEarlierLog(file: string): void {
   fs.renameSync(file, aside());
 }
 
+/** Rewrites a JSON-lines log without the lines of steps after `step` (and without a torn last line), atomically. */
 function dropLoggedStepsAfter(file: string, step: number): void {
   if (!fs.existsSync(file)) return;
   const kept = readJsonl(file).filter((r) => !(typeof r.step === "number" && r.step > step));

@@ -254,6 +254,12 @@ test("chart ticks: neighbouring labels differ, whole-number axes get no fraction
   assert.equal(new Set(yLabels).size, yLabels.length, yLabels.join(" "));
   const layout = plot.plotly().layout as { xaxis: { dtick?: number } };
   assert.equal(layout.xaxis.dtick, 1);
+  // a long run's steps stay plain numbers (they printed 8000, 1e+4, 1.2e+4)
+  const long = new LossPlot();
+  for (let step = 1; step <= 15000; step += 500) long.add(step, { loss: 1 / step });
+  const longX = [...long.svg().matchAll(/text-anchor="middle" fill="#444">([^<]+)</g)].map((m) => m[1]!);
+  assert.ok(longX.length >= 3 && longX.every((l) => /^\d+$/.test(l)), longX.join(" "));
+  assert.ok(longX.includes("10000"), longX.join(" "));
   // fractional x keeps fractional ticks
   const frac = renderLineChart([{ title: "y", lines: [{ name: "a", x: [0, 0.5, 1], y: [1, 2, 3], color: "#000" }] }]);
   assert.match(frac, /fill="#444">0\.[1-9]</, "fractional x keeps its fractional ticks");
