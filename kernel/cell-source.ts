@@ -161,3 +161,45 @@ export function checkComplete(ts: typeof TS, code: string): { status: "complete"
   });
   return { status: atEnd ? "incomplete" : "invalid" };
 }
+
+/**
+ * The points where a cell's compiled JavaScript resumes after waiting, each made to call `guard` first, which throws
+ * if the cell was abandoned by an interrupt (tslab-engine.ts): `await x` becomes `guard(await x)`, the body of a
+ * `for await` loop and every `catch` block start with `guard();` (a loop that catches errors and retries must not go
+ * on either). Only text is inserted, never a line break: positions in stack frames still map back by lines
+ * (cellPosition). `from`: where the cell's own code starts in `js` (the wrapper's code before it is left as it is).
+ */
+export function guardResumes(ts: typeof TS, js: string, guard: string, from = 0): string {
+  const sf = ts.createSourceFile("cell.js", js, ts.ScriptTarget.Latest, true, ts.ScriptKind.JS);
+  // at one offset: closing text first (it ends an earlier node), then opening text, outer before inner
+  const CLOSE_CALL = 0, CLOSE_BLOCK = 1, OPEN_BLOCK = 2, STATEMENT = 3, OPEN_CALL = 4;
+  const edits: { at: number; rank: number; text: string }[] = [];
+  const add = (at: number, rank: number, text: string) => {
+    if (at >= from) edits.push({ at, rank, text });
+  };
+  const atBlockStart = (block: TS.Block) => add(block.getStart(sf) + 1, STATEMENT, `${guard}();`);
+  const visit = (node: TS.Node): void => {
+    if (ts.isAwaitExpression(node)) {
+      add(node.getStart(sf), OPEN_CALL, `${guard}(`);
+      add(node.getEnd(), CLOSE_CALL, ")");
+    } else if (ts.isForOfStatement(node) && node.awaitModifier) {
+      if (ts.isBlock(node.statement)) atBlockStart(node.statement);
+      else {
+        add(node.statement.getStart(sf), OPEN_BLOCK, `{${guard}(); `);
+        add(node.statement.getEnd(), CLOSE_BLOCK, "}");
+      }
+    } else if (ts.isCatchClause(node)) {
+      atBlockStart(node.block);
+    }
+    ts.forEachChild(node, visit);
+  };
+  visit(sf);
+  edits.sort((a, b) => a.at - b.at || a.rank - b.rank);
+  let out = "";
+  let last = 0;
+  for (const e of edits) {
+    out += js.slice(last, e.at) + e.text;
+    last = e.at;
+  }
+  return out + js.slice(last);
+}

@@ -55,6 +55,12 @@ export interface CellEngine {
    * cooperative part of an interrupt, aborting the cell's AbortSignal, is the kernel's job, not the engine's.)
    */
   interrupt(): void;
+  /**
+   * How the engine tells whether the code running right now belongs to a cell the kernel abandoned (interrupted and
+   * no longer waited for). Cell code then stops at its next `await` (see tslab-engine.ts), with an error that
+   * isAbandonedError recognises and that the kernel does not report.
+   */
+  watchAbandoned(check: () => boolean): void;
   /** An error raised outside any cell's execution (a timer's, a late rejection's), with its frames mapped to cells. */
   describeError(e: unknown): CellError;
   close(): void;
@@ -62,3 +68,18 @@ export interface CellEngine {
 
 /** The name `KeyboardInterrupt` is what Jupyter frontends and nbclient recognise as "the user interrupted". */
 export const INTERRUPT_ENAME = "KeyboardInterrupt";
+
+const ABANDONED = Symbol.for("controlnet-ts.kernel.abandoned");
+
+/** The error that stops an abandoned cell's code where it resumes (an `await`, a `catch`). */
+export function abandonedError(): Error {
+  const e = new Error("the cell was interrupted");
+  e.name = INTERRUPT_ENAME;
+  Object.defineProperty(e, ABANDONED, { value: true });
+  return e;
+}
+
+/** Whether `e` is the error that stopped an abandoned cell's code: an interrupt the user asked for, not a failure. */
+export function isAbandonedError(e: unknown): boolean {
+  return typeof e === "object" && e !== null && (e as Record<symbol, unknown>)[ABANDONED] === true;
+}

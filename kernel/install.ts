@@ -79,12 +79,29 @@ export function kernelSpec(opts: Pick<InstallOptions, "displayName" | "env"> = {
   };
 }
 
+/**
+ * mkdir -p, one level at a time: Node's recursive mkdirSync spins forever on some paths it cannot create (under
+ * /proc), where this fails at once with the first level's error.
+ */
+function makeDir(dir: string): void {
+  const missing: string[] = [];
+  for (let d = path.resolve(dir); !fs.existsSync(d) && d !== path.dirname(d); d = path.dirname(d)) missing.unshift(d);
+  for (const d of missing) {
+    try {
+      fs.mkdirSync(d);
+    } catch (e) {
+      // made meanwhile by someone else: fine if it is a folder
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST" || !fs.statSync(d).isDirectory()) throw e;
+    }
+  }
+}
+
 /** Installs (or overwrites) the kernelspec; returns its directory. */
 export function installKernel(opts: InstallOptions = {}): string {
   const name = opts.name ?? DEFAULT_KERNEL_NAME;
   if (!/^[a-zA-Z0-9._-]+$/.test(name)) throw new Error(`invalid kernel name ${JSON.stringify(name)}: use letters, digits, . _ -`);
   const dir = path.join(kernelsDir(opts.location), name.toLowerCase());
-  fs.mkdirSync(dir, { recursive: true });
+  makeDir(dir);
   fs.writeFileSync(path.join(dir, "kernel.json"), JSON.stringify(kernelSpec(opts), null, 2) + "\n");
   for (const size of ["32x32", "64x64"]) {
     fs.copyFileSync(path.join(assetsDir(), `logo-${size}.png`), path.join(dir, `logo-${size}.png`));

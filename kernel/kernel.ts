@@ -15,7 +15,8 @@
  * cooperative code (the library's training loop) stops at its next step boundary and keeps its state. A cell that
  * never asked for its signal is abandoned at once, and its synchronous code, if it holds the thread, is stopped;
  * code that asked and ignores it is abandoned after a grace period (or at once on a second interrupt) so the kernel
- * becomes usable again; the cell reports KeyboardInterrupt.
+ * becomes usable again; the cell reports KeyboardInterrupt. An abandoned cell's code still pending stops where it
+ * resumes (its next `await`), so it does not go on in the background.
  */
 import { AsyncLocalStorage } from "node:async_hooks";
 import crypto from "node:crypto";
@@ -25,7 +26,7 @@ import { installBridge, uninstallBridge } from "./bridge.js";
 import { address, Channels, type ConnectionInfo } from "./channels.js";
 import { normalizeBundle, toMimeBundle } from "./display.js";
 import type { CellEngine, CellError } from "./engine.js";
-import { INTERRUPT_ENAME } from "./engine.js";
+import { INTERRUPT_ENAME, isAbandonedError } from "./engine.js";
 import { History, type HistoryQuery } from "./history.js";
 import { startInterruptWorker, type InterruptWorker } from "./interrupts.js";
 import { log, rawStderr, rawStdout } from "./log.js";
@@ -43,6 +44,9 @@ interface CellContext {
   /** The cell (or code it called) asked for its AbortSignal: something may stop cooperatively, so an interrupt
    *  waits the grace period for it. A cell that never asked is abandoned at once (a plain `await`). */
   signalAsked: boolean;
+  /** The kernel stopped waiting for the cell (interrupted, replied KeyboardInterrupt): its code still pending, in
+   *  its own context, stops where it resumes (the engine's guard at every `await`), so it does not run on unseen. */
+  abandoned: boolean;
 }
 
 interface CommEntry {
@@ -138,7 +142,10 @@ export class Kernel {
   }
 
   private engine(): Promise<CellEngine> {
-    return (this.enginePromise ??= this.opts.engine());
+    return (this.enginePromise ??= this.opts.engine().then((engine) => {
+      engine.watchAbandoned(() => this.cells.getStore()?.abandoned === true);
+      return engine;
+    }));
   }
 
   private async serve(channel: "shell" | "stdin"): Promise<void> {
@@ -261,8 +268,10 @@ export class Kernel {
       if (ctx && !this.closed) this.stream(ctx, "stderr", `${what}: ${text}\n`);
       else log(`${what}: ${text}`);
     };
-    const onRejection = (reason: unknown) => report("Unhandled promise rejection", reason);
-    const onException = (err: unknown) => report("Uncaught exception", err);
+    // an abandoned cell's code that the engine stopped where it resumed is no error of the user's: the cell already
+    // reported KeyboardInterrupt
+    const onRejection = (reason: unknown) => isAbandonedError(reason) || report("Unhandled promise rejection", reason);
+    const onException = (err: unknown) => isAbandonedError(err) || report("Uncaught exception", err);
     // SIGINT is the interrupt worker's (it also sees it while a cell blocks this thread); this listener is the
     // fallback where the worker could not take it, and keeps the default action (exit) away in both cases.
     const onSigint = () => {
@@ -384,7 +393,7 @@ export class Kernel {
     if (!silent && storeHistory) this.history.record(count, code);
     if (!silent) this.publish("execute_input", { code, execution_count: count }, req.header);
 
-    const ctx: CellContext = { parent: req.header, identities: req.identities, abort: new AbortController(), allowStdin: c.allow_stdin ?? true, finished: false, signalAsked: false };
+    const ctx: CellContext = { parent: req.header, identities: req.identities, abort: new AbortController(), allowStdin: c.allow_stdin ?? true, finished: false, signalAsked: false, abandoned: false };
     this.running = ctx;
     this.lastCell = ctx;
     let error: CellError | null = null;
@@ -465,6 +474,7 @@ export class Kernel {
   private abandon(ctx: CellContext): void {
     if (ctx.finished || this.running !== ctx) return;
     log(ctx.signalAsked ? "the cell ignored its abort signal: no longer waiting for it" : "the cell does not watch its abort signal: no longer waiting for it");
+    ctx.abandoned = true;
     void this.enginePromise?.then((e) => e.interrupt());
   }
 
@@ -533,7 +543,10 @@ export class Kernel {
         else log(text);
       }
     };
-    if (entry.ctx) this.cells.run(entry.ctx, body);
+    // A comm message is new work, not the rest of an interrupted cell: a widget's handler made by a cell that was
+    // later interrupted still runs (as the same cell's output), and its awaits are not stopped.
+    const ctx = entry.ctx?.abandoned ? { ...entry.ctx, abandoned: false } : entry.ctx;
+    if (ctx) this.cells.run(ctx, body);
     else body();
   }
 

@@ -16,9 +16,9 @@ import { fileURLToPath } from "node:url";
 import util from "node:util";
 import vm from "node:vm";
 import type * as TS from "typescript";
-import { cellPosition, checkComplete, excerpt, lineColOf, originalOffset, rewriteCell, type Rewritten } from "./cell-source.js";
+import { cellPosition, checkComplete, excerpt, guardResumes, lineColOf, originalOffset, rewriteCell, type Rewritten } from "./cell-source.js";
 import type { CellEngine, CellError, CellOutcome, CompleteCheck, Completion, ExecuteOptions, Inspection } from "./engine.js";
-import { INTERRUPT_ENAME } from "./engine.js";
+import { abandonedError, INTERRUPT_ENAME, isAbandonedError } from "./engine.js";
 import { requireWithImportCondition } from "./import-condition.js";
 import { typescriptForTslab } from "./typescript-for-tslab.js";
 
@@ -130,6 +130,8 @@ function userStack(stack: string, name: string): string[] {
 
 export function isInterruptError(e: unknown): boolean {
   if (!e || typeof e !== "object") return false;
+  // the code of an abandoned cell, stopped where it resumed (a later cell that awaited its promise sees this too)
+  if (isAbandonedError(e)) return true;
   // the engine's interrupt (TslabEngine.interrupt); a cell's synchronous code is stopped without an error
   return (e as { message?: unknown }).message === "Interrupted asynchronously";
 }
@@ -215,8 +217,10 @@ export interface TslabEngineOptions {
   globals?: { values: Record<string, unknown>; declarations: string };
 }
 
-/** The name under which a cell's wrapper finds its `exports` and `require` (tslab used `__tslab__`). */
+/** The name under which a cell's wrapper finds its `exports`, `require` and `guard` (tslab used `__tslab__`). */
 const CELL_GLOBAL = "__controlnet_ts_cell__";
+/** The wrapper's parameter that every point where cell code resumes calls (see run()). */
+const GUARD = "__controlnet_ts_resume__";
 
 /**
  * Runs cells with tslab's converter (type-check, declarations of earlier cells, emit) and our own executor: tslab's
@@ -244,6 +248,7 @@ export class TslabEngine implements CellEngine {
   private readonly sideModules = new Map<string, Module>();
   private cells = 0;
   private interruptNow: (e: Error) => void = () => {};
+  private abandoned: () => boolean = () => false;
 
   constructor(opts: TslabEngineOptions = {}) {
     this.ts = cellTypescript();
@@ -258,7 +263,12 @@ export class TslabEngine implements CellEngine {
     this.prevDecl = `declare let _: any;\n${opts.globals?.declarations ?? ""}`;
     const rootDir = opts.rootDir ?? process.cwd();
     const req = this.wrapRequire(Module.createRequire(path.join(rootDir, "src.js")), rootDir);
-    (globalThis as Record<string, unknown>)[CELL_GLOBAL] = { exports: this.exports, require: req };
+    // guard(v): where cell code resumes (after an `await`, in a `catch`), it stops if its cell was abandoned
+    const guard = <T>(v: T): T => {
+      if (this.abandoned()) throw abandonedError();
+      return v;
+    };
+    (globalThis as Record<string, unknown>)[CELL_GLOBAL] = { exports: this.exports, require: req, guard };
   }
 
   private converter(meta: CodeMetadata): TslabConverter {
@@ -299,7 +309,11 @@ export class TslabEngine implements CellEngine {
     // body starts after an `await`, as a promise job of a microtask checkpoint that holds nothing else (it is entered
     // from a macrotask of its own): an interrupt may then stop the cell's synchronous code anywhere (interrupts.ts)
     // without cutting through the kernel's frames or dropping the kernel's queued microtasks.
-    const js = `(async function (exports, require) { await null; ${converted.output}\n})(${CELL_GLOBAL}.exports, ${CELL_GLOBAL}.require)`;
+    // Where the cell's code resumes after waiting (every `await`, also in its functions, which later cells may call),
+    // it first calls the guard, which throws if the code runs for a cell that the kernel abandoned: an interrupted
+    // cell's loop must not go on in the background once the kernel replied (interrupting only stops the wait).
+    const head = `(async function (exports, require, ${GUARD}) { await null; `;
+    const js = guardResumes(this.ts, `${head}${converted.output}\n})(${CELL_GLOBAL}.exports, ${CELL_GLOBAL}.require, ${CELL_GLOBAL}.guard)`, GUARD, head.length);
     this.sources.set(label, { js, cell: code });
     let stopped = false;
     const interrupted = new Promise<never>((_, reject) => (this.interruptNow = (e) => reject((stopped = true, e))));
@@ -386,6 +400,10 @@ export class TslabEngine implements CellEngine {
 
   interrupt(): void {
     this.interruptNow(new Error("Interrupted asynchronously"));
+  }
+
+  watchAbandoned(check: () => boolean): void {
+    this.abandoned = check;
   }
 
   close(): void {

@@ -20,7 +20,7 @@ import { listCheckpoints } from "../training/checkpoints.js";
 import type { EMAModel } from "../training/ema.js";
 import { checkValidationImages, runValidation, type ValidationResult } from "../training/validation.js";
 import { uploadFolder } from "../io/hub.js";
-import { readJsonl } from "../training/tensorboard.js";
+import { JsonlLogger, readJsonl } from "../training/tensorboard.js";
 import { ImageGrid, TrainingDashboard } from "../../widgets/index.js";
 import { abortSignal, JUPYTER_DISPLAY } from "./display.js";
 import { memo } from "./memo.js";
@@ -274,6 +274,8 @@ export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
           conditioning: await Promise.all(v.pairs.map((p) => conditioningPng(p.image, o.dataset.resolution))),
           ...(v.fidelity ? { fidelity: v.fidelity.iou } : {}),
         });
+        // kept with the run, so the dashboard of a resumed run (a kernel restart, an interrupt) plots it again
+        if (v.fidelity) new JsonlLogger(validationLog(outputDir)).log({ step, fidelity_iou: v.fidelity.iou });
       },
     });
   } catch (e) {
@@ -291,14 +293,24 @@ export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
   return { ...result, outputDir };
 }
 
+/** The cells' validation fidelity by step (the command line logs it to TensorBoard). */
+function validationLog(outputDir: string): string {
+  return path.join(outputDir, "logs", "validation_log.jsonl");
+}
+
 /**
- * The logged steps up to `step`, one point per step. After a resume from an earlier checkpoint the log holds the
- * steps past it twice (trained, thrown away, trained again); the later record is the one that counts.
+ * The logged steps up to `step`, one point per step, with the validation fidelity where it was measured. After a
+ * resume from an earlier checkpoint the logs hold the steps past it twice (trained, thrown away, trained again); the
+ * later record is the one that counts.
  */
-function loggedHistory(outputDir: string, step: number): { step: number; loss: number; lr: number }[] {
-  const byStep = new Map<number, { step: number; loss: number; lr: number }>();
+function loggedHistory(outputDir: string, step: number): { step: number; loss?: number; lr?: number; fidelity?: number }[] {
+  const byStep = new Map<number, { step: number; loss?: number; lr?: number; fidelity?: number }>();
+  const at = (s: number) => byStep.get(s) ?? byStep.set(s, { step: s }).get(s)!;
   for (const r of readJsonl(path.join(outputDir, "logs", "train_log.jsonl"))) {
-    if (typeof r.step === "number" && r.step <= step) byStep.set(r.step, { step: r.step, loss: r.loss as number, lr: r.lr as number });
+    if (typeof r.step === "number" && r.step <= step) Object.assign(at(r.step), { loss: r.loss as number, lr: r.lr as number });
+  }
+  for (const r of readJsonl(validationLog(outputDir))) {
+    if (typeof r.step === "number" && r.step <= step && typeof r.fidelity_iou === "number") at(r.step).fidelity = r.fidelity_iou;
   }
   return [...byStep.values()].sort((a, b) => a.step - b.step);
 }

@@ -147,6 +147,8 @@ export function parseRepoId(id: string, repoType: HubRepoType = "model"): HubRep
   let name = id;
   if (id.startsWith("datasets/")) { type = "dataset"; name = id.slice("datasets/".length); }
   else if (id.startsWith("models/")) { type = "model"; name = id.slice("models/".length); }
+  // a path that does not exist reaches here as a "repo id": say what the user meant
+  if (/^(\/|\.{1,2}\/|~)/.test(id) || id.includes("\\")) throw new Error(`"${id}" is not an existing local folder (and a hub repo id is org/name)`);
   const parts = name.split("/");
   if (parts.length < 1 || parts.length > 2 || !parts.every((p) => NAME_PART.test(p) && !p.includes("--") && !p.includes("..") && p.length <= 96)) {
     throw new Error(`"${id}" is not a hub repo id (expected org/name${type === "dataset" ? "" : " or datasets/org/name"})`);
@@ -203,7 +205,8 @@ function explain(e: unknown, ctx: { repo: HubRepoRef; revision: string; file?: s
     msg = `Download of ${what} from ${ctx.hubUrl} failed: ${detail}`;
     return new HubError(msg, ctx.repo.label, { file: ctx.file });
   } else {
-    msg = `Cannot reach the hub at ${ctx.hubUrl} for ${what}: ${detail}. Set HF_HUB_OFFLINE=1 to use only the local cache.`;
+    msg = `Cannot reach the hub at ${ctx.hubUrl} for ${what}: ${detail}.` +
+      (isHubOffline() ? "" : " Set HF_HUB_OFFLINE=1 to use only the local cache (downloads; an upload needs the hub).");
     return new HubError(msg, ctx.repo.label, { file: ctx.file });
   }
   return new HubError(`${msg} (${detail})`, ctx.repo.label, { status, file: ctx.file });
@@ -528,6 +531,7 @@ export async function createRepo(repo: string, opts: CreateRepoOptions = {}): Pr
   const token = hubToken(opts);
   const hubUrl = hubBaseUrl(opts);
   if (!token) throw new HubError(`Creating hub repo ${bare.label} needs a token: ${LOGIN_HINT}`, bare.label);
+  if (isHubOffline()) throw new HubError(`Creating hub repo ${bare.label} needs the hub, and HF_HUB_OFFLINE is set (unset it to push)`, bare.label);
   const params = { hubUrl, fetch: opts.fetch, accessToken: token };
   let r = bare;
   try {

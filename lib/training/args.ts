@@ -316,6 +316,7 @@ export const MIXED_PRECISION_WARNING = (mode: string): string =>
 export function validateTrainArgs(a: TrainArgs): string[] {
   if (!a.pretrained_model_name_or_path) throw new ArgsError("the following arguments are required: --pretrained_model_name_or_path");
   if (a.dataset_name == null && a.train_data_dir == null) throw new ArgsError("Specify either `--dataset_name` or `--train_data_dir`");
+  if (!a.output_dir?.trim()) throw new ArgsError("--output_dir is empty: name the folder for the model and its checkpoints");
   try {
     checkProportionEmptyPrompts(a.proportion_empty_prompts);
   } catch (e) {

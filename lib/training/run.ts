@@ -425,8 +425,13 @@ export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Pr
       saveFinal(s);
     } catch (e) {
       const dir = await s.trainer.checkpointAfterError(e);
-      throw new Error(`could not save the final ControlNet in ${args.output_dir}: ${(e as Error).message}; ` +
-        `the trained state is in ${dir ?? s.trainer.lastCheckpointPath ?? "no checkpoint (none could be written)"}`, { cause: e });
+      // say which steps are kept: a checkpoint of the last step, or the last one before it (later steps lost)
+      const last = dir ?? s.trainer.lastCheckpointPath;
+      const step = r.globalStep;
+      const kept = last && path.basename(last) === `checkpoint-${step}` ? `the trained state (all ${step} steps) is in ${last}`
+        : last ? `the last checkpoint is ${last}; the steps after it (up to ${step}) could not be saved either`
+        : `no checkpoint could be written: the ${step} steps are lost`;
+      throw new Error(`could not save the final ControlNet in ${args.output_dir}: ${(e as Error).message}; ${kept}`, { cause: e });
     }
     log(`Saved the ControlNet to ${args.output_dir}`);
     // "Run a final round of validation" with the saved weights, at the last step

@@ -308,7 +308,7 @@ export class ControlNetTrainer {
     this.resume();
     // the first write to output_dir comes after this: one run at a time in a folder (run-lock.ts)
     this.releaseLock = this.isMainProcess ? lockRun(this.opts.output_dir) : () => {};
-    fs.mkdirSync(this.opts.logging_dir, { recursive: true });
+    if (this.isMainProcess) fs.mkdirSync(this.opts.logging_dir, { recursive: true }); // rank 0 alone logs
     // steps after the resumed one are redone: their old lines would count twice (TensorBoard readers keep the last
     // value per step; a JSON-lines reader sees every line). A new run's log is its own: an earlier run's lines in the
     // same logging_dir (a shared absolute --logging_dir, checkpoints removed to start over) are moved aside, not lost.

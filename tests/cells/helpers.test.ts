@@ -177,8 +177,9 @@ test("dataset grid: one row per sample with its prompt; dashboard: the planner's
 
     const base = await cn.baseModel(sd);
     const controlnet = await cn.controlnet({ from: base, seed: 21 });
+    const held = await cn.heldOut({ count: 1, resolution: 32, dir: path.join(out, "held") });
     const opts = { base, controlnet, dataset: ds, outputDir: out, batchSize: 2, learningRate: 1e-4, checkpointing: { every: 2 } };
-    await cn.train({ ...opts, until: 3 });
+    await cn.train({ ...opts, until: 3, validation: { ...held, every: 2, steps: 1 } }); // fidelity measured at step 2
     await cn.resetTraining(); // writes checkpoint-3
     fs.rmSync(path.join(out, "checkpoint-3"), { recursive: true });
     await cn.train({ ...opts, until: 4 }); // resumes at 2: step 3 again (the log drops the old line: issue 25 #11)
@@ -189,6 +190,9 @@ test("dataset grid: one row per sample with its prompt; dashboard: the planner's
     const plots = fake.calls.map((c) => c.bundle["application/vnd.plotly.v1+json"] as { data: { name: string; x: number[] }[] } | undefined).filter((p) => p);
     const raw = plots.at(-1)!.data.find((t) => t.name === "loss (raw)" || t.name === "loss")!;
     assert.deepEqual(raw.x, [1, 2, 3, 4, 5], "each step once");
+    // the fidelity measured before the resumes is plotted again (it was kept in memory only)
+    const fid = plots.at(-1)!.data.find((t) => /fidelity/.test(t.name));
+    assert.deepEqual(fid?.x, [2], JSON.stringify(plots.at(-1)!.data.map((t) => t.name)));
     const meter = fake.calls.map((c) => String(c.bundle["text/plain"] ?? "")).filter((t) => t.startsWith("memory")).at(-1)!;
     assert.match(meter, /peak \(predicted\) \d[\d.]* [KMG]iB/, meter);
   } finally {

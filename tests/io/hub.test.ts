@@ -169,6 +169,8 @@ describe("hub downloads", () => {
     assert.equal(fs.readFileSync(path.join(ds, "data", "train-00000.parquet")).length, 2000);
     assert.ok(ds.includes("datasets--org--fill10"));
     assert.deepEqual(parseRepoId("org/fill10", "dataset"), { type: "dataset", name: "org/fill10", label: "datasets/org/fill10" });
+    // a missing local folder (--dataset_name=/data/fill50k) is named as one, not as a malformed repo id
+    for (const p of ["/nonexistent", "./data/x", "../x", "~/x"]) assert.throws(() => parseRepoId(p, "dataset"), new RegExp(`"${p.replace(/[.]/g, "\\.")}" is not an existing local folder`));
   });
 
   test("local paths resolve to themselves; bad ids and pickle-only repos are clear errors", async () => {

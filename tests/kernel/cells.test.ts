@@ -182,6 +182,54 @@ describe("cells as a user writes them", () => {
     assert.ok(Date.now() - t1 < 1000, `interrupt_request after ${Date.now() - t1} ms`);
   });
 
+  it("an interrupted loop of awaits stops: no more steps, output or state changes after its reply", async () => {
+    const m = mark();
+    const loop = "for (let i = 0; i < 100; i++) { await new Promise(r => setTimeout(r, 100)); ticks++; console.log('step', i); }";
+    const id = await k.started(`let ticks = 0;\n${m.code}\n${loop}`);
+    await m.reached();
+    await sleep(600);
+    k.send("control", "interrupt_request", {});
+    assert.equal((await k.reply(id, 10000)).content.ename, "KeyboardInterrupt");
+    await k.idle(id, 5000);
+    const atIdle = streamText(k.iopubFor(id), "stdout");
+    await sleep(1000);
+    const ticks = async () => Number(resultText((await k.execute("ticks")).iopub));
+    const first = await ticks();
+    await sleep(500);
+    assert.equal(await ticks(), first, "ticks still growing after the interrupt");
+    assert.ok(first >= 1 && first < 100, `ticks = ${first}`);
+    assert.equal(streamText(k.iopubFor(id), "stdout"), atIdle, "steps written after the interrupted cell's idle");
+    const printed = atIdle.match(/step/g)?.length ?? 0;
+    assert.ok(first - printed >= 0 && first - printed <= 1, `${first} ticks, ${printed} printed`);
+
+    // the same for an async function of an earlier cell (called from the interrupted cell) that catches errors and
+    // retries; nothing of it is reported as an unhandled rejection, and later cells call it as before
+    await k.execute([
+      "let pumped = 0;",
+      "async function pump(n: number) {",
+      "  for (let i = 0; i < n; i++) {",
+      "    try { await new Promise((r) => setTimeout(r, 50)); } catch { console.log('retry'); }",
+      "    pumped++;",
+      "  }",
+      "}",
+    ].join("\n"));
+    const m2 = mark();
+    const id2 = await k.started(`${m2.code}\nPromise.all([pump(1000), pump(1000)]);\nawait pump(1000);`);
+    await m2.reached();
+    k.send("control", "interrupt_request", {});
+    assert.equal((await k.reply(id2, 10000)).content.ename, "KeyboardInterrupt");
+    await k.idle(id2, 5000);
+    await sleep(300);
+    const pumped = Number(resultText((await k.execute("pumped")).iopub));
+    await sleep(500);
+    assert.equal(Number(resultText((await k.execute("pumped")).iopub)), pumped, "pump still running after the interrupt");
+    assert.equal(streamText(k.iopubFor(id2), "stderr"), "");
+    assert.doesNotMatch(streamText(k.iopubFor(id2), "stdout"), /retry/);
+    const again = await k.execute("const pumpedBefore = pumped;\nawait pump(3);\npumped - pumpedBefore");
+    assert.equal(resultText(again.iopub), "3");
+    assert.equal(streamText(again.iopub, "stderr"), "");
+  });
+
   it("a synchronously interrupted cell keeps its declarations", async () => {
     const m = mark();
     const id = await k.started(`let spun = 0;\nconst label = 'kept';\n${m.code}\nwhile (true) { spun++; }`);
@@ -277,6 +325,18 @@ describe("cells as a user writes them", () => {
     // at the cell's line, with its excerpt, as a cell's own error
     assert.match(err, new RegExp(`at In\\[${r.reply.content.execution_count}\\], line 2, column \\d+`), err);
     assert.match(err, /> 2 \| Promise\.reject/, err);
+  });
+
+  it("a Promise as a cell's result shows like Node's REPL, without the kernel's async context", async () => {
+    const r = await k.execute("const p = Promise.resolve(3);\np");
+    assert.equal(resultText(r.iopub), "Promise { 3 }");
+    const nested = await k.execute("const pending = new Promise(() => {});\n({ list: [p, pending], rejected: Promise.reject(new Error('no')).catch(() => 0) })");
+    const text = resultText(nested.iopub)!;
+    assert.doesNotMatch(text, /Symbol\(|kResourceStore|async_id|msg_id/, text);
+    assert.match(text, /list: \[ Promise \{ 3 \}, Promise \{ <pending> \} \]/, text);
+    // the promise's context still works: what it runs later writes to its own cell
+    const later = await k.execute("await p.then(() => new Promise((r) => setTimeout(r, 10))).then(() => console.log('later'));");
+    assert.equal(streamText(later.iopub, "stdout"), "later\n");
   });
 
   it("%time on the first line prints the cell's wall time; line numbers stay", async () => {

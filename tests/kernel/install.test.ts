@@ -74,6 +74,14 @@ describe("controlnet-ts kernel install", () => {
       assert.equal(bad.status, 1);
       assert.match(bad.stderr, /^controlnet-ts kernel install: .*a-file.*; nothing was installed\n$/);
       assert.doesNotMatch(bad.stderr, /\n\s+at /);
+      // a folder that cannot be made (under /proc, where Node's recursive mkdir spins forever): fails at once
+      if (fs.existsSync("/proc/self")) {
+        const t0 = Date.now();
+        const proc = spawnSync(process.execPath, [BIN, "kernel", "install", "--prefix", "/proc/nope"], { encoding: "utf8", timeout: 20_000 });
+        assert.equal(proc.error, undefined, `still running after ${Date.now() - t0} ms`);
+        assert.equal(proc.status, 1, proc.stderr);
+        assert.match(proc.stderr, /^controlnet-ts kernel install: .*\/proc\/nope.*; nothing was installed\n$/);
+      }
     } finally {
       fs.rmSync(tmp, { recursive: true, force: true });
     }

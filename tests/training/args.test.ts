@@ -41,7 +41,7 @@ test("the README's fill50k command parses verbatim: --flag=value, --flag value, 
     "--set_grads_to_none",
     "--checkpointing_steps", "2",
     "--resume_from_checkpoint", "latest",
-    "--seed", "-1",
+    "--seed", "7",
     "--lr_power", "-.5e1",
   ];
   const { args } = parseTrainArgs(argv);
@@ -54,8 +54,8 @@ test("the README's fill50k command parses verbatim: --flag=value, --flag value, 
   assert.ok(args.gradient_checkpointing && args.use_8bit_adam && args.enable_xformers_memory_efficient_attention && args.set_grads_to_none);
   assert.equal(args.checkpointing_steps, 2);
   assert.equal(args.resume_from_checkpoint, "latest");
-  assert.equal(args.seed, -1); // a negative number is a value, as in argparse
-  assert.equal(args.lr_power, -5);
+  assert.equal(args.seed, 7);
+  assert.equal(args.lr_power, -5); // a negative number is a value, as in argparse (a seed of -1 is now out of range)
 });
 
 test("argparse details: last occurrence wins, unique prefixes, Python int/float syntax", () => {

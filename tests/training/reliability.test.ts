@@ -36,6 +36,7 @@ test("#5: out-of-range numbers are refused by the CLI and by the trainer (cells,
   for (const [flag, value] of bad) {
     assert.throws(() => parseTrainArgs([...cli, `--${flag}=${value}`]), (e: unknown) => e instanceof ArgsError && e.message.includes(`--${flag}`), `--${flag}=${value} accepted`);
   }
+  assert.throws(() => parseTrainArgs([...cli, "--output_dir="]), /^ArgsError: --output_dir is empty/);
   // the script's defaults and ordinary values still pass
   assert.doesNotThrow(() => parseTrainArgs([...cli, "--max_grad_norm=0", "--adam_beta1=0", "--num_train_epochs=0", "--max_train_steps=5"]));
   // the trainer (what cn.train and library code construct) refuses the same, before touching output_dir
