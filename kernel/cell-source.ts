@@ -4,10 +4,12 @@
  * 1. Shorthand properties `{ base }` become `{ base: base }`. tslab's converter rewrites a reference to an earlier
  *    cell's variable into `exports.base`, which is not valid as a shorthand name, so the printer keeps `base` and the
  *    cell threw ReferenceError after type-checking. The long form means the same (also in destructuring).
- * 2. Every statement gets a leading line marker `/*@L<line>*\/`, and so does every part of an expression that starts a
- *    line of its own (an argument, an element, a property, an operand: `cn.train({` … `})` spans many lines). The
- *    converter emits no source map, but TypeScript keeps leading comments through both of its emits, so a runtime
- *    position in the compiled JavaScript maps back to the cell line of the last marker before it (see cellPosition).
+ * 2. Every statement gets a leading marker `/*@L<line>:<column>*\/`, and so does every part of an expression that
+ *    starts on another line than the marked node around it (an argument, an element, a property, an operand, a
+ *    template's `${…}`, an arrow's body: `cn.train({` … `})` spans many lines, `.filter(v => …)` may sit on the third
+ *    line of a chain). The converter emits no source map, but TypeScript keeps leading comments through both of its
+ *    emits, so a runtime position in the compiled JavaScript maps back to the cell line of the last marker before it,
+ *    and to the column of the failing name nearest to where it sits after that marker (see cellPosition).
  *
  * Both only insert text, so a position in the rewritten text maps back by subtracting what was inserted before it.
  */
@@ -19,25 +21,31 @@ export interface Rewritten {
   inserts: { at: number; length: number }[];
 }
 
-const MARKER = /\/\*@L(\d+)\*\//g;
+const MARKER = /\/\*@L(\d+):(\d+)\*\//g;
 
 export function rewriteCell(ts: typeof TS, code: string): Rewritten {
   const sf = ts.createSourceFile("cell.ts", code, ts.ScriptTarget.Latest, true, ts.ScriptKind.TS);
   const edits: { at: number; text: string }[] = [];
-  const lineOf = (pos: number) => sf.getLineAndCharacterOfPosition(pos).line + 1;
   const marked = new Set<number>();
-  const mark = (node: TS.Node): void => {
+  /** Marks `node`; returns the line its marker (or the enclosing one) stands for. */
+  const mark = (node: TS.Node): number => {
     const at = node.getStart(sf);
-    if (marked.has(at)) return;
-    marked.add(at);
-    edits.push({ at, text: `/*@L${lineOf(at)}*/` });
+    const { line, character } = sf.getLineAndCharacterOfPosition(at);
+    if (!marked.has(at)) {
+      marked.add(at);
+      edits.push({ at, text: `/*@L${line + 1}:${character}*/` });
+    }
+    return line;
   };
-  const visit = (node: TS.Node): void => {
-    if (isStatement(ts, node) || (startsLine(code, node.getStart(sf)) && isExpressionPart(ts, node))) mark(node);
+  // `markedLine`: the line of the innermost marked node around `node`
+  const visit = (node: TS.Node, markedLine: number): void => {
+    let line = markedLine;
+    if (isStatement(ts, node)) line = mark(node);
+    else if (isExpressionPart(ts, node) && sf.getLineAndCharacterOfPosition(node.getStart(sf)).line !== markedLine) line = mark(node);
     if (ts.isShorthandPropertyAssignment(node)) edits.push({ at: node.name.end, text: `: ${node.name.text}` });
-    ts.forEachChild(node, visit);
+    ts.forEachChild(node, (child) => visit(child, line));
   };
-  ts.forEachChild(sf, visit);
+  ts.forEachChild(sf, (child) => visit(child, -1));
   edits.sort((a, b) => a.at - b.at);
   let text = "";
   let last = 0;
@@ -56,12 +64,6 @@ function isStatement(ts: typeof TS, node: TS.Node): boolean {
     k === ts.SyntaxKind.FunctionDeclaration || k === ts.SyntaxKind.ClassDeclaration;
 }
 
-/** Whether only spaces stand before `pos` on its line. */
-function startsLine(code: string, pos: number): boolean {
-  const lineStart = code.lastIndexOf("\n", pos - 1) + 1;
-  return /^[ \t]*$/.test(code.slice(lineStart, pos));
-}
-
 /**
  * A node a marker may lead: an argument, an array element, an object member, an operand or branch of an expression.
  * Only these: a comment before a type, a parameter or a `.name` would be dropped or misplaced by the emit, and one
@@ -78,6 +80,7 @@ function isExpressionPart(ts: typeof TS, node: TS.Node): boolean {
   if (ts.isTemplateSpan(p)) return node === p.expression;
   if (ts.isParenthesizedExpression(p) || ts.isAwaitExpression(p)) return true;
   if (ts.isPropertyAssignment(p) || ts.isVariableDeclaration(p)) return node === p.initializer;
+  if (ts.isArrowFunction(p)) return node === p.body && !ts.isBlock(node);
   return false;
 }
 
@@ -113,8 +116,10 @@ export function lineColOf(text: string, offset: number): { line: number; column:
 
 /**
  * The cell position of a runtime position (1-based line and column, as in stack frames) in the compiled JavaScript
- * `js` of `cell`: the line of the last statement marker before it; the column where the token found there appears in
- * that line (tslab writes earlier cells' variables as `exports.x`), else the line's first character.
+ * `js` of `cell`: the line of the last marker before it; the column where the token found there appears in that line
+ * (tslab writes earlier cells' variables as `exports.x`) — of its occurrences from the marker's column on, the one
+ * nearest to the marker's column plus the distance from the marker in `js` (the emit changes spacing and drops
+ * types, so that distance is only a hint) — else the line's first character.
  */
 export function cellPosition(js: string, cell: string, line: number, column: number): { line: number; column: number } | null {
   const off = offsetOf(js, line - 1, column - 1);
@@ -123,9 +128,18 @@ export function cellPosition(js: string, cell: string, line: number, column: num
   for (let m = MARKER.exec(js); m && m.index <= off; m = MARKER.exec(js)) found = m;
   if (!found) return null;
   const cellLine = Number(found[1]);
+  const markerCol = Number(found[2]);
   const src = cell.split("\n")[cellLine - 1] ?? "";
   const token = /^[\w$]+(?:\.[\w$]+)*/.exec(js.slice(off).replace(/^exports\./, ""))?.[0];
-  let col = token ? src.search(new RegExp(`(?<![\\w$])${token.replace(/[.$]/g, "\\$&")}(?![\\w$])`)) : -1;
+  let col = -1;
+  if (token) {
+    const hint = markerCol + js.slice(found.index + found[0].length, off).replace(/exports\./g, "").length;
+    const re = new RegExp(`(?<![\\w$])${token.replace(/[.$]/g, "\\$&")}(?![\\w$])`, "g");
+    const at = [...src.matchAll(re)].map((m) => m.index!);
+    const after = at.filter((c) => c >= markerCol);
+    const candidates = after.length ? after : at;
+    for (const c of candidates) if (col < 0 || Math.abs(c - hint) < Math.abs(col - hint)) col = c;
+  }
   if (col < 0) col = src.search(/\S|$/);
   return { line: cellLine, column: col + 1 };
 }

@@ -69,12 +69,23 @@ describe("cells as a user writes them", () => {
       ["const r = Math.max(\n  1,\n  (null as any).z,\n);", /> 3 \|   \(null as any\)\.z,/],
       ["const cfg = {\n  a: 1,\n  b: JSON.parse('{bad'),\n};", /> 3 \|   b: JSON\.parse\('\{bad'\),/],
       ["const sum = 1 +\n  2 +\n  (undefined as any).x;", /> 3 \|   \(undefined as any\)\.x;/],
+      // a method chain whose third line fails inside an arrow's body; a template's `${…}` on its own line
+      ["const r = [1, 2, 3]\n  .map((v) => v * 2)\n  .filter((v) => (null as any).y);", /> 3 \|   \.filter\(\(v\) => \(null as any\)\.y\);/],
+      ["const s = `a\nb\nc ${(null as any).x}`;", /> 3 \| c \$\{\(null as any\)\.x\}`;/],
     ] as const) {
       const m = await k.execute(code);
       const t = (errorOf(m.iopub).traceback as string[]).join("\n");
       assert.match(t, new RegExp(`In\\[${m.reply.content.execution_count}\\], line 3, column \\d+`), t);
       assert.match(t, shown, t);
     }
+  });
+
+  it("the column is the failing name's, not an earlier one of the same name on that line", async () => {
+    await k.execute("const cfg: any = { lr: 1 };");
+    const r = await k.execute("const both = { lr: cfg.lr }; const v = cfg.opt.lr;");
+    const tb = (errorOf(r.iopub).traceback as string[]).join("\n");
+    const col = "const both = { lr: cfg.lr }; const v = cfg.opt.".length + 1;
+    assert.match(tb, new RegExp(`line 1, column ${col}`), tb);
   });
 
   it("a type error in cell line 3 is reported at line 3 with the excerpt", async () => {
