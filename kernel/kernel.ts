@@ -402,12 +402,15 @@ export class Kernel {
       // Put busy/execute_input on the wire before the cell can block the thread (a synchronous loop would
       // otherwise hold them back until it ends, and the frontend would not even know the cell started).
       await this.channels.out.iopub.drain();
-      // `%time` / `%%time` as the first line (IPython's): the cell runs without it (its line left blank, so line numbers
-      // stay) and its wall time is printed after it
-      const timed = /^%%?time[ \t]*(\r?\n|$)/.exec(code);
+      // `%%time` / `%time` as the first line, or `%time <statement>` (IPython's line magic): the cell runs with the
+      // magic blanked out (so lines and columns stay) and its wall time is printed after it, unless it did not compile
+      const timed = /^%%?time(?=[ \t]|\r?\n|$)/.exec(code);
       const t0 = performance.now();
-      const outcome = await this.cells.run(ctx, () => engine.execute(timed ? code.slice(timed[0].length - timed[1]!.length) : code, silent ? {} : { label: `In[${count}]` }));
-      if (timed) this.stream(ctx, "stdout", `Wall time: ${formatSeconds((performance.now() - t0) / 1000)}\n`);
+      const body = timed ? " ".repeat(timed[0].length) + code.slice(timed[0].length) : code;
+      const outcome = await this.cells.run(ctx, () => engine.execute(body, silent ? {} : { label: `In[${count}]` }));
+      if (timed && !(outcome.status === "error" && outcome.error.ename === "CompileError")) {
+        this.stream(ctx, "stdout", `Wall time: ${formatSeconds((performance.now() - t0) / 1000)}\n`);
+      }
       // A promise the cell rejected without handling is reported (on its stderr) when the current macrotask ends:
       // wait for that, so the report comes before the reply and idle (headless runs stop listening at idle).
       await new Promise((r) => setImmediate(r));

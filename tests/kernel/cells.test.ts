@@ -359,6 +359,14 @@ describe("cells as a user writes them", () => {
     const ok = await k.execute("%%time\n6 * 7");
     assert.equal(resultText(ok.iopub), "42");
     assert.match(streamText(ok.iopub, "stdout"), /^Wall time: /);
+    // IPython's line magic: `%time <statement>` on one line
+    const line = await k.execute("%time await new Promise((r) => setTimeout(r, 50)).then(() => 6 * 7)");
+    assert.equal(resultText(line.iopub), "42");
+    assert.match(streamText(line.iopub, "stdout"), /^Wall time: /);
+    // a cell that does not compile has no wall time to show
+    const bad = await k.execute("%time\nconst n: number = 'x';");
+    assert.equal(errorOf(bad.iopub).ename, "CompileError");
+    assert.equal(streamText(bad.iopub, "stdout"), "");
   });
 
   it("is_complete says invalid and incomplete where it should; inspect works just after `(`", async () => {
