@@ -61,13 +61,21 @@ export async function main(argv: string[]): Promise<number> {
   for (const w of parsed.warnings) process.stderr.write(`warning: ${w}\n`);
   // Ctrl-C stops at the next step boundary and writes a checkpoint; a second Ctrl-C exits at once. SIGTERM (a
   // scheduler's or a container's stop, `timeout`, the launcher stopping a job) does the same: no trained step lost.
+  // A repeat within a second is the same stop: `timeout` signals the process and then its group, and npm/npx
+  // forward a terminal's Ctrl-C that the process also gets itself; quitting on those would throw the steps away.
   const ac = new AbortController();
   const exitCode = { SIGINT: 130, SIGTERM: 143 } as const;
   let stoppedBy: keyof typeof exitCode = "SIGINT";
+  let stopAt = 0;
   const onSignal = (sig: keyof typeof exitCode) => {
-    if (ac.signal.aborted) process.exit(exitCode[sig]);
+    if (ac.signal.aborted) {
+      if (Date.now() - stopAt < 1000) return;
+      process.stderr.write(`\n${sig}: quitting now; the steps since the last checkpoint are not saved\n`);
+      process.exit(exitCode[sig]);
+    }
     stoppedBy = sig;
-    process.stderr.write(`\n${sig === "SIGINT" ? "interrupt" : sig}: stopping at the next step boundary (${sig === "SIGINT" ? "Ctrl-C" : sig} again to quit now)\n`);
+    stopAt = Date.now();
+    process.stderr.write(`\n${sig === "SIGINT" ? "interrupt" : sig}: stopping at the next step boundary (${sig === "SIGINT" ? "Ctrl-C" : sig} again, a second later, to quit now)\n`);
     ac.abort();
   };
   process.on("SIGINT", onSignal);

@@ -405,6 +405,11 @@ export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Pr
     } catch (e) {
       // keep the trained steps: any failure after a step (validation, a hook, the disk) checkpoints first
       const dir = await s.trainer.checkpointAfterError(e);
+      if (hooks.signal?.aborted) {
+        // Ctrl-C / SIGTERM inside a validation round (which stops at once): an interrupt, not an error
+        log(`Interrupted at step ${s.trainer.globalStep}; state saved to ${dir ?? s.trainer.lastCheckpointPath}. Re-run with --resume_from_checkpoint=latest to continue.`);
+        return { globalStep: s.trainer.globalStep, maxSteps: s.trainer.maxSteps, stopped: "interrupted", lastLoss: null };
+      }
       if (dir) log(`Stopped by an error at step ${s.trainer.globalStep}; state saved to ${dir}. Re-run with --resume_from_checkpoint=latest to continue.`);
       throw e;
     }
@@ -436,20 +441,34 @@ export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Pr
     log(`Saved the ControlNet to ${args.output_dir}`);
     // "Run a final round of validation" with the saved weights, at the last step
     let final: ValidationResult | null = null;
+    // the ControlNet is saved: a failed or interrupted final validation only leaves the card without its images
+    let validationFailure: string | null = null;
     if (args.validation_prompt && args.validation_image) {
       log(loggerInfo("Running validation... "));
-      final = await runValidation(s.base, s.controlnet, validationOptions(s, s.trainer.globalStep, hooks.signal));
-      await logValidation(tb, final);
-      log(`final validation at step ${final.step}: ${final.pairs.length} pair(s) in ${final.seconds.toFixed(1)} s → ${path.join(args.output_dir, "validation")}`);
-      await hooks.onValidation?.(final);
+      try {
+        final = await runValidation(s.base, s.controlnet, validationOptions(s, s.trainer.globalStep, hooks.signal));
+        await logValidation(tb, final);
+        log(`final validation at step ${final.step}: ${final.pairs.length} pair(s) in ${final.seconds.toFixed(1)} s → ${path.join(args.output_dir, "validation")}`);
+        await hooks.onValidation?.(final);
+      } catch (e) {
+        final = null;
+        validationFailure = hooks.signal?.aborted ? "interrupted" : `failed (${(e as Error)?.message ?? String(e)})`;
+      }
     }
     log(`Model card: ${await saveModelCard(s, { repoId, validation: final })}`);
+    if (validationFailure === "interrupted") {
+      log(`Interrupted during the final validation: the ControlNet is saved in ${args.output_dir}, its model card without validation images${repoId ? "; not pushed" : ""}.`);
+      return { ...r, stopped: "interrupted" };
+    }
     if (repoId) {
       try {
         log(`Pushed to ${await pushToHub(s, repoId)}`);
       } catch (e) {
         throw e instanceof HubError ? new HubUploadError(e) : e;
       }
+    }
+    if (validationFailure) {
+      throw new Error(`the final validation ${validationFailure}; the ControlNet is saved in ${args.output_dir}, with its model card (without validation images)${repoId ? ", and pushed" : ""}`);
     }
     return r;
   } finally {

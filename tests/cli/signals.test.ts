@@ -1,0 +1,70 @@
+/**
+ * Stopping train_controlnet with signals (issue 25): SIGTERM, as a scheduler, a container or `timeout` sends it, stops
+ * at a step boundary with a checkpoint, as Ctrl-C does — also when it arrives twice at once (`timeout` signals the
+ * process and then its group), which quit at once and threw the steps away.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { listCheckpoints } from "../../lib/training/checkpoints.js";
+
+const root = path.resolve(import.meta.dirname, "../..");
+const bin = path.join(root, "bin", "controlnet-ts.js");
+
+test("SIGTERM twice at once: one stop at a step boundary, a checkpoint of that step, exit 143", async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "sigterm-"));
+  try {
+    const child = spawn(process.execPath, [bin, "train_controlnet", `--pretrained_model_name_or_path=${path.join(root, "tests/fixtures/sd_tiny")}`,
+      `--output_dir=${out}`, "--dataset_name=synthetic-fill50k:8", "--resolution=32", "--train_batch_size=1", "--max_train_steps=200",
+      "--checkpointing_steps=1000", "--seed=3"], { cwd: root, env: { ...process.env, CONTROLNET_TS_THREADS: "1" } });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    const signalled = new Promise<void>((resolve) => child.stderr.on("data", (d) => {
+      stderr += d;
+      if (/Steps: 2\//.test(stderr)) resolve();
+    }));
+    const exited = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)));
+    await Promise.race([signalled, exited]);
+    child.kill("SIGTERM");
+    child.kill("SIGTERM");
+    const code = await exited;
+    assert.equal(code, 143, stderr.slice(-2000));
+    assert.doesNotMatch(stderr, /quitting now/);
+    const m = /Interrupted at step (\d+); state saved to (.*checkpoint-(\d+))\./.exec(stdout);
+    assert.ok(m, stdout.slice(-2000));
+    assert.deepEqual(listCheckpoints(out).map((c) => c.step), [Number(m[1])]);
+    assert.ok(!fs.existsSync(path.join(out, ".controlnet-ts.lock")), "the lock is released");
+  } finally {
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+});
+
+test("a final validation that fails (its image gone meanwhile) says the ControlNet is saved, and the card is written", async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "final-val-"));
+  const image = path.join(out, "..", `${path.basename(out)}-cond.png`);
+  fs.copyFileSync(path.join(root, "tests/fixtures/pipeline_tiny/control.png"), image);
+  try {
+    const child = spawn(process.execPath, [bin, "train_controlnet", `--pretrained_model_name_or_path=${path.join(root, "tests/fixtures/sd_tiny")}`,
+      `--output_dir=${out}`, "--dataset_name=synthetic-fill50k:8", "--resolution=32", "--train_batch_size=1", "--max_train_steps=6",
+      "--seed=3", "--validation_prompt", "red circle", "--validation_image", image, "--num_validation_images=1"],
+    { cwd: root, env: { ...process.env, CONTROLNET_TS_THREADS: "1" } });
+    let stderr = "";
+    child.stdout.resume();
+    child.stderr.on("data", (d) => {
+      stderr += d;
+      if (/Steps: 1\//.test(stderr) && fs.existsSync(image)) fs.rmSync(image); // read up front, gone by the end
+    });
+    const code = await new Promise<number | null>((resolve) => child.on("close", (c) => resolve(c)));
+    assert.equal(code, 1, stderr.slice(-2000));
+    assert.match(stderr, new RegExp(`train_controlnet: the final validation failed \\(.*\\); the ControlNet is saved in ${out}, with its model card \\(without validation images\\)`));
+    assert.ok(fs.existsSync(path.join(out, "diffusion_pytorch_model.safetensors")));
+    assert.match(fs.readFileSync(path.join(out, "README.md"), "utf8"), /^library_name: diffusers$/m);
+  } finally {
+    fs.rmSync(out, { recursive: true, force: true });
+    fs.rmSync(image, { force: true });
+  }
+});
