@@ -228,6 +228,19 @@ function planShards(tensors: Map<string, HostTensor>, maxBytes?: number): Map<st
   return shards;
 }
 
+/** Replaces `file` with `text` all at once: written beside it, synced, then renamed over it (a crash leaves the old
+ *  file or the new one, never an empty or partial one). */
+export function writeFileAtomic(file: string, text: string): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  try {
+    writeFileDurable(tmp, text);
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
+}
+
 export function writeFileDurable(file: string, text: string): void {
   const fd = fs.openSync(file, "w");
   try {

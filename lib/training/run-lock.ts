@@ -3,8 +3,8 @@
  * result while the other's checkpoints, final weights and log lines replaced or interleaved with its own. The run that
  * writes (rank 0) holds `output_dir/.controlnet-ts.lock` (created exclusively, holding its host and pid) until it
  * closes or its process exits; another trainer of the same process shares it. A lock whose process is gone on this
- * host (a crash, `kill -9`) is taken over; one held by a live process, or by another host (a shared folder), refuses
- * the second run in one line.
+ * host (a crash, `kill -9`), or that was left half-written, is taken over; one held by a live process, or by another
+ * host (a shared folder), refuses the second run in one line.
  */
 import fs from "node:fs";
 import os from "node:os";
@@ -32,11 +32,19 @@ function alive(pid: number): boolean {
   }
 }
 
-function readLock(file: string): LockRecord | null {
+/** A lock file that does not parse this long after it was made was left half-written (a kill between its create
+ *  and its write, a full disk), not one being written now. */
+const TORN_AFTER_MS = 10_000;
+
+function readLock(file: string): LockRecord | "torn" | null {
   try {
     return JSON.parse(fs.readFileSync(file, "utf8")) as LockRecord;
   } catch {
-    return null; // being written, or torn: treated as held until it can be read
+    try {
+      return Date.now() - fs.statSync(file).mtimeMs > TORN_AFTER_MS ? "torn" : null;
+    } catch {
+      return null; // gone meanwhile: the next attempt creates it
+    }
   }
 }
 
@@ -50,9 +58,10 @@ export function lockRun(outputDir: string): () => void {
       break;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-      const other = readLock(file);
+      const read = readLock(file);
+      const other = read === "torn" ? null : read;
       // our own pid in a lock we do not hold: an earlier process that had it (a container restarted)
-      const stale = other && other.host === me.host && (other.pid === process.pid || !alive(other.pid));
+      const stale = read === "torn" || (other && other.host === me.host && (other.pid === process.pid || !alive(other.pid)));
       if (!stale || attempt > 0) throw locked(outputDir, other);
       fs.rmSync(file, { force: true }); // its process is gone: take it over (once; a racing taker wins or we refuse)
     }

@@ -10,6 +10,7 @@ import { LOCK_NAME } from "./run-lock.js";
 import { initEngine, describeEngine, memoryBudget } from "../engine/index.js";
 import { createDataset, type ControlNetDataset } from "../data/index.js";
 import { createRepo, parseRepoId, uploadFolder, HubError } from "../io/hub.js";
+import { writeFileAtomic } from "../io/diffusers.js";
 import type { ControlNetModel } from "../models/index.js";
 import type { TrainArgs } from "./args.js";
 import { loadBaseModel, loadOrCreateControlNet, type BaseModel } from "./base.js";
@@ -319,14 +320,15 @@ export async function saveModelCard(s: TrainingSession, opts: { repoId?: string 
   ].join("\n");
   const file = path.join(a.output_dir, "README.md");
   const kept = keepForeignReadme(file);
-  fs.writeFileSync(file, card);
+  writeFileAtomic(file, card);
   return kept ? `${file} (the README.md that was there, not a model card of ours, is kept as ${path.basename(kept)})` : file;
 }
 
 /** A README.md in output_dir that is not a card this tool wrote (it says "Trained with controlnet-ts") is the user's:
  *  it is moved to README.md.orig (or .orig-2, …) before the card takes its place. Returns where it went, or null. */
 function keepForeignReadme(file: string): string | null {
-  if (!fs.existsSync(file) || fs.readFileSync(file, "utf8").includes("Trained with controlnet-ts")) return null;
+  // (an empty one holds nothing to keep)
+  if (!fs.existsSync(file) || fs.statSync(file).size === 0 || fs.readFileSync(file, "utf8").includes("Trained with controlnet-ts")) return null;
   let to = `${file}.orig`;
   for (let n = 2; fs.existsSync(to); n++) to = `${file}.orig-${n}`;
   fs.renameSync(file, to);

@@ -22,7 +22,7 @@ import { EMAModel } from "./ema.js";
 import { lockRun } from "./run-lock.js";
 import { JsonlLogger, readJsonl } from "./tensorboard.js";
 import { controlnetGradients, encodeLatents, type NoiseSchedule } from "./step.js";
-import { loadModelFolder } from "../io/diffusers.js";
+import { loadModelFolder, writeFileAtomic } from "../io/diffusers.js";
 import { validateTrainingNumbers, type TrainArgs } from "./args.js";
 import { allReduceGradients, takeShard, type DataParallel } from "./distributed.js";
 
@@ -618,9 +618,7 @@ function dropLoggedStepsAfter(file: string, step: number): void {
   const kept = readJsonl(file).filter((r) => !(typeof r.step === "number" && r.step > step));
   const text = kept.map((r) => JSON.stringify(r) + "\n").join("");
   if (text === fs.readFileSync(file, "utf8")) return;
-  const tmp = `${file}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, text);
-  fs.renameSync(tmp, file);
+  writeFileAtomic(file, text);
 }
 
 function readControlnetWeights(dir: string) {

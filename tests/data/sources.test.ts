@@ -77,6 +77,12 @@ test("parquet: row-group cache stays within its budget; missing column lists the
   // null column → positional fallback, as in train_controlnet.py: image = column 0, caption = 1, conditioning = 2
   assert.deepEqual(resolveColumns({ columns: ["a", "b", "c"] }, { image_column: null, caption_column: null, conditioning_image_column: null }), { image: "a", caption: "b", conditioning_image: "c" });
   assert.throws(() => resolveColumns({ columns: ["a"] }, { conditioning_image_column: null, image_column: "a", caption_column: "a" }), /no column 2/);
+  // the command line always passes the script's default names: on prompt.json's layout they mean its own columns
+  const layout = { columns: ["source", "target", "prompt"], defaultColumns: { image: "target", conditioning_image: "source", caption: "prompt" } };
+  assert.deepEqual(resolveColumns(layout, { image_column: "image", caption_column: "text", conditioning_image_column: "conditioning_image" }),
+    { image: "target", caption: "prompt", conditioning_image: "source" });
+  assert.deepEqual(resolveColumns(layout, { image_column: "source", caption_column: "prompt", conditioning_image_column: "target" }),
+    { image: "source", caption: "prompt", conditioning_image: "target" }, "names given are kept");
 });
 
 test("loading-script layout: train.jsonl + images.zip + conditioning_images.zip, read lazily; unsafe entries refused", async () => {
@@ -142,6 +148,12 @@ test("imagefolder with metadata.csv (quoted captions with commas)", async () => 
   const r = await ds.source.get(2);
   assert.equal(r.text, `${rows[2]!.text}, with "quotes"`);
   assert.deepEqual(await pixels(r.conditioning_image as Uint8Array), await pixels(rows[2]!.conditioning_image));
+  // refused as pandas refuses them: a quote that never closes (it swallowed the rows after it), a row too long
+  const broken = ["file_name,conditioning_image,text", `0.png,conditioning/0.png,"unterminated`, "1.png,conditioning/1.png,ok"].join("\n");
+  fs.writeFileSync(path.join(dir, "metadata.csv"), broken + "\n");
+  await assert.rejects(createDataset({ train_data_dir: dir, resolution: 16 }), /metadata\.csv: Quote Not Closed/);
+  fs.writeFileSync(path.join(dir, "metadata.csv"), "file_name,conditioning_image,text\n0.png,conditioning/0.png,a,extra\n");
+  await assert.rejects(createDataset({ train_data_dir: dir, resolution: 16 }), /metadata\.csv: Invalid Record Length: columns length is 3, got 4 on line 2/);
 });
 
 test("lllyasviel prompt.json with source/ and target/", async () => {

@@ -36,3 +36,19 @@ test("a second process is refused while the first holds output_dir; after the fi
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("a lock file left half-written (empty, garbage) is taken over once it is old, and refused while it may be being written", () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "run-lock-torn-"));
+  try {
+    const file = path.join(dir, LOCK_NAME);
+    fs.writeFileSync(file, "");
+    assert.throws(() => lockRun(dir), /another training run \(a process that is starting\)/);
+    const old = new Date(Date.now() - 60_000);
+    fs.utimesSync(file, old, old);
+    const release = lockRun(dir);
+    assert.equal(JSON.parse(fs.readFileSync(file, "utf8")).pid, process.pid);
+    release();
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -8,6 +8,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
+import { parse as parseCsvText } from "csv-parse/sync";
 import type { Table } from "./table.js";
 import { isSafeRelativePath, normalizeEntryName, ZipArchive } from "./zip.js";
 
@@ -29,31 +30,22 @@ export function parseJsonLines(text: string, file: string): Record<string, unkno
   return rows;
 }
 
-/** Parses CSV with a header row (RFC 4180 quoting) into objects, as `datasets` reads imagefolder's metadata.csv. */
-export function parseCsv(text: string): Record<string, unknown>[] {
-  const records: string[][] = [];
-  let field = "";
-  let rec: string[] = [];
-  let quoted = false;
-  for (let i = 0; i < text.length; i++) {
-    const ch = text[i]!;
-    if (quoted) {
-      if (ch === '"') {
-        if (text[i + 1] === '"') { field += '"'; i++; } else quoted = false;
-      } else field += ch;
-    } else if (ch === '"') quoted = true;
-    else if (ch === ",") { rec.push(field); field = ""; }
-    else if (ch === "\n" || ch === "\r") {
-      if (ch === "\r" && text[i + 1] === "\n") i++;
-      rec.push(field); field = "";
-      if (rec.length > 1 || rec[0] !== "") records.push(rec);
-      rec = [];
-    } else field += ch;
+/**
+ * Parses imagefolder's metadata.csv (a header row, RFC 4180 quoting) with csv-parse, refusing what pandas — which
+ * `datasets` reads it with — refuses: a quote that never closes (it swallowed the rows after it), a row with more
+ * fields than the header. A row with fewer fields gets null for the rest, as pandas' NaN.
+ */
+export function parseCsv(text: string, file = "metadata.csv"): Record<string, unknown>[] {
+  let header: string[] = [];
+  let records: Record<string, string>[];
+  try {
+    records = parseCsvText(text, {
+      columns: (names: string[]) => (header = names), bom: true, skip_empty_lines: true, relax_column_count_less: true,
+    }) as Record<string, string>[];
+  } catch (e) {
+    throw new Error(`${file}: ${(e as Error).message}`);
   }
-  if (field !== "" || rec.length) { rec.push(field); records.push(rec); }
-  const [header, ...rows] = records;
-  if (!header) return [];
-  return rows.map((r) => Object.fromEntries(header.map((h, k) => [h, r[k] ?? null])));
+  return records.map((r) => Object.fromEntries(header.map((h) => [h, r[h] ?? null])));
 }
 
 export interface JsonlTableOptions {
@@ -79,7 +71,7 @@ export class JsonlTable implements Table {
 
   constructor(readonly metadataFile: string, opts: JsonlTableOptions) {
     const text = fs.readFileSync(metadataFile, "utf8");
-    let rows = metadataFile.endsWith(".csv") ? parseCsv(text) : parseJsonLines(text, metadataFile);
+    let rows = metadataFile.endsWith(".csv") ? parseCsv(text, metadataFile) : parseJsonLines(text, metadataFile);
     if (opts.imagefolder) {
       rows = rows.map((r) => {
         const o: Record<string, unknown> = {};

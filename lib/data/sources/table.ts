@@ -36,7 +36,9 @@ export function resolveColumns(table: Pick<Table, "columns" | "defaultColumns">,
       if (c === undefined) throw new Error(`\`--${flag}\` is unset and the dataset has no column ${position}; its columns are: ${cols.join(", ")}`);
       return c;
     }
-    const name = given ?? (cols.includes(dflt) || !layoutDefault ? dflt : layoutDefault);
+    // the script's default name (the command line always passes it) where the dataset lacks it: the layout's own
+    // column (prompt.json's target / source / prompt), as data/README.md describes
+    const name = given === undefined || given === dflt ? (cols.includes(dflt) || !layoutDefault ? dflt : layoutDefault) : given;
     if (!cols.includes(name)) {
       throw new Error(`\`--${flag}\` value '${name}' is not a column of the dataset; its columns are: ${cols.join(", ")}`);
     }
