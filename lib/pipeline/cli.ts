@@ -145,6 +145,7 @@ export async function inferMain(argv: string[], extra: Partial<GenerateOptions> 
     return 0;
   } catch (e) {
     process.stderr.write(`controlnet-ts infer: ${(e as Error).message}\n`);
+    if (process.env.CONTROLNET_TS_DEBUG) process.stderr.write(`${(e as Error)?.stack ?? e}\n`);
     return 1;
   }
 }

@@ -79,8 +79,28 @@ export function outputFiles(output: string, count: number): string[] {
   return Array.from({ length: count }, (_, i) => `${stem}-${i}${ext}`);
 }
 
+/**
+ * Refuses, before any work, output paths the images could not be written to (a folder, a folder that cannot be
+ * made or written) or that would be silently wrong (not .png: the bytes are PNG).
+ */
+export function checkOutputFiles(names: string[]): void {
+  for (const f of names) {
+    if (fs.existsSync(f) && fs.statSync(f).isDirectory()) throw new Error(`--output ${f} is a folder; give a file name (e.g. ${path.join(f, "image.png")})`);
+    if (path.extname(f).toLowerCase() !== ".png") throw new Error(`--output ${f}: the images are PNG; give a .png name`);
+    let dir = path.dirname(path.resolve(f));
+    while (!fs.existsSync(dir)) dir = path.dirname(dir); // the nearest folder that exists must let us make the rest
+    try {
+      fs.accessSync(dir, fs.constants.W_OK);
+    } catch {
+      throw new Error(`--output ${f}: ${dir} is not writable`);
+    }
+  }
+}
+
 export async function generate(o: GenerateOptions): Promise<GenerateResult> {
   const t0 = performance.now();
+  const prompts = Array.isArray(o.prompt) ? o.prompt.length : 1;
+  if (o.output) checkOutputFiles(outputFiles(o.output, prompts * (o.numImagesPerPrompt ?? 1)));
   const schedulerName = o.scheduler ?? "unipc";
   let pipe = o.pipeline;
   if (!pipe) {

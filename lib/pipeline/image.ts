@@ -20,7 +20,12 @@ export interface PreparedImage {
 async function decodeInput(input: string | Uint8Array | RawImage): Promise<RawImage> {
   if (typeof input === "string") {
     if (!fs.existsSync(input)) throw new Error(`control image not found: ${input}`);
-    return decodeRgb(fs.readFileSync(input));
+    try {
+      return await decodeRgb(fs.readFileSync(input));
+    } catch (e) {
+      // sharp's own words ("Input buffer is empty", "vipspng: libpng read error") do not say which file
+      throw new Error(`control image ${input} could not be read as an image (${(e as Error).message})`);
+    }
   }
   return decodeRgb(input);
 }

@@ -11,6 +11,7 @@ import { ArrowStreamTable, ArrowTable, iterateArrowRows, writeArrowDataset } fro
 import { tableFromIPC, tableToIPC } from "apache-arrow";
 import { SyntheticFill50k } from "../../lib/data/synthetic.js";
 import { resolveColumns, TableSource } from "../../lib/data/sources/table.js";
+import { parseJsonLines } from "../../lib/data/sources/folder.js";
 import { openLocalTable } from "../../lib/data/sources/local.js";
 import { pixels, pngRows, tmpDir, writeHfParquet, writeImagefolder, writePromptJson, writeScriptLayout, type FixtureRow } from "./fixtures.js";
 
@@ -154,6 +155,14 @@ test("imagefolder with metadata.csv (quoted captions with commas)", async () => 
   await assert.rejects(createDataset({ train_data_dir: dir, resolution: 16 }), /metadata\.csv: Quote Not Closed/);
   fs.writeFileSync(path.join(dir, "metadata.csv"), "file_name,conditioning_image,text\n0.png,conditioning/0.png,a,extra\n");
   await assert.rejects(createDataset({ train_data_dir: dir, resolution: 16 }), /metadata\.csv: Invalid Record Length: columns length is 3, got 4 on line 2/);
+});
+
+test("metadata.jsonl rows that are not objects are named by line (they failed as 'Cannot convert undefined or null to object')", () => {
+  assert.throws(() => parseJsonLines('{"a":1}\nnull\n', "m.jsonl"), /^Error: m\.jsonl:2: the row is null, not an object of columns$/);
+  assert.throws(() => parseJsonLines('{"a":1}\n42\n', "m.jsonl"), /m\.jsonl:2: the row is number/);
+  assert.throws(() => parseJsonLines("[1,2]", "m.json"), /m\.json: row 1 is number, not an object of columns/);
+  assert.throws(() => parseJsonLines("[{", "m.json"), /m\.json: invalid JSON/);
+  assert.deepEqual(parseJsonLines('{"a":1}\n\n{"a":2}\n', "m.jsonl"), [{ a: 1 }, { a: 2 }]);
 });
 
 test("lllyasviel prompt.json with source/ and target/", async () => {

@@ -63,6 +63,11 @@ test("generate: PNG files at the control image's size, seeded and reproducible",
   const euler = await generate({ base: SD, image: CONTROL, prompt: "a red circle", steps: 2, seed: 5, scheduler: "euler", pipeline: r.pipeline });
   assert.notDeepEqual(euler.images[0], r.images[0]);
   assert.equal(r.pipeline.scheduler.className, "EulerDiscreteScheduler");
+  // an output that could not be written is refused before the work, not after it
+  const t0 = performance.now();
+  await assert.rejects(generate({ base: SD, image: CONTROL, prompt: "x", steps: 2, output: dir, tokenizer: tinyTokenizer }), /--output .* is a folder; give a file name/);
+  await assert.rejects(generate({ base: SD, image: CONTROL, prompt: "x", steps: 2, output: path.join(dir, "x.jpg"), tokenizer: tinyTokenizer }), /the images are PNG; give a \.png name/);
+  assert.ok(performance.now() - t0 < 2000, "refused before loading the models");
   fs.rmSync(dir, { recursive: true });
 });
 

@@ -14,18 +14,33 @@ import { isSafeRelativePath, normalizeEntryName, ZipArchive } from "./zip.js";
 
 /** Parses JSON Lines (or a JSON array) into objects; names the line of a syntax error. */
 export function parseJsonLines(text: string, file: string): Record<string, unknown>[] {
+  const isRow = (v: unknown) => typeof v === "object" && v !== null && !Array.isArray(v);
+  const kind = (v: unknown) => (v === null ? "null" : Array.isArray(v) ? "an array" : typeof v);
   const trimmed = text.trim();
-  if (trimmed.startsWith("[")) return JSON.parse(trimmed) as Record<string, unknown>[];
+  if (trimmed.startsWith("[")) {
+    let all: unknown[];
+    try {
+      all = JSON.parse(trimmed) as unknown[];
+    } catch (e) {
+      throw new Error(`${file}: invalid JSON (${(e as Error).message})`);
+    }
+    const bad = all.findIndex((v) => !isRow(v));
+    if (bad >= 0) throw new Error(`${file}: row ${bad + 1} is ${kind(all[bad])}, not an object of columns`);
+    return all as Record<string, unknown>[];
+  }
   const rows: Record<string, unknown>[] = [];
   const lines = text.split(/\r?\n/);
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i]!.trim();
     if (!line) continue;
+    let row: unknown;
     try {
-      rows.push(JSON.parse(line) as Record<string, unknown>);
+      row = JSON.parse(line);
     } catch (e) {
       throw new Error(`${file}:${i + 1}: invalid JSON (${(e as Error).message})`);
     }
+    if (!isRow(row)) throw new Error(`${file}:${i + 1}: the row is ${kind(row)}, not an object of columns`);
+    rows.push(row as Record<string, unknown>);
   }
   return rows;
 }
