@@ -247,3 +247,25 @@ test("SIGKILL while writing a checkpoint leaves the previous one intact and load
   assert.ok(outcomes.some((o) => o.includes("killed→latest 2")), outcomes.join(", "));
   fs.rmSync(dir, { recursive: true });
 });
+
+test("infer from a checkpoint whose files no longer match their SHA-256 is refused, naming the file (as resuming it is)", async () => {
+  const { main: infer } = await import("../../lib/cli/infer.js");
+  const dir = tmpDir();
+  await saveCheckpoint(dir, 2, parts(2));
+  const cn = path.join(dir, "checkpoint-2", "controlnet");
+  const config = path.join(cn, "config.json");
+  fs.writeFileSync(config, fs.readFileSync(config, "utf8").replace("2", "3")); // same size, other bytes
+  const errors: string[] = [];
+  const write = process.stderr.write;
+  process.stderr.write = ((s: string) => (errors.push(String(s)), true)) as typeof process.stderr.write;
+  try {
+    for (const given of [cn, path.join(dir, "checkpoint-2")]) {
+      errors.length = 0;
+      assert.equal(await infer(["--base", "unused", "--controlnet", given, "--image", "unused.png", "--prompt", "p"]), 1);
+      assert.match(errors.join(""), /^controlnet-ts infer: --controlnet .*: the checkpoint .*checkpoint-2 is damaged \(.*config\.json.*\); nothing was generated\n$/);
+    }
+  } finally {
+    process.stderr.write = write;
+    fs.rmSync(dir, { recursive: true });
+  }
+});
