@@ -4,7 +4,7 @@
  * 1. Shorthand properties `{ base }` become `{ base: base }`. tslab's converter rewrites a reference to an earlier
  *    cell's variable into `exports.base`, which is not valid as a shorthand name, so the printer keeps `base` and the
  *    cell threw ReferenceError after type-checking. The long form means the same (also in destructuring).
- * 2. Every statement gets a leading marker `/*@L<line>:<column>*\/`, and so does every part of an expression that
+ * 2. Every statement gets a leading marker `/*@L<line>:<column>~<nonce>*\/`, and so does every part of an expression that
  *    starts on another line than the marked node around it (an argument, an element, a property, an operand, a
  *    template's `${…}`, an arrow's body: `cn.train({` … `})` spans many lines, `.filter(v => …)` may sit on the third
  *    line of a chain). The converter emits no source map, but TypeScript keeps leading comments through both of its
@@ -21,19 +21,35 @@ export interface Rewritten {
   inserts: { at: number; length: number }[];
 }
 
-const MARKER = /\/\*@L(\d+):(\d+)\*\//g;
+/** Per process, so that marker-like text in a cell's strings (`"/*@L9:0*\/"`) is never taken for one. */
+const NONCE = Math.random().toString(36).slice(2, 8);
+const MARKER = new RegExp(`/\\*@L(\\d+):(\\d+)~${NONCE}\\*/`, "g");
 
 export function rewriteCell(ts: typeof TS, code: string): Rewritten {
   const sf = ts.createSourceFile("cell.ts", code, ts.ScriptTarget.Latest, true, ts.ScriptKind.TS);
   const edits: { at: number; text: string }[] = [];
   const marked = new Set<number>();
+  // lines as the user sees them and the excerpts count them: split at "\n" only (TypeScript also breaks lines at
+  // U+2028/U+2029, which may sit in a string)
+  const lineStarts = [0];
+  for (let i = code.indexOf("\n"); i >= 0; i = code.indexOf("\n", i + 1)) lineStarts.push(i + 1);
+  const lineOf = (pos: number) => {
+    let lo = 0;
+    for (let hi = lineStarts.length - 1; lo < hi;) {
+      const mid = (lo + hi + 1) >> 1;
+      if (lineStarts[mid]! <= pos) lo = mid;
+      else hi = mid - 1;
+    }
+    return lo;
+  };
   /** Marks `node`; returns the line its marker (or the enclosing one) stands for. */
   const mark = (node: TS.Node): number => {
     const at = node.getStart(sf);
-    const { line, character } = sf.getLineAndCharacterOfPosition(at);
+    const line = lineOf(at);
     if (!marked.has(at)) {
       marked.add(at);
-      edits.push({ at, text: `/*@L${line + 1}:${character}*/` });
+      // after a `/` (`)/xs.length` with the divisor on a later line) a marker would open a `//` comment
+      edits.push({ at, text: `${code[at - 1] === "/" ? " " : ""}/*@L${line + 1}:${at - lineStarts[line]!}~${NONCE}*/` });
     }
     return line;
   };
@@ -41,7 +57,7 @@ export function rewriteCell(ts: typeof TS, code: string): Rewritten {
   const visit = (node: TS.Node, markedLine: number): void => {
     let line = markedLine;
     if (isStatement(ts, node)) line = mark(node);
-    else if (isExpressionPart(ts, node) && sf.getLineAndCharacterOfPosition(node.getStart(sf)).line !== markedLine) line = mark(node);
+    else if (isExpressionPart(ts, node) && lineOf(node.getStart(sf)) !== markedLine) line = mark(node);
     if (ts.isShorthandPropertyAssignment(node)) edits.push({ at: node.name.end, text: `: ${node.name.text}` });
     ts.forEachChild(node, (child) => visit(child, line));
   };
@@ -81,6 +97,10 @@ function isExpressionPart(ts: typeof TS, node: TS.Node): boolean {
   if (ts.isParenthesizedExpression(p) || ts.isAwaitExpression(p)) return true;
   if (ts.isPropertyAssignment(p) || ts.isVariableDeclaration(p)) return node === p.initializer;
   if (ts.isArrowFunction(p)) return node === p.body && !ts.isBlock(node);
+  // a default parameter value, a class field's initialiser, an index, a `case` value
+  if (ts.isParameter(p) || ts.isPropertyDeclaration(p)) return node === p.initializer;
+  if (ts.isElementAccessExpression(p)) return node === p.argumentExpression;
+  if (ts.isCaseClause(p)) return node === p.expression;
   return false;
 }
 
@@ -133,7 +153,8 @@ export function cellPosition(js: string, cell: string, line: number, column: num
   const token = /^[\w$]+(?:\.[\w$]+)*/.exec(js.slice(off).replace(/^exports\./, ""))?.[0];
   let col = -1;
   if (token) {
-    const hint = markerCol + js.slice(found.index + found[0].length, off).replace(/exports\./g, "").length;
+    const emitted = js.slice(found.index + found[0].length, off).replace(/exports\./g, "").split(GUARD_OPEN).join("").split(GUARD_STATEMENT).join("");
+    const hint = markerCol + emitted.length;
     const re = new RegExp(`(?<![\\w$])${token.replace(/[.$]/g, "\\$&")}(?![\\w$])`, "g");
     const at = [...src.matchAll(re)].map((m) => m.index!);
     const after = at.filter((c) => c >= markerCol);
@@ -176,14 +197,22 @@ export function checkComplete(ts: typeof TS, code: string): { status: "complete"
   return { status: atEnd ? "incomplete" : "invalid" };
 }
 
+/** The global that the guard calls below reach (tslab-engine.ts sets it). */
+export const RESUME_GUARD = "__controlnet_ts_resume__";
+/** `await x` → `OPEN await x CLOSE`. Self-contained: a cell function sent elsewhere as text (`fn.toString()` into a
+ *  Worker, a vm context, `new Function`) runs there without the guard instead of failing on an unknown name. */
+const GUARD_OPEN = `(globalThis.${RESUME_GUARD} ?? ((v) => v))(`;
+const GUARD_CLOSE = ")";
+const GUARD_STATEMENT = `globalThis.${RESUME_GUARD}?.();`;
+
 /**
- * The points where a cell's compiled JavaScript resumes after waiting, each made to call `guard` first, which throws
+ * The points where a cell's compiled JavaScript resumes after waiting, each made to call the guard first, which throws
  * if the cell was abandoned by an interrupt (tslab-engine.ts): `await x` becomes `guard(await x)`, the body of a
  * `for await` loop and every `catch` block start with `guard();` (a loop that catches errors and retries must not go
  * on either). Only text is inserted, never a line break: positions in stack frames still map back by lines
  * (cellPosition). `from`: where the cell's own code starts in `js` (the wrapper's code before it is left as it is).
  */
-export function guardResumes(ts: typeof TS, js: string, guard: string, from = 0): string {
+export function guardResumes(ts: typeof TS, js: string, from = 0): string {
   const sf = ts.createSourceFile("cell.js", js, ts.ScriptTarget.Latest, true, ts.ScriptKind.JS);
   // at one offset: closing text first (it ends an earlier node), then opening text, outer before inner
   const CLOSE_CALL = 0, CLOSE_BLOCK = 1, OPEN_BLOCK = 2, STATEMENT = 3, OPEN_CALL = 4;
@@ -191,15 +220,15 @@ export function guardResumes(ts: typeof TS, js: string, guard: string, from = 0)
   const add = (at: number, rank: number, text: string) => {
     if (at >= from) edits.push({ at, rank, text });
   };
-  const atBlockStart = (block: TS.Block) => add(block.getStart(sf) + 1, STATEMENT, `${guard}();`);
+  const atBlockStart = (block: TS.Block) => add(block.getStart(sf) + 1, STATEMENT, GUARD_STATEMENT);
   const visit = (node: TS.Node): void => {
     if (ts.isAwaitExpression(node)) {
-      add(node.getStart(sf), OPEN_CALL, `${guard}(`);
-      add(node.getEnd(), CLOSE_CALL, ")");
+      add(node.getStart(sf), OPEN_CALL, GUARD_OPEN);
+      add(node.getEnd(), CLOSE_CALL, GUARD_CLOSE);
     } else if (ts.isForOfStatement(node) && node.awaitModifier) {
       if (ts.isBlock(node.statement)) atBlockStart(node.statement);
       else {
-        add(node.statement.getStart(sf), OPEN_BLOCK, `{${guard}(); `);
+        add(node.statement.getStart(sf), OPEN_BLOCK, `{${GUARD_STATEMENT} `);
         add(node.statement.getEnd(), CLOSE_BLOCK, "}");
       }
     } else if (ts.isCatchClause(node)) {

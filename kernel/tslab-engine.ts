@@ -16,7 +16,7 @@ import { fileURLToPath } from "node:url";
 import util from "node:util";
 import vm from "node:vm";
 import type * as TS from "typescript";
-import { cellPosition, checkComplete, excerpt, guardResumes, lineColOf, originalOffset, rewriteCell, type Rewritten } from "./cell-source.js";
+import { cellPosition, checkComplete, excerpt, guardResumes, lineColOf, originalOffset, RESUME_GUARD, rewriteCell, type Rewritten } from "./cell-source.js";
 import type { CellEngine, CellError, CellOutcome, CompleteCheck, Completion, ExecuteOptions, Inspection } from "./engine.js";
 import { abandonedError, INTERRUPT_ENAME, isAbandonedError } from "./engine.js";
 import { requireWithImportCondition } from "./import-condition.js";
@@ -217,10 +217,8 @@ export interface TslabEngineOptions {
   globals?: { values: Record<string, unknown>; declarations: string };
 }
 
-/** The name under which a cell's wrapper finds its `exports`, `require` and `guard` (tslab used `__tslab__`). */
+/** The name under which a cell's wrapper finds its `exports` and `require` (tslab used `__tslab__`). */
 const CELL_GLOBAL = "__controlnet_ts_cell__";
-/** The wrapper's parameter that every point where cell code resumes calls (see run()). */
-const GUARD = "__controlnet_ts_resume__";
 
 /**
  * Runs cells with tslab's converter (type-check, declarations of earlier cells, emit) and our own executor: tslab's
@@ -268,7 +266,8 @@ export class TslabEngine implements CellEngine {
       if (this.abandoned()) throw abandonedError();
       return v;
     };
-    (globalThis as Record<string, unknown>)[CELL_GLOBAL] = { exports: this.exports, require: req, guard };
+    (globalThis as Record<string, unknown>)[CELL_GLOBAL] = { exports: this.exports, require: req };
+    (globalThis as Record<string, unknown>)[RESUME_GUARD] = guard;
   }
 
   private converter(meta: CodeMetadata): TslabConverter {
@@ -312,8 +311,8 @@ export class TslabEngine implements CellEngine {
     // Where the cell's code resumes after waiting (every `await`, also in its functions, which later cells may call),
     // it first calls the guard, which throws if the code runs for a cell that the kernel abandoned: an interrupted
     // cell's loop must not go on in the background once the kernel replied (interrupting only stops the wait).
-    const head = `(async function (exports, require, ${GUARD}) { await null; `;
-    const js = guardResumes(this.ts, `${head}${converted.output}\n})(${CELL_GLOBAL}.exports, ${CELL_GLOBAL}.require, ${CELL_GLOBAL}.guard)`, GUARD, head.length);
+    const head = "(async function (exports, require) { await null; ";
+    const js = guardResumes(this.ts, `${head}${converted.output}\n})(${CELL_GLOBAL}.exports, ${CELL_GLOBAL}.require)`, head.length);
     this.sources.set(label, { js, cell: code });
     let stopped = false;
     const interrupted = new Promise<never>((_, reject) => (this.interruptNow = (e) => reject((stopped = true, e))));

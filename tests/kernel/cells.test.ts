@@ -80,6 +80,41 @@ describe("cells as a user writes them", () => {
     }
   });
 
+  it("the rewrites keep what cells mean: a divisor on a later line, functions sent elsewhere as text", async () => {
+    // a marker right after `/` opened a `//` comment: 10 instead of 2.5, silently
+    const mean = await k.execute("const xs = [1, 2, 3, 4];\nconst mean = (\n  xs.reduce((a, b) => a + b, 0)\n)/xs.length;\nmean");
+    assert.equal(resultText(mean.iopub), "2.5", JSON.stringify(ofType(mean.iopub, "error")));
+    assert.equal(resultText((await k.execute("function avg(a: number, b: number) {\n  return (a +\n    b)/2;\n}\navg(4, 6)")).iopub), "5");
+    // a cell function's text runs where the kernel's guard does not exist (a worker, a vm context, new Function)
+    const sent = await k.execute([
+      "async function task(n: number) { try { return (await Promise.resolve(n)) * 2; } catch { return -1; } }",
+      "const vm = require('node:vm');",
+      "await vm.runInNewContext(`(${task.toString()})(21)`)",
+    ].join("\n"));
+    assert.equal(resultText(sent.iopub), "42", JSON.stringify(ofType(sent.iopub, "error")));
+  });
+
+  it("error lines: default values, class fields, indexes, case values, a U+2028 in a string, marker-like text", async () => {
+    await k.execute("const nul: any = null;");
+    for (const [code, line] of [
+      ["const fn = (\n  a = 1,\n  b = nul.bee,\n) => a + b;\nfn();", 3],
+      ["class K {\n  a = 1;\n  b = nul.kay;\n}\nnew K();", 3],
+      ["const arr9 = [1];\nconst v9 = arr9[\n  nul.idx\n];", 3],
+      ["function sw(v: number) {\n  switch (v) {\n    case 1: return 'one';\n    case nul.cs: return 'x';\n  }\n}\nsw(2);", 4],
+      ["const s28 = 'pasted\u2028text';\nconst t28 = nul.boom;", 2],
+      ["const z9 = ['/*@L9:0*/', nul.x];", 1],
+    ] as const) {
+      const r = await k.execute(code);
+      const tb = (errorOf(r.iopub).traceback as string[]).join("\n");
+      assert.match(tb, new RegExp(`In\\[${r.reply.content.execution_count}\\], line ${line}, column \\d+`), `${code}\n${tb}`);
+    }
+    // an await earlier on the line does not move the column
+    await k.execute("const o9: any = { a: {} };\nconst sleep9 = (ms: number) => new Promise((r) => setTimeout(r, ms));");
+    const r = await k.execute("const v1 = await sleep9(1), v2 = o9.a.b.c, v3 = o9.a.b.c;");
+    const col = "const v1 = await sleep9(1), v2 = o9.a.b.".length + 1;
+    assert.match((errorOf(r.iopub).traceback as string[]).join("\n"), new RegExp(`line 1, column ${col}\\b`));
+  });
+
   it("the column is the failing name's, not an earlier one of the same name on that line", async () => {
     await k.execute("const cfg: any = { lr: 1 };");
     const r = await k.execute("const both = { lr: cfg.lr }; const v = cfg.opt.lr;");
