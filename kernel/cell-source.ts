@@ -18,7 +18,8 @@ import type * as TS from "typescript";
 export interface Rewritten {
   text: string;
   /** Insertions in original offsets, ascending. */
-  inserts: { at: number; length: number }[];
+  /** `from`: where a position inside the insertion points in the user's text (default `at`). */
+  inserts: { at: number; length: number; from?: number }[];
 }
 
 /** Per process, so that marker-like text in a cell's strings (`"/*@L9:0*\/"`) is never taken for one. */
@@ -27,7 +28,7 @@ const MARKER = new RegExp(`/\\*@L(\\d+):(\\d+)~${NONCE}\\*/`, "g");
 
 export function rewriteCell(ts: typeof TS, code: string): Rewritten {
   const sf = ts.createSourceFile("cell.ts", code, ts.ScriptTarget.Latest, true, ts.ScriptKind.TS);
-  const edits: { at: number; text: string }[] = [];
+  const edits: { at: number; text: string; from?: number }[] = [];
   const marked = new Set<number>();
   // lines as the user sees them and the excerpts count them: split at "\n" only (TypeScript also breaks lines at
   // U+2028/U+2029, which may sit in a string)
@@ -58,7 +59,8 @@ export function rewriteCell(ts: typeof TS, code: string): Rewritten {
     let line = markedLine;
     if (isStatement(ts, node)) line = mark(node);
     else if (isExpressionPart(ts, node) && lineOf(node.getStart(sf)) !== markedLine) line = mark(node);
-    if (ts.isShorthandPropertyAssignment(node)) edits.push({ at: node.name.end, text: `: ${node.name.text}` });
+    // (an error about the inserted name, "Cannot find name 'x'", points at the name the user wrote)
+    if (ts.isShorthandPropertyAssignment(node)) edits.push({ at: node.name.end, text: `: ${node.name.text}`, from: node.name.getStart(sf) });
     ts.forEachChild(node, (child) => visit(child, line));
   };
   ts.forEachChild(sf, (child) => visit(child, -1));
@@ -70,7 +72,7 @@ export function rewriteCell(ts: typeof TS, code: string): Rewritten {
     last = e.at;
   }
   text += code.slice(last);
-  return { text, inserts: edits.map((e) => ({ at: e.at, length: e.text.length })) };
+  return { text, inserts: edits.map((e) => ({ at: e.at, length: e.text.length, ...(e.from !== undefined ? { from: e.from } : {}) })) };
 }
 
 function isStatement(ts: typeof TS, node: TS.Node): boolean {
@@ -110,7 +112,7 @@ export function originalOffset(r: Rewritten, offset: number): number {
   for (const ins of r.inserts) {
     if (ins.at + shift + ins.length > offset) {
       // inside an insertion: the position it was inserted at
-      if (ins.at + shift <= offset) return ins.at;
+      if (ins.at + shift <= offset) return ins.from ?? ins.at;
       break;
     }
     shift += ins.length;

@@ -191,6 +191,9 @@ describe("cells as a user writes them", () => {
     const w = await k.execute("const p = Promise.resolve({ y: 42 });\nawait (p as any).then((v: any) => v.y)");
     assert.equal(w.reply.content.status, "ok", JSON.stringify(ofType(w.iopub, "error")));
     assert.equal(resultText(w.iopub), "42");
+    // a shorthand of a name that exists nowhere: the error points at the name as written
+    const missing = await k.execute("const s3 = { missingShort };");
+    assert.match(errorOf(missing.iopub).evalue, /^1:14 - Cannot find name 'missingShort'/);
   });
 
   it("display(), html``, md`` and `_` work without an import", async () => {
