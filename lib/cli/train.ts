@@ -7,6 +7,7 @@ import { ForeignCheckpointError } from "../training/checkpoints.js";
 import { NonFiniteLossError } from "../training/trainer.js";
 import { HubError } from "../io/hub.js";
 import { DistributedError } from "../training/distributed.js";
+import { engineErrorLine } from "../engine/index.js";
 
 function formatEta(seconds: number): string {
   if (!Number.isFinite(seconds)) return "?";
@@ -39,7 +40,7 @@ export function describeError(e: unknown): string {
       }
       return `${at.trim() || "a file"} does not exist (${err.syscall ?? "open"})`;
     }
-    default: return err.message.split("\n")[0]!;
+    default: return engineErrorLine(err.message) ?? err.message.split("\n")[0]!;
   }
 }
 

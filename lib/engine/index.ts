@@ -10,5 +10,6 @@ export type { WeightGradientSink } from "./checkpoint.js";
 export { SMALL_GEMM_FLOPS } from "./kernels/batch-matmul.js";
 export { transientWeight, backendCachesPackedWeights } from "./weight-cache.js";
 export { watchWasmFailures, throwIfWasmKernelFailed } from "./wasm-failures.js";
+export { engineErrorLine } from "./errors.js";
 export { fusedAdamW, fusedAttention, fusedBiasAdd, fusedGeglu, fusedLinear, fusedGroupNorm, fusedLayerNorm, fusedNorms, fusedSilu, hasFusedAdamW, hasFusedAttention, useFusedKernels } from "./fused.js";
 export type { AdamWScalars } from "./fused.js";
