@@ -200,8 +200,11 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
   const stopOthers = () => {
     stopping = true;
     for (const c of children) if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill("SIGTERM");
-    // SIGTERM lets rank 0 finish the checkpoint it writes on the failure; only a process still there after that is killed
-    setTimeout(() => { for (const c of children) if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill("SIGKILL"); }, 60_000).unref();
+    // SIGTERM lets rank 0 finish the checkpoint it writes on the failure (a minute); the others write nothing and are
+    // killed sooner if still there (a stopped or stuck process)
+    for (const c of children) {
+      setTimeout(() => { if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill("SIGKILL"); }, c.rank === 0 ? 60_000 : 10_000).unref();
+    }
   };
   for (let l = 0; l < perMachine; l++) {
     const rank = firstRank + l;
