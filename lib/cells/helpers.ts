@@ -338,8 +338,6 @@ function predictedPeak(o: TrainCellOptions): number | null {
   }
 }
 
-/** cell 5a: validation images from the ControlNet (UniPC; steps default 20 as the script). Fill50k-style pairs
- *  (outline + "<colour> circle with <colour> background") are scored for control fidelity, shown in the title. */
 /** One line instead of "parameter 'weight' of Conv2d has no value" for a model a newer controlnet() cell freed. */
 function assertUsable(model: ControlNetModel, cell: string): void {
   if (!isDisposed(model)) return;
@@ -347,6 +345,8 @@ function assertUsable(model: ControlNetModel, cell: string): void {
     `pass the model that cell returns now (this one's training is in its run folder's checkpoints${runDirOf(model) ? `, ${runDirOf(model)}` : ""}).`);
 }
 
+/** cell 5a: validation images from the ControlNet (UniPC; steps default 20 as the script). Fill50k-style pairs
+ *  (outline + "<colour> circle with <colour> background") are scored for control fidelity, shown in the title. */
 export async function validate(o: { base: BaseModel; controlnet: ControlNetModel; images: string[]; prompts: string[];
   steps?: number; numImages?: number; seed?: number; step?: number; outputDir?: string; resolution?: number;
   /** The grid's title (default "validation at step N"). */
