@@ -16,6 +16,7 @@ import type { ControlNetModel } from "../models/index.js";
 import { loadBaseModel, loadOrCreateControlNet, type BaseModel } from "../training/base.js";
 import { ArgsError, validateTrainingNumbers } from "../training/args.js";
 import { ControlNetTrainer, type TrainResult } from "../training/trainer.js";
+import { RUN_FOLDER_PUSH_IGNORE } from "../training/run.js";
 import { listCheckpoints } from "../training/checkpoints.js";
 import type { EMAModel } from "../training/ema.js";
 import { checkValidationImages, runValidation, type ValidationResult } from "../training/validation.js";
@@ -25,7 +26,7 @@ import { ImageGrid, TrainingDashboard } from "../../widgets/index.js";
 import { abortSignal, JUPYTER_DISPLAY } from "./display.js";
 import { memo } from "./memo.js";
 import { DATASET_CELL_OPTIONS, trainInProcesses } from "./processes.js";
-import { chooseRunDir, identityOf, isDisposed, nameModel, runDirOf } from "./runs.js";
+import { chooseRunDir, identityOf, isDisposed, nameModel, RUN_FILE, runDirOf } from "./runs.js";
 
 /**
  * Attaches a Jupyter rendering (`Symbol.for("Jupyter.display")`) to a helper's result. It stays out of the static type
@@ -424,7 +425,8 @@ export function save(cn: ControlNetModel, dir: string): string {
 
 /** cell 6b: upload a saved folder; the token comes from HF_TOKEN (never printed). */
 export async function pushToHub(dir: string, o: { repo: string; hubUrl?: string }): Promise<string> {
-  return (await uploadFolder(o.repo, dir, { hubUrl: o.hubUrl, ignorePatterns: ["checkpoint-*", "checkpoint-*/**", "logs/**"] })).url;
+  // as the command line's push, and the cells' own logs and run record (which names the base by its local path)
+  return (await uploadFolder(o.repo, dir, { hubUrl: o.hubUrl, ignorePatterns: [...RUN_FOLDER_PUSH_IGNORE, "logs/**", RUN_FILE] })).url;
 }
 
 /** Frees the training session (tensors of the optimizer; models stay), after a checkpoint of any unsaved steps: the

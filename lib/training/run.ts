@@ -335,6 +335,10 @@ function keepForeignReadme(file: string): string | null {
   return to;
 }
 
+/** What a push of a run folder leaves out: the script's `step_*`/`epoch_*`, our checkpoints (optimizer state, GBs),
+ *  the validation rounds (the card has its own images), the run lock. */
+export const RUN_FOLDER_PUSH_IGNORE = ["step_*", "epoch_*", "checkpoint-*", "checkpoint-*/**", "validation/**", LOCK_NAME];
+
 /** Saves the final ControlNet into output_dir (diffusers' train_controlnet: controlnet.save_pretrained(output_dir)). */
 export function saveFinal(s: TrainingSession): void {
   s.trainer.saveFinal();
@@ -347,7 +351,7 @@ export async function pushToHub(s: TrainingSession, repoId: string, opts: { hubU
   const logs = path.relative(path.resolve(a.output_dir), path.resolve(resolveLoggingDir(a.output_dir, a.logging_dir)));
   const ignoreLogs = logs && !logs.startsWith("..") && !path.isAbsolute(logs) ? [`${logs.split(path.sep).join("/")}/**`] : [];
   const { url } = await uploadFolder(repoId, a.output_dir, {
-    token: a.hub_token ?? undefined, hubUrl: opts.hubUrl, ignorePatterns: ["step_*", "epoch_*", "checkpoint-*", "checkpoint-*/**", "validation/**", LOCK_NAME, ...ignoreLogs],
+    token: a.hub_token ?? undefined, hubUrl: opts.hubUrl, ignorePatterns: [...RUN_FOLDER_PUSH_IGNORE, ...ignoreLogs],
     commitMessage: "End of training", createRepo: false,
   });
   return url;

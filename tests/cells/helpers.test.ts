@@ -229,3 +229,27 @@ test("heldOut + validate(): scored outlines, each prompt under its own condition
     fs.rmSync(out, { recursive: true, force: true });
   }
 });
+
+test("pushToHub(): the run folder without its checkpoints, logs, validation rounds, run record (a local path) and lock", async () => {
+  const { HubServer } = await import("../io/hub-server.js");
+  const server = await new HubServer().start();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cells-push-"));
+  const token = process.env.HF_TOKEN;
+  try {
+    server.addUser("hf_cellstoken", "alice");
+    process.env.HF_TOKEN = "hf_cellstoken";
+    for (const f of ["config.json", "diffusion_pytorch_model.safetensors", "controlnet_run.json", ".controlnet-ts.lock", "logs/train_log.jsonl",
+      "checkpoint-2/checkpoint.json", "validation/step_2.png"]) {
+      fs.mkdirSync(path.dirname(path.join(dir, f)), { recursive: true });
+      fs.writeFileSync(path.join(dir, f), "{}");
+    }
+    await cn.pushToHub(dir, { repo: "alice/cn", hubUrl: server.url });
+    const files = [...server.filesAt("alice/cn")!.keys()].filter((f) => f !== ".gitattributes").sort();
+    assert.deepEqual(files, ["config.json", "diffusion_pytorch_model.safetensors"]);
+  } finally {
+    if (token === undefined) delete process.env.HF_TOKEN;
+    else process.env.HF_TOKEN = token;
+    await server.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
