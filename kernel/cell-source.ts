@@ -17,8 +17,8 @@ import type * as TS from "typescript";
 
 export interface Rewritten {
   text: string;
-  /** Insertions in original offsets, ascending. */
-  /** `from`: where a position inside the insertion points in the user's text (default `at`). */
+  /** Insertions in original offsets, ascending; `from`: where a position inside one points in the user's text
+   *  (default `at`). */
   inserts: { at: number; length: number; from?: number }[];
 }
 
@@ -72,7 +72,7 @@ export function rewriteCell(ts: typeof TS, code: string): Rewritten {
     last = e.at;
   }
   text += code.slice(last);
-  return { text, inserts: edits.map((e) => ({ at: e.at, length: e.text.length, ...(e.from !== undefined ? { from: e.from } : {}) })) };
+  return { text, inserts: edits.map((e) => ({ at: e.at, length: e.text.length, from: e.from })) };
 }
 
 function isStatement(ts: typeof TS, node: TS.Node): boolean {

@@ -1,9 +1,8 @@
 /** `controlnet-ts infer …`: the seed's inference snippet as a command (base, ControlNet, control image, prompt → PNG). */
-import fs from "node:fs";
 import path from "node:path";
 import { inferMain, parseInferArgs } from "../pipeline/cli.js";
 import { CLIPTokenizer } from "../models/clip/tokenizer.js";
-import { verifyCheckpoint } from "../training/checkpoints.js";
+import { hasMarker, verifyCheckpoint } from "../training/checkpoints.js";
 
 export async function main(argv: string[]): Promise<number> {
   const damaged = damagedCheckpoint(argv);
@@ -26,7 +25,7 @@ function damagedCheckpoint(argv: string[]): string | null {
     return null; // inferMain reports bad arguments
   }
   for (const d of dirs) {
-    const checkpoint = [d, path.dirname(d)].find((c) => fs.existsSync(path.join(c, "checkpoint.json")));
+    const checkpoint = [d, path.dirname(d)].find(hasMarker);
     const why = checkpoint && verifyCheckpoint(checkpoint, { checksums: true });
     if (why) return `--controlnet ${d}: the checkpoint ${checkpoint} is damaged (${why}); nothing was generated`;
   }

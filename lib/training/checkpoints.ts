@@ -111,7 +111,7 @@ function readMarker(dir: string): Marker {
 
 /** Whether `dir` is one of our checkpoints, complete or damaged: its completion marker (written last, after every
  *  file) is of this library's format, or is there but no longer parses. */
-function hasMarker(dir: string): boolean {
+export function hasMarker(dir: string): boolean {
   if (!fs.existsSync(path.join(dir, MARKER))) return false;
   try {
     return readMarker(dir).format === CHECKPOINT_FORMAT;
