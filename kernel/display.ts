@@ -31,7 +31,7 @@ export function plainText(value: unknown): string {
  * `trigger_async_id_symbol` on promises. They are made non-enumerable (Node reads them by key, so nothing else
  * changes), in the part of `value` that util.inspect shows: a promise prints as `Promise { 3 }`, as in the REPL.
  */
-function hideAsyncBookkeeping(value: unknown): void {
+export function hideAsyncBookkeeping(value: unknown): void {
   const seen = new Set<object>();
   let budget = 10_000;
   const visit = (v: unknown, depth: number): void => {

@@ -24,7 +24,7 @@ import util from "node:util";
 import type { Comm, DisplayOptions, KernelBridge } from "./bridge.js";
 import { installBridge, uninstallBridge } from "./bridge.js";
 import { address, Channels, type ConnectionInfo } from "./channels.js";
-import { normalizeBundle, toMimeBundle } from "./display.js";
+import { hideAsyncBookkeeping, normalizeBundle, toMimeBundle } from "./display.js";
 import type { CellEngine, CellError } from "./engine.js";
 import { INTERRUPT_ENAME, isAbandonedError } from "./engine.js";
 import { History, type HistoryQuery } from "./history.js";
@@ -254,6 +254,15 @@ export class Kernel {
         return true;
       } as typeof stream.write;
       this.restoreIo.push(() => (stream.write = original));
+    }
+    // console.log(promise) inspects as the cell's result does (`Promise { 3 }`, no async-hook bookkeeping)
+    for (const name of ["log", "info", "warn", "error", "debug", "dir", "dirxml", "table", "trace"] as const) {
+      const original = console[name];
+      console[name] = function (this: Console, ...args: unknown[]) {
+        for (const a of args) hideAsyncBookkeeping(a);
+        return (original as (...a: unknown[]) => void).apply(this, args);
+      } as typeof original;
+      this.restoreIo.push(() => (console[name] = original));
     }
   }
 

@@ -182,8 +182,10 @@ export function toCellError(e: unknown, sources: CellSources = new Map()): CellE
     const stack = typeof err.stack === "string" && err.stack ? userStack(err.stack, ename) : [`${ename}: ${err.message}`];
     return { ename, evalue: String(err.message ?? ""), traceback: mapCellFrames(stack, sources), cause: e };
   }
+  // only an Error records where it was thrown: say so instead of leaving the user without a line
   const shown = util.inspect(e);
-  return { ename: "Error", evalue: shown, traceback: [`Uncaught ${shown}`], cause: e };
+  const what = e === null ? "null" : typeof e === "object" ? "an object that is not an Error" : `a ${typeof e}`;
+  return { ename: "Error", evalue: shown, traceback: [`Uncaught ${shown}`, `(${what} was thrown, which carries no stack: throw new Error(...) to see the line)`], cause: e };
 }
 
 /** Type errors at the user's line and column, each with its excerpt. */

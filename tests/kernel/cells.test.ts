@@ -383,6 +383,10 @@ describe("cells as a user writes them", () => {
     const text = resultText(nested.iopub)!;
     assert.doesNotMatch(text, /Symbol\(|kResourceStore|async_id|msg_id/, text);
     assert.match(text, /list: \[ Promise \{ 3 \}, Promise \{ <pending> \} \]/, text);
+    // console.log shows them the same way
+    const logged = await k.execute("console.log(p, { inner: p }); console.error([pending])");
+    assert.equal(streamText(logged.iopub, "stdout"), "Promise { 3 } { inner: Promise { 3 } }\n");
+    assert.equal(streamText(logged.iopub, "stderr"), "[ Promise { <pending> } ]\n");
     // the promise's context still works: what it runs later writes to its own cell
     const later = await k.execute("await p.then(() => new Promise((r) => setTimeout(r, 10))).then(() => console.log('later'));");
     assert.equal(streamText(later.iopub, "stdout"), "later\n");

@@ -100,6 +100,7 @@ describe("kernel", () => {
 
     const n = await k.execute('throw "plain"');
     assert.equal(errorOf(n.iopub).evalue, "'plain'");
+    assert.match((errorOf(n.iopub).traceback as string[]).join("\n"), /a string was thrown, which carries no stack/);
   });
 
   it("aborts queued executions after an error (stop_on_error), not with stop_on_error false", async () => {
