@@ -21,6 +21,7 @@ import { listCheckpoints } from "../training/checkpoints.js";
 import type { EMAModel } from "../training/ema.js";
 import { checkValidationImages, runValidation, type ValidationResult } from "../training/validation.js";
 import { uploadFolder } from "../io/hub.js";
+import { cardTrainedSteps, writeModelCardSync, type CardTraining } from "../training/model-card.js";
 import { JsonlLogger, readJsonl } from "../training/tensorboard.js";
 import { ImageGrid, TrainingDashboard } from "../../widgets/index.js";
 import { abortSignal, JUPYTER_DISPLAY } from "./display.js";
@@ -104,6 +105,7 @@ export async function controlnet(o: { from: BaseModel; pretrained?: string;
   return memo("controlnet", o, async () => {
     const cn = await loadOrCreateControlNet(o.from, o.pretrained, { seed: o.seed ?? 1, conditioningEmbeddingOutChannels: o.conditioningEmbeddingOutChannels });
     nameModel(cn, o.pretrained ? { pretrained: o.pretrained } : { base: o.from.dir, seed: o.seed ?? 1, embedding: o.conditioningEmbeddingOutChannels });
+    cards.set(cn, { base: o.from.name });
     return withDisplay(cn, () => ({ "text/plain": `ControlNetModel: ${cn.numParameters().toLocaleString("en-US")} parameters (${identityOf(cn).label})` }));
   }, {
     dispose: async (old) => {
@@ -173,6 +175,17 @@ async function closeSession(): Promise<void> {
   }
 }
 
+/** What a saved ControlNet's model card says: its base (the controlnet() cell's), and how train() trained it. */
+const cards = new WeakMap<ControlNetModel, { base: string; training?: Omit<CardTraining, "steps">; steps?: number }>();
+
+function recordTraining(o: TrainCellOptions, steps: number): void {
+  cards.set(o.controlnet, {
+    base: o.base.name, steps,
+    training: { data: o.dataset.description, batchSize: o.batchSize ?? 4, accumulation: o.gradientAccumulationSteps ?? 1,
+      learningRate: o.learningRate ?? 1e-5, resolution: o.dataset.resolution },
+  });
+}
+
 /** The moving average of `cn`'s weights when the current training session keeps one (useEma), else null. */
 function averageOf(cn: ControlNetModel): EMAModel | null {
   return session?.controlnet === cn ? session.trainer.ema : null;
@@ -216,6 +229,7 @@ export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
       gradientAccumulationSteps: o.gradientAccumulationSteps ?? 1, maxTrainSteps: o.maxTrainSteps ?? Math.max(until, 1_000_000),
       lrScheduler: o.lrScheduler ?? "constant", lrWarmupSteps: o.lrWarmupSteps ?? 0, seed: o.seed ?? 0,
     });
+    recordTraining(o, r.globalStep);
     return { ...r, outputDir: run.dir };
   }
   const key = JSON.stringify({ ...rest, base: o.base.dir, controlnet: undefined, dataset: o.dataset.description, outputDir: asked });
@@ -247,6 +261,7 @@ export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
   }
   const outputDir = session.trainer.opts.output_dir;
   const { trainer } = session;
+  recordTraining(o, trainer.globalStep);
   if (trainer.globalStep >= until) {
     console.log(`train: already at step ${trainer.globalStep} (until ${until}) — nothing to do. Raise \`until\` to continue.`);
     return { globalStep: trainer.globalStep, maxSteps: trainer.maxSteps, stopped: "until", lastLoss: null, outputDir };
@@ -284,6 +299,8 @@ export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
     const dir = await trainer.checkpointAfterError(e);
     if (dir) console.log(`train: stopped by an error at step ${trainer.globalStep}; checkpoint written to ${dir}. Run the cell again to continue.`);
     throw e;
+  } finally {
+    recordTraining(o, trainer.globalStep);
   }
   if (result.stopped === "interrupted") {
     const dir = await trainer.checkpoint();
@@ -420,7 +437,20 @@ export function save(cn: ControlNetModel, dir: string): string {
   const ema = averageOf(cn);
   if (ema) ema.withAveragedSync(() => cn.savePretrained(dir));
   else cn.savePretrained(dir);
+  // with save_model_card's README.md, as the command line's run: what pushToHub() uploads is a documented model
+  const card = cards.get(cn);
+  const steps = session?.controlnet === cn ? session.trainer.globalStep : card?.steps ?? 0;
+  writeModelCardSync(dir, {
+    repoId: path.basename(path.resolve(dir)), baseModel: card?.base ?? "a Stable Diffusion base",
+    training: card?.training && steps > 0 ? { ...card.training, steps } : null,
+  });
   return path.resolve(dir);
+}
+
+/** The steps a saved ControlNet folder was trained for, as its model card says (save() and the command line write
+ *  one); null when the folder has no card of ours. */
+export function trainedSteps(dir: string): number | null {
+  return cardTrainedSteps(dir);
 }
 
 /** cell 6b: upload a saved folder; the token comes from HF_TOKEN (never printed). */

@@ -1,5 +1,5 @@
 export { writeBasicConfig, type BasicConfig, type WriteBasicConfigOptions } from "./config.js";
-export { dataset, baseModel, controlnet, train, validate, infer, heldOut, save, pushToHub, resetTraining } from "./helpers.js";
+export { dataset, baseModel, controlnet, train, validate, infer, heldOut, save, trainedSteps, pushToHub, resetTraining } from "./helpers.js";
 export type { DatasetCellOptions, TrainCellOptions, TrainCellResult, SamplingOptions } from "./helpers.js";
 export { memo, forget } from "./memo.js";
 export { display, updateDisplay, clearOutput, abortSignal, newDisplayId } from "./display.js";

@@ -12,6 +12,8 @@ import { loadScheduler } from "../schedulers/index.js";
 import type { NoiseSchedule } from "./step.js";
 
 export interface BaseModel {
+  /** The base as the user named it (pretrained_model_name_or_path: a hub id or a folder), for model cards. */
+  name: string;
   dir: string;
   unet: UNet2DConditionModel;
   vae: AutoencoderKL;
@@ -45,6 +47,7 @@ export async function loadBaseModel(nameOrPath: string, opts: LoadBaseOptions = 
     ? fs.existsSync(opts.tokenizerName) ? opts.tokenizerName : await resolveModel(opts.tokenizerName, { ...opts, revision: undefined, allowPatterns: ["*.json", "*.txt", "*.model"] })
     : component("tokenizer");
   return {
+    name: nameOrPath,
     dir,
     unet: UNet2DConditionModel.fromPretrained(component("unet"), frozen),
     vae: AutoencoderKL.fromPretrained(component("vae"), frozen),

@@ -10,12 +10,12 @@ import { LOCK_NAME } from "./run-lock.js";
 import { initEngine, describeEngine, memoryBudget } from "../engine/index.js";
 import { createDataset, type ControlNetDataset } from "../data/index.js";
 import { createRepo, parseRepoId, uploadFolder, HubError } from "../io/hub.js";
-import { writeFileAtomic } from "../io/diffusers.js";
 import type { ControlNetModel } from "../models/index.js";
 import type { TrainArgs } from "./args.js";
 import { loadBaseModel, loadOrCreateControlNet, type BaseModel } from "./base.js";
 import { ControlNetTrainer, type StepReport, type TrainResult } from "./trainer.js";
-import { TensorBoardWriter, encodePng, makeGrid } from "./tensorboard.js";
+import { TensorBoardWriter } from "./tensorboard.js";
+import { writeModelCard } from "./model-card.js";
 import { planTrackers, resolveLoggingDir, tensorboardDir } from "./trackers.js";
 import { TRAIN_ARG_SPECS } from "./args.js";
 import { assertNoForeignCheckpoints } from "./checkpoints.js";
@@ -247,92 +247,14 @@ function modelCardRepoId(a: TrainArgs, repoId: string | null): string {
   return repoId ?? a.hub_model_id ?? path.basename(path.resolve(a.output_dir));
 }
 
-/** A local folder or a hub id? (a model card's snippet must not point at the trainer's disk) */
-function isLocalPath(p: string): boolean {
-  return fs.existsSync(p) || path.isAbsolute(p) || /^(\.{1,2}\/|~)/.test(p);
-}
-
-/**
- * save_model_card: README.md with huggingface_hub's training-card layout (library_name diffusers, the script's tags,
- * license, base_model) and, when validation ran, `image_control.png` plus per pair `images_<i>.png` (the conditioning
- * image then the samples in one row) embedded in it. The code snippet names the hub repo, never a local path.
- */
+/** save_model_card's README.md (model-card.ts) for the run's final ControlNet. */
 export async function saveModelCard(s: TrainingSession, opts: { repoId?: string | null; validation?: ValidationResult | null } = {}): Promise<string> {
   const a = s.args;
-  const repoId = modelCardRepoId(a, opts.repoId ?? null);
-  const baseModel = a.pretrained_model_name_or_path;
-  let img = "";
-  if (opts.validation) {
-    img = "You can find some example images below.\n\n";
-    for (const [i, p] of opts.validation.pairs.entries()) {
-      const c = p.control;
-      // the script saves every pair's conditioning image under the same name: the last one stays
-      fs.writeFileSync(path.join(a.output_dir, "image_control.png"), (await encodePng(c.data, c.width, c.height, 3)).png);
-      const row = [c.data, ...p.rgb.map((im) => im.data)];
-      const grid = makeGrid(row, c.width, c.height, 3, row.length, 0);
-      fs.writeFileSync(path.join(a.output_dir, `images_${i}.png`), (await encodePng(grid.pixels, grid.width, grid.height, 3)).png);
-      img += `prompt: ${p.prompt}\n![images_${i})](./images_${i}.png)\n`;
-    }
-  }
-  const baseLine = isLocalPath(baseModel)
-    ? `# the base model it was trained with was a local folder (${path.basename(path.resolve(baseModel))}): load that base here`
-    : `pipe = StableDiffusionControlNetPipeline.from_pretrained("${baseModel}", controlnet=controlnet)\n` +
-      "pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config)";
-  const card = [
-    "---",
-    `base_model: ${baseModel}`,
-    "library_name: diffusers",
-    "license: creativeml-openrail-m",
-    "tags:",
-    ...["stable-diffusion", "stable-diffusion-diffusers", "text-to-image", "diffusers", "controlnet", "diffusers-training"].map((t) => `- ${t}`),
-    "inference: true",
-    "---",
-    "",
-    "<!-- This model card has been generated automatically according to the information the training script had access to. You",
-    "should probably proofread and complete it, then remove this comment. -->",
-    "",
-    "",
-    `# controlnet-${repoId}`,
-    "",
-    `These are controlnet weights trained on ${baseModel} with new type of conditioning.`,
-    img,
-    "",
-    "## Intended uses & limitations",
-    "",
-    "#### How to use",
-    "",
-    "```python",
-    "from diffusers import ControlNetModel, StableDiffusionControlNetPipeline, UniPCMultistepScheduler",
-    "",
-    `controlnet = ControlNetModel.from_pretrained("${repoId}")`,
-    baseLine,
-    "```",
-    "",
-    "#### Limitations and bias",
-    "",
-    "[TODO: provide examples of latent issues and potential remediations]",
-    "",
-    "## Training details",
-    "",
-    `Trained with controlnet-ts (TensorFlow.js) on ${a.dataset_name ?? a.train_data_dir}: ${s.trainer.globalStep} steps, ` +
-      `batch ${a.train_batch_size} × ${a.gradient_accumulation_steps} accumulation, learning rate ${a.learning_rate}, resolution ${a.resolution}.`,
-    "",
-  ].join("\n");
-  const file = path.join(a.output_dir, "README.md");
-  const kept = keepForeignReadme(file);
-  writeFileAtomic(file, card);
-  return kept ? `${file} (the README.md that was there, not a model card of ours, is kept as ${path.basename(kept)})` : file;
-}
-
-/** A README.md in output_dir that is not a card this tool wrote (it says "Trained with controlnet-ts") is the user's:
- *  it is moved to README.md.orig (or .orig-2, …) before the card takes its place. Returns where it went, or null. */
-function keepForeignReadme(file: string): string | null {
-  // (an empty one holds nothing to keep)
-  if (!fs.existsSync(file) || fs.statSync(file).size === 0 || fs.readFileSync(file, "utf8").includes("Trained with controlnet-ts")) return null;
-  let to = `${file}.orig`;
-  for (let n = 2; fs.existsSync(to); n++) to = `${file}.orig-${n}`;
-  fs.renameSync(file, to);
-  return to;
+  return writeModelCard(a.output_dir, {
+    repoId: modelCardRepoId(a, opts.repoId ?? null), baseModel: a.pretrained_model_name_or_path, validation: opts.validation,
+    training: { data: a.dataset_name ?? a.train_data_dir ?? "", steps: s.trainer.globalStep, batchSize: a.train_batch_size,
+      accumulation: a.gradient_accumulation_steps, learningRate: a.learning_rate, resolution: a.resolution },
+  });
 }
 
 /** What a push of a run folder leaves out: the script's `step_*`/`epoch_*`, our checkpoints (optimizer state, GBs),

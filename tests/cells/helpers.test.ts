@@ -38,7 +38,18 @@ test("dataset → baseModel → controlnet → train({until}) is idempotent, con
   assert.ok(v.fidelity.iou >= 0 && v.fidelity.iou <= 1 && v.fidelity.colorScore >= 0 && v.fidelity.colorScore <= 1);
   const saved = cn.save(controlnet, path.join(out, "final"));
   assert.ok(fs.existsSync(path.join(saved, "diffusion_pytorch_model.safetensors")));
+  // with save_model_card's card, as the command line writes it: the base as the cell named it, how it was trained
+  const card = fs.readFileSync(path.join(saved, "README.md"), "utf8");
+  assert.match(card, new RegExp(`^---\nbase_model: ${sd.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\nlibrary_name: diffusers\n`));
+  assert.match(card, /: 3 steps, batch 2 × 1 accumulation, learning rate 0\.0001, resolution 32\./);
+  assert.equal(cn.trainedSteps(saved), 3);
   await cn.resetTraining();
+  // the model still knows its steps after its trainer is closed
+  assert.equal(cn.trainedSteps(cn.save(controlnet, path.join(out, "final-2"))), 3);
+  // a ControlNet saved as made: a card that says so (0 steps), not another model's numbers
+  const fresh = await cn.controlnet({ from: base, seed: 9 });
+  assert.equal(cn.trainedSteps(cn.save(fresh, path.join(out, "untrained"))), 0);
+  assert.equal(cn.trainedSteps(path.join(out, "checkpoint-2")), null, "no card, no number");
 });
 
 test("train({useEma}): validate() and save() use the weights' average, training goes on from the live weights", async () => {
