@@ -7,7 +7,7 @@
  */
 import crypto from "node:crypto";
 import path from "node:path";
-import { readTrainingState, resolveResume } from "./checkpoints.js";
+import { listCheckpoints, readTrainingState, resolveResume } from "./checkpoints.js";
 import type { DataParallel } from "./distributed.js";
 
 export interface SeedArgs {
@@ -23,6 +23,20 @@ function checkpointSeed(a: SeedArgs): { name: string; seed: number | null } | nu
   const run = readTrainingState(r.checkpoint.path).run as { seed?: unknown } | undefined;
   const seed = run?.seed;
   return { name: path.basename(r.checkpoint.path), seed: Number.isSafeInteger(seed) && (seed as number) >= 0 ? (seed as number) : null };
+}
+
+/**
+ * A new run with a random seed beside the checkpoints of a run that recorded its seed: the same command run again
+ * (after a crash, say) would be another run in that folder, whose checkpoints the total limit and a later "latest"
+ * would mix up with these (the trainer refuses that too, naming the seeds, which the user never chose: say it plainly).
+ */
+function refuseNewRunBeside(dir: string): void {
+  const last = listCheckpoints(dir).at(-1);
+  const recorded = last ? (readTrainingState(last.path).run as { seed?: unknown } | undefined)?.seed : undefined;
+  if (!last || recorded === undefined) return;
+  throw new Error(`${dir} holds a run's checkpoints (the latest is ${path.basename(last.path)}); nothing was changed. ` +
+    "--seed is not set, so this would start another run (with a random seed) beside them. " +
+    `To continue that run: --resume_from_checkpoint latest (it takes the checkpoint's seed). To start over here: remove ${path.join(dir, "checkpoint-*")} first. Or use another output_dir.`);
 }
 
 /** Rank 0's choice, for every process of a data-parallel group (one all-reduce: the others add zeros). */
@@ -47,6 +61,7 @@ export async function resolveSeed(a: SeedArgs, log: (line: string) => void, para
       seed = ck.seed;
       log(`--seed not set: resuming with ${ck.name}'s seed ${seed} (the run's own)`);
     } else {
+      if (!a.resume_from_checkpoint) refuseNewRunBeside(a.output_dir);
       seed = crypto.randomInt(2 ** 32);
       log(ck ? `--seed not set and ${ck.name} records no usable seed: using seed ${seed} (pass --seed ${seed} to repeat this run)`
         : `--seed not set: using seed ${seed} (pass --seed ${seed} to repeat this run)`);
