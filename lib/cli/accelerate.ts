@@ -25,23 +25,61 @@ const SINGLE: LaunchPlan["processes"] = { numProcesses: 1, numMachines: 1, machi
 
 type Config = Record<string, unknown>;
 
-/** accelerate launch's flags that take a value / take none (accelerate/commands/launch.py). */
+/** accelerate launch's flags that take a value / take none: every flag of launch_command_parser (accelerate 1.x,
+ *  accelerate/commands/launch.py), so a real accelerate flag is named as having no effect, never "unrecognized". */
 const VALUE_FLAGS = new Set([
-  "config_file", "num_processes", "num_machines", "machine_rank", "main_process_ip", "main_process_port", "mixed_precision",
-  "gpu_ids", "dynamo_backend", "dynamo_mode", "num_cpu_threads_per_process", "gradient_accumulation_steps", "zero_stage",
-  "offload_optimizer_device", "offload_param_device", "offload_optimizer_nvme_path", "offload_param_nvme_path",
-  "deepspeed_config_file", "zero3_init_flag", "zero3_save_16bit_model", "deepspeed_hostfile", "deepspeed_multinode_launcher",
-  "rdzv_backend", "rdzv_conf", "max_restarts", "monitor_interval", "fsdp_sharding_strategy", "fsdp_offload_params", "log_dir",
-  "main_training_function", "downcast_bf16", "tpu_vm", "tpu_env", "env_file",
+  "config_file", "mixed_precision", "num_processes", "num_machines", "num_cpu_threads_per_process", "dynamo_backend",
+  "dynamo_mode", "gpu_ids", "machine_rank", "main_process_ip", "main_process_port", "t", "tee", "log_dir", "role",
+  "rdzv_backend", "rdzv_conf", "max_restarts", "monitor_interval", "vm", "env", "main_training_function",
+  "deepspeed_config_file", "zero_stage", "offload_optimizer_device", "offload_param_device",
+  "offload_optimizer_nvme_path", "offload_param_nvme_path", "gradient_accumulation_steps", "gradient_clipping",
+  "zero3_init_flag", "zero3_save_16bit_model", "deepspeed_hostfile", "deepspeed_exclusion_filter",
+  "deepspeed_inclusion_filter", "deepspeed_multinode_launcher", "deepspeed_moe_layer_cls_names", "fsdp_version",
+  "fsdp_offload_params", "fsdp_min_num_params", "fsdp_sharding_strategy", "fsdp_reshard_after_forward",
+  "fsdp_auto_wrap_policy", "fsdp_transformer_layer_cls_to_wrap", "fsdp_backward_prefetch", "fsdp_state_dict_type",
+  "fsdp_forward_prefetch", "fsdp_use_orig_params", "fsdp_cpu_ram_efficient_loading", "fsdp_sync_module_states",
+  "fsdp_activation_checkpointing", "megatron_lm_tp_degree", "megatron_lm_use_custom_fsdp",
+  "megatron_lm_no_load_optim", "megatron_lm_eod_mask_loss", "megatron_lm_overlap_cpu_optimizer_d2h_h2d",
+  "megatron_lm_no_save_optim", "megatron_lm_optimizer_cpu_offload", "megatron_lm_use_precision_aware_optimizer",
+  "megatron_lm_decoder_last_pipeline_num_layers", "megatron_lm_pp_degree", "megatron_lm_num_micro_batches",
+  "megatron_lm_sequence_parallelism", "megatron_lm_recompute_activations", "megatron_lm_use_distributed_optimizer",
+  "megatron_lm_gradient_clipping", "megatron_lm_recompute_granularity", "megatron_lm_recompute_method",
+  "megatron_lm_recompute_num_layers", "megatron_lm_attention_backend", "megatron_lm_expert_model_parallel_size",
+  "megatron_lm_context_parallel_size", "megatron_lm_attention_dropout", "megatron_lm_hidden_dropout",
+  "megatron_lm_attention_softmax_in_fp32", "megatron_lm_expert_tensor_parallel_size",
+  "megatron_lm_calculate_per_token_loss", "megatron_lm_use_rotary_position_embeddings", "fp8_backend", "fp8_margin",
+  "fp8_interval", "fp8_format", "fp8_amax_history_len", "fp8_amax_compute_algo", "fp8_override_linear_precision",
+  "fp8_opt_level", "fp8_enable_fsdp_float8_all_gather", "fp8_pad_inner_dim", "aws_access_key_id",
+  "aws_secret_access_key", "mpirun_hostfile", "parallelism_config_dp_replicate_size",
+  "parallelism_config_dp_shard_size", "parallelism_config_tp_size", "parallelism_config_cp_size",
+  "parallelism_config_cp_backend", "parallelism_config_cp_comm_strategy", "parallelism_config_sp_size",
+  "parallelism_config_sp_backend", "parallelism_config_sp_seq_length",
+  "parallelism_config_sp_seq_length_is_variable", "parallelism_config_sp_attn_implementation",
 ]);
-const BOOL_FLAGS = new Set(["multi_gpu", "cpu", "use_deepspeed", "use_fsdp", "use_megatron_lm", "use_xpu", "tpu", "debug", "quiet", "q", "module", "m", "no_python", "same_network", "mps", "dynamo_use_fullgraph", "dynamo_use_dynamic"]);
-/** accelerate launch's integer flags (argparse `type=int`): anything else is refused, as accelerate does. */
-const INT_FLAGS = new Set(["num_processes", "num_machines", "machine_rank", "main_process_port", "num_cpu_threads_per_process", "gradient_accumulation_steps", "zero_stage", "max_restarts"]);
+const BOOL_FLAGS = new Set([
+  "quiet", "q", "cpu", "multi_gpu", "tpu", "enable_cpu_affinity", "dynamo_use_fullgraph", "dynamo_use_dynamic",
+  "dynamo_use_regional_compilation", "use_deepspeed", "use_fsdp", "use_parallelism_config", "use_megatron_lm",
+  "same_network", "m", "module", "no_python", "tpu_cluster", "no_tpu_cluster", "tpu_use_sudo", "downcast_bf16",
+  "fp8_use_autocast_during_eval", "debug",
+]);
+/** accelerate launch's integer / float flags (argparse `type=int` / `float`): anything else is refused, as accelerate does. */
+const INT_FLAGS = new Set([
+  "num_processes", "num_machines", "num_cpu_threads_per_process", "machine_rank", "main_process_port",
+  "max_restarts", "zero_stage", "gradient_accumulation_steps", "fsdp_min_num_params", "megatron_lm_tp_degree",
+  "megatron_lm_decoder_last_pipeline_num_layers", "megatron_lm_pp_degree", "megatron_lm_num_micro_batches",
+  "megatron_lm_recompute_num_layers", "megatron_lm_expert_model_parallel_size", "megatron_lm_context_parallel_size",
+  "megatron_lm_expert_tensor_parallel_size", "fp8_margin", "fp8_interval", "fp8_amax_history_len",
+  "parallelism_config_dp_replicate_size", "parallelism_config_dp_shard_size", "parallelism_config_tp_size",
+  "parallelism_config_cp_size", "parallelism_config_sp_size",
+]);
+const FLOAT_FLAGS = new Set(["monitor_interval", "gradient_clipping", "megatron_lm_gradient_clipping", "megatron_lm_attention_dropout", "megatron_lm_hidden_dropout"]);
 /** accelerate's mixed_precision choices; train_controlnet.py's are these without fp8. */
 const MP_CHOICES = ["no", "fp16", "bf16", "fp8"];
 const SCRIPT_MP_CHOICES = ["no", "fp16", "bf16"];
 const quoteList = (xs: readonly string[]) => xs.map((x) => `'${x}'`).join(", ");
 const isInt = (v: unknown) => (typeof v === "number" && Number.isInteger(v)) || (typeof v === "string" && /^\s*[+-]?\d+\s*$/.test(v));
+/** Python's float(): decimal or exponent notation, inf / nan. */
+const isFloat = (v: string) => /^\s*[+-]?((\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|inf(inity)?|nan)\s*$/i.test(v);
 /** A flag's value as argparse takes it: the next token, unless that is missing or another flag (not a negative number). */
 const takesValue = (v: string | undefined) => v !== undefined && v !== "" && !(v.startsWith("-") && !/^-\d/.test(v));
 /** What launch applies; everything else is reported as having no effect. */
@@ -111,6 +149,26 @@ export interface LaunchPlan {
   processes: Pick<LaunchOptions, "numProcesses" | "numMachines" | "machineRank" | "mainProcessIp" | "mainProcessPort">;
 }
 
+/** An accelerate config's settings that launch does not apply and that ask for something (not their defaults). */
+function configNoEffect(config: Config, file: string | undefined): string[] {
+  const asks = (v: unknown): boolean => {
+    if (v === undefined || v === null || v === false || v === "") return false;
+    if (typeof v === "string") return !/^(no|none|false)$/i.test(v);
+    if (typeof v === "object") return Object.values(v as Config).some(asks);
+    return true;
+  };
+  const out: string[] = [];
+  const dt = config.distributed_type;
+  if (typeof dt === "string" && !["NO", "MULTI_CPU", "MULTI_GPU", "DEEPSPEED"].includes(dt)) out.push(`distributed_type ${dt}`);
+  for (const key of ["use_cpu", "downcast_bf16", "enable_cpu_affinity", "fsdp_config", "megatron_lm_config", "dynamo_config", "fp8_config", "parallelism_config", "ipex_config", "mpirun_config"]) {
+    if (asks(config[key])) out.push(typeof config[key] === "object" ? `${key} (${Object.keys(config[key] as Config).join(", ")})` : `${key} ${String(config[key])}`);
+  }
+  if (typeof config.gpu_ids === "string" && config.gpu_ids !== "all") out.push(`gpu_ids ${config.gpu_ids} (CUDA_VISIBLE_DEVICES chooses the GPUs)`);
+  const dsFile = (config.deepspeed_config as Config | undefined)?.deepspeed_config_file;
+  if (asks(dsFile)) out.push(`deepspeed_config_file ${String(dsFile)} (not read)`);
+  return out.map((o) => `${o} in ${path.basename(file ?? "the config")}`);
+}
+
 /** Maps `accelerate launch` arguments onto train_controlnet's (no side effects; `main` applies it). */
 export function planLaunch(argv: readonly string[]): LaunchPlan {
   const flags: Config = {};
@@ -136,6 +194,7 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
       if (!takesValue(v)) return fail(`accelerate launch: argument ${spelled}: expected one argument`);
       if (eq < 0) k++;
       if (INT_FLAGS.has(name) && !isInt(v)) return fail(`accelerate launch: argument ${spelled}: invalid int value: '${v}'`);
+      if (FLOAT_FLAGS.has(name) && !isFloat(v!)) return fail(`accelerate launch: argument ${spelled}: invalid float value: '${v}'`);
       if (name === "mixed_precision" && !MP_CHOICES.includes(v!)) {
         return fail(`accelerate launch: argument ${spelled}: invalid choice: '${v}' (choose from ${quoteList(MP_CHOICES)})`);
       }
@@ -173,6 +232,17 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
     mainProcessPort: Number(pick("main_process_port", config.main_process_port ?? SINGLE.mainProcessPort)),
   };
 
+  // accelerate's own sanity checks (_validate_launch_command), and a process layout that can run
+  if (["multi_gpu", "cpu", "tpu", "use_deepspeed", "use_fsdp"].filter((f) => flags[f] === true).length > 1) {
+    return fail("accelerate launch: You can only use one of `--cpu`, `--multi_gpu`, `--tpu`, `--use_deepspeed`, `--use_fsdp` at a time.");
+  }
+  if (flags.multi_gpu === true && flags.num_processes !== undefined && Number(flags.num_processes) < 2) {
+    return fail("accelerate launch: You need to use at least 2 processes to use `--multi_gpu`.");
+  }
+  for (const [what, n] of [["num_processes", processes.numProcesses], ["num_machines", processes.numMachines]] as const) {
+    if (!(n >= 1)) return fail(`accelerate launch: ${what} must be at least 1, not ${n}`);
+  }
+
   const notes: string[] = [];
   const out = [...scriptArgs];
   const has = (name: string) => scriptArgs.some((a) => a === `--${name}` || a.startsWith(`--${name}=`));
@@ -204,6 +274,7 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
   const ignored = [
     ...Object.keys(flags).filter((f) => !APPLIED.has(f)).map((f) => written.get(f) ?? `--${f}`),
     ...(deepspeed ? ["DeepSpeed ZeRO stage / parameter offload (the frozen weights are streamed by the planner instead)"] : []),
+    ...configNoEffect(config, configFile),
   ];
   if (ignored.length) notes.push(`no effect in controlnet-ts: ${ignored.join(", ")}`);
   if (processes.numProcesses > 1 || processes.numMachines > 1) {
@@ -248,7 +319,8 @@ else ${defaultConfigFile()}, else accelerate's default_config.yaml):
                                    → the script's --gradient_accumulation_steps
   --use_deepspeed / a DeepSpeed config with offload_optimizer_device cpu|nvme
                                    → --offload_optimizer_state
-Every other accelerate flag (${[...VALUE_FLAGS, ...BOOL_FLAGS].filter((f) => !APPLIED.has(f) && f.length > 1).map((f) => `--${f}`).join(", ")}) is accepted and named as having no effect.
+Every other flag of accelerate launch (FSDP, Megatron-LM, fp8, dynamo, TPU, torchrun's, …) and config setting is
+accepted and named as having no effect.
 `;
 
 const USAGE = `usage: controlnet-ts accelerate launch [accelerate flags] train_controlnet.py [train_controlnet flags]

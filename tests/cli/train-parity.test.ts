@@ -362,7 +362,7 @@ test("accelerate launch / config refuse what accelerate refuses, in one line, an
   assert.equal(lh.status, 0, lh.stderr);
   assert.match(lh.stdout, /^usage: controlnet-ts accelerate launch /);
   assert.match(lh.stdout, /--num_cpu_threads_per_process N +→ engine threads/);
-  assert.match(lh.stdout, /is accepted and named as having no effect/);
+  assert.match(lh.stdout, /Every other flag of accelerate launch .*\n?.*accepted and named as having no effect/);
 
   // integer flags: argparse's invalid int value, one line, exit 2
   for (const flag of ["--num_processes", "--num_machines", "--machine_rank", "--main_process_port", "--num_cpu_threads_per_process", "--gradient_accumulation_steps"]) {
@@ -381,6 +381,26 @@ test("accelerate launch / config refuse what accelerate refuses, in one line, an
   oneError(run(["accelerate", "config", "default", "--config_file", "--mixed_precision", "bf16"], env), /argument --config_file: expected one argument/);
   assert.ok(!fs.existsSync(file));
   oneError(run(["accelerate", "launch", "--num_processes", "--multi_gpu", "train_controlnet.py"], env), /argument --num_processes: expected one argument/);
+
+  // every flag of accelerate launch is known: real ones (FSDP 2, torchrun's tee, fp8, …) have no effect, said so
+  const real = run(["accelerate", "launch", "--enable_cpu_affinity", "--tee", "3", "--fsdp_version", "2", "--gradient_clipping", "1.0",
+    "--fp8_margin", "0", "--dynamo_use_regional_compilation", "train_controlnet.py", "--help"], env);
+  assert.equal(real.status, 0, real.stderr);
+  assert.match(real.stderr, /^accelerate launch: no effect in controlnet-ts: --enable_cpu_affinity, --tee, --fsdp_version, --gradient_clipping, --fp8_margin, --dynamo_use_regional_compilation/m);
+  oneError(run(["accelerate", "launch", "--gradient_clipping", "lots", "train_controlnet.py"], env), /argument --gradient_clipping: invalid float value: 'lots'$/m);
+  oneError(run(["accelerate", "launch", "--bogus", "train_controlnet.py"], env), /unrecognized argument --bogus/);
+  // accelerate's own checks of the process layout
+  oneError(run(["accelerate", "launch", "--cpu", "--multi_gpu", "train_controlnet.py"], env), /You can only use one of `--cpu`, `--multi_gpu`, `--tpu`, `--use_deepspeed`, `--use_fsdp` at a time\.$/m);
+  oneError(run(["accelerate", "launch", "--multi_gpu", "--num_processes", "1", "train_controlnet.py"], env), /You need to use at least 2 processes to use `--multi_gpu`\.$/m);
+  oneError(run(["accelerate", "launch", "--num_processes", "0", "train_controlnet.py"], env), /num_processes must be at least 1, not 0$/m);
+
+  // a config file's settings that ask for something launch does not do are named too (FSDP, use_cpu, dynamo)
+  const fsdp = path.join(home, "fsdp.yaml");
+  fs.writeFileSync(fsdp, "compute_environment: LOCAL_MACHINE\ndistributed_type: FSDP\nfsdp_config:\n  fsdp_offload_params: true\n  fsdp_sharding_strategy: FULL_SHARD\n" +
+    "dynamo_config:\n  dynamo_backend: INDUCTOR\ngpu_ids: all\nuse_cpu: true\nmain_training_function: main\nnum_processes: 1\n");
+  const fromConfig = run(["accelerate", "launch", "--config_file", fsdp, "train_controlnet.py", "--help"], env);
+  assert.equal(fromConfig.status, 0, fromConfig.stderr);
+  assert.match(fromConfig.stderr, /^accelerate launch: no effect in controlnet-ts: distributed_type FSDP in fsdp\.yaml, use_cpu true in fsdp\.yaml, fsdp_config \(fsdp_offload_params, fsdp_sharding_strategy\) in fsdp\.yaml, dynamo_config \(dynamo_backend\) in fsdp\.yaml$/m);
 });
 
 test("validation generates at the conditioning image's own size (as the pipeline does without height/width), not at --resolution", async () => {
