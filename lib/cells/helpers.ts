@@ -51,9 +51,9 @@ export interface DatasetCellOptions {
   conditioningImageColumn?: string;
   captionColumn?: string;
   proportionEmptyPrompts?: number;
-  /** Seed of maxTrainSamples' shuffle and of the data order (default 0). The cells keep fixed default seeds, unlike
-   *  the command line's random one for an unset --seed: a re-run cell (or a restarted kernel) must name the same model
-   *  and resume the same run folder. */
+  /** Seed of maxTrainSamples' shuffle (default 0); the data order, noise and timesteps are train()'s `seed`. The
+   *  cells keep fixed default seeds, unlike the command line's random one for an unset --seed: a re-run cell (or a
+   *  restarted kernel) must name the same model and resume the same run folder. */
   seed?: number;
 }
 
@@ -110,6 +110,7 @@ export async function controlnet(o: { from: BaseModel; pretrained?: string;
   }, {
     dispose: async (old) => {
       if (session?.controlnet === old) await closeSession();
+      keepAverage(old as ControlNetModel, null);
       (old as ControlNetModel).dispose();
     },
   });
@@ -171,8 +172,21 @@ async function closeSession(): Promise<void> {
       console.log(`train: wrote ${dir} (step ${s.trainer.globalStep}) before closing the trainer, so no trained step is lost.`);
     }
   } finally {
-    await s.trainer.close(); // also when that checkpoint fails: the trainer's files and writers are released
+    // also when that checkpoint fails: the trainer's files and writers are released; the model's moving average
+    // stays with the model, so validate() and save() keep using it
+    const keep = s.trainer.ema !== null && !isDisposed(s.controlnet);
+    if (keep) keepAverage(s.controlnet, s.trainer.ema);
+    await s.trainer.close({ keepEma: keep });
   }
+}
+
+const datasetIds = new WeakMap<ControlNetDataset, number>();
+let datasetCount = 0;
+/** A number per dataset object (for the session key). */
+function datasetId(ds: ControlNetDataset): number {
+  let id = datasetIds.get(ds);
+  if (id === undefined) datasetIds.set(ds, (id = ++datasetCount));
+  return id;
 }
 
 /** What a saved ControlNet's model card says: its base (the controlnet() cell's), and how train() trained it. */
@@ -186,9 +200,25 @@ function recordTraining(o: TrainCellOptions, steps: number): void {
   });
 }
 
-/** The moving average of `cn`'s weights when the current training session keeps one (useEma), else null. */
+/** The moving averages of models whose trainer was closed (resetTraining(), another model's train()). */
+const averages = new WeakMap<ControlNetModel, EMAModel>();
+
+/** Keeps (or, with null, frees) the average of `cn`'s weights that its closed trainer kept. */
+function keepAverage(cn: ControlNetModel, ema: EMAModel | null): void {
+  const old = averages.get(cn);
+  if (old && old !== ema) old.dispose();
+  if (ema) averages.set(cn, ema);
+  else averages.delete(cn);
+}
+
+/** The moving average of `cn`'s weights when its training kept one (useEma), else null. */
 function averageOf(cn: ControlNetModel): EMAModel | null {
-  return session?.controlnet === cn ? session.trainer.ema : null;
+  return session?.controlnet === cn ? session.trainer.ema : averages.get(cn) ?? null;
+}
+
+/** The steps `cn` was trained for in this kernel (its trainer's, or what its last train() left). */
+function stepsOf(cn: ControlNetModel): number {
+  return session?.controlnet === cn ? session.trainer.globalStep : cards.get(cn)?.steps ?? 0;
 }
 
 /**
@@ -232,7 +262,9 @@ export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
     recordTraining(o, r.globalStep);
     return { ...r, outputDir: run.dir };
   }
-  const key = JSON.stringify({ ...rest, base: o.base.dir, controlnet: undefined, dataset: o.dataset.description, outputDir: asked });
+  // the dataset object itself: a re-run dataset() cell with other options (a seed, empty prompts) is another dataset
+  // even when its description reads the same
+  const key = JSON.stringify({ ...rest, base: o.base.dir, controlnet: undefined, dataset: datasetId(o.dataset), outputDir: asked });
   if (o.validation) await checkValidationImages(o.validation.images);
   if (!session || session.controlnet !== o.controlnet || session.key !== key) {
     if (session) {
@@ -252,11 +284,15 @@ export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
       gradient_checkpointing: o.gradientCheckpointing, use_8bit_adam: o.use8bitAdam, offload_optimizer_state: o.offloadOptimizerState,
       attention_chunk_size: o.attentionChunkSize, max_train_steps: o.maxTrainSteps ?? Math.max(until, 1_000_000),
       lr_scheduler: o.lrScheduler ?? "constant", lr_warmup_steps: o.lrWarmupSteps ?? 0, seed: o.seed ?? 0,
+      // the dataset() cell's (the trainer's loader would otherwise draw with its own default, 0)
+      proportion_empty_prompts: o.dataset.proportionEmptyPrompts,
       checkpointing_steps: o.checkpointing?.every ?? 500, checkpoints_total_limit: o.checkpointing?.totalLimit ?? null,
       // the folder is this model's run (chooseRunDir), so its latest checkpoint is this model's: named, so that
       // changed options (a learning rate, the batch after processes) continue it with a warning instead of refusing
       resume_from_checkpoint: listCheckpoints(run.dir).at(-1)?.path ?? "latest", use_ema: o.useEma, ema_decay: o.emaDecay,
     });
+    // the new trainer resumed the average from the checkpoint (or keeps none): the closed trainer's is done
+    keepAverage(o.controlnet, null);
     session = { key, trainer, controlnet: o.controlnet, savedStep: trainer.globalStep, dashboard: null };
   }
   const outputDir = session.trainer.opts.output_dir;
@@ -295,9 +331,12 @@ export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
       },
     });
   } catch (e) {
-    dashboard.finish("error");
+    // an interrupt inside a validation round ends here (its sampler throws); it is no error of the run's
+    const interrupted = abortSignal()?.aborted === true;
+    dashboard.finish(interrupted ? "stopped" : "error");
     const dir = await trainer.checkpointAfterError(e);
-    if (dir) console.log(`train: stopped by an error at step ${trainer.globalStep}; checkpoint written to ${dir}. Run the cell again to continue.`);
+    if (dir && session?.trainer === trainer) session.savedStep = trainer.globalStep;
+    if (dir) console.log(`train: ${interrupted ? "interrupted" : "stopped by an error"} at step ${trainer.globalStep}; checkpoint written to ${dir}. Run the cell again to continue.`);
     throw e;
   } finally {
     recordTraining(o, trainer.globalStep);
@@ -371,7 +410,7 @@ export async function validate(o: { base: BaseModel; controlnet: ControlNetModel
   title?: string; show?: boolean } & SamplingOptions): Promise<WithDisplay<ValidationResult>> {
   assertUsable(o.controlnet, o.title === "inference" ? "infer" : "validate");
   // the step of this ControlNet's training, when this session trains it (not 0 for a model trained 800 steps)
-  const step = o.step ?? (session?.controlnet === o.controlnet ? session.trainer.globalStep : 0);
+  const step = o.step ?? stepsOf(o.controlnet);
   const run = () => runValidation(o.base, o.controlnet, {
     resolution: o.resolution ?? baseResolution(o.base),
     images: o.images, prompts: o.prompts, steps: o.steps ?? 20, numImages: o.numImages ?? 1, seed: o.seed ?? 0,
@@ -439,7 +478,7 @@ export function save(cn: ControlNetModel, dir: string): string {
   else cn.savePretrained(dir);
   // with save_model_card's README.md, as the command line's run: what pushToHub() uploads is a documented model
   const card = cards.get(cn);
-  const steps = session?.controlnet === cn ? session.trainer.globalStep : card?.steps ?? 0;
+  const steps = stepsOf(cn);
   writeModelCardSync(dir, {
     repoId: path.basename(path.resolve(dir)), baseModel: card?.base ?? "a Stable Diffusion base",
     training: card?.training && steps > 0 ? { ...card.training, steps } : null,

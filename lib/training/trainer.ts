@@ -595,8 +595,9 @@ export class ControlNetTrainer {
     this.c.controlnet.savePretrained(this.opts.output_dir);
   }
 
-  async close(): Promise<void> {
-    this.ema?.dispose();
+  /** Releases the loader, the lock and the moving average (unless `keepEma`: the cells keep a model's average). */
+  async close(opts: { keepEma?: boolean } = {}): Promise<void> {
+    if (!opts.keepEma) this.ema?.dispose();
     await this.loader?.close();
     this.loader = null;
     this.releaseLock();

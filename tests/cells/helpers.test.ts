@@ -61,12 +61,56 @@ test("train({useEma}): validate() and save() use the weights' average, training 
     await cn.train({ base, controlnet, dataset: ds, outputDir: out, batchSize: 2, learningRate: 1e-3, useEma: true, checkpointing: { every: 3 }, until: 3 });
     await cn.validate({ base, controlnet, images: [cond], prompts: ["red circle with blue background"], steps: 2, outputDir: out });
     const avg = cn.save(controlnet, path.join(out, "average"));
-    await cn.resetTraining();
-    const live = cn.save(controlnet, path.join(out, "live"));
     // the trainer's checkpoint holds its average in controlnet_ema/: the cell saved exactly that
     assert.equal(maxFolderDiff(avg, path.join(out, "checkpoint-3", "controlnet_ema")), 0);
-    assert.equal(maxFolderDiff(live, path.join(out, "checkpoint-3", "controlnet")), 0, "after save() the live weights are the trained ones again");
-    assert.ok(maxFolderDiff(avg, live) > 0, "the average differs from the last weights");
+    // the model's own weights, as they are (the model's savePretrained, not the cell's save())
+    let n = 0;
+    const liveDiff = () => {
+      const dir = path.join(out, `live-${n++}`);
+      controlnet.savePretrained(dir);
+      return maxFolderDiff(dir, path.join(out, "checkpoint-3", "controlnet"));
+    };
+    assert.equal(liveDiff(), 0, "after save() the live weights are the trained ones again");
+    assert.ok(maxFolderDiff(avg, path.join(out, "checkpoint-3", "controlnet")) > 0, "the average differs from the last weights");
+    // the average stays with the model when its trainer closes: save() and validate() still use it, at its step
+    await cn.resetTraining();
+    assert.equal(maxFolderDiff(cn.save(controlnet, path.join(out, "average-after-reset")), avg), 0);
+    const v = await cn.validate({ base, controlnet, images: [cond], prompts: ["red circle with blue background"], steps: 2, outputDir: out, show: false });
+    assert.equal(v.step, 3);
+    assert.equal(liveDiff(), 0);
+    // and training goes on from the live weights (its checkpoint), the next trainer resuming the average
+    assert.equal((await cn.train({ base, controlnet, dataset: ds, outputDir: out, batchSize: 2, learningRate: 1e-3, useEma: true, checkpointing: { every: 3 }, until: 4 })).globalStep, 4);
+  } finally {
+    await cn.resetTraining();
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+});
+
+test("train() uses the dataset() cell's proportionEmptyPrompts; a re-run dataset() cell starts a new trainer, even with the same description", async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cells-ds-"));
+  try {
+    const base = await cn.baseModel(sd);
+    // a fresh ControlNet's zero convolutions leave step 1's loss independent of its seed: only the data can change it
+    const firstLoss = async (proportionEmptyPrompts: number, seed: number) => {
+      const ds = await cn.dataset({ synthetic: { count: 8 }, resolution: 32, proportionEmptyPrompts });
+      const controlnet = await cn.controlnet({ from: base, seed });
+      return (await cn.train({ base, controlnet, dataset: ds, outputDir: path.join(out, `s${seed}`), batchSize: 2, until: 1 })).lastLoss!;
+    };
+    const plain = await firstLoss(0, 11);
+    assert.equal(await firstLoss(0, 12), plain);
+    assert.notEqual(await firstLoss(1, 13), plain, "all prompts empty: another text conditioning, another loss");
+
+    const lines: string[] = [];
+    const log = console.log;
+    console.log = (...a: unknown[]) => void lines.push(a.join(" "));
+    try {
+      const ds = await cn.dataset({ synthetic: { count: 8 }, resolution: 32, proportionEmptyPrompts: 0.5 });
+      const controlnet = await cn.controlnet({ from: base, seed: 13 });
+      assert.equal((await cn.train({ base, controlnet, dataset: ds, outputDir: path.join(out, "s13"), batchSize: 2, until: 2 })).globalStep, 2);
+      assert.ok(lines.some((l) => l.startsWith("train: options changed")), lines.join("\n"));
+    } finally {
+      console.log = log;
+    }
   } finally {
     await cn.resetTraining();
     fs.rmSync(out, { recursive: true, force: true });
