@@ -18,8 +18,25 @@ function isBinary(v: unknown): v is Uint8Array | ArrayBuffer {
 const INSPECT_DEPTH = 4;
 const INSPECT_MAX_ARRAY = 50;
 
-/** How a value prints in a cell's result: like the Node REPL (strings quoted). */
+/**
+ * A TensorFlow.js tensor (told by its shape: the kernel does not load tfjs): its own toString, which shows the values
+ * (summarised past 20 per axis) instead of the engine's bookkeeping fields. Null for anything else or a disposed one.
+ */
+function tensorText(value: unknown): string | null {
+  if (value === null || typeof value !== "object") return null;
+  const t = value as { dataSync?: unknown; shape?: unknown; dtype?: unknown; isDisposed?: unknown; toString: () => string };
+  if (typeof t.dataSync !== "function" || !Array.isArray(t.shape) || typeof t.dtype !== "string" || t.isDisposed !== false) return null;
+  try {
+    return `${t.toString()}\n  (shape [${t.shape.join(", ")}], ${t.dtype})`;
+  } catch {
+    return null;
+  }
+}
+
+/** How a value prints in a cell's result: like the Node REPL (strings quoted); a tensor with its values. */
 export function plainText(value: unknown): string {
+  const tensor = tensorText(value);
+  if (tensor !== null) return tensor;
   hideAsyncBookkeeping(value);
   return util.inspect(value, { depth: INSPECT_DEPTH, maxArrayLength: INSPECT_MAX_ARRAY, breakLength: 100 });
 }

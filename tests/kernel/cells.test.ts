@@ -392,6 +392,12 @@ describe("cells as a user writes them", () => {
     assert.equal(streamText(later.iopub, "stdout"), "later\n");
   });
 
+  it("a tensor as a cell's result shows its values, not the engine's bookkeeping", async () => {
+    const tfjs = JSON.stringify(path.join(ROOT, "node_modules", "@tensorflow", "tfjs"));
+    const r = await k.execute(`const tf = require(${tfjs});\ntf.tensor([[1, 2], [3, 4]])`);
+    assert.equal(resultText(r.iopub) ?? JSON.stringify(r.reply.content), "Tensor\n    [[1, 2],\n     [3, 4]]\n  (shape [2, 2], float32)");
+  });
+
   it("%time on the first line prints the cell's wall time; line numbers stay", async () => {
     const r = await k.execute("%time\nawait new Promise((r) => setTimeout(r, 120));\n(null as any).boom");
     const wall = /^Wall time: ([\d.]+) (ms|s)\n$/.exec(streamText(r.iopub, "stdout"));
