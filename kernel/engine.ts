@@ -40,6 +40,9 @@ export interface CompleteCheck {
 export interface ExecuteOptions {
   /** How stack frames and excerpts name this cell ("In[3]"). */
   label?: string;
+  /** The cell as the user wrote it, for excerpts, where `code` has a part blanked out (a `%%time` line): the same
+   *  length and lines as `code`. */
+  shown?: string;
 }
 
 export interface CellEngine {

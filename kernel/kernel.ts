@@ -72,6 +72,13 @@ export interface KernelOptions {
 const STREAM_FLUSH_MS = 15;
 const STREAM_MAX_CHARS = 1 << 16;
 
+/** `%%time` / `%time` as the first line, or `%time <statement>`: the cell with the magic blanked out (lines and
+ *  columns stay), and whether it was there. */
+function timeMagic(code: string): { timed: boolean; body: string } {
+  const m = /^%%?time(?=[ \t]|\r?\n|$)/.exec(code);
+  return { timed: m !== null, body: m ? " ".repeat(m[0].length) + code.slice(m[0].length) : code };
+}
+
 /** 0.0123 → "12.3 ms", 4.5 → "4.50 s", 125 → "2 min 5 s" (IPython's %time style). */
 export function formatSeconds(s: number): string {
   if (s < 1) return `${(s * 1000).toPrecision(3)} ms`;
@@ -97,6 +104,8 @@ export class Kernel {
   private readonly session = crypto.randomUUID();
   private readonly cells = new AsyncLocalStorage<CellContext>();
   private enginePromise: Promise<CellEngine> | null = null;
+  /** The engine once started (console output maps errors' stacks with it). */
+  private engineNow: CellEngine | null = null;
   private executionCount = 0;
   private execQueue: Promise<void> = Promise.resolve();
   /** Bumped when a cell fails with stop_on_error: executions queued before that are answered "aborted". */
@@ -143,6 +152,7 @@ export class Kernel {
 
   private engine(): Promise<CellEngine> {
     return (this.enginePromise ??= this.opts.engine().then((engine) => {
+      this.engineNow = engine;
       engine.watchAbandoned(() => this.cells.getStore()?.abandoned === true);
       return engine;
     }));
@@ -255,12 +265,16 @@ export class Kernel {
       } as typeof stream.write;
       this.restoreIo.push(() => (stream.write = original));
     }
-    // console.log(promise) inspects as the cell's result does (`Promise { 3 }`, no async-hook bookkeeping)
+    // console.log(promise) inspects as the cell's result does (`Promise { 3 }`, no async-hook bookkeeping), and
+    // console.error(err) shows its stack as a thrown one's (cell lines, no kernel frames)
+    const kernel = this;
     for (const name of ["log", "info", "warn", "error", "debug", "dir", "dirxml", "table", "trace"] as const) {
       const original = console[name];
       console[name] = function (this: Console, ...args: unknown[]) {
         for (const a of args) hideAsyncBookkeeping(a);
-        return (original as (...a: unknown[]) => void).apply(this, args);
+        const engine = kernel.engineNow;
+        const shown = engine ? args.map((a) => (util.types.isNativeError(a) ? { [util.inspect.custom]: () => engine.describeError(a).traceback.join("\n") } : a)) : args;
+        return (original as (...a: unknown[]) => void).apply(this, shown);
       } as typeof original;
       this.restoreIo.push(() => (console[name] = original));
     }
@@ -413,10 +427,9 @@ export class Kernel {
       await this.channels.out.iopub.drain();
       // `%%time` / `%time` as the first line, or `%time <statement>` (IPython's line magic): the cell runs with the
       // magic blanked out (so lines and columns stay) and its wall time is printed after it, unless it did not compile
-      const timed = /^%%?time(?=[ \t]|\r?\n|$)/.exec(code);
+      const { timed, body } = timeMagic(code);
       const t0 = performance.now();
-      const body = timed ? " ".repeat(timed[0].length) + code.slice(timed[0].length) : code;
-      const outcome = await this.cells.run(ctx, () => engine.execute(body, silent ? {} : { label: `In[${count}]` }));
+      const outcome = await this.cells.run(ctx, () => engine.execute(body, silent ? {} : { label: `In[${count}]`, shown: code }));
       if (timed && !(outcome.status === "error" && outcome.error.ename === "CompileError")) {
         this.stream(ctx, "stdout", `Wall time: ${formatSeconds((performance.now() - t0) / 1000)}\n`);
       }
@@ -426,7 +439,10 @@ export class Kernel {
       if (outcome.status === "error") error = outcome.error;
       else if (outcome.hasValue && !silent && !ctx.abort.signal.aborted) {
         try {
-          const data = await this.cells.run(ctx, () => toMimeBundle(outcome.value));
+          // an Error as the result shows its stack as a thrown one does: at the cells' lines, without the kernel's frames
+          const data = util.types.isNativeError(outcome.value)
+            ? { "text/plain": engine.describeError(outcome.value).traceback.join("\n") }
+            : await this.cells.run(ctx, () => toMimeBundle(outcome.value));
           this.publish("execute_result", { execution_count: count, data, metadata: {} }, req.header);
           if (storeHistory) this.history.setOutput(count, String(data["text/plain"] ?? ""));
         } catch (e) {
@@ -516,7 +532,7 @@ export class Kernel {
 
   private async isComplete(code: string): Promise<Record<string, unknown>> {
     const engine = await this.engine();
-    const r = engine.isComplete(code);
+    const r = engine.isComplete(timeMagic(code).body);
     return r.status === "incomplete" ? { status: r.status, indent: r.indent ?? "" } : { status: r.status };
   }
 

@@ -10,6 +10,7 @@
  * We also add type resolution of our own package (see resolve.ts): answered through the compiler's system interface
  * (`ts.sys` of the TypeScript tslab runs on), which tslab itself routes file lookups through.
  */
+import fs from "node:fs";
 import Module, { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -156,7 +157,8 @@ function mapCellFrames(lines: string[], sources: CellSources): string[] {
     if (m && src && Number(m[4]) === src.js.split("\n").length) continue;
     const pos = m && src ? cellPosition(src.js, src.cell, Number(m[4]), Number(m[5])) : null;
     if (!m || !src || !pos) {
-      out.push(l);
+      // (a module's function called through an earlier cell's exports: V8 names it "Proxy.f" there too)
+      out.push(l.replace(/^(\s+at (?:async )?)Proxy\./, "$1"));
       continue;
     }
     const where = `${m[3]}, line ${pos.line}, column ${pos.column}`;
@@ -293,12 +295,13 @@ export class TslabEngine implements CellEngine {
         this.sideModules.delete(out.path);
         this.sideOutputs.set(out.path, out.data);
       }
-      if (converted.diagnostics.length) return { status: "error", error: compileError(code, rw, converted.diagnostics) };
+      const shown = opts.shown ?? code;
+      if (converted.diagnostics.length) return { status: "error", error: compileError(shown, rw, converted.diagnostics) };
       if (!converted.output) {
         this.prevDecl = converted.declOutput ?? "";
         return { status: "ok", hasValue: false };
       }
-      return await this.run(code, converted, opts.label ?? `cell ${++this.cells}`);
+      return await this.run(shown, converted, opts.label ?? `cell ${++this.cells}`);
     } catch (e) {
       // The compiler itself failed (not the user's code).
       return { status: "error", error: toCellError(e) };
@@ -355,6 +358,14 @@ export class TslabEngine implements CellEngine {
       if (cached) return cached.exports;
       const src = this.sideOutputs.get(filename);
       if (src === undefined) return null;
+      // A local .ts module: where tsx loads .ts files (the kernel run from a source checkout), it loads it, with
+      // source maps, so its stack frames name mymod.ts and its own lines (tslab's output is mymod.js, lines shifted).
+      const source = filename.replace(/\.js$/, ".ts");
+      if ((Module as unknown as { _extensions: Record<string, unknown> })._extensions[".ts"] && fs.existsSync(source)) {
+        const exports = req(source) as unknown;
+        this.sideModules.set(filename, { exports } as Module);
+        return exports;
+      }
       const mod = new Module(filename);
       mod.filename = filename;
       mod.paths = (Module as unknown as { _nodeModulePaths(d: string): string[] })._nodeModulePaths(path.dirname(filename));

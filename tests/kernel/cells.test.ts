@@ -146,6 +146,15 @@ describe("cells as a user writes them", () => {
     assert.match(errorOf(bad.iopub).evalue, /Argument of type '"c"' is not assignable to parameter of type '"a" \| "b"'/);
   });
 
+  it("an error in a local .ts module points at that file's own line, not at compiled JavaScript", async () => {
+    fs.writeFileSync(path.join(k.dir, "mymod.ts"), "export function boom(x: any): number {\n  const y: number = 1;\n  // a comment\n  return x.not.there + y;\n}\n");
+    const r = await k.execute("import { boom } from './mymod';\nboom({})");
+    const tb = (errorOf(r.iopub).traceback as string[]).join("\n");
+    assert.match(tb, new RegExp(`at boom \\(${path.join(k.dir, "mymod.ts").replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}:4:\\d+\\)`), tb);
+    assert.doesNotMatch(tb, /mymod\.js|Proxy\./, tb);
+    assert.match(tb, /In\[\d+\], line 2, column 1/, tb);
+  });
+
   it("an ESM-only package (`type: module`, ESM syntax) loads by import and by await import()", async () => {
     // in the notebook's folder, as a user's `npm install` puts it
     const pkg = path.join(k.dir, "node_modules", "esm-only");
@@ -392,6 +401,20 @@ describe("cells as a user writes them", () => {
     assert.equal(streamText(later.iopub, "stdout"), "later\n");
   });
 
+  it("an Error logged with console.error or shown as a result has the cells' lines, not compiled ones or the kernel's frames", async () => {
+    const logged = await k.execute("const e1 = 1;\nconsole.error('err', new Error('logged'))");
+    const err = streamText(logged.iopub, "stderr");
+    assert.match(err, /^err Error: logged\n\s+at In\[\d+\], line 2, column \d+/, err);
+    assert.doesNotMatch(err, /kernel\.ts|tslab-engine|<In\[/, err);
+    const value = await k.execute("\nnew Error('as value')");
+    const text = resultText(value.iopub)!;
+    assert.match(text, /^Error: as value\n\s+at In\[\d+\], line 2, column 1/, text);
+    assert.doesNotMatch(text, /kernel\.ts|tslab-engine/, text);
+    // a %%time cell's excerpt shows its first line as written
+    const timed = await k.execute("%%time\n(null as any).boom");
+    assert.match((errorOf(timed.iopub).traceback as string[]).join("\n"), /1 \| %%time\n.*> 2 \| \(null as any\)\.boom/s);
+  });
+
   it("a tensor as a cell's result shows its values, not the engine's bookkeeping", async () => {
     const tfjs = JSON.stringify(path.join(ROOT, "node_modules", "@tensorflow", "tfjs"));
     const r = await k.execute(`const tf = require(${tfjs});\ntf.tensor([[1, 2], [3, 4]])`);
@@ -423,6 +446,9 @@ describe("cells as a user writes them", () => {
     assert.equal(await check("const t = `unterminated ${1}"), "incomplete");
     assert.equal(await check("foo("), "incomplete");
     assert.equal(await check("const t = `done`"), "complete");
+    // the %time magic is the kernel's, not TypeScript
+    assert.equal(await check("%time"), "complete");
+    assert.equal(await check("%%time\nfoo("), "incomplete");
     const code = "Math.max(";
     const i = (await k.reply(k.send("shell", "inspect_request", { code, cursor_pos: code.length, detail_level: 0 }))).content as Record<string, any>;
     assert.equal(i.found, true);
