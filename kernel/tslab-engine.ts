@@ -194,7 +194,16 @@ export function toCellError(e: unknown, sources: CellSources = new Map()): CellE
 function compileError(code: string, rw: Rewritten | null, diagnostics: Diagnostic[]): CellError {
   const traceback: string[] = [];
   let first = "";
+  let previous = "";
   for (const d of diagnostics) {
+    // tslab's converter splits one diagnostic's message chain into one diagnostic per message, all at one place:
+    // they continue the first, indented under its excerpt
+    const place = `${d.fileName ?? ""}:${d.start.offset}:${d.end.offset}`;
+    if (place === previous) {
+      traceback.push(`    ${d.messageText}`);
+      continue;
+    }
+    previous = place;
     if (d.fileName || !rw) {
       const line = `${d.fileName ? `${d.fileName} ` : ""}${d.start.line + 1}:${d.start.character + 1} - ${d.messageText}`;
       first ||= line;

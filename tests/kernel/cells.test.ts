@@ -415,6 +415,16 @@ describe("cells as a user writes them", () => {
     assert.match((errorOf(timed.iopub).traceback as string[]).join("\n"), /1 \| %%time\n.*> 2 \| \(null as any\)\.boom/s);
   });
 
+  it("a type error with a chain of messages is one entry with one excerpt, its messages under it", async () => {
+    const r = await k.execute("const m: Map<number, number> = new Map<string, number>();");
+    const e = errorOf(r.iopub);
+    assert.equal(e.ename, "CompileError");
+    const tb = e.traceback as string[];
+    assert.equal(tb.filter((l) => /^\d+:\d+ - /.test(l)).length, 1, tb.join("\n"));
+    assert.equal(tb.filter((l) => /^\s+> 1 \|/.test(l)).length, 1, tb.join("\n"));
+    assert.ok(tb.filter((l) => /^    \S/.test(l) && !/\|/.test(l)).length >= 1, tb.join("\n"));
+  });
+
   it("a tensor as a cell's result shows its values, not the engine's bookkeeping", async () => {
     const tfjs = JSON.stringify(path.join(ROOT, "node_modules", "@tensorflow", "tfjs"));
     const r = await k.execute(`const tf = require(${tfjs});\ntf.tensor([[1, 2], [3, 4]])`);
