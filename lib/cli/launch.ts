@@ -16,8 +16,10 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { ArgsError, parseTrainArgs } from "../training/args.js";
-import { listCheckpoints } from "../training/checkpoints.js";
+import { listCheckpoints, readTrainingState } from "../training/checkpoints.js";
+import { MAX_ENGINE_THREADS } from "../engine/constants.js";
 import { collectiveMissingReason } from "../training/collective.js";
+import { LAUNCHER_PIPE } from "../training/distributed.js";
 import { visibleGpus } from "../engine/native/gpu.js";
 import { readInstallStatus } from "../engine/native/install-status.js";
 import { rendezvous } from "./rendezvous.js";
@@ -48,9 +50,11 @@ rows. On several machines run the same command on each with its --machine_rank; 
 
 export class LaunchError extends Error {}
 
-function intFlag(name: string, v: string | undefined, min: number): number {
+function intFlag(name: string, v: string | undefined, min: number, max = Infinity): number {
   const n = Number(v);
-  if (v === undefined || !/^\d+$/.test(v) || n < min) throw new LaunchError(`--${name} expects an integer ≥ ${min}, got ${v ?? "nothing"}`);
+  if (v === undefined || !/^\d+$/.test(v) || n < min || n > max) {
+    throw new LaunchError(`--${name} expects an integer ${max === Infinity ? `≥ ${min}` : `from ${min} to ${max}`}, got ${v ?? "nothing"}`);
+  }
   return n;
 }
 
@@ -75,7 +79,7 @@ export function parseLaunchArgs(argv: string[]): LaunchOptions | "help" {
       case "machine_rank": o.machineRank = intFlag(name, value, 0); break;
       case "main_process_ip": if (!value) throw new LaunchError("--main_process_ip expects an address"); o.mainProcessIp = value; break;
       case "main_process_port": o.mainProcessPort = intFlag(name, value, 1); break;
-      case "num_cpu_threads_per_process": o.threadsPerProcess = intFlag(name, value, 1); break;
+      case "num_cpu_threads_per_process": o.threadsPerProcess = intFlag(name, value, 1, MAX_ENGINE_THREADS); break;
       case "mixed_precision": break; // accepted like train_controlnet's flag: tfjs has no half precision
       default: throw new LaunchError(`unknown launch flag --${name} (controlnet-ts launch --help lists them)`);
     }
@@ -218,7 +222,9 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
       ...(gpus ? { CUDA_VISIBLE_DEVICES: gpus[l]! } : {}),
     };
     // its own process group: a terminal's Ctrl-C reaches the launcher only, which forwards it once
-    const child = spawn(process.execPath, [bin, o.command, ...o.commandArgs], { env, stdio: ["ignore", "pipe", "pipe"], detached: true });
+    // stdin a pipe the launcher never writes: it closes when the launcher dies, however it dies (kill -9 too), and the
+    // process then stops as on SIGTERM (train.ts) instead of living on, holding its port, until a timeout
+    const child = spawn(process.execPath, [bin, o.command, ...o.commandArgs], { env: { ...env, [LAUNCHER_PIPE]: "stdin" }, stdio: ["pipe", "pipe", "pipe"], detached: true });
     const prefix = rank === 0 ? "" : `[rank ${rank}] `;
     // once a process failed, the others' output (their view of the same failure) is muted: one clear error
     forward(child.stdout!, io.stdout, prefix, () => stopping);
@@ -236,10 +242,14 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
     });
     children.push({ rank, child, exit });
   }
-  io.stderr.write(`launch: ${perMachine} process(es) of ${o.numProcesses} on this machine: ${children.map((c) => `rank ${c.rank} pid ${c.child.pid}`).join(", ")} (TensorFlow collective ops on ${addresses.join(", ")})\n`);
+  const over = o.numProcesses > 1 ? ` (TensorFlow collective ops on ${addresses.join(", ")})` : "";
+  io.stderr.write(`launch: ${perMachine} process(es) of ${o.numProcesses} on this machine: ${children.map((c) => `rank ${c.rank} pid ${c.child.pid}`).join(", ")}${over}\n`);
+  let stoppedBy: NodeJS.Signals | null = null;
   const onSignal = (sig: NodeJS.Signals) => {
-    // every process stops at one step boundary and rank 0 checkpoints (train_controlnet takes SIGINT and SIGTERM so)
-    if (sig === "SIGINT" || sig === "SIGTERM") interrupted = true;
+    // every process stops at one step boundary and rank 0 checkpoints (train_controlnet takes SIGINT, SIGTERM and
+    // SIGHUP so): the launcher's own terminal closing is a stop like any other, not a lost run
+    interrupted = true;
+    stoppedBy ??= sig;
     for (const c of children) if (c.child.exitCode === null) c.child.kill(sig);
   };
   const onExit = () => { for (const c of children) if (c.child.exitCode === null) c.child.kill("SIGKILL"); };
@@ -256,8 +266,16 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
         return fail(`${failureLine}. Machine 0's launcher names the last checkpoint; relaunch every machine with --resume_from_checkpoint=latest to continue.`);
       }
       const ck = listCheckpoints(outputDir).at(-1);
-      const resume = ck ? ` The last checkpoint is ${ck.path}: relaunch with --resume_from_checkpoint=latest to continue (any --num_processes with the same global batch, num_processes × train_batch_size = ${globalBatch}).` : " No checkpoint was written yet.";
+      // the global batch the checkpoint was written with (what a resume must give), else this launch's
+      const recorded = (readTrainingState(ck?.path ?? "").run as { train_batch_size?: unknown } | undefined)?.train_batch_size;
+      const batch = typeof recorded === "number" ? recorded : globalBatch;
+      const resume = ck ? ` The last checkpoint is ${ck.path}: relaunch with --resume_from_checkpoint=latest to continue (any --num_processes with its global batch, num_processes × train_batch_size = ${batch}).` : " No checkpoint was written yet.";
       return fail(`${failureLine}.${resume}`);
+    }
+    // stopped before the processes could take the signal (still loading): nothing was trained, and no error happened
+    if (stoppedBy && results.some((r) => r.signal === stoppedBy)) {
+      io.stderr.write(`launch: ${stoppedBy}: stopped before training started; nothing was trained\n`);
+      return { code: 128 + (os.constants.signals[stoppedBy] ?? 1) };
     }
     const bad = results.find((r) => r.code !== 0);
     return { code: bad ? bad.code ?? 1 : 0 };

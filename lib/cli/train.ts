@@ -6,7 +6,7 @@ import { HubRepoError, HubUploadError, trainControlNet } from "../training/run.j
 import { ForeignCheckpointError } from "../training/checkpoints.js";
 import { NonFiniteLossError } from "../training/trainer.js";
 import { HubError } from "../io/hub.js";
-import { DistributedError } from "../training/distributed.js";
+import { DistributedError, LAUNCHER_PIPE } from "../training/distributed.js";
 import { engineErrorLine } from "../engine/index.js";
 
 function formatEta(seconds: number): string {
@@ -65,7 +65,8 @@ export async function main(argv: string[]): Promise<number> {
   // A repeat within a second is the same stop: `timeout` signals the process and then its group, and npm/npx
   // forward a terminal's Ctrl-C that the process also gets itself; quitting on those would throw the steps away.
   const ac = new AbortController();
-  const exitCode = { SIGINT: 130, SIGTERM: 143 } as const;
+  // SIGHUP: the terminal closed (ssh dropped) — a stop like the others, not a lost run
+  const exitCode = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 } as const;
   let stoppedBy: keyof typeof exitCode = "SIGINT";
   let stopAt = 0;
   const onSignal = (sig: keyof typeof exitCode) => {
@@ -81,12 +82,16 @@ export async function main(argv: string[]): Promise<number> {
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
+  process.on("SIGHUP", onSignal);
+  let stepped = false;
+  if (process.env[LAUNCHER_PIPE] === "stdin") watchLauncher(() => stepped, () => onSignal("SIGTERM"));
   const tty = process.stderr.isTTY;
   let rate = 0;
   try {
     await trainControlNet(parsed.args, {
       signal: ac.signal,
       onStep: (r) => {
+        stepped = true;
         rate = rate ? 0.8 * rate + 0.2 / r.seconds : 1 / r.seconds;
         const line = `Steps: ${r.step}/${r.maxSteps} loss=${r.loss.toFixed(4)} lr=${r.lr.toExponential(2)} ${rate.toFixed(2)} it/s ETA ${formatEta((r.maxSteps - r.step) / rate)}`;
         process.stderr.write(tty ? `\r${line}\x1b[K` : `${line}\n`);
@@ -130,5 +135,25 @@ export async function main(argv: string[]): Promise<number> {
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
+    process.off("SIGHUP", onSignal);
   }
+}
+
+/**
+ * Under `controlnet-ts launch`: stdin is the launcher's pipe. When it closes the launcher is gone (kill -9, a crash):
+ * before the first step there is nothing to keep and the process exits at once (it would otherwise wait out the
+ * group's join timeout, holding its port); after it, it stops as on SIGTERM (rank 0 checkpoints at the step
+ * boundary). Its output has nowhere to go then: write errors (EPIPE) are dropped so they cannot stop the checkpoint.
+ */
+function watchLauncher(stepped: () => boolean, stop: () => void): void {
+  const gone = () => {
+    for (const s of [process.stdout, process.stderr]) s.on("error", () => {});
+    // (SIGKILL, not process.exit: exit joins libuv's thread pool, where a collective's join can block for minutes)
+    if (!stepped()) process.kill(process.pid, "SIGKILL");
+    stop();
+  };
+  process.stdin.once("end", gone);
+  process.stdin.once("error", gone);
+  process.stdin.resume(); // (reads nothing: the launcher never writes)
+  (process.stdin as unknown as { unref?: () => void }).unref?.(); // and never keeps the process alive
 }

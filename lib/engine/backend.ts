@@ -58,8 +58,8 @@ export interface EngineInfo {
   signals?: string;
 }
 
-export { WASM_HEAP_LIMIT } from "./constants.js";
-import { WASM_HEAP_LIMIT } from "./constants.js";
+export { MAX_ENGINE_THREADS, WASM_HEAP_LIMIT } from "./constants.js";
+import { MAX_ENGINE_THREADS, WASM_HEAP_LIMIT } from "./constants.js";
 
 let current: EngineInfo | null = null;
 let initialising: Promise<EngineInfo> | null = null;
@@ -76,8 +76,8 @@ export function parseBackend(value: string): BackendKind {
 function parseThreads(value: number | string | undefined): number {
   if (value === undefined || value === "") return Math.max(1, os.availableParallelism?.() ?? os.cpus().length);
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 1 || n > 64) {
-    throw new Error(`Invalid engine thread count '${value}': expected an integer from 1 to 64 (CONTROLNET_TS_THREADS).`);
+  if (!Number.isInteger(n) || n < 1 || n > MAX_ENGINE_THREADS) {
+    throw new Error(`Invalid engine thread count '${value}': expected an integer from 1 to ${MAX_ENGINE_THREADS} (CONTROLNET_TS_THREADS).`);
   }
   return n;
 }

@@ -1,7 +1,7 @@
 /** lib/engine: TensorFlow.js initialisation, backend choice, fast wasm kernels, memory accounting, checkpointing. */
 export { tf } from "./tf.js";
 export type { Tensor, Variable } from "./tf.js";
-export { initEngine, engineInfo, describeEngine, parseBackend, BACKENDS, WASM_HEAP_LIMIT } from "./backend.js";
+export { initEngine, engineInfo, describeEngine, parseBackend, BACKENDS, MAX_ENGINE_THREADS, WASM_HEAP_LIMIT } from "./backend.js";
 export type { BackendKind, EngineInfo, EngineOptions } from "./backend.js";
 export { memoryInfo, memoryBudget, hostMemoryLimit, measurePeak, installMemoryTracker } from "./memory.js";
 export type { MemorySnapshot, PeakReport } from "./memory.js";

@@ -13,6 +13,10 @@ import { tf } from "../engine/index.js";
 import type { Batch } from "../data/index.js";
 import { CollectiveGroup, DistributedError } from "./collective.js";
 
+/** Set by `controlnet-ts launch` in its processes' environment: their stdin is a pipe from the launcher, which closes
+ *  when the launcher dies however it dies (lib/cli/train.ts then stops the process as on SIGTERM). */
+export const LAUNCHER_PIPE = "CONTROLNET_TS_LAUNCHER_PIPE";
+
 export { DistributedError } from "./collective.js";
 
 export interface DataParallel {

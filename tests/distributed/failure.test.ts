@@ -78,8 +78,8 @@ test("no launcher (one process per machine): a dead peer is found by the collect
   fs.rmSync(out, { recursive: true, force: true });
 });
 
-for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
-  test(`${signal} to the launcher (Ctrl-C; a scheduler's stop): every process stops at the same step boundary, rank 0 writes the checkpoint, exit ${code}`, { skip }, async () => {
+for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143], ["SIGHUP", 129]] as const) {
+  test(`${signal} to the launcher (Ctrl-C; a scheduler's stop; its terminal closing): every process stops at the same step boundary, rank 0 writes the checkpoint, exit ${code}`, { skip }, async () => {
     const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-int-"));
     const port = await freePorts(2);
     const job = start(["launch", "--num_processes", "2", "--main_process_port", String(port), "train_controlnet",
@@ -97,3 +97,25 @@ for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
     fs.rmSync(out, { recursive: true, force: true });
   });
 }
+
+test("kill -9 of the launcher: its processes do not live on (during start-up they exit at once; in training rank 0 checkpoints first)", { skip }, async () => {
+  for (const when of ["start-up", "training"] as const) {
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-orphan-"));
+    const port = await freePorts(2);
+    const job = start(["launch", "--num_processes", "2", "--main_process_port", String(port), "train_controlnet", ...trainFlags(out, long)]);
+    await waitFor(() => /rank 1 pid \d+/.test(job.output()) || job.child.exitCode !== null, 60_000, "the processes' pids");
+    const pids = [...job.output().matchAll(/rank (\d) pid (\d+)/g)].map((m) => Number(m[2]));
+    assert.equal(pids.length, 2, job.output());
+    if (when === "training") await waitFor(() => /Steps: 2\//.test(job.output()), 240_000, "step 2");
+    job.child.kill("SIGKILL");
+    const t0 = Date.now();
+    await waitFor(() => pids.every((p) => !alive(p)), 60_000, `the ${when} processes to exit`);
+    process.stdout.write(`${when}: processes gone ${((Date.now() - t0) / 1000).toFixed(1)} s after the launcher's kill -9\n`);
+    if (when === "training") assert.ok(listCheckpoints(out).at(-1)!.step >= 2, "the trained steps are in a checkpoint");
+    // the port is free again: the next launch is not refused
+    const again = await start(["launch", "--num_processes", "2", "--main_process_port", String(port), "train_controlnet",
+      ...trainFlags(fs.mkdtempSync(path.join(os.tmpdir(), "dp-orphan-next-")), ["--max_train_steps=1", "--train_batch_size=1"])]).done;
+    assert.equal(again.code, 0, again.stderr.slice(-2000));
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+});
