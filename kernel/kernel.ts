@@ -503,7 +503,9 @@ export class Kernel {
     if (ctx.finished || this.running !== ctx) return;
     log(ctx.signalAsked ? "the cell ignored its abort signal: no longer waiting for it" : "the cell does not watch its abort signal: no longer waiting for it");
     ctx.abandoned = true;
-    void this.enginePromise?.then((e) => e.interrupt());
+    // (checked again a microtask later: by then this cell may have ended and the next one started, which no
+    // interrupt was meant for)
+    void this.enginePromise?.then((e) => { if (this.running === ctx && !ctx.finished) e.interrupt(); });
   }
 
   // ------------------------------------------------------------------------------ completion and inspection
