@@ -32,15 +32,24 @@ import { createTrainingStep, planMemory, plannedDeviceBytes, trainingStepFlops }
 import { Table } from "../widgets/table.js";
 import { BENCH_MID_UNET } from "./models.js";
 import { BENCH_MID_VAE, SD15_SCHEDULER } from "./pipeline.js";
+import { noVenv, parseOptions, REFERENCE_VENV_HELP, referencePython, type BenchUsage } from "./_cli.js";
 
 const RESOLUTION = 256;
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const fmtShare = (x: number | null) => (x == null ? "unknown" : `${(100 * x).toFixed(1)} %`);
-function flag(args: string[], name: string, dflt: number): number {
-  const i = args.indexOf(name);
-  return i >= 0 ? Number(args[i + 1]) : dflt;
-}
+
+export const usage: BenchUsage = {
+  summary: "bench-mid ControlNet train step (median s, peak memory, GFLOP/s) and validation images/s, ours beside diffusers on PyTorch CPU, alternating",
+  options: [
+    { flag: "--steps", value: "N", default: 5, help: "measured train steps after one warm-up, at least 5" },
+    { flag: "--batch", value: "B", default: 4, help: "train batch size" },
+    { flag: "--images", value: "I", default: 2, help: "measured validation images after one warm-up" },
+    { flag: "--val-steps", value: "V", default: 5, help: "UniPC steps per validation image" },
+    { flag: "--no-torch", help: "skip the diffusers reference (reported as missing)" },
+  ],
+  env: [REFERENCE_VENV_HELP, "CONTROLNET_TS_BACKEND, CONTROLNET_TS_THREADS: the engine and its threads (both sides get the same thread count)"],
+};
 
 interface Reference {
   info: { torch: string; diffusers: string; threads: number; step_flops: number | null };
@@ -52,8 +61,8 @@ interface Reference {
 
 async function startReference(cfg: object): Promise<Reference | { error: string }> {
   const root = path.resolve(import.meta.dirname, "..");
-  const py = path.join(root, "tests/reference/.venv/bin/python");
-  if (!fs.existsSync(py)) return { error: `reference missing: no venv at ${py} (bash tests/reference/setup.sh)` };
+  const py = referencePython();
+  if (!fs.existsSync(py)) return { error: noVenv(py) };
   const threads = String((cfg as { threads: number }).threads);
   const child = spawn(py, [path.join(root, "tests/reference/bench_diffusers.py"), JSON.stringify(cfg)], {
     env: { ...process.env, OMP_NUM_THREADS: threads, MKL_NUM_THREADS: threads, HF_HUB_OFFLINE: "1" },
@@ -101,10 +110,11 @@ async function otherSideShare(cpu: () => number | null, fn: () => Promise<void> 
 }
 
 export async function run(args: string[]): Promise<object> {
-  const steps = Math.max(5, flag(args, "--steps", 5));
-  const batch = flag(args, "--batch", 4);
-  const images = flag(args, "--images", 2);
-  const valSteps = flag(args, "--val-steps", 5);
+  const o = parseOptions("compare", args, usage);
+  const steps = Math.max(5, o.num("--steps"));
+  const batch = o.num("--batch");
+  const images = Math.max(1, o.num("--images"));
+  const valSteps = o.num("--val-steps");
   const info = await initEngine();
   const log = (s: string) => console.log(`[bench compare] ${s}`);
   const load = () => +os.loadavg()[0]!.toFixed(1);
@@ -115,7 +125,7 @@ export async function run(args: string[]): Promise<object> {
 
   // theirs starts first: its "ready" line comes after its warm-up step (which also counts its FLOPs)
   let ref: Reference | { error: string } = { error: "skipped (--no-torch)" };
-  if (!args.includes("--no-torch")) {
+  if (!o.has("--no-torch")) {
     ref = await startReference({ unet: BENCH_MID_UNET, vae: BENCH_MID_VAE, batch, resolution: RESOLUTION, seq: 77, threads: info.threads, val_steps: valSteps });
     log(`diffusers: ${"error" in ref ? ref.error : JSON.stringify(ref.info)}`);
   }
@@ -192,7 +202,7 @@ export async function run(args: string[]): Promise<object> {
   theirs?.close();
   loads.push(load());
   const share = (xs: number[]) => (xs.length ? +median(xs).toFixed(3) : null);
-  log(`while the other side computed: our process used ${fmtShare(share(idle.ours))} of a core, diffusers' ${fmtShare(share(idle.theirs))} (medians)`);
+  if (theirs) log(`while the other side computed: our process used ${fmtShare(share(idle.ours))} of a core, diffusers' ${fmtShare(share(idle.theirs))} (medians)`);
 
   const analytic = trainingStepFlops(BENCH_MID_UNET, batch, RESOLUTION).total;
   const flops = theirs?.info.step_flops ?? analytic;
@@ -202,8 +212,8 @@ export async function run(args: string[]): Promise<object> {
   const theirIps = theirs ? 1 / median(theirImg) : null;
   const ourMem = first.peakDeltaBytes;
   const r = (a: number, b: number | null) => (b ? +(a / b).toFixed(2) : null);
-  // per alternating pair: ours / theirs (time), theirs / ours (images/s); their median
-  const paired = (a: number[], b: number[]) => (b.length ? +median(a.map((x, i) => x / b[i]!)).toFixed(2) : null);
+  // per alternating pair: ours / theirs (time), theirs / ours (images/s); their median; null without both sides
+  const paired = (a: number[], b: number[]) => (a.length && b.length ? +median(a.slice(0, b.length).map((x, i) => x / b[i]!)).toFixed(2) : null);
   const result = {
     bench: "compare",
     config: "bench-mid",
@@ -214,6 +224,7 @@ export async function run(args: string[]): Promise<object> {
     planner_profile: plan.best.estimate.profile,
     memory_budget_bytes: budget,
     phases: "alternating: ours, theirs, theirs, ours, ... (one computes while the other idles)",
+    reference: theirs ? "diffusers" : "missing",
     diffusers: theirs ? theirs.info : ref,
     step_flops: flops,
     step_flops_analytic: analytic,

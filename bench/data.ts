@@ -8,11 +8,18 @@ import os from "node:os";
 import { DataLoader } from "../lib/data/loader.js";
 import { SyntheticFill50k } from "../lib/data/synthetic.js";
 import { createDataset } from "../lib/data/dataset.js";
+import { parseOptions, type BenchUsage } from "./_cli.js";
 
-function arg(args: string[], name: string, dflt: string): string {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : dflt;
-}
+export const usage: BenchUsage = {
+  summary: "rows/s of the data pipeline (synthetic fill50k PNGs → decode → resize/crop → float NHWC → batch, prefetched), and the wait for data per simulated training step",
+  options: [
+    { flag: "--rows", value: "N", default: "64 at ≥ 512 px, 128 at ≥ 256 px, else 512", help: "rows per measurement" },
+    { flag: "--batch", value: "B", default: 4, help: "batch size" },
+    { flag: "--resolutions", value: "R,R,…", default: "512,256,64", help: "resolutions in px" },
+    { flag: "--step-ms", value: "MS", default: 300, help: "simulated training step: main thread blocked this long" },
+    { flag: "--step-resolution", value: "R", default: 256, help: "resolution of the simulated training run" },
+  ],
+};
 
 async function measure(resolution: number, rows: number, batchSize: number, format: "png" | "raw") {
   const src = new SyntheticFill50k({ count: 100_000, seed: 1, resolution, format });
@@ -52,12 +59,14 @@ async function stalls(resolution: number, steps: number, stepMs: number, worker:
 }
 
 export async function run(args: string[]): Promise<object> {
-  const batch = Number(arg(args, "batch", "4"));
-  const resolutions = arg(args, "resolutions", "512,256,64").split(",").map(Number);
+  const o = parseOptions("data", args, usage);
+  const batch = o.num("--batch");
+  const resolutions = o.str("--resolutions").split(",").map(Number);
+  if (resolutions.some((r) => !(r > 0))) throw new Error(`bench data: --resolutions takes px values like 512,256, not '${o.str("--resolutions")}'`);
   const results = [];
   for (const r of resolutions) {
     // fewer rows at 512 keep the bench short on 2 cores
-    const rows = Number(arg(args, "rows", String(r >= 512 ? 64 : r >= 256 ? 128 : 512)));
+    const rows = o.has("--rows") ? o.num("--rows") : r >= 512 ? 64 : r >= 256 ? 128 : 512;
     for (const format of ["png", "raw"] as const) {
       const m = await measure(r, rows, batch, format);
       console.log(`data ${r}px ${format}: ${m.rowsPerSecond} rows/s (${m.rows} rows in ${m.seconds}s)`);
@@ -65,8 +74,8 @@ export async function run(args: string[]): Promise<object> {
     }
   }
   const at256 = results.find((m) => m.resolution === 256 && m.format === "png");
-  const stepMs = Number(arg(args, "step-ms", "300"));
-  const stepRes = Number(arg(args, "step-resolution", "256"));
+  const stepMs = o.num("--step-ms");
+  const stepRes = o.num("--step-resolution");
   const stepRuns = [];
   for (const worker of [false, true]) {
     const m = await stalls(stepRes, 10, stepMs, worker);

@@ -10,6 +10,18 @@
 import { spawnSync } from "node:child_process";
 import { initEngine, tf } from "../lib/engine/index.js";
 import { setSimdBatchMatMul } from "../lib/engine/kernels/bmm.js";
+import type { BenchUsage } from "./_cli.js";
+
+const CONFIGS: [string, string, number][] = [
+  ["native_1_thread", "node", 1], ["native_2_threads", "node", 2], ["wasm_1_thread", "wasm", 1], ["wasm_2_threads", "wasm", 2], ["cpu", "cpu", 1],
+];
+
+export const usage: BenchUsage = {
+  summary: "engine micro-benchmarks: conv2d 3x3 forward and forward+backward (ms), matmul 1024^3 GFLOP/s, tiny-SD attention products (ms), per engine and thread count, each in its own process",
+  positional: "[config ...]",
+  options: [],
+  notes: [`configs: ${CONFIGS.map(([l]) => l).join(", ")} (default: all of them)`],
+};
 
 /** Attention products of the demo's training step (batch 16 × 2 heads at 8×8 and 4×4 latents, 77 text tokens; the
  *  text encoder's 64 = 16 × 4 heads of 77 tokens): [a shape, b shape, transposeA, transposeB]. */
@@ -82,10 +94,10 @@ async function measure(backend: string, threads: number) {
 export async function run(args: string[]): Promise<object> {
   const child = args.indexOf("--child");
   if (child >= 0) return measure(args[child + 1]!, Number(args[child + 2]));
-  const configs: [string, string, number][] = [
-    ["native_1_thread", "node", 1], ["native_2_threads", "node", 2], ["wasm_1_thread", "wasm", 1], ["wasm_2_threads", "wasm", 2], ["cpu", "cpu", 1],
-  ];
+  const configs = CONFIGS;
   const only = args.filter((a) => !a.startsWith("-"));
+  const unknown = only.filter((a) => !configs.some(([l]) => l === a));
+  if (unknown.length) throw new Error(`bench engine: unknown config(s) ${unknown.join(", ")}; known: ${configs.map(([l]) => l).join(", ")}`);
   const result: Record<string, unknown> = {
     bench: "engine",
     conv: "x[4,32,32,64] * w[3,3,64,64] 'same'",

@@ -17,6 +17,7 @@ import path from "node:path";
 import { spawnSync } from "node:child_process";
 import { initEngine, tf } from "../lib/engine/index.js";
 import { ControlNetModel, UNet2DConditionModel } from "../lib/models/index.js";
+import { noVenv, parseOptions, REFERENCE_VENV_HELP, referencePython, type BenchUsage } from "./_cli.js";
 
 export const BENCH_MID_UNET = {
   block_out_channels: [32, 64, 128],
@@ -37,10 +38,17 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
-function flag(args: string[], name: string, dflt: number): number {
-  const i = args.indexOf(name);
-  return i >= 0 ? Number(args[i + 1]) : dflt;
-}
+export const usage: BenchUsage = {
+  summary: "bench-mid UNet+ControlNet forward and forward+backward, median ms, ours beside diffusers on PyTorch CPU",
+  options: [
+    { flag: "--steps", value: "N", default: 5, help: "measured steps after one warm-up" },
+    { flag: "--batch", value: "B", default: 4, help: "batch size" },
+    { flag: "--chunk", value: "C", default: 256, help: "attention chunk (queries), 0 for none" },
+    { flag: "--plain", help: "no gradient checkpointing and no attention chunking (use a smaller --batch on wasm)" },
+    { flag: "--no-torch", help: "skip the PyTorch reference" },
+  ],
+  env: [REFERENCE_VENV_HELP, "CONTROLNET_TS_BACKEND, CONTROLNET_TS_THREADS: the engine and its threads"],
+};
 
 const TORCH_SCRIPT = String.raw`
 import json, sys, time, torch
@@ -71,8 +79,8 @@ print(json.dumps(out))
 `;
 
 function runTorch(steps: number, batch: number, threads: number): Record<string, unknown> | { error: string } {
-  const py = path.resolve(import.meta.dirname, "../tests/reference/.venv/bin/python");
-  if (!fs.existsSync(py)) return { error: `no reference venv at ${py} (bash tests/reference/setup.sh)` };
+  const py = referencePython();
+  if (!fs.existsSync(py)) return { error: noVenv(py) };
   const script = path.join(os.tmpdir(), `controlnet-ts-bench-models-${process.pid}.py`);
   fs.writeFileSync(script, TORCH_SCRIPT);
   try {
@@ -90,10 +98,11 @@ function runTorch(steps: number, batch: number, threads: number): Record<string,
 }
 
 export async function run(args: string[]): Promise<object> {
-  const steps = flag(args, "--steps", 5);
-  const batch = flag(args, "--batch", 4);
-  const plain = args.includes("--plain");
-  const chunk = plain ? 0 : flag(args, "--chunk", 256);
+  const o = parseOptions("models", args, usage);
+  const steps = Math.max(1, o.num("--steps"));
+  const batch = o.num("--batch");
+  const plain = o.has("--plain");
+  const chunk = plain ? 0 : o.num("--chunk");
   const checkpointing = !plain;
   const info = await initEngine();
   console.log(`[bench models] bench-mid UNet+ControlNet, batch ${batch}, latents 32x32, control 256x256, ${info.backend} ${info.threads} thread(s)` +
@@ -143,7 +152,7 @@ export async function run(args: string[]): Promise<object> {
   cn.dispose();
 
   let torch: Record<string, unknown> | { error: string } = { error: "skipped (--no-torch)" };
-  if (!args.includes("--no-torch")) {
+  if (!o.has("--no-torch")) {
     console.log(`[bench models] PyTorch reference, same config, ${info.threads} thread(s)…`);
     torch = runTorch(steps, batch, info.threads);
     console.log(`[bench models] PyTorch: ${JSON.stringify(torch)}`);

@@ -22,6 +22,7 @@ import { AutoencoderKL, ControlNetModel, UNet2DConditionModel } from "../lib/mod
 import { schedulerFromConfig } from "../lib/schedulers/index.js";
 import { StableDiffusionControlNetPipeline } from "../lib/pipeline/index.js";
 import { BENCH_MID_UNET } from "./models.js";
+import { noVenv, parseOptions, REFERENCE_VENV_HELP, referencePython, type BenchUsage } from "./_cli.js";
 
 export const BENCH_MID_VAE = {
   block_out_channels: [32, 64, 128, 128],
@@ -46,10 +47,15 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
-function flag(args: string[], name: string, dflt: number): number {
-  const i = args.indexOf(name);
-  return i >= 0 ? Number(args[i + 1]) : dflt;
-}
+export const usage: BenchUsage = {
+  summary: "seconds per image of the bench-mid ControlNet pipeline (UniPC, guidance 7.5, 256 px, VAE decode), ours beside diffusers' pipeline on PyTorch CPU",
+  options: [
+    { flag: "--images", value: "N", default: 3, help: "measured images after one warm-up image" },
+    { flag: "--steps", value: "S", default: 20, help: "UniPC steps per image" },
+    { flag: "--no-torch", help: "skip the diffusers reference" },
+  ],
+  env: [REFERENCE_VENV_HELP, "CONTROLNET_TS_BACKEND, CONTROLNET_TS_THREADS: the engine and its threads"],
+};
 
 const TORCH_SCRIPT = String.raw`
 import json, sys, time, torch
@@ -76,8 +82,8 @@ for line in sys.stdin:
 
 /** A persistent diffusers process: `next()` generates one image and resolves its seconds. */
 async function startTorch(steps: number, threads: number): Promise<{ info: Record<string, unknown>; next(): Promise<number>; close(): void } | { error: string }> {
-  const py = path.resolve(import.meta.dirname, "../tests/reference/.venv/bin/python");
-  if (!fs.existsSync(py)) return { error: `no reference venv at ${py} (bash tests/reference/setup.sh)` };
+  const py = referencePython();
+  if (!fs.existsSync(py)) return { error: noVenv(py) };
   const script = path.join(os.tmpdir(), `controlnet-ts-bench-pipeline-${process.pid}.py`);
   fs.writeFileSync(script, TORCH_SCRIPT);
   const child = spawn(py, [script, JSON.stringify(BENCH_MID_UNET), JSON.stringify(BENCH_MID_VAE), JSON.stringify(SD15_SCHEDULER), String(steps), String(threads)], {
@@ -112,8 +118,9 @@ async function startTorch(steps: number, threads: number): Promise<{ info: Recor
 }
 
 export async function run(args: string[]): Promise<object> {
-  const images = flag(args, "--images", 3);
-  const steps = flag(args, "--steps", 20);
+  const o = parseOptions("pipeline", args, usage);
+  const images = Math.max(1, o.num("--images"));
+  const steps = o.num("--steps");
   const info = await initEngine();
   console.log(`[bench pipeline] bench-mid ControlNet pipeline, UniPC ${steps} steps, guidance 7.5, 256×256, ${info.backend} ${info.threads} thread(s)`);
   const unet = new UNet2DConditionModel(BENCH_MID_UNET, { seed: 1, trainable: false });
@@ -133,7 +140,7 @@ export async function run(args: string[]): Promise<object> {
   };
 
   let torch: Awaited<ReturnType<typeof startTorch>> = { error: "skipped (--no-torch)" };
-  if (!args.includes("--no-torch")) {
+  if (!o.has("--no-torch")) {
     torch = await startTorch(steps, info.threads);
     console.log(`[bench pipeline] diffusers: ${"error" in torch ? torch.error : JSON.stringify(torch.info)}`);
   }

@@ -9,6 +9,7 @@
 import { initEngine } from "../lib/engine/index.js";
 import { estimateMemory, measureTrainingStep, type EstimateConfig } from "../lib/planner/index.js";
 import { BENCH_MID_UNET } from "./models.js";
+import { parseOptions, type BenchUsage } from "./_cli.js";
 
 const TINY_UNET = {
   block_out_channels: [32, 64], layers_per_block: 1, in_channels: 4, out_channels: 4,
@@ -28,9 +29,17 @@ const CONFIGS: [string, Cfg][] = [
   ["mid-256px-ckpt", { unet: BENCH_MID_UNET, resolution: 256, batchSize: 1, options: { gradientCheckpointing: true } }],
 ];
 
+export const usage: BenchUsage = {
+  summary: "the planner's predicted step peak beside the measured peak of live tensor bytes of one training step, for the configs NATIVE_KEPT_SHARE was fitted on",
+  options: [{ flag: "--only", value: "a,b", default: "all", help: `configs to run (${CONFIGS.map(([n]) => n).join(", ")})` }],
+  env: ["CONTROLNET_TS_BACKEND=node|wasm: the engine whose profile is checked"],
+};
+
 export async function run(args: string[]): Promise<object> {
-  const i = args.indexOf("--only");
-  const only = i >= 0 ? args[i + 1]!.split(",") : null;
+  const o = parseOptions("planner-fit", args, usage);
+  const only = o.has("--only") ? o.str("--only").split(",") : null;
+  const unknown = only?.filter((n) => !CONFIGS.some(([c]) => c === n)) ?? [];
+  if (unknown.length) throw new Error(`bench planner-fit: unknown config(s) ${unknown.join(", ")}; known: ${CONFIGS.map(([n]) => n).join(", ")}`);
   const info = await initEngine();
   const rows = [];
   for (const [name, { ce, ...c }] of CONFIGS.filter(([n]) => !only || only.includes(n))) {

@@ -30,11 +30,20 @@ import { DDPMScheduler } from "../lib/schedulers/index.js";
 import { controlnetGradients } from "../lib/training/step.js";
 import { clipGradNorm, createOptimizer } from "../lib/training/optim/index.js";
 import { createTrainingStep, estimateMemory, planMemory, streamFrozenWeights, SD15_UNET } from "../lib/planner/index.js";
+import { noVenv, parseOptions, REFERENCE_VENV_HELP, referencePython, type BenchUsage } from "./_cli.js";
 
-function flag(args: string[], name: string, dflt: number): number {
-  const i = args.indexOf(name);
-  return i >= 0 ? Number(args[i + 1]) : dflt;
-}
+export const usage: BenchUsage = {
+  summary: "one SD1.5-shaped ControlNet training step, batch 1 (seconds, peak memory beside the planner's prediction), native beside diffusers on PyTorch CPU, or inside the 4 GiB wasm heap",
+  options: [
+    { flag: "--resolution", value: "R", default: "512 native, 64 wasm", help: "image resolution in px (latents R/8)" },
+    { flag: "--steps", value: "N", default: 2, help: "native: steps, the last one timed (the first creates the optimizer state)" },
+    { flag: "--chunk", value: "C", default: 256, help: "wasm: attention chunk (queries)" },
+    { flag: "--side", value: "ours|diffusers|both", default: "both", help: "native: which side runs" },
+    { flag: "--no-torch", help: "native: skip the diffusers reference" },
+  ],
+  env: [REFERENCE_VENV_HELP, "CONTROLNET_TS_BACKEND=wasm: the wasm variant; CONTROLNET_TS_THREADS: threads"],
+};
+const opts = (args: string[]) => parseOptions("sd15-step", args, usage);
 
 const log = (s: string) => console.log(`[bench sd15-step] ${s}`);
 const GB = (x: number) => `${(x / 1e9).toFixed(2)} GB`;
@@ -58,8 +67,8 @@ interface TheirStep { torch: string; diffusers: string; threads: number; seconds
 
 function runReference(resolution: number, threads: number, steps: number): TheirStep | { error: string } {
   const root = path.resolve(import.meta.dirname, "..");
-  const py = path.join(root, "tests/reference/.venv/bin/python");
-  if (!fs.existsSync(py)) return { error: `reference missing: no venv at ${py} (bash tests/reference/setup.sh)` };
+  const py = referencePython();
+  if (!fs.existsSync(py)) return { error: noVenv(py) };
   const t = String(threads);
   const r = spawnSync(py, [path.join(root, "tests/reference/bench_sd15_step.py"), JSON.stringify({ unet: SD15_UNET, resolution, threads, steps })], {
     env: { ...process.env, OMP_NUM_THREADS: t, MKL_NUM_THREADS: t, HF_HUB_OFFLINE: "1" },
@@ -71,8 +80,9 @@ function runReference(resolution: number, threads: number, steps: number): Their
 }
 
 async function runNative(args: string[], info: EngineInfo): Promise<object> {
-  const resolution = flag(args, "--resolution", 512);
-  const steps = Math.max(1, flag(args, "--steps", 2));
+  const o = opts(args);
+  const resolution = o.has("--resolution") ? o.num("--resolution") : 512;
+  const steps = Math.max(1, o.num("--steps"));
   const options = { gradientCheckpointing: true };
   const cfg = { unet: SD15_UNET, resolution, batchSize: 1, options };
   const predicted = estimateMemory(cfg);
@@ -85,8 +95,9 @@ async function runNative(args: string[], info: EngineInfo): Promise<object> {
     `(${predicted.breakdown.slice(0, -2).join(", ")}), + process before building ${GB(rssBase)} = ${GB(predictedRss)} host; ` +
     `budget ${GB(budget)} (memoryBudget), cheapest tier that fits 90 %: ${cheapest?.name ?? "none"}`);
   let theirs: TheirStep | { error: string } = { error: "skipped (--no-torch)" };
-  const side = args.includes("--side") ? args[args.indexOf("--side") + 1] : "both";
-  if (!args.includes("--no-torch") && side !== "ours") {
+  const side = o.str("--side");
+  if (!["ours", "diffusers", "both"].includes(side)) throw new Error(`bench sd15-step: --side is ours, diffusers or both, not '${side}'`);
+  if (!o.has("--no-torch") && side !== "ours") {
     // theirs first, in its own process, which returns all its memory when it exits (ours, once built, keeps what it
     // freed in the allocator until it exits); our engine has run no op yet, so its thread pool is idle
     theirs = memoryFor("diffusers", 12e9) ? runReference(resolution, info.threads, steps) : { error: "not started: memory short" };
@@ -138,8 +149,9 @@ export async function run(args: string[]): Promise<object> {
 }
 
 async function runWasm(args: string[], info: EngineInfo): Promise<object> {
-  const resolution = flag(args, "--resolution", 64);
-  const chunk = flag(args, "--chunk", 256);
+  const o = opts(args);
+  const resolution = o.has("--resolution") ? o.num("--resolution") : 64;
+  const chunk = o.num("--chunk");
   const t0 = performance.now();
   const unet = new UNet2DConditionModel(SD15_UNET, { shapeOnly: true });
   unet.trainable = false;
