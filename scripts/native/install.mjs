@@ -15,8 +15,11 @@
  *   status.json          what was installed, or why not (lib/engine reads it to explain the engine choice)
  *
  * Environment: CONTROLNET_TS_NATIVE = cpu | gpu | off (unset: the flavour installed before, else cpu, so a later
- * plain `npm install` keeps a GPU build); CONTROLNET_TS_CACHE_DIR (default
- * $XDG_CACHE_HOME/controlnet-ts or ~/.cache/controlnet-ts); CXX; PYTHON.
+ * plain `npm install` keeps a GPU build, and an opt-out: only `npm run install-native` or a value builds after one);
+ * CONTROLNET_TS_CACHE_DIR (default $XDG_CACHE_HOME/controlnet-ts or ~/.cache/controlnet-ts); CXX; PYTHON.
+ * Each cache entry's `.complete` records its files' sizes, checked before reuse: a damaged entry is rebuilt. The
+ * compiler and pip are needed only for what the cache lacks (a repair or a second install from a full cache needs
+ * neither).
  * As a postinstall it never fails the install: when the native engine cannot be built, wasm runs and status.json
  * says why and how to add native. `--strict` (used by `npm run install-native`) exits 1 instead.
  */
@@ -40,10 +43,12 @@ const nativeDir = process.env.CONTROLNET_TS_NATIVE_DIR ? path.resolve(process.en
 const strict = process.argv.includes("--strict");
 
 class Unavailable extends Error {
-  /** `fix`: the command that adds native once this is fixed, when it is not the plain install-native. */
-  constructor(message, fix) {
+  /** `fix`: the command that adds native once this is fixed, when it is not the plain install-native.
+   *  `cacheDirs`: cache entries at fault, which the fix deletes first. */
+  constructor(message, fix, cacheDirs) {
     super(message);
     this.fix = fix;
+    this.cacheDirs = cacheDirs;
   }
 }
 
@@ -53,23 +58,23 @@ function log(msg) {
 
 function run(cmd, args, opts = {}) {
   const r = spawnSync(cmd, args, { encoding: "utf8", maxBuffer: 64 * 1024 * 1024, ...opts });
-  return { ok: !r.error && r.status === 0, status: r.status, error: r.error, stdout: r.stdout ?? "", stderr: r.stderr ?? "" };
+  return { ok: !r.error && r.status === 0, status: r.status, signal: r.signal, error: r.error, stdout: r.stdout ?? "", stderr: r.stderr ?? "" };
 }
 
 function mustRun(what, cmd, args, opts) {
   const r = run(cmd, args, opts);
   if (!r.ok) {
-    const detail = (r.error?.message ?? r.stderr.trim().split("\n").slice(-3).join(" | ")) || `exit ${r.status}`;
+    const detail = (r.error?.message ?? r.stderr.trim().split("\n").slice(-3).join(" | ")) || (r.signal ? `killed by ${r.signal}` : `exit ${r.status}`);
     throw new Unavailable(`${what} failed (${cmd} ${args.slice(0, 3).join(" ")} …): ${detail}`);
   }
   return r;
 }
 
 /** The flavour to build: the variable's, else what is installed (a plain `npm install` must not turn a GPU build
- *  into the CPU one), else cpu; null for the opt-out. */
+ *  into the CPU one; a broken one's status keeps its flavour as `flavourBefore`), else cpu; null for the opt-out. */
 function flavourFromEnv(prev) {
   const v = (process.env.CONTROLNET_TS_NATIVE ?? "").trim().toLowerCase();
-  if (["", "1", "on", "true"].includes(v)) return prev?.ok && prev.flavour === "gpu" ? "gpu" : "cpu";
+  if (["", "1", "on", "true"].includes(v)) return installedFlavour(prev) === "gpu" ? "gpu" : "cpu";
   if (v === "cpu") return "cpu";
   if (v === "gpu") return "gpu";
   if (["0", "off", "false", "no", "skip", "wasm"].includes(v)) return null;
@@ -85,6 +90,34 @@ function checkPlatform() {
   if (!glibc) throw new Unavailable("the native engine needs glibc (TensorFlow's wheels are manylinux; musl is not supported)");
   const [maj, min] = glibc.split(".").map(Number);
   if (maj < 2 || (maj === 2 && min < 27)) throw new Unavailable(`TensorFlow ${TENSORFLOW_VERSION}'s wheel needs glibc ≥ 2.27 (found ${glibc})`);
+}
+
+/** The flavour of the engine installed before (also one found broken by a failed install since). */
+function installedFlavour(prev) {
+  return prev?.ok ? prev.flavour : prev?.flavourBefore;
+}
+
+/** The opt-out recorded by an earlier install ("skipped: CONTROLNET_TS_NATIVE=<value> at install"), else null. */
+function earlierOptOut(prev) {
+  return prev && !prev.ok && /^skipped: CONTROLNET_TS_NATIVE=/.test(prev.reason ?? "") ? prev.reason : null;
+}
+
+/** `f()` once, when first asked for (its Unavailable too): the compiler and pip are looked for only when needed. */
+function lazily(f) {
+  let result;
+  const get = () => {
+    result ??= (() => {
+      try {
+        return { value: f() };
+      } catch (err) {
+        return { err };
+      }
+    })();
+    if (result.err) throw result.err;
+    return result.value;
+  };
+  get.found = () => result?.value ?? null;
+  return get;
 }
 
 function findCompiler() {
@@ -113,21 +146,174 @@ function makeDir(dir) {
   for (const d of missing) fs.mkdirSync(d);
 }
 
-/** Builds `dir` through `build(tmp)` in a sibling temporary folder renamed into place, so a crash leaves no half entry. */
-function cached(dir, build) {
-  if (fs.existsSync(path.join(dir, ".complete"))) return dir;
+/**
+ * The cache. Each entry's `.complete` marker records the size of every file in it (and every symlink's target), and
+ * an entry is reused only when they still match; else it is rebuilt as on a miss. Sizes, not hashes: what happens
+ * to a local cache — a file deleted, a copy or an extraction cut short, a full disk — changes sizes, which a stat
+ * sees (the GPU entry's 28,846 files: ~0.5 s). A SHA-256 would also see same-size corruption, but it costs a full
+ * read on every install: ~1.3 s for the CPU entry's 850 MB here and ~10 s for the GPU entry's 3.5 GB, where reuse
+ * is meant to take seconds. Markers of earlier installs (a date only) are checked once by their required files and
+ * the ELF structure of their libraries (a cut-short one ends before its section headers), then given the sizes.
+ */
+const OK = null;
+const ABSENT = "absent";
+const entryStates = new Map();
+
+/** OK, ABSENT (never built), or what is wrong with the entry (one phrase); `fresh` ignores this run's earlier answer. */
+function entryState(dir, required = [], fresh = false) {
+  if (!fresh && entryStates.has(dir)) return entryStates.get(dir);
+  const state = checkEntry(dir, required);
+  entryStates.set(dir, state);
+  return state;
+}
+
+function checkEntry(dir, required) {
+  const marker = path.join(dir, ".complete");
+  let text;
+  try {
+    text = fs.readFileSync(marker, "utf8");
+  } catch {
+    return ABSENT;
+  }
+  let manifest = null;
+  try {
+    manifest = JSON.parse(text);
+  } catch {
+    // an earlier installer's marker (a date)
+  }
+  if (manifest?.files) {
+    for (const [rel, size] of Object.entries(manifest.files)) {
+      let st;
+      try {
+        st = fs.lstatSync(path.join(dir, rel));
+      } catch {
+        return `${rel} is missing`;
+      }
+      if (!st.isFile()) return `${rel} is no longer a file`;
+      if (st.size !== size) return `${rel} is ${st.size} bytes, ${size} when cached`;
+    }
+    for (const [rel, target] of Object.entries(manifest.links ?? {})) {
+      let now;
+      try {
+        now = fs.readlinkSync(path.join(dir, rel));
+      } catch {
+        return `${rel} is missing`;
+      }
+      if (now !== target) return `${rel} points to ${now}, ${target} when cached`;
+    }
+  }
+  for (const rel of required) {
+    const file = path.join(dir, rel);
+    if (!fs.existsSync(file)) return `${rel} is missing`;
+    if (fs.statSync(file).isFile() && fs.statSync(file).size === 0) return `${rel} is empty`;
+  }
+  if (!manifest?.files) {
+    const contents = entryContents(dir);
+    for (const [rel, size] of Object.entries(contents.files)) {
+      const problem = isLibrary(rel) ? elfProblem(path.join(dir, rel), size) : null;
+      if (problem) return `${rel} ${problem}`;
+    }
+    // it holds up: record its sizes, so from now on it is checked as a new one (written beside and renamed, which
+    // never writes into a file another cache copy may share through a hard link); a read-only cache stays as it is
+    try {
+      writeManifest(dir, contents, text.trim());
+    } catch {
+      // checked again next time
+    }
+  }
+  return OK;
+}
+
+/** Every file (size) and symlink (target) under `dir`, by relative path; the marker itself is not part of it. */
+function entryContents(dir) {
+  const files = {};
+  const links = {};
+  const walk = (rel) => {
+    for (const e of fs.readdirSync(path.join(dir, rel), { withFileTypes: true })) {
+      const r = rel ? `${rel}/${e.name}` : e.name;
+      if (!rel && e.name.startsWith(".complete")) continue;
+      if (e.isDirectory()) walk(r);
+      else if (e.isSymbolicLink()) links[r] = fs.readlinkSync(path.join(dir, r));
+      else files[r] = fs.lstatSync(path.join(dir, r)).size;
+    }
+  };
+  walk("");
+  return { files, links };
+}
+
+function writeManifest(dir, contents, completed = new Date().toISOString()) {
+  const marker = path.join(dir, ".complete");
+  fs.writeFileSync(`${marker}.tmp-${process.pid}`, JSON.stringify({ completed, ...contents }) + "\n");
+  fs.renameSync(`${marker}.tmp-${process.pid}`, marker);
+}
+
+function isLibrary(rel) {
+  return /\.so(\.[\d.]+)?$|\.node$/.test(rel);
+}
+
+/** Why a 64-bit ELF file cannot be whole (it ends before its headers or segments), else null; not judged: not ELF. */
+function elfProblem(file, size) {
+  if (size === 0) return "is empty";
+  const fd = fs.openSync(file, "r");
+  try {
+    const h = Buffer.alloc(64);
+    if (fs.readSync(fd, h, 0, 64, 0) < 64 || h.readUInt32BE(0) !== 0x7f454c46 || h[4] !== 2 || h[5] !== 1) return null;
+    const phoff = Number(h.readBigUInt64LE(0x20));
+    const shoff = Number(h.readBigUInt64LE(0x28));
+    const [phentsize, phnum, shentsize, shnum] = [0x36, 0x38, 0x3a, 0x3c].map((o) => h.readUInt16LE(o));
+    let end = Math.max(phoff + phnum * phentsize, shnum ? shoff + shnum * shentsize : 0);
+    if (phoff + phnum * phentsize <= size && phentsize >= 40 && phnum * phentsize <= 1 << 20) {
+      const ph = Buffer.alloc(phnum * phentsize);
+      fs.readSync(fd, ph, 0, ph.length, phoff);
+      for (let i = 0; i < phnum; i++) {
+        end = Math.max(end, Number(ph.readBigUInt64LE(i * phentsize + 8) + ph.readBigUInt64LE(i * phentsize + 32)));
+      }
+    }
+    return end > size ? `is cut short: ${size} bytes, its headers reach ${end}` : null;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * A cache entry: `dir` when it checks out, else built through `build(tmp)` in a sibling temporary folder renamed into
+ * place (a crash leaves no half entry); `required` are the files the entry must hold. A damaged entry is rebuilt.
+ */
+function cached(dir, required, build) {
+  const state = entryState(dir, required);
+  if (state === OK) return dir;
+  if (state !== ABSENT) log(`the cache entry ${dir} is damaged (${state}); rebuilding it`);
   const tmp = `${dir}.tmp-${process.pid}`;
   fs.rmSync(tmp, { recursive: true, force: true });
   makeDir(tmp);
   try {
     build(tmp);
-    fs.writeFileSync(path.join(tmp, ".complete"), new Date().toISOString() + "\n");
+    for (const rel of required) {
+      if (!fs.existsSync(path.join(tmp, rel))) throw new Unavailable(`building the cache entry ${path.basename(dir)} left no ${rel}`);
+    }
+    writeManifest(tmp, entryContents(tmp));
     fs.rmSync(dir, { recursive: true, force: true });
     fs.renameSync(tmp, dir);
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
+  entryStates.set(dir, OK);
   return dir;
+}
+
+/**
+ * The tool a cache entry's build needs, looked for before any download or build starts (so a missing compiler is
+ * said before a 270 MB download, as when the tools were looked for first), and only when the entry is not usable.
+ */
+function needFor(dir, required, tool) {
+  const state = entryState(dir, required);
+  if (state === OK) return;
+  try {
+    tool();
+  } catch (err) {
+    if (state === ABSENT || !(err instanceof Unavailable)) throw err;
+    throw new Unavailable(`the cache entry ${dir} is damaged (${state}) and cannot be rebuilt here: ${err.message}`);
+  }
 }
 
 /** The C headers the addon includes (tensorflow/c, the ctstring headers, and xla/tsl/c which 2.21's tf_status.h uses). */
@@ -154,10 +340,16 @@ function extractFromWheel(python, wheel, prefixes, dest) {
   mustRun("extracting TensorFlow's wheel", python, ["-c", code, wheel, dest, ...prefixes]);
 }
 
+function tensorflowDir(flavour) {
+  return path.join(cacheRoot(), "native", `tensorflow-${flavour}-${TENSORFLOW_VERSION}`);
+}
+const TENSORFLOW_REQUIRED = [...LIBRARIES.map((l) => `tensorflow/${l}`), "tensorflow/include/tensorflow/c/c_api.h"];
+
 /** TensorFlow's C library and headers from PyPI: tensorflow-cpu (CPU) or tensorflow[and-cuda] (GPU, with CUDA 12 wheels). */
-function tensorflowLibraries(python, flavour) {
-  const dir = path.join(cacheRoot(), "native", `tensorflow-${flavour}-${TENSORFLOW_VERSION}`);
-  return cached(dir, (tmp) => {
+function tensorflowLibraries(pip, flavour) {
+  const dir = tensorflowDir(flavour);
+  return cached(dir, TENSORFLOW_REQUIRED, (tmp) => {
+    const python = pip();
     if (flavour === "cpu") {
       log(`downloading tensorflow-cpu==${TENSORFLOW_VERSION} from PyPI (≈270 MB, once; cached in ${dir})`);
       const dl = path.join(tmp, "download");
@@ -189,7 +381,8 @@ function tensorflowLibraries(python, flavour) {
 /** tfjs-node's package from the npm registry, unpacked (its install script is never run). */
 function tfjsNodePackage() {
   const dir = path.join(cacheRoot(), "native", `tfjs-node-${TFJS_NODE_VERSION}`);
-  return cached(dir, (tmp) => {
+  const required = ["package/package.json", "package/binding/tfjs_backend.cc", "package/binding/tfjs_binding.cc", "package/dist/nodejs_kernel_backend.js", "package/dist/register_all_kernels.js"];
+  return cached(dir, required, (tmp) => {
     const npm = process.env.npm_execpath
       ? [process.execPath, [process.env.npm_execpath]]
       : ["npm", []];
@@ -207,16 +400,47 @@ function nodeApiInclude() {
   return found;
 }
 
+const ADDON_PREFIX = `addon-tfjs-node-${TFJS_NODE_VERSION}-tf-${TENSORFLOW_VERSION}-napi${NAPI_VERSION}-`;
+const ADDON_REQUIRED = ["tfjs_binding.node"];
+
+/**
+ * The cache entry of tfjs-node's addon: keyed by the compiler found (a different compiler builds its own). With no
+ * compiler, a build this cache holds is used as it is (e.g. g++ removed since; the smoke test loads it), the newest
+ * if several; with neither, the missing compiler is the reason.
+ */
+function addonDir(cxx) {
+  let compiler = null;
+  try {
+    compiler = cxx();
+  } catch (err) {
+    if (!(err instanceof Unavailable)) throw err;
+  }
+  if (compiler) {
+    const compilerId = run(compiler, ["--version"]).stdout.split("\n")[0].replace(/[^\w.-]+/g, "_").slice(0, 60);
+    return path.join(cacheRoot(), "native", `${ADDON_PREFIX}${compilerId}`);
+  }
+  const nativeCache = path.join(cacheRoot(), "native");
+  const entries = (fs.existsSync(nativeCache) ? fs.readdirSync(nativeCache) : [])
+    .filter((n) => n.startsWith(ADDON_PREFIX) && !n.includes(".tmp-"))
+    .map((n) => path.join(nativeCache, n));
+  const builds = entries
+    .filter((d) => entryState(d, ADDON_REQUIRED) === OK)
+    .sort((a, b) => fs.statSync(path.join(b, ".complete")).mtimeMs - fs.statSync(path.join(a, ".complete")).mtimeMs);
+  if (builds.length) return builds[0];
+  // none usable: the missing compiler is the reason (naming a damaged build it would have used)
+  const damaged = entries.find((d) => entryState(d, ADDON_REQUIRED) !== ABSENT);
+  if (damaged) needFor(damaged, ADDON_REQUIRED, cxx);
+  return cxx();
+}
+
 /** Compiles tfjs-node's addon source, unchanged, against TensorFlow's C API (a cached build per version pair). */
-function buildAddon(cxx, tfDir, pkgDir) {
-  const compilerId = run(cxx, ["--version"]).stdout.split("\n")[0].replace(/[^\w.-]+/g, "_").slice(0, 60);
-  const dir = path.join(cacheRoot(), "native", `addon-tfjs-node-${TFJS_NODE_VERSION}-tf-${TENSORFLOW_VERSION}-napi${NAPI_VERSION}-${compilerId}`);
-  return cached(dir, (tmp) => {
-    log(`compiling tfjs-node's addon against TensorFlow ${TENSORFLOW_VERSION}'s C API with ${cxx} (≈30 s, once)`);
+function buildAddon(cxx, dir, tfDir, pkgDir) {
+  return cached(dir, ADDON_REQUIRED, (tmp) => {
+    log(`compiling tfjs-node's addon against TensorFlow ${TENSORFLOW_VERSION}'s C API with ${cxx()} (≈30 s, once)`);
     const src = path.join(pkgDir, "package", "binding");
     const libDir = path.join(tfDir, "tensorflow");
     const include = path.join(libDir, "include");
-    mustRun("compiling the addon", cxx, [
+    mustRun("compiling the addon", cxx(), [
       "-std=c++17", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-w",
       `-DNAPI_VERSION=${NAPI_VERSION}`, "-DNODE_ADDON_API_DISABLE_DEPRECATED",
       "-I", nodeApiInclude(), "-I", include, "-I", path.join(pkgDir, "package"),
@@ -238,7 +462,7 @@ function buildAddon(cxx, tfDir, pkgDir) {
 function buildCollective(cxx, tfDir) {
   const hash = sourceHash(path.join(root, "native", "collective", "collective.cc"));
   const dir = path.join(cacheRoot(), "native", `collective-${hash}-tf-${TENSORFLOW_VERSION}`);
-  return cached(dir, (tmp) => {
+  return cached(dir, ["collective/collective.node"], (tmp) => {
     log("compiling the collective-ops addon (data-parallel training) against the same library (≈20 s, once)");
     const tf = fs.realpathSync(path.join(tfDir, "tensorflow"));
     fs.mkdirSync(path.join(tmp, "tensorflow"));
@@ -246,7 +470,7 @@ function buildCollective(cxx, tfDir) {
     mustRun("compiling the collective-ops addon", process.execPath, [
       path.join(root, "scripts", "native", "build-collective.mjs"), "--include", path.join(tf, "include"),
       "--lib", path.join(tmp, "tensorflow", "lib"), "--out", path.join(tmp, "collective", "collective.node"),
-    ], { env: { ...process.env, CXX: cxx } });
+    ], { env: { ...process.env, CXX: cxx() } });
   });
 }
 
@@ -258,7 +482,7 @@ function buildCollective(cxx, tfDir) {
  */
 function buildPlainAddon(cxx, name, extra = []) {
   const src = path.join(root, "native", name, `${name}.cc`);
-  return cached(path.join(cacheRoot(), "native", `${name}-${sourceHash(src)}`), (tmp) => {
+  return cached(path.join(cacheRoot(), "native", `${name}-${sourceHash(src)}`), [`${name}.node`], (tmp) => {
     log(`compiling the ${name} addon (≈2 s, once)`);
     compileOurAddon(cxx, name.replace(/-/g, "_"), src, path.join(tmp, `${name}.node`), extra);
   });
@@ -273,7 +497,7 @@ function buildFused(cxx, tfDir) {
   const dir = path.join(root, "native", "fused");
   const src = path.join(dir, "fused.cc");
   const hash = sourceHash(...fs.readdirSync(dir).sort().map((f) => path.join(dir, f)));
-  return cached(path.join(cacheRoot(), "native", `fused-${hash}-tf-${TENSORFLOW_VERSION}`), (tmp) => {
+  return cached(path.join(cacheRoot(), "native", `fused-${hash}-tf-${TENSORFLOW_VERSION}`), ["fused.node"], (tmp) => {
     log("compiling the fused-kernels addon against the same library (≈15 s, once)");
     const tf = fs.realpathSync(path.join(tfDir, "tensorflow"));
     compileOurAddon(cxx, "fused", src, path.join(tmp, "fused.node"), [
@@ -286,7 +510,7 @@ function buildFused(cxx, tfDir) {
 
 /** One N-API addon of ours from one source file (the engine's own addon is tfjs-node's, built by buildAddon). */
 function compileOurAddon(cxx, moduleName, src, out, extra = []) {
-  mustRun(`compiling the ${moduleName.replace("_", "-")} addon`, cxx, [
+  mustRun(`compiling the ${moduleName.replace("_", "-")} addon`, cxx(), [
     "-std=c++17", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", `-DNODE_GYP_MODULE_NAME=${moduleName}`,
     `-DNAPI_VERSION=${NAPI_VERSION}`, "-I", nodeApiInclude(), src, "-o", out, ...extra,
   ]);
@@ -333,8 +557,8 @@ function linkFile(a, b) {
   }
 }
 
-function assemble(flavour, tfDir, pkgDir, addonDir, ours) {
-  const tmp = `${nativeDir}.tmp-${process.pid}`;
+/** Lays the engine out in `tmp` (the caller removes it whatever happens). */
+function assemble(tmp, flavour, tfDir, pkgDir, addonDir, ours) {
   fs.rmSync(tmp, { recursive: true, force: true });
   const tfSrc = fs.realpathSync(path.join(tfDir, "tensorflow"));
   linkTree(path.join(tfSrc, "include"), path.join(tmp, "tensorflow", "include"));
@@ -355,7 +579,42 @@ function assemble(flavour, tfDir, pkgDir, addonDir, ours) {
     fs.mkdirSync(path.join(tmp, name));
     fs.copyFileSync(path.join(dir, file), path.join(tmp, name, path.basename(file)));
   }
-  return tmp;
+}
+
+/** The files a working install needs (load.ts loads them); their sizes land in status.json as `files`. */
+function neededFiles(flavour) {
+  return [
+    ...LIBRARIES.map((l) => `tensorflow/lib/${l}`),
+    `tfjs-node/lib/napi-v${NAPI_VERSION}/tfjs_binding.node`,
+    "tfjs-node/package.json",
+    "tfjs-node/dist/nodejs_kernel_backend.js",
+    "tfjs-node/dist/register_all_kernels.js",
+    ...(flavour === "gpu" ? ["tensorflow/nvidia"] : []),
+  ];
+}
+
+function fileSizes(dir, rels) {
+  return Object.fromEntries(rels.filter((r) => fs.statSync(path.join(dir, r)).isFile()).map((r) => [r, fs.statSync(path.join(dir, r)).size]));
+}
+
+/** What is wrong with the engine an earlier install left in `dir` (status `prev`), or null when its files are whole. */
+function installedProblem(dir, prev) {
+  for (const rel of neededFiles(prev.flavour)) {
+    let st;
+    try {
+      st = fs.statSync(path.join(dir, rel));
+    } catch {
+      return `${rel} is missing`;
+    }
+    const recorded = prev.files?.[rel];
+    if (recorded !== undefined) {
+      if (st.size !== recorded) return `${rel} is ${st.size} bytes, ${recorded} when installed`;
+    } else if (st.isFile() && isLibrary(rel)) {
+      const problem = elfProblem(path.join(dir, rel), st.size);
+      if (problem) return `${rel} ${problem}`;
+    }
+  }
+  return null;
 }
 
 /**
@@ -369,13 +628,20 @@ function linkRuntimeDependencies(nativeRoot) {
   fs.symlinkSync(path.relative(nativeRoot, modules), path.join(nativeRoot, "node_modules"));
 }
 
-/** Loads the assembled engine in a child process (a broken library must not take this script down). */
-function smokeTest(dir) {
+/** Loads the assembled engine in a child process (a broken library must not take this script down); `sources`: the
+ *  cache entries its libraries and addon come from, which the fix deletes when the child dies of SIGBUS. */
+function smokeTest(dir, sources) {
   const r = run(process.execPath, ["--import", "tsx", path.join(root, "scripts", "native", "smoke.ts")], {
     cwd: root,
     env: { ...process.env, CONTROLNET_TS_NATIVE_DIR: dir, CONTROLNET_TS_BACKEND: "node" },
     timeout: 120_000,
   });
+  if (r.error?.code === "ETIMEDOUT") throw new Unavailable("the built engine failed to load: it did not finish in 120 s");
+  if (r.signal) {
+    // SIGBUS: a mapped library shorter than it was (one cut short after the cache's check); else no cache to blame
+    const blame = r.signal === "SIGBUS" ? sources : undefined;
+    throw new Unavailable(`the built engine failed to load: killed by ${r.signal}${blame ? " (a damaged library in the cache)" : ""}`, undefined, blame);
+  }
   if (!r.ok) {
     const lines = r.stderr.split("\n").map((l) => l.trim()).filter(Boolean);
     const line = (lines.find((l) => /^(\w*Error|Error)\b/.test(l)) ?? lines.pop() ?? r.error?.message ?? `exit ${r.status}`).slice(0, 300);
@@ -393,9 +659,32 @@ function writeStatus(dir, status) {
 
 function swapInto(tmp) {
   const old = `${nativeDir}.old-${process.pid}`;
-  if (fs.existsSync(nativeDir)) fs.renameSync(nativeDir, old);
-  fs.renameSync(tmp, nativeDir);
+  const had = fs.existsSync(nativeDir);
+  if (had) fs.renameSync(nativeDir, old);
+  try {
+    fs.renameSync(tmp, nativeDir);
+  } catch (err) {
+    if (had) fs.renameSync(old, nativeDir);
+    throw err;
+  }
   fs.rmSync(old, { recursive: true, force: true });
+}
+
+/** A path for a shell command line, quoted when it needs to be. */
+function shellPath(p) {
+  return /^[\w@%+=:,./-]+$/.test(p) ? p : `'${p.replace(/'/g, "'\\''")}'`;
+}
+
+/** The cache entry (folder) an fs error's paths point into, when that entry no longer checks out; else null. */
+function damagedEntryOf(err) {
+  const nativeCache = path.join(cacheRoot(), "native") + path.sep;
+  for (const p of [err?.path, err?.dest]) {
+    if (typeof p !== "string" || !path.resolve(p).startsWith(nativeCache)) continue;
+    const entry = path.join(nativeCache, path.resolve(p).slice(nativeCache.length).split(path.sep)[0]);
+    const state = entryState(entry, [], true);
+    if (state !== OK && state !== ABSENT) return { entry, state };
+  }
+  return null;
 }
 
 function main() {
@@ -406,68 +695,97 @@ function main() {
   if (process.env.npm_command === "exec" && prev && !process.env.CONTROLNET_TS_NATIVE) {
     return 0;
   }
+  const given = (process.env.CONTROLNET_TS_NATIVE ?? "").trim();
+  // An earlier install's opt-out holds for a plain `npm install` too; `npm run install-native` (--strict) or a value
+  // of the variable builds.
+  const optOut = earlierOptOut(prev);
+  if (optOut && !given && !strict) {
+    log(`skipped (${optOut.replace(/^skipped: /, "")}, kept by a plain install); the wasm engine runs; add native with: ${prev.fix ?? `CONTROLNET_TS_NATIVE=cpu ${FIX_COMMAND}`}`);
+    return 0;
+  }
   let flavour;
+  const tmp = `${nativeDir}.tmp-${process.pid}`;
   try {
     flavour = flavourFromEnv(prev);
     if (flavour === null) {
-      writeStatus(nativeDir, { ok: false, reason: "skipped: CONTROLNET_TS_NATIVE=off at install", fix: `CONTROLNET_TS_NATIVE=cpu ${FIX_COMMAND}` });
-      log("skipped (CONTROLNET_TS_NATIVE=off); the wasm engine runs");
+      writeStatus(nativeDir, { ok: false, reason: `skipped: CONTROLNET_TS_NATIVE=${given} at install`, fix: `CONTROLNET_TS_NATIVE=cpu ${FIX_COMMAND}` });
+      log(`skipped (CONTROLNET_TS_NATIVE=${given}); the wasm engine runs`);
       return 0;
     }
-    const kept = !process.env.CONTROLNET_TS_NATIVE && prev?.ok && prev.flavour === flavour ? ", as installed before" : "";
+    const kept = !given && installedFlavour(prev) === flavour ? ", as installed before" : "";
     log(`the ${flavour.toUpperCase()} build of TensorFlow ${TENSORFLOW_VERSION}${kept} (CONTROLNET_TS_NATIVE=cpu|gpu|off chooses)`);
     checkPlatform();
-    const cxx = findCompiler();
-    const python = findPip();
-    const tfDir = tensorflowLibraries(python, flavour);
+    // The compiler and pip are needed only for what the cache lacks, and are looked for before anything is built.
+    const cxx = lazily(findCompiler);
+    const pip = lazily(findPip);
+    const addon = addonDir(cxx);
+    needFor(addon, ADDON_REQUIRED, cxx);
+    needFor(tensorflowDir(flavour), TENSORFLOW_REQUIRED, pip);
+    const tfDir = tensorflowLibraries(pip, flavour);
     const pkgDir = tfjsNodePackage();
-    const addonDir = buildAddon(cxx, tfDir, pkgDir);
+    buildAddon(cxx, addon, tfDir, pkgDir);
     const collective = optionalAddon(() => buildCollective(cxx, tfDir), "the collective-ops addon (multi-process training) was not built");
     const hostMemory = optionalAddon(() => buildPlainAddon(cxx, "host-memory"), "the host-memory addon was not built (TensorFlow keeps its own memory pool)");
     const fused = optionalAddon(() => buildFused(cxx, tfDir), "the fused-kernels addon was not built (attention and GroupNorm run as TensorFlow's ops)");
     const signals = optionalAddon(() => buildPlainAddon(cxx, "signals", ["-pthread"]), "the signals addon was not built (a signal during a TensorFlow op may corrupt memory)");
-    const tmp = assemble(flavour, tfDir, pkgDir, addonDir, [
-      ["collective", "collective/collective.node", collective.dir],
-      ["host-memory", "host-memory.node", hostMemory.dir],
-      ["fused", "fused.node", fused.dir],
-      ["signals", "signals.node", signals.dir],
-    ]);
-    let smoke;
+    // one place removes the temporary engine whatever fails (assembling, the smoke test, the swap)
     try {
-      smoke = smokeTest(tmp);
-    } catch (err) {
+      assemble(tmp, flavour, tfDir, pkgDir, addon, [
+        ["collective", "collective/collective.node", collective.dir],
+        ["host-memory", "host-memory.node", hostMemory.dir],
+        ["fused", "fused.node", fused.dir],
+        ["signals", "signals.node", signals.dir],
+      ]);
+      const smoke = smokeTest(tmp, [tfDir, addon]);
+      writeStatus(tmp, {
+        ok: true,
+        flavour,
+        tensorflow: TENSORFLOW_VERSION,
+        tfjsNode: TFJS_NODE_VERSION,
+        compiler: cxx.found() ?? `none found (the cached build in ${addon})`,
+        cache: cacheRoot(),
+        gpuDevice: smoke.gpu,
+        collective: collective.status,
+        hostMemory: hostMemory.status,
+        fusedKernels: fused.status,
+        signals: signals.status,
+        files: fileSizes(tmp, neededFiles(flavour)),
+        installedAt: new Date().toISOString(),
+      });
+      swapInto(tmp);
+    } finally {
       fs.rmSync(tmp, { recursive: true, force: true });
-      throw err;
     }
-    writeStatus(tmp, {
-      ok: true,
-      flavour,
-      tensorflow: TENSORFLOW_VERSION,
-      tfjsNode: TFJS_NODE_VERSION,
-      compiler: cxx,
-      cache: cacheRoot(),
-      gpuDevice: smoke.gpu,
-      collective: collective.status,
-      hostMemory: hostMemory.status,
-      fusedKernels: fused.status,
-      signals: signals.status,
-      installedAt: new Date().toISOString(),
-    });
-    swapInto(tmp);
     log(`installed (TensorFlow ${TENSORFLOW_VERSION} ${flavour}, ${((Date.now() - started) / 1000).toFixed(0)} s) in ${nativeDir}`);
     return 0;
   } catch (err) {
     // Anything else (an unwritable cache, a full disk) is also a reason to run on wasm, never a failed `npm install`.
-    const reason = err instanceof Unavailable ? err.message : `unexpected error: ${err?.message ?? err}`;
-    const fix = err?.fix ?? (flavour === "gpu" ? `CONTROLNET_TS_NATIVE=gpu ${FIX_COMMAND}` : FIX_COMMAND);
-    // A previous working install stays usable; only a missing one records the reason.
+    let reason = err instanceof Unavailable ? err.message : `unexpected error: ${err?.message ?? err}`;
+    let cacheDirs = err?.cacheDirs;
+    const damaged = err instanceof Unavailable ? null : damagedEntryOf(err);
+    if (damaged) {
+      reason = `the cache entry ${damaged.entry} is damaged (${damaged.state}): ${reason}`;
+      cacheDirs = [damaged.entry];
+    }
+    const install = flavour === "gpu" ? `CONTROLNET_TS_NATIVE=gpu ${FIX_COMMAND}` : FIX_COMMAND;
+    // a failure a cache entry causes: the fix deletes it, and the install builds it again
+    const fix = err?.fix ?? (cacheDirs?.length ? `rm -rf ${cacheDirs.map(shellPath).join(" ")} && ${install}` : install);
+    // A previous working install stays usable; only a missing or broken one records the reason.
+    const broken = prev?.ok ? installedProblem(nativeDir, prev) : null;
     try {
-      if (!prev?.ok) writeStatus(nativeDir, { ok: false, reason, fix });
+      if (!prev?.ok) {
+        const flavourBefore = installedFlavour(prev);
+        writeStatus(nativeDir, { ok: false, reason, fix, ...(flavourBefore ? { flavourBefore } : {}) });
+      } else if (broken) {
+        writeStatus(nativeDir, { ok: false, reason: `${reason}; the engine installed before is broken (${broken})`, fix, flavourBefore: prev.flavour });
+      }
     } catch (e) {
       log(`could not record the reason in ${nativeDir} (${e.message})`);
     }
     log(`not installed: ${reason}`);
-    log(prev?.ok ? `the previously installed native engine stays in ${nativeDir}` : `the wasm engine runs; once fixed, add native with: ${fix}`);
+    if (prev?.ok && !broken) log(`the previously installed native engine stays in ${nativeDir}`);
+    else if (broken) log(`the native engine installed before in ${nativeDir} is broken (${broken}); the wasm engine runs; once fixed, repair it with: ${fix}`);
+    else log(`the wasm engine runs; once fixed, add native with: ${fix}`);
     return strict ? 1 : 0;
   }
 }
