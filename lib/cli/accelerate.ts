@@ -392,6 +392,12 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
   }
-  process.stdout.write(USAGE);
-  return command === undefined || command === "--help" || command === "-h" ? 0 : 2;
+  // accelerate_cli.py: no command prints the help and exits 1 (`if not hasattr(args, "func"): parser.print_help();
+  // exit(1)`); -h/--help prints it and exits 0; another word is argparse's error (stderr, exit 2)
+  if (command === undefined || command === "--help" || command === "-h") {
+    process.stdout.write(USAGE);
+    return command === undefined ? 1 : 0;
+  }
+  process.stderr.write(`${USAGE}controlnet-ts: error: accelerate: unknown command ${JSON.stringify(command)} (controlnet-ts has accelerate launch and accelerate config)\n`);
+  return 2;
 }

@@ -4,18 +4,21 @@
  * (`modelInfo`/`datasetInfo`, `listFiles`, `downloadFile`, `createRepo`, `uploadFiles`); this module adds the cache,
  * file selection, offline mode, integrity checks and error messages.
  *
- * Cache layout — the same as Python huggingface_hub's, so `scanCacheDir` and Python read it, and pointing
- * `HF_HUB_CACHE` at an existing Python cache reuses what Python already downloaded:
+ * Cache layout — the same as Python huggingface_hub's, so `scanCacheDir` and Python read it, and the default cache
+ * is Python's own (below), so what huggingface_hub/diffusers already downloaded is reused and vice versa:
  *   <cache>/<models|datasets>--<org>--<name>/
  *     refs/<revision>            the commit sha a branch/tag resolved to (last time we were online)
  *     blobs/<etag>               file contents (etag = sha256 for LFS files, else the git blob id)
  *     snapshots/<sha>/<path>     relative symlink to the blob (a copy where symlinks are not allowed)
  *     .trees/<sha>.json          our addition: the file listing of that commit, so a commit revision whose files
  *                                are all cached needs no request at all, and offline mode can tell a missing file
- *                                from one the repo does not have.
- * Cache directory: option `cacheDir`, else $CONTROLNET_TS_HUB_CACHE, else $HF_HUB_CACHE, else
- * ~/.cache/controlnet-ts/hub. Blobs are written to a temporary name, checked (size, sha256 of LFS files), fsynced
- * and renamed, so an interrupted download never leaves a corrupt file in the cache.
+ *                                from one the repo does not have (Python's tools ignore it).
+ * Blobs that Python's shared Xet store (`<cache>/blobs/xx/<hash>`) made symlinks are read through the symlink.
+ * Cache directory: option `cacheDir`, else $CONTROLNET_TS_HUB_CACHE, else huggingface_hub's constants.HF_HUB_CACHE:
+ * $HF_HUB_CACHE, else $HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub
+ * (~/.cache/huggingface/hub), with `~` and `$VAR` expanded as Python does. Blobs are written to a temporary name,
+ * checked (size, sha256 of LFS files), fsynced and renamed, so an interrupted download never leaves a corrupt file
+ * in the cache (and a Python process sharing the cache never sees a partial blob).
  *
  * Token: option `token`, else $HF_TOKEN (or $HUGGING_FACE_HUB_TOKEN), else the token file `hf auth login` /
  * `huggingface-cli login` saved — found as huggingface_hub finds it: $HF_TOKEN_PATH, else $HF_HOME/token, else
@@ -105,21 +108,38 @@ export function isHubOffline(opts: { offline?: boolean } = {}): boolean {
   return opts.offline ?? envFlag("HF_HUB_OFFLINE");
 }
 
-export function hubCacheDir(opts: { cacheDir?: string } = {}): string {
-  return path.resolve(
-    opts.cacheDir ?? process.env.CONTROLNET_TS_HUB_CACHE ?? process.env.HF_HUB_CACHE ?? path.join(os.homedir(), ".cache", "controlnet-ts", "hub"),
-  );
-}
-
 /** Python's os.path.expanduser for the leading `~`. */
 function expandUser(p: string): string {
   return p === "~" || p.startsWith("~/") ? path.join(os.homedir(), p.slice(1)) : p;
 }
 
+/** Python's posixpath.expandvars: `$NAME` / `${NAME}` of set variables replaced, others left as written. */
+function expandVars(p: string): string {
+  return p.includes("$")
+    ? p.replace(/\$(\w+|\{[^}]*\})/g, (m, name: string) => process.env[name.startsWith("{") ? name.slice(1, -1) : name] ?? m)
+    : p;
+}
+
+/** huggingface_hub's constants.HF_HOME: $HF_HOME, else $XDG_CACHE_HOME/huggingface, else ~/.cache/huggingface. */
+export function hfHome(): string {
+  return expandVars(expandUser(process.env.HF_HOME ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), ".cache"), "huggingface")));
+}
+
+/**
+ * The hub cache folder: the option, $CONTROLNET_TS_HUB_CACHE, else huggingface_hub's constants.HF_HUB_CACHE
+ * ($HF_HUB_CACHE, else the legacy $HUGGINGFACE_HUB_CACHE, else $HF_HOME/hub), so the models and datasets Python
+ * downloaded are reused.
+ */
+export function hubCacheDir(opts: { cacheDir?: string } = {}): string {
+  const python = process.env.HF_HUB_CACHE ?? process.env.HUGGINGFACE_HUB_CACHE;
+  return path.resolve(
+    opts.cacheDir ?? process.env.CONTROLNET_TS_HUB_CACHE ?? (python !== undefined ? expandVars(expandUser(python)) : path.join(hfHome(), "hub")),
+  );
+}
+
 /** Where huggingface_hub keeps the login token (constants.HF_TOKEN_PATH). */
 export function hfTokenPath(): string {
-  const hfHome = process.env.HF_HOME ?? path.join(process.env.XDG_CACHE_HOME ?? "~/.cache", "huggingface");
-  return expandUser(process.env.HF_TOKEN_PATH ?? path.join(hfHome, "token"));
+  return expandVars(expandUser(process.env.HF_TOKEN_PATH ?? path.join(hfHome(), "token")));
 }
 
 /** The token huggingface_hub's get_token() would use: the option, the environment, then the login token file. */

@@ -334,7 +334,7 @@ export function validateTrainArgs(a: TrainArgs): string[] {
     throw new ArgsError("Must provide either 1 `--validation_image`, 1 `--validation_prompt`, or the same number of `--validation_prompt`s and `--validation_image`s");
   }
   if (a.report_to === "wandb" && a.hub_token != null) {
-    throw new ArgsError("You cannot use both --report_to=wandb and --hub_token due to a security risk of exposing your token. Please use `huggingface-cli login` to authenticate with the Hub.");
+    throw new ArgsError("You cannot use both --report_to=wandb and --hub_token due to a security risk of exposing your token. Please use `hf auth login` to authenticate with the Hub.");
   }
   // Checks the script leaves to later failures (get_scheduler, the dataloader, range errors); made early and clear.
   const lrs = ["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"];
@@ -415,7 +415,14 @@ export function validateTrainingNumbers(o: Partial<Record<keyof TrainArgs, unkno
 
 /** The --help text. */
 export function trainArgsHelp(): string {
-  const lines = ["usage: train_controlnet --pretrained_model_name_or_path PATH (--dataset_name NAME | --train_data_dir DIR) [options]", "", "options:"];
+  const lines = [
+    "usage: train_controlnet --pretrained_model_name_or_path PATH (--dataset_name NAME | --train_data_dir DIR) [options]",
+    "",
+    "options:",
+    // argparse's own entry comes first
+    "  -h, --help",
+    "      show this help message and exit",
+  ];
   for (const a of TRAIN_ARG_SPECS) {
     const meta = a.type === "bool" ? "" : a.nargs === "+" ? ` ${a.name.toUpperCase()} [${a.name.toUpperCase()} ...]` : ` ${a.name.toUpperCase()}`;
     const def = a.type === "bool" || a.default === null ? "" : ` (default: ${a.default})`;
@@ -423,7 +430,7 @@ export function trainArgsHelp(): string {
     lines.push(`  --${a.name}${meta}`);
     lines.push(`      ${a.help}${def}${tags.length ? ` [${tags.join(", ")}]` : ""}`);
   }
-  return lines.join("\n");
+  return `${lines.join("\n")}\n`;
 }
 
 /** TrainArgs back to a command line (non-default values only; hub_token never included), for model cards and logs. */

@@ -91,9 +91,10 @@ function writeCard(dir: string, info: Omit<ModelCardInfo, "validation">, img: st
     `base_model: ${baseModel}`,
     "library_name: diffusers",
     "license: creativeml-openrail-m",
+    // ModelCardData's field order (inference before tags), as huggingface_hub's yaml dump of save_model_card's card
+    "inference: true",
     "tags:",
     ...["stable-diffusion", "stable-diffusion-diffusers", "text-to-image", "diffusers", "controlnet", "diffusers-training"].map((t) => `- ${t}`),
-    "inference: true",
     "---",
     "",
     "<!-- This model card has been generated automatically according to the information the training script had access to. You",
@@ -103,7 +104,9 @@ function writeCard(dir: string, info: Omit<ModelCardInfo, "validation">, img: st
     `# controlnet-${repoId}`,
     "",
     `These are controlnet weights trained on ${baseModel} with new type of conditioning.`,
+    // the script's model_description ends "{img_str}\n" and the template adds a blank line after it
     img,
+    "",
     "",
     "## Intended uses & limitations",
     "",

@@ -417,3 +417,44 @@ test("validation generates at the conditioning image's own size (as the pipeline
   const row = await rgbOf(path.join(out, "images_0.png"));
   assert.deepEqual([row.width, row.height], [128, 48]);
 });
+
+test("train_controlnet --help and -h: argparse's `-h, --help` entry first under options, the text ending in a newline, exit 0", () => {
+  for (const h of ["--help", "-h"]) {
+    const r = run(["train_controlnet", h]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^usage: train_controlnet /);
+    assert.match(r.stdout, /\noptions:\n {2}-h, --help\n {6}show this help message and exit\n {2}--pretrained_model_name_or_path /);
+    assert.match(r.stdout, /[^\n]\n$/);
+    assert.equal(r.stderr, "");
+  }
+});
+
+test("accelerate with no command: accelerate_cli's print_help() and exit(1); -h/--help exit 0; an unknown command is an error on stderr, exit 2", () => {
+  const none = run(["accelerate"]);
+  assert.equal(none.status, 1, none.stderr);
+  assert.match(none.stdout, /^usage: controlnet-ts accelerate launch /);
+  for (const h of ["--help", "-h"]) {
+    const r = run(["accelerate", h]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /^usage: controlnet-ts accelerate launch /);
+  }
+  const bad = run(["accelerate", "env"]);
+  assert.equal(bad.status, 2);
+  assert.equal(bad.stdout, "");
+  assert.match(bad.stderr, /^controlnet-ts: error: accelerate: unknown command "env" \(controlnet-ts has accelerate launch and accelerate config\)$/m);
+});
+
+test("the model card's metadata is in huggingface_hub's order (inference before tags): its start is save_model_card's byte for byte", async () => {
+  const { writeModelCardSync } = await import("../../lib/training/model-card.js");
+  const dir = tmp("card-order-");
+  writeModelCardSync(dir, { repoId: "me/cn", baseModel: "base/model", training: null });
+  // diffusers 0.42.1 save_model_card (load_or_create_model_card + populate_model_card, huggingface_hub 2.4's yaml dump),
+  // no validation images, up to its template's first TODO
+  const upstream = "---\nbase_model: base/model\nlibrary_name: diffusers\nlicense: creativeml-openrail-m\ninference: true\ntags:\n" +
+    "- stable-diffusion\n- stable-diffusion-diffusers\n- text-to-image\n- diffusers\n- controlnet\n- diffusers-training\n---\n\n" +
+    "<!-- This model card has been generated automatically according to the information the training script had access to. You\n" +
+    "should probably proofread and complete it, then remove this comment. -->\n\n\n# controlnet-me/cn\n\n" +
+    "These are controlnet weights trained on base/model with new type of conditioning.\n\n\n\n## Intended uses & limitations\n\n#### How to use\n\n```python\n";
+  const card = fs.readFileSync(path.join(dir, "README.md"), "utf8");
+  assert.equal(card.slice(0, upstream.length), upstream);
+});

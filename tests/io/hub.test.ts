@@ -9,7 +9,7 @@ import path from "node:path";
 import { after, before, beforeEach, describe, test } from "node:test";
 import { scanCacheDir } from "@huggingface/hub";
 import { loadModelFolder, loadPipelineFolder, pipelineComponent, saveModelFolder } from "../../lib/io/diffusers.js";
-import { HubError, createRepo, hfTokenPath, hubDownload, hubToken, parseRepoId, resolveModel, snapshotDownload, uploadFolder } from "../../lib/io/hub.js";
+import { HubError, createRepo, hfTokenPath, hubCacheDir, hubDownload, hubToken, parseRepoId, resolveModel, snapshotDownload, uploadFolder } from "../../lib/io/hub.js";
 import { writeSafetensors } from "../../lib/io/safetensors.js";
 import type { HostTensor } from "../../lib/io/safetensors.js";
 import { HubServer } from "./hub-server.js";
@@ -21,7 +21,7 @@ let n = 0;
 const newCache = () => path.join(root, `cache-${n++}`);
 
 // Tests must not see the developer's hub settings.
-for (const k of ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_HUB_CACHE", "CONTROLNET_TS_HUB_CACHE", "HF_TOKEN_PATH", "XDG_CACHE_HOME"]) delete process.env[k];
+for (const k of ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "CONTROLNET_TS_HUB_CACHE", "HF_TOKEN_PATH", "XDG_CACHE_HOME"]) delete process.env[k];
 // …nor the developer's login token file (huggingface_hub's $HF_HOME/token)
 process.env.HF_HOME = path.join(root, "hf-home");
 
@@ -367,6 +367,52 @@ describe("login token file and create_repo", () => {
     withEnv({ HF_HOME: path.join(root, "nobody"), HF_TOKEN_PATH: undefined }, () => assert.equal(hubToken(), undefined));
     fs.writeFileSync(explicit, "\n");
     withEnv({ HF_TOKEN_PATH: explicit }, () => assert.equal(hubToken(), undefined));
+  });
+
+  test("the default cache is huggingface_hub's HF_HUB_CACHE ($HF_HUB_CACHE, $HUGGINGFACE_HUB_CACHE, $HF_HOME/hub, $XDG_CACHE_HOME/huggingface/hub, ~/.cache/huggingface/hub), so Python's downloads are reused", () => {
+    const clear = { CONTROLNET_TS_HUB_CACHE: undefined, HF_HUB_CACHE: undefined, HUGGINGFACE_HUB_CACHE: undefined, HF_HOME: undefined, XDG_CACHE_HOME: undefined };
+    withEnv(clear, () => assert.equal(hubCacheDir(), path.join(os.homedir(), ".cache", "huggingface", "hub")));
+    withEnv({ ...clear, XDG_CACHE_HOME: "/x/cache" }, () => assert.equal(hubCacheDir(), "/x/cache/huggingface/hub"));
+    withEnv({ ...clear, XDG_CACHE_HOME: "/x/cache", HF_HOME: "/h/home" }, () => {
+      assert.equal(hubCacheDir(), "/h/home/hub");
+      assert.equal(hfTokenPath(), "/h/home/token"); // the same HF_HOME as the token
+    });
+    withEnv({ ...clear, HF_HOME: "~/hf", HUGGINGFACE_HUB_CACHE: "/legacy" }, () => assert.equal(hubCacheDir(), "/legacy"));
+    withEnv({ ...clear, HF_HOME: "~/hf" }, () => assert.equal(hubCacheDir(), path.join(os.homedir(), "hf", "hub")));
+    // expanded as Python's expanduser + expandvars; an unset variable stays as written
+    withEnv({ ...clear, HF_HOME: "/h", HF_HUB_CACHE: "$CN_TEST_ROOT/${CN_TEST_SUB}/$CN_TEST_UNSET", CN_TEST_ROOT: "/r", CN_TEST_SUB: "s", CN_TEST_UNSET: undefined }, () =>
+      assert.equal(hubCacheDir(), "/r/s/$CN_TEST_UNSET"));
+    withEnv({ ...clear, HF_HOME: "/h", HF_HUB_CACHE: "~/hc", HUGGINGFACE_HUB_CACHE: "/legacy" }, () => assert.equal(hubCacheDir(), path.join(os.homedir(), "hc")));
+    // ours first, then the option
+    withEnv({ ...clear, HF_HUB_CACHE: "/hc", CONTROLNET_TS_HUB_CACHE: "/ours" }, () => {
+      assert.equal(hubCacheDir(), "/ours");
+      assert.equal(hubCacheDir({ cacheDir: "/opt" }), "/opt");
+    });
+  });
+
+  test("a cache Python's huggingface_hub filled under $HF_HOME/hub is used as is (offline: no request)", async () => {
+    const home = path.join(root, "py-home");
+    const sha = "0123456789abcdef0123456789abcdef01234567";
+    const repo = path.join(home, "hub", "models--org--py-cn");
+    const blob = path.join(repo, "blobs", "d7edf6bd2a681fb0175f7735299831ee1b22b812");
+    fs.mkdirSync(path.dirname(blob), { recursive: true });
+    fs.writeFileSync(blob, JSON.stringify({ _class_name: "ControlNetModel" }));
+    fs.mkdirSync(path.join(repo, "snapshots", sha), { recursive: true });
+    fs.symlinkSync(path.join("..", "..", "blobs", path.basename(blob)), path.join(repo, "snapshots", sha, "config.json"));
+    fs.mkdirSync(path.join(repo, "refs"));
+    fs.writeFileSync(path.join(repo, "refs", "main"), sha);
+    const before = server.requests.length;
+    const saved = { HF_HOME: process.env.HF_HOME, HF_HUB_OFFLINE: process.env.HF_HUB_OFFLINE };
+    process.env.HF_HOME = home;
+    process.env.HF_HUB_OFFLINE = "1";
+    try {
+      const file = await hubDownload("org/py-cn", "config.json", { hubUrl: server.url });
+      assert.equal(file, path.join(repo, "snapshots", sha, "config.json"));
+      assert.equal(JSON.parse(fs.readFileSync(file, "utf8"))._class_name, "ControlNetModel");
+    } finally {
+      for (const [k, v] of Object.entries(saved)) if (v === undefined) delete process.env[k]; else process.env[k] = v;
+    }
+    assert.equal(server.requests.length, before);
   });
 
   test("createRepo: a bare name goes under the token's user (whoami), an existing repo is fine (exist_ok), foreign namespaces and missing tokens are one clear error", async () => {

@@ -103,7 +103,7 @@ test("the script's validation rules and messages", () => {
   // 1 image for 3 prompts and 3 images for 1 prompt are broadcast, as the script allows
   assert.ok(parseTrainArgs([...base, "--validation_image", "a", "--validation_prompt", "p", "q", "r"]).args);
   assert.ok(parseTrainArgs([...base, "--validation_image", "a", "b", "c", "--validation_prompt", "p"]).args);
-  assert.throws(() => parseTrainArgs([...base, "--report_to", "wandb", "--hub_token", "hf_x"]), /--report_to=wandb and --hub_token/);
+  assert.throws(() => parseTrainArgs([...base, "--report_to", "wandb", "--hub_token", "hf_x"]), /--report_to=wandb and --hub_token due to a security risk of exposing your token\. Please use `hf auth login` to authenticate with the Hub\.$/);
   assert.throws(() => parseTrainArgs([...base, "--mixed_precision", "fp8"]), /invalid choice: 'fp8' \(choose from 'no', 'fp16', 'bf16'\)/);
   assert.throws(() => parseTrainArgs([...base, "--lr_scheduler", "exponential"]), /not a valid scheduler/);
   assert.throws(() => parseTrainArgs([...base, "--train_batch_size", "0"]), /positive/);
@@ -137,8 +137,12 @@ test("--mixed_precision fp16/bf16, --allow_tf32, --report_to wandb: accepted wit
 test("help, notebook construction and argv round trip (the token never echoed)", () => {
   const h = parseTrainArgs([...base, "--help"]);
   assert.equal(h.help, true);
+  assert.equal(parseTrainArgs(["-h"]).help, true);
   const text = trainArgsHelp();
   for (const a of TRAIN_ARG_SPECS) assert.ok(text.includes(`--${a.name}`), a.name);
+  // argparse's -h, --help is the first option, and the text ends with a newline as argparse's print_help
+  assert.match(text, /\noptions:\n {2}-h, --help\n {6}show this help message and exit\n {2}--pretrained_model_name_or_path /);
+  assert.match(text, /[^\n]\n$/);
   const m = makeTrainArgs({ pretrained_model_name_or_path: "m", train_data_dir: "d", resolution: 64, hub_token: "hf_secret" });
   assert.equal(m.args.resolution, 64);
   assert.equal(m.args.learning_rate, 5e-6);
