@@ -19,8 +19,8 @@ import { writeModelCard } from "./model-card.js";
 import { planTrackers, resolveLoggingDir, tensorboardDir } from "./trackers.js";
 import { TRAIN_ARG_SPECS } from "./args.js";
 import { assertNoForeignCheckpoints } from "./checkpoints.js";
-import { planRun, PLANNED_ATTENTION_CHUNK, XFORMERS_ATTENTION_CHUNK } from "./plan-run.js";
-import { checkValidationImages, runValidation, type ValidationResult } from "./validation.js";
+import { planRun, PlanRefusedError, PLANNED_ATTENTION_CHUNK, XFORMERS_ATTENTION_CHUNK } from "./plan-run.js";
+import { checkValidationImages, runValidation, validationFloorBytes, type ValidationResult } from "./validation.js";
 import { suddenConvergenceStep, type ConvergencePoint } from "../eval/fidelity.js";
 import { dataParallelFromEnv, processEnv } from "./distributed.js";
 import { listCheckpoints } from "./checkpoints.js";
@@ -67,7 +67,7 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
   // an unset --seed is drawn (or the resumed checkpoint's) once here, then passed on as if given
   const seed = await resolveSeed(args, log, parallel);
   args = { ...args, seed };
-  if (args.validation_image) await checkValidationImages(args.validation_image);
+  const validationSizes = args.validation_image ? await checkValidationImages(args.validation_image) : [];
   const engine = await initEngine({ allowTf32: args.allow_tf32 });
   log(describeEngine(engine));
   // --revision is the base model's (the script passes it to the base's components only)
@@ -87,6 +87,7 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
       seqLen: base.tokenizer.modelMaxLength,
     }, budget, engine.backend === "wasm");
     log(plan.message);
+    refuseValidationBeyond(budget, validationSizes, base, args.num_validation_images);
     if (plan.applied.enable_xformers_memory_efficient_attention && !args.enable_xformers_memory_efficient_attention) attentionChunk = PLANNED_ATTENTION_CHUNK;
     args = { ...args, ...plan.applied };
   }
@@ -112,6 +113,22 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
     logging_dir: resolveLoggingDir(args.output_dir, args.logging_dir),
   }, parallel, (l) => resumeLines.push(l));
   return { base, controlnet, dataset, trainer, args, resumeLines };
+}
+
+/** A validation image whose round cannot fit the engine's memory is refused before training, naming it. */
+function refuseValidationBeyond(budget: number, sizes: { image: string; width: number; height: number }[], base: BaseModel, images: number): void {
+  const m = {
+    vaeScaleFactor: 2 ** (base.vae.config.block_out_channels.length - 1), unetChannels: base.unet.config.block_out_channels[0]!,
+    vaeChannels: base.vae.config.block_out_channels[0]!, images,
+  };
+  for (const { image, width, height } of sizes) {
+    const need = validationFloorBytes(width, height, m);
+    if (need > budget) {
+      throw new PlanRefusedError(`validation image ${image} is ${width}×${height}: validation generates at the image's own size (as the script) ` +
+        `and needs at least ~${(need / 1024 ** 3).toFixed(1)} GB there, more than the engine's ${(budget / 1024 ** 3).toFixed(1)} GB. ` +
+        "Give a smaller conditioning image (e.g. of the training --resolution) or fewer --num_validation_images. Nothing was trained.");
+    }
+  }
 }
 
 /**

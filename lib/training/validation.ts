@@ -59,7 +59,8 @@ export function pairValidation(images: string[], prompts: string[]): [string, st
  * Reads and decodes every validation image before training starts, so a missing, empty or undecodable file is refused
  * up front (one line naming the file) instead of at the first validation, after the steps it would cost.
  */
-export async function checkValidationImages(images: readonly string[]): Promise<void> {
+export async function checkValidationImages(images: readonly string[]): Promise<{ image: string; width: number; height: number }[]> {
+  const sizes: { image: string; width: number; height: number }[] = [];
   for (const image of new Set(images)) {
     let bytes: Buffer;
     try {
@@ -70,11 +71,28 @@ export async function checkValidationImages(images: readonly string[]): Promise<
     }
     if (bytes.length === 0) throw new Error(`validation image ${image} is empty (0 bytes); nothing was trained`);
     try {
-      await decodeRgb(new Uint8Array(bytes));
+      const { width, height } = await decodeRgb(new Uint8Array(bytes));
+      sizes.push({ image, width, height });
     } catch (e) {
       throw new Error(`validation image ${image} is not a readable image (${(e as Error).message.split("\n")[0]}); nothing was trained`);
     }
   }
+  return sizes;
+}
+
+/** Live activations of the largest size assumed at once (inputs, outputs, a norm's and a conv's temporaries). */
+const LIVE_ACTIVATIONS = 4;
+
+/**
+ * A floor under a validation round's peak memory at one conditioning image's size (validation generates at that size,
+ * as the script's pipeline does): the UNet's first block on the guidance batch (2 × images) at latent size, or the
+ * VAE decoder's last block on one image (decoded one at a time) at full size. Not a plan: a guard that refuses,
+ * before training, a size that cannot fit (a 12000² image would otherwise fill the machine after the last step).
+ */
+export function validationFloorBytes(width: number, height: number, m: { vaeScaleFactor: number; unetChannels: number; vaeChannels: number; images: number }): number {
+  if (m.images <= 0) return 0; // only the conditioning image is logged
+  const latent = Math.ceil(width / m.vaeScaleFactor) * Math.ceil(height / m.vaeScaleFactor);
+  return LIVE_ACTIVATIONS * 4 * Math.max(2 * m.images * latent * m.unetChannels, width * height * m.vaeChannels);
 }
 
 export async function runValidation(base: BaseModel, controlnet: ControlNetModel, o: ValidationOptions): Promise<ValidationResult> {

@@ -120,3 +120,20 @@ test("--push_to_hub uploads the final ControlNet (not checkpoints or logs) to th
     await server.close();
   }
 });
+
+test("a validation image too large for the engine's memory (validation runs at its own size) is refused before training, naming it", async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cli-valbig-"));
+  const big = path.join(out, "huge-control.png");
+  await sharp({ create: { width: 5000, height: 5000, channels: 3, background: { r: 0, g: 0, b: 0 } } }).png().toFile(big);
+  // on wasm: the budget is the 4 GiB heap on any machine (5000² decodes through the tiny VAE at ~6 GB)
+  const r = spawnSync(process.execPath, [bin, "train_controlnet", `--pretrained_model_name_or_path=${path.join(root, "data/tiny-sd")}`,
+    `--output_dir=${path.join(out, "run")}`, "--dataset_name=synthetic-fill50k:4", "--resolution=32", "--train_batch_size=1", "--max_train_steps=2",
+    "--seed=1", `--validation_image=${big}`, "--validation_prompt=red circle"], {
+    cwd: root, encoding: "utf8", timeout: 300_000, env: { ...process.env, CONTROLNET_TS_BACKEND: "wasm", CONTROLNET_TS_THREADS: "1" },
+  });
+  assert.equal(r.status, 1, r.stderr.slice(-2000));
+  assert.match(r.stderr, new RegExp(`validation image .*huge-control\\.png is 5000×5000: validation generates at the image's own size .* Nothing was trained\\.`));
+  assert.doesNotMatch(r.stderr, /Steps: 1/);
+  assert.ok(!fs.existsSync(path.join(out, "run", "checkpoint-1")));
+  fs.rmSync(out, { recursive: true, force: true });
+});
