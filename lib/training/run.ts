@@ -13,7 +13,7 @@ import { createRepo, parseRepoId, uploadFolder, HubError } from "../io/hub.js";
 import type { ControlNetModel } from "../models/index.js";
 import type { TrainArgs } from "./args.js";
 import { loadBaseModel, loadOrCreateControlNet, type BaseModel } from "./base.js";
-import { ControlNetTrainer, type StepReport, type TrainResult } from "./trainer.js";
+import { ControlNetTrainer, weightsFingerprint, type StepReport, type TrainResult } from "./trainer.js";
 import { TensorBoardWriter } from "./tensorboard.js";
 import { writeModelCard } from "./model-card.js";
 import { planTrackers, resolveLoggingDir, tensorboardDir } from "./trackers.js";
@@ -110,6 +110,8 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
     ...args,
     seed,
     attention_chunk_size: attentionChunk,
+    // another starting ControlNet is another run (its checkpoints are not this one's to resume or to delete)
+    init_weights: args.controlnet_model_name_or_path ? `pretrained ${weightsFingerprint(controlnet)}` : "unet",
     logging_dir: resolveLoggingDir(args.output_dir, args.logging_dir),
   }, parallel, (l) => resumeLines.push(l));
   return { base, controlnet, dataset, trainer, args, resumeLines };

@@ -81,6 +81,9 @@ export interface TrainingOptions {
   use_ema?: boolean;
   /** The EMA's ceiling decay (diffusers EMAModel's `decay`, default 0.9999). */
   ema_decay?: number;
+  /** What the ControlNet started from, for the run's identity: "unet" (from_unet: the base and the seed say which) or
+   *  "pretrained <weightsFingerprint>"; unset: not recorded (the cells' run folders name their model themselves). */
+  init_weights?: string;
   /** Stop and keep everything if the loss becomes NaN/inf (always on). */
 }
 
@@ -189,7 +192,7 @@ function maxAbs(tensors: Iterable<tf.Tensor>): number {
 export type RunIdentity = Record<"seed" | "resolution" | "train_batch_size" | "gradient_accumulation_steps" | "learning_rate" | "dataset_rows" |
   "lr_warmup_steps" | "lr_num_cycles" | "lr_power" | "adam_beta1" | "adam_beta2" | "adam_weight_decay" | "adam_epsilon" | "max_grad_norm" |
   "proportion_empty_prompts", number> &
-  Record<"lr_scheduler" | "base_unet_config", string> & { use_8bit_adam: boolean; snr_gamma: number | null };
+  Record<"lr_scheduler" | "base_unet_config", string> & { use_8bit_adam: boolean; snr_gamma: number | null; init_weights?: string };
 
 /** A short fingerprint of a config object, independent of its keys' order. */
 export function configFingerprint(config: unknown): string {
@@ -212,15 +215,29 @@ export function runDifferences(saved: unknown, mine: RunIdentity): string[] {
 const IDENTITY_LABELS: Partial<Record<keyof RunIdentity, string>> = {
   // the global batch, so that a checkpoint resumes with any process count giving the same one
   train_batch_size: "global batch (num_processes × train_batch_size)",
+  init_weights: "starting ControlNet (--controlnet_model_name_or_path)",
 };
+
+/** A fingerprint of a model's weights: its parameters' names, shapes and first values (enough to tell two trained
+ *  ControlNets apart without reading every weight of a large one). */
+export function weightsFingerprint(model: { namedParameters(): Iterable<[string, { variable: tf.Variable }]> }): string {
+  const h = crypto.createHash("sha256");
+  for (const [name, p] of model.namedParameters()) {
+    h.update(`${name}:${p.variable.shape.join("x")};`);
+    const head = tf.tidy(() => p.variable.flatten().slice(0, Math.min(256, p.variable.size)));
+    h.update(new Uint8Array((head.dataSync() as Float32Array).slice().buffer));
+    head.dispose();
+  }
+  return h.digest("hex").slice(0, 12);
+}
 
 export class RunMismatchError extends Error {
   override name = "RunMismatchError";
 }
 
 export class ControlNetTrainer {
-  readonly opts: Required<Omit<TrainingOptions, "max_train_steps" | "seed" | "checkpoints_total_limit" | "resume_from_checkpoint" | "snr_gamma">> &
-    Pick<TrainingOptions, "checkpoints_total_limit" | "resume_from_checkpoint" | "snr_gamma"> & { seed: number };
+  readonly opts: Required<Omit<TrainingOptions, "max_train_steps" | "seed" | "checkpoints_total_limit" | "resume_from_checkpoint" | "snr_gamma" | "init_weights">> &
+    Pick<TrainingOptions, "checkpoints_total_limit" | "resume_from_checkpoint" | "snr_gamma" | "init_weights"> & { seed: number };
   readonly optimizer: Optimizer;
   readonly lrScheduler: LrScheduler;
   readonly maxSteps: number;
@@ -270,7 +287,7 @@ export class ControlNetTrainer {
       checkpoints_total_limit: o.checkpoints_total_limit ?? null, resume_from_checkpoint: o.resume_from_checkpoint ?? null,
       snr_gamma: o.snr_gamma ?? null, proportion_empty_prompts: o.proportion_empty_prompts ?? 0,
       logging_dir: o.logging_dir ?? path.join(o.output_dir, "logs"),
-      use_ema: o.use_ema ?? false, ema_decay: o.ema_decay ?? 0.9999,
+      use_ema: o.use_ema ?? false, ema_decay: o.ema_decay ?? 0.9999, init_weights: o.init_weights,
     };
     if (o.resolution % 8 !== 0) throw new Error(`resolution must be divisible by 8 (got ${o.resolution})`);
     // Frozen parts take no gradients; the ControlNet is the only trainable model.
@@ -336,6 +353,7 @@ export class ControlNetTrainer {
       use_8bit_adam: o.use_8bit_adam, adam_beta1: o.adam_beta1, adam_beta2: o.adam_beta2, adam_weight_decay: o.adam_weight_decay,
       adam_epsilon: o.adam_epsilon, max_grad_norm: o.max_grad_norm, proportion_empty_prompts: o.proportion_empty_prompts,
       snr_gamma: o.snr_gamma ?? null, base_unet_config: configFingerprint(this.c.unet.config),
+      ...(o.init_weights ? { init_weights: o.init_weights } : {}),
     };
   }
 

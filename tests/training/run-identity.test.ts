@@ -1,0 +1,38 @@
+/** Issue 25 #3: the starting ControlNet is part of a run's identity (a run from other pretrained weights is another run). */
+import { before, test } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { ControlNetTrainer, weightsFingerprint } from "../../lib/training/trainer.js";
+import { testEngine } from "../helpers.js";
+import { tinyComponents, tinyDataset, TINY_RESOLUTION } from "./tiny.js";
+
+before(async () => {
+  await testEngine();
+});
+
+test("a run from other starting weights is another run: refused beside the first one's checkpoints, fresh or by latest", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "identity-"));
+  const opts = { output_dir: dir, resolution: TINY_RESOLUTION, train_batch_size: 2, learning_rate: 1e-3, max_train_steps: 2, checkpointing_steps: 1, seed: 1 };
+  const first = tinyComponents();
+  const a = new ControlNetTrainer(first, await tinyDataset(), { ...opts, init_weights: "unet" });
+  await a.train();
+  await a.close();
+  // the trained weights as a "pretrained" start differ from the untrained ones, and so do their fingerprints
+  const trained = weightsFingerprint(first.controlnet);
+  const fresh = tinyComponents();
+  assert.notEqual(weightsFingerprint(fresh.controlnet), trained);
+  assert.equal(weightsFingerprint(tinyComponents().controlnet), weightsFingerprint(fresh.controlnet), "the same weights, the same fingerprint");
+  const before = fs.readdirSync(dir).sort();
+  const ds = await tinyDataset();
+  const other = { ...opts, init_weights: `pretrained ${trained}` };
+  assert.throws(() => new ControlNetTrainer(fresh, ds, other), /holds another run's checkpoints \(checkpoint-\d: starting ControlNet \(--controlnet_model_name_or_path\) unet there, pretrained [0-9a-f]{12} here\)/);
+  assert.throws(() => new ControlNetTrainer(fresh, ds, { ...other, resume_from_checkpoint: "latest" }), /latest: .*checkpoint-2 is another run's \(starting ControlNet/);
+  assert.deepEqual(fs.readdirSync(dir).sort(), before, "the folder is untouched");
+  // the same start continues
+  const again = new ControlNetTrainer(tinyComponents(), ds, { ...opts, init_weights: "unet", max_train_steps: 3, resume_from_checkpoint: "latest" });
+  assert.equal(again.globalStep, 2);
+  await again.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
