@@ -26,6 +26,7 @@ export function describeError(e: unknown): string {
     case "EACCES": case "EPERM": return `cannot write${at}: permission denied`;
     case "EEXIST": return `${at.trim() || "a path"} already exists and is not what was expected (a file where a folder belongs?)`;
     case "ENOTDIR": return `${at.trim() || "a path"}: a file is in the way of a folder`;
+    case "EISDIR": return `${at.trim() || "a path"}: a folder is where a file should be`;
     case "ENOENT": {
       // node's recursive mkdir reports ENOENT on a read-only file system: say what the nearest existing folder is
       if (err.syscall === "mkdir" && err.path) {

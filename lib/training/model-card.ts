@@ -137,6 +137,7 @@ function writeCard(dir: string, info: Omit<ModelCardInfo, "validation">, img: st
 /** A README.md in output_dir that is not a card this tool wrote (it says "Trained with controlnet-ts") is the user's:
  *  it is moved to README.md.orig (or .orig-2, …) before the card takes its place. Returns where it went, or null. */
 function keepForeignReadme(file: string): string | null {
+  if (fs.existsSync(file) && !fs.statSync(file).isFile()) throw new Error(`${file} is not a file (a folder?): the card cannot take its place`);
   // (an empty one holds nothing to keep)
   if (!fs.existsSync(file) || fs.statSync(file).size === 0 || fs.readFileSync(file, "utf8").includes(OURS)) return null;
   let to = `${file}.orig`;

@@ -68,6 +68,11 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
   const seed = await resolveSeed(args, log, parallel);
   args = { ...args, seed };
   const validationSizes = args.validation_image ? await checkValidationImages(args.validation_image) : [];
+  // the rounds' images go to output_dir/validation: a file in its place would stop the run at the first round
+  const validationDir = path.join(args.output_dir, "validation");
+  if (args.validation_image && fs.existsSync(validationDir) && !fs.statSync(validationDir).isDirectory()) {
+    throw new Error(`${validationDir} is a file: validation writes its images in a folder of that name; move it away. Nothing was trained`);
+  }
   const engine = await initEngine({ allowTf32: args.allow_tf32 });
   log(describeEngine(engine));
   // --revision is the base model's (the script passes it to the base's components only)
@@ -357,7 +362,12 @@ export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Pr
         log(`Interrupted at step ${s.trainer.globalStep}; state saved to ${dir ?? s.trainer.lastCheckpointPath}. Re-run with --resume_from_checkpoint=latest to continue.`);
         return { globalStep: s.trainer.globalStep, maxSteps: s.trainer.maxSteps, stopped: "interrupted", lastLoss: null };
       }
-      if (dir) log(`Stopped by an error at step ${s.trainer.globalStep}; state saved to ${dir}. Re-run with --resume_from_checkpoint=latest to continue.`);
+      // what is kept, also when no new checkpoint was needed (one of this step exists) or could be written
+      const last = dir ?? s.trainer.lastCheckpointPath;
+      const step = s.trainer.globalStep;
+      if (last && path.basename(last) === `checkpoint-${step}`) {
+        log(`Stopped by an error at step ${step}; state saved to ${last}. Re-run with --resume_from_checkpoint=latest to continue.`);
+      } else if (last && step > 0) log(`Stopped by an error at step ${step}; the last checkpoint is ${last} (the steps after it are lost).`);
       throw e;
     }
     if (r.stopped === "interrupted") {
@@ -402,7 +412,11 @@ export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Pr
         validationFailure = hooks.signal?.aborted ? "interrupted" : `failed (${(e as Error)?.message ?? String(e)})`;
       }
     }
-    log(`Model card: ${await saveModelCard(s, { repoId, validation: final })}`);
+    try {
+      log(`Model card: ${await saveModelCard(s, { repoId, validation: final })}`);
+    } catch (e) {
+      throw new Error(`the ControlNet is saved in ${args.output_dir}, but its model card could not be written (${(e as Error).message})${repoId ? "; not pushed" : ""}`, { cause: e });
+    }
     if (validationFailure === "interrupted") {
       log(`Interrupted during the final validation: the ControlNet is saved in ${args.output_dir}, its model card without validation images${repoId ? "; not pushed" : ""}.`);
       return { ...r, stopped: "interrupted" };

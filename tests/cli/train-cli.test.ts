@@ -137,3 +137,25 @@ test("a validation image too large for the engine's memory (validation runs at i
   assert.ok(!fs.existsSync(path.join(out, "run", "checkpoint-1")));
   fs.rmSync(out, { recursive: true, force: true });
 });
+
+test("what is kept is said: a model card that cannot be written names the saved ControlNet; a file in validation/'s place is refused up front", () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cli-kept-"));
+  const flags = (dir: string, extra: string[] = []) => [`--pretrained_model_name_or_path=${path.join(root, "data/tiny-sd")}`, `--output_dir=${dir}`,
+    "--dataset_name=synthetic-fill50k:4", "--resolution=32", "--train_batch_size=1", "--max_train_steps=1", "--seed=1", ...extra];
+  const card = path.join(out, "card");
+  fs.mkdirSync(path.join(card, "README.md"), { recursive: true });
+  const r = cli(flags(card));
+  assert.equal(r.status, 1, r.stderr.slice(-2000));
+  assert.match(r.stderr, /the ControlNet is saved in .*card, but its model card could not be written \(.*README\.md is not a file \(a folder\?\)/);
+  assert.ok(fs.existsSync(path.join(card, "diffusion_pytorch_model.safetensors")));
+
+  const val = path.join(out, "val");
+  fs.mkdirSync(val);
+  fs.writeFileSync(path.join(val, "validation"), "x");
+  const control = path.join(root, "tests/fixtures/sd_tiny/../../../data/conditioning_image_1.png");
+  const v = cli(flags(val, [`--validation_image=${control}`, "--validation_prompt=red circle"]));
+  assert.equal(v.status, 1, v.stderr.slice(-2000));
+  assert.match(v.stderr, /validation is a file: validation writes its images in a folder of that name; move it away\. Nothing was trained/);
+  assert.doesNotMatch(v.stderr, /Steps: 1/);
+  fs.rmSync(out, { recursive: true, force: true });
+});
