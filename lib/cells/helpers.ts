@@ -17,9 +17,9 @@ import { loadBaseModel, loadOrCreateControlNet, type BaseModel } from "../traini
 import { ArgsError, validateTrainingNumbers } from "../training/args.js";
 import { ControlNetTrainer, type TrainResult } from "../training/trainer.js";
 import { RUN_FOLDER_PUSH_IGNORE } from "../training/run.js";
-import { listCheckpoints } from "../training/checkpoints.js";
+import { hasMarker, listCheckpoints } from "../training/checkpoints.js";
 import type { EMAModel } from "../training/ema.js";
-import { checkValidationImages, runValidation, type ValidationResult } from "../training/validation.js";
+import { checkValidationImages, pairValidation, runValidation, type ValidationResult } from "../training/validation.js";
 import { uploadFolder } from "../io/hub.js";
 import { cardTrainedSteps, writeModelCardSync, type CardTraining } from "../training/model-card.js";
 import { JsonlLogger, readJsonl } from "../training/tensorboard.js";
@@ -235,7 +235,10 @@ export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
   if (o.processes !== undefined && !(Number.isSafeInteger(o.processes) && o.processes >= 1)) {
     throw new ArgsError(`train: processes must be a positive integer, got ${o.processes}`);
   }
-  if (o.validation) validateTrainingNumbers({ validation_steps: o.validation.every }, () => "train: validation.every");
+  if (o.validation) {
+    validateTrainingNumbers({ validation_steps: o.validation.every }, () => "train: validation.every");
+    validationPairs("train: validation", o.validation.images, o.validation.prompts); // before any step, not at the first round
+  }
   assertUsable(o.controlnet, "train");
   const asked = path.resolve(o.outputDir ?? "outputs/controlnet");
   // The model's weights carry the steps of the run it trained in: in another folder its step count would restart at
@@ -396,6 +399,16 @@ function predictedPeak(o: TrainCellOptions): number | null {
 }
 
 /** One line instead of "parameter 'weight' of Conv2d has no value" for a model a newer controlnet() cell freed. */
+/** The images × prompts pairs as the script pairs them, refused in one line when they do not pair or are none. */
+function validationPairs(cell: string, images: string[], prompts: string[]): void {
+  if (!images.length || !prompts.length) throw new ArgsError(`${cell}: give at least one image and one prompt (got ${images.length} and ${prompts.length})`);
+  try {
+    pairValidation(images, prompts);
+  } catch (e) {
+    throw new ArgsError(`${cell}: ${(e as Error).message}`);
+  }
+}
+
 function assertUsable(model: ControlNetModel, cell: string): void {
   if (!isDisposed(model)) return;
   throw new ArgsError(`${cell}: this ControlNet's weights were freed when the controlnet() cell ran again with other arguments; ` +
@@ -408,7 +421,10 @@ export async function validate(o: { base: BaseModel; controlnet: ControlNetModel
   steps?: number; numImages?: number; seed?: number; step?: number; outputDir?: string; resolution?: number;
   /** The grid's title (default "validation at step N"). */
   title?: string; show?: boolean } & SamplingOptions): Promise<WithDisplay<ValidationResult>> {
-  assertUsable(o.controlnet, o.title === "inference" ? "infer" : "validate");
+  const cell = o.title === "inference" ? "infer" : "validate";
+  assertUsable(o.controlnet, cell);
+  validationPairs(cell, o.images, o.prompts);
+  await checkValidationImages(o.images); // a missing or unreadable image: one line naming it
   // the step of this ControlNet's training, when this session trains it (not 0 for a model trained 800 steps)
   const step = o.step ?? stepsOf(o.controlnet);
   const run = () => runValidation(o.base, o.controlnet, {
@@ -451,6 +467,10 @@ export async function infer(o: { base: BaseModel; controlnet: ControlNetModel; i
  * as PNGs into `dir`, with their prompts — what validate() scores for control fidelity (the demo's held-out set).
  */
 export async function heldOut(o: { count?: number; resolution: number; dir?: string; seed?: number }): Promise<{ images: string[]; prompts: string[] }> {
+  if (o.count !== undefined && !(Number.isSafeInteger(o.count) && o.count >= 1)) throw new ArgsError(`heldOut: count must be a positive integer, got ${o.count}`);
+  if (!(Number.isSafeInteger(o.resolution) && o.resolution >= 8 && o.resolution % 8 === 0)) {
+    throw new ArgsError(`heldOut: resolution must be a positive multiple of 8, got ${o.resolution}`);
+  }
   const dir = path.resolve(o.dir ?? "outputs/held-out");
   fs.mkdirSync(dir, { recursive: true });
   const set = heldOutSet(o.count ?? 32, o.resolution, o.seed);
@@ -473,6 +493,11 @@ function baseResolution(base: BaseModel): number | undefined {
 /** cell 6a: a diffusers folder Python's ControlNetModel.from_pretrained loads (with useEma: the weights' average). */
 export function save(cn: ControlNetModel, dir: string): string {
   assertUsable(cn, "save");
+  if (!dir.trim()) throw new ArgsError("save: the folder is empty: name one (it gets config.json, the weights and README.md)");
+  // a checkpoint's files are checksummed: writing into one (or its controlnet/) would make it unusable
+  for (const d of [dir, path.dirname(path.resolve(dir))]) {
+    if (hasMarker(d)) throw new ArgsError(`save: ${d} is a training checkpoint; save to a folder of its own (nothing was written)`);
+  }
   const ema = averageOf(cn);
   if (ema) ema.withAveragedSync(() => cn.savePretrained(dir));
   else cn.savePretrained(dir);

@@ -308,3 +308,30 @@ test("pushToHub(): the run folder without its checkpoints, logs, validation roun
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("cells refuse what cannot work in one line, before doing anything: save() into a checkpoint or nowhere, validation images that do not pair or do not exist, heldOut of nothing", async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cells-refuse-"));
+  try {
+    const ds = await cn.dataset({ synthetic: { count: 8 }, resolution: 32 });
+    const base = await cn.baseModel(sd);
+    const controlnet = await cn.controlnet({ from: base, seed: 21 });
+    await cn.train({ base, controlnet, dataset: ds, outputDir: out, batchSize: 2, checkpointing: { every: 1 }, until: 1 });
+    const ck = path.join(out, "checkpoint-1");
+    const before = fs.readdirSync(path.join(ck, "controlnet")).sort();
+    assert.throws(() => cn.save(controlnet, path.join(ck, "controlnet")), /^ArgsError: save: .*checkpoint-1 is a training checkpoint; save to a folder of its own/);
+    assert.throws(() => cn.save(controlnet, ck), /is a training checkpoint/);
+    assert.deepEqual(fs.readdirSync(path.join(ck, "controlnet")).sort(), before, "the checkpoint is untouched");
+    assert.throws(() => cn.save(controlnet, ""), /^ArgsError: save: the folder is empty/);
+    // two images, three prompts: refused before training (it used to train a step, then fail at the first round)
+    await assert.rejects(cn.train({ base, controlnet, dataset: ds, outputDir: out, batchSize: 2, until: 3,
+      validation: { images: [cond, cond], prompts: ["a", "b", "c"], every: 1 } }), /^ArgsError: train: validation: number of validation images \(2\) and prompts \(3\) must match/);
+    assert.equal(cn.trainedSteps(cn.save(controlnet, path.join(out, "saved"))), 1, "no step was trained by the refused cell");
+    await assert.rejects(cn.validate({ base, controlnet, images: [], prompts: [] }), /^ArgsError: validate: give at least one image and one prompt/);
+    await assert.rejects(cn.validate({ base, controlnet, images: [path.join(out, "nope.png")], prompts: ["x"] }), /validation image .*nope\.png cannot be read \(no such file\)/);
+    await assert.rejects(cn.heldOut({ count: -1, resolution: 32 }), /^ArgsError: heldOut: count must be a positive integer, got -1/);
+    await assert.rejects(cn.heldOut({ resolution: 0 }), /^ArgsError: heldOut: resolution must be a positive multiple of 8, got 0/);
+  } finally {
+    await cn.resetTraining();
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+});
