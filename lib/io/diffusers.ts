@@ -118,6 +118,19 @@ function readShardIndex(index: string): Map<string, string[]> {
   return shards;
 }
 
+/** Where a tensor read by `loadModelFolder` came from: its file and the dtype stored there (F32, F16, I32, …). */
+export interface TensorOrigin {
+  file: string;
+  dtype: string;
+}
+const origins = new WeakMap<HostTensor, TensorOrigin>();
+
+/** The file and stored dtype of a tensor `loadModelFolder` returned (undefined for tensors built in memory). A float32
+ *  HostTensor may have been F16/BF16/F64 in the file, an int32 one any integer type: models use this to say which. */
+export function tensorOrigin(t: HostTensor): TensorOrigin | undefined {
+  return origins.get(t);
+}
+
 /** Reads a model folder's config.json and weights (PyTorch layout, float32/int32). `only` limits the tensors read. */
 export function loadModelFolder(
   dir: string,
@@ -136,9 +149,11 @@ export function loadModelFolder(
     let want = names === "all" ? undefined : names;
     if (only) want = (want ?? [...readSafetensorsHeader(file).entries.keys()]).filter((n) => only.has(n));
     if (want && want.length === 0) continue;
+    const entries = readSafetensorsHeader(file).entries;
     for (const [name, t] of readSafetensors(file, { only: want }).tensors) {
       if (tensors.has(name)) throw new Error(`Model folder ${dir}: tensor "${name}" appears in more than one shard`);
       tensors.set(name, t);
+      origins.set(t, { file, dtype: entries.get(name)?.dtype ?? (t.dtype === "float32" ? "F32" : "I32") });
     }
   }
   if (only) {
@@ -170,6 +185,8 @@ export interface SaveModelOptions {
   weightsName?: string;
   /** Split the weights into shards of at most this many bytes with an index, like `max_shard_size`. */
   maxShardBytes?: number;
+  /** Where the one line about lookalike weight files kept in `dir` goes (see `publishFolder`). Default console.warn. */
+  warn?: (line: string) => void;
 }
 
 /**
@@ -208,7 +225,38 @@ export function saveModelFolder(dir: string, opts: SaveModelOptions): void {
     });
     files.set(`${weightsName}.index.json`, (f) => writeFileDurable(f, stableJson({ metadata: { total_size: total }, weight_map: weightMap })));
   }
-  publishFolder(dir, files);
+  publishFolder(dir, files, { modelClass: modelClassOf(config), warn: opts.warn });
+}
+
+/** The class a model folder's config names: diffusers' `_class_name`, else transformers' first `architectures` entry. */
+export function modelClassOf(config: Record<string, unknown>): string | null {
+  if (typeof config._class_name === "string") return config._class_name;
+  const arch = config.architectures;
+  if (Array.isArray(arch) && typeof arch[0] === "string") return arch[0];
+  return null;
+}
+
+/**
+ * Throws (one line, nothing written) when `dir` holds a config.json of another model than `modelClass`: saving there
+ * would replace that model's config and weights (e.g. --output_dir pointing at a base model's unet/). A folder with no
+ * config.json, or with one of the same class (an earlier save of ours), may be saved into. Exported so a run can check
+ * its output_dir before training instead of at the final save.
+ */
+export function checkSaveTarget(dir: string, modelClass: string | null): void {
+  const file = path.join(dir, CONFIG_NAME);
+  if (!fs.existsSync(file)) return;
+  const what = modelClass ? `a ${modelClass}` : "this model";
+  let found: string | null;
+  try {
+    found = modelClassOf(readJson(file, "model config"));
+  } catch (e) {
+    throw new Error(`Not saving ${what} into ${dir}: its ${CONFIG_NAME} is not a model config we can read (${(e as Error).message}); nothing was written, the folder is unchanged — choose another output folder`);
+  }
+  if (found === modelClass) return;
+  throw new Error(
+    `Not saving ${what} into ${dir}: it holds another model (its ${CONFIG_NAME} is ${found ? `a ${found}'s` : "one without _class_name or architectures"}); ` +
+      `nothing was written, the folder is unchanged — choose another output folder`,
+  );
 }
 
 /** Greedy shards in name order (deterministic), each at most maxBytes unless one tensor alone is larger. */
@@ -229,17 +277,52 @@ function planShards(tensors: Map<string, HostTensor>, maxBytes?: number): Map<st
 }
 
 /** Replaces `file` with `text` all at once: written beside it, synced, then renamed over it (a crash leaves the old
- *  file or the new one, never an empty or partial one). */
+ *  file or the new one, never an empty or partial one).
+ *
+ *  The temporary is hidden, `.<name>.tmp-<pid>`: a crash between write and rename (kill -9) leaves it behind, and a
+ *  hidden name keeps it out of a hub push (uploadFolder skips hidden entries) and out of sight. Writing the same file
+ *  again removes such leftovers of writers that are gone, and the `<name>.tmp-<pid>` ones earlier versions left. */
 export function writeFileAtomic(file: string, text: string): void {
-  const tmp = `${file}.tmp-${process.pid}`;
+  const dir = path.dirname(file);
+  const base = path.basename(file);
+  const tmp = path.join(dir, `.${base}.tmp-${process.pid}`);
+  const release = holdTemp(tmp);
   try {
-    writeFileDurable(tmp, text);
-    fs.renameSync(tmp, file);
-  } catch (e) {
-    fs.rmSync(tmp, { force: true });
-    throw e;
+    cleanStaleFileTemps(dir, base);
+    try {
+      writeFileDurable(tmp, text);
+      fs.renameSync(tmp, file);
+    } catch (e) {
+      fs.rmSync(tmp, { force: true });
+      throw e;
+    }
+  } finally {
+    release();
   }
 }
+
+/** Removes `.<base>.tmp-<pid>` / `<base>.tmp-<pid>` files in `dir` whose writer is gone (see writeFileAtomic). */
+function cleanStaleFileTemps(dir: string, base: string): void {
+  const re = new RegExp(`^\\.?${escapeRe(base)}\\.tmp-(\\d+)$`);
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const m = re.exec(name);
+    const p = path.join(dir, name);
+    if (!m || !writerGone(Number(m[1]), p)) continue;
+    try {
+      if (fs.lstatSync(p).isFile()) fs.rmSync(p, { force: true });
+    } catch {
+      // gone meanwhile
+    }
+  }
+}
+
+const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 export function writeFileDurable(file: string, text: string): void {
   const fd = fs.openSync(file, "w");
@@ -251,19 +334,70 @@ export function writeFileDurable(file: string, text: string): void {
   }
 }
 
-/** Names a save owns: a folder holding only these can be swapped whole. */
-function isModelFile(name: string): boolean {
-  return name === CONFIG_NAME || name.endsWith(".safetensors") || /\.safetensors\.index(\.[^.]+)?\.json$/.test(name);
+/**
+ * What a save of weights `<stem>.safetensors` writes: the single file, its shards `<stem>-NNNNN-of-NNNNN.safetensors`
+ * and their index `<stem>.safetensors.index.json`. (`stem` is the weights name without `.safetensors`, e.g.
+ * `diffusion_pytorch_model`.)
+ */
+function savedWeightsRe(stem: string): RegExp {
+  const s = escapeRe(stem);
+  return new RegExp(`^(?:${s}(?:-\\d{5}-of-\\d{5})?\\.safetensors|${s}\\.safetensors\\.index\\.json)$`);
+}
+
+/** The weights stems of a save's files (`diffusion_pytorch_model` for `diffusion_pytorch_model-00001-of-00002.safetensors`). */
+function weightStems(files: Map<string, unknown>): string[] {
+  const stems = new Set<string>();
+  for (const n of files.keys()) {
+    if (n.endsWith(".safetensors.index.json")) stems.add(n.slice(0, -".safetensors.index.json".length));
+    else if (n.endsWith(".safetensors")) stems.add(n.replace(/(-\d{5}-of-\d{5})?\.safetensors$/, ""));
+  }
+  return [...stems];
 }
 
 /**
- * The weight files of an earlier save that this one replaces, as diffusers' save_pretrained finds them: files named
- * like this save's weights (`diffusion_pytorch_model…`: other shard counts, variants, its index) that it does not
- * write. Anything else in the folder (a base model's `.safetensors` kept there, notes) is the user's and stays.
+ * The weight files of an earlier save that this one replaces: only names this save's writer produces for the same
+ * weights name (`<stem>.safetensors`, `<stem>-NNNNN-of-NNNNN.safetensors`, `<stem>.safetensors.index.json`) that it
+ * does not write now. They must go, or a loader sees two sets of weights: diffusers' from_pretrained takes a stale
+ * index over a new single file, and our findWeightFiles a stale single file over a new index. Nothing else is removed:
+ * `my.safetensors`, `diffusion_pytorch_model_backup.safetensors` are the user's (README: "a .safetensors of yours in
+ * output_dir stays").
  */
 function staleWeights(existing: string[], files: Map<string, unknown>): string[] {
-  const stems = [...files.keys()].filter((n) => n.endsWith(".safetensors")).map((n) => n.replace(/(-\d{5}-of-\d{5})?\.safetensors$/, ""));
-  return existing.filter((n) => n !== CONFIG_NAME && isModelFile(n) && !files.has(n) && stems.some((stem) => n.startsWith(stem)));
+  const ours = weightStems(files).map(savedWeightsRe);
+  return existing.filter((n) => !files.has(n) && ours.some((re) => re.test(n)));
+}
+
+/**
+ * Files kept beside the new weights that a loader could still pick instead of them, so the save names them in one
+ * line. We never write these (our writer has no variants and no pickles), so they may be the user's and are kept:
+ *   `<stem>.<variant>.safetensors`, `<stem>.safetensors.index.<variant>.json`, variant shards — from_pretrained loads
+ *     them only when asked for `variant="<variant>"`, but then silently, even if they are another model's;
+ *   `<stem>.bin` (and its variants/shards) — loaded only with use_safetensors=False or when no safetensors exist
+ *     (diffusers prefers safetensors), listed for the same reason.
+ * Deleting them would lose a user's file (e.g. an fp16 export they keep there); keeping them silently would let a
+ * variant load the wrong weights without a word. So they stay, and the save says so.
+ */
+function lookalikeWeights(existing: string[], files: Map<string, unknown>): string[] {
+  const stems = weightStems(files);
+  return existing.filter((n) => !files.has(n) && stems.some((stem) => {
+    if (!n.startsWith(`${stem}.`) && !n.startsWith(`${stem}-`)) return false;
+    if (savedWeightsRe(stem).test(n)) return false;
+    const rest = n.slice(stem.length);
+    return /^(?:-\d{5}-of-\d{5})?(?:\.[^.]+)?\.(?:safetensors|bin)$/.test(rest) ||
+      /^(?:\.[^.]+)?-\d{5}-of-\d{5}\.(?:safetensors|bin)$/.test(rest) ||
+      /^\.(?:safetensors|bin)\.index(?:\.[^.]+)?\.json$/.test(rest);
+  }));
+}
+
+/** `diffusion_pytorch_model.fp16.safetensors` → `fp16`; null for a file without a variant (`.bin`, other shards). */
+function variantOf(name: string, stems: string[]): string | null {
+  for (const stem of stems) {
+    if (!name.startsWith(stem)) continue;
+    const m = /^(?:-\d{5}-of-\d{5})?\.([^.]+?)(?:-\d{5}-of-\d{5})?\.(?:safetensors|bin)$/.exec(name.slice(stem.length)) ??
+      /^\.(?:safetensors|bin)\.index\.([^.]+)\.json$/.exec(name.slice(stem.length));
+    if (m && m[1] !== "safetensors" && m[1] !== "bin") return m[1]!;
+  }
+  return null;
 }
 
 /** A save's temporary folder inside the destination: `<dir>/.tmp-<pid>-<random>`. */
@@ -321,16 +455,27 @@ function cleanStaleTemps(dir: string): void {
 
 /**
  * Writes `files` (name → writer) into a temporary folder inside `dir`, then renames each complete file into `dir`
- * (weights first, config.json last) and removes weight files of a previous save that the new one does not have.
- * Other content of `dir` (checkpoint-N/, logs of a training output folder) is kept.
+ * (weights first, config.json last) and removes weight files of a previous save that the new one does not have
+ * (`staleWeights`: only names our writer produces for the same weights name). Other content of `dir` (checkpoint-N/,
+ * logs of a training output folder, the user's own .safetensors) is kept; kept files a loader could take instead of
+ * the new weights (a `.fp16.` variant, a `.bin`) are named in one line through `opts.warn` (`lookalikeWeights`).
+ *
+ * With `opts.modelClass`, a `dir` whose config.json belongs to another model class is refused before anything is
+ * written (`checkSaveTarget`): a save must not turn a base model's unet/ into a ControlNet.
  *
  * The temporary folder lives inside `dir`, never beside it: `dir` may be its own filesystem (a Docker volume, a mount
  * point), where a rename from the parent fails with EXDEV, and a crash must not leave a model-sized orphan outside
  * `dir`. Each rename is atomic; readers need config.json, which comes last. Temporaries of writers that died are
  * removed by the next save. A failed save leaves the previous files as they were (and no folder if there was none).
  */
-export function publishFolder(dir: string, files: Map<string, (target: string) => void>): void {
+export function publishFolder(
+  dir: string,
+  files: Map<string, (target: string) => void>,
+  opts: { modelClass?: string | null; warn?: (line: string) => void } = {},
+): void {
   dir = path.resolve(dir);
+  // a config.json of another model is not ours to replace (e.g. output_dir = a base model's unet/): refuse first
+  if (files.has(CONFIG_NAME) && opts.modelClass !== undefined) checkSaveTarget(dir, opts.modelClass);
   const created = !fs.existsSync(dir);
   fs.mkdirSync(dir, { recursive: true });
   cleanStaleTemps(dir);
@@ -357,6 +502,19 @@ export function publishFolder(dir: string, files: Map<string, (target: string) =
     }
     const stale = staleWeights(existing, files);
     for (const name of stale) fs.rmSync(path.join(dir, name), { force: true });
+    const kept = lookalikeWeights(existing, files);
+    if (kept.length) {
+      const stems = weightStems(files);
+      const variants = [...new Set(kept.map((n) => variantOf(n, stems)).filter((v): v is string => v !== null))];
+      const how = [
+        ...(variants.length ? [`from_pretrained with ${variants.map((v) => `variant="${v}"`).join(" or ")}`] : []),
+        ...(kept.some((n) => n.endsWith(".bin") || n.includes(".bin.index")) ? ["use_safetensors=False"] : []),
+      ].join(" or ");
+      (opts.warn ?? console.warn)(
+        `${dir}: kept ${kept.join(", ")} (not written by this save): ${how || "a loader"} would load ${kept.length === 1 ? "it" : "them"} ` +
+          `instead of the new weights — delete ${kept.length === 1 ? "it" : "them"} if stale`,
+      );
+    }
   } finally {
     release();
   }

@@ -14,6 +14,7 @@ import { checkpoint } from "../engine/checkpoint.js";
 import { tfjsShape, toTfjsLayout, toTorchLayout, torchShape } from "../io/layout.js";
 import type { ParamLayout } from "../io/layout.js";
 import type { HostTensor } from "../io/safetensors.js";
+import { tensorOrigin } from "../io/diffusers.js";
 
 export type ParamInit =
   | { kind: "zeros" }
@@ -222,10 +223,18 @@ export class Module {
     const params = new Map(this.namedParams());
     const missing: string[] = [];
     const mismatched: string[] = [];
+    const notFloat: string[] = [];
     for (const [name, p] of params) {
       const t = tensors.get(name);
       if (!t) missing.push(name);
       else {
+        // Every parameter is a float. An integer tensor (I8…U64, BOOL: read as int32) under a parameter's name is not
+        // weights, and converting it (1042406592 for the bits of 0.01) would train on garbage without a word.
+        // F16/BF16/F64 arrive here already converted to float32 by the reader and load as before.
+        if (t.dtype !== "float32" || t.data instanceof Int32Array) {
+          const o = tensorOrigin(t);
+          notFloat.push(`${name} is ${o ? `${o.dtype} in ${o.file}` : `${t.dtype} (in memory)`}`);
+        }
         const want = torchShape(p.shape, p.layout);
         if (t.shape.length !== want.length || t.shape.some((d, i) => d !== want[i])) {
           mismatched.push(`${name}: file [${t.shape.join(",")}] vs model [${want.join(",")}]`);
@@ -234,6 +243,10 @@ export class Module {
     }
     const unexpected = [...tensors.keys()].filter((k) => !params.has(k) && !ignored.some((r) => r.test(k)));
     const problems: string[] = [];
+    if (notFloat.length) {
+      problems.push(`integer dtype for ${notFloat.length} float parameter(s), refusing to load them as floats: ${listNames(notFloat, 8)} ` +
+        `(parameters must be F32, F16, BF16 or F64; nothing was loaded)`);
+    }
     if (mismatched.length) problems.push(`shape mismatch for ${mismatched.length} tensor(s): ${listNames(mismatched, 8)}`);
     if (strict && missing.length) problems.push(`missing ${missing.length} key(s): ${listNames(missing)}`);
     if (strict && unexpected.length) problems.push(`unexpected ${unexpected.length} key(s): ${listNames(unexpected)}`);
@@ -244,7 +257,7 @@ export class Module {
       const t = tensors.get(name);
       if (!t) continue;
       const value = tf.tidy(() => {
-        const data = t.data instanceof Float32Array ? t.data : Float32Array.from(t.data);
+        const data = t.data instanceof Float32Array ? t.data : Float32Array.from(t.data); // (float data only, checked above)
         return toTfjsLayout(tf.tensor(data, t.shape, "float32"), p.layout);
       });
       if (p.variable) {

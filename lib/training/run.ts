@@ -12,6 +12,7 @@ import { createDataset, type ControlNetDataset } from "../data/index.js";
 import { createRepo, parseRepoId, uploadFolder, HubError } from "../io/hub.js";
 import type { ControlNetModel } from "../models/index.js";
 import type { TrainArgs } from "./args.js";
+import { checkSaveTarget } from "../io/diffusers.js";
 import { loadBaseModel, loadOrCreateControlNet, type BaseModel } from "./base.js";
 import { ControlNetTrainer, weightsFingerprint, type StepReport, type TrainResult } from "./trainer.js";
 import { TensorBoardWriter } from "./tensorboard.js";
@@ -64,6 +65,8 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
   const parallel = dataParallelFromEnv();
   if (parallel && !parallel.isMainProcess) log = () => {};
   refuseFileAsOutputDir(args.output_dir);
+  // the final save would refuse a folder holding another model (a base's unet/): say so before training, not after
+  checkSaveTarget(args.output_dir, "ControlNetModel");
   // an unset --seed is drawn (or the resumed checkpoint's) once here, then passed on as if given
   const seed = await resolveSeed(args, log, parallel);
   args = { ...args, seed };

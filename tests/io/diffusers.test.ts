@@ -199,9 +199,14 @@ describe("atomic folder saves", () => {
     // the user's own weights kept in the folder are not this save's (diffusers removes only its weights name's files)
     fs.writeFileSync(path.join(dir, "sd15-base.safetensors"), "mine");
     fs.writeFileSync(path.join(dir, "vae.safetensors.index.json"), "{}");
+    // a variant is never written by us: it may be the user's, so it stays, and the save names it (a variant load
+    // would take it instead of the new weights)
     fs.writeFileSync(path.join(dir, "diffusion_pytorch_model.fp16.safetensors"), "an earlier variant save");
-    saveModelFolder(dir, { className: "X", config: { v: 2 }, tensors: weights() });
-    assert.deepEqual(fs.readdirSync(dir).sort(), ["checkpoint-10", "config.json", "diffusion_pytorch_model.safetensors", "logs.txt", "sd15-base.safetensors", "vae.safetensors.index.json"]);
+    const lines: string[] = [];
+    saveModelFolder(dir, { className: "X", config: { v: 2 }, tensors: weights(), warn: (l) => lines.push(l) });
+    assert.deepEqual(fs.readdirSync(dir).sort(), ["checkpoint-10", "config.json", "diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.safetensors", "logs.txt", "sd15-base.safetensors", "vae.safetensors.index.json"]);
+    assert.equal(lines.length, 1);
+    assert.match(lines[0]!, /kept diffusion_pytorch_model\.fp16\.safetensors \(not written by this save\): from_pretrained with variant="fp16" would load it instead of the new weights/);
     assert.equal(fs.readFileSync(path.join(dir, "sd15-base.safetensors"), "utf8"), "mine");
     assert.equal(fs.readFileSync(path.join(dir, "logs.txt"), "utf8"), "hello");
     assert.equal(loadModelFolder(dir).config.v, 2);
