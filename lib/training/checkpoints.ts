@@ -10,6 +10,12 @@
  *   training_state.json         global step and whatever else the loop records
  *   checkpoint.json             the completion marker, written last: format, step, every file with its size and SHA-256
  *
+ * Every part above is written into every checkpoint (the trainer always has them; controlnet_ema/ is the one optional
+ * folder, with use_ema, through `extra`), so a checkpoint lacking one — deleted along with its marker entries — is
+ * damaged, never resumed with that part silently fresh. Its step must agree three ways: the folder's name, the
+ * marker's `step` and training_state.json's `global_step`. Markers written before checksums were recorded
+ * (commits 587d5ed to 4583983, the same format version) have no `sha256`: loading one says so, once, and checks sizes.
+ *
  * Atomicity: everything is written into `checkpoint-<step>.tmp-<pid>`, every file and folder is fsynced, the marker is
  * written, and only then the folder is renamed to `checkpoint-<step>` (and the parent fsynced). A rename is atomic, so
  * a process killed at any moment leaves either no new checkpoint or a complete one; the previous ones are untouched.
@@ -33,17 +39,19 @@ const MARKER = "checkpoint.json";
 const NAME_RE = /^checkpoint-(\d+)$/;
 const TMP_RE = /^checkpoint-(\d+)\.(tmp|old)-(\d+)$/;
 
+/** What a checkpoint holds. All but `training` and `extra` are required: a checkpoint without one of them could not
+ *  resume the run exactly, and loading refuses it. */
 export interface CheckpointParts {
   /** Writes the ControlNet into `dir` (created beforehand): the model's savePretrained. */
-  controlnet?: (dir: string) => void | Promise<void>;
+  controlnet: (dir: string) => void | Promise<void>;
   /** The optimizer's state dict. */
-  optimizer?: () => Map<string, StateTensor>;
+  optimizer: () => Map<string, StateTensor>;
   /** The lr scheduler's state (JSON-serialisable). */
-  lrScheduler?: () => unknown;
+  lrScheduler: () => unknown;
   /** RNG states by purpose, e.g. { noise: rng.getState(), data: ... } (JSON-serialisable). */
-  rng?: () => unknown;
+  rng: () => unknown;
   /** The data loader's position (JSON-serialisable). */
-  data?: () => unknown;
+  data: () => unknown;
   /** Anything else the loop needs to resume: epoch, args … (JSON-serialisable). The step is added. */
   training?: () => Record<string, unknown>;
   /** Test hook / extension: more files, written into the checkpoint folder before the marker. */
@@ -74,6 +82,15 @@ interface Marker {
   sha256?: Record<string, string>;
   created: string;
 }
+
+/** The files every checkpoint holds besides the ControlNet folder (CheckpointParts: optimizer, lrScheduler, rng, data,
+ *  and training_state.json, always written). */
+const REQUIRED_FILES = ["optimizer.safetensors", "scheduler.json", "random_states.json", "data_state.json", "training_state.json"];
+/** Model folders (diffusers layout: config.json + *.safetensors weights, maybe sharded): controlnet/ always,
+ *  controlnet_ema/ when the run had use_ema (the trainer's `extra`). Every .json/.safetensors file in them must be in
+ *  the marker (what loading reads is what the marker vouches for). */
+const REQUIRED_MODEL_FOLDERS = ["controlnet"];
+const OPTIONAL_MODEL_FOLDERS = ["controlnet_ema"];
 
 /** SHA-256 of a file, read in 1 MiB pieces. */
 function fileSha256(file: string): string {
@@ -120,18 +137,101 @@ export function hasMarker(dir: string): boolean {
   }
 }
 
-/** null when `dir` is a complete checkpoint, else the reason it is not. Sizes only by default (listing many
- *  checkpoints stays cheap); with `checksums`, every file is hashed against the marker (loading does this). */
-export function verifyCheckpoint(dir: string, opts: { checksums?: boolean } = {}): string | null {
+/** The step in a checkpoint folder's name (`checkpoint-N`, or a writer's `checkpoint-N.tmp-<pid>` / `.old-<pid>`), or
+ *  null for a folder named otherwise (a copy under another name: infer accepts those). */
+function folderStep(dir: string): number | null {
+  const name = path.basename(path.resolve(dir));
+  const m = NAME_RE.exec(name) ?? TMP_RE.exec(name);
+  return m ? Number(m[1]) : null;
+}
+
+/** Every file under `dir`, relative, with "/" separators ([] when there is no such folder). */
+function filesUnder(dir: string, base = dir, out: string[] = []): string[] {
+  let entries: fs.Dirent[];
+  try {
+    entries = fs.readdirSync(dir, { withFileTypes: true });
+  } catch {
+    return out;
+  }
+  for (const e of entries) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) filesUnder(p, base, out);
+    else out.push(path.relative(base, p).split(path.sep).join("/"));
+  }
+  return out;
+}
+
+/** What is wrong with the marker's list of parts and steps (no file is hashed), or null. */
+function checkContents(dir: string, marker: Marker): string | null {
+  if (!Number.isSafeInteger(marker.step) || marker.step < 0) return `${MARKER}'s step is ${JSON.stringify(marker.step)}, not a step number`;
+  const named = folderStep(dir);
+  if (named !== null && named !== marker.step) return `${MARKER} says step ${marker.step}, the folder's name says ${named}`;
+  if (marker.files === null || typeof marker.files !== "object" || Array.isArray(marker.files)) return `${MARKER} lists no files`;
+  const listed = Object.keys(marker.files);
+  const unsafe = listed.find((rel) => path.isAbsolute(rel) || rel.split(/[\\/]/).includes(".."));
+  if (unsafe !== undefined) return `${MARKER} names a file outside the checkpoint (${unsafe})`;
+  const bad = listed.find((rel) => !Number.isSafeInteger(marker.files[rel]) || marker.files[rel]! < 0);
+  if (bad !== undefined) return `${MARKER} gives no size for ${bad}`;
+  for (const rel of REQUIRED_FILES) if (!(rel in marker.files)) return `${MARKER} does not list ${rel}, which every checkpoint has`;
+  for (const folder of [...REQUIRED_MODEL_FOLDERS, ...OPTIONAL_MODEL_FOLDERS]) {
+    const inMarker = listed.filter((rel) => rel.startsWith(`${folder}/`));
+    // what is loaded from these folders (config, weights, shard index) is what the marker vouches for: no such file
+    // may be left out of it (a stray .DS_Store may)
+    const onDisk = filesUnder(path.join(dir, folder)).filter((rel) => /\.(json|safetensors)$/.test(rel)).map((rel) => `${folder}/${rel}`);
+    const unlisted = onDisk.find((rel) => !(rel in marker.files));
+    if (unlisted !== undefined) return `file ${unlisted} is not in ${MARKER} (added, or its entry removed, after the checkpoint was written)`;
+    if (!inMarker.length && OPTIONAL_MODEL_FOLDERS.includes(folder)) continue;
+    if (!inMarker.length) return `${MARKER} lists nothing in ${folder}/, which every checkpoint has`;
+    if (!inMarker.includes(`${folder}/config.json`)) return `${MARKER} does not list ${folder}/config.json`;
+    if (!inMarker.some((rel) => /^[^/]+\/[^/]+\.safetensors$/.test(rel))) return `${MARKER} lists no weights (*.safetensors) in ${folder}/`;
+  }
+  if (marker.sha256 !== undefined) {
+    const sums = marker.sha256 as unknown;
+    if (sums === null || typeof sums !== "object" || Array.isArray(sums)) return `${MARKER}'s sha256 is not a table of checksums`;
+    const table = sums as Record<string, unknown>;
+    const unsummed = listed.find((rel) => typeof table[rel] !== "string" || !/^[0-9a-f]{64}$/.test(table[rel] as string));
+    if (unsummed !== undefined) return `${MARKER} has no valid SHA-256 for ${unsummed}`;
+    const extra = Object.keys(table).find((rel) => !(rel in marker.files));
+    if (extra !== undefined) return `${MARKER} has a SHA-256 for ${extra} but does not list the file`;
+  }
+  return null;
+}
+
+/** training_state.json's `global_step` against the marker's step (null when they agree). */
+function checkTrainingStep(dir: string, marker: Marker): string | null {
+  let state: unknown;
+  try {
+    state = JSON.parse(fs.readFileSync(path.join(dir, "training_state.json"), "utf8"));
+  } catch (e) {
+    return `training_state.json does not parse (${(e as Error).message})`;
+  }
+  const global = state !== null && typeof state === "object" ? (state as Record<string, unknown>).global_step : undefined;
+  if (global !== marker.step) return `training_state.json says global_step ${JSON.stringify(global)}, ${MARKER} says step ${marker.step}`;
+  return null;
+}
+
+export interface VerifyOptions {
+  /** Hash every file against the marker (loading does this); else sizes only (listing many checkpoints stays cheap). */
+  checksums?: boolean;
+  /** With `checksums`: receives the one line saying a marker of before checksums has none (default console.warn). */
+  warn?: (line: string) => void;
+}
+
+/** null when `dir` is a complete checkpoint, else the reason it is not: the marker, every part the trainer writes, the
+ *  step (folder name, marker, training_state.json) and each file's size; with `checksums`, its SHA-256 too. */
+export function verifyCheckpoint(dir: string, opts: VerifyOptions = {}): string | null {
   let marker: Marker;
   try {
     marker = readMarker(dir);
   } catch (e) {
     return `no readable ${MARKER} (${(e as Error).message})`;
   }
+  if (marker === null || typeof marker !== "object") return `${MARKER} is not a ${CHECKPOINT_FORMAT} marker`;
   if (marker.format !== CHECKPOINT_FORMAT) return `${MARKER} is not a ${CHECKPOINT_FORMAT} marker`;
   if (marker.version > CHECKPOINT_VERSION) return `checkpoint format version ${marker.version} is newer than this library's ${CHECKPOINT_VERSION}`;
-  for (const [rel, size] of Object.entries(marker.files ?? {})) {
+  const contents = checkContents(dir, marker);
+  if (contents) return contents;
+  for (const [rel, size] of Object.entries(marker.files)) {
     let st: fs.Stats;
     try {
       st = fs.statSync(path.join(dir, rel));
@@ -140,12 +240,28 @@ export function verifyCheckpoint(dir: string, opts: { checksums?: boolean } = {}
     }
     if (st.size !== size) return `file ${rel} has ${st.size} bytes, the marker says ${size}`;
   }
+  const steps = checkTrainingStep(dir, marker);
+  if (steps) return steps;
   if (opts.checksums) {
+    if (marker.sha256 === undefined) {
+      (opts.warn ?? console.warn)(`warning: ${dir}: its ${MARKER} records no SHA-256 checksums (written by a controlnet-ts ` +
+        "from before they were added); its files were checked by size only, a flipped bit would go unnoticed");
+    }
     for (const [rel, sum] of Object.entries(marker.sha256 ?? {})) {
       if (fileSha256(path.join(dir, rel)) !== sum) return `file ${rel} does not match its SHA-256 in ${MARKER} (corrupted)`;
     }
   }
   return null;
+}
+
+/** Which other complete checkpoint could be taken instead of `dir` (in its folder), as advice for a refusal. */
+function otherCheckpointAdvice(dir: string): string {
+  const parent = path.dirname(path.resolve(dir));
+  const others = listCheckpoints(parent).filter((c) => path.resolve(c.path) !== path.resolve(dir));
+  const other = others.at(-1);
+  return other
+    ? `The newest other complete checkpoint can be resumed instead: resume_from_checkpoint ${other.path}.`
+    : `No other complete checkpoint is in ${parent}.`;
 }
 
 /**
@@ -217,6 +333,8 @@ export function checkpointsToRemove(existing: CheckpointInfo[], totalLimit: numb
 /** `accelerator.save_state(output_dir/checkpoint-<step>)` with the total limit, written atomically. */
 export async function saveCheckpoint(outputDir: string, step: number, parts: CheckpointParts, opts: SaveOptions = {}): Promise<SaveResult> {
   if (!Number.isSafeInteger(step) || step < 0) throw new Error(`checkpoint step must be a non-negative integer, got ${step}`);
+  const lacking = (["controlnet", "optimizer", "lrScheduler", "rng", "data"] as const).filter((k) => typeof parts[k] !== "function");
+  if (lacking.length) throw new Error(`saveCheckpoint: checkpoint-${step} needs ${lacking.join(", ")} (every checkpoint holds them); nothing was written`);
   if (opts.totalLimit !== undefined && opts.totalLimit !== null && (!Number.isInteger(opts.totalLimit) || opts.totalLimit < 1)) {
     throw new Error(`checkpoints_total_limit must be a positive integer, got ${opts.totalLimit}`);
   }
@@ -238,15 +356,13 @@ async function writeCheckpointFolder(outputDir: string, step: number, parts: Che
   fs.rmSync(tmp, { recursive: true, force: true });
   fs.mkdirSync(tmp);
   try {
-    if (parts.controlnet) {
-      const d = path.join(tmp, "controlnet");
-      fs.mkdirSync(d);
-      await parts.controlnet(d);
-    }
-    if (parts.optimizer) writeSafetensors(path.join(tmp, "optimizer.safetensors"), parts.optimizer(), { format: "controlnet-ts-optimizer" });
-    if (parts.lrScheduler) writeJson(path.join(tmp, "scheduler.json"), parts.lrScheduler());
-    if (parts.rng) writeJson(path.join(tmp, "random_states.json"), parts.rng());
-    if (parts.data) writeJson(path.join(tmp, "data_state.json"), parts.data());
+    const d = path.join(tmp, "controlnet");
+    fs.mkdirSync(d);
+    await parts.controlnet(d);
+    writeSafetensors(path.join(tmp, "optimizer.safetensors"), parts.optimizer(), { format: "controlnet-ts-optimizer" });
+    writeJson(path.join(tmp, "scheduler.json"), parts.lrScheduler());
+    writeJson(path.join(tmp, "random_states.json"), parts.rng());
+    writeJson(path.join(tmp, "data_state.json"), parts.data());
     writeJson(path.join(tmp, "training_state.json"), { ...(parts.training?.() ?? {}), global_step: step });
     if (parts.extra) await parts.extra(tmp);
     const files = syncTree(tmp);
@@ -369,7 +485,7 @@ export function resolveResume(outputDir: string, resumeFrom: string | null | und
       throw new ForeignCheckpointError(path.dirname(p), [p], fs.existsSync(path.join(cn, "config.json")) ? cn : null);
     }
     const why = verifyCheckpoint(p);
-    if (why) throw new Error(`resume_from_checkpoint '${p}' is not a complete checkpoint: ${why}`);
+    if (why) throw new Error(`resume_from_checkpoint '${p}' is not a complete checkpoint: ${why}; nothing was changed. ${otherCheckpointAdvice(p)}`);
     return { checkpoint: { step: Number(m[1]), path: p }, message: resumingMessage(outputDir, p) };
   }
   throw new Error(`resume_from_checkpoint '${resumeFrom}' does not exist (looked at ${candidates.join(" and ")})`);
@@ -378,17 +494,14 @@ export function resolveResume(outputDir: string, resumeFrom: string | null | und
 export interface LoadedCheckpoint {
   step: number;
   path: string;
-  /** The ControlNet's diffusers folder (load it with the model's fromPretrained), or null if none was saved. */
+  /** The ControlNet's diffusers folder (load it with the model's fromPretrained); always there in a loaded checkpoint. */
   controlnetDir: string | null;
+  /** The optimizer's state dict; always there in a loaded checkpoint. */
   optimizer: Map<string, StateTensor> | null;
   lrScheduler: unknown;
   rng: unknown;
   data: unknown;
   training: Record<string, unknown>;
-}
-
-function readJson(file: string): unknown {
-  return fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, "utf8")) : null;
 }
 
 /** A checkpoint's training_state.json (its `run` identity among others) without loading the rest; {} if unreadable. */
@@ -400,21 +513,37 @@ export function readTrainingState(dir: string): Record<string, unknown> {
   }
 }
 
-/** Reads a checkpoint written by saveCheckpoint (verified first, checksums included: a flipped bit names its file). */
-export function loadCheckpoint(dir: string): LoadedCheckpoint {
-  const why = verifyCheckpoint(dir, { checksums: true });
-  if (why) throw new Error(`'${dir}' is not a complete checkpoint: ${why}`);
+/** Reads a checkpoint written by saveCheckpoint. Verified first, checksums included (a flipped bit names its file):
+ *  a damaged one is refused in one line naming what is wrong and the newest other complete checkpoint beside it.
+ *  `warn` receives the one line about a marker of before checksums (default console.warn). */
+export function loadCheckpoint(dir: string, opts: { warn?: (line: string) => void } = {}): LoadedCheckpoint {
+  const refuse = (why: string) => new Error(`'${dir}' is not a complete checkpoint: ${why}; nothing was changed. ${otherCheckpointAdvice(dir)}`);
+  const why = verifyCheckpoint(dir, { checksums: true, warn: opts.warn });
+  if (why) throw refuse(why);
   const marker = readMarker(dir);
-  const opt = path.join(dir, "optimizer.safetensors");
-  const cn = path.join(dir, "controlnet");
+  const json = (rel: string): unknown => {
+    try {
+      return JSON.parse(fs.readFileSync(path.join(dir, rel), "utf8"));
+    } catch (e) {
+      throw refuse(`${rel} does not parse (${(e as Error).message})`);
+    }
+  };
+  const training = json("training_state.json");
+  if (training === null || typeof training !== "object" || Array.isArray(training)) throw refuse("training_state.json is not a JSON object");
+  let optimizer: Map<string, StateTensor>;
+  try {
+    optimizer = readSafetensors(path.join(dir, "optimizer.safetensors")).tensors as Map<string, StateTensor>;
+  } catch (e) {
+    throw refuse(`optimizer.safetensors does not read (${(e as Error).message})`);
+  }
   return {
     step: marker.step,
     path: dir,
-    controlnetDir: fs.existsSync(cn) ? cn : null,
-    optimizer: fs.existsSync(opt) ? (readSafetensors(opt).tensors as Map<string, StateTensor>) : null,
-    lrScheduler: readJson(path.join(dir, "scheduler.json")),
-    rng: readJson(path.join(dir, "random_states.json")),
-    data: readJson(path.join(dir, "data_state.json")),
-    training: (readJson(path.join(dir, "training_state.json")) as Record<string, unknown>) ?? {},
+    controlnetDir: path.join(dir, "controlnet"),
+    optimizer,
+    lrScheduler: json("scheduler.json"),
+    rng: json("random_states.json"),
+    data: json("data_state.json"),
+    training: training as Record<string, unknown>,
   };
 }

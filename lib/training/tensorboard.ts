@@ -462,11 +462,47 @@ export class JsonlLogger {
   }
 }
 
-/** Reads a JSON-lines log; a trailing partial line (a writer mid-append) is ignored. */
-export function readJsonl(file: string): Record<string, unknown>[] {
+/** Warnings already given by readJsonl's default reporter, per file: a log read again and again (a follower, the
+ *  cells' history) names the same bad lines once, not at every read. */
+const jsonlWarned = new Map<string, string>();
+
+export interface ReadJsonlOptions {
+  /** Receives the one warning line about skipped lines (default: console.warn, once per file and set of lines). */
+  warn?: (line: string) => void;
+}
+
+/**
+ * Reads a JSON-lines log. A trailing line without its newline (a writer mid-append, or one killed mid-write) is
+ * ignored without a word. Any other line that is not a JSON object (damaged, NUL bytes, `null`, edited by hand) is
+ * skipped and named — file and line numbers, in one warning line — never thrown over: the other records are kept.
+ */
+export function readJsonl(file: string, opts: ReadJsonlOptions = {}): Record<string, unknown>[] {
   if (!fs.existsSync(file)) return [];
   const text = fs.readFileSync(file, "utf8");
   const lines = text.split("\n");
   if (!text.endsWith("\n")) lines.pop();
-  return lines.filter((l) => l.trim()).map((l) => JSON.parse(l) as Record<string, unknown>);
+  const out: Record<string, unknown>[] = [];
+  const bad: number[] = [];
+  lines.forEach((l, i) => {
+    if (!l.trim()) return;
+    let v: unknown;
+    try {
+      v = JSON.parse(l);
+    } catch {
+      v = undefined;
+    }
+    if (v !== null && typeof v === "object" && !Array.isArray(v)) out.push(v as Record<string, unknown>);
+    else bad.push(i + 1);
+  });
+  if (bad.length) {
+    const shown = bad.length > 10 ? `${bad.slice(0, 10).join(", ")} and ${bad.length - 10} more` : bad.join(", ");
+    const line = `warning: ${file}: skipped ${bad.length === 1 ? "line" : "lines"} ${shown} (not a JSON object: damaged or ` +
+      `edited); kept the other ${out.length} record${out.length === 1 ? "" : "s"}`;
+    if (opts.warn) opts.warn(line);
+    else if (jsonlWarned.get(path.resolve(file)) !== line) {
+      jsonlWarned.set(path.resolve(file), line);
+      console.warn(line);
+    }
+  }
+  return out;
 }

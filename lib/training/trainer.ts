@@ -381,7 +381,7 @@ export class ControlNetTrainer {
       }
       return;
     }
-    const ck = loadCheckpoint(r.checkpoint.path);
+    const ck = loadCheckpoint(r.checkpoint.path, { warn: tell });
     const diff = runDifferences(ck.training.run, mine);
     if (diff.length) {
       if (this.opts.resume_from_checkpoint === "latest") {

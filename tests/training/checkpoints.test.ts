@@ -17,7 +17,7 @@ import {
   verifyCheckpoint,
 } from "../../lib/training/checkpoints.js";
 import { holdTemp } from "../../lib/io/diffusers.js";
-import { readSafetensors } from "../../lib/io/safetensors.js";
+import { readSafetensors, writeSafetensors } from "../../lib/io/safetensors.js";
 import { writeAccelerateCheckpoint } from "./fixtures/accelerate-checkpoint.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -26,7 +26,10 @@ const names = (dir: string) => listCheckpointDirs(dir).map((c) => path.basename(
 
 function parts(step: number) {
   return {
-    controlnet: (dir: string) => fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify({ step })),
+    controlnet: (dir: string) => {
+      fs.writeFileSync(path.join(dir, "config.json"), JSON.stringify({ step }));
+      writeSafetensors(path.join(dir, "diffusion_pytorch_model.safetensors"), { w: { dtype: "float32", shape: [2], data: Float32Array.of(step, step) } });
+    },
     optimizer: () => new Map([["step", { dtype: "int32" as const, shape: [], data: Int32Array.of(step) }], ["w.exp_avg", { dtype: "float32" as const, shape: [3], data: Float32Array.of(step, 1, 2) }]]),
     lrScheduler: () => ({ name: "constant", last_epoch: step, base_lr: 1e-5 }),
     rng: () => ({ noise: { algorithm: "xoshiro128**", s: [step, 2, 3, 4], spare: 0.5 } }),
@@ -268,4 +271,191 @@ test("infer from a checkpoint whose files no longer match their SHA-256 is refus
     process.stderr.write = write;
     fs.rmSync(dir, { recursive: true });
   }
+});
+
+/** Rewrites a checkpoint's marker through `edit` (what a hand edit, or a tool that knows the format, would do). */
+function editMarker(ck: string, edit: (m: Record<string, any>) => void): void {
+  const file = path.join(ck, "checkpoint.json");
+  const m = JSON.parse(fs.readFileSync(file, "utf8")) as Record<string, any>;
+  edit(m);
+  fs.writeFileSync(file, JSON.stringify(m, null, 2) + "\n");
+}
+
+/** Deletes part of a checkpoint and its entries in the marker, so that sizes and checksums still agree. */
+function dropPart(ck: string, ...rels: string[]): void {
+  editMarker(ck, (m) => {
+    for (const key of Object.keys(m.files)) {
+      if (rels.some((r) => key === r || key.startsWith(`${r}/`))) {
+        delete m.files[key];
+        delete m.sha256[key];
+      }
+    }
+  });
+  for (const r of rels) fs.rmSync(path.join(ck, r), { recursive: true });
+}
+
+/** Every way of refusing a damaged checkpoint-4 beside a good checkpoint-2: one line, naming the checkpoint, the
+ *  problem and the checkpoint that can be used instead. */
+function assertRefused(dir: string, problem: RegExp): void {
+  const ck = path.join(dir, "checkpoint-4");
+  const one = (e: Error) => { assert.ok(!e.message.includes("\n"), `one line: ${e.message}`); return true; };
+  assert.match(verifyCheckpoint(ck) ?? "", problem);
+  assert.deepEqual(listCheckpoints(dir).map((c) => c.step), [2], "a damaged checkpoint is not a complete one");
+  assert.throws(() => resolveResume(dir, "latest"), (e: Error) => {
+    assert.match(e.message, new RegExp(`the newest checkpoint ${ck}.* is damaged \\(${problem.source}.*\\); nothing was changed\\. Resume the one before by name \\(resume_from_checkpoint checkpoint-2\\)`));
+    return one(e);
+  });
+  for (const given of ["checkpoint-4", ck]) {
+    assert.throws(() => resolveResume(dir, given), (e: Error) => {
+      assert.match(e.message, new RegExp(`checkpoint-4' is not a complete checkpoint: ${problem.source}.*; nothing was changed\\. The newest other complete checkpoint can be resumed instead: resume_from_checkpoint ${path.join(dir, "checkpoint-2")}\\.$`));
+      return one(e);
+    });
+  }
+  assert.throws(() => loadCheckpoint(ck), (e: Error) => {
+    assert.match(e.message, new RegExp(`checkpoint-4' is not a complete checkpoint: ${problem.source}.*; nothing was changed\\. The newest other complete checkpoint can be resumed instead: resume_from_checkpoint .*checkpoint-2\\.$`));
+    return one(e);
+  });
+  assert.equal(resolveResume(dir, "checkpoint-2").checkpoint!.step, 2, "the good one is still taken");
+  assert.equal(loadCheckpoint(path.join(dir, "checkpoint-2")).step, 2);
+}
+
+async function twoCheckpoints(): Promise<string> {
+  const dir = tmpDir();
+  await saveCheckpoint(dir, 2, parts(2));
+  await saveCheckpoint(dir, 4, parts(4));
+  return dir;
+}
+
+test("a marker whose step was edited is refused: folder name, marker and training_state.json must agree", async () => {
+  const dir = await twoCheckpoints();
+  const ck = path.join(dir, "checkpoint-4");
+  editMarker(ck, (m) => (m.step = 2));
+  assertRefused(dir, /checkpoint\.json says step 2, the folder's name says 4/);
+  // the folder renamed to match the edited step: training_state.json still says 4
+  const renamed = tmpDir();
+  await saveCheckpoint(renamed, 4, parts(4));
+  fs.renameSync(path.join(renamed, "checkpoint-4"), path.join(renamed, "checkpoint-6"));
+  editMarker(path.join(renamed, "checkpoint-6"), (m) => (m.step = 6));
+  assert.equal(verifyCheckpoint(path.join(renamed, "checkpoint-6")), "training_state.json says global_step 4, checkpoint.json says step 6");
+  assert.throws(() => resolveResume(renamed, "latest"), /checkpoint-6 is damaged \(training_state\.json says global_step 4, checkpoint\.json says step 6\); nothing was changed\. Remove checkpoint-6 to start a new run\./);
+  // no step at all, or not a number
+  editMarker(ck, (m) => delete m.step);
+  assert.match(verifyCheckpoint(ck)!, /checkpoint\.json's step is undefined, not a step number/);
+  editMarker(ck, (m) => (m.step = "4"));
+  assert.match(verifyCheckpoint(ck)!, /checkpoint\.json's step is "4", not a step number/);
+  for (const d of [dir, renamed]) fs.rmSync(d, { recursive: true });
+});
+
+test("a checkpoint lacking a part the trainer always writes is refused, even with its marker entries removed", async () => {
+  const cases: [string[], RegExp][] = [
+    [["optimizer.safetensors"], /checkpoint\.json does not list optimizer\.safetensors, which every checkpoint has/],
+    [["controlnet"], /checkpoint\.json lists nothing in controlnet\/, which every checkpoint has/],
+    [["data_state.json", "random_states.json", "scheduler.json"], /checkpoint\.json does not list (scheduler|random_states|data_state)\.json, which every checkpoint has/],
+    [["training_state.json"], /checkpoint\.json does not list training_state\.json/],
+    [["controlnet/diffusion_pytorch_model.safetensors"], /checkpoint\.json lists no weights \(\*\.safetensors\) in controlnet\//],
+    [["controlnet/config.json"], /checkpoint\.json does not list controlnet\/config\.json/],
+  ];
+  for (const [rels, problem] of cases) {
+    const dir = await twoCheckpoints();
+    dropPart(path.join(dir, "checkpoint-4"), ...rels);
+    assertRefused(dir, problem);
+    fs.rmSync(dir, { recursive: true });
+  }
+  // a file only deleted (its entry kept) was already caught; a file of the model added, or its entry removed while it
+  // stays, is not loaded unvouched for
+  const dir = await twoCheckpoints();
+  const ck = path.join(dir, "checkpoint-4");
+  editMarker(ck, (m) => { delete m.files["controlnet/config.json"]; delete m.sha256["controlnet/config.json"]; });
+  assertRefused(dir, /file controlnet\/config\.json is not in checkpoint\.json \(added, or its entry removed, after the checkpoint was written\)/);
+  fs.rmSync(dir, { recursive: true });
+  const stray = await twoCheckpoints();
+  fs.writeFileSync(path.join(stray, "checkpoint-4", "controlnet", ".DS_Store"), "finder");
+  fs.writeFileSync(path.join(stray, "checkpoint-4", "notes.txt"), "mine");
+  assert.equal(verifyCheckpoint(path.join(stray, "checkpoint-4"), { checksums: true }), null, "stray files the loader never reads are no damage");
+  fs.writeFileSync(path.join(stray, "checkpoint-4", "controlnet", "diffusion_pytorch_model-extra.safetensors"), "x");
+  assert.match(verifyCheckpoint(path.join(stray, "checkpoint-4"))!, /file controlnet\/diffusion_pytorch_model-extra\.safetensors is not in checkpoint\.json/);
+  fs.rmSync(stray, { recursive: true });
+});
+
+test("controlnet_ema/ is optional, but when present every file of it is vouched for by the marker", async () => {
+  const ema = (dir: string) => {
+    const d = path.join(dir, "controlnet_ema");
+    fs.mkdirSync(d);
+    fs.writeFileSync(path.join(d, "config.json"), "{}");
+    writeSafetensors(path.join(d, "diffusion_pytorch_model.safetensors"), { w: { dtype: "float32", shape: [1], data: Float32Array.of(1) } });
+  };
+  const dir = tmpDir();
+  await saveCheckpoint(dir, 2, parts(2));
+  await saveCheckpoint(dir, 4, { ...parts(4), extra: ema });
+  assert.equal(verifyCheckpoint(path.join(dir, "checkpoint-2"), { checksums: true }), null, "saved without use_ema");
+  assert.equal(verifyCheckpoint(path.join(dir, "checkpoint-4"), { checksums: true }), null);
+  // the average's entries removed from the marker while its files stay: they would be loaded unverified
+  editMarker(path.join(dir, "checkpoint-4"), (m) => {
+    for (const k of Object.keys(m.files)) if (k.startsWith("controlnet_ema/")) { delete m.files[k]; delete m.sha256[k]; }
+  });
+  assertRefused(dir, /file controlnet_ema\/(config\.json|diffusion_pytorch_model\.safetensors) is not in checkpoint\.json/);
+  fs.rmSync(dir, { recursive: true });
+  // its weights removed with their entries: a half average
+  const half = tmpDir();
+  await saveCheckpoint(half, 2, parts(2));
+  await saveCheckpoint(half, 4, { ...parts(4), extra: ema });
+  dropPart(path.join(half, "checkpoint-4"), "controlnet_ema/diffusion_pytorch_model.safetensors");
+  assertRefused(half, /checkpoint\.json lists no weights \(\*\.safetensors\) in controlnet_ema\//);
+  fs.rmSync(half, { recursive: true });
+});
+
+test("checksums: a marker of before checksums is loaded with one warning; a partial or extra checksum table is damage", async () => {
+  const dir = await twoCheckpoints();
+  const ck = path.join(dir, "checkpoint-4");
+  // the format of 2026-11-26..12-03 (same version, no sha256): sizes only, and said once
+  editMarker(ck, (m) => delete m.sha256);
+  const warnings: string[] = [];
+  const loaded = loadCheckpoint(ck, { warn: (l) => warnings.push(l) });
+  assert.equal(loaded.step, 4);
+  assert.deepEqual(warnings, [`warning: ${ck}: its checkpoint.json records no SHA-256 checksums (written by a controlnet-ts from before they were added); its files were checked by size only, a flipped bit would go unnoticed`]);
+  assert.equal(verifyCheckpoint(ck), null, "listing (sizes only) says nothing");
+  // the default reporter is console.warn, one line per load
+  const seen: string[] = [];
+  const warn = console.warn;
+  console.warn = (...a: unknown[]) => void seen.push(a.join(" "));
+  try {
+    loadCheckpoint(ck);
+  } finally {
+    console.warn = warn;
+  }
+  assert.equal(seen.length, 1);
+  assert.match(seen[0]!, /checkpoint-4: its checkpoint\.json records no SHA-256 checksums/);
+  // a table missing one file's sum, with a flipped bit in that file: refused, not loaded unverified
+  const other = await twoCheckpoints();
+  const ck2 = path.join(other, "checkpoint-4");
+  editMarker(ck2, (m) => delete m.sha256["optimizer.safetensors"]);
+  const f = path.join(ck2, "optimizer.safetensors");
+  const bytes = fs.readFileSync(f);
+  bytes[bytes.length - 1]! ^= 0x01;
+  fs.writeFileSync(f, bytes);
+  assertRefused(other, /checkpoint\.json has no valid SHA-256 for optimizer\.safetensors/);
+  editMarker(ck2, (m) => { m.sha256["optimizer.safetensors"] = "0".repeat(64); m.sha256["gone.bin"] = "0".repeat(64); });
+  assertRefused(other, /checkpoint\.json has a SHA-256 for gone\.bin but does not list the file/);
+  editMarker(ck2, (m) => (m.sha256 = null));
+  assertRefused(other, /checkpoint\.json's sha256 is not a table of checksums/);
+  for (const d of [dir, other]) fs.rmSync(d, { recursive: true });
+});
+
+test("a JSON part that no longer parses (a marker without checksums cannot vouch for it) is refused naming the file", async () => {
+  const dir = await twoCheckpoints();
+  const ck = path.join(dir, "checkpoint-4");
+  editMarker(ck, (m) => delete m.sha256);
+  const f = path.join(ck, "data_state.json");
+  fs.writeFileSync(f, "{".padEnd(fs.statSync(f).size, " ")); // same size
+  assert.throws(() => loadCheckpoint(ck, { warn: () => {} }),
+    /checkpoint-4' is not a complete checkpoint: data_state\.json does not parse \(.*\); nothing was changed\. The newest other complete checkpoint can be resumed instead: resume_from_checkpoint .*checkpoint-2\.$/);
+  fs.rmSync(dir, { recursive: true });
+});
+
+test("saveCheckpoint refuses to write a checkpoint without a part every checkpoint holds", async () => {
+  const dir = tmpDir();
+  const { optimizer: _drop, ...rest } = parts(2);
+  await assert.rejects(saveCheckpoint(dir, 2, rest as never), /saveCheckpoint: checkpoint-2 needs optimizer \(every checkpoint holds them\); nothing was written/);
+  assert.deepEqual(fs.readdirSync(dir), []);
+  fs.rmSync(dir, { recursive: true });
 });
