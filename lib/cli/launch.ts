@@ -166,6 +166,9 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
     const missing = collectiveMissingReason();
     if (missing) return fail(`${o.numProcesses} processes need TensorFlow's collective ops, but ${missing}`);
   }
+  if (o.numProcesses > 1 && o.numMachines === 1 && (await isThisMachine(o.mainProcessIp)) === null) {
+    return fail(`--main_process_ip ${o.mainProcessIp} cannot be resolved to an address (leave it out for 127.0.0.1)`);
+  }
   if (o.numProcesses > 1 && o.numMachines === 1 && !(await isThisMachine(o.mainProcessIp))) {
     return fail(`--main_process_ip ${o.mainProcessIp} is not an address of this machine: with --num_machines 1 every process runs here ` +
       "(leave it out for 127.0.0.1; for several machines give --num_machines and --machine_rank)");
@@ -305,13 +308,14 @@ export async function main(argv: string[]): Promise<number> {
   return (await launch(o)).code;
 }
 
-/** Whether `host` (a name or an address) is this machine: loopback, the unspecified address, or an interface's. */
-async function isThisMachine(host: string): Promise<boolean> {
+/** Whether `host` (a name or an address) is this machine: loopback, the unspecified address, or an interface's; null when
+ *  the name does not resolve. */
+async function isThisMachine(host: string): Promise<boolean | null> {
   let addresses: string[];
   try {
     addresses = (await dns.lookup(host, { all: true })).map((a) => a.address);
   } catch {
-    return false;
+    return null; // no such name
   }
   const own = new Set(Object.values(os.networkInterfaces()).flatMap((list) => (list ?? []).map((i) => i.address)));
   return addresses.some((a) => a.startsWith("127.") || a === "::1" || a === "0.0.0.0" || a === "::" || own.has(a));

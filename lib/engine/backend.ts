@@ -76,7 +76,8 @@ export function parseBackend(value: string): BackendKind {
 function parseThreads(value: number | string | undefined): number {
   if (value === undefined || value === "") return Math.max(1, os.availableParallelism?.() ?? os.cpus().length);
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 1 || n > MAX_ENGINE_THREADS) {
+  // digits only: "1e1" or "0x10" are not thread counts someone means
+  if (!/^\s*\d+\s*$/.test(String(value)) || n < 1 || n > MAX_ENGINE_THREADS) {
     throw new Error(`Invalid engine thread count '${value}': expected an integer from 1 to ${MAX_ENGINE_THREADS} (CONTROLNET_TS_THREADS).`);
   }
   return n;

@@ -354,6 +354,9 @@ export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Pr
   const tb = initTrackers(s);
   try {
     for (const l of [...runningTrainingLines(s).map((l) => loggerInfo(l)), ...s.resumeLines]) log(l);
+    if (s.trainer.globalStep > s.trainer.maxSteps) {
+      log(`The resumed checkpoint is at step ${s.trainer.globalStep}, beyond --max_train_steps ${s.trainer.maxSteps}: no step to train; its ControlNet is saved as the final one.`);
+    }
     let r: TrainResult;
     try {
       r = await trainSession(s, hooks, tb);

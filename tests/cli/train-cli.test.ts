@@ -159,3 +159,14 @@ test("what is kept is said: a model card that cannot be written names the saved 
   assert.doesNotMatch(v.stderr, /Steps: 1/);
   fs.rmSync(out, { recursive: true, force: true });
 });
+
+test("resuming a checkpoint beyond --max_train_steps says there is no step to train", () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cli-beyond-"));
+  const flags = (extra: string[]) => [`--pretrained_model_name_or_path=${path.join(root, "data/tiny-sd")}`, `--output_dir=${out}`,
+    "--dataset_name=synthetic-fill50k:4", "--resolution=32", "--train_batch_size=1", "--seed=1", "--checkpointing_steps=2", ...extra];
+  assert.equal(cli(flags(["--max_train_steps=2"])).status, 0);
+  const r = cli(flags(["--max_train_steps=1", "--resume_from_checkpoint=latest"]));
+  assert.equal(r.status, 0, r.stderr.slice(-2000));
+  assert.match(r.stdout, /The resumed checkpoint is at step 2, beyond --max_train_steps 1: no step to train; its ControlNet is saved as the final one\./);
+  fs.rmSync(out, { recursive: true, force: true });
+});

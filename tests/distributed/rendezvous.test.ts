@@ -68,5 +68,10 @@ test("one machine with a --main_process_ip that is not this machine's is refused
   assert.match(r.stderr, /^launch: error: --main_process_ip 192\.0\.2\.1 is not an address of this machine: with --num_machines 1 every process runs here/m);
   assert.ok(Date.now() - t0 < 30_000);
   assert.ok(!fs.existsSync(path.join(out, "o")), "nothing was started or written");
+  // a name that does not resolve says so (.invalid never resolves: RFC 2606)
+  const unknown = await start(["launch", "--num_processes", "2", "--main_process_ip", "nosuchhost.invalid", "--main_process_port", String(port), "train_controlnet",
+    ...trainFlags(path.join(out, "o"), ["--max_train_steps=2", "--train_batch_size=1"])]).done;
+  assert.equal(unknown.code, 1);
+  assert.match(unknown.stderr, /^launch: error: --main_process_ip nosuchhost\.invalid cannot be resolved to an address/m);
   fs.rmSync(out, { recursive: true, force: true });
 });

@@ -116,6 +116,9 @@ test("a bad override is one clear error", () => {
   const t = run(printInfo, { CONTROLNET_TS_THREADS: "zero" });
   assert.notEqual(t.code, 0);
   assert.match(t.err, /Invalid engine thread count 'zero'/);
+  const e = run(printInfo, { CONTROLNET_TS_THREADS: "1e1" });
+  assert.notEqual(e.code, 0, "1e1 is not a thread count");
+  assert.match(e.err, /Invalid engine thread count '1e1': expected an integer from 1 to 64/);
 });
 
 test("switching backend after initialisation is refused", () => {
