@@ -567,9 +567,13 @@ export class ControlNetTrainer {
 
   /** Writes checkpoint-<step> atomically (ControlNet folder, optimizer, lr scheduler, RNG, data position); refuses
    *  non-finite weights (a checkpoint named "last good" must be). */
+  /** The step whose checkpoint was being written when that failed (null once one is written). */
+  private failedCheckpointStep: number | null = null;
+
   async checkpoint(hooks: Pick<TrainHooks, "onCheckpoint"> = {}): Promise<string> {
     this.throwIfWeightsNonFinite();
     if (!this.isMainProcess) return this.lastCheckpoint ?? ""; // rank 0 writes the group's checkpoints
+    this.failedCheckpointStep = this.globalStep; // until it is written
     const res = await saveCheckpoint(this.opts.output_dir, this.globalStep, {
       controlnet: (dir) => this.c.controlnet.savePretrained(dir),
       optimizer: () => this.optimizer.stateDict(),
@@ -580,6 +584,7 @@ export class ControlNetTrainer {
       ...(this.ema ? { extra: (dir: string) => this.ema!.withAveraged(() => this.c.controlnet.savePretrained(path.join(dir, EMA_FOLDER))) } : {}),
     }, { totalLimit: this.opts.checkpoints_total_limit });
     this.lastCheckpoint = res.path;
+    this.failedCheckpointStep = null;
     this.checkpointNotes.push({
       path: res.path, step: this.globalStep, nextLoss: null,
       maxAbsWeight: maxAbs(this.c.controlnet.trainableVariables()),
@@ -596,6 +601,8 @@ export class ControlNetTrainer {
   async checkpointAfterError(error: unknown): Promise<string | null> {
     if (error instanceof NonFiniteLossError || this.globalStep === 0) return null;
     if (this.lastCheckpoint && path.basename(this.lastCheckpoint) === `checkpoint-${this.globalStep}`) return null;
+    // the error was this step's checkpoint failing (a full disk): writing it again fails the same way, said twice
+    if (this.failedCheckpointStep === this.globalStep) return null;
     try {
       return await this.checkpoint();
     } catch (e) {

@@ -209,7 +209,18 @@ test("#9: a full disk while checkpointing names the checkpoint and what is kept,
   try {
     const opts = { output_dir: mnt, resolution: TINY_RESOLUTION, train_batch_size: 2, learning_rate: 1e-3, max_train_steps: 2, checkpointing_steps: 1, seed: 2 };
     const tr = new ControlNetTrainer(tinyComponents(), await tinyDataset(), opts);
-    await assert.rejects(tr.train(), /could not write checkpoint-1 in .*: ENOSPC: no space left on device.*; no earlier checkpoint exists/);
+    let failure: unknown;
+    await assert.rejects(tr.train().catch((e) => { failure = e; throw e; }), /could not write checkpoint-1 in .*: ENOSPC: no space left on device.*; no earlier checkpoint exists/);
+    // after the error, the failed checkpoint is not tried again (it failed the same way and said so twice)
+    const errors: string[] = [];
+    const err = console.error;
+    console.error = (...a: unknown[]) => void errors.push(a.join(" "));
+    try {
+      assert.equal(await tr.checkpointAfterError(failure), null);
+    } finally {
+      console.error = err;
+    }
+    assert.deepEqual(errors, []);
     await tr.close();
     assert.deepEqual(fs.readdirSync(mnt).filter((f) => f.startsWith("checkpoint-")), [], "no partial checkpoint folder");
   } finally {
