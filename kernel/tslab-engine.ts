@@ -157,13 +157,12 @@ function mapCellFrames(lines: string[], sources: CellSources): string[] {
     if (m && src && Number(m[4]) === src.js.split("\n").length) continue;
     const pos = m && src ? cellPosition(src.js, src.cell, Number(m[4]), Number(m[5])) : null;
     if (!m || !src || !pos) {
-      // (a module's function called through an earlier cell's exports: V8 names it "Proxy.f" there too)
-      out.push(l.replace(/^(\s+at (?:async )?)Proxy\./, "$1"));
+      out.push(l);
       continue;
     }
     const where = `${m[3]}, line ${pos.line}, column ${pos.column}`;
-    // earlier cells' functions are called as `exports.f`, which V8 names "Proxy.f"
-    const fn = m[2]?.replace(/^Proxy\./, "");
+    // earlier cells' functions are called as `exports.f`, which V8 names "Object.f" (the shared exports object)
+    const fn = m[2]?.replace(/^(?:Object|Proxy)\./, "");
     out.push(`${m[1]}${fn ? `${fn} (${where})` : where}`);
     if (!excerpted) {
       excerpted = true;
@@ -279,7 +278,7 @@ export class TslabEngine implements CellEngine {
       if (this.abandoned()) throw abandonedError();
       return v;
     };
-    (globalThis as Record<string, unknown>)[CELL_GLOBAL] = { exports: this.exports, require: req };
+    (globalThis as Record<string, unknown>)[CELL_GLOBAL] = { exports: this.exports, require: req, define: defineExport(this.exports) };
     (globalThis as Record<string, unknown>)[RESUME_GUARD] = guard;
   }
 
@@ -326,7 +325,7 @@ export class TslabEngine implements CellEngine {
     // it first calls the guard, which throws if the code runs for a cell that the kernel abandoned: an interrupted
     // cell's loop must not go on in the background once the kernel replied (interrupting only stops the wait).
     const head = "(async function (exports, require) { await null; ";
-    const js = guardResumes(this.ts, `${head}${converted.output}\n})(${CELL_GLOBAL}.exports, ${CELL_GLOBAL}.require)`, head.length);
+    const js = guardResumes(this.ts, `${head}${definesThroughCellGlobal(converted.output!)}\n})(${CELL_GLOBAL}.exports, ${CELL_GLOBAL}.require)`, head.length);
     this.sources.set(label, { js, cell: code });
     let stopped = false;
     const interrupted = new Promise<never>((_, reject) => (this.interruptNow = (e) => reject((stopped = true, e))));
@@ -461,15 +460,32 @@ function indentAfter(code: string): string {
 }
 
 /** tslab's exports object for cells: named imports arrive through defineProperty, which must stay rewritable. */
+/**
+ * The cells' shared `exports`: a plain object, so a cell's top-level variables (`exports.x` in the emitted code) are
+ * ordinary property accesses V8 optimises (through a Proxy a top-level loop ran ~20× slower than in a function).
+ */
 function createExports(): Record<string, unknown> {
-  const target: Record<string, unknown> = {};
-  return new Proxy(target, {
-    defineProperty: (_t, prop, attrs) => {
-      if (prop === "__esModule") return true;
-      target[prop as string] = attrs.get ? attrs.get() : attrs.value;
-      return true;
-    },
-  });
+  return {};
+}
+
+/**
+ * What the emitted code's `Object.defineProperty(exports, …)` does instead (definesThroughCellGlobal): an import
+ * re-exported, or a later cell's redeclaration, becomes a plain value a later cell may assign again — as a getter
+ * without setter it could not be (a TypeError in the emitted strict code) — and `__esModule` is left out.
+ */
+function defineExport(exports: Record<string, unknown>) {
+  return (o: object, prop: PropertyKey, attrs: PropertyDescriptor): object => {
+    if (o !== exports) return Object.defineProperty(o, prop, attrs);
+    if (prop !== "__esModule") exports[prop as string] = attrs.get ? attrs.get() : attrs.value;
+    return o;
+  };
+}
+
+/** The emitted code's definitions on `exports` (its own, and TypeScript's `__createBinding` helper's for `export *`)
+ *  routed through defineExport. */
+function definesThroughCellGlobal(js: string): string {
+  return js.replaceAll("Object.defineProperty(exports, ", `${CELL_GLOBAL}.define(exports, `)
+    .replaceAll("Object.defineProperty(o, k2, desc);", `${CELL_GLOBAL}.define(o, k2, desc);`);
 }
 
 /** tslab's display API (`import * as tslab from "tslab"; tslab.display.html(...)`) routed to `sink`. */
