@@ -446,6 +446,9 @@ describe("cells as a user writes them", () => {
     assert.equal(resultText(later.iopub) ?? JSON.stringify(later.reply.content), "[ 'a/b', 'assigned' ]");
     const redeclared = await k.execute("const pjoin = 5;\npjoin + 1");
     assert.equal(resultText(redeclared.iopub) ?? JSON.stringify(redeclared.reply.content), "6");
+    // `export * from` (TypeScript's __createBinding): the Proxy's trap broke on a module's non-configurable exports
+    const star = await k.execute("export * from 'os';\n1");
+    assert.equal(resultText(star.iopub) ?? JSON.stringify(star.reply.content), "1");
   });
 
   it("a tensor as a cell's result shows its values, not the engine's bookkeeping", async () => {
