@@ -15,6 +15,7 @@ import { uploadFolder } from "../../lib/io/hub.js";
 import { RUN_FOLDER_PUSH_IGNORE } from "../../lib/training/run.js";
 import { HubServer } from "./hub-server.js";
 import type { HostTensor } from "../../lib/io/safetensors.js";
+import { f32 } from "./tensors.js";
 
 // the push below must not see the developer's hub settings
 for (const k of ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_TOKEN_PATH"]) delete process.env[k];
@@ -24,10 +25,6 @@ after(() => fs.rmSync(root, { recursive: true, force: true }));
 let n = 0;
 const fresh = (name = "m") => path.join(root, `${n++}-${name}`);
 
-function f32(shape: number[], seed = 1): HostTensor {
-  const count = shape.reduce((a, b) => a * b, 1);
-  return { dtype: "float32", shape, data: Float32Array.from({ length: count }, (_, i) => Math.sin(seed * 100 + i)) };
-}
 const weights = (seed = 1): Map<string, HostTensor> => new Map([
   ["conv_in.weight", f32([4, 3, 3, 3], seed)],
   ["conv_in.bias", f32([4], seed + 1)],

@@ -10,16 +10,13 @@ import {
 } from "../../lib/io/diffusers.js";
 import { readSafetensors, writeSafetensors } from "../../lib/io/safetensors.js";
 import type { HostTensor } from "../../lib/io/safetensors.js";
+import { f32 } from "./tensors.js";
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), "diffusers-test-"));
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 let n = 0;
 const fresh = (name = "m") => path.join(root, `${n++}-${name}`);
 
-function f32(shape: number[], seed = 1): HostTensor {
-  const count = shape.reduce((a, b) => a * b, 1);
-  return { dtype: "float32", shape, data: Float32Array.from({ length: count }, (_, i) => Math.sin(seed * 100 + i)) };
-}
 
 const weights = (): Map<string, HostTensor> => new Map([
   ["conv_in.weight", f32([4, 3, 3, 3], 1)],
