@@ -303,19 +303,24 @@ export function writeFileAtomic(file: string, text: string): void {
 
 /** Removes `.<base>.tmp-<pid>` / `<base>.tmp-<pid>` files in `dir` whose writer is gone (see writeFileAtomic). */
 function cleanStaleFileTemps(dir: string, base: string): void {
-  const re = new RegExp(`^\\.?${escapeRe(base)}\\.tmp-(\\d+)$`);
+  removeStale(dir, new RegExp(`^\\.?${escapeRe(base)}\\.tmp-(\\d+)$`), { filesOnly: true });
+}
+
+/** Removes the entries of `parent` that `re` names (its group 1: the writer's pid) whose writer is gone; `filesOnly`
+ *  leaves anything but a file of such a name alone. */
+function removeStale(parent: string, re: RegExp, opts: { filesOnly?: boolean } = {}): void {
   let names: string[];
   try {
-    names = fs.readdirSync(dir);
+    names = fs.readdirSync(parent);
   } catch {
     return;
   }
   for (const name of names) {
     const m = re.exec(name);
-    const p = path.join(dir, name);
+    const p = path.join(parent, name);
     if (!m || !writerGone(Number(m[1]), p)) continue;
     try {
-      if (fs.lstatSync(p).isFile()) fs.rmSync(p, { force: true });
+      if (!opts.filesOnly || fs.lstatSync(p).isFile()) fs.rmSync(p, { recursive: true, force: true });
     } catch {
       // gone meanwhile
     }
@@ -437,20 +442,8 @@ function pidAlive(pid: number): boolean {
 
 /** Removes temporary folders of saves into `dir` whose writer process is gone (a crash mid-save). */
 function cleanStaleTemps(dir: string): void {
-  const sweep = (parent: string, re: RegExp) => {
-    let names: string[];
-    try {
-      names = fs.readdirSync(parent);
-    } catch {
-      return;
-    }
-    for (const name of names) {
-      const m = re.exec(name);
-      if (m && writerGone(Number(m[1]), path.join(parent, name))) fs.rmSync(path.join(parent, name), { recursive: true, force: true });
-    }
-  };
-  sweep(dir, TEMP_RE);
-  sweep(path.dirname(dir), siblingTempRe(path.basename(dir)));
+  removeStale(dir, TEMP_RE);
+  removeStale(path.dirname(dir), siblingTempRe(path.basename(dir)));
 }
 
 /**
