@@ -99,3 +99,9 @@ export function referencePython(): string {
 }
 
 export const noVenv = (py: string) => `reference missing: no venv at ${py} (bash tests/reference/setup.sh, or set ${REFERENCE_VENV_ENV})`;
+
+/** The median as the benches report it: the upper middle of an even count. */
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}

@@ -32,11 +32,10 @@ import { createTrainingStep, planMemory, plannedDeviceBytes, trainingStepFlops }
 import { Table } from "../widgets/table.js";
 import { BENCH_MID_UNET } from "./models.js";
 import { BENCH_MID_VAE, SD15_SCHEDULER } from "./pipeline.js";
-import { noVenv, parseOptions, REFERENCE_VENV_HELP, referencePython, type BenchUsage } from "./_cli.js";
+import { noVenv, parseOptions, REFERENCE_VENV_HELP, referencePython, median, type BenchUsage } from "./_cli.js";
 
 const RESOLUTION = 256;
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const fmtShare = (x: number | null) => (x == null ? "unknown" : `${(100 * x).toFixed(1)} %`);
 
 export const usage: BenchUsage = {

@@ -10,7 +10,7 @@
 import { spawnSync } from "node:child_process";
 import { initEngine, tf } from "../lib/engine/index.js";
 import { setSimdBatchMatMul } from "../lib/engine/kernels/bmm.js";
-import type { BenchUsage } from "./_cli.js";
+import { median, type BenchUsage } from "./_cli.js";
 
 const CONFIGS: [string, string, number][] = [
   ["native_1_thread", "node", 1], ["native_2_threads", "node", 2], ["wasm_1_thread", "wasm", 1], ["wasm_2_threads", "wasm", 2], ["cpu", "cpu", 1],
@@ -31,10 +31,6 @@ const ATTENTION: Array<[number[], number[], boolean, boolean]> = [
   [[64, 77, 8], [64, 77, 8], false, true],
 ];
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
 
 function time(fn: () => void, reps: number, warmUp = true): number {
   if (warmUp) fn(); // first calls compile kernels and grow the heap

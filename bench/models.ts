@@ -17,7 +17,7 @@ import path from "node:path";
 import { spawnSync } from "node:child_process";
 import { initEngine, tf } from "../lib/engine/index.js";
 import { ControlNetModel, UNet2DConditionModel } from "../lib/models/index.js";
-import { noVenv, parseOptions, REFERENCE_VENV_HELP, referencePython, type BenchUsage } from "./_cli.js";
+import { noVenv, parseOptions, REFERENCE_VENV_HELP, referencePython, median, type BenchUsage } from "./_cli.js";
 
 export const BENCH_MID_UNET = {
   block_out_channels: [32, 64, 128],
@@ -33,10 +33,6 @@ export const BENCH_MID_UNET = {
 /** Parameter counts bench-configs.md states for diffusers. */
 export const BENCH_MID_PARAMS = { unet: 4_473_572, controlnet: 2_514_224 };
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
 
 export const usage: BenchUsage = {
   summary: "bench-mid UNet+ControlNet forward and forward+backward, median ms, ours beside diffusers on PyTorch CPU",

@@ -22,7 +22,7 @@ import { AutoencoderKL, ControlNetModel, UNet2DConditionModel } from "../lib/mod
 import { schedulerFromConfig } from "../lib/schedulers/index.js";
 import { StableDiffusionControlNetPipeline } from "../lib/pipeline/index.js";
 import { BENCH_MID_UNET } from "./models.js";
-import { noVenv, parseOptions, REFERENCE_VENV_HELP, referencePython, type BenchUsage } from "./_cli.js";
+import { noVenv, parseOptions, REFERENCE_VENV_HELP, referencePython, median, type BenchUsage } from "./_cli.js";
 
 export const BENCH_MID_VAE = {
   block_out_channels: [32, 64, 128, 128],
@@ -42,10 +42,6 @@ export const SD15_SCHEDULER = {
   num_train_timesteps: 1000, set_alpha_to_one: false, skip_prk_steps: true, steps_offset: 1, trained_betas: null, clip_sample: false,
 };
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
 
 export const usage: BenchUsage = {
   summary: "seconds per image of the bench-mid ControlNet pipeline (UniPC, guidance 7.5, 256 px, VAE decode), ours beside diffusers' pipeline on PyTorch CPU",

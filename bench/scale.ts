@@ -18,7 +18,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { collectiveMissingReason } from "../lib/training/collective.js";
-import { parseOptions, type BenchUsage } from "./_cli.js";
+import { parseOptions, median, type BenchUsage } from "./_cli.js";
 
 const root = path.resolve(import.meta.dirname, "..");
 
@@ -36,7 +36,6 @@ export const usage: BenchUsage = {
   ],
 };
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 /** Kills what a killed launcher left behind: the processes its "launch: … rank R pid P" line names. */
 function killWorkers(stderr: string): number[] {
