@@ -362,16 +362,17 @@ export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Pr
       r = await trainSession(s, hooks, tb);
     } catch (e) {
       // keep the trained steps: any failure after a step (validation, a hook, the disk) checkpoints first
-      const dir = await s.trainer.checkpointAfterError(e);
+      // (the checkpoint it writes, if any, becomes the trainer's last)
+      await s.trainer.checkpointAfterError(e);
+      const last = s.trainer.lastCheckpointPath;
+      const step = s.trainer.globalStep;
       if (hooks.signal?.aborted) {
         // Ctrl-C / SIGTERM inside a validation round (which stops at once): an interrupt, not an error
-        log(`Interrupted at step ${s.trainer.globalStep}; state saved to ${dir ?? s.trainer.lastCheckpointPath}. Re-run with --resume_from_checkpoint=latest to continue.`);
-        return { globalStep: s.trainer.globalStep, maxSteps: s.trainer.maxSteps, stopped: "interrupted", lastLoss: null };
+        log(`Interrupted at step ${step}; state saved to ${last}. Re-run with --resume_from_checkpoint=latest to continue.`);
+        return { globalStep: step, maxSteps: s.trainer.maxSteps, stopped: "interrupted", lastLoss: null };
       }
       // what is kept, also when no new checkpoint was needed (one of this step exists) or could be written
-      const last = dir ?? s.trainer.lastCheckpointPath;
-      const step = s.trainer.globalStep;
-      if (last && path.basename(last) === `checkpoint-${step}`) {
+      if (last && s.trainer.checkpointIsCurrent) {
         log(`Stopped by an error at step ${step}; state saved to ${last}. Re-run with --resume_from_checkpoint=latest to continue.`);
       } else if (last && step > 0) log(`Stopped by an error at step ${step}; the last checkpoint is ${last} (the steps after it are lost).`);
       throw e;
@@ -392,11 +393,11 @@ export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Pr
     try {
       saveFinal(s);
     } catch (e) {
-      const dir = await s.trainer.checkpointAfterError(e);
+      await s.trainer.checkpointAfterError(e);
       // say which steps are kept: a checkpoint of the last step, or the last one before it (later steps lost)
-      const last = dir ?? s.trainer.lastCheckpointPath;
+      const last = s.trainer.lastCheckpointPath;
       const step = r.globalStep;
-      const kept = last && path.basename(last) === `checkpoint-${step}` ? `the trained state (all ${step} steps) is in ${last}`
+      const kept = last && s.trainer.checkpointIsCurrent ? `the trained state (all ${step} steps) is in ${last}`
         : last ? `the last checkpoint is ${last}; the steps after it (up to ${step}) could not be saved either`
         : `no checkpoint could be written: the ${step} steps are lost`;
       throw new Error(`could not save the final ControlNet in ${args.output_dir}: ${(e as Error).message}; ${kept}`, { cause: e });

@@ -343,6 +343,11 @@ export class ControlNetTrainer {
     return this.lastCheckpoint;
   }
 
+  /** Whether the last checkpoint holds the current step (nothing trained since would be lost). */
+  get checkpointIsCurrent(): boolean {
+    return this.lastCheckpoint !== null && path.basename(this.lastCheckpoint) === `checkpoint-${this.globalStep}`;
+  }
+
   /** What defines the trajectory; the batch is the global one, so a checkpoint resumes with any process count. */
   get runIdentity(): RunIdentity {
     const o = this.opts;
@@ -600,7 +605,7 @@ export class ControlNetTrainer {
    */
   async checkpointAfterError(error: unknown): Promise<string | null> {
     if (error instanceof NonFiniteLossError || this.globalStep === 0) return null;
-    if (this.lastCheckpoint && path.basename(this.lastCheckpoint) === `checkpoint-${this.globalStep}`) return null;
+    if (this.checkpointIsCurrent) return null;
     // the error was this step's checkpoint failing (a full disk): writing it again fails the same way, said twice
     if (this.failedCheckpointStep === this.globalStep) return null;
     try {
