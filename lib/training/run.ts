@@ -24,7 +24,6 @@ import { planRun, PlanRefusedError, PLANNED_ATTENTION_CHUNK, XFORMERS_ATTENTION_
 import { checkValidationImages, runValidation, validationFloorBytes, type ValidationResult } from "./validation.js";
 import { suddenConvergenceStep, type ConvergencePoint } from "../eval/fidelity.js";
 import { dataParallelFromEnv, processEnv } from "./distributed.js";
-import { listCheckpoints } from "./checkpoints.js";
 import { resolveSeed } from "./seed.js";
 
 export interface RunHooks {
@@ -384,8 +383,7 @@ export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Pr
     }
     if (r.stopped === "until") {
       // stopped before max_train_steps on purpose: keep the state to continue from, not a final folder
-      const done = listCheckpoints(args.output_dir).at(-1)?.step === r.globalStep;
-      const dir = done ? null : await s.trainer.checkpoint();
+      const dir = s.trainer.checkpointIsCurrent ? null : await s.trainer.checkpoint();
       log(`Stopped at step ${r.globalStep} (until)${dir ? `; state saved to ${dir}` : ""}.`);
       return r;
     }

@@ -570,11 +570,11 @@ export class ControlNetTrainer {
     if (!allFinite(this.c.controlnet.trainableVariables())) throw new NonFiniteLossError(step, NaN, this.lastCheckpoint, "weights", this.checkpointNotes);
   }
 
-  /** Writes checkpoint-<step> atomically (ControlNet folder, optimizer, lr scheduler, RNG, data position); refuses
-   *  non-finite weights (a checkpoint named "last good" must be). */
   /** The step whose checkpoint was being written when that failed (null once one is written). */
   private failedCheckpointStep: number | null = null;
 
+  /** Writes checkpoint-<step> atomically (ControlNet folder, optimizer, lr scheduler, RNG, data position); refuses
+   *  non-finite weights (a checkpoint named "last good" must be). */
   async checkpoint(hooks: Pick<TrainHooks, "onCheckpoint"> = {}): Promise<string> {
     this.throwIfWeightsNonFinite();
     if (!this.isMainProcess) return this.lastCheckpoint ?? ""; // rank 0 writes the group's checkpoints
