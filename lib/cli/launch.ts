@@ -166,10 +166,9 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
     const missing = collectiveMissingReason();
     if (missing) return fail(`${o.numProcesses} processes need TensorFlow's collective ops, but ${missing}`);
   }
-  if (o.numProcesses > 1 && o.numMachines === 1 && (await isThisMachine(o.mainProcessIp)) === null) {
-    return fail(`--main_process_ip ${o.mainProcessIp} cannot be resolved to an address (leave it out for 127.0.0.1)`);
-  }
-  if (o.numProcesses > 1 && o.numMachines === 1 && !(await isThisMachine(o.mainProcessIp))) {
+  const here = o.numProcesses > 1 && o.numMachines === 1 ? await isThisMachine(o.mainProcessIp) : true;
+  if (here === null) return fail(`--main_process_ip ${o.mainProcessIp} cannot be resolved to an address (leave it out for 127.0.0.1)`);
+  if (!here) {
     return fail(`--main_process_ip ${o.mainProcessIp} is not an address of this machine: with --num_machines 1 every process runs here ` +
       "(leave it out for 127.0.0.1; for several machines give --num_machines and --machine_rank)");
   }
