@@ -272,22 +272,24 @@ export class Kernel {
       const original = console[name];
       console[name] = function (this: Console, ...args: unknown[]) {
         for (const a of args) hideAsyncBookkeeping(a);
-        const engine = kernel.engineNow;
-        const shown = engine ? args.map((a) => (util.types.isNativeError(a) ? { [util.inspect.custom]: () => engine.describeError(a).traceback.join("\n") } : a)) : args;
+        const shown = args.map((a) => (util.types.isNativeError(a) ? { [util.inspect.custom]: () => kernel.errorText(a) } : a));
         return (original as (...a: unknown[]) => void).apply(this, shown);
       } as typeof original;
       this.restoreIo.push(() => (console[name] = original));
     }
   }
 
+  /** An error as the cells' errors read: the engine maps its frames to cell lines (a timer's, a late rejection's, a
+   *  logged or returned Error's) and drops the kernel's; before the engine started, its own stack. */
+  private errorText(err: unknown): string {
+    if (this.engineNow) return this.engineNow.describeError(err).traceback.join("\n");
+    return util.types.isNativeError(err) ? ((err as Error).stack ?? String(err)) : util.inspect(err);
+  }
+
   private installProcessHandlers(): void {
-    // the engine maps a timer's or a late rejection's frames to cell lines as for a cell's own error
-    let engine: CellEngine | null = null;
-    void this.engine().then((e) => (engine = e), () => null);
     const report = (what: string, err: unknown) => {
       const ctx = this.outputContext();
-      const text = engine ? engine.describeError(err).traceback.join("\n")
-        : util.types.isNativeError(err) ? ((err as Error).stack ?? String(err)) : util.inspect(err);
+      const text = this.errorText(err);
       if (ctx && !this.closed) this.stream(ctx, "stderr", `${what}: ${text}\n`);
       else log(`${what}: ${text}`);
     };
@@ -441,7 +443,7 @@ export class Kernel {
         try {
           // an Error as the result shows its stack as a thrown one does: at the cells' lines, without the kernel's frames
           const data = util.types.isNativeError(outcome.value)
-            ? { "text/plain": engine.describeError(outcome.value).traceback.join("\n") }
+            ? { "text/plain": this.errorText(outcome.value) }
             : await this.cells.run(ctx, () => toMimeBundle(outcome.value));
           this.publish("execute_result", { execution_count: count, data, metadata: {} }, req.header);
           if (storeHistory) this.history.setOutput(count, String(data["text/plain"] ?? ""));
