@@ -146,19 +146,14 @@ function folderStep(dir: string): number | null {
 }
 
 /** Every file under `dir`, relative, with "/" separators ([] when there is no such folder). */
-function filesUnder(dir: string, base = dir, out: string[] = []): string[] {
+function filesUnder(dir: string): string[] {
   let entries: fs.Dirent[];
   try {
-    entries = fs.readdirSync(dir, { withFileTypes: true });
+    entries = fs.readdirSync(dir, { withFileTypes: true, recursive: true });
   } catch {
-    return out;
+    return [];
   }
-  for (const e of entries) {
-    const p = path.join(dir, e.name);
-    if (e.isDirectory()) filesUnder(p, base, out);
-    else out.push(path.relative(base, p).split(path.sep).join("/"));
-  }
-  return out;
+  return entries.filter((e) => !e.isDirectory()).map((e) => path.relative(dir, path.join(e.parentPath, e.name)).split(path.sep).join("/"));
 }
 
 /** What is wrong with the marker's list of parts and steps (no file is hashed), or null. */
