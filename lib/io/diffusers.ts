@@ -149,11 +149,11 @@ export function loadModelFolder(
     let want = names === "all" ? undefined : names;
     if (only) want = (want ?? [...readSafetensorsHeader(file).entries.keys()]).filter((n) => only.has(n));
     if (want && want.length === 0) continue;
-    const entries = readSafetensorsHeader(file).entries;
-    for (const [name, t] of readSafetensors(file, { only: want }).tensors) {
+    const read = readSafetensors(file, { only: want });
+    for (const [name, t] of read.tensors) {
       if (tensors.has(name)) throw new Error(`Model folder ${dir}: tensor "${name}" appears in more than one shard`);
       tensors.set(name, t);
-      origins.set(t, { file, dtype: entries.get(name)?.dtype ?? (t.dtype === "float32" ? "F32" : "I32") });
+      origins.set(t, { file, dtype: read.entries.get(name)!.dtype });
     }
   }
   if (only) {

@@ -194,7 +194,7 @@ export function readSafetensorsHeader(file: string): SafetensorsHeader {
 export function readSafetensors(
   file: string,
   opts: { only?: string[] } = {},
-): { tensors: Map<string, HostTensor>; metadata: Record<string, string> } {
+): { tensors: Map<string, HostTensor>; metadata: Record<string, string>; entries: Map<string, SafetensorsEntry> } {
   const { fd, size } = openForRead(file);
   try {
     const { entries, metadata, dataStart } = parseHeader(fd, size, file);
@@ -208,7 +208,7 @@ export function readSafetensors(
       const e = entries.get(name)!;
       tensors.set(name, readTensor(fd, file, name, e, dataStart));
     }
-    return { tensors, metadata };
+    return { tensors, metadata, entries };
   } finally {
     fs.closeSync(fd);
   }
