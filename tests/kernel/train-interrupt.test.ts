@@ -63,7 +63,8 @@ it("interrupt_request during cn.train stops within one step; checkpoint written;
   // "within one step": at most one more step finished after the interrupt arrived
   assert.ok(loggedSteps().length <= stepsBefore + 2, `steps after interrupt: ${loggedSteps().length - stepsBefore}`);
   t.diagnostic(`interrupt → KeyboardInterrupt in ${took} ms; stopped at step ${stoppedAt}`);
-  const text = streamText(k.iopubFor(id), "stdout");
+  // iopub and shell are separate sockets: the cell's output is complete at its idle status, not at its reply
+  const text = streamText(await k.idle(id, 30_000), "stdout");
   assert.match(text, new RegExp(`interrupted at step ${stoppedAt}; checkpoint written`));
   assert.ok(fs.existsSync(path.join(cwd, "out", `checkpoint-${stoppedAt}`)), "checkpoint on disk");
 
