@@ -56,6 +56,8 @@ interface DisplayPart {
   text: string;
 }
 interface QuickInfo {
+  /** TypeScript's ScriptElementKind: "" where no symbol was found */
+  kind?: string;
   displayParts?: DisplayPart[];
   documentation?: DisplayPart[];
   tags?: { name: string; text?: DisplayPart[] }[];
@@ -398,13 +400,16 @@ export class TslabEngine implements CellEngine {
 
   inspect(code: string, cursor: number): Inspection {
     const conv = this.converter(this.getCodeMetadata(code));
+    // TypeScript answers a name it cannot resolve with a bare `any` of kind "" (no symbol): nothing found, as IPython
+    // says of an undefined name
+    const known = (i: QuickInfo | undefined): i is QuickInfo => !!i?.kind && !!i.displayParts?.length;
     let info = conv.inspect(this.prevDecl, code, cursor);
-    if (!info?.displayParts?.length) {
+    if (!known(info)) {
       // inside a call's arguments (just after `(`, or after a `,`): the callee's signature, as IPython's Shift+Tab
       const callee = calleeEnd(code, cursor);
       if (callee !== null) info = conv.inspect(this.prevDecl, code, callee);
     }
-    if (!info || !info.displayParts?.length) return { found: false };
+    if (!known(info)) return { found: false };
     const text = (parts?: DisplayPart[]) => (parts ?? []).map((p) => p.text).join("");
     const sections = [text(info.displayParts)];
     const doc = text(info.documentation);

@@ -476,7 +476,7 @@ describe("cells as a user writes them", () => {
     assert.equal(streamText(bad.iopub, "stdout"), "");
   });
 
-  it("is_complete says invalid and incomplete where it should; inspect works just after `(`", async () => {
+  it("is_complete says invalid and incomplete where it should; inspect works just after `(` and finds no undeclared name", async () => {
     const check = async (code: string) => ((await k.reply(k.send("shell", "is_complete_request", { code }))).content as Record<string, any>).status;
     assert.equal(await check("}}"), "invalid");
     assert.equal(await check("const t = `unterminated ${1}"), "incomplete");
@@ -492,5 +492,10 @@ describe("cells as a user writes them", () => {
     const code2 = "Math.max(1, ";
     const i2 = (await k.reply(k.send("shell", "inspect_request", { code: code2, cursor_pos: code2.length, detail_level: 0 }))).content as Record<string, any>;
     assert.match(i2.data["text/plain"], /Math\.max/);
+    // a name nothing declares is not found (TypeScript's answer for it is a bare `any`), nor is a call of one
+    for (const unknown of ["notDeclaredAnywhere", "notDeclaredAnywhere(1, ", "notDeclaredAnywhere.member"]) {
+      const u = (await k.reply(k.send("shell", "inspect_request", { code: unknown, cursor_pos: unknown.length, detail_level: 0 }))).content as Record<string, any>;
+      assert.equal(u.found, false, `${unknown}: ${JSON.stringify(u.data)}`);
+    }
   });
 });
