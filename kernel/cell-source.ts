@@ -248,3 +248,80 @@ export function guardResumes(ts: typeof TS, js: string, from = 0): string {
   }
   return out + js.slice(last);
 }
+
+/**
+ * tslab's emitted cell keeps a top-level `let` / `var` as a local of the cell, copied to `exports.x` by the cell's own
+ * assignments, while later cells read and assign `exports.x`: a function of the cell went on seeing its local, so
+ * `let lr = 1; function f() { return lr; }`, then in a later cell `lr = 2; f()`, gave 1 (IPython, the Node REPL and
+ * Deno give 2). Here every reference to such a variable becomes `exports.x`, as later cells' are (found by
+ * TypeScript's own name resolution on the emitted JavaScript, so a shadowing local or parameter keeps its name): the
+ * declaration only gives the first value, copied to `exports.x` right after it. Only text is inserted, never a line
+ * break (positions in stack frames map back by lines).
+ */
+export function globalizeTopLevelVariables(ts: typeof TS, js: string): string {
+  const file = "/cell.js";
+  const sf = ts.createSourceFile(file, js, ts.ScriptTarget.Latest, true, ts.ScriptKind.JS);
+  // the names the converter makes visible to later cells: it assigns `exports.x` for each
+  const exported = new Set<string>();
+  const collect = (node: TS.Node): void => {
+    if (ts.isPropertyAccessExpression(node) && ts.isIdentifier(node.expression) && node.expression.text === "exports") exported.add(node.name.text);
+    ts.forEachChild(node, collect);
+  };
+  collect(sf);
+  const names = (name: TS.BindingName, into: TS.Identifier[]): TS.Identifier[] => {
+    if (ts.isIdentifier(name)) into.push(name);
+    else for (const el of name.elements) if (!ts.isOmittedExpression(el)) names(el.name, into);
+    return into;
+  };
+  const declared = new Map<TS.VariableStatement, TS.Identifier[]>();
+  for (const st of sf.statements) {
+    if (!ts.isVariableStatement(st) || st.declarationList.flags & (ts.NodeFlags.Const | ts.NodeFlags.Using | ts.NodeFlags.AwaitUsing)) continue;
+    const ids = st.declarationList.declarations.flatMap((d) => names(d.name, [])).filter((id) => exported.has(id.text));
+    if (ids.length) declared.set(st, ids);
+  }
+  if (!declared.size) return js;
+
+  // a program of this one file, without lib or imports: only its names are resolved
+  const host: TS.CompilerHost = {
+    getSourceFile: (f) => (f === file ? sf : undefined),
+    getDefaultLibFileName: () => "/lib.d.ts",
+    writeFile: () => {},
+    getCurrentDirectory: () => "/",
+    getCanonicalFileName: (f) => f,
+    useCaseSensitiveFileNames: () => true,
+    getNewLine: () => "\n",
+    fileExists: (f) => f === file,
+    readFile: (f) => (f === file ? js : undefined),
+  };
+  const checker = ts.createProgram([file], { allowJs: true, noLib: true, noResolve: true, types: [] }, host).getTypeChecker();
+  const globals = new Set<TS.Symbol>();
+  const declarations = new Set<TS.Identifier>();
+  const globalNames = new Set<string>();
+  for (const ids of declared.values()) {
+    for (const id of ids) {
+      const s = checker.getSymbolAtLocation(id);
+      if (s) globals.add(s);
+      declarations.add(id);
+      globalNames.add(id.text);
+    }
+  }
+  const edits: { at: number; end: number; text: string }[] = [];
+  for (const [st, ids] of declared) edits.push({ at: st.getEnd(), end: st.getEnd(), text: ids.map((id) => ` exports.${id.text} = ${id.text};`).join("") });
+  const visit = (node: TS.Node): void => {
+    if (ts.isIdentifier(node) && globalNames.has(node.text) && !declarations.has(node)) {
+      const shorthand = ts.isShorthandPropertyAssignment(node.parent) && node.parent.name === node;
+      const s = shorthand ? checker.getShorthandAssignmentValueSymbol(node.parent) : checker.getSymbolAtLocation(node);
+      if (s && globals.has(s)) edits.push({ at: node.getStart(sf), end: node.getEnd(), text: shorthand ? `${node.text}: exports.${node.text}` : `exports.${node.text}` });
+    }
+    ts.forEachChild(node, visit);
+  };
+  visit(sf);
+  edits.sort((a, b) => a.at - b.at);
+  let out = "";
+  let last = 0;
+  for (const e of edits) {
+    out += js.slice(last, e.at) + e.text;
+    last = e.end;
+  }
+  return out + js.slice(last);
+}

@@ -17,7 +17,7 @@ import { fileURLToPath } from "node:url";
 import util from "node:util";
 import vm from "node:vm";
 import type * as TS from "typescript";
-import { cellPosition, checkComplete, excerpt, guardResumes, lineColOf, originalOffset, RESUME_GUARD, rewriteCell, type Rewritten } from "./cell-source.js";
+import { cellPosition, checkComplete, excerpt, globalizeTopLevelVariables, guardResumes, lineColOf, originalOffset, RESUME_GUARD, rewriteCell, type Rewritten } from "./cell-source.js";
 import type { CellEngine, CellError, CellOutcome, CompleteCheck, Completion, ExecuteOptions, Inspection } from "./engine.js";
 import { abandonedError, INTERRUPT_ENAME, isAbandonedError } from "./engine.js";
 import { requireWithImportCondition } from "./import-condition.js";
@@ -327,7 +327,8 @@ export class TslabEngine implements CellEngine {
     // it first calls the guard, which throws if the code runs for a cell that the kernel abandoned: an interrupted
     // cell's loop must not go on in the background once the kernel replied (interrupting only stops the wait).
     const head = "(async function (exports, require) { await null; ";
-    const js = guardResumes(this.ts, `${head}${definesThroughCellGlobal(converted.output!)}\n})(${CELL_GLOBAL}.exports, ${CELL_GLOBAL}.require)`, head.length);
+    const body = globalizeTopLevelVariables(this.ts, definesThroughCellGlobal(converted.output!));
+    const js = guardResumes(this.ts, `${head}${body}\n})(${CELL_GLOBAL}.exports, ${CELL_GLOBAL}.require)`, head.length);
     this.sources.set(label, { js, cell: code });
     let stopped = false;
     const interrupted = new Promise<never>((_, reject) => (this.interruptNow = (e) => reject((stopped = true, e))));

@@ -437,8 +437,9 @@ describe("cells as a user writes them", () => {
     };
     const fn = await time("inFn();");
     const top = await time("acc = 0; for (let i = 0; i < 2e6; i++) acc += i;");
-    // through a Proxy the top-level loop took ~20× the function's; a plain object keeps it within a few times
-    assert.ok(top < Math.max(8 * fn, 50), `top-level ${top.toFixed(1)} ms vs in a function ${fn.toFixed(1)} ms`);
+    // through a Proxy this loop took 550–775 ms here; as plain properties 17–30 ms on an idle machine and up to 62 ms
+    // while another test suite ran on both cores (the function's: 2–8 ms)
+    assert.ok(top < Math.max(8 * fn, 150), `top-level ${top.toFixed(1)} ms vs in a function ${fn.toFixed(1)} ms`);
     // re-exported imports and redeclared names stay assignable plain values
     const r = await k.execute("import { join as pjoin } from 'path';\nlet acc = 'again';\n[typeof pjoin, acc]");
     assert.equal(resultText(r.iopub) ?? JSON.stringify(r.reply.content), "[ 'function', 'again' ]");
@@ -449,6 +450,23 @@ describe("cells as a user writes them", () => {
     // `export * from` (TypeScript's __createBinding): the Proxy's trap broke on a module's non-configurable exports
     const star = await k.execute("export * from 'os';\n1");
     assert.equal(resultText(star.iopub) ?? JSON.stringify(star.reply.content), "1");
+  });
+
+  it("a top-level let is one variable for every cell: a function of its cell sees a later cell's assignment", async () => {
+    const value = async (code: string) => {
+      const r = await k.execute(code);
+      return resultText(r.iopub) ?? JSON.stringify(r.reply.content);
+    };
+    await value("let lr = 1e-4, { steps, sizes: [size] } = { steps: 10, sizes: [32] };\nconst settings = () => ({ lr, steps, size });\nfunction bump() { steps++; }");
+    // assigned in a later cell (tslab's cell went on reading its own copy: 1e-4)
+    assert.equal(await value("lr = 5e-5; size = 64;\nsettings()"), "{ lr: 0.00005, steps: 10, size: 64 }");
+    // assigned by a function of the cell, read at the top level of the same cell and of a later one
+    assert.equal(await value("bump(); bump();\nsteps"), "12");
+    // a parameter or local of the same name stays itself
+    assert.equal(await value("function shadow(lr: number) { let steps = 1; return [lr, steps]; }\n[shadow(7), lr, steps]"), "[ [ 7, 1 ], 0.00005, 12 ]");
+    // a cell that declares the name again (a re-run cell) is seen by the first cell's functions too
+    assert.equal(await value("let lr = 0.5;\nsettings().lr"), "0.5");
+    assert.equal(await value("lr = 0.25;\nsettings().lr"), "0.25");
   });
 
   it("a tensor as a cell's result shows its values, not the engine's bookkeeping", async () => {
