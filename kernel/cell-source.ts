@@ -254,9 +254,11 @@ export function guardResumes(ts: typeof TS, js: string, from = 0): string {
  * assignments, while later cells read and assign `exports.x`: a function of the cell went on seeing its local, so
  * `let lr = 1; function f() { return lr; }`, then in a later cell `lr = 2; f()`, gave 1 (IPython, the Node REPL and
  * Deno give 2). Here every reference to such a variable becomes `exports.x`, as later cells' are (found by
- * TypeScript's own name resolution on the emitted JavaScript, so a shadowing local or parameter keeps its name): the
- * declaration only gives the first value, copied to `exports.x` right after it. Only text is inserted, never a line
- * break (positions in stack frames map back by lines).
+ * TypeScript's own name resolution on the emitted JavaScript, so a shadowing local or parameter keeps its name). The
+ * declaration only gives the first value, copied to `exports.x` right after its declarator (`let a = 1, b = a + 1`
+ * becomes `let a = 1; exports.a = a; let b = exports.a + 1; exports.b = b;`); inside its own declarator a name is still
+ * the local being initialised (`let [m = 1, n = m] = []`). Only text is inserted, never a line break (positions in
+ * stack frames map back by lines).
  */
 export function globalizeTopLevelVariables(ts: typeof TS, js: string): string {
   const file = "/cell.js";
@@ -273,11 +275,28 @@ export function globalizeTopLevelVariables(ts: typeof TS, js: string): string {
     else for (const el of name.elements) if (!ts.isOmittedExpression(el)) names(el.name, into);
     return into;
   };
-  const declared = new Map<TS.VariableStatement, TS.Identifier[]>();
+  const declared = new Map<TS.VariableDeclaration, TS.Identifier[]>();
+  const edits: { at: number; end: number; text: string }[] = [];
+  const scanner = ts.createScanner(ts.ScriptTarget.Latest, true, ts.LanguageVariant.Standard, js);
   for (const st of sf.statements) {
     if (!ts.isVariableStatement(st) || st.declarationList.flags & (ts.NodeFlags.Const | ts.NodeFlags.Using | ts.NodeFlags.AwaitUsing)) continue;
-    const ids = st.declarationList.declarations.flatMap((d) => names(d.name, [])).filter((id) => exported.has(id.text));
-    if (ids.length) declared.set(st, ids);
+    const keyword = st.declarationList.flags & ts.NodeFlags.Let ? "let" : "var";
+    const list = st.declarationList.declarations;
+    list.forEach((d, i) => {
+      const ids = names(d.name, []).filter((id) => exported.has(id.text));
+      if (ids.length) declared.set(d, ids);
+      // `var k;` again keeps k's value; `let k;` is undefined, as tslab's `exports.k = void 0` already made it
+      const copy = keyword === "var" && !d.initializer ? "" : ids.map((id) => ` exports.${id.text} = ${id.text};`).join("");
+      if (i === list.length - 1) {
+        if (copy) edits.push({ at: st.getEnd(), end: st.getEnd(), text: copy });
+        return;
+      }
+      if (!copy) return;
+      // the comma token after this declarator (the scanner skips comments, which may hold commas) ends a statement
+      scanner.resetTokenState(d.getEnd());
+      while (scanner.scan() !== ts.SyntaxKind.CommaToken);
+      edits.push({ at: scanner.getTokenStart(), end: scanner.getTokenEnd(), text: `;${copy} ${keyword}` });
+    });
   }
   if (!declared.size) return js;
 
@@ -294,28 +313,32 @@ export function globalizeTopLevelVariables(ts: typeof TS, js: string): string {
     readFile: (f) => (f === file ? js : undefined),
   };
   const checker = ts.createProgram([file], { allowJs: true, noLib: true, noResolve: true, types: [] }, host).getTypeChecker();
+  const symbolsOf = new Map<TS.VariableDeclaration, Set<TS.Symbol>>();
   const globals = new Set<TS.Symbol>();
   const declarations = new Set<TS.Identifier>();
   const globalNames = new Set<string>();
-  for (const ids of declared.values()) {
+  for (const [d, ids] of declared) {
+    const own = new Set<TS.Symbol>();
     for (const id of ids) {
       const s = checker.getSymbolAtLocation(id);
-      if (s) globals.add(s);
+      if (s) (globals.add(s), own.add(s));
       declarations.add(id);
       globalNames.add(id.text);
     }
+    symbolsOf.set(d, own);
   }
-  const edits: { at: number; end: number; text: string }[] = [];
-  for (const [st, ids] of declared) edits.push({ at: st.getEnd(), end: st.getEnd(), text: ids.map((id) => ` exports.${id.text} = ${id.text};`).join("") });
-  const visit = (node: TS.Node): void => {
+  // `local`: the symbols that are still the declarator's locals here (inside it, outside any function it holds)
+  const visit = (node: TS.Node, local: Set<TS.Symbol> | null): void => {
     if (ts.isIdentifier(node) && globalNames.has(node.text) && !declarations.has(node)) {
       const shorthand = ts.isShorthandPropertyAssignment(node.parent) && node.parent.name === node;
       const s = shorthand ? checker.getShorthandAssignmentValueSymbol(node.parent) : checker.getSymbolAtLocation(node);
-      if (s && globals.has(s)) edits.push({ at: node.getStart(sf), end: node.getEnd(), text: shorthand ? `${node.text}: exports.${node.text}` : `exports.${node.text}` });
+      if (s && globals.has(s) && !local?.has(s)) edits.push({ at: node.getStart(sf), end: node.getEnd(), text: shorthand ? `${node.text}: exports.${node.text}` : `exports.${node.text}` });
     }
-    ts.forEachChild(node, visit);
+    const inner = ts.isVariableDeclaration(node) && symbolsOf.has(node) ? symbolsOf.get(node)!
+      : ts.isFunctionLike(node) || ts.isClassLike(node) ? null : local;
+    ts.forEachChild(node, (child) => visit(child, inner));
   };
-  visit(sf);
+  visit(sf, null);
   edits.sort((a, b) => a.at - b.at);
   let out = "";
   let last = 0;

@@ -349,7 +349,9 @@ export class TslabEngine implements CellEngine {
     this.prevDecl = converted.declOutput ?? "";
     const lastName = converted.lastExpressionVar;
     const value = lastName ? this.exports[lastName] : undefined;
-    if (lastName) delete this.exports[lastName];
+    // (assigned, not deleted: a delete turns `exports` into a slow dictionary object, and every cell's reads and writes
+    // of its top-level variables go through it)
+    if (lastName) this.exports[lastName] = undefined;
     if (failure) return { status: "error", error: toCellError(failure.e, this.sources) };
     if (value === undefined || value === null) return { status: "ok", hasValue: false };
     this.exports._ = value; // `_`: the last result, as in IPython and the Node REPL

@@ -467,6 +467,8 @@ describe("cells as a user writes them", () => {
     // a cell that declares the name again (a re-run cell) is seen by the first cell's functions too
     assert.equal(await value("let lr = 0.5;\nsettings().lr"), "0.5");
     assert.equal(await value("lr = 0.25;\nsettings().lr"), "0.25");
+    // names declared together: each is set before the next declarator runs, also for a function it calls
+    assert.equal(await value("function twice() { return first * 2; }\nlet first = 3, second = first + 1, [third = second] = [], fourth = twice();\n[first, second, third, fourth]"), "[ 3, 4, 4, 6 ]");
   });
 
   it("a tensor as a cell's result shows its values, not the engine's bookkeeping", async () => {
