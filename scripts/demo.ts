@@ -1,20 +1,39 @@
 /**
  * `npm run demo [-- --steps 800 --out out/demo-controlnet --minutes M]`: trains a ControlNet on the embedded tiny
  * Stable Diffusion (data/tiny-sd) and prints control fidelity before and after. See lib/demo/run.ts.
- * Knobs for experiments: --base DIR, --batch-size, --lr, --lr-scheduler NAME (diffusers' names) with
- * --lr-warmup-steps N (default 0), --proportion-empty-prompts P, --guidance-scale G and
- * --controlnet-conditioning-scale S (evaluation; defaults 1.5 and 2), --control-mode balanced|controlnet (evaluation: the
- * ControlNet on both halves of the guidance batch, or on the conditional half only, the default),
- * --conditioning-embedding-channels A,B,C (the ControlNet's conditioning_embedding_out_channels),
- * --no-ema (train and evaluate without the weights' moving average), --eval-count N, --track-every N (0 = off), --skip-before, --seed.
+ * Knobs for experiments: USAGE below (`npm run demo -- --help`).
  */
-import { parseArgs } from "node:util";
+import { scriptArgs } from "./_cli.js";
 import { initEngine, describeEngine } from "../lib/engine/index.js";
 import { runDemo } from "../lib/demo/run.js";
 import type { ControlMode } from "../lib/pipeline/index.js";
 
-const { values } = parseArgs({
-  options: {
+const USAGE = `usage: npm run demo -- [options]
+
+  Trains a ControlNet on the embedded tiny Stable Diffusion (data/tiny-sd) and prints its control fidelity
+  (IoU of the generated disc vs the conditioning circle) before and after.
+
+options:
+  --out DIR                              where the ControlNet, grids, loss curve and report go (default out/demo-controlnet)
+  --steps N                              training steps (default 800)
+  --minutes M                            stop training at the first step after M minutes (the ControlNet is still saved)
+  --base DIR                             the base model (default data/tiny-sd)
+  --batch-size N, --lr LR, --seed N      training batch, learning rate, seed (defaults 16, 1e-3, 42)
+  --lr-scheduler NAME                    diffusers' scheduler names, with --lr-warmup-steps N (default 0)
+  --proportion-empty-prompts P           share of empty prompts in training
+  --conditioning-embedding-channels A,B,C  the ControlNet's conditioning_embedding_out_channels
+  --no-ema                               train and evaluate without the weights' moving average
+  --guidance-scale G                     evaluation's classifier-free guidance (default 1.5)
+  --controlnet-conditioning-scale S      evaluation's conditioning scale (default 2)
+  --control-mode balanced|controlnet     the ControlNet on both halves of the guidance batch, or the conditional one (default)
+  --eval-count N                         held-out outlines scored before and after (default 32)
+  --track-every N                        score a few outlines every N steps (0 = off; default steps / 8)
+  --skip-before                          skip the "before" evaluation
+  -h, --help                             print this and exit
+
+environment: CONTROLNET_TS_BACKEND (node | wasm | cpu), CONTROLNET_TS_THREADS`;
+
+const values = scriptArgs(USAGE, {
     out: { type: "string", default: "out/demo-controlnet" },
     base: { type: "string" },
     steps: { type: "string" },
@@ -33,7 +52,6 @@ const { values } = parseArgs({
     "lr-scheduler": { type: "string" },
     "lr-warmup-steps": { type: "string" },
     "conditioning-embedding-channels": { type: "string" },
-  },
 });
 const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
 // The tiny SD's ops are too small for TensorFlow's thread pool: on the native engine the demo runs them on one thread

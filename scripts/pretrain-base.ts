@@ -2,12 +2,22 @@
  * `npm run pretrain-base [-- --out data/tiny-sd --seed 1234 --vae-steps N --unet-steps N --vae-init DIR --unet-init DIR]`: trains the tiny Stable
  * Diffusion of data/tiny-sd with data/recipes/tiny-sd.ts (see its model card for the measured time).
  */
-import { parseArgs } from "node:util";
+import { scriptArgs } from "./_cli.js";
 import { initEngine, describeEngine } from "../lib/engine/index.js";
 import { pretrainTinySd, TINY_SD_RECIPE } from "../data/recipes/tiny-sd.js";
 
-const { values } = parseArgs({
-  options: {
+const USAGE = `usage: npm run pretrain-base -- [options]
+
+  Trains the tiny Stable Diffusion of data/tiny-sd with data/recipes/tiny-sd.ts (hours of CPU; its model card gives
+  the measured time). Options override the recipe's values:
+
+  --out DIR (default data/tiny-sd), --seed N, --budget-minutes M, --save-every N,
+  --vae-steps N, --vae-lr LR, --vae-loss mse|l1+mse, --vae-share S, --vae-train …, --vae-anchor …, --vae DIR, --vae-init DIR,
+  --unet-steps N, --unet-lr LR, --unet-batch N, --unet-init DIR, --pool-size N,
+  --train-text-encoder, --text-encoder-init DIR
+  -h, --help: print this and exit`;
+
+const values = scriptArgs(USAGE, {
     out: { type: "string", default: "data/tiny-sd" },
     seed: { type: "string" },
     "vae-steps": { type: "string" },
@@ -27,7 +37,6 @@ const { values } = parseArgs({
     "save-every": { type: "string" },
     "train-text-encoder": { type: "boolean", default: false },
     "text-encoder-init": { type: "string" },
-  },
 });
 const num = (v: string | undefined, d: number) => (v === undefined ? d : Number(v));
 const vaeLoss = values["vae-loss"] ?? TINY_SD_RECIPE.vaeLoss;

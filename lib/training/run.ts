@@ -208,12 +208,12 @@ async function logValidation(tb: TensorBoardWriter | null, v: ValidationResult):
   }
 }
 
-function validationOptions(s: TrainingSession, step: number, signal?: AbortSignal | null) {
+function validationOptions(s: TrainingSession, step: number, signal?: AbortSignal | null, final = false) {
   const a = s.args;
   // generated at each conditioning image's own size, as the script's pipeline call (no height/width) does
   return {
     images: a.validation_image!, prompts: a.validation_prompt!, numImages: a.num_validation_images, seed: a.seed ?? undefined, step,
-    dir: path.join(a.output_dir, "validation"), signal: signal ?? undefined,
+    dir: path.join(a.output_dir, "validation"), signal: signal ?? undefined, final,
   };
 }
 
@@ -408,7 +408,7 @@ export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Pr
     if (args.validation_prompt && args.validation_image) {
       log(loggerInfo("Running validation... "));
       try {
-        final = await runValidation(s.base, s.controlnet, validationOptions(s, s.trainer.globalStep, hooks.signal));
+        final = await runValidation(s.base, s.controlnet, validationOptions(s, s.trainer.globalStep, hooks.signal, true));
         await logValidation(tb, final);
         log(`final validation at step ${final.step}: ${final.pairs.length} pair(s) in ${final.seconds.toFixed(1)} s → ${path.join(args.output_dir, "validation")}`);
         await hooks.onValidation?.(final);

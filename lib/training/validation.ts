@@ -26,6 +26,9 @@ export interface ValidationOptions {
   /** Where PNGs go (default <output_dir>/validation). */
   dir?: string;
   step: number;
+  /** The round after training (the script's is_final_validation): its files are named `step-N-final-…`, beside the
+   *  round of step N when the last step was a validation step too (both are kept, as the script logs both). */
+  final?: boolean;
   /** Generate at this size (the control image is resized to it); default: the control image's own size. */
   resolution?: number;
   /** Sampling: classifier-free guidance (pipeline default 7.5), the ControlNet's conditioning scale (default 1) and
@@ -118,7 +121,7 @@ export async function runValidation(base: BaseModel, controlnet: ControlNetModel
       })
       : { images: [] as Uint8Array[], rgb: [] as RawImage[] };
     const files = out.images.map((png, k) => {
-      const f = path.join(dir, `step-${o.step}-pair-${i}-sample-${k}.png`);
+      const f = path.join(dir, `step-${o.step}${o.final ? "-final" : ""}-pair-${i}-sample-${k}.png`);
       fs.writeFileSync(f, png);
       return f;
     });

@@ -79,7 +79,7 @@ test("the seed's 8 GB command: final validation after the last step → images i
   assert.match(r.stdout, /^\d\d\/\d\d\/\d{4} \d\d:\d\d:\d\d - INFO - __main__ - \*\*\*\*\* Running training \*\*\*\*\*$/m);
   assert.match(r.stdout, /^\d\d\/\d\d\/\d{4} \d\d:\d\d:\d\d - INFO - __main__ - Initializing controlnet weights from unet$/m);
   // validation images in output_dir, at the last step
-  for (const i of [0, 1]) assert.ok(fs.existsSync(path.join(out, "validation", `step-2-pair-${i}-sample-0.png`)));
+  for (const i of [0, 1]) assert.ok(fs.existsSync(path.join(out, "validation", `step-2-final-pair-${i}-sample-0.png`)));
   // TensorBoard: <logging_dir>/<tracker_project_name>, nothing under output_dir/logs
   const project = path.join(logs, "fill50k_run");
   const files = findEventFiles(project);
@@ -403,15 +403,17 @@ test("accelerate launch / config refuse what accelerate refuses, in one line, an
   assert.match(fromConfig.stderr, /^accelerate launch: no effect in controlnet-ts: distributed_type FSDP in fsdp\.yaml, use_cpu true in fsdp\.yaml, fsdp_config \(fsdp_offload_params, fsdp_sharding_strategy\) in fsdp\.yaml, dynamo_config \(dynamo_backend\) in fsdp\.yaml$/m);
 });
 
-test("validation generates at the conditioning image's own size (as the pipeline does without height/width), not at --resolution", async () => {
+test("validation generates at the conditioning image's own size (as the pipeline does without height/width), not at --resolution; the final round does not overwrite the last step's", async () => {
   const out = tmp("cli-valsize-");
   const control = path.join(out, "control-64x48.png");
   await sharp(path.join(root, "data/conditioning_image_1.png")).resize(64, 48, { fit: "fill" }).png().toFile(control);
   const r = run(["train_controlnet", `--pretrained_model_name_or_path=${tiny}`, `--output_dir=${out}`, "--dataset_name=synthetic-fill50k:2",
     "--resolution=32", "--train_batch_size=1", "--max_train_steps=1", "--seed=3", "--validation_image", control,
-    "--validation_prompt", PROMPTS[0]!, "--num_validation_images=1"]);
+    "--validation_prompt", PROMPTS[0]!, "--num_validation_images=1", "--validation_steps=1"]);
   assert.equal(r.status, 0, r.stderr.slice(-3000));
-  const sample = await rgbOf(path.join(out, "validation", "step-1-pair-0-sample-0.png"));
+  // the last step is a validation step: its round and the final one (after saving) are both kept
+  assert.deepEqual(fs.readdirSync(path.join(out, "validation")).sort(), ["step-1-final-pair-0-sample-0.png", "step-1-pair-0-sample-0.png"]);
+  const sample = await rgbOf(path.join(out, "validation", "step-1-final-pair-0-sample-0.png"));
   assert.deepEqual([sample.width, sample.height], [64, 48]);
   // the card's row: the conditioning image beside the sample, both at that size
   const row = await rgbOf(path.join(out, "images_0.png"));

@@ -121,11 +121,17 @@ test("validation images in data/ are up to date with the generator", async () =>
   const disk = await decodeRgb(fs.readFileSync(path.join(repoData, "conditioning_image_1.png")));
   assert.equal(disk.width, 512);
   assert.equal(disk.height, 512);
+  // the tiny base's size too, drawn at that size (the outline as thick as the training data's)
+  const small = await decodeRgb(fs.readFileSync(path.join(repoData, "conditioning_image_1_32px.png")));
+  assert.deepEqual([small.width, small.height], [32, 32]);
+  assert.ok(small.data.some((v) => v > 200), "the outline is drawn at 32 px");
   // a stale file is detected
   const dir = tmpDir("val");
   await writeValidationImages(dir);
   assert.deepEqual(await staleValidationImages(dir), []);
   fs.copyFileSync(path.join(dir, "conditioning_image_1.png"), path.join(dir, "conditioning_image_2.png"));
   assert.deepEqual(await staleValidationImages(dir), [path.join(dir, "conditioning_image_2.png")]);
+  fs.rmSync(path.join(dir, "conditioning_image_2_32px.png"));
+  assert.deepEqual(await staleValidationImages(dir), [path.join(dir, "conditioning_image_2.png"), path.join(dir, "conditioning_image_2_32px.png")]);
   fs.rmSync(dir, { recursive: true });
 });
