@@ -40,12 +40,15 @@ const COMMANDS = new Set(["train_controlnet"]);
 
 export const LAUNCH_HELP = `usage: controlnet-ts launch [--num_processes N] [--num_machines M] [--machine_rank R]
                             [--main_process_ip IP] [--main_process_port P] [--num_cpu_threads_per_process T]
+                            [--multi_gpu] [--mixed_precision no|fp16|bf16]
                             train_controlnet <train_controlnet's flags>
 
 Data-parallel training on TensorFlow's collective ops (accelerate launch's flags). --num_processes is the total over
 all machines (default 1); each process trains on its shard of every global batch of num_processes × train_batch_size
 rows. On several machines run the same command on each with its --machine_rank; --main_process_ip/--main_process_port
 (default 29500) are machine 0's address. Ports main_process_port … + num_processes (+1 on several machines) are used.
+--multi_gpu is accepted as accelerate's: with the GPU build each local process gets its own GPU (CUDA_VISIBLE_DEVICES)
+whether or not it is given. --mixed_precision is accepted as train_controlnet's (tfjs has no half precision).
 `;
 
 export class LaunchError extends Error {}
@@ -166,11 +169,16 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
     const missing = collectiveMissingReason();
     if (missing) return fail(`${o.numProcesses} processes need TensorFlow's collective ops, but ${missing}`);
   }
-  const here = o.numProcesses > 1 && o.numMachines === 1 ? await isThisMachine(o.mainProcessIp) : true;
+  // machine 0 runs rank 0 and the rendezvous, at --main_process_ip: that must be this machine (with one machine, or
+  // as machine 0 of several), else the processes would wait for peers at an address nobody serves
+  const here = o.numProcesses > 1 && o.machineRank === 0 ? await isThisMachine(o.mainProcessIp) : true;
   if (here === null) return fail(`--main_process_ip ${o.mainProcessIp} cannot be resolved to an address (leave it out for 127.0.0.1)`);
   if (!here) {
-    return fail(`--main_process_ip ${o.mainProcessIp} is not an address of this machine: with --num_machines 1 every process runs here ` +
-      "(leave it out for 127.0.0.1; for several machines give --num_machines and --machine_rank)");
+    return fail(o.numMachines === 1
+      ? `--main_process_ip ${o.mainProcessIp} is not an address of this machine: with --num_machines 1 every process runs here ` +
+        "(leave it out for 127.0.0.1; for several machines give --num_machines and --machine_rank)"
+      : `--main_process_ip ${o.mainProcessIp} is not an address of this machine, which is machine 0 (--machine_rank 0): ` +
+        "give machine 0's own address, the one the other machines reach it at");
   }
   const perMachine = o.numProcesses / o.numMachines;
   const firstRank = o.machineRank * perMachine;

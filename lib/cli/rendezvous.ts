@@ -16,7 +16,7 @@ export interface RendezvousOptions {
   mainProcessPort: number;
   /** Default CONTROLNET_TS_RENDEZVOUS_TIMEOUT or 300 s. */
   timeoutSeconds?: number;
-  /** Machine 0's notes while it waits (a refused machine): the launcher's stderr. */
+  /** Notes while the machines gather (waiting, joined, a refused machine): the launcher's stderr. */
   log?: (line: string) => void;
 }
 
@@ -27,6 +27,7 @@ export async function rendezvous(o: RendezvousOptions): Promise<string[]> {
   const timeoutMs = (o.timeoutSeconds ?? (Number(process.env.CONTROLNET_TS_RENDEZVOUS_TIMEOUT) || 300)) * 1000;
   if (o.machineRank === 0) return serve(o, timeoutMs);
   const deadline = Date.now() + timeoutMs;
+  o.log?.(`joining machine 0 at ${o.mainProcessIp}:${o.mainProcessPort} (waiting up to ${timeoutMs / 1000} s for it)`);
   const body = JSON.stringify({ machine_rank: o.machineRank, num_machines: o.numMachines, num_processes: o.numProcesses } satisfies Join);
   let last = "";
   while (Date.now() < deadline) {
@@ -91,6 +92,7 @@ function serve(o: RendezvousOptions, timeoutMs: number): Promise<string[]> {
         if (hosts[j.machine_rank] !== null) return refuse(`two machines were launched with --machine_rank ${j.machine_rank}`);
         hosts[j.machine_rank] = (req.socket.remoteAddress ?? "").replace(/^::ffff:/, "");
         waiting.push(res);
+        o.log?.(`machine ${j.machine_rank} joined from ${hosts[j.machine_rank]}`);
         if (hosts.every((h) => h !== null)) {
           for (const w of waiting) w.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ hosts }));
           clearTimeout(timer);
@@ -111,6 +113,9 @@ function serve(o: RendezvousOptions, timeoutMs: number): Promise<string[]> {
         ? `port ${o.mainProcessPort} is already in use (another training job?): pick another --main_process_port`
         : `cannot listen on ${o.mainProcessPort}: ${e.message}`));
     });
-    server.listen(o.mainProcessPort, "0.0.0.0");
+    // said at once: until the others join nothing else is printed, and a machine never started is otherwise silence
+    const others = o.numMachines === 2 ? "1" : `1…${o.numMachines - 1}`;
+    server.listen(o.mainProcessPort, "0.0.0.0", () => o.log?.(`waiting for machine(s) ${others} at ${o.mainProcessIp}:${o.mainProcessPort} ` +
+      `(up to ${timeoutMs / 1000} s): run the same command there with --machine_rank ${others}`));
   });
 }

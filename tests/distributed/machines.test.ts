@@ -28,6 +28,10 @@ test("2 machines × 1 process (rendezvous on machine 0) = 1 process × batch 2",
   assert.equal(r1.code, 0, r1.stderr.slice(-2000));
   assert.match(r0.stderr, new RegExp(`rank 0 pid \\d+ \\(TensorFlow collective ops on 127\\.0\\.0\\.1:${port + 1}, 127\\.0\\.0\\.1:${port + 2}\\)`));
   assert.match(r1.stderr, /rank 1 pid/);
+  // while they gather, each launcher says what it waits for (it printed nothing until every machine had joined)
+  assert.match(r0.stderr, new RegExp(`^launch: waiting for machine\\(s\\) 1 at 127\\.0\\.0\\.1:${port} \\(up to 300 s\\): run the same command there with --machine_rank 1$`, "m"));
+  assert.match(r0.stderr, /^launch: machine 1 joined from 127\.0\.0\.1$/m);
+  assert.match(r1.stderr, new RegExp(`^launch: joining machine 0 at 127\\.0\\.0\\.1:${port} \\(waiting up to 300 s for it\\)$`, "m"));
   const one = await start(["train_controlnet", ...trainFlags(path.join(tmp, "one"), [...steps, "--train_batch_size=2"])]).done;
   assert.equal(one.code, 0, one.stderr.slice(-2000));
   const d = maxWeightDiff(path.join(tmp, "one"), path.join(tmp, "two")).max;

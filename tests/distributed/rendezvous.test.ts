@@ -57,7 +57,7 @@ test("processes started with different world sizes stop with a clear error namin
   fs.rmSync(out, { recursive: true, force: true });
 });
 
-test("one machine with a --main_process_ip that is not this machine's is refused at once, naming the address", { skip }, async () => {
+test("one machine, or machine 0 of two, with a --main_process_ip that is not this machine's is refused at once, naming the address", { skip }, async () => {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-ip-"));
   const port = await freePorts(2);
   const t0 = Date.now();
@@ -73,5 +73,13 @@ test("one machine with a --main_process_ip that is not this machine's is refused
     ...trainFlags(path.join(out, "o"), ["--max_train_steps=2", "--train_batch_size=1"])]).done;
   assert.equal(unknown.code, 1);
   assert.match(unknown.stderr, /^launch: error: --main_process_ip nosuchhost\.invalid cannot be resolved to an address/m);
+  // machine 0 of several serves the rendezvous at --main_process_ip: another machine's address is refused at once too
+  const t1 = Date.now();
+  const m0 = await start(["launch", "--num_processes", "2", "--num_machines", "2", "--machine_rank", "0", "--main_process_ip", "192.0.2.1",
+    "--main_process_port", String(port), "train_controlnet", ...trainFlags(path.join(out, "o"), ["--max_train_steps=2", "--train_batch_size=1"])]).done;
+  assert.equal(m0.code, 1);
+  assert.match(m0.stderr, /^launch: error: --main_process_ip 192\.0\.2\.1 is not an address of this machine, which is machine 0 \(--machine_rank 0\): give machine 0's own address/m);
+  assert.ok(Date.now() - t1 < 30_000);
+  assert.ok(!fs.existsSync(path.join(out, "o")), "nothing was started or written");
   fs.rmSync(out, { recursive: true, force: true });
 });
