@@ -36,8 +36,9 @@ test("validation during training and once more after the last step: images saved
   // the conditioning image and the two samples side by side, no padding, as torch's add_images tiles them
   const grid = makeGrid([0, 1, 2].map(() => new Uint8Array(32 * 32 * 3)), 32, 32, 3, 8, 0);
   assert.deepEqual([images[0]!.image!.width, images[0]!.image!.height], [grid.width, grid.height]);
+  // both rounds' samples are kept: the final one's files do not overwrite the last step's
   const pngs = fs.readdirSync(path.join(out, "validation"), { recursive: true, encoding: "utf8" }).filter((f) => String(f).endsWith(".png"));
-  assert.equal(pngs.length, 2);
+  assert.deepEqual(pngs.sort(), ["step-1-final-pair-0-sample-0.png", "step-1-final-pair-0-sample-1.png", "step-1-pair-0-sample-0.png", "step-1-pair-0-sample-1.png"]);
   const tags = new Set(events.flatMap((e) => e.values.map((v) => v.tag)));
   assert.ok(tags.has("validation/fidelity_iou"), `tags: ${[...tags]}`);
 });
