@@ -65,13 +65,7 @@ export function rewriteCell(ts: typeof TS, code: string): Rewritten {
   };
   ts.forEachChild(sf, (child) => visit(child, -1));
   edits.sort((a, b) => a.at - b.at);
-  let text = "";
-  let last = 0;
-  for (const e of edits) {
-    text += code.slice(last, e.at) + e.text;
-    last = e.at;
-  }
-  text += code.slice(last);
+  const text = applyEdits(code, edits);
   return { text, inserts: edits.map((e) => ({ at: e.at, length: e.text.length, from: e.from })) };
 }
 
@@ -240,13 +234,7 @@ export function guardResumes(ts: typeof TS, js: string, from = 0): string {
   };
   visit(sf);
   edits.sort((a, b) => a.at - b.at || a.rank - b.rank);
-  let out = "";
-  let last = 0;
-  for (const e of edits) {
-    out += js.slice(last, e.at) + e.text;
-    last = e.at;
-  }
-  return out + js.slice(last);
+  return applyEdits(js, edits);
 }
 
 /**
@@ -340,11 +328,17 @@ export function globalizeTopLevelVariables(ts: typeof TS, js: string): string {
   };
   visit(sf, null);
   edits.sort((a, b) => a.at - b.at);
+  return applyEdits(js, edits);
+}
+
+/** `text` with each edit's `text` put at `at`, in place of what runs up to `end` (default: inserted, nothing replaced).
+ *  The edits are in order and do not overlap. */
+function applyEdits(text: string, edits: readonly { at: number; end?: number; text: string }[]): string {
   let out = "";
   let last = 0;
   for (const e of edits) {
-    out += js.slice(last, e.at) + e.text;
-    last = e.end;
+    out += text.slice(last, e.at) + e.text;
+    last = e.end ?? e.at;
   }
-  return out + js.slice(last);
+  return out + text.slice(last);
 }
