@@ -7,6 +7,7 @@
  * datasetName, trainDataDir, imageColumn, conditioningImageColumn, captionColumn, maxTrainSamples,
  * proportionEmptyPrompts.
  */
+import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import sharp from "sharp";
@@ -17,7 +18,7 @@ import { SyntheticFill50k, type SyntheticOptions } from "./synthetic.js";
 import { openLocalTable } from "./sources/local.js";
 import { SubsetSource, TableSource } from "./sources/table.js";
 import { checkResolution, resizeCenterCrop } from "./transforms.js";
-import type { ColumnOptions, DataSource, RawImage } from "./types.js";
+import { isRawImage, type ColumnOptions, type DataSource, type DatasetRow, type RawImage } from "./types.js";
 import type { HubOptions } from "../io/hub.js";
 
 export interface DatasetOptions extends ColumnOptions {
@@ -94,6 +95,8 @@ export class ControlNetDataset {
     readonly proportionEmptyPrompts: number,
     /** Plain options that rebuild this dataset (hub ids resolved to folders); absent for custom sources. */
     readonly options?: DatasetOptions,
+    /** A fingerprint of the rows' content (sampleFingerprint); part of a training run's identity. */
+    readonly fingerprint?: string,
   ) {}
 
   get length(): number {
@@ -166,7 +169,7 @@ export class ControlNetDataset {
 
 /** Builds the dataset the options describe: dataset_name (with train_data_dir as its data_dir, as diffusers' script
  *  passes it), else train_data_dir, synthetic or arrow. */
-export async function createDataset(options: AnyOptions): Promise<ControlNetDataset> {
+export async function createDataset(options: AnyOptions, opts: { fingerprint?: boolean } = {}): Promise<ControlNetDataset> {
   const o = normalizeDatasetOptions(options);
   const resolution = o.resolution ?? 512;
   checkResolution(resolution);
@@ -216,6 +219,37 @@ export async function createDataset(options: AnyOptions): Promise<ControlNetData
     }
     source = new SubsetSource(source, numpyPermutation(n, seed).subarray(0, Math.min(max, n)));
   }
-  return new ControlNetDataset(source, resolution, seed, p, resolved);
+  // the loader worker rebuilds the dataset the trainer already fingerprinted
+  return new ControlNetDataset(source, resolution, seed, p, resolved, opts.fingerprint === false ? undefined : await sampleFingerprint(source));
+}
+
+/** Rows whose content the fingerprint reads: enough to tell one dataset from another of the same length (a different
+ *  folder, subset, or synthetic seed), few enough that a large Parquet dataset does not decode many row groups. */
+const FINGERPRINT_ROWS = 4;
+
+/**
+ * A short hash of a source's length and of the captions and image bytes of FINGERPRINT_ROWS rows spread over it (first
+ * and last included). Where the data lives is not part of it: the same data in another folder or machine is the same
+ * run. A row that cannot be read counts as such (the loader skips it the same way every time).
+ */
+export async function sampleFingerprint(source: DataSource): Promise<string> {
+  const h = crypto.createHash("sha256").update(`rows ${source.length};`);
+  const n = source.length;
+  const picks = [...new Set(Array.from({ length: Math.min(FINGERPRINT_ROWS, n) }, (_, k) => Math.round((k * (n - 1)) / Math.max(1, FINGERPRINT_ROWS - 1))))];
+  const image = (v: DatasetRow["image"]): void => {
+    if (isRawImage(v)) h.update(`raw ${v.width}x${v.height}x${v.channels};`).update(v.data);
+    else h.update(`bytes ${v.length};`).update(v);
+  };
+  for (const i of picks) {
+    try {
+      const r = await source.get(i);
+      h.update(`row ${i};${JSON.stringify(r.text)};`);
+      image(r.image);
+      image(r.conditioning_image);
+    } catch {
+      h.update(`row ${i} unreadable;`);
+    }
+  }
+  return h.digest("hex").slice(0, 12);
 }
 

@@ -39,7 +39,7 @@ port.on("message", (m: Msg) => {
   void (async () => {
     if (m.type === "init") {
       try {
-        const ds = await createDataset({ ...m.dataset, warn: (message) => port.postMessage({ type: "warn", message }) });
+        const ds = await createDataset({ ...m.dataset, warn: (message) => port.postMessage({ type: "warn", message }) }, { fingerprint: false });
         loader = ds.loader({ ...m.loader, warn: (message) => port.postMessage({ type: "warn", message }) });
         port.postMessage({ type: "ready", length: ds.length, description: ds.description, batchesPerEpoch: loader.batchesPerEpoch });
         void pump();

@@ -188,11 +188,14 @@ function maxAbs(tensors: Iterable<tf.Tensor>): number {
  *  base it trains against): recorded in each checkpoint's training_state.json as `run`, compared on resume and before
  *  a new run writes into a folder with checkpoints. Not max_train_steps (continuing a run further is a resume), not
  *  memory options (same mathematics), not paths (the same base or data may sit elsewhere on another machine): the base
- *  is its UNet's config fingerprint. Fields a checkpoint does not record (written before they were) are not compared. */
+ *  is its UNet's config fingerprint, the data its sampled rows' (sampleFingerprint). Fields a checkpoint does not
+ *  record (written before they were) are not compared. */
 export type RunIdentity = Record<"seed" | "resolution" | "train_batch_size" | "gradient_accumulation_steps" | "learning_rate" | "dataset_rows" |
   "lr_warmup_steps" | "lr_num_cycles" | "lr_power" | "adam_beta1" | "adam_beta2" | "adam_weight_decay" | "adam_epsilon" | "max_grad_norm" |
   "proportion_empty_prompts", number> &
-  Record<"lr_scheduler" | "base_unet_config", string> & { use_8bit_adam: boolean; snr_gamma: number | null; init_weights?: string };
+  Record<"lr_scheduler" | "base_unet_config", string> & { use_8bit_adam: boolean; snr_gamma: number | null; init_weights?: string;
+    /** The rows' content (ControlNetDataset.fingerprint): another dataset of the same length is another run. */
+    dataset_fingerprint?: string };
 
 /** A short fingerprint of a config object, independent of its keys' order. */
 export function configFingerprint(config: unknown): string {
@@ -216,6 +219,7 @@ const IDENTITY_LABELS: Partial<Record<keyof RunIdentity, string>> = {
   // the global batch, so that a checkpoint resumes with any process count giving the same one
   train_batch_size: "global batch (num_processes × train_batch_size)",
   init_weights: "starting ControlNet (--controlnet_model_name_or_path)",
+  dataset_fingerprint: "dataset content (fingerprint of sampled rows)",
 };
 
 /** A fingerprint of a model's weights: its parameters' names, shapes and first values (enough to tell two trained
@@ -359,6 +363,7 @@ export class ControlNetTrainer {
       adam_epsilon: o.adam_epsilon, max_grad_norm: o.max_grad_norm, proportion_empty_prompts: o.proportion_empty_prompts,
       snr_gamma: o.snr_gamma ?? null, base_unet_config: configFingerprint(this.c.unet.config),
       ...(o.init_weights ? { init_weights: o.init_weights } : {}),
+      ...(this.dataset.fingerprint ? { dataset_fingerprint: this.dataset.fingerprint } : {}),
     };
   }
 

@@ -137,6 +137,22 @@ test("imagefolder with metadata.jsonl: file_name → image, conditioning paths a
   await assertRows(ds, rows);
 });
 
+test("the dataset's fingerprint follows its content, not its place: a moved folder keeps it, another caption changes it", async () => {
+  const rows = await rowsP;
+  const dir = tmpDir("fp");
+  writeImagefolder(dir, rows);
+  const fp = (await createDataset({ train_data_dir: dir, resolution: 16 })).fingerprint;
+  assert.match(fp ?? "", /^[0-9a-f]{12}$/);
+  const moved = tmpDir("fp-moved");
+  fs.cpSync(dir, moved, { recursive: true });
+  assert.equal((await createDataset({ train_data_dir: moved, resolution: 16 })).fingerprint, fp, "the same rows elsewhere");
+  // the last row is always among the sampled ones
+  writeImagefolder(moved, rows.map((r, i) => (i === rows.length - 1 ? { ...r, text: `${r.text}, at dusk` } : r)));
+  assert.notEqual((await createDataset({ train_data_dir: moved, resolution: 16 })).fingerprint, fp, "a caption changed");
+  // the worker loader's copy of the dataset skips the sampling
+  assert.equal((await createDataset({ train_data_dir: dir, resolution: 16 }, { fingerprint: false })).fingerprint, undefined);
+});
+
 test("imagefolder with metadata.csv (quoted captions with commas)", async () => {
   const rows = await rowsP;
   const dir = tmpDir("csv");

@@ -1,4 +1,5 @@
-/** Issue 25 #3: the starting ControlNet is part of a run's identity (a run from other pretrained weights is another run). */
+/** Issue 25 #3: the starting ControlNet and the data's content are part of a run's identity (a run from other pretrained
+ *  weights, or on another dataset of the same length, is another run). */
 import { before, test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
@@ -6,6 +7,7 @@ import os from "node:os";
 import path from "node:path";
 import { ControlNetTrainer, weightsFingerprint } from "../../lib/training/trainer.js";
 import { testEngine } from "../helpers.js";
+import { createDataset } from "../../lib/data/index.js";
 import { tinyComponents, tinyDataset, TINY_RESOLUTION } from "./tiny.js";
 
 before(async () => {
@@ -33,6 +35,31 @@ test("a run from other starting weights is another run: refused beside the first
   // the same start continues
   const again = new ControlNetTrainer(tinyComponents(), ds, { ...opts, init_weights: "unet", max_train_steps: 3, resume_from_checkpoint: "latest" });
   assert.equal(again.globalStep, 2);
+  await again.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test("another dataset of the same length is another run; the same data rebuilt (or moved) continues", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "identity-data-"));
+  const opts = { output_dir: dir, resolution: TINY_RESOLUTION, train_batch_size: 2, learning_rate: 1e-3, max_train_steps: 1, checkpointing_steps: 1, seed: 1 };
+  const data = await tinyDataset();
+  const a = new ControlNetTrainer(tinyComponents(), data, opts);
+  await a.train();
+  await a.close();
+  // synthetic rows drawn from another seed: 8 rows as before, other pictures and captions
+  const other = await createDataset({ synthetic: { count: 8, seed: 4, resolution: TINY_RESOLUTION }, resolution: TINY_RESOLUTION });
+  assert.equal(other.length, data.length);
+  assert.match(other.fingerprint ?? "", /^[0-9a-f]{12}$/);
+  assert.notEqual(other.fingerprint, data.fingerprint);
+  const before = fs.readdirSync(dir).sort();
+  assert.throws(() => new ControlNetTrainer(tinyComponents(), other, opts), /holds another run's checkpoints \(checkpoint-1: dataset content \(fingerprint of sampled rows\) [0-9a-f]{12} there, [0-9a-f]{12} here\)/);
+  assert.throws(() => new ControlNetTrainer(tinyComponents(), other, { ...opts, resume_from_checkpoint: "latest" }), /latest: .*checkpoint-1 is another run's \(dataset content/);
+  assert.deepEqual(fs.readdirSync(dir).sort(), before, "the folder is untouched");
+  // the same rows built again have the same fingerprint, and the run continues
+  const same = await tinyDataset();
+  assert.equal(same.fingerprint, data.fingerprint);
+  const again = new ControlNetTrainer(tinyComponents(), same, { ...opts, max_train_steps: 2, resume_from_checkpoint: "latest" });
+  assert.equal(again.globalStep, 1);
   await again.close();
   fs.rmSync(dir, { recursive: true, force: true });
 });
