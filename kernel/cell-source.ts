@@ -149,7 +149,7 @@ export function cellPosition(js: string, cell: string, line: number, column: num
   const token = /^[\w$]+(?:\.[\w$]+)*/.exec(js.slice(off).replace(/^exports\./, ""))?.[0];
   let col = -1;
   if (token) {
-    const emitted = js.slice(found.index + found[0].length, off).replace(/exports\./g, "").split(GUARD_OPEN).join("").split(GUARD_STATEMENT).join("");
+    const emitted = withoutCopies(js.slice(found.index + found[0].length, off)).replace(/exports\./g, "").split(GUARD_OPEN).join("").split(GUARD_STATEMENT).join("");
     const hint = markerCol + emitted.length;
     const re = new RegExp(`(?<![\\w$])${token.replace(/[.$]/g, "\\$&")}(?![\\w$])`, "g");
     const at = [...src.matchAll(re)].map((m) => m.index!);
@@ -159,6 +159,12 @@ export function cellPosition(js: string, cell: string, line: number, column: num
   }
   if (col < 0) col = src.search(/\S|$/);
   return { line: cellLine, column: col + 1 };
+}
+
+/** `js` without the copies globalizeTopLevelVariables inserts: `let a = 1; exports.a = a; let b = 2; exports.b = b;`
+ *  is `let a = 1, b = 2` again (for the distance from a marker, cellPosition). */
+function withoutCopies(js: string): string {
+  return js.replace(/;(?: exports\.([\w$]+) = \1;)+ (?:let|const|var)(?![\w$])/g, ",").replace(/(?: exports\.([\w$]+) = \1;)+/g, "");
 }
 
 /**
@@ -247,6 +253,14 @@ export function guardResumes(ts: typeof TS, js: string, from = 0): string {
  * becomes `let a = 1; exports.a = a; let b = exports.a + 1; exports.b = b;`); inside its own declarator a name is still
  * the local being initialised (`let [m = 1, n = m] = []`). Only text is inserted, never a line break (positions in
  * stack frames map back by lines).
+ *
+ * A `const` or `function` a later cell declares again (a re-run or edited cell) is the same case: `function g()` in
+ * cell 1 called by cell 1's `f`, then a new `g` in cell 2, left `f()` calling the old one. Their references become
+ * `exports.x` too, so the newest declaration is what every cell's functions see, as in IPython. A function needs no
+ * copy (the emitted code sets `exports.g = g` at the top of the cell, where the declaration is hoisted to); a const
+ * is copied after its declarator as a let is. A function calls itself by its own name, as a JavaScript function does
+ * (its text may be sent to a worker). Classes keep their local name (inside its body a class's name is its own
+ * binding, already in use before any copy could run).
  */
 export function globalizeTopLevelVariables(ts: typeof TS, js: string): string {
   const file = "/cell.js";
@@ -264,11 +278,16 @@ export function globalizeTopLevelVariables(ts: typeof TS, js: string): string {
     return into;
   };
   const declared = new Map<TS.VariableDeclaration, TS.Identifier[]>();
+  const functions: TS.Identifier[] = [];
   const edits: { at: number; end: number; text: string }[] = [];
   const scanner = ts.createScanner(ts.ScriptTarget.Latest, true, ts.LanguageVariant.Standard, js);
   for (const st of sf.statements) {
-    if (!ts.isVariableStatement(st) || st.declarationList.flags & (ts.NodeFlags.Const | ts.NodeFlags.Using | ts.NodeFlags.AwaitUsing)) continue;
-    const keyword = st.declarationList.flags & ts.NodeFlags.Let ? "let" : "var";
+    if (ts.isFunctionDeclaration(st) && st.name && st.body && exported.has(st.name.text)) functions.push(st.name);
+    if (!ts.isVariableStatement(st)) continue;
+    // (the flags overlap: AwaitUsing is Const | Using)
+    const kind = st.declarationList.flags & ts.NodeFlags.BlockScoped;
+    if (kind === ts.NodeFlags.Using || kind === ts.NodeFlags.AwaitUsing) continue;
+    const keyword = kind === ts.NodeFlags.Const ? "const" : kind === ts.NodeFlags.Let ? "let" : "var";
     const list = st.declarationList.declarations;
     list.forEach((d, i) => {
       const ids = names(d.name, []).filter((id) => exported.has(id.text));
@@ -286,7 +305,7 @@ export function globalizeTopLevelVariables(ts: typeof TS, js: string): string {
       edits.push({ at: scanner.getTokenStart(), end: scanner.getTokenEnd(), text: `;${copy} ${keyword}` });
     });
   }
-  if (!declared.size) return js;
+  if (!declared.size && !functions.length) return js;
 
   // a program of this one file, without lib or imports: only its names are resolved
   const host: TS.CompilerHost = {
@@ -315,18 +334,31 @@ export function globalizeTopLevelVariables(ts: typeof TS, js: string): string {
     }
     symbolsOf.set(d, own);
   }
+  for (const id of functions) {
+    const s = checker.getSymbolAtLocation(id);
+    if (s) globals.add(s);
+    declarations.add(id);
+    globalNames.add(id.text);
+  }
   // `local`: the symbols that are still the declarator's locals here (inside it, outside any function it holds)
-  const visit = (node: TS.Node, local: Set<TS.Symbol> | null): void => {
-    if (ts.isIdentifier(node) && globalNames.has(node.text) && !declarations.has(node)) {
+  // the emitted code's own copies, `exports.g = g;` (a function's, hoisted to the top of the cell, must copy its local)
+  const isCopy = (id: TS.Identifier): boolean => ts.isBinaryExpression(id.parent) && id.parent.right === id &&
+    id.parent.operatorToken.kind === ts.SyntaxKind.EqualsToken && ts.isPropertyAccessExpression(id.parent.left) &&
+    ts.isIdentifier(id.parent.left.expression) && id.parent.left.expression.text === "exports" && id.parent.left.name.text === id.text;
+  // `self`: the function whose body this is, which keeps calling itself by its own name (its text may run elsewhere,
+  // in a worker or a vm context, where a recursion through `exports` would not resolve)
+  const visit = (node: TS.Node, local: Set<TS.Symbol> | null, self: TS.Symbol | null): void => {
+    if (ts.isIdentifier(node) && globalNames.has(node.text) && !declarations.has(node) && !isCopy(node)) {
       const shorthand = ts.isShorthandPropertyAssignment(node.parent) && node.parent.name === node;
       const s = shorthand ? checker.getShorthandAssignmentValueSymbol(node.parent) : checker.getSymbolAtLocation(node);
-      if (s && globals.has(s) && !local?.has(s)) edits.push({ at: node.getStart(sf), end: node.getEnd(), text: shorthand ? `${node.text}: exports.${node.text}` : `exports.${node.text}` });
+      if (s && globals.has(s) && !local?.has(s) && s !== self) edits.push({ at: node.getStart(sf), end: node.getEnd(), text: shorthand ? `${node.text}: exports.${node.text}` : `exports.${node.text}` });
     }
     const inner = ts.isVariableDeclaration(node) && symbolsOf.has(node) ? symbolsOf.get(node)!
       : ts.isFunctionLike(node) || ts.isClassLike(node) ? null : local;
-    ts.forEachChild(node, (child) => visit(child, inner));
+    const innerSelf = ts.isFunctionDeclaration(node) && node.name && declarations.has(node.name) ? checker.getSymbolAtLocation(node.name) ?? null : self;
+    ts.forEachChild(node, (child) => visit(child, inner, innerSelf));
   };
-  visit(sf, null);
+  visit(sf, null, null);
   edits.sort((a, b) => a.at - b.at);
   return applyEdits(js, edits);
 }

@@ -110,9 +110,12 @@ describe("cells as a user writes them", () => {
     }
     // an await earlier on the line does not move the column
     await k.execute("const o9: any = { a: {} };\nconst sleep9 = (ms: number) => new Promise((r) => setTimeout(r, ms));");
-    const r = await k.execute("const v1 = await sleep9(1), v2 = o9.a.b.c, v3 = o9.a.b.c;");
-    const col = "const v1 = await sleep9(1), v2 = o9.a.b.".length + 1;
-    assert.match((errorOf(r.iopub).traceback as string[]).join("\n"), new RegExp(`line 1, column ${col}\\b`));
+    // (the declarators are split by the copies to `exports`, which must not count in the distance)
+    for (const keyword of ["const", "let"]) {
+      const r = await k.execute(`${keyword} v1 = await sleep9(1), v2 = o9.a.b.c, v3 = o9.a.b.c;`);
+      const col = `${keyword} v1 = await sleep9(1), v2 = o9.a.b.`.length + 1;
+      assert.match((errorOf(r.iopub).traceback as string[]).join("\n"), new RegExp(`line 1, column ${col}\\b`), keyword);
+    }
   });
 
   it("the column is the failing name's, not an earlier one of the same name on that line", async () => {
@@ -469,6 +472,22 @@ describe("cells as a user writes them", () => {
     assert.equal(await value("lr = 0.25;\nsettings().lr"), "0.25");
     // names declared together: each is set before the next declarator runs, also for a function it calls
     assert.equal(await value("function twice() { return first * 2; }\nlet first = 3, second = first + 1, [third = second] = [], fourth = twice();\n[first, second, third, fourth]"), "[ 3, 4, 4, 6 ]");
+  });
+
+  it("a const or function declared again in a later cell (an edited cell run again) is what the first cell's functions see", async () => {
+    const value = async (code: string) => {
+      const r = await k.execute(code);
+      return resultText(r.iopub) ?? JSON.stringify(r.reply.content);
+    };
+    await value("function scale() { return 2; }\nconst offset = 10, { bias } = { bias: 1 };\nfunction transform(x: number) { return x * scale() + offset + bias; }\n" +
+      "function fib(n: number): number { return n < 2 ? n : fib(n - 1) + fib(n - 2); }");
+    assert.equal(await value("transform(1)"), "13");
+    // tslab's emitted cell kept calling its own scale and reading its own offset: 13 again
+    assert.equal(await value("function scale() { return 3; }\nconst offset = 100;\ntransform(1)"), "104");
+    // declared together: each const is set before the next declarator runs, also for a function it calls
+    assert.equal(await value("function half() { return whole / 2; }\nconst whole = 8, part = half();\npart"), "4");
+    // a recursive function calls itself by its own name: its text still runs elsewhere
+    assert.equal(await value("require('node:vm').runInNewContext(`(${fib.toString()})(10)`)"), "55");
   });
 
   it("a tensor as a cell's result shows its values, not the engine's bookkeeping", async () => {
