@@ -254,13 +254,13 @@ export function guardResumes(ts: typeof TS, js: string, from = 0): string {
  * the local being initialised (`let [m = 1, n = m] = []`). Only text is inserted, never a line break (positions in
  * stack frames map back by lines).
  *
- * A `const` or `function` a later cell declares again (a re-run or edited cell) is the same case: `function g()` in
- * cell 1 called by cell 1's `f`, then a new `g` in cell 2, left `f()` calling the old one. Their references become
- * `exports.x` too, so the newest declaration is what every cell's functions see, as in IPython. A function needs no
- * copy (the emitted code sets `exports.g = g` at the top of the cell, where the declaration is hoisted to); a const
- * is copied after its declarator as a let is. A function calls itself by its own name, as a JavaScript function does
- * (its text may be sent to a worker). Classes keep their local name (inside its body a class's name is its own
- * binding, already in use before any copy could run).
+ * A `const`, `function` or `class` a later cell declares again (a re-run or edited cell) is the same case:
+ * `function g()` in cell 1 called by cell 1's `f`, then a new `g` in cell 2, left `f()` calling the old one. Their
+ * references become `exports.x` too, so the newest declaration is what every cell's functions see, as in IPython. A
+ * function needs no copy (the emitted code sets `exports.g = g` at the top of the cell, where the declaration is
+ * hoisted to), nor a class (the emitted code copies it right after it); a const is copied after its declarator as a
+ * let is. Inside its own body a function or class keeps its own name, as in JavaScript (a function's text may be sent
+ * to a worker).
  */
 export function globalizeTopLevelVariables(ts: typeof TS, js: string): string {
   const file = "/cell.js";
@@ -282,7 +282,7 @@ export function globalizeTopLevelVariables(ts: typeof TS, js: string): string {
   const edits: { at: number; end: number; text: string }[] = [];
   const scanner = ts.createScanner(ts.ScriptTarget.Latest, true, ts.LanguageVariant.Standard, js);
   for (const st of sf.statements) {
-    if (ts.isFunctionDeclaration(st) && st.name && st.body && exported.has(st.name.text)) functions.push(st.name);
+    if ((ts.isFunctionDeclaration(st) && st.body || ts.isClassDeclaration(st)) && st.name && exported.has(st.name.text)) functions.push(st.name);
     if (!ts.isVariableStatement(st)) continue;
     // (the flags overlap: AwaitUsing is Const | Using)
     const kind = st.declarationList.flags & ts.NodeFlags.BlockScoped;
@@ -345,8 +345,9 @@ export function globalizeTopLevelVariables(ts: typeof TS, js: string): string {
   const isCopy = (id: TS.Identifier): boolean => ts.isBinaryExpression(id.parent) && id.parent.right === id &&
     id.parent.operatorToken.kind === ts.SyntaxKind.EqualsToken && ts.isPropertyAccessExpression(id.parent.left) &&
     ts.isIdentifier(id.parent.left.expression) && id.parent.left.expression.text === "exports" && id.parent.left.name.text === id.text;
-  // `self`: the function whose body this is, which keeps calling itself by its own name (its text may run elsewhere,
-  // in a worker or a vm context, where a recursion through `exports` would not resolve)
+  // `self`: the function or class whose body this is, which keeps its own name (a function's text may run elsewhere,
+  // in a worker or a vm context, where a recursion through `exports` would not resolve; inside a class body its name
+  // is its own binding, set before the copy to `exports` after the class)
   const visit = (node: TS.Node, local: Set<TS.Symbol> | null, self: TS.Symbol | null): void => {
     if (ts.isIdentifier(node) && globalNames.has(node.text) && !declarations.has(node) && !isCopy(node)) {
       const shorthand = ts.isShorthandPropertyAssignment(node.parent) && node.parent.name === node;
@@ -355,7 +356,8 @@ export function globalizeTopLevelVariables(ts: typeof TS, js: string): string {
     }
     const inner = ts.isVariableDeclaration(node) && symbolsOf.has(node) ? symbolsOf.get(node)!
       : ts.isFunctionLike(node) || ts.isClassLike(node) ? null : local;
-    const innerSelf = ts.isFunctionDeclaration(node) && node.name && declarations.has(node.name) ? checker.getSymbolAtLocation(node.name) ?? null : self;
+    const innerSelf = (ts.isFunctionDeclaration(node) || ts.isClassDeclaration(node)) && node.name && declarations.has(node.name)
+      ? checker.getSymbolAtLocation(node.name) ?? null : self;
     ts.forEachChild(node, (child) => visit(child, inner, innerSelf));
   };
   visit(sf, null, null);

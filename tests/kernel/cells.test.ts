@@ -474,7 +474,7 @@ describe("cells as a user writes them", () => {
     assert.equal(await value("function twice() { return first * 2; }\nlet first = 3, second = first + 1, [third = second] = [], fourth = twice();\n[first, second, third, fourth]"), "[ 3, 4, 4, 6 ]");
   });
 
-  it("a const or function declared again in a later cell (an edited cell run again) is what the first cell's functions see", async () => {
+  it("a const, function or class declared again in a later cell (an edited cell run again) is what the first cell's functions see", async () => {
     const value = async (code: string) => {
       const r = await k.execute(code);
       return resultText(r.iopub) ?? JSON.stringify(r.reply.content);
@@ -486,6 +486,9 @@ describe("cells as a user writes them", () => {
     assert.equal(await value("function scale() { return 3; }\nconst offset = 100;\ntransform(1)"), "104");
     // declared together: each const is set before the next declarator runs, also for a function it calls
     assert.equal(await value("function half() { return whole / 2; }\nconst whole = 8, part = half();\npart"), "4");
+    // a class too; inside its body its name is its own
+    await value("class Box { static made = 0; v = 1; static make() { Box.made++; return new Box(); } }\nfunction unbox() { return Box.make().v; }");
+    assert.equal(await value("class Box { static made = 0; v = 2; static make() { Box.made++; return new Box(); } }\n[unbox(), Box.made]"), "[ 2, 1 ]");
     // a recursive function calls itself by its own name: its text still runs elsewhere
     assert.equal(await value("require('node:vm').runInNewContext(`(${fib.toString()})(10)`)"), "55");
   });
