@@ -11,7 +11,11 @@
  *    emits, so a runtime position in the compiled JavaScript maps back to the cell line of the last marker before it,
  *    and to the column of the failing name nearest to where it sits after that marker (see cellPosition).
  *
- * Both only insert text, so a position in the rewritten text maps back by subtracting what was inserted before it.
+ * 3. `export` before a top-level declaration (`export const x = 1`, as in a module) is blanked out: every top-level
+ *    name of a cell is already visible to later cells, and the converter's own export of it collided ("Cannot
+ *    redeclare exported variable"). Spaces of the same length keep every position.
+ *
+ * The rest only insert text, so a position in the rewritten text maps back by subtracting what was inserted before it.
  */
 import type * as TS from "typescript";
 
@@ -26,7 +30,8 @@ export interface Rewritten {
 const NONCE = Math.random().toString(36).slice(2, 8);
 const MARKER = new RegExp(`/\\*@L(\\d+):(\\d+)~${NONCE}\\*/`, "g");
 
-export function rewriteCell(ts: typeof TS, code: string): Rewritten {
+export function rewriteCell(ts: typeof TS, cell: string): Rewritten {
+  const code = withoutExportModifiers(ts, cell);
   const sf = ts.createSourceFile("cell.ts", code, ts.ScriptTarget.Latest, true, ts.ScriptKind.TS);
   const edits: { at: number; text: string; from?: number }[] = [];
   const marked = new Set<number>();
@@ -67,6 +72,24 @@ export function rewriteCell(ts: typeof TS, code: string): Rewritten {
   edits.sort((a, b) => a.at - b.at);
   const text = applyEdits(code, edits);
   return { text, inserts: edits.map((e) => ({ at: e.at, length: e.text.length, from: e.from })) };
+}
+
+/** `cell` with the `export` keyword of its top-level declarations replaced by spaces (not `export default`, which
+ *  names no declaration a later cell could use). */
+function withoutExportModifiers(ts: typeof TS, cell: string): string {
+  if (!/\bexport\b/.test(cell)) return cell;
+  const sf = ts.createSourceFile("cell.ts", cell, ts.ScriptTarget.Latest, true, ts.ScriptKind.TS);
+  let text = cell;
+  for (const st of sf.statements) {
+    const mods = ts.canHaveModifiers(st) ? ts.getModifiers(st) ?? [] : [];
+    if (mods.some((m) => m.kind === ts.SyntaxKind.DefaultKeyword)) continue;
+    for (const m of mods) {
+      if (m.kind !== ts.SyntaxKind.ExportKeyword) continue;
+      const at = m.getStart(sf);
+      text = text.slice(0, at) + " ".repeat(m.end - at) + text.slice(m.end);
+    }
+  }
+  return text;
 }
 
 function isStatement(ts: typeof TS, node: TS.Node): boolean {

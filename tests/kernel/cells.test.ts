@@ -493,6 +493,19 @@ describe("cells as a user writes them", () => {
     assert.equal(await value("require('node:vm').runInNewContext(`(${fib.toString()})(10)`)"), "55");
   });
 
+  it("`export` before a cell's declarations (as in a module) is accepted: the names are there for later cells anyway", async () => {
+    const value = async (code: string) => {
+      const r = await k.execute(code);
+      return resultText(r.iopub) ?? JSON.stringify(r.reply.content);
+    };
+    // it was "Cannot redeclare exported variable 'ex'" for each
+    assert.equal(await value("export let ex = 1;\nexport const ey = 2;\nexport function ef() { return ex + ey; }\nexport class EC { v = 3; }\nef()"), "3");
+    assert.equal(await value("ex = 5;\n[ef(), new EC().v]"), "[ 7, 3 ]");
+    // positions stay: an error after the blanked keyword is at its own column
+    const r = await k.execute("export const eBad = (null as any).x;");
+    assert.match((errorOf(r.iopub).traceback as string[]).join("\n"), new RegExp(`line 1, column ${"export const eBad = (null as any).".length + 1}\\b`));
+  });
+
   it("a tensor as a cell's result shows its values, not the engine's bookkeeping", async () => {
     const tfjs = JSON.stringify(path.join(ROOT, "node_modules", "@tensorflow", "tfjs"));
     const r = await k.execute(`const tf = require(${tfjs});\ntf.tensor([[1, 2], [3, 4]])`);
