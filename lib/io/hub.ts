@@ -304,7 +304,7 @@ async function resolveSnapshot(ctx: Ctx): Promise<{ sha: string; files: RepoFile
   };
   const missMessage = (why: string) =>
     `${why}: hub ${ctx.repo.type} repo ${ctx.repo.label} (revision ${ctx.revision}) is not in the cache at ${ctx.cache}. ` +
-    `Download it once while online (unset HF_HUB_OFFLINE), or pass a local folder.`;
+    `Download it once while online${ctx.offline ? " (unset HF_HUB_OFFLINE)" : ""}, or pass a local folder.`;
 
   if (ctx.offline) {
     const c = cached();

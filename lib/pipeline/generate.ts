@@ -81,7 +81,7 @@ export function outputFiles(output: string, count: number): string[] {
 
 /**
  * Refuses, before any work, output paths the images could not be written to (a folder, a folder that cannot be
- * made or written) or that would be silently wrong (not .png: the bytes are PNG).
+ * made or written, a file where a folder must be) or that would be silently wrong (not .png: the bytes are PNG).
  */
 export function checkOutputFiles(names: string[]): void {
   for (const f of names) {
@@ -89,6 +89,7 @@ export function checkOutputFiles(names: string[]): void {
     if (path.extname(f).toLowerCase() !== ".png") throw new Error(`--output ${f}: the images are PNG; give a .png name`);
     let dir = path.dirname(path.resolve(f));
     while (!fs.existsSync(dir)) dir = path.dirname(dir); // the nearest folder that exists must let us make the rest
+    if (!fs.statSync(dir).isDirectory()) throw new Error(`--output ${f}: ${dir} is a file, not a folder`);
     try {
       fs.accessSync(dir, fs.constants.W_OK);
     } catch {

@@ -337,6 +337,12 @@ export async function saveCheckpoint(outputDir: string, step: number, parts: Che
   cleanStaleCheckpoints(outputDir);
   const toRemove = checkpointsToRemove(listCheckpointDirs(outputDir), opts.totalLimit, step);
   const final = path.join(outputDir, `checkpoint-${step}`);
+  // a folder of that name (a checkpoint of a step redone after a resume) is replaced; a file is not ours to delete
+  if (fs.existsSync(final) && !fs.statSync(final).isDirectory()) {
+    const kept = listCheckpoints(outputDir).at(-1);
+    throw new Error(`could not write checkpoint-${step} in ${outputDir}: ${final} is a file, not a checkpoint folder, and is not replaced; ` +
+      (kept ? `the last complete checkpoint is ${kept.path}` : "no earlier checkpoint exists"));
+  }
   const tmp = path.join(outputDir, `checkpoint-${step}.tmp-${process.pid}`);
   const release = holdTemp(tmp);
   try {
@@ -421,8 +427,15 @@ export function listForeignCheckpoints(outputDir: string): CheckpointInfo[] {
   });
 }
 
-/** Refuses an output_dir holding accelerate checkpoints (resuming, or a fresh run that would overwrite or prune them). */
+/** Refuses an output_dir holding accelerate checkpoints (resuming, or a fresh run that would overwrite or prune them),
+ *  or files named like checkpoints (a checkpoint of that step would replace them). */
 export function assertNoForeignCheckpoints(outputDir: string): void {
+  const files = fs.existsSync(outputDir) ? fs.readdirSync(outputDir).filter((n) => NAME_RE.test(n) && !fs.statSync(path.join(outputDir, n)).isDirectory()) : [];
+  if (files.length) {
+    const one = files.length === 1;
+    throw new Error(`${outputDir} holds ${files.join(", ")}, ${one ? "a file" : "files"} where checkpoint folders go: a checkpoint of that step ` +
+      `would replace ${one ? "it" : "them"}, so nothing was changed. Move ${one ? "it" : "them"} away or use another --output_dir.`);
+  }
   const foreign = listForeignCheckpoints(outputDir);
   if (!foreign.length) return;
   const last = foreign.at(-1)!;

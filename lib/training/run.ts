@@ -110,17 +110,24 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
   if (parallel) log(`data-parallel: ${parallel.worldSize} processes × batch ${args.train_batch_size} (TensorFlow collective all-reduce)`);
   const maxLen = base.tokenizer.modelMaxLength;
   const resumeLines: string[] = [];
-  const trainer = new ControlNetTrainer({
-    unet: base.unet, controlnet, vae: base.vae, textEncoder: base.textEncoder, noiseScheduler: base.noiseScheduler,
-    tokenize: (texts) => base.tokenizer.tokenize(texts, maxLen),
-  }, dataset, {
-    ...args,
-    seed,
-    attention_chunk_size: attentionChunk,
-    // another starting ControlNet is another run (its checkpoints are not this one's to resume or to delete)
-    init_weights: args.controlnet_model_name_or_path ? `pretrained ${weightsFingerprint(controlnet)}` : "unet",
-    logging_dir: resolveLoggingDir(args.output_dir, args.logging_dir),
-  }, parallel, (l) => resumeLines.push(l));
+  let trainer: ControlNetTrainer;
+  try {
+    trainer = new ControlNetTrainer({
+      unet: base.unet, controlnet, vae: base.vae, textEncoder: base.textEncoder, noiseScheduler: base.noiseScheduler,
+      tokenize: (texts) => base.tokenizer.tokenize(texts, maxLen),
+    }, dataset, {
+      ...args,
+      seed,
+      attention_chunk_size: attentionChunk,
+      // another starting ControlNet is another run (its checkpoints are not this one's to resume or to delete)
+      init_weights: args.controlnet_model_name_or_path ? `pretrained ${weightsFingerprint(controlnet)}` : "unet",
+      logging_dir: resolveLoggingDir(args.output_dir, args.logging_dir),
+    }, parallel, (l) => resumeLines.push(l));
+  } catch (e) {
+    // what resuming said before it failed (a warning about the checkpoint's arguments) explains the failure
+    for (const l of resumeLines) log(l);
+    throw e;
+  }
   return { base, controlnet, dataset, trainer, args, resumeLines };
 }
 

@@ -206,10 +206,10 @@ export function configFingerprint(config: unknown): string {
 }
 
 /** "seed 1 (checkpoint) vs 2 (this run)" for each field that differs; empty when the same (or nothing recorded). */
-export function runDifferences(saved: unknown, mine: RunIdentity): string[] {
+export function runDifferences(saved: unknown, mine: RunIdentity, fields = Object.keys(mine) as (keyof RunIdentity)[]): string[] {
   if (!saved || typeof saved !== "object") return [];
   const s = saved as Record<string, unknown>;
-  return (Object.keys(mine) as (keyof RunIdentity)[])
+  return fields
     .filter((k) => k in s && s[k] !== mine[k])
     .map((k) => `${IDENTITY_LABELS[k] ?? k} ${String(s[k])} there, ${mine[k]} here`);
 }
@@ -393,6 +393,14 @@ export class ControlNetTrainer {
     }
     const ck = loadCheckpoint(r.checkpoint.path, { warn: tell });
     const diff = runDifferences(ck.training.run, mine);
+    // the optimizer's state is the kind its optimizer writes: a run continues with the optimizer it had
+    if (runDifferences(ck.training.run, mine, ["use_8bit_adam"]).length) {
+      const saved = !this.opts.use_8bit_adam;
+      const others = runDifferences(ck.training.run, mine, (Object.keys(mine) as (keyof RunIdentity)[]).filter((k) => k !== "use_8bit_adam"));
+      throw new RunMismatchError(`resume_from_checkpoint: ${ck.path} holds ${saved ? "8-bit AdamW" : "AdamW"}'s optimizer state (use_8bit_adam ${saved} there, ` +
+        `${!saved} here), which the other optimizer cannot continue; nothing was changed. To continue it: ${saved ? "add" : "leave out"} --use_8bit_adam` +
+        (others.length ? ` (other differences: ${others.join(", ")}).` : "."));
+    }
     if (diff.length) {
       if (this.opts.resume_from_checkpoint === "latest") {
         throw new RunMismatchError(`resume_from_checkpoint latest: ${ck.path} is another run's (${diff.join(", ")}); nothing was changed. ` +

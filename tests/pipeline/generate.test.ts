@@ -67,6 +67,10 @@ test("generate: PNG files at the control image's size, seeded and reproducible",
   const t0 = performance.now();
   await assert.rejects(generate({ base: SD, image: CONTROL, prompt: "x", steps: 2, output: dir, tokenizer: tinyTokenizer }), /--output .* is a folder; give a file name/);
   await assert.rejects(generate({ base: SD, image: CONTROL, prompt: "x", steps: 2, output: path.join(dir, "x.jpg"), tokenizer: tinyTokenizer }), /the images are PNG; give a \.png name/);
+  // a file where the output's folder should be (it was EEXIST from mkdir, after generating)
+  fs.writeFileSync(path.join(dir, "afile"), "notes");
+  await assert.rejects(generate({ base: SD, image: CONTROL, prompt: "x", steps: 2, output: path.join(dir, "afile", "sub", "x.png"), tokenizer: tinyTokenizer }),
+    new RegExp(`--output .*x\\.png: ${path.join(dir, "afile").replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")} is a file, not a folder`));
   assert.ok(performance.now() - t0 < 2000, "refused before loading the models");
   fs.rmSync(dir, { recursive: true });
 });

@@ -152,6 +152,17 @@ test("accelerate's checkpoints (diffusers' own) are recognised and refused, what
   for (const d of [dir, other, ours]) fs.rmSync(d, { recursive: true });
 });
 
+test("a file named like a checkpoint (a user's) is refused before a run and never replaced by a save", async () => {
+  const dir = tmpDir();
+  fs.writeFileSync(path.join(dir, "checkpoint-2"), "my important notes");
+  for (const resume of ["latest", null]) assert.throws(() => resolveResume(dir, resume), /holds checkpoint-2, a file where checkpoint folders go: .*nothing was changed\. Move it away/);
+  await simulate(dir, 0, 1, 1, null);
+  await assert.rejects(saveCheckpoint(dir, 2, parts(2)), new RegExp(`could not write checkpoint-2 in .*: .*checkpoint-2 is a file, not a checkpoint folder, and is not replaced; the last complete checkpoint is .*checkpoint-1$`));
+  assert.equal(fs.readFileSync(path.join(dir, "checkpoint-2"), "utf8"), "my important notes");
+  assert.deepEqual(fs.readdirSync(dir).sort(), ["checkpoint-1", "checkpoint-2"], "no temporary left");
+  fs.rmSync(dir, { recursive: true });
+});
+
 test("stale leftovers: a complete tmp whose final name is missing is moved into place, an old copy put back", async () => {
   const dir = tmpDir();
   await saveCheckpoint(dir, 2, parts(2));

@@ -63,3 +63,23 @@ test("another dataset of the same length is another run; the same data rebuilt (
   await again.close();
   fs.rmSync(dir, { recursive: true, force: true });
 });
+
+test("a checkpoint of the other optimizer (use_8bit_adam) is refused up front with the flag that continues it, never advised to be named", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "identity-optim-"));
+  const opts = { output_dir: dir, resolution: TINY_RESOLUTION, train_batch_size: 2, learning_rate: 1e-3, max_train_steps: 1, checkpointing_steps: 1, seed: 1 };
+  const a = new ControlNetTrainer(tinyComponents(), await tinyDataset(), { ...opts, use_8bit_adam: true });
+  await a.train();
+  await a.close();
+  const before = fs.readdirSync(dir).sort();
+  const ds = await tinyDataset();
+  // named (which continues a checkpoint of other arguments with a warning) and latest: both name the flag, nothing else
+  for (const resume of ["checkpoint-1", "latest"]) {
+    assert.throws(() => new ControlNetTrainer(tinyComponents(), ds, { ...opts, learning_rate: 2e-3, max_train_steps: 2, resume_from_checkpoint: resume }),
+      /checkpoint-1 holds 8-bit AdamW's optimizer state \(use_8bit_adam true there, false here\).*To continue it: add --use_8bit_adam \(other differences: learning_rate 0\.001 there, 0\.002 here\)\.$/);
+  }
+  assert.deepEqual(fs.readdirSync(dir).sort(), before, "the folder is untouched");
+  const again = new ControlNetTrainer(tinyComponents(), ds, { ...opts, use_8bit_adam: true, max_train_steps: 2, resume_from_checkpoint: "checkpoint-1" });
+  assert.equal(again.globalStep, 1);
+  await again.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
