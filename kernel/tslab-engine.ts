@@ -182,7 +182,10 @@ export function toCellError(e: unknown, sources: CellSources = new Map()): CellE
   if (util.types.isNativeError(e) || e instanceof Error) {
     const err = e as Error;
     const ename = err.name || err.constructor?.name || "Error";
-    const stack = typeof err.stack === "string" && err.stack ? userStack(err.stack, ename) : [`${ename}: ${err.message}`];
+    let stack = typeof err.stack === "string" && err.stack ? userStack(err.stack, ename) : [`${ename}: ${err.message}`];
+    // an error in what the cell asked for (the cell library's InputError: an option out of range, a missing folder)
+    // says all in its message: the library's frames would read as a crash; the cells' frames say where it was asked
+    if ((err as { inputError?: unknown }).inputError === true) stack = stack.filter((l) => !/^\s+at /.test(l) || [...sources.keys()].some((label) => l.includes(`<${label}>`)));
     return { ename, evalue: String(err.message ?? ""), traceback: mapCellFrames(stack, sources), cause: e };
   }
   // only an Error records where it was thrown: say so instead of leaving the user without a line

@@ -221,6 +221,13 @@ function stepsOf(cn: ControlNetModel): number {
   return session?.controlnet === cn ? session.trainer.globalStep : cards.get(cn)?.steps ?? 0;
 }
 
+/** The train() cell's names of the command line's options (in its messages). */
+const CELL_OPTION_NAMES = {
+  learning_rate: "learningRate", train_batch_size: "batchSize", gradient_accumulation_steps: "gradientAccumulationSteps",
+  max_train_steps: "maxTrainSteps", lr_warmup_steps: "lrWarmupSteps", seed: "seed", ema_decay: "emaDecay",
+  checkpointing_steps: "checkpointing.every", checkpoints_total_limit: "checkpointing.totalLimit",
+} as const;
+
 /**
  * cell 4: train with a live dashboard. Idempotent: a finished `until` does nothing; a larger `until` continues; other
  * changed options start a new trainer (which resumes from the latest checkpoint of this model's run, as after a
@@ -235,6 +242,13 @@ export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
   if (o.processes !== undefined && !(Number.isSafeInteger(o.processes) && o.processes >= 1)) {
     throw new ArgsError(`train: processes must be a positive integer, got ${o.processes}`);
   }
+  // the trainer's ranges, named as the cell names them, before anything changes: a refused option must not have
+  // closed the running trainer first
+  validateTrainingNumbers({
+    learning_rate: o.learningRate, train_batch_size: o.batchSize, gradient_accumulation_steps: o.gradientAccumulationSteps,
+    max_train_steps: o.maxTrainSteps, lr_warmup_steps: o.lrWarmupSteps, seed: o.seed, ema_decay: o.emaDecay,
+    checkpointing_steps: o.checkpointing?.every, checkpoints_total_limit: o.checkpointing?.totalLimit,
+  }, (k) => `train: ${CELL_OPTION_NAMES[k as keyof typeof CELL_OPTION_NAMES] ?? k}`);
   if (o.validation) {
     validateTrainingNumbers({ validation_steps: o.validation.every }, () => "train: validation.every");
     validationPairs("train: validation", o.validation.images, o.validation.prompts); // before any step, not at the first round

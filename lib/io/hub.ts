@@ -33,6 +33,7 @@ import path from "node:path";
 import { pathToFileURL } from "node:url";
 import * as hub from "@huggingface/hub";
 import { addVariant, writeFileDurable } from "./diffusers.js";
+import { InputError } from "./input-error.js";
 
 export type HubRepoType = "model" | "dataset";
 
@@ -168,10 +169,10 @@ export function parseRepoId(id: string, repoType: HubRepoType = "model"): HubRep
   if (id.startsWith("datasets/")) { type = "dataset"; name = id.slice("datasets/".length); }
   else if (id.startsWith("models/")) { type = "model"; name = id.slice("models/".length); }
   // a path that does not exist reaches here as a "repo id": say what the user meant
-  if (/^(\/|\.{1,2}\/|~)/.test(id) || id.includes("\\")) throw new Error(`"${id}" is not an existing local folder (and a hub repo id is org/name)`);
+  if (/^(\/|\.{1,2}\/|~)/.test(id) || id.includes("\\")) throw new InputError(`"${id}" is not an existing local folder (and a hub repo id is org/name)`);
   const parts = name.split("/");
   if (parts.length < 1 || parts.length > 2 || !parts.every((p) => NAME_PART.test(p) && !p.includes("--") && !p.includes("..") && p.length <= 96)) {
-    throw new Error(`"${id}" is not a hub repo id (expected org/name${type === "dataset" ? "" : " or datasets/org/name"})`);
+    throw new InputError(`"${id}" is not a hub repo id (expected org/name${type === "dataset" ? "" : " or datasets/org/name"})`);
   }
   return { type, name, label: type === "dataset" ? `datasets/${name}` : name };
 }

@@ -3,3 +3,4 @@ export * from "./layout.js";
 export * from "./safetensors.js";
 export * from "./diffusers.js";
 export * from "./hub.js";
+export * from "./input-error.js";

@@ -12,6 +12,7 @@
  */
 
 import { checkProportionEmptyPrompts } from "../data/loader.js";
+import { InputError } from "../io/input-error.js";
 import { planTrackers } from "./trackers.js";
 
 type ArgType = "str" | "int" | "float" | "bool";
@@ -155,7 +156,7 @@ export const TRAIN_ARG_SPECS: readonly ArgSpec[] = [
 
 const SPEC_BY_NAME = new Map(TRAIN_ARG_SPECS.map((a) => [a.name, a]));
 
-export class ArgsError extends Error {
+export class ArgsError extends InputError {
   override name = "ArgsError";
 }
 

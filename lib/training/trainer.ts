@@ -23,6 +23,7 @@ import { lockRun } from "./run-lock.js";
 import { JsonlLogger, readJsonl } from "./tensorboard.js";
 import { controlnetGradients, encodeLatents, type NoiseSchedule } from "./step.js";
 import { loadModelFolder, writeFileAtomic } from "../io/diffusers.js";
+import { InputError } from "../io/input-error.js";
 import { validateTrainingNumbers, type TrainArgs } from "./args.js";
 import { allReduceGradients, takeShard, type DataParallel } from "./distributed.js";
 
@@ -235,7 +236,7 @@ export function weightsFingerprint(model: { namedParameters(): Iterable<[string,
   return h.digest("hex").slice(0, 12);
 }
 
-export class RunMismatchError extends Error {
+export class RunMismatchError extends InputError {
   override name = "RunMismatchError";
 }
 

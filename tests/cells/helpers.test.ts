@@ -123,15 +123,16 @@ test("issue 25 #4/#5: train() refuses learningRate -1 and an empty validation im
     const ds = await cn.dataset({ synthetic: { count: 8 }, resolution: 32 });
     const base = await cn.baseModel(sd);
     const controlnet = await cn.controlnet({ from: base });
-    await assert.rejects(cn.train({ base, controlnet, dataset: ds, outputDir: out, batchSize: 2, learningRate: -1, until: 1 }), /learning_rate must be a positive finite number, got -1/);
+    // in the cell's own option names
+    await assert.rejects(cn.train({ base, controlnet, dataset: ds, outputDir: out, batchSize: 2, learningRate: -1, until: 1 }), /^ArgsError: train: learningRate must be a positive finite number, got -1$/m);
     // the checks the CLI makes that only a cell's own options reach (a total limit of 0 trained a step, then failed
     // to save it; validation every 0 steps never validated; a negative until returned as done)
     const ok = { base, controlnet, dataset: ds, outputDir: out, batchSize: 2, learningRate: 1e-4 };
-    await assert.rejects(cn.train({ ...ok, until: 1, checkpointing: { every: 1, totalLimit: 0 } }), /checkpoints_total_limit must be a positive integer/);
+    await assert.rejects(cn.train({ ...ok, until: 1, checkpointing: { every: 1, totalLimit: 0 } }), /train: checkpointing\.totalLimit must be a positive integer/);
     await assert.rejects(cn.train({ ...ok, until: 1, validation: { images: [cond], prompts: ["x"], every: 0 } }),
       /train: validation\.every must be a positive integer, got 0/);
     await assert.rejects(cn.train({ ...ok, until: -3 }), /train: until must be an integer >= 0, got -3/);
-    await assert.rejects(cn.train({ ...ok, until: 1, gradientAccumulationSteps: 99999999999 }), /gradient_accumulation_steps must be a positive integer, at most 1048576/);
+    await assert.rejects(cn.train({ ...ok, until: 1, gradientAccumulationSteps: 99999999999 }), /train: gradientAccumulationSteps must be a positive integer, at most 1048576/);
     const empty = path.join(out, "empty.png");
     fs.writeFileSync(empty, "");
     await assert.rejects(
@@ -139,6 +140,18 @@ test("issue 25 #4/#5: train() refuses learningRate -1 and an empty validation im
       /validation image .*empty\.png is empty/,
     );
     assert.deepEqual(fs.readdirSync(out).filter((f) => f.startsWith("checkpoint-") || f === "logs"), [], "no step was taken");
+    // a refused option leaves a running trainer as it was (it was closed first: "options changed — starting a new trainer")
+    const lines: string[] = [];
+    const log = console.log;
+    console.log = (...a: unknown[]) => { lines.push(a.join(" ")); };
+    try {
+      assert.equal((await cn.train({ ...ok, until: 1 })).globalStep, 1);
+      await assert.rejects(cn.train({ ...ok, until: 2, learningRate: Number.NaN }), /train: learningRate must be a positive finite number, got NaN/);
+      assert.equal((await cn.train({ ...ok, until: 2 })).globalStep, 2);
+    } finally {
+      console.log = log;
+    }
+    assert.deepEqual(lines.filter((l) => /options changed|closing the trainer/.test(l)), [], lines.join("\n"));
   } finally {
     await cn.resetTraining();
     fs.rmSync(out, { recursive: true, force: true });

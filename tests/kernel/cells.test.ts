@@ -149,6 +149,22 @@ describe("cells as a user writes them", () => {
     assert.match(errorOf(bad.iopub).evalue, /Argument of type '"c"' is not assignable to parameter of type '"a" \| "b"'/);
   });
 
+  it("an error in what the cell asked for (the library's InputError) shows the cell's frames only; another error keeps the library's", async () => {
+    // the cell library's ArgsError & co. carry `inputError: true` (lib/io/input-error.ts); the kernel duck-types it
+    fs.writeFileSync(path.join(k.dir, "checks.ts"), "class InputError extends Error { readonly inputError = true; override name = 'ArgsError'; }\n" +
+      "function check(lr: number) {\n  if (!(lr > 0)) throw new InputError(`train: learningRate must be a positive finite number, got ${lr}`);\n}\n" +
+      "export function configure(lr: number) { check(lr); }\nexport function crash(o: any) { return o.missing.deeper; }\n");
+    const r = await k.execute("import { configure, crash } from './checks';\nconst lrs = [1e-4, -1];\nfor (const lr of lrs) configure(lr);");
+    const e = errorOf(r.iopub);
+    assert.equal(e.ename, "ArgsError");
+    const tb = (e.traceback as string[]).join("\n");
+    assert.match(tb, /^ArgsError: train: learningRate must be a positive finite number, got -1\n\s+at In\[\d+\], line 3, column \d+/, tb);
+    assert.doesNotMatch(tb, /checks\.ts/, "no frame of the library");
+    // a bug keeps them
+    const bug = (errorOf((await k.execute("crash({})")).iopub).traceback as string[]).join("\n");
+    assert.match(bug, /at (Object\.)?crash \(.*checks\.ts:6:\d+\)/, bug);
+  });
+
   it("an error in a local .ts module points at that file's own line, not at compiled JavaScript", async () => {
     fs.writeFileSync(path.join(k.dir, "mymod.ts"), "export function boom(x: any): number {\n  const y: number = 1;\n  // a comment\n  return x.not.there + y;\n}\n");
     const r = await k.execute("import { boom } from './mymod';\nboom({})");
