@@ -324,13 +324,19 @@ export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
     predictedPeakBytes: predictedPeak(o),
   }).show();
   session.dashboard = dashboard;
+  // steps per second of wall time between steps, validation rounds and checkpoints included (as tqdm counts): the
+  // step's own compute time alone promised an end minutes too early when validation ran often
   let rate = 0;
+  let last = performance.now();
   let result: TrainResult;
   try {
     result = await trainer.train({
       until, signal: abortSignal(),
       onStep: (r) => {
-        rate = rate ? 0.8 * rate + 0.2 / r.seconds : 1 / r.seconds;
+        const now = performance.now();
+        const seconds = Math.max(now - last, 1) / 1000;
+        last = now;
+        rate = rate ? 0.8 * rate + 0.2 / seconds : 1 / seconds;
         dashboard.onStep({ step: r.step, total: until, loss: r.loss, lr: r.lr, itPerSec: rate, memory: memoryInfo() });
       },
       onCheckpoint: (_dir, step) => { if (session?.trainer === trainer) session.savedStep = step; },
@@ -353,7 +359,10 @@ export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
     dashboard.finish(interrupted ? "stopped" : "error");
     const dir = await trainer.checkpointAfterError(e);
     if (dir && session?.trainer === trainer) session.savedStep = trainer.globalStep;
-    if (dir) console.log(`train: ${interrupted ? "interrupted" : "stopped by an error"} at step ${trainer.globalStep}; checkpoint written to ${dir}. Run the cell again to continue.`);
+    const how = interrupted ? "interrupted" : "stopped by an error";
+    if (dir) console.log(`train: ${how} at step ${trainer.globalStep}; checkpoint written to ${dir}. Run the cell again to continue.`);
+    // (the step's own checkpoint was written before its validation round: where to continue from all the same)
+    else if (trainer.checkpointIsCurrent) console.log(`train: ${how} at step ${trainer.globalStep}, which ${trainer.lastCheckpointPath} holds. Run the cell again to continue.`);
     throw e;
   } finally {
     recordTraining(o, trainer.globalStep);
