@@ -57,7 +57,7 @@ export interface DatasetCellOptions {
   seed?: number;
 }
 
-/** cell 2: the training data, shown as a grid of 8 rows (conditioning | target | prompt). */
+/** The training data, shown as a grid of 8 rows (conditioning | target | prompt). */
 export async function dataset(o: DatasetCellOptions): Promise<WithDisplay<ControlNetDataset>> {
   return memo("dataset", o, async () => {
     const ds = await createDataset({
@@ -83,7 +83,7 @@ export async function dataset(o: DatasetCellOptions): Promise<WithDisplay<Contro
   }, { dispose: (old) => void (old as ControlNetDataset).close() });
 }
 
-/** cell 3a: a frozen Stable Diffusion base (a diffusers pipeline folder or hub id). */
+/** A frozen Stable Diffusion base (a diffusers pipeline folder or hub id). */
 export async function baseModel(nameOrPath: string): Promise<WithDisplay<BaseModel>> {
   await initEngine();
   return memo(`baseModel`, nameOrPath, async () => {
@@ -95,7 +95,7 @@ export async function baseModel(nameOrPath: string): Promise<WithDisplay<BaseMod
   });
 }
 
-/** cell 3b: a ControlNet initialised from the base UNet, or loaded from a folder / hub id. Re-running the cell with other
+/** A ControlNet initialised from the base UNet, or loaded from a folder / hub id. Re-running the cell with other
  *  arguments frees the previous model (after writing a checkpoint of its training, if it has unsaved steps). */
 export async function controlnet(o: { from: BaseModel; pretrained?: string;
   /** from_unet's initialisation seed (default 1, fixed: the model's name in its run folder includes it). */
@@ -229,7 +229,7 @@ const CELL_OPTION_NAMES = {
 } as const;
 
 /**
- * cell 4: train with a live dashboard. Idempotent: a finished `until` does nothing; a larger `until` continues; other
+ * Trains with a live dashboard. Idempotent: a finished `until` does nothing; a larger `until` continues; other
  * changed options start a new trainer (which resumes from the latest checkpoint of this model's run, as after a
  * restart). The run belongs to the ControlNet object: the same object continues; another ControlNet is another run,
  * in its own folder when `outputDir` holds someone else's (runs.ts) — one line says where.
@@ -438,7 +438,7 @@ function assertUsable(model: ControlNetModel, cell: string): void {
     `pass the model that cell returns now (this one's training is in its run folder's checkpoints${runDirOf(model) ? `, ${runDirOf(model)}` : ""}).`);
 }
 
-/** cell 5a: validation images from the ControlNet (UniPC; steps default 20 as the script). Fill50k-style pairs
+/** Validation images from the ControlNet (UniPC; steps default 20 as the script). Fill50k-style pairs
  *  (outline + "<colour> circle with <colour> background") are scored for control fidelity, shown in the title. */
 export async function validate(o: { base: BaseModel; controlnet: ControlNetModel; images: string[]; prompts: string[];
   steps?: number; numImages?: number; seed?: number; step?: number; outputDir?: string; resolution?: number;
@@ -479,7 +479,7 @@ async function conditioningPng(file: string, resolution: number | undefined): Pr
   return new Uint8Array(await encodePng(img));
 }
 
-/** cell 5b: the seed's inference snippet. */
+/** The seed's inference snippet. */
 export async function infer(o: { base: BaseModel; controlnet: ControlNetModel; image: string; prompt: string; steps?: number;
   seed?: number; numImages?: number; outputDir?: string; resolution?: number } & SamplingOptions): Promise<WithDisplay<ValidationResult>> {
   return validate({ ...o, images: [o.image], prompts: [o.prompt], outputDir: o.outputDir ?? "outputs/inference", title: "inference" });
@@ -513,7 +513,7 @@ function baseResolution(base: BaseModel): number | undefined {
   return typeof sample === "number" ? sample * factor : undefined;
 }
 
-/** cell 6a: a diffusers folder Python's ControlNetModel.from_pretrained loads (with useEma: the weights' average). */
+/** A diffusers folder Python's ControlNetModel.from_pretrained loads (with useEma: the weights' average). */
 export function save(cn: ControlNetModel, dir: string): string {
   assertUsable(cn, "save");
   if (!dir.trim()) throw new ArgsError("save: the folder is empty: name one (it gets config.json, the weights and README.md)");
@@ -540,7 +540,7 @@ export function trainedSteps(dir: string): number | null {
   return cardTrainedSteps(dir);
 }
 
-/** cell 6b: upload a saved folder; the token comes from HF_TOKEN (never printed). */
+/** Upload a saved folder; the token comes from HF_TOKEN (never printed). */
 export async function pushToHub(dir: string, o: { repo: string; hubUrl?: string }): Promise<string> {
   // as the command line's push, and the cells' own logs and run record (which names the base by its local path)
   return (await uploadFolder(o.repo, dir, { hubUrl: o.hubUrl, ignorePatterns: [...RUN_FOLDER_PUSH_IGNORE, "logs/**", RUN_FILE] })).url;
