@@ -16,6 +16,8 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { ArgsError, parseTrainArgs } from "../training/args.js";
+import { InputError } from "../io/input-error.js";
+import { checkValidationImages } from "../training/validation.js";
 import { listCheckpoints, readTrainingState } from "../training/checkpoints.js";
 import { MAX_ENGINE_THREADS } from "../engine/constants.js";
 import { collectiveMissingReason } from "../training/collective.js";
@@ -161,8 +163,10 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
     if (parsed.help) return fail("pass --help to train_controlnet without launch", 2);
     outputDir = parsed.args.output_dir;
     globalBatch = parsed.args.train_batch_size * o.numProcesses;
+    // every process reads them before its first step: refused here once, not by each process and then again
+    if (parsed.args.validation_image) await checkValidationImages(parsed.args.validation_image);
   } catch (e) {
-    if (e instanceof ArgsError) return fail(`train_controlnet: ${e.message}`, 2);
+    if (e instanceof InputError) return fail(`train_controlnet: ${e.message}`, e instanceof ArgsError ? 2 : 1);
     throw e;
   }
   if (o.numProcesses > 1) {

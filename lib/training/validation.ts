@@ -9,6 +9,7 @@ import { StableDiffusionControlNetPipeline } from "../pipeline/pipeline.js";
 import type { ControlMode } from "../pipeline/guidance.js";
 import { loadScheduler, Generator } from "../schedulers/index.js";
 import { decodeRgb, resizeCenterCrop } from "../data/index.js";
+import { InputError } from "../io/input-error.js";
 import { resizeRgb } from "../pipeline/image.js";
 import type { RawImage } from "../data/types.js";
 import { averageFidelity, summarizeFidelity, targetFromValidation, type FidelitySummary } from "../eval/fidelity.js";
@@ -55,7 +56,7 @@ export function pairValidation(images: string[], prompts: string[]): [string, st
   if (images.length === prompts.length) return images.map((im, i) => [im, prompts[i]!]);
   if (images.length === 1) return prompts.map((p) => [images[0]!, p]);
   if (prompts.length === 1) return images.map((im) => [im, prompts[0]!]);
-  throw new Error(`number of validation images (${images.length}) and prompts (${prompts.length}) must match, or one of them must be 1`);
+  throw new InputError(`number of validation images (${images.length}) and prompts (${prompts.length}) must match, or one of them must be 1`);
 }
 
 /**
@@ -70,14 +71,14 @@ export async function checkValidationImages(images: readonly string[]): Promise<
       bytes = fs.readFileSync(image);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      throw new Error(`validation image ${image} cannot be read (${code === "ENOENT" ? "no such file" : code === "EISDIR" ? "a folder" : (e as Error).message}); nothing was trained`);
+      throw new InputError(`validation image ${image} cannot be read (${code === "ENOENT" ? "no such file" : code === "EISDIR" ? "a folder" : (e as Error).message}); nothing was trained`);
     }
-    if (bytes.length === 0) throw new Error(`validation image ${image} is empty (0 bytes); nothing was trained`);
+    if (bytes.length === 0) throw new InputError(`validation image ${image} is empty (0 bytes); nothing was trained`);
     try {
       const { width, height } = await decodeRgb(new Uint8Array(bytes));
       sizes.push({ image, width, height });
     } catch (e) {
-      throw new Error(`validation image ${image} is not a readable image (${(e as Error).message.split("\n")[0]}); nothing was trained`);
+      throw new InputError(`validation image ${image} is not a readable image (${(e as Error).message.split("\n")[0]}); nothing was trained`);
     }
   }
   return sizes;

@@ -79,3 +79,21 @@ test("build-collective: a missing TensorFlow is one clear line, nothing written"
   assert.match(r.stderr, /^build-collective: TensorFlow's C API headers are not in .*none \(need tensorflow\/c\/eager\/c_api_experimental\.h; run npm run install-native or pass --include\)\n$/);
   assert.deepEqual(fs.readdirSync(tmp), []);
 });
+
+test("a validation image that cannot be read is refused by the launcher once, before any process starts", async () => {
+  const { launch } = await import("../../lib/cli/launch.js");
+  const fs = await import("node:fs");
+  const os = await import("node:os");
+  const path = await import("node:path");
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "launch-val-"));
+  const o = parseLaunchArgs(["--num_processes=2", "train_controlnet", "--pretrained_model_name_or_path=data/tiny-sd", "--dataset_name=synthetic-fill50k", `--output_dir=${path.join(dir, "out")}`,
+    "--validation_image", path.join(dir, "missing.png"), "--validation_prompt", "red circle"]);
+  assert.ok(o !== "help");
+  const err: string[] = [];
+  const sink = { write: (s: string) => (err.push(s), true) } as unknown as typeof process.stdout & typeof process.stderr;
+  const r = await launch(o, { stdout: sink, stderr: sink });
+  assert.equal(r.code, 1, err.join(""));
+  assert.deepEqual(err, [`launch: error: train_controlnet: validation image ${path.join(dir, "missing.png")} cannot be read (no such file); nothing was trained\n`]);
+  assert.ok(!fs.existsSync(path.join(dir, "out")), "no process started (none made output_dir)");
+  fs.rmSync(dir, { recursive: true });
+});
