@@ -7,6 +7,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { hostMemoryLimit, initEngine, type EngineOptions } from "../engine/index.js";
 import { JUPYTER_DISPLAY } from "./display.js";
+import { makeDirs } from "../io/dirs.js";
 
 export interface BasicConfig {
   engine: string;
@@ -51,7 +52,7 @@ export async function writeBasicConfig(opts: WriteBasicConfigOptions = {}): Prom
     mixedPrecision: "no",
     note: "tfjs has no fp16/bf16: training runs in fp32; memory savings come from gradient checkpointing, chunked attention, 8-bit Adam and offload.",
   };
-  fs.mkdirSync(path.dirname(configFile), { recursive: true });
+  makeDirs(path.dirname(configFile));
   fs.writeFileSync(configFile, JSON.stringify(cfg, null, 2) + "\n");
   const rows: [string, string][] = [
     ["engine", `${cfg.engine} (tfjs ${cfg.tfjsVersion}, ${cfg.threads} thread(s))`],

@@ -28,6 +28,7 @@ import { abortSignal, JUPYTER_DISPLAY } from "./display.js";
 import { memo } from "./memo.js";
 import { DATASET_CELL_OPTIONS, trainInProcesses } from "./processes.js";
 import { chooseRunDir, identityOf, isDisposed, nameModel, RUN_FILE, runDirOf } from "./runs.js";
+import { makeDirs } from "../io/dirs.js";
 
 /**
  * Attaches a Jupyter rendering (`Symbol.for("Jupyter.display")`) to a helper's result. It stays out of the static type
@@ -495,7 +496,7 @@ export async function heldOut(o: { count?: number; resolution: number; dir?: str
     throw new ArgsError(`heldOut: resolution must be a positive multiple of 8, got ${o.resolution}`);
   }
   const dir = path.resolve(o.dir ?? "outputs/held-out");
-  fs.mkdirSync(dir, { recursive: true });
+  makeDirs(dir);
   const set = heldOutSet(o.count ?? 32, o.resolution, o.seed);
   const images: string[] = [];
   for (const [i, s] of set.entries()) {

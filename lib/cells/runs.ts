@@ -13,6 +13,7 @@ import fs from "node:fs";
 import path from "node:path";
 import type { ControlNetModel } from "../models/index.js";
 import { listCheckpoints } from "../training/checkpoints.js";
+import { makeDirs } from "../io/dirs.js";
 
 export const RUN_FILE = "controlnet_run.json";
 
@@ -102,7 +103,7 @@ export function chooseRunDir(model: ControlNetModel, asked: string): RunChoice {
   };
   let dir = asked;
   for (let n = 2; belongs(dir) === "other"; n++) dir = `${asked}-${n}`;
-  fs.mkdirSync(dir, { recursive: true });
+  makeDirs(dir);
   if (!readRun(dir)) fs.writeFileSync(path.join(dir, RUN_FILE), JSON.stringify({ model: id.key, label: id.label }, null, 2) + "\n");
   runDirs.set(model, dir);
   const note = dir === asked ? null

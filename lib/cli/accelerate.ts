@@ -19,6 +19,7 @@ import os from "node:os";
 import path from "node:path";
 import { main as trainMain } from "./train.js";
 import { launch, scriptCommand, type LaunchOptions } from "./launch.js";
+import { makeDirs } from "../io/dirs.js";
 
 /** One process on this machine (accelerate's defaults for the rendezvous). */
 const SINGLE: LaunchPlan["processes"] = { numProcesses: 1, numMachines: 1, machineRank: 0, mainProcessIp: "127.0.0.1", mainProcessPort: 29500 };
@@ -293,7 +294,7 @@ export function writeBasicConfig(opts: { mixedPrecision?: string; saveLocation?:
     throw new Error(`\`mixed_precision\` should be one of ${quoteList(SCRIPT_MP_CHOICES)} (train_controlnet.py's choices). Received '${mp}'`);
   }
   if (fs.existsSync(file)) return { file, written: false };
-  fs.mkdirSync(path.dirname(file), { recursive: true });
+  makeDirs(path.dirname(file));
   const config = { compute_environment: "LOCAL_MACHINE", debug: false, distributed_type: "NO", mixed_precision: mp, num_processes: 1, use_cpu: false };
   fs.writeFileSync(file, JSON.stringify(config, null, 2) + "\n");
   return { file, written: true };

@@ -11,6 +11,7 @@ import path from "node:path";
 import { outlineWidth, renderOutline } from "./synthetic.js";
 import { decodeRgb, encodePng } from "./image.js";
 import type { RawImage } from "./types.js";
+import { makeDirs } from "../io/dirs.js";
 
 export const VALIDATION_PROMPTS = ["red circle with blue background", "cyan circle with brown floral background"] as const;
 
@@ -40,7 +41,7 @@ export function renderValidationImages(size = 512): ValidationImage[] {
 
 /** Writes data/conditioning_image_{1,2}.png and their 32-px versions (or into `dir`); returns the paths. */
 export async function writeValidationImages(dir = "data"): Promise<string[]> {
-  fs.mkdirSync(dir, { recursive: true });
+  makeDirs(dir);
   const out: string[] = [];
   for (const v of SIZES.flatMap((size) => renderValidationImages(size))) {
     const p = path.join(dir, v.file);

@@ -23,6 +23,7 @@ import { parseControlMode, type ControlMode } from "../pipeline/index.js";
 import { averageFidelity, suddenConvergenceStep, type ConvergencePoint, type FidelitySummary } from "../eval/fidelity.js";
 import { renderLineChart } from "../../widgets/svg-chart.js";
 import { DEFAULT_TINY_SD, TINY_SD_CONDITIONING_EMBEDDING, TINY_SD_CONDITIONING_SCALE, TINY_SD_CONTROL_MODE, TINY_SD_GUIDANCE_SCALE, loadTinySd, sampleControlled, type TinySd } from "./tiny-sd.js";
+import { makeDirs } from "../io/dirs.js";
 
 export interface DemoOptions {
   /** The base pipeline folder (default data/tiny-sd). */
@@ -172,7 +173,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   const sd = loadTinySd(opts.baseDir ?? DEFAULT_TINY_SD);
   const r = sd.resolution;
   const embedding = checkEmbedding(opts.conditioningEmbeddingOutChannels ?? TINY_SD_CONDITIONING_EMBEDDING, sd.vae.scaleFactor);
-  fs.mkdirSync(outputDir, { recursive: true });
+  makeDirs(outputDir);
   // a previous run's log would be appended to: start clean
   fs.rmSync(path.join(outputDir, "logs"), { recursive: true, force: true });
   log(`base: ${sd.dir} (${r}×${r} pixels, latents ${r / sd.vae.scaleFactor}×${r / sd.vae.scaleFactor})`);

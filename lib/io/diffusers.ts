@@ -17,6 +17,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { fsyncDir, readSafetensors, readSafetensorsHeader, writeSafetensors } from "./safetensors.js";
 import type { HostTensor } from "./safetensors.js";
+import { makeDirs } from "./dirs.js";
 
 /** The diffusers version we write into configs: the release whose file formats we follow. */
 export const DIFFUSERS_VERSION = "0.35.2";
@@ -470,7 +471,7 @@ export function publishFolder(
   // a config.json of another model is not ours to replace (e.g. output_dir = a base model's unet/): refuse first
   if (files.has(CONFIG_NAME) && opts.modelClass !== undefined) checkSaveTarget(dir, opts.modelClass);
   const created = !fs.existsSync(dir);
-  fs.mkdirSync(dir, { recursive: true });
+  makeDirs(dir);
   cleanStaleTemps(dir);
   const tmpName = `.tmp-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
   const tmp = path.join(dir, tmpName);

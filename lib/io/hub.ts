@@ -34,6 +34,7 @@ import { pathToFileURL } from "node:url";
 import * as hub from "@huggingface/hub";
 import { addVariant, writeFileDurable } from "./diffusers.js";
 import { InputError } from "./input-error.js";
+import { makeDirs } from "./dirs.js";
 
 export type HubRepoType = "model" | "dataset";
 
@@ -273,7 +274,7 @@ function readTree(ctx: Ctx, sha: string): RepoFile[] | undefined {
 }
 
 function writeAtomic(file: string, text: string): void {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
+  makeDirs(path.dirname(file));
   const tmp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
   writeFileDurable(tmp, text);
   fs.renameSync(tmp, file);
@@ -360,7 +361,7 @@ async function ensureFile(ctx: Ctx, sha: string, f: RepoFile): Promise<string> {
   }
   const blob = path.join(ctx.dir, "blobs", f.etag);
   if (!fs.existsSync(blob)) await downloadBlob(ctx, sha, f, blob);
-  fs.mkdirSync(path.dirname(pointer), { recursive: true });
+  makeDirs(path.dirname(pointer));
   const tmp = `${pointer}.tmp-${process.pid}`;
   fs.rmSync(tmp, { force: true });
   try {
@@ -374,7 +375,7 @@ async function ensureFile(ctx: Ctx, sha: string, f: RepoFile): Promise<string> {
 
 async function downloadBlob(ctx: Ctx, sha: string, f: RepoFile, blobPath: string): Promise<void> {
   const ectx = { ...ctx, file: f.path };
-  fs.mkdirSync(path.dirname(blobPath), { recursive: true });
+  makeDirs(path.dirname(blobPath));
   const tmp = `${blobPath}.incomplete-${process.pid}-${Math.random().toString(36).slice(2)}`;
   let fh: fs.promises.FileHandle | undefined;
   try {
@@ -420,7 +421,7 @@ export async function snapshotDownload(repo: string, opts: SnapshotOptions = {})
   }
   for (const f of selected) await ensureFile(ctx, sha, f);
   const dir = path.join(ctx.dir, "snapshots", sha);
-  fs.mkdirSync(dir, { recursive: true });
+  makeDirs(dir);
   return dir;
 }
 
@@ -528,7 +529,7 @@ export async function resolveModel(nameOrPath: string, opts: ResolveModelOptions
     }
   }
   for (const f of selected) await ensureFile(ctx, sha, f);
-  fs.mkdirSync(snapshot, { recursive: true });
+  makeDirs(snapshot);
   return path.join(snapshot, prefix);
 }
 

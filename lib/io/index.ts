@@ -4,3 +4,4 @@ export * from "./safetensors.js";
 export * from "./diffusers.js";
 export * from "./hub.js";
 export * from "./input-error.js";
+export * from "./dirs.js";

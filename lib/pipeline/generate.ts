@@ -15,6 +15,7 @@ import { loadControlNetPipeline, type LoadPipelineOptions } from "./load.js";
 import type { StableDiffusionControlNetPipeline, StepInfo } from "./pipeline.js";
 import type { ControlImageInput } from "./types.js";
 import type { ControlMode } from "./guidance.js";
+import { makeDirs } from "../io/dirs.js";
 
 export interface GenerateOptions {
   /** Base SD pipeline folder or hub id. */
@@ -137,7 +138,7 @@ export async function generate(o: GenerateOptions): Promise<GenerateResult> {
   if (o.output) {
     const names = outputFiles(o.output, out.images.length);
     names.forEach((f, i) => {
-      fs.mkdirSync(path.dirname(path.resolve(f)), { recursive: true });
+      makeDirs(path.dirname(path.resolve(f)));
       fs.writeFileSync(f, out.images[i]!);
       files.push(f);
     });

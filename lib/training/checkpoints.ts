@@ -32,6 +32,7 @@ import path from "node:path";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.js";
 import { holdTemp, writerGone } from "../io/diffusers.js";
 import type { StateTensor } from "./optim/types.js";
+import { makeDirs } from "../io/dirs.js";
 
 export const CHECKPOINT_FORMAT = "controlnet-ts-checkpoint";
 export const CHECKPOINT_VERSION = 1;
@@ -333,7 +334,7 @@ export async function saveCheckpoint(outputDir: string, step: number, parts: Che
   if (opts.totalLimit !== undefined && opts.totalLimit !== null && (!Number.isInteger(opts.totalLimit) || opts.totalLimit < 1)) {
     throw new Error(`checkpoints_total_limit must be a positive integer, got ${opts.totalLimit}`);
   }
-  fs.mkdirSync(outputDir, { recursive: true });
+  makeDirs(outputDir);
   cleanStaleCheckpoints(outputDir);
   const toRemove = checkpointsToRemove(listCheckpointDirs(outputDir), opts.totalLimit, step);
   const final = path.join(outputDir, `checkpoint-${step}`);

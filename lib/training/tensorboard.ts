@@ -16,6 +16,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { crc32c } from "@aws-crypto/crc32c";
+import { makeDirs } from "../io/dirs.js";
 
 export function maskedCrc32c(data: Uint8Array): number {
   const c = crc32c(data) >>> 0;
@@ -177,7 +178,7 @@ export class TensorBoardWriter {
   private fd: number | null;
 
   constructor(logDir: string, opts: { now?: Date } = {}) {
-    fs.mkdirSync(logDir, { recursive: true });
+    makeDirs(logDir);
     const unix = Math.floor((opts.now ?? new Date()).getTime() / 1000);
     this.path = path.join(logDir, `events.out.tfevents.${unix}.${os.hostname()}.${process.pid}.0`);
     this.fd = fs.openSync(this.path, "a");
@@ -456,7 +457,7 @@ export class JsonlLogger {
   }
   log(record: Record<string, unknown>): void {
     // made at the first record, not before: a run refused at start-up leaves no empty logs/ folder behind
-    if (!this.dirMade) fs.mkdirSync(path.dirname(this.path), { recursive: true });
+    if (!this.dirMade) makeDirs(path.dirname(this.path));
     this.dirMade = true;
     fs.appendFileSync(this.path, JSON.stringify({ time: Date.now() / 1000, ...record }) + "\n");
   }

@@ -26,6 +26,7 @@ import { loadModelFolder, writeFileAtomic } from "../io/diffusers.js";
 import { InputError } from "../io/input-error.js";
 import { validateTrainingNumbers, type TrainArgs } from "./args.js";
 import { allReduceGradients, takeShard, type DataParallel } from "./distributed.js";
+import { makeDirs } from "../io/dirs.js";
 
 /** A checkpoint's folder for the weights' moving average (diffusers' scripts: unet_ema/). */
 const EMA_FOLDER = "controlnet_ema";
@@ -325,12 +326,12 @@ export class ControlNetTrainer {
     });
     this.rng = new Rng(this.opts.seed);
     this.ema = this.opts.use_ema ? new EMAModel(params, this.opts.ema_decay) : null;
-    fs.mkdirSync(this.opts.output_dir, { recursive: true });
+    makeDirs(this.opts.output_dir);
     this.log = this.isMainProcess ? new JsonlLogger(path.join(this.opts.logging_dir, "train_log.jsonl")) : null;
     this.resume();
     // the first write to output_dir comes after this: one run at a time in a folder (run-lock.ts)
     this.releaseLock = this.isMainProcess ? lockRun(this.opts.output_dir) : () => {};
-    if (this.isMainProcess) fs.mkdirSync(this.opts.logging_dir, { recursive: true }); // rank 0 alone logs
+    if (this.isMainProcess) makeDirs(this.opts.logging_dir); // rank 0 alone logs
     // steps after the resumed one are redone: their old lines would count twice (TensorBoard readers keep the last
     // value per step; a JSON-lines reader sees every line). A new run's log is its own: an earlier run's lines in the
     // same logging_dir (a shared absolute --logging_dir, checkpoints removed to start over) are moved aside, not lost.

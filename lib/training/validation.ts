@@ -14,6 +14,7 @@ import { resizeRgb } from "../pipeline/image.js";
 import type { RawImage } from "../data/types.js";
 import { averageFidelity, summarizeFidelity, targetFromValidation, type FidelitySummary } from "../eval/fidelity.js";
 import type { BaseModel } from "./base.js";
+import { makeDirs } from "../io/dirs.js";
 
 export interface ValidationOptions {
   /** validation_image: one per prompt, or one for all prompts, or prompts one for all images (the script's rules). */
@@ -106,7 +107,7 @@ export async function runValidation(base: BaseModel, controlnet: ControlNetModel
     scheduler: loadScheduler(base.schedulerDir, "unipc"), controlnet,
   });
   const dir = o.dir ?? "validation";
-  fs.mkdirSync(dir, { recursive: true });
+  makeDirs(dir);
   const pairs: ValidationResult["pairs"] = [];
   // One generator for the whole validation, as log_validation does, so pairs do not all start from the same noise.
   const generator = new Generator(o.seed ?? 0);

@@ -15,6 +15,7 @@ import { Loader, LruCache } from "./lru.js";
 import type { DataSource, DatasetRow, ImageValue } from "../types.js";
 import { isRawImage } from "../types.js";
 import { encodePng } from "../image.js";
+import { makeDirs } from "../../io/dirs.js";
 
 const BATCH_META = "controlnet-ts.batch_size";
 
@@ -284,7 +285,7 @@ export async function writeArrowDataset(source: DataSource, file: string, opts: 
   const skipped: number[] = [];
   let textType: DataType | undefined;
   let schema: Schema | undefined;
-  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+  makeDirs(path.dirname(path.resolve(file)));
   const tmp = `${file}.tmp-${process.pid}`;
   const out = fs.createWriteStream(tmp);
   const done = new Promise<void>((res, rej) => { out.on("finish", res); out.on("error", rej); });
