@@ -29,7 +29,7 @@ import { ControlNetModel, UNet2DConditionModel, type Module } from "../lib/model
 import { DDPMScheduler } from "../lib/schedulers/index.js";
 import { controlnetGradients } from "../lib/training/step.js";
 import { clipGradNorm, createOptimizer } from "../lib/training/optim/index.js";
-import { createTrainingStep, estimateMemory, planMemory, streamFrozenWeights, SD15_UNET } from "../lib/planner/index.js";
+import { createTrainingStep, estimateMemory, planMemory, plannedDeviceBytes, streamFrozenWeights, SD15_UNET } from "../lib/planner/index.js";
 import { noVenv, parseOptions, REFERENCE_VENV_HELP, referencePython, type BenchUsage } from "./_cli.js";
 
 export const usage: BenchUsage = {
@@ -215,11 +215,11 @@ async function runWasm(args: string[], info: EngineInfo): Promise<object> {
       rss_bytes: mem.rssBytes,
       rss_growth_during_step: mem.rssBytes - rss0,
     },
-    predicted: { device_total: predicted.device.total, wasm_heap: predicted.device.total + predicted.wasmPackedWeights, host_total: predicted.host.total, breakdown: predicted.breakdown },
+    predicted: { device_total: predicted.device.total, wasm_heap: plannedDeviceBytes(predicted, true), host_total: predicted.host.total, breakdown: predicted.breakdown },
   };
   log(`step: ${seconds.toFixed(1)} s, loss ${r.result.loss.toFixed(4)}, ${stream.loads} block loads; peak live ${(r.peakBytes / 1e9).toFixed(2)} GB ` +
     `(planner ${(predicted.device.total / 1e9).toFixed(2)} GB), heap ${((mem.heapBytes ?? 0) / 1e9).toFixed(2)} / ${(WASM_HEAP_LIMIT / 1e9).toFixed(2)} GB ` +
-    `(planner ${((predicted.device.total + predicted.wasmPackedWeights) / 1e9).toFixed(2)} GB with packed weight copies); ` +
+    `(planner ${(plannedDeviceBytes(predicted, true) / 1e9).toFixed(2)} GB with packed weight copies and the streamed weights' holes); ` +
     `host: frozen ${(stream.hostBytes / 1e9).toFixed(2)} GB + optimizer ${(hostOpt / 1e9).toFixed(2)} GB (planner ${(predicted.host.total / 1e9).toFixed(2)} GB)`);
   tf.dispose([latents, noise, ehs, cond]);
   optimizer.dispose();

@@ -80,6 +80,16 @@ export const FUSED_SILU_KEPT = 3; // 2 before
  */
 export const NATIVE_HEAP_SLACK = 0.1;
 
+/**
+ * The wasm heap's high-water mark beyond live tensors + packed copies when frozen weights are streamed, in units of
+ * the largest streamed block's weights (SD1.5: an up-block resnet 2560→1280, 196.7 MB). Measured with
+ * `CONTROLNET_TS_BACKEND=wasm npm run bench -- sd15-step --resolution R` (2026-12-05, this 2-core machine): heap −
+ * peak live − the planner's packed copies = 0.49 / 0.51 / 0.57 GB at R = 64 / 128 / 256 — about constant, so a
+ * weights term, not an activations one: 2.5–2.9 blocks. 2.5: the planned heap is then 0.97 / 0.99 / 1.03 of the
+ * measured (it was 0.80 / 0.82 / 0.88 without). Configurations that stream nothing (tiny, bench-mid) measure none.
+ */
+export const WASM_STREAM_HOLES = 2.5;
+
 /** Our profile for the running engine: "tfjs-native" on tfjs-node (CPU or GPU), else "tfjs" (wasm, the default). */
 export function engineProfile(): EngineProfile {
   const backend = engineInfo()?.backend;
@@ -137,9 +147,11 @@ export interface MemoryEstimate {
    */
   wasmPackedWeights: number;
   /**
-   * tfjs-native only: bytes the process holds beyond its live tensors at the step's peak — freed blocks glibc's heap
-   * keeps for reuse (the engine never trims it: lib/engine/native/host-memory.ts) — NATIVE_HEAP_SLACK of
-   * device.total. In the process's RSS, not in tf.memory(); planning against host memory counts it.
+   * Bytes the heap holds beyond its live tensors (and, on wasm, the packed copies) at the step's peak, which no
+   * tensor can use. tfjs-native: freed blocks glibc's heap keeps for reuse (the engine never trims it:
+   * lib/engine/native/host-memory.ts) — NATIVE_HEAP_SLACK of device.total; in the process's RSS, not in tf.memory().
+   * wasm with frozen-weight streaming: the holes the streamed blocks' weights leave as they come and go
+   * (WASM_STREAM_HOLES); wasm memory never shrinks, so its high-water mark is what must fit. 0 otherwise.
    */
   heapSlack: number;
   /** Human-readable lines, largest first. */
@@ -441,8 +453,10 @@ export function estimateMemory(c: EstimateConfig): MemoryEstimate {
     .map(([k, v]) => `device ${k}: ${GB(v)}`);
   breakdown.push(`device total: ${GB(device.total)}`, `host total: ${GB(host.total)}`);
   if (packed > 0) breakdown.push(`wasm heap: + ${GB(packed)} of XNNPACK's packed weight copies = ${GB(device.total + packed)}`);
-  const heapSlack = profile === "tfjs-native" ? NATIVE_HEAP_SLACK * device.total : 0;
-  if (heapSlack > 0) breakdown.push(`host heap: + ${GB(heapSlack)} of freed blocks kept for reuse = ${GB(device.total + heapSlack)}`);
+  const heapSlack = profile === "tfjs-native" ? NATIVE_HEAP_SLACK * device.total
+    : profile === "tfjs" && o.offloadFrozenWeights ? WASM_STREAM_HOLES * (largestBlockParams(geo.blocks) / 2) * 4 : 0;
+  if (heapSlack > 0 && profile === "tfjs-native") breakdown.push(`host heap: + ${GB(heapSlack)} of freed blocks kept for reuse = ${GB(device.total + heapSlack)}`);
+  if (heapSlack > 0 && profile === "tfjs") breakdown.push(`wasm heap: + ${GB(heapSlack)} the streamed weights leave unusable = ${GB(device.total + packed + heapSlack)}`);
   return { device, host, params, options: o, profile, wasmPackedWeights: packed, heapSlack, breakdown, ...(tape ? { activationParts: { weights: weightTerms, saved: saved - weightTerms, transient } } : {}) };
 }
 

@@ -33,9 +33,9 @@ const STEPS: [string, Partial<PlannerOptions>][] = [
   ["+ frozen-weight offload", { offloadFrozenWeights: true }],
 ];
 
-/** What a plan must fit: the tensor total, plus the packed weight copies on the wasm heap, or the native heap's slack. */
+/** What a plan must fit: the tensor total and the heap's slack, plus the packed weight copies on the wasm heap. */
 export function plannedDeviceBytes(e: MemoryEstimate, wasmHeap: boolean): number {
-  return e.device.total + (wasmHeap ? e.wasmPackedWeights : e.heapSlack);
+  return e.device.total + e.heapSlack + (wasmHeap ? e.wasmPackedWeights : 0);
 }
 
 export function planMemory(config: EstimateConfig, budgetBytes: number, opts: { wasmHeap?: boolean } = {}): MemoryPlan {
