@@ -1,7 +1,11 @@
 /** The launcher's flags, the shard arithmetic and the process environment (no TensorFlow needed). */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { gpuAssignment, LaunchError, parseLaunchArgs } from "../../lib/cli/launch.js";
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { gpuAssignment, launch, LaunchError, parseLaunchArgs } from "../../lib/cli/launch.js";
 import { visibleGpus } from "../../lib/engine/native/gpu.js";
 import { processEnv, shardRange } from "../../lib/training/distributed.js";
 
@@ -67,11 +71,7 @@ test("process environment: accelerate's variables, with clear errors", () => {
   assert.throws(() => processEnv({ WORLD_SIZE: "two" }), /WORLD_SIZE=two is not a non-negative integer/);
 });
 
-test("build-collective: a missing TensorFlow is one clear line, nothing written", async () => {
-  const { spawnSync } = await import("node:child_process");
-  const path = await import("node:path");
-  const fs = await import("node:fs");
-  const os = await import("node:os");
+test("build-collective: a missing TensorFlow is one clear line, nothing written", () => {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "build-collective-"));
   const script = path.resolve(import.meta.dirname, "../../scripts/native/build-collective.mjs");
   const r = spawnSync(process.execPath, [script, "--include", path.join(tmp, "none"), "--lib", tmp, "--out", path.join(tmp, "c.node")], { encoding: "utf8" });
@@ -81,10 +81,6 @@ test("build-collective: a missing TensorFlow is one clear line, nothing written"
 });
 
 test("a validation image that cannot be read is refused by the launcher once, before any process starts", async () => {
-  const { launch } = await import("../../lib/cli/launch.js");
-  const fs = await import("node:fs");
-  const os = await import("node:os");
-  const path = await import("node:path");
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "launch-val-"));
   const o = parseLaunchArgs(["--num_processes=2", "train_controlnet", "--pretrained_model_name_or_path=data/tiny-sd", "--dataset_name=synthetic-fill50k", `--output_dir=${path.join(dir, "out")}`,
     "--validation_image", path.join(dir, "missing.png"), "--validation_prompt", "red circle"]);

@@ -45,6 +45,12 @@ describe("cells as a user writes them", () => {
     };
   }
 
+  /** A cell's result as text (its reply when it has none). */
+  async function value(code: string): Promise<string> {
+    const r = await k.execute(code);
+    return resultText(r.iopub) ?? JSON.stringify(r.reply.content);
+  }
+
   it("a runtime error in cell line 3 is reported at line 3 with an excerpt", async () => {
     const r = await k.execute("const a = 1;\nconst b = { v: 2 };\nconst c = (b as any).missing.deeper;\n");
     const e = errorOf(r.iopub);
@@ -472,10 +478,6 @@ describe("cells as a user writes them", () => {
   });
 
   it("a top-level let is one variable for every cell: a function of its cell sees a later cell's assignment", async () => {
-    const value = async (code: string) => {
-      const r = await k.execute(code);
-      return resultText(r.iopub) ?? JSON.stringify(r.reply.content);
-    };
     await value("let lr = 1e-4, { steps, sizes: [size] } = { steps: 10, sizes: [32] };\nconst settings = () => ({ lr, steps, size });\nfunction bump() { steps++; }");
     // assigned in a later cell (tslab's cell went on reading its own copy: 1e-4)
     assert.equal(await value("lr = 5e-5; size = 64;\nsettings()"), "{ lr: 0.00005, steps: 10, size: 64 }");
@@ -491,10 +493,6 @@ describe("cells as a user writes them", () => {
   });
 
   it("a const, function or class declared again in a later cell (an edited cell run again) is what the first cell's functions see", async () => {
-    const value = async (code: string) => {
-      const r = await k.execute(code);
-      return resultText(r.iopub) ?? JSON.stringify(r.reply.content);
-    };
     await value("function scale() { return 2; }\nconst offset = 10, { bias } = { bias: 1 };\nfunction transform(x: number) { return x * scale() + offset + bias; }\n" +
       "function fib(n: number): number { return n < 2 ? n : fib(n - 1) + fib(n - 2); }");
     assert.equal(await value("transform(1)"), "13");
@@ -510,10 +508,6 @@ describe("cells as a user writes them", () => {
   });
 
   it("`export` before a cell's declarations (as in a module) is accepted: the names are there for later cells anyway", async () => {
-    const value = async (code: string) => {
-      const r = await k.execute(code);
-      return resultText(r.iopub) ?? JSON.stringify(r.reply.content);
-    };
     // it was "Cannot redeclare exported variable 'ex'" for each
     assert.equal(await value("export let ex = 1;\nexport const ey = 2;\nexport function ef() { return ex + ey; }\nexport class EC { v = 3; }\nef()"), "3");
     assert.equal(await value("ex = 5;\n[ef(), new EC().v]"), "[ 7, 3 ]");
