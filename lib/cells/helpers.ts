@@ -14,8 +14,8 @@ import type { ControlMode } from "../pipeline/index.js";
 import { heldOutSet } from "../demo/run.js";
 import type { ControlNetModel } from "../models/index.js";
 import { loadBaseModel, loadOrCreateControlNet, type BaseModel } from "../training/base.js";
-import { ArgsError, validateTrainingNumbers } from "../training/args.js";
-import { ControlNetTrainer, type TrainResult } from "../training/trainer.js";
+import { ArgsError, validateTrainingNumbers, type TrainArgs } from "../training/args.js";
+import { ControlNetTrainer, type TrainingOptions, type TrainResult } from "../training/trainer.js";
 import { RUN_FOLDER_PUSH_IGNORE } from "../training/run.js";
 import { hasMarker, listCheckpoints } from "../training/checkpoints.js";
 import type { EMAModel } from "../training/ema.js";
@@ -222,6 +222,22 @@ function stepsOf(cn: ControlNetModel): number {
   return session?.controlnet === cn ? session.trainer.globalStep : cards.get(cn)?.steps ?? 0;
 }
 
+/** A train() cell's options as the trainer takes them (the command line's names, the cell's defaults), for a run in
+ *  `outputDir`. */
+function trainingOptions(o: TrainCellOptions, until: number, outputDir: string): TrainingOptions {
+  return {
+    output_dir: outputDir, resolution: o.dataset.resolution, train_batch_size: o.batchSize ?? 4,
+    learning_rate: o.learningRate ?? 1e-5, gradient_accumulation_steps: o.gradientAccumulationSteps ?? 1,
+    gradient_checkpointing: o.gradientCheckpointing, use_8bit_adam: o.use8bitAdam, offload_optimizer_state: o.offloadOptimizerState,
+    attention_chunk_size: o.attentionChunkSize, max_train_steps: o.maxTrainSteps ?? Math.max(until, 1_000_000),
+    lr_scheduler: o.lrScheduler ?? "constant", lr_warmup_steps: o.lrWarmupSteps ?? 0, seed: o.seed ?? 0,
+    // the dataset() cell's (the trainer's loader would otherwise draw with its own default, 0)
+    proportion_empty_prompts: o.dataset.proportionEmptyPrompts,
+    checkpointing_steps: o.checkpointing?.every ?? 500, checkpoints_total_limit: o.checkpointing?.totalLimit ?? null,
+    use_ema: o.useEma, ema_decay: o.emaDecay,
+  };
+}
+
 /** The train() cell's names of the command line's options (in its messages). */
 const CELL_OPTION_NAMES = {
   learning_rate: "learningRate", train_batch_size: "batchSize", gradient_accumulation_steps: "gradientAccumulationSteps",
@@ -243,19 +259,16 @@ export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
   if (o.processes !== undefined && !(Number.isSafeInteger(o.processes) && o.processes >= 1)) {
     throw new ArgsError(`train: processes must be a positive integer, got ${o.processes}`);
   }
+  const asked = path.resolve(o.outputDir ?? "outputs/controlnet");
   // the trainer's ranges, named as the cell names them, before anything changes: a refused option must not have
   // closed the running trainer first
-  validateTrainingNumbers({
-    learning_rate: o.learningRate, train_batch_size: o.batchSize, gradient_accumulation_steps: o.gradientAccumulationSteps,
-    max_train_steps: o.maxTrainSteps, lr_warmup_steps: o.lrWarmupSteps, seed: o.seed, ema_decay: o.emaDecay,
-    checkpointing_steps: o.checkpointing?.every, checkpoints_total_limit: o.checkpointing?.totalLimit,
-  }, (k) => `train: ${CELL_OPTION_NAMES[k as keyof typeof CELL_OPTION_NAMES] ?? k}`);
+  validateTrainingNumbers(trainingOptions(o, until, asked) as Partial<Record<keyof TrainArgs, unknown>>,
+    (k) => `train: ${CELL_OPTION_NAMES[k as keyof typeof CELL_OPTION_NAMES] ?? k}`);
   if (o.validation) {
     validateTrainingNumbers({ validation_steps: o.validation.every }, () => "train: validation.every");
     validationPairs("train: validation", o.validation.images, o.validation.prompts); // before any step, not at the first round
   }
   assertUsable(o.controlnet, "train");
-  const asked = path.resolve(o.outputDir ?? "outputs/controlnet");
   // The model's weights carry the steps of the run it trained in: in another folder its step count would restart at
   // 0 (a mislabelled run), and going back would resume an older checkpoint over the newer weights.
   // (`<asked>-2` … is where runs.ts puts this model when `asked` holds another's: the same request)
@@ -297,17 +310,10 @@ export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
       unet: o.base.unet, controlnet: o.controlnet, vae: o.base.vae, textEncoder: o.base.textEncoder,
       noiseScheduler: o.base.noiseScheduler, tokenize: (t) => o.base.tokenizer.tokenize(t),
     }, o.dataset, {
-      output_dir: run.dir, resolution: o.dataset.resolution, train_batch_size: o.batchSize ?? 4,
-      learning_rate: o.learningRate ?? 1e-5, gradient_accumulation_steps: o.gradientAccumulationSteps ?? 1,
-      gradient_checkpointing: o.gradientCheckpointing, use_8bit_adam: o.use8bitAdam, offload_optimizer_state: o.offloadOptimizerState,
-      attention_chunk_size: o.attentionChunkSize, max_train_steps: o.maxTrainSteps ?? Math.max(until, 1_000_000),
-      lr_scheduler: o.lrScheduler ?? "constant", lr_warmup_steps: o.lrWarmupSteps ?? 0, seed: o.seed ?? 0,
-      // the dataset() cell's (the trainer's loader would otherwise draw with its own default, 0)
-      proportion_empty_prompts: o.dataset.proportionEmptyPrompts,
-      checkpointing_steps: o.checkpointing?.every ?? 500, checkpoints_total_limit: o.checkpointing?.totalLimit ?? null,
+      ...trainingOptions(o, until, run.dir),
       // the folder is this model's run (chooseRunDir), so its latest checkpoint is this model's: named, so that
       // changed options (a learning rate, the batch after processes) continue it with a warning instead of refusing
-      resume_from_checkpoint: listCheckpoints(run.dir).at(-1)?.path ?? "latest", use_ema: o.useEma, ema_decay: o.emaDecay,
+      resume_from_checkpoint: listCheckpoints(run.dir).at(-1)?.path ?? "latest",
     });
     // the new trainer resumed the average from the checkpoint (or keeps none): the closed trainer's is done
     keepAverage(o.controlnet, null);
