@@ -301,11 +301,12 @@ export function globalizeTopLevelVariables(ts: typeof TS, js: string): string {
     return into;
   };
   const declared = new Map<TS.VariableDeclaration, TS.Identifier[]>();
-  const functions: TS.Identifier[] = [];
+  // the names of the cell's function and class declarations
+  const namedDeclarations: TS.Identifier[] = [];
   const edits: { at: number; end: number; text: string }[] = [];
   const scanner = ts.createScanner(ts.ScriptTarget.Latest, true, ts.LanguageVariant.Standard, js);
   for (const st of sf.statements) {
-    if ((ts.isFunctionDeclaration(st) && st.body || ts.isClassDeclaration(st)) && st.name && exported.has(st.name.text)) functions.push(st.name);
+    if ((ts.isFunctionDeclaration(st) && st.body || ts.isClassDeclaration(st)) && st.name && exported.has(st.name.text)) namedDeclarations.push(st.name);
     if (!ts.isVariableStatement(st)) continue;
     // (the flags overlap: AwaitUsing is Const | Using)
     const kind = st.declarationList.flags & ts.NodeFlags.BlockScoped;
@@ -328,7 +329,7 @@ export function globalizeTopLevelVariables(ts: typeof TS, js: string): string {
       edits.push({ at: scanner.getTokenStart(), end: scanner.getTokenEnd(), text: `;${copy} ${keyword}` });
     });
   }
-  if (!declared.size && !functions.length) return js;
+  if (!declared.size && !namedDeclarations.length) return js;
 
   // a program of this one file, without lib or imports: only its names are resolved
   const host: TS.CompilerHost = {
@@ -347,22 +348,22 @@ export function globalizeTopLevelVariables(ts: typeof TS, js: string): string {
   const globals = new Set<TS.Symbol>();
   const declarations = new Set<TS.Identifier>();
   const globalNames = new Set<string>();
-  for (const [d, ids] of declared) {
-    const own = new Set<TS.Symbol>();
-    for (const id of ids) {
-      const s = checker.getSymbolAtLocation(id);
-      if (s) (globals.add(s), own.add(s));
-      declarations.add(id);
-      globalNames.add(id.text);
-    }
-    symbolsOf.set(d, own);
-  }
-  for (const id of functions) {
+  const addGlobal = (id: TS.Identifier): TS.Symbol | undefined => {
     const s = checker.getSymbolAtLocation(id);
     if (s) globals.add(s);
     declarations.add(id);
     globalNames.add(id.text);
+    return s;
+  };
+  for (const [d, ids] of declared) {
+    const own = new Set<TS.Symbol>();
+    for (const id of ids) {
+      const s = addGlobal(id);
+      if (s) own.add(s);
+    }
+    symbolsOf.set(d, own);
   }
+  namedDeclarations.forEach(addGlobal);
   // `local`: the symbols that are still the declarator's locals here (inside it, outside any function it holds)
   // the emitted code's own copies, `exports.g = g;` (a function's, hoisted to the top of the cell, must copy its local)
   const isCopy = (id: TS.Identifier): boolean => ts.isBinaryExpression(id.parent) && id.parent.right === id &&

@@ -326,6 +326,12 @@ export function checkpointsToRemove(existing: CheckpointInfo[], totalLimit: numb
   return others.slice(0, others.length - totalLimit + 1);
 }
 
+/** Why checkpoint-<step> was not written, and which checkpoint the run can go on from. */
+function notWritten(outputDir: string, step: number, why: string): string {
+  const kept = listCheckpoints(outputDir).at(-1);
+  return `could not write checkpoint-${step} in ${outputDir}: ${why}; ` + (kept ? `the last complete checkpoint is ${kept.path}` : "no earlier checkpoint exists");
+}
+
 /** `accelerator.save_state(output_dir/checkpoint-<step>)` with the total limit, written atomically. */
 export async function saveCheckpoint(outputDir: string, step: number, parts: CheckpointParts, opts: SaveOptions = {}): Promise<SaveResult> {
   if (!Number.isSafeInteger(step) || step < 0) throw new Error(`checkpoint step must be a non-negative integer, got ${step}`);
@@ -340,9 +346,7 @@ export async function saveCheckpoint(outputDir: string, step: number, parts: Che
   const final = path.join(outputDir, `checkpoint-${step}`);
   // a folder of that name (a checkpoint of a step redone after a resume) is replaced; a file is not ours to delete
   if (fs.existsSync(final) && !fs.statSync(final).isDirectory()) {
-    const kept = listCheckpoints(outputDir).at(-1);
-    throw new Error(`could not write checkpoint-${step} in ${outputDir}: ${final} is a file, not a checkpoint folder, and is not replaced; ` +
-      (kept ? `the last complete checkpoint is ${kept.path}` : "no earlier checkpoint exists"));
+    throw new Error(notWritten(outputDir, step, `${final} is a file, not a checkpoint folder, and is not replaced`));
   }
   const tmp = path.join(outputDir, `checkpoint-${step}.tmp-${process.pid}`);
   const release = holdTemp(tmp);
@@ -378,9 +382,7 @@ async function writeCheckpointFolder(outputDir: string, step: number, parts: Che
   } catch (e) {
     fs.rmSync(tmp, { recursive: true, force: true });
     // name what was being saved (ENOSPC on a file descriptor carries no path)
-    const kept = listCheckpoints(outputDir).at(-1);
-    throw new Error(`could not write checkpoint-${step} in ${outputDir}: ${(e as Error).message}; ` +
-      (kept ? `the last complete checkpoint is ${kept.path}` : "no earlier checkpoint exists"), { cause: e });
+    throw new Error(notWritten(outputDir, step, (e as Error).message), { cause: e });
   }
   // Move into place. Re-saving an existing step (e.g. after a resume) sets the old copy aside first.
   let old: string | null = null;
