@@ -64,6 +64,11 @@ async function run(args: string[]): Promise<void> {
 export async function main(args: string[]): Promise<number | undefined> {
   const [sub, ...rest] = args;
   try {
+    // `kernel install --help` / `kernel run -h` ask for the usage, as the bare `kernel --help` does
+    if (sub !== undefined && rest.some((a) => a === "--help" || a === "-h")) {
+      process.stdout.write(USAGE + "\n");
+      return 0;
+    }
     if (sub === "install") await install(rest);
     else if (sub === "run") await run(rest);
     else if (sub === undefined || sub === "--help" || sub === "-h" || sub === "help") {

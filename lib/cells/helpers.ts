@@ -14,7 +14,7 @@ import type { ControlMode } from "../pipeline/index.js";
 import { heldOutSet } from "../demo/run.js";
 import type { ControlNetModel } from "../models/index.js";
 import { loadBaseModel, loadOrCreateControlNet, type BaseModel } from "../training/base.js";
-import { ArgsError, validateTrainingNumbers, type TrainArgs } from "../training/args.js";
+import { ArgsError, checkLrScheduler, validateTrainingNumbers, type TrainArgs } from "../training/args.js";
 import { ControlNetTrainer, type TrainingOptions, type TrainResult } from "../training/trainer.js";
 import { RUN_FOLDER_PUSH_IGNORE } from "../training/run.js";
 import { hasMarker, listCheckpoints } from "../training/checkpoints.js";
@@ -138,6 +138,9 @@ export interface TrainCellOptions {
   use8bitAdam?: boolean;
   offloadOptimizerState?: boolean;
   attentionChunkSize?: number;
+  /** The run's length as the command line's --max_train_steps: the horizon a decaying lrScheduler (linear, cosine,
+   *  polynomial) spreads over. Unset, the run has no planned end (UNPLANNED_STEPS; the result's maxSteps says so)
+   *  and `until` alone says where each cell stops — right for the default constant schedule. */
   maxTrainSteps?: number;
   lrScheduler?: string;
   lrWarmupSteps?: number;
@@ -155,6 +158,9 @@ export interface TrainCellOptions {
   threadsPerProcess?: number;
   mainProcessPort?: number;
 }
+
+/** The run length of a train() cell that names no maxTrainSteps: "no planned end" (the trainer needs a number). */
+const UNPLANNED_STEPS = 1_000_000;
 
 /** What train() returns: the trainer's result and the run folder it trained in (see runs.ts). */
 export type TrainCellResult = TrainResult & { outputDir: string };
@@ -229,7 +235,7 @@ function trainingOptions(o: TrainCellOptions, until: number, outputDir: string):
     output_dir: outputDir, resolution: o.dataset.resolution, train_batch_size: o.batchSize ?? 4,
     learning_rate: o.learningRate ?? 1e-5, gradient_accumulation_steps: o.gradientAccumulationSteps ?? 1,
     gradient_checkpointing: o.gradientCheckpointing, use_8bit_adam: o.use8bitAdam, offload_optimizer_state: o.offloadOptimizerState,
-    attention_chunk_size: o.attentionChunkSize, max_train_steps: o.maxTrainSteps ?? Math.max(until, 1_000_000),
+    attention_chunk_size: o.attentionChunkSize, max_train_steps: o.maxTrainSteps ?? Math.max(until, UNPLANNED_STEPS),
     lr_scheduler: o.lrScheduler ?? "constant", lr_warmup_steps: o.lrWarmupSteps ?? 0, seed: o.seed ?? 0,
     // the dataset() cell's (the trainer's loader would otherwise draw with its own default, 0)
     proportion_empty_prompts: o.dataset.proportionEmptyPrompts,
@@ -264,6 +270,11 @@ export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
   // closed the running trainer first
   validateTrainingNumbers(trainingOptions(o, until, asked) as Partial<Record<keyof TrainArgs, unknown>>,
     (k) => `train: ${CELL_OPTION_NAMES[k as keyof typeof CELL_OPTION_NAMES] ?? k}`);
+  if (o.lrScheduler !== undefined) checkLrScheduler(o.lrScheduler, "train: lrScheduler");
+  if (o.maxTrainSteps === undefined && !/^constant/.test(o.lrScheduler ?? "constant")) {
+    console.log(`train: lrScheduler "${o.lrScheduler}" decays over maxTrainSteps, which is not set: it spans ` +
+      `${UNPLANNED_STEPS.toLocaleString("en")} steps, so the rate barely moves. Pass maxTrainSteps (the run's planned length).`);
+  }
   if (o.validation) {
     validateTrainingNumbers({ validation_steps: o.validation.every }, () => "train: validation.every");
     validationPairs("train: validation", o.validation.images, o.validation.prompts); // before any step, not at the first round
@@ -287,7 +298,7 @@ export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
     if (run.note) console.log(run.note);
     const r = await trainInProcesses({
       ...o, processes: o.processes, outputDir: run.dir, batchSize: o.batchSize ?? 4, learningRate: o.learningRate ?? 1e-5,
-      gradientAccumulationSteps: o.gradientAccumulationSteps ?? 1, maxTrainSteps: o.maxTrainSteps ?? Math.max(until, 1_000_000),
+      gradientAccumulationSteps: o.gradientAccumulationSteps ?? 1, maxTrainSteps: o.maxTrainSteps ?? Math.max(until, UNPLANNED_STEPS),
       lrScheduler: o.lrScheduler ?? "constant", lrWarmupSteps: o.lrWarmupSteps ?? 0, seed: o.seed ?? 0,
     });
     recordTraining(o, r.globalStep);

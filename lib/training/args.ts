@@ -13,6 +13,7 @@
 
 import { checkProportionEmptyPrompts } from "../data/loader.js";
 import { InputError } from "../io/input-error.js";
+import { LR_SCHEDULERS } from "./lr-schedulers.js";
 import { planTrackers } from "./trackers.js";
 
 type ArgType = "str" | "int" | "float" | "bool";
@@ -338,8 +339,7 @@ export function validateTrainArgs(a: TrainArgs): string[] {
     throw new ArgsError("You cannot use both --report_to=wandb and --hub_token due to a security risk of exposing your token. Please use `hf auth login` to authenticate with the Hub.");
   }
   // Checks the script leaves to later failures (get_scheduler, the dataloader, range errors); made early and clear.
-  const lrs = ["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"];
-  if (!lrs.includes(a.lr_scheduler)) throw new ArgsError(`--lr_scheduler '${a.lr_scheduler}' is not a valid scheduler; choose from ${lrs.join(", ")}`);
+  checkLrScheduler(a.lr_scheduler, "--lr_scheduler");
   validateTrainingNumbers(a, (k) => `--${k}`);
   if (a.mixed_precision != null && !["no", "fp16", "bf16"].includes(a.mixed_precision)) {
     throw new ArgsError(`argument --mixed_precision: invalid choice: '${a.mixed_precision}' (choose from 'no', 'fp16', 'bf16')`);
@@ -364,6 +364,13 @@ export function validateTrainArgs(a: TrainArgs): string[] {
  *  loader into a clear message. The same bound holds for the micro-batches of one step (an accumulation of 1e11 would
  *  run for ever on any dataset size that fills it). */
 export const MAX_TRAIN_BATCH_SIZE = 2 ** 20;
+
+/** One scheduler name check for the command line and the cells (`label`: the option as the caller names it). */
+export function checkLrScheduler(name: string, label: string): void {
+  if (!(LR_SCHEDULERS as readonly string[]).includes(name)) {
+    throw new ArgsError(`${label} '${name}' is not a valid scheduler; choose from ${LR_SCHEDULERS.join(", ")}`);
+  }
+}
 
 /**
  * The numeric options' ranges, checked wherever a run is configured — the CLI (validateTrainArgs) and the trainer

@@ -71,8 +71,10 @@ export class LrScheduler {
     return { name: this.name, last_epoch: this.steps, base_lr: this.baseLr };
   }
 
+  /** Takes the saved step count. Another schedule's state continues under this one, as torch's LambdaLR does (its
+   *  state holds the step, not the lambda): the trainer names the change (the run identity's lr_scheduler) and
+   *  resumes only where the user asked for it. */
   loadStateDict(state: LrSchedulerState): void {
-    if (state.name !== this.name) throw new Error(`lr scheduler state is for '${state.name}', this scheduler is '${this.name}'`);
     if (!Number.isInteger(state.last_epoch) || state.last_epoch < 0) throw new Error(`bad lr scheduler step ${state.last_epoch}`);
     this.steps = state.last_epoch;
   }

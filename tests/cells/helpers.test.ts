@@ -147,11 +147,22 @@ test("issue 25 #4/#5: train() refuses learningRate -1 and an empty validation im
     try {
       assert.equal((await cn.train({ ...ok, until: 1 })).globalStep, 1);
       await assert.rejects(cn.train({ ...ok, until: 2, learningRate: Number.NaN }), /train: learningRate must be a positive finite number, got NaN/);
+      await assert.rejects(cn.train({ ...ok, until: 2, lrScheduler: "cosin" }), /^ArgsError: train: lrScheduler 'cosin' is not a valid scheduler; choose from linear, cosine,/m);
       assert.equal((await cn.train({ ...ok, until: 2 })).globalStep, 2);
     } finally {
       console.log = log;
     }
     assert.deepEqual(lines.filter((l) => /options changed|closing the trainer/.test(l)), [], lines.join("\n"));
+    // a decaying schedule with no planned length would barely decay: the cell says so (and trains)
+    lines.length = 0;
+    console.log = (...a: unknown[]) => { lines.push(a.join(" ")); };
+    try {
+      await cn.train({ ...ok, until: 2, lrScheduler: "linear" });
+      await cn.train({ ...ok, until: 2, lrScheduler: "linear", maxTrainSteps: 10 });
+    } finally {
+      console.log = log;
+    }
+    assert.equal(lines.filter((l) => /lrScheduler "linear" decays over maxTrainSteps, which is not set: it spans 1,000,000 steps/.test(l)).length, 1, lines.join("\n"));
   } finally {
     await cn.resetTraining();
     fs.rmSync(out, { recursive: true, force: true });

@@ -96,6 +96,14 @@ describe("controlnet-ts kernel install", () => {
     const help = cli(["--help"]);
     assert.equal(help.status, 0);
     assert.match(help.stdout, /kernel/);
+    // each kernel subcommand's --help is the kernel's usage, exit 0, nothing installed
+    for (const args of [["kernel", "install", "--help"], ["kernel", "install", "--prefix", "/nonexistent/x", "-h"], ["kernel", "run", "--help"]]) {
+      const r = cli(args);
+      assert.equal(r.status, 0, `${args.join(" ")}: ${r.stderr}`);
+      assert.match(r.stdout, /^usage:\n  controlnet-ts kernel install/, args.join(" "));
+      assert.equal(r.stderr, "");
+    }
+    assert.ok(!fs.existsSync("/nonexistent/x"));
     // the script's own file name (or a path to it) is train_controlnet, as its users type it
     for (const script of ["train_controlnet.py", "examples/controlnet/train_controlnet.py"]) {
       const r = cli([script, "--help"]);

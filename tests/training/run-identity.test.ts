@@ -83,3 +83,20 @@ test("a checkpoint of the other optimizer (use_8bit_adam) is refused up front wi
   await again.close();
   fs.rmSync(dir, { recursive: true, force: true });
 });
+
+test("a named checkpoint continues under another lr schedule with a warning, at its saved step (torch's LambdaLR keeps the step)", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "identity-lr-"));
+  const opts = { output_dir: dir, resolution: TINY_RESOLUTION, train_batch_size: 2, learning_rate: 1e-3, max_train_steps: 2, checkpointing_steps: 1, seed: 1 };
+  const a = new ControlNetTrainer(tinyComponents(), await tinyDataset(), opts);
+  await a.train();
+  await a.close();
+  const lines: string[] = [];
+  const again = new ControlNetTrainer(tinyComponents(), await tinyDataset(),
+    { ...opts, max_train_steps: 4, lr_scheduler: "linear", lr_warmup_steps: 0, resume_from_checkpoint: "checkpoint-2" }, null, (l) => lines.push(l));
+  assert.equal(again.globalStep, 2);
+  // linear decay over 4 steps from step 2: half the rate
+  assert.equal(again.lrScheduler.getLastLr(), 0.5e-3);
+  assert.ok(lines.some((l) => /^warning: .*checkpoint-2 was written with other arguments \(.*lr_scheduler constant there, linear here.*\); continuing it with this run's as asked\.$/.test(l)), lines.join("\n"));
+  await again.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
