@@ -28,6 +28,9 @@ export interface KernelBridge {
   clearOutput(wait?: boolean): void;
   /** Aborted when the user interrupts the cell this call belongs to. */
   abortSignal(): AbortSignal;
+  /** The client's id of the cell this call belongs to (execute_request metadata `cellId`), or null when the client
+   *  sends none (nbclient, jupyter console). */
+  cellId(): string | null;
   openComm(target: string, data: unknown, opts?: { metadata?: Record<string, unknown>; buffers?: ArrayBufferView[] }): Comm;
   /** Kernel extension: answer comms the frontend opens on `target`. */
   registerCommTarget(target: string, handler: (comm: Comm, data: unknown, buffers: Buffer[]) => void): void;

@@ -47,6 +47,9 @@ interface CellContext {
   /** The kernel stopped waiting for the cell (interrupted, replied KeyboardInterrupt): its code still pending, in
    *  its own context, stops where it resumes (the engine's guard at every `await`), so it does not run on unseen. */
   abandoned: boolean;
+  /** The client's id of the notebook cell (execute_request metadata `cellId`: JupyterLab, Notebook 7 send it), or
+   *  null: the cell helpers' memo keeps one result per cell by it (lib/cells/memo.ts). */
+  cellId: string | null;
 }
 
 interface CommEntry {
@@ -418,7 +421,8 @@ export class Kernel {
     if (!silent && storeHistory) this.history.record(count, code);
     if (!silent) this.publish("execute_input", { code, execution_count: count }, req.header);
 
-    const ctx: CellContext = { parent: req.header, identities: req.identities, abort: new AbortController(), allowStdin: c.allow_stdin ?? true, finished: false, signalAsked: false, abandoned: false };
+    const ctx: CellContext = { parent: req.header, identities: req.identities, abort: new AbortController(), allowStdin: c.allow_stdin ?? true, finished: false, signalAsked: false, abandoned: false,
+      cellId: typeof req.metadata.cellId === "string" && req.metadata.cellId ? req.metadata.cellId : null };
     this.running = ctx;
     this.lastCell = ctx;
     let error: CellError | null = null;
@@ -663,6 +667,9 @@ export class Kernel {
         const ctx = kernel.cells.getStore() ?? kernel.running;
         if (ctx) ctx.signalAsked = true;
         return ctx?.abort.signal ?? neverAborted;
+      },
+      cellId(): string | null {
+        return (kernel.cells.getStore() ?? kernel.running)?.cellId ?? null;
       },
       openComm(target, data, opts = {}): Comm {
         const entry = kernel.makeComm(crypto.randomUUID(), target, kernel.outputContext());

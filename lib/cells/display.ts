@@ -34,6 +34,8 @@ export interface KernelBridge {
   display(bundle: Record<string, unknown>, opts?: DisplayOptions): void;
   clearOutput(wait?: boolean): void;
   abortSignal(): AbortSignal;
+  /** The client's id of the running cell, or null (optional: older bridges and fakes have none). */
+  cellId?(): string | null;
   openComm?(target: string, data: unknown): { send(data: unknown): void; close(): void; onMsg(cb: (data: unknown) => void): void };
 }
 
@@ -127,6 +129,11 @@ let sigintController: AbortController | null = null;
  * cell). Under stock tslab, whose interrupt does not stop async work, a SIGINT listener aborts it (a fresh signal
  * is handed out once one has fired). Elsewhere null: a plain script keeps Ctrl-C's default meaning.
  */
+/** The id of the notebook cell that is running (our kernel, a client that names its cells), else null. */
+export function currentCellId(): string | null {
+  return kernelBridge()?.cellId?.() ?? null;
+}
+
 export function abortSignal(): AbortSignal | null {
   const kernel = kernelBridge();
   if (kernel) return kernel.abortSignal();

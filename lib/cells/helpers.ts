@@ -97,7 +97,8 @@ export async function baseModel(nameOrPath: string): Promise<WithDisplay<BaseMod
 }
 
 /** A ControlNet initialised from the base UNet, or loaded from a folder / hub id. Re-running the cell with other
- *  arguments frees the previous model (after writing a checkpoint of its training, if it has unsaved steps). */
+ *  arguments frees the model that cell made before (after writing a checkpoint of its training, if it has unsaved
+ *  steps); a ControlNet made in another cell stays (memo.ts: cells as the client names them). */
 export async function controlnet(o: { from: BaseModel; pretrained?: string;
   /** from_unet's initialisation seed (default 1, fixed: the model's name in its run folder includes it). */
   seed?: number;

@@ -4,12 +4,15 @@
  * restart lives on disk (datasets, checkpoints) and is picked up by the helpers themselves.
  */
 import { createHash } from "node:crypto";
+import { currentCellId } from "./display.js";
 
 interface Entry {
   key: string;
   value: unknown;
 }
-const cache = new Map<string, Entry>();
+/** helper name → notebook cell → that cell's last result. The cell is the client's id for it (currentCellId); "" for
+ *  calls from a client that names no cell, or from no kernel. */
+const cache = new Map<string, Map<string, Entry>>();
 
 /** A stable key for plain-data arguments (objects by sorted keys; class instances by identity tag). */
 export function argsKey(args: unknown): string {
@@ -38,27 +41,40 @@ function identityOf(o: object): number {
 export interface MemoOptions {
   /** Where the one-line "cached"/"recomputing" note goes (default console.log). */
   log?: (line: string) => void;
-  /** Called with the previous value when it is replaced (e.g. to dispose tensors); awaited. */
+  /** Called with a cell's previous value when that cell runs again with other arguments (e.g. to dispose tensors);
+   *  awaited. Never called for a value another cell's variable may hold. */
   dispose?: (old: unknown) => unknown;
 }
 
-/** Runs `compute` unless the helper `name` already ran with the same `args`. */
+/**
+ * Runs `compute` unless the helper `name` already ran with the same `args` (in any cell: two cells asking for the same
+ * thing share it). A cell run again with other arguments replaces — and disposes — its own earlier result, as
+ * re-running a cell replaces its variable. Another cell's result is never disposed: where the client does not say
+ * which cell runs (nbclient, jupyter console, a script), a call with other arguments may be another cell's, so the
+ * earlier result stays usable (and is freed by the user, or with the kernel).
+ */
 export async function memo<T>(name: string, args: unknown, compute: () => Promise<T> | T, opts: MemoOptions = {}): Promise<T> {
   const log = opts.log ?? ((l: string) => console.log(l));
   const key = argsKey(args);
-  const prev = cache.get(name);
-  if (prev && prev.key === key) {
+  const cellId = currentCellId();
+  const cell = cellId ?? "";
+  let cells = cache.get(name);
+  if (!cells) cache.set(name, (cells = new Map()));
+  const same = [...cells.values()].find((e) => e.key === key);
+  if (same) {
     log(`${name}: same arguments as before — using the cached result.`);
-    return prev.value as T;
+    cells.set(cell, same);
+    return same.value as T;
   }
+  const prev = cellId === null ? undefined : cells.get(cell);
   if (prev) log(`${name}: arguments changed — recomputing.`);
   const value = await compute();
-  if (prev) await opts.dispose?.(prev.value);
-  cache.set(name, { key, value });
+  cells.set(cell, { key, value });
+  if (prev && ![...cells.values()].some((e) => e.value === prev.value)) await opts.dispose?.(prev.value);
   return value;
 }
 
-/** Forgets one helper's cached result (or all). */
+/** Forgets one helper's cached results (or all). */
 export function forget(name?: string): void {
   if (name) cache.delete(name);
   else cache.clear();

@@ -6,6 +6,8 @@ import os from "node:os";
 import path from "node:path";
 import * as cn from "../../lib/index.js";
 import { maxFolderDiff, testEngine } from "../helpers.js";
+import { isDisposed } from "../../lib/cells/runs.js";
+import { installFakeBridge } from "../widgets/fakes.js";
 
 const sd = path.resolve(import.meta.dirname, "../fixtures/sd_tiny");
 const cond = path.resolve(import.meta.dirname, "../../data/conditioning_image_1.png");
@@ -178,16 +180,32 @@ test("train() knows which ControlNet it trains: the same object continues, anoth
     const ds = await cn.dataset({ synthetic: { count: 8 }, resolution: 32 });
     const base = await cn.baseModel(sd);
     const opts = { base, dataset: ds, outputDir: out, batchSize: 2, learningRate: 1e-4, checkpointing: { every: 100 } };
-    const a = await cn.controlnet({ from: base, seed: 11 });
+    // as JupyterLab runs them: each execute_request names its cell (metadata cellId)
+    const inCell = async <T>(cell: string, run: () => Promise<T>): Promise<T> => {
+      const fake = installFakeBridge();
+      fake.cell = cell;
+      try {
+        return await run();
+      } finally {
+        fake.uninstall();
+      }
+    };
+    const a = await inCell("model-cell", () => cn.controlnet({ from: base, seed: 11 }));
     const ra = await cn.train({ ...opts, controlnet: a, until: 2 });
     assert.equal(ra.globalStep, 2);
     assert.equal(ra.outputDir, out);
     assert.match(fs.readFileSync(path.join(out, "controlnet_run.json"), "utf8"), /seed=11/);
 
+    // a ControlNet made in another cell: a stays usable (and is not checkpointed away)
+    const other = await inCell("another-cell", () => cn.controlnet({ from: base, seed: 13 }));
+    assert.notEqual(other, a);
+    assert.ok(!fs.existsSync(path.join(out, "checkpoint-2")), "a is still training in this kernel");
     // a second ControlNet (the cell re-run with another seed): model a is freed after a checkpoint of its 2 steps
-    const b = await cn.controlnet({ from: base, seed: 12 });
+    const b = await inCell("model-cell", () => cn.controlnet({ from: base, seed: 12 }));
     assert.notEqual(b, a);
     assert.ok(fs.existsSync(path.join(out, "checkpoint-2", "checkpoint.json")), "the replaced model's unsaved steps were checkpointed");
+    assert.equal(other.numParameters(), b.numParameters(), "the other cell's model is untouched");
+    assert.ok(!isDisposed(other) && isDisposed(a));
     lines.length = 0;
     const rb = await cn.train({ ...opts, controlnet: b, until: 1 });
     assert.equal(rb.globalStep, 1, "the new model trains from step 0, not 'already at step 2'");

@@ -7,7 +7,10 @@ import { memo, forget, argsKey } from "../../lib/cells/memo.js";
 import { writeBasicConfig } from "../../lib/cells/config.js";
 import { JUPYTER_DISPLAY } from "../../lib/cells/display.js";
 
-test("same arguments → cached (one line says so); different → recomputed; the old value is disposed", async () => {
+test("same arguments → cached (one line says so); the same cell with different ones → recomputed, the old value disposed", async () => {
+  const { installFakeBridge } = await import("../widgets/fakes.js");
+  const fake = installFakeBridge();
+  fake.cell = "cell-1"; // one cell run again and again
   forget();
   const lines: string[] = [];
   const disposed: unknown[] = [];
@@ -23,11 +26,53 @@ test("same arguments → cached (one line says so); different → recomputed; th
   assert.notEqual(c, a);
   assert.match(lines[1]!, /arguments changed — recomputing/);
   assert.deepEqual(disposed, [a]);
+  fake.uninstall();
+  forget();
   assert.notEqual(argsKey({ a: 1 }), argsKey({ a: 2 }));
   class Model {}
   const m1 = new Model();
   assert.equal(argsKey({ from: m1 }), argsKey({ from: m1 }));
   assert.notEqual(argsKey({ from: m1 }), argsKey({ from: new Model() }));
+});
+
+test("one result per notebook cell: another cell's result is never disposed; a client that names no cell frees nothing", async () => {
+  const { installFakeBridge } = await import("../widgets/fakes.js");
+  const fake = installFakeBridge();
+  try {
+    forget();
+    const disposed: unknown[] = [];
+    const lines: string[] = [];
+    let calls = 0;
+    const run = (args: unknown) => memo("controlnet", args, () => ({ n: ++calls }), { log: (l) => lines.push(l), dispose: (o) => disposed.push(o) });
+    fake.cell = "cell-a";
+    const a = await run({ seed: 1 });
+    fake.cell = "cell-b";
+    const b = await run({ seed: 2 }); // a second model in another cell: both live
+    assert.deepEqual(disposed, []);
+    assert.deepEqual(lines, [], "a first call in a cell is no change");
+    assert.equal(await run({ seed: 1 }), a, "the same arguments in any cell: the same object");
+    assert.equal(calls, 2);
+    fake.cell = "cell-a";
+    const a2 = await run({ seed: 3 }); // cell a re-run with other arguments: a is still cell b's, so kept
+    assert.deepEqual(disposed, []);
+    fake.cell = "cell-b";
+    await run({ seed: 4 }); // cell b re-run: a is nobody's now, b was never another cell's
+    assert.deepEqual(disposed, [a]);
+    assert.match(lines.at(-1)!, /arguments changed — recomputing/);
+    fake.cell = "cell-a";
+    await run({ seed: 5 });
+    assert.deepEqual(disposed, [a, a2]);
+    assert.notEqual(b, a);
+    // no cell id: a call with other arguments may be another cell's, so nothing is disposed
+    fake.cell = null;
+    disposed.length = 0;
+    await run({ seed: 6 });
+    await run({ seed: 7 });
+    assert.deepEqual(disposed, []);
+  } finally {
+    fake.uninstall();
+    forget();
+  }
 });
 
 test("writeBasicConfig writes the engine, memory budget and output dirs, and renders a table", async () => {

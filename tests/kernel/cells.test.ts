@@ -244,6 +244,12 @@ describe("cells as a user writes them", () => {
     assert.equal(ofType(plain.iopub, "display_data")[0]!.data["text/plain"], "[ 1, 2 ]");
   });
 
+  it("the library sees which notebook cell runs (the request's metadata cellId), also after an await; null without one", async () => {
+    const cellOf = 'globalThis[Symbol.for("controlnet-ts.kernel")].cellId()';
+    assert.equal(resultText((await k.execute(`await new Promise((r) => setTimeout(r, 10));\n${cellOf}`, { cellId: "c-7f3a" })).iopub), "'c-7f3a'");
+    assert.equal(resultText((await k.execute(`String(${cellOf})`)).iopub), "'null'");
+  });
+
   it("interrupt during a plain await returns within 1 s and keeps the cell's declarations", async () => {
     const m = mark();
     const id = await k.started(`let before = 7;\n${m.code}\nawait new Promise((r) => setTimeout(r, 60000));\nlet afterwards = 1;`);

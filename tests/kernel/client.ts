@@ -169,9 +169,9 @@ export class KernelClient {
   }
 
   /** Sends a request; returns its msg_id. `raw` lets a test send unsigned or tampered frames. */
-  send(ch: Channel, msgType: string, content: unknown, opts: { buffers?: Buffer[]; signer?: Signer } = {}): string {
+  send(ch: Channel, msgType: string, content: unknown, opts: { buffers?: Buffer[]; signer?: Signer; metadata?: Record<string, unknown> } = {}): string {
     const header = newHeader(msgType, this.session, "test");
-    const frames = encode(opts.signer ?? this.signer, [], header, {}, {}, content, opts.buffers ?? []);
+    const frames = encode(opts.signer ?? this.signer, [], header, {}, opts.metadata ?? {}, content, opts.buffers ?? []);
     void this.sockets[ch].send(frames);
     return header.msg_id;
   }
@@ -199,9 +199,11 @@ export class KernelClient {
     }, timeoutMs);
   }
 
-  /** Runs a cell; resolves with its reply and its iopub messages (up to its idle status). */
-  async execute(code: string, opts: { allow_stdin?: boolean; stop_on_error?: boolean; timeoutMs?: number } = {}): Promise<{ id: string; reply: Message; iopub: Message[] }> {
-    const id = this.send("shell", "execute_request", { code, silent: false, store_history: true, user_expressions: {}, allow_stdin: opts.allow_stdin ?? false, stop_on_error: opts.stop_on_error ?? true });
+  /** Runs a cell; resolves with its reply and its iopub messages (up to its idle status). `cellId`: the request's
+   *  metadata cellId, as JupyterLab sends it. */
+  async execute(code: string, opts: { allow_stdin?: boolean; stop_on_error?: boolean; timeoutMs?: number; cellId?: string } = {}): Promise<{ id: string; reply: Message; iopub: Message[] }> {
+    const id = this.send("shell", "execute_request", { code, silent: false, store_history: true, user_expressions: {}, allow_stdin: opts.allow_stdin ?? false, stop_on_error: opts.stop_on_error ?? true },
+      opts.cellId ? { metadata: { cellId: opts.cellId } } : {});
     const reply = await this.reply(id, opts.timeoutMs);
     const iopub = await this.idle(id, opts.timeoutMs);
     return { id, reply, iopub };

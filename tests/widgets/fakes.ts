@@ -13,6 +13,8 @@ export interface FakeBridge {
   calls: DisplayCall[];
   clears: boolean[];
   controller: AbortController;
+  /** The cell the bridge says is running (a client's cellId); null as from a client that names none. */
+  cell: string | null;
   uninstall(): void;
 }
 
@@ -24,6 +26,7 @@ export function installFakeBridge(): FakeBridge {
     calls: [],
     clears: [],
     controller: new AbortController(),
+    cell: null,
     uninstall: () => {
       if (prev === undefined) delete g[KEY];
       else g[KEY] = prev;
@@ -33,6 +36,7 @@ export function installFakeBridge(): FakeBridge {
     display: (bundle: Record<string, unknown>, opts?: DisplayCall["opts"]) => fake.calls.push({ bundle, opts }),
     clearOutput: (wait?: boolean) => fake.clears.push(!!wait),
     abortSignal: () => fake.controller.signal,
+    cellId: () => fake.cell,
   };
   return fake;
 }
