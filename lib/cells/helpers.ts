@@ -7,7 +7,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import sharp from "sharp";
-import { engineInfo, initEngine, memoryInfo, tf } from "../engine/index.js";
+import { engineInfo, initEngine, memoryInfo, tf, trackPeak } from "../engine/index.js";
 import { estimateMemory as planEstimate, plannedDeviceBytes } from "../planner/index.js";
 import { createDataset, encodePng, resizeCenterCrop, type ControlNetDataset, type RawImage } from "../data/index.js";
 import type { ControlMode } from "../pipeline/index.js";
@@ -347,6 +347,9 @@ export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
   // step's own compute time alone promised an end minutes too early when validation ran often
   let rate = 0;
   let last = performance.now();
+  // the meter's measured peak is the peak of live tensors inside the steps (activations, gradients), beside the
+  // planner's prediction of it; a snapshot between steps sees only what stays allocated
+  const peak = trackPeak();
   let result: TrainResult;
   try {
     result = await trainer.train({
@@ -356,7 +359,7 @@ export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
         const seconds = Math.max(now - last, 1) / 1000;
         last = now;
         rate = rate ? 0.8 * rate + 0.2 / seconds : 1 / seconds;
-        dashboard.onStep({ step: r.step, total: until, loss: r.loss, lr: r.lr, itPerSec: rate, memory: memoryInfo() });
+        dashboard.onStep({ step: r.step, total: until, loss: r.loss, lr: r.lr, itPerSec: rate, memory: { ...memoryInfo(), measuredPeakBytes: peak.peakBytes } });
       },
       onCheckpoint: (_dir, step) => { if (session?.trainer === trainer) session.savedStep = step; },
       validationSteps: o.validation?.every,
@@ -384,6 +387,7 @@ export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
     else if (trainer.checkpointIsCurrent) console.log(`train: ${how} at step ${trainer.globalStep}, which ${trainer.lastCheckpointPath} holds. Run the cell again to continue.`);
     throw e;
   } finally {
+    peak.stop();
     recordTraining(o, trainer.globalStep);
   }
   if (result.stopped === "interrupted") {

@@ -4,7 +4,7 @@ export { tf } from "./tf.js";
 export type { Tensor, Variable } from "./tf.js";
 export { initEngine, engineInfo, describeEngine, parseBackend, BACKENDS, MAX_ENGINE_THREADS, WASM_HEAP_LIMIT } from "./backend.js";
 export type { BackendKind, EngineInfo, EngineOptions } from "./backend.js";
-export { memoryInfo, memoryBudget, hostMemoryLimit, measurePeak, installMemoryTracker } from "./memory.js";
+export { memoryInfo, memoryBudget, hostMemoryLimit, measurePeak, trackPeak, installMemoryTracker } from "./memory.js";
 export type { MemorySnapshot, PeakReport } from "./memory.js";
 export { checkpoint, withWeightGradientSink } from "./checkpoint.js";
 export type { WeightGradientSink } from "./checkpoint.js";

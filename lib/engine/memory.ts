@@ -132,24 +132,36 @@ export interface PeakReport<T> {
   rssBytes: number;
 }
 
-/** Runs `fn` and reports the peak of live tensor bytes during it. Regions may nest. */
-export async function measurePeak<T>(fn: () => T | Promise<T>): Promise<PeakReport<T>> {
+/** A running peak of live tensor bytes from now until stop() (for a meter that shows the peak while work goes on). */
+export interface PeakTracker {
+  readonly startBytes: number;
+  /** The highest live bytes so far. */
+  readonly peakBytes: number;
+  stop(): void;
+}
+
+export function trackPeak(): PeakTracker {
   installMemoryTracker();
   const region = { peak: liveBytes };
-  const startBytes = liveBytes;
   regions.add(region);
+  return { startBytes: liveBytes, get peakBytes() { return region.peak; }, stop: () => void regions.delete(region) };
+}
+
+/** Runs `fn` and reports the peak of live tensor bytes during it. Regions may nest. */
+export async function measurePeak<T>(fn: () => T | Promise<T>): Promise<PeakReport<T>> {
+  const tracker = trackPeak();
   try {
     const result = await fn();
     return {
       result,
-      startBytes,
-      peakBytes: region.peak,
+      startBytes: tracker.startBytes,
+      peakBytes: tracker.peakBytes,
       endBytes: liveBytes,
-      peakDeltaBytes: region.peak - startBytes,
+      peakDeltaBytes: tracker.peakBytes - tracker.startBytes,
       heapBytes: wasmHeapBytes(),
       rssBytes: process.memoryUsage().rss,
     };
   } finally {
-    regions.delete(region);
+    tracker.stop();
   }
 }

@@ -292,6 +292,12 @@ test("dataset grid: one row per sample with its prompt; dashboard: the planner's
     assert.deepEqual(fid?.x, [2], JSON.stringify(plots.at(-1)!.data.map((t) => t.name)));
     const meter = fake.calls.map((c) => String(c.bundle["text/plain"] ?? "")).filter((t) => t.startsWith("memory")).at(-1)!;
     assert.match(meter, /peak \(predicted\) \d[\d.]* [KMG]iB/, meter);
+    // the measured peak is the steps' (activations, gradients), well above what stays allocated between steps
+    const mib = (label: string) => {
+      const m = new RegExp(`${label} (\\d[\\d.]*) ([KMG])iB`).exec(meter)!;
+      return Number(m[1]) * { K: 1 / 1024, M: 1, G: 1024 }[m[2] as "K" | "M" | "G"];
+    };
+    assert.ok(mib("peak \\(measured\\)") > 1.5 * mib("live tensors"), meter);
   } finally {
     fake.uninstall();
     await cn.resetTraining();
