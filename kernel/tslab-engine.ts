@@ -21,7 +21,7 @@ import { cellPosition, checkComplete, excerpt, globalizeTopLevelVariables, guard
 import type { CellEngine, CellError, CellOutcome, CompleteCheck, Completion, ExecuteOptions, Inspection } from "./engine.js";
 import { abandonedError, INTERRUPT_ENAME, isAbandonedError } from "./engine.js";
 import { requireWithImportCondition } from "./import-condition.js";
-import { typescriptForTslab } from "./typescript-for-tslab.js";
+import { compilingCell, typescriptForTslab } from "./typescript-for-tslab.js";
 
 // Minimal shapes of the tslab internals we use (their own .d.ts drag in a second copy of TypeScript's types).
 interface Diagnostic {
@@ -303,7 +303,7 @@ export class TslabEngine implements CellEngine {
       }
       if (meta.mode === "browser") return { status: "ok", hasValue: false };
       const rw = rewriteCell(this.ts, code);
-      const converted = this.node.convert(this.prevDecl, rw.text);
+      const converted = compilingCell(rw.text, () => this.node.convert(this.prevDecl, rw.text));
       for (const out of converted.sideOutputs ?? []) {
         this.sideModules.delete(out.path);
         this.sideOutputs.set(out.path, out.data);

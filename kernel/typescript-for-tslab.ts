@@ -45,6 +45,33 @@ const FORK = "@tslab/typescript-for-tslab";
 
 let installed: Ts | null = null;
 
+/** The cell text tslab's converter is compiling (the engine sets it around convert()). */
+let cellText: string | null = null;
+
+/** Runs `convert` with `text` known as the cell being compiled (see unescapeExportSuffix). */
+export function compilingCell<T>(text: string, convert: () => T): T {
+  cellText = text;
+  try {
+    return convert();
+  } finally {
+    cellText = null;
+  }
+}
+
+/**
+ * tslab's converter compiles a cell a second time with `export {<its locals>}` appended, naming the locals by the keys
+ * of TypeScript's symbol table — escaped names, in which `__x` is `___x` — so any cell that declared a name starting
+ * with `__` failed: "Cannot find name '___x'". Where the compiler host reads the cell's file, the names of that
+ * appended line (and only of that line: the text after the cell's own) are unescaped.
+ */
+function unescapeExportSuffix(content: string): string {
+  if (cellText === null) return content;
+  const at = content.lastIndexOf("\nexport {");
+  if (at < 0 || !content.slice(0, at).endsWith(cellText) || !content.endsWith("}")) return content;
+  const names = content.slice(at + "\nexport {".length, -1).split(", ");
+  return content.slice(0, at) + "\nexport {" + names.map((n) => (n.startsWith("___") ? n.slice(1) : n)).join(", ") + "}";
+}
+
 /** The TypeScript tslab's converter runs on (installed on first call; the converter must be loaded after it). */
 export function typescriptForTslab(): Ts {
   if (installed) return installed;
@@ -148,6 +175,11 @@ function withTslabHelpers(ts: Ts): Ts {
     createWatchCompilerHost: ((...args: unknown[]) => {
       const host = (ts.createWatchCompilerHost as (...a: unknown[]) => TS.WatchCompilerHost<TS.BuilderProgram>)(...args);
       host.resolveModuleNameLiterals = nodeThenImportResolution(ts, host);
+      const readFile = host.readFile.bind(host);
+      host.readFile = (file, encoding) => {
+        const text = readFile(file, encoding);
+        return text !== undefined && /\/__tslab__\.[jt]s$/.test(file) ? unescapeExportSuffix(text) : text;
+      };
       return host;
     }) as Ts["createWatchCompilerHost"],
   } as Ts;

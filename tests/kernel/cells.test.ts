@@ -250,6 +250,20 @@ describe("cells as a user writes them", () => {
     assert.equal(resultText((await k.execute(`String(${cellOf})`)).iopub), "'null'");
   });
 
+  it("top-level names that start with __ (TypeScript escapes them inside) declare and read back", async () => {
+    const cells: [string, string | undefined][] = [
+      ["const __x = 1", undefined], ["__x + 1", "2"], ["let __y = 2; const ___w = 7", undefined], ["__y + ___w", "9"],
+      ["function __f() { return __x * 3 }", undefined], ["__f()", "3"], ["const __x = 10", undefined], ["__f()", "30"],
+      ["class __C { v = 4 }", undefined], ["new __C().v", "4"], ["const { __z } = { __z: 5 }", undefined], ["__z", "5"],
+      ["enum __E { A = 6 }", undefined], ["__E.A", "6"], ['import * as __p from "node:path"', undefined], ['__p.join("a", "b")', "'a/b'"],
+    ];
+    for (const [code, shown] of cells) {
+      const r = await k.execute(code);
+      assert.equal(r.reply.content.status, "ok", `${code}: ${JSON.stringify(r.reply.content)}`);
+      assert.equal(resultText(r.iopub), shown, code);
+    }
+  });
+
   it("interrupt during a plain await returns within 1 s and keeps the cell's declarations", async () => {
     const m = mark();
     const id = await k.started(`let before = 7;\n${m.code}\nawait new Promise((r) => setTimeout(r, 60000));\nlet afterwards = 1;`);
