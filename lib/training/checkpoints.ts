@@ -342,7 +342,9 @@ export async function saveCheckpoint(outputDir: string, step: number, parts: Che
   }
   makeDirs(outputDir);
   cleanStaleCheckpoints(outputDir);
-  const toRemove = checkpointsToRemove(listCheckpointDirs(outputDir), opts.totalLimit, step);
+  // the limit counts and removes our checkpoints only: a checkpoint-N folder without our marker (a user's weights, a
+  // copy) is no checkpoint of this run's — resume passes it over — and is never deleted
+  const toRemove = checkpointsToRemove(listCheckpointDirs(outputDir).filter((c) => hasMarker(c.path)), opts.totalLimit, step);
   const final = path.join(outputDir, `checkpoint-${step}`);
   // a folder of that name (a checkpoint of a step redone after a resume) is replaced; a file is not ours to delete
   if (fs.existsSync(final) && !fs.statSync(final).isDirectory()) {

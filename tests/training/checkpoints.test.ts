@@ -63,6 +63,20 @@ test("checkpoints_total_limit=2, checkpointing_steps=2, 6 steps → exactly chec
   for (const d of [dir, d2, d3]) fs.rmSync(d, { recursive: true });
 });
 
+test("checkpoints_total_limit counts and removes only our checkpoints: a checkpoint-N folder without our marker stays", async () => {
+  const dir = tmpDir();
+  // a user's weights in a folder that looks like a checkpoint, below and above the run's steps, and an empty one
+  for (const name of ["checkpoint-0", "checkpoint-00", "checkpoint-500"]) {
+    fs.mkdirSync(path.join(dir, name, "controlnet"), { recursive: true });
+    fs.writeFileSync(path.join(dir, name, "controlnet", "diffusion_pytorch_model.safetensors"), "user's weights");
+  }
+  await simulate(dir, 0, 6, 2, 1);
+  assert.deepEqual(fs.readdirSync(dir).sort(), ["checkpoint-0", "checkpoint-00", "checkpoint-500", "checkpoint-6"]);
+  assert.equal(fs.readFileSync(path.join(dir, "checkpoint-0", "controlnet", "diffusion_pytorch_model.safetensors"), "utf8"), "user's weights");
+  assert.deepEqual(listCheckpoints(dir).map((c) => c.step), [6]);
+  fs.rmSync(dir, { recursive: true });
+});
+
 test("checkpoint contents round-trip; re-saving a step replaces it", async () => {
   const dir = tmpDir();
   const res = await saveCheckpoint(dir, 4, parts(4));
