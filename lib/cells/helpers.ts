@@ -17,7 +17,7 @@ import { loadBaseModel, loadOrCreateControlNet, type BaseModel } from "../traini
 import { ArgsError, checkLrScheduler, validateTrainingNumbers, type TrainArgs } from "../training/args.js";
 import { ControlNetTrainer, type TrainingOptions, type TrainResult } from "../training/trainer.js";
 import { RUN_FOLDER_PUSH_IGNORE } from "../training/run.js";
-import { hasMarker, listCheckpoints } from "../training/checkpoints.js";
+import { enclosingCheckpoint, listCheckpoints } from "../training/checkpoints.js";
 import type { EMAModel } from "../training/ema.js";
 import { checkValidationImages, pairValidation, runValidation, type ValidationResult } from "../training/validation.js";
 import { uploadFolder } from "../io/hub.js";
@@ -541,9 +541,8 @@ export function save(cn: ControlNetModel, dir: string): string {
   assertUsable(cn, "save");
   if (!dir.trim()) throw new ArgsError("save: the folder is empty: name one (it gets config.json, the weights and README.md)");
   // a checkpoint's files are checksummed: writing into one (or its controlnet/) would make it unusable
-  for (const d of [dir, path.dirname(path.resolve(dir))]) {
-    if (hasMarker(d)) throw new ArgsError(`save: ${d} is a training checkpoint; save to a folder of its own (nothing was written)`);
-  }
+  const checkpoint = enclosingCheckpoint(dir);
+  if (checkpoint) throw new ArgsError(`save: ${checkpoint} is a training checkpoint; save to a folder of its own (nothing was written)`);
   const ema = averageOf(cn);
   if (ema) ema.withAveragedSync(() => cn.savePretrained(dir));
   else cn.savePretrained(dir);

@@ -122,6 +122,15 @@ export function listCheckpoints(outputDir: string): CheckpointInfo[] {
   return listCheckpointDirs(outputDir).filter((c) => verifyCheckpoint(c.path) === null);
 }
 
+/** The training checkpoint `dir` is, or lies inside (its controlnet/, a folder under it), else null. Writing there
+ *  breaks the checkpoint: its files are checksummed. */
+export function enclosingCheckpoint(dir: string): string | null {
+  for (let d = path.resolve(dir); ; d = path.dirname(d)) {
+    if (hasMarker(d)) return d;
+    if (path.dirname(d) === d) return null;
+  }
+}
+
 /** A checkpoint's completion marker (throws when it cannot be read or parsed). */
 function readMarker(dir: string): Marker {
   return JSON.parse(fs.readFileSync(path.join(dir, MARKER), "utf8")) as Marker;

@@ -11,7 +11,7 @@ import { initEngine, describeEngine, memoryBudget } from "../engine/index.js";
 import { createDataset, type ControlNetDataset } from "../data/index.js";
 import { createRepo, parseRepoId, uploadFolder, HubError } from "../io/hub.js";
 import type { ControlNetModel } from "../models/index.js";
-import type { TrainArgs } from "./args.js";
+import { ArgsError, type TrainArgs } from "./args.js";
 import { checkSaveTarget } from "../io/diffusers.js";
 import { loadBaseModel, loadOrCreateControlNet, type BaseModel } from "./base.js";
 import { ControlNetTrainer, weightsFingerprint, type StepReport, type TrainResult } from "./trainer.js";
@@ -19,7 +19,7 @@ import { TensorBoardWriter } from "./tensorboard.js";
 import { writeModelCard } from "./model-card.js";
 import { planTrackers, resolveLoggingDir, tensorboardDir } from "./trackers.js";
 import { TRAIN_ARG_SPECS } from "./args.js";
-import { assertNoForeignCheckpoints } from "./checkpoints.js";
+import { assertNoForeignCheckpoints, enclosingCheckpoint } from "./checkpoints.js";
 import { planRun, PlanRefusedError, PLANNED_ATTENTION_CHUNK, XFORMERS_ATTENTION_CHUNK } from "./plan-run.js";
 import { checkValidationImages, runValidation, validationFloorBytes, type ValidationResult } from "./validation.js";
 import { suddenConvergenceStep, type ConvergencePoint } from "../eval/fidelity.js";
@@ -64,6 +64,12 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
   const parallel = dataParallelFromEnv();
   if (parallel && !parallel.isMainProcess) log = () => {};
   refuseFileAsOutputDir(args.output_dir);
+  // a checkpoint's files are checksummed: a run writing its ControlNet there would ruin that checkpoint
+  const checkpoint = enclosingCheckpoint(args.output_dir);
+  if (checkpoint) {
+    throw new ArgsError(`--output_dir ${args.output_dir} is ${path.resolve(args.output_dir) === checkpoint ? "" : "inside "}the training checkpoint ${checkpoint}, ` +
+      "whose files are checksummed: writing there would make it unusable. Use a folder of its own; nothing was trained");
+  }
   // the final save would refuse a folder holding another model (a base's unet/): say so before training, not after
   checkSaveTarget(args.output_dir, "ControlNetModel");
   // an unset --seed is drawn (or the resumed checkpoint's) once here, then passed on as if given

@@ -117,6 +117,15 @@ test("#3: another run's checkpoints in output_dir are refused (fresh start, resu
   const same = new ControlNetTrainer(tinyComponents(), ds, { ...opts, seed: 1, resume_from_checkpoint: "latest" });
   assert.equal(same.globalStep, 2);
   await same.close();
+  // a run whose output_dir is a checkpoint or lies inside one would overwrite its checksummed weights: refused up front
+  const ck = path.join(dir, "checkpoint-2");
+  for (const out of [ck, path.join(ck, "controlnet"), path.join(ck, "controlnet", "deeper")]) {
+    const args = makeTrainArgs({ pretrained_model_name_or_path: sd, dataset_name: "synthetic-fill50k:8", output_dir: out, resolution: 32, max_train_steps: 1 }).args;
+    await assert.rejects(trainControlNet(args, { log: () => {} }),
+      (e: Error) => e instanceof ArgsError && new RegExp(`^--output_dir .* (is|is inside) the training checkpoint ${ck}, whose files are checksummed.*nothing was trained$`).test(e.message));
+  }
+  assert.deepEqual(listCheckpoints(dir).map((c) => c.step), [2], "checkpoint-2 still verifies");
+  assert.ok(!fs.existsSync(path.join(ck, "controlnet", "deeper")));
 });
 
 test("#11: after a resume the JSON-lines log holds each step once", async () => {
