@@ -283,7 +283,7 @@ function planShards(tensors: Map<string, HostTensor>, maxBytes?: number): Map<st
  *  The temporary is hidden, `.<name>.tmp-<pid>`: a crash between write and rename (kill -9) leaves it behind, and a
  *  hidden name keeps it out of a hub push (uploadFolder skips hidden entries) and out of sight. Writing the same file
  *  again removes such leftovers of writers that are gone, and the `<name>.tmp-<pid>` ones earlier versions left. */
-export function writeFileAtomic(file: string, text: string): void {
+export function writeFileAtomic(file: string, text: string | Uint8Array): void {
   const dir = path.dirname(file);
   const base = path.basename(file);
   const tmp = path.join(dir, `.${base}.tmp-${process.pid}`);
@@ -295,6 +295,8 @@ export function writeFileAtomic(file: string, text: string): void {
       fs.renameSync(tmp, file);
     } catch (e) {
       fs.rmSync(tmp, { force: true });
+      // the file the caller asked for, not the hidden temporary, is what a message should name
+      if ((e as NodeJS.ErrnoException).path === tmp) (e as NodeJS.ErrnoException).path = file;
       throw e;
     }
   } finally {
@@ -330,13 +332,27 @@ function removeStale(parent: string, re: RegExp, opts: { filesOnly?: boolean } =
 
 const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
-export function writeFileDurable(file: string, text: string): void {
+export function writeFileDurable(file: string, text: string | Uint8Array): void {
   const fd = fs.openSync(file, "w");
   try {
-    fs.writeFileSync(fd, text);
-    fs.fsyncSync(fd);
+    withPath(file, () => {
+      fs.writeFileSync(fd, text);
+      fs.fsyncSync(fd);
+    });
   } finally {
     fs.closeSync(fd);
+  }
+}
+
+/** Runs a write through a file descriptor, giving its error the file's path: Node's errors of fd writes carry none
+ *  (ENOSPC said "no space left on device, write" without saying where). */
+export function withPath<T>(file: string, write: () => T): T {
+  try {
+    return write();
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    if (err && typeof err === "object" && err.code && !err.path) err.path = file;
+    throw e;
   }
 }
 

@@ -7,7 +7,8 @@
  * Flags accept snake_case or kebab-case, `--flag value` or `--flag=value`; --controlnet, --image and
  * --controlnet_conditioning_scale repeat for several ControlNets.
  */
-import { engineErrorLine, initEngine } from "../engine/index.js";
+import { initEngine } from "../engine/index.js";
+import { describeError } from "../io/describe-error.js";
 import { parseSchedulerName, SCHEDULER_NAMES } from "../schedulers/index.js";
 import { generate, type GenerateOptions } from "./generate.js";
 import { CONTROL_MODES, parseControlMode } from "./guidance.js";
@@ -144,8 +145,7 @@ export async function inferMain(argv: string[], extra: Partial<GenerateOptions> 
     process.stderr.write(`${r.images.length} image(s) ${r.width}×${r.height}, seed ${r.seed}: load ${r.loadSeconds.toFixed(1)} s, generate ${r.seconds.toFixed(1)} s\n`);
     return 0;
   } catch (e) {
-    const message = (e as Error)?.message ?? String(e);
-    process.stderr.write(`controlnet-ts infer: ${engineErrorLine(message) ?? message}\n`);
+    process.stderr.write(`controlnet-ts infer: ${describeError(e)}\n`);
     if (process.env.CONTROLNET_TS_DEBUG) process.stderr.write(`${(e as Error)?.stack ?? e}\n`);
     return 1;
   }

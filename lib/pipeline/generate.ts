@@ -16,6 +16,7 @@ import type { StableDiffusionControlNetPipeline, StepInfo } from "./pipeline.js"
 import type { ControlImageInput } from "./types.js";
 import type { ControlMode } from "./guidance.js";
 import { makeDirs } from "../io/dirs.js";
+import { writeFileAtomic } from "../io/diffusers.js";
 
 export interface GenerateOptions {
   /** Base SD pipeline folder or hub id. */
@@ -139,7 +140,7 @@ export async function generate(o: GenerateOptions): Promise<GenerateResult> {
     const names = outputFiles(o.output, out.images.length);
     names.forEach((f, i) => {
       makeDirs(path.dirname(path.resolve(f)));
-      fs.writeFileSync(f, out.images[i]!);
+      writeFileAtomic(f, out.images[i]!); // an image already there stays whole if this one cannot be written
       files.push(f);
     });
   }

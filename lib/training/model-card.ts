@@ -71,10 +71,10 @@ async function cardImages(dir: string, validation: ValidationResult): Promise<st
   for (const [i, p] of validation.pairs.entries()) {
     const c = p.control;
     // the script saves every pair's conditioning image under the same name: the last one stays
-    fs.writeFileSync(path.join(dir, "image_control.png"), (await encodePng(c.data, c.width, c.height, 3)).png);
+    writeFileAtomic(path.join(dir, "image_control.png"), (await encodePng(c.data, c.width, c.height, 3)).png);
     const row = [c.data, ...p.rgb.map((im) => im.data)];
     const grid = makeGrid(row, c.width, c.height, 3, row.length, 0);
-    fs.writeFileSync(path.join(dir, `images_${i}.png`), (await encodePng(grid.pixels, grid.width, grid.height, 3)).png);
+    writeFileAtomic(path.join(dir, `images_${i}.png`), (await encodePng(grid.pixels, grid.width, grid.height, 3)).png);
     img += `prompt: ${p.prompt}\n![images_${i})](./images_${i}.png)\n`;
   }
   return img;

@@ -17,6 +17,7 @@ import os from "node:os";
 import path from "node:path";
 import { crc32c } from "@aws-crypto/crc32c";
 import { makeDirs } from "../io/dirs.js";
+import { withPath } from "../io/diffusers.js";
 
 export function maskedCrc32c(data: Uint8Array): number {
   const c = crc32c(data) >>> 0;
@@ -187,7 +188,8 @@ export class TensorBoardWriter {
 
   private write(event: Uint8Array): void {
     if (this.fd === null) throw new Error("TensorBoardWriter is closed");
-    fs.writeSync(this.fd, frameRecord(event));
+    const fd = this.fd;
+    withPath(this.path, () => fs.writeSync(fd, frameRecord(event)));
   }
 
   addScalar(tag: string, value: number, step: number, wallTime = Date.now() / 1000): void {

@@ -15,6 +15,7 @@ import type { RawImage } from "../data/types.js";
 import { averageFidelity, summarizeFidelity, targetFromValidation, type FidelitySummary } from "../eval/fidelity.js";
 import type { BaseModel } from "./base.js";
 import { makeDirs } from "../io/dirs.js";
+import { writeFileAtomic } from "../io/diffusers.js";
 
 export interface ValidationOptions {
   /** validation_image: one per prompt, or one for all prompts, or prompts one for all images (the script's rules). */
@@ -124,7 +125,7 @@ export async function runValidation(base: BaseModel, controlnet: ControlNetModel
       : { images: [] as Uint8Array[], rgb: [] as RawImage[] };
     const files = out.images.map((png, k) => {
       const f = path.join(dir, `step-${o.step}${o.final ? "-final" : ""}-pair-${i}-sample-${k}.png`);
-      fs.writeFileSync(f, png);
+      writeFileAtomic(f, png);
       return f;
     });
     const target = targetFromValidation(controlRgb, prompt);

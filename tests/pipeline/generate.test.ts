@@ -4,6 +4,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import sharp from "sharp";
+import { spawnSync } from "node:child_process";
 import { engineInfo, tf } from "../../lib/engine/index.js";
 import { testEngine, maxAbsDiff } from "../helpers.js";
 import { loadControlNetPipeline, generate, inferMain, parseInferArgs, inferOptions, outputFiles, controlnetFolder } from "../../lib/pipeline/index.js";
@@ -108,4 +109,33 @@ test("infer CLI: flags, output file, usage and runtime errors as exit codes", as
   }
   assert.equal((await sharp(out).metadata()).width, 32);
   fs.rmSync(dir, { recursive: true });
+});
+
+test("infer onto a full disk: the image already there stays whole, the message names the file, no temporary is left", async (t) => {
+  await testEngine();
+  const mnt = fs.mkdtempSync(path.join(os.tmpdir(), "infer-full-"));
+  const m = spawnSync("mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", mnt], { encoding: "utf8" });
+  if (m.status !== 0) {
+    t.skip(`cannot mount a tmpfs here (${(m.stderr || "").trim()}): needs root`);
+    return;
+  }
+  const errors: string[] = [];
+  const write = process.stderr.write;
+  process.stderr.write = ((s: string) => (errors.push(String(s)), true)) as typeof process.stderr.write;
+  try {
+    const out = path.join(mnt, "keep.png");
+    const args = ["--base", SD, "--image", CONTROL, "--prompt", "p", "--steps", "1", "--output", out, "--backend", engineInfo()!.backend];
+    assert.equal(await inferMain(args, { tokenizer: tinyTokenizer }), 0);
+    const kept = fs.readFileSync(out);
+    assert.throws(() => fs.writeFileSync(path.join(mnt, "filler"), Buffer.alloc(1 << 20)), /ENOSPC/);
+    errors.length = 0;
+    assert.equal(await inferMain([...args, "--seed", "7"], { tokenizer: tinyTokenizer }), 1);
+    assert.deepEqual(fs.readFileSync(out), kept, "the earlier image is untouched");
+    assert.match(errors.join(""), new RegExp(`controlnet-ts infer: no space left on the device while writing ${mnt}/keep\\.png:`));
+    assert.deepEqual(fs.readdirSync(mnt).sort(), ["filler", "keep.png"]);
+  } finally {
+    process.stderr.write = write;
+    spawnSync("umount", [mnt]);
+    fs.rmSync(mnt, { recursive: true, force: true });
+  }
 });
