@@ -12,6 +12,7 @@ import type { RawImage } from "../data/types.js";
 import type { ControlImageInput, ControlNetLike, TextEncoderLike, TokenizerLike, UNetLike, VaeLike } from "./types.js";
 import { applyGuidance, controlGuidanceWindows, controlnetKeep, doClassifierFreeGuidance, parseControlMode, perNet, repeatInterleave, type ControlMode } from "./guidance.js";
 import { denormalize, prepareControlImage, toPng, toRgbImages, type PreparedImage } from "./image.js";
+import { refuseGenerationBeyondMemory } from "./memory.js";
 
 export interface PipelineComponents {
   unet: UNetLike;
@@ -210,6 +211,15 @@ export class StableDiffusionControlNetPipeline {
     return prepared;
   }
 
+  /** Refuses a size whose generation cannot fit the engine's memory (memory.ts), before the work starts. */
+  private refuseBeyondMemory(width: number, height: number, unetBatch: number): void {
+    const unetChannels = this.unet.config.block_out_channels?.[0];
+    const vaeChannels = this.vae.config?.block_out_channels?.[0];
+    if (!unetChannels || !vaeChannels) return; // a test double without configs
+    refuseGenerationBeyondMemory(width, height, { vaeScaleFactor: this.vae.scaleFactor, unetChannels, vaeChannels, unetBatch },
+      "give a smaller height and width (or control image), or fewer images or prompts");
+  }
+
   async call(o: PipelineCallOptions): Promise<PipelineOutput> {
     const started = performance.now();
     const numSteps = o.numInferenceSteps ?? 50;
@@ -231,6 +241,8 @@ export class StableDiffusionControlNetPipeline {
     if (o.generator && o.seed !== undefined) throw new Error("Give either generator or seed, not both");
     const generator = o.generator ?? (o.seed !== undefined ? new Generator(o.seed) : new Generator(Math.floor(Math.random() * 2 ** 31)));
 
+    // a size given up front is checked before the control image is resized to it (itself gigabytes at 16384²)
+    if (o.height && o.width) this.refuseBeyondMemory(o.width, o.height, (cfg ? 2 : 1) * (o.promptEmbeds?.shape[0] ?? asList(o.prompt ?? "").length) * numImages);
     const images = await this.prepareImages(o);
     const { width, height } = images[0]!;
     const owned: tf.Tensor[] = images.map((p) => p.tensor);
@@ -239,6 +251,7 @@ export class StableDiffusionControlNetPipeline {
     try {
       const { pos, neg, batch } = this.encodePrompt(o, numImages, cfg);
       owned.push(pos);
+      this.refuseBeyondMemory(width, height, (cfg ? 2 : 1) * batch * numImages);
       if (neg) owned.push(neg);
       const total = batch * numImages;
       const embeds = neg ? (tf.concat([neg, pos], 0) as tf.Tensor3D) : pos;

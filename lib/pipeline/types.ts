@@ -7,7 +7,7 @@ import type { tf } from "../engine/index.js";
 import type { RawImage } from "../data/types.js";
 
 export interface UNetLike {
-  readonly config: { in_channels: number; time_cond_proj_dim?: number | null };
+  readonly config: { in_channels: number; time_cond_proj_dim?: number | null; block_out_channels?: readonly number[] };
   forward(
     sample: tf.Tensor4D,
     timestep: number | number[] | tf.Tensor,
@@ -34,6 +34,8 @@ export interface VaeLike {
   readonly scaleFactor: number;
   /** Latent scaling (0.18215 for SD1.5). */
   readonly scalingFactor: number;
+  /** Its config (the memory floor reads block_out_channels; test doubles may leave it out). */
+  readonly config?: { block_out_channels?: readonly number[] };
   /** z (already divided by scalingFactor) → image in about [-1, 1]. */
   decode(z: tf.Tensor4D): tf.Tensor4D;
 }

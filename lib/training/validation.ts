@@ -86,21 +86,6 @@ export async function checkValidationImages(images: readonly string[]): Promise<
   return sizes;
 }
 
-/** Live activations of the largest size assumed at once (inputs, outputs, a norm's and a conv's temporaries). */
-const LIVE_ACTIVATIONS = 4;
-
-/**
- * A floor under a validation round's peak memory at one conditioning image's size (validation generates at that size,
- * as the script's pipeline does): the UNet's first block on the guidance batch (2 × images) at latent size, or the
- * VAE decoder's last block on one image (decoded one at a time) at full size. Not a plan: a guard that refuses,
- * before training, a size that cannot fit (a 12000² image would otherwise fill the machine after the last step).
- */
-export function validationFloorBytes(width: number, height: number, m: { vaeScaleFactor: number; unetChannels: number; vaeChannels: number; images: number }): number {
-  if (m.images <= 0) return 0; // only the conditioning image is logged
-  const latent = Math.ceil(width / m.vaeScaleFactor) * Math.ceil(height / m.vaeScaleFactor);
-  return LIVE_ACTIVATIONS * 4 * Math.max(2 * m.images * latent * m.unetChannels, width * height * m.vaeChannels);
-}
-
 export async function runValidation(base: BaseModel, controlnet: ControlNetModel, o: ValidationOptions): Promise<ValidationResult> {
   const t0 = performance.now();
   const pipe = new StableDiffusionControlNetPipeline({

@@ -108,6 +108,19 @@ test("infer CLI: flags, output file, usage and runtime errors as exit codes", as
     process.stderr.write = quiet;
   }
   assert.equal((await sharp(out).metadata()).width, 32);
+  // a size no engine here can generate is refused before any work (it filled 15 GB and never finished)
+  const said: string[] = [];
+  process.stderr.write = ((s: string) => (said.push(String(s)), true)) as typeof process.stderr.write;
+  const started = Date.now();
+  try {
+    const huge = path.join(dir, "huge.png");
+    assert.equal(await inferMain(["--base", SD, "--image", CONTROL, "--prompt", "p", "--steps", "1", "--height", "16384", "--width", "16384", "--output", huge], { tokenizer: tinyTokenizer }), 1);
+    assert.ok(!fs.existsSync(huge));
+  } finally {
+    process.stderr.write = quiet;
+  }
+  assert.ok(Date.now() - started < 10_000, `refused up front (${Date.now() - started} ms)`);
+  assert.match(said.join(""), /controlnet-ts infer: generating 2 latent\(s\) at 16384×16384 needs at least ~\d+\.\d GB, more than the engine's \d+\.\d GB; give a smaller height and width .*Nothing was generated\./);
   fs.rmSync(dir, { recursive: true });
 });
 
