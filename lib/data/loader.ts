@@ -118,8 +118,16 @@ export class DataLoader implements AsyncIterable<Batch> {
     this.prefetch = Math.max(1, opts.prefetch ?? 2);
     this.concurrency = Math.max(1, opts.concurrency ?? 4);
     this.warn = opts.warn ?? ((m) => console.warn(m));
-    const start = opts.start ?? { epoch: 0, index: 0 };
-    if (!(start.epoch >= 0 && start.index >= 0 && start.index <= source.length)) throw new Error(`invalid start position ${JSON.stringify(start)}`);
+    let start = opts.start ?? { epoch: 0, index: 0 };
+    if (!(Number.isSafeInteger(start.epoch) && start.epoch >= 0 && Number.isSafeInteger(start.index) && start.index >= 0)) {
+      throw new Error(`invalid start position ${JSON.stringify(start)}`);
+    }
+    if (start.index > source.length) {
+      // a checkpoint of this run on more rows (continued, as asked, on fewer): that epoch's rest is empty here, as
+      // accelerate's skip_first_batches would find it, so the next epoch begins
+      this.warn(`the saved data position (epoch ${start.epoch}, row ${start.index}) is past the ${source.length} rows of this dataset: continuing at the start of epoch ${start.epoch + 1}`);
+      start = { epoch: start.epoch + 1, index: 0 };
+    }
     this.consumed = { ...start };
     this.planned = { ...start };
     this.wholeEpoch = start.index === 0;

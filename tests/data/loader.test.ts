@@ -62,6 +62,18 @@ test("shuffling is seeded; resuming from a stored position gives the same batche
     assert.deepEqual(rest.map((b) => b.texts), all.slice(k).map((b) => b.texts));
     assert.deepEqual(rest[0]!.pixelValues, all[k]!.pixelValues);
   }
+  // a position saved on more rows than this dataset has (a checkpoint continued on fewer rows, as asked): that
+  // epoch's rest is empty, the next epoch begins, with one warning (it was "invalid start position")
+  const fewer = await createDataset({ synthetic: { count: 4, seed: 2 }, resolution: 8 });
+  const warnings: string[] = [];
+  const past = fewer.loader({ batchSize: 3, seed: 9, start: { epoch: 2, index: 7 }, warn: (m) => warnings.push(m) });
+  const first = (await take(past, 1))[0]!;
+  await past.close();
+  const fresh = fewer.loader({ batchSize: 3, seed: 9, start: { epoch: 3, index: 0 } });
+  assert.deepEqual(first.indices, (await take(fresh, 1))[0]!.indices, "epoch 3's first batch");
+  await fresh.close();
+  assert.deepEqual(warnings, ["the saved data position (epoch 2, row 7) is past the 4 rows of this dataset: continuing at the start of epoch 3"]);
+  assert.throws(() => fewer.loader({ batchSize: 3, start: { epoch: -1, index: 0 } }), /invalid start position/);
 });
 
 test("proportion_empty_prompts: about that share dropped, redrawn each time a row is used", async () => {
