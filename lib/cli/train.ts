@@ -6,6 +6,7 @@ import { NonFiniteLossError } from "../training/trainer.js";
 import { HubError } from "../io/hub.js";
 import { DistributedError, LAUNCHER_PIPE } from "../training/distributed.js";
 import { describeError } from "../io/describe-error.js";
+import { InputError } from "../io/input-error.js";
 
 function formatEta(seconds: number): string {
   if (!Number.isFinite(seconds)) return "?";
@@ -99,7 +100,8 @@ export async function main(argv: string[]): Promise<number> {
     const what = e instanceof HubError ? `could not fetch from the hub (${e.repo}): ${e.message}` : describeError(e);
     process.stderr.write(`\ntrain_controlnet: ${what}\n`);
     if (process.env.CONTROLNET_TS_DEBUG) process.stderr.write(`${(e as Error)?.stack ?? e}\n`);
-    else process.stderr.write("(set CONTROLNET_TS_DEBUG=1 to see where it happened)\n");
+    // an InputError's message is the whole story (what was asked, what to do); where it happened matters for others
+    else if (!(e instanceof InputError)) process.stderr.write("(set CONTROLNET_TS_DEBUG=1 to see where it happened)\n");
     return 1;
   } finally {
     process.off("SIGINT", onSignal);

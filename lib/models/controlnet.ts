@@ -18,6 +18,32 @@ export interface ControlNetConfig extends UNetEncoderConfig {
   global_pool_conditions: boolean;
 }
 
+/**
+ * Why a ControlNet of config `cn` cannot steer a UNet of config `unet` under a VAE of `vaeScaleFactor`, or null: its
+ * residuals are added to that UNet's skip connections (same channels, blocks and layers), it reads the same latents
+ * and text embeddings, and its conditioning embedding must bring the control image down to the latent grid. One line
+ * per difference, "field X there, Y in the base" (a ControlNet of another base failed inside TensorFlow with
+ * "Incompatible shapes").
+ */
+export function controlnetMismatch(cn: ControlNetConfig, unet: UNetEncoderConfig, vaeScaleFactor: number): string | null {
+  const perBlock = (v: number | number[], n: number) => (Array.isArray(v) ? v : Array<number>(n).fill(v));
+  const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+  const diffs: string[] = [];
+  const field = (name: string, mine: unknown, theirs: unknown) => {
+    if (!same(mine, theirs)) diffs.push(`${name} ${JSON.stringify(mine)} in the ControlNet, ${JSON.stringify(theirs)} in the base's UNet`);
+  };
+  field("in_channels", cn.in_channels, unet.in_channels);
+  field("block_out_channels", cn.block_out_channels, unet.block_out_channels);
+  field("down blocks", cn.down_block_types.length, unet.down_block_types.length);
+  field("layers_per_block", perBlock(cn.layers_per_block, cn.block_out_channels.length), perBlock(unet.layers_per_block, unet.block_out_channels.length));
+  field("cross_attention_dim", perBlock(cn.cross_attention_dim, cn.block_out_channels.length), perBlock(unet.cross_attention_dim, unet.block_out_channels.length));
+  const stages = cn.conditioning_embedding_out_channels.length - 1;
+  if (2 ** stages !== vaeScaleFactor) {
+    diffs.push(`conditioning_embedding_out_channels downsamples the control image ×${2 ** stages} (${stages + 1} entries), the base's VAE ×${vaeScaleFactor}`);
+  }
+  return diffs.length ? diffs.join("; ") : null;
+}
+
 export const CONTROLNET_DEFAULTS: ControlNetConfig = {
   in_channels: 4,
   conditioning_channels: 3,

@@ -9,7 +9,8 @@ import fs from "node:fs";
 import path from "node:path";
 import { loadPipelineFolder } from "../io/diffusers.js";
 import { resolveModel } from "../io/hub.js";
-import { UNet2DConditionModel, ControlNetModel, AutoencoderKL, CLIPTextModel } from "../models/index.js";
+import { UNet2DConditionModel, ControlNetModel, AutoencoderKL, CLIPTextModel, controlnetMismatch } from "../models/index.js";
+import { InputError } from "../io/input-error.js";
 import { CLIPTokenizer } from "../models/clip/tokenizer.js";
 import { loadScheduler, type JsonConfig, type SchedulerName } from "../schedulers/index.js";
 import { StableDiffusionControlNetPipeline } from "./pipeline.js";
@@ -62,6 +63,13 @@ export async function loadControlNetPipeline(
   for (const d of cnDirs) controlnets.push(ControlNetModel.fromPretrained(controlnetFolder(await resolve(d)), { variant: opts.variant, trainable: false }));
   const unet = UNet2DConditionModel.fromPretrained(component("unet"), { variant: opts.variant, trainable: false });
   const vae = AutoencoderKL.fromPretrained(component("vae"), { variant: opts.variant, trainable: false });
+  controlnets.forEach((cn, i) => {
+    const mismatch = controlnetMismatch(cn.config, unet.config, vae.scaleFactor);
+    if (mismatch) {
+      for (const m of [...controlnets, unet, vae]) m.dispose();
+      throw new InputError(`the ControlNet ${cnDirs[i]} was made for another base than ${baseDir}: ${mismatch}. Nothing was generated`);
+    }
+  });
   const scheduler = loadScheduler(component("scheduler"), opts.scheduler ?? "unipc", opts.schedulerOverrides ?? {});
   let textEncoder: CLIPTextModel | undefined;
   let tokenizer: TokenizerLike | undefined;

@@ -6,7 +6,8 @@ import fs from "node:fs";
 import path from "node:path";
 import { loadPipelineFolder } from "../io/diffusers.js";
 import { resolveModel, type HubOptions } from "../io/hub.js";
-import { UNet2DConditionModel, AutoencoderKL, CLIPTextModel, ControlNetModel } from "../models/index.js";
+import { UNet2DConditionModel, AutoencoderKL, CLIPTextModel, ControlNetModel, controlnetMismatch } from "../models/index.js";
+import { InputError } from "../io/input-error.js";
 import { CLIPTokenizer } from "../models/clip/tokenizer.js";
 import { loadScheduler } from "../schedulers/index.js";
 import type { NoiseSchedule } from "./step.js";
@@ -64,7 +65,13 @@ export async function loadOrCreateControlNet(base: BaseModel, pretrained?: strin
   if (pretrained) {
     const dir = fs.existsSync(pretrained) ? pretrained : await resolveModel(pretrained, opts);
     const folder = fs.existsSync(path.join(dir, "config.json")) ? dir : path.join(dir, "controlnet");
-    return ControlNetModel.fromPretrained(folder, { trainable: true });
+    const cn = ControlNetModel.fromPretrained(folder, { trainable: true });
+    const mismatch = controlnetMismatch(cn.config, base.unet.config, 2 ** (base.vae.config.block_out_channels.length - 1));
+    if (mismatch) {
+      cn.dispose();
+      throw new InputError(`the ControlNet ${folder} was made for another base than ${base.dir}: ${mismatch}. Nothing was trained`);
+    }
+    return cn;
   }
   // The conditioning embedding must downsample the control image exactly as the VAE downsamples pixels to latents.
   // diffusers' default (16, 32, 96, 256) is right for SD's factor 8; smaller bases get its first log2(f)+1 entries.

@@ -31,6 +31,12 @@ test("#9: output_dir is a file, a missing resume checkpoint: one line each, no s
   // with the debug variable, the stack is there
   const r3 = cli([`--pretrained_model_name_or_path=${sd}`, `--output_dir=${path.join(dir, "out")}`, ...tiny, "--resume_from_checkpoint=checkpoint-7"], { CONTROLNET_TS_DEBUG: "1" });
   assert.match(r3.stderr, /^\s+at /m);
+  // an error in what was asked (an InputError: here a ControlNet of another base) is the whole story: no debug hint
+  const r4 = cli([`--pretrained_model_name_or_path=${path.join(root, "data/tiny-sd")}`, `--controlnet_model_name_or_path=${path.join(sd, "controlnet")}`,
+    `--output_dir=${path.join(dir, "out4")}`, ...tiny]);
+  assert.equal(r4.status, 1);
+  assert.match(r4.stderr, /\ntrain_controlnet: the ControlNet .* was made for another base than .*tiny-sd: .*Nothing was trained\n$/);
+  assert.ok(!fs.existsSync(path.join(dir, "out4")), "nothing written");
 });
 
 test("#10: a base model the hub cannot give is not reported as a failed push", () => {

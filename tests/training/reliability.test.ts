@@ -185,6 +185,25 @@ test("#6: hostile model and scheduler configs are refused before anything is bui
   assert.throws(() => new CLIPTextModel({ ...textCfg, vocab_size: 5e6, hidden_size: 65_536 }), /CLIPTextModel config describes about .* parameters/);
   assert.doesNotThrow(() => new AutoencoderKL(vaeCfg, { shapeOnly: true }));
   assert.doesNotThrow(() => new CLIPTextModel(textCfg, { shapeOnly: true }));
+
+  // a ControlNet made for another base is refused when it is loaded, naming what differs (it failed at step 1 inside
+  // TensorFlow: "Incompatible shapes: [1,8,8,32] vs. [1,16,16,32]"); the fixture's ControlNet fits the fixture's base
+  const { loadBaseModel, loadOrCreateControlNet } = await import("../../lib/training/base.js");
+  const { loadControlNetPipeline } = await import("../../lib/pipeline/index.js");
+  const tinySd = path.join(root, "data/tiny-sd");
+  const foreign = path.join(sd, "controlnet");
+  const other = await loadBaseModel(tinySd);
+  await assert.rejects(loadOrCreateControlNet(other, foreign), (e: Error) => e.name === "InputError" &&
+    new RegExp(`^the ControlNet ${foreign} was made for another base than .*tiny-sd: layers_per_block \\[2,2\\] in the ControlNet, \\[1,1\\] in the base's UNet; conditioning_embedding_out_channels downsamples the control image ×2 \\(2 entries\\), the base's VAE ×4\\. Nothing was trained$`).test(e.message));
+  await assert.rejects(loadControlNetPipeline(tinySd, foreign, { loadTokenizer: async () => ({ tokenize: () => [] }) as never }), /was made for another base than .*: layers_per_block .*; conditioning_embedding_out_channels .*Nothing was generated$/);
+  assert.ok(await loadOrCreateControlNet(await loadBaseModel(sd), foreign));
+  const { controlnetMismatch, CONTROLNET_DEFAULTS } = await import("../../lib/models/index.js");
+  const base = JSON.parse(fs.readFileSync(path.join(sd, "unet", "config.json"), "utf8"));
+  const cn = { ...CONTROLNET_DEFAULTS, ...JSON.parse(fs.readFileSync(path.join(foreign, "config.json"), "utf8")) };
+  assert.equal(controlnetMismatch(cn, base, 2), null);
+  assert.equal(controlnetMismatch({ ...cn, cross_attention_dim: [32, 32] }, base, 2), null, "a per-block list equal to the base's number");
+  assert.equal(controlnetMismatch({ ...cn, block_out_channels: [32, 96], layers_per_block: 1 }, base, 2),
+    "block_out_channels [32,96] in the ControlNet, [32,64] in the base's UNet; layers_per_block [1,1] in the ControlNet, [2,2] in the base's UNet");
 });
 
 test("#12: a checkpoint with a flipped bit is refused on load, naming the file; ImageGrid refuses a non-base64 image string", async () => {
