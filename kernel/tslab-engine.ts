@@ -262,6 +262,8 @@ export class TslabEngine implements CellEngine {
   private readonly sideOutputs = new Map<string, string>();
   private readonly sideModules = new Map<string, Module>();
   private cells = 0;
+  /** What the kernel last put in `_` (a different value there is the user's own). */
+  private lastResult: unknown = undefined;
   private interruptNow: (e: Error) => void = () => {};
   private abandoned: () => boolean = () => false;
 
@@ -357,7 +359,9 @@ export class TslabEngine implements CellEngine {
     if (lastName) this.exports[lastName] = undefined;
     if (failure) return { status: "error", error: toCellError(failure.e, this.sources) };
     if (value === undefined || value === null) return { status: "ok", hasValue: false };
-    this.exports._ = value; // `_`: the last result, as in IPython and the Node REPL
+    // `_`: the last result, as in IPython and the Node REPL — until a cell assigns `_` itself (lodash's `_`, a
+    // throwaway): then it stays the user's, as both do, until it is set back to undefined (IPython's `del _`)
+    if (this.exports._ === this.lastResult || this.exports._ === undefined) this.exports._ = this.lastResult = value;
     return { status: "ok", hasValue: true, value };
   }
 

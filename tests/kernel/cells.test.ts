@@ -240,6 +240,12 @@ describe("cells as a user writes them", () => {
     assert.equal(shown[1]!["text/markdown"], "# title");
     assert.deepEqual(shown[2], { "text/plain": "raw" });
     assert.equal(resultText((await k.execute("_ + 1")).iopub), "43");
+    // a `_` of the user's own (lodash's) is not overwritten by later results; set back to undefined, `_` is the kernel's
+    assert.equal((await k.execute("let _: any = { chunk: (a: number[], n: number) => [a.slice(0, n), a.slice(n)] }")).reply.content.status, "ok");
+    assert.equal(resultText((await k.execute("7 * 6")).iopub), "42");
+    assert.equal(resultText((await k.execute("_.chunk([1, 2, 3], 2)")).iopub), "[ [ 1, 2 ], [ 3 ] ]");
+    assert.equal(resultText((await k.execute("_ = undefined; 5")).iopub), "5");
+    assert.equal(resultText((await k.execute("_ * 2")).iopub), "10");
     const plain = await k.execute("display([1, 2])");
     assert.equal(ofType(plain.iopub, "display_data")[0]!.data["text/plain"], "[ 1, 2 ]");
   });
