@@ -40,12 +40,21 @@ interface Converted {
 interface TslabConverter {
   convert(prevDecl: string, src: string): Converted;
   inspect(prevDecl: string, src: string, position: number): QuickInfo | undefined;
-  complete(prevDecl: string, src: string, position: number): { start: number; end: number; candidates: string[] };
+  complete(prevDecl: string, src: string, position: number): { start: number; end: number; candidates: string[]; original?: CompletionInfo };
   addModule(name: string, content: string, meta?: CodeMetadata): Diagnostic[];
   close(): void;
 }
 interface TslabConverterModule {
   createConverter(options?: { isJS?: boolean; isBrowser?: boolean }): TslabConverter;
+}
+interface TextSpan {
+  start: number;
+  length: number;
+}
+/** The part of TypeScript's CompletionInfo that says what a completion replaces. */
+interface CompletionInfo {
+  optionalReplacementSpan?: TextSpan;
+  entries?: { replacementSpan?: TextSpan }[];
 }
 interface CodeMetadata {
   mode?: "node" | "browser";
@@ -67,6 +76,7 @@ interface TsSys {
   readFile(p: string, encoding?: string): string | undefined;
   directoryExists(p: string): boolean;
   getDirectories(p: string): string[];
+  newLine: string;
 }
 type CellTs = typeof TS & { version: string; sys: TsSys };
 
@@ -233,6 +243,9 @@ export interface TslabEngineOptions {
   /** Names every cell sees (the kernel's `display`, `html`, `md`), with their TypeScript declarations. */
   globals?: { values: Record<string, unknown>; declarations: string };
 }
+
+/** What tslab's converter puts before a cell in the file it compiles (its `srcPrefix`: the cell is a module). */
+const TSLAB_SOURCE_PREFIX = (ts: CellTs): string => "export {};" + ts.sys.newLine;
 
 /** The name under which a cell's wrapper finds its `exports` and `require` (tslab used `__tslab__`). */
 const CELL_GLOBAL = "__controlnet_ts_cell__";
@@ -405,6 +418,13 @@ export class TslabEngine implements CellEngine {
 
   complete(code: string, cursor: number): Completion {
     const info = this.converter(this.getCodeMetadata(code)).complete(this.prevDecl, code, cursor);
+    // tslab replaces only an identifier before the cursor; inside a string (a module name: 'node:f') TypeScript names
+    // the span its completions replace, in the coordinates of tslab's file (the cell after tslab's `export {};` line)
+    const span = info.original?.entries?.find((e) => e.replacementSpan)?.replacementSpan ?? info.original?.optionalReplacementSpan;
+    if (span) {
+      const start = span.start - TSLAB_SOURCE_PREFIX(this.ts).length;
+      if (start <= cursor && cursor <= start + span.length) return { matches: info.candidates, start, end: start + span.length };
+    }
     return { matches: info.candidates, start: info.start, end: info.end };
   }
 

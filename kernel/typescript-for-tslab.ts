@@ -157,10 +157,31 @@ function withTslabHelpers(ts: Ts): Ts {
     return t.sortAndDeduplicateDiagnostics(out);
   }
 
+  const hostOf = (program: TS.Program): TS.LanguageServiceHost => ({
+    getCompilationSettings: () => program.getCompilerOptions(),
+    getCurrentDirectory: () => program.getCurrentDirectory(),
+    getScriptFileNames: () => [...program.getRootFileNames()],
+    getScriptVersion: () => "0",
+    getScriptSnapshot: (f) => {
+      const sf = program.getSourceFile(f);
+      return sf ? ts.ScriptSnapshot.fromString(sf.text) : undefined;
+    },
+    getDefaultLibFileName: (o) => ts.getDefaultLibFilePath(o),
+    useCaseSensitiveFileNames: () => ts.sys.useCaseSensitiveFileNames,
+    fileExists: (f) => ts.sys.fileExists(f),
+    readFile: (f, e) => ts.sys.readFile(f, e),
+    readDirectory: (...a) => ts.sys.readDirectory(...a),
+    directoryExists: (d) => ts.sys.directoryExists(d),
+    getDirectories: (d) => ts.sys.getDirectories(d),
+  });
+
   const Completions = {
     ...t.Completions,
-    // the fork's wrapper of the internal getCompletionsAtPosition (no format context)
-    getCompletionsAtPositionForTslab: (...args: unknown[]) => t.Completions.getCompletionsAtPosition(...args.slice(0, 9), undefined),
+    // the fork's wrapper of the internal getCompletionsAtPosition (no format context). tslab passes `{}` as the
+    // language-service host; completions inside `import { … } from "m"` and of module names ask it for the compiler
+    // settings and the file system (`host.getCompilationSettings is not a function`), so the program's stand in.
+    getCompletionsAtPositionForTslab: (host: object, program: TS.Program, ...rest: unknown[]) =>
+      t.Completions.getCompletionsAtPosition({ ...hostOf(program), ...host }, program, ...rest.slice(0, 7), undefined),
   };
 
   return {

@@ -307,6 +307,19 @@ describe("kernel", () => {
     assert.equal(ce.cursor_start, [...emoji].length - 3);
     assert.ok(ce.matches.includes("length"));
 
+    // inside `import { … } from "m"` and inside a module name
+    const complete = async (code: string, at = code.length) => (await k.reply(k.send("shell", "complete_request", { code, cursor_pos: at }))).content as Record<string, any>;
+    const named = await complete("import { rea } from 'fs'", "import { rea".length);
+    assert.ok(named.matches.includes("readFileSync"), JSON.stringify(named));
+    assert.equal(named.cursor_start, "import { ".length);
+    for (const [code, want] of [["import * as q from 'node:f", "node:fs"], ["const r = require('node:pa", "node:path"]] as const) {
+      const c = await complete(code);
+      assert.ok(c.matches.includes(want), `${code}: ${JSON.stringify(c)}`);
+      // the replacement covers what was typed of the name: accepting it gives 'node:fs', not 'node:fnode:fs'
+      const accepted = code.slice(0, c.cursor_start) + want + code.slice(c.cursor_end);
+      assert.ok(accepted.endsWith(`'${want}`), `${code} → ${accepted}`);
+    }
+
     const i = (await k.reply(k.send("shell", "inspect_request", { code: "Math.max", cursor_pos: 7, detail_level: 0 }))).content as Record<string, any>;
     assert.equal(i.found, true);
     assert.match(i.data["text/plain"], /max\(\.\.\.values: number\[\]\): number/);
