@@ -132,7 +132,7 @@ export const TRAIN_ARG_SPECS: readonly ArgSpec[] = [
   s("hub_model_id", null, "The name of the repository to keep in sync with the local `output_dir`."),
   s("logging_dir", "logs", "TensorBoard log directory, under output_dir."),
   b("allow_tf32", "Whether or not to allow TF32 on Ampere GPUs (the native GPU engine; others compute plain float32)."),
-  s("report_to", "tensorboard", 'The integration to report the results and logs to. Supported platforms are `"tensorboard"` (default), `"wandb"` and `"comet_ml"`. Use `"all"` to report to all integrations.'),
+  s("report_to", "tensorboard", 'The integration to report the results and logs to. The script\'s choices are accepted (`"tensorboard"` (default), `"wandb"`, `"comet_ml"`, `"all"`, …); controlnet-ts logs to TensorBoard (and train_log.jsonl) only, and says so for the others.'),
   s("mixed_precision", null, "Whether to use mixed precision. Choose between fp16 and bf16 (bfloat16). (TensorFlow.js computes in float32 only: accepted with a warning.)", { choices: ["no", "fp16", "bf16"] }),
   b("enable_xformers_memory_efficient_attention", "Whether or not to use memory-efficient attention (xformers in the original; our chunked attention here)."),
   b("set_grads_to_none", "Save more memory by freeing gradients as soon as they are applied instead of keeping them."),

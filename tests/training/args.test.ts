@@ -143,6 +143,9 @@ test("help, notebook construction and argv round trip (the token never echoed)",
   // argparse's -h, --help is the first option, and the text ends with a newline as argparse's print_help
   assert.match(text, /\noptions:\n {2}-h, --help\n {6}show this help message and exit\n {2}--pretrained_model_name_or_path /);
   assert.match(text, /[^\n]\n$/);
+  // the help says what --report_to does here, not the script's "Supported platforms are … wandb and comet_ml"
+  assert.doesNotMatch(text, /Supported platforms/);
+  assert.match(text, /--report_to REPORT_TO\n.*logs to TensorBoard \(and train_log\.jsonl\) only, and says so for the others/);
   const m = makeTrainArgs({ pretrained_model_name_or_path: "m", train_data_dir: "d", resolution: 64, hub_token: "hf_secret" });
   assert.equal(m.args.resolution, 64);
   assert.equal(m.args.learning_rate, 5e-6);
