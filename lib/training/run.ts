@@ -24,7 +24,7 @@ import { planRun, PlanRefusedError, PLANNED_ATTENTION_CHUNK, XFORMERS_ATTENTION_
 import { checkValidationImages, runValidation, type ValidationResult } from "./validation.js";
 import { generationFloorBytes } from "../pipeline/memory.js";
 import { suddenConvergenceStep, type ConvergencePoint } from "../eval/fidelity.js";
-import { dataParallelFromEnv, processEnv } from "./distributed.js";
+import { dataParallelFromEnv, processEnv, type ProcessEnv } from "./distributed.js";
 import { resolveSeed } from "./seed.js";
 
 export interface RunHooks {
@@ -84,6 +84,7 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
   }
   const engine = await initEngine({ allowTf32: args.allow_tf32 });
   log(describeEngine(engine));
+  log(loggerInfo(acceleratorState(engine.backend, processEnv())));
   // --revision is the base model's (the script passes it to the base's components only)
   const hub = { cacheDir: args.cache_dir ?? undefined };
   const base = await loadBaseModel(args.pretrained_model_name_or_path, { ...hub, revision: args.revision ?? undefined, variant: args.variant ?? undefined, tokenizerName: args.tokenizer_name });
@@ -173,6 +174,27 @@ export function loggerInfo(message: string, now = new Date()): string {
   const p = (n: number) => String(n).padStart(2, "0");
   const time = `${p(now.getMonth() + 1)}/${p(now.getDate())}/${now.getFullYear()} ${p(now.getHours())}:${p(now.getMinutes())}:${p(now.getSeconds())}`;
   return `${time} - INFO - __main__ - ${message}`;
+}
+
+/**
+ * The script's first line, `logger.info(accelerator.state)`: accelerate's AcceleratorState as it prints it (multi-line,
+ * ending in a blank line). The mixed precision is what runs — "no": TensorFlow.js computes in float32 (the
+ * --mixed_precision warning says so) — and several processes are TensorFlow's collective ops, not torch's backend.
+ */
+export function acceleratorState(backend: string, pe: ProcessEnv | null): string {
+  const gpu = backend === "node-gpu";
+  const many = pe !== null && pe.worldSize > 1;
+  const kind = many ? (gpu ? "MULTI_GPU" : "MULTI_CPU") : "NO";
+  return [
+    `Distributed environment: ${kind}${many ? "  Backend: TensorFlow collective ops (gRPC)" : ""}`,
+    `Num processes: ${pe?.worldSize ?? 1}`,
+    `Process index: ${pe?.rank ?? 0}`,
+    `Local process index: ${pe?.localRank ?? 0}`,
+    `Device: ${gpu ? "cuda:0" : "cpu"}`,
+    "",
+    "Mixed precision type: no",
+    "",
+  ].join("\n");
 }
 
 /** The script's "***** Running training *****" block. */

@@ -78,6 +78,8 @@ test("the seed's 8 GB command: final validation after the last step → images i
   // …with the script's logger format: "12/04/2026 23:31:20 - INFO - __main__ - ***** Running training *****"
   assert.match(r.stdout, /^\d\d\/\d\d\/\d{4} \d\d:\d\d:\d\d - INFO - __main__ - \*\*\*\*\* Running training \*\*\*\*\*$/m);
   assert.match(r.stdout, /^\d\d\/\d\d\/\d{4} \d\d:\d\d:\d\d - INFO - __main__ - Initializing controlnet weights from unet$/m);
+  // the script's first line, logger.info(accelerator.state), before the models load; fp16 asked, float32 computed
+  assert.match(r.stdout, /^\d\d\/\d\d\/\d{4} \d\d:\d\d:\d\d - INFO - __main__ - Distributed environment: NO\nNum processes: 1\nProcess index: 0\nLocal process index: 0\nDevice: cpu\n\nMixed precision type: no\n\n.* - Initializing controlnet/ms);
   // validation images in output_dir, at the last step
   for (const i of [0, 1]) assert.ok(fs.existsSync(path.join(out, "validation", `step-2-final-pair-${i}-sample-0.png`)));
   // TensorBoard: <logging_dir>/<tracker_project_name>, nothing under output_dir/logs

@@ -93,3 +93,10 @@ test("a validation image that cannot be read is refused by the launcher once, be
   assert.ok(!fs.existsSync(path.join(dir, "out")), "no process started (none made output_dir)");
   fs.rmSync(dir, { recursive: true });
 });
+
+test("each process's accelerator.state line says how many processes run, which one it is, and on what", async () => {
+  const { acceleratorState } = await import("../../lib/training/run.js");
+  assert.equal(acceleratorState("node", { rank: 1, worldSize: 2, localRank: 1, addresses: [] }),
+    "Distributed environment: MULTI_CPU  Backend: TensorFlow collective ops (gRPC)\nNum processes: 2\nProcess index: 1\nLocal process index: 1\nDevice: cpu\n\nMixed precision type: no\n");
+  assert.match(acceleratorState("node-gpu", null), /^Distributed environment: NO\nNum processes: 1\n.*Device: cuda:0\n/s);
+});
