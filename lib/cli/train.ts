@@ -88,7 +88,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (e instanceof HubUploadError) {
       // the push comes after the final save: say that nothing is lost (HubError messages never hold the token)
-      process.stderr.write(`\n--push_to_hub failed: ${e.message}\nThe trained ControlNet is saved in ${parsed.args.output_dir}; upload that folder again (huggingface-cli upload, or the pushToHub() cell) once the hub problem is fixed.\n`);
+      process.stderr.write(`\n--push_to_hub failed: ${e.message}\nThe trained ControlNet is saved in ${parsed.args.output_dir}; once the hub problem is fixed, push what this run would have pushed (not its checkpoints, logs or validation rounds) with:\n  ${e.retry}\n`);
       return 1;
     }
     if (e instanceof ArgsError) {

@@ -173,7 +173,7 @@ export function parseRepoId(id: string, repoType: HubRepoType = "model"): HubRep
   if (/^(\/|\.{1,2}\/|~)/.test(id) || id.includes("\\")) throw new InputError(`"${id}" is not an existing local folder (and a hub repo id is org/name)`);
   const parts = name.split("/");
   if (parts.length < 1 || parts.length > 2 || !parts.every((p) => NAME_PART.test(p) && !p.includes("--") && !p.includes("..") && p.length <= 96)) {
-    throw new InputError(`"${id}" is not a hub repo id (expected org/name${type === "dataset" ? "" : " or datasets/org/name"})`);
+    throw new InputError(`"${id}" is not a hub repo id (expected org/name${type === "dataset" ? " or datasets/org/name" : ""})`);
   }
   return { type, name, label: type === "dataset" ? `datasets/${name}` : name };
 }
@@ -533,7 +533,7 @@ export async function resolveModel(nameOrPath: string, opts: ResolveModelOptions
   return path.join(snapshot, prefix);
 }
 
-const LOGIN_HINT = "log in with `hf auth login` (or `huggingface-cli login`), set HF_TOKEN, or pass the token";
+const LOGIN_HINT = "log in with `hf auth login` (or `huggingface-cli login`), set HF_TOKEN, or pass a token (--hub_token on the command line, `token` in code)";
 
 export interface CreateRepoOptions {
   token?: string;
@@ -570,7 +570,7 @@ export async function createRepo(repo: string, opts: CreateRepoOptions = {}): Pr
       throw new HubError(`The token may not create hub ${r.type} repo ${r.label} (HTTP 403): use a namespace the token's user belongs to, or a token with write access.`, r.label, { status: 403 });
     }
     if (e instanceof hub.HubApiError && e.statusCode === 401) {
-      throw new HubError(`The hub rejected the token (HTTP 401) while creating ${r.type} repo ${r.label}: ${LOGIN_HINT} with a valid write token.`, r.label, { status: 401 });
+      throw new HubError(`The hub rejected the token (HTTP 401) while creating ${r.type} repo ${r.label}; use a valid token with write access: ${LOGIN_HINT}.`, r.label, { status: 401 });
     }
     throw explain(e, { repo: r, revision: "main", token, hubUrl });
   }

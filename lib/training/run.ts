@@ -332,13 +332,24 @@ export function saveFinal(s: TrainingSession): void {
  * its own) to the repo created at the start. */
 export async function pushToHub(s: TrainingSession, repoId: string, opts: { hubUrl?: string } = {}): Promise<string> {
   const a = s.args;
-  const logs = path.relative(path.resolve(a.output_dir), path.resolve(resolveLoggingDir(a.output_dir, a.logging_dir)));
-  const ignoreLogs = logs && !logs.startsWith("..") && !path.isAbsolute(logs) ? [`${logs.split(path.sep).join("/")}/**`] : [];
   const { url } = await uploadFolder(repoId, a.output_dir, {
-    token: a.hub_token ?? undefined, hubUrl: opts.hubUrl, ignorePatterns: [...RUN_FOLDER_PUSH_IGNORE, ...ignoreLogs],
+    token: a.hub_token ?? undefined, hubUrl: opts.hubUrl, ignorePatterns: pushIgnorePatterns(a),
     commitMessage: "End of training", createRepo: false,
   });
   return url;
+}
+
+/** What the push leaves out of output_dir: RUN_FOLDER_PUSH_IGNORE, and the logging folder where it lies inside. */
+function pushIgnorePatterns(a: TrainArgs): string[] {
+  const logs = path.relative(path.resolve(a.output_dir), path.resolve(resolveLoggingDir(a.output_dir, a.logging_dir)));
+  const ignoreLogs = logs && !logs.startsWith("..") && !path.isAbsolute(logs) ? [`${logs.split(path.sep).join("/")}/**`] : [];
+  return [...RUN_FOLDER_PUSH_IGNORE, ...ignoreLogs];
+}
+
+/** The huggingface_hub command that pushes what the run would have pushed (for a push that failed). */
+export function uploadCommand(repoId: string, a: TrainArgs): string {
+  const q = (s: string) => `'${s.replace(/'/g, "'\\''")}'`;
+  return `hf upload ${q(repoId)} ${q(a.output_dir)} . --exclude ${pushIgnorePatterns(a).map(q).join(" ")}`;
 }
 
 /** --push_to_hub could not create (or reach) the hub repo at the start: nothing was trained or written. */
@@ -352,7 +363,8 @@ export class HubRepoError extends Error {
 /** --push_to_hub's upload at the end failed: the trained ControlNet is saved in output_dir. */
 export class HubUploadError extends Error {
   override name = "HubUploadError";
-  constructor(override readonly cause: HubError) {
+  /** `retry`: the command that pushes the same files once the hub problem is fixed (uploadCommand). */
+  constructor(override readonly cause: HubError, readonly retry: string) {
     super(cause.message);
   }
 }
@@ -466,7 +478,7 @@ export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Pr
       try {
         log(`Pushed to ${await pushToHub(s, repoId)}`);
       } catch (e) {
-        throw e instanceof HubError ? new HubUploadError(e) : e;
+        throw e instanceof HubError ? new HubUploadError(e, uploadCommand(repoId, args)) : e;
       }
     }
     if (validationFailure) {
