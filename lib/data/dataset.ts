@@ -16,7 +16,7 @@ import { WorkerDataLoader } from "./worker-loader.js";
 import { numpyPermutation } from "./numpy-rng.js";
 import { SyntheticFill50k, type SyntheticOptions } from "./synthetic.js";
 import { openLocalTable } from "./sources/local.js";
-import { SubsetSource, TableSource } from "./sources/table.js";
+import { resolveColumns, SubsetSource, TableSource } from "./sources/table.js";
 import { checkResolution, resizeCenterCrop } from "./transforms.js";
 import { isRawImage, type ColumnOptions, type DataSource, type DatasetRow, type RawImage } from "./types.js";
 import type { HubOptions } from "../io/hub.js";
@@ -203,7 +203,14 @@ export async function createDataset(options: AnyOptions, opts: { fingerprint?: b
     source = new TableSource(await openLocalTable(o.arrow), cols);
   } else if (o.synthetic) {
     const s = o.synthetic === true ? {} : o.synthetic;
-    source = new SyntheticFill50k({ resolution, seed, ...s });
+    const synthetic = new SyntheticFill50k({ resolution, seed, ...s });
+    // the column flags name fill50k's columns as for any dataset (a wrong name was silently ignored)
+    const used = resolveColumns(synthetic, cols);
+    if (used.image !== "image" || used.conditioning_image !== "conditioning_image" || used.caption !== "text") {
+      throw new Error(`the synthetic fill50k's columns are image, conditioning_image and text as they are; --image_column ${used.image}, ` +
+        `--conditioning_image_column ${used.conditioning_image}, --caption_column ${used.caption} would map them otherwise`);
+    }
+    source = synthetic;
   } else {
     throw new Error("You must specify either a dataset name from the hub or a train data directory (dataset_name, train_data_dir, arrow or synthetic).");
   }

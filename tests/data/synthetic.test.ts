@@ -135,3 +135,13 @@ test("validation images in data/ are up to date with the generator", async () =>
   assert.deepEqual(await staleValidationImages(dir), [path.join(dir, "conditioning_image_2.png"), path.join(dir, "conditioning_image_2_32px.png")]);
   fs.rmSync(dir, { recursive: true });
 });
+
+test("column flags name the synthetic fill50k's columns as any dataset's: a wrong name is refused, not ignored", async () => {
+  const { createDataset } = await import("../../lib/data/index.js");
+  await assert.rejects(createDataset({ synthetic: { count: 4 }, resolution: 16, caption_column: "foo" }),
+    /`--caption_column` value 'foo' is not a column of the dataset; its columns are: image, conditioning_image, text/);
+  await assert.rejects(createDataset({ synthetic: { count: 4 }, resolution: 16, image_column: "conditioning_image", conditioning_image_column: "image" }),
+    /synthetic fill50k's columns are image, conditioning_image and text as they are/);
+  const ds = await createDataset({ synthetic: { count: 4 }, resolution: 16, image_column: "image", caption_column: "text" });
+  assert.equal(ds.length, 4);
+});
