@@ -470,7 +470,15 @@ export async function validate(o: { base: BaseModel; controlnet: ControlNetModel
   const cell = o.title === "inference" ? "infer" : "validate";
   assertUsable(o.controlnet, cell);
   validationPairs(cell, o.images, o.prompts);
-  await checkValidationImages(o.images); // a missing or unreadable image: one line naming it
+  // the sampling numbers, named as the cell names them (a NaN guidance scale sampled noise without a word)
+  for (const [k, v] of [["guidanceScale", o.guidanceScale], ["conditioningScale", o.conditioningScale]] as const) {
+    if (v !== undefined && !Number.isFinite(v)) throw new ArgsError(`${cell}: ${k} must be a finite number, got ${v}`);
+  }
+  for (const [k, v] of [["steps", o.steps], ["numImages", o.numImages], ["seed", o.seed]] as const) {
+    if (v !== undefined && !(Number.isSafeInteger(v) && v >= (k === "seed" ? 0 : 1))) throw new ArgsError(`${cell}: ${k} must be an integer >= ${k === "seed" ? 0 : 1}, got ${v}`);
+  }
+  // a missing or unreadable image: one line naming it
+  await checkValidationImages(o.images, { label: cell === "infer" ? "infer: conditioning image" : "validate: image", outcome: "nothing was generated" });
   // the step of this ControlNet's training, when this session trains it (not 0 for a model trained 800 steps)
   const step = o.step ?? stepsOf(o.controlnet);
   const run = () => runValidation(o.base, o.controlnet, {

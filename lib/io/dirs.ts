@@ -6,13 +6,16 @@
  */
 import fs from "node:fs";
 import path from "node:path";
+import { InputError } from "./input-error.js";
 
 export function makeDirs(dir: string): void {
   const missing: string[] = [];
   let d = path.resolve(dir);
   for (let up = path.dirname(d); !fs.existsSync(d) && up !== d; d = up, up = path.dirname(d)) missing.push(d);
-  if (!missing.length && !fs.statSync(d).isDirectory()) {
-    throw Object.assign(new Error(`EEXIST: file already exists, mkdir '${dir}'`), { code: "EEXIST", path: dir });
+  // a file where the folder (or one above it) should be: one line naming it, with the code and path Node would give
+  if (!fs.statSync(d).isDirectory()) {
+    if (!missing.length) throw Object.assign(new InputError(`${dir} is a file, not a folder`), { code: "EEXIST", path: dir, syscall: "mkdir" });
+    throw Object.assign(new InputError(`cannot make the folder ${dir}: ${d} is a file`), { code: "ENOTDIR", path: d, syscall: "mkdir" });
   }
   for (const m of missing.reverse()) {
     try {

@@ -65,7 +65,10 @@ export function pairValidation(images: string[], prompts: string[]): [string, st
  * Reads and decodes every validation image before training starts, so a missing, empty or undecodable file is refused
  * up front (one line naming the file) instead of at the first validation, after the steps it would cost.
  */
-export async function checkValidationImages(images: readonly string[]): Promise<{ image: string; width: number; height: number }[]> {
+export async function checkValidationImages(images: readonly string[], o: { label?: string; outcome?: string } = {}): Promise<{ image: string; width: number; height: number }[]> {
+  // the image as the caller calls it and what its refusal means (a cell's infer() trains nothing: it generates nothing)
+  const label = o.label ?? "validation image";
+  const outcome = o.outcome ?? "nothing was trained";
   const sizes: { image: string; width: number; height: number }[] = [];
   for (const image of new Set(images)) {
     let bytes: Buffer;
@@ -73,14 +76,14 @@ export async function checkValidationImages(images: readonly string[]): Promise<
       bytes = fs.readFileSync(image);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      throw new InputError(`validation image ${image} cannot be read (${code === "ENOENT" ? "no such file" : code === "EISDIR" ? "a folder" : (e as Error).message}); nothing was trained`);
+      throw new InputError(`${label} ${image} cannot be read (${code === "ENOENT" ? "no such file" : code === "EISDIR" ? "a folder" : (e as Error).message}); ${outcome}`);
     }
-    if (bytes.length === 0) throw new InputError(`validation image ${image} is empty (0 bytes); nothing was trained`);
+    if (bytes.length === 0) throw new InputError(`${label} ${image} is empty (0 bytes); ${outcome}`);
     try {
       const { width, height } = await decodeRgb(new Uint8Array(bytes));
       sizes.push({ image, width, height });
     } catch (e) {
-      throw new InputError(`validation image ${image} is not a readable image (${(e as Error).message.split("\n")[0]}); nothing was trained`);
+      throw new InputError(`${label} ${image} is not a readable image (${(e as Error).message.split("\n")[0]}); ${outcome}`);
     }
   }
   return sizes;

@@ -292,12 +292,12 @@ test("dataset grid: one row per sample with its prompt; dashboard: the planner's
     assert.deepEqual(fid?.x, [2], JSON.stringify(plots.at(-1)!.data.map((t) => t.name)));
     const meter = fake.calls.map((c) => String(c.bundle["text/plain"] ?? "")).filter((t) => t.startsWith("memory")).at(-1)!;
     assert.match(meter, /peak \(predicted\) \d[\d.]* [KMG]iB/, meter);
-    // the measured peak is the steps' (activations, gradients), well above what stays allocated between steps
+    // the measured peak is the steps' (activations, gradients: ~46 MiB here), well above what stays allocated between them
     const mib = (label: string) => {
       const m = new RegExp(`${label} (\\d[\\d.]*) ([KMG])iB`).exec(meter)!;
       return Number(m[1]) * { K: 1 / 1024, M: 1, G: 1024 }[m[2] as "K" | "M" | "G"];
     };
-    assert.ok(mib("peak \\(measured\\)") > 1.5 * mib("live tensors"), meter);
+    assert.ok(mib("peak \\(measured\\)") - mib("live tensors") > 20, meter);
   } finally {
     fake.uninstall();
     await cn.resetTraining();
@@ -375,7 +375,10 @@ test("cells refuse what cannot work in one line, before doing anything: save() i
       validation: { images: [cond, cond], prompts: ["a", "b", "c"], every: 1 } }), /^ArgsError: train: validation: number of validation images \(2\) and prompts \(3\) must match/);
     assert.equal(cn.trainedSteps(cn.save(controlnet, path.join(out, "saved"))), 1, "no step was trained by the refused cell");
     await assert.rejects(cn.validate({ base, controlnet, images: [], prompts: [] }), /^ArgsError: validate: give at least one image and one prompt/);
-    await assert.rejects(cn.validate({ base, controlnet, images: [path.join(out, "nope.png")], prompts: ["x"] }), /validation image .*nope\.png cannot be read \(no such file\)/);
+    await assert.rejects(cn.validate({ base, controlnet, images: [path.join(out, "nope.png")], prompts: ["x"] }), /^InputError: validate: image .*nope\.png cannot be read \(no such file\); nothing was generated$/m);
+    await assert.rejects(cn.infer({ base, controlnet, image: path.join(out, "nope.png"), prompt: "x" }), /^InputError: infer: conditioning image .*nope\.png cannot be read \(no such file\); nothing was generated$/m);
+    await assert.rejects(cn.validate({ base, controlnet, images: [cond], prompts: ["x"], guidanceScale: Number.NaN }), /^ArgsError: validate: guidanceScale must be a finite number, got NaN/);
+    await assert.rejects(cn.infer({ base, controlnet, image: cond, prompt: "x", steps: 0 }), /^ArgsError: infer: steps must be an integer >= 1, got 0/);
     await assert.rejects(cn.heldOut({ count: -1, resolution: 32 }), /^ArgsError: heldOut: count must be a positive integer, got -1/);
     await assert.rejects(cn.heldOut({ resolution: 0 }), /^ArgsError: heldOut: resolution must be a positive multiple of 8, got 0/);
   } finally {

@@ -13,8 +13,11 @@ test("makeDirs makes every missing level, accepts an existing folder, refuses a 
   assert.ok(fs.statSync(deep).isDirectory());
   makeDirs(deep);
   fs.writeFileSync(path.join(dir, "f"), "");
-  assert.throws(() => makeDirs(path.join(dir, "f")), (e: NodeJS.ErrnoException) => e.code === "EEXIST");
-  assert.throws(() => makeDirs(path.join(dir, "f", "g")), (e: NodeJS.ErrnoException) => e.code === "ENOTDIR");
+  // one line naming the file (a cell shows the message as it is), with Node's code and path for the command lines
+  assert.throws(() => makeDirs(path.join(dir, "f")), (e: NodeJS.ErrnoException) =>
+    e.code === "EEXIST" && e.path === path.join(dir, "f") && e.message === `${path.join(dir, "f")} is a file, not a folder`);
+  assert.throws(() => makeDirs(path.join(dir, "f", "g", "h")), (e: NodeJS.ErrnoException) =>
+    e.code === "ENOTDIR" && e.path === path.join(dir, "f") && e.message === `cannot make the folder ${path.join(dir, "f", "g", "h")}: ${path.join(dir, "f")} is a file`);
   fs.rmSync(dir, { recursive: true });
 });
 
