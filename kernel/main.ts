@@ -15,6 +15,10 @@ export async function runKernel(connectionFile: string): Promise<Kernel> {
   const pkg = readPackage();
   installRuntimeResolution(pkg);
   const cwd = process.cwd();
+  // `__dirname` / `__filename` type-check in cells (Node's types declare them) and were ReferenceErrors: the
+  // notebook's folder (Jupyter starts a kernel there) and, where the server names it (JPY_SESSION_NAME), its file
+  const session = process.env.JPY_SESSION_NAME;
+  Object.assign(globalThis, { __dirname: cwd, ...(session ? { __filename: path.join(cwd, path.basename(session)) } : {}) });
   const graceEnv = Number(process.env.CONTROLNET_TS_INTERRUPT_GRACE_MS);
   const kernel = new Kernel({
     connection,

@@ -28,7 +28,7 @@ function resultText(iopub: Message[]): string | undefined {
 describe("cells as a user writes them", () => {
   let k: KernelClient;
   before(async () => {
-    k = await KernelClient.start({ env: { CONTROLNET_TS_PACKAGE_ROOT: FIXTURE, CONTROLNET_TS_INTERRUPT_GRACE_MS: "5000" } });
+    k = await KernelClient.start({ env: { CONTROLNET_TS_PACKAGE_ROOT: FIXTURE, CONTROLNET_TS_INTERRUPT_GRACE_MS: "5000", JPY_SESSION_NAME: "work/tutorial.ipynb" } });
   });
   after(async () => {
     await k?.close();
@@ -268,6 +268,11 @@ describe("cells as a user writes them", () => {
       assert.equal(r.reply.content.status, "ok", `${code}: ${JSON.stringify(r.reply.content)}`);
       assert.equal(resultText(r.iopub), shown, code);
     }
+  });
+
+  it("__dirname is the notebook's folder (the kernel's working directory) and __filename its file, as the server names it", async () => {
+    assert.equal(resultText((await k.execute("__dirname === process.cwd()")).iopub), "true");
+    assert.equal(resultText((await k.execute('__filename === require("node:path").join(process.cwd(), "tutorial.ipynb")')).iopub), "true");
   });
 
   it("interrupt during a plain await returns within 1 s and keeps the cell's declarations", async () => {
