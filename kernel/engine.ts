@@ -43,6 +43,8 @@ export interface ExecuteOptions {
   /** The cell as the user wrote it, for excerpts, where `code` has a part blanked out (a `%%time` line): the same
    *  length and lines as `code`. */
   shown?: string;
+  /** Called when the cell has compiled, before it runs (`%time` reports the run, as IPython, and the compile apart). */
+  onCompiled?: () => void;
 }
 
 export interface CellEngine {

@@ -435,9 +435,14 @@ export class Kernel {
       // magic blanked out (so lines and columns stay) and its wall time is printed after it, unless it did not compile
       const { timed, body } = timeMagic(code);
       const t0 = performance.now();
-      const outcome = await this.cells.run(ctx, () => engine.execute(body, silent ? {} : { label: `In[${count}]`, shown: code }));
-      if (timed && !(outcome.status === "error" && outcome.error.ename === "CompileError")) {
-        this.stream(ctx, "stdout", `Wall time: ${formatSeconds((performance.now() - t0) / 1000)}\n`);
+      let compiled: number | null = null;
+      const onCompiled = () => { compiled = performance.now(); };
+      const outcome = await this.cells.run(ctx, () => engine.execute(body, silent ? { onCompiled } : { label: `In[${count}]`, shown: code, onCompiled }));
+      if (timed && compiled !== null) {
+        // IPython's: the statement's wall time, and the compile's apart when it took 0.1 s or more
+        const ran = `Wall time: ${formatSeconds((performance.now() - compiled) / 1000)}\n`;
+        const compile = (compiled - t0) / 1000;
+        this.stream(ctx, "stdout", compile >= 0.1 ? `${ran}Compiler : ${formatSeconds(compile)}\n` : ran);
       }
       // A promise the cell rejected without handling is reported (on its stderr) when the current macrotask ends:
       // wait for that, so the report comes before the reply and idle (headless runs stop listening at idle).

@@ -555,13 +555,15 @@ describe("cells as a user writes them", () => {
 
   it("%time on the first line prints the cell's wall time; line numbers stay", async () => {
     const r = await k.execute("%time\nawait new Promise((r) => setTimeout(r, 120));\n(null as any).boom");
-    const wall = /^Wall time: ([\d.]+) (ms|s)\n$/.exec(streamText(r.iopub, "stdout"));
+    const wall = /^Wall time: ([\d.]+) (ms|s)\n(Compiler : [\d.]+ (ms|s)\n)?$/.exec(streamText(r.iopub, "stdout"));
     assert.ok(wall, streamText(r.iopub, "stdout"));
     assert.ok(Number(wall[1]) * (wall[2] === "s" ? 1000 : 1) >= 120, `the 120 ms wait is in it: ${wall[0]}`);
     assert.match((errorOf(r.iopub).traceback as string[]).join("\n"), /line 3, column/, "errors still at the cell's own lines");
     const ok = await k.execute("%%time\n6 * 7");
     assert.equal(resultText(ok.iopub), "42");
-    assert.match(streamText(ok.iopub, "stdout"), /^Wall time: /);
+    // the statement's time, not type-checking and compiling the cell (tens of ms, reported apart from 0.1 s, as IPython)
+    const quick = /^Wall time: ([\d.]+) (µs|ms)\n(Compiler : [\d.]+ (ms|s)\n)?$/.exec(streamText(ok.iopub, "stdout"));
+    assert.ok(quick && (quick[2] === "µs" || Number(quick[1]) < 20), streamText(ok.iopub, "stdout"));
     // IPython's line magic: `%time <statement>` on one line
     const line = await k.execute("%time await new Promise((r) => setTimeout(r, 50)).then(() => 6 * 7)");
     assert.equal(resultText(line.iopub), "42");
