@@ -335,8 +335,14 @@ export class ControlNetTrainer {
     // steps after the resumed one are redone: their old lines would count twice (TensorBoard readers keep the last
     // value per step; a JSON-lines reader sees every line). A new run's log is its own: an earlier run's lines in the
     // same logging_dir (a shared absolute --logging_dir, checkpoints removed to start over) are moved aside, not lost.
+    // Each line names its run (output_dir's tag): another run's lines in a shared logging_dir are never dropped.
     if (this.log && this.globalStep === 0) keepEarlierLog(this.log.path);
-    else if (this.log) dropLoggedStepsAfter(this.log.path, this.globalStep);
+    else if (this.log) dropLoggedStepsAfter(this.log.path, this.globalStep, this.runTag);
+  }
+
+  /** The run's tag in train_log.jsonl's lines: its output_dir, hashed (no local path in a log that may be shared). */
+  get runTag(): string {
+    return crypto.createHash("sha256").update(path.resolve(this.opts.output_dir)).digest("hex").slice(0, 12);
   }
 
   /** Rank 0 of a data-parallel group, or a single process: the one that writes logs and checkpoints. */
@@ -572,7 +578,7 @@ export class ControlNetTrainer {
         step: this.globalStep, maxSteps: this.maxSteps, epoch: this.epoch, loss, lr: this.lrScheduler.getLastLr(), gradNorm,
         seconds: (performance.now() - t0) / 1000, ...(allReduceSeconds !== undefined ? { allReduceSeconds } : {}),
       };
-      this.log?.log({ ...report });
+      this.log?.log({ ...report, run: this.runTag });
       await hooks.onStep?.(report);
       if (this.globalStep % this.opts.checkpointing_steps === 0) await this.checkpoint(hooks);
       if (hooks.validationSteps && this.globalStep % hooks.validationSteps === 0) await hooks.onValidation?.(this.globalStep);
@@ -658,10 +664,11 @@ function keepEarlierLog(file: string): void {
   fs.renameSync(file, aside());
 }
 
-/** Rewrites a JSON-lines log without the lines of steps after `step` (and without a torn last line), atomically. */
-function dropLoggedStepsAfter(file: string, step: number): void {
+/** Rewrites a JSON-lines log without run `run`'s lines of steps after `step` (and without a torn last line),
+ *  atomically. Lines of another run stay; untagged lines (logs of earlier versions) are taken as this run's. */
+function dropLoggedStepsAfter(file: string, step: number, run: string): void {
   if (!fs.existsSync(file)) return;
-  const kept = readJsonl(file).filter((r) => !(typeof r.step === "number" && r.step > step));
+  const kept = readJsonl(file).filter((r) => !(typeof r.step === "number" && r.step > step && (r.run === run || r.run === undefined)));
   const text = kept.map((r) => JSON.stringify(r) + "\n").join("");
   if (text === fs.readFileSync(file, "utf8")) return;
   writeFileAtomic(file, text);

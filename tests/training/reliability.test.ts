@@ -142,6 +142,23 @@ test("#11: after a resume the JSON-lines log holds each step once", async () => 
   await b.close();
   const steps = readJsonl(path.join(dir, "logs", "train_log.jsonl")).map((r) => r.step);
   assert.deepEqual(steps, [1, 2, 3, 4]);
+
+  // two runs sharing one --logging_dir: B's resume drops only B's redone lines, never A's
+  const shared = tmp("rel-logs-");
+  const [outA, outB] = [tmp(), tmp()];
+  const run = async (output_dir: string, seed: number, max_train_steps: number, resume?: string) => {
+    const t = new ControlNetTrainer(tinyComponents(), await tinyDataset(), { ...opts, output_dir, logging_dir: shared, seed, max_train_steps, checkpointing_steps: 2,
+      ...(resume ? { resume_from_checkpoint: resume } : {}) });
+    await t.train();
+    await t.close();
+    return t.runTag;
+  };
+  const tagB = await run(outB, 2, 3); // B: steps 1–3, its checkpoint at 2
+  const tagA = await run(outA, 3, 4); // A starts fresh: B's lines moved aside, A logs 1–4
+  await run(outB, 2, 5, "latest"); // B resumes at 2 in the same folder: A's 3 and 4 must stay
+  const lines = readJsonl(path.join(shared, "train_log.jsonl")).map((r) => [r.run, r.step]);
+  assert.deepEqual(lines, [[tagA, 1], [tagA, 2], [tagA, 3], [tagA, 4], [tagB, 3], [tagB, 4], [tagB, 5]]);
+  assert.deepEqual(readJsonl(path.join(shared, "train_log.earlier-1.jsonl")).map((r) => [r.run, r.step]), [[tagB, 1], [tagB, 2], [tagB, 3]]);
 });
 
 test("#6: hostile model and scheduler configs are refused before anything is built, naming the field", async () => {
