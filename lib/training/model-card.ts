@@ -129,9 +129,22 @@ function writeCard(dir: string, info: Omit<ModelCardInfo, "validation">, img: st
     "",
   ].join("\n");
   const file = path.join(dir, "README.md");
+  const earlier = fs.existsSync(file) && fs.statSync(file).isFile() ? fs.readFileSync(file, "utf8") : "";
   const kept = keepForeignReadme(file);
   writeFileAtomic(file, card);
+  // the images an earlier card of ours embedded and this one does not describe another run: they go with it
+  // (a later run without validation left images_0.png beside a card that no longer shows it, and pushed it)
+  if (earlier.includes(OURS)) {
+    const now = new Set(cardImageFiles(card));
+    for (const f of cardImageFiles(earlier)) if (!now.has(f)) fs.rmSync(path.join(dir, f), { force: true });
+  }
   return kept ? `${file} (the README.md that was there, not a model card of ours, is kept as ${path.basename(kept)})` : file;
+}
+
+/** The image files a card of ours embeds: its images_<i>.png, and the image_control.png written with them. */
+function cardImageFiles(card: string): string[] {
+  const grids = [...card.matchAll(/\]\(\.\/(images_\d+\.png)\)/g)].map((m) => m[1]!);
+  return grids.length ? [...grids, "image_control.png"] : [];
 }
 
 /** A README.md in output_dir that is not a card this tool wrote (it says "Trained with controlnet-ts") is the user's:

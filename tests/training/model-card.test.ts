@@ -1,0 +1,33 @@
+/** The model card's images follow the card: an earlier card's images that the new card does not embed go with it. */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { writeModelCard } from "../../lib/training/model-card.js";
+import type { ValidationResult } from "../../lib/training/validation.js";
+
+const rgb = (v: number) => ({ data: new Uint8Array(8 * 8 * 3).fill(v), width: 8, height: 8, channels: 3 as const });
+const validation = (pairs: number): ValidationResult => ({
+  step: 2, fidelity: null, seconds: 0,
+  pairs: Array.from({ length: pairs }, (_, i) => ({ image: `c${i}.png`, prompt: `prompt ${i}`, control: rgb(10 * i), samples: [], rgb: [rgb(200)], files: [], fidelity: null })),
+});
+const card = { repoId: "alice/cn", baseModel: "org/base", training: { data: "d", steps: 2, batchSize: 1, accumulation: 1, learningRate: 1e-5, resolution: 8 } };
+const pngs = (dir: string) => fs.readdirSync(dir).filter((f) => f.endsWith(".png")).sort();
+
+test("a later card drops the images of an earlier card of ours that it does not embed; a user's files stay", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "card-"));
+  await writeModelCard(dir, { ...card, validation: validation(2) });
+  assert.deepEqual(pngs(dir), ["image_control.png", "images_0.png", "images_1.png"]);
+  await writeModelCard(dir, { ...card, validation: validation(1) });
+  assert.deepEqual(pngs(dir), ["image_control.png", "images_0.png"]);
+  await writeModelCard(dir, { ...card, validation: null }); // a run without validation: no images, none left behind
+  assert.deepEqual(pngs(dir), []);
+  // a README.md of the user's (not our card) names nothing of ours: their images_0.png stays
+  fs.writeFileSync(path.join(dir, "README.md"), "# notes\n![a](./images_0.png)\n");
+  fs.writeFileSync(path.join(dir, "images_0.png"), "the user's");
+  await writeModelCard(dir, { ...card, validation: null });
+  assert.equal(fs.readFileSync(path.join(dir, "images_0.png"), "utf8"), "the user's");
+  assert.ok(fs.existsSync(path.join(dir, "README.md.orig")));
+  fs.rmSync(dir, { recursive: true });
+});
