@@ -47,6 +47,7 @@ if (command === undefined || command === "--help" || command === "-h" || command
   process.exitCode = 2;
 } else {
   const mod = await load(COMMANDS[command].module);
-  const code = await mod.main(args);
+  // named as typed: `train_controlnet.py: error: …`, as argparse names the script
+  const code = await mod.main(args, command !== given ? { prog: path.basename(given) } : {});
   if (typeof code === "number") process.exitCode = code;
 }

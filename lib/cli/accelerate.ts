@@ -140,6 +140,8 @@ export interface LaunchPlan {
   help?: boolean;
   /** The train_controlnet argv. */
   argv: string[];
+  /** The script as given (`train_controlnet.py`): how its messages name it. */
+  prog?: string;
   /** Engine threads (num_cpu_threads_per_process), or null. */
   threads: number | null;
   /** What was mapped and what has no effect. */
@@ -282,7 +284,7 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
     notes.push(`num_processes ${processes.numProcesses} on ${processes.numMachines} machine(s) → controlnet-ts launch (TensorFlow's collectives)`);
   }
   if (configFile) notes.unshift(`accelerate config: ${configFile}`);
-  return { argv: out, threads, notes, error: null, processes };
+  return { argv: out, threads, notes, error: null, processes, prog: path.basename(script) };
 }
 
 /** write_basic_config: writes the default config once (an existing file is kept, as accelerate does). */
@@ -363,10 +365,10 @@ export async function main(argv: string[]): Promise<number> {
     for (const n of plan.notes) process.stderr.write(`accelerate launch: ${n}\n`);
     const p = plan.processes;
     if (p.numProcesses > 1 || p.numMachines > 1) {
-      return (await launch({ ...p, threadsPerProcess: plan.threads, command: "train_controlnet", commandArgs: plan.argv })).code;
+      return (await launch({ ...p, threadsPerProcess: plan.threads, command: "train_controlnet", prog: plan.prog, commandArgs: plan.argv })).code;
     }
     if (plan.threads !== null) process.env.CONTROLNET_TS_THREADS = String(plan.threads); // the launch flag is the explicit ask
-    return trainMain(plan.argv);
+    return trainMain(plan.argv, { prog: plan.prog });
   }
   if (command === "config") {
     // `accelerate config` asks about the machine; controlnet-ts has one answer (the engine it finds; processes and

@@ -36,6 +36,8 @@ export interface LaunchOptions {
   threadsPerProcess: number | null;
   command: string;
   commandArgs: string[];
+  /** The command as typed (`train_controlnet.py` for the script's users): how messages and the processes name it. */
+  prog?: string;
 }
 
 const COMMANDS = new Set(["train_controlnet"]);
@@ -90,6 +92,7 @@ export function parseLaunchArgs(argv: string[]): LaunchOptions | "help" {
     }
   }
   o.command = scriptCommand(argv[i] ?? "");
+  o.prog = path.basename(argv[i] ?? "");
   o.commandArgs = argv.slice(i + 1);
   if (!COMMANDS.has(o.command)) {
     throw new LaunchError(o.command ? `cannot launch ${JSON.stringify(o.command)}: only train_controlnet runs data-parallel` : "missing the command to launch (train_controlnet …)");
@@ -160,13 +163,13 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
   let globalBatch: number;
   try {
     const parsed = parseTrainArgs(o.commandArgs);
-    if (parsed.help) return fail("pass --help to train_controlnet without launch", 2);
+    if (parsed.help) return fail(`pass --help to ${o.prog ?? o.command} without launch`, 2);
     outputDir = parsed.args.output_dir;
     globalBatch = parsed.args.train_batch_size * o.numProcesses;
     // every process reads them before its first step: refused here once, not by each process and then again
     if (parsed.args.validation_image) await checkValidationImages(parsed.args.validation_image);
   } catch (e) {
-    if (e instanceof InputError) return fail(`train_controlnet: ${e.message}`, e instanceof ArgsError ? 2 : 1);
+    if (e instanceof InputError) return fail(`${o.prog ?? o.command}: ${e.message}`, e instanceof ArgsError ? 2 : 1);
     throw e;
   }
   if (o.numProcesses > 1) {
@@ -238,7 +241,7 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
     // its own process group: a terminal's Ctrl-C reaches the launcher only, which forwards it once
     // stdin a pipe the launcher never writes: it closes when the launcher dies, however it dies (kill -9 too), and the
     // process then stops as on SIGTERM (train.ts) instead of living on, holding its port, until a timeout
-    const child = spawn(process.execPath, [bin, o.command, ...o.commandArgs], { env: { ...env, [LAUNCHER_PIPE]: "stdin" }, stdio: ["pipe", "pipe", "pipe"], detached: true });
+    const child = spawn(process.execPath, [bin, o.prog ?? o.command, ...o.commandArgs], { env: { ...env, [LAUNCHER_PIPE]: "stdin" }, stdio: ["pipe", "pipe", "pipe"], detached: true });
     const prefix = rank === 0 ? "" : `[rank ${rank}] `;
     // once a process failed, the others' output (their view of the same failure) is muted: one clear error
     forward(child.stdout!, io.stdout, prefix, () => stopping);

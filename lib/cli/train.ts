@@ -14,19 +14,21 @@ function formatEta(seconds: number): string {
   return `${Math.floor(s / 3600)}:${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}`;
 }
 
-export async function main(argv: string[]): Promise<number> {
+/** `prog`: the command as the user typed it — `train_controlnet.py` for users of the script, as argparse names it. */
+export async function main(argv: string[], opts: { prog?: string } = {}): Promise<number> {
+  const prog = opts.prog ?? "train_controlnet";
   let parsed;
   try {
     parsed = parseTrainArgs(argv);
   } catch (e) {
     if (e instanceof ArgsError) {
-      process.stderr.write(`train_controlnet: error: ${e.message}\n`);
+      process.stderr.write(`${prog}: error: ${e.message}\n`);
       return 2;
     }
     throw e;
   }
   if (parsed.help) {
-    process.stdout.write(trainArgsHelp());
+    process.stdout.write(trainArgsHelp(prog));
     return 0;
   }
   for (const w of parsed.warnings) process.stderr.write(`warning: ${w}\n`);
@@ -75,15 +77,15 @@ export async function main(argv: string[]): Promise<number> {
       return 1;
     }
     if (e instanceof HubRepoError) {
-      process.stderr.write(`train_controlnet: error: --push_to_hub: ${e.message} Training did not start.\n`);
+      process.stderr.write(`${prog}: error: --push_to_hub: ${e.message} Training did not start.\n`);
       return 1;
     }
     if (e instanceof ForeignCheckpointError) {
-      process.stderr.write(`train_controlnet: error: ${e.message}\n`);
+      process.stderr.write(`${prog}: error: ${e.message}\n`);
       return 2;
     }
     if (e instanceof DistributedError) {
-      process.stderr.write(`\ntrain_controlnet: error: ${e.message}\n`);
+      process.stderr.write(`\n${prog}: error: ${e.message}\n`);
       return 1;
     }
     if (e instanceof HubUploadError) {
@@ -92,13 +94,13 @@ export async function main(argv: string[]): Promise<number> {
       return 1;
     }
     if (e instanceof ArgsError) {
-      process.stderr.write(`\ntrain_controlnet: error: ${e.message}\n`);
+      process.stderr.write(`\n${prog}: error: ${e.message}\n`);
       return 2;
     }
     // anything else: one line naming the problem (a checkpoint, if steps were taken, was already reported); the
     // stack only on request
     const what = e instanceof HubError ? `could not fetch from the hub (${e.repo}): ${e.message}` : describeError(e);
-    process.stderr.write(`\ntrain_controlnet: ${what}\n`);
+    process.stderr.write(`\n${prog}: ${what}\n`);
     if (process.env.CONTROLNET_TS_DEBUG) process.stderr.write(`${(e as Error)?.stack ?? e}\n`);
     // an InputError's message is the whole story (what was asked, what to do); where it happened matters for others
     else if (!(e instanceof InputError)) process.stderr.write("(set CONTROLNET_TS_DEBUG=1 to see where it happened)\n");

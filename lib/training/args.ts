@@ -225,7 +225,7 @@ function isOptionToken(tok: string): boolean {
 }
 
 /** Exact flag name, or argparse's unique-prefix abbreviation. */
-function lookup(flag: string): ArgSpec {
+function lookup(flag: string, token = `--${flag}`): ArgSpec {
   const exact = SPEC_BY_NAME.get(flag);
   if (exact) return exact;
   const prefixed = TRAIN_ARG_SPECS.filter((a) => a.name.startsWith(flag));
@@ -234,7 +234,7 @@ function lookup(flag: string): ArgSpec {
     throw new ArgsError(`ambiguous option: --${flag} could match ${prefixed.map((a) => `--${a.name}`).join(", ")}`);
   }
   const close = closeMatches(flag);
-  throw new ArgsError(`unrecognized arguments: --${flag}` + (close.length ? ` (did you mean ${close.join(", ")}?)` : "") + ". Run with --help for the list.");
+  throw new ArgsError(`unrecognized arguments: ${token}` + (close.length ? ` (did you mean ${close.join(", ")}?)` : "") + ". Run with --help for the list.");
 }
 
 function defaults(): Record<string, unknown> {
@@ -262,7 +262,7 @@ export function parseTrainArgs(argv: readonly string[]): ParsedTrainArgs {
     const eq = tok.indexOf("=");
     const flag = eq >= 0 ? tok.slice(2, eq) : tok.slice(2);
     const inline = eq >= 0 ? tok.slice(eq + 1) : null;
-    const spec = lookup(flag);
+    const spec = lookup(flag, tok);
     given.add(spec.name);
     if (spec.type === "bool") {
       if (inline !== null) throw new ArgsError(`argument --${spec.name}: ignored explicit argument '${inline}'`);
@@ -422,9 +422,9 @@ export function validateTrainingNumbers(o: Partial<Record<keyof TrainArgs, unkno
 }
 
 /** The --help text. */
-export function trainArgsHelp(): string {
+export function trainArgsHelp(prog = "train_controlnet"): string {
   const lines = [
-    "usage: train_controlnet --pretrained_model_name_or_path PATH (--dataset_name NAME | --train_data_dir DIR) [options]",
+    `usage: ${prog} --pretrained_model_name_or_path PATH (--dataset_name NAME | --train_data_dir DIR) [options]`,
     "",
     "options:",
     // argparse's own entry comes first

@@ -105,11 +105,16 @@ describe("controlnet-ts kernel install", () => {
     }
     assert.ok(!fs.existsSync("/nonexistent/x"));
     // the script's own file name (or a path to it) is train_controlnet, as its users type it
+    // …and named so, as argparse names the script: in the usage and in its errors (the whole token of a bad flag)
     for (const script of ["train_controlnet.py", "examples/controlnet/train_controlnet.py"]) {
       const r = cli([script, "--help"]);
       assert.equal(r.status, 0, `${script}: ${r.stderr}`);
-      assert.match(r.stdout, /^usage: train_controlnet --pretrained_model_name_or_path/, script);
+      assert.match(r.stdout, /^usage: train_controlnet\.py --pretrained_model_name_or_path/, script);
+      const bad = cli([script, "--pretrained_model_name_or_path=x", "--dataset_name=y", "--foo=1"]);
+      assert.equal(bad.status, 2);
+      assert.match(bad.stderr, /^train_controlnet\.py: error: unrecognized arguments: --foo=1/, script);
     }
+    assert.match(cli(["train_controlnet", "--help"]).stdout, /^usage: train_controlnet --pretrained_model_name_or_path/);
   });
 
   it("kernel subcommand argument errors, in-process", async () => {

@@ -84,7 +84,7 @@ test("unknown flags → a clear error with the close matches", () => {
     }
     assert.fail("no error");
   };
-  assert.match(err([...base, "--learning_rat3=1"]), /unrecognized arguments: --learning_rat3 \(did you mean --learning_rate/);
+  assert.match(err([...base, "--learning_rat3=1"]), /unrecognized arguments: --learning_rat3=1 \(did you mean --learning_rate/); // argparse names the whole token
   assert.match(err([...base, "--train-batch-size", "2"]), /did you mean --train_batch_size/);
   assert.match(err([...base, "--use_8bit_adamw"]), /did you mean --use_8bit_adam/);
   assert.match(err([...base, "--zzzzzzzzzzzzzz"]), /unrecognized arguments: --zzzzzzzzzzzzzz\. Run with --help/);
