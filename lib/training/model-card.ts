@@ -91,7 +91,9 @@ function writeCard(dir: string, info: Omit<ModelCardInfo, "validation">, img: st
     `base_model: ${baseModel}`,
     "library_name: diffusers",
     "license: creativeml-openrail-m",
-    // ModelCardData's field order (inference before tags), as huggingface_hub's yaml dump of save_model_card's card
+    // inference before tags, as save_model_card's card comes out: ModelCard.from_template re-reads the rendered
+    // metadata, so `inference` is in place before populate_model_card sets the tags (checked with huggingface_hub
+    // 2.4; a ModelCardData dumped directly would put tags first)
     "inference: true",
     "tags:",
     ...["stable-diffusion", "stable-diffusion-diffusers", "text-to-image", "diffusers", "controlnet", "diffusers-training"].map((t) => `- ${t}`),
