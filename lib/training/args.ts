@@ -391,7 +391,8 @@ export function validateTrainingNumbers(o: Partial<Record<keyof TrainArgs, unkno
     if (v !== null && !ok(v)) throw bad(k, want);
   };
   const int = (lo: number, hi = Number.MAX_SAFE_INTEGER) => (v: number) => Number.isSafeInteger(v) && v >= lo && v <= hi;
-  check("learning_rate", (v) => v > 0 && Number.isFinite(v), "a positive finite number");
+  // 0 is PyTorch's (and the script's) to accept: a run that changes nothing, to try a pipeline end to end
+  check("learning_rate", (v) => v >= 0 && Number.isFinite(v), ">= 0 and finite (PyTorch's AdamW refuses other values)");
   check("adam_beta1", (v) => v >= 0 && v < 1, "in [0, 1) (PyTorch's AdamW refuses other values)");
   check("adam_beta2", (v) => v >= 0 && v < 1, "in [0, 1) (PyTorch's AdamW refuses other values)");
   check("adam_epsilon", (v) => v >= 0 && Number.isFinite(v), ">= 0 and finite (PyTorch's AdamW refuses other values)");
@@ -404,7 +405,8 @@ export function validateTrainingNumbers(o: Partial<Record<keyof TrainArgs, unkno
   check("train_batch_size", int(1, MAX_TRAIN_BATCH_SIZE), `a positive integer, at most ${MAX_TRAIN_BATCH_SIZE}`);
   check("gradient_accumulation_steps", int(1, MAX_TRAIN_BATCH_SIZE), `a positive integer, at most ${MAX_TRAIN_BATCH_SIZE}`);
   check("checkpointing_steps", int(1), "a positive integer");
-  check("checkpoints_total_limit", int(1), "a positive integer (or unset: keep every checkpoint)");
+  // 0 as the script: every earlier checkpoint is removed before a new one is saved (the newest alone stays)
+  check("checkpoints_total_limit", int(0), "an integer >= 0 (or unset: keep every checkpoint)");
   check("validation_steps", int(1), "a positive integer");
   // 0 is the script's way to log only the conditioning images
   check("num_validation_images", int(0), "an integer >= 0");

@@ -346,8 +346,8 @@ export async function saveCheckpoint(outputDir: string, step: number, parts: Che
   if (!Number.isSafeInteger(step) || step < 0) throw new Error(`checkpoint step must be a non-negative integer, got ${step}`);
   const lacking = (["controlnet", "optimizer", "lrScheduler", "rng", "data"] as const).filter((k) => typeof parts[k] !== "function");
   if (lacking.length) throw new Error(`saveCheckpoint: checkpoint-${step} needs ${lacking.join(", ")} (every checkpoint holds them); nothing was written`);
-  if (opts.totalLimit !== undefined && opts.totalLimit !== null && (!Number.isInteger(opts.totalLimit) || opts.totalLimit < 1)) {
-    throw new Error(`checkpoints_total_limit must be a positive integer, got ${opts.totalLimit}`);
+  if (opts.totalLimit !== undefined && opts.totalLimit !== null && (!Number.isInteger(opts.totalLimit) || opts.totalLimit < 0)) {
+    throw new Error(`checkpoints_total_limit must be an integer >= 0, got ${opts.totalLimit}`);
   }
   makeDirs(outputDir);
   cleanStaleCheckpoints(outputDir);

@@ -275,7 +275,9 @@ export async function trainSession(s: TrainingSession, hooks: RunHooks = {}, tra
       onCheckpoint: (dir, _step, removed) => {
         if (removed.length) {
           // upstream's two lines (it counts the checkpoints there before this one: limit − 1 stay)
-          log(loggerInfo(`${removed.length + (args.checkpoints_total_limit ?? 1) - 1} checkpoints already exist, removing ${removed.length} checkpoints`));
+          // (limit 0 removes them all: as many as exist)
+          const existing = Math.max(removed.length, removed.length + (args.checkpoints_total_limit ?? 1) - 1);
+          log(loggerInfo(`${existing} checkpoints already exist, removing ${removed.length} checkpoints`));
           log(loggerInfo(`removing checkpoints: ${removed.map((d) => path.basename(d)).join(", ")}`));
         }
         log(loggerInfo(`Saved state to ${dir}`));

@@ -59,7 +59,10 @@ test("checkpoints_total_limit=2, checkpointing_steps=2, 6 steps → exactly chec
   const d3 = tmpDir();
   await simulate(d3, 0, 6, 2, 1);
   assert.deepEqual(fs.readdirSync(d3), ["checkpoint-6"]);
-  await assert.rejects(saveCheckpoint(d3, 8, parts(8), { totalLimit: 0 }), /positive integer/);
+  // limit 0, as the script: every earlier checkpoint is removed before the new one is saved
+  await saveCheckpoint(d3, 8, parts(8), { totalLimit: 0 });
+  assert.deepEqual(fs.readdirSync(d3), ["checkpoint-8"]);
+  await assert.rejects(saveCheckpoint(d3, 10, parts(10), { totalLimit: -1 }), /checkpoints_total_limit must be an integer >= 0, got -1/);
   for (const d of [dir, d2, d3]) fs.rmSync(d, { recursive: true });
 });
 

@@ -28,7 +28,7 @@ test("#5: out-of-range numbers are refused by the CLI and by the trainer (cells,
     ["adam_weight_decay", "nan"], ["max_grad_norm", "nan"], ["max_grad_norm", "-1"], ["num_train_epochs", "0"],
     ["train_batch_size", "99999999999"], ["lr_power", "nan"], ["lr_num_cycles", "0"], ["dataloader_num_workers", "-1"],
     // an accumulation of 1e11 micro-batches per step ran for ever; inf turned clipping off as NaN did
-    ["gradient_accumulation_steps", "99999999999"], ["max_grad_norm", "inf"], ["checkpoints_total_limit", "0"], ["validation_steps", "0"],
+    ["gradient_accumulation_steps", "99999999999"], ["max_grad_norm", "inf"], ["checkpoints_total_limit", "-1"], ["validation_steps", "0"],
     ["resolution", "0"], ["num_validation_images", "-1"],
     // found after the model had loaded; 2^32 is beyond numpy's seed range, which the script's set_seed uses
     ["seed", "-1"], ["seed", "4294967296"], ["max_train_samples", "0"], ["max_train_samples", "-3"],
@@ -41,7 +41,7 @@ test("#5: out-of-range numbers are refused by the CLI and by the trainer (cells,
   assert.doesNotThrow(() => parseTrainArgs([...cli, "--max_grad_norm=0", "--adam_beta1=0", "--num_train_epochs=0", "--max_train_steps=5"]));
   // the trainer (what cn.train and library code construct) refuses the same, before touching output_dir
   for (const [key, value] of [["learning_rate", -1], ["adam_beta1", 2], ["max_grad_norm", NaN], ["lr_power", NaN],
-    ["gradient_accumulation_steps", 99999999999], ["checkpoints_total_limit", 0], ["resolution", 36]] as const) {
+    ["gradient_accumulation_steps", 99999999999], ["checkpoints_total_limit", -1], ["resolution", 36]] as const) {
     const out = path.join(tmp(), "never");
     assert.throws(
       () => new ControlNetTrainer(tinyComponents(), null as never, { output_dir: out, resolution: TINY_RESOLUTION, train_batch_size: 1, learning_rate: 1e-4, [key]: value }),
@@ -50,6 +50,8 @@ test("#5: out-of-range numbers are refused by the CLI and by the trainer (cells,
     assert.ok(!fs.existsSync(out), "a refused run creates no folder");
   }
   assert.throws(() => makeTrainArgs({ pretrained_model_name_or_path: "x", dataset_name: "d", learning_rate: -1 }), /learning_rate/);
+  // PyTorch's AdamW takes lr 0 (a run that changes nothing): so does the script, so do we
+  assert.equal(makeTrainArgs({ pretrained_model_name_or_path: "x", dataset_name: "d", learning_rate: 0 }).args.learning_rate, 0);
 });
 
 test("#4: a missing or empty --validation_image is refused before the model loads or step 1 runs", async () => {
