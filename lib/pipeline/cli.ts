@@ -91,6 +91,11 @@ export function inferOptions(a: InferArgs): GenerateOptions {
     if (a[req] === undefined) throw new Error(`--${req} is required\n\n${inferUsage()}`);
   }
   const one = <T>(v: T[] | undefined): T | T[] | undefined => (v === undefined ? undefined : v.length === 1 ? v[0] : v);
+  // counts named by their flags here (the pipeline would refuse them by its option names, after loading the models)
+  for (const flag of ["steps", "num_images"]) {
+    const v = a[flag];
+    if (v !== undefined && !((v as number) >= 1)) throw new Error(`--${flag} must be a positive integer, got ${v}`);
+  }
   return {
     base: a.base as string,
     controlnet: one(a.controlnet as string[] | undefined),

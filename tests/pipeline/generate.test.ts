@@ -94,6 +94,9 @@ test("infer CLI: flags, output file, usage and runtime errors as exit codes", as
   assert.throws(() => parseInferArgs(["--stepz", "3"]), /unknown flag --stepz/);
   assert.throws(() => parseInferArgs(["--steps", "2.5"]), /not an integer/);
   assert.throws(() => inferOptions(parseInferArgs(["--base", "b"])), /--image is required/);
+  // counts by their flags, before anything loads (the pipeline's own check said numInferenceSteps)
+  assert.throws(() => inferOptions(parseInferArgs(["--base", "b", "--image", "i", "--prompt", "p", "--steps", "0"])), /^Error: --steps must be a positive integer, got 0$/);
+  assert.throws(() => inferOptions(parseInferArgs(["--base", "b", "--image", "i", "--prompt", "p", "--num_images", "0"])), /^Error: --num_images must be a positive integer, got 0$/);
   assert.deepEqual(outputFiles("x/y.png", 3), ["x/y-0.png", "x/y-1.png", "x/y-2.png"]);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "infer-"));
   const out = path.join(dir, "o.png");
@@ -102,7 +105,7 @@ test("infer CLI: flags, output file, usage and runtime errors as exit codes", as
   try {
     assert.equal(await inferMain(["--bogus"]), 2);
     assert.equal(await inferMain(["--base", SD, "--image", "missing.png", "--prompt", "p", "--steps", "1"], { tokenizer: tinyTokenizer }), 1);
-    assert.equal(await inferMain(["--base", SD, "--image", CONTROL, "--prompt", "p", "--steps", "0"], { tokenizer: tinyTokenizer }), 1);
+    assert.equal(await inferMain(["--base", SD, "--image", CONTROL, "--prompt", "p", "--steps", "0"], { tokenizer: tinyTokenizer }), 2); // a usage error, before loading
     assert.equal(await inferMain(["--base", SD, "--image", CONTROL, "--prompt", "p", "--steps", "2", "--output", out, "--backend", engineInfo()!.backend], { tokenizer: tinyTokenizer }), 0);
   } finally {
     process.stderr.write = quiet;
