@@ -18,6 +18,7 @@ import { fileURLToPath } from "node:url";
 import { ArgsError, parseTrainArgs } from "../training/args.js";
 import { InputError } from "../io/input-error.js";
 import { checkValidationImages } from "../training/validation.js";
+import { whenOutputGone } from "./output-gone.js";
 import { listCheckpoints, readTrainingState } from "../training/checkpoints.js";
 import { MAX_ENGINE_THREADS } from "../engine/constants.js";
 import { collectiveMissingReason } from "../training/collective.js";
@@ -269,11 +270,16 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
     stoppedBy ??= sig;
     for (const c of children) if (c.child.exitCode === null) c.child.kill(sig);
   };
-  const onExit = () => { for (const c of children) if (c.child.exitCode === null) c.child.kill("SIGKILL"); };
+  // the launcher ending while they run (a crash) is a stop for them, at a step boundary with a checkpoint — as its
+  // closed pipe is (train.ts) — not a SIGKILL that throws their steps away
+  const onExit = () => { for (const c of children) if (c.child.exitCode === null) c.child.kill("SIGTERM"); };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
   process.on("SIGHUP", onSignal); // a closed terminal: the processes have their own group and would not get it
   process.on("exit", onExit);
+  // the launcher's own output gone (its pipe's reader exited, its terminal closed, the notebook kernel that ran it
+  // died): a write must not crash it (the crash SIGKILLed the processes); the job stops as on a closed terminal
+  const stopWatchingOutput = whenOutputGone(() => onSignal("SIGHUP"), [io.stdout, io.stderr]);
   try {
     const results = await Promise.all(children.map((c) => c.exit));
     if (failure) {
@@ -301,6 +307,7 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
     process.off("SIGTERM", onSignal);
     process.off("SIGHUP", onSignal);
     process.off("exit", onExit);
+    stopWatchingOutput();
   }
 }
 

@@ -6,6 +6,7 @@ import { NonFiniteLossError } from "../training/trainer.js";
 import { HubError } from "../io/hub.js";
 import { DistributedError, LAUNCHER_PIPE } from "../training/distributed.js";
 import { describeError } from "../io/describe-error.js";
+import { whenOutputGone } from "./output-gone.js";
 import { InputError } from "../io/input-error.js";
 
 function formatEta(seconds: number): string {
@@ -55,6 +56,8 @@ export async function main(argv: string[], opts: { prog?: string } = {}): Promis
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
   process.on("SIGHUP", onSignal);
+  // output that can no longer be written (a pipe's reader gone, a closed terminal) is a closed terminal's stop
+  const stopWatchingOutput = whenOutputGone(() => { if (!ac.signal.aborted) onSignal("SIGHUP"); });
   let stepped = false;
   if (process.env[LAUNCHER_PIPE] === "stdin") watchLauncher(() => stepped, () => onSignal("SIGTERM"));
   const tty = process.stderr.isTTY;
@@ -106,6 +109,7 @@ export async function main(argv: string[], opts: { prog?: string } = {}): Promis
     else if (!(e instanceof InputError)) process.stderr.write("(set CONTROLNET_TS_DEBUG=1 to see where it happened)\n");
     return 1;
   } finally {
+    stopWatchingOutput();
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
     process.off("SIGHUP", onSignal);

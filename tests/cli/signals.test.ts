@@ -43,6 +43,32 @@ test("SIGTERM twice at once: one stop at a step boundary, a checkpoint of that s
   }
 });
 
+test("output that goes away (a pipe's reader exits, the terminal closes) stops at a step boundary with a checkpoint, exit 129", async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "epipe-"));
+  try {
+    const child = spawn(process.execPath, [bin, "train_controlnet", `--pretrained_model_name_or_path=${path.join(root, "tests/fixtures/sd_tiny")}`,
+      `--output_dir=${out}`, "--dataset_name=synthetic-fill50k:8", "--resolution=32", "--train_batch_size=1", "--max_train_steps=200",
+      "--checkpointing_steps=1000", "--seed=3"], { cwd: root, env: { ...process.env, CONTROLNET_TS_THREADS: "1" } });
+    let stderr = "";
+    const stepped = new Promise<void>((resolve) => child.stderr.on("data", (d) => {
+      stderr += d;
+      if (/Steps: 2\//.test(stderr)) resolve();
+    }));
+    const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+    await Promise.race([stepped, exited]);
+    // as `… | grep -m1 Steps` does: the reading end closes; the next write fails with EPIPE (it crashed the run)
+    child.stdout.destroy();
+    child.stderr.destroy();
+    assert.equal(await exited, 129, stderr.slice(-2000));
+    const cks = listCheckpoints(out).map((c) => c.step);
+    assert.equal(cks.length, 1, "the steps trained are in a checkpoint");
+    assert.ok(cks[0]! >= 2);
+    assert.ok(!fs.existsSync(path.join(out, ".controlnet-ts.lock")), "the lock is released");
+  } finally {
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+});
+
 test("a final validation that fails (its image gone meanwhile) says the ControlNet is saved, and the card is written", async () => {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), "final-val-"));
   const image = path.join(out, "..", `${path.basename(out)}-cond.png`);

@@ -98,6 +98,25 @@ for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143], ["SIGHUP", 129]
   });
 }
 
+test("the launcher's output going away (its pipe's reader exits, a notebook kernel dies) stops the job with a checkpoint, exit 129", { skip }, async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-epipe-"));
+  const port = await freePorts(2);
+  const job = start(["launch", "--num_processes", "2", "--main_process_port", String(port), "train_controlnet",
+    ...trainFlags(out, ["--max_train_steps=60", "--checkpointing_steps=1000", "--train_batch_size=1"])]);
+  await waitFor(() => /Steps: 2\//.test(job.output()) || job.child.exitCode !== null, 240_000, "step 2");
+  const pids = [...job.output().matchAll(/rank (\d) pid (\d+)/g)].map((m) => Number(m[2]));
+  // the reader goes: the launcher's next write fails with EPIPE (it crashed, and its exit SIGKILLed the processes)
+  job.child.stdout!.destroy();
+  job.child.stderr!.destroy();
+  const r = await job.done;
+  assert.equal(r.code, 129);
+  await waitFor(() => pids.every((p) => !alive(p)), 60_000, "the processes to exit");
+  const last = listCheckpoints(out).at(-1);
+  assert.ok(last && last.step >= 2, "the trained steps are in a checkpoint");
+  assert.ok(!fs.existsSync(path.join(out, ".controlnet-ts.lock")), "the lock is released");
+  fs.rmSync(out, { recursive: true, force: true });
+});
+
 test("kill -9 of the launcher: its processes do not live on (during start-up they exit at once; in training rank 0 checkpoints first)", { skip }, async () => {
   for (const when of ["start-up", "training"] as const) {
     const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-orphan-"));
