@@ -188,3 +188,41 @@ export async function allReduceGradients(
   });
   return { loss: buf[total + n]!, stop: buf[total + n + 1]! > 0 };
 }
+
+/** What a process starts from, for checkSameStart: its step, run identity and weights (12-hex fingerprints). */
+export interface StartState {
+  step: number;
+  identity: string;
+  weights: string;
+}
+
+/**
+ * Every process of a group must start from the same state: DDP broadcasts rank 0's weights; here each process
+ * resumes from its own view of output_dir, and a machine whose disk lacks the checkpoint (or that was given other
+ * flags) started fresh and silently trained other weights beside the others. Each process puts its step and
+ * fingerprints (16-bit pieces: float32 holds them exactly) in its own slots of one all-reduce; all compare, all refuse.
+ */
+export async function checkSameStart(parallel: DataParallel, mine: StartState): Promise<void> {
+  const PIECES = 9;
+  const hexPieces = (hex: string) => [0, 4, 8].map((i) => parseInt(hex.slice(i, i + 4).padEnd(4, "0"), 16));
+  const stepPieces = (s: number) => [0, 1, 2].map((k) => Math.floor(s / 2 ** (16 * k)) % 2 ** 16);
+  const v = new Float32Array(parallel.worldSize * PIECES);
+  v.set([...stepPieces(mine.step), ...hexPieces(mine.identity), ...hexPieces(mine.weights)], parallel.rank * PIECES);
+  await parallel.allReduceSum(v);
+  const of = (r: number) => {
+    const p = Array.from(v.subarray(r * PIECES, (r + 1) * PIECES));
+    return { step: p[0]! + p[1]! * 2 ** 16 + p[2]! * 2 ** 32, identity: p.slice(3, 6).join(","), weights: p.slice(6, 9).join(",") };
+  };
+  const first = of(0);
+  const diffs: string[] = [];
+  for (let r = 1; r < parallel.worldSize; r++) {
+    const s = of(r);
+    if (s.step !== first.step) diffs.push(`process ${r} starts at step ${s.step}, process 0 at step ${first.step}`);
+    else if (s.identity !== first.identity) diffs.push(`process ${r} was given other training arguments than process 0`);
+    else if (s.weights !== first.weights) diffs.push(`process ${r} starts from other ControlNet weights than process 0`);
+  }
+  if (diffs.length) {
+    throw new DistributedError(`the processes do not start from the same state: ${diffs.join("; ")}. Every machine must see the same ` +
+      "output_dir (a shared disk, or the checkpoint copied to each) and be given the same flags; nothing was trained");
+  }
+}

@@ -14,7 +14,7 @@ import type { ControlNetModel } from "../models/index.js";
 import { ArgsError, type TrainArgs } from "./args.js";
 import { checkSaveTarget } from "../io/diffusers.js";
 import { loadBaseModel, loadOrCreateControlNet, type BaseModel } from "./base.js";
-import { ControlNetTrainer, weightsFingerprint, type StepReport, type TrainResult } from "./trainer.js";
+import { ControlNetTrainer, configFingerprint, weightsFingerprint, type StepReport, type TrainResult } from "./trainer.js";
 import { TensorBoardWriter } from "./tensorboard.js";
 import { writeModelCard } from "./model-card.js";
 import { planTrackers, resolveLoggingDir, tensorboardDir } from "./trackers.js";
@@ -24,7 +24,7 @@ import { planRun, PlanRefusedError, PLANNED_ATTENTION_CHUNK, XFORMERS_ATTENTION_
 import { checkValidationImages, runValidation, type ValidationResult } from "./validation.js";
 import { generationFloorBytes } from "../pipeline/memory.js";
 import { suddenConvergenceStep, type ConvergencePoint } from "../eval/fidelity.js";
-import { dataParallelFromEnv, processEnv, type ProcessEnv } from "./distributed.js";
+import { checkSameStart, dataParallelFromEnv, processEnv, type ProcessEnv } from "./distributed.js";
 import { resolveSeed } from "./seed.js";
 
 export interface RunHooks {
@@ -135,6 +135,10 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
     // what resuming said before it failed (a warning about the checkpoint's arguments) explains the failure
     for (const l of resumeLines) log(l);
     throw e;
+  }
+  // under launch: every process resumed (or not) on its own; all must start where rank 0 does
+  if (parallel) {
+    await checkSameStart(parallel, { step: trainer.globalStep, identity: configFingerprint(trainer.runIdentity), weights: weightsFingerprint(controlnet) });
   }
   return { base, controlnet, dataset, trainer, args, resumeLines };
 }

@@ -79,3 +79,22 @@ test("kill -9 of machine 1's worker: both launchers stop with one error; machine
   assert.match(r0.stderr, new RegExp(`The last checkpoint is ${last.path.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}: relaunch`));
   fs.rmSync(tmp, { recursive: true, force: true });
 });
+
+test("machines that would start from different states (machine 1's disk lacks the checkpoint) are refused before any step", { skip }, async () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "dp-machines-state-"));
+  const port = await freePorts(3);
+  // machine 0's output_dir holds checkpoint-2 of a run of global batch 2; machine 1's own disk holds nothing
+  const first = await start(["train_controlnet", ...trainFlags(path.join(tmp, "m0"), ["--max_train_steps=2", "--checkpointing_steps=2", "--train_batch_size=2"])]).done;
+  assert.equal(first.code, 0, first.stderr.slice(-2000));
+  const machine = (rank: number) => start(["launch", "--num_processes", "2", "--num_machines", "2", "--machine_rank", String(rank),
+    "--main_process_ip", "127.0.0.1", "--main_process_port", String(port), "train_controlnet",
+    ...trainFlags(path.join(tmp, `m${rank}`), ["--max_train_steps=3", "--checkpointing_steps=100", "--train_batch_size=1", "--resume_from_checkpoint=latest"])]);
+  const [r0, r1] = await Promise.all([machine(0).done, machine(1).done]);
+  for (const r of [r0, r1]) {
+    assert.equal(r.code, 1, r.stderr.slice(-2000));
+    assert.match(r.stdout + r.stderr, /the processes do not start from the same state: process 1 starts at step 0, process 0 at step 2\. Every machine must see the same output_dir/);
+    assert.doesNotMatch(r.stdout + r.stderr, /Steps: 3\//, "no step was trained");
+  }
+  assert.deepEqual(listCheckpoints(path.join(tmp, "m0")).map((c) => c.step), [2], "machine 0's run is as it was");
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
