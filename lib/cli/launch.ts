@@ -122,6 +122,9 @@ export function gpuAssignment(perMachine: number, gpus: string[], gpuBuild: bool
   return Array.from({ length: perMachine }, (_, l) => gpus[l % gpus.length]!);
 }
 
+/** train_controlnet's exit codes for a stop it was asked for (SIGHUP, SIGINT, SIGTERM; lib/cli/train.ts). */
+const STOP_EXIT_CODES: Partial<Record<number, NodeJS.Signals>> = { 129: "SIGHUP", 130: "SIGINT", 143: "SIGTERM" };
+
 /** Refuses a busy port before any process starts (TF would also refuse it, after loading). */
 async function checkPortFree(port: number, host = "0.0.0.0"): Promise<string | null> {
   return new Promise((resolve) => {
@@ -144,7 +147,8 @@ function forward(stream: NodeJS.ReadableStream, out: NodeJS.WriteStream, prefix:
     const lines = (rest + chunk).split("\n");
     rest = lines.pop()!;
     if (muted()) return;
-    for (const l of lines) if (!(prefix && TF_STARTUP_LINE.test(l))) out.write(`${prefix}${l}\n`);
+    // (the other ranks' blank lines — a terminal's line breaks before a message — would read "[rank 1] " alone)
+    for (const l of lines) if (!(prefix && (TF_STARTUP_LINE.test(l) || l.trim() === ""))) out.write(`${prefix}${l}\n`);
   });
   stream.on("end", () => { if (rest && !muted()) out.write(`${prefix}${rest}\n`); });
 }
@@ -215,6 +219,7 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
     io.stderr.write(`launch: GPUs: ${gpus.map((g, l) => `rank ${firstRank + l} → CUDA_VISIBLE_DEVICES=${g}`).join(", ")}${shared}\n`);
   }
   const children: { rank: number; child: ChildProcess; exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }> }[] = [];
+  let stoppedBy: NodeJS.Signals | null = null;
   let failure: string | null = null;
   let failureLine = "";
   let interrupted = false;
@@ -249,6 +254,19 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
     forward(child.stderr!, io.stderr, prefix, () => stopping && failure !== `rank ${rank}`);
     const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
       child.on("exit", (code, signal) => {
+        // a process stopped by a signal of its own (a scheduler's SIGTERM to one worker) stops the whole group at one
+        // step boundary, rank 0 checkpointing (train.ts agrees the stop through the all-reduce): a stop, not a failure
+        const stopSignal = code === null ? undefined : STOP_EXIT_CODES[code];
+        if (stopSignal && failure === null && !interrupted) {
+          interrupted = true;
+          stoppedBy ??= stopSignal;
+          io.stderr.write(`launch: process ${rank} (pid ${child.pid}) was stopped (${stopSignal}): every process stops at the same step boundary\n`);
+          // (not signalled again: a second signal a second later means "quit now" to them, and rank 0 may be writing
+          // the checkpoint; one that never reaches the boundary — still loading, its peer gone — is ended later)
+          for (const c of children) {
+            setTimeout(() => { if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill("SIGKILL"); }, 300_000).unref();
+          }
+        }
         if ((code !== 0 || signal) && failure === null && !interrupted) {
           failure = `rank ${rank}`;
           const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
@@ -262,7 +280,6 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
   }
   const over = o.numProcesses > 1 ? ` (TensorFlow collective ops on ${addresses.join(", ")})` : "";
   io.stderr.write(`launch: ${perMachine} process(es) of ${o.numProcesses} on this machine: ${children.map((c) => `rank ${c.rank} pid ${c.child.pid}`).join(", ")}${over}\n`);
-  let stoppedBy: NodeJS.Signals | null = null;
   const onSignal = (sig: NodeJS.Signals) => {
     // every process stops at one step boundary and rank 0 checkpoints (train_controlnet takes SIGINT, SIGTERM and
     // SIGHUP so): the launcher's own terminal closing is a stop like any other, not a lost run

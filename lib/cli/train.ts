@@ -50,7 +50,10 @@ export async function main(argv: string[], opts: { prog?: string } = {}): Promis
     }
     stoppedBy = sig;
     stopAt = Date.now();
-    process.stderr.write(`\n${sig === "SIGINT" ? "interrupt" : sig}: stopping at the next step boundary (${sig === "SIGINT" ? "Ctrl-C" : sig} again, a second later, to quit now)\n`);
+    // under launch, rank 0 says it for the group (every process stops at the same boundary)
+    if (!process.env.RANK || process.env.RANK === "0") {
+      process.stderr.write(`\n${sig === "SIGINT" ? "interrupt" : sig}: stopping at the next step boundary (${sig === "SIGINT" ? "Ctrl-C" : sig} again, a second later, to quit now)\n`);
+    }
     ac.abort();
   };
   process.on("SIGINT", onSignal);

@@ -98,6 +98,25 @@ for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143], ["SIGHUP", 129]
   });
 }
 
+test("SIGTERM to one worker (a scheduler stopping it) is a stop of the job, not a failure: one line, rank 0's checkpoint, exit 143", { skip }, async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-term1-"));
+  const port = await freePorts(2);
+  const job = start(["launch", "--num_processes", "2", "--main_process_port", String(port), "train_controlnet",
+    ...trainFlags(out, ["--max_train_steps=60", "--checkpointing_steps=1000", "--train_batch_size=1"])]);
+  await waitFor(() => /Steps: 2\//.test(job.output()) || job.child.exitCode !== null, 240_000, "step 2");
+  const rank1 = Number(/rank 1 pid (\d+)/.exec(job.output())![1]);
+  process.kill(rank1, "SIGTERM");
+  const r = await job.done;
+  assert.equal(r.code, 143, r.stderr.slice(-2000));
+  assert.match(r.stderr, new RegExp(`^launch: process 1 \\(pid ${rank1}\\) was stopped \\(SIGTERM\\): every process stops at the same step boundary$`, "m"));
+  assert.doesNotMatch(r.stderr, /launch: error/);
+  const m = /Interrupted at step (\d+); state saved to (.*checkpoint-(\d+))\./.exec(r.stdout);
+  assert.ok(m, r.stdout.slice(-2000));
+  assert.deepEqual(listCheckpoints(out).map((c) => c.step), [Number(m[1])]);
+  assert.doesNotMatch(r.stderr, /^\[rank 1\] *$/m, "no empty lines of rank 1");
+  fs.rmSync(out, { recursive: true, force: true });
+});
+
 test("the launcher's output going away (its pipe's reader exits, a notebook kernel dies) stops the job with a checkpoint, exit 129", { skip }, async () => {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-epipe-"));
   const port = await freePorts(2);
