@@ -222,6 +222,7 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
   let stoppedBy: NodeJS.Signals | null = null;
   let failure: string | null = null;
   let failureLine = "";
+  let failureCode: number | null = null;
   let interrupted = false;
   let stopping = false;
   const stopOthers = () => {
@@ -269,6 +270,7 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
         }
         if ((code !== 0 || signal) && failure === null && !interrupted) {
           failure = `rank ${rank}`;
+          failureCode = code;
           const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
           failureLine = `process ${rank} (pid ${child.pid}) ${how}; stopped the other process(es)`;
           stopOthers();
@@ -300,6 +302,9 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
   try {
     const results = await Promise.all(children.map((c) => c.exit));
     if (failure) {
+      // its arguments refused (exit 2, as argparse): said above; no step of this launch was trained, and resuming
+      // with the same arguments would be refused again
+      if (failureCode === 2) return fail(`${failureLine}: its arguments were refused (the error above); nothing was trained by this launch`, 2);
       // rank 0 writes the checkpoints (and one on the error) on machine 0: only its launcher can name the last one;
       // another machine's view of output_dir may be another disk, or a moment behind rank 0's last write
       if (o.machineRank !== 0) {

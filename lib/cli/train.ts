@@ -2,7 +2,7 @@
 import { ArgsError, parseTrainArgs, trainArgsHelp } from "../training/args.js";
 import { HubRepoError, HubUploadError, trainControlNet } from "../training/run.js";
 import { ForeignCheckpointError } from "../training/checkpoints.js";
-import { NonFiniteLossError } from "../training/trainer.js";
+import { NonFiniteLossError, RunMismatchError } from "../training/trainer.js";
 import { HubError } from "../io/hub.js";
 import { DistributedError, LAUNCHER_PIPE } from "../training/distributed.js";
 import { describeError } from "../io/describe-error.js";
@@ -99,7 +99,8 @@ export async function main(argv: string[], opts: { prog?: string } = {}): Promis
       process.stderr.write(`\n--push_to_hub failed: ${e.message}\nThe trained ControlNet is saved in ${parsed.args.output_dir}; once the hub problem is fixed, push what this run would have pushed (not its checkpoints, logs or validation rounds) with:\n  ${e.retry}\n`);
       return 1;
     }
-    if (e instanceof ArgsError) {
+    // arguments refused (also: they do not match the checkpoints in output_dir): argparse's exit code
+    if (e instanceof ArgsError || e instanceof RunMismatchError) {
       process.stderr.write(`\n${prog}: error: ${e.message}\n`);
       return 2;
     }

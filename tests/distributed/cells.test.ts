@@ -64,11 +64,11 @@ test("a failed launch from a cell names the worker's reason first, then the laun
   const stderr = [
     "launch: 2 process(es) of 2 on this machine: rank 0 pid 1, rank 1 pid 2",
     "[rank 1] train_controlnet: resume_from_checkpoint latest: /o/checkpoint-2 is another run's (global batch 1 there, 2 here)",
-    "launch: error: process 1 (pid 2) exited with code 2; stopped the other process(es). The last checkpoint is /o/checkpoint-2: relaunch …",
+    "launch: error: process 1 (pid 2) exited with code 2; stopped the other process(es): its arguments were refused (the error above); nothing was trained by this launch",
   ].join("\n");
   assert.equal(failureLine(stderr, 1),
     "train_controlnet: resume_from_checkpoint latest: /o/checkpoint-2 is another run's (global batch 1 there, 2 here) — " +
-    "launch: error: process 1 (pid 2) exited with code 2; stopped the other process(es). The last checkpoint is /o/checkpoint-2: relaunch …");
+    "launch: error: process 1 (pid 2) exited with code 2; stopped the other process(es): its arguments were refused (the error above); nothing was trained by this launch");
   assert.equal(failureLine("launch: error: port 1 is already in use\n", 1), "launch: error: port 1 is already in use");
   assert.equal(failureLine("", 3), "exit code 3");
 });

@@ -117,6 +117,20 @@ test("SIGTERM to one worker (a scheduler stopping it) is a stop of the job, not 
   fs.rmSync(out, { recursive: true, force: true });
 });
 
+test("arguments a worker refuses (a checkpoint of another global batch) end the launch with exit 2 and no advice to resume the same way", { skip }, async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-refused-"));
+  const first = await start(["train_controlnet", ...trainFlags(out, ["--max_train_steps=1", "--checkpointing_steps=1", "--train_batch_size=1"])]).done;
+  assert.equal(first.code, 0, first.stderr.slice(-2000));
+  const port = await freePorts(2);
+  const r = await start(["launch", "--num_processes", "2", "--main_process_port", String(port), "train_controlnet",
+    ...trainFlags(out, ["--max_train_steps=2", "--train_batch_size=1", "--resume_from_checkpoint=latest"])]).done;
+  assert.equal(r.code, 2, r.stderr.slice(-2000));
+  assert.match(r.stderr, /is another run's \(global batch \(num_processes × train_batch_size\) 1 there, 2 here\)/);
+  assert.match(r.stderr, /^launch: error: process \d \(pid \d+\) exited with code 2; stopped the other process\(es\): its arguments were refused \(the error above\); nothing was trained by this launch$/m);
+  assert.doesNotMatch(r.stderr, /relaunch with --resume_from_checkpoint=latest/);
+  fs.rmSync(out, { recursive: true, force: true });
+});
+
 test("the launcher's output going away (its pipe's reader exits, a notebook kernel dies) stops the job with a checkpoint, exit 129", { skip }, async () => {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-epipe-"));
   const port = await freePorts(2);
