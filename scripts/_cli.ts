@@ -9,12 +9,17 @@ type Options = NonNullable<ParseArgsConfig["options"]>;
 
 type Values<O extends Options> = ReturnType<typeof parseArgs<{ args: string[]; options: O; strict: true; allowPositionals: false }>>["values"];
 
-export function scriptArgs<const O extends Options>(usage: string, options: O): Values<O> {
-  const args = process.argv.slice(2);
+/** `-h` / `--help` among the arguments: prints `usage` and exits (for scripts that take positional arguments). */
+export function exitOnHelp(usage: string, args = process.argv.slice(2)): void {
   if (args.includes("--help") || args.includes("-h")) {
     console.log(usage);
     process.exit(0);
   }
+}
+
+export function scriptArgs<const O extends Options>(usage: string, options: O): Values<O> {
+  const args = process.argv.slice(2);
+  exitOnHelp(usage, args);
   try {
     return parseArgs({ args, options, strict: true, allowPositionals: false }).values;
   } catch (e) {

@@ -74,6 +74,8 @@ const r = await runDemo({
 console.log(`\ncontrol fidelity on ${r.after.count} held-out outlines:`);
 if (r.before) console.log(`  before: IoU ${r.before.iou.toFixed(3)}  colour ${r.before.colorScore.toFixed(3)}`);
 console.log(`  after:  IoU ${r.after.iou.toFixed(3)}  colour ${r.after.colorScore.toFixed(3)}  (${r.steps} steps, ${r.seconds.total.toFixed(0)} s in all)`);
-console.log(r.suddenConvergenceStep === null
+console.log(r.fidelityHistory.length === 0
+  ? "  fidelity was not tracked during training (--track-every 0)"
+  : r.suddenConvergenceStep === null
   ? "  fidelity did not jump during training (see fidelityHistory in demo_report.json)"
   : `  fidelity jumped at step ${r.suddenConvergenceStep} (the "sudden convergence"; history in demo_report.json)`);

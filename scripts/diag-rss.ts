@@ -11,6 +11,10 @@
 import fs from "node:fs";
 import { initEngine, memoryInfo } from "../lib/engine/index.js";
 import { createTrainingStep, SD15_UNET } from "../lib/planner/index.js";
+import { exitOnHelp } from "./_cli.js";
+
+exitOnHelp("usage: node --import tsx scripts/diag-rss.ts [resolution=256] [steps=2]   (CHUNK=<n>: chunked attention)\n" +
+  "Resident memory by mapping kind beside live tensor bytes, after the build and each SD1.5-config ControlNet step.");
 
 const GB = (b: number) => (b / 1e9).toFixed(2);
 

@@ -13,7 +13,7 @@
  *     layout is given and only the refinement is measured.
  * No classifier-free guidance (a single conditional pass), so the numbers isolate the networks.
  */
-import { parseArgs } from "node:util";
+import { scriptArgs } from "./_cli.js";
 import { initEngine, tf } from "../lib/engine/index.js";
 import { loadTinySd, DEFAULT_TINY_SD } from "../lib/demo/tiny-sd.js";
 import { heldOutSet } from "../lib/demo/run.js";
@@ -25,13 +25,16 @@ import { addNoise } from "../lib/schedulers/training.js";
 import { denormalize, toRgbImages } from "../lib/pipeline/index.js";
 import { Generator } from "../lib/schedulers/random.js";
 
-const { values } = parseArgs({
-  options: {
-    base: { type: "string" }, controlnet: { type: "string" }, count: { type: "string" },
-    "set-seed": { type: "string" }, scale: { type: "string" },
-  },
+const USAGE = "usage: node --import tsx scripts/fidelity-breakdown.ts --controlnet DIR [--base data/tiny-sd] [--count 32] [--set-seed 77001] [--scale 1]\n" +
+  "Where a ControlNet on the tiny base loses control fidelity: the VAE's ceiling, one-step x0 predictions and SDEdit from each t.";
+const values = scriptArgs(USAGE, {
+  base: { type: "string" }, controlnet: { type: "string" }, count: { type: "string" },
+  "set-seed": { type: "string" }, scale: { type: "string" },
 });
-if (!values.controlnet) throw new Error("--controlnet DIR is required (e.g. out/demo-controlnet after npm run demo)");
+if (!values.controlnet) {
+  console.error(`--controlnet DIR is required (e.g. out/demo-controlnet after npm run demo)\n${USAGE}`);
+  process.exit(2);
+}
 await initEngine();
 const sd = loadTinySd(values.base ?? DEFAULT_TINY_SD);
 const cn = ControlNetModel.fromPretrained(values.controlnet);

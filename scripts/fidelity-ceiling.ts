@@ -6,7 +6,7 @@
  * (what the decoder can draw at all). Prints both metrics (prompt-labelled IoU, colour-blind "shape" IoU) and the
  * per-image IoU by radius.
  */
-import { parseArgs } from "node:util";
+import { scriptArgs } from "./_cli.js";
 import { initEngine, tf } from "../lib/engine/index.js";
 import { loadTinySd, reconstruct, DEFAULT_TINY_SD } from "../lib/demo/tiny-sd.js";
 import { heldOutSet } from "../lib/demo/run.js";
@@ -14,7 +14,9 @@ import { renderFilled, toFloat } from "../lib/data/index.js";
 import { averageFidelity, type FidelitySummary } from "../lib/eval/fidelity.js";
 import type { RawImage } from "../lib/data/types.js";
 
-const { values } = parseArgs({ options: { base: { type: "string" }, count: { type: "string" } } });
+const values = scriptArgs("usage: node --import tsx scripts/fidelity-ceiling.ts [--base data/tiny-sd] [--count 32]\n" +
+  "The best control fidelity any ControlNet on a base can reach: held-out fill50k targets scored as they are and after the base's VAE.",
+  { base: { type: "string" }, count: { type: "string" } });
 await initEngine();
 const sd = loadTinySd(values.base ?? DEFAULT_TINY_SD);
 const set = heldOutSet(Number(values.count ?? 32), sd.resolution);

@@ -10,6 +10,7 @@
  *   (512 px unless RESOLUTION is set, gradient checkpointing; batch default 1; one warm-up and STEPS=1 timed step).
  */
 import { tf, initEngine } from "../lib/engine/index.js";
+import { exitOnHelp } from "./_cli.js";
 import { UNet2DConditionModel, AutoencoderKL } from "../lib/models/index.js";
 import { TINY_UNET_CONFIG, TINY_VAE_CONFIG } from "../data/recipes/tiny-sd.js";
 import { createTrainingStep } from "../lib/planner/index.js";
@@ -19,6 +20,8 @@ import { BENCH_MID_VAE, SD15_SCHEDULER } from "../bench/pipeline.js";
 import { StableDiffusionControlNetPipeline } from "../lib/pipeline/index.js";
 import { schedulerFromConfig } from "../lib/schedulers/index.js";
 
+exitOnHelp("usage: node --import tsx scripts/profile-step.ts unet|vae|mid|image|sd15 [batch]\n" +
+  "Per-kernel wall time of one training step (or one validation image) on the current engine; see the file's comment for each.");
 await initEngine();
 const which = process.argv[2] ?? "unet";
 const B = Number(process.argv[3] ?? (which === "mid" ? 4 : which === "sd15" ? 1 : 16));

@@ -242,7 +242,8 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   const trainSeconds = (performance.now() - tt) / 1000 - trackSeconds;
   log(`trained ${result.globalStep} steps in ${trainSeconds.toFixed(0)}s (+${trackSeconds.toFixed(0)}s of fidelity tracking) → ${outputDir}`);
   const jump = suddenConvergenceStep(history);
-  log(jump === null ? "control fidelity did not jump during training (no sudden convergence in this budget)" : `control fidelity jumped at step ${jump} ("sudden convergence")`);
+  log(history.length === 0 ? "control fidelity was not tracked during training"
+    : jump === null ? "control fidelity did not jump during training (no sudden convergence in this budget)" : `control fidelity jumped at step ${jump} ("sudden convergence")`);
 
   tb = performance.now();
   const after = await evaluate(sd, controlnet, set, evalOpts);

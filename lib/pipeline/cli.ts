@@ -7,7 +7,7 @@
  * Flags accept snake_case or kebab-case, `--flag value` or `--flag=value`; --controlnet, --image and
  * --controlnet_conditioning_scale repeat for several ControlNets.
  */
-import { initEngine } from "../engine/index.js";
+import { describeEngine, initEngine } from "../engine/index.js";
 import { describeError } from "../io/describe-error.js";
 import { parseSchedulerName, SCHEDULER_NAMES } from "../schedulers/index.js";
 import { generate, type GenerateOptions } from "./generate.js";
@@ -141,10 +141,13 @@ export async function inferMain(argv: string[], extra: Partial<GenerateOptions> 
   }
   try {
     const engine = await initEngine(args.backend ? { backend: args.backend as string } : {});
-    process.stderr.write(`engine: ${engine.backend} (${engine.threads} thread${engine.threads === 1 ? "" : "s"})\n`);
+    // the engine and, where a better one is missing, why and the command that adds it (as train_controlnet says)
+    process.stderr.write(`${describeEngine(engine)}\n`);
+    const tty = process.stderr.isTTY;
     const r = await generate({
       ...opts,
-      onStep: (s) => process.stderr.write(`\rstep ${s.step + 1}/${s.numSteps} (t=${s.timestep})${s.step + 1 === s.numSteps ? "\n" : ""}`),
+      // one line rewritten in a terminal; a line per step where the output is a file or a pipe
+      onStep: (s) => process.stderr.write(tty ? `\rstep ${s.step + 1}/${s.numSteps} (t=${s.timestep})${s.step + 1 === s.numSteps ? "\n" : ""}` : `step ${s.step + 1}/${s.numSteps} (t=${s.timestep})\n`),
     });
     for (const f of r.files) process.stdout.write(`${f}\n`);
     process.stderr.write(`${r.images.length} image(s) ${r.width}×${r.height}, seed ${r.seed}: load ${r.loadSeconds.toFixed(1)} s, generate ${r.seconds.toFixed(1)} s\n`);

@@ -709,7 +709,7 @@ function main() {
     flavour = flavourFromEnv(prev);
     if (flavour === null) {
       writeStatus(nativeDir, { ok: false, reason: `skipped: CONTROLNET_TS_NATIVE=${given} at install`, fix: `CONTROLNET_TS_NATIVE=cpu ${FIX_COMMAND}` });
-      log(`skipped (CONTROLNET_TS_NATIVE=${given}); the wasm engine runs`);
+      log(`skipped (CONTROLNET_TS_NATIVE=${given}); the wasm engine runs; add native with: CONTROLNET_TS_NATIVE=cpu ${FIX_COMMAND}`);
       return 0;
     }
     const kept = !given && installedFlavour(prev) === flavour ? ", as installed before" : "";

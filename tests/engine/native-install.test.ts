@@ -94,7 +94,7 @@ test("the opt-out over an earlier build: wasm runs, as the installer says (the e
   assert.equal(nativeMissingReason(dir), null, "the earlier build counts as installed");
   const r = spawnSync(process.execPath, [installer], { cwd: root, env: { ...process.env, CONTROLNET_TS_NATIVE_DIR: dir, CONTROLNET_TS_NATIVE: "off" }, encoding: "utf8" });
   assert.equal(r.status, 0, r.stderr);
-  assert.match(r.stderr, /skipped \(CONTROLNET_TS_NATIVE=off\); the wasm engine runs/);
+  assert.match(r.stderr, /skipped \(CONTROLNET_TS_NATIVE=off\); the wasm engine runs; add native with: CONTROLNET_TS_NATIVE=cpu npm run install-native/);
   assert.match(nativeMissingReason(dir)!, /^not installed \(skipped: CONTROLNET_TS_NATIVE=off at install\); add it with: CONTROLNET_TS_NATIVE=cpu npm run install-native$/);
 });
 
