@@ -298,8 +298,10 @@ export class TslabEngine implements CellEngine {
       if (this.abandoned()) throw abandonedError();
       return v;
     };
-    (globalThis as Record<string, unknown>)[CELL_GLOBAL] = { exports: this.exports, require: req, define: defineExport(this.exports) };
-    (globalThis as Record<string, unknown>)[RESUME_GUARD] = guard;
+    // not enumerable: a cell that shows `globalThis` (or a bare `this`) sees the user's names, not the kernel's plumbing
+    const hidden = (name: string, value: unknown) => Object.defineProperty(globalThis, name, { value, enumerable: false, configurable: true, writable: true });
+    hidden(CELL_GLOBAL, { exports: this.exports, require: req, define: defineExport(this.exports) });
+    hidden(RESUME_GUARD, guard);
   }
 
   private converter(meta: CodeMetadata): TslabConverter {

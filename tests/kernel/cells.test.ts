@@ -273,6 +273,8 @@ describe("cells as a user writes them", () => {
   it("__dirname is the notebook's folder (the kernel's working directory) and __filename its file, as the server names it", async () => {
     assert.equal(resultText((await k.execute("__dirname === process.cwd()")).iopub), "true");
     assert.equal(resultText((await k.execute('__filename === require("node:path").join(process.cwd(), "tutorial.ipynb")')).iopub), "true");
+    // the kernel's own globals are not among the names a cell sees listed
+    assert.equal(resultText((await k.execute('Object.keys(globalThis).filter((n) => n.startsWith("__controlnet_ts")).length')).iopub), "0");
   });
 
   it("interrupt during a plain await returns within 1 s and keeps the cell's declarations", async () => {
