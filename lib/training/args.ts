@@ -26,6 +26,9 @@ export interface ArgSpec {
   required?: boolean;
   nargs?: "+";
   choices?: readonly string[];
+  /** A float flag whose default the script writes as an int (`default=0`): argparse keeps that default an int, and
+   *  the hparams show `0`, not `0.0`. */
+  intDefault?: boolean;
   /** Not in train_controlnet.py. */
   extension?: boolean;
 }
@@ -143,7 +146,7 @@ export const TRAIN_ARG_SPECS: readonly ArgSpec[] = [
   s("conditioning_image_column", "conditioning_image", "The column of the dataset containing the controlnet conditioning image."),
   s("caption_column", "text", "The column of the dataset containing a caption or a list of captions."),
   i("max_train_samples", null, "For debugging purposes or quicker training, truncate the number of training examples to this value if set."),
-  f("proportion_empty_prompts", 0, "Proportion of image prompts to be replaced with empty strings. Defaults to 0 (no prompt replacement)."),
+  f("proportion_empty_prompts", 0, "Proportion of image prompts to be replaced with empty strings. Defaults to 0 (no prompt replacement).", { intDefault: true }),
   s("validation_prompt", null, "A set of prompts evaluated every `--validation_steps` and logged to `--report_to`. Provide either a matching number of `--validation_image`s, a single `--validation_image` to be used with all prompts, or a single prompt that will be used with all `--validation_image`s.", { nargs: "+" }),
   s("validation_image", null, "A set of paths to the controlnet conditioning image be evaluated every `--validation_steps` and logged to `--report_to`.", { nargs: "+" }),
   i("num_validation_images", 4, "Number of images to be generated for each `--validation_image`, `--validation_prompt` pair"),

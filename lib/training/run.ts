@@ -235,7 +235,9 @@ export function initTrackers(s: TrainingSession): TensorBoardWriter | null {
   config.max_train_steps = s.trainer.maxSteps;
   config.num_train_epochs = epochMath(s).epochs;
   config.learning_rate = s.trainer.opts.learning_rate;
-  tb.addHparams(config, { floats: new Set(TRAIN_ARG_SPECS.filter((x) => x.type === "float").map((x) => x.name)) });
+  // float flags print as floats (1.0), except at an int default the script keeps as written (`default=0` → 0)
+  const floats = TRAIN_ARG_SPECS.filter((x) => x.type === "float" && !(x.intDefault && config[x.name] === x.default));
+  tb.addHparams(config, { floats: new Set(floats.map((x) => x.name)) });
   return tb;
 }
 

@@ -115,6 +115,9 @@ test("the seed's 8 GB command: final validation after the last step → images i
   assert.match(yml, /^learning_rate: 1\.0e-05$/m);
   assert.match(yml, /^tracker_project_name: fill50k_run$/m);
   assert.match(yml, /^controlnet_model_name_or_path: null$/m);
+  // floats as floats (the script's max_grad_norm=1.0), and the one float default the script writes as an int as an int
+  assert.match(yml, /^max_grad_norm: 1\.0$/m);
+  assert.match(yml, /^proportion_empty_prompts: 0$/m);
   // the model card: save_model_card's metadata and images, no local path in the snippet
   const card = fs.readFileSync(path.join(out, "README.md"), "utf8");
   assert.equal(fs.readFileSync(path.join(out, "README.md.orig"), "utf8"), "# my notes\n");
