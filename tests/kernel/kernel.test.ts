@@ -320,6 +320,12 @@ describe("kernel", () => {
       assert.ok(accepted.endsWith(`'${want}`), `${code} → ${accepted}`);
     }
 
+    // a property name inside an element access's string: the object's keys, replacing what was typed
+    const access = "const o = { alpha: 1, beta: 2 }; o['al";
+    const el = await complete(access);
+    assert.deepEqual(el.matches, ["alpha", "beta"]);
+    assert.equal(access.slice(el.cursor_start, el.cursor_end), "al");
+
     const i = (await k.reply(k.send("shell", "inspect_request", { code: "Math.max", cursor_pos: 7, detail_level: 0 }))).content as Record<string, any>;
     assert.equal(i.found, true);
     assert.match(i.data["text/plain"], /max\(\.\.\.values: number\[\]\): number/);
