@@ -189,6 +189,16 @@ export async function allReduceGradients(
   return { loss: buf[total + n]!, stop: buf[total + n + 1]! > 0 };
 }
 
+/** A non-negative safe integer as `count` 16-bit pieces, lowest first: float32 holds each exactly, so an all-reduce
+ *  sum in which one process gives the pieces and the others zeros carries the number exactly. */
+export function pieces16(n: number, count: number): number[] {
+  return Array.from({ length: count }, (_, k) => Math.floor(n / 2 ** (16 * k)) % 2 ** 16);
+}
+
+export function fromPieces16(pieces: ArrayLike<number>): number {
+  return Array.from(pieces).reduce((sum, p, k) => sum + p * 2 ** (16 * k), 0);
+}
+
 /** What a process starts from, for checkSameStart: its step, run identity and weights (12-hex fingerprints). */
 export interface StartState {
   step: number;
@@ -203,15 +213,13 @@ export interface StartState {
  * fingerprints (16-bit pieces: float32 holds them exactly) in its own slots of one all-reduce; all compare, all refuse.
  */
 export async function checkSameStart(parallel: DataParallel, mine: StartState): Promise<void> {
-  const PIECES = 9;
-  const hexPieces = (hex: string) => [0, 4, 8].map((i) => parseInt(hex.slice(i, i + 4).padEnd(4, "0"), 16));
-  const stepPieces = (s: number) => [0, 1, 2].map((k) => Math.floor(s / 2 ** (16 * k)) % 2 ** 16);
+  const PIECES = 9; // three 48-bit numbers: the step, and the two 12-hex fingerprints
   const v = new Float32Array(parallel.worldSize * PIECES);
-  v.set([...stepPieces(mine.step), ...hexPieces(mine.identity), ...hexPieces(mine.weights)], parallel.rank * PIECES);
+  v.set([mine.step, parseInt(mine.identity, 16), parseInt(mine.weights, 16)].flatMap((n) => pieces16(n, 3)), parallel.rank * PIECES);
   await parallel.allReduceSum(v);
   const of = (r: number) => {
-    const p = Array.from(v.subarray(r * PIECES, (r + 1) * PIECES));
-    return { step: p[0]! + p[1]! * 2 ** 16 + p[2]! * 2 ** 32, identity: p.slice(3, 6).join(","), weights: p.slice(6, 9).join(",") };
+    const [step, identity, weights] = [0, 1, 2].map((k) => fromPieces16(v.subarray(r * PIECES + 3 * k, r * PIECES + 3 * k + 3)));
+    return { step, identity, weights };
   };
   const first = of(0);
   const diffs: string[] = [];

@@ -8,7 +8,7 @@
 import crypto from "node:crypto";
 import path from "node:path";
 import { listCheckpoints, readTrainingState, resolveResume } from "./checkpoints.js";
-import type { DataParallel } from "./distributed.js";
+import { fromPieces16, pieces16, type DataParallel } from "./distributed.js";
 
 export interface SeedArgs {
   seed: number | null;
@@ -41,11 +41,10 @@ function refuseNewRunBeside(dir: string): void {
 
 /** Rank 0's choice, for every process of a data-parallel group (one all-reduce: the others add zeros). */
 async function broadcastFromRank0(seed: number, parallel: DataParallel): Promise<number> {
-  // float32 holds 16-bit pieces exactly; four of them cover any seed (safe integers are below 2^53)
-  const pieces = [0, 1, 2, 3].map((k) => (parallel.isMainProcess ? Math.floor(seed / 2 ** (16 * k)) % 2 ** 16 : 0));
-  const v = new Float32Array(pieces);
+  // four 16-bit pieces cover any seed (safe integers are below 2^53)
+  const v = new Float32Array(parallel.isMainProcess ? pieces16(seed, 4) : [0, 0, 0, 0]);
   await parallel.allReduceSum(v);
-  return v.reduce((sum, p, k) => sum + p * 2 ** (16 * k), 0);
+  return fromPieces16(v);
 }
 
 /**
