@@ -19,6 +19,7 @@ import { ArgsError, parseTrainArgs } from "../training/args.js";
 import { InputError } from "../io/input-error.js";
 import { checkValidationImages } from "../training/validation.js";
 import { whenOutputGone } from "./output-gone.js";
+import { stopSignalOf } from "./stop-signals.js";
 import { listCheckpoints, readTrainingState } from "../training/checkpoints.js";
 import { MAX_ENGINE_THREADS } from "../engine/constants.js";
 import { collectiveMissingReason } from "../training/collective.js";
@@ -121,9 +122,6 @@ export function gpuAssignment(perMachine: number, gpus: string[], gpuBuild: bool
   if (!gpuBuild || gpus.length === 0) return null;
   return Array.from({ length: perMachine }, (_, l) => gpus[l % gpus.length]!);
 }
-
-/** train_controlnet's exit codes for a stop it was asked for (SIGHUP, SIGINT, SIGTERM; lib/cli/train.ts). */
-const STOP_EXIT_CODES: Partial<Record<number, NodeJS.Signals>> = { 129: "SIGHUP", 130: "SIGINT", 143: "SIGTERM" };
 
 /** Refuses a busy port before any process starts (TF would also refuse it, after loading). */
 async function checkPortFree(port: number, host = "0.0.0.0"): Promise<string | null> {
@@ -257,7 +255,7 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
       child.on("exit", (code, signal) => {
         // a process stopped by a signal of its own (a scheduler's SIGTERM to one worker) stops the whole group at one
         // step boundary, rank 0 checkpointing (train.ts agrees the stop through the all-reduce): a stop, not a failure
-        const stopSignal = code === null ? undefined : STOP_EXIT_CODES[code];
+        const stopSignal = stopSignalOf(code);
         if (stopSignal && failure === null && !interrupted) {
           interrupted = true;
           stoppedBy ??= stopSignal;

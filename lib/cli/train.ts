@@ -7,6 +7,7 @@ import { HubError } from "../io/hub.js";
 import { DistributedError, LAUNCHER_PIPE } from "../training/distributed.js";
 import { describeError } from "../io/describe-error.js";
 import { whenOutputGone } from "./output-gone.js";
+import { STOP_EXIT_CODES, type StopSignal } from "./stop-signals.js";
 import { InputError } from "../io/input-error.js";
 
 function formatEta(seconds: number): string {
@@ -39,14 +40,13 @@ export async function main(argv: string[], opts: { prog?: string } = {}): Promis
   // forward a terminal's Ctrl-C that the process also gets itself; quitting on those would throw the steps away.
   const ac = new AbortController();
   // SIGHUP: the terminal closed (ssh dropped) — a stop like the others, not a lost run
-  const exitCode = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 } as const;
-  let stoppedBy: keyof typeof exitCode = "SIGINT";
+  let stoppedBy: StopSignal = "SIGINT";
   let stopAt = 0;
-  const onSignal = (sig: keyof typeof exitCode) => {
+  const onSignal = (sig: StopSignal) => {
     if (ac.signal.aborted) {
       if (Date.now() - stopAt < 1000) return;
       process.stderr.write(`\n${sig}: quitting now; the steps since the last checkpoint are not saved\n`);
-      process.exit(exitCode[sig]);
+      process.exit(STOP_EXIT_CODES[sig]);
     }
     stoppedBy = sig;
     stopAt = Date.now();
@@ -76,7 +76,7 @@ export async function main(argv: string[], opts: { prog?: string } = {}): Promis
       },
       log: (l) => process.stdout.write(`${tty ? "\n" : ""}${l}\n`),
     });
-    return ac.signal.aborted ? exitCode[stoppedBy] : 0;
+    return ac.signal.aborted ? STOP_EXIT_CODES[stoppedBy] : 0;
   } catch (e) {
     if (e instanceof NonFiniteLossError) {
       process.stderr.write(`\n${e.message}\n`);

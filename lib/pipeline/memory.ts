@@ -26,14 +26,21 @@ export function generationFloorBytes(width: number, height: number, m: Generatio
   return LIVE_ACTIVATIONS * 4 * Math.max(m.unetBatch * latent * m.unetChannels, width * height * m.vaeChannels);
 }
 
-/** Refuses a generation of width×height that cannot fit the engine's memory (CONTROLNET_TS_IGNORE_PLAN=1 skips it);
- *  `advice` says what to make smaller, in the caller's names. */
-export function refuseGenerationBeyondMemory(width: number, height: number, m: GenerationShape, advice: string): void {
-  if (process.env.CONTROLNET_TS_IGNORE_PLAN) return;
+/**
+ * What a generation of width×height lacks in the engine's memory — "needs at least ~X GB, more than the engine's Y
+ * GB" — or null when its floor fits (or CONTROLNET_TS_IGNORE_PLAN=1 skips the check). Callers put it in their own
+ * words: the pipeline refuses the call, training refuses a validation image before step 1.
+ */
+export function generationShortfall(width: number, height: number, m: GenerationShape, budget = memoryBudget()): string | null {
+  if (process.env.CONTROLNET_TS_IGNORE_PLAN) return null;
   const need = generationFloorBytes(width, height, m);
-  const budget = memoryBudget();
-  if (need > budget) {
-    throw new InputError(`generating ${m.unetBatch} latent(s) at ${width}×${height} needs at least ~${(need / 1024 ** 3).toFixed(1)} GB, ` +
-      `more than the engine's ${(budget / 1024 ** 3).toFixed(1)} GB; ${advice}. Nothing was generated.`);
-  }
+  if (need <= budget) return null;
+  return `needs at least ~${(need / 1024 ** 3).toFixed(1)} GB, more than the engine's ${(budget / 1024 ** 3).toFixed(1)} GB`;
+}
+
+/** Refuses a generation of width×height that cannot fit the engine's memory; `advice` says what to make smaller,
+ *  in the caller's names. */
+export function refuseGenerationBeyondMemory(width: number, height: number, m: GenerationShape, advice: string): void {
+  const shortfall = generationShortfall(width, height, m);
+  if (shortfall) throw new InputError(`generating ${m.unetBatch} latent(s) at ${width}×${height} ${shortfall}; ${advice}. Nothing was generated.`);
 }

@@ -22,7 +22,7 @@ import { TRAIN_ARG_SPECS } from "./args.js";
 import { assertNoForeignCheckpoints, enclosingCheckpoint } from "./checkpoints.js";
 import { planRun, PlanRefusedError, PLANNED_ATTENTION_CHUNK, XFORMERS_ATTENTION_CHUNK } from "./plan-run.js";
 import { checkValidationImages, runValidation, type ValidationResult } from "./validation.js";
-import { generationFloorBytes } from "../pipeline/memory.js";
+import { generationShortfall } from "../pipeline/memory.js";
 import { suddenConvergenceStep, type ConvergencePoint } from "../eval/fidelity.js";
 import { checkSameStart, dataParallelFromEnv, processEnv, type ProcessEnv } from "./distributed.js";
 import { resolveSeed } from "./seed.js";
@@ -146,15 +146,14 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
 /** A validation image whose round cannot fit the engine's memory is refused before training, naming it. */
 function refuseValidationBeyond(budget: number, sizes: { image: string; width: number; height: number }[], base: BaseModel, images: number): void {
   const m = {
-    vaeScaleFactor: 2 ** (base.vae.config.block_out_channels.length - 1), unetChannels: base.unet.config.block_out_channels[0]!,
+    vaeScaleFactor: base.vae.scaleFactor, unetChannels: base.unet.config.block_out_channels[0]!,
     vaeChannels: base.vae.config.block_out_channels[0]!, unetBatch: 2 * images, // the round's guidance batch
   };
   for (const { image, width, height } of sizes) {
-    const need = generationFloorBytes(width, height, m);
-    if (need > budget) {
+    const shortfall = generationShortfall(width, height, m, budget);
+    if (shortfall) {
       throw new PlanRefusedError(`validation image ${image} is ${width}×${height}: validation generates at the image's own size (as the script) ` +
-        `and needs at least ~${(need / 1024 ** 3).toFixed(1)} GB there, more than the engine's ${(budget / 1024 ** 3).toFixed(1)} GB. ` +
-        "Give a smaller conditioning image (e.g. of the training --resolution) or fewer --num_validation_images. Nothing was trained.");
+        `and ${shortfall} there. Give a smaller conditioning image (e.g. of the training --resolution) or fewer --num_validation_images. Nothing was trained.`);
     }
   }
 }
