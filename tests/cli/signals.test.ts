@@ -14,24 +14,36 @@ import { listCheckpoints } from "../../lib/training/checkpoints.js";
 const root = path.resolve(import.meta.dirname, "../..");
 const bin = path.join(root, "bin", "controlnet-ts.js");
 
+/** train_controlnet on the tiny fixture, one thread; `extra` adds or overrides flags (the last one given wins). */
+function trainTiny(out: string, extra: string[]) {
+  const child = spawn(process.execPath, [bin, "train_controlnet", `--pretrained_model_name_or_path=${path.join(root, "tests/fixtures/sd_tiny")}`,
+    `--output_dir=${out}`, "--dataset_name=synthetic-fill50k:8", "--resolution=32", "--train_batch_size=1", "--seed=3", ...extra],
+  { cwd: root, env: { ...process.env, CONTROLNET_TS_THREADS: "1" } });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (d) => (stdout += d));
+  const seen: { re: RegExp; resolve: () => void }[] = [];
+  child.stderr.on("data", (d) => {
+    stderr += d;
+    for (const w of seen) if (w.re.test(stderr)) w.resolve();
+  });
+  const exited = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)));
+  return {
+    child, exited, stdout: () => stdout, stderr: () => stderr,
+    /** Settles when stderr matches `re`, or when the process ends first. */
+    when: (re: RegExp) => Promise.race([new Promise<void>((resolve) => seen.push({ re, resolve })), exited]),
+  };
+}
+
 test("SIGTERM twice at once: one stop at a step boundary, a checkpoint of that step, exit 143", async () => {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), "sigterm-"));
   try {
-    const child = spawn(process.execPath, [bin, "train_controlnet", `--pretrained_model_name_or_path=${path.join(root, "tests/fixtures/sd_tiny")}`,
-      `--output_dir=${out}`, "--dataset_name=synthetic-fill50k:8", "--resolution=32", "--train_batch_size=1", "--max_train_steps=200",
-      "--checkpointing_steps=1000", "--seed=3"], { cwd: root, env: { ...process.env, CONTROLNET_TS_THREADS: "1" } });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => (stdout += d));
-    const signalled = new Promise<void>((resolve) => child.stderr.on("data", (d) => {
-      stderr += d;
-      if (/Steps: 2\//.test(stderr)) resolve();
-    }));
-    const exited = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)));
-    await Promise.race([signalled, exited]);
-    child.kill("SIGTERM");
-    child.kill("SIGTERM");
-    const code = await exited;
+    const run = trainTiny(out, ["--max_train_steps=200", "--checkpointing_steps=1000"]);
+    await run.when(/Steps: 2\//);
+    run.child.kill("SIGTERM");
+    run.child.kill("SIGTERM");
+    const code = await run.exited;
+    const stderr = run.stderr(), stdout = run.stdout();
     assert.equal(code, 143, stderr.slice(-2000));
     assert.doesNotMatch(stderr, /quitting now/);
     const m = /Interrupted at step (\d+); state saved to (.*checkpoint-(\d+))\./.exec(stdout);
@@ -46,20 +58,12 @@ test("SIGTERM twice at once: one stop at a step boundary, a checkpoint of that s
 test("output that goes away (a pipe's reader exits, the terminal closes) stops at a step boundary with a checkpoint, exit 129", async () => {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), "epipe-"));
   try {
-    const child = spawn(process.execPath, [bin, "train_controlnet", `--pretrained_model_name_or_path=${path.join(root, "tests/fixtures/sd_tiny")}`,
-      `--output_dir=${out}`, "--dataset_name=synthetic-fill50k:8", "--resolution=32", "--train_batch_size=1", "--max_train_steps=200",
-      "--checkpointing_steps=1000", "--seed=3"], { cwd: root, env: { ...process.env, CONTROLNET_TS_THREADS: "1" } });
-    let stderr = "";
-    const stepped = new Promise<void>((resolve) => child.stderr.on("data", (d) => {
-      stderr += d;
-      if (/Steps: 2\//.test(stderr)) resolve();
-    }));
-    const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
-    await Promise.race([stepped, exited]);
+    const run = trainTiny(out, ["--max_train_steps=200", "--checkpointing_steps=1000"]);
+    await run.when(/Steps: 2\//);
     // as `… | grep -m1 Steps` does: the reading end closes; the next write fails with EPIPE (it crashed the run)
-    child.stdout.destroy();
-    child.stderr.destroy();
-    assert.equal(await exited, 129, stderr.slice(-2000));
+    run.child.stdout.destroy();
+    run.child.stderr.destroy();
+    assert.equal(await run.exited, 129, run.stderr().slice(-2000));
     const cks = listCheckpoints(out).map((c) => c.step);
     assert.equal(cks.length, 1, "the steps trained are in a checkpoint");
     assert.ok(cks[0]! >= 2);
@@ -74,17 +78,11 @@ test("a final validation that fails (its image gone meanwhile) says the ControlN
   const image = path.join(out, "..", `${path.basename(out)}-cond.png`);
   fs.copyFileSync(path.join(root, "tests/fixtures/pipeline_tiny/control.png"), image);
   try {
-    const child = spawn(process.execPath, [bin, "train_controlnet", `--pretrained_model_name_or_path=${path.join(root, "tests/fixtures/sd_tiny")}`,
-      `--output_dir=${out}`, "--dataset_name=synthetic-fill50k:8", "--resolution=32", "--train_batch_size=1", "--max_train_steps=6",
-      "--seed=3", "--validation_prompt", "red circle", "--validation_image", image, "--num_validation_images=1"],
-    { cwd: root, env: { ...process.env, CONTROLNET_TS_THREADS: "1" } });
-    let stderr = "";
-    child.stdout.resume();
-    child.stderr.on("data", (d) => {
-      stderr += d;
-      if (/Steps: 1\//.test(stderr) && fs.existsSync(image)) fs.rmSync(image); // read up front, gone by the end
-    });
-    const code = await new Promise<number | null>((resolve) => child.on("close", (c) => resolve(c)));
+    const run = trainTiny(out, ["--max_train_steps=6", "--validation_prompt", "red circle", "--validation_image", image, "--num_validation_images=1"]);
+    // read up front, gone by the end
+    void run.when(/Steps: 1\//).then(() => fs.rmSync(image, { force: true }));
+    const code = await run.exited;
+    const stderr = run.stderr();
     assert.equal(code, 1, stderr.slice(-2000));
     assert.match(stderr, new RegExp(`train_controlnet: the final validation failed \\(.*\\); the ControlNet is saved in ${out}, with its model card \\(without validation images\\)`));
     assert.ok(fs.existsSync(path.join(out, "diffusion_pytorch_model.safetensors")));
