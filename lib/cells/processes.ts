@@ -8,7 +8,6 @@
  */
 import { spawn } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { memoryInfo } from "../engine/index.js";
@@ -93,8 +92,12 @@ export async function trainInProcesses(o: ProcessesTrainOptions): Promise<TrainR
     console.log(`train: already at step ${start} (until ${o.until}) — nothing to do. Raise \`until\` to continue.`);
     return { globalStep: start, maxSteps: o.maxTrainSteps, stopped: "until", lastLoss: null };
   }
-  // a fresh run starts from the cell's ControlNet; a resumed one from its checkpoint
-  const initDir = start === 0 ? fs.mkdtempSync(path.join(os.tmpdir(), "controlnet-ts-init-")) : null;
+  // a fresh run starts from the cell's ControlNet; a resumed one from its checkpoint. Its weights go in the run's own
+  // folder (hidden, as diffusers ignores it), not /tmp: a kernel killed meanwhile leaves no orphan to pile up there
+  // (an SD1.5 ControlNet is 1.4 GB), and the next launch in the folder removes it
+  const initFolder = path.join(o.outputDir, ".controlnet-ts-init");
+  fs.rmSync(initFolder, { recursive: true, force: true });
+  const initDir = start === 0 ? initFolder : null;
   if (initDir) o.controlnet.savePretrained(initDir);
   const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "bin", "controlnet-ts.js");
   const launchArgs = ["launch", "--num_processes", String(o.processes), "--main_process_port", String(o.mainProcessPort ?? 29500),

@@ -36,6 +36,7 @@ test("train({ processes: 2 }) trains in worker processes; the cell's ControlNet 
   assert.equal(r.globalStep, 2);
   assert.equal(r.stopped, "until");
   assert.ok(typeof r.lastLoss === "number" && Number.isFinite(r.lastLoss));
+  assert.deepEqual(fs.readdirSync(out).filter((f) => f.startsWith(".controlnet-ts")), [], "the starting weights handed to the processes are removed");
   // the cell's ControlNet holds the processes' weights (compared as saved folders: the same layout on both sides)
   controlnet.savePretrained(path.join(out, "cell"));
   assert.equal(maxWeightDiff(path.join(out, "cell"), path.join(out, "checkpoint-2", "controlnet")).max, 0);
