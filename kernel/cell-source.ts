@@ -369,11 +369,33 @@ export function globalizeTopLevelVariables(ts: typeof TS, js: string): string {
   const isCopy = (id: TS.Identifier): boolean => ts.isBinaryExpression(id.parent) && id.parent.right === id &&
     id.parent.operatorToken.kind === ts.SyntaxKind.EqualsToken && ts.isPropertyAccessExpression(id.parent.left) &&
     ts.isIdentifier(id.parent.left.expression) && id.parent.left.expression.text === "exports" && id.parent.left.name.text === id.text;
+  // The converter copies by name: `let q = 1; { let q = 2; }` also got `exports.q = q;` after the inner declaration,
+  // so the cell's later `q` (and every later cell's) read 2, and a top-level const changed value. A copy of a
+  // block-scoped declaration that is not one of the cell's own statements is dropped (a `var` in a block is the
+  // cell's: its copy stays).
+  const isInnerCopy = (node: TS.Node): boolean => {
+    if (!ts.isExpressionStatement(node) || node.parent === sf || !ts.isBinaryExpression(node.expression)) return false;
+    const right = node.expression.right;
+    if (!ts.isIdentifier(right) || !isCopy(right)) return false;
+    const d = checker.getSymbolAtLocation(right)?.valueDeclaration;
+    if (!d) return false;
+    const blockScoped = ts.isClassDeclaration(d) ||
+      ts.isVariableDeclaration(d) && ts.isVariableDeclarationList(d.parent) && (d.parent.flags & ts.NodeFlags.BlockScoped) !== 0;
+    const statement = ts.isVariableDeclaration(d) ? d.parent.parent : d;
+    return blockScoped && statement.parent !== sf;
+  };
   // `self`: the function or class whose body this is, which keeps its own name (a function's text may run elsewhere,
   // in a worker or a vm context, where a recursion through `exports` would not resolve; inside a class body its name
   // is its own binding, set before the copy to `exports` after the class)
   const visit = (node: TS.Node, local: Set<TS.Symbol> | null, self: TS.Symbol | null): void => {
-    if (ts.isIdentifier(node) && globalNames.has(node.text) && !declarations.has(node) && !isCopy(node)) {
+    if (isInnerCopy(node)) {
+      edits.push({ at: node.getStart(sf), end: node.getEnd(), text: "" });
+      return;
+    }
+    // (a declaration's own name stays: `var v = 1; { var v = 2; }` declares the same v again, and the converter's copy
+    // after it carries the value to `exports.v`)
+    const declarationName = ts.isIdentifier(node) && (ts.isVariableDeclaration(node.parent) || ts.isBindingElement(node.parent)) && node.parent.name === node;
+    if (ts.isIdentifier(node) && globalNames.has(node.text) && !declarations.has(node) && !isCopy(node) && !declarationName) {
       const shorthand = ts.isShorthandPropertyAssignment(node.parent) && node.parent.name === node;
       const s = shorthand ? checker.getShorthandAssignmentValueSymbol(node.parent) : checker.getSymbolAtLocation(node);
       if (s && globals.has(s) && !local?.has(s) && s !== self) edits.push({ at: node.getStart(sf), end: node.getEnd(), text: shorthand ? `${node.text}: exports.${node.text}` : `exports.${node.text}` });

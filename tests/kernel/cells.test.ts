@@ -540,6 +540,20 @@ describe("cells as a user writes them", () => {
     assert.equal(await value("require('node:vm').runInNewContext(`(${fib.toString()})(10)`)"), "55");
   });
 
+  it("a block's own let/const/class of a top-level name shadows it there only; a var in a block is the cell's", async () => {
+    // tslab's converter copied the inner declaration to the cell's variable: 2, 'inner', 9, 2 (a const changed value)
+    assert.equal(await value("let q = 1; { let q = 2; }\nq"), "1");
+    assert.equal(await value("const c1 = 'outer';\ntry { const c1 = 'inner'; } catch {}\nc1"), "'outer'");
+    assert.equal(await value("let k = 1;\nswitch (1) { case 1: { let k = 9; } }\nk"), "1");
+    assert.equal(await value("let cnt = 0;\nfor (let n = 0; n < 3; n++) { let cnt = n; }\ncnt"), "0");
+    assert.equal(await value("class Kl { v = 1; }\n{ class Kl { v = 2; } }\nnew Kl().v"), "1");
+    // ... and for later cells
+    assert.equal(await value("[q, c1, k, cnt]"), "[ 1, 'outer', 1, 0 ]");
+    // a var declared again in a block is the same variable (it was `var exports.v = 2`, a syntax error)
+    assert.equal(await value("var vb = 1; { var vb = 2; } if (vb) { var { vc } = { vc: 3 }; }\n[vb, vc]"), "[ 2, 3 ]");
+    assert.equal(await value("vb"), "2");
+  });
+
   it("`export` before a cell's declarations (as in a module) is accepted: the names are there for later cells anyway", async () => {
     // it was "Cannot redeclare exported variable 'ex'" for each
     assert.equal(await value("export let ex = 1;\nexport const ey = 2;\nexport function ef() { return ex + ey; }\nexport class EC { v = 3; }\nef()"), "3");
