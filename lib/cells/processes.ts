@@ -103,7 +103,8 @@ export async function trainInProcesses(o: ProcessesTrainOptions): Promise<TrainR
   const launchArgs = ["launch", "--num_processes", String(o.processes), "--main_process_port", String(o.mainProcessPort ?? 29500),
     ...(o.threadsPerProcess ? ["--num_cpu_threads_per_process", String(o.threadsPerProcess)] : []),
     // the folder is this model's run (runs.ts): its checkpoint is named, so changed options continue it (with a warning)
-    "train_controlnet", ...processFlags(o, initDir, latest?.path ?? null)];
+    // (a resumed run is built from its checkpoint's ControlNet: the cell's architecture, which no flag expresses)
+    "train_controlnet", ...processFlags(o, initDir ?? path.join(latest!.path, "controlnet"), latest?.path ?? null)];
   const logFile = path.join(o.outputDir, "logs", "train_log.jsonl");
   const seen = fs.existsSync(logFile) ? fs.readFileSync(logFile, "utf8").length : 0;
   const dashboard = new TrainingDashboard({ total: o.until, initialStep: start, description: `train (${o.processes} processes)` }).show();

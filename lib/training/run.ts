@@ -19,7 +19,7 @@ import { TensorBoardWriter } from "./tensorboard.js";
 import { writeModelCard } from "./model-card.js";
 import { planTrackers, resolveLoggingDir, tensorboardDir } from "./trackers.js";
 import { TRAIN_ARG_SPECS } from "./args.js";
-import { assertNoForeignCheckpoints, enclosingCheckpoint } from "./checkpoints.js";
+import { assertNoForeignCheckpoints, enclosingCheckpoint, readTrainingState } from "./checkpoints.js";
 import { planRun, PlanRefusedError, PLANNED_ATTENTION_CHUNK, XFORMERS_ATTENTION_CHUNK } from "./plan-run.js";
 import { checkValidationImages, runValidation, type ValidationResult } from "./validation.js";
 import { generationShortfall } from "../pipeline/memory.js";
@@ -128,7 +128,7 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
       seed,
       attention_chunk_size: attentionChunk,
       // another starting ControlNet is another run (its checkpoints are not this one's to resume or to delete)
-      init_weights: args.controlnet_model_name_or_path ? `pretrained ${weightsFingerprint(controlnet)}` : "unet",
+      init_weights: initWeightsIdentity(args, controlnet),
       logging_dir: resolveLoggingDir(args.output_dir, args.logging_dir),
     }, parallel, (l) => resumeLines.push(l));
   } catch (e) {
@@ -141,6 +141,28 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
     await checkSameStart(parallel, { step: trainer.globalStep, identity: configFingerprint(trainer.runIdentity), weights: weightsFingerprint(controlnet) });
   }
   return { base, controlnet, dataset, trainer, args, resumeLines };
+}
+
+/**
+ * The starting ControlNet in the run's identity: the UNet's copy, or a fingerprint of the pretrained weights. Starting
+ * from the controlnet/ folder of the very checkpoint being resumed (the notebook's train({ processes }) passes it, so
+ * the workers build the cell's architecture, e.g. other conditioning_embedding_out_channels; the resume then loads
+ * those weights anyway) is that run going on: it keeps the checkpoint's record.
+ */
+function initWeightsIdentity(args: TrainArgs, controlnet: ControlNetModel): string | undefined {
+  if (!args.controlnet_model_name_or_path) return "unet";
+  const from = path.resolve(args.controlnet_model_name_or_path);
+  const resume = args.resume_from_checkpoint;
+  if (resume && resume !== "latest" && path.basename(from) === "controlnet") {
+    // the checkpoint as the script looks it up: its name inside output_dir, then the path as given
+    const named = [path.join(args.output_dir, path.basename(resume)), resume].find((p) => fs.existsSync(p));
+    if (named && path.resolve(named) === path.dirname(from)) {
+      // (none recorded: a notebook's in-process run, whose identity is its model object)
+      const recorded = (readTrainingState(named).run as { init_weights?: unknown } | undefined)?.init_weights;
+      return typeof recorded === "string" ? recorded : undefined;
+    }
+  }
+  return `pretrained ${weightsFingerprint(controlnet)}`;
 }
 
 /** A validation image whose round cannot fit the engine's memory is refused before training, naming it. */

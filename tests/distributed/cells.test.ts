@@ -29,11 +29,17 @@ test("train({ processes: 2 }) trains in worker processes; the cell's ControlNet 
   const out = fs.mkdtempSync(path.join(os.tmpdir(), "cells-dp-"));
   const ds = await cn.dataset({ synthetic: { count: 16, seed: 1 }, resolution: 32 });
   const base = await cn.baseModel(path.join(root, "tests/fixtures/sd_tiny"));
-  const controlnet = await cn.controlnet({ from: base, seed: 3 });
+  // an architecture no train_controlnet flag expresses (the tutorial's): resumed runs must build it too
+  const controlnet = await cn.controlnet({ from: base, seed: 3, conditioningEmbeddingOutChannels: [8, 24] });
   const before = weights(controlnet);
   const opts = { base, controlnet, dataset: ds, outputDir: out, batchSize: 1, learningRate: 1e-4, seed: 1, checkpointing: { every: 100 } };
+  const run = (step: number) => JSON.parse(fs.readFileSync(path.join(out, `checkpoint-${step}`, "training_state.json"), "utf8")).run;
+  assert.equal((await cn.train({ ...opts, until: 1, processes: 2, threadsPerProcess: 1, mainProcessPort: await freePorts(2) })).globalStep, 1);
+  // the cell run again continues: the processes resume it as the same run (started from the cell's ControlNet)
   const r = await cn.train({ ...opts, until: 2, processes: 2, threadsPerProcess: 1, mainProcessPort: await freePorts(2) });
   assert.equal(r.globalStep, 2);
+  assert.match(run(1).init_weights, /^pretrained /);
+  assert.equal(run(2).init_weights, run(1).init_weights);
   assert.equal(r.stopped, "until");
   assert.ok(typeof r.lastLoss === "number" && Number.isFinite(r.lastLoss));
   assert.deepEqual(fs.readdirSync(out).filter((f) => f.startsWith(".controlnet-ts")), [], "the starting weights handed to the processes are removed");
@@ -51,12 +57,18 @@ test("train({ processes: 2 }) trains in worker processes; the cell's ControlNet 
   assert.equal(r2.outputDir, out);
   const after = fs.readFileSync(path.join(out, "logs", "train_log.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l).step);
   assert.deepEqual(after, [1, 2, 3], "continued at step 3, not a fresh run of steps 1–3");
+  // processes again: they resume the in-process checkpoint, as the same run (it failed: a default-architecture
+  // ControlNet could not take the checkpoint's weights)
+  const r2p = await cn.train({ ...opts, until: 4, processes: 2, threadsPerProcess: 1, mainProcessPort: await freePorts(2) });
+  assert.equal(r2p.globalStep, 4);
+  // (the in-process cell records no starting ControlNet: its run is its model object)
+  assert.equal(run(4).init_weights, run(3).init_weights, "the run the processes resumed, not a new starting ControlNet");
   // another ControlNet with processes is its own run (as in process): it never resumes this one's checkpoint
   const other = await cn.controlnet({ from: base, seed: 4 });
   const r3 = await cn.train({ ...opts, controlnet: other, until: 1, processes: 2, threadsPerProcess: 1, mainProcessPort: await freePorts(2) });
   assert.equal(r3.outputDir, `${out}-2`);
   assert.equal(r3.globalStep, 1);
-  assert.deepEqual(listCheckpoints(out).map((c) => c.step).at(-1), 3, "the first run's checkpoints are untouched");
+  assert.deepEqual(listCheckpoints(out).map((c) => c.step).at(-1), 4, "the first run's checkpoints are untouched");
   fs.rmSync(out, { recursive: true, force: true });
   fs.rmSync(`${out}-2`, { recursive: true, force: true });
 });
