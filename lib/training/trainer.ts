@@ -646,8 +646,11 @@ export class ControlNetTrainer {
     this.c.controlnet.savePretrained(this.opts.output_dir);
   }
 
-  /** Releases the loader, the lock and the moving average (unless `keepEma`: the cells keep a model's average). */
+  /** Releases the loader, the lock, the optimizer's state (AdamW's moments: twice the ControlNet's size, which a
+   *  notebook's re-run train() cell otherwise piled up) and the moving average (unless `keepEma`: the cells keep a
+   *  model's average). */
   async close(opts: { keepEma?: boolean } = {}): Promise<void> {
+    this.optimizer.dispose();
     if (!opts.keepEma) this.ema?.dispose();
     await this.loader?.close();
     this.loader = null;

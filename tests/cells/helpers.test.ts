@@ -54,6 +54,28 @@ test("dataset → baseModel → controlnet → train({until}) is idempotent, con
   assert.equal(cn.trainedSteps(path.join(out, "checkpoint-2")), null, "no card, no number");
 });
 
+test("a closed trainer frees its optimizer's state: re-run train() cells do not pile up tensors", async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cells-free-"));
+  try {
+    const ds = await cn.dataset({ synthetic: { count: 8 }, resolution: 32 });
+    const base = await cn.baseModel(sd);
+    const controlnet = await cn.controlnet({ from: base, seed: 21 });
+    await cn.resetTraining();
+    const live = () => cn.tf.memory().numTensors;
+    const before = live();
+    for (const [i, lr] of [1e-4, 2e-4, 3e-4].entries()) {
+      // another learning rate: "options changed — starting a new trainer", which closes the last one
+      await cn.train({ base, controlnet, dataset: ds, outputDir: out, batchSize: 2, learningRate: lr, until: 2 + i });
+    }
+    await cn.resetTraining();
+    // (each trainer held AdamW's m and v per parameter: 2 × the ControlNet's tensors per closed trainer)
+    assert.equal(live(), before);
+  } finally {
+    await cn.resetTraining();
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+});
+
 test("train({useEma}): validate() and save() use the weights' average, training goes on from the live weights", async () => {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), "cells-ema-"));
   try {
