@@ -60,6 +60,9 @@ export interface DatasetCellOptions {
 
 /** The training data, shown as a grid of 8 rows (conditioning | target | prompt). */
 export async function dataset(o: DatasetCellOptions): Promise<WithDisplay<ControlNetDataset>> {
+  if (o.resolution !== undefined) checkResolution("dataset", o.resolution);
+  const count = o.synthetic?.count;
+  if (count !== undefined && !(Number.isSafeInteger(count) && count >= 1)) throw new ArgsError(`dataset: synthetic.count must be a positive integer, got ${count}`);
   return memo("dataset", o, async () => {
     const ds = await createDataset({
       ...(o.synthetic ? { synthetic: { count: o.synthetic.count ?? 50_000, seed: o.synthetic.seed ?? 0 } } : {}),
@@ -86,14 +89,29 @@ export async function dataset(o: DatasetCellOptions): Promise<WithDisplay<Contro
 
 /** A frozen Stable Diffusion base (a diffusers pipeline folder or hub id). */
 export async function baseModel(nameOrPath: string): Promise<WithDisplay<BaseModel>> {
+  if (typeof nameOrPath !== "string" || !nameOrPath.trim()) throw new ArgsError(`baseModel: give a diffusers pipeline folder or a hub id (org/name), got ${JSON.stringify(nameOrPath)}`);
   await initEngine();
-  return memo(`baseModel`, nameOrPath, async () => {
+  // one folder however it is spelled ("data/tiny-sd/", "./data/tiny-sd"): the same cached base
+  const key = fs.existsSync(nameOrPath) ? path.resolve(nameOrPath) : nameOrPath;
+  return memo(`baseModel`, key, async () => {
     const b = await loadBaseModel(nameOrPath);
     const rows: [string, number][] = [["unet", b.unet.numParameters()], ["vae", b.vae.numParameters()], ["text_encoder", b.textEncoder.numParameters()]];
     return withDisplay(b, () => ({
       "text/plain": `${b.dir}\n` + rows.map(([k, n]) => `  ${k.padEnd(13)} ${n.toLocaleString("en-US")} parameters`).join("\n"),
     }));
+  }, {
+    // the cell run again with another base frees the one it made (a whole SD1.5 is ~4 GB); a trainer on it closes first
+    dispose: async (old) => {
+      const b = old as BaseModel;
+      if (session?.base === b) await closeSession();
+      for (const m of [b.unet, b.vae, b.textEncoder]) m.dispose();
+    },
   });
+}
+
+function assertBaseUsable(base: BaseModel, cell: string): void {
+  if (base.unet.materialized) return;
+  throw new ArgsError(`${cell}: this base model's weights were freed when the baseModel() cell ran again with other arguments; pass the base that cell returns now.`);
 }
 
 /** A ControlNet initialised from the base UNet, or loaded from a folder / hub id. Re-running the cell with other
@@ -104,6 +122,7 @@ export async function controlnet(o: { from: BaseModel; pretrained?: string;
   seed?: number;
   /** conditioning_embedding_out_channels (one entry per VAE downsampling plus one; default SD's, cut to fit). */
   conditioningEmbeddingOutChannels?: number[] }): Promise<WithDisplay<ControlNetModel>> {
+  assertBaseUsable(o.from, "controlnet");
   return memo("controlnet", o, async () => {
     const cn = await loadOrCreateControlNet(o.from, o.pretrained, { seed: o.seed ?? 1, conditioningEmbeddingOutChannels: o.conditioningEmbeddingOutChannels });
     nameModel(cn, o.pretrained ? { pretrained: o.pretrained } : { base: o.from.dir, seed: o.seed ?? 1, embedding: o.conditioningEmbeddingOutChannels });
@@ -168,7 +187,7 @@ export type TrainCellResult = TrainResult & { outputDir: string };
 
 /** The training session: one trainer for one ControlNet object. `savedStep` is the step of its last checkpoint (so a
  *  session closed with unsaved steps writes one first: the model's weights are never set back by a later resume). */
-let session: { key: string; trainer: ControlNetTrainer; controlnet: ControlNetModel; savedStep: number; dashboard: TrainingDashboard | null } | null = null;
+let session: { key: string; trainer: ControlNetTrainer; base: BaseModel; controlnet: ControlNetModel; savedStep: number; dashboard: TrainingDashboard | null } | null = null;
 
 async function closeSession(): Promise<void> {
   if (!session) return;
@@ -281,6 +300,7 @@ export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
     validationPairs("train: validation", o.validation.images, o.validation.prompts); // before any step, not at the first round
   }
   assertUsable(o.controlnet, "train");
+  assertBaseUsable(o.base, "train");
   // The model's weights carry the steps of the run it trained in: in another folder its step count would restart at
   // 0 (a mislabelled run), and going back would resume an older checkpoint over the newer weights.
   // (`<asked>-2` … is where runs.ts puts this model when `asked` holds another's: the same request)
@@ -329,7 +349,7 @@ export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
     });
     // the new trainer resumed the average from the checkpoint (or keeps none): the closed trainer's is done
     keepAverage(o.controlnet, null);
-    session = { key, trainer, controlnet: o.controlnet, savedStep: trainer.globalStep, dashboard: null };
+    session = { key, trainer, base: o.base, controlnet: o.controlnet, savedStep: trainer.globalStep, dashboard: null };
   }
   const outputDir = session.trainer.opts.output_dir;
   const { trainer } = session;
@@ -469,6 +489,8 @@ export async function validate(o: { base: BaseModel; controlnet: ControlNetModel
   title?: string; show?: boolean } & SamplingOptions): Promise<WithDisplay<ValidationResult>> {
   const cell = o.title === "inference" ? "infer" : "validate";
   assertUsable(o.controlnet, cell);
+  assertBaseUsable(o.base, cell);
+  if (o.resolution !== undefined) checkResolution(cell, o.resolution);
   validationPairs(cell, o.images, o.prompts);
   // the sampling numbers, named as the cell names them (a NaN guidance scale sampled noise without a word)
   for (const [k, v] of [["guidanceScale", o.guidanceScale], ["conditioningScale", o.conditioningScale]] as const) {
@@ -522,9 +544,7 @@ export async function infer(o: { base: BaseModel; controlnet: ControlNetModel; i
  */
 export async function heldOut(o: { count?: number; resolution: number; dir?: string; seed?: number }): Promise<{ images: string[]; prompts: string[] }> {
   if (o.count !== undefined && !(Number.isSafeInteger(o.count) && o.count >= 1)) throw new ArgsError(`heldOut: count must be a positive integer, got ${o.count}`);
-  if (!(Number.isSafeInteger(o.resolution) && o.resolution >= 8 && o.resolution % 8 === 0)) {
-    throw new ArgsError(`heldOut: resolution must be a positive multiple of 8, got ${o.resolution}`);
-  }
+  checkResolution("heldOut", o.resolution);
   const dir = path.resolve(o.dir ?? "outputs/held-out");
   makeDirs(dir);
   const set = heldOutSet(o.count ?? 32, o.resolution, o.seed);
@@ -535,6 +555,13 @@ export async function heldOut(o: { count?: number; resolution: number; dir?: str
     images.push(file);
   }
   return { images, prompts: set.map((s) => s.truth.prompt) };
+}
+
+/** A cell's `resolution`: a positive multiple of 8 (the VAE downsamples by 8), as train_controlnet's --resolution. */
+function checkResolution(cell: string, resolution: number): void {
+  if (!(Number.isSafeInteger(resolution) && resolution >= 8 && resolution % 8 === 0)) {
+    throw new ArgsError(`${cell}: resolution must be a positive multiple of 8, got ${resolution}`);
+  }
 }
 
 /** The base's native image size: UNet sample_size × VAE factor (512 for SD1.5). */

@@ -5,11 +5,12 @@
  */
 import { sharpRgb, imageSize } from "./image.js";
 import { isRawImage, type ImageValue, type RawImage } from "./types.js";
+import { InputError } from "../io/input-error.js";
 
 /** resolution must be a positive multiple of 8 (the VAE downsamples by 8); diffusers raises the same error. */
 export function checkResolution(resolution: number): void {
   if (!Number.isInteger(resolution) || resolution <= 0 || resolution % 8 !== 0) {
-    throw new Error(`\`resolution\` must be a positive integer divisible by 8 (the VAE downsamples by 8), got ${resolution}`);
+    throw new InputError(`\`resolution\` must be a positive integer divisible by 8 (the VAE downsamples by 8), got ${resolution}`);
   }
 }
 

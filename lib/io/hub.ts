@@ -71,7 +71,9 @@ export interface SnapshotOptions extends HubOptions {
 }
 
 /** A hub failure with a message fit to show a user (never containing the token). */
-export class HubError extends Error {
+/** The hub could not give what was asked (a repo or file not there, offline, refused): the caller's input or
+ *  the network, never a bug to locate — one line, as every InputError. */
+export class HubError extends InputError {
   readonly status?: number;
   readonly repo: string;
   readonly file?: string;
@@ -470,12 +472,12 @@ function weightFileRe(variant?: string): RegExp {
 export async function resolveModel(nameOrPath: string, opts: ResolveModelOptions = {}): Promise<string> {
   const local = nameOrPath.startsWith("~/") ? path.join(os.homedir(), nameOrPath.slice(2)) : nameOrPath;
   if (fs.existsSync(local)) return path.resolve(local, opts.subfolder ?? "");
-  if (/^(\.{0,2}\/|~)/.test(nameOrPath) || path.isAbsolute(nameOrPath)) throw new Error(`Local model path not found: ${nameOrPath}`);
+  if (/^(\.{0,2}\/|~)/.test(nameOrPath) || path.isAbsolute(nameOrPath)) throw new InputError(`Local model path not found: ${nameOrPath}`);
   let ctx: Ctx;
   try {
     ctx = makeCtx(nameOrPath, opts);
   } catch {
-    throw new Error(`"${nameOrPath}" is neither an existing local path nor a hub repo id (org/name)`);
+    throw new InputError(`"${nameOrPath}" is neither an existing local path nor a hub repo id (org/name)`);
   }
   if (opts.subfolder) checkRepoPath(opts.subfolder, ctx.repo.label);
   const { sha, files } = await resolveSnapshot(ctx);

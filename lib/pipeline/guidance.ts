@@ -3,6 +3,7 @@
  * lists, the control_guidance_start/end windows, and classifier-free guidance. Kept apart so it is tested exactly.
  */
 import { tf } from "../engine/index.js";
+import { InputError } from "../io/input-error.js";
 
 /** One value per ControlNet: a scalar is repeated; a list must have exactly one entry per net. */
 export function perNet<T>(value: T | T[], numNets: number, what: string): T[] {
@@ -58,7 +59,7 @@ export const CONTROL_MODES: readonly ControlMode[] = ["balanced", "controlnet"];
 
 export function parseControlMode(name: string): ControlMode {
   if ((CONTROL_MODES as readonly string[]).includes(name)) return name as ControlMode;
-  throw new Error(`unknown control mode "${name}" (use ${CONTROL_MODES.join(" or ")})`);
+  throw new InputError(`unknown control mode "${name}" (use ${CONTROL_MODES.join(" or ")})`);
 }
 
 /** ε = ε_uncond + g·(ε_text − ε_uncond) on a batch stacked [uncond; text]. */

@@ -76,6 +76,52 @@ test("a closed trainer frees its optimizer's state: re-run train() cells do not 
   }
 });
 
+test("baseModel(): one folder however spelled; the cell run again with another base frees the old one, which is then refused in one line", async () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "cells-base-"));
+  const fake = installFakeBridge();
+  try {
+    for (const n of ["a", "b"]) fs.cpSync(sd, path.join(tmp, n), { recursive: true });
+    fake.cell = "base-cell";
+    const a = await cn.baseModel(path.join(tmp, "a"));
+    // (the same cell run again, spelled otherwise; another cell holding `a` would keep it alive)
+    assert.equal(await cn.baseModel(path.join(tmp, "a") + "/"), a, "a trailing slash is the same folder");
+    assert.equal(await cn.baseModel(path.relative(process.cwd(), path.join(tmp, "a"))), a, "a relative path is the same folder");
+    fake.cell = "other-cell";
+    const ds = await cn.dataset({ synthetic: { count: 8 }, resolution: 32 });
+    const controlnet = await cn.controlnet({ from: a, seed: 31 });
+    await cn.train({ base: a, controlnet, dataset: ds, outputDir: path.join(tmp, "run"), batchSize: 2, until: 1 });
+    const live = cn.tf.memory().numTensors;
+    fake.cell = "base-cell";
+    const b = await cn.baseModel(path.join(tmp, "b"));
+    assert.notEqual(b, a);
+    // (a's unet, vae and text encoder freed: the new base's tensors replace them, and a's trainer was closed)
+    assert.ok(cn.tf.memory().numTensors < live, `${cn.tf.memory().numTensors} tensors, ${live} before`);
+    assert.ok(fs.existsSync(path.join(tmp, "run", "checkpoint-1")), "the trainer on the freed base checkpointed its step");
+    await assert.rejects(cn.train({ base: a, controlnet, dataset: ds, outputDir: path.join(tmp, "run"), batchSize: 2, until: 2 }),
+      /^ArgsError: train: this base model's weights were freed when the baseModel\(\) cell ran again with other arguments; pass the base that cell returns now\.$/m);
+    await assert.rejects(cn.validate({ base: a, controlnet, images: [cond], prompts: ["p"], steps: 1 }), /^ArgsError: validate: this base model's weights were freed/m);
+    assert.equal((await cn.train({ base: b, controlnet, dataset: ds, outputDir: path.join(tmp, "run"), batchSize: 2, until: 2 })).globalStep, 2);
+  } finally {
+    fake.uninstall();
+    await cn.resetTraining();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+});
+
+test("cell options out of range are one line naming the option: resolution, an empty dataset, an empty base name, the control mode", async () => {
+  await assert.rejects(cn.dataset({ synthetic: { count: 10 }, resolution: 33 }), /^ArgsError: dataset: resolution must be a positive multiple of 8, got 33$/m);
+  await assert.rejects(cn.dataset({ synthetic: { count: 0 }, resolution: 32 }), /^ArgsError: dataset: synthetic\.count must be a positive integer, got 0$/m);
+  await assert.rejects(cn.baseModel(""), /^ArgsError: baseModel: give a diffusers pipeline folder or a hub id/m);
+  await assert.rejects(cn.dataset({ trainDataDir: path.join(os.tmpdir(), "no-such-dataset-dir"), resolution: 32 }), (e: Error) => (e as { inputError?: boolean }).inputError === true && /dataset path not found/.test(e.message));
+  const base = await cn.baseModel(sd);
+  const controlnet = await cn.controlnet({ from: base });
+  for (const resolution of [30, 0, -8]) {
+    await assert.rejects(cn.infer({ base, controlnet, image: cond, prompt: "p", steps: 1, resolution }), new RegExp(`^ArgsError: infer: resolution must be a positive multiple of 8, got ${resolution}$`, "m"));
+  }
+  await assert.rejects(cn.infer({ base, controlnet, image: cond, prompt: "p", steps: 1, resolution: 32, outputDir: os.tmpdir(), controlMode: "bogus" as "balanced" }),
+    (e: Error) => (e as { inputError?: boolean }).inputError === true && /unknown control mode "bogus"/.test(e.message));
+});
+
 test("train({useEma}): validate() and save() use the weights' average, training goes on from the live weights", async () => {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), "cells-ema-"));
   try {

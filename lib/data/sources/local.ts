@@ -14,6 +14,7 @@ import { openArrow } from "./arrow.js";
 import { imagefolderTable, JsonlTable, promptJsonTable, scriptLayoutTable } from "./folder.js";
 import { findParquetFiles, ParquetTable } from "./parquet.js";
 import { ConcatTable, type Table } from "./table.js";
+import { InputError } from "../../io/input-error.js";
 
 export interface OpenLocalOptions {
   split?: string;
@@ -29,7 +30,7 @@ export interface OpenLocalOptions {
 }
 
 export async function openLocalTable(target: string, opts: OpenLocalOptions = {}): Promise<Table> {
-  if (!fs.existsSync(target)) throw new Error(`dataset path not found: ${target}`);
+  if (!fs.existsSync(target)) throw new InputError(`dataset path not found: ${target}`);
   const st = fs.statSync(target);
   if (st.isFile()) return openFile(target, opts);
   const has = (f: string): boolean => fs.existsSync(path.join(target, f));
