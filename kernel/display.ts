@@ -108,6 +108,8 @@ export function normalizeBundle(bundle: unknown): MimeBundle {
   const out: MimeBundle = {};
   for (const [mime, v] of Object.entries(bundle as Record<string, unknown>)) {
     if (v === undefined) continue;
+    // a front end renders text types from a string only (JupyterLab shows nothing, or fails, for a number)
+    if (mime.startsWith("text/") && typeof v !== "string") throw new TypeError(`a MIME bundle's "${mime}" must be a string, got ${plainText(v)}`);
     out[mime] = isBinary(v) ? Buffer.from(v instanceof ArrayBuffer ? new Uint8Array(v) : v).toString("base64") : v;
   }
   return out;

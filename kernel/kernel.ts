@@ -24,7 +24,7 @@ import util from "node:util";
 import type { Comm, DisplayOptions, KernelBridge } from "./bridge.js";
 import { installBridge, uninstallBridge } from "./bridge.js";
 import { address, Channels, type ConnectionInfo } from "./channels.js";
-import { hideAsyncBookkeeping, normalizeBundle, toMimeBundle } from "./display.js";
+import { hideAsyncBookkeeping, normalizeBundle, plainText, toMimeBundle } from "./display.js";
 import type { CellEngine, CellError } from "./engine.js";
 import { INTERRUPT_ENAME, isAbandonedError } from "./engine.js";
 import { History, type HistoryQuery } from "./history.js";
@@ -457,7 +457,11 @@ export class Kernel {
           this.publish("execute_result", { execution_count: count, data, metadata: {} }, req.header);
           if (storeHistory) this.history.setOutput(count, String(data["text/plain"] ?? ""));
         } catch (e) {
-          this.stream(ctx, "stderr", `could not display the result: ${(e as Error).stack ?? e}\n`);
+          // as IPython when a _repr_*_ fails: say why (at the cell's lines), and show the value as plain text
+          this.stream(ctx, "stderr", `could not display the result with its own display method: ${this.errorText(e)}\n`);
+          const data = { "text/plain": plainText(outcome.value) };
+          this.publish("execute_result", { execution_count: count, data, metadata: {} }, req.header);
+          if (storeHistory) this.history.setOutput(count, data["text/plain"]);
         }
       }
     } catch (e) {

@@ -375,6 +375,9 @@ export class TslabEngine implements CellEngine {
     if (lastName) this.exports[lastName] = undefined;
     if (failure) return { status: "error", error: toCellError(failure.e, this.sources) };
     if (value === undefined || value === null) return { status: "ok", hasValue: false };
+    // an anonymous function or class as the last expression took the converter's variable's name (`const tsLastExpr =
+    // x => x`): it is anonymous, as in the Node REPL (`[Function (anonymous)]`)
+    if (typeof value === "function" && value.name === lastName) Object.defineProperty(value, "name", { value: "" });
     // `_`: the last result, as in IPython and the Node REPL — until a cell assigns `_` itself (lodash's `_`, a
     // throwaway): then it stays the user's, as both do, until it is set back to undefined (IPython's `del _`)
     if (this.exports._ === this.lastResult || this.exports._ === undefined) this.exports._ = this.lastResult = value;

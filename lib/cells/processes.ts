@@ -19,6 +19,7 @@ import type { TrainResult } from "../training/trainer.js";
 import { loadModelFolder } from "../io/diffusers.js";
 import { TrainingDashboard } from "../../widgets/index.js";
 import { abortSignal } from "./display.js";
+import { InputError } from "../io/input-error.js";
 import type { DatasetCellOptions } from "./helpers.js"; // type only: helpers imports this module's values
 
 /** The dataset() cell's options, kept on its result so worker processes can rebuild the same dataset. */
@@ -143,7 +144,8 @@ export async function trainInProcesses(o: ProcessesTrainOptions): Promise<TrainR
   if (last && last.step > start) o.controlnet.loadState(loadModelFolder(path.join(last.path, "controlnet")).tensors, { strict: true });
   if (code !== 0 && code !== 130) {
     dashboard.finish("error");
-    throw new Error(`train({ processes: ${o.processes} }) failed: ${failureLine(stderr, code)}`);
+    // (one line: the workers' own reason is in it; this module's frames would say nothing more)
+    throw new InputError(`train({ processes: ${o.processes} }) failed: ${failureLine(stderr, code)}`);
   }
   const interrupted = code === 130;
   dashboard.finish(interrupted ? "stopped" : "done");

@@ -250,6 +250,20 @@ describe("cells as a user writes them", () => {
     assert.equal(ofType(plain.iopub, "display_data")[0]!.data["text/plain"], "[ 1, 2 ]");
   });
 
+  it("a result whose display method fails is shown as plain text after one line saying why; an anonymous function is anonymous", async () => {
+    const r = await k.execute('class Shown { v = 1; [Symbol.for("Jupyter.display")]() { throw new Error("bundle boom"); } }\nnew Shown()');
+    assert.equal(r.reply.content.status, "ok");
+    assert.equal(resultText(r.iopub), "Shown { v: 1 }");
+    const said = streamText(r.iopub, "stderr");
+    assert.match(said, /could not display the result with its own display method: Error: bundle boom\n\s+at .*In\[\d+\], line 1/);
+    assert.doesNotMatch(said, /kernel[/\\]/, "no kernel frames");
+    // a text type that is not a string is refused where it is given
+    const bad = await k.execute('display({ "text/html": 5 }, { raw: true })');
+    assert.match(errorOf(bad.iopub).evalue, /a MIME bundle's "text\/html" must be a string, got 5/);
+    assert.equal(resultText((await k.execute("(x: number) => x")).iopub), "[Function (anonymous)]");
+    assert.equal(resultText((await k.execute("(class {})")).iopub), "[class (anonymous)]");
+  });
+
   it("the library sees which notebook cell runs (the request's metadata cellId), also after an await; null without one", async () => {
     const cellOf = 'globalThis[Symbol.for("controlnet-ts.kernel")].cellId()';
     assert.equal(resultText((await k.execute(`await new Promise((r) => setTimeout(r, 10));\n${cellOf}`, { cellId: "c-7f3a" })).iopub), "'c-7f3a'");
