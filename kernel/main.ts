@@ -19,6 +19,7 @@ export async function runKernel(connectionFile: string): Promise<Kernel> {
   // notebook's folder (Jupyter starts a kernel there) and, where the server names it (JPY_SESSION_NAME), its file
   const session = process.env.JPY_SESSION_NAME;
   Object.assign(globalThis, { __dirname: cwd, ...(session ? { __filename: path.join(cwd, path.basename(session)) } : {}) });
+  const exit = keepKernelOnExit();
   const graceEnv = Number(process.env.CONTROLNET_TS_INTERRUPT_GRACE_MS);
   const kernel = new Kernel({
     connection,
@@ -34,13 +35,29 @@ export async function runKernel(connectionFile: string): Promise<Kernel> {
     },
     onShutdown: () => {
       // Timers or sockets a cell left open must not keep a shut-down kernel alive.
-      setTimeout(() => process.exit(0), 50).unref();
+      setTimeout(() => exit(0), 50).unref();
     },
   });
   routeTslabDisplay((content, update) => kernel.tslabDisplay(content, update));
   await kernel.start();
   watchParent(kernel);
   return kernel;
+}
+
+/**
+ * process.exit() in a cell (a script's `main().catch(() => process.exit(1))` pasted in) ended the kernel in the middle
+ * of its messages: no reply, every variable gone, and zeromq's native teardown aborting the process. As IPython treats
+ * sys.exit() in a cell: an error in that cell, the kernel and its state stay. The kernel itself exits through the
+ * original, returned here.
+ */
+function keepKernelOnExit(): (code?: number) => never {
+  const exit = process.exit.bind(process) as (code?: number) => never;
+  process.exit = ((code?: number | string | null) => {
+    const e = new Error(`process.exit(${code ?? ""}) was called; the kernel keeps running, with the notebook's state (restart the kernel to end it)`);
+    e.name = "ProcessExit";
+    throw e;
+  }) as typeof process.exit;
+  return exit;
 }
 
 /**

@@ -264,6 +264,16 @@ describe("cells as a user writes them", () => {
     assert.equal(resultText((await k.execute("(class {})")).iopub), "[class (anonymous)]");
   });
 
+  it("process.exit() in a cell is an error in that cell, as sys.exit() in IPython: the kernel and its state stay", async () => {
+    await k.execute("const keptAcrossExit = 41;");
+    const r = await k.execute("console.log('before');\nprocess.exit(3);");
+    const e = errorOf(r.iopub);
+    assert.equal(e.ename, "ProcessExit");
+    assert.match(e.evalue, /process\.exit\(3\) was called; the kernel keeps running/);
+    assert.match((e.traceback as string[]).join("\n"), /line 2/);
+    assert.equal(await value("keptAcrossExit + 1"), "42");
+  });
+
   it("the library sees which notebook cell runs (the request's metadata cellId), also after an await; null without one", async () => {
     const cellOf = 'globalThis[Symbol.for("controlnet-ts.kernel")].cellId()';
     assert.equal(resultText((await k.execute(`await new Promise((r) => setTimeout(r, 10));\n${cellOf}`, { cellId: "c-7f3a" })).iopub), "'c-7f3a'");
