@@ -388,7 +388,7 @@ export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
         // each row: its conditioning image, its samples, its prompt under them
         dashboard.onValidation({
           step, images: v.pairs.map((p) => p.samples), prompts: v.pairs.map((p) => p.prompt),
-          conditioning: await Promise.all(v.pairs.map((p) => conditioningPng(p.image, o.dataset.resolution))),
+          conditioning: await Promise.all(v.pairs.map((p) => conditioningPng(p.image, o.dataset.resolution, false))),
           ...(v.fidelity ? { fidelity: v.fidelity.iou } : {}),
         });
         // kept with the run, so the dashboard of a resumed run (a kernel restart, an interrupt) plots it again
@@ -500,14 +500,17 @@ export async function validate(o: { base: BaseModel; controlnet: ControlNetModel
     if (v !== undefined && !(Number.isSafeInteger(v) && v >= (k === "seed" ? 0 : 1))) throw new ArgsError(`${cell}: ${k} must be an integer >= ${k === "seed" ? 0 : 1}, got ${v}`);
   }
   // a missing or unreadable image: one line naming it
-  await checkValidationImages(o.images, { label: cell === "infer" ? "infer: conditioning image" : "validate: image", outcome: "nothing was generated" });
+  // infer() loads its image as the seed's snippet does (load_image: EXIF orientation applied), validate() as the
+  // script's validation (Image.open: not)
+  const orient = cell === "infer";
+  await checkValidationImages(o.images, { label: cell === "infer" ? "infer: conditioning image" : "validate: image", outcome: "nothing was generated", orient });
   // the step of this ControlNet's training, when this session trains it (not 0 for a model trained 800 steps)
   const step = o.step ?? stepsOf(o.controlnet);
   const run = () => runValidation(o.base, o.controlnet, {
     resolution: o.resolution ?? baseResolution(o.base),
     images: o.images, prompts: o.prompts, steps: o.steps ?? 20, numImages: o.numImages ?? 1, seed: o.seed ?? 0,
     step, dir: path.join(path.resolve(o.outputDir ?? runDirOf(o.controlnet) ?? "outputs/controlnet"), "validation"), signal: abortSignal() ?? undefined,
-    guidanceScale: o.guidanceScale, conditioningScale: o.conditioningScale, controlMode: o.controlMode,
+    guidanceScale: o.guidanceScale, conditioningScale: o.conditioningScale, controlMode: o.controlMode, orient,
   });
   // with useEma, sample with the average (as train_text_to_image.py validates with its EMA weights)
   const ema = averageOf(o.controlnet);
@@ -516,7 +519,7 @@ export async function validate(o: { base: BaseModel; controlnet: ControlNetModel
   const f = v.fidelity;
   const score = f ? ` — control fidelity: IoU ${f.iou.toFixed(3)}, colour ${f.colorScore.toFixed(3)}, circles hit ${(100 * f.hitRate).toFixed(0)}% (${f.count} images)` : "";
   const rows = await Promise.all(v.pairs.map(async (p) => ({
-    images: [await conditioningPng(p.image, o.resolution ?? baseResolution(o.base)), ...p.samples],
+    images: [await conditioningPng(p.image, o.resolution ?? baseResolution(o.base), orient), ...p.samples],
     labels: ["conditioning", ...p.samples.map((_, k) => (p.samples.length > 1 ? `sample ${k + 1}` : "sample"))],
     caption: p.prompt,
   })));
@@ -525,10 +528,10 @@ export async function validate(o: { base: BaseModel; controlnet: ControlNetModel
 }
 
 /** A conditioning image as the pipeline saw it (resized and centre-cropped to the resolution), as PNG bytes. */
-async function conditioningPng(file: string, resolution: number | undefined): Promise<Uint8Array> {
+async function conditioningPng(file: string, resolution: number | undefined, orient: boolean): Promise<Uint8Array> {
   const bytes = new Uint8Array(fs.readFileSync(file));
   if (!resolution) return bytes;
-  const img = await resizeCenterCrop(bytes, resolution);
+  const img = await resizeCenterCrop(bytes, resolution, { orient });
   return new Uint8Array(await encodePng(img));
 }
 

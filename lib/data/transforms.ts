@@ -3,7 +3,7 @@
  * the target to [-1, 1] (ToTensor + Normalize([0.5], [0.5])) and the conditioning image to [0, 1] (ToTensor only).
  * Output is NHWC float32 (tfjs' layout) instead of torch's CHW.
  */
-import { sharpRgb, imageSize } from "./image.js";
+import { openRgb, type DecodeOptions } from "./image.js";
 import { isRawImage, type ImageValue, type RawImage } from "./types.js";
 import { InputError } from "../io/input-error.js";
 
@@ -35,13 +35,13 @@ export function centerCropOffsets(width: number, height: number, size: number): 
 }
 
 /** Resize the short side to `resolution` (bilinear) and centre-crop to resolution × resolution, as RGB 8-bit. */
-export async function resizeCenterCrop(img: ImageValue, resolution: number): Promise<RawImage> {
+export async function resizeCenterCrop(img: ImageValue, resolution: number, o: DecodeOptions = {}): Promise<RawImage> {
   // fast path: already the right size and RGB (synthetic rows at the training resolution)
   if (isRawImage(img) && img.channels === 3 && img.width === resolution && img.height === resolution) return img;
-  const { width, height } = await imageSize(img);
+  const { pipeline, width, height } = await openRgb(img, o);
   const rs = resizedSize(width, height, resolution);
   const { left, top } = centerCropOffsets(rs.width, rs.height, resolution);
-  let s = sharpRgb(img);
+  let s = pipeline;
   if (rs.width !== width || rs.height !== height) s = s.resize(rs.width, rs.height, { kernel: "linear", fit: "fill" });
   if (rs.width !== resolution || rs.height !== resolution) s = s.extract({ left, top, width: resolution, height: resolution });
   const { data, info } = await s.raw({ depth: "uchar" }).toBuffer({ resolveWithObject: true });

@@ -40,6 +40,8 @@ export interface ValidationOptions {
   conditioningScale?: number;
   controlMode?: ControlMode;
   signal?: AbortSignal;
+  /** Apply the images' EXIF orientation (default false, as the script's validation; true: load_image's, for inference). */
+  orient?: boolean;
 }
 
 export interface ValidationResult {
@@ -65,7 +67,7 @@ export function pairValidation(images: string[], prompts: string[]): [string, st
  * Reads and decodes every validation image before training starts, so a missing, empty or undecodable file is refused
  * up front (one line naming the file) instead of at the first validation, after the steps it would cost.
  */
-export async function checkValidationImages(images: readonly string[], o: { label?: string; outcome?: string } = {}): Promise<{ image: string; width: number; height: number }[]> {
+export async function checkValidationImages(images: readonly string[], o: { label?: string; outcome?: string; orient?: boolean } = {}): Promise<{ image: string; width: number; height: number }[]> {
   // the image as the caller calls it and what its refusal means (a cell's infer() trains nothing: it generates nothing)
   const label = o.label ?? "validation image";
   const outcome = o.outcome ?? "nothing was trained";
@@ -80,7 +82,7 @@ export async function checkValidationImages(images: readonly string[], o: { labe
     }
     if (bytes.length === 0) throw new InputError(`${label} ${image} is empty (0 bytes); ${outcome}`);
     try {
-      const { width, height } = await decodeRgb(new Uint8Array(bytes));
+      const { width, height } = await decodeRgb(new Uint8Array(bytes), { orient: o.orient ?? false });
       sizes.push({ image, width, height });
     } catch (e) {
       throw new InputError(`${label} ${image} is not a readable image (${(e as Error).message.split("\n")[0]}); ${outcome}`);
@@ -102,12 +104,14 @@ export async function runValidation(base: BaseModel, controlnet: ControlNetModel
   const generator = new Generator(o.seed ?? 0);
   for (const [i, [image, prompt]] of pairValidation(o.images, o.prompts).entries()) {
     // Like the training transforms: shorter side to `resolution`, centre crop (the pipeline refuses other sizes).
-    const control = o.resolution ? await resizeCenterCrop(new Uint8Array(fs.readFileSync(image)), o.resolution) : image;
-    const controlRgb = await decodeRgb(typeof control === "string" ? new Uint8Array(fs.readFileSync(control)) : control);
+    // Opened as the script does, without the EXIF orientation (unless asked: the inference snippet's load_image).
+    const bytes = new Uint8Array(fs.readFileSync(image));
+    const decode = { orient: o.orient ?? false };
+    const controlRgb = o.resolution ? await resizeCenterCrop(bytes, o.resolution, decode) : await decodeRgb(bytes, decode);
     // --num_validation_images 0 is accepted by the script: only the conditioning image is logged
     const out = (o.numImages ?? 4) > 0
       ? await pipe.call({
-        image: control, prompt, numInferenceSteps: o.steps ?? 20, height: o.resolution, width: o.resolution, numImagesPerPrompt: o.numImages ?? 4, generator, signal: o.signal,
+        image: controlRgb, prompt, numInferenceSteps: o.steps ?? 20, height: o.resolution, width: o.resolution, numImagesPerPrompt: o.numImages ?? 4, generator, signal: o.signal,
         guidanceScale: o.guidanceScale, controlnetConditioningScale: o.conditioningScale, controlMode: o.controlMode,
       })
       : { images: [] as Uint8Array[], rgb: [] as RawImage[] };

@@ -1,5 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
 import sharp from "sharp";
 import { centerCropOffsets, checkResolution, conditioningImageTransform, imageTransform, resizeCenterCrop, resizedSize } from "../../lib/data/transforms.js";
 import { decodeRgb } from "../../lib/data/image.js";
@@ -81,4 +83,38 @@ test("corrupt and truncated images reject (the loader turns that into a skipped 
   await assert.rejects(resizeCenterCrop(png.subarray(0, Math.floor(png.length / 2)), 8));
   const jpg = await sharp(halves(64, 64), { raw: { width: 64, height: 64, channels: 3 } }).jpeg().toBuffer();
   await assert.rejects(resizeCenterCrop(jpg.subarray(0, Math.floor(jpg.length / 2)), 8));
+});
+
+test("a CMYK JPEG decodes to PIL's convert(\"RGB\") colours (libvips' profile conversion shifted pure red to ~232)", async () => {
+  const dir = path.join(import.meta.dirname, "../fixtures/images");
+  const ours = await decodeRgb(new Uint8Array(fs.readFileSync(path.join(dir, "cmyk.jpg"))));
+  const pil = await decodeRgb(new Uint8Array(fs.readFileSync(path.join(dir, "cmyk-pil-rgb.png"))));
+  assert.deepEqual([ours.width, ours.height], [pil.width, pil.height]);
+  let max = 0;
+  for (let i = 0; i < pil.data.length; i++) max = Math.max(max, Math.abs(ours.data[i]! - pil.data[i]!));
+  // (the same DCT decoded by libjpeg-turbo here and libjpeg in PIL: the CMYK samples may differ by a step)
+  assert.ok(max <= 2, `max difference from PIL ${max}`);
+  // and through the training transform
+  const crop = await resizeCenterCrop(new Uint8Array(fs.readFileSync(path.join(dir, "cmyk.jpg"))), 32);
+  assert.deepEqual([...crop.data.subarray(0, 3)], [...pil.data.subarray(0, 3)]);
+});
+
+test("the EXIF orientation is applied to dataset images and load_image's (datasets, diffusers), not to the script's validation images", async () => {
+  // stored 64×32: left red, right blue, green added to the top half; Orientation 6 = shown turned 90° clockwise
+  const w = 64, h = 32;
+  const px = new Uint8Array(w * h * 3);
+  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) px.set([x < w / 2 ? 255 : 0, y < h / 2 ? 255 : 0, x < w / 2 ? 0 : 255], (y * w + x) * 3);
+  const jpeg = new Uint8Array(await sharp(px, { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality: 95 }).withMetadata({ orientation: 6 }).toBuffer());
+  const corners = (img: { data: Uint8Array; width: number; height: number }) => [[1, 1], [img.width - 2, 1], [1, img.height - 2], [img.width - 2, img.height - 2]]
+    .map(([x, y]) => [...img.data.subarray((y! * img.width + x!) * 3, (y! * img.width + x!) * 3 + 3)].map((v) => (v > 127 ? "1" : "0")).join(""));
+  // shown (PIL's exif_transpose): 32×64, corners red / yellow / blue / cyan
+  const shown = await decodeRgb(jpeg);
+  assert.deepEqual([shown.width, shown.height], [32, 64]);
+  assert.deepEqual(corners(shown), ["100", "110", "001", "011"]);
+  const crop = await resizeCenterCrop(jpeg, 16);
+  assert.deepEqual(corners(crop).map((c) => c), corners(await resizeCenterCrop(await decodeRgb(jpeg), 16)));
+  // as stored (the script's Image.open for --validation_image): 64×32, yellow / cyan / red / blue
+  const stored = await decodeRgb(jpeg, { orient: false });
+  assert.deepEqual([stored.width, stored.height], [64, 32]);
+  assert.deepEqual(corners(stored), ["110", "011", "100", "001"]);
 });

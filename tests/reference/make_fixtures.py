@@ -1144,6 +1144,24 @@ def make_numpy_rng() -> None:
     print(f"[fixtures] numpy_rng: {len(cases)} permutations, {len(seeds)} seeds")
 
 
+def make_images() -> None:
+    """Images decoded as the script's data path decodes them. cmyk.jpg: a CMYK JPEG (print files, some segmentation
+    maps) of pure-colour regions; cmyk-pil-rgb.png: PIL's Image.open(...).convert("RGB") of it, the naive
+    R = (255 - K)(255 - C)/255 with no colour profile, which libvips' profile conversion does not give."""
+    from PIL import Image, ImageDraw
+
+    dst = FIX / "images"
+    dst.mkdir(parents=True, exist_ok=True)
+    im = Image.new("RGB", (32, 32), (0, 0, 255))
+    d = ImageDraw.Draw(im)
+    d.rectangle([0, 0, 15, 7], fill=(255, 255, 0))
+    d.rectangle([16, 0, 31, 7], fill=(0, 255, 0))
+    d.ellipse([8, 10, 24, 26], fill=(255, 0, 0))
+    d.rectangle([0, 28, 31, 31], fill=(128, 64, 200))
+    im.convert("CMYK").save(dst / "cmyk.jpg", quality=95)
+    Image.open(dst / "cmyk.jpg").convert("RGB").save(dst / "cmyk-pil-rgb.png")
+    print("[fixtures] images: cmyk.jpg, cmyk-pil-rgb.png")
+
 # --------------------------------------------------------------------------------------------------------------
 # --check-ts-output / --check-tensorboard
 # --------------------------------------------------------------------------------------------------------------
@@ -1292,6 +1310,7 @@ FIXTURES.update({
     "train_step": make_train_step,
     "sd_shapes": make_sd_shapes,
     "numpy_rng": make_numpy_rng,
+    "images": make_images,
 })
 
 if __name__ == "__main__":
