@@ -42,7 +42,8 @@ export async function main(argv: string[], opts: { prog?: string } = {}): Promis
   // SIGHUP: the terminal closed (ssh dropped) — a stop like the others, not a lost run
   let stoppedBy: StopSignal = "SIGINT";
   let stopAt = 0;
-  const onSignal = (sig: StopSignal) => {
+  // `why`: what happened when no signal came (the output went away), said instead of the signal it stands for
+  const onSignal = (sig: StopSignal, why?: string) => {
     if (ac.signal.aborted) {
       if (Date.now() - stopAt < 1000) return;
       process.stderr.write(`\n${sig}: quitting now; the steps since the last checkpoint are not saved\n`);
@@ -52,15 +53,26 @@ export async function main(argv: string[], opts: { prog?: string } = {}): Promis
     stopAt = Date.now();
     // under launch, rank 0 says it for the group (every process stops at the same boundary)
     if (!process.env.RANK || process.env.RANK === "0") {
-      process.stderr.write(`\n${sig === "SIGINT" ? "interrupt" : sig}: stopping at the next step boundary (${sig === "SIGINT" ? "Ctrl-C" : sig} again, a second later, to quit now)\n`);
+      write(process.stderr, why ? `\n${why}: stopping at the next step boundary\n`
+        : `\n${sig === "SIGINT" ? "interrupt" : sig}: stopping at the next step boundary (${sig === "SIGINT" ? "Ctrl-C" : sig} again, a second later, to quit now)\n`);
     }
     ac.abort();
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
   process.on("SIGHUP", onSignal);
-  // output that can no longer be written (a pipe's reader gone, a closed terminal) is a closed terminal's stop
-  const stopWatchingOutput = whenOutputGone(() => { if (!ac.signal.aborted) onSignal("SIGHUP"); });
+  // output that can no longer be written (a pipe's reader gone, a closed terminal) is a closed terminal's stop; what
+  // is still said (the checkpoint kept) goes to the stream that still works
+  const dead = new Set<NodeJS.WritableStream>();
+  for (const out of [process.stdout, process.stderr]) out.on("error", () => dead.add(out));
+  function write(preferred: NodeJS.WritableStream, text: string): void {
+    const other = preferred === process.stdout ? process.stderr : process.stdout;
+    const to = dead.has(preferred) ? other : preferred;
+    if (!dead.has(to)) to.write(text);
+  }
+  const stopWatchingOutput = whenOutputGone((why) => {
+    if (!ac.signal.aborted) onSignal("SIGHUP", `the output was closed (${why}: a pipe's reader exited, or the terminal closed)`);
+  });
   let stepped = false;
   if (process.env[LAUNCHER_PIPE] === "stdin") watchLauncher(() => stepped, () => onSignal("SIGTERM"));
   const tty = process.stderr.isTTY;
@@ -72,9 +84,11 @@ export async function main(argv: string[], opts: { prog?: string } = {}): Promis
         stepped = true;
         rate = rate ? 0.8 * rate + 0.2 / r.seconds : 1 / r.seconds;
         const line = `Steps: ${r.step}/${r.maxSteps} loss=${r.loss.toFixed(4)} lr=${r.lr.toExponential(2)} ${rate.toFixed(2)} it/s ETA ${formatEta((r.maxSteps - r.step) / rate)}`;
-        process.stderr.write(tty ? `\r${line}\x1b[K` : `${line}\n`);
+        write(process.stderr, tty ? `\r${line}\x1b[K` : `${line}\n`);
       },
-      log: (l) => process.stdout.write(`${tty ? "\n" : ""}${l}\n`),
+      log: (l) => write(process.stdout, `${tty ? "\n" : ""}${l}\n`),
+      // the script's logger lines: Python's logging writes to stderr
+      info: (l) => write(process.stderr, `${tty ? "\n" : ""}${l}\n`),
     });
     return ac.signal.aborted ? STOP_EXIT_CODES[stoppedBy] : 0;
   } catch (e) {

@@ -32,6 +32,9 @@ export interface RunHooks {
   onStep?: (r: StepReport) => void | Promise<void>;
   onValidation?: (v: ValidationResult) => void | Promise<void>;
   log?: (line: string) => void;
+  /** The script's `logger.info` lines, in its logging format (default: `log`). The command line writes them to
+   *  stderr, where Python's logging.basicConfig does, and the rest (`accelerator.print`'s, ours) to stdout. */
+  info?: (line: string) => void;
   /** Stop at this global step (the cells' `until`). */
   until?: number;
 }
@@ -60,10 +63,10 @@ function refuseFileAsOutputDir(dir: string): void {
 }
 
 /** Builds everything a run needs (no training yet). */
-export async function createSession(args: TrainArgs, log: (l: string) => void = console.log): Promise<TrainingSession> {
+export async function createSession(args: TrainArgs, log: (l: string) => void = console.log, info: (l: string) => void = log): Promise<TrainingSession> {
   // under `controlnet-ts launch`: join the process group first, so a busy port or bad address fails before loading
   const parallel = dataParallelFromEnv();
-  if (parallel && !parallel.isMainProcess) log = () => {};
+  if (parallel && !parallel.isMainProcess) log = info = () => {};
   refuseFileAsOutputDir(args.output_dir);
   // a checkpoint's files are checksummed: a run writing its ControlNet there would ruin that checkpoint
   const checkpoint = enclosingCheckpoint(args.output_dir);
@@ -84,11 +87,11 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
   }
   const engine = await initEngine({ allowTf32: args.allow_tf32 });
   log(describeEngine(engine));
-  log(loggerInfo(acceleratorState(engine.backend, processEnv())));
+  info(loggerInfo(acceleratorState(engine.backend, processEnv())));
   // --revision is the base model's (the script passes it to the base's components only)
   const hub = { cacheDir: args.cache_dir ?? undefined };
   const base = await loadBaseModel(args.pretrained_model_name_or_path, { ...hub, revision: args.revision ?? undefined, variant: args.variant ?? undefined, tokenizerName: args.tokenizer_name });
-  log(loggerInfo(args.controlnet_model_name_or_path ? "Loading existing controlnet weights" : "Initializing controlnet weights from unet"));
+  info(loggerInfo(args.controlnet_model_name_or_path ? "Loading existing controlnet weights" : "Initializing controlnet weights from unet"));
   const controlnet = await loadOrCreateControlNet(base, args.controlnet_model_name_or_path, { ...hub, seed });
   // before the dataset, the trainer and step 1: does this run fit the engine's memory? (issue 25 #7)
   let attentionChunk = args.enable_xformers_memory_efficient_attention ? XFORMERS_ATTENTION_CHUNK : 0;
@@ -286,6 +289,7 @@ export async function trainSession(s: TrainingSession, hooks: RunHooks = {}, tra
   const { args, trainer } = s;
   const main = trainer.isMainProcess; // rank 0 alone logs, validates and reports progress
   const log = main ? hooks.log ?? console.log : () => {};
+  const info = main ? hooks.info ?? log : () => {};
   const tb = tracker === undefined ? initTrackers(s) : tracker;
   const validation = main && args.validation_image && args.validation_prompt;
   // fill50k-style validation pairs are scored (lib/eval/fidelity.ts); the step where the score jumps is reported
@@ -304,14 +308,14 @@ export async function trainSession(s: TrainingSession, hooks: RunHooks = {}, tra
           // upstream's two lines (it counts the checkpoints there before this one: limit − 1 stay)
           // (limit 0 removes them all: as many as exist)
           const existing = Math.max(removed.length, removed.length + (args.checkpoints_total_limit ?? 1) - 1);
-          log(loggerInfo(`${existing} checkpoints already exist, removing ${removed.length} checkpoints`));
-          log(loggerInfo(`removing checkpoints: ${removed.map((d) => path.basename(d)).join(", ")}`));
+          info(loggerInfo(`${existing} checkpoints already exist, removing ${removed.length} checkpoints`));
+          info(loggerInfo(`removing checkpoints: ${removed.map((d) => path.basename(d)).join(", ")}`));
         }
-        log(loggerInfo(`Saved state to ${dir}`));
+        info(loggerInfo(`Saved state to ${dir}`));
       },
       validationSteps: validation ? args.validation_steps : undefined,
       onValidation: async (step) => {
-        log(loggerInfo("Running validation... "));
+        info(loggerInfo("Running validation... "));
         const v = await runValidation(s.base, s.controlnet, validationOptions(s, step, hooks.signal));
         await logValidation(tb, v);
         log(`validation at step ${step}: ${v.pairs.length} pair(s) in ${v.seconds.toFixed(1)} s → ${path.join(args.output_dir, "validation")}`);
@@ -401,6 +405,7 @@ export class HubUploadError extends Error {
 /** The whole script: create the hub repo, train to max_train_steps, save, validate a last time, write the card, push. */
 export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Promise<TrainResult> {
   let log = hooks.log ?? console.log;
+  let info = hooks.info ?? log;
   // the notebook's train({ processes }) sets the cell's `until` for its worker processes (lib/cells/processes.ts)
   const envUntil = Number(process.env.CONTROLNET_TS_UNTIL);
   if (hooks.until === undefined && Number.isInteger(envUntil) && envUntil > 0) hooks = { ...hooks, until: envUntil };
@@ -425,11 +430,12 @@ export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Pr
     repoId = r.repoId;
     log(`${r.created ? "Created" : "Using the existing"} hub repo ${r.repoId} (uploaded to at the end of training)`);
   }
-  const s = await createSession(args, log);
-  if (!s.trainer.isMainProcess) log = () => {}; // rank 0 writes the checkpoint, the final folder and the push
+  const s = await createSession(args, log, info);
+  if (!s.trainer.isMainProcess) log = info = () => {}; // rank 0 writes the checkpoint, the final folder and the push
   const tb = initTrackers(s);
   try {
-    for (const l of [...runningTrainingLines(s).map((l) => loggerInfo(l)), ...s.resumeLines]) log(l);
+    for (const l of runningTrainingLines(s)) info(loggerInfo(l));
+    for (const l of s.resumeLines) log(l);
     if (s.trainer.globalStep > s.trainer.maxSteps) {
       log(`The resumed checkpoint is at step ${s.trainer.globalStep}, beyond --max_train_steps ${s.trainer.maxSteps}: no step to train; its ControlNet is saved as the final one.`);
     }
@@ -454,7 +460,13 @@ export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Pr
       throw e;
     }
     if (r.stopped === "interrupted") {
-      const dir = await s.trainer.checkpoint();
+      // nothing trained yet: no checkpoint-0 to resume from (it would only be in the way); a checkpoint of this very
+      // step (a resumed run stopped at once, or one written at this step) is not written twice
+      if (r.globalStep === 0) {
+        log("Interrupted before the first step: nothing was trained, nothing saved.");
+        return r;
+      }
+      const dir = s.trainer.checkpointIsCurrent ? s.trainer.lastCheckpointPath : await s.trainer.checkpoint();
       log(`Interrupted at step ${r.globalStep}; state saved to ${dir}. Re-run with --resume_from_checkpoint=latest to continue.`);
       return r;
     }
@@ -483,7 +495,7 @@ export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Pr
     // the ControlNet is saved: a failed or interrupted final validation only leaves the card without its images
     let validationFailure: string | null = null;
     if (args.validation_prompt && args.validation_image) {
-      log(loggerInfo("Running validation... "));
+      info(loggerInfo("Running validation... "));
       try {
         final = await runValidation(s.base, s.controlnet, validationOptions(s, s.trainer.globalStep, hooks.signal, true));
         await logValidation(tb, final);

@@ -65,8 +65,9 @@ test("--seed unset: a random seed, printed; stopped after a checkpoint and resum
   const resumed = await cli(flags(out, ["--resume_from_checkpoint=latest"]));
   assert.equal(resumed.code, 0, resumed.stderr.slice(-2000));
   assert.match(resumed.stdout, new RegExp(`^--seed not set: resuming with checkpoint-2's seed ${seed} \\(the run's own\\)$`, "m"));
-  // the script's line, after its "Running training" block
-  assert.match(resumed.stdout, /\*\*\*\*\* Running training \*\*\*\*\*[\s\S]*\n.* - INFO - __main__ - {3}Total optimization steps = \d+\nResuming from checkpoint checkpoint-2\n/);
+  // the script's lines: its "Running training" block by its logger (stderr), then its accelerator.print (stdout)
+  assert.match(resumed.stderr, /\*\*\*\*\* Running training \*\*\*\*\*[\s\S]*\n.* - INFO - __main__ - {3}Total optimization steps = \d+\n/);
+  assert.match(resumed.stdout, /^Resuming from checkpoint checkpoint-2$/m);
   assert.doesNotMatch(resumed.stdout + resumed.stderr, /other arguments|another run|using seed/);
 
   const ref = tmp("seed-ref-");

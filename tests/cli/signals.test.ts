@@ -73,6 +73,25 @@ test("output that goes away (a pipe's reader exits, the terminal closes) stops a
   }
 });
 
+test("stdout closed before the first step (`… | head -3`): stopped saying why, on stderr; no useless checkpoint-0; the logger's lines on stderr", async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "epipe0-"));
+  try {
+    const run = trainTiny(out, ["--max_train_steps=200", "--checkpointing_steps=1000"]);
+    run.child.stdout.destroy();
+    assert.equal(await run.exited, 129, run.stderr().slice(-2000));
+    const stderr = run.stderr();
+    assert.match(stderr, /the output was closed \(EPIPE: a pipe's reader exited, or the terminal closed\): stopping at the next step boundary/);
+    assert.doesNotMatch(stderr, /SIGHUP/);
+    // what would have gone to stdout is said where it can still be read
+    assert.match(stderr, /^Interrupted before the first step: nothing was trained, nothing saved\.$/m);
+    assert.deepEqual(listCheckpoints(out), []);
+    // Python's logging writes the script's logger.info lines to stderr
+    assert.match(stderr, /^\d\d\/\d\d\/\d{4} \d\d:\d\d:\d\d - INFO - __main__ - Initializing controlnet weights from unet$/m);
+  } finally {
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+});
+
 test("a final validation that fails (its image gone meanwhile) says the ControlNet is saved, and the card is written", async () => {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), "final-val-"));
   const image = path.join(out, "..", `${path.basename(out)}-cond.png`);

@@ -73,13 +73,13 @@ test("the seed's 8 GB command: final validation after the last step → images i
   for (const line of ["***** Running training *****", "  Num examples = 16", "  Num batches each epoch = 16", "  Num Epochs = 1",
     "  Instantaneous batch size per device = 1", "  Total train batch size (w. parallel, distributed & accumulation) = 4",
     "  Gradient Accumulation steps = 4", "  Total optimization steps = 2", "Initializing controlnet weights from unet", "Running validation... "]) {
-    assert.ok(r.stdout.includes(`${line}\n`), `missing log line ${JSON.stringify(line)}:\n${r.stdout}`);
+    assert.ok(r.stderr.includes(`${line}\n`), `missing log line ${JSON.stringify(line)}:\n${r.stderr}`);
   }
   // …with the script's logger format: "12/04/2026 23:31:20 - INFO - __main__ - ***** Running training *****"
-  assert.match(r.stdout, /^\d\d\/\d\d\/\d{4} \d\d:\d\d:\d\d - INFO - __main__ - \*\*\*\*\* Running training \*\*\*\*\*$/m);
-  assert.match(r.stdout, /^\d\d\/\d\d\/\d{4} \d\d:\d\d:\d\d - INFO - __main__ - Initializing controlnet weights from unet$/m);
+  assert.match(r.stderr, /^\d\d\/\d\d\/\d{4} \d\d:\d\d:\d\d - INFO - __main__ - \*\*\*\*\* Running training \*\*\*\*\*$/m);
+  assert.match(r.stderr, /^\d\d\/\d\d\/\d{4} \d\d:\d\d:\d\d - INFO - __main__ - Initializing controlnet weights from unet$/m);
   // the script's first line, logger.info(accelerator.state), before the models load; fp16 asked, float32 computed
-  assert.match(r.stdout, /^\d\d\/\d\d\/\d{4} \d\d:\d\d:\d\d - INFO - __main__ - Distributed environment: NO\nNum processes: 1\nProcess index: 0\nLocal process index: 0\nDevice: cpu\n\nMixed precision type: no\n\n.* - Initializing controlnet/ms);
+  assert.match(r.stderr, /^\d\d\/\d\d\/\d{4} \d\d:\d\d:\d\d - INFO - __main__ - Distributed environment: NO\nNum processes: 1\nProcess index: 0\nLocal process index: 0\nDevice: cpu\n\nMixed precision type: no\n\n.* - Initializing controlnet/ms);
   // validation images in output_dir, at the last step
   for (const i of [0, 1]) assert.ok(fs.existsSync(path.join(out, "validation", `step-2-final-pair-${i}-sample-0.png`)));
   // TensorBoard: <logging_dir>/<tracker_project_name>, nothing under output_dir/logs
@@ -153,8 +153,9 @@ test("--push_to_hub with output_dir's name: <user>/<name> is created before trai
     const r = await runAsync(["train_controlnet", ...base, ...validation, `--output_dir=${out}`, "--push_to_hub"], { HF_ENDPOINT: server.url, HF_TOKEN_PATH: tokenFile });
     assert.equal(r.status, 0, r.stderr.slice(-3000));
     assert.ok(!(r.stdout + r.stderr).includes(TOKEN), "the token appears in the output");
-    const created = r.stdout.indexOf("Created hub repo alice/fill50k-controlnet");
-    assert.ok(created >= 0 && created < r.stdout.indexOf("***** Running training *****"), r.stdout);
+    // (created before training: the bad-token case below stops before any step)
+    assert.match(r.stdout, /Created hub repo alice\/fill50k-controlnet/);
+    assert.match(r.stderr, /\*\*\*\*\* Running training \*\*\*\*\*/, "the script's logger lines go to stderr, as Python's logging");
     assert.match(r.stdout, /Pushed to/);
     const files = server.filesAt("alice/fill50k-controlnet")!;
     const names = [...files.keys()].sort();
@@ -220,7 +221,7 @@ test("hub ids as upstream passes them: --revision is the base model's only, --co
       "--tokenizer_name=org/clip-tokenizer", `--output_dir=${out}`, "--dataset_name=synthetic-fill50k:4", "--resolution=32", "--train_batch_size=1",
       "--max_train_steps=1", "--seed=5"], { HF_ENDPOINT: server.url, HF_HUB_CACHE: tmp("hub-cache-") });
     assert.equal(r.status, 0, r.stderr.slice(-3000));
-    assert.match(r.stdout, / - INFO - __main__ - Loading existing controlnet weights$/m);
+    assert.match(r.stderr, / - INFO - __main__ - Loading existing controlnet weights$/m);
     const urls = server.requests.map((q) => q.url);
     assert.ok(urls.some((u) => u.startsWith("/api/models/org/tiny-sd/revision/v2?")), urls.join("\n"));
     assert.ok(urls.some((u) => u.startsWith("/api/models/org/tiny-cn/revision/main?")), urls.join("\n"));
@@ -247,7 +248,7 @@ test("--train_data_dir with --dataset_name is load_dataset's data_dir: the folde
   const args = ["train_controlnet", `--pretrained_model_name_or_path=${tiny}`, `--dataset_name=${ds}`, "--resolution=32", "--train_batch_size=1", "--max_train_steps=1", "--seed=6"];
   const r = run([...args, `--output_dir=${tmp("cli-datadir-out-")}`, "--train_data_dir=b"]);
   assert.equal(r.status, 0, r.stderr.slice(-3000));
-  assert.ok(r.stdout.includes("  Num examples = 3\n"), r.stdout);
+  assert.ok(r.stderr.includes("  Num examples = 3\n"), r.stderr);
   const missing = run([...args, `--output_dir=${tmp("cli-datadir-out-")}`, "--train_data_dir=c"]);
   assert.notEqual(missing.status, 0);
   assert.match(missing.stderr, /train_data_dir 'c' is given with dataset_name, so it is load_dataset's data_dir/);
@@ -287,10 +288,10 @@ test("trackers and upstream's smaller habits: --report_to wandb logs to TensorBo
   // lr_scheduler.get_last_lr() after the step: warmup 2 → 1/2 · lr after step 1, lr after step 2
   assert.deepEqual(scalars("lr"), [[1, Math.fround(5e-5)], [2, Math.fround(1e-4)]]);
   // 3 batches per epoch, accumulation 2: step 1 takes two, step 2 the epoch's last one alone (never one of epoch 1)
-  assert.match(r.stdout, / - INFO - __main__ - {3}Num batches each epoch = 3\n.* - INFO - __main__ - {3}Num Epochs = 1\n/);
+  assert.match(r.stderr, / - INFO - __main__ - {3}Num batches each epoch = 3\n.* - INFO - __main__ - {3}Num Epochs = 1\n/);
   const steps = fs.readFileSync(path.join(out, "logs", "train_log.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as { step: number; epoch: number });
   assert.deepEqual(steps.map((x) => [x.step, x.epoch]), [[1, 0], [2, 0]]);
-  assert.match(r.stdout, /^.* - INFO - __main__ - 1 checkpoints already exist, removing 1 checkpoints\n.* - INFO - __main__ - removing checkpoints: checkpoint-1$/m);
+  assert.match(r.stderr, /^.* - INFO - __main__ - 1 checkpoints already exist, removing 1 checkpoints\n.* - INFO - __main__ - removing checkpoints: checkpoint-1$/m);
   assert.deepEqual(fs.readdirSync(out).filter((f) => f.startsWith("checkpoint-")), ["checkpoint-2"]);
   // --num_validation_images 0: the final validation logs the conditioning image alone
   const imgs = events.flatMap((e) => e.values.filter((v) => v.image).map((v) => ({ step: e.step, tag: v.tag, w: v.image!.width })));
@@ -314,7 +315,7 @@ test("accelerate launch maps what applies (config file's DeepSpeed offload, thre
   assert.match(r.stderr, /accelerate launch: gradient_accumulation_steps 2 → --gradient_accumulation_steps=2/);
   assert.match(r.stderr, /accelerate launch: mixed_precision fp16 → --mixed_precision=fp16/);
   assert.match(r.stderr, /no effect in controlnet-ts: /);
-  assert.ok(r.stdout.includes("  Gradient Accumulation steps = 2\n"), r.stdout);
+  assert.ok(r.stderr.includes("  Gradient Accumulation steps = 2\n"), r.stderr);
   assert.match(r.stdout, /engine: .*, 1 thread\(s\)\)/, "num_cpu_threads_per_process → engine threads");
 
   // more than one process goes through controlnet-ts launch (its flags reach it: a bad value is the launcher's error)

@@ -30,10 +30,10 @@ test("2 processes × batch 1 = 1 process × batch 2 (accumulation 2): final Cont
   // accelerate's "Running training" block counts the processes: the global batch and its batches per epoch
   const block = (out: string, what: string) => new RegExp(`  ${what} = (\\d+)`).exec(out)?.[1];
   for (const what of ["Num examples", "Num batches each epoch", "Num Epochs", "Total optimization steps"]) {
-    assert.equal(block(r2.stdout, what), block(r1.stdout, what), `${what}:\n${r2.stdout}`);
+    assert.equal(block(r2.stderr, what), block(r1.stderr, what), `${what}:\n${r2.stderr}`);
   }
-  assert.equal(block(r2.stdout, "Instantaneous batch size per device"), "1");
-  assert.equal(block(r2.stdout, "Total train batch size \\(w\\. parallel, distributed & accumulation\\)"), "4", r2.stdout);
+  assert.equal(block(r2.stderr, "Instantaneous batch size per device"), "1");
+  assert.equal(block(r2.stderr, "Total train batch size \\(w\\. parallel, distributed & accumulation\\)"), "4", r2.stderr);
 
   // training moved the weights well beyond the bound, so the bound can tell the runs apart
   const moved = maxWeightDiff(one, path.join(one, "checkpoint-2", "controlnet")).max;
