@@ -223,8 +223,13 @@ function isNegativeNumber(tok: string): boolean {
   return /^-\d+$|^-\d*\.\d+([eE][+-]?\d+)?$|^-\d+\.?\d*[eE][+-]?\d+$/.test(tok);
 }
 
+/** Whether argparse takes `tok` as a flag (its _parse_optional): a dash-led token is a value when it is a negative
+ *  number, or when it holds a space and names no flag (`--validation_prompt "-a red circle"`). */
 function isOptionToken(tok: string): boolean {
-  return tok.startsWith("-") && tok !== "-" && !isNegativeNumber(tok);
+  if (!tok.startsWith("-") || tok === "-" || isNegativeNumber(tok)) return false;
+  if (!tok.includes(" ")) return true;
+  const name = tok.replace(/^--?/, "").split("=")[0]!;
+  return name.length > 0 && TRAIN_ARG_SPECS.some((a) => a.name.startsWith(name));
 }
 
 /** Exact flag name, or argparse's unique-prefix abbreviation. */

@@ -72,6 +72,10 @@ test("argparse details: last occurrence wins, unique prefixes, Python int/float 
   assert.throws(() => parseTrainArgs([...base, "--validation_prompt", "--validation_image", "x"]), /expected at least one argument/);
   assert.throws(() => parseTrainArgs([...base, "--use_8bit_adam=yes"]), /ignored explicit argument 'yes'/);
   assert.throws(() => parseTrainArgs([...base, "stray"]), /unrecognized arguments: stray/);
+  // a dash-led value with a space that names no flag is a value, as argparse's _parse_optional decides
+  assert.deepEqual(parseTrainArgs([...base, "--validation_prompt", "-a red circle", "- blue", "--validation_image", "x.png"]).args.validation_prompt, ["-a red circle", "- blue"]);
+  assert.throws(() => parseTrainArgs([...base, "--seed=3 x"]), /argument --seed: invalid int value: '3 x'/, "a flag before '=' is a flag, spaces after it or not");
+  assert.throws(() => parseTrainArgs([...base, "--validation_prompt", "-x"]), /expected at least one argument/, "no space: a flag, as argparse");
 });
 
 test("unknown flags → a clear error with the close matches", () => {
