@@ -52,9 +52,10 @@ export const LAUNCH_HELP = `usage: controlnet-ts launch [--num_processes N] [--n
 Data-parallel training on TensorFlow's collective ops (accelerate launch's flags). --num_processes is the total over
 all machines (default 1); each process trains on its shard of every global batch of num_processes × train_batch_size
 rows. On several machines run the same command on each with its --machine_rank; --main_process_ip/--main_process_port
-(default 29500) are machine 0's address. Ports main_process_port … + num_processes (+1 on several machines) are used.
+(default 29500) are machine 0's address. Ports main_process_port … + num_processes − 1 (+1 on several machines) are used.
 --multi_gpu is accepted as accelerate's: with the GPU build each local process gets its own GPU (CUDA_VISIBLE_DEVICES)
-whether or not it is given. --mixed_precision is accepted as train_controlnet's (tfjs has no half precision).
+whether or not it is given. --mixed_precision goes on to train_controlnet (unless it has its own, which wins), which
+trains in float32 and says so: tfjs has no half precision.
 `;
 
 export class LaunchError extends Error {}
@@ -72,6 +73,7 @@ export function parseLaunchArgs(argv: string[]): LaunchOptions | "help" {
     numProcesses: 1, numMachines: 1, machineRank: 0, mainProcessIp: "127.0.0.1", mainProcessPort: 29500,
     threadsPerProcess: null, command: "", commandArgs: [],
   };
+  let mixedPrecision: string | null = null;
   let i = 0;
   for (; i < argv.length; i++) {
     const a = argv[i]!;
@@ -89,13 +91,21 @@ export function parseLaunchArgs(argv: string[]): LaunchOptions | "help" {
       case "main_process_ip": if (!value) throw new LaunchError("--main_process_ip expects an address"); o.mainProcessIp = value; break;
       case "main_process_port": o.mainProcessPort = intFlag(name, value, 1); break;
       case "num_cpu_threads_per_process": o.threadsPerProcess = intFlag(name, value, 1, MAX_ENGINE_THREADS); break;
-      case "mixed_precision": break; // accepted like train_controlnet's flag: tfjs has no half precision
+      case "mixed_precision":
+        if (!["no", "fp16", "bf16"].includes(value ?? "")) throw new LaunchError(`--mixed_precision expects no, fp16 or bf16, got ${value ?? "nothing"}`);
+        mixedPrecision = value!;
+        break;
       default: throw new LaunchError(`unknown launch flag --${name} (controlnet-ts launch --help lists them)`);
     }
   }
   o.command = scriptCommand(argv[i] ?? "");
   o.prog = path.basename(argv[i] ?? "");
   o.commandArgs = argv.slice(i + 1);
+  // accelerate hands its --mixed_precision to the script unless the script has its own (which wins); the script then
+  // says that it trains in float32 (tfjs has no half precision)
+  if (mixedPrecision && mixedPrecision !== "no" && !o.commandArgs.some((a) => a === "--mixed_precision" || a.startsWith("--mixed_precision="))) {
+    o.commandArgs.push(`--mixed_precision=${mixedPrecision}`);
+  }
   if (!COMMANDS.has(o.command)) {
     throw new LaunchError(o.command ? `cannot launch ${JSON.stringify(o.command)}: only train_controlnet runs data-parallel` : "missing the command to launch (train_controlnet …)");
   }
@@ -103,7 +113,8 @@ export function parseLaunchArgs(argv: string[]): LaunchOptions | "help" {
   if (o.numProcesses % o.numMachines !== 0) {
     throw new LaunchError(`--num_processes ${o.numProcesses} (the total) is not divisible by --num_machines ${o.numMachines}`);
   }
-  const last = o.mainProcessPort + o.numProcesses + (o.numMachines > 1 ? 1 : 0);
+  // the processes listen on main_process_port + rank, after machine 0's rendezvous port when there are several machines
+  const last = o.mainProcessPort + o.numProcesses - 1 + (o.numMachines > 1 ? 1 : 0);
   if (last > 65535) throw new LaunchError(`ports ${o.mainProcessPort}…${last} do not fit below 65536`);
   return o;
 }

@@ -29,9 +29,18 @@ test("accelerate launch's flags", () => {
     [["--num_processes", "2"], /missing the command to launch/],
     [["--num_processes", "2", "train.py"], /cannot launch "train.py": only train_controlnet/],
     [["--deepspeed_config_file", "x", "train_controlnet"], /unknown launch flag --deepspeed_config_file/],
-    [["--main_process_port", "65535", "--num_processes", "2", "train_controlnet"], /do not fit below 65536/],
+    [["--main_process_port", "65535", "--num_processes", "2", "train_controlnet"], /ports 65535…65536 do not fit below 65536/],
+    [["--main_process_port", "65534", "--num_machines", "2", "--num_processes", "2", "train_controlnet"], /ports 65534…65536 do not fit/],
+    [["--mixed_precision", "fp9", "train_controlnet"], /--mixed_precision expects no, fp16 or bf16, got fp9/],
   ];
   for (const [argv, re] of bad) assert.throws(() => parseLaunchArgs(argv), (e: Error) => e instanceof LaunchError && re.test(e.message), argv.join(" "));
+  // the last ports fit: ranks listen on main_process_port + rank
+  assert.ok(parseLaunchArgs(["--main_process_port", "65534", "--num_processes", "2", "train_controlnet"]) !== "help");
+  // accelerate's --mixed_precision reaches the script (which says it trains in float32), unless it has its own
+  const mp = (argv: string[]) => (parseLaunchArgs(["--mixed_precision", "fp16", "train_controlnet", ...argv]) as { commandArgs: string[] }).commandArgs;
+  assert.deepEqual(mp(["--seed=1"]), ["--seed=1", "--mixed_precision=fp16"]);
+  assert.deepEqual(mp(["--mixed_precision", "bf16"]), ["--mixed_precision", "bf16"]);
+  assert.deepEqual((parseLaunchArgs(["--mixed_precision=no", "train_controlnet"]) as { commandArgs: string[] }).commandArgs, []);
 });
 
 test("GPUs: one per local process (LOCAL_RANK → CUDA_VISIBLE_DEVICES), shared round-robin when fewer; none on the CPU build", () => {
