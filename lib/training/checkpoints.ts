@@ -393,7 +393,13 @@ async function writeCheckpointFolder(outputDir: string, step: number, parts: Che
   } catch (e) {
     fs.rmSync(tmp, { recursive: true, force: true });
     // name what was being saved (ENOSPC on a file descriptor carries no path)
-    throw new Error(notWritten(outputDir, step, (e as Error).message), { cause: e });
+    let why = (e as Error).message;
+    if ((e as NodeJS.ErrnoException).code === "ENOSPC" && toRemove.length) {
+      // the script deletes them first; here they stay until the new one is complete, which needs one more's room
+      why += ` (checkpoints_total_limit removes ${toRemove.map((c) => path.basename(c.path)).join(", ")} only once the new checkpoint is ` +
+        "complete, so that a crash never leaves none: saving needs room for one checkpoint more than the limit)";
+    }
+    throw new Error(notWritten(outputDir, step, why), { cause: e });
   }
   // Move into place. Re-saving an existing step (e.g. after a resume) sets the old copy aside first.
   let old: string | null = null;

@@ -246,6 +246,32 @@ test("#12: a checkpoint with a flipped bit is refused on load, naming the file; 
   assert.match(grid.html(), /base64,AQID"/);
 });
 
+test("checkpoints_total_limit on a disk with room for one checkpoint: the full disk is explained (the old one goes only once the new one is complete)", async (t) => {
+  // one checkpoint's size, measured
+  const probe = tmp("rel-size-");
+  const opts = { resolution: TINY_RESOLUTION, train_batch_size: 2, learning_rate: 1e-3, max_train_steps: 2, checkpointing_steps: 1, seed: 2, checkpoints_total_limit: 1 };
+  const first = new ControlNetTrainer(tinyComponents(), await tinyDataset(), { ...opts, output_dir: probe, max_train_steps: 1 });
+  await first.train();
+  await first.close();
+  const size = (dir: string): number => fs.readdirSync(dir, { withFileTypes: true })
+    .reduce((n, e) => n + (e.isDirectory() ? size(path.join(dir, e.name)) : Math.ceil(fs.statSync(path.join(dir, e.name)).size / 4096) * 4096), 4096);
+  const one = size(path.join(probe, "checkpoint-1"));
+  const mnt = tmp("rel-limit-");
+  const m = spawnSync("mount", ["-t", "tmpfs", "-o", `size=${Math.ceil((one * 1.5) / 4096) * 4}k`, "tmpfs", mnt], { encoding: "utf8" });
+  if (m.status !== 0) {
+    t.skip(`cannot mount a tmpfs here (${(m.stderr || "").trim()}): needs root`);
+    return;
+  }
+  try {
+    const tr = new ControlNetTrainer(tinyComponents(), await tinyDataset(), { ...opts, output_dir: mnt });
+    await assert.rejects(tr.train(), /could not write checkpoint-2 in .*: ENOSPC: .*\(checkpoints_total_limit removes checkpoint-1 only once the new checkpoint is complete, so that a crash never leaves none: saving needs room for one checkpoint more than the limit\); the last complete checkpoint is .*checkpoint-1/);
+    await tr.close();
+    assert.deepEqual(fs.readdirSync(mnt).filter((f) => f.startsWith("checkpoint-")), ["checkpoint-1"], "the complete one stays");
+  } finally {
+    spawnSync("umount", [mnt]);
+  }
+});
+
 test("#9: a full disk while checkpointing names the checkpoint and what is kept, and leaves no partial folder", async (t) => {
   const mnt = tmp("rel-full-");
   const m = spawnSync("mount", ["-t", "tmpfs", "-o", "size=128k", "tmpfs", mnt], { encoding: "utf8" });
