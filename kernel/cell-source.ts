@@ -32,7 +32,11 @@ const MARKER = new RegExp(`/\\*@L(\\d+):(\\d+)~${NONCE}\\*/`, "g");
 
 export function rewriteCell(ts: typeof TS, cell: string): Rewritten {
   const code = withoutExportModifiers(ts, cell);
-  const sf = ts.createSourceFile("cell.ts", code, ts.ScriptTarget.Latest, true, ts.ScriptKind.TS);
+  // a cell that is one object literal, `{ a: 1 }`, is that object (as in the Node REPL and Deno), not a block with a
+  // label: it is parsed in parentheses, which are inserted, and positions in the parse are `shift` after the cell's
+  const wrap = isObjectLiteralCell(ts, code);
+  const shift = wrap ? 1 : 0;
+  const sf = ts.createSourceFile("cell.ts", wrap ? `(${code})` : code, ts.ScriptTarget.Latest, true, ts.ScriptKind.TS);
   const edits: { at: number; text: string; from?: number }[] = [];
   const marked = new Set<number>();
   // lines as the user sees them and the excerpts count them: split at "\n" only (TypeScript also breaks lines at
@@ -50,7 +54,7 @@ export function rewriteCell(ts: typeof TS, cell: string): Rewritten {
   };
   /** Marks `node`; returns the line its marker (or the enclosing one) stands for. */
   const mark = (node: TS.Node): number => {
-    const at = node.getStart(sf);
+    const at = Math.max(0, node.getStart(sf) - shift);
     const line = lineOf(at);
     if (!marked.has(at)) {
       marked.add(at);
@@ -63,15 +67,29 @@ export function rewriteCell(ts: typeof TS, cell: string): Rewritten {
   const visit = (node: TS.Node, markedLine: number): void => {
     let line = markedLine;
     if (isStatement(ts, node)) line = mark(node);
-    else if (isExpressionPart(ts, node) && lineOf(node.getStart(sf)) !== markedLine) line = mark(node);
+    else if (isExpressionPart(ts, node) && lineOf(Math.max(0, node.getStart(sf) - shift)) !== markedLine) line = mark(node);
     // (an error about the inserted name, "Cannot find name 'x'", points at the name the user wrote)
-    if (ts.isShorthandPropertyAssignment(node)) edits.push({ at: node.name.end, text: `: ${node.name.text}`, from: node.name.getStart(sf) });
+    if (ts.isShorthandPropertyAssignment(node)) edits.push({ at: node.name.end - shift, text: `: ${node.name.text}`, from: node.name.getStart(sf) - shift });
     ts.forEachChild(node, (child) => visit(child, line));
   };
   ts.forEachChild(sf, (child) => visit(child, -1));
+  if (wrap) edits.push({ at: 0, text: "(" }, { at: code.length, text: ")" });
+  // (stable: the statement's marker stays before the parenthesis at 0)
   edits.sort((a, b) => a.at - b.at);
   const text = applyEdits(code, edits);
   return { text, inserts: edits.map((e) => ({ at: e.at, length: e.text.length, from: e.from })) };
+}
+
+/** Whether the cell is one object literal (`{ a: 1 }`, `{}`): it starts with `{`, does not end with `;` (the Node
+ *  REPL's test), and in parentheses it is exactly one expression statement holding an object literal. */
+function isObjectLiteralCell(ts: typeof TS, code: string): boolean {
+  const t = code.trim();
+  if (!t.startsWith("{") || t.endsWith(";")) return false;
+  const sf = ts.createSourceFile("cell.ts", `(${code})`, ts.ScriptTarget.Latest, true, ts.ScriptKind.TS);
+  if ((sf as unknown as { parseDiagnostics: unknown[] }).parseDiagnostics.length) return false;
+  const [only, ...rest] = sf.statements;
+  return !rest.length && !!only && ts.isExpressionStatement(only) && ts.isParenthesizedExpression(only.expression) &&
+    ts.isObjectLiteralExpression(only.expression.expression);
 }
 
 /** `cell` with the `export` keyword of its top-level declarations replaced by spaces (not `export default`, which

@@ -274,6 +274,17 @@ describe("cells as a user writes them", () => {
     assert.equal(await value("keptAcrossExit + 1"), "42");
   });
 
+  it("a cell that is one object literal shows that object, as the Node REPL and Deno; a block stays a block", async () => {
+    assert.equal(await value("{ a: 1, b: [2] }"), "{ a: 1, b: [ 2 ] }");
+    assert.equal(await value("{}"), "{}");
+    assert.equal(resultText((await k.execute("{ label: 1 };")).iopub), undefined, "with `;` it is a block, as in Node");
+    // positions stay the user's: an error inside is at its own column
+    const r = await k.execute("{ first: 1, bad: (null as any).deep }");
+    assert.match((errorOf(r.iopub).traceback as string[]).join("\n"), new RegExp(`line 1, column ${"{ first: 1, bad: (null as any).".length + 1}\\b`));
+    const typed = await k.execute("{ n: undefinedName }");
+    assert.match(errorOf(typed.iopub).evalue, /^1:6 - Cannot find name 'undefinedName'/);
+  });
+
   it("the library sees which notebook cell runs (the request's metadata cellId), also after an await; null without one", async () => {
     const cellOf = 'globalThis[Symbol.for("controlnet-ts.kernel")].cellId()';
     assert.equal(resultText((await k.execute(`await new Promise((r) => setTimeout(r, 10));\n${cellOf}`, { cellId: "c-7f3a" })).iopub), "'c-7f3a'");
