@@ -549,7 +549,8 @@ export class Kernel {
 
   private async isComplete(code: string): Promise<Record<string, unknown>> {
     const engine = await this.engine();
-    const r = engine.isComplete(timeMagic(code).body);
+    // (the magic dropped, not blanked: blanks before the code would be taken for its indentation)
+    const r = engine.isComplete(code.replace(/^%%?time(?=[ \t]|\r?\n|$)[ \t]*/, ""));
     return r.status === "incomplete" ? { status: r.status, indent: r.indent ?? "" } : { status: r.status };
   }
 

@@ -634,6 +634,8 @@ describe("cells as a user writes them", () => {
     // the %time magic is the kernel's, not TypeScript
     assert.equal(await check("%time"), "complete");
     assert.equal(await check("%%time\nfoo("), "incomplete");
+    // …and its width is no indentation for the next line
+    assert.equal(((await k.reply(k.send("shell", "is_complete_request", { code: "%time 1 +" }))).content as Record<string, any>).indent, "");
     const code = "Math.max(";
     const i = (await k.reply(k.send("shell", "inspect_request", { code, cursor_pos: code.length, detail_level: 0 }))).content as Record<string, any>;
     assert.equal(i.found, true);
