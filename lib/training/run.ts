@@ -111,7 +111,7 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
   }
   const synthetic = syntheticName(args.dataset_name);
   const dataset = await createDataset({
-    ...(synthetic ? { synthetic: { count: synthetic.count, seed } } : { dataset_name: args.dataset_name ?? undefined }),
+    ...(synthetic ? { synthetic: { count: synthetic.count, seed } } : { dataset_name: args.dataset_name ?? undefined, dataset_config_name: args.dataset_config_name ?? undefined }),
     train_data_dir: synthetic ? undefined : args.train_data_dir ?? undefined,
     image_column: args.image_column, conditioning_image_column: args.conditioning_image_column, caption_column: args.caption_column,
     max_train_samples: args.max_train_samples, resolution: args.resolution, seed,

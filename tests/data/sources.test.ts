@@ -65,6 +65,32 @@ test("parquet: dataset_config_name picks the config folder; resolveHub maps a re
   await ds.close();
 });
 
+test("parquet: the card's configs as datasets reads them (default, or refused when unnamed), split keywords (training/testing), metadata.parquet not data", async () => {
+  const rows = await rowsP;
+  const dir = tmpDir("pqcard");
+  writeHfParquet(path.join(dir, "cfgA", "train-00000-of-00001.parquet"), rows.slice(0, 4));
+  writeHfParquet(path.join(dir, "cfgB", "train-00000-of-00001.parquet"), rows.slice(4, 10));
+  const card = (defaultA: boolean) => fs.writeFileSync(path.join(dir, "README.md"), `---\nconfigs:\n- config_name: cfgA\n  data_files:\n  - split: train\n    path: cfgA/train-*\n${defaultA ? "  default: true\n" : ""}- config_name: cfgB\n  data_files: cfgB/*.parquet\n---\n# a dataset\n`);
+  card(true);
+  // (all configs were concatenated: 10 rows)
+  assert.equal((await createDataset({ dataset_name: dir, resolution: 16 })).length, 4, "the default config");
+  assert.equal((await createDataset({ dataset_name: dir, dataset_config_name: "cfgB", resolution: 16 })).length, 6);
+  await assert.rejects(createDataset({ dataset_name: dir, dataset_config_name: "cfgC", resolution: 16 }), /dataset_config_name 'cfgC' is not a config of .* \(its card lists cfgA, cfgB\)/);
+  card(false);
+  await assert.rejects(createDataset({ dataset_name: dir, resolution: 16 }), /has several configs \(cfgA, cfgB\) and none is the default: pick one with --dataset_config_name/);
+
+  const splits = tmpDir("pqsplit");
+  writeHfParquet(path.join(splits, "training.parquet"), rows.slice(0, 4));
+  writeHfParquet(path.join(splits, "testing.parquet"), rows.slice(4, 7));
+  // (both were trained on: 7 rows)
+  assert.deepEqual(findParquetFiles(splits), [path.join(splits, "training.parquet")]);
+  fs.rmSync(path.join(splits, "training.parquet"));
+  assert.throws(() => findParquetFiles(splits), /has no 'train' split: its parquet files are named after other splits \(testing\.parquet\)/);
+  const meta = tmpDir("pqmeta");
+  writeHfParquet(path.join(meta, "metadata.parquet"), rows.slice(0, 2));
+  assert.deepEqual(findParquetFiles(meta), [], "an imagefolder's metadata.parquet is not the data");
+});
+
 test("parquet: row-group cache stays within its budget; missing column lists the columns", async () => {
   const rows = await rowsP;
   const dir = tmpDir("pq2");
@@ -112,6 +138,24 @@ test("loading-script layout: train.jsonl + images.zip + conditioning_images.zip,
   fs.appendFileSync(path.join(evilDir, "train.jsonl"), JSON.stringify({ text: "x", image: "../../etc/passwd", conditioning_image: "conditioning_images/0.png" }) + "\n");
   const ds2 = await createDataset({ dataset_name: evilDir, resolution: 16 });
   await assert.rejects(ds2.source.get(2), /refused path/);
+  await ds2.close();
+});
+
+test("loading-script layout with bare names in each archive: each column reads its own archive (the target was the conditioning image); a name in two unrelated archives is refused", async () => {
+  const rows = await rowsP;
+  const dir = tmpDir("zipbare");
+  // the script joins each column's name to its own extracted folder: "0.png" is images.zip's for `image`
+  fs.writeFileSync(path.join(dir, "train.jsonl"), rows.slice(0, 6).map((r, i) => JSON.stringify({ text: r.text, image: `${i}.png`, conditioning_image: `${i}.png` })).join("\n") + "\n");
+  fs.writeFileSync(path.join(dir, "images.zip"), zipSync(Object.fromEntries(rows.slice(0, 6).map((r, i) => [`${i}.png`, new Uint8Array(r.image)]))));
+  fs.writeFileSync(path.join(dir, "conditioning_images.zip"), zipSync(Object.fromEntries(rows.slice(0, 6).map((r, i) => [`${i}.png`, new Uint8Array(r.conditioning_image)]))));
+  const ds = await createDataset({ dataset_name: dir, resolution: 16 });
+  await assertRows(ds, rows.slice(0, 6));
+  await ds.close();
+  // archives not named after the columns, both holding "0.png": not guessed
+  fs.renameSync(path.join(dir, "images.zip"), path.join(dir, "a.zip"));
+  fs.renameSync(path.join(dir, "conditioning_images.zip"), path.join(dir, "b.zip"));
+  const ds2 = await createDataset({ dataset_name: dir, resolution: 16 });
+  await assert.rejects(ds2.source.get(0), /0\.png is in a\.zip and b\.zip: which one holds column 'image' is not clear/);
   await ds2.close();
 });
 

@@ -117,16 +117,27 @@ export class JsonlTable implements Table {
     return columns.map((c) => r[c] ?? null);
   }
 
-  async openFile(p: string): Promise<Uint8Array> {
+  async openFile(p: string, column: string): Promise<Uint8Array> {
     const name = normalizeEntryName(p);
     if (this.archives.length) {
       if (!isSafeRelativePath(name)) throw new Error(`refused path ${p} (absolute or outside the dataset)`);
-      for (const a of this.archives) if (a.has(name)) return a.read(name, { image: true });
+      // A column reads its own archive where there is one, as the loading script joins each column's name to its own
+      // extracted folder (images.zip for `image`, conditioning_images.zip for `conditioning_image`): a bare "0.png" is
+      // in both, and the first archive in name order (conditioning_images.zip) gave every row's target its
+      // conditioning image. Elsewhere a name found in two archives is refused rather than guessed.
+      const own = this.archives.filter((a) => archiveStem(a.file) === column || archiveStem(a.file) === `${column}s`);
+      const search = own.length ? own : this.archives;
+      const exact = search.filter((a) => a.has(name));
       // the jsonl may name "images/0.png" while an archive holds "0.png" or "fill50k/images/0.png"
-      for (const a of this.archives) {
-        const hit = a.lookup(name);
-        if (hit) return a.read(hit, { image: true });
+      const hits = exact.length ? exact.map((a) => ({ a, entry: name })) : search.flatMap((a) => {
+        const entry = a.lookup(name);
+        return entry ? [{ a, entry }] : [];
+      });
+      if (hits.length > 1) {
+        throw new Error(`${p} is in ${hits.map((h) => path.basename(h.a.file)).join(" and ")}: which one holds column '${column}' is not clear ` +
+          `(name an archive after the column, e.g. ${column}s.zip, or give the paths with their folder)`);
       }
+      if (hits.length === 1) return hits[0]!.a.read(hits[0]!.entry, { image: true });
     }
     if (this.strictPaths && !isSafeRelativePath(name)) throw new Error(`refused path ${p} (absolute or outside the dataset)`);
     const full = path.resolve(this.baseDir, name);
@@ -141,6 +152,11 @@ export class JsonlTable implements Table {
   async close(): Promise<void> {
     await Promise.all(this.archives.map((a) => a.close()));
   }
+}
+
+/** An archive's name without its folder and extension: `conditioning_images` for …/conditioning_images.zip. */
+function archiveStem(file: string): string {
+  return path.basename(file).replace(/\.(zip|tar|tar\.gz|tgz)$/i, "");
 }
 
 /** lllyasviel's layout: prompt.json lines {source, target, prompt}. */

@@ -9,6 +9,8 @@ import path from "node:path";
 import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema, type AsyncBuffer, type FileMetaData } from "hyparquet";
 import type { Table } from "./table.js";
 import { Loader, LruCache } from "./lru.js";
+import { cardConfigFiles } from "./card.js";
+import { InputError } from "../../io/input-error.js";
 
 interface Shard {
   file: string;
@@ -18,9 +20,18 @@ interface Shard {
   groupStarts: number[];
 }
 
+/** datasets' split keywords (data_files.py): a file named after one of them belongs to that split. */
+const SPLIT_KEYWORDS: Record<string, string[]> = {
+  train: ["train", "training"],
+  validation: ["validation", "valid", "dev", "val"],
+  test: ["test", "testing", "eval", "evaluation"],
+};
+
 /**
- * Parquet files under `dir` (recursively), sorted; restricted to the folder named `config` when there is one, then to
- * `split` when any path mentions it.
+ * Parquet files under `dir` (recursively), sorted: those of the dataset card's config (README.md's `configs:`,
+ * cardConfigFiles) where it declares them; else restricted to the folder named `config` when there is one, then to the
+ * files named after `split` by datasets' keywords (train / training, …). Files named only after other splits are no
+ * train data: refused, as the script's dataset["train"] fails. An imagefolder's metadata.parquet is not data.
  */
 export function findParquetFiles(dir: string, split = "train", config?: string): string[] {
   const all: string[] = [];
@@ -29,19 +40,31 @@ export function findParquetFiles(dir: string, split = "train", config?: string):
       if (e.name.startsWith(".")) continue;
       const p = path.join(d, e.name);
       if (e.isDirectory()) walk(p);
-      else if (e.name.endsWith(".parquet")) all.push(p);
+      else if (e.name.endsWith(".parquet") && e.name !== "metadata.parquet") all.push(p);
     }
   };
   walk(dir);
   all.sort();
+  if (!all.length) return all;
+  const fromCard = cardConfigFiles(dir, all, split, config);
+  if (fromCard) {
+    if (!fromCard.length) throw new InputError(`${dir}: its card's config ${config ? `'${config}' ` : ""}names no parquet files of split '${split}'`);
+    return fromCard;
+  }
   if (config) {
     // `<config>/train/*.parquet` (refs/convert/parquet) or `data/<config>/…`: keep that config's files when present
     const inConfig = all.filter((f) => path.relative(dir, f).replace(/\\/g, "/").split("/").slice(0, -1).includes(config));
     if (inConfig.length) all.splice(0, all.length, ...inConfig);
   }
-  const re = new RegExp(`(^|[/_.-])${split.replace(/[^\w]/g, "")}([/_.-]|$)`);
-  const inSplit = all.filter((f) => re.test(path.relative(dir, f).replace(/\\/g, "/")));
-  return inSplit.length ? inSplit : all;
+  const named = (f: string, words: string[]) =>
+    new RegExp(`(^|[/_. 0-9-])(${words.join("|")})([/_. 0-9-]|$)`).test(path.relative(dir, f).replace(/\\/g, "/"));
+  const inSplit = all.filter((f) => named(f, SPLIT_KEYWORDS[split] ?? [split]));
+  if (inSplit.length) return inSplit;
+  const others = all.filter((f) => named(f, Object.values(SPLIT_KEYWORDS).flat()));
+  if (others.length) {
+    throw new InputError(`${dir} has no '${split}' split: its parquet files are named after other splits (${others.slice(0, 3).map((f) => path.relative(dir, f)).join(", ")})`);
+  }
+  return all; // one unnamed split: datasets takes it as train
 }
 
 export class ParquetTable implements Table {

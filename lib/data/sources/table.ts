@@ -14,7 +14,8 @@ export interface Table {
   /** The cells of one row, in the order of `columns`. */
   readCells(row: number, columns: readonly string[]): Promise<unknown[]>;
   /** Reads the file a path cell names (relative to the table). Rejects if missing or refused. */
-  openFile?(path: string): Promise<Uint8Array>;
+  /** The bytes of a file a cell of `column` names (relative to the dataset). */
+  openFile?(path: string, column: string): Promise<Uint8Array>;
   close?(): Promise<void>;
 }
 
@@ -70,7 +71,7 @@ async function cellToImage(table: Table, cell: unknown, index: number, column: s
   if (path !== undefined && path !== "") {
     if (!table.openFile) throw new BadRowError(index, path, `column '${column}' holds a path but this source cannot open files`);
     try {
-      return await table.openFile(path);
+      return await table.openFile(path, column);
     } catch (e) {
       throw new BadRowError(index, path, (e as Error).message);
     }
