@@ -1160,7 +1160,21 @@ def make_images() -> None:
     d.rectangle([0, 28, 31, 31], fill=(128, 64, 200))
     im.convert("CMYK").save(dst / "cmyk.jpg", quality=95)
     Image.open(dst / "cmyk.jpg").convert("RGB").save(dst / "cmyk-pil-rgb.png")
-    print("[fixtures] images: cmyk.jpg, cmyk-pil-rgb.png")
+    # train_controlnet's Resize(resolution, BILINEAR) + CenterCrop on images smaller than the resolution (enlarged):
+    # torchvision resizes a PIL image with Image.resize and crops at int(round((size - crop) / 2))
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    for w, h, res in [(24, 16, 32), (100, 60, 64), (16, 16, 32)]:
+        px = rng.integers(0, 256, (h, w, 3), dtype=np.uint8) if w != h else np.repeat(np.tile(np.arange(0, 256, 16, dtype=np.uint8), (h, 1))[..., None], 3, 2)
+        src = Image.fromarray(px)
+        src.save(dst / f"small-{w}x{h}.png")
+        short, long_ = (w, h) if w <= h else (h, w)
+        size = (res, int(res * long_ / short)) if w <= h else (int(res * long_ / short), res)
+        big = src.resize(size, Image.BILINEAR)
+        left, top = int(round((big.width - res) / 2.0)), int(round((big.height - res) / 2.0))
+        big.crop((left, top, left + res, top + res)).save(dst / f"small-{w}x{h}-to-{res}.png")
+    print("[fixtures] images: cmyk.jpg, cmyk-pil-rgb.png, small-*.png")
 
 # --------------------------------------------------------------------------------------------------------------
 # --check-ts-output / --check-tensorboard
