@@ -31,8 +31,18 @@ export async function pngRows(n: number, size = 32, seed = 7): Promise<FixtureRo
 }
 
 /** An HF-style parquet shard: image/conditioning_image as struct{bytes: binary, path: utf8}, text utf8. */
-export function writeHfParquet(file: string, rows: FixtureRow[], opts: { rowGroupSize?: number; extraColumn?: boolean } = {}): void {
-  const img = (b: Buffer, i: number, kind: string) => ({ bytes: new Uint8Array(b), path: `${kind}_${i}.png` });
+export function writeHfParquet(file: string, rows: FixtureRow[], opts: { rowGroupSize?: number; extraColumn?: boolean;
+  /** Cells with a path and no bytes (Dataset.cast_column(Image()) of local files): each image is written to disk at
+   *  path(kind, i) (relative ones beside the shard) and only its path is stored. */
+  pathOnly?: (kind: string, i: number) => string } = {}): void {
+  const img = (b: Buffer, i: number, kind: string) => {
+    if (!opts.pathOnly) return { bytes: new Uint8Array(b), path: `${kind}_${i}.png` };
+    const p = opts.pathOnly(kind, i);
+    const full = path.resolve(path.dirname(file), p);
+    fs.mkdirSync(path.dirname(full), { recursive: true });
+    fs.writeFileSync(full, b);
+    return { bytes: null, path: p };
+  };
   const columnData = [
     { name: "image", data: rows.map((r, i) => img(r.image, i, "image")) },
     { name: "conditioning_image", data: rows.map((r, i) => img(r.conditioning_image, i, "cond")) },

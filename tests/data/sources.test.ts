@@ -91,6 +91,23 @@ test("parquet: the card's configs as datasets reads them (default, or refused wh
   assert.deepEqual(findParquetFiles(meta), [], "an imagefolder's metadata.parquet is not the data");
 });
 
+test("parquet and arrow cells holding a path and no bytes (cast_column(Image()) of local files, imagefolder cache shards) are read from disk", async () => {
+  const rows = (await rowsP).slice(0, 6);
+  const dir = tmpDir("pqpath");
+  const abs = tmpDir("pqpath-abs");
+  // absolute paths as datasets stores them, and relative ones (beside the shard)
+  writeHfParquet(path.join(dir, "train.parquet"), rows, { pathOnly: (kind, i) => (kind === "image" ? path.join(abs, `${i}.png`) : `cond/${i}.png`) });
+  const ds = await createDataset({ train_data_dir: dir, resolution: 16 });
+  // (every row was skipped: "holds a path but this source cannot open files")
+  await assertRows(ds, rows);
+  await ds.close();
+  // --dataset_name (a hub snapshot, or a folder given as one): relative paths inside it, absolute ones refused
+  const { openLocalTable } = await import("../../lib/data/sources/local.js");
+  const strict = await openLocalTable(dir, { strictPaths: true });
+  assert.ok((await strict.openFile!("cond/0.png", "conditioning_image")).length > 0);
+  await assert.rejects(strict.openFile!(path.join(abs, "0.png"), "image"), /refused path .* \(absolute or outside the dataset\)/);
+});
+
 test("parquet: row-group cache stays within its budget; missing column lists the columns", async () => {
   const rows = await rowsP;
   const dir = tmpDir("pq2");

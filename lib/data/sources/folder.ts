@@ -11,6 +11,7 @@ import path from "node:path";
 import { parse as parseCsvText } from "csv-parse/sync";
 import type { Table } from "./table.js";
 import { isSafeRelativePath, normalizeEntryName, ZipArchive } from "./zip.js";
+import { readDatasetFile } from "./table.js";
 
 /** Parses JSON Lines (or a JSON array) into objects; names the line of a syntax error. */
 export function parseJsonLines(text: string, file: string): Record<string, unknown>[] {
@@ -139,14 +140,7 @@ export class JsonlTable implements Table {
       }
       if (hits.length === 1) return hits[0]!.a.read(hits[0]!.entry, { image: true });
     }
-    if (this.strictPaths && !isSafeRelativePath(name)) throw new Error(`refused path ${p} (absolute or outside the dataset)`);
-    const full = path.resolve(this.baseDir, name);
-    try {
-      return await fs.promises.readFile(full);
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      throw new Error(code === "ENOENT" ? `missing file ${full}` : `cannot read ${full}: ${(e as Error).message}`);
-    }
+    return readDatasetFile(p, this.baseDir, this.strictPaths);
   }
 
   async close(): Promise<void> {

@@ -13,7 +13,7 @@ import path from "node:path";
 import { openArrow } from "./arrow.js";
 import { imagefolderTable, JsonlTable, promptJsonTable, scriptLayoutTable } from "./folder.js";
 import { findParquetFiles, ParquetTable } from "./parquet.js";
-import { ConcatTable, type Table } from "./table.js";
+import { ConcatTable, withDatasetFiles, type Table } from "./table.js";
 import { InputError } from "../../io/input-error.js";
 
 export interface OpenLocalOptions {
@@ -36,7 +36,7 @@ export async function openLocalTable(target: string, opts: OpenLocalOptions = {}
   const has = (f: string): boolean => fs.existsSync(path.join(target, f));
   if (has("prompt.json")) return promptJsonTable(path.join(target, "prompt.json"));
   const parquet = findParquetFiles(target, opts.split ?? "train", opts.config);
-  if (parquet.length) return ParquetTable.open(parquet, { cacheBytes: opts.parquetCacheBytes });
+  if (parquet.length) return withDatasetFiles(await ParquetTable.open(parquet, { cacheBytes: opts.parquetCacheBytes }), target, opts.strictPaths ?? false);
   for (const m of ["metadata.jsonl", "train/metadata.jsonl", "metadata.csv", "train/metadata.csv", "metadata.json"]) {
     if (has(m)) return imagefolderTable(path.join(target, m), opts);
   }
@@ -49,7 +49,7 @@ export async function openLocalTable(target: string, opts: OpenLocalOptions = {}
   let arrows = fs.readdirSync(target).filter((f) => f.endsWith(".arrow")).sort();
   const inSplit = arrows.filter((f) => new RegExp(`(^|[_.-])${split}([_.-]|$)`).test(f));
   if (inSplit.length) arrows = inSplit;
-  if (arrows.length) return concatArrow(arrows.map((f) => path.join(target, f)), opts, `arrow ${target}`);
+  if (arrows.length) return withDatasetFiles(await concatArrow(arrows.map((f) => path.join(target, f)), opts, `arrow ${target}`), target, opts.strictPaths ?? false);
   throw new Error(
     `${target}: no dataset layout recognised (looked for prompt.json, *.parquet, metadata.jsonl, train.jsonl with images.zip/conditioning_images.zip, *.arrow); it holds: ${fs.readdirSync(target).slice(0, 20).join(", ")}`,
   );
@@ -57,8 +57,9 @@ export async function openLocalTable(target: string, opts: OpenLocalOptions = {}
 
 async function openFile(file: string, opts: OpenLocalOptions): Promise<Table> {
   const base = path.basename(file);
-  if (file.endsWith(".parquet")) return ParquetTable.open([file], { cacheBytes: opts.parquetCacheBytes });
-  if (file.endsWith(".arrow") || file.endsWith(".feather")) return openArrow(file, { cacheBatches: opts.arrowCacheBatches });
+  const dir = path.dirname(file);
+  if (file.endsWith(".parquet")) return withDatasetFiles(await ParquetTable.open([file], { cacheBytes: opts.parquetCacheBytes }), dir, opts.strictPaths ?? false);
+  if (file.endsWith(".arrow") || file.endsWith(".feather")) return withDatasetFiles(await openArrow(file, { cacheBatches: opts.arrowCacheBatches }), dir, opts.strictPaths ?? false);
   if (base === "prompt.json") return promptJsonTable(file);
   if (base.startsWith("metadata.")) return imagefolderTable(file, opts);
   if (file.endsWith(".jsonl")) return scriptLayoutTable(file, opts);
@@ -78,7 +79,7 @@ async function openSaveToDisk(dir: string, opts: OpenLocalOptions): Promise<Tabl
   const files = (state._data_files ?? []).map((f) => f.filename);
   if (!files.length) throw new Error(`${dir}/state.json lists no data files`);
   for (const f of files) if (!isSafeName(f)) throw new Error(`${dir}/state.json: refused data file name ${f}`);
-  return concatArrow(files.map((f) => path.join(dir, f)), opts, `save_to_disk ${dir}`);
+  return withDatasetFiles(await concatArrow(files.map((f) => path.join(dir, f)), opts, `save_to_disk ${dir}`), dir, opts.strictPaths ?? false);
 }
 
 function isSafeName(f: string): boolean {

@@ -3,6 +3,9 @@
  * TableSource picks the three columns train_controlnet.py uses and turns cells into rows: image cells may be encoded
  * bytes, HF Image structs `{bytes, path}`, or paths.
  */
+import fs from "node:fs";
+import path from "node:path";
+import { isSafeRelativePath, normalizeEntryName } from "./zip.js";
 import { BadRowError, isRawImage, type ColumnOptions, type DataSource, type DatasetRow, type ImageValue } from "../types.js";
 
 export interface Table {
@@ -13,10 +16,33 @@ export interface Table {
   readonly defaultColumns?: { image: string; conditioning_image: string; caption: string };
   /** The cells of one row, in the order of `columns`. */
   readCells(row: number, columns: readonly string[]): Promise<unknown[]>;
-  /** Reads the file a path cell names (relative to the table). Rejects if missing or refused. */
-  /** The bytes of a file a cell of `column` names (relative to the dataset). */
+  /** The bytes of a file a cell of `column` names (relative to the dataset). Rejects if missing or refused. */
   openFile?(path: string, column: string): Promise<Uint8Array>;
   close?(): Promise<void>;
+}
+
+/** A file a dataset's cell names: relative to `baseDir`; with `strictPaths` (hub snapshots) only inside it. */
+export async function readDatasetFile(p: string, baseDir: string, strictPaths: boolean): Promise<Uint8Array> {
+  const name = normalizeEntryName(p);
+  if (strictPaths && !isSafeRelativePath(name)) throw new Error(`refused path ${p} (absolute or outside the dataset)`);
+  const full = path.resolve(baseDir, name);
+  try {
+    return await fs.promises.readFile(full);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new Error(code === "ENOENT" ? `missing file ${full}` : `cannot read ${full}: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * Gives a Parquet or Arrow table the files its path cells name: HF Image structs with a path and no bytes, as
+ * `Dataset.cast_column("image", Image())` of local files and imagefolder's cache shards store them (every such row was
+ * skipped). Absolute paths are read as written, relative ones against `baseDir`; hub snapshots (strictPaths) only
+ * inside it.
+ */
+export function withDatasetFiles<T extends Table>(table: T, baseDir: string, strictPaths: boolean): T {
+  if (!table.openFile) (table as Table).openFile = (p) => readDatasetFile(p, baseDir, strictPaths);
+  return table;
 }
 
 export interface ResolvedColumns {
