@@ -1,4 +1,8 @@
-/** Image decoding and encoding through sharp: every image becomes RGB, 8 bits per sample, like PIL's convert("RGB"). */
+/**
+ * Image decoding and encoding through sharp: every image becomes RGB, 8 bits per sample, like PIL's convert("RGB") —
+ * but for one deliberate difference: a 16-bit image (a depth map) is scaled to 8 bits, where PIL clips it at 255 and
+ * such a map trains as white.
+ */
 import sharp from "sharp";
 import { isRawImage, type ImageValue, type RawImage } from "./types.js";
 

@@ -355,3 +355,20 @@ test("unknown folder layout and missing path are clear errors", async () => {
   await assert.rejects(createDataset({}), /dataset name/);
   await assert.rejects(createDataset({ synthetic: true, resolution: 100 }), /divisible by 8/);
 });
+
+test("captions the script refuses are bad rows, said so: an empty list, an empty CSV field (pandas' NaN), null", async () => {
+  const { parseCsv } = await import("../../lib/data/sources/folder.js");
+  assert.deepEqual(parseCsv("file_name,text\na.png,\nb.png,hi\n"), [{ file_name: "a.png", text: null }, { file_name: "b.png", text: "hi" }]);
+  const rows = (await rowsP).slice(0, 3);
+  const dir = tmpDir("captions");
+  writeScriptLayout(dir, rows);
+  const lines = fs.readFileSync(path.join(dir, "train.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
+  lines[0].text = [];
+  lines[1].text = null;
+  fs.writeFileSync(path.join(dir, "train.jsonl"), lines.map((l) => JSON.stringify(l)).join("\n") + "\n");
+  const ds = await createDataset({ dataset_name: dir, resolution: 16 });
+  await assert.rejects(ds.source.get(0), /caption column 'text' should contain either strings or lists of strings, got an empty list/);
+  await assert.rejects(ds.source.get(1), /got nothing/);
+  assert.equal((await ds.source.get(2)).text, rows[2]!.text);
+  await ds.close();
+});

@@ -49,7 +49,7 @@ export function parseJsonLines(text: string, file: string): Record<string, unkno
 /**
  * Parses imagefolder's metadata.csv (a header row, RFC 4180 quoting) with csv-parse, refusing what pandas — which
  * `datasets` reads it with — refuses: a quote that never closes (it swallowed the rows after it), a row with more
- * fields than the header. A row with fewer fields gets null for the rest, as pandas' NaN.
+ * fields than the header. A row with fewer fields gets null for the rest, and an empty field null, as pandas' NaN.
  */
 export function parseCsv(text: string, file = "metadata.csv"): Record<string, unknown>[] {
   let header: string[] = [];
@@ -61,7 +61,8 @@ export function parseCsv(text: string, file = "metadata.csv"): Record<string, un
   } catch (e) {
     throw new Error(`${file}: ${(e as Error).message}`);
   }
-  return records.map((r) => Object.fromEntries(header.map((h) => [h, r[h] ?? null])));
+  // an empty field is pandas' NaN too (a missing caption, not an empty one: the script refuses such a row)
+  return records.map((r) => Object.fromEntries(header.map((h) => [h, r[h] === undefined || r[h] === "" ? null : r[h]])));
 }
 
 export interface JsonlTableOptions {

@@ -109,13 +109,15 @@ function cellToText(cell: unknown, index: number, column: string): string | stri
   if (typeof cell === "string") return cell;
   // a caption stored as plain BYTE_ARRAY (no UTF8 annotation) comes back as bytes with utf8:false
   if (cell instanceof Uint8Array) return new TextDecoder().decode(cell);
-  if (Array.isArray(cell) && cell.every((c) => typeof c === "string")) return cell as string[];
+  // (an empty list: the script's random.choice raises, so it is a bad row too, not an empty prompt)
+  if (Array.isArray(cell) && cell.length && cell.every((c) => typeof c === "string")) return cell as string[];
   if (cell && typeof cell === "object" && typeof (cell as { toArray?: unknown }).toArray === "function") {
     const arr = Array.from((cell as { toArray(): Iterable<unknown> }).toArray());
-    if (arr.every((c) => typeof c === "string")) return arr as string[];
+    if (arr.length && arr.every((c) => typeof c === "string")) return arr as string[];
   }
-  // train_controlnet.py raises here; we skip the row instead of stopping the epoch
-  throw new BadRowError(index, `row ${index}`, `caption column '${column}' should contain either strings or lists of strings`);
+  // train_controlnet.py raises here; we skip the row instead of stopping the epoch (and say so)
+  const what = Array.isArray(cell) ? "an empty list" : cell === null || cell === undefined ? "nothing" : typeof cell;
+  throw new BadRowError(index, `row ${index}`, `caption column '${column}' should contain either strings or lists of strings, got ${what}`);
 }
 
 /** A table seen as a DataSource of {image, conditioning_image, text} rows. */
