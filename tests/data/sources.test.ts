@@ -104,8 +104,8 @@ test("parquet and arrow cells holding a path and no bytes (cast_column(Image()) 
   // --dataset_name (a hub snapshot, or a folder given as one): relative paths inside it, absolute ones refused
   const { openLocalTable } = await import("../../lib/data/sources/local.js");
   const strict = await openLocalTable(dir, { strictPaths: true });
-  assert.ok((await strict.openFile!("cond/0.png", "conditioning_image")).length > 0);
-  await assert.rejects(strict.openFile!(path.join(abs, "0.png"), "image"), /refused path .* \(absolute or outside the dataset\)/);
+  assert.ok((await strict.openFile!("cond/0.png", "conditioning_image", 0)).length > 0);
+  await assert.rejects(strict.openFile!(path.join(abs, "0.png"), "image", 0), /refused path .* \(absolute or outside the dataset\)/);
 });
 
 test("parquet: row-group cache stays within its budget; missing column lists the columns", async () => {
@@ -371,4 +371,23 @@ test("captions the script refuses are bad rows, said so: an empty list, an empty
   await assert.rejects(ds.source.get(1), /got nothing/);
   assert.equal((await ds.source.get(2)).text, rows[2]!.text);
   await ds.close();
+});
+
+test("imagefolder: every metadata file of the split at any depth, each naming its images from its own folder (a nested one's rows were dropped)", async () => {
+  const rows = (await rowsP).slice(0, 6);
+  const dir = tmpDir("imgnested");
+  writeImagefolder(dir, rows.slice(0, 3));
+  writeImagefolder(path.join(dir, "more"), rows.slice(3, 6));
+  const ds = await createDataset({ train_data_dir: dir, resolution: 16 });
+  await assertRows(ds, rows);
+  assert.match(ds.description, /\+ 1 more metadata file/);
+  await ds.close();
+  // only in train/p0 and train/p1 (the folder was refused), beside a test split
+  const split = tmpDir("imgsplit");
+  writeImagefolder(path.join(split, "train", "p0"), rows.slice(0, 2));
+  writeImagefolder(path.join(split, "train", "p1"), rows.slice(2, 6));
+  writeImagefolder(path.join(split, "test"), rows.slice(0, 1));
+  const ds2 = await createDataset({ dataset_name: split, resolution: 16 });
+  await assertRows(ds2, rows);
+  await ds2.close();
 });

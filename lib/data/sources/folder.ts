@@ -74,6 +74,9 @@ export interface JsonlTableOptions {
   kind: string;
   /** Refuse paths that are absolute or climb out of the folder (hub snapshots). */
   strictPaths?: boolean;
+  /** More metadata files of the same imagefolder (in sub-folders of the first one's): their rows follow, their paths
+   *  taken relative to their own folder, as datasets' imagefolder reads every metadata file of a split. */
+  moreMetadata?: string[];
 }
 
 export class JsonlTable implements Table {
@@ -83,12 +86,21 @@ export class JsonlTable implements Table {
   readonly defaultColumns?: Table["defaultColumns"];
   private readonly rows: Record<string, unknown>[];
   private readonly archives: ZipArchive[];
-  private readonly baseDir: string;
+  private readonly rowDirs: string[];
+  private readonly rowStarts: number[];
   private readonly strictPaths: boolean;
 
   constructor(readonly metadataFile: string, opts: JsonlTableOptions) {
-    const text = fs.readFileSync(metadataFile, "utf8");
-    let rows = metadataFile.endsWith(".csv") ? parseCsv(text, metadataFile) : parseJsonLines(text, metadataFile);
+    let rows: Record<string, unknown>[] = [];
+    // each row's paths start at its own metadata file's folder (rowDirs[k] for rows from starts[k])
+    this.rowDirs = [];
+    this.rowStarts = [];
+    for (const file of [metadataFile, ...(opts.moreMetadata ?? [])]) {
+      const text = fs.readFileSync(file, "utf8");
+      this.rowStarts.push(rows.length);
+      this.rowDirs.push(path.dirname(file));
+      rows = rows.concat(file.endsWith(".csv") ? parseCsv(text, file) : parseJsonLines(text, file));
+    }
     if (opts.imagefolder) {
       rows = rows.map((r) => {
         const o: Record<string, unknown> = {};
@@ -107,11 +119,11 @@ export class JsonlTable implements Table {
     this.columns = cols;
     this.numRows = rows.length;
     this.archives = opts.archives ?? [];
-    this.baseDir = path.dirname(metadataFile);
     this.strictPaths = opts.strictPaths ?? false;
     this.defaultColumns = opts.defaultColumns;
     const arch = this.archives.length ? ` + ${this.archives.map((a) => path.basename(a.file)).join(" + ")}` : "";
-    this.description = `${opts.kind} ${metadataFile}${arch} (${rows.length} rows)`;
+    const more = opts.moreMetadata?.length ? ` + ${opts.moreMetadata.length} more metadata file(s)` : "";
+    this.description = `${opts.kind} ${metadataFile}${more}${arch} (${rows.length} rows)`;
   }
 
   async readCells(row: number, columns: readonly string[]): Promise<unknown[]> {
@@ -119,7 +131,7 @@ export class JsonlTable implements Table {
     return columns.map((c) => r[c] ?? null);
   }
 
-  async openFile(p: string, column: string): Promise<Uint8Array> {
+  async openFile(p: string, column: string, row: number): Promise<Uint8Array> {
     const name = normalizeEntryName(p);
     if (this.archives.length) {
       if (!isSafeRelativePath(name)) throw new Error(`refused path ${p} (absolute or outside the dataset)`);
@@ -141,7 +153,9 @@ export class JsonlTable implements Table {
       }
       if (hits.length === 1) return hits[0]!.a.read(hits[0]!.entry, { image: true });
     }
-    return readDatasetFile(p, this.baseDir, this.strictPaths);
+    let k = this.rowStarts.length - 1;
+    while (k > 0 && this.rowStarts[k]! > row) k--;
+    return readDatasetFile(p, this.rowDirs[k]!, this.strictPaths);
   }
 
   async close(): Promise<void> {
@@ -175,6 +189,6 @@ export async function scriptLayoutTable(jsonl: string, opts: { strictPaths?: boo
 }
 
 /** HF imagefolder metadata. */
-export function imagefolderTable(file: string, opts: { strictPaths?: boolean } = {}): JsonlTable {
-  return new JsonlTable(file, { kind: "imagefolder", imagefolder: true, strictPaths: opts.strictPaths });
+export function imagefolderTable(file: string, opts: { strictPaths?: boolean; moreMetadata?: string[] } = {}): JsonlTable {
+  return new JsonlTable(file, { kind: "imagefolder", imagefolder: true, strictPaths: opts.strictPaths, moreMetadata: opts.moreMetadata });
 }

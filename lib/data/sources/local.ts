@@ -2,7 +2,7 @@
  * Opens a dataset on disk whatever its layout, by what the folder holds (first match wins):
  * 1. `prompt.json` → lllyasviel's fill50k layout (source/, target/);
  * 2. parquet files → Hub parquet shards (the `train` split's files when names mention splits);
- * 3. `metadata.jsonl` / `metadata.csv` (in the folder or its train/) → HF imagefolder;
+ * 3. `metadata.jsonl` / `metadata.csv` / `metadata.json` files (all of the split's, at any depth) → HF imagefolder;
  * 4. `train.jsonl` → the loading-script layout (zips beside it are read lazily) or paths on disk;
  * 5. `datasets` save_to_disk folders (state.json, or dataset_dict.json + <split>/state.json) and `.arrow` files →
  *    Arrow IPC, file or stream format (our cache, or HF's cache shards, concatenated in name order).
@@ -13,6 +13,7 @@ import path from "node:path";
 import { openArrow } from "./arrow.js";
 import { imagefolderTable, JsonlTable, promptJsonTable, scriptLayoutTable } from "./folder.js";
 import { findParquetFiles, ParquetTable } from "./parquet.js";
+import { filesOfSplit, filesUnder } from "./splits.js";
 import { ConcatTable, withDatasetFiles, type Table } from "./table.js";
 import { InputError } from "../../io/input-error.js";
 
@@ -37,8 +38,12 @@ export async function openLocalTable(target: string, opts: OpenLocalOptions = {}
   if (has("prompt.json")) return promptJsonTable(path.join(target, "prompt.json"));
   const parquet = findParquetFiles(target, opts.split ?? "train", opts.config);
   if (parquet.length) return withDatasetFiles(await ParquetTable.open(parquet, { cacheBytes: opts.parquetCacheBytes }), target, opts.strictPaths ?? false);
-  for (const m of ["metadata.jsonl", "train/metadata.jsonl", "metadata.csv", "train/metadata.csv", "metadata.json"]) {
-    if (has(m)) return imagefolderTable(path.join(target, m), opts);
+  // every metadata file of the split, at any depth, as datasets' imagefolder (only the first of five fixed places was
+  // read: a nested one's rows were dropped, or the folder refused); each names its images from its own folder
+  const metadata = filesUnder(target, (name) => /^metadata\.(jsonl|csv|json)$/.test(name));
+  if (metadata.length) {
+    const [first, ...more] = filesOfSplit(target, metadata, opts.split ?? "train", "metadata files");
+    return imagefolderTable(first!, { ...opts, moreMetadata: more });
   }
   for (const j of [`${opts.split ?? "train"}.jsonl`, "train.jsonl"]) {
     if (has(j)) return scriptLayoutTable(path.join(target, j), opts);

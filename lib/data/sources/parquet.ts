@@ -11,6 +11,7 @@ import type { Table } from "./table.js";
 import { Loader, LruCache } from "./lru.js";
 import { cardConfigFiles } from "./card.js";
 import { InputError } from "../../io/input-error.js";
+import { filesOfSplit, filesUnder } from "./splits.js";
 
 interface Shard {
   file: string;
@@ -20,13 +21,6 @@ interface Shard {
   groupStarts: number[];
 }
 
-/** datasets' split keywords (data_files.py): a file named after one of them belongs to that split. */
-const SPLIT_KEYWORDS: Record<string, string[]> = {
-  train: ["train", "training"],
-  validation: ["validation", "valid", "dev", "val"],
-  test: ["test", "testing", "eval", "evaluation"],
-};
-
 /**
  * Parquet files under `dir` (recursively), sorted: those of the dataset card's config (README.md's `configs:`,
  * cardConfigFiles) where it declares them; else restricted to the folder named `config` when there is one, then to the
@@ -34,17 +28,7 @@ const SPLIT_KEYWORDS: Record<string, string[]> = {
  * train data: refused, as the script's dataset["train"] fails. An imagefolder's metadata.parquet is not data.
  */
 export function findParquetFiles(dir: string, split = "train", config?: string): string[] {
-  const all: string[] = [];
-  const walk = (d: string): void => {
-    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
-      if (e.name.startsWith(".")) continue;
-      const p = path.join(d, e.name);
-      if (e.isDirectory()) walk(p);
-      else if (e.name.endsWith(".parquet") && e.name !== "metadata.parquet") all.push(p);
-    }
-  };
-  walk(dir);
-  all.sort();
+  const all = filesUnder(dir, (name) => name.endsWith(".parquet") && name !== "metadata.parquet");
   if (!all.length) return all;
   const fromCard = cardConfigFiles(dir, all, split, config);
   if (fromCard) {
@@ -56,15 +40,7 @@ export function findParquetFiles(dir: string, split = "train", config?: string):
     const inConfig = all.filter((f) => path.relative(dir, f).replace(/\\/g, "/").split("/").slice(0, -1).includes(config));
     if (inConfig.length) all.splice(0, all.length, ...inConfig);
   }
-  const named = (f: string, words: string[]) =>
-    new RegExp(`(^|[/_. 0-9-])(${words.join("|")})([/_. 0-9-]|$)`).test(path.relative(dir, f).replace(/\\/g, "/"));
-  const inSplit = all.filter((f) => named(f, SPLIT_KEYWORDS[split] ?? [split]));
-  if (inSplit.length) return inSplit;
-  const others = all.filter((f) => named(f, Object.values(SPLIT_KEYWORDS).flat()));
-  if (others.length) {
-    throw new InputError(`${dir} has no '${split}' split: its parquet files are named after other splits (${others.slice(0, 3).map((f) => path.relative(dir, f)).join(", ")})`);
-  }
-  return all; // one unnamed split: datasets takes it as train
+  return filesOfSplit(dir, all, split, "parquet files");
 }
 
 export class ParquetTable implements Table {

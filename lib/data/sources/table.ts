@@ -16,8 +16,8 @@ export interface Table {
   readonly defaultColumns?: { image: string; conditioning_image: string; caption: string };
   /** The cells of one row, in the order of `columns`. */
   readCells(row: number, columns: readonly string[]): Promise<unknown[]>;
-  /** The bytes of a file a cell of `column` names (relative to the dataset). Rejects if missing or refused. */
-  openFile?(path: string, column: string): Promise<Uint8Array>;
+  /** The bytes of a file a cell of `column` in `row` names (relative to the dataset). Rejects if missing or refused. */
+  openFile?(path: string, column: string, row: number): Promise<Uint8Array>;
   close?(): Promise<void>;
 }
 
@@ -97,7 +97,7 @@ async function cellToImage(table: Table, cell: unknown, index: number, column: s
   if (path !== undefined && path !== "") {
     if (!table.openFile) throw new BadRowError(index, path, `column '${column}' holds a path but this source cannot open files`);
     try {
-      return await table.openFile(path, column);
+      return await table.openFile(path, column, index);
     } catch (e) {
       throw new BadRowError(index, path, (e as Error).message);
     }
