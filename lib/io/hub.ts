@@ -308,7 +308,9 @@ async function resolveSnapshot(ctx: Ctx): Promise<{ sha: string; files: RepoFile
   };
   const missMessage = (why: string) =>
     `${why}: hub ${ctx.repo.type} repo ${ctx.repo.label} (revision ${ctx.revision}) is not in the cache at ${ctx.cache}. ` +
-    `Download it once while online${ctx.offline ? " (unset HF_HUB_OFFLINE)" : ""}, or pass a local folder.`;
+    `Download it once while online${ctx.offline ? " (unset HF_HUB_OFFLINE)" : ""}, or pass a local folder ` +
+    // (a mistyped local path reads as a hub id: say that it is not a folder either)
+    `(there is none at ${path.resolve(ctx.repo.label)}).`;
 
   if (ctx.offline) {
     const c = cached();

@@ -436,6 +436,9 @@ export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Pr
   try {
     for (const l of runningTrainingLines(s)) info(loggerInfo(l));
     for (const l of s.resumeLines) log(l);
+    if (s.trainer.globalStep === 0 && fs.existsSync(path.join(args.output_dir, "diffusion_pytorch_model.safetensors"))) {
+      log(`${args.output_dir} holds a ControlNet an earlier run saved: this run replaces it when it ends (that run's log and validation images are kept aside as *.earlier-N).`);
+    }
     if (s.trainer.globalStep > s.trainer.maxSteps) {
       log(`The resumed checkpoint is at step ${s.trainer.globalStep}, beyond --max_train_steps ${s.trainer.maxSteps}: no step to train; its ControlNet is saved as the final one.`);
     }

@@ -336,7 +336,11 @@ export class ControlNetTrainer {
     // value per step; a JSON-lines reader sees every line). A new run's log is its own: an earlier run's lines in the
     // same logging_dir (a shared absolute --logging_dir, checkpoints removed to start over) are moved aside, not lost.
     // Each line names its run (output_dir's tag): another run's lines in a shared logging_dir are never dropped.
-    if (this.log && this.globalStep === 0) keepEarlierLog(this.log.path);
+    // An earlier run's validation images go aside with its log (they sat beside a model that never took those steps).
+    if (this.log && this.globalStep === 0) {
+      keepEarlier(this.log.path);
+      keepEarlier(path.join(this.opts.output_dir, "validation"));
+    }
     else if (this.log) dropLoggedStepsAfter(this.log.path, this.globalStep, this.runTag);
   }
 
@@ -658,13 +662,17 @@ export class ControlNetTrainer {
   }
 }
 
-/** `train_log.jsonl` of an earlier run → `train_log.earlier-<n>.jsonl` (the first free n). */
-function keepEarlierLog(file: string): void {
-  if (!fs.existsSync(file) || fs.statSync(file).size === 0) return;
+/** An earlier run's `train_log.jsonl` or `validation/` → `train_log.earlier-<n>.jsonl` / `validation.earlier-<n>` (the
+ *  first free n); nothing when absent or empty. */
+function keepEarlier(p: string): void {
+  if (!fs.existsSync(p)) return;
+  const st = fs.statSync(p);
+  if (st.isDirectory() ? fs.readdirSync(p).length === 0 : st.size === 0) return;
+  const ext = st.isDirectory() ? "" : path.extname(p);
+  const stem = p.slice(0, p.length - ext.length);
   let n = 1;
-  const aside = () => file.replace(/\.jsonl$/, `.earlier-${n}.jsonl`);
-  while (fs.existsSync(aside())) n++;
-  fs.renameSync(file, aside());
+  while (fs.existsSync(`${stem}.earlier-${n}${ext}`)) n++;
+  fs.renameSync(p, `${stem}.earlier-${n}${ext}`);
 }
 
 /** Rewrites a JSON-lines log without run `run`'s lines of steps after `step` (and without a torn last line),

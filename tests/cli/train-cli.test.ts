@@ -171,3 +171,24 @@ test("resuming a checkpoint beyond --max_train_steps says there is no step to tr
   assert.match(r.stdout, /The resumed checkpoint is at step 2, beyond --max_train_steps 1: no step to train; its ControlNet is saved as the final one\./);
   fs.rmSync(out, { recursive: true, force: true });
 });
+
+test("a new run in a folder where an earlier run saved its ControlNet says it replaces it, and moves that run's validation images aside", () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cli-again-"));
+  try {
+    const flags = [`--pretrained_model_name_or_path=${path.join(root, "tests/fixtures/sd_tiny")}`, `--output_dir=${out}`, "--dataset_name=synthetic-fill50k:8",
+      "--resolution=32", "--train_batch_size=1", "--max_train_steps=2", "--seed=3", "--num_validation_images=1", "--validation_steps=2",
+      "--validation_prompt", "red circle", "--validation_image", path.join(root, "tests/fixtures/pipeline_tiny/control.png")];
+    const first = cli(flags);
+    assert.equal(first.status, 0, first.stderr.slice(-2000));
+    const earlier = fs.readdirSync(path.join(out, "validation")).sort();
+    assert.ok(earlier.length > 0);
+    const again = cli([...flags, "--max_train_steps=1", "--validation_steps=100"]);
+    assert.equal(again.status, 0, again.stderr.slice(-2000));
+    assert.match(again.stdout, new RegExp(`${out.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} holds a ControlNet an earlier run saved: this run replaces it when it ends`));
+    // (they sat beside a model that never took those steps)
+    assert.deepEqual(fs.readdirSync(path.join(out, "validation.earlier-1")).sort(), earlier);
+    assert.deepEqual(fs.readdirSync(path.join(out, "validation")).sort(), ["step-1-final-pair-0-sample-0.png"]);
+  } finally {
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+});
