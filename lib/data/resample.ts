@@ -45,6 +45,20 @@ function clip8(v: number): number {
   return v >> PRECISION_BITS;
 }
 
+/** One output pixel of a pass: the n samples from `first`, `step` apart, weighted by kk[k…] (PIL's rounding). */
+function weighPixel(out: Uint8Array, o: number, src: Uint8Array, first: number, step: number, kk: Int32Array, k: number, n: number): void {
+  let s0 = 1 << (PRECISION_BITS - 1), s1 = s0, s2 = s0;
+  for (let i = 0, p = first; i < n; i++, p += step) {
+    const w = kk[k + i]!;
+    s0 += src[p]! * w;
+    s1 += src[p + 1]! * w;
+    s2 += src[p + 2]! * w;
+  }
+  out[o] = clip8(s0);
+  out[o + 1] = clip8(s1);
+  out[o + 2] = clip8(s2);
+}
+
 /** PIL's bilinear resize of an RGB image to width × height. */
 export function resizeBilinearPil(img: RawImage, width: number, height: number): RawImage {
   if (img.channels !== 3) throw new Error(`resizeBilinearPil expects RGB, got ${img.channels} channels`);
@@ -61,18 +75,7 @@ export function resizeBilinearPil(img: RawImage, width: number, height: number):
     for (let y = 0; y < rows; y++) {
       const row = (y + first) * sw * 3;
       for (let xx = 0; xx < width; xx++) {
-        const xmin = h.bounds[xx * 2]!, n = h.bounds[xx * 2 + 1]!, k = xx * h.ksize;
-        let s0 = 1 << (PRECISION_BITS - 1), s1 = s0, s2 = s0;
-        for (let x = 0; x < n; x++) {
-          const w = h.kk[k + x]!, p = row + (x + xmin) * 3;
-          s0 += src[p]! * w;
-          s1 += src[p + 1]! * w;
-          s2 += src[p + 2]! * w;
-        }
-        const o = (y * width + xx) * 3;
-        out[o] = clip8(s0);
-        out[o + 1] = clip8(s1);
-        out[o + 2] = clip8(s2);
+        weighPixel(out, (y * width + xx) * 3, src, row + h.bounds[xx * 2]! * 3, 3, h.kk, xx * h.ksize, h.bounds[xx * 2 + 1]!);
       }
     }
     src = out;
@@ -82,19 +85,9 @@ export function resizeBilinearPil(img: RawImage, width: number, height: number):
   if (height === img.height && width !== img.width) return { data: src, width, height, channels: 3 };
   const out = new Uint8Array(width * height * 3);
   for (let yy = 0; yy < height; yy++) {
-    const ymin = v.bounds[yy * 2]!, n = v.bounds[yy * 2 + 1]!, k = yy * v.ksize;
+    const ymin = v.bounds[yy * 2]!;
     for (let xx = 0; xx < width; xx++) {
-      let s0 = 1 << (PRECISION_BITS - 1), s1 = s0, s2 = s0;
-      for (let y = 0; y < n; y++) {
-        const w = v.kk[k + y]!, p = ((y + ymin) * sw + xx) * 3;
-        s0 += src[p]! * w;
-        s1 += src[p + 1]! * w;
-        s2 += src[p + 2]! * w;
-      }
-      const o = (yy * width + xx) * 3;
-      out[o] = clip8(s0);
-      out[o + 1] = clip8(s1);
-      out[o + 2] = clip8(s2);
+      weighPixel(out, (yy * width + xx) * 3, src, (ymin * sw + xx) * 3, sw * 3, v.kk, yy * v.ksize, v.bounds[yy * 2 + 1]!);
     }
   }
   return { data: out, width, height, channels: 3 };
