@@ -75,10 +75,13 @@ export interface KernelOptions {
 const STREAM_FLUSH_MS = 15;
 const STREAM_MAX_CHARS = 1 << 16;
 
+/** IPython's cell and line timing magics, at the start of a cell. */
+const TIME_MAGIC = /^%%?time(?=[ \t]|\r?\n|$)/;
+
 /** `%%time` / `%time` as the first line, or `%time <statement>`: the cell with the magic blanked out (lines and
  *  columns stay), and whether it was there. */
 function timeMagic(code: string): { timed: boolean; body: string } {
-  const m = /^%%?time(?=[ \t]|\r?\n|$)/.exec(code);
+  const m = TIME_MAGIC.exec(code);
   return { timed: m !== null, body: m ? " ".repeat(m[0].length) + code.slice(m[0].length) : code };
 }
 
@@ -550,7 +553,8 @@ export class Kernel {
   private async isComplete(code: string): Promise<Record<string, unknown>> {
     const engine = await this.engine();
     // (the magic dropped, not blanked: blanks before the code would be taken for its indentation)
-    const r = engine.isComplete(code.replace(/^%%?time(?=[ \t]|\r?\n|$)[ \t]*/, ""));
+    const m = TIME_MAGIC.exec(code);
+    const r = engine.isComplete(m ? code.slice(m[0].length).replace(/^[ \t]*/, "") : code);
     return r.status === "incomplete" ? { status: r.status, indent: r.indent ?? "" } : { status: r.status };
   }
 
