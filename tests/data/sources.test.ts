@@ -14,6 +14,7 @@ import { resolveColumns, TableSource } from "../../lib/data/sources/table.js";
 import { parseJsonLines } from "../../lib/data/sources/folder.js";
 import { openLocalTable } from "../../lib/data/sources/local.js";
 import { pixels, pngRows, tmpDir, writeHfParquet, writeImagefolder, writePromptJson, writeScriptLayout, type FixtureRow } from "./fixtures.js";
+import { InputError } from "../../lib/io/input-error.js";
 
 const rowsP = pngRows(12);
 
@@ -345,6 +346,25 @@ test("arrow streams (datasets' cache and save_to_disk format): indexed once, rea
   await dsFile.close();
   fs.writeFileSync(path.join(dir, "junk.arrow"), "not arrow at all");
   await assert.rejects(createDataset({ arrow: path.join(dir, "junk.arrow") }), /junk\.arrow/);
+});
+
+test("a folder of HF cache shards: the split's .arrow files by datasets' keywords; only other splits' is refused, not read as train", async () => {
+  const dir = tmpDir("hf-cache");
+  const src = new SyntheticFill50k({ count: 9, seed: 2, resolution: 16 });
+  const asFile = path.join(dir, "tmp.arrow");
+  await writeArrowDataset(src, asFile, { batchSize: 4 });
+  const table = tableFromIPC(fs.readFileSync(asFile));
+  fs.rmSync(asFile);
+  fs.writeFileSync(path.join(dir, "fill50k-train-00000-of-00002.arrow"), tableToIPC(table.slice(0, 5), "stream"));
+  fs.writeFileSync(path.join(dir, "fill50k-train-00001-of-00002.arrow"), tableToIPC(table.slice(5), "stream"));
+  fs.writeFileSync(path.join(dir, "fill50k-test.arrow"), tableToIPC(table.slice(0, 2), "stream"));
+  const train = await createDataset({ train_data_dir: dir, resolution: 16 });
+  assert.equal(train.length, 9);
+  assert.equal((await train.source.get(6)).text, src.row(6).text);
+  await train.close();
+  const testOnly = tmpDir("hf-cache-test");
+  fs.copyFileSync(path.join(dir, "fill50k-test.arrow"), path.join(testOnly, "fill50k-test.arrow"));
+  await assert.rejects(createDataset({ train_data_dir: testOnly, resolution: 16 }), (e: Error) => e instanceof InputError && /no 'train' split.*fill50k-test\.arrow/.test(e.message));
 });
 
 test("unknown folder layout and missing path are clear errors", async () => {
