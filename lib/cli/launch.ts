@@ -307,7 +307,7 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
   process.on("exit", onExit);
   // the launcher's own output gone (its pipe's reader exited, its terminal closed, the notebook kernel that ran it
   // died): a write must not crash it (the crash SIGKILLed the processes); the job stops as on a closed terminal
-  const stopWatchingOutput = whenOutputGone(() => onSignal("SIGHUP"), [io.stdout, io.stderr]);
+  const output = whenOutputGone(() => onSignal("SIGHUP"), [io.stdout, io.stderr]);
   try {
     const results = await Promise.all(children.map((c) => c.exit));
     if (failure) {
@@ -338,7 +338,7 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
     process.off("SIGTERM", onSignal);
     process.off("SIGHUP", onSignal);
     process.off("exit", onExit);
-    stopWatchingOutput();
+    output.stop();
   }
 }
 

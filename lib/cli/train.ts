@@ -63,16 +63,10 @@ export async function main(argv: string[], opts: { prog?: string } = {}): Promis
   process.on("SIGHUP", onSignal);
   // output that can no longer be written (a pipe's reader gone, a closed terminal) is a closed terminal's stop; what
   // is still said (the checkpoint kept) goes to the stream that still works
-  const dead = new Set<NodeJS.WritableStream>();
-  for (const out of [process.stdout, process.stderr]) out.on("error", () => dead.add(out));
-  function write(preferred: NodeJS.WritableStream, text: string): void {
-    const other = preferred === process.stdout ? process.stderr : process.stdout;
-    const to = dead.has(preferred) ? other : preferred;
-    if (!dead.has(to)) to.write(text);
-  }
-  const stopWatchingOutput = whenOutputGone((why) => {
+  const output = whenOutputGone((why) => {
     if (!ac.signal.aborted) onSignal("SIGHUP", `the output was closed (${why}: a pipe's reader exited, or the terminal closed)`);
   });
+  const write = output.write;
   let stepped = false;
   if (process.env[LAUNCHER_PIPE] === "stdin") watchLauncher(() => stepped, () => onSignal("SIGTERM"));
   const tty = process.stderr.isTTY;
@@ -127,7 +121,7 @@ export async function main(argv: string[], opts: { prog?: string } = {}): Promis
     else if (!(e instanceof InputError)) process.stderr.write("(set CONTROLNET_TS_DEBUG=1 to see where it happened)\n");
     return 1;
   } finally {
-    stopWatchingOutput();
+    output.stop();
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
     process.off("SIGHUP", onSignal);
