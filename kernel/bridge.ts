@@ -36,6 +36,11 @@ export interface KernelBridge {
   registerCommTarget(target: string, handler: (comm: Comm, data: unknown, buffers: Buffer[]) => void): void;
   /** Kernel extension: ask the frontend for a line of input (stdin channel). Rejects when the frontend disallows it. */
   input(prompt?: string, opts?: { password?: boolean }): Promise<string>;
+  /** Kernel extension: run `cb` (awaited) when the cell this call belongs to has returned, before its reply and
+   *  idle; false when no cell is running (the caller does the work itself). */
+  beforeIdle(cb: () => unknown): boolean;
+  /** Kernel extension: run `cb` (awaited) when the kernel shuts down or restarts, after a running cell stopped. */
+  onShutdown(cb: () => unknown): void;
   /** Kernel extension: identifies the implementation. */
   readonly kernel: { name: string; version: string };
 }

@@ -1,7 +1,8 @@
 /**
  * Names every cell sees without an import, as in IPython and Deno's kernel: `display(value)` shows any value as
  * rich output now (not only as the cell's last expression), `html` / `md` tagged templates make HTML and Markdown
- * output, `_` is the last result (kept by the engine). They reach the frontend through the display bridge.
+ * output, `input()` / `prompt()` ask the user for a line (stdin input_request), `_` is the last result (kept by the
+ * engine). They reach the frontend through the display bridge.
  */
 import { BRIDGE_SYMBOL, type KernelBridge } from "./bridge.js";
 import { DISPLAY_SYMBOL, normalizeBundle, plainText } from "./display.js";
@@ -35,9 +36,11 @@ export function display(value: unknown, opts: DisplayCallOptions = {}): void {
     if (!("text/plain" in bundle)) bundle["text/plain"] = plainText(value);
     send(bundle);
   };
-  // output of an async display method still belongs to the calling cell (the kernel's AsyncLocalStorage)
-  if (r instanceof Promise) void r.then(finish, (e: unknown) => process.stderr.write(`display(): ${(e as Error)?.message ?? e}\n`));
-  else finish(r);
+  if (!(r instanceof Promise)) return finish(r);
+  // output of an async display method still belongs to the calling cell (the kernel's AsyncLocalStorage), and the
+  // cell's reply waits for it: a headless run stops listening at idle
+  const shown = r.then(finish, (e: unknown) => void process.stderr.write(`display(): ${(e as Error)?.message ?? e}\n`));
+  bridge()?.beforeIdle?.(() => shown);
 }
 
 function template(strings: TemplateStringsArray, values: unknown[]): string {
@@ -56,12 +59,30 @@ export function md(strings: TemplateStringsArray, ...values: unknown[]): { reado
   return { markdown: text, [DISPLAY_SYMBOL]: () => ({ "text/markdown": text, "text/plain": text }) } as { readonly markdown: string };
 }
 
+function ask(prompt: string, password: boolean): Promise<string> {
+  const b = bridge();
+  return b ? b.input(prompt, { password }) : Promise.reject(new Error("input() needs the kernel (its stdin channel)"));
+}
+
+/** A line from the user (IPython's `input()`; awaited: the kernel's thread must stay free to receive the answer). */
+export function input(prompt = "", opts: { password?: boolean } = {}): Promise<string> {
+  return ask(prompt, !!opts.password);
+}
+
+/** The browser's / Deno's `prompt(message, default)`, awaited: the answer, or `defaultValue` when it is empty. */
+export async function prompt(message = "", defaultValue?: string): Promise<string> {
+  const answer = await ask(defaultValue ? `${message} [${defaultValue}] ` : `${message} `, false);
+  return answer === "" ? (defaultValue ?? answer) : answer;
+}
+
 /** The values and the declarations the cell compiler sees for them. */
 export const cellGlobals = {
-  values: { display, html, md },
+  values: { display, html, md, input, prompt },
   declarations: [
     "declare function display(value: unknown, options?: { raw?: boolean; displayId?: string; update?: boolean; metadata?: Record<string, unknown> }): void;",
     "declare function html(strings: TemplateStringsArray, ...values: unknown[]): { readonly html: string };",
     "declare function md(strings: TemplateStringsArray, ...values: unknown[]): { readonly markdown: string };",
+    "declare function input(prompt?: string, options?: { password?: boolean }): Promise<string>;",
+    "declare function prompt(message?: string, defaultValue?: string): Promise<string>;",
   ].join("\n"),
 };

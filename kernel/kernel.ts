@@ -50,6 +50,20 @@ interface CellContext {
   /** The client's id of the notebook cell (execute_request metadata `cellId`: JupyterLab, Notebook 7 send it), or
    *  null: the cell helpers' memo keeps one result per cell by it (lib/cells/memo.ts). */
   cellId: string | null;
+  /** Run when the cell's code has returned, before its result, reply and idle (bridge `beforeIdle`): an async
+   *  display method's output, a throttled widget's last redraw — what a headless run, which stops listening at idle,
+   *  must not miss. */
+  beforeIdle: Array<() => unknown>;
+}
+
+/** An input() call: the first in the queue is the one asked (its input_request's msg_id, which the reply names). */
+interface InputAsk {
+  ctx: CellContext;
+  prompt: string;
+  password: boolean;
+  resolve: (v: string) => void;
+  reject: (e: Error) => void;
+  msgId?: string;
 }
 
 interface CommEntry {
@@ -124,8 +138,11 @@ export class Kernel {
   private readonly history = new History();
   private readonly comms = new Map<string, CommEntry>();
   private readonly commTargets = new Map<string, (comm: Comm, data: unknown, buffers: Buffer[]) => void>();
-  private pendingInput: { resolve: (v: string) => void; reject: (e: Error) => void } | null = null;
+  private readonly inputs: InputAsk[] = [];
+  /** Bridge `onShutdown` callbacks (the cell library's: checkpoint a trainer's unsaved steps). */
+  private readonly shutdownHooks: Array<() => unknown> = [];
   private closed = false;
+  private closing = false;
   private interrupts: InterruptWorker | null = null;
   private readonly restoreIo: Array<() => void> = [];
 
@@ -194,7 +211,9 @@ export class Kernel {
   }
 
   async shutdown(restart: boolean): Promise<void> {
-    if (this.closed) return;
+    if (this.closed || this.closing) return;
+    this.closing = true;
+    await this.beforeShutdown();
     this.closed = true;
     this.flushStream();
     for (const r of this.restoreIo.splice(0)) r();
@@ -207,11 +226,14 @@ export class Kernel {
 
   // --------------------------------------------------------------------------------------------------- sending
 
-  private send(channel: "shell" | "control" | "stdin" | "iopub", identities: Buffer[], msgType: string, content: unknown, parent: Parent, metadata: Record<string, unknown> = {}, buffers: OutBuffer[] = []): void {
-    if (this.closed && channel === "iopub") return;
-    const frames = encode(this.signer, identities, newHeader(msgType, this.session), parent, metadata, content, buffers);
+  /** Returns the message's msg_id (what a reply to it names as its parent). */
+  private send(channel: "shell" | "control" | "stdin" | "iopub", identities: Buffer[], msgType: string, content: unknown, parent: Parent, metadata: Record<string, unknown> = {}, buffers: OutBuffer[] = []): string {
+    const header = newHeader(msgType, this.session);
+    if (this.closed && channel === "iopub") return header.msg_id;
+    const frames = encode(this.signer, identities, header, parent, metadata, content, buffers);
     if (channel === "control") this.interrupts?.sendControl(frames);
     else this.channels.out[channel].send(frames);
+    return header.msg_id;
   }
 
   /** IOPub: anything pending on a stream goes out first, so output keeps its order. */
@@ -399,7 +421,9 @@ export class Kernel {
         version,
         mimetype: "text/typescript",
         file_extension: ".ts",
-        codemirror_mode: "text/typescript",
+        // a language name: JupyterLab 4 looks codemirror_mode up by name, then by its own MIME type
+        // (application/typescript), and shows plain text when neither matches ("text/typescript" did not)
+        codemirror_mode: "typescript",
         pygments_lexer: "typescript",
       },
       banner: `${this.opts.implementation.name} ${this.opts.implementation.version}: TypeScript ${version} (${engine}) on Node ${process.version}`,
@@ -415,7 +439,7 @@ export class Kernel {
     const silent = !!c.silent;
     const storeHistory = c.store_history ?? !silent;
     const stopOnError = c.stop_on_error ?? true;
-    if (generation !== this.abortGeneration) {
+    if (generation !== this.abortGeneration || this.closing) {
       this.reply("shell", req, "execute_reply", { status: "aborted", execution_count: this.executionCount });
       return;
     }
@@ -425,7 +449,7 @@ export class Kernel {
     if (!silent) this.publish("execute_input", { code, execution_count: count }, req.header);
 
     const ctx: CellContext = { parent: req.header, identities: req.identities, abort: new AbortController(), allowStdin: c.allow_stdin ?? true, finished: false, signalAsked: false, abandoned: false,
-      cellId: typeof req.metadata.cellId === "string" && req.metadata.cellId ? req.metadata.cellId : null };
+      cellId: typeof req.metadata.cellId === "string" && req.metadata.cellId ? req.metadata.cellId : null, beforeIdle: [] };
     this.running = ctx;
     this.lastCell = ctx;
     let error: CellError | null = null;
@@ -450,6 +474,7 @@ export class Kernel {
       // A promise the cell rejected without handling is reported (on its stderr) when the current macrotask ends:
       // wait for that, so the report comes before the reply and idle (headless runs stop listening at idle).
       await new Promise((r) => setImmediate(r));
+      await this.runBeforeIdle(ctx);
       if (outcome.status === "error") error = outcome.error;
       else if (outcome.hasValue && !silent && !ctx.abort.signal.aborted) {
         try {
@@ -471,6 +496,7 @@ export class Kernel {
       error = { ename: "KernelError", evalue: String((e as Error).message ?? e), traceback: String((e as Error).stack ?? e).split("\n") };
     } finally {
       ctx.finished = true;
+      this.cancelInputs((a) => a.ctx === ctx, () => new Error("input request cancelled: its cell ended before the answer came"));
       if (this.forceTimer) clearTimeout(this.forceTimer);
       this.forceTimer = null;
       if (this.running === ctx) this.running = null;
@@ -503,8 +529,7 @@ export class Kernel {
       this.abandon(ctx);
     }
     // A cell waiting for input is unblocked too.
-    this.pendingInput?.reject(Object.assign(new Error("Interrupted"), { name: INTERRUPT_ENAME }));
-    this.pendingInput = null;
+    this.cancelInputs(() => true, () => Object.assign(new Error("Interrupted"), { name: INTERRUPT_ENAME }));
   }
 
   /**
@@ -639,25 +664,80 @@ export class Kernel {
 
   // -------------------------------------------------------------------------------------------------- stdin
 
+  /** input(): asked at once, or after the requests before it are answered (`Promise.all` of two inputs asks twice). */
   private input(prompt: string, password: boolean): Promise<string> {
     const ctx = this.cells.getStore() ?? this.running;
     if (!ctx || ctx.finished) return Promise.reject(new Error("input() can only be used while a cell runs"));
     if (!ctx.allowStdin) return Promise.reject(Object.assign(new Error("this frontend does not support input requests"), { name: "StdinNotImplementedError" }));
-    if (this.pendingInput) return Promise.reject(new Error("another input request is pending"));
     return new Promise<string>((resolve, reject) => {
-      this.pendingInput = { resolve, reject };
-      this.flushStream();
-      this.send("stdin", ctx.identities, "input_request", { prompt, password }, ctx.parent);
+      this.inputs.push({ ctx, prompt, password, resolve, reject });
+      this.askNextInput();
     });
   }
 
+  private askNextInput(): void {
+    const next = this.inputs[0];
+    if (!next || next.msgId) return;
+    this.flushStream();
+    next.msgId = this.send("stdin", next.ctx.identities, "input_request", { prompt: next.prompt, password: next.password }, next.ctx.parent);
+  }
+
+  /** Rejects (and forgets) the input calls `which` picks; the next one left is asked. A reply to a cancelled request
+   *  that was already asked is dropped when it comes. */
+  private cancelInputs(which: (a: InputAsk) => boolean, error: () => Error): void {
+    for (let i = this.inputs.length - 1; i >= 0; i--) {
+      if (which(this.inputs[i]!)) this.inputs.splice(i, 1)[0]!.reject(error());
+    }
+    this.askNextInput();
+  }
+
   private onInputReply(msg: Message): void {
-    const p = this.pendingInput;
-    this.pendingInput = null;
-    if (!p) return log("input_reply without a pending request");
+    // JupyterLab names the request it answers (parent_header); jupyter_client's input() names none: the oldest asked
+    const asked = msg.parent_header.msg_id;
+    const i = this.inputs.findIndex((a) => a.msgId !== undefined && (asked === undefined || a.msgId === asked));
+    if (i < 0) return log(`input_reply to ${asked ?? "no request"}: not waiting for it (its cell ended or was interrupted)`);
+    const p = this.inputs.splice(i, 1)[0]!;
     const c = msg.content as { value?: unknown; status?: string };
     if (c.status && c.status !== "ok") p.reject(new Error(`input request failed: ${c.status}`));
     else p.resolve(String(c.value ?? ""));
+    this.askNextInput();
+  }
+
+  // ------------------------------------------------------------------------------------------- cell end, shutdown
+
+  /** The cell's beforeIdle callbacks (and those they add), awaited; an interrupt stops the wait. */
+  private async runBeforeIdle(ctx: CellContext): Promise<void> {
+    const interrupted = new Promise<void>((r) => (ctx.abort.signal.aborted ? r() : ctx.abort.signal.addEventListener("abort", () => r(), { once: true })));
+    for (let batch = ctx.beforeIdle.splice(0); batch.length; batch = ctx.beforeIdle.splice(0)) {
+      const done = Promise.allSettled(batch.map((cb) => this.cells.run(ctx, async () => {
+        try {
+          await cb();
+        } catch (e) {
+          this.stream(ctx, "stderr", `${this.errorText(e)}\n`);
+        }
+      })));
+      await Promise.race([done, interrupted]);
+      if (ctx.abort.signal.aborted) return;
+    }
+  }
+
+  /** Before the sockets close: a running cell is interrupted and given its grace to stop at a step boundary, queued
+   *  ones are answered aborted, then the onShutdown callbacks run (a trainer's unsaved steps become a checkpoint). */
+  private async beforeShutdown(): Promise<void> {
+    this.abortGeneration++;
+    const running = this.running;
+    if (running) {
+      this.interrupt("shutdown");
+      const grace = new Promise((r) => setTimeout(r, (this.opts.interruptGraceMs ?? 5000) + 1000).unref());
+      await Promise.race([this.execQueue, grace]);
+    }
+    for (const hook of this.shutdownHooks.splice(0)) {
+      try {
+        await hook();
+      } catch (e) {
+        log(`shutdown: ${(e as Error).stack ?? e}`);
+      }
+    }
   }
 
   // ------------------------------------------------------------------------------------------------- bridge
@@ -695,6 +775,15 @@ export class Kernel {
       },
       input(prompt = "", opts = {}): Promise<string> {
         return kernel.input(prompt, !!opts.password);
+      },
+      beforeIdle(cb): boolean {
+        const ctx = kernel.cells.getStore() ?? kernel.running;
+        if (!ctx || ctx.finished) return false;
+        ctx.beforeIdle.push(cb);
+        return true;
+      },
+      onShutdown(cb): void {
+        kernel.shutdownHooks.push(cb);
       },
     };
   }

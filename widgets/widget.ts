@@ -3,7 +3,7 @@
  * extension: a widget is shown once with a display id and redrawn with update_display_data, through the library's
  * display bridge (lib/cells/display.ts), at a limited rate.
  */
-import { display, updateDisplay, newDisplayId, displayChannel, JUPYTER_DISPLAY } from "../lib/cells/display.js";
+import { beforeCellEnds, display, updateDisplay, newDisplayId, displayChannel, JUPYTER_DISPLAY } from "../lib/cells/display.js";
 import type { MimeBundle } from "../lib/cells/display.js";
 import { Throttle, systemClock } from "./throttle.js";
 import type { Clock } from "./throttle.js";
@@ -26,6 +26,8 @@ export abstract class Widget<S extends object> {
   private warned = false;
   /** A change held back in text mode (see textUpdates). */
   private dirty = false;
+  /** flush() is already due when the running cell ends. */
+  private flushAtCellEnd = false;
   /**
    * In plain-text output (no kernel), whether every redraw prints ("live") or only flush() does ("flush"):
    * multi-line widgets printing on every tick would bury a script's log, and would break the progress line's
@@ -105,6 +107,14 @@ export abstract class Widget<S extends object> {
     }
     this.throttle.request();
     if (flush) this.throttle.flush();
+    // a redraw held back by the rate limit goes out when the cell ends, before its idle: a saved notebook
+    // (nbconvert stops listening at idle) keeps the final state without the cell calling flush()
+    else if (this.throttle.hasPending && !this.flushAtCellEnd) {
+      this.flushAtCellEnd = beforeCellEnds(() => {
+        this.flushAtCellEnd = false;
+        this.flush();
+      });
+    }
   }
 
   private send(update: boolean): void {

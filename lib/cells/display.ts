@@ -37,6 +37,10 @@ export interface KernelBridge {
   /** The client's id of the running cell, or null (optional: older bridges and fakes have none). */
   cellId?(): string | null;
   openComm?(target: string, data: unknown): { send(data: unknown): void; close(): void; onMsg(cb: (data: unknown) => void): void };
+  /** Run `cb` when the running cell has returned, before its reply; false when no cell runs (optional, as below). */
+  beforeIdle?(cb: () => unknown): boolean;
+  /** Run `cb` when the kernel shuts down or restarts. */
+  onShutdown?(cb: () => unknown): void;
 }
 
 export const KERNEL_BRIDGE = Symbol.for("controlnet-ts.kernel");
@@ -124,16 +128,30 @@ export function clearOutput(wait = false): void {
 
 let sigintController: AbortController | null = null;
 
-/**
- * The signal a long-running call polls to stop cooperatively: our kernel's (aborted when the user interrupts the
- * cell). Under stock tslab, whose interrupt does not stop async work, a SIGINT listener aborts it (a fresh signal
- * is handed out once one has fired). Elsewhere null: a plain script keeps Ctrl-C's default meaning.
- */
 /** The id of the notebook cell that is running (our kernel, a client that names its cells), else null. */
 export function currentCellId(): string | null {
   return kernelBridge()?.cellId?.() ?? null;
 }
 
+/** Has our kernel run `cb` when the running cell's code has returned, before its reply and idle (what a headless run,
+ *  which stops listening at idle, must still get); false where there is no such cell or kernel. */
+export function beforeCellEnds(cb: () => unknown): boolean {
+  return kernelBridge()?.beforeIdle?.(cb) ?? false;
+}
+
+/** Has our kernel run `cb` when it shuts down or restarts; false elsewhere. */
+export function onKernelShutdown(cb: () => unknown): boolean {
+  const kernel = kernelBridge();
+  if (!kernel?.onShutdown) return false;
+  kernel.onShutdown(cb);
+  return true;
+}
+
+/**
+ * The signal a long-running call polls to stop cooperatively: our kernel's (aborted when the user interrupts the
+ * cell). Under stock tslab, whose interrupt does not stop async work, a SIGINT listener aborts it (a fresh signal
+ * is handed out once one has fired). Elsewhere null: a plain script keeps Ctrl-C's default meaning.
+ */
 export function abortSignal(): AbortSignal | null {
   const kernel = kernelBridge();
   if (kernel) return kernel.abortSignal();

@@ -24,7 +24,7 @@ import { uploadFolder } from "../io/hub.js";
 import { cardTrainedSteps, writeModelCardSync, type CardTraining } from "../training/model-card.js";
 import { JsonlLogger, readJsonl } from "../training/tensorboard.js";
 import { ImageGrid, TrainingDashboard } from "../../widgets/index.js";
-import { abortSignal, JUPYTER_DISPLAY } from "./display.js";
+import { abortSignal, JUPYTER_DISPLAY, onKernelShutdown } from "./display.js";
 import { memo } from "./memo.js";
 import { DATASET_CELL_OPTIONS, trainInProcesses } from "./processes.js";
 import { chooseRunDir, identityOf, isDisposed, nameModel, RUN_FILE, runDirOf } from "./runs.js";
@@ -189,6 +189,8 @@ export type TrainCellResult = TrainResult & { outputDir: string };
  *  session closed with unsaved steps writes one first: the model's weights are never set back by a later resume). */
 let session: { key: string; trainer: ControlNetTrainer; base: BaseModel; controlnet: ControlNetModel; savedStep: number; dashboard: TrainingDashboard | null } | null = null;
 
+let shutdownHooked = false;
+
 async function closeSession(): Promise<void> {
   if (!session) return;
   const s = session;
@@ -350,6 +352,9 @@ export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
     // the new trainer resumed the average from the checkpoint (or keeps none): the closed trainer's is done
     keepAverage(o.controlnet, null);
     session = { key, trainer, base: o.base, controlnet: o.controlnet, savedStep: trainer.globalStep, dashboard: null };
+    // a kernel shutdown or restart (the kernel first stops a running train() at a step boundary) checkpoints the
+    // steps trained since the last checkpoint, as closing the session does: a restart no longer throws them away
+    shutdownHooked ||= onKernelShutdown(() => closeSession());
   }
   const outputDir = session.trainer.opts.output_dir;
   const { trainer } = session;

@@ -9,7 +9,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import * as zmq from "zeromq";
-import { decode, encode, newHeader, Signer, type Message } from "../../kernel/wire.js";
+import { decode, encode, newHeader, Signer, type Header, type Message } from "../../kernel/wire.js";
 
 export const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..", "..");
 
@@ -169,9 +169,9 @@ export class KernelClient {
   }
 
   /** Sends a request; returns its msg_id. `raw` lets a test send unsigned or tampered frames. */
-  send(ch: Channel, msgType: string, content: unknown, opts: { buffers?: Buffer[]; signer?: Signer; metadata?: Record<string, unknown> } = {}): string {
+  send(ch: Channel, msgType: string, content: unknown, opts: { buffers?: Buffer[]; signer?: Signer; metadata?: Record<string, unknown>; parent?: Header } = {}): string {
     const header = newHeader(msgType, this.session, "test");
-    const frames = encode(opts.signer ?? this.signer, [], header, {}, opts.metadata ?? {}, content, opts.buffers ?? []);
+    const frames = encode(opts.signer ?? this.signer, [], header, opts.parent ?? {}, opts.metadata ?? {}, content, opts.buffers ?? []);
     void this.sockets[ch].send(frames);
     return header.msg_id;
   }

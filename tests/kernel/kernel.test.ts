@@ -6,6 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import * as zmq from "zeromq";
@@ -49,6 +51,8 @@ describe("kernel", () => {
     assert.equal(c.status, "ok");
     assert.equal(c.protocol_version, "5.3");
     assert.equal(c.language_info.name, "typescript");
+    // JupyterLab 4 finds its TypeScript mode by this name (a MIME type it does not know gave plain text)
+    assert.equal(c.language_info.codemirror_mode, "typescript");
     // the project's pinned TypeScript compiles cells (not the 5.0 fork tslab depends on)
     const { createRequire } = await import("node:module");
     const pinned = createRequire(import.meta.url)("typescript/package.json") as { version: string };
@@ -175,6 +179,39 @@ describe("kernel", () => {
     assert.equal(resultText(await k.idle(id)), "'ADA'");
     const denied = await k.execute(`await ${B}.input("x")`, { allow_stdin: false });
     assert.equal(errorOf(denied.iopub).ename, "StdinNotImplementedError");
+  });
+
+  it("stdin: two inputs at once are asked one after the other; one its cell left unanswered does not block the next", async () => {
+    const answer = (req: Message, value: string) => k.send("stdin", "input_reply", { value, status: "ok" }, { parent: req.header });
+    const asked = (id: string, n: number) => k.waitFor(() => { const r = k.stdinLog.filter((m) => m.parent_header.msg_id === id); return r.length >= n ? r : undefined; }, 15000);
+    // the globals input() and prompt(), as IPython's input() / Deno's prompt()
+    const both = k.send("shell", "execute_request", { code: `(await Promise.all([input("a? "), prompt("b?", "dflt")])).join("+")`, allow_stdin: true });
+    const [a] = await asked(both, 1);
+    await sleep(300);
+    assert.equal(k.stdinLog.filter((m) => m.parent_header.msg_id === both).length, 1, "the second waits for the first's answer");
+    answer(a!, "one");
+    const [, b] = await asked(both, 2);
+    assert.deepEqual(b!.content, { prompt: "b? [dflt] ", password: false });
+    answer(b!, "");
+    assert.equal(resultText(await k.idle(both)), "'one+dflt'");
+    // a cell that stopped waiting (its own timeout) and ended: the request is cancelled, the next input is asked
+    const gaveUp = await k.execute(`await Promise.race([input("x? "), new Promise((_, no) => setTimeout(() => no(new Error("gave up waiting")), 300))])`, { allow_stdin: true });
+    assert.match(errorOf(gaveUp.iopub).evalue, /gave up waiting/);
+    const next = k.send("shell", "execute_request", { code: `await input("y? ")`, allow_stdin: true });
+    const [y] = await asked(next, 1);
+    assert.deepEqual(y!.content, { prompt: "y? ", password: false });
+    answer(y!, "yes");
+    assert.equal(resultText(await k.idle(next)), "'yes'");
+  });
+
+  it("what finishes just after the cell's code (an async display method, beforeIdle work) comes before its idle", async () => {
+    const r = await k.execute(
+      `display({ [Symbol.for("Jupyter.display")]: async () => { await new Promise((res) => setTimeout(res, 200)); return { "text/html": "<b>late</b>" }; } });\n` +
+        `${B}.beforeIdle(() => new Promise<void>((res) => setTimeout(() => { console.log("after the code"); res(); }, 200)));\n"done"`,
+    );
+    assert.equal(ofType(r.iopub, "display_data")[0]?.data?.["text/html"], "<b>late</b>");
+    assert.match(streamText(r.iopub, "stdout"), /after the code/);
+    assert.equal(resultText(r.iopub), "'done'");
   });
 
   it("comms: kernel-opened echo with binary buffers, comm_info, frontend-opened targets, unknown targets closed", async () => {
@@ -356,13 +393,18 @@ describe("kernel", () => {
     assert.match(log, /rejected a message: unsigned message/);
   });
 
-  it("shutdown_request echoes restart and ends the process; a fresh kernel starts clean", async () => {
+  it("shutdown_request echoes restart and ends the process, after its onShutdown work; a fresh kernel starts clean", async () => {
+    const mark = path.join(os.tmpdir(), `cnts-shutdown-${process.pid}.txt`);
+    fs.rmSync(mark, { force: true });
+    await k.execute(`${B}.onShutdown(async () => { await new Promise((r) => setTimeout(r, 300)); require("node:fs").writeFileSync(${JSON.stringify(mark)}, "saved"); })`);
     const id = k.send("control", "shutdown_request", { restart: true });
     const r = await k.reply(id);
     assert.equal(r.header.msg_type, "shutdown_reply");
     assert.deepEqual(r.content, { status: "ok", restart: true });
     const code = await Promise.race([k.exited, sleep(10000).then(() => "still running")]);
     assert.equal(code, 0, `exit ${code}: ${k.stderrText.join("").slice(-3000)}`);
+    assert.equal(fs.readFileSync(mark, "utf8"), "saved");
+    fs.rmSync(mark);
 
     // The fresh kernel's "Jupyter server" is a stand-in process: when it dies, the kernel must end by itself.
     const parent = spawn("sleep", ["120"], { stdio: "ignore" });

@@ -93,3 +93,15 @@ it("a second ControlNet in the same notebook (the controlnet cell re-run with an
   assert.ok(fs.existsSync(path.join(cwd, "runs-2", "controlnet_run.json")), "its own run folder");
   assert.match(fs.readFileSync(path.join(cwd, "runs", "controlnet_run.json"), "utf8"), /seed=21/, "the first run's folder is left as it was");
 });
+
+it("a kernel shutdown (or restart) checkpoints the steps trained since the last checkpoint: a restart resumes where training was", async () => {
+  // `other` (seed 22) trained 1 step in runs-2 and no checkpoint was due; one more step, then the kernel shuts down
+  const more = await k.execute(`(await cn.train({ base: base, controlnet: other, dataset: ds, until: 2, batchSize: 1, learningRate: 1e-4, outputDir: "runs" })).globalStep`, { timeoutMs: 300_000 });
+  assert.equal(resultText(more.iopub), "2", JSON.stringify(ofType(more.iopub, "error")));
+  assert.deepEqual(fs.readdirSync(path.join(cwd, "runs-2")).filter((f) => f.startsWith("checkpoint-")), []);
+  const r = await k.reply(k.send("control", "shutdown_request", { restart: true }));
+  assert.equal(r.header.msg_type, "shutdown_reply");
+  const code = await Promise.race([k.exited, new Promise((res) => setTimeout(() => res("still running"), 60_000))]);
+  assert.equal(code, 0, k.stderrText.join("").slice(-2000));
+  assert.ok(fs.existsSync(path.join(cwd, "runs-2", "checkpoint-2", "controlnet")), `checkpoint-2 on shutdown: ${fs.readdirSync(path.join(cwd, "runs-2"))}`);
+});

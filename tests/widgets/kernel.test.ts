@@ -42,6 +42,14 @@ const sig = abortSignal();
     assert.match(String(updates.at(-1)!.data["text/plain"]), /^e2e: 100%.* 40\/40 .*loss=0\.025\]$/);
   });
 
+  it("a redraw the rate limit held back goes out before the cell's idle (a saved notebook keeps the final state without flush())", async () => {
+    const r = await k.execute(`const bar2 = new ProgressBar({ total: 100 }).show(); for (let i = 1; i <= 60; i++) bar2.update({ step: i });`);
+    assert.equal(r.reply.content.status, "ok");
+    const updates = ofType(r.iopub, "update_display_data");
+    assert.ok(updates.length >= 1 && updates.length < 60, `${updates.length} updates`);
+    assert.match(String(updates.at(-1)!.data["text/plain"]), / 60\/100 /);
+  });
+
   it("a later cell updates the same display; a widget as the cell's value is a rich execute_result", async () => {
     const r = await k.execute(`bar.update({ status: "stopped" }); bar`, { timeoutMs: 60_000 });
     assert.equal(r.reply.content.status, "ok");
