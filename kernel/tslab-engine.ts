@@ -484,7 +484,8 @@ function calleeEnd(code: string, cursor: number): number | null {
         depth--;
         continue;
       }
-      if (c !== "(") return null;
+      // inside an object literal or array argument (`cn.train({ until: 3, `): the call around it
+      if (c !== "(") continue;
       let j = i;
       while (j > 0 && /\s/.test(code[j - 1]!)) j--;
       return j > 0 && /[\w$]/.test(code[j - 1]!) ? j - 1 : null;
@@ -495,7 +496,8 @@ function calleeEnd(code: string, cursor: number): number | null {
 
 /** The indentation for the next line of an incomplete cell: the last line's, one level deeper after an opener. */
 function indentAfter(code: string): string {
-  const line = /[^\n]*$/.exec(code)![0];
+  // the last line with code on it (a console sends the text with its final newline)
+  const line = /[^\n]*\S[^\n]*\s*$/.exec(code)?.[0].replace(/\s+$/, "") ?? "";
   const current = /^\s*/.exec(line)![0];
   return /[{([]\s*$/.test(line) ? current + "  " : current;
 }

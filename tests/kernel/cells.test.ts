@@ -640,6 +640,13 @@ describe("cells as a user writes them", () => {
     const i = (await k.reply(k.send("shell", "inspect_request", { code, cursor_pos: code.length, detail_level: 0 }))).content as Record<string, any>;
     assert.equal(i.found, true);
     assert.match(i.data["text/plain"], /Math\.max\(\.\.\.values: number\[\]\): number/);
+    // nested blocks sent with their final newline (a console's way) indent by the last line with code on it
+    assert.equal(((await k.reply(k.send("shell", "is_complete_request", { code: "class A {\n  m() {\n" }))).content as Record<string, any>).indent, "    ");
+    // inside an object-literal argument, where every cell-library call takes its options: the call's signature
+    const code3 = "JSON.stringify({ a: 1, ";
+    const i3 = (await k.reply(k.send("shell", "inspect_request", { code: code3, cursor_pos: code3.length, detail_level: 0 }))).content as Record<string, any>;
+    assert.equal(i3.found, true);
+    assert.match(i3.data["text/plain"], /stringify\(value: any/);
     const code2 = "Math.max(1, ";
     const i2 = (await k.reply(k.send("shell", "inspect_request", { code: code2, cursor_pos: code2.length, detail_level: 0 }))).content as Record<string, any>;
     assert.match(i2.data["text/plain"], /Math\.max/);
