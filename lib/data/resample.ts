@@ -1,19 +1,36 @@
 /**
- * PIL's Image.resize(size, BILINEAR) on 8-bit RGB, as torchvision's Resize does it to a PIL image (Pillow's
- * libImaging/Resample.c: a triangle filter scaled by the reduction, pixel centres at (x + 0.5) · scale, 22-bit fixed-
- * point coefficients, a horizontal pass into 8 bits, then a vertical one). Used where upscaling: libvips' bilinear
- * puts pixel centres elsewhere and shifted an enlarged image by about half an output pixel (a 16-px ramp at 32 px:
- * PIL [0, 4, 13, 21, …], libvips [0, 0, 9, 17, …]), so a dataset image smaller than --resolution trained shifted.
+ * PIL's Image.resize(size, BILINEAR | LANCZOS) on 8-bit RGB (Pillow's libImaging/Resample.c: the filter scaled by the
+ * reduction, pixel centres at (x + 0.5) · scale, 22-bit fixed-point coefficients, a horizontal pass into 8 bits, then
+ * a vertical one). torchvision's Resize does BILINEAR to the script's PIL images; diffusers' control image processor
+ * does LANCZOS. libvips puts pixel centres elsewhere when enlarging and shifted the image by about half an output
+ * pixel (a 16-px ramp at 32 px: PIL [0, 4, 13, 21, …], libvips [0, 0, 9, 17, …]): a dataset image smaller than
+ * --resolution trained shifted, and an enlarged control image steered generation off by up to 121 levels at edges.
  */
 import type { RawImage } from "./types.js";
 
 const PRECISION_BITS = 32 - 8 - 2;
 
+export type PilFilter = "bilinear" | "lanczos";
+
+function sinc(x: number): number {
+  if (x === 0) return 1;
+  const px = x * Math.PI;
+  return Math.sin(px) / px;
+}
+
+/** Pillow's filters: the kernel and its support (in input pixels, before scaling by the reduction). */
+const FILTERS: Record<PilFilter, { support: number; at: (x: number) => number }> = {
+  bilinear: { support: 1, at: (x) => (Math.abs(x) < 1 ? 1 - Math.abs(x) : 0) },
+  // a truncated sinc, a = 3
+  lanczos: { support: 3, at: (x) => (x >= -3 && x < 3 ? sinc(x) * sinc(x / 3) : 0) },
+};
+
 /** Per output pixel: the first input index, the count, and the fixed-point weights (ksize per pixel). */
-function coefficients(inSize: number, outSize: number): { bounds: Int32Array; kk: Int32Array; ksize: number } {
+function coefficients(inSize: number, outSize: number, filter: PilFilter): { bounds: Int32Array; kk: Int32Array; ksize: number } {
   const scale = inSize / outSize;
   const filterscale = Math.max(scale, 1);
-  const support = 1 * filterscale; // bilinear: support 1
+  const { support: unit, at } = FILTERS[filter];
+  const support = unit * filterscale;
   const ksize = Math.ceil(support) * 2 + 1;
   const bounds = new Int32Array(outSize * 2);
   const kk = new Int32Array(outSize * ksize);
@@ -25,8 +42,7 @@ function coefficients(inSize: number, outSize: number): { bounds: Int32Array; kk
     const xmax = Math.min(Math.trunc(center + support + 0.5), inSize) - xmin;
     let ww = 0;
     for (let x = 0; x < xmax; x++) {
-      const t = Math.abs((x + xmin - center + 0.5) * ss);
-      w[x] = t < 1 ? 1 - t : 0;
+      w[x] = at((x + xmin - center + 0.5) * ss);
       ww += w[x]!;
     }
     for (let x = 0; x < xmax; x++) {
@@ -59,17 +75,17 @@ function weighPixel(out: Uint8Array, o: number, src: Uint8Array, first: number, 
   out[o + 2] = clip8(s2);
 }
 
-/** PIL's bilinear resize of an RGB image to width × height. */
-export function resizeBilinearPil(img: RawImage, width: number, height: number): RawImage {
-  if (img.channels !== 3) throw new Error(`resizeBilinearPil expects RGB, got ${img.channels} channels`);
+/** PIL's resize of an RGB image to width × height with `filter`. */
+export function resizePil(img: RawImage, width: number, height: number, filter: PilFilter): RawImage {
+  if (img.channels !== 3) throw new Error(`resizePil expects RGB, got ${img.channels} channels`);
   let src = img.data, sw = img.width, sh = img.height;
-  const v = coefficients(sh, height);
+  const v = coefficients(sh, height, filter);
   if (width !== sw) {
     // only the rows the vertical pass reads
     const first = v.bounds[0]!;
     const last = v.bounds[height * 2 - 2]! + v.bounds[height * 2 - 1]!;
     for (let i = 0; i < height; i++) v.bounds[i * 2] -= first;
-    const h = coefficients(sw, width);
+    const h = coefficients(sw, width, filter);
     const rows = last - first;
     const out = new Uint8Array(width * rows * 3);
     for (let y = 0; y < rows; y++) {

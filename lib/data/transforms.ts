@@ -4,7 +4,7 @@
  * Output is NHWC float32 (tfjs' layout) instead of torch's CHW.
  */
 import { openRgb, type DecodeOptions } from "./image.js";
-import { resizeBilinearPil } from "./resample.js";
+import { resizePil } from "./resample.js";
 import { isRawImage, type ImageValue, type RawImage } from "./types.js";
 import { InputError } from "../io/input-error.js";
 
@@ -45,7 +45,7 @@ export async function resizeCenterCrop(img: ImageValue, resolution: number, o: D
   if (rs.width > width || rs.height > height) {
     // enlarged: PIL's bilinear exactly (resample.ts; libvips' shifted it by about half a pixel)
     const { data, info } = await pipeline.raw({ depth: "uchar" }).toBuffer({ resolveWithObject: true });
-    const big = resizeBilinearPil({ data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width: info.width, height: info.height, channels: 3 }, rs.width, rs.height);
+    const big = resizePil({ data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width: info.width, height: info.height, channels: 3 }, rs.width, rs.height, "bilinear");
     const out = new Uint8Array(resolution * resolution * 3);
     for (let y = 0; y < resolution; y++) out.set(big.data.subarray(((y + top) * rs.width + left) * 3, ((y + top) * rs.width + left + resolution) * 3), y * resolution * 3);
     return { data: out, width: resolution, height: resolution, channels: 3 };

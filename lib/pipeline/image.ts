@@ -4,10 +4,10 @@
  * [0, 1] (no normalisation). Outputs go (x/2 + 0.5) → clamp [0, 1] → round(x·255) → PNG.
  */
 import fs from "node:fs";
-import sharp from "sharp";
 import { tf } from "../engine/index.js";
 import { decodeRgb, encodePng } from "../data/image.js";
 import { isRawImage, type RawImage } from "../data/types.js";
+import { resizePil } from "../data/resample.js";
 import type { ControlImageInput } from "./types.js";
 
 /** A prepared control image: [1 or B, H, W, C] float32 in [0, 1]. */
@@ -30,14 +30,9 @@ async function decodeInput(input: string | Uint8Array | RawImage): Promise<RawIm
   return decodeRgb(input);
 }
 
-/** Lanczos-3 resize of an RGB image (PIL's LANCZOS is also a = 3). */
-export async function resizeRgb(img: RawImage, width: number, height: number): Promise<RawImage> {
-  if (img.width === width && img.height === height) return img;
-  const { data, info } = await sharp(img.data, { raw: { width: img.width, height: img.height, channels: img.channels } })
-    .resize(width, height, { fit: "fill", kernel: "lanczos3" })
-    .raw()
-    .toBuffer({ resolveWithObject: true });
-  return { data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width: info.width, height: info.height, channels: info.channels as 3 };
+/** PIL's LANCZOS resize of an RGB image, as diffusers' control image processor does it (pixel for pixel). */
+export function resizeRgb(img: RawImage, width: number, height: number): RawImage {
+  return img.width === width && img.height === height ? img : resizePil(img, width, height, "lanczos");
 }
 
 function describe(i: number, n: number): string {
@@ -68,7 +63,7 @@ export async function prepareControlImage(
   }
   let img = await decodeInput(input);
   const [w, h] = targetSize(what, img.width, img.height, opts);
-  img = await resizeRgb(img, w, h);
+  img = resizeRgb(img, w, h);
   const tensor = tf.tidy(() => tf.div(tf.tensor4d(Float32Array.from(img.data), [1, h, w, 3]), 255)) as tf.Tensor4D;
   return { tensor, width: w, height: h };
 }

@@ -124,7 +124,7 @@ export async function runValidation(base: BaseModel, controlnet: ControlNetModel
     const fidelity = target && out.rgb.length ? averageFidelity(out.rgb.map((image) => ({ image, target }))) : null;
     // the pipeline floors the control image to a multiple of the VAE factor; loggers stack it with the samples
     const first = out.rgb[0];
-    const shown = first ? await resizeRgb(controlRgb, first.width, first.height) : controlRgb;
+    const shown = first ? resizeRgb(controlRgb, first.width, first.height) : controlRgb;
     pairs.push({ image, prompt, control: shown, samples: out.images, rgb: out.rgb, files, fidelity });
   }
   const scored = pairs.flatMap((p) => p.fidelity?.scores ?? []);

@@ -1174,7 +1174,10 @@ def make_images() -> None:
         big = src.resize(size, Image.BILINEAR)
         left, top = int(round((big.width - res) / 2.0)), int(round((big.height - res) / 2.0))
         big.crop((left, top, left + res, top + res)).save(dst / f"small-{w}x{h}-to-{res}.png")
-    print("[fixtures] images: cmyk.jpg, cmyk-pil-rgb.png, small-*.png")
+    # diffusers' control image processor: Image.resize((w, h), LANCZOS), enlarging and shrinking, both axes or one
+    for name, size in [("small-24x16", (48, 32)), ("small-16x16", (40, 24)), ("small-100x60", (64, 40)), ("small-100x60", (100, 24))]:
+        Image.open(dst / f"{name}.png").resize(size, Image.LANCZOS).save(dst / f"{name}-lanczos-{size[0]}x{size[1]}.png")
+    print("[fixtures] images: cmyk.jpg, cmyk-pil-rgb.png, small-*.png (bilinear crops, lanczos)")
 
 # --------------------------------------------------------------------------------------------------------------
 # --check-ts-output / --check-tensorboard
