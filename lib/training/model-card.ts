@@ -6,6 +6,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
+import { stringify as stringifyYaml } from "yaml";
 import { writeFileAtomic } from "../io/diffusers.js";
 import { encodePng, makeGrid } from "./tensorboard.js";
 import type { ValidationResult } from "./validation.js";
@@ -82,13 +83,15 @@ async function cardImages(dir: string, validation: ValidationResult): Promise<st
 
 function writeCard(dir: string, info: Omit<ModelCardInfo, "validation">, img: string): string {
   const { repoId, baseModel } = info;
-  const baseLine = isLocalPath(baseModel)
-    ? `# the base model it was trained with was a local folder (${path.basename(path.resolve(baseModel))}): load that base here`
-    : `pipe = StableDiffusionControlNetPipeline.from_pretrained("${baseModel}", controlnet=controlnet)\n` +
-      "pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config)";
+  // a local base is named by its folder: the path on the training machine means nothing where the card is read
+  const base = isLocalPath(baseModel) ? `path/to/${path.basename(path.resolve(baseModel))}` : baseModel;
+  const baseLine = `pipe = StableDiffusionControlNetPipeline.from_pretrained(${JSON.stringify(base)}, controlnet=controlnet)` +
+    (base === baseModel ? "" : "  # the local base model it was trained with") +
+    "\npipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config)";
   const card = [
     "---",
-    `base_model: ${baseModel}`,
+    // as huggingface_hub's yaml.dump writes it: quoted where YAML would read the value otherwise (`: `, ` #`, `yes`)
+    stringifyYaml({ base_model: baseModel }, { singleQuote: true, version: "1.1" }).trimEnd(),
     "library_name: diffusers",
     "license: creativeml-openrail-m",
     // inference before tags, as save_model_card's card comes out: ModelCard.from_template re-reads the rendered

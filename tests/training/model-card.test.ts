@@ -31,3 +31,21 @@ test("a later card drops the images of an earlier card of ours that it does not 
   assert.ok(fs.existsSync(path.join(dir, "README.md.orig")));
   fs.rmSync(dir, { recursive: true });
 });
+
+test("the card's metadata is YAML as huggingface_hub dumps it: a base path with ': ' or ' #' is quoted and reads back whole", async () => {
+  const { parse } = await import("yaml");
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "card-yaml-"));
+  for (const baseModel of ["/data/my: base #1", "yes", "org/base"]) {
+    await writeModelCard(dir, { ...card, baseModel, validation: null });
+    const text = fs.readFileSync(path.join(dir, "README.md"), "utf8");
+    const meta = parse(text.split("---\n")[1]!, { version: "1.1" }) as Record<string, unknown>;
+    assert.equal(meta.base_model, baseModel);
+    assert.equal(meta.library_name, "diffusers");
+  }
+  // a local base: the snippet names its folder, not the training machine's path, and uses what it imports
+  await writeModelCard(dir, { ...card, baseModel: "/data/my: base #1", validation: null });
+  const text = fs.readFileSync(path.join(dir, "README.md"), "utf8");
+  assert.match(text, /StableDiffusionControlNetPipeline\.from_pretrained\("path\/to\/my: base #1", controlnet=controlnet\)/);
+  assert.match(text, /UniPCMultistepScheduler\.from_config/);
+  fs.rmSync(dir, { recursive: true });
+});
