@@ -92,7 +92,7 @@ export function findWeightFiles(dir: string, opts: { variant?: string } = {}): W
   const wanted = variant ? `the "${variant}" variant (${addVariant(DIFFUSERS_WEIGHTS_NAME, variant)})` : DIFFUSERS_WEIGHTS_NAME;
   throw new Error(
     `No weights found in model folder ${dir}: looked for ${wanted} or ${addVariant(TRANSFORMERS_WEIGHTS_NAME, variant)} ` +
-      `(or their .index.json shards)` + (others.length ? `; the folder has ${others.join(", ")}${variant ? "" : " (pass variant: to pick one)"}` : ""),
+      `(or their .index.json shards)` + (others.length ? `; the folder has ${others.join(", ")}${variant ? "" : " (name its variant to load one: fp16 for diffusion_pytorch_model.fp16.safetensors)"}` : ""),
   );
 }
 

@@ -24,8 +24,8 @@ const FLAGS: FlagSpec[] = [
   { name: "base", kind: "string", help: "base Stable Diffusion pipeline folder or hub id", aliases: ["pretrained_model_name_or_path"] },
   { name: "controlnet", kind: "list", help: "ControlNet folder (repeat for several; default: the base's controlnet/)", aliases: ["controlnet_model_name_or_path"] },
   { name: "image", kind: "list", help: "control image (repeat: one per ControlNet)", aliases: ["control_image", "validation_image"] },
-  { name: "prompt", kind: "string", help: "text prompt", aliases: ["validation_prompt"] },
-  { name: "negative_prompt", kind: "string", help: "negative prompt (default empty)" },
+  { name: "prompt", kind: "list", help: "text prompt (repeat for a batch: one image per prompt and --num_images)", aliases: ["validation_prompt"] },
+  { name: "negative_prompt", kind: "list", help: "negative prompt (default empty; repeat: one per --prompt)" },
   { name: "steps", kind: "int", help: "denoising steps (default 20)", aliases: ["num_inference_steps"] },
   { name: "scheduler", kind: "string", help: `${SCHEDULER_NAMES.join(" | ")} (default unipc)` },
   { name: "guidance_scale", kind: "number", help: "classifier-free guidance scale (default 7.5)" },
@@ -41,7 +41,8 @@ const FLAGS: FlagSpec[] = [
   { name: "eta", kind: "number", help: "DDIM eta (default 0)" },
   { name: "clip_skip", kind: "int", help: "use the text encoder's output this many layers before the last" },
   { name: "output", kind: "string", help: "output PNG (default ./output.png; several images → output-0.png, …)" },
-  { name: "variant", kind: "string", help: "weight variant, e.g. fp16" },
+  { name: "variant", kind: "string", help: "weight variant of the base's models, e.g. fp16" },
+  { name: "controlnet_variant", kind: "string", help: "weight variant of the ControlNet(s) (default: none, as ControlNetModel.from_pretrained)" },
   { name: "backend", kind: "string", help: "tfjs backend: node-gpu | node | wasm | cpu (default: best available)" },
   { name: "help", kind: "bool", help: "show this help", aliases: ["h"] },
 ];
@@ -77,6 +78,10 @@ export function parseInferArgs(argv: readonly string[]): InferArgs {
       if (spec.kind === "int" && !Number.isInteger(n)) throw new Error(`--${spec.name}: ${v} is not an integer`);
       return n;
     };
+    // a one-value flag given twice was the last one silently (a second --seed, a second --output): said instead
+    if ((spec.kind === "string" || spec.kind === "number" || spec.kind === "int") && out[spec.name] !== undefined) {
+      throw new Error(`--${spec.name} is given twice (${JSON.stringify(out[spec.name])}, ${JSON.stringify(value)}); it takes one value`);
+    }
     if (spec.kind === "string") out[spec.name] = value;
     else if (spec.kind === "number" || spec.kind === "int") out[spec.name] = num(value);
     else if (spec.kind === "list") out[spec.name] = [...((out[spec.name] as string[] | undefined) ?? []), value];
@@ -100,8 +105,8 @@ export function inferOptions(a: InferArgs): GenerateOptions {
     base: a.base as string,
     controlnet: one(a.controlnet as string[] | undefined),
     image: one(a.image as string[])!,
-    prompt: a.prompt as string,
-    negativePrompt: a.negative_prompt as string | undefined,
+    prompt: one(a.prompt as string[])!,
+    negativePrompt: one(a.negative_prompt as string[] | undefined),
     steps: (a.steps as number | undefined) ?? 20,
     scheduler: a.scheduler === undefined ? "unipc" : parseSchedulerName(a.scheduler as string),
     guidanceScale: a.guidance_scale as number | undefined,
@@ -118,6 +123,7 @@ export function inferOptions(a: InferArgs): GenerateOptions {
     clipSkip: a.clip_skip as number | undefined,
     output: (a.output as string | undefined) ?? "output.png",
     variant: a.variant as string | undefined,
+    controlnetVariant: a.controlnet_variant as string | undefined,
   };
 }
 

@@ -49,6 +49,7 @@ export interface GenerateOptions {
   /** Write the PNG(s) here: one image → this file; several → name-0.png, name-1.png, … */
   output?: string;
   variant?: string;
+  controlnetVariant?: string;
   tokenizer?: LoadPipelineOptions["tokenizer"];
   loadTokenizer?: LoadPipelineOptions["loadTokenizer"];
   /** Reuse an already loaded pipeline (base/controlnet/variant are then ignored; its scheduler is swapped if `scheduler` differs). */
@@ -108,7 +109,7 @@ export async function generate(o: GenerateOptions): Promise<GenerateResult> {
   let pipe = o.pipeline;
   if (!pipe) {
     pipe = await loadControlNetPipeline(o.base, o.controlnet, {
-      scheduler: schedulerName, variant: o.variant, tokenizer: o.tokenizer, loadTokenizer: o.loadTokenizer,
+      scheduler: schedulerName, variant: o.variant, controlnetVariant: o.controlnetVariant, tokenizer: o.tokenizer, loadTokenizer: o.loadTokenizer,
     });
   } else if (o.scheduler !== undefined) {
     pipe.scheduler = schedulerFromConfig(schedulerName, pipe.scheduler.toJSON());

@@ -21,8 +21,11 @@ export interface LoadPipelineOptions {
   scheduler?: SchedulerName | string;
   /** Scheduler options overriding the config (e.g. { timestep_spacing: "trailing" }). */
   schedulerOverrides?: JsonConfig;
-  /** Weight variant ("fp16" → diffusion_pytorch_model.fp16.safetensors). */
+  /** Weight variant of the base's models ("fp16" → diffusion_pytorch_model.fp16.safetensors). */
   variant?: string;
+  /** Weight variant of the ControlNet(s): their own, as ControlNetModel.from_pretrained(…, variant=) is apart from
+   *  the pipeline's (a ControlNet saved with a variant beside a base without one, or the reverse). */
+  controlnetVariant?: string;
   /** A tokenizer; default: `loadTokenizer(<base>/tokenizer)`. */
   tokenizer?: TokenizerLike;
   /** Loads the tokenizer folder when `tokenizer` is not given. Default: our CLIPTokenizer (transformers 5 behaviour). */
@@ -60,7 +63,7 @@ export async function loadControlNetPipeline(
   const cnDirs = controlnet === undefined ? [component("controlnet")] : Array.isArray(controlnet) ? controlnet : [controlnet];
   if (cnDirs.length === 0) throw new Error("Give at least one ControlNet folder");
   const controlnets: ControlNetModel[] = [];
-  for (const d of cnDirs) controlnets.push(ControlNetModel.fromPretrained(controlnetFolder(await resolve(d)), { variant: opts.variant, trainable: false }));
+  for (const d of cnDirs) controlnets.push(ControlNetModel.fromPretrained(controlnetFolder(await resolve(d)), { variant: opts.controlnetVariant, trainable: false }));
   const unet = UNet2DConditionModel.fromPretrained(component("unet"), { variant: opts.variant, trainable: false });
   const vae = AutoencoderKL.fromPretrained(component("vae"), { variant: opts.variant, trainable: false });
   controlnets.forEach((cn, i) => {

@@ -98,7 +98,7 @@ describe("model folders", () => {
     const t = loadModelFolder(dir, { variant: "fp16" }).tensors.get("w")!;
     assert.equal(t.dtype, "float32");
     assert.deepEqual(t.data, Float32Array.from([1, -2, 0.5]));
-    assert.throws(() => loadModelFolder(dir), /No weights found in model folder .*diffusion_pytorch_model\.fp16\.safetensors \(pass variant: to pick one\)/);
+    assert.throws(() => loadModelFolder(dir), /No weights found in model folder .*diffusion_pytorch_model\.fp16\.safetensors \(name its variant to load one: fp16 for diffusion_pytorch_model\.fp16\.safetensors\)/);
     assert.throws(() => loadModelFolder(dir, { variant: "ema" }), /the "ema" variant/);
   });
 

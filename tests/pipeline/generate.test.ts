@@ -97,6 +97,14 @@ test("infer CLI: flags, output file, usage and runtime errors as exit codes", as
   // counts by their flags, before anything loads (the pipeline's own check said numInferenceSteps)
   assert.throws(() => inferOptions(parseInferArgs(["--base", "b", "--image", "i", "--prompt", "p", "--steps", "0"])), /^Error: --steps must be a positive integer, got 0$/);
   assert.throws(() => inferOptions(parseInferArgs(["--base", "b", "--image", "i", "--prompt", "p", "--num_images", "0"])), /^Error: --num_images must be a positive integer, got 0$/);
+  // several prompts are a batch, as diffusers' prompt list (only the last was kept); a one-value flag twice is said
+  const batch = inferOptions(parseInferArgs(["--base", "b", "--image", "i", "--prompt", "p1", "--prompt", "p2", "--negative_prompt", "n1", "--negative_prompt", "n2"]));
+  assert.deepEqual([batch.prompt, batch.negativePrompt], [["p1", "p2"], ["n1", "n2"]]);
+  assert.equal(inferOptions(parseInferArgs(["--base", "b", "--image", "i", "--prompt", "p"])).prompt, "p");
+  assert.throws(() => parseInferArgs(["--seed", "1", "--seed=2"]), /--seed is given twice \(1, "2"\); it takes one value/);
+  // the ControlNet's variant is its own (ControlNetModel.from_pretrained(…, variant=)), --variant is the base's
+  const variants = inferOptions(parseInferArgs(["--base", "b", "--image", "i", "--prompt", "p", "--controlnet_variant", "fp16"]));
+  assert.deepEqual([variants.variant, variants.controlnetVariant], [undefined, "fp16"]);
   assert.deepEqual(outputFiles("x/y.png", 3), ["x/y-0.png", "x/y-1.png", "x/y-2.png"]);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "infer-"));
   const out = path.join(dir, "o.png");
