@@ -492,7 +492,11 @@ export async function validate(o: { base: BaseModel; controlnet: ControlNetModel
   steps?: number; numImages?: number; seed?: number; step?: number; outputDir?: string; resolution?: number;
   /** The grid's title (default "validation at step N"). */
   title?: string; show?: boolean } & SamplingOptions): Promise<WithDisplay<ValidationResult>> {
-  const cell = o.title === "inference" ? "infer" : "validate";
+  return sample("validate", o);
+}
+
+/** validate() and infer(): `cell` names the caller in messages and picks how the image is read, sized and named. */
+async function sample(cell: "validate" | "infer", o: Parameters<typeof validate>[0]): Promise<WithDisplay<ValidationResult>> {
   assertUsable(o.controlnet, cell);
   assertBaseUsable(o.base, cell);
   if (o.resolution !== undefined) checkResolution(cell, o.resolution);
@@ -511,10 +515,16 @@ export async function validate(o: { base: BaseModel; controlnet: ControlNetModel
   await checkValidationImages(o.images, { label: cell === "infer" ? "infer: conditioning image" : "validate: image", outcome: "nothing was generated", orient });
   // the step of this ControlNet's training, when this session trains it (not 0 for a model trained 800 steps)
   const step = o.step ?? stepsOf(o.controlnet);
+  // infer() generates at the image's own size, as the seed's snippet (validate() at the base's, as training samples)
+  const resolution = cell === "infer" ? o.resolution : o.resolution ?? baseResolution(o.base);
+  const dir = path.join(path.resolve(o.outputDir ?? runDirOf(o.controlnet) ?? "outputs/controlnet"), cell === "infer" ? "" : "validation");
+  // each infer() call its own files (a second call overwrote the first's step-0-pair-0-sample-0.png)
+  const call = cell === "infer" ? nextFreeIndex(dir, /^image-(\d+)(-\d+)?\.png$/) : 0;
   const run = () => runValidation(o.base, o.controlnet, {
-    resolution: o.resolution ?? baseResolution(o.base),
+    resolution,
+    fileName: cell === "infer" ? (_pair, k) => `image-${call}${(o.numImages ?? 1) > 1 ? `-${k}` : ""}.png` : undefined,
     images: o.images, prompts: o.prompts, steps: o.steps ?? 20, numImages: o.numImages ?? 1, seed: o.seed ?? 0,
-    step, dir: path.join(path.resolve(o.outputDir ?? runDirOf(o.controlnet) ?? "outputs/controlnet"), "validation"), signal: abortSignal() ?? undefined,
+    step, dir, signal: abortSignal() ?? undefined,
     guidanceScale: o.guidanceScale, conditioningScale: o.conditioningScale, controlMode: o.controlMode, orient,
   });
   // with useEma, sample with the average (as train_text_to_image.py validates with its EMA weights)
@@ -524,7 +534,7 @@ export async function validate(o: { base: BaseModel; controlnet: ControlNetModel
   const f = v.fidelity;
   const score = f ? ` — control fidelity: IoU ${f.iou.toFixed(3)}, colour ${f.colorScore.toFixed(3)}, circles hit ${(100 * f.hitRate).toFixed(0)}% (${f.count} images)` : "";
   const rows = await Promise.all(v.pairs.map(async (p) => ({
-    images: [await conditioningPng(p.image, o.resolution ?? baseResolution(o.base), orient), ...p.samples],
+    images: [await conditioningPng(p.image, resolution, orient), ...p.samples],
     labels: ["conditioning", ...p.samples.map((_, k) => (p.samples.length > 1 ? `sample ${k + 1}` : "sample"))],
     caption: p.prompt,
   })));
@@ -543,7 +553,13 @@ async function conditioningPng(file: string, resolution: number | undefined, ori
 /** The seed's inference snippet. */
 export async function infer(o: { base: BaseModel; controlnet: ControlNetModel; image: string; prompt: string; steps?: number;
   seed?: number; numImages?: number; outputDir?: string; resolution?: number } & SamplingOptions): Promise<WithDisplay<ValidationResult>> {
-  return validate({ ...o, images: [o.image], prompts: [o.prompt], outputDir: o.outputDir ?? "outputs/inference", title: "inference" });
+  return sample("infer", { ...o, images: [o.image], prompts: [o.prompt], outputDir: o.outputDir ?? "outputs/inference", title: "inference" });
+}
+
+/** One more than the largest index `pattern`'s first group finds among `dir`'s files (0 in an empty or new folder). */
+function nextFreeIndex(dir: string, pattern: RegExp): number {
+  const taken = fs.existsSync(dir) ? fs.readdirSync(dir).map((f) => pattern.exec(f)?.[1]).filter((m) => m !== undefined).map(Number) : [];
+  return taken.length ? Math.max(...taken) + 1 : 0;
 }
 
 /**

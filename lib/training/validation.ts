@@ -42,6 +42,8 @@ export interface ValidationOptions {
   signal?: AbortSignal;
   /** Apply the images' EXIF orientation (default false, as the script's validation; true: load_image's, for inference). */
   orient?: boolean;
+  /** The PNG's name for pair `pair`, sample `sample` (default `step-N[-final]-pair-P-sample-K.png`). */
+  fileName?: (pair: number, sample: number) => string;
 }
 
 export interface ValidationResult {
@@ -116,7 +118,7 @@ export async function runValidation(base: BaseModel, controlnet: ControlNetModel
       })
       : { images: [] as Uint8Array[], rgb: [] as RawImage[] };
     const files = out.images.map((png, k) => {
-      const f = path.join(dir, `step-${o.step}${o.final ? "-final" : ""}-pair-${i}-sample-${k}.png`);
+      const f = path.join(dir, o.fileName?.(i, k) ?? `step-${o.step}${o.final ? "-final" : ""}-pair-${i}-sample-${k}.png`);
       writeFileAtomic(f, png);
       return f;
     });

@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import sharp from "sharp";
 import * as cn from "../../lib/index.js";
 import { maxFolderDiff, testEngine } from "../helpers.js";
 import { isDisposed } from "../../lib/cells/runs.js";
@@ -392,10 +393,18 @@ test("heldOut + validate(): scored outlines, each prompt under its own condition
       assert.equal((f.match(/<img/g) ?? []).length, 2, "conditioning and sample");
       assert.ok(f.includes(`<figcaption`) && f.includes(held.prompts[i]!), "its own prompt");
     });
-    const inf = await cn.infer({ base, controlnet, image: cond, prompt: "red circle with blue background", steps: 2, outputDir: out });
+    const inf = await cn.infer({ base, controlnet, image: cond.replace(/\.png$/, "_32px.png"), prompt: "red circle with blue background", steps: 2, outputDir: out });
     const infHtml = (inf as unknown as Record<symbol, () => Record<string, string>>)[Symbol.for("Jupyter.display")]!()["text/html"]!;
     assert.match(infHtml, />inference/);
     assert.doesNotMatch(infHtml, /validation \(step 0\)/);
+    // as the seed's snippet: at the image's own size (floored to the VAE factor), no crop (it was cropped to the base's
+    // resolution); each call its own file (the second overwrote the first)
+    const odd = path.join(out, "odd.png");
+    await sharp({ create: { width: 50, height: 37, channels: 3, background: { r: 0, g: 0, b: 255 } } }).png().toFile(odd);
+    const own = await cn.infer({ base, controlnet, image: odd, prompt: "red circle with blue background", steps: 1, outputDir: out });
+    assert.deepEqual([own.pairs[0]!.rgb[0]!.width, own.pairs[0]!.rgb[0]!.height], [50, 36]); // the test base's VAE factor: 2
+    assert.deepEqual([inf.pairs[0]!.files, own.pairs[0]!.files], [[path.join(out, "image-0.png")], [path.join(out, "image-1.png")]]);
+    assert.ok(own.pairs[0]!.files.concat(inf.pairs[0]!.files).every((f) => fs.existsSync(f)));
   } finally {
     fs.rmSync(out, { recursive: true, force: true });
   }
