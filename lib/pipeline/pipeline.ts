@@ -124,7 +124,13 @@ export class StableDiffusionControlNetPipeline {
     if (!this.textEncoder || !this.tokenizer) {
       throw new Error("This pipeline has no text encoder/tokenizer: pass promptEmbeds (and negativePromptEmbeds) instead of prompts");
     }
-    const ids = this.tokenizer.tokenize(texts, this.tokenizer.modelMaxLength);
+    const max = this.tokenizer.modelMaxLength;
+    const ids = this.tokenizer.tokenize(texts, max);
+    // diffusers' encode_prompt warns so (logger.warning: stderr): a long prompt's end does not steer the image
+    const cut = texts.map((t) => this.tokenizer!.truncatedPart?.(t, max) ?? null).filter((c): c is string => c !== null);
+    if (cut.length) {
+      process.stderr.write(`The following part of your input was truncated because CLIP can only handle sequences up to ${max} tokens: [${cut.map((c) => `'${c}'`).join(", ")}]\n`);
+    }
     if (!clipSkip) {
       const out = this.textEncoder.forward(ids);
       out.pooledOutput?.dispose();

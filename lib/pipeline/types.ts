@@ -62,6 +62,8 @@ export interface TokenizerLike {
   /** 77 for CLIP. */
   readonly modelMaxLength: number;
   tokenize: TokenizeFn;
+  /** The text of `text` that truncation to `maxLength` cuts off, or null (optional: the pipeline then says nothing). */
+  truncatedPart?(text: string, maxLength: number): string | null;
 }
 
 /**

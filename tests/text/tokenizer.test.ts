@@ -70,6 +70,13 @@ describe("CLIPTokenizer API", () => {
     assert.equal(sd2.padTokenId, 0); // SD2.x pads with "!"
   });
 
+  it("truncatedPart() is what diffusers' encode_prompt warns was cut (batch_decode of ids[max-1:-1]: transformers 5.24 on 80 words)", () => {
+    const words = Array.from({ length: 80 }, (_, i) => ["red", "circle", "with", "blue", "background"][i % 5]).join(" ");
+    assert.equal(tok.truncatedPart(words), "red circle with blue background");
+    assert.equal(tok.truncatedPart("red circle"), null);
+    assert.equal(tok.truncatedPart(Array(75).fill("red").join(" ")), null); // 75 + BOS + EOS fit exactly
+  });
+
   it("tokenize() gives padded, truncated id rows of the requested length (the pipeline's TokenizerLike)", () => {
     const rows = tok.tokenize(["a cat", "x ".repeat(200)], 10);
     assert.equal(rows.length, 2);

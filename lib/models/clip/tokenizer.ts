@@ -268,6 +268,12 @@ export class CLIPTokenizer {
     return texts.map((t) => this.encode(t, { maxLength }).inputIds);
   }
 
+  /** What truncation to `maxLength` cuts off `text` (decoded, as diffusers' encode_prompt shows it), or null. */
+  truncatedPart(text: string, maxLength: number = this.modelMaxLength): string | null {
+    const ids = this.encode(text, { maxLength, truncation: false, padding: false }).inputIds;
+    return ids.length > maxLength ? this.decode(ids.slice(maxLength - 1, -1)) : null;
+  }
+
   /** Ids → text (`</w>` becomes a space); special tokens are dropped unless `skipSpecialTokens` is false. */
   decode(ids: number[], opts: { skipSpecialTokens?: boolean } = {}): string {
     const skip = opts.skipSpecialTokens ?? true;
