@@ -15,6 +15,7 @@ import type { ControlNetDataset } from "../data/index.js";
 import type { ControlNetModel } from "../models/index.js";
 import type { BaseModel } from "../training/base.js";
 import { listCheckpoints } from "../training/checkpoints.js";
+import { stopSignalOf } from "../training/stop-signals.js";
 import type { TrainResult } from "../training/trainer.js";
 import { loadModelFolder } from "../io/diffusers.js";
 import { TrainingDashboard } from "../../widgets/index.js";
@@ -142,14 +143,20 @@ export async function trainInProcesses(o: ProcessesTrainOptions): Promise<TrainR
   const last = listCheckpoints(o.outputDir).at(-1);
   // the cell's ControlNet continues from what the processes trained (the last checkpoint), as the in-process cell
   if (last && last.step > start) o.controlnet.loadState(loadModelFolder(path.join(last.path, "controlnet")).tensors, { strict: true });
-  if (code !== 0 && code !== 130) {
+  // a stop (the interrupt, a scheduler's SIGTERM to a worker, the output gone): the group stopped at a step boundary
+  const interrupted = stopSignalOf(code) !== undefined;
+  if (code !== 0 && !interrupted) {
     dashboard.finish("error");
-    // (one line: the workers' own reason is in it; this module's frames would say nothing more)
-    throw new InputError(`train({ processes: ${o.processes} }) failed: ${failureLine(stderr, code)}`);
+    // (one line: the workers' own reason is in it, flags named as this cell names them; this module's frames would
+    // say nothing more)
+    throw new InputError(`train({ processes: ${o.processes} }) failed: ${failureLine(stderr, code).replace("--main_process_port", "mainProcessPort")}`);
   }
-  const interrupted = code === 130;
   dashboard.finish(interrupted ? "stopped" : "done");
-  if (interrupted) console.log(`train: interrupted at step ${step}; checkpoint written to ${last?.path}. Run the cell again to continue.`);
+  if (interrupted) {
+    console.log(last && last.step > start
+      ? `train: stopped at step ${last.step}; checkpoint written to ${last.path}. Run the cell again to continue.`
+      : "train: stopped before the first step; nothing was trained. Run the cell again to start.");
+  }
   return { globalStep: last?.step ?? step, maxSteps: o.maxTrainSteps, stopped: interrupted ? "interrupted" : step >= o.maxTrainSteps ? "finished" : "until", lastLoss };
 }
 

@@ -19,14 +19,14 @@ import { ArgsError, parseTrainArgs } from "../training/args.js";
 import { InputError } from "../io/input-error.js";
 import { checkValidationImages } from "../training/validation.js";
 import { whenOutputGone } from "./output-gone.js";
-import { stopSignalOf } from "./stop-signals.js";
+import { stopSignalOf } from "../training/stop-signals.js";
 import { listCheckpoints, readTrainingState } from "../training/checkpoints.js";
 import { MAX_ENGINE_THREADS } from "../engine/constants.js";
 import { collectiveMissingReason } from "../training/collective.js";
 import { LAUNCHER_PIPE } from "../training/distributed.js";
 import { visibleGpus } from "../engine/native/gpu.js";
 import { readInstallStatus } from "../engine/native/install-status.js";
-import { rendezvous } from "./rendezvous.js";
+import { newLaunchId, rendezvous } from "./rendezvous.js";
 
 export interface LaunchOptions {
   numProcesses: number;
@@ -95,7 +95,7 @@ export function parseLaunchArgs(argv: string[]): LaunchOptions | "help" {
         if (!["no", "fp16", "bf16"].includes(value ?? "")) throw new LaunchError(`--mixed_precision expects no, fp16 or bf16, got ${value ?? "nothing"}`);
         mixedPrecision = value!;
         break;
-      default: throw new LaunchError(`unknown launch flag --${name} (controlnet-ts launch --help lists them)`);
+      default: throw new LaunchError(`unknown launch flag --${name} (controlnet-ts launch --help lists them; for accelerate launch's other flags — --config_file, --gpu_ids, … — run controlnet-ts accelerate launch, which maps them)`);
     }
   }
   o.command = scriptCommand(argv[i] ?? "");
@@ -209,11 +209,15 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
     if (busy) return fail(`${busy}: process ${firstRank + l} cannot listen there; pick another --main_process_port`);
   }
   let hosts: string[];
+  // the processes of this launch recognise each other by it (checkSameStart): two launches started at once on one
+  // port both pass the port check, and a process of one joined the other's group and trained with it
+  let launchId = newLaunchId();
   if (o.numMachines === 1) hosts = Array.from({ length: o.numProcesses }, () => o.mainProcessIp);
   else {
     try {
-      const machines = await rendezvous({ ...o, perMachine, log: (l) => io.stderr.write(`launch: ${l}\n`) });
-      hosts = machines.flatMap((h) => Array.from({ length: perMachine }, () => h));
+      const agreed = await rendezvous({ ...o, perMachine, log: (l) => io.stderr.write(`launch: ${l}\n`) });
+      hosts = agreed.hosts.flatMap((h) => Array.from({ length: perMachine }, () => h));
+      launchId = agreed.launchId;
     } catch (e) {
       return fail((e as Error).message);
     }
@@ -249,7 +253,7 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
       ...process.env,
       RANK: String(rank), WORLD_SIZE: String(o.numProcesses), LOCAL_RANK: String(l), LOCAL_WORLD_SIZE: String(perMachine),
       GROUP_RANK: String(o.machineRank), MASTER_ADDR: o.mainProcessIp, MASTER_PORT: String(o.mainProcessPort),
-      CONTROLNET_TS_WORKER_HOSTS: addresses.join(","),
+      CONTROLNET_TS_WORKER_HOSTS: addresses.join(","), CONTROLNET_TS_LAUNCH_ID: launchId,
       CONTROLNET_TS_THREADS: process.env.CONTROLNET_TS_THREADS ?? String(threads),
       TF_CPP_MIN_LOG_LEVEL: process.env.TF_CPP_MIN_LOG_LEVEL ?? "3",
       ...(gpus ? { CUDA_VISIBLE_DEVICES: gpus[l]! } : {}),
@@ -291,10 +295,19 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
   }
   const over = o.numProcesses > 1 ? ` (TensorFlow collective ops on ${addresses.join(", ")})` : "";
   io.stderr.write(`launch: ${perMachine} process(es) of ${o.numProcesses} on this machine: ${children.map((c) => `rank ${c.rank} pid ${c.child.pid}`).join(", ")}${over}\n`);
+  let firstSignalAt = 0;
+  let quitting = false;
   const onSignal = (sig: NodeJS.Signals) => {
     // every process stops at one step boundary and rank 0 checkpoints (train_controlnet takes SIGINT, SIGTERM and
-    // SIGHUP so): the launcher's own terminal closing is a stop like any other, not a lost run
+    // SIGHUP so): the launcher's own terminal closing is a stop like any other, not a lost run. A second one a second
+    // later is "quit now", forwarded as such; a process that cannot act on it (its thread held by a collective) is
+    // killed a few seconds later
+    if (interrupted && firstSignalAt && Date.now() - firstSignalAt >= 1000 && !quitting) {
+      quitting = true;
+      for (const c of children) setTimeout(() => { if (c.child.exitCode === null && c.child.signalCode === null) c.child.kill("SIGKILL"); }, 5000).unref();
+    }
     interrupted = true;
+    firstSignalAt ||= Date.now();
     stoppedBy ??= sig;
     for (const c of children) if (c.child.exitCode === null) c.child.kill(sig);
   };
@@ -327,8 +340,12 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
       return fail(`${failureLine}.${resume}`);
     }
     // stopped before the processes could take the signal (still loading): nothing was trained, and no error happened
-    if (stoppedBy && results.some((r) => r.signal === stoppedBy)) {
-      io.stderr.write(`launch: ${stoppedBy}: stopped before training started; nothing was trained\n`);
+    // processes that ended by the signal itself: still loading (nothing trained), or told to quit now
+    if (stoppedBy && results.some((r) => r.signal === stoppedBy || r.signal === "SIGKILL")) {
+      const ck = listCheckpoints(outputDir).at(-1);
+      io.stderr.write(quitting
+        ? `launch: ${stoppedBy} again: quit now; the steps since the last checkpoint (${ck ? ck.path : "none was written"}) are not saved\n`
+        : `launch: ${stoppedBy}: stopped before training started; nothing was trained\n`);
       return { code: 128 + (os.constants.signals[stoppedBy] ?? 1) };
     }
     const bad = results.find((r) => r.code !== 0);

@@ -5,6 +5,7 @@
  * each machine was seen from, once all have asked. It carries addresses only — the training traffic is TF's.
  * Launches with different sizes are refused with a line naming both.
  */
+import crypto from "node:crypto";
 import http from "node:http";
 
 export interface RendezvousOptions {
@@ -22,8 +23,19 @@ export interface RendezvousOptions {
 
 interface Join { machine_rank: number; num_machines: number; num_processes: number }
 
-/** Every machine's address by machine rank (machine 0's is main_process_ip). */
-export async function rendezvous(o: RendezvousOptions): Promise<string[]> {
+/** What the machines agree on: every machine's address by machine rank (machine 0's is main_process_ip), and the
+ *  launch's id (machine 0's: its processes tell their group from another launch's by it). */
+export interface Rendezvous {
+  hosts: string[];
+  launchId: string;
+}
+
+/** A fresh launch id (12 hex digits). */
+export function newLaunchId(): string {
+  return crypto.randomBytes(6).toString("hex");
+}
+
+export async function rendezvous(o: RendezvousOptions): Promise<Rendezvous> {
   const timeoutMs = (o.timeoutSeconds ?? (Number(process.env.CONTROLNET_TS_RENDEZVOUS_TIMEOUT) || 300)) * 1000;
   if (o.machineRank === 0) return serve(o, timeoutMs);
   const deadline = Date.now() + timeoutMs;
@@ -33,7 +45,10 @@ export async function rendezvous(o: RendezvousOptions): Promise<string[]> {
   while (Date.now() < deadline) {
     try {
       const r = await post(o.mainProcessIp, o.mainProcessPort, body, deadline - Date.now());
-      if (r.status === 200) return JSON.parse(r.body).hosts as string[];
+      if (r.status === 200) {
+        const { hosts, launch } = JSON.parse(r.body) as { hosts: string[]; launch: string };
+        return { hosts, launchId: launch };
+      }
       // our launcher refuses with a reason in the body; anything else answering there is not machine 0's launcher
       throw new Error([400, 409, 503].includes(r.status)
         ? `machine 0 refused machine ${o.machineRank}: ${r.body}`
@@ -63,10 +78,11 @@ function post(host: string, port: number, body: string, timeoutMs: number): Prom
   });
 }
 
-function serve(o: RendezvousOptions, timeoutMs: number): Promise<string[]> {
+function serve(o: RendezvousOptions, timeoutMs: number): Promise<Rendezvous> {
   return new Promise((resolve, reject) => {
     const hosts: (string | null)[] = Array.from({ length: o.numMachines }, (_, m) => (m === 0 ? o.mainProcessIp : null));
     const waiting: http.ServerResponse[] = [];
+    const launchId = newLaunchId();
     const server = http.createServer((req, res) => {
       let data = "";
       req.setEncoding("utf8");
@@ -93,11 +109,19 @@ function serve(o: RendezvousOptions, timeoutMs: number): Promise<string[]> {
         hosts[j.machine_rank] = (req.socket.remoteAddress ?? "").replace(/^::ffff:/, "");
         waiting.push(res);
         o.log?.(`machine ${j.machine_rank} joined from ${hosts[j.machine_rank]}`);
+        // a machine stopped while it waits (Ctrl-C, killed) frees its slot: its relaunch was refused as a second
+        // machine of that rank, and the others went on with the dead one's address until the join timeout
+        res.on("close", () => {
+          if (res.writableEnded) return;
+          waiting.splice(waiting.indexOf(res), 1);
+          hosts[j.machine_rank] = null;
+          o.log?.(`machine ${j.machine_rank} left before the others joined; waiting for it again`);
+        });
         if (hosts.every((h) => h !== null)) {
-          for (const w of waiting) w.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ hosts }));
+          for (const w of waiting) w.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ hosts, launch: launchId }));
           clearTimeout(timer);
           server.close();
-          resolve(hosts as string[]);
+          resolve({ hosts: hosts as string[], launchId });
         }
       });
     });

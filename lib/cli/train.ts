@@ -7,7 +7,7 @@ import { HubError } from "../io/hub.js";
 import { DistributedError, LAUNCHER_PIPE } from "../training/distributed.js";
 import { describeError } from "../io/describe-error.js";
 import { whenOutputGone } from "./output-gone.js";
-import { STOP_EXIT_CODES, type StopSignal } from "./stop-signals.js";
+import { STOP_EXIT_CODES, type StopSignal } from "../training/stop-signals.js";
 import { InputError } from "../io/input-error.js";
 
 function formatEta(seconds: number): string {
@@ -43,11 +43,19 @@ export async function main(argv: string[], opts: { prog?: string } = {}): Promis
   let stoppedBy: StopSignal = "SIGINT";
   let stopAt = 0;
   // `why`: what happened when no signal came (the output went away), said instead of the signal it stands for
+  const underLaunch = process.env[LAUNCHER_PIPE] === "stdin";
+  // under launch: the group met and the training loop began (a stop is then agreed at a step boundary)
+  let started = false;
   const onSignal = (sig: StopSignal, why?: string) => {
     if (ac.signal.aborted) {
       if (Date.now() - stopAt < 1000) return;
       process.stderr.write(`\n${sig}: quitting now; the steps since the last checkpoint are not saved\n`);
-      process.exit(STOP_EXIT_CODES[sig]);
+      quitNow(sig, underLaunch);
+    }
+    if (underLaunch && !started) {
+      // nothing trained yet, and the process may be waiting for a peer that never joins (up to the join timeout):
+      // nothing to keep, so it ends now (the launcher says so for the group)
+      quitNow(sig, true);
     }
     stoppedBy = sig;
     stopAt = Date.now();
@@ -58,24 +66,27 @@ export async function main(argv: string[], opts: { prog?: string } = {}): Promis
     }
     ac.abort();
   };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
-  process.on("SIGHUP", onSignal);
+  // (each by name: Node calls a listener with the signal's name and number, and the number read as `why`)
+  const onSigint = () => onSignal("SIGINT");
+  const onSigterm = () => onSignal("SIGTERM");
+  const onSighup = () => onSignal("SIGHUP");
+  process.on("SIGINT", onSigint);
+  process.on("SIGTERM", onSigterm);
+  process.on("SIGHUP", onSighup);
   // output that can no longer be written (a pipe's reader gone, a closed terminal) is a closed terminal's stop; what
   // is still said (the checkpoint kept) goes to the stream that still works
   const output = whenOutputGone((why) => {
     if (!ac.signal.aborted) onSignal("SIGHUP", `the output was closed (${why}: a pipe's reader exited, or the terminal closed)`);
   });
   const write = output.write;
-  let stepped = false;
-  if (process.env[LAUNCHER_PIPE] === "stdin") watchLauncher(() => stepped, () => onSignal("SIGTERM"));
+  if (underLaunch) watchLauncher(() => started, () => onSignal("SIGTERM"));
   const tty = process.stderr.isTTY;
   let rate = 0;
   try {
     await trainControlNet(parsed.args, {
       signal: ac.signal,
+      onTrainingStart: () => { started = true; },
       onStep: (r) => {
-        stepped = true;
         rate = rate ? 0.8 * rate + 0.2 / r.seconds : 1 / r.seconds;
         const line = `Steps: ${r.step}/${r.maxSteps} loss=${r.loss.toFixed(4)} lr=${r.lr.toExponential(2)} ${rate.toFixed(2)} it/s ETA ${formatEta((r.maxSteps - r.step) / rate)}`;
         write(process.stderr, tty ? `\r${line}\x1b[K` : `${line}\n`);
@@ -122,23 +133,38 @@ export async function main(argv: string[], opts: { prog?: string } = {}): Promis
     return 1;
   } finally {
     output.stop();
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
-    process.off("SIGHUP", onSignal);
+    process.off("SIGINT", onSigint);
+    process.off("SIGTERM", onSigterm);
+    process.off("SIGHUP", onSighup);
   }
 }
 
 /**
- * Under `controlnet-ts launch`: stdin is the launcher's pipe. When it closes the launcher is gone (kill -9, a crash):
- * before the first step there is nothing to keep and the process exits at once (it would otherwise wait out the
- * group's join timeout, holding its port); after it, it stops as on SIGTERM (rank 0 checkpoints at the step
- * boundary). Its output has nowhere to go then: write errors (EPIPE) are dropped so they cannot stop the checkpoint.
+ * Ends the process at once with the signal's exit status. Under launch by the signal itself, its default action:
+ * process.exit() joins libuv's thread pool, where a collective waiting for a peer blocks until the join timeout
+ * (minutes), and the launcher reads the signal as the stop it forwarded.
  */
-function watchLauncher(stepped: () => boolean, stop: () => void): void {
+function quitNow(sig: StopSignal, underLaunch: boolean): never {
+  if (!underLaunch) process.exit(STOP_EXIT_CODES[sig]);
+  process.removeAllListeners(sig);
+  process.kill(process.pid, sig);
+  // (the signal is delivered asynchronously: nothing more of this process may run meanwhile)
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5000);
+  process.kill(process.pid, "SIGKILL");
+  throw new Error("unreachable");
+}
+
+/**
+ * Under `controlnet-ts launch`: stdin is the launcher's pipe. When it closes the launcher is gone (kill -9, a crash):
+ * before its training loop began (the group met) there is nothing to keep and the process exits at once (it would
+ * otherwise wait out the group's join timeout, holding its port); after it, it stops as on SIGTERM (rank 0
+ * checkpoints at the step boundary). Its output has nowhere to go then: write errors (EPIPE) are dropped so they cannot stop the checkpoint.
+ */
+function watchLauncher(started: () => boolean, stop: () => void): void {
   const gone = () => {
     for (const s of [process.stdout, process.stderr]) s.on("error", () => {});
     // (SIGKILL, not process.exit: exit joins libuv's thread pool, where a collective's join can block for minutes)
-    if (!stepped()) process.kill(process.pid, "SIGKILL");
+    if (!started()) process.kill(process.pid, "SIGKILL");
     stop();
   };
   process.stdin.once("end", gone);

@@ -108,7 +108,8 @@ function fileSha256(file: string): string {
 
 /** The `checkpoint-<N>` folders in outputDir, complete or not, ascending by step (what the script's limit counts). */
 export function listCheckpointDirs(outputDir: string): CheckpointInfo[] {
-  if (!fs.existsSync(outputDir)) return [];
+  // (none in a file: the launcher's summary after a worker refused such an output_dir crashed on ENOTDIR)
+  if (!fs.existsSync(outputDir) || !fs.statSync(outputDir).isDirectory()) return [];
   const out: CheckpointInfo[] = [];
   for (const e of fs.readdirSync(outputDir, { withFileTypes: true })) {
     const m = NAME_RE.exec(e.name);

@@ -142,7 +142,7 @@ export class CollectiveGroup {
           if (isDone()) return;
           this.failure = this.joined
             ? `process ${p} (${this.o.addresses[p]}) stopped answering (${firstLine(err)}); the collective all-reduce was aborted`
-            : `process ${p} (${this.o.addresses[p]}) did not join within ${this.o.joinTimeoutSeconds} s (${firstLine(err)}): is it started, with the same --num_processes and a reachable address?`;
+            : this.notJoined(p, err);
           this.a.abort(this.failure);
           return;
         }
@@ -150,20 +150,25 @@ export class CollectiveGroup {
     }
   }
 
-  /** A failed reduction in one line: which peer is gone, if a quick health check can tell. */
+  private notJoined(p: number, err: unknown): string {
+    return `process ${p} (${this.o.addresses[p]}) did not join within ${this.o.joinTimeoutSeconds} s (${firstLine(err)}): is it started, with the same --num_processes and a reachable address?`;
+  }
+
+  /** A failed reduction in one line: which peer is gone, if a quick health check can tell (also on a timeout: TF's
+   *  timer can fire before the watchdog's, and "a process is stuck" hid a machine whose process never started). */
   private async explain(err: unknown): Promise<string> {
     const tf = firstLine(err);
-    if (/timed out|deadline/i.test(tf)) {
-      return `the all-reduce timed out after ${this.joined ? this.o.timeoutSeconds : this.o.joinTimeoutSeconds} s (${tf}): a process is stuck or the group was launched with different sizes`;
-    }
     if (/group with size/i.test(tf)) return `the processes were started with different world sizes (--num_processes / WORLD_SIZE): ${tf}`;
     for (let p = 0; p < this.o.worldSize; p++) {
       if (p === this.o.rank) continue;
       try {
         await this.a.checkPeerHealth(p, 1000);
       } catch {
-        return `process ${p} (${this.o.addresses[p]}) stopped: the collective all-reduce failed (${tf})`;
+        return this.joined ? `process ${p} (${this.o.addresses[p]}) stopped: the collective all-reduce failed (${tf})` : this.notJoined(p, err);
       }
+    }
+    if (/timed out|deadline/i.test(tf)) {
+      return `the all-reduce timed out after ${this.joined ? this.o.timeoutSeconds : this.o.joinTimeoutSeconds} s (${tf}): a process is stuck or the group was launched with different sizes`;
     }
     return `the collective all-reduce failed: ${tf}`;
   }

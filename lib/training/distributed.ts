@@ -36,6 +36,8 @@ export interface ProcessEnv {
   worldSize: number;
   localRank: number;
   addresses: string[];
+  /** The launch's id (12 hex digits, CONTROLNET_TS_LAUNCH_ID), "0" where none was given. */
+  launchId: string;
 }
 
 /** Reads the launcher's variables; null for a plain single-process run. Inconsistent values are a clear error. */
@@ -61,7 +63,8 @@ export function processEnv(env: NodeJS.ProcessEnv = process.env): ProcessEnv | n
   if (worldSize > 1 && addresses.length !== worldSize) {
     throw new DistributedError(`WORLD_SIZE=${worldSize} but CONTROLNET_TS_WORKER_HOSTS lists ${addresses.length} process address(es)`);
   }
-  return { rank, worldSize, localRank, addresses };
+  const launchId = /^[0-9a-f]{1,12}$/.test(env.CONTROLNET_TS_LAUNCH_ID ?? "") ? env.CONTROLNET_TS_LAUNCH_ID! : "0";
+  return { rank, worldSize, localRank, addresses, launchId };
 }
 
 /** Joins the process group described by the environment; null when this is a single-process run. */
@@ -199,8 +202,9 @@ export function fromPieces16(pieces: ArrayLike<number>): number {
   return Array.from(pieces).reduce((sum, p, k) => sum + p * 2 ** (16 * k), 0);
 }
 
-/** What a process starts from, for checkSameStart: its step, run identity and weights (12-hex fingerprints). */
+/** What a process starts from, for checkSameStart: its launch, step, run identity and weights (12-hex ids). */
 export interface StartState {
+  launch: string;
   step: number;
   identity: string;
   weights: string;
@@ -213,18 +217,23 @@ export interface StartState {
  * fingerprints (16-bit pieces: float32 holds them exactly) in its own slots of one all-reduce; all compare, all refuse.
  */
 export async function checkSameStart(parallel: DataParallel, mine: StartState): Promise<void> {
-  const PIECES = 9; // three 48-bit numbers: the step, and the two 12-hex fingerprints
+  const PIECES = 12; // four 48-bit numbers: the launch, the step, and the two 12-hex fingerprints
   const v = new Float32Array(parallel.worldSize * PIECES);
-  v.set([mine.step, parseInt(mine.identity, 16), parseInt(mine.weights, 16)].flatMap((n) => pieces16(n, 3)), parallel.rank * PIECES);
+  v.set([parseInt(mine.launch, 16), mine.step, parseInt(mine.identity, 16), parseInt(mine.weights, 16)].flatMap((n) => pieces16(n, 3)), parallel.rank * PIECES);
   await parallel.allReduceSum(v);
   const of = (r: number) => {
-    const [step, identity, weights] = [0, 1, 2].map((k) => fromPieces16(v.subarray(r * PIECES + 3 * k, r * PIECES + 3 * k + 3)));
-    return { step, identity, weights };
+    const [launch, step, identity, weights] = [0, 1, 2, 3].map((k) => fromPieces16(v.subarray(r * PIECES + 3 * k, r * PIECES + 3 * k + 3)));
+    return { launch, step, identity, weights };
   };
   const first = of(0);
   const diffs: string[] = [];
   for (let r = 1; r < parallel.worldSize; r++) {
     const s = of(r);
+    if (s.launch !== first.launch) {
+      // (two launches started at once on one port: each passed the port check, and their processes met)
+      throw new DistributedError(`process ${r} belongs to another launch than process 0: two launches use the same ports ` +
+        "(--main_process_port); give each its own; nothing was trained");
+    }
     if (s.step !== first.step) diffs.push(`process ${r} starts at step ${s.step}, process 0 at step ${first.step}`);
     else if (s.identity !== first.identity) diffs.push(`process ${r} was given other training arguments than process 0`);
     else if (s.weights !== first.weights) diffs.push(`process ${r} starts from other ControlNet weights than process 0`);

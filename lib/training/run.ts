@@ -30,6 +30,9 @@ import { resolveSeed } from "./seed.js";
 export interface RunHooks {
   signal?: AbortSignal | null;
   onStep?: (r: StepReport) => void | Promise<void>;
+  /** Every process, when its training loop begins: under launch the group has met (checkSameStart), and a stop from
+   *  then on is agreed at a step boundary; before it a process may be waiting for a peer that never comes. */
+  onTrainingStart?: () => void;
   onValidation?: (v: ValidationResult) => void | Promise<void>;
   log?: (line: string) => void;
   /** The script's `logger.info` lines, in its logging format (default: `log`). The command line writes them to
@@ -141,7 +144,7 @@ export async function createSession(args: TrainArgs, log: (l: string) => void = 
   }
   // under launch: every process resumed (or not) on its own; all must start where rank 0 does
   if (parallel) {
-    await checkSameStart(parallel, { step: trainer.globalStep, identity: configFingerprint(trainer.runIdentity), weights: weightsFingerprint(controlnet) });
+    await checkSameStart(parallel, { launch: processEnv()?.launchId ?? "0", step: trainer.globalStep, identity: configFingerprint(trainer.runIdentity), weights: weightsFingerprint(controlnet) });
   }
   return { base, controlnet, dataset, trainer, args, resumeLines };
 }
@@ -296,6 +299,7 @@ export async function trainSession(s: TrainingSession, hooks: RunHooks = {}, tra
   const fidelityHistory: ConvergencePoint[] = [];
   let jumpReported = false;
   try {
+    hooks.onTrainingStart?.();
     return await trainer.train({
       signal: hooks.signal ?? undefined,
       until: hooks.until,

@@ -46,6 +46,8 @@ test("SIGTERM twice at once: one stop at a step boundary, a checkpoint of that s
     const stderr = run.stderr(), stdout = run.stdout();
     assert.equal(code, 143, stderr.slice(-2000));
     assert.doesNotMatch(stderr, /quitting now/);
+    // named (Node passes a listener the signal's number too, which was printed instead: "15: stopping …")
+    assert.match(stderr, /\nSIGTERM: stopping at the next step boundary \(SIGTERM again, a second later, to quit now\)\n/);
     const m = /Interrupted at step (\d+); state saved to (.*checkpoint-(\d+))\./.exec(stdout);
     assert.ok(m, stdout.slice(-2000));
     assert.deepEqual(listCheckpoints(out).map((c) => c.step), [Number(m[1])]);

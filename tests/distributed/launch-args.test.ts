@@ -73,7 +73,8 @@ test("shards: contiguous rows, all rows once, sizes within one", () => {
 test("process environment: accelerate's variables, with clear errors", () => {
   assert.equal(processEnv({}), null);
   assert.deepEqual(processEnv({ WORLD_SIZE: "2", RANK: "1", MASTER_ADDR: "10.1.1.1", MASTER_PORT: "29500" }),
-    { rank: 1, worldSize: 2, localRank: 1, addresses: ["10.1.1.1:29500", "10.1.1.1:29501"] });
+    { rank: 1, worldSize: 2, localRank: 1, addresses: ["10.1.1.1:29500", "10.1.1.1:29501"], launchId: "0" });
+  assert.equal(processEnv({ WORLD_SIZE: "2", RANK: "1", CONTROLNET_TS_LAUNCH_ID: "0a1b2c3d4e5f" })?.launchId, "0a1b2c3d4e5f");
   assert.deepEqual(processEnv({ WORLD_SIZE: "2", RANK: "0", LOCAL_RANK: "0", CONTROLNET_TS_WORKER_HOSTS: "a:1,b:2" })?.addresses, ["a:1", "b:2"]);
   assert.throws(() => processEnv({ WORLD_SIZE: "2", RANK: "2" }), /RANK=2 is outside WORLD_SIZE=2/);
   assert.throws(() => processEnv({ WORLD_SIZE: "3", RANK: "0", CONTROLNET_TS_WORKER_HOSTS: "a:1,b:2" }), /WORLD_SIZE=3 but CONTROLNET_TS_WORKER_HOSTS lists 2/);
@@ -105,7 +106,30 @@ test("a validation image that cannot be read is refused by the launcher once, be
 
 test("each process's accelerator.state line says how many processes run, which one it is, and on what", async () => {
   const { acceleratorState } = await import("../../lib/training/run.js");
-  assert.equal(acceleratorState("node", { rank: 1, worldSize: 2, localRank: 1, addresses: [] }),
+  assert.equal(acceleratorState("node", { rank: 1, worldSize: 2, localRank: 1, addresses: [], launchId: "0" }),
     "Distributed environment: MULTI_CPU  Backend: TensorFlow collective ops (gRPC)\nNum processes: 2\nProcess index: 1\nLocal process index: 1\nDevice: cpu\n\nMixed precision type: no\n");
   assert.match(acceleratorState("node-gpu", null), /^Distributed environment: NO\nNum processes: 1\n.*Device: cuda:0\n/s);
+});
+
+test("rendezvous: a machine that stops while it waits frees its slot; its relaunch joins, and every machine gets machine 0's launch id", async () => {
+  const { rendezvous } = await import("../../lib/cli/rendezvous.js");
+  const { freePorts } = await import("./helpers.js");
+  const port = await freePorts(1);
+  const o = { numMachines: 3, numProcesses: 3, perMachine: 1, mainProcessIp: "127.0.0.1", mainProcessPort: port, timeoutSeconds: 30 };
+  const said: string[] = [];
+  const machine0 = rendezvous({ ...o, machineRank: 0, log: (l) => said.push(l) });
+  await new Promise((r) => setTimeout(r, 300));
+  // machine 1 joins and is stopped (Ctrl-C) while it waits for machine 2
+  const ac = new AbortController();
+  const gone = fetch(`http://127.0.0.1:${port}/join`, { method: "POST", body: JSON.stringify({ machine_rank: 1, num_machines: 3, num_processes: 3 }), signal: ac.signal }).catch(() => "aborted");
+  while (!said.some((l) => /machine 1 joined/.test(l))) await new Promise((r) => setTimeout(r, 50));
+  ac.abort();
+  assert.equal(await gone, "aborted");
+  while (!said.some((l) => /machine 1 left before the others joined/.test(l))) await new Promise((r) => setTimeout(r, 50));
+  // its relaunch is not "a second machine 1", and machine 2 completes the group
+  const [m0, m1, m2] = await Promise.all([machine0, rendezvous({ ...o, machineRank: 1 }), rendezvous({ ...o, machineRank: 2 })]);
+  assert.deepEqual(m1, m0);
+  assert.deepEqual(m2, m0);
+  assert.equal(m0.hosts.length, 3);
+  assert.match(m0.launchId, /^[0-9a-f]{12}$/);
 });

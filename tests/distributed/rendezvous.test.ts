@@ -57,6 +57,43 @@ test("processes started with different world sizes stop with a clear error namin
   fs.rmSync(out, { recursive: true, force: true });
 });
 
+test("processes of two launches that met on one port (started at once: both passed the port check) refuse to train together", { skip }, async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-launches-"));
+  const port = await freePorts(2);
+  const hosts = `127.0.0.1:${port},127.0.0.1:${port + 1}`;
+  const flags = (dir: string) => trainFlags(path.join(out, dir), ["--max_train_steps=2", "--train_batch_size=1"]);
+  const [r0, r1] = await Promise.all([
+    start(["train_controlnet", ...flags("a")], { WORLD_SIZE: "2", RANK: "0", CONTROLNET_TS_WORKER_HOSTS: hosts, CONTROLNET_TS_LAUNCH_ID: "aaaaaaaaaaaa" }).done,
+    start(["train_controlnet", ...flags("b")], { WORLD_SIZE: "2", RANK: "1", CONTROLNET_TS_WORKER_HOSTS: hosts, CONTROLNET_TS_LAUNCH_ID: "bbbbbbbbbbbb" }).done,
+  ]);
+  for (const r of [r0, r1]) {
+    assert.equal(r.code, 1, r.stderr.slice(-2000));
+    assert.match(r.stderr, /train_controlnet: error: process 1 belongs to another launch than process 0: two launches use the same ports \(--main_process_port\); give each its own; nothing was trained/);
+  }
+  assert.deepEqual(fs.existsSync(path.join(out, "a")) ? fs.readdirSync(path.join(out, "a")).filter((f) => f.startsWith("checkpoint-")) : [], []);
+  fs.rmSync(out, { recursive: true, force: true });
+});
+
+test("Ctrl-C of a launch whose processes wait for a machine that never starts ends it within seconds (it waited out the join timeout)", { skip }, async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-ctrlc-"));
+  const port = await freePorts(3);
+  const launch = start(["launch", "--num_processes", "2", "--num_machines", "2", "--machine_rank", "0", "--main_process_ip", "127.0.0.1",
+    "--main_process_port", String(port), "train_controlnet", ...trainFlags(out, ["--max_train_steps=3", "--train_batch_size=1"])]);
+  await waitFor(() => /waiting for machine/.test(launch.output()), 60_000, "machine 0's rendezvous");
+  // machine 1's launcher joins, and its processes never start
+  const joined = await fetch(`http://127.0.0.1:${port}/join`, { method: "POST", body: JSON.stringify({ machine_rank: 1, num_machines: 2, num_processes: 2 }) });
+  assert.equal(joined.status, 200);
+  await waitFor(() => /rank 0 pid/.test(launch.output()), 30_000, "machine 0's process");
+  await new Promise((r) => setTimeout(r, 3000)); // its process loads and waits for the peer
+  const t0 = Date.now();
+  launch.child.kill("SIGINT");
+  const r = await launch.done;
+  assert.ok(Date.now() - t0 < 20_000, `ended ${Date.now() - t0} ms after Ctrl-C`);
+  assert.equal(r.code, 130, r.stderr.slice(-2000));
+  assert.match(r.stderr, /launch: SIGINT: stopped before training started; nothing was trained\n/);
+  fs.rmSync(out, { recursive: true, force: true });
+});
+
 test("one machine, or machine 0 of two, with a --main_process_ip that is not this machine's is refused at once, naming the address", { skip }, async () => {
   const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-ip-"));
   const port = await freePorts(2);
