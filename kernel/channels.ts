@@ -1,7 +1,7 @@
 /**
- * The kernel's ZeroMQ sockets on the main thread, bound from a Jupyter connection file: shell and stdin as ROUTER,
- * iopub as PUB. The heartbeat echo (heartbeat.ts) and the control socket (interrupts.ts) live in worker threads, so
- * they answer while a cell blocks this one.
+ * The kernel's ZeroMQ sockets, bound from a Jupyter connection file: shell and stdin as ROUTER on the main thread;
+ * iopub as PUB (iopub.ts), the heartbeat echo (heartbeat.ts) and the control socket (interrupts.ts) in worker
+ * threads, so output goes out and they answer while a cell blocks this one.
  *
  * zeromq v6 allows one send in flight per socket, and the protocol needs iopub messages to arrive in the order they
  * were produced (stream text before the result before `idle`), so every socket sends through its own FIFO queue.
@@ -9,6 +9,7 @@
 import fs from "node:fs";
 import * as zmq from "zeromq";
 import { startHeartbeat, type Heartbeat } from "./heartbeat.js";
+import { startIopub, type IopubSender } from "./iopub.js";
 import { log } from "./log.js";
 
 export interface ConnectionInfo {
@@ -48,6 +49,7 @@ export function address(c: ConnectionInfo, port: number): string {
  * it, and the queue must not be one of them.
  */
 class SendQueue {
+  // (the main thread's sockets: shell and stdin)
   private readonly queue: Buffer[][] = [];
   private pumping = false;
   private waiters: Array<() => void> = [];
@@ -82,31 +84,29 @@ class SendQueue {
 export class Channels {
   readonly shell = new zmq.Router({ linger: 1000 });
   readonly stdin = new zmq.Router({ linger: 1000 });
-  readonly iopub = new zmq.Publisher({ linger: 1000 });
   private heartbeat: Heartbeat | null = null;
-  readonly out: Record<"shell" | "stdin" | "iopub", SendQueue>;
+  private iopub: IopubSender | null = null;
+  readonly out: Record<"shell" | "stdin" | "iopub", Pick<SendQueue, "send" | "drain">>;
 
   constructor(readonly info: ConnectionInfo) {
-    this.out = {
-      shell: new SendQueue(this.shell, "shell"),
-      stdin: new SendQueue(this.stdin, "stdin"),
-      iopub: new SendQueue(this.iopub, "iopub"),
+    const iopub = {
+      send: (frames: Buffer[]) => this.iopub?.send(frames),
+      drain: () => this.iopub?.drain() ?? Promise.resolve(),
     };
+    this.out = { shell: new SendQueue(this.shell, "shell"), stdin: new SendQueue(this.stdin, "stdin"), iopub };
   }
 
   async bind(): Promise<void> {
     const c = this.info;
-    await Promise.all([
-      this.shell.bind(address(c, c.shell_port)),
-      this.stdin.bind(address(c, c.stdin_port)),
-      this.iopub.bind(address(c, c.iopub_port)),
-    ]);
+    await Promise.all([this.shell.bind(address(c, c.shell_port)), this.stdin.bind(address(c, c.stdin_port))]);
+    this.iopub = await startIopub(address(c, c.iopub_port), log);
     this.heartbeat = await startHeartbeat(address(c, c.hb_port));
   }
 
   async close(): Promise<void> {
     await Promise.all(Object.values(this.out).map((q) => q.drain()));
-    for (const s of [this.shell, this.stdin, this.iopub]) if (!s.closed) s.close();
+    for (const s of [this.shell, this.stdin]) if (!s.closed) s.close();
+    await this.iopub?.close();
     await this.heartbeat?.close();
   }
 }

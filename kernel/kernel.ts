@@ -133,7 +133,7 @@ export class Kernel {
   private running: CellContext | null = null;
   private lastCell: CellContext | null = null;
   private forceTimer: NodeJS.Timeout | null = null;
-  private pendingStream: { parent: Header; name: "stdout" | "stderr"; text: string } | null = null;
+  private pendingStream: { parent: Header; name: "stdout" | "stderr"; text: string; since: number } | null = null;
   private streamTimer: NodeJS.Timeout | null = null;
   private readonly history = new History();
   private readonly comms = new Map<string, CommEntry>();
@@ -253,9 +253,12 @@ export class Kernel {
     if (p && p.parent === ctx.parent && p.name === name) p.text += text;
     else {
       this.flushStream();
-      this.pendingStream = { parent: ctx.parent, name, text };
+      this.pendingStream = { parent: ctx.parent, name, text, since: performance.now() };
     }
-    if (this.pendingStream!.text.length >= STREAM_MAX_CHARS) this.flushStream();
+    // text held longer than the interval goes now: the timer cannot fire while a cell's synchronous code holds this
+    // thread, and the IOPub thread sends it meanwhile (a loop's lines arrive as they are printed)
+    const held = this.pendingStream!;
+    if (held.text.length >= STREAM_MAX_CHARS || performance.now() - held.since >= STREAM_FLUSH_MS) this.flushStream();
     else if (!this.streamTimer) this.streamTimer = setTimeout(() => this.flushStream(), STREAM_FLUSH_MS);
   }
 
@@ -455,9 +458,6 @@ export class Kernel {
     let error: CellError | null = null;
     try {
       const engine = await this.engine();
-      // Put busy/execute_input on the wire before the cell can block the thread (a synchronous loop would
-      // otherwise hold them back until it ends, and the frontend would not even know the cell started).
-      await this.channels.out.iopub.drain();
       // `%%time` / `%time` as the first line, or `%time <statement>` (IPython's line magic): the cell runs with the
       // magic blanked out (so lines and columns stay) and its wall time is printed after it, unless it did not compile
       const { timed, body } = timeMagic(code);

@@ -200,7 +200,7 @@ export function toCellError(e: unknown, sources: CellSources = new Map()): CellE
   }
   // only an Error records where it was thrown: say so instead of leaving the user without a line
   const shown = util.inspect(e);
-  const what = e === null ? "null" : typeof e === "object" ? "an object that is not an Error" : `a ${typeof e}`;
+  const what = e === null || e === undefined ? String(e) : typeof e === "object" ? "an object that is not an Error" : `a ${typeof e}`;
   return { ename: "Error", evalue: shown, traceback: [`Uncaught ${shown}`, `(${what} was thrown, which carries no stack: throw new Error(...) to see the line)`], cause: e };
 }
 

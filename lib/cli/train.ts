@@ -33,7 +33,8 @@ export async function main(argv: string[], opts: { prog?: string } = {}): Promis
     process.stdout.write(trainArgsHelp(prog));
     return 0;
   }
-  for (const w of parsed.warnings) process.stderr.write(`warning: ${w}\n`);
+  // under launch, rank 0 says them for the group (each process parses the same flags)
+  if (!process.env.RANK || process.env.RANK === "0") for (const w of parsed.warnings) process.stderr.write(`warning: ${w}\n`);
   // Ctrl-C stops at the next step boundary and writes a checkpoint; a second Ctrl-C exits at once. SIGTERM (a
   // scheduler's or a container's stop, `timeout`, the launcher stopping a job) does the same: no trained step lost.
   // A repeat within a second is the same stop: `timeout` signals the process and then its group, and npm/npx

@@ -204,6 +204,15 @@ describe("kernel", () => {
     assert.equal(resultText(await k.idle(next)), "'yes'");
   });
 
+  it("output of synchronous code streams while it runs (the IOPub thread sends it; it came all at once at the end)", async () => {
+    const id = k.send("shell", "execute_request", { code: `for (let i = 0; i < 5; i++) { console.log("step", i); const t = Date.now(); while (Date.now() - t < 400) {} }` });
+    await k.waitFor(() => streamText(k.iopubFor(id), "stdout").includes("step 0"), 30_000);
+    const firstAt = Date.now();
+    const msgs = await k.idle(id);
+    assert.ok(Date.now() - firstAt >= 800, `the first line arrived ${Date.now() - firstAt} ms before idle`);
+    assert.equal(streamText(msgs, "stdout"), [0, 1, 2, 3, 4].map((i) => `step ${i}\n`).join(""));
+  });
+
   it("what finishes just after the cell's code (an async display method, beforeIdle work) comes before its idle", async () => {
     const r = await k.execute(
       `display({ [Symbol.for("Jupyter.display")]: async () => { await new Promise((res) => setTimeout(res, 200)); return { "text/html": "<b>late</b>" }; } });\n` +
