@@ -71,6 +71,12 @@ export async function startIopub(address: string, log: (line: string) => void): 
     } else log(`iopub ${String(m)}`);
   });
   let closed = false;
+  // a worker that ended on its own (it failed) sends nothing more: nobody may wait for it
+  worker.once("exit", () => {
+    closed = true;
+    for (const r of waiting.values()) r();
+    waiting.clear();
+  });
   return {
     send: (frames) => {
       if (!closed) worker.postMessage(frames);

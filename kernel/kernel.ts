@@ -54,6 +54,8 @@ interface CellContext {
    *  display method's output, a throttled widget's last redraw — what a headless run, which stops listening at idle,
    *  must not miss. */
   beforeIdle: Array<() => unknown>;
+  /** The beforeIdle callbacks ran: later ones are refused (they would never run). */
+  idleDrained: boolean;
 }
 
 /** An input() call: the first in the queue is the one asked (its input_request's msg_id, which the reply names). */
@@ -133,7 +135,9 @@ export class Kernel {
   private running: CellContext | null = null;
   private lastCell: CellContext | null = null;
   private forceTimer: NodeJS.Timeout | null = null;
-  private pendingStream: { parent: Header; name: "stdout" | "stderr"; text: string; since: number } | null = null;
+  private pendingStream: { parent: Header; name: "stdout" | "stderr"; text: string } | null = null;
+  /** When stream text last went out (performance.now()). */
+  private lastStreamAt = -Infinity;
   private streamTimer: NodeJS.Timeout | null = null;
   private readonly history = new History();
   private readonly comms = new Map<string, CommEntry>();
@@ -214,8 +218,8 @@ export class Kernel {
     if (this.closed || this.closing) return;
     this.closing = true;
     await this.beforeShutdown();
+    this.flushStream(); // (what the shutdown hooks said: sent before IOPub closes)
     this.closed = true;
-    this.flushStream();
     for (const r of this.restoreIo.splice(0)) r();
     uninstallBridge();
     await this.channels.close();
@@ -253,12 +257,12 @@ export class Kernel {
     if (p && p.parent === ctx.parent && p.name === name) p.text += text;
     else {
       this.flushStream();
-      this.pendingStream = { parent: ctx.parent, name, text, since: performance.now() };
+      this.pendingStream = { parent: ctx.parent, name, text };
     }
-    // text held longer than the interval goes now: the timer cannot fire while a cell's synchronous code holds this
-    // thread, and the IOPub thread sends it meanwhile (a loop's lines arrive as they are printed)
-    const held = this.pendingStream!;
-    if (held.text.length >= STREAM_MAX_CHARS || performance.now() - held.since >= STREAM_FLUSH_MS) this.flushStream();
+    // text goes at once when nothing went for the interval, else with the next write after it or the timer: the timer
+    // cannot fire while a cell's synchronous code holds this thread, and the IOPub thread sends meanwhile (a line
+    // printed before a long synchronous block shows before it ends, a loop's lines as they are printed)
+    if (this.pendingStream!.text.length >= STREAM_MAX_CHARS || performance.now() - this.lastStreamAt >= STREAM_FLUSH_MS) this.flushStream();
     else if (!this.streamTimer) this.streamTimer = setTimeout(() => this.flushStream(), STREAM_FLUSH_MS);
   }
 
@@ -268,6 +272,7 @@ export class Kernel {
     const p = this.pendingStream;
     if (!p) return;
     this.pendingStream = null;
+    this.lastStreamAt = performance.now();
     const topic = Buffer.from(`kernel.${this.session}.stream`);
     this.send("iopub", [topic], "stream", { name: p.name, text: p.text }, p.parent);
   }
@@ -452,7 +457,7 @@ export class Kernel {
     if (!silent) this.publish("execute_input", { code, execution_count: count }, req.header);
 
     const ctx: CellContext = { parent: req.header, identities: req.identities, abort: new AbortController(), allowStdin: c.allow_stdin ?? true, finished: false, signalAsked: false, abandoned: false,
-      cellId: typeof req.metadata.cellId === "string" && req.metadata.cellId ? req.metadata.cellId : null, beforeIdle: [] };
+      cellId: typeof req.metadata.cellId === "string" && req.metadata.cellId ? req.metadata.cellId : null, beforeIdle: [], idleDrained: false };
     this.running = ctx;
     this.lastCell = ctx;
     let error: CellError | null = null;
@@ -496,6 +501,9 @@ export class Kernel {
       error = { ename: "KernelError", evalue: String((e as Error).message ?? e), traceback: String((e as Error).stack ?? e).split("\n") };
     } finally {
       ctx.finished = true;
+      // (a kernel error skipped them: they still run, unawaited)
+      ctx.idleDrained = true;
+      for (const cb of ctx.beforeIdle.splice(0)) void this.cells.run(ctx, async () => cb()).catch(() => undefined);
       this.cancelInputs((a) => a.ctx === ctx, () => new Error("input request cancelled: its cell ended before the answer came"));
       if (this.forceTimer) clearTimeout(this.forceTimer);
       this.forceTimer = null;
@@ -705,20 +713,23 @@ export class Kernel {
 
   // ------------------------------------------------------------------------------------------- cell end, shutdown
 
-  /** The cell's beforeIdle callbacks (and those they add), awaited; an interrupt stops the wait. */
+  /** The cell's beforeIdle callbacks (and those they add), awaited; an interrupt stops the wait (those not started
+   *  yet still start: a widget counts on its flush running). */
   private async runBeforeIdle(ctx: CellContext): Promise<void> {
     const interrupted = new Promise<void>((r) => (ctx.abort.signal.aborted ? r() : ctx.abort.signal.addEventListener("abort", () => r(), { once: true })));
+    const start = (batch: Array<() => unknown>) => Promise.allSettled(batch.map((cb) => this.cells.run(ctx, async () => {
+      try {
+        await cb();
+      } catch (e) {
+        this.stream(ctx, "stderr", `${this.errorText(e)}\n`);
+      }
+    })));
     for (let batch = ctx.beforeIdle.splice(0); batch.length; batch = ctx.beforeIdle.splice(0)) {
-      const done = Promise.allSettled(batch.map((cb) => this.cells.run(ctx, async () => {
-        try {
-          await cb();
-        } catch (e) {
-          this.stream(ctx, "stderr", `${this.errorText(e)}\n`);
-        }
-      })));
-      await Promise.race([done, interrupted]);
-      if (ctx.abort.signal.aborted) return;
+      await Promise.race([start(batch), interrupted]);
+      if (ctx.abort.signal.aborted) break;
     }
+    ctx.idleDrained = true;
+    void start(ctx.beforeIdle.splice(0));
   }
 
   /** Before the sockets close: a running cell is interrupted and given its grace to stop at a step boundary, queued
@@ -778,7 +789,7 @@ export class Kernel {
       },
       beforeIdle(cb): boolean {
         const ctx = kernel.cells.getStore() ?? kernel.running;
-        if (!ctx || ctx.finished) return false;
+        if (!ctx || ctx.finished || ctx.idleDrained) return false;
         ctx.beforeIdle.push(cb);
         return true;
       },

@@ -281,6 +281,20 @@ const CELL_OPTION_NAMES = {
  * An interrupt stops at the next step boundary and writes a checkpoint.
  */
 export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
+  const running = trainCell(o);
+  inFlight = running;
+  try {
+    return await running;
+  } finally {
+    if (inFlight === running) inFlight = null;
+  }
+}
+
+/** The train() call still running (a kernel shutdown first waits for it: an interrupted train() writes its checkpoint
+ *  after the kernel stopped waiting for the cell, and closing the session meanwhile wrote the same one twice). */
+let inFlight: Promise<unknown> | null = null;
+
+async function trainCell(o: TrainCellOptions): Promise<TrainCellResult> {
   const { until, ...rest } = o;
   // the cell's own numbers; the trainer checks the options it is given with the command line's ranges
   if (!Number.isSafeInteger(until) || until < 0) throw new ArgsError(`train: until must be an integer >= 0, got ${until}`);
@@ -354,7 +368,10 @@ export async function train(o: TrainCellOptions): Promise<TrainCellResult> {
     session = { key, trainer, base: o.base, controlnet: o.controlnet, savedStep: trainer.globalStep, dashboard: null };
     // a kernel shutdown or restart (the kernel first stops a running train() at a step boundary) checkpoints the
     // steps trained since the last checkpoint, as closing the session does: a restart no longer throws them away
-    shutdownHooked ||= onKernelShutdown(() => closeSession());
+    shutdownHooked ||= onKernelShutdown(async () => {
+      await inFlight?.catch(() => undefined);
+      await closeSession();
+    });
   }
   const outputDir = session.trainer.opts.output_dir;
   const { trainer } = session;
@@ -556,10 +573,18 @@ export async function infer(o: { base: BaseModel; controlnet: ControlNetModel; i
   return sample("infer", { ...o, images: [o.image], prompts: [o.prompt], outputDir: o.outputDir ?? "outputs/inference", title: "inference" });
 }
 
-/** One more than the largest index `pattern`'s first group finds among `dir`'s files (0 in an empty or new folder). */
+/** Indexes handed out per folder: calls running at once (Promise.all of two infer()s) each get their own. */
+const handedOut = new Map<string, Set<number>>();
+
+/** One more than the largest index `pattern`'s first group finds among `dir`'s files or was handed out here before. */
 function nextFreeIndex(dir: string, pattern: RegExp): number {
-  const taken = fs.existsSync(dir) ? fs.readdirSync(dir).map((f) => pattern.exec(f)?.[1]).filter((m) => m !== undefined).map(Number) : [];
-  return taken.length ? Math.max(...taken) + 1 : 0;
+  const given = handedOut.get(dir) ?? new Set<number>();
+  handedOut.set(dir, given);
+  const onDisk = fs.existsSync(dir) ? fs.readdirSync(dir).map((f) => pattern.exec(f)?.[1]).filter((m) => m !== undefined).map(Number) : [];
+  const taken = [...onDisk, ...given];
+  const next = taken.length ? Math.max(...taken) + 1 : 0;
+  given.add(next);
+  return next;
 }
 
 /**

@@ -20,6 +20,7 @@ import path from "node:path";
 import { main as trainMain } from "./train.js";
 import { launch, scriptCommand, type LaunchOptions } from "./launch.js";
 import { makeDirs } from "../io/dirs.js";
+import { visibleGpus } from "../engine/native/gpu.js";
 
 /** One process on this machine (accelerate's defaults for the rendezvous). */
 const SINGLE: LaunchPlan["processes"] = { numProcesses: 1, numMachines: 1, machineRank: 0, mainProcessIp: "127.0.0.1", mainProcessPort: 29500 };
@@ -228,7 +229,8 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
   const ds = (config.deepspeed_config ?? {}) as Config;
   const pick = (flag: string, fromConfig: unknown) => (flags[flag] !== undefined ? flags[flag] : fromConfig);
   const processes: LaunchPlan["processes"] = {
-    numProcesses: Number(pick("num_processes", config.num_processes ?? (flags.multi_gpu ? 2 : 1))),
+    // --multi_gpu alone: one process per visible GPU, as accelerate takes torch.cuda.device_count() (2 without GPUs)
+    numProcesses: Number(pick("num_processes", config.num_processes ?? (flags.multi_gpu ? Math.max(2, visibleGpus().length) : 1))),
     numMachines: Number(pick("num_machines", config.num_machines ?? 1)),
     machineRank: Number(pick("machine_rank", config.machine_rank ?? 0)),
     mainProcessIp: String(pick("main_process_ip", config.main_process_ip ?? SINGLE.mainProcessIp)),

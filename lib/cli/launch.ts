@@ -19,7 +19,7 @@ import { ArgsError, parseTrainArgs } from "../training/args.js";
 import { InputError } from "../io/input-error.js";
 import { checkValidationImages } from "../training/validation.js";
 import { whenOutputGone } from "./output-gone.js";
-import { stopSignalOf } from "../training/stop-signals.js";
+import { STOP_EXIT_CODES, stopSignalOf } from "../training/stop-signals.js";
 import { listCheckpoints, readTrainingState } from "../training/checkpoints.js";
 import { MAX_ENGINE_THREADS } from "../engine/constants.js";
 import { collectiveMissingReason } from "../training/collective.js";
@@ -341,7 +341,8 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
     }
     // stopped before the processes could take the signal (still loading): nothing was trained, and no error happened
     // processes that ended by the signal itself: still loading (nothing trained), or told to quit now
-    if (stoppedBy && results.some((r) => r.signal === stoppedBy || r.signal === "SIGKILL")) {
+    // (any stop signal: a second one may differ from the first — Ctrl-C, then the terminal closing)
+    if (stoppedBy && results.some((r) => r.signal !== null && (r.signal in STOP_EXIT_CODES || r.signal === "SIGKILL"))) {
       const ck = listCheckpoints(outputDir).at(-1);
       io.stderr.write(quitting
         ? `launch: ${stoppedBy} again: quit now; the steps since the last checkpoint (${ck ? ck.path : "none was written"}) are not saved\n`

@@ -101,6 +101,9 @@ export function inferOptions(a: InferArgs): GenerateOptions {
     const v = a[flag];
     if (v !== undefined && !((v as number) >= 1)) throw new Error(`--${flag} must be a positive integer, got ${v}`);
   }
+  const prompts = (a.prompt as string[]).length;
+  const negatives = (a.negative_prompt as string[] | undefined)?.length ?? 0;
+  if (negatives > 1 && negatives !== prompts) throw new Error(`--negative_prompt is given ${negatives} times for ${prompts} --prompt(s): give one, or one per prompt`);
   return {
     base: a.base as string,
     controlnet: one(a.controlnet as string[] | undefined),

@@ -63,7 +63,7 @@ export async function loadControlNetPipeline(
   const cnDirs = controlnet === undefined ? [component("controlnet")] : Array.isArray(controlnet) ? controlnet : [controlnet];
   if (cnDirs.length === 0) throw new Error("Give at least one ControlNet folder");
   const controlnets: ControlNetModel[] = [];
-  for (const d of cnDirs) controlnets.push(ControlNetModel.fromPretrained(controlnetFolder(await resolve(d)), { variant: opts.controlnetVariant, trainable: false }));
+  for (const d of cnDirs) controlnets.push(ControlNetModel.fromPretrained(controlnetFolder(await resolve(d)), { variant: controlnet === undefined ? opts.controlnetVariant ?? opts.variant : opts.controlnetVariant, trainable: false }));
   const unet = UNet2DConditionModel.fromPretrained(component("unet"), { variant: opts.variant, trainable: false });
   const vae = AutoencoderKL.fromPretrained(component("vae"), { variant: opts.variant, trainable: false });
   controlnets.forEach((cn, i) => {

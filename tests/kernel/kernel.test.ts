@@ -205,12 +205,18 @@ describe("kernel", () => {
   });
 
   it("output of synchronous code streams while it runs (the IOPub thread sends it; it came all at once at the end)", async () => {
-    const id = k.send("shell", "execute_request", { code: `for (let i = 0; i < 5; i++) { console.log("step", i); const t = Date.now(); while (Date.now() - t < 400) {} }` });
+    // a line before a long synchronous block, then a loop that prints
+    const busy = (ms: number) => `{ const t = Date.now(); while (Date.now() - t < ${ms}) {} }`;
+    const id = k.send("shell", "execute_request", { code: `console.log("loading"); ${busy(1500)}\nfor (let i = 0; i < 3; i++) { console.log("step", i); ${busy(400)} }` });
+    await k.waitFor(() => streamText(k.iopubFor(id), "stdout").includes("loading"), 30_000);
+    const loadingAt = Date.now();
     await k.waitFor(() => streamText(k.iopubFor(id), "stdout").includes("step 0"), 30_000);
-    const firstAt = Date.now();
-    const msgs = await k.idle(id);
-    assert.ok(Date.now() - firstAt >= 800, `the first line arrived ${Date.now() - firstAt} ms before idle`);
-    assert.equal(streamText(msgs, "stdout"), [0, 1, 2, 3, 4].map((i) => `step ${i}\n`).join(""));
+    const stepAt = Date.now();
+    await k.idle(id);
+    const idleAt = Date.now();
+    assert.ok(idleAt - loadingAt >= 1500, `the line before the block arrived ${idleAt - loadingAt} ms before idle`);
+    assert.ok(idleAt - stepAt >= 500, `the loop's first line arrived ${idleAt - stepAt} ms before idle`);
+    assert.equal(streamText(k.iopubFor(id), "stdout"), "loading\n" + [0, 1, 2].map((i) => `step ${i}\n`).join(""));
   });
 
   it("what finishes just after the cell's code (an async display method, beforeIdle work) comes before its idle", async () => {
