@@ -85,7 +85,7 @@ const isFloat = (v: string) => /^\s*[+-]?((\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?|inf
 /** A flag's value as argparse takes it: the next token, unless that is missing or another flag (not a negative number). */
 const takesValue = (v: string | undefined) => v !== undefined && v !== "" && !(v.startsWith("-") && !/^-\d/.test(v));
 /** What launch applies; everything else is reported as having no effect. */
-const APPLIED = new Set(["config_file", "num_processes", "mixed_precision", "num_cpu_threads_per_process", "gradient_accumulation_steps", "offload_optimizer_device", "use_deepspeed", "multi_gpu", "num_machines", "machine_rank", "main_process_ip", "main_process_port", "quiet", "q", "debug"]);
+const APPLIED = new Set(["config_file", "num_processes", "mixed_precision", "num_cpu_threads_per_process", "gradient_accumulation_steps", "offload_optimizer_device", "use_deepspeed", "multi_gpu", "num_machines", "machine_rank", "main_process_ip", "main_process_port", "quiet", "q", "debug", "gpu_ids", "cpu"]);
 
 function cacheHome(): string {
   return process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), ".cache");
@@ -145,6 +145,8 @@ export interface LaunchPlan {
   prog?: string;
   /** Engine threads (num_cpu_threads_per_process), or null. */
   threads: number | null;
+  /** CUDA_VISIBLE_DEVICES for the run (--gpu_ids, --cpu: as accelerate sets it), or null to leave it. */
+  visibleDevices?: string | null;
   /** What was mapped and what has no effect. */
   notes: string[];
   /** A reason not to run (exit 2). */
@@ -164,10 +166,9 @@ function configNoEffect(config: Config, file: string | undefined): string[] {
   const out: string[] = [];
   const dt = config.distributed_type;
   if (typeof dt === "string" && !["NO", "MULTI_CPU", "MULTI_GPU", "DEEPSPEED"].includes(dt)) out.push(`distributed_type ${dt}`);
-  for (const key of ["use_cpu", "downcast_bf16", "enable_cpu_affinity", "fsdp_config", "megatron_lm_config", "dynamo_config", "fp8_config", "parallelism_config", "ipex_config", "mpirun_config"]) {
+  for (const key of ["downcast_bf16", "enable_cpu_affinity", "fsdp_config", "megatron_lm_config", "dynamo_config", "fp8_config", "parallelism_config", "ipex_config", "mpirun_config"]) {
     if (asks(config[key])) out.push(typeof config[key] === "object" ? `${key} (${Object.keys(config[key] as Config).join(", ")})` : `${key} ${String(config[key])}`);
   }
-  if (typeof config.gpu_ids === "string" && config.gpu_ids !== "all") out.push(`gpu_ids ${config.gpu_ids} (CUDA_VISIBLE_DEVICES chooses the GPUs)`);
   const dsFile = (config.deepspeed_config as Config | undefined)?.deepspeed_config_file;
   if (asks(dsFile)) out.push(`deepspeed_config_file ${String(dsFile)} (not read)`);
   return out.map((o) => `${o} in ${path.basename(file ?? "the config")}`);
@@ -228,9 +229,14 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
   }
   const ds = (config.deepspeed_config ?? {}) as Config;
   const pick = (flag: string, fromConfig: unknown) => (flags[flag] !== undefined ? flags[flag] : fromConfig);
+  // the GPUs, as accelerate chooses them: CUDA_VISIBLE_DEVICES (each launched process then takes its own of them)
+  const gpuIds = pick("gpu_ids", config.gpu_ids);
+  const cpu = flags.cpu === true || config.use_cpu === true;
+  const visibleDevices = cpu ? "-1" : typeof gpuIds === "string" && gpuIds !== "all" && gpuIds !== "" ? gpuIds : null;
+  const gpuCount = visibleDevices === "-1" ? 0 : visibleDevices ? visibleDevices.split(",").length : visibleGpus().length;
   const processes: LaunchPlan["processes"] = {
-    // --multi_gpu alone: one process per visible GPU, as accelerate takes torch.cuda.device_count() (2 without GPUs)
-    numProcesses: Number(pick("num_processes", config.num_processes ?? (flags.multi_gpu ? Math.max(2, visibleGpus().length) : 1))),
+    // --multi_gpu alone: one process per GPU it may use, as accelerate takes torch.cuda.device_count() (2 without GPUs)
+    numProcesses: Number(pick("num_processes", config.num_processes ?? (flags.multi_gpu ? Math.max(2, gpuCount) : 1))),
     numMachines: Number(pick("num_machines", config.num_machines ?? 1)),
     machineRank: Number(pick("machine_rank", config.machine_rank ?? 0)),
     mainProcessIp: String(pick("main_process_ip", config.main_process_ip ?? SINGLE.mainProcessIp)),
@@ -276,6 +282,7 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
   }
   const threads = flags.num_cpu_threads_per_process !== undefined ? Number(flags.num_cpu_threads_per_process) : null;
   if (threads !== null) notes.push(`num_cpu_threads_per_process ${threads} → engine threads (CONTROLNET_TS_THREADS)`);
+  if (visibleDevices !== null) notes.push(`${cpu ? "cpu" : `gpu_ids ${gpuIds}`} → CUDA_VISIBLE_DEVICES=${visibleDevices}`);
   const ignored = [
     ...Object.keys(flags).filter((f) => !APPLIED.has(f)).map((f) => written.get(f) ?? `--${f}`),
     ...(deepspeed ? ["DeepSpeed ZeRO stage / parameter offload (the frozen weights are streamed by the planner instead)"] : []),
@@ -286,7 +293,7 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
     notes.push(`num_processes ${processes.numProcesses} on ${processes.numMachines} machine(s) → controlnet-ts launch (TensorFlow's collectives)`);
   }
   if (configFile) notes.unshift(`accelerate config: ${configFile}`);
-  return { argv: out, threads, notes, error: null, processes, prog: path.basename(script) };
+  return { argv: out, threads, visibleDevices, notes, error: null, processes, prog: path.basename(script) };
 }
 
 /** write_basic_config: writes the default config once (an existing file is kept, as accelerate does). */
@@ -320,6 +327,7 @@ else ${defaultConfigFile()}, else accelerate's default_config.yaml):
   --num_processes N, --num_machines N, --machine_rank N, --main_process_ip IP, --main_process_port N, --multi_gpu
                                    → more than one process runs through controlnet-ts launch (TensorFlow's collectives)
   --num_cpu_threads_per_process N  → engine threads (CONTROLNET_TS_THREADS)
+  --gpu_ids 0,1 / --cpu (use_cpu)  → CUDA_VISIBLE_DEVICES=0,1 / -1, as accelerate sets it (each process its own GPU)
   --gradient_accumulation_steps N, a DeepSpeed config's gradient_accumulation_steps
                                    → the script's --gradient_accumulation_steps
   --use_deepspeed / a DeepSpeed config with offload_optimizer_device cpu|nvme
@@ -365,6 +373,8 @@ export async function main(argv: string[]): Promise<number> {
       return 2;
     }
     for (const n of plan.notes) process.stderr.write(`accelerate launch: ${n}\n`);
+    // (before the engine starts and before launch reads the visible GPUs)
+    if (plan.visibleDevices) process.env.CUDA_VISIBLE_DEVICES = plan.visibleDevices;
     const p = plan.processes;
     if (p.numProcesses > 1 || p.numMachines > 1) {
       return (await launch({ ...p, threadsPerProcess: plan.threads, command: "train_controlnet", prog: plan.prog, commandArgs: plan.argv })).code;

@@ -12,6 +12,7 @@ import path from "node:path";
 import sharp from "sharp";
 import { decodeHparamsSessionStart, findEventFiles, readEvents } from "../../lib/training/tensorboard.js";
 import { HubServer } from "../io/hub-server.js";
+import { planLaunch } from "../../lib/cli/accelerate.js";
 import { writeAccelerateCheckpoint } from "../training/fixtures/accelerate-checkpoint.js";
 
 const root = path.resolve(import.meta.dirname, "../..");
@@ -408,7 +409,13 @@ test("accelerate launch / config refuse what accelerate refuses, in one line, an
     "dynamo_config:\n  dynamo_backend: INDUCTOR\ngpu_ids: all\nuse_cpu: true\nmain_training_function: main\nnum_processes: 1\n");
   const fromConfig = run(["accelerate", "launch", "--config_file", fsdp, "train_controlnet.py", "--help"], env);
   assert.equal(fromConfig.status, 0, fromConfig.stderr);
-  assert.match(fromConfig.stderr, /^accelerate launch: no effect in controlnet-ts: distributed_type FSDP in fsdp\.yaml, use_cpu true in fsdp\.yaml, fsdp_config \(fsdp_offload_params, fsdp_sharding_strategy\) in fsdp\.yaml, dynamo_config \(dynamo_backend\) in fsdp\.yaml$/m);
+  assert.match(fromConfig.stderr, /^accelerate launch: no effect in controlnet-ts: distributed_type FSDP in fsdp\.yaml, fsdp_config \(fsdp_offload_params, fsdp_sharding_strategy\) in fsdp\.yaml, dynamo_config \(dynamo_backend\) in fsdp\.yaml$/m);
+  // use_cpu / --cpu and --gpu_ids choose the GPUs as accelerate does: CUDA_VISIBLE_DEVICES (each process its own)
+  assert.match(fromConfig.stderr, /^accelerate launch: cpu → CUDA_VISIBLE_DEVICES=-1$/m);
+  const picked = planLaunch(["--multi_gpu", "--gpu_ids", "4,5,6", "train_controlnet.py"]);
+  assert.equal(picked.visibleDevices, "4,5,6");
+  assert.equal(picked.processes.numProcesses, 3, "--multi_gpu alone: one process per GPU given");
+  assert.equal(planLaunch(["--gpu_ids", "all", "train_controlnet.py"]).visibleDevices, null);
 });
 
 test("validation generates at the conditioning image's own size (as the pipeline does without height/width), not at --resolution; the final round does not overwrite the last step's", async () => {
