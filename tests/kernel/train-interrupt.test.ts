@@ -105,3 +105,30 @@ it("a kernel shutdown (or restart) checkpoints the steps trained since the last 
   assert.equal(code, 0, k.stderrText.join("").slice(-2000));
   assert.ok(fs.existsSync(path.join(cwd, "runs-2", "checkpoint-2", "controlnet")), `checkpoint-2 on shutdown: ${fs.readdirSync(path.join(cwd, "runs-2"))}`);
 });
+
+it("a shutdown while train() runs stops it at a step boundary and keeps one complete checkpoint of that step (none written twice)", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kernel-train-stop-"));
+  // no grace: the kernel stops waiting for the cell at once, while train() is still on its way to the step boundary and
+  // its checkpoint (a real model's step or checkpoint outlasts the 5 s grace): the shutdown must wait for it
+  const kk = await KernelClient.start({ cwd: dir, env: { CONTROLNET_TS_THREADS: "2", CONTROLNET_TS_INTERRUPT_GRACE_MS: "1" } });
+  const id = kk.send("shell", "execute_request", { code: [
+    `import * as cn from "controlnet-ts";`,
+    `const base = await cn.baseModel(${JSON.stringify(SD_TINY)});`,
+    `const net = await cn.controlnet({ from: base });`,
+    `const ds = await cn.dataset({ synthetic: { count: 16 }, resolution: 32 });`,
+    `await cn.train({ base, controlnet: net, dataset: ds, until: 100000, batchSize: 1, learningRate: 1e-4, outputDir: "out" });`,
+  ].join("\n") });
+  const log = path.join(dir, "out", "logs", "train_log.jsonl");
+  await kk.waitFor(() => fs.existsSync(log) && fs.readFileSync(log, "utf8").trim().split("\n").length >= 2, 300_000);
+  await kk.reply(kk.send("control", "shutdown_request", { restart: true }));
+  const code = await Promise.race([kk.exited, new Promise((res) => setTimeout(() => res("still running"), 60_000))]);
+  assert.equal(code, 0, kk.stderrText.join("").slice(-2000));
+  assert.equal(kk.hasReply(id), true, "the training cell was answered (interrupted) before the kernel ended");
+  const { listCheckpointDirs, listCheckpoints } = await import("../../lib/training/checkpoints.js");
+  const all = listCheckpointDirs(path.join(dir, "out"));
+  assert.equal(all.length, 1, `one checkpoint: ${fs.readdirSync(path.join(dir, "out"))}`);
+  assert.deepEqual(listCheckpoints(path.join(dir, "out")), all, "complete (its files match its marker)");
+  assert.deepEqual(fs.readdirSync(path.join(dir, "out")).filter((f) => f.includes(".tmp")), [], "no temporary left");
+  await kk.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
