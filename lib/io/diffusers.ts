@@ -19,8 +19,8 @@ import { fsyncDir, readSafetensors, readSafetensorsHeader, writeSafetensors } fr
 import type { HostTensor } from "./safetensors.js";
 import { makeDirs } from "./dirs.js";
 
-/** The diffusers version we write into configs: the release whose file formats we follow. */
-export const DIFFUSERS_VERSION = "0.35.2";
+/** The diffusers version we write into configs: the pinned reference release (tests/reference), whose formats we follow. */
+export const DIFFUSERS_VERSION = "0.42.1";
 /** The transformers version written into transformers-style configs we create. */
 export const TRANSFORMERS_VERSION = "4.57.1";
 
