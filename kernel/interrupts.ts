@@ -5,8 +5,9 @@
  * handler the kernel has there: the control socket is not read and a SIGINT listener never runs. So both interrupt
  * routes are received by a worker thread instead:
  *
- * - `interrupt_request`: the worker owns the control socket. It checks the signature, starts the interrupt, and
- *   forwards every control message to the main thread (which answers them, and sends through the worker).
+ * - `interrupt_request` (and `shutdown_request`, which stops the running cell first): the worker owns the control
+ *   socket. It checks the signature, starts the interrupt, and forwards every control message to the main thread
+ *   (which answers them, and sends through the worker).
  * - SIGINT: the worker holds a libuv signal handle of its own (`process.on("SIGINT")` is not delivered in workers),
  *   so the signal is seen while the main thread is blocked.
  *
@@ -128,7 +129,8 @@ function isInterruptRequest(frames) {
   const d = frames.findIndex((f) => f.length === 9 && f.toString("latin1") === "<IDS|MSG>");
   if (d < 0 || frames.length < d + 6 || !signed(frames, d)) return false;
   try {
-    return JSON.parse(frames[d + 2].toString()).msg_type === "interrupt_request";
+    // a shutdown stops the running cell too (its code may hold the main thread, which would never read the request)
+    return ["interrupt_request", "shutdown_request"].includes(JSON.parse(frames[d + 2].toString()).msg_type);
   } catch {
     return false;
   }

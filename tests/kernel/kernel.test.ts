@@ -408,6 +408,19 @@ describe("kernel", () => {
     assert.match(log, /rejected a message: unsigned message/);
   });
 
+  it("shutdown_request while a synchronous loop holds the main thread: the loop is stopped and the kernel ends (it ran on until killed)", async () => {
+    const busy = await KernelClient.start({ env: { CONTROLNET_TS_PACKAGE_ROOT: FIXTURE } });
+    const id = busy.send("shell", "execute_request", { code: "while (true) {}" });
+    await busy.waitFor(() => busy.iopubFor(id).some((m) => m.header.msg_type === "execute_input"), 30_000);
+    await sleep(300);
+    const t0 = Date.now();
+    await busy.reply(busy.send("control", "shutdown_request", { restart: false }), 10_000);
+    const code = await Promise.race([busy.exited, sleep(10_000).then(() => "still running")]);
+    assert.equal(code, 0, busy.stderrText.join("").slice(-2000));
+    assert.ok(Date.now() - t0 < 5000, `ended ${Date.now() - t0} ms after the request`);
+    await busy.close();
+  });
+
   it("shutdown_request echoes restart and ends the process, after its onShutdown work; a fresh kernel starts clean", async () => {
     const mark = path.join(os.tmpdir(), `cnts-shutdown-${process.pid}.txt`);
     fs.rmSync(mark, { force: true });
