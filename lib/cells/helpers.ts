@@ -573,17 +573,14 @@ export async function infer(o: { base: BaseModel; controlnet: ControlNetModel; i
   return sample("infer", { ...o, images: [o.image], prompts: [o.prompt], outputDir: o.outputDir ?? "outputs/inference", title: "inference" });
 }
 
-/** Indexes handed out per folder: calls running at once (Promise.all of two infer()s) each get their own. */
-const handedOut = new Map<string, Set<number>>();
+/** The last index handed out per folder: calls running at once (Promise.all of two infer()s) each get their own. */
+const lastHandedOut = new Map<string, number>();
 
 /** One more than the largest index `pattern`'s first group finds among `dir`'s files or was handed out here before. */
 function nextFreeIndex(dir: string, pattern: RegExp): number {
-  const given = handedOut.get(dir) ?? new Set<number>();
-  handedOut.set(dir, given);
   const onDisk = fs.existsSync(dir) ? fs.readdirSync(dir).map((f) => pattern.exec(f)?.[1]).filter((m) => m !== undefined).map(Number) : [];
-  const taken = [...onDisk, ...given];
-  const next = taken.length ? Math.max(...taken) + 1 : 0;
-  given.add(next);
+  const next = onDisk.reduce((a, b) => Math.max(a, b), lastHandedOut.get(dir) ?? -1) + 1;
+  lastHandedOut.set(dir, next);
   return next;
 }
 
