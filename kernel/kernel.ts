@@ -54,8 +54,6 @@ interface CellContext {
    *  display method's output, a throttled widget's last redraw — what a headless run, which stops listening at idle,
    *  must not miss. */
   beforeIdle: Array<() => unknown>;
-  /** The beforeIdle callbacks ran: later ones are refused (they would never run). */
-  idleDrained: boolean;
 }
 
 /** An input() call: the first in the queue is the one asked (its input_request's msg_id, which the reply names). */
@@ -457,7 +455,7 @@ export class Kernel {
     if (!silent) this.publish("execute_input", { code, execution_count: count }, req.header);
 
     const ctx: CellContext = { parent: req.header, identities: req.identities, abort: new AbortController(), allowStdin: c.allow_stdin ?? true, finished: false, signalAsked: false, abandoned: false,
-      cellId: typeof req.metadata.cellId === "string" && req.metadata.cellId ? req.metadata.cellId : null, beforeIdle: [], idleDrained: false };
+      cellId: typeof req.metadata.cellId === "string" && req.metadata.cellId ? req.metadata.cellId : null, beforeIdle: [] };
     this.running = ctx;
     this.lastCell = ctx;
     let error: CellError | null = null;
@@ -501,9 +499,9 @@ export class Kernel {
       error = { ename: "KernelError", evalue: String((e as Error).message ?? e), traceback: String((e as Error).stack ?? e).split("\n") };
     } finally {
       ctx.finished = true;
-      // (a kernel error skipped them: they still run, unawaited)
-      ctx.idleDrained = true;
-      for (const cb of ctx.beforeIdle.splice(0)) void this.cells.run(ctx, async () => cb()).catch(() => undefined);
+      // those an interrupt or a kernel error left, or added since: they still start, unawaited (a widget counts on its
+      // flush running); later ones are refused (the cell is finished)
+      void this.startBeforeIdle(ctx, ctx.beforeIdle.splice(0));
       this.cancelInputs((a) => a.ctx === ctx, () => new Error("input request cancelled: its cell ended before the answer came"));
       if (this.forceTimer) clearTimeout(this.forceTimer);
       this.forceTimer = null;
@@ -713,23 +711,23 @@ export class Kernel {
 
   // ------------------------------------------------------------------------------------------- cell end, shutdown
 
-  /** The cell's beforeIdle callbacks (and those they add), awaited; an interrupt stops the wait (those not started
-   *  yet still start: a widget counts on its flush running). */
+  /** The cell's beforeIdle callbacks (and those they add), awaited; an interrupt stops the wait. */
   private async runBeforeIdle(ctx: CellContext): Promise<void> {
     const interrupted = new Promise<void>((r) => (ctx.abort.signal.aborted ? r() : ctx.abort.signal.addEventListener("abort", () => r(), { once: true })));
-    const start = (batch: Array<() => unknown>) => Promise.allSettled(batch.map((cb) => this.cells.run(ctx, async () => {
+    while (ctx.beforeIdle.length && !ctx.abort.signal.aborted) {
+      await Promise.race([this.startBeforeIdle(ctx, ctx.beforeIdle.splice(0)), interrupted]);
+    }
+  }
+
+  /** Runs beforeIdle callbacks in their cell's context; an error is reported on the cell's stderr. */
+  private startBeforeIdle(ctx: CellContext, batch: Array<() => unknown>): Promise<unknown> {
+    return Promise.allSettled(batch.map((cb) => this.cells.run(ctx, async () => {
       try {
         await cb();
       } catch (e) {
         this.stream(ctx, "stderr", `${this.errorText(e)}\n`);
       }
     })));
-    for (let batch = ctx.beforeIdle.splice(0); batch.length; batch = ctx.beforeIdle.splice(0)) {
-      await Promise.race([start(batch), interrupted]);
-      if (ctx.abort.signal.aborted) break;
-    }
-    ctx.idleDrained = true;
-    void start(ctx.beforeIdle.splice(0));
   }
 
   /** Before the sockets close: a running cell is interrupted and given its grace to stop at a step boundary, queued
@@ -789,7 +787,7 @@ export class Kernel {
       },
       beforeIdle(cb): boolean {
         const ctx = kernel.cells.getStore() ?? kernel.running;
-        if (!ctx || ctx.finished || ctx.idleDrained) return false;
+        if (!ctx || ctx.finished) return false;
         ctx.beforeIdle.push(cb);
         return true;
       },
