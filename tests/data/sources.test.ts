@@ -8,7 +8,7 @@ import { createDataset } from "../../lib/data/index.js";
 import { ParquetTable, findParquetFiles } from "../../lib/data/sources/parquet.js";
 import { ZipArchive } from "../../lib/data/sources/zip.js";
 import { ArrowStreamTable, ArrowTable, iterateArrowRows, writeArrowDataset } from "../../lib/data/sources/arrow.js";
-import { tableFromIPC, tableToIPC } from "apache-arrow";
+import { tableFromIPC, tableToIPC, type Table as ArrowTableOf } from "apache-arrow";
 import { SyntheticFill50k } from "../../lib/data/synthetic.js";
 import { resolveColumns, TableSource } from "../../lib/data/sources/table.js";
 import { parseJsonLines } from "../../lib/data/sources/folder.js";
@@ -312,12 +312,19 @@ test("arrow cache: write a dataset, read it back at random with a bounded batch 
   assert.equal(fs.readdirSync(dir).filter((f) => f.includes("tmp")).length, 0);
 });
 
-test("arrow streams (datasets' cache and save_to_disk format): indexed once, read at random", async () => {
-  const dir = tmpDir("arrows");
-  const src = new SyntheticFill50k({ count: 17, seed: 4, resolution: 16 });
+/** `count` synthetic rows as an Arrow table (written by our cache writer in batches of 4, read back). */
+async function syntheticArrowTable(dir: string, count: number, seed: number): Promise<{ src: SyntheticFill50k; table: ArrowTableOf }> {
+  const src = new SyntheticFill50k({ count, seed, resolution: 16 });
   const asFile = path.join(dir, "tmp.arrow");
   await writeArrowDataset(src, asFile, { batchSize: 4 });
   const table = tableFromIPC(fs.readFileSync(asFile));
+  fs.rmSync(asFile);
+  return { src, table };
+}
+
+test("arrow streams (datasets' cache and save_to_disk format): indexed once, read at random", async () => {
+  const dir = tmpDir("arrows");
+  const { src, table } = await syntheticArrowTable(dir, 17, 4);
   assert.equal(table.batches.length, 5);
   // HF writes IPC streams; two shards of the same table like save_to_disk's data-0000x-of-00002.arrow
   const save = path.join(dir, "saved");
@@ -325,7 +332,6 @@ test("arrow streams (datasets' cache and save_to_disk format): indexed once, rea
   fs.writeFileSync(path.join(save, "data-00000-of-00002.arrow"), tableToIPC(table, "stream"));
   fs.writeFileSync(path.join(save, "data-00001-of-00002.arrow"), tableToIPC(table.slice(0, 6), "stream"));
   fs.writeFileSync(path.join(save, "state.json"), JSON.stringify({ _data_files: [{ filename: "data-00000-of-00002.arrow" }, { filename: "data-00001-of-00002.arrow" }] }));
-  fs.rmSync(asFile);
 
   const one = await ArrowStreamTable.open(path.join(save, "data-00000-of-00002.arrow"), { cacheBatches: 1 });
   assert.equal(one.numRows, 17);
@@ -350,11 +356,7 @@ test("arrow streams (datasets' cache and save_to_disk format): indexed once, rea
 
 test("a folder of HF cache shards: the split's .arrow files by datasets' keywords; only other splits' is refused, not read as train", async () => {
   const dir = tmpDir("hf-cache");
-  const src = new SyntheticFill50k({ count: 9, seed: 2, resolution: 16 });
-  const asFile = path.join(dir, "tmp.arrow");
-  await writeArrowDataset(src, asFile, { batchSize: 4 });
-  const table = tableFromIPC(fs.readFileSync(asFile));
-  fs.rmSync(asFile);
+  const { src, table } = await syntheticArrowTable(dir, 9, 2);
   fs.writeFileSync(path.join(dir, "fill50k-train-00000-of-00002.arrow"), tableToIPC(table.slice(0, 5), "stream"));
   fs.writeFileSync(path.join(dir, "fill50k-train-00001-of-00002.arrow"), tableToIPC(table.slice(5), "stream"));
   fs.writeFileSync(path.join(dir, "fill50k-test.arrow"), tableToIPC(table.slice(0, 2), "stream"));
