@@ -45,6 +45,8 @@ export interface ExecuteOptions {
   shown?: string;
   /** Called when the cell has compiled, before it runs (`%time` reports the run, as IPython, and the compile apart). */
   onCompiled?: () => void;
+  /** An evaluation the protocol asked for beside the cell (`user_expressions`): its result does not become `_`. */
+  keepLastResult?: boolean;
 }
 
 export interface CellEngine {

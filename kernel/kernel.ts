@@ -440,7 +440,7 @@ export class Kernel {
   // ---------------------------------------------------------------------------------------------- execute
 
   private async execute(req: Message, generation: number): Promise<void> {
-    const c = req.content as { code?: string; silent?: boolean; store_history?: boolean; allow_stdin?: boolean; stop_on_error?: boolean };
+    const c = req.content as { code?: string; silent?: boolean; store_history?: boolean; allow_stdin?: boolean; stop_on_error?: boolean; user_expressions?: unknown };
     const code = String(c.code ?? "");
     const silent = !!c.silent;
     const storeHistory = c.store_history ?? !silent;
@@ -459,6 +459,7 @@ export class Kernel {
     this.running = ctx;
     this.lastCell = ctx;
     let error: CellError | null = null;
+    let expressions: Record<string, unknown> = {};
     try {
       const engine = await this.engine();
       // `%%time` / `%time` as the first line, or `%time <statement>` (IPython's line magic): the cell runs with the
@@ -495,6 +496,7 @@ export class Kernel {
           if (storeHistory) this.history.setOutput(count, data["text/plain"]);
         }
       }
+      if (outcome.status === "ok" && !ctx.abort.signal.aborted) expressions = await this.userExpressions(ctx, engine, c.user_expressions);
     } catch (e) {
       error = { ename: "KernelError", evalue: String((e as Error).message ?? e), traceback: String((e as Error).stack ?? e).split("\n") };
     } finally {
@@ -518,8 +520,32 @@ export class Kernel {
       if (stopOnError) this.abortGeneration++;
     } else {
       this.flushStream();
-      this.reply("shell", req, "execute_reply", { status: "ok", execution_count: count, user_expressions: {}, payload: [] });
+      this.reply("shell", req, "execute_reply", { status: "ok", execution_count: count, user_expressions: expressions, payload: [] });
     }
+  }
+
+  /**
+   * The request's user_expressions, evaluated after a cell that succeeded (after an error none are, as in IPython):
+   * each becomes its value's display bundle or the error it raised, and never fails the cell or changes `_`.
+   */
+  private async userExpressions(ctx: CellContext, engine: CellEngine, asked: unknown): Promise<Record<string, unknown>> {
+    const out: Record<string, unknown> = {};
+    if (!asked || typeof asked !== "object") return out;
+    const failed = ({ ename, evalue, traceback }: CellError) => ({ status: "error", ename, evalue, traceback });
+    for (const [name, expression] of Object.entries(asked as Record<string, unknown>)) {
+      const outcome = await this.cells.run(ctx, () => engine.execute(String(expression), { label: `user_expressions[${JSON.stringify(name)}]`, keepLastResult: true }));
+      if (outcome.status === "error") {
+        out[name] = failed(outcome.error);
+        continue;
+      }
+      try {
+        const data = outcome.hasValue ? await this.cells.run(ctx, () => toMimeBundle(outcome.value)) : { "text/plain": "undefined" };
+        out[name] = { status: "ok", data, metadata: {} };
+      } catch (e) {
+        out[name] = failed(engine.describeError(e));
+      }
+    }
+    return out;
   }
 
   /** SIGINT or interrupt_request. */

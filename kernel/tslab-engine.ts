@@ -331,14 +331,14 @@ export class TslabEngine implements CellEngine {
         this.prevDecl = converted.declOutput ?? "";
         return { status: "ok", hasValue: false };
       }
-      return await this.run(shown, converted, opts.label ?? `cell ${++this.cells}`, opts.onCompiled);
+      return await this.run(shown, converted, opts.label ?? `cell ${++this.cells}`, opts);
     } catch (e) {
       // The compiler itself failed (not the user's code).
       return { status: "error", error: toCellError(e) };
     }
   }
 
-  private async run(code: string, converted: Converted, label: string, onCompiled?: () => void): Promise<CellOutcome> {
+  private async run(code: string, converted: Converted, label: string, opts: ExecuteOptions): Promise<CellOutcome> {
     // Always an async function: top-level await works wherever it is, and a synchronous throw is a rejection. Its
     // body starts after an `await`, as a promise job of a microtask checkpoint that holds nothing else (it is entered
     // from a macrotask of its own): an interrupt may then stop the cell's synchronous code anywhere (interrupts.ts)
@@ -350,7 +350,7 @@ export class TslabEngine implements CellEngine {
     const body = globalizeTopLevelVariables(this.ts, definesThroughCellGlobal(converted.output!));
     const js = guardResumes(this.ts, `${head}${body}\n})(${CELL_GLOBAL}.exports, ${CELL_GLOBAL}.require)`, head.length);
     this.sources.set(label, { js, cell: code });
-    onCompiled?.(); // the cell's own JavaScript is ready: what runs from here is the cell
+    opts.onCompiled?.(); // the cell's own JavaScript is ready: what runs from here is the cell
     let stopped = false;
     const interrupted = new Promise<never>((_, reject) => (this.interruptNow = (e) => reject((stopped = true, e))));
     interrupted.catch(() => {});
@@ -380,7 +380,7 @@ export class TslabEngine implements CellEngine {
     if (typeof value === "function" && value.name === lastName) Object.defineProperty(value, "name", { value: "" });
     // `_`: the last result, as in IPython and the Node REPL — until a cell assigns `_` itself (lodash's `_`, a
     // throwaway): then it stays the user's, as both do, until it is set back to undefined (IPython's `del _`)
-    if (this.exports._ === this.lastResult || this.exports._ === undefined) this.exports._ = this.lastResult = value;
+    if (!opts.keepLastResult && (this.exports._ === this.lastResult || this.exports._ === undefined)) this.exports._ = this.lastResult = value;
     return { status: "ok", hasValue: true, value };
   }
 

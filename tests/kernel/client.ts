@@ -201,8 +201,8 @@ export class KernelClient {
 
   /** Runs a cell; resolves with its reply and its iopub messages (up to its idle status). `cellId`: the request's
    *  metadata cellId, as JupyterLab sends it. */
-  async execute(code: string, opts: { allow_stdin?: boolean; stop_on_error?: boolean; timeoutMs?: number; cellId?: string } = {}): Promise<{ id: string; reply: Message; iopub: Message[] }> {
-    const id = this.send("shell", "execute_request", { code, silent: false, store_history: true, user_expressions: {}, allow_stdin: opts.allow_stdin ?? false, stop_on_error: opts.stop_on_error ?? true },
+  async execute(code: string, opts: { allow_stdin?: boolean; stop_on_error?: boolean; timeoutMs?: number; cellId?: string; user_expressions?: Record<string, string> } = {}): Promise<{ id: string; reply: Message; iopub: Message[] }> {
+    const id = this.send("shell", "execute_request", { code, silent: false, store_history: true, user_expressions: opts.user_expressions ?? {}, allow_stdin: opts.allow_stdin ?? false, stop_on_error: opts.stop_on_error ?? true },
       opts.cellId ? { metadata: { cellId: opts.cellId } } : {});
     const reply = await this.reply(id, opts.timeoutMs);
     const iopub = await this.idle(id, opts.timeoutMs);

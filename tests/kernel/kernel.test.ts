@@ -83,6 +83,27 @@ describe("kernel", () => {
     assert.equal(ofType(c.iopub, "execute_result").length, 0, "no result for a statement");
   });
 
+  it("user_expressions: each evaluated after the cell into a display bundle or its error; `_` stays the cell's; none after an error", async () => {
+    const r = await k.execute("const ue = { n: 6 }; ue.n * 7", { user_expressions: { double: "ue.n * 2", html: "({ [Symbol.for('Jupyter.display')]: () => ({ 'text/html': '<b>hi</b>' }) })", bad: "(ue as any).missing.deeper", typo: "ue.nn", none: "undefined" } });
+    assert.equal(r.reply.content.status, "ok");
+    const ue = r.reply.content.user_expressions as Record<string, any>;
+    assert.deepEqual(ue.double, { status: "ok", data: { "text/plain": "12" }, metadata: {} });
+    assert.equal(ue.html.status, "ok");
+    assert.equal(ue.html.data["text/html"], "<b>hi</b>");
+    assert.equal(ue.bad.status, "error");
+    assert.equal(ue.bad.ename, "TypeError");
+    assert.match(ue.bad.evalue, /deeper/);
+    assert.equal(ue.typo.ename, "CompileError", "type-checked as a cell is");
+    assert.match(ue.typo.evalue, /Property 'nn' does not exist/);
+    assert.deepEqual(ue.none, { status: "ok", data: { "text/plain": "undefined" }, metadata: {} });
+    assert.equal(resultText(r.iopub), "42", "the cell's own result is published, the expressions' are not");
+    assert.equal(ofType(r.iopub, "execute_result").length, 1);
+    assert.equal(resultText((await k.execute("_")).iopub), "42", "`_` is the cell's result, not an expression's");
+    const failed = await k.execute("throw new Error('no')", { user_expressions: { n: "ue.n" } });
+    assert.equal(failed.reply.content.status, "error");
+    assert.equal(failed.reply.content.user_expressions, undefined, "an error reply carries no user_expressions");
+  });
+
   it("reports runtime and compile errors with ename/evalue/traceback", async () => {
     const r = await k.execute('function f() { throw new RangeError("boom"); }\nf()');
     assert.equal(r.reply.content.status, "error");
