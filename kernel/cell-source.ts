@@ -6,8 +6,8 @@
  *    cell threw ReferenceError after type-checking. The long form means the same (also in destructuring).
  * 2. Every statement gets a leading marker `/*@L<line>:<column>~<nonce>*\/`, and so does every part of an expression that
  *    starts on another line than the marked node around it (an argument, an element, a property, an operand, a
- *    template's `${…}`, an arrow's body: `cn.train({` … `})` spans many lines, `.filter(v => …)` may sit on the third
- *    line of a chain). The converter emits no source map, but TypeScript keeps leading comments through both of its
+ *    template's `${…}`, an arrow's body, a method's name after its `.`: `cn.train({` … `})` spans many lines,
+ *    `.filter(v => …)` may sit on the third line of a chain). The converter emits no source map, but TypeScript keeps leading comments through both of its
  *    emits, so a runtime position in the compiled JavaScript maps back to the cell line of the last marker before it,
  *    and to the column of the failing name nearest to where it sits after that marker (see cellPosition).
  *
@@ -68,6 +68,9 @@ export function rewriteCell(ts: typeof TS, cell: string): Rewritten {
     let line = markedLine;
     if (isStatement(ts, node)) line = mark(node);
     else if (isExpressionPart(ts, node) && lineOf(Math.max(0, node.getStart(sf) - shift)) !== markedLine) line = mark(node);
+    // a chain's `.name` on its own line (`[…]\n  .map(…)\n  .map(…)`): V8 places the call there, after the markers of
+    // the lines before it; a marker after the dot (one before it would split `a\n  .b`) keeps that frame's line
+    if (ts.isPropertyAccessExpression(node) && lineOf(node.name.getStart(sf) - shift) !== lineOf(Math.max(0, node.getStart(sf) - shift))) mark(node.name);
     // (an error about the inserted name, "Cannot find name 'x'", points at the name the user wrote)
     if (ts.isShorthandPropertyAssignment(node)) edits.push({ at: node.name.end - shift, text: `: ${node.name.text}`, from: node.name.getStart(sf) - shift });
     ts.forEachChild(node, (child) => visit(child, line));

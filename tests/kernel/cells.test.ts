@@ -78,6 +78,8 @@ describe("cells as a user writes them", () => {
       // a method chain whose third line fails inside an arrow's body; a template's `${…}` on its own line
       ["const r = [1, 2, 3]\n  .map((v) => v * 2)\n  .filter((v) => (null as any).y);", /> 3 \|   \.filter\(\(v\) => \(null as any\)\.y\);/],
       ["const s = `a\nb\nc ${(null as any).x}`;", /> 3 \| c \$\{\(null as any\)\.x\}`;/],
+      // the chain's own frame (the call of its third line's method) is at that line, not at the line before it
+      ["const q = [1, 2]\n  .map((v) => v + 1)\n  .map(() => (null as any).z);", /at In\[\d+\], line 3, column 4(\n|$)/],
     ] as const) {
       const m = await k.execute(code);
       const t = (errorOf(m.iopub).traceback as string[]).join("\n");
