@@ -204,6 +204,23 @@ export function toCellError(e: unknown, sources: CellSources = new Map()): CellE
   return { ename: "Error", evalue: shown, traceback: [`Uncaught ${shown}`, `(${what} was thrown, which carries no stack: throw new Error(...) to see the line)`], cause: e };
 }
 
+/**
+ * The declarations later cells see, `next`, with the `declare global { … }` blocks of `prev` it lacks: tslab's
+ * converter carries over earlier cells' declarations by the names they declare, and such a block declares none of
+ * the cell's names, so it was dropped one cell after the one that wrote it.
+ */
+function withGlobalAugmentations(ts: CellTs, prev: string, next: string): string {
+  const blocks = (text: string): string[] => {
+    if (!text.includes("global")) return [];
+    const sf = ts.createSourceFile("decl.d.ts", text, ts.ScriptTarget.Latest, false, ts.ScriptKind.TS);
+    return sf.statements.filter((st) => ts.isModuleDeclaration(st) && (st.flags & ts.NodeFlags.GlobalAugmentation) !== 0)
+      .map((st) => text.slice(st.getStart(sf), st.end));
+  };
+  const kept = new Set(blocks(next));
+  const lost = blocks(prev).filter((b) => !kept.has(b));
+  return lost.length ? `${next}\n${lost.join("\n")}\n` : next;
+}
+
 /** Type errors at the user's line and column, each with its excerpt. */
 function compileError(code: string, rw: Rewritten | null, diagnostics: Diagnostic[]): CellError {
   const traceback: string[] = [];
@@ -328,7 +345,7 @@ export class TslabEngine implements CellEngine {
       const shown = opts.shown ?? code;
       if (converted.diagnostics.length) return { status: "error", error: compileError(shown, rw, converted.diagnostics) };
       if (!converted.output) {
-        this.prevDecl = converted.declOutput ?? "";
+        this.prevDecl = withGlobalAugmentations(this.ts, this.prevDecl, converted.declOutput ?? "");
         return { status: "ok", hasValue: false };
       }
       return await this.run(shown, converted, opts.label ?? `cell ${++this.cells}`, opts);
@@ -367,7 +384,7 @@ export class TslabEngine implements CellEngine {
     }
     // The cell's declarations stay even when it failed or was interrupted (as in IPython): names declared after the
     // point where it stopped exist and are undefined.
-    this.prevDecl = converted.declOutput ?? "";
+    this.prevDecl = withGlobalAugmentations(this.ts, this.prevDecl, converted.declOutput ?? "");
     const lastName = converted.lastExpressionVar;
     const value = lastName ? this.exports[lastName] : undefined;
     // (assigned, not deleted: a delete turns `exports` into a slow dictionary object, and every cell's reads and writes

@@ -69,7 +69,9 @@ function unescapeExportSuffix(content: string): string {
   const at = content.lastIndexOf("\nexport {");
   if (at < 0 || !content.slice(0, at).endsWith(cellText) || !content.endsWith("}")) return content;
   const names = content.slice(at + "\nexport {".length, -1).split(", ");
-  return content.slice(0, at) + "\nexport {" + names.map((n) => (n.startsWith("___") ? n.slice(1) : n)).join(", ") + "}";
+  // `__x` unescaped is one of TypeScript's own symbols, no name of the cell's: `declare global { … }` is `__global`
+  const own = names.filter((n) => !n.startsWith("__") || n.startsWith("___"));
+  return content.slice(0, at) + "\nexport {" + own.map((n) => (n.startsWith("___") ? n.slice(1) : n)).join(", ") + "}";
 }
 
 /** The TypeScript tslab's converter runs on (installed on first call; the converter must be loaded after it). */

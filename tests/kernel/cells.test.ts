@@ -307,6 +307,19 @@ describe("cells as a user writes them", () => {
     }
   });
 
+  it("`declare global { … }` in a cell declares for every later cell, not only the next one", async () => {
+    // (TypeScript names the block's symbol `__global`: exported as a cell's name, it failed "Cannot find name '__global'")
+    const cells: [string, string | undefined][] = [
+      ["declare global { var gz: number }\nconst gn = 2", undefined], ["gz = 3", "3"], ["gn * 5", "10"], ["gz + gn", "5"],
+      ["declare global { interface Array<T> { gsum?(): number } }", undefined], ["[1].gsum === undefined && gz === 3", "true"],
+    ];
+    for (const [code, shown] of cells) {
+      const r = await k.execute(code);
+      assert.equal(r.reply.content.status, "ok", `${code}: ${JSON.stringify(r.reply.content)}`);
+      assert.equal(resultText(r.iopub), shown, code);
+    }
+  });
+
   it("__dirname is the notebook's folder (the kernel's working directory) and __filename its file, as the server names it", async () => {
     assert.equal(resultText((await k.execute("__dirname === process.cwd()")).iopub), "true");
     assert.equal(resultText((await k.execute('__filename === require("node:path").join(process.cwd(), "tutorial.ipynb")')).iopub), "true");
