@@ -10,7 +10,7 @@ import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { memoryInfo } from "../engine/index.js";
+import type { MemorySnapshot } from "../engine/index.js";
 import type { ControlNetDataset } from "../data/index.js";
 import type { ControlNetModel } from "../models/index.js";
 import type { BaseModel } from "../training/base.js";
@@ -127,10 +127,12 @@ export async function trainInProcesses(o: ProcessesTrainOptions): Promise<TrainR
     const text = fs.readFileSync(logFile, "utf8");
     const end = text.lastIndexOf("\n") + 1;
     for (const line of text.slice(offset, end).split("\n").filter(Boolean)) {
-      const r = JSON.parse(line) as { step: number; loss: number; lr: number; seconds: number };
+      const r = JSON.parse(line) as { step: number; loss: number; lr: number; seconds: number; memory?: MemorySnapshot };
       step = r.step;
       lastLoss = r.loss;
-      dashboard.onStep({ step: r.step, total: o.until, loss: r.loss, lr: r.lr, itPerSec: 1 / r.seconds, memory: memoryInfo() });
+      // the memory of rank 0 (which logs), not the kernel's, which only watches
+      const memory = r.memory && { ...r.memory, backend: `${r.memory.backend}, process 0 of ${o.processes}` };
+      dashboard.onStep({ step: r.step, total: o.until, loss: r.loss, lr: r.lr, itPerSec: 1 / r.seconds, ...(memory ? { memory } : {}) });
     }
     offset = Math.max(offset, end);
   };

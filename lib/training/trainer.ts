@@ -11,7 +11,7 @@
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { tf, throwIfWasmKernelFailed } from "../engine/index.js";
+import { memoryInfo, tf, throwIfWasmKernelFailed } from "../engine/index.js";
 import type { AutoencoderKL, ControlNetModel, UNet2DConditionModel, CLIPTextModel } from "../models/index.js";
 import type { Batch, ControlNetDataset, DataLoader, LoaderPosition } from "../data/index.js";
 import { createOptimizer, clipGradNorm, GradientAccumulator, type Optimizer } from "./optim/index.js";
@@ -582,7 +582,8 @@ export class ControlNetTrainer {
         step: this.globalStep, maxSteps: this.maxSteps, epoch: this.epoch, loss, lr: this.lrScheduler.getLastLr(), gradNorm,
         seconds: (performance.now() - t0) / 1000, ...(allReduceSeconds !== undefined ? { allReduceSeconds } : {}),
       };
-      this.log?.log({ ...report, run: this.runTag });
+      // (with the process's memory: a notebook following worker processes' log shows theirs, not its own)
+      this.log?.log({ ...report, run: this.runTag, memory: memoryInfo() });
       await hooks.onStep?.(report);
       if (this.globalStep % this.opts.checkpointing_steps === 0) await this.checkpoint(hooks);
       if (hooks.validationSteps && this.globalStep % hooks.validationSteps === 0) await hooks.onValidation?.(this.globalStep);

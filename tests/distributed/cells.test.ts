@@ -118,6 +118,11 @@ test("train({ processes: 2 }) in a notebook: the dashboard follows rank 0 and an
     // the dashboard showed the processes' progress while they trained (updates of one display, not a final dump)
     const updates = bridge.calls.filter((c) => c.opts?.update).length;
     assert.ok(updates >= 2, `${updates} dashboard updates`);
+    // its memory meter is rank 0's (logged with each step), not the kernel's, which trains nothing
+    const shown = bridge.calls.map((c) => String(c.bundle["text/plain"] ?? "")).filter((t) => /memory \[/.test(t)).at(-1) ?? "";
+    assert.match(shown, /memory \[\w+(-\w+)?, process 0 of 2\]/, shown);
+    const rss = (fs.readFileSync(log, "utf8").trim().split("\n").map((l) => JSON.parse(l).memory?.rssBytes as number));
+    assert.ok(rss.every((b) => b > 10 * 2 ** 20), `rank 0's RSS logged with each step: ${rss}`);
   } finally {
     bridge.uninstall();
     fs.rmSync(out, { recursive: true, force: true });
