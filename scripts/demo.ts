@@ -31,7 +31,7 @@ options:
   --skip-before                          skip the "before" evaluation
   -h, --help                             print this and exit
 
-environment: CONTROLNET_TS_BACKEND (node | wasm | cpu), CONTROLNET_TS_THREADS`;
+environment: CONTROLNET_TS_BACKEND (node-gpu | node | wasm | cpu), CONTROLNET_TS_THREADS`;
 
 const values = scriptArgs(USAGE, {
     out: { type: "string", default: "out/demo-controlnet" },

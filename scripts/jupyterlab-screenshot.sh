@@ -7,7 +7,7 @@
 # Environment: CHROMIUM (default /usr/bin/chromium, or chromium/google-chrome on PATH), LAB_VENV (default .venv-lab),
 # NOTEBOOK (default train_controlnet.ipynb, in notebooks/), KEEP_TMP=1 keeps the temporary folder for inspection.
 # The notebook's own variables pass through to its kernel: CONTROLNET_TS_TUTORIAL_STEPS=4 is the tutorial's CI budget
-# (~2 min here); its default, 800 steps, shows the control learned (~34 min at 1 thread, see README).
+# (~2 min here); its default, 800 steps, shows the control learned (~6 min on the native engine, see README).
 #
 # Nothing global is touched: JupyterLab (pinned) lives in its own venv, the kernelspec is installed into a temporary
 # prefix, every Jupyter config/data/runtime dir points into the temporary folder, and the notebook runs as a temporary

@@ -286,6 +286,8 @@ export function planLaunch(argv: readonly string[]): LaunchPlan {
   const ignored = [
     ...Object.keys(flags).filter((f) => !APPLIED.has(f)).map((f) => written.get(f) ?? `--${f}`),
     ...(deepspeed ? ["DeepSpeed ZeRO stage / parameter offload (the frozen weights are streamed by the planner instead)"] : []),
+    // (a DeepSpeed setting: accelerate reads it only with DeepSpeed on)
+    ...(!deepspeed && flags.offload_optimizer_device !== undefined ? ["--offload_optimizer_device without --use_deepspeed"] : []),
     ...configNoEffect(config, configFile),
   ];
   if (ignored.length) notes.push(`no effect in controlnet-ts: ${ignored.join(", ")}`);
@@ -330,7 +332,7 @@ else ${defaultConfigFile()}, else accelerate's default_config.yaml):
   --gpu_ids 0,1 / --cpu (use_cpu)  → CUDA_VISIBLE_DEVICES=0,1 / -1, as accelerate sets it (each process its own GPU)
   --gradient_accumulation_steps N, a DeepSpeed config's gradient_accumulation_steps
                                    → the script's --gradient_accumulation_steps
-  --use_deepspeed / a DeepSpeed config with offload_optimizer_device cpu|nvme
+  --use_deepspeed --offload_optimizer_device cpu|nvme, or a DeepSpeed config with offload_optimizer_device cpu|nvme
                                    → --offload_optimizer_state
 Every other flag of accelerate launch (FSDP, Megatron-LM, fp8, dynamo, TPU, torchrun's, …) and config setting is
 accepted and named as having no effect.

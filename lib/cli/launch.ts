@@ -119,6 +119,15 @@ export function parseLaunchArgs(argv: string[]): LaunchOptions | "help" {
   return o;
 }
 
+/**
+ * Each process's CONTROLNET_TS_THREADS: --num_cpu_threads_per_process, else an exported CONTROLNET_TS_THREADS (as
+ * accelerate's flag wins over OMP_NUM_THREADS, which is its default), else this machine's CPUs ÷ its processes.
+ */
+export function workerThreads(flag: number | null, exported: string | undefined, cpus: number, perMachine: number): string {
+  if (flag !== null) return String(flag);
+  return exported || String(Math.max(1, Math.floor(cpus / perMachine)));
+}
+
 /** The script's file as accelerate is given it (`train_controlnet.py`, `examples/controlnet/train_controlnet.py`) → our command. */
 export function scriptCommand(arg: string): string {
   return /^train_controlnet(\.py)?$/.test(path.basename(arg)) ? "train_controlnet" : arg;
@@ -223,7 +232,7 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
     }
   }
   const addresses = hosts.map((h, r) => `${h.includes(":") ? `[${h}]` : h}:${base + r}`);
-  const threads = o.threadsPerProcess ?? Math.max(1, Math.floor(os.availableParallelism() / perMachine));
+  const threads = workerThreads(o.threadsPerProcess, process.env.CONTROLNET_TS_THREADS, os.availableParallelism(), perMachine);
   const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "bin", "controlnet-ts.js");
   const forcedCpu = ["node", "wasm", "cpu"].includes(process.env.CONTROLNET_TS_BACKEND ?? "");
   const gpus = gpuAssignment(perMachine, forcedCpu ? [] : visibleGpus(), readInstallStatus()?.flavour === "gpu");
@@ -254,7 +263,7 @@ export async function launch(o: LaunchOptions, io = { stdout: process.stdout, st
       RANK: String(rank), WORLD_SIZE: String(o.numProcesses), LOCAL_RANK: String(l), LOCAL_WORLD_SIZE: String(perMachine),
       GROUP_RANK: String(o.machineRank), MASTER_ADDR: o.mainProcessIp, MASTER_PORT: String(o.mainProcessPort),
       CONTROLNET_TS_WORKER_HOSTS: addresses.join(","), CONTROLNET_TS_LAUNCH_ID: launchId,
-      CONTROLNET_TS_THREADS: process.env.CONTROLNET_TS_THREADS ?? String(threads),
+      CONTROLNET_TS_THREADS: threads,
       TF_CPP_MIN_LOG_LEVEL: process.env.TF_CPP_MIN_LOG_LEVEL ?? "3",
       ...(gpus ? { CUDA_VISIBLE_DEVICES: gpus[l]! } : {}),
     };

@@ -30,8 +30,8 @@ export interface DemoOptions {
   baseDir?: string;
   /** Where the ControlNet folder, grid, loss curve and report go (default out/demo-controlnet). */
   outputDir?: string;
-  /** Optimizer steps (default 800: 6–9 minutes of training at batch 16 on two idle cores). Chosen for the
-   *  10-minute budget: on 64 validation outlines the ControlNet's moving average, sampled with control mode
+  /** Optimizer steps (default 800: 3–5 minutes of training at batch 16 on two idle cores with the native engine,
+   *  up to ~10 on wasm). Chosen for wasm's 10-minute budget: on 64 validation outlines the ControlNet's moving average, sampled with control mode
    *  "controlnet", scored 0.778 / 0.794 / 0.813 after 500 / 750 / 1000 steps. */
   steps?: number;
   batchSize?: number;

@@ -124,7 +124,7 @@ export const TRAIN_ARG_SPECS: readonly ArgSpec[] = [
   i("lr_num_cycles", 1, "Number of hard resets of the lr in cosine_with_restarts scheduler."),
   f("lr_power", 1.0, "Power factor of the polynomial scheduler."),
   b("use_8bit_adam", "Whether or not to use 8-bit Adam (block-wise 8-bit optimizer states, as bitsandbytes)."),
-  i("dataloader_num_workers", 0, "Number of subprocesses to use for data loading. 0 means that the data will be loaded in the main process."),
+  i("dataloader_num_workers", 0, "Number of subprocesses to use for data loading. 0 means that the data will be loaded in the main process. (controlnet-ts: rows are decoded in this process by a prefetching loader; the value only sets how far it reads ahead.)"),
   f("adam_beta1", 0.9, "The beta1 parameter for the Adam optimizer."),
   f("adam_beta2", 0.999, "The beta2 parameter for the Adam optimizer."),
   f("adam_weight_decay", 1e-2, "Weight decay to use."),

@@ -416,6 +416,12 @@ test("accelerate launch / config refuse what accelerate refuses, in one line, an
   assert.equal(picked.visibleDevices, "4,5,6");
   assert.equal(picked.processes.numProcesses, 3, "--multi_gpu alone: one process per GPU given");
   assert.equal(planLaunch(["--gpu_ids", "all", "train_controlnet.py"]).visibleDevices, null);
+  // DeepSpeed's optimizer offload applies with DeepSpeed only; without it the flag is named, not dropped silently
+  const offload = (flags: string[]) => planLaunch([...flags, "train_controlnet.py"]);
+  assert.ok(offload(["--use_deepspeed", "--offload_optimizer_device", "cpu"]).argv.includes("--offload_optimizer_state"));
+  const alone = offload(["--offload_optimizer_device", "cpu"]);
+  assert.ok(!alone.argv.includes("--offload_optimizer_state"));
+  assert.ok(alone.notes.some((n) => /no effect in controlnet-ts: .*--offload_optimizer_device without --use_deepspeed/.test(n)), alone.notes.join("\n"));
 });
 
 test("validation generates at the conditioning image's own size (as the pipeline does without height/width), not at --resolution; the final round does not overwrite the last step's", async () => {

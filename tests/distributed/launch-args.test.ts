@@ -5,7 +5,7 @@ import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { gpuAssignment, launch, LaunchError, parseLaunchArgs } from "../../lib/cli/launch.js";
+import { gpuAssignment, launch, LaunchError, parseLaunchArgs, workerThreads } from "../../lib/cli/launch.js";
 import { visibleGpus } from "../../lib/engine/native/gpu.js";
 import { processEnv, shardRange } from "../../lib/training/distributed.js";
 
@@ -79,6 +79,13 @@ test("process environment: accelerate's variables, with clear errors", () => {
   assert.throws(() => processEnv({ WORLD_SIZE: "2", RANK: "2" }), /RANK=2 is outside WORLD_SIZE=2/);
   assert.throws(() => processEnv({ WORLD_SIZE: "3", RANK: "0", CONTROLNET_TS_WORKER_HOSTS: "a:1,b:2" }), /WORLD_SIZE=3 but CONTROLNET_TS_WORKER_HOSTS lists 2/);
   assert.throws(() => processEnv({ WORLD_SIZE: "two" }), /WORLD_SIZE=two is not a non-negative integer/);
+});
+
+test("threads per process: the flag, else an exported CONTROLNET_TS_THREADS, else CPUs ÷ local processes", () => {
+  assert.equal(workerThreads(3, "1", 8, 2), "3", "the flag wins over the environment (the environment won)");
+  assert.equal(workerThreads(null, "1", 8, 2), "1");
+  assert.equal(workerThreads(null, undefined, 8, 2), "4");
+  assert.equal(workerThreads(null, "", 2, 4), "1", "at least one");
 });
 
 test("build-collective: a missing TensorFlow is one clear line, nothing written", () => {
