@@ -41,8 +41,9 @@ export function controlnetFolder(dir: string): string {
   throw new Error(`${dir} is not a ControlNet folder (no config.json, no controlnet/config.json)`);
 }
 
-async function resolve(nameOrPath: string): Promise<string> {
-  return fs.existsSync(nameOrPath) ? nameOrPath : resolveModel(nameOrPath);
+/** A local folder, or the hub repo's snapshot with the weights of `variant` (those the loader then reads). */
+async function resolve(nameOrPath: string, variant: string | undefined): Promise<string> {
+  return fs.existsSync(nameOrPath) ? nameOrPath : resolveModel(nameOrPath, { variant });
 }
 
 export async function loadControlNetPipeline(
@@ -52,7 +53,7 @@ export async function loadControlNetPipeline(
 ): Promise<StableDiffusionControlNetPipeline> {
   // the fast engine (wasm or tfjs-node), not tfjs's default cpu backend, when no cell/script chose one yet
   await initEngine();
-  const baseDir = await resolve(base);
+  const baseDir = await resolve(base, opts.variant);
   const pipe = loadPipelineFolder(baseDir);
   const component = (name: string): string => {
     const c = pipe.components.get(name);
@@ -63,7 +64,9 @@ export async function loadControlNetPipeline(
   const cnDirs = controlnet === undefined ? [component("controlnet")] : Array.isArray(controlnet) ? controlnet : [controlnet];
   if (cnDirs.length === 0) throw new Error("Give at least one ControlNet folder");
   const controlnets: ControlNetModel[] = [];
-  for (const d of cnDirs) controlnets.push(ControlNetModel.fromPretrained(controlnetFolder(await resolve(d)), { variant: controlnet === undefined ? opts.controlnetVariant ?? opts.variant : opts.controlnetVariant, trainable: false }));
+  // (the base's own controlnet/ takes the base's variant unless one is given for it, as from_pretrained per folder)
+  const cnVariant = controlnet === undefined ? opts.controlnetVariant ?? opts.variant : opts.controlnetVariant;
+  for (const d of cnDirs) controlnets.push(ControlNetModel.fromPretrained(controlnetFolder(await resolve(d, cnVariant)), { variant: cnVariant, trainable: false }));
   const unet = UNet2DConditionModel.fromPretrained(component("unet"), { variant: opts.variant, trainable: false });
   const vae = AutoencoderKL.fromPretrained(component("vae"), { variant: opts.variant, trainable: false });
   controlnets.forEach((cn, i) => {

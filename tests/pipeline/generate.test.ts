@@ -9,6 +9,7 @@ import { engineInfo, tf } from "../../lib/engine/index.js";
 import { testEngine, maxAbsDiff } from "../helpers.js";
 import { loadControlNetPipeline, generate, inferMain, parseInferArgs, inferOptions, outputFiles, controlnetFolder } from "../../lib/pipeline/index.js";
 import type { TokenizerLike } from "../../lib/pipeline/index.js";
+import { HubServer } from "../io/hub-server.js";
 
 const SD = path.join("tests", "fixtures", "sd_tiny");
 const CONTROL = path.join("tests", "fixtures", "pipeline_tiny", "control.png");
@@ -18,6 +19,35 @@ const tinyTokenizer: TokenizerLike = {
   modelMaxLength: 77,
   tokenize: (texts, maxLength) => texts.map((t) => Array.from({ length: maxLength }, (_, i) => (i < t.length ? 3 + (t.charCodeAt(i) % 900) : 1))),
 };
+
+test("a hub base and ControlNet are downloaded in the variant asked for (infer --variant / --controlnet_variant)", async () => {
+  await testEngine();
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "infer-hub-variant-"));
+  // the tiny SD as a repo that has fp16 weights only (stored as F32: the names are what selection reads)
+  const repo = path.join(tmp, "repo");
+  fs.cpSync(SD, repo, { recursive: true });
+  for (const dir of fs.readdirSync(repo)) {
+    for (const f of ["diffusion_pytorch_model", "model"]) {
+      const plain = path.join(repo, dir, `${f}.safetensors`);
+      if (fs.existsSync(plain)) fs.renameSync(plain, path.join(repo, dir, `${f}.fp16.safetensors`));
+    }
+  }
+  const server = await new HubServer().start();
+  const env = { HF_ENDPOINT: process.env.HF_ENDPOINT, HF_HUB_CACHE: process.env.HF_HUB_CACHE };
+  Object.assign(process.env, { HF_ENDPOINT: server.url, HF_HUB_CACHE: path.join(tmp, "cache") });
+  try {
+    server.addRepoFromDir("org/sd-fp16", repo);
+    server.addRepoFromDir("org/cn-fp16", path.join(repo, "controlnet"));
+    const pipe = await loadControlNetPipeline("org/sd-fp16", undefined, { variant: "fp16", tokenizer: tinyTokenizer });
+    assert.equal(pipe.controlnets.length, 1, "the base's own controlnet/ in the base's variant");
+    const own = await loadControlNetPipeline("org/sd-fp16", "org/cn-fp16", { variant: "fp16", controlnetVariant: "fp16", withoutTextEncoder: true });
+    assert.equal(own.controlnets.length, 1);
+  } finally {
+    for (const [k, v] of Object.entries(env)) v === undefined ? delete process.env[k] : (process.env[k] = v);
+    await server.close();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+});
 
 test("loadControlNetPipeline: base folder with its own controlnet/, UniPC from the PNDM config", async () => {
   await testEngine();
