@@ -32,7 +32,7 @@ import os from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import * as hub from "@huggingface/hub";
-import { addVariant, writeFileDurable } from "./diffusers.js";
+import { addVariant, holdTemp, writeFileDurable, writerGone } from "./diffusers.js";
 import { InputError } from "./input-error.js";
 import { makeDirs } from "./dirs.js";
 
@@ -55,6 +55,9 @@ export interface HubOptions {
   fetch?: typeof fetch;
   /** Called as file bytes arrive. */
   onProgress?: (p: DownloadProgress) => void;
+  /** Receives the one line saying the cache was used because the hub answered with an error, or that a download
+   *  resumes after its connection dropped (default console.warn). */
+  warn?: (line: string) => void;
 }
 
 export interface DownloadProgress {
@@ -207,7 +210,7 @@ function scrub(text: string, token: string | undefined): string {
 }
 
 /** Turns any failure of a hub call into a HubError that says what to do, without the token. */
-function explain(e: unknown, ctx: { repo: HubRepoRef; revision: string; file?: string; token?: string; hubUrl: string }): HubError {
+function explain(e: unknown, ctx: { repo: HubRepoRef; revision: string; file?: string; token?: string; hubUrl: string; upload?: boolean }): HubError {
   if (e instanceof HubError) return e;
   const what = ctx.file ? `file "${ctx.file}" of hub ${ctx.repo.type} repo ${ctx.repo.label} (revision ${ctx.revision})` : `hub ${ctx.repo.type} repo ${ctx.repo.label} (revision ${ctx.revision})`;
   const detail = scrub(e instanceof Error ? e.message : String(e), ctx.token);
@@ -229,8 +232,9 @@ function explain(e: unknown, ctx: { repo: HubRepoRef; revision: string; file?: s
     msg = `Download of ${what} from ${ctx.hubUrl} failed: ${detail}`;
     return new HubError(msg, ctx.repo.label, { file: ctx.file });
   } else {
+    // (the cache helps a download, never a repo creation or an upload)
     msg = `Cannot reach the hub at ${ctx.hubUrl} for ${what}: ${detail}.` +
-      (isHubOffline() ? "" : " Set HF_HUB_OFFLINE=1 to use only the local cache (downloads; an upload needs the hub).");
+      (isHubOffline() || ctx.upload ? "" : " Set HF_HUB_OFFLINE=1 to use only the local cache.");
     return new HubError(msg, ctx.repo.label, { file: ctx.file });
   }
   return new HubError(`${msg} (${detail})`, ctx.repo.label, { status, file: ctx.file });
@@ -242,6 +246,8 @@ function isNetworkFailure(e: unknown): boolean {
 
 interface Ctx {
   repo: HubRepoRef;
+  /** The id as the caller gave it (a mistyped local path reads as one). */
+  typed: string;
   revision: string;
   token?: string;
   hubUrl: string;
@@ -250,6 +256,7 @@ interface Ctx {
   offline: boolean;
   fetch?: typeof fetch;
   onProgress?: (p: DownloadProgress) => void;
+  warn: (line: string) => void;
 }
 
 function makeCtx(repoId: string, opts: HubOptions): Ctx {
@@ -258,8 +265,8 @@ function makeCtx(repoId: string, opts: HubOptions): Ctx {
   checkRevision(revision);
   const cache = hubCacheDir(opts);
   return {
-    repo, revision, token: hubToken(opts), hubUrl: hubBaseUrl(opts), cache, dir: repoDir(cache, repo),
-    offline: isHubOffline(opts), fetch: opts.fetch, onProgress: opts.onProgress,
+    repo, typed: repoId, revision, token: hubToken(opts), hubUrl: hubBaseUrl(opts), cache, dir: repoDir(cache, repo),
+    offline: isHubOffline(opts), fetch: opts.fetch, onProgress: opts.onProgress, warn: opts.warn ?? console.warn,
   };
 }
 
@@ -310,7 +317,7 @@ async function resolveSnapshot(ctx: Ctx): Promise<{ sha: string; files: RepoFile
     `${why}: hub ${ctx.repo.type} repo ${ctx.repo.label} (revision ${ctx.revision}) is not in the cache at ${ctx.cache}. ` +
     `Download it once while online${ctx.offline ? " (unset HF_HUB_OFFLINE)" : ""}, or pass a local folder ` +
     // (a mistyped local path reads as a hub id: say that it is not a folder either)
-    `(there is none at ${path.resolve(ctx.repo.label)}).`;
+    `(there is none at ${path.resolve(ctx.typed)}).`;
 
   if (ctx.offline) {
     const c = cached();
@@ -349,6 +356,14 @@ async function resolveSnapshot(ctx: Ctx): Promise<{ sha: string; files: RepoFile
       if (c) return { ...c, fromCache: true };
       throw new HubError(missMessage(`Cannot reach the hub at ${ctx.hubUrl} (${scrub((e as Error).message, ctx.token)})`), ctx.repo.label);
     }
+    // …and when it answers with an error (down: 5xx; a token it no longer takes: 401/403), as snapshot_download does —
+    // but not for a 404 (a revision or repo that is not there: huggingface_hub raises RevisionNotFoundError), saying so
+    const status = e instanceof hub.HubApiError ? e.statusCode : undefined;
+    const c = status !== undefined && status !== 404 ? cached() : undefined;
+    if (c) {
+      ctx.warn(`warning: ${explain(e, ctx).message} Using the cached snapshot ${c.sha.slice(0, 12)} of ${ctx.repo.label} instead.`);
+      return { ...c, fromCache: true };
+    }
     throw explain(e, ctx);
   }
 }
@@ -377,29 +392,96 @@ async function ensureFile(ctx: Ctx, sha: string, f: RepoFile): Promise<string> {
   return pointer;
 }
 
+/** Attempts at one file whose connection drops mid-way, each resuming where the bytes on disk end (huggingface_hub's
+ *  http_get: 5, a second apart). */
+const DOWNLOAD_ATTEMPTS = 5;
+const RETRY_DELAY_MS = 1000;
+
+/** This machine's name as part of a file name (a cache shared between machines: only this one's files are judged). */
+const HOST = os.hostname().replace(/[^A-Za-z0-9_]/g, "_").slice(0, 64) || "host";
+
+/** A connection that ended before the file did (not an HTTP answer, which says why in its status). */
+class CutShort extends Error {}
+function isDropped(e: unknown): boolean {
+  if (e instanceof CutShort || isNetworkFailure(e)) return true;
+  const text = e instanceof Error ? `${e.message} ${(e as { cause?: Error }).cause?.message ?? ""}` : String(e);
+  return !(e instanceof HubError) && !(e instanceof hub.HubApiError) && /terminated|other side closed|socket|EPIPE|aborted/i.test(text);
+}
+
+
+/**
+ * The blob's temporary file, `blobs/<etag>.<host>-<pid>-<random>.incomplete` (huggingface_hub's scan_cache_dir and
+ * `hf cache prune` see `*.incomplete` files), holding what a process of this machine that is gone (a kill -9, a
+ * dropped connection it gave up on) downloaded of the same blob, if one did: the largest such file is taken over by a
+ * rename (of two processes, one gets it) and resumed; the others are removed. (This process's own: those it is not
+ * writing any more.)
+ */
+function claimIncomplete(blobPath: string): { tmp: string; release: () => void } {
+  const tmp = `${blobPath}.${HOST}-${process.pid}-${Math.random().toString(36).slice(2, 10)}.incomplete`;
+  const dir = path.dirname(blobPath);
+  const own = new RegExp(`^${path.basename(blobPath)}\\.${HOST}-(\\d+)-[a-z0-9]+\\.incomplete$`);
+  const left: { file: string; size: number }[] = [];
+  for (const name of fs.readdirSync(dir)) {
+    const m = own.exec(name);
+    if (!m || !writerGone(Number(m[1]), path.join(dir, name))) continue;
+    try {
+      left.push({ file: path.join(dir, name), size: fs.statSync(path.join(dir, name)).size });
+    } catch { /* another process took it */ }
+  }
+  const release = holdTemp(tmp);
+  left.sort((a, b) => b.size - a.size);
+  let claimed = false;
+  for (const l of left) {
+    try {
+      if (!claimed) {
+        fs.renameSync(l.file, tmp);
+        claimed = true;
+      } else fs.rmSync(l.file);
+    } catch { /* another process took it */ }
+  }
+  return { tmp, release };
+}
+
 async function downloadBlob(ctx: Ctx, sha: string, f: RepoFile, blobPath: string): Promise<void> {
   const ectx = { ...ctx, file: f.path };
   makeDirs(path.dirname(blobPath));
-  const tmp = `${blobPath}.incomplete-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  const { tmp, release } = claimIncomplete(blobPath);
   let fh: fs.promises.FileHandle | undefined;
+  let loaded = 0;
   try {
     const blob = await hub.downloadFile({ repo: { type: ctx.repo.type, name: ctx.repo.name }, path: f.path, revision: sha, ...clientParams(ctx) });
     if (!blob) throw new HubError(`Not found on the hub (HTTP 404): file "${f.path}" of ${ctx.repo.label} (revision ${ctx.revision})`, ctx.repo.label, { status: 404, file: f.path });
-    const hash = f.sha256 ? createHash("sha256") : undefined;
-    fh = await fs.promises.open(tmp, "wx");
-    let loaded = 0;
     const total = f.size >= 0 ? f.size : blob.size;
-    for await (const chunk of blob.stream() as unknown as AsyncIterable<Uint8Array>) {
-      await fh.write(chunk);
+    const hash = f.sha256 ? createHash("sha256") : undefined;
+    fh = await fs.promises.open(tmp, "a+");
+    // what an earlier process left (claimIncomplete) counts, unless it is longer than the file
+    if ((await fh.stat()).size > total) await fh.truncate(0);
+    for await (const chunk of fh.createReadStream({ start: 0, autoClose: false }) as AsyncIterable<Buffer>) {
       hash?.update(chunk);
       loaded += chunk.length;
-      ctx.onProgress?.({ repo: ctx.repo.label, file: f.path, loaded, total });
+    }
+    for (let attempt = 1; ; attempt++) {
+      try {
+        for await (const chunk of (loaded ? blob.slice(loaded) : blob).stream() as unknown as AsyncIterable<Uint8Array>) {
+          await fh.write(chunk);
+          hash?.update(chunk);
+          loaded += chunk.length;
+          ctx.onProgress?.({ repo: ctx.repo.label, file: f.path, loaded, total });
+        }
+        if (loaded < total) throw new CutShort(`the connection ended after ${loaded} of ${total} bytes`);
+        break;
+      } catch (e) {
+        if (attempt >= DOWNLOAD_ATTEMPTS || !isDropped(e)) throw e;
+        ctx.warn(`warning: the download of "${f.path}" from ${ctx.repo.label} stopped at ${loaded} of ${total} bytes ` +
+          `(${scrub(e instanceof Error ? e.message : String(e), ctx.token)}); resuming there (attempt ${attempt + 1} of ${DOWNLOAD_ATTEMPTS})`);
+        await new Promise((r) => setTimeout(r, RETRY_DELAY_MS));
+      }
     }
     await fh.sync();
     await fh.close();
     fh = undefined;
-    if (f.size >= 0 && loaded !== f.size) {
-      throw new HubError(`Download of "${f.path}" from ${ctx.repo.label} was cut short: got ${loaded} of ${f.size} bytes`, ctx.repo.label, { file: f.path });
+    if (loaded !== total) {
+      throw new HubError(`Download of "${f.path}" from ${ctx.repo.label} is longer than the hub lists: got ${loaded} of ${total} bytes`, ctx.repo.label, { file: f.path });
     }
     if (hash && hash.digest("hex") !== f.sha256) {
       throw new HubError(`Download of "${f.path}" from ${ctx.repo.label} is corrupt: its sha256 differs from the hub's`, ctx.repo.label, { file: f.path });
@@ -407,8 +489,16 @@ async function downloadBlob(ctx: Ctx, sha: string, f: RepoFile, blobPath: string
     fs.renameSync(tmp, blobPath);
   } catch (e) {
     await fh?.close().catch(() => undefined);
+    if (isDropped(e) && loaded > 0) {
+      // kept, as huggingface_hub keeps its .incomplete file: the next run resumes from it
+      throw new HubError(`Download of file "${f.path}" of hub ${ctx.repo.type} repo ${ctx.repo.label} from ${ctx.hubUrl} failed: ` +
+        `the transfer stopped early ${DOWNLOAD_ATTEMPTS} times (${scrub(e instanceof Error ? e.message : String(e), ctx.token)}); ` +
+        `the ${loaded} of ${f.size >= 0 ? f.size : "?"} bytes received are kept in the cache and the next run resumes from them.`, ctx.repo.label, { file: f.path });
+    }
     fs.rmSync(tmp, { force: true });
     throw explain(e, ectx);
+  } finally {
+    release();
   }
 }
 
@@ -576,7 +666,7 @@ export async function createRepo(repo: string, opts: CreateRepoOptions = {}): Pr
     if (e instanceof hub.HubApiError && e.statusCode === 401) {
       throw new HubError(`The hub rejected the token (HTTP 401) while creating ${r.type} repo ${r.label}; use a valid token with write access: ${LOGIN_HINT}.`, r.label, { status: 401 });
     }
-    throw explain(e, { repo: r, revision: "main", token, hubUrl });
+    throw explain(e, { repo: r, revision: "main", token, hubUrl, upload: true });
   }
 }
 
@@ -633,7 +723,7 @@ export async function uploadFolder(repo: string, dir: string, opts: UploadFolder
     });
     return { commit: out?.commit.oid ?? "", url: out?.commit.url ?? "" };
   } catch (e) {
-    throw explain(e, ctx);
+    throw explain(e, { ...ctx, upload: true });
   }
 }
 

@@ -386,7 +386,8 @@ function pushIgnorePatterns(a: TrainArgs): string[] {
 /** The huggingface_hub command that pushes what the run would have pushed (for a push that failed). */
 export function uploadCommand(repoId: string, a: TrainArgs): string {
   const q = (s: string) => `'${s.replace(/'/g, "'\\''")}'`;
-  return `hf upload ${q(repoId)} ${q(a.output_dir)} . --exclude ${pushIgnorePatterns(a).map(q).join(" ")}`;
+  // (the hf CLI takes one pattern per --exclude)
+  return `hf upload ${q(repoId)} ${q(a.output_dir)} . ${pushIgnorePatterns(a).map((p) => `--exclude ${q(p)}`).join(" ")}`;
 }
 
 /** --push_to_hub could not create (or reach) the hub repo at the start: nothing was trained or written. */
@@ -422,10 +423,13 @@ export async function trainControlNet(args: TrainArgs, hooks: RunHooks = {}): Pr
     let r: Awaited<ReturnType<typeof createRepo>>;
     try {
       const name = args.hub_model_id ?? path.basename(path.resolve(args.output_dir));
+      const what = args.hub_model_id ? "--hub_model_id" : "the repo name taken from --output_dir";
       try {
-        parseRepoId(name);
+        // the model repo `name` or `namespace/name`, as create_repo's validate_repo_id (a `datasets/` prefix made a
+        // dataset repo, and the upload after training then found no model repo)
+        if (parseRepoId(name).name !== name) throw new Error(`"${name}" is not a model repo id: it must be name or namespace/name`);
       } catch (e) {
-        throw new HubRepoError(new Error(`${args.hub_model_id ? "--hub_model_id" : "the repo name taken from --output_dir"}: ${(e as Error).message}`));
+        throw new HubRepoError(new Error(`${what}: ${(e as Error).message}`));
       }
       r = await createRepo(name, { token: args.hub_token ?? undefined });
     } catch (e) {

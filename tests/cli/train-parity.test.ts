@@ -178,7 +178,9 @@ test("--push_to_hub with output_dir's name: <user>/<name> is created before trai
     assert.equal(r2.status, 1, r2.stderr.slice(-3000));
     assert.match(r2.stderr, /--push_to_hub failed: .*HTTP 500[\s\S]*The trained ControlNet is saved in/);
     // the retry is a ready command that leaves out what the push left out (not "upload that folder", which pushed all)
-    assert.ok(r2.stderr.includes(`  hf upload 'alice/fill50k-controlnet' '${out2}' . --exclude 'step_*' 'epoch_*' 'checkpoint-*' 'checkpoint-*/**' 'validation/**' '.controlnet-ts.lock' 'logs/**'\n`), r2.stderr);
+    // (the hf CLI takes one pattern per --exclude: several after one were "unexpected extra arguments")
+    const excluded = ["step_*", "epoch_*", "checkpoint-*", "checkpoint-*/**", "validation/**", ".controlnet-ts.lock", "logs/**"].map((p) => `--exclude '${p}'`).join(" ");
+    assert.ok(r2.stderr.includes(`  hf upload 'alice/fill50k-controlnet' '${out2}' . ${excluded}\n`), r2.stderr);
     assert.ok(fs.existsSync(path.join(out2, "diffusion_pytorch_model.safetensors")));
 
     // a rejected token: one clear error within seconds, nothing trained or written
@@ -200,6 +202,12 @@ test("--push_to_hub with output_dir's name: <user>/<name> is created before trai
     assert.equal(r5.status, 1);
     assert.match(r5.stderr, /^train_controlnet: error: --push_to_hub: --hub_model_id: "bad name!" is not a hub repo id \(expected org\/name\)\. Training did not start\.$/m);
     assert.ok(!/\n\s+at /.test(r5.stderr), "no stack trace");
+    // a dataset repo's id is refused as create_repo's validate_repo_id refuses it (it made a dataset repo, trained, and
+    // the upload then found no model repo)
+    const r6 = await runAsync(["train_controlnet", ...base, `--output_dir=${out3}`, "--push_to_hub", "--hub_model_id=datasets/alice/cn"], { HF_ENDPOINT: server.url, HF_TOKEN_PATH: tokenFile });
+    assert.equal(r6.status, 1);
+    assert.match(r6.stderr, /^train_controlnet: error: --push_to_hub: --hub_model_id: "datasets\/alice\/cn" is not a model repo id: it must be name or namespace\/name\. Training did not start\.$/m);
+    assert.equal(server.filesAt("alice/cn", "main", "dataset"), undefined, "no dataset repo was created");
   } finally {
     await server.close();
   }

@@ -35,6 +35,7 @@ export interface RecordedRequest {
   method: string;
   url: string;
   authorization?: string;
+  range?: string;
 }
 
 /** Files at or above this size, and *.safetensors, are stored as LFS (with a sha256 oid). */
@@ -63,6 +64,11 @@ export class HubServer {
   failCommitsWith?: number;
   /** When set, file bodies are passed through it (to serve corrupt or truncated downloads). */
   tamper?: (path: string, content: Buffer) => Buffer;
+  /** When set, the next `times` file bodies longer than `after` bytes stop there: the connection is destroyed after
+   *  the headers promised the whole body (a dropped connection mid-file). */
+  cutDownloads?: { after: number; times: number };
+  /** When set, GET /api/… (repo info, listings) is answered with this HTTP status (a hub that is down). */
+  failApiWith?: number;
   private repos = new Map<string, Repo>();
   private lfs = new Map<string, Buffer>();
   private server = http.createServer((req, res) => void this.handle(req, res));
@@ -140,7 +146,7 @@ export class HubServer {
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const auth = req.headers.authorization;
-    this.requests.push({ method: req.method ?? "", url: req.url ?? "", authorization: auth });
+    this.requests.push({ method: req.method ?? "", url: req.url ?? "", authorization: auth, ...(req.headers.range ? { range: req.headers.range } : {}) });
     try {
       await this.route(req, res, auth);
     } catch (e) {
@@ -193,6 +199,7 @@ export class HubServer {
     const u = new URL(req.url ?? "/", this.url);
     const p = decodeURIComponent(u.pathname);
     let m: RegExpMatchArray | null;
+    if (this.failApiWith && req.method === "GET" && p.startsWith("/api/")) return this.error(res, this.failApiWith, "Internal", "the hub is down", auth);
 
     if (req.method === "GET" && (m = p.match(/^\/api\/(models|datasets)\/([^/]+\/[^/]+|[^/]+)\/revision\/(.+)$/))) {
       const repo = this.access(res, m[1]!.slice(0, -1), m[2]!, auth);
@@ -319,14 +326,18 @@ export class HubServer {
         res.writeHead(206, { ...headers, "Content-Range": "bytes */0", "Content-Length": "0" });
         return void res.end();
       }
-      if (range) {
-        const start = Number(range[1]);
-        const end = Math.min(range[2] ? Number(range[2]) : content.length - 1, content.length - 1);
-        res.writeHead(206, { ...headers, "Content-Range": `bytes ${start}-${end}/${content.length}`, "Content-Length": String(end - start + 1) });
-        return void res.end(req.method === "HEAD" ? undefined : served.subarray(start, end + 1));
+      const start = range ? Number(range[1]) : 0;
+      const end = range ? Math.min(range[2] ? Number(range[2]) : content.length - 1, content.length - 1) : served.length - 1;
+      const body = served.subarray(start, end + 1);
+      res.writeHead(range ? 206 : 200, { ...headers, ...(range ? { "Content-Range": `bytes ${start}-${end}/${content.length}` } : {}), "Content-Length": String(body.length) });
+      if (req.method === "HEAD") return void res.end();
+      const cut = this.cutDownloads;
+      if (cut && cut.times > 0 && body.length > cut.after) {
+        cut.times--;
+        res.write(body.subarray(0, cut.after), () => res.destroy());
+        return;
       }
-      res.writeHead(200, { ...headers, "Content-Length": String(served.length) });
-      return void res.end(req.method === "HEAD" ? undefined : served);
+      return void res.end(body);
     }
 
     this.error(res, 404, "NotImplemented", `test hub server has no route for ${req.method} ${p}`, auth);

@@ -3,6 +3,8 @@
  * written to a temp dir.
  */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -197,13 +199,80 @@ describe("hub downloads", () => {
     const cacheDir = newCache();
     server.tamper = (p, c) => (p.endsWith(".safetensors") ? Buffer.concat([c.subarray(0, c.length - 4), Buffer.from("evil")]) : c);
     await assert.rejects(resolveModel("org/tiny-controlnet", { hubUrl: server.url, cacheDir }), /diffusion_pytorch_model\.safetensors" from org\/tiny-controlnet is corrupt/);
-    server.tamper = (p, c) => (p.endsWith(".safetensors") ? c.subarray(0, 100) : c);
-    await assert.rejects(resolveModel("org/tiny-controlnet", { hubUrl: server.url, cacheDir }), /diffusion_pytorch_model\.safetensors" from org\/tiny-controlnet was cut short: got 100 of \d+ bytes/);
     const blobs = path.join(cacheDir, "models--org--tiny-controlnet", "blobs");
-    for (const b of fs.readdirSync(blobs)) assert.ok(!b.includes("incomplete"), `no leftovers: ${b}`);
+    assert.deepEqual(fs.readdirSync(blobs).filter((b) => b.includes("incomplete")), [], "a corrupt body is not kept");
+    // a body that ends early, every time: each attempt resumes where the bytes end; then the bytes are kept (as
+    // huggingface_hub keeps its .incomplete file, which `hf cache prune` sees) and the next run resumes from them
+    server.tamper = (p, c) => (p.endsWith(".safetensors") ? c.subarray(0, 100) : c);
+    const warned: string[] = [];
+    await assert.rejects(resolveModel("org/tiny-controlnet", { hubUrl: server.url, cacheDir, warn: (l) => warned.push(l) }),
+      /diffusion_pytorch_model\.safetensors" of hub model repo org\/tiny-controlnet .* stopped early 5 times .* the 100 of \d+ bytes received are kept in the cache and the next run resumes from them/);
+    assert.equal(warned.length, 4, warned.join("\n"));
+    assert.match(warned[0]!, /^warning: the download of "diffusion_pytorch_model\.safetensors" from org\/tiny-controlnet stopped at 100 of \d+ bytes .*; resuming there \(attempt 2 of 5\)$/);
+    const kept = fs.readdirSync(blobs).filter((b) => b.endsWith(".incomplete"));
+    assert.equal(kept.length, 1, `one partial file, named as huggingface_hub names them: ${kept}`);
     server.tamper = undefined;
+    server.requests.length = 0;
     const dir = await resolveModel("org/tiny-controlnet", { hubUrl: server.url, cacheDir });
     assert.equal(loadModelFolder(dir).config._class_name, "ControlNetModel");
+    assert.ok(server.requests.some((r) => r.range?.startsWith("bytes=100-")), "resumed from the kept bytes");
+    assert.deepEqual(fs.readdirSync(blobs).filter((b) => b.includes("incomplete")), [], "nothing left over");
+  });
+
+  test("what a process that is gone (kill -9) left of a blob is taken over and resumed; a live one's is left alone", async () => {
+    const cacheDir = newCache();
+    const file = fs.readFileSync(path.join(root, "fixtures", "cn", "diffusion_pytorch_model.safetensors"));
+    const blobs = path.join(cacheDir, "models--org--tiny-controlnet", "blobs");
+    fs.mkdirSync(blobs, { recursive: true });
+    const etag = createHash("sha256").update(file).digest("hex");
+    const host = os.hostname().replace(/[^A-Za-z0-9_]/g, "_").slice(0, 64);
+    const gone = spawnSync(process.execPath, ["-e", "process.stdout.write(String(process.pid))"], { encoding: "utf8" }).stdout;
+    fs.writeFileSync(path.join(blobs, `${etag}.${host}-${gone}-dead1.incomplete`), file.subarray(0, 700));
+    fs.writeFileSync(path.join(blobs, `${etag}.${host}-${gone}-dead2.incomplete`), file.subarray(0, 200));
+    // (the parent of this test process: alive, perhaps downloading it)
+    const live = path.join(blobs, `${etag}.${host}-${process.ppid}-live.incomplete`);
+    fs.writeFileSync(live, file.subarray(0, 50));
+    server.requests.length = 0;
+    const dir = await resolveModel("org/tiny-controlnet", { hubUrl: server.url, cacheDir });
+    assert.equal(loadModelFolder(dir).config._class_name, "ControlNetModel");
+    assert.ok(server.requests.some((r) => r.range?.startsWith("bytes=700-")), "resumed from the larger of the two left");
+    assert.deepEqual(fs.readdirSync(blobs).filter((b) => b.includes("incomplete")), [path.basename(live)]);
+  });
+
+  test("a connection dropped mid-file resumes where it stopped (a Range request), and the file is whole", async () => {
+    const cacheDir = newCache();
+    server.cutDownloads = { after: 300, times: 2 };
+    server.requests.length = 0;
+    const warned: string[] = [];
+    try {
+      const dir = await resolveModel("org/tiny-controlnet", { hubUrl: server.url, cacheDir, warn: (l) => warned.push(l) });
+      assert.equal(loadModelFolder(dir).config._class_name, "ControlNetModel", "the sha256 of the joined parts matched");
+    } finally {
+      server.cutDownloads = undefined;
+    }
+    assert.equal(warned.length, 2, warned.join("\n"));
+    assert.match(warned[0]!, /stopped at 300 of \d+ bytes .*; resuming there \(attempt 2 of 5\)/);
+    const ranges = server.requests.map((r) => r.range).filter((r) => r && r !== "bytes=0-0");
+    assert.deepEqual(ranges.map((r) => r!.replace(/-\d+$/, "-")), ["bytes=300-", "bytes=600-"], "each attempt resumed at the bytes on disk");
+  });
+
+  test("a hub that answers with an error (down, a token it no longer takes) leaves a cached snapshot usable, saying so; a 404 does not", async () => {
+    const cacheDir = newCache();
+    const warm = await resolveModel("org/tiny-controlnet", { hubUrl: server.url, cacheDir });
+    const warned: string[] = [];
+    try {
+      for (const status of [500, 503, 401]) {
+        server.failApiWith = status;
+        assert.equal(await resolveModel("org/tiny-controlnet", { hubUrl: server.url, cacheDir, warn: (l) => warned.push(l) }), warm);
+        assert.match(warned.at(-1)!, new RegExp(`^warning: .*HTTP ${status}.* Using the cached snapshot [0-9a-f]{12} of org/tiny-controlnet instead\\.$`));
+      }
+      // with nothing cached, the error itself
+      await assert.rejects(resolveModel("org/tiny-controlnet", { hubUrl: server.url, cacheDir: newCache() }), /HTTP 401/);
+    } finally {
+      server.failApiWith = undefined;
+    }
+    // a revision the hub does not have is not replaced by the cached one
+    await assert.rejects(resolveModel("org/tiny-controlnet", { hubUrl: server.url, cacheDir, revision: "no-such-branch" }), /HTTP 404/);
   });
 });
 
@@ -248,6 +317,18 @@ describe("offline mode", () => {
     await assert.rejects(resolveModel("org/tiny-pipe", { hubUrl: dead, cacheDir }), (e: Error) => {
       assert.match(e.message, /Cannot reach the hub at http:\/\/127\.0\.0\.1:9 .*is not in the cache.*Download it once while online, or pass a local folder \(there is none at \/.*\)\.$/);
       // (offline mode is not what failed here: the advice names it only when it is set)
+      assert.doesNotMatch(e.message, /HF_HUB_OFFLINE/);
+      return true;
+    });
+    // a dataset named without its `datasets/` prefix: the local folder it is not is the one typed
+    await assert.rejects(snapshotDownload("org/no-data", { hubUrl: dead, cacheDir, repoType: "dataset" }),
+      (e: Error) => e.message.includes(`(there is none at ${path.resolve("org/no-data")}).`));
+    // an upload: the cache is no help, so offline mode is not offered
+    const folder = path.join(root, "upload-dead");
+    fs.mkdirSync(folder, { recursive: true });
+    fs.writeFileSync(path.join(folder, "config.json"), "{}");
+    await assert.rejects(uploadFolder("me/dead", folder, { hubUrl: dead, token: TOKEN }), (e: Error) => {
+      assert.match(e.message, /Cannot reach the hub at http:\/\/127\.0\.0\.1:9/);
       assert.doesNotMatch(e.message, /HF_HUB_OFFLINE/);
       return true;
     });
