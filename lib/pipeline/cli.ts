@@ -43,6 +43,8 @@ const FLAGS: FlagSpec[] = [
   { name: "output", kind: "string", help: "output PNG (default ./output.png; several images → output-0.png, …)" },
   { name: "variant", kind: "string", help: "weight variant of the base's models, e.g. fp16" },
   { name: "controlnet_variant", kind: "string", help: "weight variant of the ControlNet(s) (default: none, as ControlNetModel.from_pretrained)" },
+  { name: "revision", kind: "string", help: "branch, tag or commit of a hub --base (a hub ControlNet is taken at its main)" },
+  { name: "cache_dir", kind: "string", help: "hub cache folder (default: huggingface_hub's, $HF_HUB_CACHE)" },
   { name: "backend", kind: "string", help: "tfjs backend: node-gpu | node | wasm | cpu (default: best available)" },
   { name: "help", kind: "bool", help: "show this help", aliases: ["h"] },
 ];
@@ -127,6 +129,8 @@ export function inferOptions(a: InferArgs): GenerateOptions {
     output: (a.output as string | undefined) ?? "output.png",
     variant: a.variant as string | undefined,
     controlnetVariant: a.controlnet_variant as string | undefined,
+    revision: a.revision as string | undefined,
+    cacheDir: a.cache_dir as string | undefined,
   };
 }
 

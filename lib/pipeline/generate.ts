@@ -50,6 +50,8 @@ export interface GenerateOptions {
   output?: string;
   variant?: string;
   controlnetVariant?: string;
+  revision?: string;
+  cacheDir?: string;
   tokenizer?: LoadPipelineOptions["tokenizer"];
   loadTokenizer?: LoadPipelineOptions["loadTokenizer"];
   /** Reuse an already loaded pipeline (base/controlnet/variant are then ignored; its scheduler is swapped if `scheduler` differs). */
@@ -109,7 +111,8 @@ export async function generate(o: GenerateOptions): Promise<GenerateResult> {
   let pipe = o.pipeline;
   if (!pipe) {
     pipe = await loadControlNetPipeline(o.base, o.controlnet, {
-      scheduler: schedulerName, variant: o.variant, controlnetVariant: o.controlnetVariant, tokenizer: o.tokenizer, loadTokenizer: o.loadTokenizer,
+      scheduler: schedulerName, variant: o.variant, controlnetVariant: o.controlnetVariant, revision: o.revision, cacheDir: o.cacheDir,
+      tokenizer: o.tokenizer, loadTokenizer: o.loadTokenizer,
     });
   } else if (o.scheduler !== undefined) {
     pipe.scheduler = schedulerFromConfig(schedulerName, pipe.scheduler.toJSON());

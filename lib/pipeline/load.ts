@@ -26,6 +26,11 @@ export interface LoadPipelineOptions {
   /** Weight variant of the ControlNet(s): their own, as ControlNetModel.from_pretrained(…, variant=) is apart from
    *  the pipeline's (a ControlNet saved with a variant beside a base without one, or the reverse). */
   controlnetVariant?: string;
+  /** A hub base's branch, tag or commit (from_pretrained's revision; a hub ControlNet is taken at its main, as
+   *  train_controlnet's --revision is the base's only). */
+  revision?: string;
+  /** The hub cache (from_pretrained's cache_dir; default huggingface_hub's). */
+  cacheDir?: string;
   /** A tokenizer; default: `loadTokenizer(<base>/tokenizer)`. */
   tokenizer?: TokenizerLike;
   /** Loads the tokenizer folder when `tokenizer` is not given. Default: our CLIPTokenizer (transformers 5 behaviour). */
@@ -42,8 +47,8 @@ export function controlnetFolder(dir: string): string {
 }
 
 /** A local folder, or the hub repo's snapshot with the weights of `variant` (those the loader then reads). */
-async function resolve(nameOrPath: string, variant: string | undefined): Promise<string> {
-  return fs.existsSync(nameOrPath) ? nameOrPath : resolveModel(nameOrPath, { variant });
+async function resolve(nameOrPath: string, hubOpts: { variant?: string; revision?: string; cacheDir?: string }): Promise<string> {
+  return fs.existsSync(nameOrPath) ? nameOrPath : resolveModel(nameOrPath, hubOpts);
 }
 
 export async function loadControlNetPipeline(
@@ -53,7 +58,7 @@ export async function loadControlNetPipeline(
 ): Promise<StableDiffusionControlNetPipeline> {
   // the fast engine (wasm or tfjs-node), not tfjs's default cpu backend, when no cell/script chose one yet
   await initEngine();
-  const baseDir = await resolve(base, opts.variant);
+  const baseDir = await resolve(base, { variant: opts.variant, revision: opts.revision, cacheDir: opts.cacheDir });
   const pipe = loadPipelineFolder(baseDir);
   const component = (name: string): string => {
     const c = pipe.components.get(name);
@@ -66,7 +71,7 @@ export async function loadControlNetPipeline(
   const controlnets: ControlNetModel[] = [];
   // (the base's own controlnet/ takes the base's variant unless one is given for it, as from_pretrained per folder)
   const cnVariant = controlnet === undefined ? opts.controlnetVariant ?? opts.variant : opts.controlnetVariant;
-  for (const d of cnDirs) controlnets.push(ControlNetModel.fromPretrained(controlnetFolder(await resolve(d, cnVariant)), { variant: cnVariant, trainable: false }));
+  for (const d of cnDirs) controlnets.push(ControlNetModel.fromPretrained(controlnetFolder(await resolve(d, { variant: cnVariant, cacheDir: opts.cacheDir })), { variant: cnVariant, trainable: false }));
   const unet = UNet2DConditionModel.fromPretrained(component("unet"), { variant: opts.variant, trainable: false });
   const vae = AutoencoderKL.fromPretrained(component("vae"), { variant: opts.variant, trainable: false });
   controlnets.forEach((cn, i) => {

@@ -20,7 +20,7 @@ const tinyTokenizer: TokenizerLike = {
   tokenize: (texts, maxLength) => texts.map((t) => Array.from({ length: maxLength }, (_, i) => (i < t.length ? 3 + (t.charCodeAt(i) % 900) : 1))),
 };
 
-test("a hub base and ControlNet are downloaded in the variant asked for (infer --variant / --controlnet_variant)", async () => {
+test("a hub base and ControlNet are downloaded in the variant asked for (infer --variant / --controlnet_variant), the base at --revision, into --cache_dir", async () => {
   await testEngine();
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "infer-hub-variant-"));
   // the tiny SD as a repo that has fp16 weights only (stored as F32: the names are what selection reads)
@@ -42,6 +42,14 @@ test("a hub base and ControlNet are downloaded in the variant asked for (infer -
     assert.equal(pipe.controlnets.length, 1, "the base's own controlnet/ in the base's variant");
     const own = await loadControlNetPipeline("org/sd-fp16", "org/cn-fp16", { variant: "fp16", controlnetVariant: "fp16", withoutTextEncoder: true });
     assert.equal(own.controlnets.length, 1);
+    // --revision is the base's (from_pretrained's revision), --cache_dir where the hub files go
+    server.addRepoFromDir("org/sd-branch", repo, { branch: "v2" });
+    const flags = inferOptions(parseInferArgs(["--base", "org/sd-branch", "--image", "i", "--prompt", "p", "--revision", "v2", "--cache_dir", path.join(tmp, "own-cache")]));
+    assert.deepEqual([flags.revision, flags.cacheDir], ["v2", path.join(tmp, "own-cache")]);
+    await assert.rejects(loadControlNetPipeline("org/sd-branch", undefined, { variant: "fp16", withoutTextEncoder: true }), /HTTP 404/);
+    const branch = await loadControlNetPipeline("org/sd-branch", undefined, { variant: "fp16", withoutTextEncoder: true, revision: flags.revision, cacheDir: flags.cacheDir });
+    assert.equal(branch.controlnets.length, 1);
+    assert.ok(fs.existsSync(path.join(tmp, "own-cache", "models--org--sd-branch", "refs", "v2")));
   } finally {
     for (const [k, v] of Object.entries(env)) v === undefined ? delete process.env[k] : (process.env[k] = v);
     await server.close();
