@@ -6,7 +6,7 @@ import os from "node:os";
 import path from "node:path";
 import sharp from "sharp";
 import * as cn from "../../lib/index.js";
-import { maxFolderDiff, testEngine } from "../helpers.js";
+import { maxFolderDiff, testEngine, tempDir } from "../helpers.js";
 import { isDisposed } from "../../lib/cells/runs.js";
 import { installFakeBridge } from "../widgets/fakes.js";
 
@@ -18,7 +18,7 @@ before(async () => {
 });
 
 test("dataset → baseModel → controlnet → train({until}) is idempotent, continues, and validates", async () => {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cells-"));
+  const out = tempDir("cells-");
   const ds = await cn.dataset({ synthetic: { count: 8 }, resolution: 32 });
   assert.equal(await cn.dataset({ synthetic: { count: 8 }, resolution: 32 }), ds, "same arguments → cached");
   const bundle = (ds as unknown as Record<symbol, () => Record<string, string>>)[Symbol.for("Jupyter.display")]!();
@@ -56,7 +56,7 @@ test("dataset → baseModel → controlnet → train({until}) is idempotent, con
 });
 
 test("a closed trainer frees its optimizer's state: re-run train() cells do not pile up tensors", async () => {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cells-free-"));
+  const out = tempDir("cells-free-");
   try {
     const ds = await cn.dataset({ synthetic: { count: 8 }, resolution: 32 });
     const base = await cn.baseModel(sd);
@@ -73,12 +73,11 @@ test("a closed trainer frees its optimizer's state: re-run train() cells do not 
     assert.equal(live(), before);
   } finally {
     await cn.resetTraining();
-    fs.rmSync(out, { recursive: true, force: true });
   }
 });
 
 test("baseModel(): one folder however spelled; the cell run again with another base frees the old one, which is then refused in one line", async () => {
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "cells-base-"));
+  const tmp = tempDir("cells-base-");
   const fake = installFakeBridge();
   try {
     for (const n of ["a", "b"]) fs.cpSync(sd, path.join(tmp, n), { recursive: true });
@@ -105,7 +104,6 @@ test("baseModel(): one folder however spelled; the cell run again with another b
   } finally {
     fake.uninstall();
     await cn.resetTraining();
-    fs.rmSync(tmp, { recursive: true, force: true });
   }
 });
 
@@ -124,7 +122,7 @@ test("cell options out of range are one line naming the option: resolution, an e
 });
 
 test("train({useEma}): validate() and save() use the weights' average, training goes on from the live weights", async () => {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cells-ema-"));
+  const out = tempDir("cells-ema-");
   try {
     const ds = await cn.dataset({ synthetic: { count: 8 }, resolution: 32 });
     const base = await cn.baseModel(sd);
@@ -153,12 +151,11 @@ test("train({useEma}): validate() and save() use the weights' average, training 
     assert.equal((await cn.train({ base, controlnet, dataset: ds, outputDir: out, batchSize: 2, learningRate: 1e-3, useEma: true, checkpointing: { every: 3 }, until: 4 })).globalStep, 4);
   } finally {
     await cn.resetTraining();
-    fs.rmSync(out, { recursive: true, force: true });
   }
 });
 
 test("train() uses the dataset() cell's proportionEmptyPrompts; a re-run dataset() cell starts a new trainer, even with the same description", async () => {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cells-ds-"));
+  const out = tempDir("cells-ds-");
   try {
     const base = await cn.baseModel(sd);
     // a fresh ControlNet's zero convolutions leave step 1's loss independent of its seed: only the data can change it
@@ -184,12 +181,11 @@ test("train() uses the dataset() cell's proportionEmptyPrompts; a re-run dataset
     }
   } finally {
     await cn.resetTraining();
-    fs.rmSync(out, { recursive: true, force: true });
   }
 });
 
 test("issue 25 #4/#5: train() refuses learningRate -1 and an empty validation image before any step (the CLI's checks)", async () => {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cells-bad-"));
+  const out = tempDir("cells-bad-");
   try {
     const ds = await cn.dataset({ synthetic: { count: 8 }, resolution: 32 });
     const base = await cn.baseModel(sd);
@@ -236,12 +232,11 @@ test("issue 25 #4/#5: train() refuses learningRate -1 and an empty validation im
     assert.equal(lines.filter((l) => /lrScheduler "linear" decays over maxTrainSteps, which is not set: it spans 1,000,000 steps/.test(l)).length, 1, lines.join("\n"));
   } finally {
     await cn.resetTraining();
-    fs.rmSync(out, { recursive: true, force: true });
   }
 });
 
 test("train() knows which ControlNet it trains: the same object continues, another model is its own run, a freed one is refused", async () => {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cells-runs-"));
+  const out = tempDir("cells-runs-");
   const lines: string[] = [];
   const log = console.log;
   console.log = (...a: unknown[]) => { lines.push(a.join(" ")); };
@@ -323,7 +318,6 @@ test("train() knows which ControlNet it trains: the same object continues, anoth
   } finally {
     console.log = log;
     await cn.resetTraining();
-    fs.rmSync(out, { recursive: true, force: true });
     fs.rmSync(`${out}-2`, { recursive: true, force: true });
   }
 });
@@ -331,7 +325,7 @@ test("train() knows which ControlNet it trains: the same object continues, anoth
 test("dataset grid: one row per sample with its prompt; dashboard: the planner's predicted peak, a resumed step plotted once", async () => {
   const { installFakeBridge } = await import("../widgets/fakes.js");
   const fake = installFakeBridge();
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cells-dash-"));
+  const out = tempDir("cells-dash-");
   try {
     const ds = await cn.dataset({ synthetic: { count: 8, seed: 3 }, resolution: 32 });
     const html = (ds as unknown as Record<symbol, () => Record<string, string>>)[Symbol.for("Jupyter.display")]!()["text/html"]!;
@@ -370,50 +364,45 @@ test("dataset grid: one row per sample with its prompt; dashboard: the planner's
   } finally {
     fake.uninstall();
     await cn.resetTraining();
-    fs.rmSync(out, { recursive: true, force: true });
   }
 });
 
 test("heldOut + validate(): scored outlines, each prompt under its own conditioning and sample; infer is titled inference", async () => {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cells-heldout-"));
-  try {
-    const base = await cn.baseModel(sd);
-    const controlnet = await cn.controlnet({ from: base, seed: 31 });
-    const held = await cn.heldOut({ count: 3, resolution: 32, dir: path.join(out, "held") });
-    assert.equal(held.images.length, 3);
-    assert.ok(held.images.every((f) => fs.existsSync(f)));
-    assert.match(held.prompts[0]!, /circle with .* background/);
-    const v = await cn.validate({ base, controlnet, ...held, steps: 2, guidanceScale: 1.5, conditioningScale: 2, controlMode: "controlnet", title: "before training", outputDir: out });
-    assert.equal(v.fidelity!.count, 3);
-    const html = (v as unknown as Record<symbol, () => Record<string, string>>)[Symbol.for("Jupyter.display")]!()["text/html"]!;
-    assert.match(html, /before training — control fidelity: IoU \d\.\d{3}/);
-    const figures = html.split("<figure").slice(1);
-    assert.equal(figures.length, 3);
-    figures.forEach((f, i) => {
-      assert.equal((f.match(/<img/g) ?? []).length, 2, "conditioning and sample");
-      assert.ok(f.includes(`<figcaption`) && f.includes(held.prompts[i]!), "its own prompt");
-    });
-    const inf = await cn.infer({ base, controlnet, image: cond.replace(/\.png$/, "_32px.png"), prompt: "red circle with blue background", steps: 2, outputDir: out });
-    const infHtml = (inf as unknown as Record<symbol, () => Record<string, string>>)[Symbol.for("Jupyter.display")]!()["text/html"]!;
-    assert.match(infHtml, />inference/);
-    assert.doesNotMatch(infHtml, /validation \(step 0\)/);
-    // as the seed's snippet: at the image's own size (floored to the VAE factor), no crop (it was cropped to the base's
-    // resolution); each call its own file (the second overwrote the first)
-    const odd = path.join(out, "odd.png");
-    await sharp({ create: { width: 50, height: 37, channels: 3, background: { r: 0, g: 0, b: 255 } } }).png().toFile(odd);
-    const own = await cn.infer({ base, controlnet, image: odd, prompt: "red circle with blue background", steps: 1, outputDir: out });
-    assert.deepEqual([own.pairs[0]!.rgb[0]!.width, own.pairs[0]!.rgb[0]!.height], [50, 36]); // the test base's VAE factor: 2
-    assert.deepEqual([inf.pairs[0]!.files, own.pairs[0]!.files], [[path.join(out, "image-0.png")], [path.join(out, "image-1.png")]]);
-    assert.ok(own.pairs[0]!.files.concat(inf.pairs[0]!.files).every((f) => fs.existsSync(f)));
-  } finally {
-    fs.rmSync(out, { recursive: true, force: true });
-  }
+  const out = tempDir("cells-heldout-");
+  const base = await cn.baseModel(sd);
+  const controlnet = await cn.controlnet({ from: base, seed: 31 });
+  const held = await cn.heldOut({ count: 3, resolution: 32, dir: path.join(out, "held") });
+  assert.equal(held.images.length, 3);
+  assert.ok(held.images.every((f) => fs.existsSync(f)));
+  assert.match(held.prompts[0]!, /circle with .* background/);
+  const v = await cn.validate({ base, controlnet, ...held, steps: 2, guidanceScale: 1.5, conditioningScale: 2, controlMode: "controlnet", title: "before training", outputDir: out });
+  assert.equal(v.fidelity!.count, 3);
+  const html = (v as unknown as Record<symbol, () => Record<string, string>>)[Symbol.for("Jupyter.display")]!()["text/html"]!;
+  assert.match(html, /before training — control fidelity: IoU \d\.\d{3}/);
+  const figures = html.split("<figure").slice(1);
+  assert.equal(figures.length, 3);
+  figures.forEach((f, i) => {
+    assert.equal((f.match(/<img/g) ?? []).length, 2, "conditioning and sample");
+    assert.ok(f.includes(`<figcaption`) && f.includes(held.prompts[i]!), "its own prompt");
+  });
+  const inf = await cn.infer({ base, controlnet, image: cond.replace(/\.png$/, "_32px.png"), prompt: "red circle with blue background", steps: 2, outputDir: out });
+  const infHtml = (inf as unknown as Record<symbol, () => Record<string, string>>)[Symbol.for("Jupyter.display")]!()["text/html"]!;
+  assert.match(infHtml, />inference/);
+  assert.doesNotMatch(infHtml, /validation \(step 0\)/);
+  // as the seed's snippet: at the image's own size (floored to the VAE factor), no crop (it was cropped to the base's
+  // resolution); each call its own file (the second overwrote the first)
+  const odd = path.join(out, "odd.png");
+  await sharp({ create: { width: 50, height: 37, channels: 3, background: { r: 0, g: 0, b: 255 } } }).png().toFile(odd);
+  const own = await cn.infer({ base, controlnet, image: odd, prompt: "red circle with blue background", steps: 1, outputDir: out });
+  assert.deepEqual([own.pairs[0]!.rgb[0]!.width, own.pairs[0]!.rgb[0]!.height], [50, 36]); // the test base's VAE factor: 2
+  assert.deepEqual([inf.pairs[0]!.files, own.pairs[0]!.files], [[path.join(out, "image-0.png")], [path.join(out, "image-1.png")]]);
+  assert.ok(own.pairs[0]!.files.concat(inf.pairs[0]!.files).every((f) => fs.existsSync(f)));
 });
 
 test("pushToHub(): the run folder without its checkpoints, logs, validation rounds, run record (a local path) and lock", async () => {
   const { HubServer } = await import("../io/hub-server.js");
   const server = await new HubServer().start();
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cells-push-"));
+  const dir = tempDir("cells-push-");
   const token = process.env.HF_TOKEN;
   try {
     server.addUser("hf_cellstoken", "alice");
@@ -430,12 +419,11 @@ test("pushToHub(): the run folder without its checkpoints, logs, validation roun
     if (token === undefined) delete process.env.HF_TOKEN;
     else process.env.HF_TOKEN = token;
     await server.close();
-    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
 
 test("cells refuse what cannot work in one line, before doing anything: save() into a checkpoint or nowhere, validation images that do not pair or do not exist, heldOut of nothing", async () => {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cells-refuse-"));
+  const out = tempDir("cells-refuse-");
   try {
     const ds = await cn.dataset({ synthetic: { count: 8 }, resolution: 32 });
     const base = await cn.baseModel(sd);
@@ -460,6 +448,5 @@ test("cells refuse what cannot work in one line, before doing anything: save() i
     await assert.rejects(cn.heldOut({ resolution: 0 }), /^ArgsError: heldOut: resolution must be a positive multiple of 8, got 0/);
   } finally {
     await cn.resetTraining();
-    fs.rmSync(out, { recursive: true, force: true });
   }
 });

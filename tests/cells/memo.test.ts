@@ -1,11 +1,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import { memo, forget, argsKey } from "../../lib/cells/memo.js";
 import { writeBasicConfig } from "../../lib/cells/config.js";
 import { JUPYTER_DISPLAY } from "../../lib/cells/display.js";
+import { tempDir } from "../helpers.js";
 
 test("same arguments → cached (one line says so); the same cell with different ones → recomputed, the old value disposed", async () => {
   const { installFakeBridge } = await import("../widgets/fakes.js");
@@ -76,7 +75,7 @@ test("one result per notebook cell: another cell's result is never disposed; a c
 });
 
 test("writeBasicConfig writes the engine, memory budget and output dirs, and renders a table", async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cfg-"));
+  const dir = tempDir("cfg-");
   // the engine under test (CONTROLNET_TS_BACKEND, set by the test runner; auto selection's reasons: tests/engine/select)
   const cfg = await writeBasicConfig({ outputDir: dir });
   const engine = process.env.CONTROLNET_TS_BACKEND || "wasm";

@@ -8,10 +8,10 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { listCheckpointDirs, verifyCheckpoint } from "../../lib/training/checkpoints.js";
 import { readJsonl } from "../../lib/training/tensorboard.js";
+import { tempDir } from "../helpers.js";
 
 const root = path.resolve(import.meta.dirname, "../..");
 const bin = path.join(root, "bin", "controlnet-ts.js");
@@ -46,7 +46,7 @@ function run(out: string, killAfterMs?: number): Promise<{ code: number | null; 
 }
 
 test("kill -9 at random moments, resume latest: the final ControlNet is byte-identical to an uninterrupted run", async () => {
-  const ref = fs.mkdtempSync(path.join(os.tmpdir(), "kill-ref-"));
+  const ref = tempDir("kill-ref-");
   const r = await run(ref);
   assert.equal(r.code, 0, r.stderr.slice(-2000));
   let out = "";
@@ -57,7 +57,7 @@ test("kill -9 at random moments, resume latest: the final ControlNet is byte-ide
   // still outpace its delay on a faster minute of this (shared, noisy) machine and finish: then the sequence starts
   // again in a fresh folder with the delays halved, so the property is always shown with at least two kills.
   for (let sequence = 0; sequence < 3 && kills < 2; sequence++) {
-    out = fs.mkdtempSync(path.join(os.tmpdir(), "kill-"));
+    out = tempDir("kill-");
     delays = [];
     kills = 0;
     for (let attempt = 0; attempt < 6 && kills < 3; attempt++) {

@@ -7,12 +7,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
+import { tempDir } from "../helpers.js";
 
 const root = path.resolve(import.meta.dirname, "../..");
 const bin = path.join(root, "bin", "controlnet-ts.js");
-const tmp = (p: string) => fs.mkdtempSync(path.join(os.tmpdir(), p));
 const flags = (out: string, extra: string[] = []) => [
   `--pretrained_model_name_or_path=${path.join(root, "tests/fixtures/sd_tiny")}`, `--output_dir=${out}`, "--dataset_name=synthetic-fill50k:8",
   "--resolution=32", "--train_batch_size=1", "--max_train_steps=4", "--checkpointing_steps=2", "--learning_rate=1e-4",
@@ -38,7 +37,7 @@ function cli(args: string[], env: Record<string, string> = {}, stopAt?: RegExp):
 const SEED_LINE = /^--seed not set: using seed (\d+) \(pass --seed \1 to repeat this run\)$/m;
 
 test("--seed unset: a random seed, printed; stopped after a checkpoint and resumed (still unset) it continues that seed and ends byte-identical to an uninterrupted run with --seed <it>", async () => {
-  const out = tmp("seed-unset-");
+  const out = tempDir("seed-unset-");
   // stopped at step 2 (the cells' `until`), right after checkpoint-2
   const first = await cli(flags(out, ["--resume_from_checkpoint=latest"]), { CONTROLNET_TS_UNTIL: "2" });
   assert.equal(first.code, 0, first.stderr.slice(-2000));
@@ -48,7 +47,7 @@ test("--seed unset: a random seed, printed; stopped after a checkpoint and resum
   assert.ok(fs.existsSync(path.join(out, "checkpoint-2")) && !fs.existsSync(path.join(out, "diffusion_pytorch_model.safetensors")));
 
   // another run with no --seed draws another seed
-  const other = await cli(flags(tmp("seed-other-")), {}, SEED_LINE);
+  const other = await cli(flags(tempDir("seed-other-")), {}, SEED_LINE);
   const otherSeed = SEED_LINE.exec(other.stdout)?.[1];
   assert.ok(otherSeed, `no seed line in:\n${other.stdout}${other.stderr}`);
   assert.notEqual(otherSeed, seed, "two runs without --seed drew the same seed");
@@ -70,7 +69,7 @@ test("--seed unset: a random seed, printed; stopped after a checkpoint and resum
   assert.match(resumed.stdout, /^Resuming from checkpoint checkpoint-2$/m);
   assert.doesNotMatch(resumed.stdout + resumed.stderr, /other arguments|another run|using seed/);
 
-  const ref = tmp("seed-ref-");
+  const ref = tempDir("seed-ref-");
   const r = await cli(flags(ref, [`--seed=${seed}`]));
   assert.equal(r.code, 0, r.stderr.slice(-2000));
   assert.doesNotMatch(r.stdout, /--seed not set/);

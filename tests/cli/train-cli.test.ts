@@ -3,12 +3,12 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { readSafetensorsHeader } from "../../lib/io/safetensors.js";
 import { findEventFiles, makeGrid, readEvents } from "../../lib/training/tensorboard.js";
 import sharp from "sharp";
 import { HubServer } from "../io/hub-server.js";
+import { tempDir } from "../helpers.js";
 
 const root = path.resolve(import.meta.dirname, "../..");
 const bin = path.join(root, "bin", "controlnet-ts.js");
@@ -19,7 +19,7 @@ const cli = (args: string[]) => spawnSync(process.execPath, [bin, "train_control
 // Validation (20 UniPC steps per image, as the script does) dominates these runs: it generates at the conditioning
 // image's own size, so the tests use a 32 px copy of the seed's image.
 test("validation during training and once more after the last step: images saved and logged to TensorBoard (tag = prompt, conditioning image first), fill50k fidelity scored", async () => {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cli-val-"));
+  const out = tempDir("cli-val-");
   const control = path.join(out, "conditioning_image_1.png");
   await sharp(path.join(root, "data/conditioning_image_1.png")).resize(32, 32).png().toFile(control);
   const r = cli([
@@ -44,7 +44,7 @@ test("validation during training and once more after the last step: images saved
 });
 
 test("seed flags verbatim: trains, checkpoints, logs to TensorBoard and saves a diffusers ControlNet with a model card", () => {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cli-train-"));
+  const out = tempDir("cli-train-");
   const r = cli([
     "--pretrained_model_name_or_path", path.join(root, "tests/fixtures/sd_tiny"),
     `--output_dir=${out}`, "--dataset_name=synthetic-fill50k:16", "--resolution=32", "--learning_rate=1e-4",
@@ -94,7 +94,7 @@ test("--push_to_hub uploads the final ControlNet (not checkpoints or logs) to th
       "--pretrained_model_name_or_path", path.join(root, "tests/fixtures/sd_tiny"), "--dataset_name=synthetic-fill50k:8",
       "--resolution=32", "--train_batch_size=1", "--max_train_steps=1", "--checkpointing_steps=1", "--seed=3",
     ];
-    const out = fs.mkdtempSync(path.join(os.tmpdir(), "cli-push-"));
+    const out = tempDir("cli-push-");
     const r = await cliAsync([...base, `--output_dir=${out}`, "--push_to_hub", "--hub_model_id=me/cli-controlnet", `--hub_token=${TOKEN}`], { HF_ENDPOINT: server.url });
     assert.equal(r.status, 0, r.stderr.slice(-3000));
     assert.ok(!(r.stdout + r.stderr).includes(TOKEN), "the token appears in the output");
@@ -110,7 +110,7 @@ test("--push_to_hub uploads the final ControlNet (not checkpoints or logs) to th
 
     // a rejected token: the repo is created before training (as the script's create_repo), so it fails there —
     // one clear error, non-zero exit, nothing trained, no token echoed
-    const out2 = fs.mkdtempSync(path.join(os.tmpdir(), "cli-push-bad-"));
+    const out2 = tempDir("cli-push-bad-");
     const bad = "hf_wrongSECRETtoken999";
     const r2 = await cliAsync([...base, `--output_dir=${out2}`, "--push_to_hub", "--hub_model_id=me/other", `--hub_token=${bad}`], { HF_ENDPOINT: server.url });
     assert.equal(r2.status, 1, r2.stderr.slice(-3000));
@@ -123,7 +123,7 @@ test("--push_to_hub uploads the final ControlNet (not checkpoints or logs) to th
 });
 
 test("a validation image too large for the engine's memory (validation runs at its own size) is refused before training, naming it", async () => {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cli-valbig-"));
+  const out = tempDir("cli-valbig-");
   const big = path.join(out, "huge-control.png");
   await sharp({ create: { width: 5000, height: 5000, channels: 3, background: { r: 0, g: 0, b: 0 } } }).png().toFile(big);
   // on wasm: the budget is the 4 GiB heap on any machine (5000² decodes through the tiny VAE at ~6 GB)
@@ -136,11 +136,10 @@ test("a validation image too large for the engine's memory (validation runs at i
   assert.match(r.stderr, new RegExp(`validation image .*huge-control\\.png is 5000×5000: validation generates at the image's own size .* Nothing was trained\\.`));
   assert.doesNotMatch(r.stderr, /Steps: 1/);
   assert.ok(!fs.existsSync(path.join(out, "run", "checkpoint-1")));
-  fs.rmSync(out, { recursive: true, force: true });
 });
 
 test("what is kept is said: a model card that cannot be written names the saved ControlNet; a file in validation/'s place is refused up front", () => {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cli-kept-"));
+  const out = tempDir("cli-kept-");
   const flags = (dir: string, extra: string[] = []) => [`--pretrained_model_name_or_path=${path.join(root, "data/tiny-sd")}`, `--output_dir=${dir}`,
     "--dataset_name=synthetic-fill50k:4", "--resolution=32", "--train_batch_size=1", "--max_train_steps=1", "--seed=1", ...extra];
   const card = path.join(out, "card");
@@ -158,37 +157,31 @@ test("what is kept is said: a model card that cannot be written names the saved 
   assert.equal(v.status, 1, v.stderr.slice(-2000));
   assert.match(v.stderr, /validation is a file: validation writes its images in a folder of that name; move it away\. Nothing was trained/);
   assert.doesNotMatch(v.stderr, /Steps: 1/);
-  fs.rmSync(out, { recursive: true, force: true });
 });
 
 test("resuming a checkpoint beyond --max_train_steps says there is no step to train", () => {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cli-beyond-"));
+  const out = tempDir("cli-beyond-");
   const flags = (extra: string[]) => [`--pretrained_model_name_or_path=${path.join(root, "data/tiny-sd")}`, `--output_dir=${out}`,
     "--dataset_name=synthetic-fill50k:4", "--resolution=32", "--train_batch_size=1", "--seed=1", "--checkpointing_steps=2", ...extra];
   assert.equal(cli(flags(["--max_train_steps=2"])).status, 0);
   const r = cli(flags(["--max_train_steps=1", "--resume_from_checkpoint=latest"]));
   assert.equal(r.status, 0, r.stderr.slice(-2000));
   assert.match(r.stdout, /The resumed checkpoint is at step 2, beyond --max_train_steps 1: no step to train; its ControlNet is saved as the final one\./);
-  fs.rmSync(out, { recursive: true, force: true });
 });
 
 test("a new run in a folder where an earlier run saved its ControlNet says it replaces it, and moves that run's validation images aside", () => {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cli-again-"));
-  try {
-    const flags = [`--pretrained_model_name_or_path=${path.join(root, "tests/fixtures/sd_tiny")}`, `--output_dir=${out}`, "--dataset_name=synthetic-fill50k:8",
-      "--resolution=32", "--train_batch_size=1", "--max_train_steps=2", "--seed=3", "--num_validation_images=1", "--validation_steps=2",
-      "--validation_prompt", "red circle", "--validation_image", path.join(root, "tests/fixtures/pipeline_tiny/control.png")];
-    const first = cli(flags);
-    assert.equal(first.status, 0, first.stderr.slice(-2000));
-    const earlier = fs.readdirSync(path.join(out, "validation")).sort();
-    assert.ok(earlier.length > 0);
-    const again = cli([...flags, "--max_train_steps=1", "--validation_steps=100"]);
-    assert.equal(again.status, 0, again.stderr.slice(-2000));
-    assert.match(again.stdout, new RegExp(`${out.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} holds a ControlNet an earlier run saved: this run replaces it when it ends`));
-    // (they sat beside a model that never took those steps)
-    assert.deepEqual(fs.readdirSync(path.join(out, "validation.earlier-1")).sort(), earlier);
-    assert.deepEqual(fs.readdirSync(path.join(out, "validation")).sort(), ["step-1-final-pair-0-sample-0.png"]);
-  } finally {
-    fs.rmSync(out, { recursive: true, force: true });
-  }
+  const out = tempDir("cli-again-");
+  const flags = [`--pretrained_model_name_or_path=${path.join(root, "tests/fixtures/sd_tiny")}`, `--output_dir=${out}`, "--dataset_name=synthetic-fill50k:8",
+    "--resolution=32", "--train_batch_size=1", "--max_train_steps=2", "--seed=3", "--num_validation_images=1", "--validation_steps=2",
+    "--validation_prompt", "red circle", "--validation_image", path.join(root, "tests/fixtures/pipeline_tiny/control.png")];
+  const first = cli(flags);
+  assert.equal(first.status, 0, first.stderr.slice(-2000));
+  const earlier = fs.readdirSync(path.join(out, "validation")).sort();
+  assert.ok(earlier.length > 0);
+  const again = cli([...flags, "--max_train_steps=1", "--validation_steps=100"]);
+  assert.equal(again.status, 0, again.stderr.slice(-2000));
+  assert.match(again.stdout, new RegExp(`${out.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")} holds a ControlNet an earlier run saved: this run replaces it when it ends`));
+  // (they sat beside a model that never took those steps)
+  assert.deepEqual(fs.readdirSync(path.join(out, "validation.earlier-1")).sort(), earlier);
+  assert.deepEqual(fs.readdirSync(path.join(out, "validation")).sort(), ["step-1-final-pair-0-sample-0.png"]);
 });

@@ -3,8 +3,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
+import { tempDir } from "../helpers.js";
 
 const root = path.resolve(import.meta.dirname, "../..");
 const bin = path.join(root, "bin", "controlnet-ts.js");
@@ -16,7 +16,7 @@ const tiny = ["--dataset_name=synthetic-fill50k:8", "--resolution=32", "--train_
 const noStack = (s: string) => assert.ok(!/^\s+at /m.test(s), `a stack trace was printed:\n${s}`);
 
 test("#9: output_dir is a file, a missing resume checkpoint: one line each, no stack (unless CONTROLNET_TS_DEBUG)", () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cli-err-"));
+  const dir = tempDir("cli-err-");
   const file = path.join(dir, "a-file");
   fs.writeFileSync(file, "x");
   const r1 = cli([`--pretrained_model_name_or_path=${sd}`, `--output_dir=${file}`, ...tiny]);
@@ -40,7 +40,7 @@ test("#9: output_dir is a file, a missing resume checkpoint: one line each, no s
 });
 
 test("#10: a base model the hub cannot give is not reported as a failed push", () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cli-hub-"));
+  const dir = tempDir("cli-hub-");
   // without --push_to_hub: with it, the hub repo is now created (or refused) before anything is fetched (issue 24 #2)
   const r = cli(["--pretrained_model_name_or_path=nobody/no-such-model", `--output_dir=${path.join(dir, "out")}`, ...tiny],
     { HF_HUB_OFFLINE: "1", HF_HOME: path.join(dir, "hf") });
@@ -52,7 +52,7 @@ test("#10: a base model the hub cannot give is not reported as a failed push", (
 });
 
 test("#9: output_dir on a read-only file system: one line saying so, no stack", (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cli-ro-"));
+  const dir = tempDir("cli-ro-");
   const m = spawnSync("mount", ["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", dir], { encoding: "utf8" });
   if (m.status !== 0) {
     t.skip(`cannot mount a read-only tmpfs here (${(m.stderr || "").trim()}): needs root`);

@@ -7,22 +7,21 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import sharp from "sharp";
 import { decodeHparamsSessionStart, findEventFiles, readEvents } from "../../lib/training/tensorboard.js";
 import { HubServer } from "../io/hub-server.js";
 import { planLaunch } from "../../lib/cli/accelerate.js";
 import { writeAccelerateCheckpoint } from "../training/fixtures/accelerate-checkpoint.js";
+import { tempDir } from "../helpers.js";
 
 const root = path.resolve(import.meta.dirname, "../..");
 const bin = path.join(root, "bin", "controlnet-ts.js");
 const tiny = path.join(root, "tests/fixtures/sd_tiny");
-const tmp = (p: string) => fs.mkdtempSync(path.join(os.tmpdir(), p));
 
 /** The CLI with a clean hub environment (no developer token, token file or accelerate config) plus `env`. */
 function envWith(env: Record<string, string>): NodeJS.ProcessEnv {
-  const e: NodeJS.ProcessEnv = { ...process.env, CONTROLNET_TS_THREADS: "2", HF_HOME: tmp("hf-home-"), XDG_CACHE_HOME: tmp("xdg-") };
+  const e: NodeJS.ProcessEnv = { ...process.env, CONTROLNET_TS_THREADS: "2", HF_HOME: tempDir("hf-home-"), XDG_CACHE_HOME: tempDir("xdg-") };
   for (const k of ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_ENDPOINT"]) delete e[k];
   return { ...e, ...env };
 }
@@ -56,8 +55,8 @@ const rgbOf = async (png: Uint8Array | string) => {
 const PROMPTS = ["red circle with blue background", "cyan circle with brown floral background"];
 
 test("the seed's 8 GB command: final validation after the last step → images in output_dir, TensorBoard (logging_dir/<project>, hparams, tag = prompt, conditioning image first) and the model card", async () => {
-  const out = tmp("cli-8gb-");
-  const logs = tmp("cli-8gb-logs-"); // an absolute --logging_dir is used as it is
+  const out = tempDir("cli-8gb-");
+  const logs = tempDir("cli-8gb-logs-"); // an absolute --logging_dir is used as it is
   const images = await smallConditioningImages(out);
   fs.writeFileSync(path.join(out, "README.md"), "# my notes\n"); // the user's own: kept beside the card
   const r = run([
@@ -144,9 +143,9 @@ test("--push_to_hub with output_dir's name: <user>/<name> is created before trai
   const TOKEN = "hf_fileSECRETtoken4242";
   server.addUser(TOKEN, "alice");
   try {
-    const tokenFile = path.join(tmp("tok-"), "token");
+    const tokenFile = path.join(tempDir("tok-"), "token");
     fs.writeFileSync(tokenFile, `${TOKEN}\n`);
-    const parent = tmp("cli-hub-");
+    const parent = tempDir("cli-hub-");
     const out = path.join(parent, "fill50k-controlnet");
     const base = [`--pretrained_model_name_or_path=${tiny}`, "--dataset_name=synthetic-fill50k:8", "--resolution=32", "--train_batch_size=1", "--max_train_steps=1", "--seed=3"];
     const [control] = await smallConditioningImages(parent);
@@ -225,10 +224,10 @@ test("hub ids as upstream passes them: --revision is the base model's only, --co
     server.addRepo("org/tiny-sd", files, { branch: "v2" });
     server.addRepoFromDir("org/tiny-cn", path.join(tiny, "controlnet"));
     server.addRepoFromDir("org/clip-tokenizer", path.join(tiny, "tokenizer"));
-    const out = tmp("cli-rev-");
+    const out = tempDir("cli-rev-");
     const r = await runAsync(["train_controlnet", "--pretrained_model_name_or_path=org/tiny-sd", "--revision=v2", "--controlnet_model_name_or_path=org/tiny-cn",
       "--tokenizer_name=org/clip-tokenizer", `--output_dir=${out}`, "--dataset_name=synthetic-fill50k:4", "--resolution=32", "--train_batch_size=1",
-      "--max_train_steps=1", "--seed=5"], { HF_ENDPOINT: server.url, HF_HUB_CACHE: tmp("hub-cache-") });
+      "--max_train_steps=1", "--seed=5"], { HF_ENDPOINT: server.url, HF_HUB_CACHE: tempDir("hub-cache-") });
     assert.equal(r.status, 0, r.stderr.slice(-3000));
     assert.match(r.stderr, / - INFO - __main__ - Loading existing controlnet weights$/m);
     const urls = server.requests.map((q) => q.url);
@@ -242,7 +241,7 @@ test("hub ids as upstream passes them: --revision is the base model's only, --co
 });
 
 test("--train_data_dir with --dataset_name is load_dataset's data_dir: the folder of the dataset that is trained on", async () => {
-  const ds = tmp("cli-datadir-");
+  const ds = tempDir("cli-datadir-");
   const png = (v: number) => sharp({ create: { width: 32, height: 32, channels: 3, background: { r: v, g: 0, b: 0 } } }).png().toBuffer();
   for (const [sub, n] of [["a", 2], ["b", 3]] as const) {
     fs.mkdirSync(path.join(ds, sub, "conditioning"), { recursive: true });
@@ -255,16 +254,16 @@ test("--train_data_dir with --dataset_name is load_dataset's data_dir: the folde
     fs.writeFileSync(path.join(ds, sub, "metadata.jsonl"), lines.join("\n"));
   }
   const args = ["train_controlnet", `--pretrained_model_name_or_path=${tiny}`, `--dataset_name=${ds}`, "--resolution=32", "--train_batch_size=1", "--max_train_steps=1", "--seed=6"];
-  const r = run([...args, `--output_dir=${tmp("cli-datadir-out-")}`, "--train_data_dir=b"]);
+  const r = run([...args, `--output_dir=${tempDir("cli-datadir-out-")}`, "--train_data_dir=b"]);
   assert.equal(r.status, 0, r.stderr.slice(-3000));
   assert.ok(r.stderr.includes("  Num examples = 3\n"), r.stderr);
-  const missing = run([...args, `--output_dir=${tmp("cli-datadir-out-")}`, "--train_data_dir=c"]);
+  const missing = run([...args, `--output_dir=${tempDir("cli-datadir-out-")}`, "--train_data_dir=c"]);
   assert.notEqual(missing.status, 0);
   assert.match(missing.stderr, /train_data_dir 'c' is given with dataset_name, so it is load_dataset's data_dir/);
 });
 
 test("an output_dir of diffusers' (accelerate) checkpoints: one clear message offering their ControlNet, nothing overwritten", () => {
-  const out = tmp("cli-acc-");
+  const out = tempDir("cli-acc-");
   writeAccelerateCheckpoint(out, 500);
   writeAccelerateCheckpoint(out, 1000);
   const snapshot = () => fs.readdirSync(out, { recursive: true }).sort().map((f) => [f, fs.statSync(path.join(out, String(f))).mtimeMs]);
@@ -282,7 +281,7 @@ test("an output_dir of diffusers' (accelerate) checkpoints: one clear message of
 });
 
 test("trackers and upstream's smaller habits: --report_to wandb logs to TensorBoard and says so (unknown trackers refused); logged lr is the next step's; accumulation stops at the epoch's end; 'removing checkpoints'; --num_validation_images 0", async () => {
-  const out = tmp("cli-wandb-");
+  const out = tempDir("cli-wandb-");
   const [control] = await smallConditioningImages(out);
   const args = ["train_controlnet", `--pretrained_model_name_or_path=${tiny}`, `--output_dir=${out}`, "--dataset_name=synthetic-fill50k:3", "--resolution=32",
     "--train_batch_size=1", "--gradient_accumulation_steps=2", "--max_train_steps=2", "--seed=2", "--learning_rate=1e-4",
@@ -311,11 +310,11 @@ test("trackers and upstream's smaller habits: --report_to wandb logs to TensorBo
 });
 
 test("accelerate launch maps what applies (config file's DeepSpeed offload, threads) and says what does not; more than one process goes to controlnet-ts launch; accelerate config writes once", () => {
-  const home = tmp("acc-home-");
+  const home = tempDir("acc-home-");
   const cfg = path.join(home, "ds.yaml");
   // the seed README's DeepSpeed stage 2 config, as `accelerate config` writes it
   fs.writeFileSync(cfg, "compute_environment: LOCAL_MACHINE\ndeepspeed_config:\n  gradient_accumulation_steps: 2\n  offload_optimizer_device: cpu\n  offload_param_device: cpu\n  zero3_init_flag: false\n  zero_stage: 2\ndistributed_type: DEEPSPEED\nmixed_precision: fp16\nnum_processes: 1\n");
-  const out = tmp("cli-launch-");
+  const out = tempDir("cli-launch-");
   const r = run(["accelerate", "launch", "--config_file", cfg, "--num_cpu_threads_per_process", "1", "--main_process_port", "29501", "train_controlnet.py",
     `--pretrained_model_name_or_path=${tiny}`, `--output_dir=${out}`, "--dataset_name=synthetic-fill50k:8", "--resolution=32", "--train_batch_size=1",
     "--max_train_steps=1", "--seed=4"], { XDG_CACHE_HOME: home });
@@ -347,8 +346,8 @@ test("accelerate launch maps what applies (config file's DeepSpeed offload, thre
 });
 
 test("accelerate launch / config refuse what accelerate refuses, in one line, and print their usage on --help", () => {
-  const home = tmp("acc-flags-");
-  const hfHome = tmp("acc-hf-");
+  const home = tempDir("acc-flags-");
+  const hfHome = tempDir("acc-hf-");
   const env = { XDG_CACHE_HOME: home, HF_HOME: hfHome };
   const file = path.join(home, "controlnet-ts", "accelerate", "default_config.yaml");
   const oneError = (r: ReturnType<typeof run>, re: RegExp) => {
@@ -433,7 +432,7 @@ test("accelerate launch / config refuse what accelerate refuses, in one line, an
 });
 
 test("validation generates at the conditioning image's own size (as the pipeline does without height/width), not at --resolution; the final round does not overwrite the last step's", async () => {
-  const out = tmp("cli-valsize-");
+  const out = tempDir("cli-valsize-");
   const control = path.join(out, "control-64x48.png");
   await sharp(path.join(root, "data/conditioning_image_1.png")).resize(64, 48, { fit: "fill" }).png().toFile(control);
   const r = run(["train_controlnet", `--pretrained_model_name_or_path=${tiny}`, `--output_dir=${out}`, "--dataset_name=synthetic-fill50k:2",
@@ -477,7 +476,7 @@ test("accelerate with no command: accelerate_cli's print_help() and exit(1); -h/
 
 test("the model card's metadata is in huggingface_hub's order (inference before tags): its start is save_model_card's byte for byte", async () => {
   const { writeModelCardSync } = await import("../../lib/training/model-card.js");
-  const dir = tmp("card-order-");
+  const dir = tempDir("card-order-");
   writeModelCardSync(dir, { repoId: "me/cn", baseModel: "base/model", training: null });
   // diffusers 0.42.1 save_model_card (load_or_create_model_card + populate_model_card, huggingface_hub 2.4's yaml dump),
   // no validation images, up to its template's first TODO

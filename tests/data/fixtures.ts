@@ -1,6 +1,5 @@
 /** Fixtures the data tests build themselves: small synthetic rows written as parquet, zips, folders. */
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import sharp from "sharp";
 import { zipSync } from "fflate";
@@ -8,9 +7,10 @@ import { parquetWriteBuffer } from "hyparquet-writer";
 import { SyntheticFill50k } from "../../lib/data/synthetic.js";
 import { encodePng } from "../../lib/data/image.js";
 import type { RawImage } from "../../lib/data/types.js";
+import { tempDir } from "../helpers.js";
 
 export function tmpDir(name: string): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), `cn-data-${name}-`));
+  return tempDir(`cn-data-${name}-`);
 }
 
 export interface FixtureRow {

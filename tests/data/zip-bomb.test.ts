@@ -3,12 +3,12 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import zlib from "node:zlib";
 import { Deflate } from "fflate";
 import { ZipArchive, MAX_ENTRY_BYTES } from "../../lib/data/sources/zip.js";
 import { encodePng } from "../../lib/data/image.js";
+import { tempDir } from "../helpers.js";
 
 interface RawEntry { name: string; method: 0 | 8; data: Uint8Array; size: number; crc: number }
 
@@ -54,7 +54,7 @@ function zeroBomb(size: number, head: Uint8Array = new Uint8Array(0)): { data: U
   return { data: Buffer.concat(out), crc: crc >>> 0 };
 }
 
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "zip-bomb-"));
+const tmp = () => tempDir("zip-bomb-");
 
 test("#8: four 400 MB zero entries in a small zip are refused as images with the reader's RSS under 100 MB", () => {
   const dir = tmp();

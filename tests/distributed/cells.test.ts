@@ -6,10 +6,9 @@
 import { before, test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import * as cn from "../../lib/index.js";
-import { testEngine } from "../helpers.js";
+import { testEngine, tempDir } from "../helpers.js";
 import { failureLine } from "../../lib/cells/processes.js";
 import { listCheckpoints } from "../../lib/training/checkpoints.js";
 import { installFakeBridge } from "../widgets/fakes.js";
@@ -26,7 +25,7 @@ function weights(model: cn.ControlNetModel): Map<string, Float32Array> {
 }
 
 test("train({ processes: 2 }) trains in worker processes; the cell's ControlNet holds their weights and trains on in-process", { skip }, async () => {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cells-dp-"));
+  const out = tempDir("cells-dp-");
   const ds = await cn.dataset({ synthetic: { count: 16, seed: 1 }, resolution: 32 });
   const base = await cn.baseModel(path.join(root, "tests/fixtures/sd_tiny"));
   // an architecture no train_controlnet flag expresses (the tutorial's): resumed runs must build it too
@@ -69,7 +68,6 @@ test("train({ processes: 2 }) trains in worker processes; the cell's ControlNet 
   assert.equal(r3.outputDir, `${out}-2`);
   assert.equal(r3.globalStep, 1);
   assert.deepEqual(listCheckpoints(out).map((c) => c.step).at(-1), 4, "the first run's checkpoints are untouched");
-  fs.rmSync(out, { recursive: true, force: true });
   fs.rmSync(`${out}-2`, { recursive: true, force: true });
 });
 
@@ -87,7 +85,7 @@ test("a failed launch from a cell names the worker's reason first, then the laun
 });
 
 test("train({ processes: 2 }) in a notebook: the dashboard follows rank 0 and an interrupt stops the processes with a checkpoint", { skip }, async () => {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cells-dp-int-"));
+  const out = tempDir("cells-dp-int-");
   const bridge = installFakeBridge();
   try {
     const ds = await cn.dataset({ synthetic: { count: 16, seed: 1 }, resolution: 32 });
@@ -125,6 +123,5 @@ test("train({ processes: 2 }) in a notebook: the dashboard follows rank 0 and an
     assert.ok(rss.every((b) => b > 10 * 2 ** 20), `rank 0's RSS logged with each step: ${rss}`);
   } finally {
     bridge.uninstall();
-    fs.rmSync(out, { recursive: true, force: true });
   }
 });

@@ -6,15 +6,15 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { freePorts, maxWeightDiff, skipReason, start, trainFlags } from "./helpers.js";
+import { tempDir } from "../helpers.js";
 
 const skip = skipReason();
 const common = ["--max_train_steps=3", "--gradient_accumulation_steps=2", "--checkpointing_steps=2"];
 
 test("2 processes × batch 1 = 1 process × batch 2 (accumulation 2): final ControlNet ≤ 1e-5; a 2-process checkpoint resumes in 1 process", { skip }, async () => {
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "dp-eq-"));
+  const tmp = tempDir("dp-eq-");
   const one = path.join(tmp, "one");
   const two = path.join(tmp, "two");
   const port = await freePorts(2);
@@ -55,7 +55,6 @@ test("2 processes × batch 1 = 1 process × batch 2 (accumulation 2): final Cont
   assert.match(r3.stdout, /Resuming from checkpoint .*checkpoint-2/);
   const dr = maxWeightDiff(one, resumed).max;
   assert.ok(dr <= 1e-5, `resumed weights differ by ${dr}`);
-  fs.rmSync(tmp, { recursive: true, force: true });
 });
 
 /** AdamW with ε = 1: an update ≈ lr·gradient, so rounding in tiny gradients is not divided by their own size. */
@@ -71,7 +70,7 @@ const gradNorms = (dir: string) => fs.readFileSync(path.join(dir, "logs", "train
  * through `check`, looks at both output folders before they are removed).
  */
 async function twoVersusOne(flags: string[], b: number, check?: (one: string, two: string) => void): Promise<number> {
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "dp-eq-"));
+  const tmp = tempDir("dp-eq-");
   const port = await freePorts(2);
   const r1 = await start(["train_controlnet", ...trainFlags(path.join(tmp, "one"), [...flags, `--train_batch_size=${2 * b}`])]).done;
   assert.equal(r1.code, 0, r1.stderr.slice(-2000));
@@ -80,7 +79,6 @@ async function twoVersusOne(flags: string[], b: number, check?: (one: string, tw
   assert.equal(r2.code, 0, r2.stderr.slice(-2000));
   const d = maxWeightDiff(path.join(tmp, "one"), path.join(tmp, "two")).max;
   check?.(path.join(tmp, "one"), path.join(tmp, "two"));
-  fs.rmSync(tmp, { recursive: true, force: true });
   return d;
 }
 
@@ -118,7 +116,7 @@ test("gradients kept on the host (8-bit AdamW with gradient checkpointing) are r
 });
 
 test("--seed unset under launch: rank 0 draws the seed and every process trains with it (= the same launch given that seed)", { skip }, async () => {
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "dp-seed-"));
+  const tmp = tempDir("dp-seed-");
   const flags = (out: string, extra: string[]) => trainFlags(out, ["--max_train_steps=2", "--checkpointing_steps=100", "--train_batch_size=1", ...extra]).filter((f) => f !== "--seed=1");
   const launch = async (out: string, extra: string[]) => {
     const port = await freePorts(2);
@@ -135,5 +133,4 @@ test("--seed unset under launch: rank 0 draws the seed and every process trains 
   assert.equal(given.code, 0, given.stderr.slice(-2000));
   const d = maxWeightDiff(path.join(tmp, "given"), path.join(tmp, "unset")).max;
   assert.ok(d <= 1e-6, `2 processes without --seed differ from 2 processes with --seed ${lines[0]![1]} by ${d}`);
-  fs.rmSync(tmp, { recursive: true, force: true });
 });

@@ -7,10 +7,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { listCheckpoints } from "../../lib/training/checkpoints.js";
 import { freePorts, skipReason, start, trainFlags, waitFor } from "./helpers.js";
+import { tempDir } from "../helpers.js";
 
 const skip = skipReason();
 const long = ["--max_train_steps=40", "--checkpointing_steps=2", "--train_batch_size=1"];
@@ -25,7 +25,7 @@ function alive(pid: number): boolean {
 }
 
 test("kill -9 of one worker: the launch ends within 60 s with one clear error, the checkpoint is intact, a relaunch resumes", { skip }, async () => {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-kill-"));
+  const out = tempDir("dp-kill-");
   const port = await freePorts(2);
   const launchArgs = ["launch", "--num_processes", "2", "--main_process_port", String(port), "train_controlnet"];
   const job = start([...launchArgs, ...trainFlags(out, long)]);
@@ -55,11 +55,10 @@ test("kill -9 of one worker: the launch ends within 60 s with one clear error, t
   assert.match(again.stdout, new RegExp(`Resuming from checkpoint .*checkpoint-${last.step}`));
   assert.match(again.stderr, new RegExp(`Steps: ${until}/${until}`));
   assert.ok(fs.existsSync(path.join(out, "diffusion_pytorch_model.safetensors")));
-  fs.rmSync(out, { recursive: true, force: true });
 });
 
 test("no launcher (one process per machine): a dead peer is found by the collective runtime and the survivor stops with a clear error", { skip }, async () => {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-peer-"));
+  const out = tempDir("dp-peer-");
   const port = await freePorts(2);
   const group = { WORLD_SIZE: "2", CONTROLNET_TS_WORKER_HOSTS: `127.0.0.1:${port},127.0.0.1:${port + 1}` };
   const p0 = start(["train_controlnet", ...trainFlags(out, long)], { ...group, RANK: "0" });
@@ -75,12 +74,11 @@ test("no launcher (one process per machine): a dead peer is found by the collect
   assert.match(r.stderr, new RegExp(`train_controlnet: error: process 1 \\(127\\.0\\.0\\.1:${port + 1}\\) stopped`));
   assert.ok(listCheckpoints(out).length > 0);
   await p1.done;
-  fs.rmSync(out, { recursive: true, force: true });
 });
 
 for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143], ["SIGHUP", 129]] as const) {
   test(`${signal} to the launcher (Ctrl-C; a scheduler's stop; its terminal closing): every process stops at the same step boundary, rank 0 writes the checkpoint, exit ${code}`, { skip }, async () => {
-    const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-int-"));
+    const out = tempDir("dp-int-");
     const port = await freePorts(2);
     const job = start(["launch", "--num_processes", "2", "--main_process_port", String(port), "train_controlnet",
       ...trainFlags(out, ["--max_train_steps=40", "--checkpointing_steps=100", "--train_batch_size=1"])]);
@@ -94,12 +92,11 @@ for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143], ["SIGHUP", 129]
     assert.deepEqual(listCheckpoints(out).map((c) => c.step), [Number(m[1])]);
     const steps = fs.readFileSync(path.join(out, "logs", "train_log.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l).step);
     assert.equal(steps.at(-1), Number(m[1]), "the checkpoint holds the last step trained");
-    fs.rmSync(out, { recursive: true, force: true });
   });
 }
 
 test("SIGTERM to one worker (a scheduler stopping it) is a stop of the job, not a failure: one line, rank 0's checkpoint, exit 143", { skip }, async () => {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-term1-"));
+  const out = tempDir("dp-term1-");
   const port = await freePorts(2);
   const job = start(["launch", "--num_processes", "2", "--main_process_port", String(port), "train_controlnet",
     ...trainFlags(out, ["--max_train_steps=60", "--checkpointing_steps=1000", "--train_batch_size=1"])]);
@@ -114,11 +111,10 @@ test("SIGTERM to one worker (a scheduler stopping it) is a stop of the job, not 
   assert.ok(m, r.stdout.slice(-2000));
   assert.deepEqual(listCheckpoints(out).map((c) => c.step), [Number(m[1])]);
   assert.doesNotMatch(r.stderr, /^\[rank 1\] *$/m, "no empty lines of rank 1");
-  fs.rmSync(out, { recursive: true, force: true });
 });
 
 test("arguments a worker refuses (a checkpoint of another global batch) end the launch with exit 2 and no advice to resume the same way", { skip }, async () => {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-refused-"));
+  const out = tempDir("dp-refused-");
   const first = await start(["train_controlnet", ...trainFlags(out, ["--max_train_steps=1", "--checkpointing_steps=1", "--train_batch_size=1"])]).done;
   assert.equal(first.code, 0, first.stderr.slice(-2000));
   const port = await freePorts(2);
@@ -128,11 +124,10 @@ test("arguments a worker refuses (a checkpoint of another global batch) end the 
   assert.match(r.stderr, /is another run's \(global batch \(num_processes × train_batch_size\) 1 there, 2 here\)/);
   assert.match(r.stderr, /^launch: error: process \d \(pid \d+\) exited with code 2; stopped the other process\(es\): its arguments were refused \(the error above\); nothing was trained by this launch$/m);
   assert.doesNotMatch(r.stderr, /relaunch with --resume_from_checkpoint=latest/);
-  fs.rmSync(out, { recursive: true, force: true });
 });
 
 test("the launcher's output going away (its pipe's reader exits, a notebook kernel dies) stops the job with a checkpoint, exit 129", { skip }, async () => {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-epipe-"));
+  const out = tempDir("dp-epipe-");
   const port = await freePorts(2);
   const job = start(["launch", "--num_processes", "2", "--main_process_port", String(port), "train_controlnet",
     ...trainFlags(out, ["--max_train_steps=60", "--checkpointing_steps=1000", "--train_batch_size=1"])]);
@@ -147,12 +142,11 @@ test("the launcher's output going away (its pipe's reader exits, a notebook kern
   const last = listCheckpoints(out).at(-1);
   assert.ok(last && last.step >= 2, "the trained steps are in a checkpoint");
   assert.ok(!fs.existsSync(path.join(out, ".controlnet-ts.lock")), "the lock is released");
-  fs.rmSync(out, { recursive: true, force: true });
 });
 
 test("kill -9 of the launcher: its processes do not live on (during start-up they exit at once; in training rank 0 checkpoints first)", { skip }, async () => {
   for (const when of ["start-up", "training"] as const) {
-    const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-orphan-"));
+    const out = tempDir("dp-orphan-");
     const port = await freePorts(2);
     const job = start(["launch", "--num_processes", "2", "--main_process_port", String(port), "train_controlnet", ...trainFlags(out, long)]);
     await waitFor(() => /rank 1 pid \d+/.test(job.output()) || job.child.exitCode !== null, 60_000, "the processes' pids");
@@ -166,8 +160,7 @@ test("kill -9 of the launcher: its processes do not live on (during start-up the
     if (when === "training") assert.ok(listCheckpoints(out).at(-1)!.step >= 2, "the trained steps are in a checkpoint");
     // the port is free again: the next launch is not refused
     const again = await start(["launch", "--num_processes", "2", "--main_process_port", String(port), "train_controlnet",
-      ...trainFlags(fs.mkdtempSync(path.join(os.tmpdir(), "dp-orphan-next-")), ["--max_train_steps=1", "--train_batch_size=1"])]).done;
+      ...trainFlags(tempDir("dp-orphan-next-"), ["--max_train_steps=1", "--train_batch_size=1"])]).done;
     assert.equal(again.code, 0, again.stderr.slice(-2000));
-    fs.rmSync(out, { recursive: true, force: true });
   }
 });

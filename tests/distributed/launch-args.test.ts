@@ -3,11 +3,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { gpuAssignment, launch, LaunchError, parseLaunchArgs, workerThreads } from "../../lib/cli/launch.js";
 import { visibleGpus } from "../../lib/engine/native/gpu.js";
 import { processEnv, shardRange } from "../../lib/training/distributed.js";
+import { tempDir } from "../helpers.js";
 
 test("accelerate launch's flags", () => {
   const o = parseLaunchArgs(["--multi_gpu", "--num_processes=4", "--num_machines", "2", "--machine_rank=1", "--main_process_ip", "10.0.0.1",
@@ -89,7 +89,7 @@ test("threads per process: the flag, else an exported CONTROLNET_TS_THREADS, els
 });
 
 test("build-collective: a missing TensorFlow is one clear line, nothing written", () => {
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "build-collective-"));
+  const tmp = tempDir("build-collective-");
   const script = path.resolve(import.meta.dirname, "../../scripts/native/build-collective.mjs");
   const r = spawnSync(process.execPath, [script, "--include", path.join(tmp, "none"), "--lib", tmp, "--out", path.join(tmp, "c.node")], { encoding: "utf8" });
   assert.equal(r.status, 1);
@@ -98,7 +98,7 @@ test("build-collective: a missing TensorFlow is one clear line, nothing written"
 });
 
 test("a validation image that cannot be read is refused by the launcher once, before any process starts", async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "launch-val-"));
+  const dir = tempDir("launch-val-");
   const o = parseLaunchArgs(["--num_processes=2", "train_controlnet", "--pretrained_model_name_or_path=data/tiny-sd", "--dataset_name=synthetic-fill50k", `--output_dir=${path.join(dir, "out")}`,
     "--validation_image", path.join(dir, "missing.png"), "--validation_prompt", "red circle"]);
   assert.ok(o !== "help");
@@ -108,7 +108,6 @@ test("a validation image that cannot be read is refused by the launcher once, be
   assert.equal(r.code, 1, err.join(""));
   assert.deepEqual(err, [`launch: error: train_controlnet: validation image ${path.join(dir, "missing.png")} cannot be read (no such file); nothing was trained\n`]);
   assert.ok(!fs.existsSync(path.join(dir, "out")), "no process started (none made output_dir)");
-  fs.rmSync(dir, { recursive: true });
 });
 
 test("each process's accelerator.state line says how many processes run, which one it is, and on what", async () => {

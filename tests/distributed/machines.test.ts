@@ -5,16 +5,15 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { listCheckpoints } from "../../lib/training/checkpoints.js";
 import { freePorts, maxWeightDiff, skipReason, start, trainFlags, waitFor } from "./helpers.js";
+import { tempDir } from "../helpers.js";
 
 const skip = skipReason();
 
 test("2 machines × 1 process (rendezvous on machine 0) = 1 process × batch 2", { skip }, async () => {
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "dp-machines-"));
+  const tmp = tempDir("dp-machines-");
   const port = await freePorts(3);
   const steps = ["--max_train_steps=2", "--checkpointing_steps=100"];
   const machine = (rank: number) => start(["launch", "--num_processes", "2", "--num_machines", "2", "--machine_rank", String(rank),
@@ -36,11 +35,10 @@ test("2 machines × 1 process (rendezvous on machine 0) = 1 process × batch 2",
   assert.equal(one.code, 0, one.stderr.slice(-2000));
   const d = maxWeightDiff(path.join(tmp, "one"), path.join(tmp, "two")).max;
   assert.ok(d <= 1e-5, `2-machine weights differ by ${d}`);
-  fs.rmSync(tmp, { recursive: true, force: true });
 });
 
 test("a machine launched with another --num_processes is refused by machine 0's rendezvous", { skip }, async () => {
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "dp-machines-bad-"));
+  const tmp = tempDir("dp-machines-bad-");
   const port = await freePorts(4);
   const flags = trainFlags(path.join(tmp, "out"), ["--max_train_steps=1", "--train_batch_size=1"]);
   const common = ["--num_machines", "2", "--main_process_ip", "127.0.0.1", "--main_process_port", String(port)];
@@ -53,11 +51,10 @@ test("a machine launched with another --num_processes is refused by machine 0's 
   // machine 0 said so at once too (it waits on for a machine launched right), and names the timeout's variable
   assert.match(r0.stderr, /launch: refused a machine from 127\.0\.0\.1: it was launched with --num_machines 2 --num_processes 4, machine 0 with 2 \/ 2; still waiting \(up to 20 s\) for the others/);
   assert.match(r0.stderr, /launch: error: machine\(s\) 1 did not join the rendezvous at 127\.0\.0\.1:\d+ within 20 s \(CONTROLNET_TS_RENDEZVOUS_TIMEOUT\)/);
-  fs.rmSync(tmp, { recursive: true, force: true });
 });
 
 test("kill -9 of machine 1's worker: both launchers stop with one error; machine 0's names the last checkpoint, machine 1's defers to it", { skip }, async () => {
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "dp-machines-kill-"));
+  const tmp = tempDir("dp-machines-kill-");
   const out = path.join(tmp, "out");
   const port = await freePorts(3);
   const machine = (rank: number) => start(["launch", "--num_processes", "2", "--num_machines", "2", "--machine_rank", String(rank),
@@ -77,11 +74,10 @@ test("kill -9 of machine 1's worker: both launchers stop with one error; machine
   assert.equal(r0.code, 1);
   const last = listCheckpoints(out).at(-1)!;
   assert.match(r0.stderr, new RegExp(`The last checkpoint is ${last.path.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}: relaunch`));
-  fs.rmSync(tmp, { recursive: true, force: true });
 });
 
 test("machines that would start from different states (machine 1's disk lacks the checkpoint) are refused before any step", { skip }, async () => {
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "dp-machines-state-"));
+  const tmp = tempDir("dp-machines-state-");
   const port = await freePorts(3);
   // machine 0's output_dir holds checkpoint-2 of a run of global batch 2; machine 1's own disk holds nothing
   const first = await start(["train_controlnet", ...trainFlags(path.join(tmp, "m0"), ["--max_train_steps=2", "--checkpointing_steps=2", "--train_batch_size=2"])]).done;
@@ -96,5 +92,4 @@ test("machines that would start from different states (machine 1's disk lacks th
     assert.doesNotMatch(r.stdout + r.stderr, /Steps: 3\//, "no step was trained");
   }
   assert.deepEqual(listCheckpoints(path.join(tmp, "m0")).map((c) => c.step), [2], "machine 0's run is as it was");
-  fs.rmSync(tmp, { recursive: true, force: true });
 });

@@ -2,14 +2,14 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { freePorts, skipReason, start, trainFlags, waitFor } from "./helpers.js";
+import { tempDir } from "../helpers.js";
 
 const skip = skipReason();
 
 test("a second launch on a busy port is refused clearly, and the first one goes on", { skip }, async () => {
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "dp-busy-"));
+  const tmp = tempDir("dp-busy-");
   const port = await freePorts(2);
   const launch = (out: string, steps: number) => start(["launch", "--num_processes", "2", "--main_process_port", String(port), "train_controlnet",
     ...trainFlags(path.join(tmp, out), [`--max_train_steps=${steps}`, "--train_batch_size=1", "--checkpointing_steps=100"])]);
@@ -26,11 +26,10 @@ test("a second launch on a busy port is refused clearly, and the first one goes 
   assert.ok(!fs.existsSync(path.join(tmp, "second")), "nothing was started or written");
   const r = await first.done;
   assert.equal(r.code, 0, r.stderr.slice(-2000));
-  fs.rmSync(tmp, { recursive: true, force: true });
 });
 
 test("a process whose peer never joins (wrong size or unreachable address) stops with a clear error after the join timeout", { skip }, async () => {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-join-"));
+  const out = tempDir("dp-join-");
   const port = await freePorts(2);
   const r = await start(["train_controlnet", ...trainFlags(out, ["--max_train_steps=2", "--train_batch_size=1"])], {
     WORLD_SIZE: "2", RANK: "0", CONTROLNET_TS_WORKER_HOSTS: `127.0.0.1:${port},127.0.0.1:${port + 1}`, CONTROLNET_TS_JOIN_TIMEOUT: "6",
@@ -38,11 +37,10 @@ test("a process whose peer never joins (wrong size or unreachable address) stops
   assert.equal(r.code, 1);
   // on the native engine TensorFlow's collective timeout can fire before our join check: both name the cause in one line
   assert.match(r.stderr, new RegExp(`train_controlnet: error: (process 1 \\(127\\.0\\.0\\.1:${port + 1}\\) did not join within 6 s .*same --num_processes and a reachable address|the all-reduce timed out after 6 s .*launched with different sizes)`));
-  fs.rmSync(out, { recursive: true, force: true });
 });
 
 test("processes started with different world sizes stop with a clear error naming the mismatch", { skip }, async () => {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-size-"));
+  const out = tempDir("dp-size-");
   const port = await freePorts(3);
   const hosts = [0, 1, 2].map((i) => `127.0.0.1:${port + i}`);
   const flags = trainFlags(out, ["--max_train_steps=2", "--train_batch_size=1"]);
@@ -54,11 +52,10 @@ test("processes started with different world sizes stop with a clear error namin
     assert.equal(r.code, 1);
     assert.match(r.stderr, /train_controlnet: error: the processes were started with different world sizes \(--num_processes \/ WORLD_SIZE\)/);
   }
-  fs.rmSync(out, { recursive: true, force: true });
 });
 
 test("processes of two launches that met on one port (started at once: both passed the port check) refuse to train together", { skip }, async () => {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-launches-"));
+  const out = tempDir("dp-launches-");
   const port = await freePorts(2);
   const hosts = `127.0.0.1:${port},127.0.0.1:${port + 1}`;
   const flags = (dir: string) => trainFlags(path.join(out, dir), ["--max_train_steps=2", "--train_batch_size=1"]);
@@ -71,11 +68,10 @@ test("processes of two launches that met on one port (started at once: both pass
     assert.match(r.stderr, /train_controlnet: error: process 1 belongs to another launch than process 0: two launches use the same ports \(--main_process_port\); give each its own; nothing was trained/);
   }
   assert.deepEqual(fs.existsSync(path.join(out, "a")) ? fs.readdirSync(path.join(out, "a")).filter((f) => f.startsWith("checkpoint-")) : [], []);
-  fs.rmSync(out, { recursive: true, force: true });
 });
 
 test("Ctrl-C of a launch whose processes wait for a machine that never starts ends it within seconds (it waited out the join timeout)", { skip }, async () => {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-ctrlc-"));
+  const out = tempDir("dp-ctrlc-");
   const port = await freePorts(3);
   const launch = start(["launch", "--num_processes", "2", "--num_machines", "2", "--machine_rank", "0", "--main_process_ip", "127.0.0.1",
     "--main_process_port", String(port), "train_controlnet", ...trainFlags(out, ["--max_train_steps=3", "--train_batch_size=1"])]);
@@ -91,11 +87,10 @@ test("Ctrl-C of a launch whose processes wait for a machine that never starts en
   assert.ok(Date.now() - t0 < 20_000, `ended ${Date.now() - t0} ms after Ctrl-C`);
   assert.equal(r.code, 130, r.stderr.slice(-2000));
   assert.match(r.stderr, /launch: SIGINT: stopped before training started; nothing was trained\n/);
-  fs.rmSync(out, { recursive: true, force: true });
 });
 
 test("one machine, or machine 0 of two, with a --main_process_ip that is not this machine's is refused at once, naming the address", { skip }, async () => {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "dp-ip-"));
+  const out = tempDir("dp-ip-");
   const port = await freePorts(2);
   const t0 = Date.now();
   // 192.0.2.1: TEST-NET-1 (RFC 5737), never a local address; before, the processes waited the join timeout (300 s)
@@ -118,5 +113,4 @@ test("one machine, or machine 0 of two, with a --main_process_ip that is not thi
   assert.match(m0.stderr, /^launch: error: --main_process_ip 192\.0\.2\.1 is not an address of this machine, which is machine 0 \(--machine_rank 0\): give machine 0's own address/m);
   assert.ok(Date.now() - t1 < 30_000);
   assert.ok(!fs.existsSync(path.join(out, "o")), "nothing was started or written");
-  fs.rmSync(out, { recursive: true, force: true });
 });

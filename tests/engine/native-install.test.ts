@@ -3,28 +3,17 @@
  * `npm install`, records why native is missing and the command that adds it, and a second install is a fast copy
  * from the user cache, which it checks (a damaged entry is rebuilt) and which needs no compiler or pip when full.
  */
-import { after, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 
 import { nativeMissingReason } from "../../lib/engine/native/load.js";
+import { tempDir } from "../helpers.js";
 
 const root = path.resolve(import.meta.dirname, "../..");
 const installer = path.join(root, "scripts", "native", "install.mjs");
-
-// every folder a test makes under the system's temporary folder goes when the file ends
-const made: string[] = [];
-function tempDir(prefix: string): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-  made.push(dir);
-  return dir;
-}
-after(() => {
-  for (const d of made) fs.rmSync(d, { recursive: true, force: true });
-});
 
 function install(env: Record<string, string>, args: string[] = []) {
   const dir = tempDir("native-install-");
@@ -132,7 +121,6 @@ test("a second install comes from the cache: fast, hard-linked, and it loads", {
   assert.ok(fs.existsSync(path.join(r.dir, "fused", "fused.node")), "the fused-kernels addon is installed beside the engine");
   assert.equal(r.status.signals, "built");
   assert.ok(fs.existsSync(path.join(r.dir, "signals", "signals.node")), "the signals addon is installed beside the engine");
-  fs.rmSync(r.dir, { recursive: true, force: true });
 });
 
 /** The files a working install needs (stand-ins here); a GPU build's tensorflow/nvidia link too. */
@@ -166,7 +154,6 @@ test("`npx controlnet-ts` (npm exec re-running the postinstall) keeps what is in
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stderr, "", "nothing rebuilt, nothing said");
     assert.equal(fs.readFileSync(path.join(dir, "status.json"), "utf8"), before);
-    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
 
@@ -182,7 +169,6 @@ test("a plain install over a GPU build builds the GPU build again (not the CPU o
   assert.equal(JSON.parse(fs.readFileSync(path.join(dir, "status.json"), "utf8")).flavour, "gpu");
   const cpu = spawnSync(process.execPath, [installer], { cwd: root, env: { ...env, CONTROLNET_TS_NATIVE: "cpu" }, encoding: "utf8" });
   assert.match(cpu.stderr, /the CPU build of TensorFlow 2\.21\.0 \(/);
-  fs.rmSync(dir, { recursive: true, force: true });
 });
 
 test("a failed install over a broken earlier build says it is broken (not that it stays), and wasm runs until repaired", () => {

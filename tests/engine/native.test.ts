@@ -7,7 +7,6 @@
 import { before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { fusedBiasAdd, fusedLinear, hostMemoryLimit, initEngine, memoryBudget, memoryInfo, tf } from "../../lib/engine/index.js";
 import { FUSED_BIAS_ADD, FUSED_BIAS_GRAD, FUSED_LINEAR, FUSED_LINEAR_GRAD_INPUT, FUSED_LINEAR_GRAD_WEIGHT } from "../../lib/engine/fused.js";
@@ -16,6 +15,7 @@ import { nativeDir } from "../../lib/engine/native/install-status.js";
 import { assertConvCaseMatchesCpu, convCases } from "./conv-cases.js";
 import { lastLineOfChild, runChild } from "./child-process.js";
 import { paddingName } from "../../lib/engine/native/kernels.js";
+import { tempDir } from "../helpers.js";
 
 const missing = nativeMissingReason();
 /** The environment without the variables the host-memory policy reads, so a child starts as a user's process does. */
@@ -26,14 +26,10 @@ function envWithoutAllocatorSettings(): NodeJS.ProcessEnv {
 
 /** Runs `fn` on a copy of the installed engine (links) that lacks one of our optional addons' folders. */
 function withoutAddon<T>(addon: string, fn: (dir: string) => T): T {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `native-no-${addon}-`));
+  const dir = tempDir(`native-no-${addon}-`);
   const installed = nativeDir();
   for (const e of fs.readdirSync(installed)) if (e !== addon) fs.symlinkSync(path.join(installed, e), path.join(dir, e));
-  try {
-    return fn(dir);
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  return fn(dir);
 }
 
 describe("native engine", { skip: missing ?? false }, () => {
@@ -210,12 +206,8 @@ describe("native engine", { skip: missing ?? false }, () => {
       while (Date.now() - t0 < 2500) { tf.tidy(() => { tf.matMul(a, b).dataSync(); dw(w).dataSync(); }); n++; }
       console.log(JSON.stringify({ n, text: describeEngine(info) }));`;
     const run = (dir: string, profile: boolean) => {
-      const profiles = fs.mkdtempSync(path.join(os.tmpdir(), "cpu-prof-"));
-      try {
-        return runChild(code, { ...process.env, CONTROLNET_TS_NATIVE_DIR: dir }, profile ? ["--cpu-prof", "--cpu-prof-dir", profiles] : []);
-      } finally {
-        fs.rmSync(profiles, { recursive: true, force: true });
-      }
+      const profiles = tempDir("cpu-prof-");
+      return runChild(code, { ...process.env, CONTROLNET_TS_NATIVE_DIR: dir }, profile ? ["--cpu-prof", "--cpu-prof-dir", profiles] : []);
     };
     const result = (r: ReturnType<typeof runChild>) => {
       assert.equal(r.status, 0, r.stderr);

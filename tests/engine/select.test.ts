@@ -3,15 +3,15 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
+import { tempDir } from "../helpers.js";
 
 const root = path.resolve(import.meta.dirname, "../..");
 const engineUrl = new URL("../../lib/engine/index.ts", import.meta.url).href;
 
 let n = 0;
 function scriptFile(script: string): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "engine-select-"));
+  const dir = tempDir("engine-select-");
   const file = path.join(dir, `s${n++}.mts`);
   fs.writeFileSync(file, script);
   return file;
@@ -31,7 +31,7 @@ const printInfo = `import { initEngine } from ${JSON.stringify(engineUrl)};
   const info = await initEngine(); console.log(JSON.stringify(info));`;
 
 const nativeInstalled = fs.existsSync(path.join(root, ".native", "tfjs-node", "lib", "napi-v8", "tfjs_binding.node"));
-const emptyNativeDir = () => fs.mkdtempSync(path.join(os.tmpdir(), "no-native-"));
+const emptyNativeDir = () => tempDir("no-native-");
 
 test("auto selection prefers the native engine; node-gpu says why it is not used", { skip: !nativeInstalled && "the native engine is not installed here (npm run install-native)" }, () => {
   const r = run(printInfo, { CONTROLNET_TS_THREADS: "1" });

@@ -6,22 +6,21 @@
  */
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
-import { after, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { checkSaveTarget, loadModelFolder, saveModelFolder, writeFileAtomic } from "../../lib/io/diffusers.js";
 import { uploadFolder } from "../../lib/io/hub.js";
 import { RUN_FOLDER_PUSH_IGNORE } from "../../lib/training/run.js";
 import { HubServer } from "./hub-server.js";
 import type { HostTensor } from "../../lib/io/safetensors.js";
 import { f32 } from "./tensors.js";
+import { tempDir } from "../helpers.js";
 
 // the push below must not see the developer's hub settings
 for (const k of ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_TOKEN_PATH"]) delete process.env[k];
-const root = fs.mkdtempSync(path.join(os.tmpdir(), "diffusers-safety-"));
+const root = tempDir("diffusers-safety-");
 process.env.HF_HOME = path.join(root, "hf-home");
-after(() => fs.rmSync(root, { recursive: true, force: true }));
 let n = 0;
 const fresh = (name = "m") => path.join(root, `${n++}-${name}`);
 

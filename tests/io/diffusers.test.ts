@@ -1,9 +1,8 @@
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
-import { after, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import {
   addVariant, DIFFUSERS_VERSION, findWeightFiles, holdTemp, loadModelFolder, loadPipelineFolder, pipelineComponent, saveModelFolder,
   TRANSFORMERS_WEIGHTS_NAME,
@@ -11,9 +10,9 @@ import {
 import { readSafetensors, writeSafetensors } from "../../lib/io/safetensors.js";
 import type { HostTensor } from "../../lib/io/safetensors.js";
 import { f32 } from "./tensors.js";
+import { tempDir } from "../helpers.js";
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), "diffusers-test-"));
-after(() => fs.rmSync(root, { recursive: true, force: true }));
+const root = tempDir("diffusers-test-");
 let n = 0;
 const fresh = (name = "m") => path.join(root, `${n++}-${name}`);
 

@@ -2,12 +2,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { makeDirs } from "../../lib/io/dirs.js";
+import { tempDir } from "../helpers.js";
 
 test("makeDirs makes every missing level, accepts an existing folder, refuses a file in the way", () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "dirs-"));
+  const dir = tempDir("dirs-");
   const deep = path.join(dir, "a", "b", "c");
   makeDirs(deep);
   assert.ok(fs.statSync(deep).isDirectory());
@@ -18,7 +18,6 @@ test("makeDirs makes every missing level, accepts an existing folder, refuses a 
     e.code === "EEXIST" && e.path === path.join(dir, "f") && e.message === `${path.join(dir, "f")} is a file, not a folder`);
   assert.throws(() => makeDirs(path.join(dir, "f", "g", "h")), (e: NodeJS.ErrnoException) =>
     e.code === "ENOTDIR" && e.path === path.join(dir, "f") && e.message === `cannot make the folder ${path.join(dir, "f", "g", "h")}: ${path.join(dir, "f")} is a file`);
-  fs.rmSync(dir, { recursive: true });
 });
 
 test("a folder under /proc is refused at once (Node 20's mkdirSync(recursive) never returned there)", { skip: !fs.existsSync("/proc/self") && "no procfs here" }, () => {

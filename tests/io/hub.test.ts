@@ -15,9 +15,10 @@ import { HubError, createRepo, hfTokenPath, hubCacheDir, hubDownload, hubToken, 
 import { writeSafetensors } from "../../lib/io/safetensors.js";
 import type { HostTensor } from "../../lib/io/safetensors.js";
 import { HubServer } from "./hub-server.js";
+import { tempDir } from "../helpers.js";
 
 const TOKEN = "hf_SeCrEtT0kenForTests123";
-const root = fs.mkdtempSync(path.join(os.tmpdir(), "hub-test-"));
+const root = tempDir("hub-test-");
 let server: HubServer;
 let n = 0;
 const newCache = () => path.join(root, `cache-${n++}`);
@@ -80,7 +81,6 @@ before(async () => {
 });
 after(async () => {
   await server.close();
-  fs.rmSync(root, { recursive: true, force: true });
 });
 beforeEach(() => {
   server.requests.length = 0;

@@ -1,14 +1,13 @@
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
-import { after, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { getFloat16 } from "@petamoriken/float16";
 import { readSafetensors, readSafetensorsHeader, writeSafetensors } from "../../lib/io/safetensors.js";
 import type { HostTensor } from "../../lib/io/safetensors.js";
+import { tempDir } from "../helpers.js";
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), "st-test-"));
-after(() => fs.rmSync(dir, { recursive: true, force: true }));
+const dir = tempDir("st-test-");
 let counter = 0;
 const tmp = (name = "x") => path.join(dir, `${counter++}-${name}.safetensors`);
 

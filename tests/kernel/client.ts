@@ -6,10 +6,10 @@ import { spawn, type ChildProcess } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
 import net from "node:net";
-import os from "node:os";
 import path from "node:path";
 import * as zmq from "zeromq";
 import { decode, encode, newHeader, Signer, type Header, type Message } from "../../kernel/wire.js";
+import { tempDir } from "../helpers.js";
 
 export const ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..", "..");
 
@@ -64,7 +64,7 @@ export class KernelClient {
   }
 
   static async start(opts: StartOptions = {}): Promise<KernelClient> {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cnts-kernel-test-"));
+    const dir = tempDir("cnts-kernel-test-");
     const ports = await Promise.all([0, 1, 2, 3, 4].map(() => freePort()));
     const key = opts.key ?? crypto.randomUUID();
     const connection = {
@@ -228,7 +228,6 @@ export class KernelClient {
     }
     if (this.exitCode === null) this.proc.kill("SIGKILL");
     await Promise.race([this.exited, new Promise((r) => setTimeout(r, 2000))]);
-    fs.rmSync(this.dir, { recursive: true, force: true });
   }
 }
 

@@ -2,11 +2,11 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { describe, it } from "node:test";
 import { main, parseFlags, UsageError } from "../../kernel/cli.js";
 import { ROOT } from "./client.js";
+import { tempDir } from "../helpers.js";
 
 async function captureStderr<T>(fn: () => Promise<T>): Promise<{ code: T; stderr: string }> {
   const write = process.stderr.write;
@@ -27,63 +27,51 @@ function cli(args: string[], env: Record<string, string> = {}) {
 
 describe("controlnet-ts kernel install", () => {
   it("--prefix writes kernel.json (absolute node + bin, signal interrupts, env) and both logos", () => {
-    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "cnts-install-"));
-    try {
-      const r = cli(["kernel", "install", "--prefix", tmp, "--name", "cn-test", "--env", "FOO=bar=baz"]);
-      assert.equal(r.status, 0, r.stderr);
-      const dir = path.join(tmp, "share", "jupyter", "kernels", "cn-test");
-      const spec = JSON.parse(fs.readFileSync(path.join(dir, "kernel.json"), "utf8"));
-      assert.deepEqual(spec.argv, [process.execPath, BIN, "kernel", "run", "--connection-file", "{connection_file}"]);
-      assert.ok(path.isAbsolute(spec.argv[0]) && path.isAbsolute(spec.argv[1]));
-      assert.equal(spec.display_name, "TypeScript (controlnet-ts)");
-      assert.equal(spec.language, "typescript");
-      assert.equal(spec.interrupt_mode, "signal");
-      assert.equal(spec.env.FOO, "bar=baz");
-      for (const size of [32, 64]) {
-        const png = fs.readFileSync(path.join(dir, `logo-${size}x${size}.png`));
-        assert.equal(png.subarray(1, 4).toString(), "PNG");
-        assert.equal(png.readUInt32BE(16), size, "width");
-        assert.equal(png.readUInt32BE(20), size, "height");
-      }
-    } finally {
-      fs.rmSync(tmp, { recursive: true, force: true });
+    const tmp = tempDir("cnts-install-");
+    const r = cli(["kernel", "install", "--prefix", tmp, "--name", "cn-test", "--env", "FOO=bar=baz"]);
+    assert.equal(r.status, 0, r.stderr);
+    const dir = path.join(tmp, "share", "jupyter", "kernels", "cn-test");
+    const spec = JSON.parse(fs.readFileSync(path.join(dir, "kernel.json"), "utf8"));
+    assert.deepEqual(spec.argv, [process.execPath, BIN, "kernel", "run", "--connection-file", "{connection_file}"]);
+    assert.ok(path.isAbsolute(spec.argv[0]) && path.isAbsolute(spec.argv[1]));
+    assert.equal(spec.display_name, "TypeScript (controlnet-ts)");
+    assert.equal(spec.language, "typescript");
+    assert.equal(spec.interrupt_mode, "signal");
+    assert.equal(spec.env.FOO, "bar=baz");
+    for (const size of [32, 64]) {
+      const png = fs.readFileSync(path.join(dir, `logo-${size}x${size}.png`));
+      assert.equal(png.subarray(1, 4).toString(), "PNG");
+      assert.equal(png.readUInt32BE(16), size, "width");
+      assert.equal(png.readUInt32BE(20), size, "height");
     }
   });
 
   it("--user installs into the Jupyter data dir; --sys-prefix uses the active venv", () => {
-    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "cnts-install-"));
-    try {
-      assert.equal(cli(["kernel", "install", "--user"], { JUPYTER_DATA_DIR: path.join(tmp, "data") }).status, 0);
-      assert.ok(fs.existsSync(path.join(tmp, "data", "kernels", "controlnet-ts", "kernel.json")));
-      assert.equal(cli(["kernel", "install", "--sys-prefix"], { VIRTUAL_ENV: path.join(tmp, "venv") }).status, 0);
-      assert.ok(fs.existsSync(path.join(tmp, "venv", "share", "jupyter", "kernels", "controlnet-ts", "kernel.json")));
-    } finally {
-      fs.rmSync(tmp, { recursive: true, force: true });
-    }
+    const tmp = tempDir("cnts-install-");
+    assert.equal(cli(["kernel", "install", "--user"], { JUPYTER_DATA_DIR: path.join(tmp, "data") }).status, 0);
+    assert.ok(fs.existsSync(path.join(tmp, "data", "kernels", "controlnet-ts", "kernel.json")));
+    assert.equal(cli(["kernel", "install", "--sys-prefix"], { VIRTUAL_ENV: path.join(tmp, "venv") }).status, 0);
+    assert.ok(fs.existsSync(path.join(tmp, "venv", "share", "jupyter", "kernels", "controlnet-ts", "kernel.json")));
   });
 
   it("--sys-prefix outside a venv, or a prefix it cannot write, is one line, not a stack trace", () => {
     const noEnv = cli(["kernel", "install", "--sys-prefix"], { VIRTUAL_ENV: "", CONDA_PREFIX: "" });
     assert.equal(noEnv.status, 1, noEnv.stderr);
     assert.equal(noEnv.stderr, "controlnet-ts kernel install: --sys-prefix needs an active virtualenv or conda env (VIRTUAL_ENV / CONDA_PREFIX); use --prefix <dir> instead; nothing was installed\n");
-    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "cnts-install-"));
-    try {
-      const file = path.join(tmp, "a-file");
-      fs.writeFileSync(file, "");
-      const bad = cli(["kernel", "install", "--prefix", file]);
-      assert.equal(bad.status, 1);
-      assert.match(bad.stderr, /^controlnet-ts kernel install: .*a-file.*; nothing was installed\n$/);
-      assert.doesNotMatch(bad.stderr, /\n\s+at /);
-      // a folder that cannot be made (under /proc, where Node's recursive mkdir spins forever): fails at once
-      if (fs.existsSync("/proc/self")) {
-        const t0 = Date.now();
-        const proc = spawnSync(process.execPath, [BIN, "kernel", "install", "--prefix", "/proc/nope"], { encoding: "utf8", timeout: 20_000 });
-        assert.equal(proc.error, undefined, `still running after ${Date.now() - t0} ms`);
-        assert.equal(proc.status, 1, proc.stderr);
-        assert.match(proc.stderr, /^controlnet-ts kernel install: .*\/proc\/nope.*; nothing was installed\n$/);
-      }
-    } finally {
-      fs.rmSync(tmp, { recursive: true, force: true });
+    const tmp = tempDir("cnts-install-");
+    const file = path.join(tmp, "a-file");
+    fs.writeFileSync(file, "");
+    const bad = cli(["kernel", "install", "--prefix", file]);
+    assert.equal(bad.status, 1);
+    assert.match(bad.stderr, /^controlnet-ts kernel install: .*a-file.*; nothing was installed\n$/);
+    assert.doesNotMatch(bad.stderr, /\n\s+at /);
+    // a folder that cannot be made (under /proc, where Node's recursive mkdir spins forever): fails at once
+    if (fs.existsSync("/proc/self")) {
+      const t0 = Date.now();
+      const proc = spawnSync(process.execPath, [BIN, "kernel", "install", "--prefix", "/proc/nope"], { encoding: "utf8", timeout: 20_000 });
+      assert.equal(proc.error, undefined, `still running after ${Date.now() - t0} ms`);
+      assert.equal(proc.status, 1, proc.stderr);
+      assert.match(proc.stderr, /^controlnet-ts kernel install: .*\/proc\/nope.*; nothing was installed\n$/);
     }
   });
 

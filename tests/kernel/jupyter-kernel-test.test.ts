@@ -7,10 +7,10 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { it } from "node:test";
 import { ROOT } from "./client.js";
+import { tempDir } from "../helpers.js";
 
 const PYTHON = path.join(ROOT, ".venv", "bin", "python");
 const KERNEL_NAME = "controlnet-ts-test";
@@ -22,35 +22,31 @@ it("passes jupyter_kernel_test and nbclient runs, and the tutorial notebooks exe
     t.skip(why);
     return;
   }
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "cnts-jkt-"));
-  try {
-    const install = spawnSync(process.execPath, [path.join(ROOT, "bin", "controlnet-ts.js"), "kernel", "install", "--prefix", tmp, "--name", KERNEL_NAME], { encoding: "utf8" });
-    assert.equal(install.status, 0, install.stderr);
-    const spec = JSON.parse(fs.readFileSync(path.join(tmp, "share", "jupyter", "kernels", KERNEL_NAME, "kernel.json"), "utf8"));
-    assert.equal(spec.interrupt_mode, "signal");
+  const tmp = tempDir("cnts-jkt-");
+  const install = spawnSync(process.execPath, [path.join(ROOT, "bin", "controlnet-ts.js"), "kernel", "install", "--prefix", tmp, "--name", KERNEL_NAME], { encoding: "utf8" });
+  assert.equal(install.status, 0, install.stderr);
+  const spec = JSON.parse(fs.readFileSync(path.join(tmp, "share", "jupyter", "kernels", KERNEL_NAME, "kernel.json"), "utf8"));
+  assert.equal(spec.interrupt_mode, "signal");
 
-    const env = {
-      ...process.env,
-      JUPYTER_PATH: path.join(tmp, "share", "jupyter"),
-      JUPYTER_RUNTIME_DIR: path.join(tmp, "runtime"),
-      JUPYTER_PLATFORM_DIRS: "1",
-      KERNEL_NAME,
-      PYTHONDONTWRITEBYTECODE: "1",
-    };
-    const args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/kernel/test_kernel.py", "tests/kernel/test_notebook.py", "tests/kernel/test_tutorials.py"];
-    const { code, output } = await new Promise<{ code: number | null; output: string }>((resolve) => {
-      const child = spawn(PYTHON, args, { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
-      let output = "";
-      child.stdout.on("data", (d) => (output += d));
-      child.stderr.on("data", (d) => (output += d));
-      child.on("close", (code) => resolve({ code, output }));
-    });
-    assert.equal(code, 0, `pytest failed:\n${output}`);
-    // Guard against a run where everything was skipped or collected nothing.
-    const passed = Number(/(\d+) passed/.exec(output)?.[1] ?? 0);
-    assert.ok(passed >= 12, `expected the conformance tests to run, got: ${output.trim().split("\n").pop()}`);
-    t.diagnostic(output.trim().split("\n").pop() ?? "");
-  } finally {
-    fs.rmSync(tmp, { recursive: true, force: true });
-  }
+  const env = {
+    ...process.env,
+    JUPYTER_PATH: path.join(tmp, "share", "jupyter"),
+    JUPYTER_RUNTIME_DIR: path.join(tmp, "runtime"),
+    JUPYTER_PLATFORM_DIRS: "1",
+    KERNEL_NAME,
+    PYTHONDONTWRITEBYTECODE: "1",
+  };
+  const args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/kernel/test_kernel.py", "tests/kernel/test_notebook.py", "tests/kernel/test_tutorials.py"];
+  const { code, output } = await new Promise<{ code: number | null; output: string }>((resolve) => {
+    const child = spawn(PYTHON, args, { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    child.stdout.on("data", (d) => (output += d));
+    child.stderr.on("data", (d) => (output += d));
+    child.on("close", (code) => resolve({ code, output }));
+  });
+  assert.equal(code, 0, `pytest failed:\n${output}`);
+  // Guard against a run where everything was skipped or collected nothing.
+  const passed = Number(/(\d+) passed/.exec(output)?.[1] ?? 0);
+  assert.ok(passed >= 12, `expected the conformance tests to run, got: ${output.trim().split("\n").pop()}`);
+  t.diagnostic(output.trim().split("\n").pop() ?? "");
 });

@@ -5,11 +5,11 @@
  */
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { after, before, it } from "node:test";
 import type { Message } from "../../kernel/wire.js";
 import { KernelClient, ofType, ROOT, streamText } from "./client.js";
+import { tempDir } from "../helpers.js";
 
 const SD_TINY = path.join(ROOT, "tests", "fixtures", "sd_tiny");
 let k: KernelClient;
@@ -27,7 +27,7 @@ function loggedSteps(): number[] {
 }
 
 before(async () => {
-  cwd = fs.mkdtempSync(path.join(os.tmpdir(), "kernel-train-"));
+  cwd = tempDir("kernel-train-");
   k = await KernelClient.start({ cwd, env: { CONTROLNET_TS_THREADS: "2" } });
   const setup = await k.execute([
     `import * as cn from "controlnet-ts";`,
@@ -107,7 +107,7 @@ it("a kernel shutdown (or restart) checkpoints the steps trained since the last 
 });
 
 it("a shutdown while train() runs stops it at a step boundary and keeps one complete checkpoint of that step (none written twice)", async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kernel-train-stop-"));
+  const dir = tempDir("kernel-train-stop-");
   // no grace: the kernel stops waiting for the cell at once, while train() is still on its way to the step boundary and
   // its checkpoint (a real model's step or checkpoint outlasts the 5 s grace): the shutdown must wait for it
   const kk = await KernelClient.start({ cwd: dir, env: { CONTROLNET_TS_THREADS: "2", CONTROLNET_TS_INTERRUPT_GRACE_MS: "1" } });
@@ -130,5 +130,4 @@ it("a shutdown while train() runs stops it at a step boundary and keeps one comp
   assert.deepEqual(listCheckpoints(path.join(dir, "out")), all, "complete (its files match its marker)");
   assert.deepEqual(fs.readdirSync(path.join(dir, "out")).filter((f) => f.includes(".tmp")), [], "no temporary left");
   await kk.close();
-  fs.rmSync(dir, { recursive: true, force: true });
 });

@@ -3,21 +3,19 @@
  * `conv_in.bias` of a saved ControlNet into I32 (same bytes) and training ran on 1042406592.0-sized values.
  * F16 / F64 weights still load (the reader converts them to float32).
  */
-import { after, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { tf } from "../../lib/engine/index.js";
 import { loadModelFolder } from "../../lib/io/diffusers.js";
 import { readSafetensors } from "../../lib/io/safetensors.js";
 import type { HostTensor } from "../../lib/io/safetensors.js";
-import { testEngine } from "../helpers.js";
+import { testEngine, tempDir } from "../helpers.js";
 import { ControlNetModel, UNet2DConditionModel } from "../../lib/models/index.js";
 import { TINY_UNET } from "./tiny.js";
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), "cn-int-weights-"));
-after(() => fs.rmSync(root, { recursive: true, force: true }));
+const root = tempDir("cn-int-weights-");
 
 /** float32 → IEEE half bits (the test's values are exact in half precision). */
 function toHalf(x: number): number {

@@ -1,12 +1,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import sharp from "sharp";
 import { spawnSync } from "node:child_process";
 import { engineInfo, tf } from "../../lib/engine/index.js";
-import { testEngine, maxAbsDiff } from "../helpers.js";
+import { testEngine, maxAbsDiff, tempDir } from "../helpers.js";
 import { loadControlNetPipeline, generate, inferMain, parseInferArgs, inferOptions, outputFiles, controlnetFolder } from "../../lib/pipeline/index.js";
 import type { TokenizerLike } from "../../lib/pipeline/index.js";
 import { HubServer } from "../io/hub-server.js";
@@ -84,7 +83,7 @@ test("loadControlNetPipeline: base folder with its own controlnet/, UniPC from t
 
 test("generate: PNG files at the control image's size, seeded and reproducible", async () => {
   await testEngine();
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "gen-"));
+  const dir = tempDir("gen-");
   const r = await generate({
     base: SD, image: CONTROL, prompt: "a red circle", steps: 2, seed: 5, numImagesPerPrompt: 2,
     output: path.join(dir, "out.png"), tokenizer: tinyTokenizer,
@@ -111,7 +110,6 @@ test("generate: PNG files at the control image's size, seeded and reproducible",
   await assert.rejects(generate({ base: SD, image: CONTROL, prompt: "x", steps: 2, output: path.join(dir, "afile", "sub", "x.png"), tokenizer: tinyTokenizer }),
     new RegExp(`--output .*x\\.png: ${path.join(dir, "afile").replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")} is a file, not a folder`));
   assert.ok(performance.now() - t0 < 2000, "refused before loading the models");
-  fs.rmSync(dir, { recursive: true });
 });
 
 test("infer CLI: flags, output file, usage and runtime errors as exit codes", async () => {
@@ -144,7 +142,7 @@ test("infer CLI: flags, output file, usage and runtime errors as exit codes", as
   const variants = inferOptions(parseInferArgs(["--base", "b", "--image", "i", "--prompt", "p", "--controlnet_variant", "fp16"]));
   assert.deepEqual([variants.variant, variants.controlnetVariant], [undefined, "fp16"]);
   assert.deepEqual(outputFiles("x/y.png", 3), ["x/y-0.png", "x/y-1.png", "x/y-2.png"]);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "infer-"));
+  const dir = tempDir("infer-");
   const out = path.join(dir, "o.png");
   const quiet = process.stderr.write;
   process.stderr.write = (() => true) as typeof process.stderr.write;
@@ -170,12 +168,11 @@ test("infer CLI: flags, output file, usage and runtime errors as exit codes", as
   }
   assert.ok(Date.now() - started < 10_000, `refused up front (${Date.now() - started} ms)`);
   assert.match(said.join(""), /controlnet-ts infer: generating 2 latent\(s\) at 16384×16384 needs at least ~\d+\.\d GB, more than the engine's \d+\.\d GB; give a smaller height and width .*Nothing was generated\./);
-  fs.rmSync(dir, { recursive: true });
 });
 
 test("infer onto a full disk: the image already there stays whole, the message names the file, no temporary is left", async (t) => {
   await testEngine();
-  const mnt = fs.mkdtempSync(path.join(os.tmpdir(), "infer-full-"));
+  const mnt = tempDir("infer-full-");
   const m = spawnSync("mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", mnt], { encoding: "utf8" });
   if (m.status !== 0) {
     t.skip(`cannot mount a tmpfs here (${(m.stderr || "").trim()}): needs root`);
@@ -198,6 +195,5 @@ test("infer onto a full disk: the image already there stays whole, the message n
   } finally {
     process.stderr.write = write;
     spawnSync("umount", [mnt]);
-    fs.rmSync(mnt, { recursive: true, force: true });
   }
 });

@@ -1,9 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
-import { testEngine } from "../helpers.js";
+import { testEngine, tempDir } from "../helpers.js";
 import {
   schedulerFromConfig, loadScheduler, extractInitConfig, UniPCMultistepScheduler, DDPMScheduler, DDIMScheduler,
   UNIPC_DEFAULTS, parseSchedulerName,
@@ -68,7 +67,7 @@ test("bad configs give clear errors", async () => {
 
 test("loadScheduler reads a pipeline folder's scheduler/scheduler_config.json", async () => {
   await testEngine();
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sched-"));
+  const dir = tempDir("sched-");
   fs.mkdirSync(path.join(dir, "scheduler"));
   fs.writeFileSync(path.join(dir, "scheduler", "scheduler_config.json"), JSON.stringify(SD15_PNDM));
   const s = loadScheduler(dir, "euler");
@@ -77,5 +76,4 @@ test("loadScheduler reads a pipeline folder's scheduler/scheduler_config.json", 
   assert.throws(() => loadScheduler(dir), /PNDMScheduler' is not implemented/);
   fs.writeFileSync(path.join(dir, "scheduler", "scheduler_config.json"), JSON.stringify(s.toJSON()));
   assert.equal(loadScheduler(dir).className, "EulerDiscreteScheduler");
-  fs.rmSync(dir, { recursive: true });
 });

@@ -5,10 +5,10 @@
  */
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { describe, it } from "node:test";
 import { CLIPTokenizer, type CLIPTokenizerFlavor } from "../../lib/models/clip/tokenizer.js";
+import { tempDir } from "../helpers.js";
 
 const FIX = path.join(import.meta.dirname, "..", "fixtures", "tokenizer");
 
@@ -92,26 +92,18 @@ describe("CLIPTokenizer API", () => {
   });
 
   it("loads a transformers 5 tokenizer.json when vocab.json/merges.txt are absent", () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "clip-tok-"));
-    try {
-      const vocab = JSON.parse(fs.readFileSync(path.join(FIX, "tokenizer", "vocab.json"), "utf8")) as Record<string, number>;
-      const merges = fs.readFileSync(path.join(FIX, "tokenizer", "merges.txt"), "utf8").trim().split("\n").slice(1);
-      fs.writeFileSync(path.join(dir, "tokenizer.json"), JSON.stringify({ model: { type: "BPE", vocab, merges } }));
-      fs.copyFileSync(path.join(FIX, "tokenizer", "tokenizer_config.json"), path.join(dir, "tokenizer_config.json"));
-      const t2 = CLIPTokenizer.fromFolder(dir);
-      const s = "A painting of a squirrel eating a burger";
-      assert.deepEqual(t2.encode(s), tok.encode(s));
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+    const dir = tempDir("clip-tok-");
+    const vocab = JSON.parse(fs.readFileSync(path.join(FIX, "tokenizer", "vocab.json"), "utf8")) as Record<string, number>;
+    const merges = fs.readFileSync(path.join(FIX, "tokenizer", "merges.txt"), "utf8").trim().split("\n").slice(1);
+    fs.writeFileSync(path.join(dir, "tokenizer.json"), JSON.stringify({ model: { type: "BPE", vocab, merges } }));
+    fs.copyFileSync(path.join(FIX, "tokenizer", "tokenizer_config.json"), path.join(dir, "tokenizer_config.json"));
+    const t2 = CLIPTokenizer.fromFolder(dir);
+    const s = "A painting of a squirrel eating a burger";
+    assert.deepEqual(t2.encode(s), tok.encode(s));
   });
 
   it("a folder without a vocabulary gives a clear error", () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "clip-tok-"));
-    try {
-      assert.throws(() => CLIPTokenizer.fromFolder(dir), /neither vocab\.json \+ merges\.txt nor a tokenizer\.json/);
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+    const dir = tempDir("clip-tok-");
+    assert.throws(() => CLIPTokenizer.fromFolder(dir), /neither vocab\.json \+ merges\.txt nor a tokenizer\.json/);
   });
 });

@@ -2,14 +2,13 @@
 import { before, test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { ControlNetTrainer } from "../../lib/training/trainer.js";
 import { readJsonl } from "../../lib/training/tensorboard.js";
-import { testEngine } from "../helpers.js";
+import { testEngine, tempDir } from "../helpers.js";
 import { tinyComponents, tinyDataset, TINY_RESOLUTION } from "./tiny.js";
 
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "cnts-integrity-"));
+const tmp = () => tempDir("cnts-integrity-");
 
 before(async () => {
   await testEngine();
@@ -67,7 +66,6 @@ test("readJsonl skips lines that are not JSON objects and names them in one warn
   readJsonl(many, { warn: (l) => m.push(l) });
   assert.equal(m.length, 1);
   assert.match(m[0]!, /skipped lines 2, 4, 6, 8, 10, 12, 14, 16, 18, 20 and 2 more .*kept the other 13 records$/);
-  fs.rmSync(dir, { recursive: true });
 });
 
 test("the trainer refuses a checkpoint with an edited step or a missing part, and resumes past bad log lines", async () => {
@@ -77,7 +75,7 @@ test("the trainer refuses a checkpoint with an edited step or a missing part, an
   await a.train();
   await a.close();
   const ck = path.join(dir, "checkpoint-4");
-  const saved = path.join(dir, "..", `${path.basename(dir)}-checkpoint-4`);
+  const saved = path.join(tmp(), "checkpoint-4");
   fs.cpSync(ck, saved, { recursive: true });
   const restore = () => {
     fs.rmSync(ck, { recursive: true });
@@ -123,5 +121,4 @@ test("the trainer refuses a checkpoint with an edited step or a missing part, an
   await b.train();
   await b.close();
   assert.deepEqual(readJsonl(log).map((l) => l.step), [1, 2, 3, 4, 5, 6], "each step once, the bad lines gone");
-  for (const d of [dir, saved]) fs.rmSync(d, { recursive: true });
 });

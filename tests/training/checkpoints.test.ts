@@ -2,7 +2,6 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import {
@@ -19,9 +18,10 @@ import {
 import { holdTemp } from "../../lib/io/diffusers.js";
 import { readSafetensors, writeSafetensors } from "../../lib/io/safetensors.js";
 import { writeAccelerateCheckpoint } from "./fixtures/accelerate-checkpoint.js";
+import { tempDir } from "../helpers.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const tmpDir = () => fs.mkdtempSync(path.join(os.tmpdir(), "cnts-ckpt-"));
+const tmpDir = () => tempDir("cnts-ckpt-");
 const names = (dir: string) => listCheckpointDirs(dir).map((c) => path.basename(c.path));
 
 function parts(step: number) {
@@ -63,7 +63,6 @@ test("checkpoints_total_limit=2, checkpointing_steps=2, 6 steps → exactly chec
   await saveCheckpoint(d3, 8, parts(8), { totalLimit: 0 });
   assert.deepEqual(fs.readdirSync(d3), ["checkpoint-8"]);
   await assert.rejects(saveCheckpoint(d3, 10, parts(10), { totalLimit: -1 }), /checkpoints_total_limit must be an integer >= 0, got -1/);
-  for (const d of [dir, d2, d3]) fs.rmSync(d, { recursive: true });
 });
 
 test("checkpoints_total_limit counts and removes only our checkpoints: a checkpoint-N folder without our marker stays", async () => {
@@ -77,7 +76,6 @@ test("checkpoints_total_limit counts and removes only our checkpoints: a checkpo
   assert.deepEqual(fs.readdirSync(dir).sort(), ["checkpoint-0", "checkpoint-00", "checkpoint-500", "checkpoint-6"]);
   assert.equal(fs.readFileSync(path.join(dir, "checkpoint-0", "controlnet", "diffusion_pytorch_model.safetensors"), "utf8"), "user's weights");
   assert.deepEqual(listCheckpoints(dir).map((c) => c.step), [6]);
-  fs.rmSync(dir, { recursive: true });
 });
 
 test("checkpoint contents round-trip; re-saving a step replaces it", async () => {
@@ -97,7 +95,6 @@ test("checkpoint contents round-trip; re-saving a step replaces it", async () =>
   await saveCheckpoint(dir, 4, { ...p, data: () => ({ epoch: 2, position: 0 }) });
   assert.deepEqual(loadCheckpoint(path.join(dir, "checkpoint-4")).data, { epoch: 2, position: 0 });
   assert.deepEqual(fs.readdirSync(dir), ["checkpoint-4"]);
-  fs.rmSync(dir, { recursive: true });
 });
 
 test("resume_from_checkpoint: latest = highest complete; none → fresh with the script's message; explicit paths", async () => {
@@ -122,7 +119,6 @@ test("resume_from_checkpoint: latest = highest complete; none → fresh with the
   assert.equal(resolveResume(dir, path.join(elsewhere, "checkpoint-8")).checkpoint!.path, path.join(elsewhere, "checkpoint-8"));
   // the same name inside output_dir wins, as in the script
   assert.equal(resolveResume(dir, path.join(elsewhere, "..", "x", "checkpoint-4")).checkpoint!.path, path.join(dir, "checkpoint-4"));
-  fs.rmSync(elsewhere, { recursive: true });
   assert.throws(() => resolveResume(dir, "checkpoint-10"), /not a complete checkpoint/);
   assert.equal(resolveResume(dir, null).checkpoint, null);
   // a truncated file inside a checkpoint is detected by the marker
@@ -138,7 +134,6 @@ test("resume_from_checkpoint: latest = highest complete; none → fresh with the
   // a marker that no longer parses is damage too (it was skipped as "not ours", then overwritten by the redone steps)
   fs.writeFileSync(path.join(dir, "checkpoint-6", "checkpoint.json"), "{bad");
   assert.throws(() => resolveResume(dir, "latest"), /the newest checkpoint .*checkpoint-6 is damaged \(.*\); nothing was changed\. Resume the one before by name/);
-  fs.rmSync(dir, { recursive: true });
 });
 
 test("accelerate's checkpoints (diffusers' own) are recognised and refused, whatever the resume mode; nothing is touched", () => {
@@ -166,7 +161,6 @@ test("accelerate's checkpoints (diffusers' own) are recognised and refused, what
   fs.mkdirSync(path.join(ours, "checkpoint-10"));
   fs.writeFileSync(path.join(ours, "checkpoint-10", "optimizer.safetensors"), "partial");
   assert.deepEqual(listForeignCheckpoints(ours), []);
-  for (const d of [dir, other, ours]) fs.rmSync(d, { recursive: true });
 });
 
 test("a file named like a checkpoint (a user's) is refused before a run and never replaced by a save", async () => {
@@ -177,7 +171,6 @@ test("a file named like a checkpoint (a user's) is refused before a run and neve
   await assert.rejects(saveCheckpoint(dir, 2, parts(2)), new RegExp(`could not write checkpoint-2 in .*: .*checkpoint-2 is a file, not a checkpoint folder, and is not replaced; the last complete checkpoint is .*checkpoint-1$`));
   assert.equal(fs.readFileSync(path.join(dir, "checkpoint-2"), "utf8"), "my important notes");
   assert.deepEqual(fs.readdirSync(dir).sort(), ["checkpoint-1", "checkpoint-2"], "no temporary left");
-  fs.rmSync(dir, { recursive: true });
 });
 
 test("stale leftovers: a complete tmp whose final name is missing is moved into place, an old copy put back", async () => {
@@ -190,7 +183,6 @@ test("stale leftovers: a complete tmp whose final name is missing is moved into 
   // simulate a writer (dead pid) killed between "checkpoint-4 → .old" and ".tmp → checkpoint-4"
   fs.renameSync(path.join(dir, "checkpoint-4"), path.join(dir, "checkpoint-4.old-999999998"));
   fs.renameSync(path.join(other, "checkpoint-4"), path.join(dir, "checkpoint-4.tmp-999999998"));
-  fs.rmSync(other, { recursive: true });
   cleanStaleCheckpoints(dir);
   assert.deepEqual(fs.readdirSync(dir).sort(), ["checkpoint-2", "checkpoint-4"]);
   // (the promoted tmp copy wins over the older set-aside one)
@@ -210,7 +202,6 @@ test("stale leftovers: a complete tmp whose final name is missing is moved into 
   // once this process no longer writes it, a tmp with our pid is a previous run's (every container run is pid 1)
   release();
   assert.deepEqual(cleanStaleCheckpoints(dir), [mine]);
-  fs.rmSync(dir, { recursive: true });
 });
 
 function runWriter(dir: string, step: number, limit: string, mb: number, killAfterMs: number | null): Promise<{ killed: boolean; finished: boolean }> {
@@ -276,7 +267,6 @@ test("SIGKILL while writing a checkpoint leaves the previous one intact and load
   console.log(`  kill outcomes: ${outcomes.join(", ")}`);
   // the timings must have caught the writer mid-write at least once
   assert.ok(outcomes.some((o) => o.includes("killed→latest 2")), outcomes.join(", "));
-  fs.rmSync(dir, { recursive: true });
 });
 
 test("infer from a checkpoint whose files no longer match their SHA-256 is refused, naming the file (as resuming it is)", async () => {
@@ -297,7 +287,6 @@ test("infer from a checkpoint whose files no longer match their SHA-256 is refus
     }
   } finally {
     process.stderr.write = write;
-    fs.rmSync(dir, { recursive: true });
   }
 });
 
@@ -371,7 +360,6 @@ test("a marker whose step was edited is refused: folder name, marker and trainin
   assert.match(verifyCheckpoint(ck)!, /checkpoint\.json's step is undefined, not a step number/);
   editMarker(ck, (m) => (m.step = "4"));
   assert.match(verifyCheckpoint(ck)!, /checkpoint\.json's step is "4", not a step number/);
-  for (const d of [dir, renamed]) fs.rmSync(d, { recursive: true });
 });
 
 test("a checkpoint lacking a part the trainer always writes is refused, even with its marker entries removed", async () => {
@@ -387,7 +375,6 @@ test("a checkpoint lacking a part the trainer always writes is refused, even wit
     const dir = await twoCheckpoints();
     dropPart(path.join(dir, "checkpoint-4"), ...rels);
     assertRefused(dir, problem);
-    fs.rmSync(dir, { recursive: true });
   }
   // a file only deleted (its entry kept) was already caught; a file of the model added, or its entry removed while it
   // stays, is not loaded unvouched for
@@ -395,14 +382,12 @@ test("a checkpoint lacking a part the trainer always writes is refused, even wit
   const ck = path.join(dir, "checkpoint-4");
   editMarker(ck, (m) => { delete m.files["controlnet/config.json"]; delete m.sha256["controlnet/config.json"]; });
   assertRefused(dir, /file controlnet\/config\.json is not in checkpoint\.json \(added, or its entry removed, after the checkpoint was written\)/);
-  fs.rmSync(dir, { recursive: true });
   const stray = await twoCheckpoints();
   fs.writeFileSync(path.join(stray, "checkpoint-4", "controlnet", ".DS_Store"), "finder");
   fs.writeFileSync(path.join(stray, "checkpoint-4", "notes.txt"), "mine");
   assert.equal(verifyCheckpoint(path.join(stray, "checkpoint-4"), { checksums: true }), null, "stray files the loader never reads are no damage");
   fs.writeFileSync(path.join(stray, "checkpoint-4", "controlnet", "diffusion_pytorch_model-extra.safetensors"), "x");
   assert.match(verifyCheckpoint(path.join(stray, "checkpoint-4"))!, /file controlnet\/diffusion_pytorch_model-extra\.safetensors is not in checkpoint\.json/);
-  fs.rmSync(stray, { recursive: true });
 });
 
 test("controlnet_ema/ is optional, but when present every file of it is vouched for by the marker", async () => {
@@ -422,14 +407,12 @@ test("controlnet_ema/ is optional, but when present every file of it is vouched 
     for (const k of Object.keys(m.files)) if (k.startsWith("controlnet_ema/")) { delete m.files[k]; delete m.sha256[k]; }
   });
   assertRefused(dir, /file controlnet_ema\/(config\.json|diffusion_pytorch_model\.safetensors) is not in checkpoint\.json/);
-  fs.rmSync(dir, { recursive: true });
   // its weights removed with their entries: a half average
   const half = tmpDir();
   await saveCheckpoint(half, 2, parts(2));
   await saveCheckpoint(half, 4, { ...parts(4), extra: ema });
   dropPart(path.join(half, "checkpoint-4"), "controlnet_ema/diffusion_pytorch_model.safetensors");
   assertRefused(half, /checkpoint\.json lists no weights \(\*\.safetensors\) in controlnet_ema\//);
-  fs.rmSync(half, { recursive: true });
 });
 
 test("checksums: a marker of before checksums is loaded with one warning; a partial or extra checksum table is damage", async () => {
@@ -466,7 +449,6 @@ test("checksums: a marker of before checksums is loaded with one warning; a part
   assertRefused(other, /checkpoint\.json has a SHA-256 for gone\.bin but does not list the file/);
   editMarker(ck2, (m) => (m.sha256 = null));
   assertRefused(other, /checkpoint\.json's sha256 is not a table of checksums/);
-  for (const d of [dir, other]) fs.rmSync(d, { recursive: true });
 });
 
 test("a JSON part that no longer parses (a marker without checksums cannot vouch for it) is refused naming the file", async () => {
@@ -477,7 +459,6 @@ test("a JSON part that no longer parses (a marker without checksums cannot vouch
   fs.writeFileSync(f, "{".padEnd(fs.statSync(f).size, " ")); // same size
   assert.throws(() => loadCheckpoint(ck, { warn: () => {} }),
     /checkpoint-4' is not a complete checkpoint: data_state\.json does not parse \(.*\); nothing was changed\. The newest other complete checkpoint can be resumed instead: resume_from_checkpoint .*checkpoint-2\.$/);
-  fs.rmSync(dir, { recursive: true });
 });
 
 test("saveCheckpoint refuses to write a checkpoint without a part every checkpoint holds", async () => {
@@ -485,5 +466,4 @@ test("saveCheckpoint refuses to write a checkpoint without a part every checkpoi
   const { optimizer: _drop, ...rest } = parts(2);
   await assert.rejects(saveCheckpoint(dir, 2, rest as never), /saveCheckpoint: checkpoint-2 needs optimizer \(every checkpoint holds them\); nothing was written/);
   assert.deepEqual(fs.readdirSync(dir), []);
-  fs.rmSync(dir, { recursive: true });
 });

@@ -1,13 +1,12 @@
 import { before, test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { tf } from "../../lib/engine/index.js";
 import { EMAModel } from "../../lib/training/ema.js";
 import { ControlNetTrainer, type TrainingOptions } from "../../lib/training/trainer.js";
 import { loadModelFolder } from "../../lib/io/diffusers.js";
-import { testEngine, maxAbsDiff, maxFolderDiff } from "../helpers.js";
+import { testEngine, maxAbsDiff, maxFolderDiff, tempDir } from "../helpers.js";
 import { tinyComponents, tinyDataset, TINY_RESOLUTION } from "./tiny.js";
 
 before(async () => {
@@ -34,7 +33,7 @@ test("EMAModel: diffusers' decay schedule; the first update copies, later ones m
   assert.throws(() => new EMAModel(new Map(), 1.5), /ema_decay must be in \[0, 1\] \(got 1.5\)/);
 });
 
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "ema-"));
+const tmp = () => tempDir("ema-");
 const opts = (output_dir: string): TrainingOptions => ({
   output_dir, resolution: TINY_RESOLUTION, train_batch_size: 2, learning_rate: 1e-3, max_train_steps: 4, seed: 7,
   lr_scheduler: "constant", checkpointing_steps: 2, use_ema: true,

@@ -12,15 +12,13 @@
  */
 import { before, test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { tf, hasFusedAttention, measurePeak, memoryInfo, useFusedKernels } from "../../lib/engine/index.js";
 import { createDataset } from "../../lib/data/index.js";
 import { ControlNetTrainer, type TrainingComponents, type TrainingOptions } from "../../lib/training/trainer.js";
 import type { StateBytes } from "../../lib/training/optim/index.js";
 import { MIXED_PRECISION_WARNING, makeTrainArgs, parseTrainArgs } from "../../lib/training/args.js";
-import { testEngine } from "../helpers.js";
+import { testEngine, tempDir } from "../helpers.js";
 import { tinyComponents, tinyDataset, TINY_RESOLUTION } from "./tiny.js";
 
 before(async () => {
@@ -73,7 +71,7 @@ async function runSteps(c: StepConfig, options: Partial<TrainingOptions>): Promi
   tf.tidy(() => {
     comps = components(c);
   });
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "memory-options-"));
+  const dir = tempDir("memory-options-");
   const dataset = await createDataset({ synthetic: { count: 8, seed: 3, resolution: c.resolution }, resolution: c.resolution });
   const trainer = new ControlNetTrainer(comps, dataset, {
     output_dir: dir, resolution: c.resolution, train_batch_size: c.batch, learning_rate: 1e-4, max_train_steps: 2, seed: 7,
@@ -103,7 +101,6 @@ async function runSteps(c: StepConfig, options: Partial<TrainingOptions>): Promi
     await trainer.close();
     trainer.optimizer.dispose();
     for (const m of [comps.unet, comps.controlnet, comps.vae, comps.textEncoder]) m.dispose();
-    fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -222,7 +219,7 @@ test("mixed_precision fp16/bf16 is accepted with its honest float32 message, and
   assert.throws(() => parseTrainArgs([...cli, "--mixed_precision=fp8"]), /invalid choice: 'fp8'/);
 
   // The trainer takes the parsed args as run.ts passes them (spread) and trains, in float32.
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "memory-options-mp-"));
+  const dir = tempDir("memory-options-mp-");
   const { args } = makeTrainArgs({
     pretrained_model_name_or_path: "base", dataset_name: "synthetic", output_dir: dir, mixed_precision: "fp16",
     resolution: TINY_RESOLUTION, train_batch_size: 2, max_train_steps: 1, seed: 7,
@@ -241,6 +238,5 @@ test("mixed_precision fp16/bf16 is accepted with its honest float32 message, and
     await trainer.close();
     trainer.optimizer.dispose();
     for (const m of [comps.unet, comps.controlnet, comps.vae, comps.textEncoder]) m.dispose();
-    fs.rmSync(dir, { recursive: true, force: true });
   }
 });

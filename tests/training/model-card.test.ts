@@ -2,10 +2,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { writeModelCard } from "../../lib/training/model-card.js";
 import type { ValidationResult } from "../../lib/training/validation.js";
+import { tempDir } from "../helpers.js";
 
 const rgb = (v: number) => ({ data: new Uint8Array(8 * 8 * 3).fill(v), width: 8, height: 8, channels: 3 as const });
 const validation = (pairs: number): ValidationResult => ({
@@ -16,7 +16,7 @@ const card = { repoId: "alice/cn", baseModel: "org/base", training: { data: "d",
 const pngs = (dir: string) => fs.readdirSync(dir).filter((f) => f.endsWith(".png")).sort();
 
 test("a later card drops the images of an earlier card of ours that it does not embed; a user's files stay", async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "card-"));
+  const dir = tempDir("card-");
   await writeModelCard(dir, { ...card, validation: validation(2) });
   assert.deepEqual(pngs(dir), ["image_control.png", "images_0.png", "images_1.png"]);
   await writeModelCard(dir, { ...card, validation: validation(1) });
@@ -29,12 +29,11 @@ test("a later card drops the images of an earlier card of ours that it does not 
   await writeModelCard(dir, { ...card, validation: null });
   assert.equal(fs.readFileSync(path.join(dir, "images_0.png"), "utf8"), "the user's");
   assert.ok(fs.existsSync(path.join(dir, "README.md.orig")));
-  fs.rmSync(dir, { recursive: true });
 });
 
 test("the card's metadata is YAML as huggingface_hub dumps it: a base path with ': ' or ' #' is quoted and reads back whole", async () => {
   const { parse } = await import("yaml");
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "card-yaml-"));
+  const dir = tempDir("card-yaml-");
   for (const baseModel of ["/data/my: base #1", "yes", "org/base"]) {
     await writeModelCard(dir, { ...card, baseModel, validation: null });
     const text = fs.readFileSync(path.join(dir, "README.md"), "utf8");
@@ -47,5 +46,4 @@ test("the card's metadata is YAML as huggingface_hub dumps it: a base path with 
   const text = fs.readFileSync(path.join(dir, "README.md"), "utf8");
   assert.match(text, /StableDiffusionControlNetPipeline\.from_pretrained\("path\/to\/my: base #1", controlnet=controlnet\)/);
   assert.match(text, /UniPCMultistepScheduler\.from_config/);
-  fs.rmSync(dir, { recursive: true });
 });

@@ -3,10 +3,10 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { makeTrainArgs } from "../../lib/training/args.js";
 import { planRun, PlanRefusedError } from "../../lib/training/plan-run.js";
+import { tempDir } from "../helpers.js";
 
 const root = path.resolve(import.meta.dirname, "../..");
 const tinySd = path.join(root, "data/tiny-sd");
@@ -34,7 +34,7 @@ test("#7: tiny-sd on the 4 GiB wasm heap: fits, applied, refused with the flags,
 });
 
 test("#7: the CLI refuses tiny-sd at 512 px batch 4 before step 1, with the planner's advice, in seconds", () => {
-  const out = fs.mkdtempSync(path.join(os.tmpdir(), "cli-plan-"));
+  const out = tempDir("cli-plan-");
   const started = Date.now();
   const r = spawnSync(process.execPath, [path.join(root, "bin", "controlnet-ts.js"), "train_controlnet", `--pretrained_model_name_or_path=${tinySd}`,
     `--output_dir=${out}`, "--dataset_name=synthetic-fill50k:8", "--resolution=512", "--train_batch_size=4", "--max_train_steps=1"],

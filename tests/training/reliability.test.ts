@@ -2,7 +2,6 @@
 import { before, test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
 import { spawnSync } from "node:child_process";
 import path from "node:path";
 import { ArgsError, makeTrainArgs, parseTrainArgs } from "../../lib/training/args.js";
@@ -10,12 +9,12 @@ import { trainControlNet } from "../../lib/training/run.js";
 import { ControlNetTrainer } from "../../lib/training/trainer.js";
 import { listCheckpoints } from "../../lib/training/checkpoints.js";
 import { readJsonl } from "../../lib/training/tensorboard.js";
-import { testEngine } from "../helpers.js";
+import { testEngine, tempDir } from "../helpers.js";
 import { tinyComponents, tinyDataset, TINY_RESOLUTION } from "./tiny.js";
 
 const root = path.resolve(import.meta.dirname, "../..");
 const sd = path.join(root, "tests/fixtures/sd_tiny");
-const tmp = (p = "rel-") => fs.mkdtempSync(path.join(os.tmpdir(), p));
+const tmp = (p = "rel-") => tempDir(p);
 
 before(async () => {
   await testEngine();

@@ -3,10 +3,8 @@
 import { before, test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import { ControlNetTrainer, weightsFingerprint } from "../../lib/training/trainer.js";
-import { testEngine } from "../helpers.js";
+import { testEngine, tempDir } from "../helpers.js";
 import { createDataset } from "../../lib/data/index.js";
 import { tinyComponents, tinyDataset, TINY_RESOLUTION } from "./tiny.js";
 
@@ -15,7 +13,7 @@ before(async () => {
 });
 
 test("a run from other starting weights is another run: refused beside the first one's checkpoints, fresh or by latest", async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "identity-"));
+  const dir = tempDir("identity-");
   const opts = { output_dir: dir, resolution: TINY_RESOLUTION, train_batch_size: 2, learning_rate: 1e-3, max_train_steps: 2, checkpointing_steps: 1, seed: 1 };
   const first = tinyComponents();
   const a = new ControlNetTrainer(first, await tinyDataset(), { ...opts, init_weights: "unet" });
@@ -36,11 +34,10 @@ test("a run from other starting weights is another run: refused beside the first
   const again = new ControlNetTrainer(tinyComponents(), ds, { ...opts, init_weights: "unet", max_train_steps: 3, resume_from_checkpoint: "latest" });
   assert.equal(again.globalStep, 2);
   await again.close();
-  fs.rmSync(dir, { recursive: true, force: true });
 });
 
 test("another dataset of the same length is another run; the same data rebuilt (or moved) continues", async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "identity-data-"));
+  const dir = tempDir("identity-data-");
   const opts = { output_dir: dir, resolution: TINY_RESOLUTION, train_batch_size: 2, learning_rate: 1e-3, max_train_steps: 1, checkpointing_steps: 1, seed: 1 };
   const data = await tinyDataset();
   const a = new ControlNetTrainer(tinyComponents(), data, opts);
@@ -61,11 +58,10 @@ test("another dataset of the same length is another run; the same data rebuilt (
   const again = new ControlNetTrainer(tinyComponents(), same, { ...opts, max_train_steps: 2, resume_from_checkpoint: "latest" });
   assert.equal(again.globalStep, 1);
   await again.close();
-  fs.rmSync(dir, { recursive: true, force: true });
 });
 
 test("a checkpoint of the other optimizer (use_8bit_adam) is refused up front with the flag that continues it, never advised to be named", async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "identity-optim-"));
+  const dir = tempDir("identity-optim-");
   const opts = { output_dir: dir, resolution: TINY_RESOLUTION, train_batch_size: 2, learning_rate: 1e-3, max_train_steps: 1, checkpointing_steps: 1, seed: 1 };
   const a = new ControlNetTrainer(tinyComponents(), await tinyDataset(), { ...opts, use_8bit_adam: true });
   await a.train();
@@ -81,11 +77,10 @@ test("a checkpoint of the other optimizer (use_8bit_adam) is refused up front wi
   const again = new ControlNetTrainer(tinyComponents(), ds, { ...opts, use_8bit_adam: true, max_train_steps: 2, resume_from_checkpoint: "checkpoint-1" });
   assert.equal(again.globalStep, 1);
   await again.close();
-  fs.rmSync(dir, { recursive: true, force: true });
 });
 
 test("a named checkpoint continues under another lr schedule with a warning, at its saved step (torch's LambdaLR keeps the step)", async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "identity-lr-"));
+  const dir = tempDir("identity-lr-");
   const opts = { output_dir: dir, resolution: TINY_RESOLUTION, train_batch_size: 2, learning_rate: 1e-3, max_train_steps: 2, checkpointing_steps: 1, seed: 1 };
   const a = new ControlNetTrainer(tinyComponents(), await tinyDataset(), opts);
   await a.train();
@@ -98,5 +93,4 @@ test("a named checkpoint continues under another lr schedule with a warning, at 
   assert.equal(again.lrScheduler.getLastLr(), 0.5e-3);
   assert.ok(lines.some((l) => /^warning: .*checkpoint-2 was written with other arguments \(.*lr_scheduler constant there, linear here.*\); continuing it with this run's as asked\.$/.test(l)), lines.join("\n"));
   await again.close();
-  fs.rmSync(dir, { recursive: true, force: true });
 });

@@ -7,11 +7,12 @@ import os from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { LOCK_NAME, lockRun } from "../../lib/training/run-lock.js";
+import { tempDir } from "../helpers.js";
 
 const lockModule = pathToFileURL(path.resolve(import.meta.dirname, "../../lib/training/run-lock.ts")).href;
 
 test("a second process is refused while the first holds output_dir; after the first dies (kill -9) its lock is taken over", async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "run-lock-"));
+  const dir = tempDir("run-lock-");
   const holder = spawn(process.execPath, ["--import", "tsx", "-e",
     `const { lockRun } = await import(${JSON.stringify(lockModule)}); lockRun(${JSON.stringify(dir)}); console.log("held"); setInterval(() => {}, 1000);`],
   { stdio: ["ignore", "pipe", "inherit"] });
@@ -33,22 +34,17 @@ test("a second process is refused while the first holds output_dir; after the fi
     assert.ok(!fs.existsSync(path.join(dir, LOCK_NAME)));
   } finally {
     holder.kill("SIGKILL");
-    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
 
 test("a lock file left half-written (empty, garbage) is taken over once it is old, and refused while it may be being written", () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "run-lock-torn-"));
-  try {
-    const file = path.join(dir, LOCK_NAME);
-    fs.writeFileSync(file, "");
-    assert.throws(() => lockRun(dir), /another training run \(a process that is starting\)/);
-    const old = new Date(Date.now() - 60_000);
-    fs.utimesSync(file, old, old);
-    const release = lockRun(dir);
-    assert.equal(JSON.parse(fs.readFileSync(file, "utf8")).pid, process.pid);
-    release();
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  const dir = tempDir("run-lock-torn-");
+  const file = path.join(dir, LOCK_NAME);
+  fs.writeFileSync(file, "");
+  assert.throws(() => lockRun(dir), /another training run \(a process that is starting\)/);
+  const old = new Date(Date.now() - 60_000);
+  fs.utimesSync(file, old, old);
+  const release = lockRun(dir);
+  assert.equal(JSON.parse(fs.readFileSync(file, "utf8")).pid, process.pid);
+  release();
 });

@@ -18,8 +18,9 @@ import {
   readEvents,
   readJsonl,
 } from "../../lib/training/tensorboard.js";
+import { tempDir } from "../helpers.js";
 
-const tmpDir = () => fs.mkdtempSync(path.join(os.tmpdir(), "cnts-tb-"));
+const tmpDir = () => tempDir("cnts-tb-");
 
 test("crc32c check value and TensorFlow's mask", () => {
   assert.equal(crc32c(Buffer.from("123456789")) >>> 0, 0xe3069283);
@@ -57,7 +58,6 @@ test("Event protobuf bytes for a scalar are exactly the hand-encoded ones", () =
   const summary = Buffer.concat([Buffer.from([0x0a, value.length]), value]);
   const want = Buffer.concat([Buffer.from([0x09]), f64, Buffer.from([0x10, 3, 0x2a, summary.length]), summary]);
   assert.deepEqual(Buffer.from(data), want);
-  fs.rmSync(dir, { recursive: true });
 });
 
 test("writer → reader round trip: file name, file_version, scalars, images (PNG), CRCs verified", async () => {
@@ -98,7 +98,6 @@ test("writer → reader round trip: file name, file_version, scalars, images (PN
   bytes[bytes.length - 20] ^= 1;
   fs.writeFileSync(w.path, bytes);
   assert.throws(() => readEvents(w.path), /CRC mismatch/);
-  fs.rmSync(dir, { recursive: true });
 });
 
 test("encodePng round trip and decodeEvent of a hand-made event", async () => {
@@ -123,7 +122,6 @@ test("JSON-lines log: one object per line, a partial last line is ignored", () =
   assert.deepEqual(rows.map((r) => [r.step, r.loss]), [[1, 0.5], [2, 0.25]]);
   assert.equal(typeof rows[0]!.time, "number");
   assert.deepEqual(readJsonl(path.join(dir, "missing.jsonl")), []);
-  fs.rmSync(dir, { recursive: true });
 });
 
 test("hparams as accelerate stores them: the plugin's three summaries in <logdir>/<time>/ (decoded back), hparams.yml as PyYAML writes it", () => {
@@ -143,5 +141,4 @@ test("hparams as accelerate stores them: the plugin's three summaries in <logdir
   assert.equal(fs.readFileSync(path.join(hpDir, "hparams.yml"), "utf8"),
     'cache_dir: null\nhub_model_id: "true"\nlearning_rate: 1.0e-05\nmax_grad_norm: 1.0\nreport_to: tensorboard\nseed: 1\nuse_ema: false\n');
   assert.equal(toYaml({ a: 1e16, b: 0.0001, c: 2.5e-7, d: "/tmp/x", e: "a: b" }, new Set(["a", "b", "c"])), 'a: 1.0e+16\nb: 0.0001\nc: 2.5e-07\nd: /tmp/x\ne: "a: b"\n');
-  fs.rmSync(dir, { recursive: true });
 });

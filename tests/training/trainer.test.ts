@@ -2,18 +2,17 @@
 import { before, test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { allFinite, ControlNetTrainer, NonFiniteLossError, type TrainingOptions } from "../../lib/training/trainer.js";
 import { loadModelFolder } from "../../lib/io/diffusers.js";
-import { testEngine, maxAbsDiff } from "../helpers.js";
+import { testEngine, maxAbsDiff, tempDir } from "../helpers.js";
 import { tinyComponents, tinyDataset, TINY_RESOLUTION } from "./tiny.js";
 
 before(async () => {
   await testEngine();
 });
 
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "trainer-"));
+const tmp = () => tempDir("trainer-");
 const base = (output_dir: string): TrainingOptions => ({
   output_dir, resolution: TINY_RESOLUTION, train_batch_size: 2, learning_rate: 1e-3, max_train_steps: 6, seed: 7,
   lr_scheduler: "constant", checkpointing_steps: 2, checkpoints_total_limit: 2,

@@ -9,11 +9,11 @@
  */
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import sharp from "sharp";
 import { TrainingDashboard, ImageGrid } from "../../widgets/index.js";
 import type { MimeBundle } from "../../widgets/index.js";
+import { tempDir } from "../helpers.js";
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..", "..");
 const out = path.resolve(process.argv[2] ?? path.join(root, "widgets", "docs", "widgets.png"));
@@ -78,7 +78,7 @@ const html = `<!doctype html><html><head><meta charset="utf-8"><title>controlnet
 ${outputs.map((b) => `<div class="output" style="border-left:3px solid #e0e0e0;padding:4px 8px;margin:6px 0">${render(b)}</div>`).join("\n")}
 </body></html>`;
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cnts-shot-"));
+const dir = tempDir("cnts-shot-");
 const page = path.join(dir, "widgets.html");
 fs.writeFileSync(page, html);
 fs.mkdirSync(path.dirname(out), { recursive: true });
@@ -93,6 +93,5 @@ if (r.status !== 0 || !fs.existsSync(out)) {
   process.exit(1);
 }
 fs.copyFileSync(page, out.replace(/\.png$/, ".html"));
-fs.rmSync(dir, { recursive: true, force: true });
 const meta = await sharp(out).metadata();
 process.stdout.write(`wrote ${out} (${meta.width}x${meta.height}) and ${out.replace(/\.png$/, ".html")}\n`);
