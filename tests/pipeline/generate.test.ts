@@ -21,7 +21,7 @@ const tinyTokenizer: TokenizerLike = {
 
 test("a hub base and ControlNet are downloaded in the variant asked for (infer --variant / --controlnet_variant), the base at --revision, into --cache_dir", async () => {
   await testEngine();
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "infer-hub-variant-"));
+  const tmp = tempDir("infer-hub-variant-");
   // the tiny SD as a repo that has fp16 weights only (stored as F32: the names are what selection reads)
   const repo = path.join(tmp, "repo");
   fs.cpSync(SD, repo, { recursive: true });
@@ -52,7 +52,6 @@ test("a hub base and ControlNet are downloaded in the variant asked for (infer -
   } finally {
     for (const [k, v] of Object.entries(env)) v === undefined ? delete process.env[k] : (process.env[k] = v);
     await server.close();
-    fs.rmSync(tmp, { recursive: true, force: true });
   }
 });
 
