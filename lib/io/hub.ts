@@ -408,7 +408,6 @@ function isDropped(e: unknown): boolean {
   return !(e instanceof HubError) && !(e instanceof hub.HubApiError) && /terminated|other side closed|socket|EPIPE|aborted/i.test(text);
 }
 
-
 /**
  * The blob's temporary file, `blobs/<etag>.<host>-<pid>-<random>.incomplete` (huggingface_hub's scan_cache_dir and
  * `hf cache prune` see `*.incomplete` files), holding what a process of this machine that is gone (a kill -9, a
