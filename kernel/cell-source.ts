@@ -7,9 +7,10 @@
  * 2. Every statement gets a leading marker `/*@L<line>:<column>~<nonce>*\/`, and so does every part of an expression that
  *    starts on another line than the marked node around it (an argument, an element, a property, an operand, a
  *    template's `${…}`, an arrow's body, a method's name after its `.`: `cn.train({` … `})` spans many lines,
- *    `.filter(v => …)` may sit on the third line of a chain). The converter emits no source map, but TypeScript keeps leading comments through both of its
- *    emits, so a runtime position in the compiled JavaScript maps back to the cell line of the last marker before it,
- *    and to the column of the failing name nearest to where it sits after that marker (see cellPosition).
+ *    `.filter(v => …)` may sit on the third line of a chain). The converter emits no source map, but TypeScript keeps
+ *    leading comments through both of its emits, so a runtime position in the compiled JavaScript maps back to the cell
+ *    line of the last marker before it, and to the column of the failing name nearest to where it sits after that
+ *    marker (see cellPosition).
  *
  * 3. `export` before a top-level declaration (`export const x = 1`, as in a module) is blanked out: every top-level
  *    name of a cell is already visible to later cells, and the converter's own export of it collided ("Cannot
