@@ -4,6 +4,8 @@
  * without running anything, and reads its options through `parseOptions(...)`, which takes the defaults from that same
  * `usage`, so the help and the behaviour cannot disagree. Also: where the diffusers reference venv is.
  */
+import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 
 export interface BenchOption {
@@ -99,6 +101,23 @@ export function referencePython(): string {
 }
 
 export const noVenv = (py: string) => `reference missing: no venv at ${py} (bash tests/reference/setup.sh, or set ${REFERENCE_VENV_ENV})`;
+
+/**
+ * This machine's CPU as a comparison of speeds depends on it: the model name, /proc/cpuinfo's family and model numbers,
+ * and the vector extensions kernels dispatch on (torch runs AVX-512 kernels where they exist; our fused kernels are
+ * AVX2 + FMA). Figures from two machines are not one comparison.
+ */
+export function cpuDescription(): string {
+  let info = "";
+  try {
+    info = fs.readFileSync("/proc/cpuinfo", "utf8").split("\n\n")[0] ?? "";
+  } catch { /* not Linux */ }
+  const field = (name: string) => new RegExp(`^${name}\\s*:\\s*(.*)$`, "m").exec(info)?.[1]?.trim();
+  const flags = new Set((field("flags") ?? "").split(/\s+/));
+  const isa = ["avx2", "fma", "avx512f", "amx_tile"].filter((f) => flags.has(f)).join(" ");
+  const model = field("model");
+  return `${field("model name") ?? os.cpus()[0]?.model ?? "unknown CPU"}${model ? ` (family ${field("cpu family")} model ${model}${isa ? `; ${isa}` : ""})` : ""}, ${os.availableParallelism()} CPUs`;
+}
 
 /** The median as the benches report it: the upper middle of an even count. */
 export function median(xs: number[]): number {

@@ -32,7 +32,7 @@ import { createTrainingStep, planMemory, plannedDeviceBytes, trainingStepFlops }
 import { Table } from "../widgets/table.js";
 import { BENCH_MID_UNET } from "./models.js";
 import { BENCH_MID_VAE, SD15_SCHEDULER } from "./pipeline.js";
-import { noVenv, parseOptions, REFERENCE_VENV_HELP, referencePython, median, type BenchUsage } from "./_cli.js";
+import { cpuDescription, noVenv, parseOptions, REFERENCE_VENV_HELP, referencePython, median, type BenchUsage } from "./_cli.js";
 
 const RESOLUTION = 256;
 
@@ -119,6 +119,7 @@ export async function run(args: string[]): Promise<object> {
   const load = () => +os.loadavg()[0]!.toFixed(1);
   log(`bench-mid: batch ${batch}, latents 4x32x32, control ${RESOLUTION}px, text 77x64; ${steps} steps after 1 warm-up; ` +
     `validation ${images} image(s) x UniPC ${valSteps} steps; ${info.backend} ${info.threads} thread(s); load ${load()}`);
+  log(`machine: ${cpuDescription()}`);
   log(`alternating: both processes alive, one computes while the other idles (ours, theirs, theirs, ours, ...); ` +
     `never both at once: two thread pools side by side fight for the cores (diffusers' step took 14-20 s instead of ~1 s beside a busy TF process)`);
 
@@ -239,6 +240,7 @@ export async function run(args: string[]): Promise<object> {
     },
     paired_ratio_medians: { step_time: paired(oursSteps, theirSteps), images_per_s: paired(theirImg, oursImg) },
     load_average: { start_end: loads },
+    cpu: cpuDescription(),
     cpu_share_while_other_ran: { ours: share(idle.ours), theirs: share(idle.theirs) },
   };
   const fmt = (x: number | null | undefined, d = 2) => (x == null ? "missing" : x.toFixed(d));

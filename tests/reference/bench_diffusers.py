@@ -76,7 +76,9 @@ except Exception:  # older torch: no counter; the step still serves as warm-up
     train_step()
 rss_delta = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before
 print(json.dumps({"ready": True, "torch": torch.__version__, "diffusers": diffusers.__version__,
-                  "threads": torch.get_num_threads(), "step_flops": flops}), flush=True)
+                  "threads": torch.get_num_threads(), "step_flops": flops,
+                  # the vector ISA torch's own kernels dispatch to (AVX2 or AVX512): it moves the comparison
+                  "cpu_capability": torch.backends.cpu.get_cpu_capability()}), flush=True)
 for line in sys.stdin:
     cmd = line.strip()
     if cmd == "train":
