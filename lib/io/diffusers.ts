@@ -18,6 +18,7 @@ import path from "node:path";
 import { fsyncDir, readSafetensors, readSafetensorsHeader, writeSafetensors } from "./safetensors.js";
 import type { HostTensor } from "./safetensors.js";
 import { makeDirs } from "./dirs.js";
+import { InputError } from "./input-error.js";
 
 /** The diffusers version we write into configs: the pinned reference release (tests/reference), whose formats we follow. */
 export const DIFFUSERS_VERSION = "0.42.1";
@@ -41,8 +42,8 @@ export function isPickleFile(file: string): boolean {
 }
 
 /** The error for a pickle checkpoint: why we refuse it and the one-liner that converts it. */
-export function pickleRefusal(file: string): Error {
-  return new Error(
+export function pickleRefusal(file: string): InputError {
+  return new InputError(
     `Refusing to load ${file}: it is a PyTorch pickle checkpoint, and loading a pickle executes code stored in the file ` +
       `(controlnet-ts never unpickles). Convert it to safetensors once with Python diffusers, e.g.\n` +
       `  python -c "from diffusers import DiffusionPipeline; DiffusionPipeline.from_pretrained('<model>').save_pretrained('<out_dir>', safe_serialization=True)"\n` +
@@ -57,15 +58,15 @@ function readJson(file: string, what: string): Record<string, unknown> {
   try {
     text = fs.readFileSync(file, "utf8");
   } catch (e) {
-    throw new Error(`Cannot read ${what} ${file}: ${(e as Error).message}`);
+    throw new InputError(`Cannot read ${what} ${file}: ${(e as Error).message}`);
   }
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch (e) {
-    throw new Error(`Invalid ${what} ${file}: not valid JSON (${(e as Error).message})`);
+    throw new InputError(`Invalid ${what} ${file}: not valid JSON (${(e as Error).message})`);
   }
-  if (typeof json !== "object" || json === null || Array.isArray(json)) throw new Error(`Invalid ${what} ${file}: not a JSON object`);
+  if (typeof json !== "object" || json === null || Array.isArray(json)) throw new InputError(`Invalid ${what} ${file}: not a JSON object`);
   return json as Record<string, unknown>;
 }
 
@@ -90,7 +91,7 @@ export function findWeightFiles(dir: string, opts: { variant?: string } = {}): W
   if (pickles.length) throw pickleRefusal(path.join(dir, pickles[0]!));
   const others = present.filter((f) => f.endsWith(".safetensors") || f.endsWith(".safetensors.index.json") || /\.safetensors\.index\.[^.]+\.json$/.test(f));
   const wanted = variant ? `the "${variant}" variant (${addVariant(DIFFUSERS_WEIGHTS_NAME, variant)})` : DIFFUSERS_WEIGHTS_NAME;
-  throw new Error(
+  throw new InputError(
     `No weights found in model folder ${dir}: looked for ${wanted} or ${addVariant(TRANSFORMERS_WEIGHTS_NAME, variant)} ` +
       `(or their .index.json shards)` + (others.length ? `; the folder has ${others.join(", ")}${variant ? "" : " (name its variant to load one: fp16 for diffusion_pytorch_model.fp16.safetensors)"}` : ""),
   );
@@ -100,13 +101,13 @@ export function findWeightFiles(dir: string, opts: { variant?: string } = {}): W
 function readShardIndex(index: string): Map<string, string[]> {
   const json = readJson(index, "shard index");
   const map = json.weight_map;
-  if (typeof map !== "object" || map === null || Array.isArray(map)) throw new Error(`Invalid shard index ${index}: no "weight_map" object`);
+  if (typeof map !== "object" || map === null || Array.isArray(map)) throw new InputError(`Invalid shard index ${index}: no "weight_map" object`);
   const shards = new Map<string, string[]>();
   const dir = path.dirname(index);
   for (const [name, file] of Object.entries(map as Record<string, unknown>)) {
     // An index from the internet must not point outside its folder.
     if (typeof file !== "string" || file === "" || file !== path.basename(file) || file === "." || file === ".." || file.includes("\\")) {
-      throw new Error(`Invalid shard index ${index}: tensor "${name}" maps to ${JSON.stringify(file)}, not a file name in the same folder`);
+      throw new InputError(`Invalid shard index ${index}: tensor "${name}" maps to ${JSON.stringify(file)}, not a file name in the same folder`);
     }
     if (isPickleFile(file)) throw pickleRefusal(path.join(dir, file));
     const full = path.join(dir, file);
@@ -114,7 +115,7 @@ function readShardIndex(index: string): Map<string, string[]> {
     shards.get(full)!.push(name);
   }
   for (const shard of shards.keys()) {
-    if (!fs.existsSync(shard)) throw new Error(`Shard index ${index} lists ${path.basename(shard)}, which is missing from the folder`);
+    if (!fs.existsSync(shard)) throw new InputError(`Shard index ${index} lists ${path.basename(shard)}, which is missing from the folder`);
   }
   return shards;
 }
@@ -138,10 +139,10 @@ export function loadModelFolder(
   opts: { variant?: string; only?: string[] } = {},
 ): { config: Record<string, unknown>; tensors: Map<string, HostTensor> } {
   if (isPickleFile(dir)) throw pickleRefusal(dir);
-  if (!fs.existsSync(dir)) throw new Error(`Model folder not found: ${dir}`);
-  if (!fs.statSync(dir).isDirectory()) throw new Error(`Not a model folder: ${dir} is a file (expected a folder with config.json and weights)`);
+  if (!fs.existsSync(dir)) throw new InputError(`Model folder not found: ${dir}`);
+  if (!fs.statSync(dir).isDirectory()) throw new InputError(`Not a model folder: ${dir} is a file (expected a folder with config.json and weights)`);
   const configFile = path.join(dir, CONFIG_NAME);
-  if (!fs.existsSync(configFile)) throw new Error(`Model folder ${dir} has no ${CONFIG_NAME}`);
+  if (!fs.existsSync(configFile)) throw new InputError(`Model folder ${dir} has no ${CONFIG_NAME}`);
   const config = readJson(configFile, "model config");
   const { shards } = findWeightFiles(dir, opts);
   const only = opts.only ? new Set(opts.only) : undefined;
@@ -152,14 +153,14 @@ export function loadModelFolder(
     if (want && want.length === 0) continue;
     const read = readSafetensors(file, { only: want });
     for (const [name, t] of read.tensors) {
-      if (tensors.has(name)) throw new Error(`Model folder ${dir}: tensor "${name}" appears in more than one shard`);
+      if (tensors.has(name)) throw new InputError(`Model folder ${dir}: tensor "${name}" appears in more than one shard`);
       tensors.set(name, t);
       origins.set(t, { file, dtype: read.entries.get(name)!.dtype });
     }
   }
   if (only) {
     const missing = [...only].filter((n) => !tensors.has(n));
-    if (missing.length) throw new Error(`Model folder ${dir} has no tensor named ${missing.map((m) => `"${m}"`).join(", ")}`);
+    if (missing.length) throw new InputError(`Model folder ${dir} has no tensor named ${missing.map((m) => `"${m}"`).join(", ")}`);
   }
   return { config, tensors };
 }
@@ -251,10 +252,10 @@ export function checkSaveTarget(dir: string, modelClass: string | null): void {
   try {
     found = modelClassOf(readJson(file, "model config"));
   } catch (e) {
-    throw new Error(`Not saving ${what} into ${dir}: its ${CONFIG_NAME} is not a model config we can read (${(e as Error).message}); nothing was written, the folder is unchanged — choose another output folder`);
+    throw new InputError(`Not saving ${what} into ${dir}: its ${CONFIG_NAME} is not a model config we can read (${(e as Error).message}); nothing was written, the folder is unchanged — choose another output folder`);
   }
   if (found === modelClass) return;
-  throw new Error(
+  throw new InputError(
     `Not saving ${what} into ${dir}: it holds another model (its ${CONFIG_NAME} is ${found ? `a ${found}'s` : "one without _class_name or architectures"}); ` +
       `nothing was written, the folder is unchanged — choose another output folder`,
   );
@@ -556,16 +557,16 @@ export function loadPipelineFolder(dir: string): PipelineFolder {
   const indexFile = path.join(dir, "model_index.json");
   if (!fs.existsSync(indexFile)) {
     const hint = fs.existsSync(path.join(dir, CONFIG_NAME)) ? " (it has config.json: a model folder, not a pipeline)" : "";
-    throw new Error(`Pipeline folder ${dir} has no model_index.json${hint}`);
+    throw new InputError(`Pipeline folder ${dir} has no model_index.json${hint}`);
   }
   const config = readJson(indexFile, "pipeline index");
-  if (typeof config._class_name !== "string") throw new Error(`Invalid pipeline index ${indexFile}: no "_class_name"`);
+  if (typeof config._class_name !== "string") throw new InputError(`Invalid pipeline index ${indexFile}: no "_class_name"`);
   const components = new Map<string, PipelineComponent>();
   for (const [name, v] of Object.entries(config)) {
     if (name.startsWith("_") || !Array.isArray(v) || v.length !== 2) continue;
     const [library, className] = v as unknown[];
     if ((library !== null && typeof library !== "string") || (className !== null && typeof className !== "string")) continue;
-    if (name !== path.basename(name) || name === "..") throw new Error(`Invalid pipeline index ${indexFile}: component name ${JSON.stringify(name)}`);
+    if (name !== path.basename(name) || name === "..") throw new InputError(`Invalid pipeline index ${indexFile}: component name ${JSON.stringify(name)}`);
     const p = path.join(dir, name);
     components.set(name, { name, library, className, path: p, exists: fs.existsSync(p) });
   }
@@ -582,9 +583,9 @@ export function loadPipelineFolder(dir: string): PipelineFolder {
 export function pipelineComponent(pipe: PipelineFolder, name: string): PipelineComponent & { className: string } {
   const c = pipe.components.get(name);
   if (!c) {
-    throw new Error(`Pipeline ${pipe.dir} (${pipe.className}) has no "${name}" component; it has ${[...pipe.components.keys()].join(", ")}`);
+    throw new InputError(`Pipeline ${pipe.dir} (${pipe.className}) has no "${name}" component; it has ${[...pipe.components.keys()].join(", ")}`);
   }
-  if (c.className === null) throw new Error(`Pipeline ${pipe.dir}: component "${name}" is disabled (null) in model_index.json`);
-  if (!c.exists) throw new Error(`Pipeline ${pipe.dir}: component "${name}" (${c.className}) has no folder ${c.path}`);
+  if (c.className === null) throw new InputError(`Pipeline ${pipe.dir}: component "${name}" is disabled (null) in model_index.json`);
+  if (!c.exists) throw new InputError(`Pipeline ${pipe.dir}: component "${name}" (${c.className}) has no folder ${c.path}`);
   return c as PipelineComponent & { className: string };
 }

@@ -37,6 +37,14 @@ test("#9: output_dir is a file, a missing resume checkpoint: one line each, no s
   assert.equal(r4.status, 1);
   assert.match(r4.stderr, /\ntrain_controlnet: the ControlNet .* was made for another base than .*tiny-sd: .*Nothing was trained\n$/);
   assert.ok(!fs.existsSync(path.join(dir, "out4")), "nothing written");
+  // so is a model folder that lacks what diffusers' from_pretrained reads (here the UNet's weights)
+  const broken = path.join(dir, "sd-no-unet-weights");
+  fs.cpSync(sd, broken, { recursive: true });
+  fs.rmSync(path.join(broken, "unet", "diffusion_pytorch_model.safetensors"));
+  const r5 = cli([`--pretrained_model_name_or_path=${broken}`, `--output_dir=${path.join(dir, "out5")}`, ...tiny]);
+  assert.equal(r5.status, 1);
+  assert.match(r5.stderr, /\ntrain_controlnet: No weights found in model folder .*sd-no-unet-weights\/unet: looked for diffusion_pytorch_model\.safetensors .*\n$/);
+  noStack(r5.stderr);
 });
 
 test("#10: a base model the hub cannot give is not reported as a failed push", () => {
