@@ -25,7 +25,16 @@ export interface Rewritten {
   /** Insertions in original offsets, ascending; `from`: where a position inside one points in the user's text
    *  (default `at`). */
   inserts: { at: number; length: number; from?: number }[];
+  /** The variable that holds the cell's last expression where the converter cannot find it (see LAST_USING). */
+  lastVar?: string;
 }
+
+/**
+ * A cell with a top-level `using` is emitted inside try/finally (the disposal), where tslab's converter no longer
+ * sees its last expression statement as the cell's last statement: the value was lost. Such a cell's last expression
+ * is assigned to this variable instead (before the disposal, as `using` would leave it).
+ */
+const LAST_USING = "tsLastExprUsing";
 
 /** Per process, so that marker-like text in a cell's strings (`"/*@L9:0*\/"`) is never taken for one. */
 const NONCE = Math.random().toString(36).slice(2, 8);
@@ -78,10 +87,14 @@ export function rewriteCell(ts: typeof TS, cell: string): Rewritten {
   };
   ts.forEachChild(sf, (child) => visit(child, -1));
   if (wrap) edits.push({ at: 0, text: "(" }, { at: code.length, text: ")" });
-  // (stable: the statement's marker stays before the parenthesis at 0)
+  const last = sf.statements.at(-1);
+  const usesUsing = sf.statements.some((st) => ts.isVariableStatement(st) && (st.declarationList.flags & ts.NodeFlags.Using) !== 0);
+  const lastVar = usesUsing && last && ts.isExpressionStatement(last) ? LAST_USING : undefined;
+  if (lastVar) edits.push({ at: last!.getStart(sf) - shift, text: `const ${lastVar} = (` }, { at: (last as TS.ExpressionStatement).expression.end - shift, text: ")" });
+  // (stable: the statement's marker stays before the parenthesis at 0, and before the assignment)
   edits.sort((a, b) => a.at - b.at);
   const text = applyEdits(code, edits);
-  return { text, inserts: edits.map((e) => ({ at: e.at, length: e.text.length, from: e.from })) };
+  return { text, inserts: edits.map((e) => ({ at: e.at, length: e.text.length, from: e.from })), ...(lastVar ? { lastVar } : {}) };
 }
 
 /** Whether the cell is one object literal (`{ a: 1 }`, `{}`): it starts with `{`, does not end with `;` (the Node

@@ -348,14 +348,14 @@ export class TslabEngine implements CellEngine {
         this.prevDecl = withGlobalAugmentations(this.ts, this.prevDecl, converted.declOutput ?? "");
         return { status: "ok", hasValue: false };
       }
-      return await this.run(shown, converted, opts.label ?? `cell ${++this.cells}`, opts);
+      return await this.run(shown, converted, opts.label ?? `cell ${++this.cells}`, opts, rw.lastVar);
     } catch (e) {
       // The compiler itself failed (not the user's code).
       return { status: "error", error: toCellError(e) };
     }
   }
 
-  private async run(code: string, converted: Converted, label: string, opts: ExecuteOptions): Promise<CellOutcome> {
+  private async run(code: string, converted: Converted, label: string, opts: ExecuteOptions, lastVar?: string): Promise<CellOutcome> {
     // Always an async function: top-level await works wherever it is, and a synchronous throw is a rejection. Its
     // body starts after an `await`, as a promise job of a microtask checkpoint that holds nothing else (it is entered
     // from a macrotask of its own): an interrupt may then stop the cell's synchronous code anywhere (interrupts.ts)
@@ -385,7 +385,7 @@ export class TslabEngine implements CellEngine {
     // The cell's declarations stay even when it failed or was interrupted (as in IPython): names declared after the
     // point where it stopped exist and are undefined.
     this.prevDecl = withGlobalAugmentations(this.ts, this.prevDecl, converted.declOutput ?? "");
-    const lastName = converted.lastExpressionVar;
+    const lastName = converted.lastExpressionVar ?? lastVar;
     const value = lastName ? this.exports[lastName] : undefined;
     // (assigned, not deleted: a delete turns `exports` into a slow dictionary object, and every cell's reads and writes
     // of its top-level variables go through it)

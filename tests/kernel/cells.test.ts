@@ -155,6 +155,12 @@ describe("cells as a user writes them", () => {
     assert.equal(resultText(r.iopub), "[ 2, true, 'b' ]");
     const bad = await k.execute("pick(['a', 'b'], 'c')");
     assert.match(errorOf(bad.iopub).evalue, /Argument of type '"c"' is not assignable to parameter of type '"a" \| "b"'/);
+    // a top-level `using` (emitted inside try/finally) keeps the cell's result, taken before the disposal
+    const top = await k.execute("let order: string[] = [];\nusing held = { [Symbol.dispose]() { order.push('disposed'); } };\norder.push('last');\norder.length * 10");
+    assert.equal(resultText(top.iopub), "10", JSON.stringify(ofType(top.iopub, "error")));
+    assert.equal(resultText((await k.execute("order")).iopub), "[ 'last', 'disposed' ]");
+    const failing = await k.execute("await using later = { async [Symbol.asyncDispose]() {} };\n(null as any).boom");
+    assert.match((errorOf(failing.iopub).traceback as string[]).join("\n"), /line 2, column 15/, "positions stay the user's");
   });
 
   it("an error in what the cell asked for (the library's InputError) shows the cell's frames only; another error keeps the library's", async () => {
