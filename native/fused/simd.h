@@ -1,6 +1,7 @@
-// The vector helpers of our fused kernels. fused.cc includes this file and the kernels twice: once compiled for
-// AVX2 + FMA and once for baseline x86-64 (SSE2), each copy in its own namespace, and picks one at load time. GCC
-// vector extensions (v8 = 8 floats) keep one source for both: ymm FMAs in the first copy, SSE pairs in the second.
+// The vector helpers of our fused kernels. fused.cc includes this file and the kernels three times: compiled for
+// AVX-512VL (+ AVX2, FMA), for AVX2 + FMA and for baseline x86-64 (SSE2), each copy in its own namespace, and picks
+// one at load time. GCC vector extensions (v8 = 8 floats) keep one source for all: ymm FMAs in the first two copies
+// (the AVX-512VL one with 32 registers and EVEX forms), SSE pairs in the third.
 
 typedef float v8 __attribute__((vector_size(32)));
 typedef int v8i __attribute__((vector_size(32)));

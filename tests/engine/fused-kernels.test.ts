@@ -10,6 +10,9 @@
  */
 import { before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
 import { describeEngine, fusedAttention, fusedGeglu, fusedNorms, hasFusedAttention, initEngine, tf, useFusedKernels, type EngineInfo } from "../../lib/engine/index.js";
 import { GroupNorm, LayerNorm, gelu, silu } from "../../lib/models/layers.js";
 import { AdamW, clipGradNorm } from "../../lib/training/optim/adamw.js";
@@ -21,6 +24,18 @@ import { lastLineOfChild } from "./child-process.js";
 
 const missing = nativeMissingReason();
 let info: EngineInfo;
+
+/** The copy of the kernels the addon picks on this CPU (native/fused/fused.cc), from /proc/cpuinfo's flags. */
+function expectedIsa(): "AVX-512VL" | "AVX2 + FMA" | "SSE2" {
+  let cpuinfo = "";
+  try {
+    cpuinfo = fs.readFileSync("/proc/cpuinfo", "utf8");
+  } catch { /* not Linux: no native engine either */ }
+  const flags = new Set((/^flags\s*:\s*(.*)$/m.exec(cpuinfo)?.[1] ?? "").split(/\s+/));
+  const avx2 = flags.has("avx2") && flags.has("fma");
+  const avx512 = ["avx512f", "avx512vl", "avx512dq", "avx512bw"].every((f) => flags.has(f));
+  return avx2 && avx512 && process.env.CONTROLNET_TS_FUSED_AVX512 !== "0" ? "AVX-512VL" : avx2 ? "AVX2 + FMA" : "SSE2";
+}
 
 /** softmax(q·kᵀ·scale)·v from TensorFlow's ops, and the weighted sum the gradients are taken of. */
 function composed(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, scale: number): tf.Tensor {
@@ -92,7 +107,20 @@ describe("fused kernels on the native engine", { skip: missing ?? false }, () =>
 
   test("the engine reports the fused kernel", () => {
     assert.equal(hasFusedAttention(), true, describeEngine(info));
-    assert.match(describeEngine(info), /fused kernels: attention, GroupNorm\+SiLU, SiLU, LayerNorm, GEGLU, linear layers, AdamW, gradient norms \(TensorFlow ops of ours; (AVX2 \+ FMA|SSE2), \d+ thread/);
+    const isa = expectedIsa().replace("+", "\\+");
+    assert.match(describeEngine(info), new RegExp(`fused kernels: attention, GroupNorm\\+SiLU, SiLU, LayerNorm, GEGLU, linear layers, AdamW, gradient norms \\(TensorFlow ops of ours; ${isa}, \\d+ thread`));
+  });
+
+  // this CPU runs the AVX-512VL copy: the AVX2 one, which CPUs without AVX-512 run, passes this file's checks too
+  test("the AVX2 copy of the kernels passes the same checks (CONTROLNET_TS_FUSED_AVX512=0)", { skip: expectedIsa() !== "AVX-512VL" && "this CPU runs the AVX2 (or SSE2) copy: the tests above checked it" }, () => {
+    // (a test run of its own: without NODE_TEST_CONTEXT, which makes a child report to this runner instead)
+    const { NODE_TEST_CONTEXT: _, ...env } = process.env;
+    const r = spawnSync(process.execPath, ["--import", "tsx", "--test", "--test-reporter=tap", import.meta.filename], {
+      cwd: path.resolve(import.meta.dirname, "../.."), encoding: "utf8", env: { ...env, CONTROLNET_TS_FUSED_AVX512: "0" },
+    });
+    assert.equal(r.status, 0, `${r.stdout.slice(-4000)}\n${r.stderr.slice(-2000)}`);
+    assert.match(r.stdout, /^# pass [1-9]\d*$/m);
+    assert.match(r.stdout, /^# fail 0$/m);
   });
 
   const shapes: [number, number, number, number][] = [

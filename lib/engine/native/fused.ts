@@ -14,7 +14,7 @@ import { FUSED_ADAMW, FUSED_NORMS, FUSED_ATTENTION, FUSED_ATTENTION_GRAD, FUSED_
 
 interface FusedAddon {
   register(): string[];
-  kernelIsa(): "avx2" | "baseline";
+  kernelIsa(): "avx512" | "avx2" | "baseline";
 }
 interface OpAttr {
   name: string;
@@ -137,6 +137,10 @@ export function addsAsRows(a: number[], b: number[]): boolean {
   return middle.every((d) => d === 1) && (b.length < a.length || b[0] === a[0] || b[0] === 1);
 }
 
+/** How describeEngine names the copy of the kernels the addon picked for this CPU (CONTROLNET_TS_FUSED_AVX512=0 keeps
+ *  the AVX2 one). */
+const ISA_NAMES = { avx512: "AVX-512VL", avx2: "AVX2 + FMA", baseline: "SSE2" } as const;
+
 /** Adds below this many elements take our op, on one thread; larger ones gain from TensorFlow's pool. */
 const ONE_THREAD_ADD = 1 << 18;
 
@@ -180,7 +184,7 @@ export function loadFusedKernels(nativeDir: string, threads: number, usingGpu: b
       const addon = createRequire(import.meta.url)(file) as FusedAddon;
       addon.register();
       registerKernels(threads);
-      status = `attention, GroupNorm+SiLU, SiLU, LayerNorm, GEGLU, linear layers, AdamW, gradient norms (TensorFlow ops of ours; ${addon.kernelIsa() === "avx2" ? "AVX2 + FMA" : "SSE2"}, ${threads} thread(s))`;
+      status = `attention, GroupNorm+SiLU, SiLU, LayerNorm, GEGLU, linear layers, AdamW, gradient norms (TensorFlow ops of ours; ${ISA_NAMES[addon.kernelIsa()]}, ${threads} thread(s))`;
     } catch (err) {
       status = `${composed}: the fused-kernels addon failed to load (${(err instanceof Error ? err.message : String(err)).split("\n")[0]})`;
     }
