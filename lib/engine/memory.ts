@@ -102,10 +102,12 @@ export function hostMemoryLimit(total = os.totalmem(), constrained = process.con
   return constrained && constrained > 0 && constrained < total ? constrained : total;
 }
 
-export function memoryInfo(): MemorySnapshot {
+/** `device: false` leaves GPU memory out (null): reading it runs nvidia-smi (at most once a second), which a training
+ *  step's log line should not wait for. */
+export function memoryInfo(opts: { device?: boolean } = {}): MemorySnapshot {
   const m = tf.memory();
   const isWasm = tf.getBackend() === "wasm";
-  const gpu = onGpu() ? gpuMemory() : null;
+  const gpu = opts.device !== false && onGpu() ? gpuMemory() : null;
   return {
     backend: tf.getBackend(),
     liveTensors: m.numTensors,

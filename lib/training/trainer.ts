@@ -582,8 +582,9 @@ export class ControlNetTrainer {
         step: this.globalStep, maxSteps: this.maxSteps, epoch: this.epoch, loss, lr: this.lrScheduler.getLastLr(), gradNorm,
         seconds: (performance.now() - t0) / 1000, ...(allReduceSeconds !== undefined ? { allReduceSeconds } : {}),
       };
-      // (with the process's memory: a notebook following worker processes' log shows theirs, not its own)
-      this.log?.log({ ...report, run: this.runTag, memory: memoryInfo() });
+      // (with the process's memory: a notebook following worker processes' log shows theirs, not its own; host and
+      // tensor memory only, which cost nothing to read)
+      this.log?.log({ ...report, run: this.runTag, memory: memoryInfo({ device: false }) });
       await hooks.onStep?.(report);
       if (this.globalStep % this.opts.checkpointing_steps === 0) await this.checkpoint(hooks);
       if (hooks.validationSteps && this.globalStep % hooks.validationSteps === 0) await hooks.onValidation?.(this.globalStep);
