@@ -1,4 +1,4 @@
-// AdamW's element update (ControlnetTsAdamW in fused.cc), compiled twice (see simd.h). The same float32 operations in
+// AdamW's element update (ControlnetTsAdamW in fused.cc), compiled per ISA (see simd.h). The same float32 operations in
 // the same order as lib/training/optim/adamw.ts composes from TensorFlow ops — one rounding per operation, never an
 // FMA (contraction is switched off here), so the fused update equals the composed one bit for bit.
 

@@ -1,4 +1,4 @@
-// Fused attention's arithmetic (ControlnetTsAttention / …Grad in fused.cc), compiled twice (see simd.h).
+// Fused attention's arithmetic (ControlnetTsAttention / …Grad in fused.cc), compiled per ISA (see simd.h).
 //
 // Layouts (one batch·head at a time; d = head width, D8 = d rounded up to 8-float vectors, DP = 8·D8, M8 = keys
 // rounded up to 8). The operands q, k, v, out, dout and dq are rows of d floats `ld` apart: a head's slice of

@@ -116,43 +116,19 @@ struct KernelTable {
 namespace avx2 {
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
-#include "simd.h"
-#include "attention-kernels.h"
-#include "group-norm-kernels.h"
-#include "adamw-kernels.h"
-#include "silu-kernels.h"
-#include "layer-norm-kernels.h"
-#include "geglu-kernels.h"
-#include "gemm-kernels.h"
-#include "kernel-table.h"
+#include "all-kernels.h"
 #pragma GCC pop_options
 }  // namespace avx2
 
 namespace avx512 {
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")
-#include "simd.h"
-#include "attention-kernels.h"
-#include "group-norm-kernels.h"
-#include "adamw-kernels.h"
-#include "silu-kernels.h"
-#include "layer-norm-kernels.h"
-#include "geglu-kernels.h"
-#include "gemm-kernels.h"
-#include "kernel-table.h"
+#include "all-kernels.h"
 #pragma GCC pop_options
 }  // namespace avx512
 
 namespace baseline {
-#include "simd.h"
-#include "attention-kernels.h"
-#include "group-norm-kernels.h"
-#include "adamw-kernels.h"
-#include "silu-kernels.h"
-#include "layer-norm-kernels.h"
-#include "geglu-kernels.h"
-#include "gemm-kernels.h"
-#include "kernel-table.h"
+#include "all-kernels.h"
 }  // namespace baseline
 
 namespace {
@@ -161,9 +137,10 @@ const bool kAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma
 // The same 8-lane kernels compiled for AVX-512VL where the CPU has it: 32 vector registers for the register-tiled
 // products and EVEX forms (attention and linear layers 5–10 % faster on a Xeon with AVX-512). 16-lane kernels would be
 // the real gain there. CONTROLNET_TS_FUSED_AVX512=0 keeps the AVX2 copy, for comparisons.
+const char* const kAvx512Setting = std::getenv("CONTROLNET_TS_FUSED_AVX512");
 const bool kAvx512 = kAvx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
                      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
-                     !(std::getenv("CONTROLNET_TS_FUSED_AVX512") && std::string(std::getenv("CONTROLNET_TS_FUSED_AVX512")) == "0");
+                     !(kAvx512Setting && std::string(kAvx512Setting) == "0");
 const KernelTable& K = kAvx512 ? avx512::kTable : kAvx2 ? avx2::kTable : baseline::kTable;
 
 // Every op's attributes (each reads those it declares).

@@ -1,4 +1,4 @@
-// GEGLU's arithmetic (ControlnetTsGeglu / …Grad in fused.cc), compiled twice (see simd.h). diffusers' GEGLU splits the
+// GEGLU's arithmetic (ControlnetTsGeglu / …Grad in fused.cc), compiled per ISA (see simd.h). diffusers' GEGLU splits the
 // projection h [.., 2F] into hidden a (first F) and gate g (last F) and returns a·gelu(g), exact GELU (erf), in every
 // transformer block's feed-forward. Composed from tfjs ops it is a split, four ops for GELU and a product forward,
 // about a dozen full-size ops and a concat backward; here it is one pass each way over h.

@@ -1,4 +1,4 @@
-// The linear layer's product (ControlnetTsMatMul in fused.cc), compiled twice (see simd.h): rows of C = A·B (+ bias),
+// The linear layer's product (ControlnetTsMatMul in fused.cc), compiled per ISA (see simd.h): rows of C = A·B (+ bias),
 // A [M, K] and B [K, N] row-major. The layers' products are small and skinny (K and N 32–512, M a few thousand
 // tokens), where TensorFlow's MatMul (Eigen's contraction) ran 1.5–2× torch's time and splits even a 2-MFLOP product
 // across its pool; here a 4-row × 16-column register block walks K with one broadcast and two FMAs per row and step,

@@ -1,4 +1,4 @@
-// GroupNorm (+ SiLU) arithmetic (ControlnetTsGroupNorm / …Grad in fused.cc), compiled twice (see simd.h).
+// GroupNorm (+ SiLU) arithmetic (ControlnetTsGroupNorm / …Grad in fused.cc), compiled per ISA (see simd.h).
 //
 // x is channels-last [B, P, C] (P = positions), groups of cg = C / G consecutive channels. One call handles batch
 // item b's groups [g0, g1): the statistics are two-pass (mean, then the mean of squared deviations: biased variance,

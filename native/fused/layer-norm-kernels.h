@@ -1,4 +1,4 @@
-// LayerNorm's arithmetic (ControlnetTsLayerNorm / …Grad in fused.cc), compiled twice (see simd.h). Composed from
+// LayerNorm's arithmetic (ControlnetTsLayerNorm / …Grad in fused.cc), compiled per ISA (see simd.h). Composed from
 // tfjs ops a LayerNorm over [tokens, C] is 9 full-size ops forward and ~18 backward, each a TensorFlow kernel on a
 // tensor too small to be worth a thread; here every row (token) is normalised while it sits in cache: statistics
 // two-pass in double lanes (mean, then the mean of squared deviations: biased variance, as torch.nn.LayerNorm).

@@ -1,4 +1,4 @@
-// SiLU's arithmetic (ControlnetTsSilu / …Grad in fused.cc) and the plain add, compiled twice (see simd.h). Composed from tfjs ops SiLU
+// SiLU's arithmetic (ControlnetTsSilu / …Grad in fused.cc) and the plain add, compiled per ISA (see simd.h). Composed from tfjs ops SiLU
 // is two full-size passes forward (Sigmoid, Multiply) and about six backward (the product rule through the sigmoid's
 // gradient), each allocating a tensor; here it is one pass each way.
 
