@@ -37,7 +37,7 @@
 // batch items × group slices (GroupNorm). TensorFlow's own pool is not reachable through the C API; the op runs
 // alone in an eager step, so the two never compete.
 //
-// JS API: register() → the op names; idempotent (the registry is process-wide). kernelIsa() → "avx2" | "baseline".
+// JS API: register() → the op names; idempotent (the registry is process-wide). kernelIsa() → "avx512" | "avx2" | "baseline".
 #include <node_api.h>
 
 #include <algorithm>
@@ -45,6 +45,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <string>
 #include <thread>
 #include <vector>
@@ -78,7 +79,27 @@ TF_CAPI_EXPORT extern void TF_OpKernelConstruction_GetAttrBool(TF_OpKernelConstr
                                                                TF_Bool* val, TF_Status* status);
 }
 
-// The two compilations of the kernels (AVX2 + FMA, baseline) share these types and fill one table each.
+// The compilations of the kernels (AVX-512, AVX2 + FMA, baseline) share these types and fill one table each.
+
+// Scratch buffers aligned to cache lines (64 bytes), as TensorFlow's own tensors are: a 16-byte aligned
+// std::vector<float> would make every zmm load of the AVX-512 copy straddle two cache lines.
+template <typename T>
+struct CacheLineAllocator {
+  typedef T value_type;
+  CacheLineAllocator() = default;
+  template <typename U>
+  CacheLineAllocator(const CacheLineAllocator<U>&) {}
+  T* allocate(size_t n) {
+    void* p = std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64);
+    if (!p) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t) { std::free(p); }
+  bool operator==(const CacheLineAllocator&) const { return true; }
+  bool operator!=(const CacheLineAllocator&) const { return false; }
+};
+typedef std::vector<float, CacheLineAllocator<float>> AlignedFloats;
+
 struct GroupSlice {
   const float* x;  // batch item b: [P][C]
   int64_t P;
@@ -123,7 +144,9 @@ namespace avx2 {
 namespace avx512 {
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")
+#define CONTROLNET_TS_LANES 16
 #include "all-kernels.h"
+#undef CONTROLNET_TS_LANES
 #pragma GCC pop_options
 }  // namespace avx512
 
@@ -134,9 +157,9 @@ namespace baseline {
 namespace {
 
 const bool kAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-// The same 8-lane kernels compiled for AVX-512VL where the CPU has it: 32 vector registers for the register-tiled
-// products and EVEX forms (attention and linear layers 5–10 % faster on a Xeon with AVX-512). 16-lane kernels would be
-// the real gain there. CONTROLNET_TS_FUSED_AVX512=0 keeps the AVX2 copy, for comparisons.
+// The kernels compiled for AVX-512VL where the CPU has it: 32 vector registers for the register-tiled products, EVEX
+// forms, and 16-lane vectors where a kernel uses vw (simd.h). CONTROLNET_TS_FUSED_AVX512=0 keeps the AVX2 copy, for
+// comparisons.
 const char* const kAvx512Setting = std::getenv("CONTROLNET_TS_FUSED_AVX512");
 const bool kAvx512 = kAvx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
                      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
@@ -651,7 +674,7 @@ void ComputeMatMul(void* attrs, TF_OpKernelContext* ctx) {
   float* y = Allocate(ctx, 0, ydims);
   if (!y) return;
   const float* B = in[1].data;
-  std::vector<float> bt;
+  AlignedFloats bt;
   if (at.transpose_b) {  // b [N, D] → [D, N]: the kernel reads B row by row
     bt.resize(D * N);
     for (int64_t n = 0; n < N; n++)
@@ -659,7 +682,7 @@ void ComputeMatMul(void* attrs, TF_OpKernelContext* ctx) {
     B = bt.data();
   }
   const float* bias = at.has_bias ? in[2].data : nullptr;
-  constexpr int64_t kRows = 64;  // rows per work item (a multiple of the kernel's 4-row block)
+  constexpr int64_t kRows = 64;  // rows per work item (a multiple of the kernel's 4- or 8-row block)
   ParallelFor((M + kRows - 1) / kRows, M * N * D < kMinThreadedMacs ? 1 : at.num_threads,
               [&](int64_t i) { K.gemm(in[0].data, B, bias, i * kRows, std::min(M, (i + 1) * kRows), int(D), N, y); });
 }

@@ -1,20 +1,36 @@
 // The vector helpers of our fused kernels. fused.cc includes this file and the kernels three times: compiled for
 // AVX-512VL (+ AVX2, FMA), for AVX2 + FMA and for baseline x86-64 (SSE2), each copy in its own namespace, and picks
-// one at load time. GCC vector extensions (v8 = 8 floats) keep one source for all: ymm FMAs in the first two copies
-// (the AVX-512VL one with 32 registers and EVEX forms), SSE pairs in the third.
+// one at load time. GCC vector extensions keep one source for all: v8 (8 floats) is a ymm register in the first two
+// copies and an SSE pair in the third; vw is the copy's widest vector, kLanes floats: 16 (one zmm) in the AVX-512
+// copy, where fused.cc sets CONTROLNET_TS_LANES, and v8 elsewhere. Loops along long rows use vw (the linear layer's
+// columns); the others stay on v8.
+
+#ifndef CONTROLNET_TS_LANES
+#define CONTROLNET_TS_LANES 8
+#endif
+constexpr int kLanes = CONTROLNET_TS_LANES;
 
 typedef float v8 __attribute__((vector_size(32)));
+typedef float vw __attribute__((vector_size(4 * CONTROLNET_TS_LANES)));
 typedef int v8i __attribute__((vector_size(32)));
 typedef float v4f __attribute__((vector_size(16)));
 typedef double v4d __attribute__((vector_size(32)));
 
-static inline v8 splat(float x) { return v8{x, x, x, x, x, x, x, x}; }
-static inline v8 load(const float* p) {
-  v8 r;
+// x in every lane of a v8 (or of V). Written as an initializer list, which GCC turns into one broadcast from memory;
+// `V{} + x` would add 0 first (a real add: −0 + 0 is +0).
+template <typename V = v8>
+static inline V splat(float x) {
+  if constexpr (sizeof(V) == 64) return V{x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x};
+  else return V{x, x, x, x, x, x, x, x};
+}
+template <typename V = v8>
+static inline V load(const float* p) {
+  V r;
   std::memcpy(&r, p, sizeof r);
   return r;
 }
-static inline void store(float* p, v8 v) { std::memcpy(p, &v, sizeof v); }
+template <typename V>
+static inline void store(float* p, V v) { std::memcpy(p, &v, sizeof v); }
 
 // exp on 8 lanes: Cephes' expf (range reduction by ln 2, degree-5 polynomial, 2^n through the exponent bits);
 // ≤ 2 ulp for x in [-87.3, 88.3]; inputs beyond clamp (≈1e-38 below, ≈2e38 above), which softmax and sigmoid absorb.

@@ -89,9 +89,10 @@ describe("native engine", { skip: missing ?? false }, () => {
     tf.tidy(() => {
       const composed = (x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) => tf.reshape(tf.add(tf.matMul(tf.reshape(x, [-1, w.shape[0]!]), w as tf.Tensor2D), b), [...x.shape.slice(0, -1), w.shape[1]!]);
       const w = tf.randomNormal([19, 23], 0, 1, "float32", 3), b = tf.randomNormal([23], 0, 1, "float32", 4), up = tf.randomNormal([2, 3, 4, 23], 0, 1, "float32", 5);
-      // rows in 4-row blocks and one left over, columns in 16-, 8-wide blocks and single ones, 40K rows on the threads
-      // (our op); a weight above 256×256 entries goes to TensorFlow's MatMul (OWN_MATMUL_MAX_WEIGHT)
-      const cases: [number[], number, number][] = [[[37, 19], 19, 23], [[2, 5, 7, 19], 19, 23], [[3, 6, 32], 32, 40], [[40_000, 16], 16, 8], [[2, 9, 300], 300, 260]];
+      // rows in 4- or 8-row blocks (the AVX2 / AVX-512 copy) and some left over; columns in blocks of two and one
+      // widest vectors (8 or 16 floats), 8-wide blocks and single ones (56 = 32 + 16 + 8 with 16 lanes); 40K rows on
+      // the threads (our op); a weight above 256×256 entries goes to TensorFlow's MatMul (OWN_MATMUL_MAX_WEIGHT)
+      const cases: [number[], number, number][] = [[[37, 19], 19, 23], [[2, 5, 7, 19], 19, 23], [[3, 6, 32], 32, 40], [[5, 11, 24], 24, 56], [[40_000, 16], 16, 8], [[2, 9, 300], 300, 260]];
       for (const [shape, k, n] of cases) {
         const [wk, bk] = [tf.randomNormal([k, n], 0, 1, "float32", 3), tf.randomNormal([n], 0, 1, "float32", 4)];
         const x = tf.randomNormal(shape, 0, 1, "float32", 6);
