@@ -1,49 +1,51 @@
 // Fused attention's arithmetic (ControlnetTsAttention / …Grad in fused.cc), compiled per ISA (see simd.h).
 //
-// Layouts (one batch·head at a time; d = head width, D8 = d rounded up to 8-float vectors, DP = 8·D8, M8 = keys
-// rounded up to 8). The operands q, k, v, out, dout and dq are rows of d floats `ld` apart: a head's slice of
-// [batch, tokens, heads·d] (ld = heads·d), so the model never splits heads into a layout of their own.
-// Internal layouts:
+// Layouts (one batch·head at a time; d = head width, D8 = d rounded up to 8-float vectors, DP = 8·D8, MP = keys
+// rounded up to the copy's widest vector, kLanes). The operands q, k, v, out, dout and dq are rows of d floats `ld`
+// apart: a head's slice of [batch, tokens, heads·d] (ld = heads·d), so the model never splits heads into a layout of
+// their own. Internal layouts:
 //   "rows"       [R][d]   a few query rows, contiguous
-//   "padded"     [n][DP]  rows zero-padded to whole vectors (values, keys, accumulators of dK / dV)
-//   "transposed" [d][M8]  keys or values by channel, zero-padded past M (so a vector runs along keys)
-// Score rows S / P are [R][M8]; entries past M are made 0 after the exponential, so padding never counts.
+//   "padded"     [n][DP]  rows zero-padded to whole v8 vectors (values, keys, accumulators of dK / dV)
+//   "transposed" [d][MP]  keys or values by channel, zero-padded past M (so a vector runs along keys)
+// Score rows S / P are [R][MP]; entries past M are made 0 after the exponential, so padding never counts. What runs
+// along keys — scores, their maximum, the exponentials, dS — takes the widest vector vw (16 keys in the AVX-512 copy:
+// the level-0 attention of bench-mid spends most of its time there); what runs along a head's channels stays on v8.
 
-// S[r][0..M8) = A[r][0..d) · Bt[0..d)[0..M8): R query (or dO) rows against every key (or value), 16 keys per pass.
+// S[r][0..MP) = A[r][0..d) · Bt[0..d)[0..MP): R query (or dO) rows against every key (or value), 2·kLanes keys per pass.
 template <int R>
-static void ScoreRows(const float* A, int d, const float* Bt, int M8, float* S) {
+static void ScoreRows(const float* A, int d, const float* Bt, int MP, float* S) {
   int j = 0;
-  for (; j + 16 <= M8; j += 16) {
-    v8 acc[R][2] = {};
+  for (; j + 2 * kLanes <= MP; j += 2 * kLanes) {
+    vw acc[R][2] = {};
     for (int c = 0; c < d; c++) {
-      const v8 b0 = load(Bt + size_t(c) * M8 + j), b1 = load(Bt + size_t(c) * M8 + j + 8);
+      const vw b0 = load<vw>(Bt + size_t(c) * MP + j), b1 = load<vw>(Bt + size_t(c) * MP + j + kLanes);
       for (int r = 0; r < R; r++) {
-        const v8 a = splat(A[r * d + c]);
+        const vw a = splat<vw>(A[r * d + c]);
         acc[r][0] += a * b0;
         acc[r][1] += a * b1;
       }
     }
     for (int r = 0; r < R; r++) {
-      store(S + size_t(r) * M8 + j, acc[r][0]);
-      store(S + size_t(r) * M8 + j + 8, acc[r][1]);
+      store(S + size_t(r) * MP + j, acc[r][0]);
+      store(S + size_t(r) * MP + j + kLanes, acc[r][1]);
     }
   }
-  if (j < M8) {  // M8 is a multiple of 8: one vector left
-    v8 acc[R] = {};
+  if (j < MP) {  // MP is a multiple of kLanes: one vector left
+    vw acc[R] = {};
     for (int c = 0; c < d; c++) {
-      const v8 b = load(Bt + size_t(c) * M8 + j);
-      for (int r = 0; r < R; r++) acc[r] += splat(A[r * d + c]) * b;
+      const vw b = load<vw>(Bt + size_t(c) * MP + j);
+      for (int r = 0; r < R; r++) acc[r] += splat<vw>(A[r * d + c]) * b;
     }
-    for (int r = 0; r < R; r++) store(S + size_t(r) * M8 + j, acc[r]);
+    for (int r = 0; r < R; r++) store(S + size_t(r) * MP + j, acc[r]);
   }
 }
 
-static void Scores(const float* A, int rows, int d, const float* Bt, int M8, float* S) {
+static void Scores(const float* A, int rows, int d, const float* Bt, int MP, float* S) {
   switch (rows) {
-    case 4: return ScoreRows<4>(A, d, Bt, M8, S);
-    case 3: return ScoreRows<3>(A, d, Bt, M8, S);
-    case 2: return ScoreRows<2>(A, d, Bt, M8, S);
-    default: return ScoreRows<1>(A, d, Bt, M8, S);
+    case 4: return ScoreRows<4>(A, d, Bt, MP, S);
+    case 3: return ScoreRows<3>(A, d, Bt, MP, S);
+    case 2: return ScoreRows<2>(A, d, Bt, MP, S);
+    default: return ScoreRows<1>(A, d, Bt, MP, S);
   }
 }
 
@@ -51,14 +53,14 @@ static void Scores(const float* A, int rows, int d, const float* Bt, int M8, flo
 // D8 is a template argument for the widths the models use (head widths up to 64) so the accumulators stay in
 // registers; wider heads take the loop with a run-time width.
 template <int R, int D8>
-static void WeightedRowsFixed(const float* P, int M8, int M, const float* B, float* Out) {
+static void WeightedRowsFixed(const float* P, int MP, int M, const float* B, float* Out) {
   constexpr int DP = 8 * D8;
   v8 acc[R][D8] = {};
   for (int j = 0; j < M; j++) {
     v8 b[D8];
     for (int v = 0; v < D8; v++) b[v] = load(B + size_t(j) * DP + 8 * v);
     for (int r = 0; r < R; r++) {
-      const v8 p = splat(P[size_t(r) * M8 + j]);
+      const v8 p = splat(P[size_t(r) * MP + j]);
       for (int v = 0; v < D8; v++) acc[r][v] += p * b[v];
     }
   }
@@ -66,13 +68,13 @@ static void WeightedRowsFixed(const float* P, int M8, int M, const float* B, flo
     for (int v = 0; v < D8; v++) store(Out + r * DP + 8 * v, acc[r][v]);
 }
 
-static void WeightedRowsAny(const float* P, int rows, int M8, int M, const float* B, int D8, float* Out) {
+static void WeightedRowsAny(const float* P, int rows, int MP, int M, const float* B, int D8, float* Out) {
   const int DP = 8 * D8;
   for (int r = 0; r < rows; r++) {
     float* o = Out + r * DP;
     for (int v = 0; v < D8; v++) store(o + 8 * v, splat(0.f));
     for (int j = 0; j < M; j++) {
-      const v8 p = splat(P[size_t(r) * M8 + j]);
+      const v8 p = splat(P[size_t(r) * MP + j]);
       const float* b = B + size_t(j) * DP;
       for (int v = 0; v < D8; v++) store(o + 8 * v, load(o + 8 * v) + p * load(b + 8 * v));
     }
@@ -85,7 +87,7 @@ constexpr int RowsFor(int D8) { return D8 <= 2 ? 4 : D8 == 3 ? 3 : D8 <= 5 ? 2 :
 // G[j][0..DP) += Σ_r P[r][j] · A[r][0..DP) for j < M: the rank-R update of dK (dS against scaled queries) or dV
 // (probabilities against dO); G is a padded accumulator owned by the caller.
 template <int R, int D8>
-static void AccumulateFixed(const float* P, int M8, int M, const float* A, float* G) {
+static void AccumulateFixed(const float* P, int MP, int M, const float* A, float* G) {
   constexpr int DP = 8 * D8;
   v8 a[R][D8];
   for (int r = 0; r < R; r++)
@@ -95,19 +97,19 @@ static void AccumulateFixed(const float* P, int M8, int M, const float* A, float
     v8 acc[D8];
     for (int v = 0; v < D8; v++) acc[v] = load(g + 8 * v);
     for (int r = 0; r < R; r++) {
-      const v8 p = splat(P[size_t(r) * M8 + j]);
+      const v8 p = splat(P[size_t(r) * MP + j]);
       for (int v = 0; v < D8; v++) acc[v] += p * a[r][v];
     }
     for (int v = 0; v < D8; v++) store(g + 8 * v, acc[v]);
   }
 }
 
-static void AccumulateAny(const float* P, int rows, int M8, int M, const float* A, int D8, float* G) {
+static void AccumulateAny(const float* P, int rows, int MP, int M, const float* A, int D8, float* G) {
   const int DP = 8 * D8;
   for (int j = 0; j < M; j++) {
     float* g = G + size_t(j) * DP;
     for (int r = 0; r < rows; r++) {
-      const v8 p = splat(P[size_t(r) * M8 + j]);
+      const v8 p = splat(P[size_t(r) * MP + j]);
       for (int v = 0; v < D8; v++) store(g + 8 * v, load(g + 8 * v) + p * load(A + r * DP + 8 * v));
     }
   }
@@ -115,60 +117,60 @@ static void AccumulateAny(const float* P, int rows, int M8, int M, const float* 
 
 // Op's register-tiled pass over `rows` rows of P: RowsFor(D8) rows at a time, then single rows.
 template <typename Op, int D8>
-static void RowPasses(const float* P, int rows, int M8, int M, const float* X, float* Y) {
+static void RowPasses(const float* P, int rows, int MP, int M, const float* X, float* Y) {
   constexpr int R = RowsFor(D8);
   int r = 0;
-  for (; r + R <= rows; r += R) Op::template Pass<R, D8>(P + size_t(r) * M8, M8, M, X, Y, r);
-  for (; r < rows; r++) Op::template Pass<1, D8>(P + size_t(r) * M8, M8, M, X, Y, r);
+  for (; r + R <= rows; r += R) Op::template Pass<R, D8>(P + size_t(r) * MP, MP, M, X, Y, r);
+  for (; r < rows; r++) Op::template Pass<1, D8>(P + size_t(r) * MP, MP, M, X, Y, r);
 }
 
 // The head widths with templated kernels (up to 64 channels); wider heads take Op's run-time-width loop.
 template <typename Op>
-static void ByWidth(const float* P, int rows, int M8, int M, const float* X, int D8, float* Y) {
+static void ByWidth(const float* P, int rows, int MP, int M, const float* X, int D8, float* Y) {
   switch (D8) {
-    case 1: return RowPasses<Op, 1>(P, rows, M8, M, X, Y);
-    case 2: return RowPasses<Op, 2>(P, rows, M8, M, X, Y);
-    case 3: return RowPasses<Op, 3>(P, rows, M8, M, X, Y);
-    case 4: return RowPasses<Op, 4>(P, rows, M8, M, X, Y);
-    case 5: return RowPasses<Op, 5>(P, rows, M8, M, X, Y);
-    case 6: return RowPasses<Op, 6>(P, rows, M8, M, X, Y);
-    case 8: return RowPasses<Op, 8>(P, rows, M8, M, X, Y);
-    default: return Op::Any(P, rows, M8, M, X, D8, Y);
+    case 1: return RowPasses<Op, 1>(P, rows, MP, M, X, Y);
+    case 2: return RowPasses<Op, 2>(P, rows, MP, M, X, Y);
+    case 3: return RowPasses<Op, 3>(P, rows, MP, M, X, Y);
+    case 4: return RowPasses<Op, 4>(P, rows, MP, M, X, Y);
+    case 5: return RowPasses<Op, 5>(P, rows, MP, M, X, Y);
+    case 6: return RowPasses<Op, 6>(P, rows, MP, M, X, Y);
+    case 8: return RowPasses<Op, 8>(P, rows, MP, M, X, Y);
+    default: return Op::Any(P, rows, MP, M, X, D8, Y);
   }
 }
 
 // Out rows (one per P row) from shared padded B.
 struct WeightedRowsOp {
   template <int R, int D8>
-  static void Pass(const float* P, int M8, int M, const float* B, float* Out, int r) { WeightedRowsFixed<R, D8>(P, M8, M, B, Out + r * 8 * D8); }
-  static void Any(const float* P, int rows, int M8, int M, const float* B, int D8, float* Out) { WeightedRowsAny(P, rows, M8, M, B, D8, Out); }
+  static void Pass(const float* P, int MP, int M, const float* B, float* Out, int r) { WeightedRowsFixed<R, D8>(P, MP, M, B, Out + r * 8 * D8); }
+  static void Any(const float* P, int rows, int MP, int M, const float* B, int D8, float* Out) { WeightedRowsAny(P, rows, MP, M, B, D8, Out); }
 };
-static void WeightedRows(const float* P, int rows, int M8, int M, const float* B, int D8, float* Out) {
-  ByWidth<WeightedRowsOp>(P, rows, M8, M, B, D8, Out);
+static void WeightedRows(const float* P, int rows, int MP, int M, const float* B, int D8, float* Out) {
+  ByWidth<WeightedRowsOp>(P, rows, MP, M, B, D8, Out);
 }
 
 // One A row per P row, into the shared accumulator G.
 struct AccumulateOp {
   template <int R, int D8>
-  static void Pass(const float* P, int M8, int M, const float* A, float* G, int r) { AccumulateFixed<R, D8>(P, M8, M, A + r * 8 * D8, G); }
-  static void Any(const float* P, int rows, int M8, int M, const float* A, int D8, float* G) { AccumulateAny(P, rows, M8, M, A, D8, G); }
+  static void Pass(const float* P, int MP, int M, const float* A, float* G, int r) { AccumulateFixed<R, D8>(P, MP, M, A + r * 8 * D8, G); }
+  static void Any(const float* P, int rows, int MP, int M, const float* A, int D8, float* G) { AccumulateAny(P, rows, MP, M, A, D8, G); }
 };
-static void Accumulate(const float* P, int rows, int M8, int M, const float* A, int D8, float* G) {
-  ByWidth<AccumulateOp>(P, rows, M8, M, A, D8, G);
+static void Accumulate(const float* P, int rows, int MP, int M, const float* A, int D8, float* G) {
+  ByWidth<AccumulateOp>(P, rows, MP, M, A, D8, G);
 }
 
 // P[r][j] = exp(S[r][j] − shift[r]) for j < M, 0 past M; sums[r] = Σ_j P[r][j] when sums is given.
-static void ExpRows(float* S, int rows, int M8, int M, const float* shift, float* sums) {
+static void ExpRows(float* S, int rows, int MP, int M, const float* shift, float* sums) {
   for (int r = 0; r < rows; r++) {
-    float* s = S + size_t(r) * M8;
-    const v8 m = splat(shift[r]);
-    for (int j = 0; j < M8; j += 8) store(s + j, exp8(load(s + j) - m));
-    for (int j = M; j < M8; j++) s[j] = 0.f;
+    float* s = S + size_t(r) * MP;
+    const vw m = splat<vw>(shift[r]);
+    for (int j = 0; j < MP; j += kLanes) store(s + j, expv(load<vw>(s + j) - m));
+    for (int j = M; j < MP; j++) s[j] = 0.f;
     if (!sums) continue;
-    v8 acc = {};
-    for (int j = 0; j < M8; j += 8) acc += load(s + j);
+    vw acc = {};
+    for (int j = 0; j < MP; j += kLanes) acc += load<vw>(s + j);
     float l = 0.f;
-    for (int t = 0; t < 8; t++) l += acc[t];
+    for (int t = 0; t < kLanes; t++) l += acc[t];
     sums[r] = l;
   }
 }
@@ -177,13 +179,13 @@ static void ExpRows(float* S, int rows, int M8, int M, const float* shift, float
 static float RowMax(const float* s, int M) {
   int j = 0;
   float m = s[0];
-  if (M >= 8) {
-    v8 acc = load(s);
-    for (j = 8; j + 8 <= M; j += 8) {
-      const v8 x = load(s + j);
+  if (M >= kLanes) {
+    vw acc = load<vw>(s);
+    for (j = kLanes; j + kLanes <= M; j += kLanes) {
+      const vw x = load<vw>(s + j);
       acc = x > acc ? x : acc;
     }
-    for (int t = 0; t < 8; t++) m = acc[t] > m ? acc[t] : m;
+    for (int t = 0; t < kLanes; t++) m = acc[t] > m ? acc[t] : m;
   }
   for (; j < M; j++) m = s[j] > m ? s[j] : m;
   return m;
@@ -191,25 +193,25 @@ static float RowMax(const float* s, int M) {
 
 // One batch·head's slice of the work: the layouts of its keys and values, built once per call.
 struct Head {
-  int N, M, d, D8, DP, M8;
-  std::vector<float> Kt, Vt, Kp, Vp;  // transposed / padded copies (only those the pass needs)
+  int N, M, d, D8, DP, MP;
+  AlignedFloats Kt, Vt, Kp, Vp;  // transposed / padded copies (only those the pass needs)
   Head(const float* k, const float* v, int N_, int M_, int d_, size_t ld, bool backward) : N(N_), M(M_), d(d_) {
     D8 = (d + 7) / 8;
     DP = 8 * D8;
-    M8 = (M + 7) / 8 * 8;
-    Kt.assign(size_t(d) * M8, 0.f);
+    MP = (M + kLanes - 1) / kLanes * kLanes;
+    Kt.assign(size_t(d) * MP, 0.f);
     for (int j = 0; j < M; j++)
-      for (int c = 0; c < d; c++) Kt[size_t(c) * M8 + j] = k[j * ld + c];
+      for (int c = 0; c < d; c++) Kt[size_t(c) * MP + j] = k[j * ld + c];
     if (backward) {
-      Vt.assign(size_t(d) * M8, 0.f);
-      Kp.assign(size_t(M8) * DP, 0.f);
+      Vt.assign(size_t(d) * MP, 0.f);
+      Kp.assign(size_t(M) * DP, 0.f);
       for (int j = 0; j < M; j++)
         for (int c = 0; c < d; c++) {
-          Vt[size_t(c) * M8 + j] = v[j * ld + c];
+          Vt[size_t(c) * MP + j] = v[j * ld + c];
           Kp[size_t(j) * DP + c] = k[j * ld + c];
         }
     } else {
-      Vp.assign(size_t(M8) * DP, 0.f);
+      Vp.assign(size_t(M) * DP, 0.f);
       for (int j = 0; j < M; j++)
         for (int c = 0; c < d; c++) Vp[size_t(j) * DP + c] = v[j * ld + c];
     }
@@ -220,17 +222,17 @@ constexpr int kBlock = 4;  // query rows per block (the score kernel's register 
 
 // Forward for query rows [i0, i1) of one head: out = softmax(scale·q·kᵀ)·v and lse = the rows' log-sum-exp.
 static void ForwardRows(const Head& h, const float* q, size_t ld, float scale, int i0, int i1, float* out, float* lse) {
-  std::vector<float> A(kBlock * h.d), S(size_t(kBlock) * h.M8), O(kBlock * h.DP);
+  AlignedFloats A(kBlock * h.d), S(size_t(kBlock) * h.MP), O(kBlock * h.DP);
   float shift[kBlock], sum[kBlock];
   for (int i = i0; i < i1; i += kBlock) {
     const int R = std::min(kBlock, i1 - i);
     for (int r = 0; r < R; r++)
       for (int c = 0; c < h.d; c++) A[r * h.d + c] = q[(i + r) * ld + c] * scale;
-    Scores(A.data(), R, h.d, h.Kt.data(), h.M8, S.data());
-    for (int r = 0; r < R; r++) shift[r] = RowMax(S.data() + size_t(r) * h.M8, h.M);
-    ExpRows(S.data(), R, h.M8, h.M, shift, sum);
+    Scores(A.data(), R, h.d, h.Kt.data(), h.MP, S.data());
+    for (int r = 0; r < R; r++) shift[r] = RowMax(S.data() + size_t(r) * h.MP, h.M);
+    ExpRows(S.data(), R, h.MP, h.M, shift, sum);
     for (int r = 0; r < R; r++) lse[i + r] = shift[r] + std::log(sum[r]);
-    WeightedRows(S.data(), R, h.M8, h.M, h.Vp.data(), h.D8, O.data());
+    WeightedRows(S.data(), R, h.MP, h.M, h.Vp.data(), h.D8, O.data());
     for (int r = 0; r < R; r++)  // normalised here, on d values, rather than on the M probabilities
       for (int c = 0; c < h.d; c++) out[(i + r) * ld + c] = O[r * h.DP + c] / sum[r];
   }
@@ -240,9 +242,9 @@ static void ForwardRows(const Head& h, const float* q, size_t ld, float scale, i
 // writes those rows of dq and adds their share of dk and dv into the padded accumulators dKp / dVp.
 static void BackwardRows(const Head& h, const float* q, const float* o, const float* lse, const float* dout, size_t ld,
                          float scale, int i0, int i1, float* dq, float* dKp, float* dVp) {
-  const int d = h.d, DP = h.DP, M8 = h.M8;
-  std::vector<float> Aq(kBlock * d), Ado(kBlock * d), Qp(kBlock * DP, 0.f), DOp(kBlock * DP, 0.f);
-  std::vector<float> P(size_t(kBlock) * M8), dS(size_t(kBlock) * M8), dQ(kBlock * DP);
+  const int d = h.d, DP = h.DP, MP = h.MP;
+  AlignedFloats Aq(kBlock * d), Ado(kBlock * d), Qp(kBlock * DP, 0.f), DOp(kBlock * DP, 0.f);
+  AlignedFloats P(size_t(kBlock) * MP), dS(size_t(kBlock) * MP), dQ(kBlock * DP);
   float rowLse[kBlock], rowD[kBlock];
   for (int i = i0; i < i1; i += kBlock) {
     const int R = std::min(kBlock, i1 - i);
@@ -257,18 +259,18 @@ static void BackwardRows(const Head& h, const float* q, const float* o, const fl
       rowD[r] = D;
       rowLse[r] = lse[i + r];
     }
-    Scores(Aq.data(), R, d, h.Kt.data(), M8, P.data());
-    ExpRows(P.data(), R, M8, h.M, rowLse, nullptr);
-    Scores(Ado.data(), R, d, h.Vt.data(), M8, dS.data());  // dP = dO·vᵀ, turned into dS in place
+    Scores(Aq.data(), R, d, h.Kt.data(), MP, P.data());
+    ExpRows(P.data(), R, MP, h.M, rowLse, nullptr);
+    Scores(Ado.data(), R, d, h.Vt.data(), MP, dS.data());  // dP = dO·vᵀ, turned into dS in place
     for (int r = 0; r < R; r++) {
-      const v8 D = splat(rowD[r]);
-      float* ds = dS.data() + size_t(r) * M8;
-      const float* p = P.data() + size_t(r) * M8;
-      for (int j = 0; j < M8; j += 8) store(ds + j, load(p + j) * (load(ds + j) - D));
+      const vw D = splat<vw>(rowD[r]);
+      float* ds = dS.data() + size_t(r) * MP;
+      const float* p = P.data() + size_t(r) * MP;
+      for (int j = 0; j < MP; j += kLanes) store(ds + j, load<vw>(p + j) * (load<vw>(ds + j) - D));
     }
-    Accumulate(P.data(), R, M8, h.M, DOp.data(), h.D8, dVp);
-    Accumulate(dS.data(), R, M8, h.M, Qp.data(), h.D8, dKp);
-    WeightedRows(dS.data(), R, M8, h.M, h.Kp.data(), h.D8, dQ.data());
+    Accumulate(P.data(), R, MP, h.M, DOp.data(), h.D8, dVp);
+    Accumulate(dS.data(), R, MP, h.M, Qp.data(), h.D8, dKp);
+    WeightedRows(dS.data(), R, MP, h.M, h.Kp.data(), h.D8, dQ.data());
     for (int r = 0; r < R; r++)
       for (int c = 0; c < d; c++) dq[(i + r) * ld + c] = dQ[r * DP + c] * scale;
   }

@@ -7,7 +7,7 @@
 // Abramowitz & Stegun 7.1.26, |error| ≤ 1.5e-7 (so ≤ 7.5e-8 on Φ, about float32's rounding of values near 1):
 // 1 − erf(z) = (a1·t + … + a5·t⁵)·exp(−z²), t = 1/(1 + p·z), z = |x|/√2 ≥ 0 — and exp(−z²) is the density's exponential.
 static inline void NormalCdfPdf8(v8 x, v8& cdf, v8& pdf) {
-  const v8 e = exp8(splat(-0.5f) * x * x);
+  const v8 e = expv(splat(-0.5f) * x * x);
   const v8 z = (x < 0 ? -x : x) * splat(0.70710678118654752f);
   const v8 t = splat(1.f) / (splat(1.f) + splat(0.3275911f) * z);
   v8 p = splat(1.061405429f);

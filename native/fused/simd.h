@@ -32,36 +32,39 @@ static inline V load(const float* p) {
 template <typename V>
 static inline void store(float* p, V v) { std::memcpy(p, &v, sizeof v); }
 
-// exp on 8 lanes: Cephes' expf (range reduction by ln 2, degree-5 polynomial, 2^n through the exponent bits);
-// ≤ 2 ulp for x in [-87.3, 88.3]; inputs beyond clamp (≈1e-38 below, ≈2e38 above), which softmax and sigmoid absorb.
-static inline v8 exp8(v8 x) {
-  const v8 hi = splat(88.3762626647949f), lo = splat(-87.3365447504f);
+// exp on every lane of v8 or vw: Cephes' expf (range reduction by ln 2, degree-5 polynomial, 2^n through the exponent
+// bits); ≤ 2 ulp for x in [-87.3, 88.3]; inputs beyond clamp (≈1e-38 below, ≈2e38 above), which softmax and sigmoid
+// absorb. Lane by lane the same operations whatever the width, so the copies agree bit for bit.
+template <typename V>
+static inline V expv(V x) {
+  typedef int VI __attribute__((vector_size(sizeof(V))));
+  const V hi = splat<V>(88.3762626647949f), lo = splat<V>(-87.3365447504f);
   x = x > hi ? hi : x;
   x = x < lo ? lo : x;
   const float magic = 12582912.0f;  // 1.5·2^23: adding it rounds to an integer held in the low mantissa bits
-  v8 t = x * splat(1.44269504088896341f) + splat(magic);
-  v8 n = t - splat(magic);
-  v8 r = x - n * splat(0.693359375f) - n * splat(-2.12194440e-4f);
-  v8 p = splat(1.9875691500e-4f);
-  p = p * r + splat(1.3981999507e-3f);
-  p = p * r + splat(8.3334519073e-3f);
-  p = p * r + splat(4.1665795894e-2f);
-  p = p * r + splat(1.6666665459e-1f);
-  p = p * r + splat(5.0000001201e-1f);
-  p = p * r * r + r + splat(1.0f);
-  v8i ti, mi;
+  V t = x * splat<V>(1.44269504088896341f) + splat<V>(magic);
+  V n = t - splat<V>(magic);
+  V r = x - n * splat<V>(0.693359375f) - n * splat<V>(-2.12194440e-4f);
+  V p = splat<V>(1.9875691500e-4f);
+  p = p * r + splat<V>(1.3981999507e-3f);
+  p = p * r + splat<V>(8.3334519073e-3f);
+  p = p * r + splat<V>(4.1665795894e-2f);
+  p = p * r + splat<V>(1.6666665459e-1f);
+  p = p * r + splat<V>(5.0000001201e-1f);
+  p = p * r * r + r + splat<V>(1.0f);
+  VI ti, mi;
   std::memcpy(&ti, &t, sizeof ti);
-  const v8 m = splat(magic);
+  const V m = splat<V>(magic);
   std::memcpy(&mi, &m, sizeof mi);
-  v8i e = ((ti - mi) + 127) << 23;
-  v8 scale;
+  VI e = ((ti - mi) + 127) << 23;
+  V scale;
   std::memcpy(&scale, &e, sizeof scale);
   return p * scale;
 }
 
 
 // 1 / (1 + exp(−x)) on 8 lanes (SiLU is x·sigmoid(x)).
-static inline v8 sigmoid8(v8 x) { return splat(1.f) / (splat(1.f) + exp8(-x)); }
+static inline v8 sigmoid8(v8 x) { return splat(1.f) / (splat(1.f) + expv(-x)); }
 
 // x[i..i+8) as two vectors of doubles (lanes 0–3, 4–7).
 static inline void load_d(const float* p, v4d& lo, v4d& hi) {
