@@ -5,13 +5,14 @@
 // copy, where fused.cc sets CONTROLNET_TS_LANES, and v8 elsewhere. Loops along long rows use vw (the linear layer's
 // columns); the others stay on v8.
 
-#ifndef CONTROLNET_TS_LANES
-#define CONTROLNET_TS_LANES 8
-#endif
+#ifdef CONTROLNET_TS_LANES
 constexpr int kLanes = CONTROLNET_TS_LANES;
+#else
+constexpr int kLanes = 8;
+#endif
 
 typedef float v8 __attribute__((vector_size(32)));
-typedef float vw __attribute__((vector_size(4 * CONTROLNET_TS_LANES)));
+typedef float vw __attribute__((vector_size(4 * kLanes)));
 typedef int v8i __attribute__((vector_size(32)));
 typedef float v4f __attribute__((vector_size(16)));
 typedef double v4d __attribute__((vector_size(32)));

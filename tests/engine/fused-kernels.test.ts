@@ -131,6 +131,7 @@ describe("fused kernels on the native engine", { skip: missing ?? false }, () =>
     [1, 9, 11, 72], // above 64 channels: the run-time-width path
     [2, 64, 64, 160], // SD1.5's widest heads
     [1, 600, 300, 8], // one head on several threads: query rows split, dk/dv summed
+    [2, 41, 150, 5], // a narrow head over ≥ 128 keys (the AVX-512 copy's along-keys products), a last block of 1 row
   ];
   for (const [bh, n, m, d] of shapes) {
     test(`[${bh}, ${n}, ${d}] attending to ${m} keys: output and dq, dk, dv match TensorFlow's ops`, () => {
