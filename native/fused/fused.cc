@@ -43,8 +43,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <mutex>
 #include <new>
 #include <string>
 #include <thread>
@@ -293,8 +296,10 @@ bool Shapes(TF_OpKernelContext* ctx, const std::vector<Input>& in, const Attrs& 
   return true;
 }
 
-// Element counts below this run on the calling thread alone: starting a thread and joining it costs more than it
-// saves on smaller tensors (measured at 2 threads on a VM: a 32K-element GroupNorm takes 90 µs alone, 185 µs on two).
+// Element counts below this run on the calling thread alone: handing work to a thread costs more than it saves on
+// smaller tensors (measured at 2 threads on a VM, threads started per op: a 32K-element GroupNorm took 90 µs alone,
+// 185 µs on two; with the parked workers below, lowering this to 16K elements changed nothing measurable — this VM's
+// second vCPU adds 1.25–1.4× at best).
 constexpr int64_t kMinThreaded = 1 << 18;
 
 // Work items of about this many elements: several per thread for balance, each big enough to amortise its set-up.
@@ -310,18 +315,76 @@ void SumPartsInOrder(const std::vector<float>& parts_a, const std::vector<float>
   }
 }
 
+// Worker threads kept for the process: started on first use, parked on a condition variable between ops. A
+// std::thread started and joined per op cost tens of µs on a VM: a 262K-element SiLU at 2 threads took 171–173 µs
+// that way, 122–125 µs with the parked workers (two runs each, tfjs dispatch included). Never destroyed (parked threads end with the
+// process). One op at a time uses it; an op that finds it busy (ops running concurrently) starts threads of its own.
+class Workers {
+ public:
+  static Workers& Get() {
+    static Workers* const workers = new Workers;
+    return *workers;
+  }
+
+  // Runs work() on `extra` workers and on the calling thread; returns when every copy has returned.
+  void Run(int extra, const std::function<void()>& work) {
+    std::unique_lock<std::mutex> busy(running_, std::try_to_lock);
+    if (!busy.owns_lock()) {
+      std::vector<std::thread> own;
+      for (int w = 0; w < extra; w++) own.emplace_back(work);
+      work();
+      for (auto& t : own) t.join();
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      while (int(threads_) < extra) std::thread(&Workers::Loop, this, threads_++, generation_).detach();
+      job_ = &work;
+      wanted_ = extra;
+      pending_ = extra;
+      generation_++;
+    }
+    wake_.notify_all();
+    work();
+    std::unique_lock<std::mutex> lock(m_);
+    done_.wait(lock, [&] { return pending_ == 0; });
+    job_ = nullptr;
+  }
+
+ private:
+  // Worker `index` runs each job that wants it (index < wanted_), once per generation after `seen`.
+  void Loop(int index, uint64_t seen) {
+    std::unique_lock<std::mutex> lock(m_);
+    for (;;) {
+      wake_.wait(lock, [&] { return generation_ != seen; });
+      seen = generation_;
+      if (index >= wanted_) continue;
+      const std::function<void()>* job = job_;
+      lock.unlock();
+      (*job)();
+      lock.lock();
+      if (--pending_ == 0) done_.notify_one();
+    }
+  }
+
+  std::mutex running_;  // held by the op using the workers
+  std::mutex m_;
+  std::condition_variable wake_, done_;
+  const std::function<void()>* job_ = nullptr;
+  uint64_t generation_ = 0;
+  int threads_ = 0, wanted_ = 0, pending_ = 0;
+};
+
 // Runs fn(item) for item in [0, items) on up to `threads` threads (the caller's included).
 template <typename F>
 void ParallelFor(int64_t items, int threads, const F& fn) {
   const int workers = static_cast<int>(std::min<int64_t>(threads, items));
   std::atomic<int64_t> next{0};
-  auto work = [&] {
+  const std::function<void()> work = [&] {
     for (int64_t i; (i = next.fetch_add(1)) < items;) fn(i);
   };
-  std::vector<std::thread> pool;
-  for (int w = 1; w < workers; w++) pool.emplace_back(work);
-  work();
-  for (auto& t : pool) t.join();
+  if (workers <= 1) return work();
+  Workers::Get().Run(workers - 1, work);
 }
 
 // Small products are not worth a thread (the tiny model's, cross-attention to 77 tokens at low resolution).
