@@ -3,24 +3,38 @@
 // transformer block's feed-forward. Composed from tfjs ops it is a split, four ops for GELU and a product forward,
 // about a dozen full-size ops and a concat backward; here it is one pass each way over h.
 
-// Φ(x) = ½(1 + erf(x/√2)), the standard normal CDF, and φ(x) = exp(−x²/2)/√(2π), its density, on 8 lanes. erf by
-// Abramowitz & Stegun 7.1.26, |error| ≤ 1.5e-7 (so ≤ 7.5e-8 on Φ, about float32's rounding of values near 1):
-// 1 − erf(z) = (a1·t + … + a5·t⁵)·exp(−z²), t = 1/(1 + p·z), z = |x|/√2 ≥ 0 — and exp(−z²) is the density's exponential.
-static inline void NormalCdfPdf8(v8 x, v8& cdf, v8& pdf) {
-  const v8 e = expv(splat(-0.5f) * x * x);
-  const v8 z = (x < 0 ? -x : x) * splat(0.70710678118654752f);
-  const v8 t = splat(1.f) / (splat(1.f) + splat(0.3275911f) * z);
-  v8 p = splat(1.061405429f);
-  p = p * t + splat(-1.453152027f);
-  p = p * t + splat(1.421413741f);
-  p = p * t + splat(-0.284496736f);
-  p = p * t + splat(0.254829592f);
-  const v8 q = splat(0.5f) * p * t * e;  // Φ(−|x|)
-  cdf = x < 0 ? q : splat(1.f) - q;
-  pdf = e * splat(0.39894228040143268f);
+// Φ(x) = ½(1 + erf(x/√2)), the standard normal CDF, and φ(x) = exp(−x²/2)/√(2π), its density, on every lane of v8 or
+// vw. erf by Abramowitz & Stegun 7.1.26, |error| ≤ 1.5e-7 (so ≤ 7.5e-8 on Φ, about float32's rounding of values near
+// 1): 1 − erf(z) = (a1·t + … + a5·t⁵)·exp(−z²), t = 1/(1 + p·z), z = |x|/√2 ≥ 0 — and exp(−z²) is the density's
+// exponential.
+template <typename V>
+static inline void NormalCdfPdf(V x, V& cdf, V& pdf) {
+  const V e = expv(splat<V>(-0.5f) * x * x);
+  const V z = (x < 0 ? -x : x) * splat<V>(0.70710678118654752f);
+  const V t = splat<V>(1.f) / (splat<V>(1.f) + splat<V>(0.3275911f) * z);
+  V p = splat<V>(1.061405429f);
+  p = p * t + splat<V>(-1.453152027f);
+  p = p * t + splat<V>(1.421413741f);
+  p = p * t + splat<V>(-0.284496736f);
+  p = p * t + splat<V>(0.254829592f);
+  const V q = splat<V>(0.5f) * p * t * e;  // Φ(−|x|)
+  cdf = x < 0 ? q : splat<V>(1.f) - q;
+  pdf = e * splat<V>(0.39894228040143268f);
 }
 static inline float NormalCdf(float x) { return 0.5f * std::erfc(-x * 0.70710678118654752f); }
 static inline float NormalPdf(float x) { return std::exp(-0.5f * x * x) * 0.39894228040143268f; }
+
+// Columns [i, F) of one row, V at a time (the widest vector, then v8; single columns after, as SiluForward does).
+template <typename V>
+static inline void GegluVectors(const float* a, const float* g, int64_t& i, int64_t F, float* out) {
+  constexpr int L = sizeof(V) / sizeof(float);
+  for (; i + L <= F; i += L) {
+    const V gv = load<V>(g + i);
+    V cdf, pdf;
+    NormalCdfPdf(gv, cdf, pdf);
+    store(out + i, load<V>(a + i) * gv * cdf);
+  }
+}
 
 // rows r0…r1 of h [R, 2F] → y [R, F] = a·g·Φ(g)
 static void GegluRows(const float* h, int64_t r0, int64_t r1, int64_t F, float* y) {
@@ -29,13 +43,21 @@ static void GegluRows(const float* h, int64_t r0, int64_t r1, int64_t F, float* 
     const float* g = a + F;
     float* out = y + r * F;
     int64_t i = 0;
-    for (; i + 8 <= F; i += 8) {
-      const v8 gv = load(g + i);
-      v8 cdf, pdf;
-      NormalCdfPdf8(gv, cdf, pdf);
-      store(out + i, load(a + i) * gv * cdf);
-    }
+    GegluVectors<vw>(a, g, i, F, out);
+    GegluVectors<v8>(a, g, i, F, out);
     for (; i < F; i++) out[i] = a[i] * g[i] * NormalCdf(g[i]);
+  }
+}
+
+template <typename V>
+static inline void GegluGradVectors(const float* a, const float* g, const float* d, int64_t& i, int64_t F, float* da, float* dg) {
+  constexpr int L = sizeof(V) / sizeof(float);
+  for (; i + L <= F; i += L) {
+    const V gv = load<V>(g + i), dv = load<V>(d + i);
+    V cdf, pdf;
+    NormalCdfPdf(gv, cdf, pdf);
+    store(da + i, dv * gv * cdf);
+    store(dg + i, dv * load<V>(a + i) * (cdf + gv * pdf));
   }
 }
 
@@ -48,13 +70,8 @@ static void GegluGradRows(const float* h, const float* dy, int64_t r0, int64_t r
     float* da = dh + r * 2 * F;
     float* dg = da + F;
     int64_t i = 0;
-    for (; i + 8 <= F; i += 8) {
-      const v8 gv = load(g + i), dv = load(d + i);
-      v8 cdf, pdf;
-      NormalCdfPdf8(gv, cdf, pdf);
-      store(da + i, dv * gv * cdf);
-      store(dg + i, dv * load(a + i) * (cdf + gv * pdf));
-    }
+    GegluGradVectors<vw>(a, g, d, i, F, da, dg);
+    GegluGradVectors<v8>(a, g, d, i, F, da, dg);
     for (; i < F; i++) {
       const float cdf = NormalCdf(g[i]);
       da[i] = d[i] * g[i] * cdf;

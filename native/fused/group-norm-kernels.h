@@ -16,12 +16,18 @@ static T* Scratch(int slot, size_t n) {
 
 
 // y = (x − mean)·rstd·gamma + beta, then SiLU when `silu`, for the channels [c0, c1) of one position row.
+template <typename V>
+static inline void NormalizeVectors(const float* x, float* y, const float* scale, const float* shift, int& c, int c1, bool silu) {
+  constexpr int L = sizeof(V) / sizeof(float);
+  for (; c + L <= c1; c += L) {
+    const V z = load<V>(x + c) * load<V>(scale + c) + load<V>(shift + c);
+    store(y + c, silu ? z * sigmoidv(z) : z);
+  }
+}
 static void NormalizeRow(const float* x, float* y, const float* scale, const float* shift, int c0, int c1, bool silu) {
   int c = c0;
-  for (; c + 8 <= c1; c += 8) {
-    v8 z = load(x + c) * load(scale + c) + load(shift + c);
-    store(y + c, silu ? z * sigmoid8(z) : z);
-  }
+  NormalizeVectors<vw>(x, y, scale, shift, c, c1, silu);
+  NormalizeVectors<v8>(x, y, scale, shift, c, c1, silu);
   for (; c < c1; c++) {
     const float z = x[c] * scale[c] + shift[c];
     y[c] = silu ? z / (1.f + std::exp(-z)) : z;
@@ -92,7 +98,7 @@ static void GroupNormBackward(const GroupSlice& s, const float* gamma, const flo
       const v8 zv = xv * load(scale + c) + load(shift + c);
       v8 d = load(dyr + c);
       if (silu) {
-        const v8 sg = sigmoid8(zv);
+        const v8 sg = sigmoidv(zv);
         d = d * sg * (splat(1.f) + zv * (splat(1.f) - sg));
       }
       store(dz + c, d);

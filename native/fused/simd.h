@@ -64,8 +64,9 @@ static inline V expv(V x) {
 }
 
 
-// 1 / (1 + exp(−x)) on 8 lanes (SiLU is x·sigmoid(x)).
-static inline v8 sigmoid8(v8 x) { return splat(1.f) / (splat(1.f) + expv(-x)); }
+// 1 / (1 + exp(−x)) on every lane of v8 or vw (SiLU is x·sigmoid(x)).
+template <typename V>
+static inline V sigmoidv(V x) { return splat<V>(1.f) / (splat<V>(1.f) + expv(-x)); }
 
 // x[i..i+8) as two vectors of doubles (lanes 0–3, 4–7).
 static inline void load_d(const float* p, v4d& lo, v4d& hi) {

@@ -191,7 +191,8 @@ describe("fused kernels on the native engine", { skip: missing ?? false }, () =>
     });
   }
 
-  for (const shape of [[7], [3, 5, 11], [4, 64, 64, 16], [2, 128, 128, 32]]) {
+  // sizes below a vector, and of 16 + 8 + 1 (the widest vector, an 8-lane one, a single element with 16 lanes)
+  for (const shape of [[7], [25], [3, 5, 11], [4, 64, 64, 16], [2, 128, 128, 32]]) {
     test(`SiLU of [${shape}]: output and dx match x·sigmoid(x) from TensorFlow's ops${shape.length === 4 ? " (threaded)" : ""}`, () => {
       tf.tidy(() => {
         const x = tf.mul(tf.randomNormal(shape, 0, 1, "float32", 12), 4), w = tf.randomNormal(shape, 0, 1, "float32", 13);
@@ -206,8 +207,9 @@ describe("fused kernels on the native engine", { skip: missing ?? false }, () =>
     });
   }
 
-  // GEGLU: features a whole number of vectors or not (the scalar tail), threaded (bench-mid's 4×1024 tokens × 2·128)
-  for (const shape of [[3, 5, 22], [2, 7, 64], [4, 1024, 256]]) {
+  // GEGLU: features a whole number of vectors or not (25 = 16 + 8 + 1: every loop), threaded (bench-mid's 4×1024
+  // tokens × 2·128)
+  for (const shape of [[3, 5, 22], [2, 3, 50], [2, 7, 64], [4, 1024, 256]]) {
     test(`GEGLU of [${shape}]: output and dh match a·gelu(g) from TensorFlow's ops (split, erf)`, () => {
       tf.tidy(() => {
         const f = shape[shape.length - 1]! / 2;
