@@ -2,8 +2,9 @@
 // AVX-512VL (+ AVX2, FMA), for AVX2 + FMA and for baseline x86-64 (SSE2), each copy in its own namespace, and picks
 // one at load time. GCC vector extensions keep one source for all: v8 (8 floats) is a ymm register in the first two
 // copies and an SSE pair in the third; vw is the copy's widest vector, kLanes floats: 16 (one zmm) in the AVX-512
-// copy, where fused.cc sets CONTROLNET_TS_LANES, and v8 elsewhere. Loops along long rows use vw (the linear layer's
-// columns); the others stay on v8.
+// copy, where fused.cc sets CONTROLNET_TS_LANES, and v8 elsewhere. Loops along long rows use vw — the linear layer's
+// columns, attention's keys, the element-wise ops (then v8 and single elements for what is left); loops along a head's
+// or a group's few channels stay on v8.
 
 #ifdef CONTROLNET_TS_LANES
 constexpr int kLanes = CONTROLNET_TS_LANES;
@@ -13,7 +14,6 @@ constexpr int kLanes = 8;
 
 typedef float v8 __attribute__((vector_size(32)));
 typedef float vw __attribute__((vector_size(4 * kLanes)));
-typedef int v8i __attribute__((vector_size(32)));
 typedef float v4f __attribute__((vector_size(16)));
 typedef double v4d __attribute__((vector_size(32)));
 
