@@ -345,10 +345,16 @@ class Workers {
       generation_++;
     }
     wake_.notify_all();
+    // The workers use `work` until they report back: wait for them even when the caller's share throws.
+    struct Join {
+      Workers& w;
+      ~Join() {
+        std::unique_lock<std::mutex> lock(w.m_);
+        w.done_.wait(lock, [&] { return w.pending_ == 0; });
+        w.job_ = nullptr;
+      }
+    } join{*this};
     work();
-    std::unique_lock<std::mutex> lock(m_);
-    done_.wait(lock, [&] { return pending_ == 0; });
-    job_ = nullptr;
   }
 
  private:
