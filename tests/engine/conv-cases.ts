@@ -16,6 +16,10 @@ convCases.push({ n: 1, h: 11, w: 10, ci: 4, co: 2, k: [2, 2], s: [2, 2], pad: "v
 convCases.push({ n: 2, h: 8, w: 8, ci: 3, co: 4, k: [4, 4], s: [2, 2], pad: "same" });
 convCases.push({ n: 1, h: 16, w: 13, ci: 2, co: 3, k: [3, 3], s: [3, 3], pad: [[0, 0], [1, 1], [1, 1], [0, 0]] });
 convCases.push({ n: 3, h: 5, w: 6, ci: 2, co: 2, k: [3, 2], s: [1, 2], pad: "same" });
+// ≥ 1M input elements with a padding neither SAME nor VALID: the native engine runs TensorFlow's Pad, a VALID conv and,
+// for dX, a slice (lib/engine/native/kernels.ts); odd sizes leave the far padding partly unused
+convCases.push({ n: 1, h: 512, w: 512, ci: 4, co: 2, k: [3, 3], s: [2, 2], pad: [[0, 0], [1, 1], [1, 1], [0, 0]] });
+convCases.push({ n: 1, h: 513, w: 511, ci: 4, co: 3, k: [3, 3], s: [2, 2], pad: [[0, 0], [0, 2], [1, 0], [0, 0]] });
 
 export function convGrads(c: ConvCase, seed: number): { dx: Float32Array; dw: Float32Array; y: Float32Array } {
   return tf.tidy(() => {

@@ -9,7 +9,12 @@
  * Conv2D and both gradients: an explicit padding that equals what "SAME" (or "VALID") computes for the geometry is
  * passed as that name. Same arithmetic; but TensorFlow's eager oneDNN rewrite skips every op whose padding is
  * EXPLICIT, so those ran on Eigen's kernels — the backward of a 3×3 conv with padding 1 (every conv of every resnet)
- * took 2.3× oneDNN's time (4×256×256×16, 16→16: 114 vs 50 ms forward + backward, 1 thread).
+ * took 2.3× oneDNN's time (4×256×256×16, 16→16: 114 vs 50 ms forward + backward, 1 thread). A padding that is neither
+ * (the stride-2 downsamplers: SAME would pad 0 before and 1 after) runs, on inputs of ≥ 1M elements, as TensorFlow's
+ * Pad and a VALID conv (oneDNN), its input gradient sliced back out of the padded one: forward + backward of the
+ * ControlNet's conditioning embedding convs, 2 threads, on the AVX-512 host: [4,256,256,16]→32 30.5 → 19.6 ms,
+ * [4,128,128,32]→96 24.1 → 21.4, [4,64,64,96]→256 31.9 → 28.3; smaller ones stay EXPLICIT ([4,32,32,32]→32 1.40
+ * against 1.59 ms padded: the extra pass costs more than oneDNN saves there).
  *
  * BatchMatMul of two matrices (every linear layer, forward and backward) runs TensorFlow's MatMul op, which tfjs-node
  * never uses: the same product (equal to BatchMatMulV2's, or within float rounding), but BatchMatMulV2's batch handling costs it on small products and
@@ -30,7 +35,7 @@ interface OpAttr {
   value: unknown;
 }
 interface NodeBackend {
-  binding: { TF_ATTR_INT: number; TF_ATTR_STRING: number; TF_ATTR_BOOL: number; TF_ATTR_TYPE: number; TF_FLOAT: number };
+  binding: { TF_ATTR_INT: number; TF_ATTR_STRING: number; TF_ATTR_BOOL: number; TF_ATTR_TYPE: number; TF_FLOAT: number; TF_INT32: number };
   executeSingleOutput(name: string, attrs: OpAttr[], inputs: TensorInfo[]): TensorInfo;
 }
 type ConvInfo = ReturnType<typeof tf.backend_util.computeConv2DInfo>;
@@ -67,6 +72,45 @@ function convAttrs(backend: NodeBackend, info: ConvInfo): OpAttr[] {
   return attrs;
 }
 
+/** Inputs from this many elements up take Pad + VALID instead of an EXPLICIT padding (see the top of this file). */
+const PAD_AS_OWN_OP = 1 << 20;
+
+/**
+ * For an EXPLICIT padding on a large channels-last input: the [4, 2] paddings of TensorFlow's Pad and the same conv's
+ * geometry on the padded input with VALID padding; else null.
+ */
+function padThenValid(info: ConvInfo): { paddings: number[]; valid: ConvInfo } | null {
+  if (paddingName(info) !== "EXPLICIT" || info.dataFormat !== "channelsLast" || tf.util.sizeFromShape(info.inShape) < PAD_AS_OWN_OP) return null;
+  const p = info.padInfo;
+  const [b, h, w, c] = info.inShape;
+  const valid = tf.backend_util.computeConv2DInfo(
+    [b, h + p.top + p.bottom, w + p.left + p.right, c], [info.filterHeight, info.filterWidth, info.inChannels, info.outChannels],
+    [info.strideHeight, info.strideWidth], [info.dilationHeight, info.dilationWidth], "valid", undefined, false, "channelsLast",
+  );
+  return { paddings: [0, 0, p.top, p.bottom, p.left, p.right, 0, 0], valid };
+}
+
+/** x zero-padded by TensorFlow's Pad ([4, 2] paddings, flattened). */
+function pad(backend: NodeBackend, x: TensorInfo, paddings: number[]): TensorInfo {
+  const b = backend.binding;
+  const amounts = tf.tensor2d(paddings, [4, 2], "int32");
+  try {
+    return backend.executeSingleOutput("Pad", [{ name: "T", type: b.TF_ATTR_TYPE, value: b.TF_FLOAT }, { name: "Tpaddings", type: b.TF_ATTR_TYPE, value: b.TF_INT32 }], [x, amounts]);
+  } finally {
+    amounts.dispose();
+  }
+}
+
+/** Runs `op` on the padded x (disposed after: tfjs-node's outputs are tensors the engine tracks). */
+function withPadded<T>(backend: NodeBackend, x: TensorInfo, paddings: number[], op: (padded: TensorInfo) => T): T {
+  const padded = pad(backend, x, paddings);
+  try {
+    return op(padded);
+  } finally {
+    tf.dispose(padded as tf.Tensor);
+  }
+}
+
 interface ConvAttrs {
   strides: [number, number] | number;
   pad: "valid" | "same" | number | tf.backend_util.ExplicitPadding;
@@ -79,7 +123,10 @@ const conv2D: KernelFunc = ({ inputs, backend, attrs }) => {
   const { x, filter } = inputs as { x: TensorInfo; filter: TensorInfo };
   const a = attrs as unknown as ConvAttrs;
   const info = tf.backend_util.computeConv2DInfo(x.shape as [number, number, number, number], filter.shape as [number, number, number, number], a.strides, a.dilations, a.pad, a.dimRoundingMode, false, tf.backend_util.convertConv2DDataFormat(a.dataFormat));
-  return (backend as unknown as NodeBackend).executeSingleOutput("Conv2D", convAttrs(backend as unknown as NodeBackend, info), [x, filter]);
+  const nb = backend as unknown as NodeBackend;
+  const padded = padThenValid(info);
+  if (padded) return withPadded(nb, x, padded.paddings, (xp) => nb.executeSingleOutput("Conv2D", convAttrs(nb, padded.valid), [xp, filter]));
+  return nb.executeSingleOutput("Conv2D", convAttrs(nb, info), [x, filter]);
 };
 
 interface ConvBackpropAttrs {
@@ -95,9 +142,20 @@ const conv2DBackpropInput: KernelFunc = ({ inputs, backend, attrs }) => {
   const { dy, filter } = inputs as { dy: TensorInfo; filter: TensorInfo };
   const a = attrs as unknown as ConvBackpropAttrs;
   const info = tf.backend_util.computeConv2DInfo(a.inputShape!, filter.shape as [number, number, number, number], a.strides, 1, a.pad, a.dimRoundingMode, false, tf.backend_util.convertConv2DDataFormat(a.dataFormat));
-  const sizes = tf.tensor1d(info.inShape, "int32");
+  const nb = backend as unknown as NodeBackend;
+  const padded = padThenValid(info);
+  const sizes = tf.tensor1d((padded?.valid ?? info).inShape, "int32");
   try {
-    return (backend as unknown as NodeBackend).executeSingleOutput("Conv2DBackpropInput", convAttrs(backend as unknown as NodeBackend, info), [sizes, filter, dy]);
+    const dx = nb.executeSingleOutput("Conv2DBackpropInput", convAttrs(nb, padded?.valid ?? info), [sizes, filter, dy]);
+    if (!padded) return dx;
+    // the gradient of the padded input, less its padding
+    const [begin, size] = [tf.tensor1d([0, info.padInfo.top, info.padInfo.left, 0], "int32"), tf.tensor1d(info.inShape, "int32")];
+    try {
+      const b = nb.binding;
+      return nb.executeSingleOutput("Slice", [{ name: "T", type: b.TF_ATTR_TYPE, value: b.TF_FLOAT }, { name: "Index", type: b.TF_ATTR_TYPE, value: b.TF_INT32 }], [dx, begin, size]);
+    } finally {
+      tf.dispose([begin, size, dx as tf.Tensor]);
+    }
   } finally {
     sizes.dispose();
   }
@@ -107,9 +165,12 @@ const conv2DBackpropFilter: KernelFunc = ({ inputs, backend, attrs }) => {
   const { x, dy } = inputs as { x: TensorInfo; dy: TensorInfo };
   const a = attrs as unknown as ConvBackpropAttrs;
   const info = tf.backend_util.computeConv2DInfo(x.shape as [number, number, number, number], a.filterShape!, a.strides, 1, a.pad, a.dimRoundingMode, false, tf.backend_util.convertConv2DDataFormat(a.dataFormat));
+  const nb = backend as unknown as NodeBackend;
+  const padded = padThenValid(info);
   const sizes = tf.tensor1d(info.filterShape, "int32");
   try {
-    return (backend as unknown as NodeBackend).executeSingleOutput("Conv2DBackpropFilter", convAttrs(backend as unknown as NodeBackend, info), [x, sizes, dy]);
+    if (padded) return withPadded(nb, x, padded.paddings, (xp) => nb.executeSingleOutput("Conv2DBackpropFilter", convAttrs(nb, padded.valid), [xp, sizes, dy]));
+    return nb.executeSingleOutput("Conv2DBackpropFilter", convAttrs(nb, info), [x, sizes, dy]);
   } finally {
     sizes.dispose();
   }
