@@ -10,8 +10,9 @@
  * passed as that name. Same arithmetic; but TensorFlow's eager oneDNN rewrite skips every op whose padding is
  * EXPLICIT, so those ran on Eigen's kernels — the backward of a 3×3 conv with padding 1 (every conv of every resnet)
  * took 2.3× oneDNN's time (4×256×256×16, 16→16: 114 vs 50 ms forward + backward, 1 thread). A padding that is neither
- * (the stride-2 downsamplers: SAME would pad 0 before and 1 after) runs, on inputs of ≥ 1M elements, as TensorFlow's
- * Pad and a VALID conv (oneDNN), its input gradient sliced back out of the padded one: forward + backward of the
+ * (the stride-2 downsamplers: SAME would pad 0 before and 1 after) runs, on inputs of ≥ 1M elements and on the CPU (a
+ * GPU's cuDNN takes the padding itself), as TensorFlow's Pad and a VALID conv (oneDNN), its input gradient sliced back
+ * out of the padded one: forward + backward of the
  * ControlNet's conditioning embedding convs, 2 threads, on the AVX-512 host: [4,256,256,16]→32 30.5 → 19.6 ms,
  * [4,128,128,32]→96 24.1 → 21.4, [4,64,64,96]→256 31.9 → 28.3; smaller ones stay EXPLICIT ([4,32,32,32]→32 1.40
  * against 1.59 ms padded: the extra pass costs more than oneDNN saves there).
@@ -75,12 +76,20 @@ function convAttrs(backend: NodeBackend, info: ConvInfo): OpAttr[] {
 /** Inputs from this many elements up take Pad + VALID instead of an EXPLICIT padding (see the top of this file). */
 const PAD_AS_OWN_OP = 1 << 20;
 
+/** Whether convs run on the host (the CPU build, or the GPU build without a GPU): only there is Pad + VALID measured. */
+let convsOnHost = false;
+
+/** The engine's convs run on the CPU (true) or on a GPU, where cuDNN takes explicit paddings itself (false). */
+export function useHostConvPadding(onHost: boolean): void {
+  convsOnHost = onHost;
+}
+
 /**
  * For an EXPLICIT padding on a large channels-last input: the [4, 2] paddings of TensorFlow's Pad and the same conv's
  * geometry on the padded input with VALID padding; else null.
  */
 function padThenValid(info: ConvInfo): { paddings: number[]; valid: ConvInfo } | null {
-  if (paddingName(info) !== "EXPLICIT" || info.dataFormat !== "channelsLast" || tf.util.sizeFromShape(info.inShape) < PAD_AS_OWN_OP) return null;
+  if (!convsOnHost || paddingName(info) !== "EXPLICIT" || info.dataFormat !== "channelsLast" || tf.util.sizeFromShape(info.inShape) < PAD_AS_OWN_OP) return null;
   const p = info.padInfo;
   const [b, h, w, c] = info.inShape;
   const valid = tf.backend_util.computeConv2DInfo(

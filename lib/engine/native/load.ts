@@ -10,7 +10,7 @@ import path from "node:path";
 import { createRequire } from "node:module";
 import { tf } from "../tf.js";
 import { INSTALL_NATIVE_COMMAND, nativeDir, readInstallStatus } from "./install-status.js";
-import { registerNativeKernels } from "./kernels.js";
+import { registerNativeKernels, useHostConvPadding } from "./kernels.js";
 import { configureHostMemory } from "./host-memory.js";
 import { loadFusedKernels } from "./fused.js";
 import { signalGuard } from "./signals.js";
@@ -98,6 +98,7 @@ export function loadNative(threads: number, allowTf32 = false): LoadedNative {
   tf.registerBackend("tensorflow", () => new NodeJSKernelBackend(guarded, gpuBuild ? "@tensorflow/tfjs-node-gpu" : "@tensorflow/tfjs-node"), 3);
   registerNativeKernels();
   const usingGpu = binding.isUsingGpuDevice();
+  useHostConvPadding(!usingGpu);
   loaded = { binding, gpuBuild, usingGpu, dir, hostAllocator, fusedKernels: loadFusedKernels(dir, threads, usingGpu), signals: signals.status };
   return loaded;
 }
