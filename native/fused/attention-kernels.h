@@ -203,17 +203,12 @@ static void KeyDotRows(const float* P, int MP, const float* Bt, float* Out) {
     for (int c = 0; c < D; c++) Out[r * D + c] = ReduceAdd(acc[r][c]);
 }
 
-// `rows` rows, two at a time (16 accumulators, 2 of P, 1 of Bt).
-template <int D>
-static void KeyDotPasses(const float* P, int rows, int MP, const float* Bt, float* Out) {
-  constexpr int R = 2;
+// Out [rows][8] from P [rows][MP] and Bt [8][MP], two rows at a time (16 accumulators, 2 of P, 1 of Bt).
+static void KeyDot(const float* P, int rows, int MP, const float* Bt, float* Out) {
   int r = 0;
-  for (; r + R <= rows; r += R) KeyDotRows<R, D>(P + size_t(r) * MP, MP, Bt, Out + r * D);
-  for (; r < rows; r++) KeyDotRows<1, D>(P + size_t(r) * MP, MP, Bt, Out + r * D);
+  for (; r + 2 <= rows; r += 2) KeyDotRows<2, 8>(P + size_t(r) * MP, MP, Bt, Out + r * 8);
+  for (; r < rows; r++) KeyDotRows<1, 8>(P + size_t(r) * MP, MP, Bt, Out + r * 8);
 }
-
-// Out [rows][8] from P [rows][MP] and Bt [8][MP].
-static void KeyDot(const float* P, int rows, int MP, const float* Bt, float* Out) { KeyDotPasses<8>(P, rows, MP, Bt, Out); }
 
 // Gt[c][j] += Σ_r P[r][j] · A[r][c] for c < D, every j: the rank-R update of transposed dK (dS against scaled
 // queries) or dV (probabilities against dO), A [R][D]; four channels per pass keep R·4 broadcasts in registers.

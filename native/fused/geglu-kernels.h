@@ -24,40 +24,20 @@ static inline void NormalCdfPdf(V x, V& cdf, V& pdf) {
 static inline float NormalCdf(float x) { return 0.5f * std::erfc(-x * 0.70710678118654752f); }
 static inline float NormalPdf(float x) { return std::exp(-0.5f * x * x) * 0.39894228040143268f; }
 
-// Columns [i, F) of one row, V at a time (the widest vector, then v8; single columns after, as SiluForward does).
-template <typename V>
-static inline void GegluVectors(const float* a, const float* g, int64_t& i, int64_t F, float* out) {
-  constexpr int L = sizeof(V) / sizeof(float);
-  for (; i + L <= F; i += L) {
-    const V gv = load<V>(g + i);
-    V cdf, pdf;
-    NormalCdfPdf(gv, cdf, pdf);
-    store(out + i, load<V>(a + i) * gv * cdf);
-  }
-}
-
 // rows r0…r1 of h [R, 2F] → y [R, F] = a·g·Φ(g)
 static void GegluRows(const float* h, int64_t r0, int64_t r1, int64_t F, float* y) {
   for (int64_t r = r0; r < r1; r++) {
     const float* a = h + r * 2 * F;
     const float* g = a + F;
     float* out = y + r * F;
-    int64_t i = 0;
-    GegluVectors<vw>(a, g, i, F, out);
-    GegluVectors<v8>(a, g, i, F, out);
+    int64_t i = ForVectors(0, F, [&](auto tag, int64_t j) {
+      using V = decltype(tag);
+      const V gv = load<V>(g + j);
+      V cdf, pdf;
+      NormalCdfPdf(gv, cdf, pdf);
+      store(out + j, load<V>(a + j) * gv * cdf);
+    });
     for (; i < F; i++) out[i] = a[i] * g[i] * NormalCdf(g[i]);
-  }
-}
-
-template <typename V>
-static inline void GegluGradVectors(const float* a, const float* g, const float* d, int64_t& i, int64_t F, float* da, float* dg) {
-  constexpr int L = sizeof(V) / sizeof(float);
-  for (; i + L <= F; i += L) {
-    const V gv = load<V>(g + i), dv = load<V>(d + i);
-    V cdf, pdf;
-    NormalCdfPdf(gv, cdf, pdf);
-    store(da + i, dv * gv * cdf);
-    store(dg + i, dv * load<V>(a + i) * (cdf + gv * pdf));
   }
 }
 
@@ -69,9 +49,14 @@ static void GegluGradRows(const float* h, const float* dy, int64_t r0, int64_t r
     const float* d = dy + r * F;
     float* da = dh + r * 2 * F;
     float* dg = da + F;
-    int64_t i = 0;
-    GegluGradVectors<vw>(a, g, d, i, F, da, dg);
-    GegluGradVectors<v8>(a, g, d, i, F, da, dg);
+    int64_t i = ForVectors(0, F, [&](auto tag, int64_t j) {
+      using V = decltype(tag);
+      const V gv = load<V>(g + j), dv = load<V>(d + j);
+      V cdf, pdf;
+      NormalCdfPdf(gv, cdf, pdf);
+      store(da + j, dv * gv * cdf);
+      store(dg + j, dv * load<V>(a + j) * (cdf + gv * pdf));
+    });
     for (; i < F; i++) {
       const float cdf = NormalCdf(g[i]);
       da[i] = d[i] * g[i] * cdf;

@@ -16,18 +16,12 @@ static T* Scratch(int slot, size_t n) {
 
 
 // y = (x − mean)·rstd·gamma + beta, then SiLU when `silu`, for the channels [c0, c1) of one position row.
-template <typename V>
-static inline void NormalizeVectors(const float* x, float* y, const float* scale, const float* shift, int& c, int c1, bool silu) {
-  constexpr int L = sizeof(V) / sizeof(float);
-  for (; c + L <= c1; c += L) {
-    const V z = load<V>(x + c) * load<V>(scale + c) + load<V>(shift + c);
-    store(y + c, silu ? z * sigmoidv(z) : z);
-  }
-}
 static void NormalizeRow(const float* x, float* y, const float* scale, const float* shift, int c0, int c1, bool silu) {
-  int c = c0;
-  NormalizeVectors<vw>(x, y, scale, shift, c, c1, silu);
-  NormalizeVectors<v8>(x, y, scale, shift, c, c1, silu);
+  int c = int(ForVectors(c0, c1, [&](auto tag, int64_t j) {
+    using V = decltype(tag);
+    const V z = load<V>(x + j) * load<V>(scale + j) + load<V>(shift + j);
+    store(y + j, silu ? z * sigmoidv(z) : z);
+  }));
   for (; c < c1; c++) {
     const float z = x[c] * scale[c] + shift[c];
     y[c] = silu ? z / (1.f + std::exp(-z)) : z;
@@ -92,18 +86,18 @@ static void GroupNormBackward(const GroupSlice& s, const float* gamma, const flo
   auto row = [&](int64_t p) {
     const float* xr = s.x + p * s.C;
     const float* dyr = dy + p * s.C;
-    int c = c0;
-    for (; c + 8 <= c1; c += 8) {
-      const v8 xv = load(xr + c);
-      const v8 zv = xv * load(scale + c) + load(shift + c);
-      v8 d = load(dyr + c);
+    int c = int(ForVectors(c0, c1, [&](auto tag, int64_t j) {
+      using V = decltype(tag);
+      const V xv = load<V>(xr + j);
+      const V zv = xv * load<V>(scale + j) + load<V>(shift + j);
+      V d = load<V>(dyr + j);
       if (silu) {
-        const v8 sg = sigmoidv(zv);
-        d = d * sg * (splat(1.f) + zv * (splat(1.f) - sg));
+        const V sg = sigmoidv(zv);
+        d = d * sg * (splat<V>(1.f) + zv * (splat<V>(1.f) - sg));
       }
-      store(dz + c, d);
-      store(xhat + c, (xv - load(m + c)) * load(r + c));
-    }
+      store(dz + j, d);
+      store(xhat + j, (xv - load<V>(m + j)) * load<V>(r + j));
+    }));
     for (; c < c1; c++) {
       dz[c] = DzOf(dyr[c], xr[c] * scale[c] + shift[c], silu);
       xhat[c] = (xr[c] - m[c]) * r[c];

@@ -33,6 +33,16 @@ static inline V load(const float* p) {
 template <typename V>
 static inline void store(float* p, V v) { std::memcpy(p, &v, sizeof v); }
 
+// The element-wise loop of every copy: body(V{}, i) for i = from, from + lanes, … while a whole vector fits below n —
+// the widest vector vw first, then v8 — returning where single elements start. body's first argument only names the
+// vector type (decltype); lane by lane the operations are the same at every width.
+template <typename Body>
+static inline int64_t ForVectors(int64_t i, int64_t n, Body&& body) {
+  for (; i + kLanes <= n; i += kLanes) body(vw{}, i);
+  for (; i + 8 <= n; i += 8) body(v8{}, i);
+  return i;
+}
+
 // exp on every lane of v8 or vw: Cephes' expf (range reduction by ln 2, degree-5 polynomial, 2^n through the exponent
 // bits); ≤ 2 ulp for x in [-87.3, 88.3]; inputs beyond clamp (≈1e-38 below, ≈2e38 above), which softmax and sigmoid
 // absorb. Lane by lane the same operations whatever the width, so the copies agree bit for bit.
