@@ -298,8 +298,8 @@ bool Shapes(TF_OpKernelContext* ctx, const std::vector<Input>& in, const Attrs& 
 
 // Element counts below this run on the calling thread alone: handing work to a thread costs more than it saves on
 // smaller tensors (measured at 2 threads on a VM, threads started per op: a 32K-element GroupNorm took 90 µs alone,
-// 185 µs on two; with the parked workers below, lowering this to 16K elements changed nothing measurable — this VM's
-// second vCPU adds 1.25–1.4× at best).
+// 185 µs on two; with the parked workers below, lowering this to 16K elements changed nothing measurable on the
+// AVX-512 host: such ops are bound by memory and dispatch, not by one core's arithmetic).
 constexpr int64_t kMinThreaded = 1 << 18;
 
 // Work items of about this many elements: several per thread for balance, each big enough to amortise its set-up.
@@ -317,8 +317,9 @@ void SumPartsInOrder(const std::vector<float>& parts_a, const std::vector<float>
 
 // Worker threads kept for the process: started on first use, parked on a condition variable between ops. A
 // std::thread started and joined per op cost tens of µs on a VM: a 262K-element SiLU at 2 threads took 171–173 µs
-// that way, 122–125 µs with the parked workers (two runs each, tfjs dispatch included). Never destroyed (parked threads end with the
-// process). One op at a time uses it; an op that finds it busy (ops running concurrently) starts threads of its own.
+// that way, 122–125 µs with the parked workers (two runs each, tfjs dispatch included). Never destroyed (parked
+// threads end with the process). One op at a time uses it; an op that finds it busy (ops running concurrently)
+// starts threads of its own.
 class Workers {
  public:
   static Workers& Get() {
@@ -338,7 +339,7 @@ class Workers {
     }
     {
       std::lock_guard<std::mutex> lock(m_);
-      while (int(threads_) < extra) std::thread(&Workers::Loop, this, threads_++, generation_).detach();
+      while (threads_ < extra) std::thread(&Workers::Loop, this, threads_++, generation_).detach();
       job_ = &work;
       wanted_ = extra;
       pending_ = extra;
