@@ -43,6 +43,8 @@ export class KernelClient {
   private readonly sockets: { shell: zmq.Dealer; control: zmq.Dealer; stdin: zmq.Dealer; iopub: zmq.Subscriber };
   private closed = false;
   exitCode: number | null = null;
+  /** The signal that ended the process, when one did (exitCode is then null). */
+  exitSignal: NodeJS.Signals | null = null;
   readonly exited: Promise<number | null>;
 
   private constructor(
@@ -58,7 +60,10 @@ export class KernelClient {
       stdin: new zmq.Dealer({ routingId, linger: 0 }),
       iopub: new zmq.Subscriber({ linger: 0 }),
     };
-    this.exited = new Promise((resolve) => proc.on("exit", (code) => resolve((this.exitCode = code))));
+    this.exited = new Promise((resolve) => proc.on("exit", (code, signal) => {
+      this.exitSignal = signal;
+      resolve((this.exitCode = code));
+    }));
     proc.stderr?.on("data", (d: Buffer) => this.stderrText.push(d.toString()));
     proc.stdout?.on("data", (d: Buffer) => this.stderrText.push(d.toString()));
   }

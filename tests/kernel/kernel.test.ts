@@ -451,7 +451,7 @@ describe("kernel", () => {
     assert.equal(r.header.msg_type, "shutdown_reply");
     assert.deepEqual(r.content, { status: "ok", restart: true });
     const code = await Promise.race([k.exited, sleep(10000).then(() => "still running")]);
-    assert.equal(code, 0, `exit ${code}: ${k.stderrText.join("").slice(-3000)}`);
+    assert.equal(code, 0, `exit ${code}, signal ${k.exitSignal}: ${k.stderrText.join("").slice(-3000)}`);
     assert.equal(fs.readFileSync(mark, "utf8"), "saved");
     fs.rmSync(mark);
 
@@ -464,7 +464,7 @@ describe("kernel", () => {
       assert.equal(resultText((await fresh.execute("1 + 1")).iopub), "2");
       parent.kill("SIGKILL");
       const code = await Promise.race([fresh.exited, sleep(10000).then(() => "still running")]);
-      assert.equal(code, 0, "the kernel ends when its parent is gone");
+      assert.equal(code, 0, `the kernel ends when its parent is gone (exit ${code}, signal ${fresh.exitSignal}): ${fresh.stderrText.join("").slice(-3000)}`);
       assert.match(fresh.stderrText.join(""), /parent process \d+ is gone/);
     } finally {
       parent.kill("SIGKILL");
