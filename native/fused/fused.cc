@@ -42,6 +42,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <cstdlib>
@@ -52,6 +53,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <immintrin.h>  // _mm_pause
 
 #include "tensorflow/c/ops.h"
 #include "tensorflow/c/tf_status.h"
@@ -297,10 +300,12 @@ bool Shapes(TF_OpKernelContext* ctx, const std::vector<Input>& in, const Attrs& 
 }
 
 // Element counts below this run on the calling thread alone: handing work to a thread costs more than it saves on
-// smaller tensors (measured at 2 threads on a VM, threads started per op: a 32K-element GroupNorm took 90 µs alone,
-// 185 µs on two; with the parked workers below, lowering this to 16K elements changed nothing measurable on the
-// AVX-512 host: such ops are bound by memory and dispatch, not by one core's arithmetic).
-constexpr int64_t kMinThreaded = 1 << 18;
+// smaller tensors. Measured at 2 threads: on a VM with threads started per op, a 32K-element GroupNorm took 90 µs
+// alone and 185 µs on two; with parked workers that wake through a condition variable, 16K instead of 256K changed
+// nothing on the AVX-512 host; with the workers spinning briefly before they park (SpinUntil), 32K and 2M MACs
+// (kMinThreadedMacs) instead of 256K and 16M took `npm run bench -- compare`'s validation images/s ratio from
+// 0.88 / 0.87 / 0.85 to 0.92 / 0.90 / 0.88 (three pairs, alternating; the step ratio moved within the noise).
+constexpr int64_t kMinThreaded = 1 << 15;
 
 // Work items of about this many elements: several per thread for balance, each big enough to amortise its set-up.
 constexpr int64_t kChunk = 1 << 16;
@@ -312,6 +317,25 @@ void SumPartsInOrder(const std::vector<float>& parts_a, const std::vector<float>
     float sa = 0.f, sb = 0.f;
     for (int64_t p = 0; p < parts; p++) sa += parts_a[p * C + c], sb += parts_b[p * C + c];
     out_a[c] = sa, out_b[c] = sb;
+  }
+}
+
+// Waits up to ~100 µs for ready() before the caller parks on a condition variable, as OpenMP's runtimes spin before
+// they sleep: the next op of a step usually follows within that, and waking a parked thread costs tens of µs. It
+// yields between checks, so a runnable thread of TensorFlow's pool on the same core goes first.
+// CONTROLNET_TS_SPIN_US sets the budget (0: park at once, for machines whose cores are shared with other work).
+template <typename F>
+void SpinUntil(const F& ready) {
+  static const int64_t budget_us = [] {
+    const char* v = std::getenv("CONTROLNET_TS_SPIN_US");
+    return v && *v ? std::atoll(v) : 100;
+  }();
+  if (budget_us <= 0) return;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(budget_us);
+  while (!ready()) {
+    for (int i = 0; i < 32; i++) _mm_pause();
+    if (ready() || std::chrono::steady_clock::now() > until) return;
+    std::this_thread::yield();
   }
 }
 
@@ -339,7 +363,7 @@ class Workers {
     }
     {
       std::lock_guard<std::mutex> lock(m_);
-      while (threads_ < extra) std::thread(&Workers::Loop, this, threads_++, generation_).detach();
+      while (threads_ < extra) std::thread(&Workers::Loop, this, threads_++, generation_.load()).detach();
       job_ = &work;
       wanted_ = extra;
       pending_ = extra;
@@ -350,6 +374,7 @@ class Workers {
     struct Join {
       Workers& w;
       ~Join() {
+        SpinUntil([&] { return w.pending_.load(std::memory_order_acquire) == 0; });
         std::unique_lock<std::mutex> lock(w.m_);
         w.done_.wait(lock, [&] { return w.pending_ == 0; });
         w.job_ = nullptr;
@@ -363,6 +388,11 @@ class Workers {
   void Loop(int index, uint64_t seen) {
     std::unique_lock<std::mutex> lock(m_);
     for (;;) {
+      if (generation_ == seen) {
+        lock.unlock();
+        SpinUntil([&] { return generation_.load(std::memory_order_acquire) != seen; });
+        lock.lock();
+      }
       wake_.wait(lock, [&] { return generation_ != seen; });
       seen = generation_;
       if (index >= wanted_) continue;
@@ -378,8 +408,10 @@ class Workers {
   std::mutex m_;
   std::condition_variable wake_, done_;
   const std::function<void()>* job_ = nullptr;
-  uint64_t generation_ = 0;
-  int threads_ = 0, wanted_ = 0, pending_ = 0;
+  // changed under m_; atomic so that a spinning thread may read them without it
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  int threads_ = 0, wanted_ = 0;
 };
 
 // Runs fn(item) for item in [0, items) on up to `threads` threads (the caller's included).
@@ -724,9 +756,10 @@ void ComputeAdd(void* attrs, TF_OpKernelContext* ctx) {
   });
 }
 
-// Products of at least this many multiply-adds use the threads (about 200 µs of one core's work at this kernel's
-// 75–100 GFLOP/s: starting and joining a thread costs tens of µs on this VM, and its second vCPU adds only 1.25–1.4×).
-constexpr int64_t kMinThreadedMacs = 1 << 24;
+// Products of at least this many multiply-adds use the threads: about 50 µs of one core's work at this kernel's
+// 75–100 GFLOP/s, worth a spinning worker's hand-off (see kMinThreaded for the measurement; it was 16M while workers
+// had to be woken from a condition variable).
+constexpr int64_t kMinThreadedMacs = 1 << 21;
 
 void ComputeMatMul(void* attrs, TF_OpKernelContext* ctx) {
   const Attrs& at = *static_cast<Attrs*>(attrs);
