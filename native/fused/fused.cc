@@ -339,11 +339,11 @@ void SpinUntil(const F& ready) {
   }
 }
 
-// Worker threads kept for the process: started on first use, parked on a condition variable between ops. A
-// std::thread started and joined per op cost tens of µs on a VM: a 262K-element SiLU at 2 threads took 171–173 µs
-// that way, 122–125 µs with the parked workers (two runs each, tfjs dispatch included). Never destroyed (parked
-// threads end with the process). One op at a time uses it; an op that finds it busy (ops running concurrently)
-// starts threads of its own.
+// Worker threads kept for the process: started on first use, spinning briefly (SpinUntil) and then parked on a
+// condition variable between ops. A std::thread started and joined per op cost tens of µs on a VM: a 262K-element
+// SiLU at 2 threads took 171–173 µs that way, 122–125 µs with the parked workers (two runs each, tfjs dispatch
+// included). Never destroyed (parked threads end with the process). One op at a time uses it; an op that finds it
+// busy (ops running concurrently) starts threads of its own.
 class Workers {
  public:
   static Workers& Get() {
