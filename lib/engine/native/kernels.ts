@@ -12,10 +12,10 @@
  * took 2.3× oneDNN's time (4×256×256×16, 16→16: 114 vs 50 ms forward + backward, 1 thread). A padding that is neither
  * (the stride-2 downsamplers: SAME would pad 0 before and 1 after) runs, on inputs of ≥ 1M elements and on the CPU (a
  * GPU's cuDNN takes the padding itself), as TensorFlow's Pad and a VALID conv (oneDNN), its input gradient sliced back
- * out of the padded one: forward + backward of the
- * ControlNet's conditioning embedding convs, 2 threads, on the AVX-512 host: [4,256,256,16]→32 30.5 → 19.6 ms,
- * [4,128,128,32]→96 24.1 → 21.4, [4,64,64,96]→256 31.9 → 28.3; smaller ones stay EXPLICIT ([4,32,32,32]→32 1.40
- * against 1.59 ms padded: the extra pass costs more than oneDNN saves there).
+ * out of the padded one: forward + backward of the ControlNet's conditioning embedding convs, 2 threads, on the
+ * AVX-512 host: [4,256,256,16]→32 30.5 → 19.6 ms, [4,128,128,32]→96 24.1 → 21.4, [4,64,64,96]→256 31.9 → 28.3;
+ * smaller ones stay EXPLICIT ([4,32,32,32]→32 1.40 against 1.59 ms padded: the extra pass costs more than oneDNN
+ * saves there).
  *
  * BatchMatMul of two matrices (every linear layer, forward and backward) runs TensorFlow's MatMul op, which tfjs-node
  * never uses: the same product (equal to BatchMatMulV2's, or within float rounding), but BatchMatMulV2's batch handling costs it on small products and
@@ -53,13 +53,25 @@ export function paddingName(info: ConvInfo): string {
   return same.top === p.top && same.bottom === p.bottom && same.left === p.left && same.right === p.right ? "SAME" : "EXPLICIT";
 }
 
+/** A TensorFlow op's type attribute (`T`, `Tpaddings`, `Index`, …): float32 or int32. */
+function typeAttr(backend: NodeBackend, name: string, dtype: "float32" | "int32"): OpAttr {
+  const b = backend.binding;
+  return { name, type: b.TF_ATTR_TYPE, value: dtype === "float32" ? b.TF_FLOAT : b.TF_INT32 };
+}
+
+/** An NHWC tensor's [4, 2] paddings (flattened) for the conv's explicit padding: explicit_paddings' and Pad's form. */
+function nhwcPaddings(info: ConvInfo): number[] {
+  const p = info.padInfo;
+  return [0, 0, p.top, p.bottom, p.left, p.right, 0, 0];
+}
+
 /** The attributes TF's Conv2D and Conv2DBackprop* ops take, EXPLICIT padding included. */
 function convAttrs(backend: NodeBackend, info: ConvInfo): OpAttr[] {
   const b = backend.binding;
   const nhwc = info.dataFormat === "channelsLast";
   const padding = paddingName(info);
   const attrs: OpAttr[] = [
-    { name: "T", type: b.TF_ATTR_TYPE, value: b.TF_FLOAT },
+    typeAttr(backend, "T", "float32"),
     { name: "strides", type: b.TF_ATTR_INT, value: nhwc ? [1, info.strideHeight, info.strideWidth, 1] : [1, 1, info.strideHeight, info.strideWidth] },
     { name: "padding", type: b.TF_ATTR_STRING, value: padding },
     { name: "data_format", type: b.TF_ATTR_STRING, value: nhwc ? "NHWC" : "NCHW" },
@@ -68,7 +80,7 @@ function convAttrs(backend: NodeBackend, info: ConvInfo): OpAttr[] {
   ];
   if (padding === "EXPLICIT") {
     const p = info.padInfo;
-    attrs.push({ name: "explicit_paddings", type: b.TF_ATTR_INT, value: nhwc ? [0, 0, p.top, p.bottom, p.left, p.right, 0, 0] : [0, 0, 0, 0, p.top, p.bottom, p.left, p.right] });
+    attrs.push({ name: "explicit_paddings", type: b.TF_ATTR_INT, value: nhwc ? nhwcPaddings(info) : [0, 0, 0, 0, p.top, p.bottom, p.left, p.right] });
   }
   return attrs;
 }
@@ -96,17 +108,26 @@ function padThenValid(info: ConvInfo): { paddings: number[]; valid: ConvInfo } |
     [b, h + p.top + p.bottom, w + p.left + p.right, c], [info.filterHeight, info.filterWidth, info.inChannels, info.outChannels],
     [info.strideHeight, info.strideWidth], [info.dilationHeight, info.dilationWidth], "valid", undefined, false, "channelsLast",
   );
-  return { paddings: [0, 0, p.top, p.bottom, p.left, p.right, 0, 0], valid };
+  return { paddings: nhwcPaddings(info), valid };
 }
 
 /** x zero-padded by TensorFlow's Pad ([4, 2] paddings, flattened). */
 function pad(backend: NodeBackend, x: TensorInfo, paddings: number[]): TensorInfo {
-  const b = backend.binding;
   const amounts = tf.tensor2d(paddings, [4, 2], "int32");
   try {
-    return backend.executeSingleOutput("Pad", [{ name: "T", type: b.TF_ATTR_TYPE, value: b.TF_FLOAT }, { name: "Tpaddings", type: b.TF_ATTR_TYPE, value: b.TF_INT32 }], [x, amounts]);
+    return backend.executeSingleOutput("Pad", [typeAttr(backend, "T", "float32"), typeAttr(backend, "Tpaddings", "int32")], [x, amounts]);
   } finally {
     amounts.dispose();
+  }
+}
+
+/** x[begin : begin + size] by TensorFlow's Slice. */
+function slice(backend: NodeBackend, x: TensorInfo, begin: number[], size: number[]): TensorInfo {
+  const [b, s] = [tf.tensor1d(begin, "int32"), tf.tensor1d(size, "int32")];
+  try {
+    return backend.executeSingleOutput("Slice", [typeAttr(backend, "T", "float32"), typeAttr(backend, "Index", "int32")], [x, b, s]);
+  } finally {
+    tf.dispose([b, s]);
   }
 }
 
@@ -158,12 +179,10 @@ const conv2DBackpropInput: KernelFunc = ({ inputs, backend, attrs }) => {
     const dx = nb.executeSingleOutput("Conv2DBackpropInput", convAttrs(nb, padded?.valid ?? info), [sizes, filter, dy]);
     if (!padded) return dx;
     // the gradient of the padded input, less its padding
-    const [begin, size] = [tf.tensor1d([0, info.padInfo.top, info.padInfo.left, 0], "int32"), tf.tensor1d(info.inShape, "int32")];
     try {
-      const b = nb.binding;
-      return nb.executeSingleOutput("Slice", [{ name: "T", type: b.TF_ATTR_TYPE, value: b.TF_FLOAT }, { name: "Index", type: b.TF_ATTR_TYPE, value: b.TF_INT32 }], [dx, begin, size]);
+      return slice(nb, dx, [0, info.padInfo.top, info.padInfo.left, 0], info.inShape);
     } finally {
-      tf.dispose([begin, size, dx as tf.Tensor]);
+      tf.dispose(dx as tf.Tensor);
     }
   } finally {
     sizes.dispose();
@@ -192,7 +211,7 @@ function matMulOf2D(stock: KernelFunc): KernelFunc {
     const nb = args.backend as unknown as NodeBackend;
     const attrs = args.attrs as { transposeA: boolean; transposeB: boolean };
     return nb.executeSingleOutput("MatMul", [
-      { name: "T", type: nb.binding.TF_ATTR_TYPE, value: nb.binding.TF_FLOAT },
+      typeAttr(nb, "T", "float32"),
       { name: "transpose_a", type: nb.binding.TF_ATTR_BOOL, value: attrs.transposeA },
       { name: "transpose_b", type: nb.binding.TF_ATTR_BOOL, value: attrs.transposeB },
     ], [a, b]);
