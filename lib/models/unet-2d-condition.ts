@@ -72,6 +72,13 @@ export const UNET_2D_CONDITION_DEFAULTS: UNet2DConditionConfig = {
   addition_embed_type_num_heads: 64,
 };
 
+/** forwardDown's result: the time embedding, the mid block's output and every skip state (conv_in's output first). */
+export type UNetDownState = {
+  emb: tf.Tensor2D;
+  hidden: tf.Tensor4D;
+  skips: tf.Tensor4D[];
+};
+
 export interface UNetForwardOptions {
   /** ControlNet residuals added to the skip states (one per skip: conv_in output, each resnet/attention, each downsampler). */
   downBlockAdditionalResiduals?: tf.Tensor4D[];
@@ -177,21 +184,38 @@ export class UNet2DConditionModel extends UNetEncoderModel<UNet2DConditionConfig
     encoderHiddenStates: tf.Tensor3D,
     opts: UNetForwardOptions = {},
   ): tf.Tensor4D {
+    return tf.tidy(() => this.forwardUp(this.forwardDown(sample, timestep, encoderHiddenStates), encoderHiddenStates, opts));
+  }
+
+  /**
+   * The first part of forward: time embedding, conv_in, the down blocks and the mid block — everything a ControlNet's
+   * residuals do not reach (they join the skips and the mid block's output). Training runs it outside the gradient
+   * scope (training/step.ts): tfjs' tape records every kernel run inside one and keeps what each saves for backward,
+   * whether or not a trainable weight lies upstream, where torch's autograd records nothing for a frozen prefix.
+   */
+  forwardDown(sample: tf.Tensor4D, timestep: number | number[] | tf.Tensor, encoderHiddenStates: tf.Tensor3D): UNetDownState {
     return tf.tidy(() => {
-      const [b, hh, ww] = sample.shape;
+      const emb = this.embedTime(timestep, sample.shape[0]);
+      const down = this.runDown(this.conv_in.forward(sample), emb, encoderHiddenStates);
+      const hidden = this.mid_block ? this.mid_block.forward(down.hidden, emb, encoderHiddenStates) : down.hidden;
+      return { emb, hidden, skips: down.states };
+    });
+  }
+
+  /** The rest of forward from forwardDown's state: the ControlNet's residuals join, then the up blocks and conv_out. */
+  forwardUp(state: UNetDownState, encoderHiddenStates: tf.Tensor3D, opts: UNetForwardOptions = {}): tf.Tensor4D {
+    return tf.tidy(() => {
+      const { emb } = state;
+      const [, hh, ww] = state.skips[0]!.shape;
       const factor = 2 ** this.numUpsamplers;
       const forwardUpsampleSize = hh % factor !== 0 || ww % factor !== 0;
-      const emb = this.embedTime(timestep, b);
-      let h = this.conv_in.forward(sample);
-      const down = this.runDown(h, emb, encoderHiddenStates);
-      h = down.hidden;
-      let skips = down.states;
+      let h = state.hidden;
+      let skips = state.skips;
       const extra = opts.downBlockAdditionalResiduals;
       if (extra) {
         if (extra.length !== skips.length) throw new Error(`expected ${skips.length} down_block_additional_residuals, got ${extra.length}`);
         skips = skips.map((s, i) => tf.add(s, extra[i]!) as tf.Tensor4D);
       }
-      if (this.mid_block) h = this.mid_block.forward(h, emb, encoderHiddenStates);
       if (opts.midBlockAdditionalResidual) h = tf.add(h, opts.midBlockAdditionalResidual) as tf.Tensor4D;
 
       this.up_blocks.forEach((block, i) => {

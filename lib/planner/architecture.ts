@@ -18,6 +18,8 @@ export interface BlockShape {
   layers?: number;
   /** Parameters of the block (for the per-op weight copies the wasm engine makes). */
   params: number;
+  /** A block of the UNet's down or mid blocks, which the ControlNet's residuals do not reach (UNet2DConditionModel.forwardDown). */
+  frozenPrefix?: true;
 }
 
 export interface UNetLikeConfig {
@@ -104,7 +106,9 @@ export function stepGeometry(unet: UNetLikeConfig, batch: number, latent: number
   const enc = encoder("controlnet");
   skipElements = enc.skips;
   const zeroConvMacs = enc.macs;
+  const unetStart = blocks.length;
   let s = encoder("unet").s;
+  for (const b of blocks.slice(unetStart)) b.frozenPrefix = true;
   const rev = [...boc].reverse();
   const revHeads = [...heads].reverse();
   const revLayers = [...layers].reverse();

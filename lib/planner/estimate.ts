@@ -73,6 +73,16 @@ export const FUSED_TRANSFORMER_SHARE = 0.3; // 0.65 before the linear and GEGLU 
 export const FUSED_SILU_KEPT = 3; // 2 before
 
 /**
+ * Self-attention maps (bh·n² elements) beyond the probabilities and their gradient that a full-attention transformer
+ * holds at the wasm step's peak (the softmax backward's intermediates). Fitted with `npm run bench -- planner-fit` on
+ * engine "wasm" once the UNet's down and mid blocks ran outside the gradient scope: without it the configs whose
+ * self-attention spans 1,024 tokens were predicted at 0.71 (tiny 64 px) and 0.85 (bench-mid 256 px) of their
+ * measured peaks (0.75 and 0.88 before that change), enough to call a 4 GiB-heap run that cannot fit a fit; with
+ * 0.8: 0.897–1.032 on the 7 configs without chunking (1.6: up to 1.137 on tiny 32 px).
+ */
+export const WASM_SOFTMAX_GRAD_MAPS = 0.8;
+
+/**
  * Peak RSS beyond (live tensors + the process before building), as a share of the peak live tensors, on the native
  * CPU engine: SD1.5 at 512 px (`npm run bench -- sd15-step --resolution 512`, 2026-12-03/04): 0.064–0.085 with the
  * fused kernels of the 3rd, 0.105 and 0.148 with those of the 4th. 0.10: the runs' RSS is then predicted within
@@ -318,7 +328,8 @@ function blockCost(b: BlockShape, profile: EngineProfile, chunk: number, fused: 
     const scores = chunked ? 0 : layers * (profile === "tfjs" ? 1 : 2) * bh * (n * n + n * m);
     // chunked: one chunk's scores are recomputed at a time (scores, probabilities and their gradients).
     const chunkTransient = chunked ? 4 * bh * chunk * Math.max(n, m) : 0;
-    return { saved: weights + act, attention: scores, backward: 0.93 * act + scores + chunkTransient, inputs: outE + b.batch * m * b.ctxDim!, weights };
+    const softmaxGrad = profile === "tfjs" && !chunked ? WASM_SOFTMAX_GRAD_MAPS * layers * bh * n * n : 0;
+    return { saved: weights + act, attention: scores, backward: 0.93 * act + scores + chunkTransient + softmaxGrad, inputs: outE + b.batch * m * b.ctxDim!, weights };
   }
   const act = layers * (31 * outE + 2 * ctxE);
   const probs = chunked ? layers * bh * n : layers * bh * (n * n + n * m);
@@ -356,6 +367,13 @@ export function estimateMemory(c: EstimateConfig): MemoryEstimate {
   let weightTerms = 0;
   for (const b of geo.blocks) {
     const k = blockCost(b, profile, o.attentionChunkSize, fused);
+    // ours runs the UNet's down and mid blocks outside the gradient scope (training/step.ts): nothing they compute is
+    // taped, only their outputs live on (the UNet's skips, counted below). Their activation-gradient terms stay: no
+    // gradient ever flowed through them, but the shares above were fitted while they were counted.
+    if (tape && b.frozenPrefix) {
+      backward += o.gradientCheckpointing ? k.inputs : (fused ? FUSED_BLOCK_SHARE : 1) * k.backward;
+      continue;
+    }
     // torch: diffusers only checkpoints modules in training mode, i.e. the ControlNet, never the frozen UNet.
     // ours also checkpoints the down/upsamplers (so frozen ones can be streamed from the host).
     const ckpt = o.gradientCheckpointing && (tape ? true : (b.kind === "resnet" || b.kind === "transformer") && b.model === "controlnet");
@@ -389,7 +407,7 @@ export function estimateMemory(c: EstimateConfig): MemoryEstimate {
     ? (wasm ? 0 : ce.params) + activationFactor(profile) * (siluKept * ce.siluOut + 2 * ce.convOut) + ce.input
     : 2 * ce.siluOut + ce.input + ce.convOut;
   // a skip connection's second copy is a tape copy: gone on wasm, a separate tracked handle on native
-  saved += cond + geo.concatElements + (wasm ? 1 : 2) * geo.skipElements;
+  saved += cond + geo.concatElements + (wasm ? 1 : 2) * geo.skipElements + (tape ? geo.skipElements : 0);
   if (tape) backward += 0.49 * cond;
   // tfjs holds every activation gradient to the end of backprop; torch needs only the largest block's backward.
   const transient = tape ? backward + maxBlock : maxBlock;

@@ -12,7 +12,7 @@
  * script's exact values; the trainer draws them from its seeded RNG.
  */
 import { tf, withWeightGradientSink } from "../engine/index.js";
-import type { AutoencoderKL, ControlNetModel, UNet2DConditionModel } from "../models/index.js";
+import type { AutoencoderKL, ControlNetModel, UNet2DConditionModel, UNetDownState } from "../models/index.js";
 import { computeSnr, minSnrWeights } from "../schedulers/index.js";
 
 export interface NoiseSchedule {
@@ -45,18 +45,37 @@ export interface LossInputs {
   snrGamma?: number | null;
 }
 
+/**
+ * What the loss needs that no trainable weight reaches: the noisy latents, the timesteps and the frozen UNet's
+ * forwardDown (its down and mid blocks). controlnetGradients computes it outside the gradient scope, so tfjs' tape
+ * neither records those kernels nor keeps what they save — autograd's behaviour for a frozen prefix.
+ */
+type FrozenPrefix = {
+  noisy: tf.Tensor4D;
+  ts: tf.Tensor1D;
+  unetDown: UNetDownState;
+};
+
+function frozenPrefix(unet: UNet2DConditionModel, scheduler: NoiseSchedule, x: LossInputs): FrozenPrefix {
+  return tf.tidy(() => {
+    const noisy = scheduler.addNoise(x.latents, x.noise, x.timesteps) as tf.Tensor4D;
+    const ts = tf.tensor1d(x.timesteps, "float32");
+    return { noisy, ts, unetDown: unet.forwardDown(noisy, ts, x.encoderHiddenStates) };
+  });
+}
+
 /** The scalar loss as a function of the ControlNet's current weights (call inside a gradient scope). */
 export function controlnetLoss(
   unet: UNet2DConditionModel,
   controlnet: ControlNetModel,
   scheduler: NoiseSchedule,
   x: LossInputs,
+  prefix?: FrozenPrefix,
 ): tf.Scalar {
   return tf.tidy(() => {
-    const noisy = scheduler.addNoise(x.latents, x.noise, x.timesteps) as tf.Tensor4D;
-    const ts = tf.tensor1d(x.timesteps, "float32");
+    const { noisy, ts, unetDown } = prefix ?? frozenPrefix(unet, scheduler, x);
     const { downBlockResSamples, midBlockResSample } = controlnet.forward(noisy, ts, x.encoderHiddenStates, x.conditioning);
-    const pred = unet.forward(noisy, ts, x.encoderHiddenStates, {
+    const pred = unet.forwardUp(unetDown, x.encoderHiddenStates, {
       downBlockAdditionalResiduals: downBlockResSamples,
       midBlockAdditionalResidual: midBlockResSample,
     });
@@ -90,24 +109,29 @@ export function controlnetGradients(
 ): { loss: number; grads: Map<string, tf.Tensor> } {
   const named = [...controlnet.namedParameters()].filter(([, p]) => p.variable.trainable);
   const vars = named.map(([, p]) => p.variable);
+  const prefix = frozenPrefix(unet, scheduler, x);
   const run = () =>
     tf.variableGrads(() => {
-      const l = controlnetLoss(unet, controlnet, scheduler, x);
+      const l = controlnetLoss(unet, controlnet, scheduler, x, prefix);
       return lossScale === 1 ? l : tf.tidy(() => tf.mul(l, lossScale) as tf.Scalar);
     }, vars);
   let result;
-  if (hostGrads) {
-    const nameOf = new Map<tf.Tensor, string>(named.map(([n, p]) => [p.variable, n]));
-    result = withWeightGradientSink((w, g) => {
-      const d = g.dataSync() as Float32Array;
-      g.dispose();
-      const name = nameOf.get(w);
-      if (name === undefined) return; // a trainable weight of another model: not ours to update
-      const acc = hostGrads.get(name);
-      if (!acc) hostGrads.set(name, Float32Array.from(d));
-      else for (let i = 0; i < d.length; i++) acc[i]! += d[i]!;
-    }, run);
-  } else result = run();
+  try {
+    if (hostGrads) {
+      const nameOf = new Map<tf.Tensor, string>(named.map(([n, p]) => [p.variable, n]));
+      result = withWeightGradientSink((w, g) => {
+        const d = g.dataSync() as Float32Array;
+        g.dispose();
+        const name = nameOf.get(w);
+        if (name === undefined) return; // a trainable weight of another model: not ours to update
+        const acc = hostGrads.get(name);
+        if (!acc) hostGrads.set(name, Float32Array.from(d));
+        else for (let i = 0; i < d.length; i++) acc[i]! += d[i]!;
+      }, run);
+    } else result = run();
+  } finally {
+    tf.dispose(prefix); // the frozen prefix's tensors, whatever the backward did
+  }
   const { value, grads } = result;
   const loss = value.dataSync()[0]! / lossScale;
   value.dispose();
