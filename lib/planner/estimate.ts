@@ -406,7 +406,8 @@ export function estimateMemory(c: EstimateConfig): MemoryEstimate {
   const cond = tape
     ? (wasm ? 0 : ce.params) + activationFactor(profile) * (siluKept * ce.siluOut + 2 * ce.convOut) + ce.input
     : 2 * ce.siluOut + ce.input + ce.convOut;
-  // a skip connection's second copy is a tape copy: gone on wasm, a separate tracked handle on native
+  // a skip connection's second copy is a tape copy: gone on wasm, a separate tracked handle on native; with a tape,
+  // the frozen UNet's own skips (forwardDown's, as many elements as the ControlNet's) live until backprop ends too
   saved += cond + geo.concatElements + (wasm ? 1 : 2) * geo.skipElements + (tape ? geo.skipElements : 0);
   if (tape) backward += 0.49 * cond;
   // tfjs holds every activation gradient to the end of backprop; torch needs only the largest block's backward.
