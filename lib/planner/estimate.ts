@@ -367,16 +367,17 @@ export function estimateMemory(c: EstimateConfig): MemoryEstimate {
   let weightTerms = 0;
   for (const b of geo.blocks) {
     const k = blockCost(b, profile, o.attentionChunkSize, fused);
-    // ours runs the UNet's down and mid blocks outside the gradient scope (training/step.ts): nothing they compute is
-    // taped, only their outputs live on (the UNet's skips, counted below). Their activation-gradient terms stay: no
-    // gradient ever flowed through them, but the shares above were fitted while they were counted.
-    if (tape && b.frozenPrefix) {
-      backward += o.gradientCheckpointing ? k.inputs : (fused ? FUSED_BLOCK_SHARE : 1) * k.backward;
-      continue;
-    }
     // torch: diffusers only checkpoints modules in training mode, i.e. the ControlNet, never the frozen UNet.
     // ours also checkpoints the down/upsamplers (so frozen ones can be streamed from the host).
     const ckpt = o.gradientCheckpointing && (tape ? true : (b.kind === "resnet" || b.kind === "transformer") && b.model === "controlnet");
+    const share = fused ? FUSED_BLOCK_SHARE : 1;
+    // ours runs the UNet's down and mid blocks outside the gradient scope (training/step.ts): nothing they compute is
+    // taped, only their outputs live on (the UNet's skips, counted below). Their activation-gradient terms (as the
+    // branches below count them) stay: no gradient ever flowed through them, but the shares were fitted with them.
+    if (tape && b.frozenPrefix) {
+      backward += ckpt ? k.inputs : share * k.backward;
+      continue;
+    }
     if (ckpt) {
       saved += k.inputs;
       // tfjs: the gradient reaching each checkpointed block's inputs also lives until the end of backprop.
@@ -390,7 +391,6 @@ export function estimateMemory(c: EstimateConfig): MemoryEstimate {
       const recomputeExtra = profile !== "tfjs-native" ? 0 : fused ? k.saved - k.weights : k.attention;
       maxBlock = Math.max(maxBlock, k.saved + k.attention + k.backward + recomputeExtra);
     } else {
-      const share = fused ? FUSED_BLOCK_SHARE : 1;
       saved += k.weights + share * (k.saved - k.weights);
       weightTerms += k.weights;
       attention += k.attention;
