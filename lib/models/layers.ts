@@ -42,9 +42,19 @@ export class Conv2d extends Module {
 
   forward(x: tf.Tensor4D): tf.Tensor4D {
     return tf.tidy(() => {
-      const y = tf.conv2d(x, this.kernelWeight(this.weight) as tf.Tensor4D, this.stride, this.pad);
+      const y = this.convolve(x);
       return this.bias ? fusedBiasAdd(y, this.v(this.bias)) ?? tf.add(y, this.v(this.bias)) : y;
     });
+  }
+
+  /** The convolution without the bias, for a caller that adds the bias with something else (ResnetBlock2D). */
+  convolve(x: tf.Tensor4D): tf.Tensor4D {
+    return tf.conv2d(x, this.kernelWeight(this.weight) as tf.Tensor4D, this.stride, this.pad);
+  }
+
+  /** The bias as a tensor (null without one). */
+  biasValue(): tf.Tensor1D | null {
+    return this.bias ? (this.v(this.bias) as tf.Tensor1D) : null;
   }
 }
 

@@ -51,11 +51,16 @@ export class ResnetBlock2D extends Module {
   /** x: [B,H,W,Cin]; temb: [B, tembChannels] (ignored when the block has no time projection). */
   forward(x: tf.Tensor4D, temb: tf.Tensor2D | null): tf.Tensor4D {
     return tf.tidy(() => {
-      let h = this.conv1.forward(this.normThenAct(this.norm1, x));
+      const normed = this.normThenAct(this.norm1, x);
+      let h: tf.Tensor4D;
       if (this.time_emb_proj && temb) {
-        const t = this.time_emb_proj.forward(this.act(temb));
-        h = tf.add(h, tf.reshape(t, [t.shape[0], 1, 1, t.shape[1]]));
-      }
+        // conv1's bias joins the projected time embedding's [B, C] rows, so the feature map takes one add, not two
+        // (the same sum as diffusers' (conv1(x) + b) + temb, in another order)
+        let t = this.time_emb_proj.forward(this.act(temb));
+        const b = this.conv1.biasValue();
+        if (b) t = tf.add(t, b);
+        h = tf.add(this.conv1.convolve(normed), tf.reshape(t, [t.shape[0], 1, 1, t.shape[1]]));
+      } else h = this.conv1.forward(normed);
       h = this.conv2.forward(this.normThenAct(this.norm2, h));
       const skip = this.conv_shortcut ? this.conv_shortcut.forward(x) : x;
       const y = tf.add(skip, h) as tf.Tensor4D;
