@@ -43,7 +43,8 @@ export class Conv2d extends Module {
   forward(x: tf.Tensor4D): tf.Tensor4D {
     return tf.tidy(() => {
       const y = this.convolve(x);
-      return this.bias ? fusedBiasAdd(y, this.v(this.bias)) ?? tf.add(y, this.v(this.bias)) : y;
+      const b = this.biasValue();
+      return b ? fusedBiasAdd(y, b) ?? tf.add(y, b) : y;
     });
   }
 
