@@ -21,6 +21,14 @@ convCases.push({ n: 3, h: 5, w: 6, ci: 2, co: 2, k: [3, 2], s: [1, 2], pad: "sam
 convCases.push({ n: 1, h: 512, w: 512, ci: 4, co: 2, k: [3, 3], s: [2, 2], pad: [[0, 0], [1, 1], [1, 1], [0, 0]] });
 convCases.push({ n: 1, h: 513, w: 511, ci: 4, co: 3, k: [3, 3], s: [2, 2], pad: [[0, 0], [0, 2], [1, 0], [0, 0]] });
 
+// Filters of ≥ 640 × 640 channels: on the native CPU engine, the product of the input's patches and the filter
+// (lib/engine/native/kernels.ts); SAME, VALID (1×1) and a stride-2 downsampler's explicit padding (Pad first)
+export const largeFilterConvCases: ConvCase[] = [
+  { n: 2, h: 4, w: 3, ci: 640, co: 640, k: [3, 3], s: [1, 1], pad: [[0, 0], [1, 1], [1, 1], [0, 0]] },
+  { n: 1, h: 5, w: 4, ci: 640, co: 640, k: [3, 3], s: [2, 2], pad: [[0, 0], [1, 1], [1, 1], [0, 0]] },
+  { n: 1, h: 3, w: 5, ci: 1280, co: 320, k: [1, 1], s: [1, 1], pad: "valid" },
+];
+
 export function convGrads(c: ConvCase, seed: number): { dx: Float32Array; dw: Float32Array; y: Float32Array } {
   return tf.tidy(() => {
     const x = tf.randomNormal([c.n, c.h, c.w, c.ci], 0, 1, "float32", seed) as tf.Tensor4D;

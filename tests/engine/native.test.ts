@@ -12,7 +12,7 @@ import { fusedBiasAdd, fusedLinear, hostMemoryLimit, initEngine, memoryBudget, m
 import { FUSED_BIAS_ADD, FUSED_BIAS_GRAD, FUSED_LINEAR, FUSED_LINEAR_GRAD_INPUT, FUSED_LINEAR_GRAD_WEIGHT } from "../../lib/engine/fused.js";
 import { nativeMissingReason } from "../../lib/engine/native/load.js";
 import { nativeDir } from "../../lib/engine/native/install-status.js";
-import { assertConvCaseMatchesCpu, convCases } from "./conv-cases.js";
+import { assertConvCaseMatchesCpu, convCases, largeFilterConvCases } from "./conv-cases.js";
 import { lastLineOfChild, runChild } from "./child-process.js";
 import { paddingName } from "../../lib/engine/native/kernels.js";
 import { tempDir } from "../helpers.js";
@@ -41,6 +41,25 @@ describe("native engine", { skip: missing ?? false }, () => {
   convCases.forEach((c, i) => {
     test(`conv2d forward and gradients, case ${i}: ${c.h}x${c.w} k${c.k} s${c.s} pad ${JSON.stringify(c.pad)}`, async () => {
       await assertConvCaseMatchesCpu(c, i);
+    });
+  });
+
+  largeFilterConvCases.forEach((c, i) => {
+    test(`a large-filter conv (${c.ci}→${c.co}, k${c.k[0]} s${c.s[0]} pad ${JSON.stringify(c.pad)}) runs as patches · filter and equals the cpu backend`, async () => {
+      const backend = tf.backend() as unknown as { executeSingleOutput(name: string, ...rest: unknown[]): unknown };
+      const stock = backend.executeSingleOutput;
+      const ops: string[] = [];
+      backend.executeSingleOutput = function (name, ...rest) {
+        ops.push(name);
+        return stock.call(this, name, ...rest);
+      };
+      try {
+        await assertConvCaseMatchesCpu(c, 100 + i);
+      } finally {
+        backend.executeSingleOutput = stock;
+      }
+      assert.ok(ops.includes("ExtractImagePatches") && ops.includes("MatMul"), `ops run: ${[...new Set(ops)].join(", ")}`);
+      assert.ok(!ops.includes("Conv2D"), "no Conv2D forward");
     });
   });
 

@@ -149,11 +149,69 @@ interface ConvAttrs {
   dimRoundingMode?: "floor" | "round" | "ceil";
 }
 
+/** x reshaped by TensorFlow's Reshape (a new handle on the same buffer). */
+function reshape(backend: NodeBackend, x: TensorInfo, shape: number[]): TensorInfo {
+  const s = tf.tensor1d(shape, "int32");
+  try {
+    return backend.executeSingleOutput("Reshape", [typeAttr(backend, "T", "float32"), typeAttr(backend, "Tshape", "int32")], [x, s]);
+  } finally {
+    s.dispose();
+  }
+}
+
+/**
+ * Convs whose filters hold at least this many input × output channels (640 × 640) run on the CPU as the product of the
+ * input's patches and the filter (TensorFlow's ExtractImagePatches, then MatMul) — the convs of SD1.5's lower levels.
+ * TensorFlow's own Conv2D there took about twice the time: measured on this project's AVX-512 host, 2 threads, forward
+ * alone, Conv2D against patches + MatMul: [1,16,16,1280]→1280 3×3 64–68 vs 32–37 ms, [1,8,8,1280]→1280 16–18 vs 8 ms,
+ * [1,32,32,640]→640 47–54 vs 31 ms, [1,32,32,960]→640 83–94 vs 50–61, [1,64,64,640]→640 191–226 vs 127–143; below the
+ * bound patches lose or tie ([1,64,64,320]→320 27–33 vs 45 ms, [1,64,64,640]→320 79–92 vs 100–103; bench-mid's [4,8,8,128]
+ * →128 0.7–1.0 vs 1.2–1.3 ms). The gradients stay TensorFlow's Conv2DBackprop* ops (at parity with PyTorch's there).
+ */
+const PATCHES_MIN_CHANNEL_PRODUCT = 640 * 640;
+/** The patches tensor this path may build (128 MB): a larger one stays a Conv2D, which needs no such buffer. */
+const PATCHES_MAX_ELEMENTS = 1 << 25;
+
+/** The conv as patches · filter when it is one of the large-filter convs above (else null): NHWC, dilation 1, CPU. */
+function convAsPatchesProduct(backend: NodeBackend, x: TensorInfo, filter: TensorInfo, info: ConvInfo): TensorInfo | null {
+  const { batchSize, outHeight, outWidth, filterHeight: kh, filterWidth: kw, inChannels, outChannels } = info;
+  if (!convsOnHost || info.dataFormat !== "channelsLast" || info.dilationHeight !== 1 || info.dilationWidth !== 1) return null;
+  if (inChannels * outChannels < PATCHES_MIN_CHANNEL_PRODUCT) return null;
+  const rows = batchSize * outHeight * outWidth, depth = kh * kw * inChannels;
+  if (rows * depth > PATCHES_MAX_ELEMENTS) return null;
+  const b = backend.binding;
+  const name = paddingName(info);
+  // ExtractImagePatches knows SAME and VALID only: any other padding is TensorFlow's Pad first, then VALID
+  const patches = (input: TensorInfo, padding: string) => backend.executeSingleOutput("ExtractImagePatches", [
+    typeAttr(backend, "T", "float32"),
+    { name: "ksizes", type: b.TF_ATTR_INT, value: [1, kh, kw, 1] },
+    { name: "strides", type: b.TF_ATTR_INT, value: [1, info.strideHeight, info.strideWidth, 1] },
+    { name: "rates", type: b.TF_ATTR_INT, value: [1, 1, 1, 1] },
+    { name: "padding", type: b.TF_ATTR_STRING, value: padding },
+  ], [input]);
+  const made: TensorInfo[] = [];
+  const keep = (t: TensorInfo) => (made.push(t), t);
+  try {
+    // [B, outH, outW, kh·kw·Cin], depth ordered (row, column, channel) as the HWIO filter flattens
+    const p = keep(name === "EXPLICIT" ? withPadded(backend, x, nhwcPaddings(info), (xp) => patches(xp, "VALID")) : patches(x, name));
+    const product = keep(backend.executeSingleOutput("MatMul", [
+      typeAttr(backend, "T", "float32"),
+      { name: "transpose_a", type: b.TF_ATTR_BOOL, value: false },
+      { name: "transpose_b", type: b.TF_ATTR_BOOL, value: false },
+    ], [keep(reshape(backend, p, [rows, depth])), keep(reshape(backend, filter, [depth, outChannels]))]));
+    return reshape(backend, product, [batchSize, outHeight, outWidth, outChannels]);
+  } finally {
+    tf.dispose(made as tf.Tensor[]);
+  }
+}
+
 const conv2D: KernelFunc = ({ inputs, backend, attrs }) => {
   const { x, filter } = inputs as { x: TensorInfo; filter: TensorInfo };
   const a = attrs as unknown as ConvAttrs;
   const info = tf.backend_util.computeConv2DInfo(x.shape as [number, number, number, number], filter.shape as [number, number, number, number], a.strides, a.dilations, a.pad, a.dimRoundingMode, false, tf.backend_util.convertConv2DDataFormat(a.dataFormat));
   const nb = backend as unknown as NodeBackend;
+  const product = convAsPatchesProduct(nb, x, filter, info);
+  if (product) return product;
   const padded = padThenValid(info);
   if (padded) return withPadded(nb, x, padded.paddings, (xp) => nb.executeSingleOutput("Conv2D", convAttrs(nb, padded.valid), [xp, filter]));
   return nb.executeSingleOutput("Conv2D", convAttrs(nb, info), [x, filter]);
