@@ -1,15 +1,19 @@
 // Fused attention's arithmetic (ControlnetTsAttention / …Grad in fused.cc), compiled per ISA (see simd.h).
 //
-// Layouts (one batch·head at a time; d = head width, D8 = d rounded up to 8-float vectors, DP = 8·D8, MP = keys
-// rounded up to the copy's widest vector, kLanes). The operands q, k, v, out, dout and dq are rows of d floats `ld`
+// Layouts (one batch·head at a time; d = head width, DV = d rounded up to whole widest vectors vw of kLanes floats,
+// DP = kLanes·DV, MP = keys rounded up to kLanes). The operands q, k, v, out, dout and dq are rows of d floats `ld`
 // apart: a head's slice of [batch, tokens, heads·d] (ld = heads·d), so the model never splits heads into a layout of
 // their own. Internal layouts:
 //   "rows"       [R][d]   a few query rows, contiguous
-//   "padded"     [n][DP]  rows zero-padded to whole v8 vectors (values, keys, accumulators of dK / dV)
+//   "padded"     [n][DP]  rows zero-padded to whole vw vectors (values, keys, accumulators of dK / dV)
 //   "transposed" [d][MP]  keys or values by channel, zero-padded past M (so a vector runs along keys)
-// Score rows S / P are [R][MP]; entries past M are made 0 after the exponential, so padding never counts. What runs
-// along keys — scores, their maximum, the exponentials, dS — takes the widest vector vw (16 keys in the AVX-512 copy:
-// the level-0 attention of bench-mid spends most of its time there); what runs along a head's channels stays on v8.
+// Score rows S / P are [R][MP]; entries past M are made 0 after the exponential, so padding never counts. Both
+// directions take the widest vector vw (16 floats in the AVX-512 copy): along keys the scores, their maximum, the
+// exponentials and dS; along a head's channels the products with values and the dK / dV updates. In the AVX-512 copy
+// (32 vector registers) a block is 8 query rows, so each pass over a head's keys and values serves 8 rows, not 4.
+// Against the earlier 8-float channel products and 4-row blocks (AVX-512 host, 2 threads, one head set alone):
+// SD1.5's 4096-token self-attention (8 heads of 40) forward 175 → 96 ms, forward + backward 947 → 448 ms; 1024
+// tokens, 8 heads of 80: 29 → 12 ms and 134 → 61 ms; bench-mid's 256 tokens, 4 heads of 16: 0.95 → 0.74 ms.
 
 // S[r][0..MP) = A[r][0..d) · Bt[0..d)[0..MP): R query (or dO) rows against every key (or value), 2·kLanes keys per pass.
 template <int R>
@@ -40,7 +44,19 @@ static void ScoreRows(const float* A, int d, const float* Bt, int MP, float* S) 
   }
 }
 
+// Query rows per block: the score kernel's register tile (8 rows × 2 vectors of keys is 16 accumulators: the AVX-512
+// copy's 32 registers hold them, the 16 of AVX2 hold 4 rows).
+constexpr int kBlock = kLanes == 16 ? 8 : 4;
+
 static void Scores(const float* A, int rows, int d, const float* Bt, int MP, float* S) {
+  if constexpr (kBlock == 8) {
+    switch (rows) {
+      case 8: return ScoreRows<8>(A, d, Bt, MP, S);
+      case 7: return ScoreRows<7>(A, d, Bt, MP, S);
+      case 6: return ScoreRows<6>(A, d, Bt, MP, S);
+      case 5: return ScoreRows<5>(A, d, Bt, MP, S);
+    }
+  }
   switch (rows) {
     case 4: return ScoreRows<4>(A, d, Bt, MP, S);
     case 3: return ScoreRows<3>(A, d, Bt, MP, S);
@@ -50,84 +66,89 @@ static void Scores(const float* A, int rows, int d, const float* Bt, int MP, flo
 }
 
 // Out[r][0..DP) = P[r][0..M) · B[0..M)[0..DP): R probability rows against padded values (or dS against keys).
-// D8 is a template argument for the widths the models use (head widths up to 64) so the accumulators stay in
-// registers; wider heads take the loop with a run-time width.
-template <int R, int D8>
+// DV is a template argument for the widths the models use (SD1.5's heads of 40, 80 and 160 channels included) so the
+// accumulators stay in registers; other widths take the loop with a run-time width.
+template <int R, int DV>
 static void WeightedRowsFixed(const float* P, int MP, int M, const float* B, float* Out) {
-  constexpr int DP = 8 * D8;
-  v8 acc[R][D8] = {};
+  constexpr int DP = kLanes * DV;
+  vw acc[R][DV] = {};
   for (int j = 0; j < M; j++) {
-    v8 b[D8];
-    for (int v = 0; v < D8; v++) b[v] = load(B + size_t(j) * DP + 8 * v);
+    vw b[DV];
+    for (int v = 0; v < DV; v++) b[v] = load<vw>(B + size_t(j) * DP + kLanes * v);
     for (int r = 0; r < R; r++) {
-      const v8 p = splat(P[size_t(r) * MP + j]);
-      for (int v = 0; v < D8; v++) acc[r][v] += p * b[v];
+      const vw p = splat<vw>(P[size_t(r) * MP + j]);
+      for (int v = 0; v < DV; v++) acc[r][v] += p * b[v];
     }
   }
   for (int r = 0; r < R; r++)
-    for (int v = 0; v < D8; v++) store(Out + r * DP + 8 * v, acc[r][v]);
+    for (int v = 0; v < DV; v++) store(Out + r * DP + kLanes * v, acc[r][v]);
 }
 
-static void WeightedRowsAny(const float* P, int rows, int MP, int M, const float* B, int D8, float* Out) {
-  const int DP = 8 * D8;
+static void WeightedRowsAny(const float* P, int rows, int MP, int M, const float* B, int DV, float* Out) {
+  const int DP = kLanes * DV;
   for (int r = 0; r < rows; r++) {
     float* o = Out + r * DP;
-    for (int v = 0; v < D8; v++) store(o + 8 * v, splat(0.f));
+    for (int v = 0; v < DV; v++) store(o + kLanes * v, splat<vw>(0.f));
     for (int j = 0; j < M; j++) {
-      const v8 p = splat(P[size_t(r) * MP + j]);
+      const vw p = splat<vw>(P[size_t(r) * MP + j]);
       const float* b = B + size_t(j) * DP;
-      for (int v = 0; v < D8; v++) store(o + 8 * v, load(o + 8 * v) + p * load(b + 8 * v));
+      for (int v = 0; v < DV; v++) store(o + kLanes * v, load<vw>(o + kLanes * v) + p * load<vw>(b + kLanes * v));
     }
   }
 }
 
-// Rows per pass for a head width: as many as keep R·D8 accumulators plus D8 operands within the 16 vector registers.
-constexpr int RowsFor(int D8) { return D8 <= 2 ? 4 : D8 == 3 ? 3 : D8 <= 5 ? 2 : 1; }
+// Rows per pass for a head width: as many as keep R·DV accumulators, DV operands and a broadcast within the copy's
+// vector registers (32 with AVX-512, up to kBlock rows; 16 otherwise).
+constexpr int RowsFor(int DV) {
+  if (kLanes == 16) return std::clamp((31 - DV) / DV, 1, kBlock);
+  return DV <= 2 ? 4 : DV == 3 ? 3 : DV <= 5 ? 2 : 1;
+}
 
 // G[j][0..DP) += Σ_r P[r][j] · A[r][0..DP) for j < M: the rank-R update of dK (dS against scaled queries) or dV
 // (probabilities against dO); G is a padded accumulator owned by the caller.
-template <int R, int D8>
+template <int R, int DV>
 static void AccumulateFixed(const float* P, int MP, int M, const float* A, float* G) {
-  constexpr int DP = 8 * D8;
-  v8 a[R][D8];
+  constexpr int DP = kLanes * DV;
+  vw a[R][DV];
   for (int r = 0; r < R; r++)
-    for (int v = 0; v < D8; v++) a[r][v] = load(A + r * DP + 8 * v);
+    for (int v = 0; v < DV; v++) a[r][v] = load<vw>(A + r * DP + kLanes * v);
   for (int j = 0; j < M; j++) {
     float* g = G + size_t(j) * DP;
-    v8 acc[D8];
-    for (int v = 0; v < D8; v++) acc[v] = load(g + 8 * v);
+    vw acc[DV];
+    for (int v = 0; v < DV; v++) acc[v] = load<vw>(g + kLanes * v);
     for (int r = 0; r < R; r++) {
-      const v8 p = splat(P[size_t(r) * MP + j]);
-      for (int v = 0; v < D8; v++) acc[v] += p * a[r][v];
+      const vw p = splat<vw>(P[size_t(r) * MP + j]);
+      for (int v = 0; v < DV; v++) acc[v] += p * a[r][v];
     }
-    for (int v = 0; v < D8; v++) store(g + 8 * v, acc[v]);
+    for (int v = 0; v < DV; v++) store(g + kLanes * v, acc[v]);
   }
 }
 
-static void AccumulateAny(const float* P, int rows, int MP, int M, const float* A, int D8, float* G) {
-  const int DP = 8 * D8;
+static void AccumulateAny(const float* P, int rows, int MP, int M, const float* A, int DV, float* G) {
+  const int DP = kLanes * DV;
   for (int j = 0; j < M; j++) {
     float* g = G + size_t(j) * DP;
     for (int r = 0; r < rows; r++) {
-      const v8 p = splat(P[size_t(r) * MP + j]);
-      for (int v = 0; v < D8; v++) store(g + 8 * v, load(g + 8 * v) + p * load(A + r * DP + 8 * v));
+      const vw p = splat<vw>(P[size_t(r) * MP + j]);
+      for (int v = 0; v < DV; v++) store(g + kLanes * v, load<vw>(g + kLanes * v) + p * load<vw>(A + r * DP + kLanes * v));
     }
   }
 }
 
-// Op's register-tiled pass over `rows` rows of P: RowsFor(D8) rows at a time, then single rows.
-template <typename Op, int D8>
+// Op's register-tiled pass over `rows` rows of P: RowsFor(DV) rows at a time, then single rows.
+template <typename Op, int DV>
 static void RowPasses(const float* P, int rows, int MP, int M, const float* X, float* Y) {
-  constexpr int R = RowsFor(D8);
+  constexpr int R = RowsFor(DV);
   int r = 0;
-  for (; r + R <= rows; r += R) Op::template Pass<R, D8>(P + size_t(r) * MP, MP, M, X, Y, r);
-  for (; r < rows; r++) Op::template Pass<1, D8>(P + size_t(r) * MP, MP, M, X, Y, r);
+  for (; r + R <= rows; r += R) Op::template Pass<R, DV>(P + size_t(r) * MP, MP, M, X, Y, r);
+  for (; r < rows; r++) Op::template Pass<1, DV>(P + size_t(r) * MP, MP, M, X, Y, r);
 }
 
-// The head widths with templated kernels (up to 64 channels); wider heads take Op's run-time-width loop.
+// The head widths with templated kernels; others take Op's run-time-width loop. In vectors of 16 (8) floats: heads of
+// up to 16 (8) channels are 1, SD1.5's 40 are 3 (5), its 80 are 5 (10), its 160 are 10 (20, the loop).
 template <typename Op>
-static void ByWidth(const float* P, int rows, int MP, int M, const float* X, int D8, float* Y) {
-  switch (D8) {
+static void ByWidth(const float* P, int rows, int MP, int M, const float* X, int DV, float* Y) {
+  switch (DV) {
     case 1: return RowPasses<Op, 1>(P, rows, MP, M, X, Y);
     case 2: return RowPasses<Op, 2>(P, rows, MP, M, X, Y);
     case 3: return RowPasses<Op, 3>(P, rows, MP, M, X, Y);
@@ -135,28 +156,29 @@ static void ByWidth(const float* P, int rows, int MP, int M, const float* X, int
     case 5: return RowPasses<Op, 5>(P, rows, MP, M, X, Y);
     case 6: return RowPasses<Op, 6>(P, rows, MP, M, X, Y);
     case 8: return RowPasses<Op, 8>(P, rows, MP, M, X, Y);
-    default: return Op::Any(P, rows, MP, M, X, D8, Y);
+    case 10: return RowPasses<Op, 10>(P, rows, MP, M, X, Y);
+    default: return Op::Any(P, rows, MP, M, X, DV, Y);
   }
 }
 
 // Out rows (one per P row) from shared padded B.
 struct WeightedRowsOp {
-  template <int R, int D8>
-  static void Pass(const float* P, int MP, int M, const float* B, float* Out, int r) { WeightedRowsFixed<R, D8>(P, MP, M, B, Out + r * 8 * D8); }
-  static void Any(const float* P, int rows, int MP, int M, const float* B, int D8, float* Out) { WeightedRowsAny(P, rows, MP, M, B, D8, Out); }
+  template <int R, int DV>
+  static void Pass(const float* P, int MP, int M, const float* B, float* Out, int r) { WeightedRowsFixed<R, DV>(P, MP, M, B, Out + r * kLanes * DV); }
+  static void Any(const float* P, int rows, int MP, int M, const float* B, int DV, float* Out) { WeightedRowsAny(P, rows, MP, M, B, DV, Out); }
 };
-static void WeightedRows(const float* P, int rows, int MP, int M, const float* B, int D8, float* Out) {
-  ByWidth<WeightedRowsOp>(P, rows, MP, M, B, D8, Out);
+static void WeightedRows(const float* P, int rows, int MP, int M, const float* B, int DV, float* Out) {
+  ByWidth<WeightedRowsOp>(P, rows, MP, M, B, DV, Out);
 }
 
 // One A row per P row, into the shared accumulator G.
 struct AccumulateOp {
-  template <int R, int D8>
-  static void Pass(const float* P, int MP, int M, const float* A, float* G, int r) { AccumulateFixed<R, D8>(P, MP, M, A + r * 8 * D8, G); }
-  static void Any(const float* P, int rows, int MP, int M, const float* A, int D8, float* G) { AccumulateAny(P, rows, MP, M, A, D8, G); }
+  template <int R, int DV>
+  static void Pass(const float* P, int MP, int M, const float* A, float* G, int r) { AccumulateFixed<R, DV>(P, MP, M, A + r * kLanes * DV, G); }
+  static void Any(const float* P, int rows, int MP, int M, const float* A, int DV, float* G) { AccumulateAny(P, rows, MP, M, A, DV, G); }
 };
-static void Accumulate(const float* P, int rows, int MP, int M, const float* A, int D8, float* G) {
-  ByWidth<AccumulateOp>(P, rows, MP, M, A, D8, G);
+static void Accumulate(const float* P, int rows, int MP, int M, const float* A, int DV, float* G) {
+  ByWidth<AccumulateOp>(P, rows, MP, M, A, DV, G);
 }
 
 // Narrow heads in the AVX-512 copy (d ≤ 8, so DP is 8) attending to many keys: the products over keys run along keys
@@ -187,9 +209,9 @@ static inline float ReduceAdd(vw a) {
   return (lo4[0] + lo4[2]) + (lo4[1] + lo4[3]);
 }
 
-// Out[r][0..D) = Σ_j P[r][j] · Bt[0..D)[j]: R rows of P (or dS) against transposed values (or keys).
+// Out[r][0..D) = Σ_j P[r][j] · Bt[0..D)[j]: R rows of P (or dS) against transposed values (or keys); Out's rows ldo apart.
 template <int R, int D>
-static void KeyDotRows(const float* P, int MP, const float* Bt, float* Out) {
+static void KeyDotRows(const float* P, int MP, const float* Bt, float* Out, int ldo) {
   vw acc[R][D] = {};
   for (int j = 0; j < MP; j += kLanes) {
     vw p[R];
@@ -200,25 +222,26 @@ static void KeyDotRows(const float* P, int MP, const float* Bt, float* Out) {
     }
   }
   for (int r = 0; r < R; r++)
-    for (int c = 0; c < D; c++) Out[r * D + c] = ReduceAdd(acc[r][c]);
+    for (int c = 0; c < D; c++) Out[r * ldo + c] = ReduceAdd(acc[r][c]);
 }
 
-// Out [rows][8] from P [rows][MP] and Bt [8][MP], two rows at a time (16 accumulators, 2 of P, 1 of Bt).
-static void KeyDot(const float* P, int rows, int MP, const float* Bt, float* Out) {
+// Out [rows][8] (rows ldo apart) from P [rows][MP] and Bt [8][MP], two rows at a time (16 accumulators, 2 of P, 1 of Bt).
+static void KeyDot(const float* P, int rows, int MP, const float* Bt, float* Out, int ldo) {
   int r = 0;
-  for (; r + 2 <= rows; r += 2) KeyDotRows<2, 8>(P + size_t(r) * MP, MP, Bt, Out + r * 8);
-  for (; r < rows; r++) KeyDotRows<1, 8>(P + size_t(r) * MP, MP, Bt, Out + r * 8);
+  for (; r + 2 <= rows; r += 2) KeyDotRows<2, 8>(P + size_t(r) * MP, MP, Bt, Out + r * ldo, ldo);
+  for (; r < rows; r++) KeyDotRows<1, 8>(P + size_t(r) * MP, MP, Bt, Out + r * ldo, ldo);
 }
 
 // Gt[c][j] += Σ_r P[r][j] · A[r][c] for c < D, every j: the rank-R update of transposed dK (dS against scaled
-// queries) or dV (probabilities against dO), A [R][D]; four channels per pass keep R·4 broadcasts in registers.
+// queries) or dV (probabilities against dO), A [R][D] with rows lda apart; four channels per pass keep R·4
+// broadcasts in registers.
 template <int R, int D>
-static void KeyAccumulateRows(const float* P, int MP, const float* A, float* Gt) {
+static void KeyAccumulateRows(const float* P, int MP, const float* A, int lda, float* Gt) {
   constexpr int C = 4;
   for (int c0 = 0; c0 < D; c0 += C) {
     vw a[R][C];
     for (int r = 0; r < R; r++)
-      for (int c = 0; c < C; c++) a[r][c] = splat<vw>(A[r * D + c0 + c]);
+      for (int c = 0; c < C; c++) a[r][c] = splat<vw>(A[r * lda + c0 + c]);
     for (int j = 0; j < MP; j += kLanes) {
       vw p[R];
       for (int r = 0; r < R; r++) p[r] = load<vw>(P + size_t(r) * MP + j);
@@ -232,13 +255,18 @@ static void KeyAccumulateRows(const float* P, int MP, const float* A, float* Gt)
   }
 }
 
-// Gt [8][MP] += the update of `rows` (≤ kBlock) rows of P [rows][MP] and A [rows][8].
-static void KeyAccumulate(const float* P, int rows, int MP, const float* A, float* Gt) {
-  switch (rows) {
-    case 4: return KeyAccumulateRows<4, 8>(P, MP, A, Gt);
-    case 3: return KeyAccumulateRows<3, 8>(P, MP, A, Gt);
-    case 2: return KeyAccumulateRows<2, 8>(P, MP, A, Gt);
-    default: return KeyAccumulateRows<1, 8>(P, MP, A, Gt);
+// Gt [8][MP] += the update of `rows` (≤ kBlock) rows of P [rows][MP] and A [rows][8] (rows lda apart), four rows at a
+// time (their 16 broadcasts stay in registers).
+static void KeyAccumulate(const float* P, int rows, int MP, const float* A, int lda, float* Gt) {
+  for (int r = 0; r < rows; r += 4) {
+    const float* p = P + size_t(r) * MP;
+    const float* a = A + r * lda;
+    switch (std::min(4, rows - r)) {
+      case 4: KeyAccumulateRows<4, 8>(p, MP, a, lda, Gt); break;
+      case 3: KeyAccumulateRows<3, 8>(p, MP, a, lda, Gt); break;
+      case 2: KeyAccumulateRows<2, 8>(p, MP, a, lda, Gt); break;
+      default: KeyAccumulateRows<1, 8>(p, MP, a, lda, Gt);
+    }
   }
 }
 
@@ -274,17 +302,20 @@ static float RowMax(const float* s, int M) {
   return m;
 }
 
+// A head's padded row width DP (the caller's dK / dV accumulators are [M][DP]).
+static int PaddedWidth(int d) { return (d + kLanes - 1) / kLanes * kLanes; }
+
 // One batch·head's slice of the work: the layouts of its keys and values, built once per call.
 struct Head {
-  int N, M, d, D8, DP, MP;
-  bool narrow;  // NarrowHead(d, M): keys and values transposed with DP rows, no padded copies
+  int N, M, d, DV, DP, MP;
+  bool narrow;  // NarrowHead(d, M): keys and values transposed with 8 channel rows, no padded copies
   AlignedFloats Kt, Vt, Kp, Vp;  // transposed / padded copies (only those the pass needs)
   Head(const float* k, const float* v, int N_, int M_, int d_, size_t ld, bool backward) : N(N_), M(M_), d(d_) {
-    D8 = (d + 7) / 8;
-    DP = 8 * D8;
+    DP = PaddedWidth(d);
+    DV = DP / kLanes;
     MP = (M + kLanes - 1) / kLanes * kLanes;
     narrow = NarrowHead(d, M);
-    const int rowsT = narrow ? DP : d;  // channel rows of the transposed copies
+    const int rowsT = narrow ? 8 : d;  // channel rows of the transposed copies
     Kt.assign(size_t(rowsT) * MP, 0.f);
     for (int j = 0; j < M; j++)
       for (int c = 0; c < d; c++) Kt[size_t(c) * MP + j] = k[j * ld + c];
@@ -302,8 +333,6 @@ struct Head {
   }
 };
 
-constexpr int kBlock = 4;  // query rows per block (the score kernel's register tile)
-
 // Forward for query rows [i0, i1) of one head: out = softmax(scale·q·kᵀ)·v and lse = the rows' log-sum-exp.
 static void ForwardRows(const Head& h, const float* q, size_t ld, float scale, int i0, int i1, float* out, float* lse) {
   AlignedFloats A(kBlock * h.d), S(size_t(kBlock) * h.MP), O(kBlock * h.DP);
@@ -316,8 +345,8 @@ static void ForwardRows(const Head& h, const float* q, size_t ld, float scale, i
     for (int r = 0; r < R; r++) shift[r] = RowMax(S.data() + size_t(r) * h.MP, h.M);
     ExpRows(S.data(), R, h.MP, h.M, shift, sum);
     for (int r = 0; r < R; r++) lse[i + r] = shift[r] + std::log(sum[r]);
-    if (h.narrow) KeyDot(S.data(), R, h.MP, h.Vt.data(), O.data());
-    else WeightedRows(S.data(), R, h.MP, h.M, h.Vp.data(), h.D8, O.data());
+    if (h.narrow) KeyDot(S.data(), R, h.MP, h.Vt.data(), O.data(), h.DP);
+    else WeightedRows(S.data(), R, h.MP, h.M, h.Vp.data(), h.DV, O.data());
     for (int r = 0; r < R; r++)  // normalised here, on d values, rather than on the M probabilities
       for (int c = 0; c < h.d; c++) out[(i + r) * ld + c] = O[r * h.DP + c] / sum[r];
   }
@@ -330,7 +359,7 @@ static void BackwardRows(const Head& h, const float* q, const float* o, const fl
   const int d = h.d, DP = h.DP, MP = h.MP;
   AlignedFloats Aq(kBlock * d), Ado(kBlock * d), Qp(kBlock * DP, 0.f), DOp(kBlock * DP, 0.f);
   AlignedFloats P(size_t(kBlock) * MP), dS(size_t(kBlock) * MP), dQ(kBlock * DP);
-  AlignedFloats dKt(h.narrow ? size_t(DP) * MP : 0, 0.f), dVt(dKt.size(), 0.f);  // narrow heads: transposed dK, dV
+  AlignedFloats dKt(h.narrow ? size_t(8) * MP : 0, 0.f), dVt(dKt.size(), 0.f);  // narrow heads: transposed dK, dV
   float rowLse[kBlock], rowD[kBlock];
   for (int i = i0; i < i1; i += kBlock) {
     const int R = std::min(kBlock, i1 - i);
@@ -355,13 +384,13 @@ static void BackwardRows(const Head& h, const float* q, const float* o, const fl
       for (int j = 0; j < MP; j += kLanes) store(ds + j, load<vw>(p + j) * (load<vw>(ds + j) - D));
     }
     if (h.narrow) {
-      KeyAccumulate(P.data(), R, MP, DOp.data(), dVt.data());
-      KeyAccumulate(dS.data(), R, MP, Qp.data(), dKt.data());
-      KeyDot(dS.data(), R, MP, h.Kt.data(), dQ.data());
+      KeyAccumulate(P.data(), R, MP, DOp.data(), DP, dVt.data());
+      KeyAccumulate(dS.data(), R, MP, Qp.data(), DP, dKt.data());
+      KeyDot(dS.data(), R, MP, h.Kt.data(), dQ.data(), DP);
     } else {
-      Accumulate(P.data(), R, MP, h.M, DOp.data(), h.D8, dVp);
-      Accumulate(dS.data(), R, MP, h.M, Qp.data(), h.D8, dKp);
-      WeightedRows(dS.data(), R, MP, h.M, h.Kp.data(), h.D8, dQ.data());
+      Accumulate(P.data(), R, MP, h.M, DOp.data(), h.DV, dVp);
+      Accumulate(dS.data(), R, MP, h.M, Qp.data(), h.DV, dKp);
+      WeightedRows(dS.data(), R, MP, h.M, h.Kp.data(), h.DV, dQ.data());
     }
     for (int r = 0; r < R; r++)
       for (int c = 0; c < d; c++) dq[(i + r) * ld + c] = dQ[r * DP + c] * scale;

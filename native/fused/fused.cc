@@ -124,6 +124,7 @@ struct KernelTable {
                     float* lse);
   void (*attention_grad)(const float* q, const float* k, const float* v, const float* o, const float* lse, const float* dout, int N, int M,
                          int d, size_t ld, float scale, int i0, int i1, float* dq, float* dKp, float* dVp);
+  int (*attention_padded_width)(int d);  // the row width of attention_grad's dKp / dVp accumulators ([M][width])
   void (*group_norm)(const GroupSlice& s, const float* gamma, const float* beta, float eps, bool silu, float* y, float* mean, float* rstd);
   void (*group_norm_grad)(const GroupSlice& s, const float* gamma, const float* beta, const float* mean, const float* rstd, const float* dy,
                           bool silu, float* dx, float* dgamma_b, float* dbeta_b);
@@ -470,7 +471,7 @@ void ComputeAttentionGrad(void* attrs, TF_OpKernelContext* ctx) {
   // Query rows split only when heads alone cannot feed the threads; each part sums into its own dk/dv copy.
   const int64_t parts = std::max<int64_t>(1, std::min<int64_t>((N + 63) / 64, (threads + BH - 1) / BH));
   const int64_t rows = (N + parts - 1) / parts;
-  const int64_t D8 = (d + 7) / 8, M8 = (M + 7) / 8 * 8, padded = M8 * 8 * D8;
+  const int64_t width = K.attention_padded_width(int(d)), padded = M * width;
   std::vector<float> dKp(BH * parts * padded, 0.f), dVp(BH * parts * padded, 0.f);
   ParallelFor(BH * parts, threads, [&](int64_t item) {
     const int64_t bh = item / parts, i0 = (item % parts) * rows, i1 = std::min(N, i0 + rows);
@@ -487,7 +488,7 @@ void ComputeAttentionGrad(void* attrs, TF_OpKernelContext* ctx) {
       for (int64_t c = 0; c < d; c++) {
         float sk = 0.f, sv = 0.f;
         for (int64_t p = 0; p < parts; p++) {
-          const int64_t at = (bh * parts + p) * padded + j * 8 * D8 + c;
+          const int64_t at = (bh * parts + p) * padded + j * width + c;
           sk += dKp[at];
           sv += dVp[at];
         }

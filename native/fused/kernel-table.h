@@ -11,5 +11,5 @@ static void AttentionGradRows(const float* q, const float* k, const float* v, co
   BackwardRows(h, q, o, lse, dout, ld, scale, i0, i1, dq, dKp, dVp);
 }
 
-const KernelTable kTable = {AttentionRows, AttentionGradRows, GroupNormForward, GroupNormBackward, AdamWUpdate, SiluForward, SiluBackward, LayerNormRows, LayerNormGradRows,
+const KernelTable kTable = {AttentionRows, AttentionGradRows, PaddedWidth, GroupNormForward, GroupNormBackward, AdamWUpdate, SiluForward, SiluBackward, LayerNormRows, LayerNormGradRows,
                            GegluRows, GegluGradRows, AddArrays, GemmRows};

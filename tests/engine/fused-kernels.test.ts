@@ -130,6 +130,8 @@ describe("fused kernels on the native engine", { skip: missing ?? false }, () =>
     [2, 33, 40, 40], // SD1.5's head width
     [1, 9, 11, 72], // above 64 channels: the run-time-width path
     [2, 64, 64, 160], // SD1.5's widest heads
+    [1, 37, 300, 80], // SD1.5's second level: 5 row-tiles of 16 floats (10 of 8), 8-row blocks and a last one of 5
+    [2, 21, 19, 64], // 4 (8) vectors a row, fewer keys than a vector pair
     [1, 600, 300, 8], // one head on several threads: query rows split, dk/dv summed
     [2, 41, 150, 5], // a narrow head over ≥ 128 keys (the AVX-512 copy's along-keys products), a last block of 1 row
   ];
