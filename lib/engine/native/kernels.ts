@@ -171,11 +171,18 @@ function reshape(backend: NodeBackend, x: TensorInfo, shape: number[]): TensorIn
 const PATCHES_MIN_CHANNEL_PRODUCT = 640 * 640;
 /** The patches tensor this path may build (128 MB): a larger one stays a Conv2D, which needs no such buffer. */
 const PATCHES_MAX_ELEMENTS = 1 << 25;
+/** CONTROLNET_TS_CONV_PATCHES=0 keeps every conv on TensorFlow's Conv2D, for comparisons (also `useConvPatches`). */
+let convPatches = process.env.CONTROLNET_TS_CONV_PATCHES !== "0";
+
+/** Large-filter convs as patches · filter (true, the default) or on TensorFlow's Conv2D (false): for A/B timings. */
+export function useConvPatches(on: boolean): void {
+  convPatches = on;
+}
 
 /** The conv as patches · filter when it is one of the large-filter convs above (else null): NHWC, dilation 1, CPU. */
 function convAsPatchesProduct(backend: NodeBackend, x: TensorInfo, filter: TensorInfo, info: ConvInfo): TensorInfo | null {
   const { batchSize, outHeight, outWidth, filterHeight: kh, filterWidth: kw, inChannels, outChannels } = info;
-  if (!convsOnHost || info.dataFormat !== "channelsLast" || info.dilationHeight !== 1 || info.dilationWidth !== 1) return null;
+  if (!convPatches || !convsOnHost || info.dataFormat !== "channelsLast" || info.dilationHeight !== 1 || info.dilationWidth !== 1) return null;
   if (inChannels * outChannels < PATCHES_MIN_CHANNEL_PRODUCT) return null;
   const rows = batchSize * outHeight * outWidth, depth = kh * kw * inChannels;
   if (rows * depth > PATCHES_MAX_ELEMENTS) return null;
