@@ -29,12 +29,8 @@
 import { tf } from "../tf.js";
 import type { KernelConfig, KernelFunc, TensorInfo } from "@tensorflow/tfjs";
 import { registerLinearKernels } from "./linear.js";
+import { reshape, typeAttr, type OpAttr } from "./tf-ops.js";
 
-interface OpAttr {
-  name: string;
-  type: number;
-  value: unknown;
-}
 interface NodeBackend {
   binding: { TF_ATTR_INT: number; TF_ATTR_STRING: number; TF_ATTR_BOOL: number; TF_ATTR_TYPE: number; TF_FLOAT: number; TF_INT32: number };
   executeSingleOutput(name: string, attrs: OpAttr[], inputs: TensorInfo[]): TensorInfo;
@@ -51,12 +47,6 @@ export function paddingName(info: ConvInfo): string {
     [info.dilationHeight, info.dilationWidth], "same", undefined, false, info.dataFormat,
   ).padInfo;
   return same.top === p.top && same.bottom === p.bottom && same.left === p.left && same.right === p.right ? "SAME" : "EXPLICIT";
-}
-
-/** A TensorFlow op's type attribute (`T`, `Tpaddings`, `Index`, …): float32 or int32. */
-function typeAttr(backend: NodeBackend, name: string, dtype: "float32" | "int32"): OpAttr {
-  const b = backend.binding;
-  return { name, type: b.TF_ATTR_TYPE, value: dtype === "float32" ? b.TF_FLOAT : b.TF_INT32 };
 }
 
 /** An NHWC tensor's [4, 2] paddings (flattened) for the conv's explicit padding: explicit_paddings' and Pad's form. */
@@ -147,16 +137,6 @@ interface ConvAttrs {
   dataFormat: "NHWC" | "NCHW";
   dilations: [number, number] | number;
   dimRoundingMode?: "floor" | "round" | "ceil";
-}
-
-/** x reshaped by TensorFlow's Reshape (a new handle on the same buffer). */
-function reshape(backend: NodeBackend, x: TensorInfo, shape: number[]): TensorInfo {
-  const s = tf.tensor1d(shape, "int32");
-  try {
-    return backend.executeSingleOutput("Reshape", [typeAttr(backend, "T", "float32"), typeAttr(backend, "Tshape", "int32")], [x, s]);
-  } finally {
-    s.dispose();
-  }
 }
 
 /**

@@ -17,12 +17,8 @@
 import { tf } from "../tf.js";
 import type { NamedTensorInfoMap, TensorInfo } from "@tensorflow/tfjs";
 import { FUSED_BIAS_ADD, FUSED_BIAS_GRAD, FUSED_LINEAR, FUSED_LINEAR_GRAD_INPUT, FUSED_LINEAR_GRAD_WEIGHT } from "../fused.js";
+import { reshape, type OpAttr } from "./tf-ops.js";
 
-interface OpAttr {
-  name: string;
-  type: number;
-  value: unknown;
-}
 interface NodeBackend {
   binding: { TF_ATTR_TYPE: number; TF_ATTR_BOOL: number; TF_ATTR_STRING: number; TF_ATTR_INT: number; TF_FLOAT: number; TF_INT32: number };
   executeSingleOutput(name: string, attrs: OpAttr[], inputs: TensorInfo[]): tf.Tensor;
@@ -74,12 +70,7 @@ class Ops {
     return { name: "T", type: this.nb.binding.TF_ATTR_TYPE, value: this.nb.binding.TF_FLOAT };
   }
   reshape(x: TensorInfo, shape: number[]): tf.Tensor {
-    const s = tf.tensor1d(shape, "int32");
-    try {
-      return this.nb.executeSingleOutput("Reshape", [this.float, { name: "Tshape", type: this.nb.binding.TF_ATTR_TYPE, value: this.nb.binding.TF_INT32 }], [x, s]);
-    } finally {
-      s.dispose();
-    }
+    return reshape(this.nb, x, shape) as tf.Tensor;
   }
   matMul(a: TensorInfo, b: TensorInfo, transposeA: boolean, transposeB: boolean): tf.Tensor {
     const bool = this.nb.binding.TF_ATTR_BOOL;
