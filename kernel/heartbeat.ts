@@ -5,21 +5,23 @@
  */
 import { createRequire } from "node:module";
 import { Worker } from "node:worker_threads";
-import { bound, endWorker } from "./zmq-worker.js";
+import { bound, endWorker, UNOWNED_FRAMES_SOURCE } from "./zmq-worker.js";
 
 const WORKER_SOURCE = `
 const { workerData, parentPort } = require("node:worker_threads");
 const zmq = require(workerData.zeromq);
+${UNOWNED_FRAMES_SOURCE}
 (async () => {
   const sock = new zmq.Reply({ linger: 0 });
   await sock.bind(workerData.address);
   parentPort.postMessage("bound");
   parentPort.on("message", (m) => { if (m === "close") sock.close(); });
   try {
-    for await (const frames of sock) await sock.send(frames);
+    for await (const frames of sock) await sock.send(unowned(frames));
   } catch (e) {
     if (!sock.closed) throw e;
   }
+  await settled();
 })().catch((e) => { parentPort.postMessage("error: " + (e && e.stack || e)); })
   // the socket is closed: let the thread end by itself (nothing left to run), so zeromq tears its context down on
   // its own schedule instead of being cut off by terminate()

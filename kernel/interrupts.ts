@@ -36,7 +36,7 @@ import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { MessageChannel, Worker, type MessagePort } from "node:worker_threads";
-import { bound, endWorker } from "./zmq-worker.js";
+import { bound, endWorker, UNOWNED_FRAMES_SOURCE } from "./zmq-worker.js";
 
 /** The global the worker's evaluation calls. */
 const HOOK = Symbol.for("controlnet-ts.kernel.interrupt");
@@ -52,6 +52,7 @@ const { workerData, parentPort } = require("node:worker_threads");
 const crypto = require("node:crypto");
 const inspector = require("node:inspector");
 const zmq = require(workerData.zeromq);
+${UNOWNED_FRAMES_SOURCE}
 const { handshake, port, controlAddress, key, hook } = workerData;
 const [IDLE, ASKED, POSTED, CLAIMED] = [0, 1, 2, 3];
 const log = (m) => port.postMessage({ log: m });
@@ -137,7 +138,7 @@ function isInterruptRequest(frames) {
 }
 let sending = Promise.resolve();
 port.on("message", (m) => {
-  if (m.send) sending = sending.then(() => control.closed ? undefined : control.send(m.send.map((f) => Buffer.from(f)))).catch((e) => control.closed || log("control send: " + e.message));
+  if (m.send) sending = sending.then(() => control.closed ? undefined : control.send(unowned(m.send))).catch((e) => control.closed || log("control send: " + e.message));
   else if (m.close) {
     // the last replies (shutdown_reply) go out first
     sending.finally(() => {
@@ -156,7 +157,7 @@ port.on("message", (m) => {
     port.postMessage({ control: frames });
   }
 })().catch((e) => { if (!control.closed) parentPort.postMessage("error: " + (e && e.stack || e)); })
-  .finally(() => parentPort.close());
+  .finally(() => settled().then(() => parentPort.close()));
 `;
 
 const KERNEL_DIR = path.dirname(fileURLToPath(import.meta.url));

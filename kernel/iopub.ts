@@ -6,11 +6,12 @@
  */
 import { createRequire } from "node:module";
 import { Worker } from "node:worker_threads";
-import { bound, endWorker } from "./zmq-worker.js";
+import { bound, endWorker, UNOWNED_FRAMES_SOURCE } from "./zmq-worker.js";
 
 const WORKER_SOURCE = `
 const { workerData, parentPort } = require("node:worker_threads");
 const zmq = require(workerData.zeromq);
+${UNOWNED_FRAMES_SOURCE}
 (async () => {
   const sock = new zmq.Publisher({ linger: 1000 });
   await sock.bind(workerData.address);
@@ -34,13 +35,14 @@ const zmq = require(workerData.zeromq);
     else if (typeof m === "object" && m.drain !== undefined) parentPort.postMessage({ drained: m.drain });
     else {
       try {
-        await sock.send(m);
+        await sock.send(unowned(m));
       } catch (e) {
         parentPort.postMessage("send failed: " + (e && e.message || e));
       }
     }
   }
   sock.close();
+  await settled();
 })().catch((e) => { parentPort.postMessage("error: " + (e && e.stack || e)); })
   // the socket is closed: let the thread end by itself (nothing left to run), so zeromq tears its context down on
   // its own schedule instead of being cut off by terminate()

@@ -27,3 +27,31 @@ export async function endWorker(worker: Worker, ask: () => void, onLate?: () => 
     await worker.terminate();
   }
 }
+
+/**
+ * Source every zeromq worker evaluates first: `unowned(frames)`, the frames as they are handed to zeromq.js, and
+ * `settled()`, awaited after the worker's socket is closed and before its thread may end.
+ *
+ * zeromq.js sends a buffer of more than 128 bytes without copying it and, once libzmq is done with it (on libzmq's own
+ * I/O or reaper thread, after the send, or at the socket's close), hands it back to the addon instance of the thread
+ * that sent it (outgoing_msg.cc: Reference::Recycle into the module's trash). If that worker thread has ended by then,
+ * its addon instance is freed and the hand-back writes into freed memory: the kernel aborted at shutdown with
+ * "tcache_thread_shutdown(): unaligned tcache chunk detected" (the worker's freed memory, written after its free;
+ * 2 of 450 shutdowns with three kernels starting and stopping side by side, once in CI). A string is copied into
+ * memory libzmq frees itself, with no hand-back: every frame that is valid UTF-8 (the protocol's delimiter, signature
+ * and JSON parts) goes as one. A binary frame of more than 128 bytes (a comm's buffer) still goes without a copy; a
+ * worker that sent one keeps its thread 200 ms after closing the socket, long enough for libzmq to finish with it.
+ */
+export const UNOWNED_FRAMES_SOURCE = `
+const { isUtf8 } = require("node:buffer");
+let sentShared = false;
+const unowned = (frames) => frames.map((f) => {
+  const b = Buffer.isBuffer(f) ? f : Buffer.from(f.buffer, f.byteOffset, f.byteLength);
+  if (b.length <= 128) return b;
+  if (isUtf8(b)) return b.toString("utf8");
+  sentShared = true;
+  return b;
+});
+const settled = () => new Promise((r) => (sentShared ? setTimeout(r, 200) : r()));
+`;
+
