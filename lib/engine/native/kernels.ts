@@ -29,7 +29,7 @@
 import { tf } from "../tf.js";
 import type { KernelConfig, KernelFunc, TensorInfo } from "@tensorflow/tfjs";
 import { registerLinearKernels } from "./linear.js";
-import { reshape, typeAttr, type OpAttr } from "./tf-ops.js";
+import { matMul, reshape, typeAttr, type OpAttr } from "./tf-ops.js";
 
 interface NodeBackend {
   binding: { TF_ATTR_INT: number; TF_ATTR_STRING: number; TF_ATTR_BOOL: number; TF_ATTR_TYPE: number; TF_FLOAT: number; TF_INT32: number };
@@ -181,11 +181,7 @@ function convAsPatchesProduct(backend: NodeBackend, x: TensorInfo, filter: Tenso
   try {
     // [B, outH, outW, kh·kw·Cin], depth ordered (row, column, channel) as the HWIO filter flattens
     const p = keep(name === "EXPLICIT" ? withPadded(backend, x, nhwcPaddings(info), (xp) => patches(xp, "VALID")) : patches(x, name));
-    const product = keep(backend.executeSingleOutput("MatMul", [
-      typeAttr(backend, "T", "float32"),
-      { name: "transpose_a", type: b.TF_ATTR_BOOL, value: false },
-      { name: "transpose_b", type: b.TF_ATTR_BOOL, value: false },
-    ], [keep(reshape(backend, p, [rows, depth])), keep(reshape(backend, filter, [depth, outChannels]))]));
+    const product = keep(matMul(backend, keep(reshape(backend, p, [rows, depth])), keep(reshape(backend, filter, [depth, outChannels]))));
     return reshape(backend, product, [batchSize, outHeight, outWidth, outChannels]);
   } finally {
     tf.dispose(made as tf.Tensor[]);
@@ -255,11 +251,7 @@ function matMulOf2D(stock: KernelFunc): KernelFunc {
     if (a.shape.length !== 2 || b.shape.length !== 2 || a.dtype !== "float32" || b.dtype !== "float32") return stock(args);
     const nb = args.backend as unknown as NodeBackend;
     const attrs = args.attrs as { transposeA: boolean; transposeB: boolean };
-    return nb.executeSingleOutput("MatMul", [
-      typeAttr(nb, "T", "float32"),
-      { name: "transpose_a", type: nb.binding.TF_ATTR_BOOL, value: attrs.transposeA },
-      { name: "transpose_b", type: nb.binding.TF_ATTR_BOOL, value: attrs.transposeB },
-    ], [a, b]);
+    return matMul(nb, a, b, attrs.transposeA, attrs.transposeB);
   };
 }
 

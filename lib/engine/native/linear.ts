@@ -17,7 +17,7 @@
 import { tf } from "../tf.js";
 import type { NamedTensorInfoMap, TensorInfo } from "@tensorflow/tfjs";
 import { FUSED_BIAS_ADD, FUSED_BIAS_GRAD, FUSED_LINEAR, FUSED_LINEAR_GRAD_INPUT, FUSED_LINEAR_GRAD_WEIGHT } from "../fused.js";
-import { reshape, type OpAttr } from "./tf-ops.js";
+import { matMul, reshape, type OpAttr } from "./tf-ops.js";
 
 interface NodeBackend {
   binding: { TF_ATTR_TYPE: number; TF_ATTR_BOOL: number; TF_ATTR_STRING: number; TF_ATTR_INT: number; TF_FLOAT: number; TF_INT32: number };
@@ -73,8 +73,7 @@ class Ops {
     return reshape(this.nb, x, shape) as tf.Tensor;
   }
   matMul(a: TensorInfo, b: TensorInfo, transposeA: boolean, transposeB: boolean): tf.Tensor {
-    const bool = this.nb.binding.TF_ATTR_BOOL;
-    return this.nb.executeSingleOutput("MatMul", [this.float, { name: "transpose_a", type: bool, value: transposeA }, { name: "transpose_b", type: bool, value: transposeB }], [a, b]);
+    return matMul(this.nb, a, b, transposeA, transposeB) as tf.Tensor;
   }
   biasAdd(x: TensorInfo, bias: TensorInfo): tf.Tensor {
     return this.nb.executeSingleOutput("BiasAdd", [this.float, this.nhwc], [x, bias]);

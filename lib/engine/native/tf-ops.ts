@@ -13,7 +13,7 @@ export interface OpAttr {
 
 /** What these helpers need of tfjs-node's backend. */
 export interface TfOpBackend {
-  binding: { TF_ATTR_TYPE: number; TF_FLOAT: number; TF_INT32: number };
+  binding: { TF_ATTR_TYPE: number; TF_ATTR_BOOL: number; TF_FLOAT: number; TF_INT32: number };
   executeSingleOutput(name: string, attrs: OpAttr[], inputs: TensorInfo[]): TensorInfo;
 }
 
@@ -31,4 +31,14 @@ export function reshape(backend: TfOpBackend, x: TensorInfo, shape: number[]): T
   } finally {
     s.dispose();
   }
+}
+
+/** a · b of two float32 matrices by TensorFlow's MatMul (either operand transposed). */
+export function matMul(backend: TfOpBackend, a: TensorInfo, b: TensorInfo, transposeA = false, transposeB = false): TensorInfo {
+  const bool = backend.binding.TF_ATTR_BOOL;
+  return backend.executeSingleOutput("MatMul", [
+    typeAttr(backend, "T", "float32"),
+    { name: "transpose_a", type: bool, value: transposeA },
+    { name: "transpose_b", type: bool, value: transposeB },
+  ], [a, b]);
 }
